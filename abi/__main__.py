@@ -1,0 +1,3 @@
+from abi.cli import main
+
+raise SystemExit(main())
