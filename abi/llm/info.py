@@ -1,0 +1,88 @@
+"""What a GGUF model is: the facts `python -m abi llm info` prints."""
+from __future__ import annotations
+
+import os
+
+from ..gguf import GGUFFile, load
+from ..models_hub import resolve_model
+
+_SPECIAL_TOKEN_KEYS = ("bos", "eos", "eot", "eom", "unknown", "separator", "padding", "mask",
+                       "fim_pre", "fim_suf", "fim_mid")
+
+
+def model_info(model: str | os.PathLike | GGUFFile | None = None) -> dict:
+    f = model if isinstance(model, GGUFFile) else load(resolve_model(model))
+    arch = f.architecture or "?"
+    tokens = f.get("tokenizer.ggml.tokens") or []
+    special = {}
+    for kind in _SPECIAL_TOKEN_KEYS:
+        tid = f.get(f"tokenizer.ggml.{kind}_token_id")
+        if isinstance(tid, int):
+            special[kind] = {"id": tid, "text": tokens[tid] if 0 <= tid < len(tokens) else None}
+    types: dict[str, dict[str, int]] = {}
+    for t in f.tensors.values():
+        entry = types.setdefault(t.ggml_type.name, {"count": 0, "bytes": 0})
+        entry["count"] += 1
+        entry["bytes"] += t.nbytes
+    rope = {k: f.arch_get(f"rope.{k}") for k in
+            ("freq_base", "dimension_count", "scaling.type", "scaling.factor",
+             "scaling.original_context_length")}
+    return {
+        "path": f.path,
+        "architecture": arch,
+        "name": f.get("general.name"),
+        "n_params": sum(t.n_elements for t in f.tensors.values()),
+        "file_size": f.file_size,
+        "gguf_version": f.version,
+        "context_length": f.arch_get("context_length"),
+        "n_layers": f.arch_get("block_count"),
+        "n_heads": f.arch_get("attention.head_count"),
+        "n_kv_heads": f.arch_get("attention.head_count_kv", f.arch_get("attention.head_count")),
+        "n_embd": f.arch_get("embedding_length"),
+        "n_ff": f.arch_get("feed_forward_length"),
+        "rope": {k: v for k, v in rope.items() if v is not None},
+        "tokenizer_model": f.get("tokenizer.ggml.model"),
+        "tokenizer_pre": f.get("tokenizer.ggml.pre"),
+        "vocab_size": len(tokens) or f.arch_get("vocab_size"),
+        "special_tokens": special,
+        "has_chat_template": isinstance(f.get("tokenizer.chat_template"), str),
+        "tensor_count": len(f.tensors),
+        "tensor_types": dict(sorted(types.items(), key=lambda kv: -kv[1]["bytes"])),
+    }
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n < 2**30 else f"{n / 2**30:.2f} GiB"
+
+
+def format_info(info: dict) -> str:
+    def row(label, value):
+        return f"{label:<18} {value}"
+
+    params = info["n_params"]
+    rope = ", ".join(f"{k}={v}" for k, v in info["rope"].items()) or "-"
+    lines = [
+        row("model", info["path"]),
+        row("architecture", info["architecture"]),
+        row("name", info["name"] or "-"),
+        row("parameters", f"{params / 1e6:.1f} M" if params < 1e9 else f"{params / 1e9:.2f} B"),
+        row("file size", _size(info["file_size"])),
+        row("context length", info["context_length"]),
+        row("layers", info["n_layers"]),
+        row("heads", f"{info['n_heads']} (KV heads: {info['n_kv_heads']})"),
+        row("embedding size", info["n_embd"]),
+        row("feed-forward", info["n_ff"]),
+        row("rope", rope),
+        row("tokenizer", f"{info['tokenizer_model']} (pre-tokenizer: {info['tokenizer_pre'] or '-'})"),
+        row("vocabulary", info["vocab_size"]),
+        row("special tokens", ", ".join(f"{k}={v['id']} {v['text']!r}"
+                                        for k, v in info["special_tokens"].items()) or "-"),
+        row("chat template", "yes" if info["has_chat_template"] else "no"),
+        "",
+        f"{'tensor type':<12} {'count':>6} {'bytes':>14}",
+    ]
+    for name, t in info["tensor_types"].items():
+        lines.append(f"{name:<12} {t['count']:>6} {t['bytes']:>14,}  ({_size(t['bytes'])})")
+    lines.append(f"{'total':<12} {info['tensor_count']:>6} "
+                 f"{sum(t['bytes'] for t in info['tensor_types'].values()):>14,}")
+    return "\n".join(lines)

