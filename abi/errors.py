@@ -117,3 +117,37 @@ class GenerationCancelled(AbiError):
 
     exit_code = 130
     http_status = 499
+
+
+# --- training, datasets, federated learning -------------------------------------------
+
+class TrainingError(AbiError):
+    """Training cannot start or continue (bad model/data combination, diverged, ...)."""
+
+    exit_code = 8
+    http_status = 400
+    error_type = "invalid_request_error"
+
+
+class CheckpointError(TrainingError):
+    """A checkpoint is missing, corrupt, truncated or of the wrong kind. ``path`` names it."""
+
+    def __init__(self, message: str, path: str | None = None):
+        self.path = path
+        super().__init__(message)
+
+
+class DatasetError(AbiError):
+    """A dataset file (TokenBin, WDBX, text) is malformed or unusable."""
+
+    exit_code = 3
+    http_status = 400
+    error_type = "invalid_request_error"
+
+
+class FederatedError(AbiError):
+    """A federated update was rejected (unknown node, wrong shape, NaN/Inf, stale step)."""
+
+    exit_code = 9
+    http_status = 400
+    error_type = "invalid_request_error"
