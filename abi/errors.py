@@ -151,3 +151,175 @@ class FederatedError(AbiError):
     exit_code = 9
     http_status = 400
     error_type = "invalid_request_error"
+
+
+# --- agents and connectors (remote model providers, Discord) ---------------------------
+
+class AgentError(AbiError):
+    """A backend or connector call failed. ``context`` is its ErrorContext (backend, endpoint,
+    status, model, attempt); ``status`` the HTTP status when there was one."""
+
+    exit_code = 10
+    http_status = 502
+
+    def __init__(self, message: str, *, context: "ErrorContext | None" = None,
+                 status: int | None = None):
+        self.context = context
+        self.status = status
+        super().__init__(message)
+
+
+class Timeout(AgentError):
+    """Connecting to, or reading from, a provider took longer than its timeout."""
+
+    http_status = 504
+
+
+class ConnectionRefused(AgentError):
+    """The provider could not be reached (refused, unreachable host, unknown name)."""
+
+    http_status = 503
+
+
+class HttpRequestFailed(AgentError):
+    """The provider answered with an error status, or its connection dropped."""
+
+
+class RateLimited(HttpRequestFailed):
+    """HTTP 429 after every retry. ``retry_after``: seconds the server asked us to wait."""
+
+    http_status = 429
+    error_type = "rate_limit_error"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs):
+        self.retry_after = retry_after
+        super().__init__(message, **kwargs)
+
+
+class AuthenticationError(HttpRequestFailed):
+    """HTTP 401/403: the API key or token is missing, wrong or lacks permission."""
+
+    http_status = 401
+    error_type = "authentication_error"
+
+
+class ModelNotFound(HttpRequestFailed, ModelNotFoundError):
+    """The provider does not know the requested model (a remote ModelNotFoundError)."""
+
+    exit_code = 4
+    http_status = 404
+    error_type = "invalid_request_error"
+
+
+class MalformedResponse(HttpRequestFailed):
+    """The provider's reply does not follow its wire format (bad JSON, bad stream chunk)."""
+
+
+class StreamInterrupted(HttpRequestFailed):
+    """A streamed reply ended (or the connection dropped) before its end marker."""
+
+
+class GenerationFailed(AgentError):
+    """A backend produced no usable response (no choices, engine failure)."""
+
+
+class InvalidRequestError(AbiError):
+    """An argument to a call is unusable (empty message, over a provider's size limit)."""
+
+    exit_code = 2
+    http_status = 400
+    error_type = "invalid_request_error"
+
+
+class SignatureError(AbiError):
+    """A signed request (Discord interaction) is forged, malformed or too old."""
+
+    exit_code = 2
+    http_status = 401
+    error_type = "authentication_error"
+
+
+class ErrorContext:
+    """Where an agent or connector error happened, for logs (the reference's ErrorContext).
+
+    ``format()``/``log()`` give the reference's line, e.g.
+    ``AgentError: HttpRequestFailed during API request [backend=openai] [model=gpt-4]``.
+    Endpoint and HTTP status are kept as attributes and shown only by ``format(verbose=True)``
+    (the reference's line omits them, and an endpoint may carry a webhook token).
+    """
+
+    API_REQUEST = "API request"
+    CONFIGURATION = "configuration validation"
+    GENERATION = "response generation"
+
+    def __init__(self, error, operation: str, *, backend: str | None = None,
+                 endpoint: str | None = None, http_status: int | None = None,
+                 model: str | None = None, message: str | None = None,
+                 retry_attempt: int | None = None, max_retries: int | None = None,
+                 field: str | None = None):
+        # error: an exception, an exception class or a name ("HttpRequestFailed")
+        if isinstance(error, BaseException):
+            error = type(error).__name__
+        elif isinstance(error, type):
+            error = error.__name__
+        self.error = str(error)
+        self.operation = operation
+        self.backend = None if backend is None else str(getattr(backend, "value", backend))
+        self.endpoint = endpoint
+        self.http_status = http_status
+        self.model = model
+        self.message = message
+        self.retry_attempt = retry_attempt
+        self.max_retries = max_retries
+        self.field = field
+
+    @classmethod
+    def api_error(cls, err, backend, endpoint: str | None = None, status: int | None = None,
+                  model: str | None = None) -> "ErrorContext":
+        return cls(err, cls.API_REQUEST, backend=backend, endpoint=endpoint,
+                   http_status=status, model=model)
+
+    @classmethod
+    def config_error(cls, err, message: str, *, field: str | None = None,
+                     backend=None) -> "ErrorContext":
+        return cls(err, cls.CONFIGURATION, backend=backend, message=message, field=field)
+
+    @classmethod
+    def generation_error(cls, err, backend, model: str | None = None,
+                         message: str | None = None) -> "ErrorContext":
+        return cls(err, cls.GENERATION, backend=backend, model=model, message=message)
+
+    @classmethod
+    def retry_error(cls, err, backend, endpoint: str | None, attempt: int, max_attempts: int,
+                    *, model: str | None = None, status: int | None = None) -> "ErrorContext":
+        return cls(err, cls.API_REQUEST, backend=backend, endpoint=endpoint, model=model,
+                   http_status=status, retry_attempt=attempt, max_retries=max_attempts)
+
+    def format(self, verbose: bool = False) -> str:
+        parts = [f"AgentError: {self.error} during {self.operation}"]
+        if self.backend is not None:
+            parts.append(f" [backend={self.backend}]")
+        if self.model is not None:
+            parts.append(f" [model={self.model}]")
+        if verbose and self.endpoint is not None:
+            parts.append(f" [endpoint={self.endpoint}]")
+        if verbose and self.http_status is not None:
+            parts.append(f" [http_status={self.http_status}]")
+        if self.retry_attempt is not None and self.max_retries is not None:
+            parts.append(f" [attempt={self.retry_attempt}/{self.max_retries}]")
+        if self.message:
+            parts.append(f" - {self.message}")
+        return "".join(parts)
+
+    __str__ = format
+
+    def __repr__(self) -> str:
+        return f"ErrorContext({self.format(verbose=True)!r})"
+
+    def log(self, logger=None) -> str:
+        """Log the line at ERROR level (to stderr when logging is not configured); return it."""
+        import logging
+
+        line = self.format()
+        (logger or logging.getLogger("abi.agents")).error("%s", line)
+        return line
