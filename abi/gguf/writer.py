@@ -78,9 +78,7 @@ def _encode_value(value: Any, vtype: GGUFValueType, element_type: GGUFValueType 
             return head + np.asarray(value, dtype="<" + fmt if fmt != "?" else "u1").tobytes()
         if etype == GGUFValueType.STRING:
             return head + b"".join(_encode_string(v) for v in value)
-        return head + b"".join(
-            struct.pack("<I", GGUFValueType.ARRAY) + _encode_value(v, GGUFValueType.ARRAY, None)
-            for v in value)
+        return head + b"".join(_encode_value(v, GGUFValueType.ARRAY, None) for v in value)
     fmt, _ = SCALAR_FORMATS[vtype]
     return struct.pack("<" + fmt, value)
 
