@@ -231,9 +231,10 @@ def train(config: TrainingConfig | None = None, *, resume_from: str | None = Non
             window_samples, window_loss, overflow = 0, 0.0, False
             for mb in range(micro, window_end):
                 idx = perm[mb * config.batch_size:(mb + 1) * config.batch_size]
-                loss, grads, _ = mlp.loss_and_grads(params, task.x[idx], task.y[idx],
-                                                    precision, scale)
-                if not all_finite(grads.values()):
+                with np.errstate(over="ignore", invalid="ignore"):  # overflow is handled
+                    loss, grads, _ = mlp.loss_and_grads(params, task.x[idx], task.y[idx],
+                                                        precision, scale)
+                if not (math.isfinite(loss) and all_finite(grads.values())):
                     overflow = True
                 else:
                     for name, g in grads.items():

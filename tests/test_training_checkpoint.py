@@ -1,0 +1,163 @@
+"""Checkpoints: atomic, checksummed, pruned, resumable bit for bit, and crash-safe."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from abi.errors import CheckpointError
+from abi.training import TrainingConfig, load_checkpoint, train
+from abi.training.checkpoint import (CheckpointManager, read_checkpoint, resolve_checkpoint,
+                                     save_checkpoint)
+
+
+def test_round_trip_and_metadata(tmp_path):
+    tensors = {"a": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.array([1, 2], np.int64),
+               "c": np.float16([0.5, -2.0]), "empty": np.zeros((0, 3), np.float32)}
+    meta = {"step": 7, "rng": {"state": 2 ** 100 + 3}, "name": "ü"}
+    path = save_checkpoint(tmp_path / "x.ckpt", tensors, meta)
+    f = read_checkpoint(path)
+    assert f.meta == meta
+    for k, v in tensors.items():
+        assert f.tensors[k].dtype == v.dtype and f.tensors[k].shape == v.shape
+        np.testing.assert_array_equal(f.tensors[k], v)
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "trailer", "empty"])
+def test_damaged_checkpoint_is_a_clear_error_and_the_previous_one_stays_usable(tmp_path, damage):
+    m = CheckpointManager(tmp_path / "run.ckpt", max_checkpoints=5)
+    m.save(1, {"w": np.ones(1000, np.float32)}, {"step": 1})
+    p2 = m.save(2, {"w": np.full(1000, 2.0, np.float32)}, {"step": 2})
+    blob = bytearray(p2.read_bytes())
+    if damage == "truncate":
+        blob = blob[: len(blob) // 2]
+    elif damage == "flip":
+        blob[len(blob) // 2] ^= 0x40
+    elif damage == "trailer":
+        blob = blob[:-1]
+    else:
+        blob = bytearray()
+    p2.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="corrupt or truncated") as info:
+        read_checkpoint(p2)
+    assert info.value.path == str(p2)
+    with pytest.warns(RuntimeWarning, match="skipping damaged"):
+        good = m.latest_valid()
+    assert good.meta["step"] == 1 and good.tensors["w"][0] == 1.0
+    with pytest.warns(RuntimeWarning):
+        assert resolve_checkpoint(tmp_path / "run.ckpt").meta["step"] == 1
+
+
+def test_not_a_checkpoint(tmp_path):
+    p = tmp_path / "x.ckpt"
+    p.write_bytes(b"hello world" * 10)
+    with pytest.raises(CheckpointError, match="not an abi checkpoint"):
+        read_checkpoint(p)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_max_checkpoints_are_kept(tmp_path):
+    cfg = TrainingConfig(epochs=2, sample_count=128, checkpoint_interval=2, max_checkpoints=3,
+                         checkpoint_path=str(tmp_path / "model.ckpt"))
+    r = train(cfg)
+    assert r.steps == 8 and r.checkpoints_written == 4
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert kept == ["model-00000004.ckpt", "model-00000006.ckpt", "model-00000008.ckpt"]
+    ck = load_checkpoint(tmp_path / "model.ckpt")  # the base path resolves to the newest
+    assert ck.step == 8 and ck.epoch == 2
+    for k, v in r.weights.items():
+        np.testing.assert_array_equal(ck.weights[k], v)
+    x = np.random.default_rng(0).standard_normal((3, 16)).astype(np.float32)
+    assert ck.logits(x).shape == (3, 4)
+
+
+@pytest.mark.parametrize("mixed", [False, "fp16"])
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, mixed):
+    kw = dict(epochs=3, batch_size=16, sample_count=100, gradient_accumulation_steps=2,
+              lr_schedule="warmup_cosine", checkpoint_interval=3, max_checkpoints=10,
+              mixed_precision=mixed, loss_scale_growth_interval=4)
+    full = train(TrainingConfig(checkpoint_path=str(tmp_path / "a" / "m.ckpt"), **kw))
+
+    class Crash(Exception):
+        pass
+
+    def crash(step, loss):
+        if step == 7:  # mid-epoch (4 steps per epoch), one step after the step-6 checkpoint
+            raise Crash
+
+    cfg = TrainingConfig(checkpoint_path=str(tmp_path / "b" / "m.ckpt"), **kw)
+    with pytest.raises(Crash):
+        train(cfg, on_step=crash)
+    assert load_checkpoint(tmp_path / "b" / "m.ckpt").step == 6
+    resumed = train(resume_from=str(tmp_path / "b" / "m.ckpt"))
+    assert resumed.resumed_from.endswith("m-00000006.ckpt")
+    assert resumed.steps == full.steps
+    assert resumed.loss_per_epoch == full.loss_per_epoch
+    assert resumed.loss_scale == full.loss_scale
+    for k in full.weights:
+        assert resumed.weights[k].tobytes() == full.weights[k].tobytes(), k
+
+
+def test_llm_checkpoint_is_not_a_training_checkpoint(tmp_path):
+    p = save_checkpoint(tmp_path / "x.ckpt", {}, {"kind": "llm"})
+    with pytest.raises(CheckpointError, match="load_llm_checkpoint"):
+        load_checkpoint(p)
+
+
+_CHILD = textwrap.dedent("""
+    import sys, time
+    import numpy as np
+    import abi.training.checkpoint as ck
+
+    m = ck.CheckpointManager(sys.argv[1], max_checkpoints=2)
+    m.save(1, {"w": np.full(1 << 20, 1.0, np.float32)}, {"step": 1})
+    real = ck._write_all
+    calls = 0
+
+    def slow_write(fh, hasher, data):
+        global calls
+        calls += 1
+        real(fh, hasher, data)
+        if calls == 2:  # header and the first tensor bytes are on disk; stall mid-file
+            fh.flush()
+            print("MIDSAVE", flush=True)
+            time.sleep(60)
+
+    ck._write_all = slow_write
+    m.save(2, {"w": np.full(1 << 20, 2.0, np.float32), "v": np.zeros(1 << 20, np.float32)},
+           {"step": 2})
+    print("FINISHED", flush=True)
+""")
+
+
+def test_process_killed_mid_save_loses_nothing_already_saved(tmp_path):
+    base = tmp_path / "run.ckpt"
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(base)], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.strip() == "MIDSAVE"
+        temps = [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+        assert len(temps) == 1 and temps[0].stat().st_size > 0
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    m = CheckpointManager(base, max_checkpoints=2)
+    assert [s for s, _ in m.list()] == [1]          # the half-written step 2 never appeared
+    good = m.latest_valid()
+    assert good.meta["step"] == 1 and np.all(good.tensors["w"] == 1.0)
+    # the next save clears the dead process's temporary file
+    m.save(3, {"w": np.zeros(4, np.float32)}, {"step": 3})
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+    assert [s for s, _ in m.list()] == [1, 3]
