@@ -323,3 +323,11 @@ class ErrorContext:
         line = self.format()
         (logger or logging.getLogger("abi.agents")).error("%s", line)
         return line
+
+
+class ConversionError(AbiError):
+    """A model cannot be converted to GGUF: missing, malformed or unsupported source files."""
+
+    exit_code = 3
+    http_status = 400
+    error_type = "invalid_request_error"
