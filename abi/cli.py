@@ -10,6 +10,7 @@ COMMANDS = {
     "llm": ("abi.llm.cli", "inspect and run GGUF language models (info, generate, chat, bench)"),
     "pull": ("abi.models_hub", "fetch a model into the model cache"),
     "list": ("abi.models_hub", "list the models in the model cache"),
+    "agent": ("abi.agents.cli", "chat with an agent (local model, OpenAI, Ollama, HuggingFace)"),
 }
 
 

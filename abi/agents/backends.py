@@ -1,0 +1,339 @@
+"""Where an agent's replies come from. Each backend turns OpenAI-style messages
+(``{"role", "content"}`` dicts) into a reply, whole or as a stream of text pieces."""
+from __future__ import annotations
+
+import math
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+from abi.agents.config import AgentConfig
+from abi.agents.prompts import render_transcript, transcript_stops
+from abi.errors import AbiError, BackendUnavailable, ErrorContext, GenerationFailed
+
+Messages = Sequence[dict]
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    temperature: float
+    top_p: float
+    max_tokens: int
+
+
+def approx_tokens(messages: Messages) -> int:
+    """Rough token count for backends that cannot count exactly: about four characters a
+    token, plus the few tokens each message's role markers take."""
+    return sum(4 + math.ceil(len(m.get("content") or "") / 4) for m in messages) + 2
+
+
+class Backend:
+    name = "base"
+    model: str | None = None
+
+    def complete(self, messages: Messages, params: GenerationParams) -> str:
+        raise NotImplementedError
+
+    def stream(self, messages: Messages, params: GenerationParams) -> Iterator[str]:
+        yield self.complete(messages, params)
+
+    def context_length(self) -> int | None:
+        """Tokens the model accepts, or None when unknown."""
+        return None
+
+    def count_tokens(self, messages: Messages) -> int:
+        return approx_tokens(messages)
+
+
+class _WithContextLength(Backend):
+    def __init__(self, config: AgentConfig):
+        self._context_length = config.context_length
+
+    def context_length(self) -> int | None:
+        return self._context_length
+
+
+class EchoBackend(_WithContextLength):
+    """Answers ``Echo: <the last user message>``; keeps what it was sent, for tests."""
+
+    name = "echo"
+
+    def __init__(self, config: AgentConfig):
+        super().__init__(config)
+        self.model = config.model or "echo"
+        self.last_messages: list[dict] = []
+        self.last_params: GenerationParams | None = None
+
+    def _reply(self, messages: Messages, params: GenerationParams) -> str:
+        self.last_messages = [dict(m) for m in messages]
+        self.last_params = params
+        user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        return f"Echo: {user}"
+
+    def complete(self, messages: Messages, params: GenerationParams) -> str:
+        return self._reply(messages, params)
+
+    def stream(self, messages: Messages, params: GenerationParams) -> Iterator[str]:
+        # word by word, whitespace kept, so joining the pieces gives the whole reply
+        yield from re.findall(r"\s*\S+|\s+", self._reply(messages, params))
+
+
+# --- local: the embedded runtime --------------------------------------------------------
+
+class _EngineSlot:
+    """One loaded engine shared by every agent of the process that uses its model; one
+    generation at a time."""
+
+    def __init__(self, engine: Any):
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._owner: int | None = None
+
+    def __enter__(self):
+        if self._owner == threading.get_ident():
+            raise GenerationFailed("the local engine is busy with a stream this thread has not "
+                                   "finished; finish or close that stream first")
+        self._lock.acquire()
+        self._owner = threading.get_ident()
+        return self.engine
+
+    def __exit__(self, *exc):
+        self._owner = None
+        self._lock.release()
+
+
+_ENGINES: dict[str, _EngineSlot] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def _engine_class():
+    try:
+        import abi.llm as llm
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("abi.llm",):
+            raise
+        llm = None
+    engine = getattr(llm, "Engine", None)
+    if engine is None:
+        raise BackendUnavailable("the local backend needs the embedded runtime "
+                                 "(abi.llm.Engine), which this install does not have yet")
+    return engine
+
+
+def shared_engine(model: str | None) -> _EngineSlot:
+    """The process-wide engine for ``model`` (a path or name; None: the default model),
+    loaded on first use."""
+    import os
+
+    key = os.path.realpath(model) if model and os.path.exists(model) else (model or "")
+    with _ENGINES_LOCK:
+        slot = _ENGINES.get(key)
+        if slot is None:
+            engine = _engine_class()()
+            engine.load_model(model)
+            slot = _ENGINES[key] = _EngineSlot(engine)
+        return slot
+
+
+class LocalBackend(Backend):
+    """The embedded runtime on a GGUF model (default: the default model), its chat template
+    applied by the engine. The model loads on first use and is shared between agents."""
+
+    name = "local"
+
+    def __init__(self, config: AgentConfig):
+        self.model = config.model
+        self._context_override = config.context_length
+        self._slot: _EngineSlot | None = None
+
+    @property
+    def slot(self) -> _EngineSlot:
+        if self._slot is None:
+            self._slot = shared_engine(self.model)
+        return self._slot
+
+    def context_length(self) -> int | None:
+        n_ctx = int(self.slot.engine.n_ctx)
+        return min(n_ctx, self._context_override) if self._context_override else n_ctx
+
+    def count_tokens(self, messages: Messages) -> int:
+        return int(self.slot.engine.count_chat_tokens(list(messages)))
+
+    def _kwargs(self, params: GenerationParams) -> dict:
+        return {"max_tokens": params.max_tokens, "temperature": params.temperature,
+                "top_p": params.top_p}
+
+    def _failed(self, exc: Exception) -> GenerationFailed:
+        err = GenerationFailed(f"the local engine failed: {type(exc).__name__}: {exc}")
+        err.context = ErrorContext.generation_error(err, self.name, self.model or "default",
+                                                    str(exc))
+        return err
+
+    def complete(self, messages: Messages, params: GenerationParams) -> str:
+        slot = self.slot
+        with slot as engine:
+            try:
+                text = engine.chat(list(messages), stream=False, **self._kwargs(params))
+            except AbiError:
+                raise
+            except Exception as exc:  # an engine bug must still reach the caller typed
+                raise self._failed(exc) from exc
+        if not isinstance(text, str):
+            raise self._failed(TypeError(f"chat() returned {type(text).__name__}"))
+        return text
+
+    def stream(self, messages: Messages, params: GenerationParams) -> Iterator[str]:
+        slot = self.slot
+        with slot as engine:
+            try:
+                events = engine.chat(list(messages), stream=True, **self._kwargs(params))
+                for event in events:
+                    if event.text:
+                        yield event.text
+            except AbiError:
+                raise
+            except GeneratorExit:
+                close = getattr(events, "cancel", None) or getattr(events, "close", None)
+                if close is not None:
+                    close()
+                raise
+            except Exception as exc:
+                raise self._failed(exc) from exc
+
+
+# --- remote providers -----------------------------------------------------------------
+
+class OpenAIBackend(_WithContextLength):
+    name = "openai"
+
+    def __init__(self, config: AgentConfig, client: Any = None):
+        super().__init__(config)
+        from abi.connectors.openai import OpenAIClient
+
+        self.client = client or OpenAIClient(base_url=config.base_url, model=config.model)
+        self.model = config.model or self.client.model
+
+    def complete(self, messages: Messages, params: GenerationParams) -> str:
+        return self.client.chat(messages, self.model, temperature=params.temperature,
+                                top_p=params.top_p, max_tokens=params.max_tokens).text
+
+    def stream(self, messages: Messages, params: GenerationParams) -> Iterator[str]:
+        for chunk in self.client.chat_stream(messages, self.model, include_usage=False,
+                                             temperature=params.temperature, top_p=params.top_p,
+                                             max_tokens=params.max_tokens):
+            if chunk.text:
+                yield chunk.text
+
+
+class OllamaBackend(_WithContextLength):
+    name = "ollama"
+
+    def __init__(self, config: AgentConfig, client: Any = None):
+        super().__init__(config)
+        from abi.connectors.ollama import OllamaClient
+
+        self.client = client or OllamaClient(host=config.base_url, model=config.model)
+        self.model = config.model or self.client.model
+
+    def _options(self, params: GenerationParams) -> dict:
+        return self.client.options(temperature=params.temperature, top_p=params.top_p,
+                                   max_tokens=params.max_tokens, num_ctx=self._context_length)
+
+    def complete(self, messages: Messages, params: GenerationParams) -> str:
+        return self.client.chat(messages, self.model, options=self._options(params)).text
+
+    def stream(self, messages: Messages, params: GenerationParams) -> Iterator[str]:
+        for part in self.client.chat_stream(messages, self.model, options=self._options(params)):
+            if part.text:
+                yield part.text
+
+
+class StopFilter:
+    """Holds back streamed text that may be the start of a stop string, and ends the text at
+    the first stop string (which is not passed on)."""
+
+    def __init__(self, stops: Sequence[str]):
+        self.stops = [s for s in stops if s]
+        self._buf = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        if self.stopped:
+            return ""
+        self._buf += text
+        hits = [i for i in (self._buf.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            out, self._buf, self.stopped = self._buf[:min(hits)], "", True
+            return out
+        keep = 0  # longest buffer tail that is a proper prefix of some stop string
+        for s in self.stops:
+            for n in range(min(len(s) - 1, len(self._buf)), 0, -1):
+                if self._buf.endswith(s[:n]):
+                    keep = max(keep, n)
+                    break
+        out = self._buf[:len(self._buf) - keep]
+        self._buf = self._buf[len(self._buf) - keep:]
+        return out
+
+    def finish(self) -> str:
+        out, self._buf = ("" if self.stopped else self._buf), ""
+        return out
+
+
+class HuggingFaceBackend(_WithContextLength):
+    """Text generation on a plain transcript prompt (the Inference API takes one string)."""
+
+    name = "huggingface"
+
+    def __init__(self, config: AgentConfig, client: Any = None):
+        super().__init__(config)
+        from abi.connectors.huggingface import HuggingFaceClient
+
+        self.client = client or HuggingFaceClient(base_url=config.base_url, model=config.model)
+        self.model = self.client._model(config.model)  # ConfigError now if there is none
+
+    def _kwargs(self, params: GenerationParams) -> dict:
+        sample = params.temperature > 0
+        return {"max_new_tokens": params.max_tokens,
+                "temperature": params.temperature if sample else None,
+                "do_sample": sample,
+                "top_p": params.top_p if sample and 0 < params.top_p < 1 else None,
+                "stop": transcript_stops()}
+
+    def complete(self, messages: Messages, params: GenerationParams) -> str:
+        result = self.client.text_generation(render_transcript(messages), self.model,
+                                             **self._kwargs(params))
+        stops = StopFilter(transcript_stops())
+        return (stops.feed(result.generated_text) + stops.finish()).strip()
+
+    def stream(self, messages: Messages, params: GenerationParams) -> Iterator[str]:
+        stops = StopFilter(transcript_stops())
+        first = True
+        for token in self.client.text_generation_stream(render_transcript(messages), self.model,
+                                                        **self._kwargs(params)):
+            if token.special:
+                continue
+            text = stops.feed(token.text)
+            if first:  # the transcript ends in "Assistant:"; the reply's leading space is noise
+                text = text.lstrip()
+                first = not text
+            if text:
+                yield text
+            if stops.stopped:
+                return
+        tail = stops.finish().rstrip()
+        if tail:
+            yield tail
+
+
+def make_backend(config: AgentConfig, client: Any = None) -> Backend:
+    """The backend ``config.backend`` names; ``client`` replaces the connector the remote
+    backends would build from the environment."""
+    if config.backend == "echo":
+        return EchoBackend(config)
+    if config.backend == "local":
+        return LocalBackend(config)
+    cls = {"openai": OpenAIBackend, "ollama": OllamaBackend,
+           "huggingface": HuggingFaceBackend}[config.backend]
+    return cls(config, client)
