@@ -11,6 +11,8 @@ COMMANDS = {
     "pull": ("abi.models_hub", "fetch a model into the model cache"),
     "list": ("abi.models_hub", "list the models in the model cache"),
     "agent": ("abi.agents.cli", "chat with an agent (local model, OpenAI, Ollama, HuggingFace)"),
+    "train": ("abi.training.cli", "train models (run, info, resume, llm) with checkpoints"),
+    "convert": ("abi.training.cli", "convert datasets (TokenBin <-> WDBX), tokenize text, hf-to-gguf"),
 }
 
 
