@@ -1,0 +1,142 @@
+"""``Engine``: a loaded model plus generation slots (a KV cache each, reused across calls
+for the longest common prompt prefix), and the reference's streaming API on top."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from typing import Callable
+
+from ..errors import ConfigError
+from .generation import StreamingResponse
+from .streaming import StreamingConfig, StreamingStats
+
+log = logging.getLogger("abi.llm")
+
+_CONFIG_FIELDS = {f.name for f in dataclasses.fields(StreamingConfig)}
+
+
+class Slot:
+    """One sequence's KV cache and the lock that serialises its use."""
+
+    def __init__(self, cache):
+        self.cache = cache
+        self.lock = threading.Lock()
+
+
+def make_config(config: StreamingConfig | None = None, **overrides) -> StreamingConfig:
+    """A StreamingConfig from keyword arguments with the reference's names."""
+    unknown = set(overrides) - _CONFIG_FIELDS
+    if unknown:
+        raise ConfigError(f"unknown generation option(s): {', '.join(sorted(unknown))}",
+                          field=sorted(unknown)[0])
+    if config is None:
+        return StreamingConfig(**overrides)
+    return dataclasses.replace(config, **overrides) if overrides else config
+
+
+class Engine:
+    """Generation engine. ``Engine(**model_opts)`` loads nothing until ``load_model``.
+
+    ``model_opts`` go to :func:`abi.llm.load_model` (``n_ctx``, ``n_batch``, ``kv_dtype``,
+    ``chat_template``); ``n_slots`` sets how many sequences keep their own KV cache.
+    """
+
+    def __init__(self, n_slots: int = 1, backend: str = "auto", **model_opts):
+        if n_slots < 1:
+            raise ConfigError("n_slots must be >= 1", field="n_slots")
+        from .backend import select_backend
+
+        self.backend = select_backend(backend)
+        self.n_slots = n_slots
+        self.model_opts = model_opts
+        self.model = None
+        self.slots: list[Slot] = []
+
+    # -- loading ----------------------------------------------------------------------------
+    def load_model(self, path=None) -> "Engine":
+        from .model import load_model
+
+        self.model = load_model(path, **self.model_opts)
+        self.slots = [Slot(self.model.new_cache()) for _ in range(self.n_slots)]
+        log.info("loaded %s (%.2f s, backend %s)", self.model.path, self.model.load_seconds,
+                 self.backend)
+        return self
+
+    @classmethod
+    def from_model(cls, model, n_slots: int = 1) -> "Engine":
+        """An engine around an already loaded Model."""
+        engine = cls(n_slots=n_slots, backend="cpu")
+        engine.model = model
+        engine.slots = [Slot(model.new_cache()) for _ in range(n_slots)]
+        return engine
+
+    def _require_model(self):
+        if self.model is None:
+            self.load_model()
+        return self.model
+
+    @property
+    def n_ctx(self) -> int:
+        return self._require_model().n_ctx
+
+    # -- prompts ------------------------------------------------------------------------------
+    def _prompt_ids(self, prompt) -> list[int]:
+        model = self._require_model()
+        if isinstance(prompt, str):
+            return model.tokenize(prompt)
+        return [int(t) for t in prompt]
+
+    def _pick_slot(self, ids: list[int]) -> Slot:
+        """A free slot, preferring the one whose cache shares the longest prefix."""
+        from .generation import common_prefix
+
+        free = [s for s in self.slots if not s.lock.locked()] or self.slots
+        return max(free, key=lambda s: common_prefix(s.cache.tokens, ids))
+
+    def count_chat_tokens(self, messages) -> int:
+        return len(self._require_model().chat_tokens(messages))
+
+    # -- the reference's API ------------------------------------------------------------------
+    def create_streaming_response(self, prompt, config: StreamingConfig | None = None,
+                                  **options) -> StreamingResponse:
+        """A pull iterator of TokenEvents for ``prompt`` (text, or a list of token ids)."""
+        cfg = make_config(config, **options)
+        ids = self._prompt_ids(prompt)
+        return StreamingResponse(self.model, self._pick_slot(ids), ids, cfg)
+
+    def generate_streaming(self, prompt, on_token: Callable[[str], None], **options) -> StreamingStats:
+        """Call ``on_token(text)`` for each piece of generated text."""
+        response = self.create_streaming_response(prompt, **options)
+        for event in response:
+            if event.text:
+                on_token(event.text)
+        return response.get_stats()
+
+    def generate_streaming_with_config(self, prompt, config: StreamingConfig) -> StreamingStats:
+        """Run to completion calling ``config.on_token(event)`` and ``config.on_complete(stats)``."""
+        response = self.create_streaming_response(prompt, config)
+        for event in response:
+            if config.on_token is not None:
+                config.on_token(event)
+        stats = response.get_stats()
+        if config.on_complete is not None:
+            config.on_complete(stats)
+        return stats
+
+    def generate(self, prompt, **options) -> str:
+        response = self.create_streaming_response(prompt, **options)
+        for _ in response:
+            pass
+        return response.text
+
+    def chat(self, messages, stream: bool = False, tools=None, **options):
+        """Apply the chat template and generate: the reply text, or with ``stream=True`` a
+        StreamingResponse. Earlier turns already in a slot's cache are not recomputed."""
+        ids = self._require_model().chat_tokens(messages, tools=tools)
+        response = self.create_streaming_response(ids, **options)
+        if stream:
+            return response
+        for _ in response:
+            pass
+        return response.text

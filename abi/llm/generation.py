@@ -1,0 +1,213 @@
+"""The one generator behind every surface: a step generator of (token, logprobs), and
+``StreamingResponse``, the pull iterator of TokenEvents with text, stop handling,
+cancellation, timeouts and statistics. Callbacks, SSE, the CLI and the server consume it."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, ContextLengthExceeded
+from .cache import KVCache
+from .sampling import make_logits_processors, make_sampler, top_logprobs
+from .streaming import StreamingConfig, StreamingState, StreamingStats, TokenEvent
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def generate_step(model, cache: KVCache, new_ids: Sequence[int], sampler, processors,
+                  logprobs: int = 0, should_stop=None) -> Iterator[tuple[int, dict | None]]:
+    """Prefill ``new_ids`` after what ``cache`` holds, then yield sampled tokens one by one,
+    feeding each back. Stops early (yielding nothing more) when ``should_stop()`` is true."""
+    logits = model.forward(new_ids, cache, "last", should_stop)
+    history = list(cache.tokens)
+    while logits is not None:
+        raw = logits[0]
+        adjusted = raw.copy()
+        for proc in processors:
+            adjusted = proc(history, adjusted)
+        token = sampler(adjusted)
+        yield token, (top_logprobs(raw, token, logprobs) if logprobs else None)
+        history.append(token)
+        if should_stop is not None and should_stop():
+            return
+        logits = model.forward([token], cache, "last")
+
+
+class StopStrings:
+    """Holds back text that may still turn into a stop string; cuts exactly at a match."""
+
+    def __init__(self, stops: Sequence[str]):
+        self.stops = [s for s in stops if s]
+        self.held = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """Add text; return (text safe to emit, whether a stop string was reached)."""
+        self.held += text
+        if not self.stops:
+            out, self.held = self.held, ""
+            return out, False
+        hits = [i for i in (self.held.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            out, self.held = self.held[:min(hits)], ""
+            return out, True
+        keep = 0
+        for s in self.stops:  # longest suffix of held that starts some stop string
+            for k in range(min(len(s) - 1, len(self.held)), keep, -1):
+                if s.startswith(self.held[-k:]):
+                    keep = k
+                    break
+        cut = len(self.held) - keep
+        out, self.held = self.held[:cut], self.held[cut:]
+        return out, False
+
+    def flush(self) -> str:
+        out, self.held = self.held, ""
+        return out
+
+
+def _drain(detok, stops: StopStrings) -> str:
+    """Text still held when generation ends: incomplete UTF-8 and stop-string prefixes."""
+    tail, hit = stops.feed(detok.flush())
+    return tail if hit else tail + stops.flush()
+
+
+class StreamingResponse:
+    """Pull-based stream of TokenEvents for one generation (``for event in response``).
+
+    Work happens in the consumer's thread as it iterates; ``cancel()`` may be called from
+    any thread and is honoured between prompt batches and between tokens.
+    """
+
+    def __init__(self, model, slot, prompt_ids: list[int], config: StreamingConfig):
+        self.model, self.slot, self.config = model, slot, config
+        self.prompt_ids = list(prompt_ids)
+        self.state = StreamingState.IDLE
+        self.stats = StreamingStats(prompt_tokens=len(self.prompt_ids))
+        self._cancel = threading.Event()
+        self._events = None
+        self.text = ""  # everything emitted so far
+        self.tokens: list[int] = []
+
+    # -- the reference's API ----------------------------------------------------------------
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def is_cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def get_stats(self) -> StreamingStats:
+        return self.stats
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> TokenEvent:
+        if self._events is None:
+            self._events = self._run()
+        return next(self._events)
+
+    def close(self) -> None:
+        """Stop early and release the slot (also done when the response is garbage-collected)."""
+        if self._events is not None:
+            self._events.close()
+        elif self.state == StreamingState.IDLE:
+            self.state = StreamingState.CANCELLED
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # -- the work ------------------------------------------------------------------------------
+    def _run(self) -> Iterator[TokenEvent]:
+        cfg, model, stats = self.config, self.model, self.stats
+        tok = model.tokenizer
+        start = time.perf_counter_ns()
+        deadline = start + cfg.generation_timeout_ns if cfg.generation_timeout_ns else None
+        timed_out = [False]
+
+        def should_stop() -> bool:
+            if deadline is not None and time.perf_counter_ns() > deadline:
+                timed_out[0] = True
+                return True
+            return self._cancel.is_set()
+
+        stop_ids = set(tok.eog_ids if cfg.stop_tokens is None else cfg.stop_tokens)
+        sampler = make_sampler(cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, cfg.seed)
+        processors = make_logits_processors(cfg.repetition_penalty, cfg.repetition_window,
+                                            cfg.presence_penalty, cfg.frequency_penalty,
+                                            cfg.logit_bias)
+        if cfg.max_tokens == 0:
+            stats.finish_reason, self.state = "length", StreamingState.COMPLETED
+            return
+        if not self.prompt_ids:
+            raise ConfigError("the prompt is empty: give at least one token", field="prompt")
+        if len(self.prompt_ids) >= model.n_ctx:
+            raise ContextLengthExceeded(
+                f"the prompt has {len(self.prompt_ids)} tokens; the context holds {model.n_ctx}")
+        with self.slot.lock:
+            cache = self.slot.cache
+            # keep the longest cached prefix, but always recompute the last prompt token
+            keep = min(common_prefix(cache.tokens, self.prompt_ids), len(self.prompt_ids) - 1)
+            cache.truncate(max(keep, 0))
+            stats.cached_tokens = cache.length
+            new_ids = self.prompt_ids[cache.length:]
+            from .tokenizer import StreamingDetokenizer
+
+            detok = StreamingDetokenizer(tok) if cfg.decode_tokens else None
+            stops = StopStrings(cfg.stop)
+            self.state = StreamingState.PREFILLING
+            steps = generate_step(model, cache, new_ids, sampler, processors, cfg.logprobs,
+                                  should_stop)
+            t_prev = start
+            try:
+                for i, (token, info) in enumerate(steps):
+                    now = time.perf_counter_ns()
+                    if i == 0:
+                        stats.prefill_time_ns = stats.time_to_first_token_ns = now - start
+                        self.state = StreamingState.GENERATING
+                    else:
+                        stats.decode_time_ns += now - t_prev
+                        stats.decode_steps += 1
+                    t_prev = now
+                    stats.tokens_generated += 1
+                    position = len(self.prompt_ids) + i
+                    reason, text = None, None
+                    if token in stop_ids:
+                        reason = "stop"
+                    else:
+                        self.tokens.append(token)
+                        if detok:
+                            text, hit = stops.feed(detok.push(token))
+                            reason = "stop" if hit else None
+                    if reason is None and (stats.tokens_generated >= cfg.max_tokens
+                                           or position + 1 >= model.n_ctx):
+                        reason = "length"
+                    if detok and (token in stop_ids or reason == "length"):
+                        text = (text or "") + _drain(detok, stops)
+                    if text:
+                        self.text += text
+                    event = TokenEvent(token, text, position, time.time_ns(), reason is not None, info)
+                    if reason is not None:
+                        stats.finish_reason = reason
+                        stats.total_time_ns = time.perf_counter_ns() - start
+                        self.state = StreamingState.COMPLETED
+                        yield event
+                        return
+                    yield event
+            finally:
+                steps.close()
+                if stats.finish_reason is None:
+                    stats.total_time_ns = time.perf_counter_ns() - start
+                    stats.finish_reason = "timeout" if timed_out[0] else "cancelled"
+                    self.state = StreamingState.CANCELLED

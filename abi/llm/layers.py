@@ -1,0 +1,120 @@
+"""The numeric pieces every architecture is built from: norms, RoPE, activations and
+grouped-query attention over a KV cache. Float32 throughout; shapes in comments."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
+    """x (..., D) -> x / rms(x) * weight, computed in float32 like ggml."""
+    ms = np.einsum("...i,...i->...", x, x, dtype=np.float32) / np.float32(x.shape[-1])
+    return x * (1.0 / np.sqrt(ms + np.float32(eps)))[..., None] * weight
+
+
+def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, eps: float) -> np.ndarray:
+    mean = x.mean(axis=-1, keepdims=True)
+    xc = x - mean
+    var = np.einsum("...i,...i->...", xc, xc, dtype=np.float32)[..., None] / np.float32(x.shape[-1])
+    y = xc / np.sqrt(var + np.float32(eps)) * weight
+    return y + bias if bias is not None else y
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return x / (1.0 + np.exp(-x))
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """GELU with the tanh approximation (ggml_gelu, Gemma's GeGLU)."""
+    return 0.5 * x * (1.0 + np.tanh(np.float32(_SQRT_2_OVER_PI) * (x + np.float32(0.044715) * x * x * x)))
+
+
+def softcap(x: np.ndarray, cap: float) -> np.ndarray:
+    return np.tanh(x / np.float32(cap)) * np.float32(cap)
+
+
+@dataclass(frozen=True)
+class RopeConfig:
+    """One RoPE variant. ``neox`` rotates (x[i], x[i + n_rot/2]); otherwise consecutive pairs."""
+
+    n_rot: int
+    base: float
+    neox: bool
+    freq_scale: float = 1.0           # linear scaling: positions multiplied by this
+    freq_factors: tuple | None = None  # per-frequency divisors (rope_freqs.weight, Llama 3)
+
+
+class Rope:
+    """Rotary embedding with cos/sin tables grown on demand."""
+
+    def __init__(self, cfg: RopeConfig):
+        self.cfg = cfg
+        half = cfg.n_rot // 2
+        inv = np.float32(cfg.base) ** (-np.arange(0, half, dtype=np.float32) * 2 / np.float32(cfg.n_rot))
+        if cfg.freq_factors is not None:
+            inv = inv / np.asarray(cfg.freq_factors, np.float32)[:half]
+        self.inv_freq = (inv * np.float32(cfg.freq_scale)).astype(np.float32)
+        self.cos = np.zeros((0, half), np.float32)
+        self.sin = np.zeros((0, half), np.float32)
+
+    def _grow(self, n: int) -> None:
+        size = max(n, 2 * len(self.cos), 256)
+        angles = np.arange(size, dtype=np.float64)[:, None] * self.inv_freq[None, :].astype(np.float64)
+        self.cos = np.cos(angles).astype(np.float32)
+        self.sin = np.sin(angles).astype(np.float32)
+
+    def __call__(self, x: np.ndarray, start: int) -> np.ndarray:
+        """x (T, H, head_dim) at positions start..start+T-1, rotated in place and returned."""
+        T = x.shape[0]
+        if start + T > len(self.cos):
+            self._grow(start + T)
+        cos = self.cos[start:start + T, None, :]  # (T, 1, half)
+        sin = self.sin[start:start + T, None, :]
+        n_rot = self.cfg.n_rot
+        if self.cfg.neox:
+            a, b = x[..., :n_rot // 2], x[..., n_rot // 2:n_rot]
+        else:
+            a, b = x[..., 0:n_rot:2], x[..., 1:n_rot:2]
+        a2 = a * cos - b * sin
+        b2 = a * sin + b * cos
+        a[...] = a2
+        b[...] = b2
+        return x
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int, scale: float,
+              window: int = 0, softcap_value: float = 0.0) -> np.ndarray:
+    """Causal grouped-query attention.
+
+    q (T, n_head, hd) for positions start..start+T-1; k, v (n_kv, S, hd) holding positions
+    0..S-1 with S = start + T. ``window`` > 0 restricts each query to the last ``window``
+    positions (sliding-window layers). Returns (T, n_head * hd).
+    """
+    T, n_head, hd = q.shape
+    n_kv, S, _ = k.shape
+    group = n_head // n_kv
+    lo = 0
+    if window > 0:
+        lo = max(0, start - window + 1)  # keys older than this are masked for every query
+    kk, vv = k[:, lo:S], v[:, lo:S]
+    qg = q.transpose(1, 0, 2).reshape(n_kv, group * T, hd)
+    scores = np.matmul(qg, kk.transpose(0, 2, 1)).reshape(n_kv, group, T, S - lo)
+    scores *= np.float32(scale)
+    if softcap_value:
+        scores = softcap(scores, softcap_value)
+    qpos = np.arange(start, start + T)[:, None]
+    kpos = np.arange(lo, S)[None, :]
+    masked = kpos > qpos
+    if window > 0:
+        masked |= qpos - kpos >= window
+    if masked.any():
+        scores[:, :, masked] = -np.inf
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
+    out = np.matmul(scores.reshape(n_kv, group * T, S - lo), vv)  # (n_kv, group*T, hd)
+    return out.reshape(n_head, T, hd).transpose(1, 0, 2).reshape(T, n_head * hd)

@@ -1,0 +1,128 @@
+"""``load_model(path)`` -> ``Model``: a GGUF file's architecture, weights (quantised,
+memory-mapped), tokenizer and chat template behind one object."""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from ..errors import ConfigError, ContextLengthExceeded
+from ..gguf import GGUFFile, load
+from ..models_hub import resolve_model
+from .cache import KVCache
+from .chat_template import ChatTemplate
+from .models import get_architecture
+from .weights import WeightLoader
+
+DEFAULT_BATCH = 512
+
+
+class Model:
+    def __init__(self, path: str | os.PathLike | None = None, *, n_ctx: int | None = None,
+                 n_batch: int = DEFAULT_BATCH, kv_dtype: str = "f32",
+                 chat_template: str | None = None):
+        t0 = time.perf_counter()
+        self.path = str(resolve_model(path))
+        self.gguf: GGUFFile = load(self.path)
+        arch = get_architecture(self.gguf.architecture)
+        self.args = arch.ModelArgs.from_gguf(self.gguf.metadata)
+        self.arch = arch.Model(self.args, WeightLoader(self.gguf))
+        from .tokenizer import load_tokenizer
+
+        self.tokenizer = load_tokenizer(self.gguf)
+        self.n_vocab = self.args.n_vocab
+        self.n_ctx = int(n_ctx or self.args.n_ctx_train)
+        if self.n_ctx <= 0:
+            raise ConfigError(f"n_ctx must be positive, got {self.n_ctx}", "n_ctx")
+        if n_batch <= 0:
+            raise ConfigError(f"n_batch must be positive, got {n_batch}", "n_batch")
+        self.n_batch = n_batch
+        if kv_dtype not in ("f32", "f16"):
+            raise ConfigError(f"kv_dtype must be 'f32' or 'f16', got {kv_dtype!r}", "kv_dtype")
+        self.kv_dtype = np.float16 if kv_dtype == "f16" else np.float32
+        source = chat_template or self.gguf.get("tokenizer.chat_template")
+        tok = self.tokenizer
+        text = lambda i: tok.tokens[i] if i is not None and 0 <= i < tok.n_vocab else ""
+        self.template = ChatTemplate(source if isinstance(source, str) else None,
+                                     text(tok.bos_id), text(tok.eos_id))
+        self.load_seconds = time.perf_counter() - t0
+
+    # -- text <-> ids --------------------------------------------------------------------
+    def tokenize(self, text: str, add_bos: bool | None = None, special: bool = False) -> list[int]:
+        return self.tokenizer.encode(text, add_bos=add_bos, special=special)
+
+    def detokenize(self, ids, special: bool = False) -> str:
+        return self.tokenizer.decode(ids, special=special)
+
+    def apply_chat_template(self, messages, add_generation_prompt: bool = True, tools=None) -> str:
+        return self.template.render(messages, add_generation_prompt=add_generation_prompt, tools=tools)
+
+    def chat_tokens(self, messages, add_generation_prompt: bool = True, tools=None) -> list[int]:
+        """The prompt ids for a conversation; no second BOS when the template wrote one."""
+        text = self.apply_chat_template(messages, add_generation_prompt, tools)
+        bos = self.template.bos_token
+        add_bos = None if not (bos and text.startswith(bos)) else False
+        return self.tokenize(text, add_bos=add_bos, special=True)
+
+    # -- forward passes ------------------------------------------------------------------
+    def new_cache(self) -> KVCache:
+        return self.arch.new_cache(self.n_ctx, self.kv_dtype)
+
+    def check_context(self, n_tokens: int) -> None:
+        if n_tokens > self.n_ctx:
+            raise ContextLengthExceeded(
+                f"{n_tokens} tokens exceed the context length of {self.n_ctx}; shorten the "
+                f"input or load the model with a larger n_ctx (trained: {self.args.n_ctx_train})")
+
+    def forward(self, ids, cache: KVCache, output: str = "last", should_stop=None) -> np.ndarray:
+        """Feed ``ids`` after the cache's contents in batches of ``n_batch``.
+        ``should_stop()`` is polled between batches (cancellation of long prompts)."""
+        ids = list(ids)
+        self.check_context(cache.length + len(ids))
+        outs = []
+        for s in range(0, len(ids), self.n_batch):
+            if should_stop is not None and s and should_stop():
+                return None
+            chunk = ids[s:s + self.n_batch]
+            last = s + self.n_batch >= len(ids)
+            out = self.arch.forward(chunk, cache, output if output != "last" or last else "none")
+            if output != "last" or last:
+                outs.append(out)
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+
+    def logits(self, ids) -> np.ndarray:
+        """float32 (len(ids), n_vocab): one forward pass from an empty cache."""
+        if len(ids) == 0:
+            return np.zeros((0, self.n_vocab), np.float32)
+        return self.forward(ids, self.new_cache(), output="all")
+
+    def hidden_states(self, ids) -> np.ndarray:
+        """float32 (len(ids), n_embd): final-norm hidden states (for embeddings)."""
+        return self.forward(ids, self.new_cache(), output="hidden")
+
+    # -- generation (the engine's stream, joined) ----------------------------------------------
+    def _engine(self):
+        if getattr(self, "_default_engine", None) is None:
+            from .engine import Engine
+
+            self._default_engine = Engine.from_model(self)
+        return self._default_engine
+
+    def generate(self, prompt, **options) -> str:
+        """Generated text for ``prompt`` (StreamingConfig names as keyword arguments)."""
+        return self._engine().generate(prompt, **options)
+
+    def chat(self, messages, **options) -> str:
+        """The assistant's reply to ``messages`` (the chat template applied)."""
+        return self._engine().chat(messages, **options)
+
+    def __repr__(self) -> str:
+        a = self.args
+        return (f"Model({os.path.basename(self.path)!r}, arch={a.arch}, layers={a.n_layers}, "
+                f"n_embd={a.n_embd}, n_ctx={self.n_ctx})")
+
+
+def load_model(path: str | os.PathLike | None = None, **opts) -> Model:
+    """Load a GGUF model by path or cache name (None: the default model)."""
+    return Model(path, **opts)

@@ -1,0 +1,23 @@
+"""One module per GGUF ``general.architecture``; each exports ``ModelArgs`` and ``Model``."""
+from __future__ import annotations
+
+import importlib
+
+from ...errors import UnsupportedModelError
+
+# general.architecture -> module under abi.llm.models
+ARCHITECTURES = {
+    "llama": "llama",
+    "mistral": "llama",
+    "qwen2": "qwen2",
+    "gemma3": "gemma3",
+    "bert": "bert",
+}
+
+
+def get_architecture(name: str | None):
+    """The module implementing ``name``, or UnsupportedModelError listing what is supported."""
+    if name not in ARCHITECTURES:
+        raise UnsupportedModelError(
+            f"architecture {name!r} is not supported; supported: {', '.join(sorted(ARCHITECTURES))}")
+    return importlib.import_module(f"{__name__}.{ARCHITECTURES[name]}")
