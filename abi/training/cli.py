@@ -114,8 +114,8 @@ def _info(argv: list[str]) -> int:
     for k, v in TrainingConfig().to_dict().items():
         print(f"  {k:<28} {v}")
     print("\ndefault LLM training configuration (train llm):")
-    for f in dataclasses.fields(LlmTrainingConfig):
-        print(f"  {f.name:<28} {getattr(LlmTrainingConfig, f.name, None) if f.default is dataclasses.MISSING else f.default}")
+    for k, v in LlmTrainingConfig().to_dict().items():
+        print(f"  {k:<28} {v}")
     return 0
 
 
