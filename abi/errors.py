@@ -331,3 +331,11 @@ class ConversionError(AbiError):
     exit_code = 3
     http_status = 400
     error_type = "invalid_request_error"
+
+
+class KernelInputError(AbiError, ValueError):
+    """An array handed to a kernel does not fit its tensor type and shape (size, dtype, rank)."""
+
+    exit_code = 3
+    http_status = 400
+    error_type = "invalid_request_error"

@@ -1,0 +1,442 @@
+# Row dot products of a quantised weight row with a quantised (or float) activation row, as
+# inline C: AVX2 intrinsics (VNNI when the compiler targets it) with a portable scalar
+# fallback that computes the same integers. Emitted into every module that cimports this.
+# Integer sums are exact; the float combination (scales, accumulation) rounds in float32.
+#
+#   dot_<w>_<x>(w, x, nb): w = nb weight blocks, x = nb activation blocks, returns sum.
+#   Activation formats: Q8_0 (Q4_0, Q5_0, Q8_0 weights), Q8_1 (Q4_1, Q5_1), Q8_K (k-quants).
+from libc.stdint cimport uint8_t
+
+from abi._kernels._half cimport f16_to_f32
+
+cdef extern from *:
+    """
+    #ifndef ABI_QDOT_H
+    #define ABI_QDOT_H
+
+    /* ---------------------------------------------------------------- shared helpers */
+    static inline void abi_k4_scales(const uint8_t* s, uint8_t* sc, uint8_t* mn) {
+        /* the 12-byte packing of 8 six-bit (scale, min) pairs of Q4_K / Q5_K */
+        for (int j = 0; j < 4; ++j) {
+            sc[j] = s[j] & 63;
+            mn[j] = s[j + 4] & 63;
+            sc[j + 4] = (s[j + 8] & 15) | ((s[j] >> 6) << 4);
+            mn[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4);
+        }
+    }
+
+    #if defined(__AVX2__) && defined(__FMA__)
+    #define ABI_QDOT_SIMD 1
+    #include <immintrin.h>
+
+    static inline float abi_hsum8(__m256 v) {
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        return _mm_cvtss_f32(s);
+    }
+
+    /* 8 int32 lanes whose total is sum(u[i] * s[i]); u unsigned bytes, s signed bytes.
+       Pairs never saturate here: |u| <= 128 and |s| <= 127 give at most 32512. */
+    static inline __m256i abi_dpbusd(__m256i u, __m256i s) {
+    #if defined(__AVXVNNI__)
+        return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
+    #elif defined(__AVX512VNNI__) && defined(__AVX512VL__)
+        return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+    #else
+        return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+    #endif
+    }
+
+    /* signed x signed bytes, through |a| and sign(a) * b */
+    static inline __m256i abi_dpbssd(__m256i a, __m256i b) {
+        return abi_dpbusd(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
+    }
+
+    /* 16 packed bytes -> 32 values 0..15: low nibbles first (elements 0..15), then high */
+    static inline __m256i abi_nibbles32(const uint8_t* qs) {
+        const __m128i m4 = _mm_set1_epi8(15);
+        __m128i q = _mm_loadu_si128((const __m128i*)qs);
+        return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m4), _mm_and_si128(q, m4));
+    }
+
+    /* bit i of a u32 -> byte i = 0xFF or 0x00 */
+    static inline __m256i abi_bitmask32(uint32_t bits) {
+        const __m256i shuf = _mm256_setr_epi8(0,0,0,0,0,0,0,0, 1,1,1,1,1,1,1,1,
+                                              2,2,2,2,2,2,2,2, 3,3,3,3,3,3,3,3);
+        const __m256i sel = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+        __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), shuf);
+        return _mm256_cmpeq_epi8(_mm256_and_si256(v, sel), sel);
+    }
+    #else
+    #define ABI_QDOT_SIMD 0
+    #endif
+
+    /* ---------------------------------------------------------------- 32-element blocks */
+
+    static inline float abi_dot_q8_0_q8_0(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
+    #if ABI_QDOT_SIMD
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        Py_ssize_t i = 0;
+        for (; i + 1 < nb; i += 2, w += 68, x += 68) {
+            __m256i p0 = abi_dpbssd(_mm256_loadu_si256((const __m256i*)(w + 2)), _mm256_loadu_si256((const __m256i*)(x + 2)));
+            __m256i p1 = abi_dpbssd(_mm256_loadu_si256((const __m256i*)(w + 36)), _mm256_loadu_si256((const __m256i*)(x + 36)));
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w)) * abi_f16_to_f32(abi_ld16(x))), _mm256_cvtepi32_ps(p0), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w + 34)) * abi_f16_to_f32(abi_ld16(x + 34))), _mm256_cvtepi32_ps(p1), acc1);
+        }
+        if (i < nb) {
+            __m256i p0 = abi_dpbssd(_mm256_loadu_si256((const __m256i*)(w + 2)), _mm256_loadu_si256((const __m256i*)(x + 2)));
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w)) * abi_f16_to_f32(abi_ld16(x))), _mm256_cvtepi32_ps(p0), acc0);
+        }
+        return abi_hsum8(_mm256_add_ps(acc0, acc1));
+    #else
+        float acc = 0.0f;
+        for (Py_ssize_t i = 0; i < nb; ++i, w += 34, x += 34) {
+            const int8_t* a = (const int8_t*)(w + 2); const int8_t* b = (const int8_t*)(x + 2);
+            int s = 0;
+            for (int j = 0; j < 32; ++j) s += a[j] * b[j];
+            acc += abi_f16_to_f32(abi_ld16(w)) * abi_f16_to_f32(abi_ld16(x)) * (float)s;
+        }
+        return acc;
+    #endif
+    }
+
+    static inline float abi_dot_q4_0_q8_0(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
+    #if ABI_QDOT_SIMD
+        const __m256i eight = _mm256_set1_epi8(8);
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        Py_ssize_t i = 0;
+        for (; i + 1 < nb; i += 2, w += 36, x += 68) {
+            __m256i q0 = _mm256_sub_epi8(abi_nibbles32(w + 2), eight);
+            __m256i q1 = _mm256_sub_epi8(abi_nibbles32(w + 20), eight);
+            __m256i p0 = abi_dpbssd(q0, _mm256_loadu_si256((const __m256i*)(x + 2)));
+            __m256i p1 = abi_dpbssd(q1, _mm256_loadu_si256((const __m256i*)(x + 36)));
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w)) * abi_f16_to_f32(abi_ld16(x))), _mm256_cvtepi32_ps(p0), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w + 18)) * abi_f16_to_f32(abi_ld16(x + 34))), _mm256_cvtepi32_ps(p1), acc1);
+        }
+        if (i < nb) {
+            __m256i p0 = abi_dpbssd(_mm256_sub_epi8(abi_nibbles32(w + 2), eight), _mm256_loadu_si256((const __m256i*)(x + 2)));
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w)) * abi_f16_to_f32(abi_ld16(x))), _mm256_cvtepi32_ps(p0), acc0);
+        }
+        return abi_hsum8(_mm256_add_ps(acc0, acc1));
+    #else
+        float acc = 0.0f;
+        for (Py_ssize_t i = 0; i < nb; ++i, w += 18, x += 34) {
+            const int8_t* b = (const int8_t*)(x + 2);
+            int s = 0;
+            for (int j = 0; j < 16; ++j)
+                s += ((w[2 + j] & 15) - 8) * b[j] + ((w[2 + j] >> 4) - 8) * b[j + 16];
+            acc += abi_f16_to_f32(abi_ld16(w)) * abi_f16_to_f32(abi_ld16(x)) * (float)s;
+        }
+        return acc;
+    #endif
+    }
+
+    static inline float abi_dot_q4_1_q8_1(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
+        /* sum d_w d_x sum(q_w q_x) + m_w s_x, with s_x = d_x sum(q_x) from the Q8_1 block */
+    #if ABI_QDOT_SIMD
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        float accm = 0.0f;
+        Py_ssize_t i = 0;
+        for (; i + 1 < nb; i += 2, w += 40, x += 72) {
+            __m256i p0 = abi_dpbusd(abi_nibbles32(w + 4), _mm256_loadu_si256((const __m256i*)(x + 4)));
+            __m256i p1 = abi_dpbusd(abi_nibbles32(w + 24), _mm256_loadu_si256((const __m256i*)(x + 40)));
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w)) * abi_f16_to_f32(abi_ld16(x))), _mm256_cvtepi32_ps(p0), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w + 20)) * abi_f16_to_f32(abi_ld16(x + 36))), _mm256_cvtepi32_ps(p1), acc1);
+            accm += abi_f16_to_f32(abi_ld16(w + 2)) * abi_f16_to_f32(abi_ld16(x + 2))
+                  + abi_f16_to_f32(abi_ld16(w + 22)) * abi_f16_to_f32(abi_ld16(x + 38));
+        }
+        if (i < nb) {
+            __m256i p0 = abi_dpbusd(abi_nibbles32(w + 4), _mm256_loadu_si256((const __m256i*)(x + 4)));
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w)) * abi_f16_to_f32(abi_ld16(x))), _mm256_cvtepi32_ps(p0), acc0);
+            accm += abi_f16_to_f32(abi_ld16(w + 2)) * abi_f16_to_f32(abi_ld16(x + 2));
+        }
+        return abi_hsum8(_mm256_add_ps(acc0, acc1)) + accm;
+    #else
+        float acc = 0.0f;
+        for (Py_ssize_t i = 0; i < nb; ++i, w += 20, x += 36) {
+            const int8_t* b = (const int8_t*)(x + 4);
+            int s = 0;
+            for (int j = 0; j < 16; ++j) s += (w[4 + j] & 15) * b[j] + (w[4 + j] >> 4) * b[j + 16];
+            acc += abi_f16_to_f32(abi_ld16(w)) * abi_f16_to_f32(abi_ld16(x)) * (float)s
+                 + abi_f16_to_f32(abi_ld16(w + 2)) * abi_f16_to_f32(abi_ld16(x + 2));
+        }
+        return acc;
+    #endif
+    }
+
+    static inline float abi_dot_q5_0_q8_0(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
+    #if ABI_QDOT_SIMD
+        const __m256i f0 = _mm256_set1_epi8((char)0xF0);
+        __m256 acc = _mm256_setzero_ps();
+        for (Py_ssize_t i = 0; i < nb; ++i, w += 22, x += 34) {
+            /* q - 16 in two's complement: nibble | 0xF0 where the fifth bit is clear */
+            __m256i q = _mm256_or_si256(abi_nibbles32(w + 6), _mm256_andnot_si256(abi_bitmask32(abi_ld32(w + 2)), f0));
+            __m256i p = abi_dpbssd(q, _mm256_loadu_si256((const __m256i*)(x + 2)));
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w)) * abi_f16_to_f32(abi_ld16(x))), _mm256_cvtepi32_ps(p), acc);
+        }
+        return abi_hsum8(acc);
+    #else
+        float acc = 0.0f;
+        for (Py_ssize_t i = 0; i < nb; ++i, w += 22, x += 34) {
+            const int8_t* b = (const int8_t*)(x + 2);
+            uint32_t qh = abi_ld32(w + 2);
+            int s = 0;
+            for (int j = 0; j < 16; ++j)
+                s += (int)(((w[6 + j] & 15) | (((qh >> j) & 1) << 4)) - 16) * b[j]
+                   + (int)(((w[6 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - 16) * b[j + 16];
+            acc += abi_f16_to_f32(abi_ld16(w)) * abi_f16_to_f32(abi_ld16(x)) * (float)s;
+        }
+        return acc;
+    #endif
+    }
+
+    static inline float abi_dot_q5_1_q8_1(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
+    #if ABI_QDOT_SIMD
+        const __m256i b4 = _mm256_set1_epi8(16);
+        __m256 acc = _mm256_setzero_ps();
+        float accm = 0.0f;
+        for (Py_ssize_t i = 0; i < nb; ++i, w += 24, x += 36) {
+            __m256i q = _mm256_or_si256(abi_nibbles32(w + 8), _mm256_and_si256(abi_bitmask32(abi_ld32(w + 4)), b4));
+            __m256i p = abi_dpbusd(q, _mm256_loadu_si256((const __m256i*)(x + 4)));
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w)) * abi_f16_to_f32(abi_ld16(x))), _mm256_cvtepi32_ps(p), acc);
+            accm += abi_f16_to_f32(abi_ld16(w + 2)) * abi_f16_to_f32(abi_ld16(x + 2));
+        }
+        return abi_hsum8(acc) + accm;
+    #else
+        float acc = 0.0f;
+        for (Py_ssize_t i = 0; i < nb; ++i, w += 24, x += 36) {
+            const int8_t* b = (const int8_t*)(x + 4);
+            uint32_t qh = abi_ld32(w + 4);
+            int s = 0;
+            for (int j = 0; j < 16; ++j)
+                s += (int)((w[8 + j] & 15) | (((qh >> j) & 1) << 4)) * b[j]
+                   + (int)((w[8 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) * b[j + 16];
+            acc += abi_f16_to_f32(abi_ld16(w)) * abi_f16_to_f32(abi_ld16(x)) * (float)s
+                 + abi_f16_to_f32(abi_ld16(w + 2)) * abi_f16_to_f32(abi_ld16(x + 2));
+        }
+        return acc;
+    #endif
+    }
+
+    /* ---------------------------------------------------------------- 256-element k-quants
+       Q8_K activation block: [d:f32][q:256 int8][bsums:16 int16] */
+
+    static inline float abi_dot_q4_k_q8_k(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
+        /* sum d_w d_x sum_j sc_j sum(q q_x) - dmin_w d_x sum_j m_j (bsum_2j + bsum_2j+1) */
+        uint8_t sc[8], mn[8];
+    #if ABI_QDOT_SIMD
+        const __m256i m4 = _mm256_set1_epi8(15);
+        __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+        for (Py_ssize_t i = 0; i < nb; ++i, w += 144, x += 292) {
+            const float dx = abi_ldf32(x);
+            const int8_t* q8 = (const int8_t*)(x + 4);
+            abi_k4_scales(w + 4, sc, mn);
+            __m256i sumi = _mm256_setzero_si256();
+            for (int c = 0; c < 4; ++c) {
+                __m256i q = _mm256_loadu_si256((const __m256i*)(w + 16 + 32 * c));
+                __m256i plo = _mm256_maddubs_epi16(_mm256_and_si256(q, m4), _mm256_loadu_si256((const __m256i*)(q8 + 64 * c)));
+                __m256i phi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), _mm256_loadu_si256((const __m256i*)(q8 + 64 * c + 32)));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * c])));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * c + 1])));
+            }
+            __m128i mins = _mm_loadl_epi64((const __m128i*)mn);
+            __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins, mins));  /* m0 m0 m1 m1 ... */
+            __m256i bs = _mm256_loadu_si256((const __m256i*)(x + 260));
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w)) * dx), _mm256_cvtepi32_ps(sumi), acc);
+            accm = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w + 2)) * dx), _mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mins16)), accm);
+        }
+        return abi_hsum8(acc) - abi_hsum8(accm);
+    #else
+        float acc = 0.0f;
+        for (Py_ssize_t i = 0; i < nb; ++i, w += 144, x += 292) {
+            const float dx = abi_ldf32(x);
+            const int8_t* q8 = (const int8_t*)(x + 4);
+            abi_k4_scales(w + 4, sc, mn);
+            int sumi = 0, summ = 0;
+            for (int j = 0; j < 8; ++j) {
+                const uint8_t* q = w + 16 + 32 * (j >> 1);
+                int shift = 4 * (j & 1), s = 0;
+                for (int k = 0; k < 32; ++k) s += ((q[k] >> shift) & 15) * q8[32 * j + k];
+                sumi += sc[j] * s;
+                summ += mn[j] * ((int)(int16_t)abi_ld16(x + 260 + 4 * j) + (int)(int16_t)abi_ld16(x + 262 + 4 * j));
+            }
+            acc += abi_f16_to_f32(abi_ld16(w)) * dx * (float)sumi - abi_f16_to_f32(abi_ld16(w + 2)) * dx * (float)summ;
+        }
+        return acc;
+    #endif
+    }
+
+    static inline float abi_dot_q5_k_q8_k(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
+        uint8_t sc[8], mn[8];
+    #if ABI_QDOT_SIMD
+        const __m256i m4 = _mm256_set1_epi8(15), b4 = _mm256_set1_epi8(16);
+        __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+        for (Py_ssize_t i = 0; i < nb; ++i, w += 176, x += 292) {
+            const float dx = abi_ldf32(x);
+            const int8_t* q8 = (const int8_t*)(x + 4);
+            abi_k4_scales(w + 4, sc, mn);
+            __m256i hbits = _mm256_loadu_si256((const __m256i*)(w + 16));
+            __m256i sumi = _mm256_setzero_si256();
+            for (int c = 0; c < 4; ++c) {
+                __m256i q = _mm256_loadu_si256((const __m256i*)(w + 48 + 32 * c));
+                /* bit 2c of qh is bit 4 of sub-block 2c, bit 2c+1 of sub-block 2c+1 */
+                __m256i lo = _mm256_or_si256(_mm256_and_si256(q, m4), _mm256_and_si256(_mm256_slli_epi16(hbits, 4), b4));
+                __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), _mm256_and_si256(_mm256_slli_epi16(hbits, 3), b4));
+                hbits = _mm256_srli_epi16(hbits, 2);
+                __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i*)(q8 + 64 * c)));
+                __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i*)(q8 + 64 * c + 32)));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * c])));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * c + 1])));
+            }
+            __m128i mins = _mm_loadl_epi64((const __m128i*)mn);
+            __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins, mins));
+            __m256i bs = _mm256_loadu_si256((const __m256i*)(x + 260));
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w)) * dx), _mm256_cvtepi32_ps(sumi), acc);
+            accm = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w + 2)) * dx), _mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mins16)), accm);
+        }
+        return abi_hsum8(acc) - abi_hsum8(accm);
+    #else
+        float acc = 0.0f;
+        for (Py_ssize_t i = 0; i < nb; ++i, w += 176, x += 292) {
+            const float dx = abi_ldf32(x);
+            const int8_t* q8 = (const int8_t*)(x + 4);
+            abi_k4_scales(w + 4, sc, mn);
+            int sumi = 0, summ = 0;
+            for (int j = 0; j < 8; ++j) {
+                const uint8_t* q = w + 48 + 32 * (j >> 1);
+                int shift = 4 * (j & 1), s = 0;
+                for (int k = 0; k < 32; ++k)
+                    s += (((q[k] >> shift) & 15) | (((w[16 + k] >> j) & 1) << 4)) * q8[32 * j + k];
+                sumi += sc[j] * s;
+                summ += mn[j] * ((int)(int16_t)abi_ld16(x + 260 + 4 * j) + (int)(int16_t)abi_ld16(x + 262 + 4 * j));
+            }
+            acc += abi_f16_to_f32(abi_ld16(w)) * dx * (float)sumi - abi_f16_to_f32(abi_ld16(w + 2)) * dx * (float)summ;
+        }
+        return acc;
+    #endif
+    }
+
+    static inline float abi_dot_q6_k_q8_k(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
+        /* sum d_w d_x (sum_j sc_j sum(q q_x) - 32 sum_j sc_j bsum_j), q in 0..63 */
+    #if ABI_QDOT_SIMD
+        const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3 << 4);
+        __m256 acc = _mm256_setzero_ps();
+        for (Py_ssize_t i = 0; i < nb; ++i, w += 210, x += 292) {
+            const int8_t* q8 = (const int8_t*)(x + 4);
+            const int8_t* sc = (const int8_t*)(w + 192);
+            __m256i sumi = _mm256_setzero_si256();
+            for (int h = 0; h < 2; ++h) {
+                __m256i ql0 = _mm256_loadu_si256((const __m256i*)(w + 64 * h));
+                __m256i ql1 = _mm256_loadu_si256((const __m256i*)(w + 64 * h + 32));
+                __m256i qh = _mm256_loadu_si256((const __m256i*)(w + 128 + 32 * h));
+                __m256i g[4];
+                g[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2));
+                g[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2));
+                g[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m2));
+                g[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2));
+                for (int k = 0; k < 4; ++k) {
+                    const int j = 8 * h + 2 * k;   /* sub-blocks j (elements 0..15) and j + 1 */
+                    __m256i p = _mm256_maddubs_epi16(g[k], _mm256_loadu_si256((const __m256i*)(q8 + 128 * h + 32 * k)));
+                    __m256i s = _mm256_set_m128i(_mm_set1_epi16(sc[j + 1]), _mm_set1_epi16(sc[j]));
+                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
+                }
+            }
+            __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(x + 260)),
+                                             _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)sc)));
+            sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 5));
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w + 208)) * abi_ldf32(x)), _mm256_cvtepi32_ps(sumi), acc);
+        }
+        return abi_hsum8(acc);
+    #else
+        float acc = 0.0f;
+        for (Py_ssize_t i = 0; i < nb; ++i, w += 210, x += 292) {
+            const int8_t* q8 = (const int8_t*)(x + 4);
+            const int8_t* sc = (const int8_t*)(w + 192);
+            int sumi = 0;
+            for (int j = 0; j < 16; ++j) {
+                int s = 0;
+                for (int k = 0; k < 16; ++k) {
+                    int e = 16 * j + k, h = e >> 7, r = e & 127;
+                    int q = ((w[64 * h + (r & 63)] >> (4 * (r >> 6))) & 15)
+                          | (((w[128 + 32 * h + (r & 31)] >> (2 * (r >> 5))) & 3) << 4);
+                    s += (q - 32) * q8[e];
+                }
+                sumi += sc[j] * s;
+            }
+            acc += abi_f16_to_f32(abi_ld16(w + 208)) * abi_ldf32(x) * (float)sumi;
+        }
+        return acc;
+    #endif
+    }
+
+    /* ---------------------------------------------------------------- float weights, float x */
+
+    static inline float abi_dot_f32(const uint8_t* w, const float* x, Py_ssize_t n) {
+        const float* a = (const float*)w;   /* read with unaligned loads only */
+        Py_ssize_t i = 0;
+        float tail = 0.0f;
+    #if ABI_QDOT_SIMD
+        __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+        for (; i + 32 <= n; i += 32) {
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(x + i), s0);
+            s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(x + i + 8), s1);
+            s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(x + i + 16), s2);
+            s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(x + i + 24), s3);
+        }
+        tail = abi_hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    #endif
+        for (; i < n; ++i) tail += abi_ldf32(w + 4 * i) * x[i];
+        return tail;
+    }
+
+    static inline float abi_dot_f16(const uint8_t* w, const float* x, Py_ssize_t n) {
+        Py_ssize_t i = 0;
+        float tail = 0.0f;
+    #if ABI_QDOT_SIMD
+        __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+        for (; i + 32 <= n; i += 32) {
+            const __m128i* p = (const __m128i*)(w + 2 * i);
+            s0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(p)), _mm256_loadu_ps(x + i), s0);
+            s1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(p + 1)), _mm256_loadu_ps(x + i + 8), s1);
+            s2 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(p + 2)), _mm256_loadu_ps(x + i + 16), s2);
+            s3 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(p + 3)), _mm256_loadu_ps(x + i + 24), s3);
+        }
+        tail = abi_hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    #endif
+        for (; i < n; ++i) tail += abi_f16_to_f32(abi_ld16(w + 2 * i)) * x[i];
+        return tail;
+    }
+
+    static inline float abi_dot_bf16(const uint8_t* w, const float* x, Py_ssize_t n) {
+        Py_ssize_t i = 0;
+        float tail = 0.0f;
+    #if ABI_QDOT_SIMD
+        __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+        for (; i + 16 <= n; i += 16) {
+            const __m128i* p = (const __m128i*)(w + 2 * i);
+            __m256 a0 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(p)), 16));
+            __m256 a1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(p + 1)), 16));
+            s0 = _mm256_fmadd_ps(a0, _mm256_loadu_ps(x + i), s0);
+            s1 = _mm256_fmadd_ps(a1, _mm256_loadu_ps(x + i + 8), s1);
+        }
+        tail = abi_hsum8(_mm256_add_ps(s0, s1));
+    #endif
+        for (; i < n; ++i) tail += abi_bf16_to_f32(abi_ld16(w + 2 * i)) * x[i];
+        return tail;
+    }
+
+    #endif /* ABI_QDOT_H */
+    """
+    bint QDOT_SIMD "ABI_QDOT_SIMD"
+    float dot_q8_0_q8_0 "abi_dot_q8_0_q8_0"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
+    float dot_q4_0_q8_0 "abi_dot_q4_0_q8_0"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
+    float dot_q4_1_q8_1 "abi_dot_q4_1_q8_1"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
+    float dot_q5_0_q8_0 "abi_dot_q5_0_q8_0"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
+    float dot_q5_1_q8_1 "abi_dot_q5_1_q8_1"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
+    float dot_q4_k_q8_k "abi_dot_q4_k_q8_k"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
+    float dot_q5_k_q8_k "abi_dot_q5_k_q8_k"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
+    float dot_q6_k_q8_k "abi_dot_q6_k_q8_k"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
+    float dot_f32 "abi_dot_f32"(const uint8_t* w, const float* x, Py_ssize_t n) noexcept nogil
+    float dot_f16 "abi_dot_f16"(const uint8_t* w, const float* x, Py_ssize_t n) noexcept nogil
+    float dot_bf16 "abi_dot_bf16"(const uint8_t* w, const float* x, Py_ssize_t n) noexcept nogil

@@ -1,0 +1,244 @@
+"""Products with quantised weights, y = W @ x, without dequantising the whole weight.
+
+Decode (one x row): the activation is quantised once to the weight type's Q8 partner
+format and each row is an integer dot product (``_qdot.pxd``), rows split over threads.
+Prefill (many x rows): tiles of W are dequantised to float32 and multiplied by BLAS sgemm.
+"""
+from libc.stdint cimport uint8_t, uintptr_t
+from libc.stdlib cimport malloc, free
+from cython.parallel cimport prange
+from scipy.linalg.cython_blas cimport sgemm
+
+from abi._kernels._qdot cimport *
+from abi._kernels._types cimport *
+from abi._kernels.quant cimport quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k
+from abi._kernels.dequant cimport dequantize_blocks
+
+# Below this many weight bytes a product runs on the calling thread: waking a second thread
+# costs more than it saves (see tools/bench_kernels.py).
+cdef Py_ssize_t PARALLEL_MIN_BYTES = 96 * 1024
+
+
+cdef inline Py_ssize_t _block_size(int t) noexcept nogil:
+    if t == T_F32 or t == T_F16 or t == T_BF16:
+        return 1
+    if t == T_Q4_K or t == T_Q5_K or t == T_Q6_K or t == T_Q8_K or t == T_Q2_K or t == T_Q3_K or t == T_IQ4_XS:
+        return 256
+    return 32
+
+cdef inline Py_ssize_t _type_size(int t) noexcept nogil:
+    if t == T_F32: return 4
+    if t == T_F16 or t == T_BF16: return 2
+    if t == T_Q4_0 or t == T_IQ4_NL: return 18
+    if t == T_Q4_1: return 20
+    if t == T_Q5_0: return 22
+    if t == T_Q5_1: return 24
+    if t == T_Q8_0: return 34
+    if t == T_Q8_1: return 36
+    if t == T_Q2_K: return 84
+    if t == T_Q3_K: return 110
+    if t == T_Q4_K: return 144
+    if t == T_Q5_K: return 176
+    if t == T_Q6_K: return 210
+    if t == T_Q8_K: return 292
+    if t == T_IQ4_XS: return 136
+    return 0
+
+
+cdef int vec_dot_type(int t) noexcept nogil:
+    if t == T_Q4_0 or t == T_Q5_0 or t == T_Q8_0:
+        return T_Q8_0
+    if t == T_Q4_1 or t == T_Q5_1:
+        return T_Q8_1
+    if t == T_Q4_K or t == T_Q5_K or t == T_Q6_K:
+        return T_Q8_K
+    if t == T_F32 or t == T_F16 or t == T_BF16:
+        return -1
+    return -2
+
+
+cdef Py_ssize_t row_bytes(int t, Py_ssize_t cols) noexcept nogil:
+    return cols // _block_size(t) * _type_size(t)
+
+
+cdef Py_ssize_t activation_bytes(int t, Py_ssize_t cols) noexcept nogil:
+    cdef int v = vec_dot_type(t)
+    return row_bytes(v, cols) if v >= 0 else 0
+
+
+cdef void quantize_activation(int t, const float* x, Py_ssize_t cols, uint8_t* xq) noexcept nogil:
+    cdef int v = vec_dot_type(t)
+    if v == T_Q8_0:
+        quantize_row_q8_0(x, xq, cols)
+    elif v == T_Q8_1:
+        quantize_row_q8_1(x, xq, cols)
+    elif v == T_Q8_K:
+        quantize_row_q8_k(x, xq, cols)
+
+
+cdef void gemv_rows(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t cols,
+                    const void* xq, const float* x, float* y) noexcept nogil:
+    cdef Py_ssize_t rb = row_bytes(t, cols), r
+    cdef Py_ssize_t nb = cols // _block_size(t)
+    cdef const uint8_t* q = <const uint8_t*>xq
+    # one loop per type so each inlined dot product sits in its own tight loop
+    if t == T_Q4_1:
+        for r in range(r0, r1):
+            y[r] = dot_q4_1_q8_1(w + r * rb, q, nb)
+    elif t == T_Q8_0:
+        for r in range(r0, r1):
+            y[r] = dot_q8_0_q8_0(w + r * rb, q, nb)
+    elif t == T_Q4_0:
+        for r in range(r0, r1):
+            y[r] = dot_q4_0_q8_0(w + r * rb, q, nb)
+    elif t == T_Q5_0:
+        for r in range(r0, r1):
+            y[r] = dot_q5_0_q8_0(w + r * rb, q, nb)
+    elif t == T_Q5_1:
+        for r in range(r0, r1):
+            y[r] = dot_q5_1_q8_1(w + r * rb, q, nb)
+    elif t == T_Q4_K:
+        for r in range(r0, r1):
+            y[r] = dot_q4_k_q8_k(w + r * rb, q, nb)
+    elif t == T_Q5_K:
+        for r in range(r0, r1):
+            y[r] = dot_q5_k_q8_k(w + r * rb, q, nb)
+    elif t == T_Q6_K:
+        for r in range(r0, r1):
+            y[r] = dot_q6_k_q8_k(w + r * rb, q, nb)
+    elif t == T_F16:
+        for r in range(r0, r1):
+            y[r] = dot_f16(w + r * rb, x, cols)
+    elif t == T_BF16:
+        for r in range(r0, r1):
+            y[r] = dot_bf16(w + r * rb, x, cols)
+    elif t == T_F32:
+        for r in range(r0, r1):
+            y[r] = dot_f32(w + r * rb, x, cols)
+
+
+cdef inline int _threads_for(Py_ssize_t nbytes, Py_ssize_t rows, int n_threads) noexcept nogil:
+    if n_threads <= 1 or nbytes < PARALLEL_MIN_BYTES:
+        return 1
+    return <int>min(<Py_ssize_t>n_threads, max(<Py_ssize_t>1, rows // 16))
+
+
+cdef void gemv(int t, const uint8_t* w, Py_ssize_t rows, Py_ssize_t cols,
+               const void* xq, const float* x, float* y, int n_threads) noexcept nogil:
+    cdef int nt = _threads_for(rows * row_bytes(t, cols), rows, n_threads)
+    cdef Py_ssize_t c
+    if nt == 1:
+        gemv_rows(t, w, 0, rows, cols, xq, x, y)
+        return
+    for c in prange(nt, num_threads=nt, schedule="static"):
+        gemv_rows(t, w, rows * c // nt, rows * (c + 1) // nt, cols, xq, x, y)
+
+
+cdef void dequant_rows(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t cols,
+                       float* out) noexcept nogil:
+    cdef Py_ssize_t rb = row_bytes(t, cols)
+    dequantize_blocks(t, w + r0 * rb, out, (r1 - r0) * (cols // _block_size(t)))
+
+
+cdef int gemm(int t, const uint8_t* w, Py_ssize_t rows, Py_ssize_t cols, const float* x,
+              Py_ssize_t T, float* y, float* tile, Py_ssize_t tile_rows, int n_threads) noexcept nogil:
+    cdef Py_ssize_t r0, r1, c, nt, n
+    cdef int m, nn, k, lda, ldb, ldc
+    cdef float one = 1, zero = 0
+    cdef const float* a
+    cdef bint direct = t == T_F32 and (<uintptr_t>w) % sizeof(float) == 0
+    if _type_size(t) == 0:
+        return -1
+    r0 = 0
+    while r0 < rows:
+        r1 = min(rows, r0 + tile_rows)
+        n = r1 - r0
+        if direct:
+            a = <const float*>(w + r0 * row_bytes(t, cols))
+        else:
+            nt = _threads_for(n * row_bytes(t, cols), n, n_threads)
+            if nt == 1:
+                dequant_rows(t, w, r0, r1, cols, tile)
+            else:
+                for c in prange(nt, num_threads=nt, schedule="static"):
+                    dequant_rows(t, w, r0 + n * c // nt, r0 + n * (c + 1) // nt, cols,
+                                 tile + (n * c // nt) * cols)
+            a = tile
+        # column-major view: Y^T[r0:r1, :] (n x T, ld rows) = A^T (n x cols) @ X^T (cols x T)
+        m = <int>n
+        nn = <int>T
+        k = <int>cols
+        lda = <int>cols
+        ldb = <int>cols
+        ldc = <int>rows
+        sgemm(b"T", b"N", &m, &nn, &k, &one, <float*>a, &lda, <float*>x, &ldb, &zero, y + r0, &ldc)
+        r0 = r1
+    return 0
+
+
+# --- Python-level wrappers (sizes are checked by abi._kernels) ---------------------------
+
+def gemv_into(const uint8_t[::1] w, int ggml_type, Py_ssize_t rows, Py_ssize_t cols,
+              const float[::1] x, float[::1] y, int n_threads=1):
+    """y = W @ x for one activation row (quantised internally for quantised weights)."""
+    cdef Py_ssize_t nq = activation_bytes(ggml_type, cols)
+    cdef uint8_t* xq = NULL
+    if vec_dot_type(ggml_type) == -2:
+        raise NotImplementedError(ggml_type)
+    if w.shape[0] != rows * row_bytes(ggml_type, cols) or x.shape[0] != cols or y.shape[0] != rows:
+        raise ValueError("gemv_into: sizes do not match")
+    if rows == 0:
+        return
+    if nq:
+        xq = <uint8_t*>malloc(nq)
+        if xq == NULL:
+            raise MemoryError()
+    try:
+        with nogil:
+            quantize_activation(ggml_type, &x[0], cols, xq)
+            gemv(ggml_type, &w[0], rows, cols, xq, &x[0], &y[0], n_threads)
+    finally:
+        free(xq)
+
+
+def gemm_into(const uint8_t[::1] w, int ggml_type, Py_ssize_t rows, Py_ssize_t cols,
+              const float[:, ::1] x, float[:, ::1] y, int n_threads=1, Py_ssize_t tile_rows=0):
+    """Y = X @ W.T for X of shape (T, cols), Y (T, rows), by dequantised tiles and sgemm."""
+    cdef Py_ssize_t T = x.shape[0]
+    cdef float* tile = NULL
+    cdef int rc
+    if gemm(ggml_type, NULL, 0, 0, NULL, 0, NULL, NULL, 1, 1) != 0:   # no rows: type check only
+        raise NotImplementedError(ggml_type)
+    if (w.shape[0] != rows * row_bytes(ggml_type, cols) or x.shape[1] != cols
+            or y.shape[0] != T or y.shape[1] != rows):
+        raise ValueError("gemm_into: sizes do not match")
+    if rows == 0 or T == 0:
+        return
+    if tile_rows <= 0:
+        tile_rows = max(16, (1 << 20) // cols)    # ~4 MiB of float32 per tile
+    tile_rows = min(tile_rows, rows)
+    if ggml_type != T_F32:
+        tile = <float*>malloc(tile_rows * cols * sizeof(float))
+        if tile == NULL:
+            raise MemoryError()
+    try:
+        with nogil:
+            rc = gemm(ggml_type, &w[0], rows, cols, &x[0, 0], T, &y[0, 0], tile, tile_rows, n_threads)
+    finally:
+        free(tile)
+
+
+def quantize_activation_into(int ggml_type, const float[::1] x, uint8_t[::1] out):
+    """The activation bytes the T = 1 product of a ggml_type weight multiplies against."""
+    if vec_dot_type(ggml_type) < 0 or out.shape[0] != activation_bytes(ggml_type, x.shape[0]):
+        raise ValueError("quantize_activation_into: no activation format or wrong size")
+    with nogil:
+        quantize_activation(ggml_type, &x[0], x.shape[0], &out[0])
+
+
+def activation_type(int ggml_type):
+    """GGMLType id of the activation format (-1: float x, -2: unsupported)."""
+    return vec_dot_type(ggml_type)
+
+
+SIMD = bool(QDOT_SIMD)

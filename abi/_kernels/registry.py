@@ -1,0 +1,49 @@
+"""Which kernels exist for which GGML type: the numpy reference and the Cython twin side by side."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..gguf.constants import GGMLType
+from . import ref_float, ref_kquants, ref_legacy
+
+BlockFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class TypeKernels:
+    """``dequantize_ref``: (n, type_size) uint8 -> (n, block_size) float32; ``quantize_ref`` the
+    reverse (None: we do not quantise to this type); ``matmul``: qmatmul takes this weight type."""
+
+    ggml_type: GGMLType
+    dequantize_ref: BlockFn
+    quantize_ref: BlockFn | None = None
+    matmul: bool = False
+
+
+_T = GGMLType
+KERNELS: dict[GGMLType, TypeKernels] = {k.ggml_type: k for k in (
+    TypeKernels(_T.F32, ref_float.dequantize_f32, ref_float.quantize_f32, matmul=True),
+    TypeKernels(_T.F16, ref_float.dequantize_f16, ref_float.quantize_f16, matmul=True),
+    TypeKernels(_T.BF16, ref_float.dequantize_bf16, ref_float.quantize_bf16, matmul=True),
+    TypeKernels(_T.Q4_0, ref_legacy.dequantize_q4_0, ref_legacy.quantize_q4_0, matmul=True),
+    TypeKernels(_T.Q4_1, ref_legacy.dequantize_q4_1, ref_legacy.quantize_q4_1, matmul=True),
+    TypeKernels(_T.Q5_0, ref_legacy.dequantize_q5_0, ref_legacy.quantize_q5_0, matmul=True),
+    TypeKernels(_T.Q5_1, ref_legacy.dequantize_q5_1, ref_legacy.quantize_q5_1, matmul=True),
+    TypeKernels(_T.Q8_0, ref_legacy.dequantize_q8_0, ref_legacy.quantize_q8_0, matmul=True),
+    TypeKernels(_T.Q8_1, ref_legacy.dequantize_q8_1, ref_legacy.quantize_q8_1),
+    TypeKernels(_T.IQ4_NL, ref_legacy.dequantize_iq4_nl),
+    TypeKernels(_T.Q2_K, ref_kquants.dequantize_q2_k),
+    TypeKernels(_T.Q3_K, ref_kquants.dequantize_q3_k),
+    TypeKernels(_T.Q4_K, ref_kquants.dequantize_q4_k, ref_kquants.quantize_q4_k, matmul=True),
+    TypeKernels(_T.Q5_K, ref_kquants.dequantize_q5_k, matmul=True),
+    TypeKernels(_T.Q6_K, ref_kquants.dequantize_q6_k, ref_kquants.quantize_q6_k, matmul=True),
+    TypeKernels(_T.Q8_K, ref_kquants.dequantize_q8_k, ref_kquants.quantize_q8_k),
+    TypeKernels(_T.IQ4_XS, ref_kquants.dequantize_iq4_xs),
+)}
+
+DEQUANTIZE_TYPES = tuple(KERNELS)
+QUANTIZE_TYPES = tuple(t for t, k in KERNELS.items() if k.quantize_ref is not None)
+MATMUL_TYPES = tuple(t for t, k in KERNELS.items() if k.matmul)
