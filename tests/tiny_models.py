@@ -1,0 +1,108 @@
+"""Tiny random-weight GGUF models, written deterministically with abi's own writer and
+quantiser, for checking each architecture and weight type against llama.cpp
+(tools/make_reference.py tiny records llama.cpp's logits for them)."""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from abi import _kernels
+from abi.gguf import GGMLType, GGUFValueType, GGUFWriter
+
+N_EMBD, N_FF, N_HEAD, N_KV, N_LAYER = 256, 512, 4, 2, 2
+HEAD_DIM = N_EMBD // N_HEAD
+N_VOCAB = 260
+
+T = GGMLType
+TINY_CASES = [(f"llama_{t.name.lower()}", "llama", t) for t in (
+    T.F32, T.F16, T.BF16, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K)]
+TINY_CASES += [("qwen2_q8_0", "qwen2", T.Q8_0), ("gemma3_q8_0", "gemma3", T.Q8_0)]
+
+
+def _byte_tokens() -> list[str]:
+    """GPT-2's printable stand-ins for the 256 byte values."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    chars, n = {}, 0
+    for b in range(256):
+        if b in keep:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + n)
+            n += 1
+    return [chars[b] for b in range(256)]
+
+
+def _vocab() -> tuple[list[str], list[int]]:
+    tokens = _byte_tokens() + ["Ġt", "Ġa", "<|endoftext|>", "<|im_end|>"]
+    types = [1] * 258 + [3, 3]
+    return tokens, types
+
+
+def _weight(w: GGUFWriter, name: str, x: np.ndarray, qtype: GGMLType) -> None:
+    if qtype in (T.F32, T.F16):
+        w.add_tensor(name, x.astype(np.float32 if qtype == T.F32 else np.float16))
+    else:
+        w.add_tensor(name, _kernels.quantize(x.astype(np.float32), qtype), qtype, shape=x.shape)
+
+
+def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0) -> str:
+    """Write the model and return its sha256 (fixtures record it to detect drift)."""
+    rng = np.random.default_rng(seed)
+    w = GGUFWriter(path)
+    w.add_metadata("general.architecture", arch)
+    w.add_metadata("general.name", f"tiny {arch} {qtype.name}")
+    w.add_metadata(f"{arch}.context_length", 256)
+    w.add_metadata(f"{arch}.embedding_length", N_EMBD)
+    w.add_metadata(f"{arch}.block_count", N_LAYER)
+    w.add_metadata(f"{arch}.feed_forward_length", N_FF)
+    w.add_metadata(f"{arch}.attention.head_count", N_HEAD)
+    w.add_metadata(f"{arch}.attention.head_count_kv", N_KV)
+    w.add_metadata(f"{arch}.rope.freq_base", 10000.0)
+    w.add_metadata(f"{arch}.attention.layer_norm_rms_epsilon", 1e-6)
+    if arch == "gemma3":
+        w.add_metadata("gemma3.attention.key_length", HEAD_DIM)
+        w.add_metadata("gemma3.attention.value_length", HEAD_DIM)
+        w.add_metadata("gemma3.attention.sliding_window", 8)
+        w.add_metadata("gemma3.attention.sliding_window_pattern", 2)
+    tokens, types = _vocab()
+    w.add_metadata("tokenizer.ggml.model", "gpt2")
+    w.add_metadata("tokenizer.ggml.pre", "default")
+    w.add_metadata("tokenizer.ggml.tokens", tokens)
+    w.add_metadata("tokenizer.ggml.token_type", types, GGUFValueType.INT32)
+    w.add_metadata("tokenizer.ggml.merges", ["Ġ t", "Ġ a"])
+    w.add_metadata("tokenizer.ggml.eos_token_id", 258)
+    w.add_metadata("tokenizer.ggml.bos_token_id", 258)
+    w.add_metadata("tokenizer.ggml.add_bos_token", False)
+
+    def mat(rows, cols, gain=1.0):
+        return rng.standard_normal((rows, cols)).astype(np.float32) * np.float32(gain / np.sqrt(cols))
+
+    def norm(n):
+        return (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
+
+    embd_type = qtype if qtype not in (T.F16, T.BF16) else T.F32  # llama.cpp reads any; keep one
+    _weight(w, "token_embd.weight", rng.standard_normal((N_VOCAB, N_EMBD)).astype(np.float32), embd_type)
+    w.add_tensor("output_norm.weight", norm(N_EMBD))
+    for i in range(N_LAYER):
+        p = f"blk.{i}."
+        w.add_tensor(p + "attn_norm.weight", norm(N_EMBD))
+        _weight(w, p + "attn_q.weight", mat(N_HEAD * HEAD_DIM, N_EMBD, 2.0), qtype)
+        _weight(w, p + "attn_k.weight", mat(N_KV * HEAD_DIM, N_EMBD, 2.0), qtype)
+        _weight(w, p + "attn_v.weight", mat(N_KV * HEAD_DIM, N_EMBD), qtype)
+        _weight(w, p + "attn_output.weight", mat(N_EMBD, N_HEAD * HEAD_DIM), qtype)
+        w.add_tensor(p + "ffn_norm.weight", norm(N_EMBD))
+        _weight(w, p + "ffn_gate.weight", mat(N_FF, N_EMBD), qtype)
+        _weight(w, p + "ffn_up.weight", mat(N_FF, N_EMBD), qtype)
+        _weight(w, p + "ffn_down.weight", mat(N_EMBD, N_FF), qtype)
+        if arch == "qwen2":
+            for n, size in (("attn_q", N_HEAD * HEAD_DIM), ("attn_k", N_KV * HEAD_DIM), ("attn_v", N_KV * HEAD_DIM)):
+                w.add_tensor(p + n + ".bias", (0.1 * rng.standard_normal(size)).astype(np.float32))
+        if arch == "gemma3":
+            w.add_tensor(p + "attn_q_norm.weight", norm(HEAD_DIM))
+            w.add_tensor(p + "attn_k_norm.weight", norm(HEAD_DIM))
+            w.add_tensor(p + "post_attention_norm.weight", norm(N_EMBD))
+            w.add_tensor(p + "post_ffw_norm.weight", norm(N_EMBD))
+    w.write()
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
