@@ -1,5 +1,6 @@
-"""Per-sequence KV cache: for each layer, keys and values (n_kv_heads, capacity, head_dim),
-grown by doubling up to the context length, so memory follows the tokens actually held."""
+"""Per-sequence KV cache: keys and values as two arrays (n_layers, n_kv_heads, capacity,
+head_dim), grown by doubling up to the context length, so memory follows the tokens held.
+One contiguous array per K and V lets compiled decode steps address every layer."""
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,8 @@ class KVCache:
         self.dtype = np.dtype(dtype)
         self.length = 0  # positions 0..length-1 are filled in every layer
         self.capacity = 0
-        self.k: list[np.ndarray] = []
-        self.v: list[np.ndarray] = []
+        self.k = np.zeros((n_layers, n_kv_heads, 0, head_dim), self.dtype)
+        self.v = np.zeros((n_layers, n_kv_heads, 0, self.head_dim_v), self.dtype)
         self.tokens: list[int] = []  # the ids whose keys/values are held, for prefix reuse
 
     def reserve(self, n: int) -> None:
@@ -28,12 +29,10 @@ class KVCache:
         if n <= self.capacity:
             return
         cap = min(self.n_ctx, max(n, 2 * self.capacity, 64))
-        shape_k = (self.n_kv_heads, cap, self.head_dim)
-        shape_v = (self.n_kv_heads, cap, self.head_dim_v)
-        new_k = [np.zeros(shape_k, self.dtype) for _ in range(self.n_layers)]
-        new_v = [np.zeros(shape_v, self.dtype) for _ in range(self.n_layers)]
-        for old, new in zip(self.k + self.v, new_k + new_v):
-            new[:, :self.length] = old[:, :self.length]
+        new_k = np.zeros((self.n_layers, self.n_kv_heads, cap, self.head_dim), self.dtype)
+        new_v = np.zeros((self.n_layers, self.n_kv_heads, cap, self.head_dim_v), self.dtype)
+        new_k[:, :, :self.length] = self.k[:, :, :self.length]
+        new_v[:, :, :self.length] = self.v[:, :, :self.length]
         self.k, self.v, self.capacity = new_k, new_v, cap
 
     def store(self, layer: int, start: int, k: np.ndarray, v: np.ndarray):
@@ -57,4 +56,4 @@ class KVCache:
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.k + self.v)
+        return self.k.nbytes + self.v.nbytes
