@@ -1,0 +1,149 @@
+"""Byte-level BPE (``tokenizer.ggml.model == "gpt2"``), matching llama.cpp's ids.
+
+llama.cpp splits the text with a list of regexes chosen by ``tokenizer.ggml.pre``: each
+regex cuts every piece left by the previous one into its matches and the gaps between them.
+We give the same regexes to the ``tokenizers`` library as ``Split(..., "isolated")``
+pre-tokenizers (with ``\\s`` spelled out as Unicode's White_Space set, which is what llama.cpp
+means by it), map bytes to GPT-2's printable characters, and let its BPE model merge by rank.
+The only known gap: characters assigned after Unicode 15.1 (llama.cpp's tables) are
+classified by the regex engine's newer tables.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import TokenizerError
+from .tokenizer import Tokenizer
+
+# Unicode White_Space: what llama.cpp's unicode tables call whitespace
+_WS = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_S, _NS = f"[{_WS}]", f"[^{_WS}]"
+
+_GPT2 = (rf"'s|'t|'re|'ve|'m|'ll|'d| ?\p{{L}}+| ?\p{{N}}+| ?[^{_WS}\p{{L}}\p{{N}}]+"
+         rf"|{_S}+(?!{_NS})|{_S}+")
+
+
+def _llama3_like(numbers: str) -> str:
+    return (rf"'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD]|[^\r\n\p{{L}}\p{{N}}]?\p{{L}}+"
+            rf"|{numbers}| ?[^{_WS}\p{{L}}\p{{N}}]+[\r\n]*|{_S}*[\r\n]+|{_S}+(?!{_NS})|{_S}+")
+
+
+# llama.cpp's regex lists, applied in order
+_SPLITS = {
+    "default": (r"[\p{P}$+<=>^~|]+", _GPT2, r"\p{N}+", r"[0-9][0-9][0-9]"),
+    "gpt2": (_GPT2,),
+    "smollm": (r"\p{N}", _GPT2),
+    "llama3": (_llama3_like(r"\p{N}{1,3}"),),
+    "qwen2": (_llama3_like(r"\p{N}"),),
+}
+
+# tokenizer.ggml.pre -> (splits, ignore_merges, clean_spaces, default add_bos), as llama.cpp sets them
+PRE_TOKENIZERS: dict[str, tuple[str, bool, bool, bool]] = {
+    "default": ("default", False, True, False),
+    "gpt-2": ("gpt2", False, True, False),
+    "phi-2": ("gpt2", False, True, False),
+    "mpt": ("gpt2", False, True, False),
+    "olmo": ("gpt2", False, True, False),
+    "smollm": ("smollm", False, False, False),
+    "starcoder": ("smollm", False, True, False),
+    "refact": ("smollm", False, True, False),
+    "codeshell": ("smollm", False, True, False),
+    "command-r": ("smollm", False, False, False),
+    "llama3": ("llama3", True, True, True),
+    "llama-v3": ("llama3", True, True, True),
+    "llama-bpe": ("llama3", True, True, True),
+    "falcon3": ("llama3", True, True, True),
+    "pixtral": ("llama3", True, True, True),
+    "dbrx": ("llama3", False, True, False),
+    "smaug-bpe": ("llama3", False, True, False),
+    "qwen2": ("qwen2", False, False, False),
+    "deepseek-r1-qwen": ("qwen2", False, False, False),
+    "stablelm2": ("qwen2", False, True, False),
+    "megrez": ("qwen2", False, True, False),
+}
+
+
+def _byte_chars() -> list[str]:
+    """GPT-2's byte -> printable character table: printable Latin-1 bytes stand for
+    themselves, the rest take the characters from U+0100 on, in byte order."""
+    keep = set(range(0x21, 0x7F)) | set(range(0xA1, 0xAD)) | set(range(0xAE, 0x100))
+    table, extra = [], 0
+    for b in range(256):
+        if b in keep:
+            table.append(chr(b))
+        else:
+            table.append(chr(256 + extra))
+            extra += 1
+    return table
+
+
+_BYTE_CHARS = _byte_chars()
+_CHAR_BYTES = {c: b for b, c in enumerate(_BYTE_CHARS)}
+
+
+class BPETokenizer(Tokenizer):
+    model = "gpt2"
+    _default_ids = {"bos": 11, "eos": 11}  # llama.cpp's fallback for files without the keys
+
+    def _pre_init(self, meta: Mapping[str, Any]) -> None:
+        pre = meta.get("tokenizer.ggml.pre") or "default"
+        if pre not in PRE_TOKENIZERS:
+            raise TokenizerError(f"BPE pre-tokenizer {pre!r} is not supported; supported: "
+                                 f"{', '.join(sorted(PRE_TOKENIZERS))}")
+        self.pre = pre
+        splits, self.ignore_merges, self.clean_spaces, self._default_add_bos = PRE_TOKENIZERS[pre]
+        self._splits = _SPLITS[splits]
+        merges = meta.get("tokenizer.ggml.merges")
+        if not isinstance(merges, list):
+            raise TokenizerError("a BPE vocabulary needs 'tokenizer.ggml.merges', which the file lacks")
+        self._merges_raw = merges
+        self._hf = None
+
+    def _backend(self):
+        """The ``tokenizers`` pipeline, built on first use (about 0.1 s for 50k merges)."""
+        if self._hf is None:
+            from tokenizers import Regex, Tokenizer as HFTokenizer, models, pre_tokenizers
+
+            vocab = self._text_to_id
+            pairs, seen = [], set()
+            for m in self._merges_raw:
+                if not isinstance(m, str):
+                    continue
+                cut = m.find(" ", 1)
+                if cut < 0:
+                    continue
+                pair = (m[:cut], m[cut + 1:])
+                # the first rank of a repeated merge counts; a merge of or into an unknown
+                # token cannot be expressed to `tokenizers` and is left out
+                if pair in seen or pair[0] not in vocab or pair[1] not in vocab or pair[0] + pair[1] not in vocab:
+                    continue
+                seen.add(pair)
+                pairs.append(pair)
+            bpe = models.BPE(vocab=dict(vocab), merges=pairs, ignore_merges=self.ignore_merges)
+            hf = HFTokenizer(bpe)
+            hf.pre_tokenizer = pre_tokenizers.Sequence(
+                [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in self._splits]
+                + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+            self._hf = hf
+        return self._hf
+
+    def _encode_fragments(self, fragments: list[str | int], out: list[int]) -> None:
+        hf = None
+        for frag in fragments:
+            if isinstance(frag, int):
+                out.append(frag)
+            else:
+                hf = hf or self._backend()
+                out.extend(hf.encode(frag, add_special_tokens=False).ids)
+
+    def _normal_piece(self, text: str) -> bytes:
+        out = bytearray()
+        for c in text:
+            b = _CHAR_BYTES.get(c)
+            if b is not None:
+                out.append(b)
+            else:  # not a byte character: llama.cpp writes this marker instead
+                u = c.encode("utf-8", "surrogateescape")
+                out += b"[UNK_BYTE_0x" + u.hex().encode() + text.encode("utf-8", "surrogateescape") + b"]"
+        return bytes(out)
