@@ -42,9 +42,10 @@ def env(name: str, default: T | None = None, *, required: bool = False,
     try:
         return cast(raw)
     except (TypeError, ValueError) as exc:
-        shown = "" if secret else f"={raw!r}"
         kind = "true/false" if cast is parse_bool else getattr(cast, "__name__", "value")
-        raise ConfigError(f"{name}{shown} is not a valid {kind} ({exc})", field=name) from None
+        if secret:  # the parser's own message may quote the value
+            raise ConfigError(f"{name} is not a valid {kind}", field=name) from None
+        raise ConfigError(f"{name}={raw!r} is not a valid {kind} ({exc})", field=name) from None
 
 
 def env_bool(name: str, default: bool = False) -> bool:

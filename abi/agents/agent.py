@@ -113,7 +113,7 @@ class Agent:
     def chat(self, input: str) -> str:
         """Send ``input`` (with the history) and return the reply."""
         text = self._check_input(input)
-        messages, params = self._prepare(text)
+        messages, params = self.build_request(text)
         reply = self._backend.complete(messages, params)
         self._record(text, reply)
         return reply
@@ -126,7 +126,7 @@ class Agent:
         """The reply as text pieces as they are produced. The turn is recorded when the
         stream ends, or with what was produced if the caller stops early; not on error."""
         text = self._check_input(input)
-        messages, params = self._prepare(text)
+        messages, params = self.build_request(text)
         return self._stream(text, messages, params)
 
     def _stream(self, text: str, messages: list[dict], params: GenerationParams) -> Iterator[str]:
@@ -155,9 +155,11 @@ class Agent:
                                       f"{MAX_INPUT_CHARS} are accepted")
         return input
 
-    def _prepare(self, text: str) -> tuple[list[dict], GenerationParams]:
-        """Messages to send (system, the history that fits, the new input) and the
-        sampling parameters, max_tokens cut to what the context leaves."""
+    def build_request(self, text: str) -> tuple[list[dict], GenerationParams]:
+        """What ``chat(text)`` would send now: the messages (system prompt, the history
+        that fits, the new input) and the sampling parameters, max_tokens cut to what the
+        context leaves."""
+        text = self._check_input(text)
         cfg = self.config
         cfg.validate()  # settings may have been assigned directly
         head = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []

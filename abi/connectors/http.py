@@ -85,8 +85,9 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 class Redactor:
     """Replaces known secrets and secret-looking tokens with ``***`` in any text we emit."""
 
+    # Authorization values and the usual key shapes, should a server echo one we never saw
     _PATTERNS = re.compile(
-        r"(?i)(bearer\s+|bot\s+)[^\s'\",]+|\bsk-[A-Za-z0-9_\-]{8,}|\bhf_[A-Za-z0-9]{8,}")
+        r"(Bearer |Bot )[A-Za-z0-9._~+/=\-]{16,}|\bsk-[A-Za-z0-9_\-]{8,}|\bhf_[A-Za-z0-9]{8,}")
 
     def __init__(self, secrets: Iterable[str | None] = ()):
         self._secrets: list[str] = []
@@ -98,13 +99,37 @@ class Redactor:
         if secret and len(secret) >= 4:
             with self._lock:
                 if secret not in self._secrets:
-                    self._secrets.append(secret)
-                    self._secrets.sort(key=len, reverse=True)
+                    self._secrets = sorted(self._secrets + [secret], key=len, reverse=True)
+            if self is not _PROCESS_SECRETS:
+                _PROCESS_SECRETS.add(secret)
 
     def __call__(self, text: str) -> str:
         for s in self._secrets:
             text = text.replace(s, "***")
         return self._PATTERNS.sub(lambda m: (m.group(1) or "") + "***", text)
+
+
+_PROCESS_SECRETS = Redactor()
+
+
+class _RedactingFilter(logging.Filter):
+    """urllib3 logs request lines at DEBUG, URL included, and a webhook URL holds its token:
+    scrub every secret a connector has seen from those records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken record is logging's business, not ours
+            return True
+        clean = _PROCESS_SECRETS(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        return True
+
+
+_URLLIB3_LOGGER = logging.getLogger("urllib3.connectionpool")
+if not any(isinstance(f, _RedactingFilter) for f in _URLLIB3_LOGGER.filters):
+    _URLLIB3_LOGGER.addFilter(_RedactingFilter())
 
 
 # --- incremental stream parsers ---------------------------------------------------------
