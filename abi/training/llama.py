@@ -91,11 +91,17 @@ class LlamaConfig:
                   n_head=n_head, n_head_kv=int(gf.arch_get("attention.head_count_kv", n_head)),
                   n_ff=int(need("feed_forward_length")),
                   context_length=int(gf.arch_get("context_length", 2048)),
-                  rope_freq_base=float(gf.arch_get("rope.freq_base", 10000.0)),
-                  rms_eps=float(gf.arch_get("attention.layer_norm_rms_epsilon", 1e-5)),
+                  rope_freq_base=_f32_value(gf.arch_get("rope.freq_base", 10000.0)),
+                  rms_eps=_f32_value(gf.arch_get("attention.layer_norm_rms_epsilon", 1e-5)),
                   tie_embeddings="output.weight" not in gf.tensors)
         cfg.validate()
         return cfg
+
+
+def _f32_value(v) -> float:
+    """A GGUF float32 as the shortest decimal that rounds to it (1e-05, not 9.9999997e-06),
+    so a config survives export and reload unchanged."""
+    return float(str(np.float32(v)))
 
 
 def param_shapes(cfg: LlamaConfig) -> dict[str, tuple[int, ...]]:

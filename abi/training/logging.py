@@ -59,8 +59,14 @@ class MetricsLogger:
             self._tb.close()
             self._tb = None
         if self._wandb_run is not None:
+            import wandb as wandb_lib
+
             self._wandb_run.finish()
             self._wandb_run = None
+            # offline, finish() can return before wandb's service has written the run file;
+            # shutting the service down flushes it (unless another run still uses it)
+            if wandb_lib.run is None:
+                wandb_lib.teardown()
 
     def __enter__(self):
         return self
