@@ -14,6 +14,7 @@ a streaming detokeniser that only ever emits complete UTF-8.
 """
 from __future__ import annotations
 
+import operator
 import os
 from itertools import compress
 from types import SimpleNamespace
@@ -291,8 +292,13 @@ class Tokenizer:
     def token_to_piece(self, token_id: int, special: bool = False) -> bytes:
         """The bytes of one token (llama.cpp's ``token_to_piece`` with ``lstrip=0``); control
         and unknown tokens are empty unless ``special``."""
-        if not isinstance(token_id, int) or not 0 <= token_id < self.n_vocab:
+        try:
+            index = operator.index(token_id)  # numpy integers too
+        except TypeError:
+            index = -1
+        if not 0 <= index < self.n_vocab:
             raise TokenizerError(f"token id {token_id!r} is outside the vocabulary (0..{self.n_vocab - 1})")
+        token_id = index
         if not special and self._attrs[token_id] & (ATTR_CONTROL | ATTR_UNKNOWN):
             return b""
         piece = self._pieces[token_id]
