@@ -60,7 +60,8 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}", field=str(p)) from None
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}",
+                          field=str(p)) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

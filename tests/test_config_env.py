@@ -24,7 +24,8 @@ def test_required_and_secret(monkeypatch):
     monkeypatch.delenv("ABI_TEST_KEY", raising=False)
     with pytest.raises(ConfigError) as ei:
         config.env("ABI_TEST_KEY", required=True, hint="an API key")
-    assert ei.value.field == "ABI_TEST_KEY" and str(ei.value) == "ABI_TEST_KEY is not set: an API key"
+    assert ei.value.field == "ABI_TEST_KEY"
+    assert str(ei.value) == "ABI_TEST_KEY is not set: an API key"
     monkeypatch.setenv("ABI_TEST_KEY", "s3cret-value")
     with pytest.raises(ConfigError) as ei:
         config.env("ABI_TEST_KEY", cast=int, secret=True)

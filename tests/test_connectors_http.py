@@ -247,7 +247,8 @@ def test_stream_ending_mid_event_raises(server):
 
 SSE_TEXT = ("\ufeffdata: first\r\n\r\n"
             ": comment\n"
-            "event: update\rdata: é😀 x\rdata:  two spaces\r\rid: 7\nretry: 1500\ndata: {\"k\": [1, 2]}\n\n"
+            "event: update\rdata: é😀 x\rdata:  two spaces\r\r"
+            "id: 7\nretry: 1500\ndata: {\"k\": [1, 2]}\n\n"
             "data\n\n"
             "event: only-event\n\n"
             "data: last\n\n")
@@ -360,3 +361,17 @@ def test_redactor_patterns():
 
 def test_agent_error_base():
     assert issubclass(Timeout, AgentError) and issubclass(RateLimited, HttpRequestFailed)
+
+
+def test_stream_gzip_encoded_body(server):
+    import zlib
+
+    comp = zlib.compressobj(wbits=31)  # gzip container
+    lines = [b'{"i": %d}\n' % i for i in range(20)]
+    pieces = [comp.compress(line) + comp.flush(zlib.Z_SYNC_FLUSH) for line in lines]
+    pieces.append(comp.flush())
+    server.fail(Stream(pieces, content_type="application/x-ndjson",
+                       headers={"Content-Encoding": "gzip"}))
+    got = list(client(server).stream_ndjson("POST", "/s", json_body={}))
+    assert got == [{"i": i} for i in range(20)]
+    assert server.requests[-1].headers["accept-encoding"] == "identity"

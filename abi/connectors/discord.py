@@ -411,7 +411,8 @@ def message_response(content: str, *, ephemeral: bool = False,
 
 
 def deferred_response(*, ephemeral: bool = False) -> dict:
-    out: dict[str, Any] = {"type": int(InteractionResponseType.DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE)}
+    kind = InteractionResponseType.DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE
+    out: dict[str, Any] = {"type": int(kind)}
     if ephemeral:
         out["data"] = {"flags": EPHEMERAL}
     return out

@@ -392,18 +392,20 @@ class HttpClient:
         timeout mid-body raises StreamInterrupted / Timeout (never a silent end)."""
         model = kwargs.get("model")
         endpoint = self.redact(path)
+        # a compressing server holds tokens back to fill its blocks: ask for none
+        kwargs["headers"] = {"Accept-Encoding": "identity", **(kwargs.get("headers") or {})}
         resp = self.request(method, path, stream=True, **kwargs)
         try:
             raw = resp.raw
-            reader = getattr(raw, "read1", None)
+            reader = getattr(raw, "read1", None)  # urllib3 2: returns what has arrived
             while True:
                 try:
-                    piece = (reader(65536) if reader is not None
+                    piece = (reader(65536, decode_content=True) if reader is not None
                              else raw.read(65536, decode_content=True))
-                except (urllib3.exceptions.ReadTimeoutError, requests.Timeout) as exc:
+                except (urllib3.exceptions.ReadTimeoutError, requests.Timeout):
                     raise self._with_context(Timeout(
                         f"{self.backend} stopped sending for {self.timeouts.read:g}s in the "
-                        f"middle of {method} {endpoint}"), path, model, resp.status_code) from exc
+                        f"middle of {method} {endpoint}"), path, model, resp.status_code) from None
                 except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
                     raise self._with_context(StreamInterrupted(
                         f"{self.backend} connection dropped in the middle of the streamed "

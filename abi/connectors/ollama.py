@@ -229,7 +229,8 @@ class OllamaClient:
     # embeddings and models -------------------------------------------------------------
 
     def embed(self, input: str | Sequence[str], model: str | None = None, *,
-              truncate: bool | None = None, keep_alive: str | int | None = None) -> OllamaEmbeddings:
+              truncate: bool | None = None,
+              keep_alive: str | int | None = None) -> OllamaEmbeddings:
         model = model or self.model
         body = drop_none({"model": model, "input": input, "truncate": truncate,
                           "keep_alive": keep_alive})
