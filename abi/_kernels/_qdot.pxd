@@ -74,8 +74,8 @@ cdef extern from *:
 
     /* ---------------------------------------------------------------- 32-element blocks */
 
-    static inline float abi_dot_q8_0_q8_0(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
     #if ABI_QDOT_SIMD
+    static inline float abi_dot_q8_0_q8_0_simd(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
         __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
         Py_ssize_t i = 0;
         for (; i + 1 < nb; i += 2, w += 68, x += 68) {
@@ -89,7 +89,9 @@ cdef extern from *:
             acc0 = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w)) * abi_f16_to_f32(abi_ld16(x))), _mm256_cvtepi32_ps(p0), acc0);
         }
         return abi_hsum8(_mm256_add_ps(acc0, acc1));
-    #else
+    }
+    #endif
+    static inline float abi_dot_q8_0_q8_0_scalar(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
         float acc = 0.0f;
         for (Py_ssize_t i = 0; i < nb; ++i, w += 34, x += 34) {
             const int8_t* a = (const int8_t*)(w + 2); const int8_t* b = (const int8_t*)(x + 2);
@@ -98,11 +100,10 @@ cdef extern from *:
             acc += abi_f16_to_f32(abi_ld16(w)) * abi_f16_to_f32(abi_ld16(x)) * (float)s;
         }
         return acc;
-    #endif
     }
 
-    static inline float abi_dot_q4_0_q8_0(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
     #if ABI_QDOT_SIMD
+    static inline float abi_dot_q4_0_q8_0_simd(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
         const __m256i eight = _mm256_set1_epi8(8);
         __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
         Py_ssize_t i = 0;
@@ -119,7 +120,9 @@ cdef extern from *:
             acc0 = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w)) * abi_f16_to_f32(abi_ld16(x))), _mm256_cvtepi32_ps(p0), acc0);
         }
         return abi_hsum8(_mm256_add_ps(acc0, acc1));
-    #else
+    }
+    #endif
+    static inline float abi_dot_q4_0_q8_0_scalar(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
         float acc = 0.0f;
         for (Py_ssize_t i = 0; i < nb; ++i, w += 18, x += 34) {
             const int8_t* b = (const int8_t*)(x + 2);
@@ -129,12 +132,11 @@ cdef extern from *:
             acc += abi_f16_to_f32(abi_ld16(w)) * abi_f16_to_f32(abi_ld16(x)) * (float)s;
         }
         return acc;
-    #endif
     }
 
-    static inline float abi_dot_q4_1_q8_1(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
-        /* sum d_w d_x sum(q_w q_x) + m_w s_x, with s_x = d_x sum(q_x) from the Q8_1 block */
     #if ABI_QDOT_SIMD
+    static inline float abi_dot_q4_1_q8_1_simd(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
+        /* sum d_w d_x sum(q_w q_x) + m_w s_x, with s_x = d_x sum(q_x) from the Q8_1 block */
         __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
         float accm = 0.0f;
         Py_ssize_t i = 0;
@@ -152,7 +154,10 @@ cdef extern from *:
             accm += abi_f16_to_f32(abi_ld16(w + 2)) * abi_f16_to_f32(abi_ld16(x + 2));
         }
         return abi_hsum8(_mm256_add_ps(acc0, acc1)) + accm;
-    #else
+    }
+    #endif
+    static inline float abi_dot_q4_1_q8_1_scalar(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
+        /* sum d_w d_x sum(q_w q_x) + m_w s_x, with s_x = d_x sum(q_x) from the Q8_1 block */
         float acc = 0.0f;
         for (Py_ssize_t i = 0; i < nb; ++i, w += 20, x += 36) {
             const int8_t* b = (const int8_t*)(x + 4);
@@ -162,11 +167,10 @@ cdef extern from *:
                  + abi_f16_to_f32(abi_ld16(w + 2)) * abi_f16_to_f32(abi_ld16(x + 2));
         }
         return acc;
-    #endif
     }
 
-    static inline float abi_dot_q5_0_q8_0(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
     #if ABI_QDOT_SIMD
+    static inline float abi_dot_q5_0_q8_0_simd(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
         const __m256i f0 = _mm256_set1_epi8((char)0xF0);
         __m256 acc = _mm256_setzero_ps();
         for (Py_ssize_t i = 0; i < nb; ++i, w += 22, x += 34) {
@@ -176,7 +180,9 @@ cdef extern from *:
             acc = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w)) * abi_f16_to_f32(abi_ld16(x))), _mm256_cvtepi32_ps(p), acc);
         }
         return abi_hsum8(acc);
-    #else
+    }
+    #endif
+    static inline float abi_dot_q5_0_q8_0_scalar(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
         float acc = 0.0f;
         for (Py_ssize_t i = 0; i < nb; ++i, w += 22, x += 34) {
             const int8_t* b = (const int8_t*)(x + 2);
@@ -188,11 +194,10 @@ cdef extern from *:
             acc += abi_f16_to_f32(abi_ld16(w)) * abi_f16_to_f32(abi_ld16(x)) * (float)s;
         }
         return acc;
-    #endif
     }
 
-    static inline float abi_dot_q5_1_q8_1(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
     #if ABI_QDOT_SIMD
+    static inline float abi_dot_q5_1_q8_1_simd(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
         const __m256i b4 = _mm256_set1_epi8(16);
         __m256 acc = _mm256_setzero_ps();
         float accm = 0.0f;
@@ -203,7 +208,9 @@ cdef extern from *:
             accm += abi_f16_to_f32(abi_ld16(w + 2)) * abi_f16_to_f32(abi_ld16(x + 2));
         }
         return abi_hsum8(acc) + accm;
-    #else
+    }
+    #endif
+    static inline float abi_dot_q5_1_q8_1_scalar(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
         float acc = 0.0f;
         for (Py_ssize_t i = 0; i < nb; ++i, w += 24, x += 36) {
             const int8_t* b = (const int8_t*)(x + 4);
@@ -216,16 +223,15 @@ cdef extern from *:
                  + abi_f16_to_f32(abi_ld16(w + 2)) * abi_f16_to_f32(abi_ld16(x + 2));
         }
         return acc;
-    #endif
     }
 
     /* ---------------------------------------------------------------- 256-element k-quants
        Q8_K activation block: [d:f32][q:256 int8][bsums:16 int16] */
 
-    static inline float abi_dot_q4_k_q8_k(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
+    #if ABI_QDOT_SIMD
+    static inline float abi_dot_q4_k_q8_k_simd(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
         /* sum d_w d_x sum_j sc_j sum(q q_x) - dmin_w d_x sum_j m_j (bsum_2j + bsum_2j+1) */
         uint8_t sc[8], mn[8];
-    #if ABI_QDOT_SIMD
         const __m256i m4 = _mm256_set1_epi8(15);
         __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
         for (Py_ssize_t i = 0; i < nb; ++i, w += 144, x += 292) {
@@ -247,7 +253,11 @@ cdef extern from *:
             accm = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w + 2)) * dx), _mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mins16)), accm);
         }
         return abi_hsum8(acc) - abi_hsum8(accm);
-    #else
+    }
+    #endif
+    static inline float abi_dot_q4_k_q8_k_scalar(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
+        /* sum d_w d_x sum_j sc_j sum(q q_x) - dmin_w d_x sum_j m_j (bsum_2j + bsum_2j+1) */
+        uint8_t sc[8], mn[8];
         float acc = 0.0f;
         for (Py_ssize_t i = 0; i < nb; ++i, w += 144, x += 292) {
             const float dx = abi_ldf32(x);
@@ -264,12 +274,11 @@ cdef extern from *:
             acc += abi_f16_to_f32(abi_ld16(w)) * dx * (float)sumi - abi_f16_to_f32(abi_ld16(w + 2)) * dx * (float)summ;
         }
         return acc;
-    #endif
     }
 
-    static inline float abi_dot_q5_k_q8_k(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
-        uint8_t sc[8], mn[8];
     #if ABI_QDOT_SIMD
+    static inline float abi_dot_q5_k_q8_k_simd(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
+        uint8_t sc[8], mn[8];
         const __m256i m4 = _mm256_set1_epi8(15), b4 = _mm256_set1_epi8(16);
         __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
         for (Py_ssize_t i = 0; i < nb; ++i, w += 176, x += 292) {
@@ -296,7 +305,10 @@ cdef extern from *:
             accm = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w + 2)) * dx), _mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mins16)), accm);
         }
         return abi_hsum8(acc) - abi_hsum8(accm);
-    #else
+    }
+    #endif
+    static inline float abi_dot_q5_k_q8_k_scalar(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
+        uint8_t sc[8], mn[8];
         float acc = 0.0f;
         for (Py_ssize_t i = 0; i < nb; ++i, w += 176, x += 292) {
             const float dx = abi_ldf32(x);
@@ -314,12 +326,11 @@ cdef extern from *:
             acc += abi_f16_to_f32(abi_ld16(w)) * dx * (float)sumi - abi_f16_to_f32(abi_ld16(w + 2)) * dx * (float)summ;
         }
         return acc;
-    #endif
     }
 
-    static inline float abi_dot_q6_k_q8_k(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
-        /* sum d_w d_x (sum_j sc_j sum(q q_x) - 32 sum_j sc_j bsum_j), q in 0..63 */
     #if ABI_QDOT_SIMD
+    static inline float abi_dot_q6_k_q8_k_simd(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
+        /* sum d_w d_x (sum_j sc_j sum(q q_x) - 32 sum_j sc_j bsum_j), q in 0..63 */
         const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3 << 4);
         __m256 acc = _mm256_setzero_ps();
         for (Py_ssize_t i = 0; i < nb; ++i, w += 210, x += 292) {
@@ -348,7 +359,10 @@ cdef extern from *:
             acc = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w + 208)) * abi_ldf32(x)), _mm256_cvtepi32_ps(sumi), acc);
         }
         return abi_hsum8(acc);
-    #else
+    }
+    #endif
+    static inline float abi_dot_q6_k_q8_k_scalar(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
+        /* sum d_w d_x (sum_j sc_j sum(q q_x) - 32 sum_j sc_j bsum_j), q in 0..63 */
         float acc = 0.0f;
         for (Py_ssize_t i = 0; i < nb; ++i, w += 210, x += 292) {
             const int8_t* q8 = (const int8_t*)(x + 4);
@@ -367,16 +381,15 @@ cdef extern from *:
             acc += abi_f16_to_f32(abi_ld16(w + 208)) * abi_ldf32(x) * (float)sumi;
         }
         return acc;
-    #endif
     }
 
     /* ---------------------------------------------------------------- float weights, float x */
 
-    static inline float abi_dot_f32(const uint8_t* w, const float* x, Py_ssize_t n) {
+    #if ABI_QDOT_SIMD
+    static inline float abi_dot_f32_simd(const uint8_t* w, const float* x, Py_ssize_t n) {
         const float* a = (const float*)w;   /* read with unaligned loads only */
         Py_ssize_t i = 0;
         float tail = 0.0f;
-    #if ABI_QDOT_SIMD
         __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
         for (; i + 32 <= n; i += 32) {
             s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(x + i), s0);
@@ -385,15 +398,21 @@ cdef extern from *:
             s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(x + i + 24), s3);
         }
         tail = abi_hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+        for (; i < n; ++i) tail += abi_ldf32(w + 4 * i) * x[i];
+        return tail;
+    }
     #endif
+    static inline float abi_dot_f32_scalar(const uint8_t* w, const float* x, Py_ssize_t n) {
+        Py_ssize_t i = 0;
+        float tail = 0.0f;
         for (; i < n; ++i) tail += abi_ldf32(w + 4 * i) * x[i];
         return tail;
     }
 
-    static inline float abi_dot_f16(const uint8_t* w, const float* x, Py_ssize_t n) {
+    #if ABI_QDOT_SIMD
+    static inline float abi_dot_f16_simd(const uint8_t* w, const float* x, Py_ssize_t n) {
         Py_ssize_t i = 0;
         float tail = 0.0f;
-    #if ABI_QDOT_SIMD
         __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
         for (; i + 32 <= n; i += 32) {
             const __m128i* p = (const __m128i*)(w + 2 * i);
@@ -403,15 +422,21 @@ cdef extern from *:
             s3 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(p + 3)), _mm256_loadu_ps(x + i + 24), s3);
         }
         tail = abi_hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+        for (; i < n; ++i) tail += abi_f16_to_f32(abi_ld16(w + 2 * i)) * x[i];
+        return tail;
+    }
     #endif
+    static inline float abi_dot_f16_scalar(const uint8_t* w, const float* x, Py_ssize_t n) {
+        Py_ssize_t i = 0;
+        float tail = 0.0f;
         for (; i < n; ++i) tail += abi_f16_to_f32(abi_ld16(w + 2 * i)) * x[i];
         return tail;
     }
 
-    static inline float abi_dot_bf16(const uint8_t* w, const float* x, Py_ssize_t n) {
+    #if ABI_QDOT_SIMD
+    static inline float abi_dot_bf16_simd(const uint8_t* w, const float* x, Py_ssize_t n) {
         Py_ssize_t i = 0;
         float tail = 0.0f;
-    #if ABI_QDOT_SIMD
         __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
         for (; i + 16 <= n; i += 16) {
             const __m128i* p = (const __m128i*)(w + 2 * i);
@@ -421,10 +446,43 @@ cdef extern from *:
             s1 = _mm256_fmadd_ps(a1, _mm256_loadu_ps(x + i + 8), s1);
         }
         tail = abi_hsum8(_mm256_add_ps(s0, s1));
-    #endif
         for (; i < n; ++i) tail += abi_bf16_to_f32(abi_ld16(w + 2 * i)) * x[i];
         return tail;
     }
+    #endif
+    static inline float abi_dot_bf16_scalar(const uint8_t* w, const float* x, Py_ssize_t n) {
+        Py_ssize_t i = 0;
+        float tail = 0.0f;
+        for (; i < n; ++i) tail += abi_bf16_to_f32(abi_ld16(w + 2 * i)) * x[i];
+        return tail;
+    }
+
+    /* the fast path where the compiler targets AVX2 + FMA, else the portable one */
+    #if ABI_QDOT_SIMD
+    #define abi_dot_q8_0_q8_0 abi_dot_q8_0_q8_0_simd
+    #define abi_dot_q4_0_q8_0 abi_dot_q4_0_q8_0_simd
+    #define abi_dot_q4_1_q8_1 abi_dot_q4_1_q8_1_simd
+    #define abi_dot_q5_0_q8_0 abi_dot_q5_0_q8_0_simd
+    #define abi_dot_q5_1_q8_1 abi_dot_q5_1_q8_1_simd
+    #define abi_dot_q4_k_q8_k abi_dot_q4_k_q8_k_simd
+    #define abi_dot_q5_k_q8_k abi_dot_q5_k_q8_k_simd
+    #define abi_dot_q6_k_q8_k abi_dot_q6_k_q8_k_simd
+    #define abi_dot_f32 abi_dot_f32_simd
+    #define abi_dot_f16 abi_dot_f16_simd
+    #define abi_dot_bf16 abi_dot_bf16_simd
+    #else
+    #define abi_dot_q8_0_q8_0 abi_dot_q8_0_q8_0_scalar
+    #define abi_dot_q4_0_q8_0 abi_dot_q4_0_q8_0_scalar
+    #define abi_dot_q4_1_q8_1 abi_dot_q4_1_q8_1_scalar
+    #define abi_dot_q5_0_q8_0 abi_dot_q5_0_q8_0_scalar
+    #define abi_dot_q5_1_q8_1 abi_dot_q5_1_q8_1_scalar
+    #define abi_dot_q4_k_q8_k abi_dot_q4_k_q8_k_scalar
+    #define abi_dot_q5_k_q8_k abi_dot_q5_k_q8_k_scalar
+    #define abi_dot_q6_k_q8_k abi_dot_q6_k_q8_k_scalar
+    #define abi_dot_f32 abi_dot_f32_scalar
+    #define abi_dot_f16 abi_dot_f16_scalar
+    #define abi_dot_bf16 abi_dot_bf16_scalar
+    #endif
 
     #endif /* ABI_QDOT_H */
     """
@@ -440,3 +498,15 @@ cdef extern from *:
     float dot_f32 "abi_dot_f32"(const uint8_t* w, const float* x, Py_ssize_t n) noexcept nogil
     float dot_f16 "abi_dot_f16"(const uint8_t* w, const float* x, Py_ssize_t n) noexcept nogil
     float dot_bf16 "abi_dot_bf16"(const uint8_t* w, const float* x, Py_ssize_t n) noexcept nogil
+    # the portable versions, always compiled (tests check them against the fast ones)
+    float dot_q8_0_q8_0_scalar "abi_dot_q8_0_q8_0_scalar"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
+    float dot_q4_0_q8_0_scalar "abi_dot_q4_0_q8_0_scalar"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
+    float dot_q4_1_q8_1_scalar "abi_dot_q4_1_q8_1_scalar"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
+    float dot_q5_0_q8_0_scalar "abi_dot_q5_0_q8_0_scalar"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
+    float dot_q5_1_q8_1_scalar "abi_dot_q5_1_q8_1_scalar"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
+    float dot_q4_k_q8_k_scalar "abi_dot_q4_k_q8_k_scalar"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
+    float dot_q5_k_q8_k_scalar "abi_dot_q5_k_q8_k_scalar"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
+    float dot_q6_k_q8_k_scalar "abi_dot_q6_k_q8_k_scalar"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
+    float dot_f32_scalar "abi_dot_f32_scalar"(const uint8_t* w, const float* x, Py_ssize_t n) noexcept nogil
+    float dot_f16_scalar "abi_dot_f16_scalar"(const uint8_t* w, const float* x, Py_ssize_t n) noexcept nogil
+    float dot_bf16_scalar "abi_dot_bf16_scalar"(const uint8_t* w, const float* x, Py_ssize_t n) noexcept nogil

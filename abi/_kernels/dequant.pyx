@@ -11,8 +11,8 @@ from abi._kernels._types cimport *
 
 cdef extern from *:
     """
-    /* The references round a*b and then a*b+c; a fused multiply-add would round once and
-       differ in the last bit, so contraction stays off in this module. */
+    /* The references round a*b, then a*b+c. Their products are exact for normal values,
+       but the bit-exactness should not rest on that: no fused multiply-add here. */
     #if defined(__clang__)
     #pragma clang fp contract(off)
     #elif defined(__GNUC__)

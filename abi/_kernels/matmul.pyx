@@ -117,6 +117,36 @@ cdef void gemv_rows(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r1, Py_ss
             y[r] = dot_f32(w + r * rb, x, cols)
 
 
+cdef void _gemv_rows_scalar(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t cols,
+                           const uint8_t* q, const float* x, float* y) noexcept nogil:
+    """gemv_rows through the portable C kernels (what machines without AVX2 run)."""
+    cdef Py_ssize_t rb = row_bytes(t, cols), r
+    cdef Py_ssize_t nb = cols // _block_size(t)
+    for r in range(r0, r1):
+        if t == T_Q4_1:
+            y[r] = dot_q4_1_q8_1_scalar(w + r * rb, q, nb)
+        elif t == T_Q8_0:
+            y[r] = dot_q8_0_q8_0_scalar(w + r * rb, q, nb)
+        elif t == T_Q4_0:
+            y[r] = dot_q4_0_q8_0_scalar(w + r * rb, q, nb)
+        elif t == T_Q5_0:
+            y[r] = dot_q5_0_q8_0_scalar(w + r * rb, q, nb)
+        elif t == T_Q5_1:
+            y[r] = dot_q5_1_q8_1_scalar(w + r * rb, q, nb)
+        elif t == T_Q4_K:
+            y[r] = dot_q4_k_q8_k_scalar(w + r * rb, q, nb)
+        elif t == T_Q5_K:
+            y[r] = dot_q5_k_q8_k_scalar(w + r * rb, q, nb)
+        elif t == T_Q6_K:
+            y[r] = dot_q6_k_q8_k_scalar(w + r * rb, q, nb)
+        elif t == T_F16:
+            y[r] = dot_f16_scalar(w + r * rb, x, cols)
+        elif t == T_BF16:
+            y[r] = dot_bf16_scalar(w + r * rb, x, cols)
+        elif t == T_F32:
+            y[r] = dot_f32_scalar(w + r * rb, x, cols)
+
+
 cdef inline int _threads_for(Py_ssize_t nbytes, Py_ssize_t rows, int n_threads) noexcept nogil:
     if n_threads <= 1 or nbytes < PARALLEL_MIN_BYTES:
         return 1
@@ -236,9 +266,50 @@ def quantize_activation_into(int ggml_type, const float[::1] x, uint8_t[::1] out
         quantize_activation(ggml_type, &x[0], x.shape[0], &out[0])
 
 
+def _gemv_rows_into(const uint8_t[::1] w, int ggml_type, Py_ssize_t row_start, Py_ssize_t row_end,
+                    Py_ssize_t cols, const float[::1] x, float[::1] y, bint portable=False):
+    """Test hook: gemv_rows over [row_start, row_end) (y indexed by absolute row), through
+    the SIMD kernels or, with portable=True, the scalar C ones."""
+    cdef Py_ssize_t nq = activation_bytes(ggml_type, cols)
+    cdef uint8_t* xq = <uint8_t*>malloc(max(nq, 1))
+    if (vec_dot_type(ggml_type) == -2 or x.shape[0] != cols or not 0 <= row_start <= row_end <= y.shape[0]
+            or w.shape[0] < row_end * row_bytes(ggml_type, cols)):
+        free(xq)
+        raise ValueError("_gemv_rows_into: bad arguments")
+    with nogil:
+        quantize_activation(ggml_type, &x[0], cols, xq)
+        if portable:
+            _gemv_rows_scalar(ggml_type, &w[0], row_start, row_end, cols, xq, &x[0], &y[0])
+        else:
+            gemv_rows(ggml_type, &w[0], row_start, row_end, cols, xq, &x[0], &y[0])
+    free(xq)
+
+
 def activation_type(int ggml_type):
     """GGMLType id of the activation format (-1: float x, -2: unsupported)."""
     return vec_dot_type(ggml_type)
 
 
 SIMD = bool(QDOT_SIMD)
+
+
+def _bench_gemv(const uint8_t[::1] w, int ggml_type, Py_ssize_t rows, Py_ssize_t cols,
+                Py_ssize_t n_copies, const float[::1] x, float[::1] y, int n_threads,
+                Py_ssize_t n_calls):
+    """Benchmark hook: n_calls T = 1 products (activation quantisation included) cycling over
+    ``n_copies`` back-to-back copies of W in ``w``, all without the GIL; returns seconds."""
+    import time
+    cdef Py_ssize_t wb = rows * row_bytes(ggml_type, cols), i
+    cdef Py_ssize_t nq = activation_bytes(ggml_type, cols)
+    cdef uint8_t* xq = <uint8_t*>malloc(max(nq, 1))
+    if vec_dot_type(ggml_type) == -2 or w.shape[0] < wb * n_copies or x.shape[0] != cols or y.shape[0] != rows:
+        free(xq)
+        raise ValueError("_bench_gemv: bad arguments")
+    t0 = time.perf_counter()
+    with nogil:
+        for i in range(n_calls):
+            quantize_activation(ggml_type, &x[0], cols, xq)
+            gemv(ggml_type, &w[0] + (i % n_copies) * wb, rows, cols, xq, &x[0], &y[0], n_threads)
+    t1 = time.perf_counter()
+    free(xq)
+    return t1 - t0

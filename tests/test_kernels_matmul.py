@@ -1,0 +1,230 @@
+"""Products with quantised weights: y = W @ x for one x row (integer dot products against a
+Q8 activation) and for many (dequantised tiles + sgemm), against float64 references."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import abi._kernels as K
+from abi._kernels import matmul
+from abi.errors import ConfigError, KernelInputError, UnsupportedTensorType
+from abi.gguf.constants import GGMLType
+from kernel_blocks import sane_blocks
+
+REQUIRED = [GGMLType[n] for n in "Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K F16 BF16 F32".split()]
+FALLBACK = [GGMLType.Q2_K, GGMLType.Q3_K, GGMLType.IQ4_NL, GGMLType.IQ4_XS]
+# (rows, cols) with odd block counts (1, 3) and rows that do not split evenly over threads
+SIZES_32 = [(37, 32), (64, 96), (301, 576)]
+SIZES_256 = [(37, 256), (64, 768), (130, 1536)]
+KERNEL_RTOL = 1e-5       # float32 rounding of scales and sums, relative to sum |W| |x|
+SGEMM_RTOL = 1e-4
+
+
+def weight(t: GGMLType, rows: int, cols: int, rng) -> np.ndarray:
+    if t in K.QUANTIZE_TYPES:
+        w = rng.standard_normal((rows, cols)).astype(np.float32)
+        return K.quantize(w, t).reshape(-1)
+    return sane_blocks(t, rows * cols // t.block_size, rng).reshape(-1)   # Q5_K, fallback types
+
+
+def sizes(t):
+    return SIZES_256 if t.block_size == 256 else SIZES_32
+
+
+def cases(types):
+    return [(t, r, c) for t in types for r, c in sizes(t)]
+
+
+def case_id(c):
+    return f"{c[0].name}-{c[1]}x{c[2]}"
+
+
+def quantised_activation(t: GGMLType, x: np.ndarray):
+    """(x as the kernel sees it in float64, and the Q8_1 sum-term correction per block)."""
+    at = matmul.activation_type(int(t))
+    if at < 0:
+        return x.astype(np.float64), None
+    a = GGMLType(at)
+    xq = np.empty(x.size // a.block_size * a.type_size, np.uint8)
+    matmul.quantize_activation_into(int(t), x, xq)
+    xd = K.dequantize_reference(xq, a, x.shape).astype(np.float64)
+    if a != GGMLType.Q8_1:
+        return xd, None
+    blocks = xq.reshape(-1, a.type_size)
+    d = blocks[:, 0:2].copy().view(np.float16).astype(np.float64)[:, 0]
+    s = blocks[:, 2:4].copy().view(np.float16).astype(np.float64)[:, 0]
+    sum_q = blocks[:, 4:].view(np.int8).astype(np.int64).sum(axis=1)
+    return xd, s - d * sum_q       # the kernel uses s where the dequantised x has d * sum(q)
+
+
+def exact_kernel_result(raw, t, rows, cols, x):
+    """What the T = 1 kernel computes, in float64, and the scale of its float32 rounding."""
+    w = K.dequantize_reference(raw, t, (rows, cols)).astype(np.float64)
+    xd, s_err = quantised_activation(t, x)
+    y = w @ xd
+    scale = np.abs(w) @ np.abs(xd)
+    if s_err is not None:   # + m_w * (s - d sum q) per block; m is the f16 at byte 2
+        m = raw.reshape(rows, -1, t.type_size)[:, :, 2:4].copy().view(np.float16).astype(np.float64)[:, :, 0]
+        y += m @ s_err
+        scale += np.abs(m) @ np.abs(s_err)
+    return y, scale
+
+
+def test_every_required_type_has_a_product():
+    assert set(REQUIRED) <= set(K.MATMUL_TYPES)
+
+
+@pytest.mark.parametrize("case", cases(REQUIRED), ids=case_id)
+def test_single_row_matches_exact_integer_arithmetic(case):
+    t, rows, cols = case
+    rng = np.random.default_rng(rows * cols + int(t))
+    raw = weight(t, rows, cols, rng)
+    x = rng.standard_normal(cols).astype(np.float32)
+    y = K.qmatmul(raw, t, (rows, cols), x, n_threads=2)
+    expected, scale = exact_kernel_result(raw, t, rows, cols, x)
+    assert y.shape == (rows,) and y.dtype == np.float32
+    assert np.all(np.abs(y - expected) <= KERNEL_RTOL * scale + 1e-30)
+
+
+@pytest.mark.parametrize("case", cases(REQUIRED), ids=case_id)
+def test_single_row_within_stated_bound_of_exact_product(case):
+    """Against dequantise-then-float64 with the float x: the activation's quantisation error
+    stays within ACTIVATION_ERROR_BOUND (per output), and about 0.5-0.7% overall."""
+    t, rows, cols = case
+    rng = np.random.default_rng(7 + rows + int(t))
+    raw = weight(t, rows, cols, rng)
+    x = rng.standard_normal(cols).astype(np.float32)
+    y = K.qmatmul(raw, t, (rows, cols), x).astype(np.float64)
+    w = K.dequantize(raw, t, (rows, cols)).astype(np.float64)
+    exact = w @ x.astype(np.float64)
+    qb = {GGMLType.Q4_K: 256, GGMLType.Q5_K: 256, GGMLType.Q6_K: 256}.get(t, 32)
+    absmax = np.repeat(np.abs(x).reshape(-1, qb).max(axis=1), qb).astype(np.float64)
+    bound = K.activation_error_bound(t) * (np.abs(w) @ absmax) + KERNEL_RTOL * (np.abs(w) @ np.abs(x))
+    assert np.all(np.abs(y - exact) <= bound)
+    rel = np.linalg.norm(y - exact) / np.linalg.norm(exact)
+    assert rel < (1e-6 if t in (GGMLType.F32, GGMLType.F16, GGMLType.BF16) else 0.012)
+
+
+@pytest.mark.parametrize("case", cases(REQUIRED + FALLBACK), ids=case_id)
+def test_many_rows_by_tiles_and_sgemm(case):
+    t, rows, cols = case
+    rng = np.random.default_rng(3 + cols + int(t))
+    raw = weight(t, rows, cols, rng)
+    x = rng.standard_normal((5, cols)).astype(np.float32)
+    y = K.qmatmul(raw, t, (rows, cols), x)
+    w = K.dequantize(raw, t, (rows, cols)).astype(np.float64)
+    assert y.shape == (5, rows)
+    assert np.all(np.abs(y - x.astype(np.float64) @ w.T) <= SGEMM_RTOL * (np.abs(x) @ np.abs(w).T) + 1e-30)
+
+
+def test_tiles_smaller_than_the_matrix():
+    rng = np.random.default_rng(1)
+    raw = weight(GGMLType.Q4_1, 100, 64, rng)
+    x = rng.standard_normal((3, 64)).astype(np.float32)
+    y = np.empty((3, 100), np.float32)
+    matmul.gemm_into(raw, int(GGMLType.Q4_1), 100, 64, x, y, 2, 7)        # 15 tiles, last partial
+    w = K.dequantize(raw, GGMLType.Q4_1, (100, 64)).astype(np.float64)
+    assert np.allclose(y, x @ w.T, rtol=0, atol=SGEMM_RTOL * np.abs(x).max() * np.abs(w).sum(axis=1).max())
+
+
+@pytest.mark.parametrize("t", FALLBACK, ids=lambda t: t.name)
+def test_types_without_integer_dot_fall_back_to_float(t):
+    rng = np.random.default_rng(int(t))
+    raw = weight(t, 40, 512, rng)
+    x = rng.standard_normal(512).astype(np.float32)
+    w = K.dequantize(raw, t, (40, 512)).astype(np.float64)
+    y = K.qmatmul(raw, t, (40, 512), x)
+    assert np.all(np.abs(y - w @ x) <= SGEMM_RTOL * (np.abs(w) @ np.abs(x)))
+
+
+@pytest.mark.parametrize("t", REQUIRED, ids=lambda t: t.name)
+def test_threads_do_not_change_bits(t):
+    rng = np.random.default_rng(2)
+    rows, cols = 1001, (512 if t.block_size == 256 else 576)     # big enough to use 2 threads
+    raw = weight(t, rows, cols, rng)
+    x = rng.standard_normal(cols).astype(np.float32)
+    assert np.array_equal(K.qmatmul(raw, t, (rows, cols), x, n_threads=1),
+                          K.qmatmul(raw, t, (rows, cols), x, n_threads=2))
+
+
+@pytest.mark.parametrize("t", REQUIRED, ids=lambda t: t.name)
+def test_row_range_kernel_and_portable_fallback(t):
+    """gemv_rows writes exactly its rows; the portable C kernels (no AVX2) agree with SIMD."""
+    rng = np.random.default_rng(4)
+    rows, cols = 50, (768 if t.block_size == 256 else 96)
+    raw = weight(t, rows, cols, rng)
+    x = rng.standard_normal(cols).astype(np.float32)
+    fast = np.full(rows, np.nan, np.float32)
+    portable = fast.copy()
+    matmul._gemv_rows_into(raw, int(t), 9, 41, cols, x, fast, False)
+    matmul._gemv_rows_into(raw, int(t), 9, 41, cols, x, portable, True)
+    assert np.isnan(fast[:9]).all() and np.isnan(fast[41:]).all()
+    expected, scale = exact_kernel_result(raw, t, rows, cols, x)
+    for y in (fast, portable):
+        assert np.all(np.abs(y[9:41] - expected[9:41]) <= KERNEL_RTOL * scale[9:41])
+
+
+def test_x_shapes():
+    rng = np.random.default_rng(0)
+    raw = weight(GGMLType.Q8_0, 8, 64, rng)
+    x = rng.standard_normal(64).astype(np.float32)
+    y1 = K.qmatmul(raw, GGMLType.Q8_0, (8, 64), x)
+    assert K.qmatmul(raw, GGMLType.Q8_0, (8, 64), x[None, :]).shape == (1, 8)
+    assert np.array_equal(K.qmatmul(raw, GGMLType.Q8_0, (8, 64), x[None, :])[0], y1)
+    assert K.qmatmul(raw, GGMLType.Q8_0, (8, 64), x.astype(np.float64)).dtype == np.float32
+    assert K.qmatmul(raw, GGMLType.Q8_0, (8, 64), np.zeros((0, 64), np.float32)).shape == (0, 8)
+
+
+def test_bad_input_is_a_typed_error():
+    raw = np.zeros(8 * 2 * 34, np.uint8)
+    with pytest.raises(KernelInputError, match=r"\(64,\)"):
+        K.qmatmul(raw, GGMLType.Q8_0, (8, 64), np.zeros(32, np.float32))
+    with pytest.raises(KernelInputError, match="matrix"):
+        K.qmatmul(raw, GGMLType.Q8_0, (2, 4, 64), np.zeros(64, np.float32))
+    with pytest.raises(KernelInputError, match="bytes"):
+        K.qmatmul(raw[:-1], GGMLType.Q8_0, (8, 64), np.zeros(64, np.float32))
+    with pytest.raises(KernelInputError):
+        K.qmatmul(raw, GGMLType.Q8_0, (8, 64), np.zeros((2, 2, 64), np.float32))
+    with pytest.raises(UnsupportedTensorType, match="TQ1_0"):
+        K.qmatmul(np.zeros(54, np.uint8), GGMLType.TQ1_0, (1, 256), np.zeros(256, np.float32))
+    with pytest.raises(KernelInputError):
+        K.qmatmul(raw, GGMLType.Q8_0, (8, 64), np.zeros(64, np.float32), n_threads=0)
+
+
+def test_thread_count_setting(monkeypatch):
+    import os
+
+    monkeypatch.delenv("ABI_NUM_THREADS", raising=False)
+    assert K.default_num_threads() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("ABI_NUM_THREADS", "3")
+    assert K.default_num_threads() == 3
+    for bad in ("0", "two"):
+        monkeypatch.setenv("ABI_NUM_THREADS", bad)
+        with pytest.raises(ConfigError):
+            K.default_num_threads()
+
+
+@pytest.mark.model
+def test_default_model_weights(default_model_path):
+    """One weight of each (type, shape) of the default model, decode and prefill."""
+    import abi.gguf
+
+    f = abi.gguf.load(default_model_path)
+    seen = set()
+    rng = np.random.default_rng(0)
+    for name, info in f.tensors.items():
+        key = (info.ggml_type, info.shape)
+        if len(info.shape) != 2 or key in seen:
+            continue
+        seen.add(key)
+        rows, cols = info.shape
+        raw = f.tensor_data(name)
+        x = rng.standard_normal((3, cols)).astype(np.float32)
+        w = K.dequantize(raw, info.ggml_type, info.shape).astype(np.float64)
+        y1 = K.qmatmul(raw, info.ggml_type, info.shape, x[0]).astype(np.float64)
+        absmax = np.repeat(np.abs(x[0]).reshape(-1, 32).max(axis=1), 32).astype(np.float64)
+        bound = K.activation_error_bound(info.ggml_type) * (np.abs(w) @ absmax) + KERNEL_RTOL * (np.abs(w) @ np.abs(x[0]))
+        assert np.all(np.abs(y1 - w @ x[0]) <= bound), name
+        y3 = K.qmatmul(raw, info.ggml_type, info.shape, x)
+        assert np.all(np.abs(y3 - x @ w.T) <= SGEMM_RTOL * (np.abs(x) @ np.abs(w).T)), name
+    assert {t for t, _ in seen} == {GGMLType.Q4_1, GGMLType.Q8_0}

@@ -1,0 +1,199 @@
+"""Quantisation: bit-exact with gguf.quants where it implements the type, bit-exact with our
+numpy references everywhere, and round-trip errors within each type's stated bound."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+gguf = pytest.importorskip("gguf")
+
+import abi._kernels as K  # noqa: E402
+from abi._kernels import quant  # noqa: E402
+from abi._kernels.ref_kquants import unpack_scale_min_k4  # noqa: E402
+from abi.errors import KernelInputError, UnsupportedTensorType  # noqa: E402
+from abi.gguf.constants import GGMLType  # noqa: E402
+
+REQUIRED = [GGMLType[n] for n in "Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q8_1 Q4_K Q6_K Q8_K".split()]
+GGUF_QUANTISES = [GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5_1, GGMLType.Q8_0,
+                  GGMLType.BF16]
+
+
+def _test_data(block: int, n_rows: int, rng) -> np.ndarray:
+    """Rows of Gaussian values at scales from 1e-6 to 1e6, plus edge rows."""
+    cols = 4 * max(block, 32)
+    x = rng.standard_normal((n_rows, cols)).astype(np.float32)
+    x *= np.float32(10.0) ** rng.uniform(-6, 6, (n_rows, 1)).astype(np.float32)
+    x[0] = 0                                       # all-zero blocks
+    x[1] = 1.5                                     # constant blocks
+    x[2] = np.abs(x[2])                            # all positive / all negative
+    x[3] = -np.abs(x[3])
+    x[4, :] = 0
+    x[4, 7] = -2.0                                 # one non-zero value
+    x[5] = np.tile(np.arange(-16, 16, dtype=np.float32) + np.float32(0.5), cols // 32)   # ties
+    x[6, :] = 127.0
+    x[6, 1::2] = (np.arange(cols // 2) % 126 - 63).astype(np.float32) + np.float32(0.5)  # d = 1: ties
+    x[7] = rng.integers(-40, 40, cols).astype(np.float32)   # integer values: exact quotients
+    return x
+
+
+def test_every_required_type_is_supported():
+    assert set(REQUIRED) <= set(K.QUANTIZE_TYPES)
+
+
+@pytest.mark.parametrize("t", GGUF_QUANTISES, ids=lambda t: t.name)
+def test_bit_exact_against_gguf(t):
+    x = _test_data(t.block_size, 400, np.random.default_rng(int(t)))
+    expected = gguf.quants.quantize(x, gguf.GGMLQuantizationType(int(t)))
+    assert np.array_equal(K.quantize(x, t, n_threads=2), expected)
+    assert np.array_equal(K.quantize_reference(x, t), expected)
+
+
+def _double_rounding_edges(n_blocks: int = 64) -> np.ndarray:
+    """Q4_0 blocks holding values where trunc(round(x * inv) + 8.5) differs from truncating
+    the exact x * inv + 8.5: a fused multiply-add in the kernel would change their codes."""
+    rng = np.random.default_rng(9)
+    rows = []
+    while len(rows) < n_blocks:
+        mx = np.float32(rng.uniform(1, 2))
+        inv = np.float32(1) / (mx / np.float32(-8))
+        center = np.float32((rng.integers(1, 15) - 8.5) * (mx / np.float32(-8)))
+        xs = center + np.arange(-50, 50, dtype=np.float32) * np.spacing(center)
+        two_roundings = np.trunc(xs * inv + np.float32(8.5))
+        exact = np.floor(xs.astype(np.float64) * np.float64(inv) + 8.5)
+        for x in xs[two_roundings != exact][:1]:
+            block = np.zeros(32, np.float32)
+            block[0], block[1] = mx, x
+            rows.append(block)
+    return np.stack(rows)
+
+
+def test_no_fused_multiply_add_at_rounding_edges():
+    x = _double_rounding_edges()
+    expected = gguf.quants.quantize(x, gguf.GGMLQuantizationType.Q4_0)
+    assert np.array_equal(K.quantize(x, GGMLType.Q4_0), expected)
+
+
+@pytest.mark.parametrize("t", K.QUANTIZE_TYPES, ids=lambda t: t.name)
+def test_cython_matches_numpy_reference(t):
+    rng = np.random.default_rng(100 + int(t))
+    x = _test_data(t.block_size, 300, rng)
+    fast = K.quantize(x, t, n_threads=2)
+    assert fast.shape == (300, x.shape[1] // t.block_size * t.type_size)
+    assert np.array_equal(fast, K.quantize_reference(x, t))
+    assert np.array_equal(K.quantize(x, t, n_threads=1), fast)
+
+
+def _blocks(x, t):
+    return K.quantize(x, t).reshape(-1, t.type_size), K.dequantize(K.quantize(x, t), t, x.shape)
+
+
+def _gaussian(t, n=200):
+    return np.random.default_rng(7).standard_normal((n, 4 * max(t.block_size, 64))).astype(np.float32)
+
+
+def test_q8_0_and_q8_1_round_trip_bounds():
+    for t, qoff in ((GGMLType.Q8_0, 2), (GGMLType.Q8_1, 4)):
+        x = _gaussian(t)
+        blocks, xr = _blocks(x, t)
+        xb, xrb = x.reshape(-1, 32), xr.reshape(-1, 32)
+        amax = np.abs(xb).max(axis=1, keepdims=True)
+        d16 = blocks[:, 0:2].copy().view(np.float16).astype(np.float32)
+        # half a step of absmax/127, plus the f16 rounding of d (2^-11 relative) times |q| <= 127
+        assert np.all(np.abs(xb - xrb) <= amax / 254 * (1 + 1e-6) + 127 * np.abs(d16 - amax / 127))
+        assert np.linalg.norm(x - xr) / np.linalg.norm(x) < 0.01
+        if t == GGMLType.Q8_1:   # s = d * sum(q), rounded once to f16
+            s = blocks[:, 2:4].copy().view(np.float16).astype(np.float64)
+            sum_q = blocks[:, qoff:].view(np.int8).astype(np.int64).sum(axis=1, keepdims=True)
+            exact = (amax.astype(np.float64) / 127) * sum_q
+            assert np.all(np.abs(s - exact) <= np.abs(exact) * 2.0 ** -11 + 1e-7 * amax)
+
+
+def test_q8_k_round_trip_bound_and_bsums():
+    t = GGMLType.Q8_K
+    x = _gaussian(t)
+    blocks, xr = _blocks(x, t)
+    d = blocks[:, 0:4].copy().view(np.float32)
+    assert np.all(np.abs(x.reshape(-1, 256) - xr.reshape(-1, 256)) <= d / 2 * (1 + 1e-6))
+    q = blocks[:, 4:260].view(np.int8).astype(np.int32)
+    bsums = blocks[:, 260:292].copy().view(np.int16)
+    assert np.array_equal(bsums, q.reshape(-1, 16, 16).sum(axis=2))
+    assert np.linalg.norm(x - xr) / np.linalg.norm(x) < 0.01
+
+
+def test_q4_k_round_trip_bound():
+    """|x - x'| <= d*sc/2 + dmin/2 per element (scales stepped up to the next f16)."""
+    t = GGMLType.Q4_K
+    rng = np.random.default_rng(3)
+    x = _gaussian(t)
+    x[:20] += rng.uniform(-5, 5, (20, 1)).astype(np.float32)     # offset blocks (all one sign)
+    blocks, xr = _blocks(x, t)
+    d = blocks[:, 0:2].copy().view(np.float16).astype(np.float32)
+    dmin = blocks[:, 2:4].copy().view(np.float16).astype(np.float32)
+    sc, _ = unpack_scale_min_k4(blocks[:, 4:16])
+    step = (d * sc)[:, :, None]                                  # (n, 8, 1)
+    err = np.abs(x - xr).reshape(-1, 8, 32)
+    assert np.all(err <= step / 2 + dmin[:, :, None] / 2 + 1e-6 * np.abs(x).max())
+    g = _gaussian(t)
+    assert np.linalg.norm(g - K.dequantize(K.quantize(g, t), t, g.shape)) / np.linalg.norm(g) < 0.09
+
+
+def test_q6_k_round_trip_bound():
+    t = GGMLType.Q6_K
+    x = _gaussian(t)
+    blocks, xr = _blocks(x, t)
+    d = blocks[:, 208:210].copy().view(np.float16).astype(np.float32)
+    sc = blocks[:, 192:208].view(np.int8).astype(np.float32)
+    step = (d * sc)[:, :, None]                                  # (n, 16, 1)
+    err = np.abs(x - xr).reshape(-1, 16, 16)
+    assert np.all(err <= step / 2 * (1 + 1e-6))
+    assert np.linalg.norm(x - xr) / np.linalg.norm(x) < 0.025
+
+
+@pytest.mark.parametrize("t", [GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5_1],
+                         ids=lambda t: t.name)
+def test_legacy_round_trip_bound(t):
+    """Half a step for the min/max types; the symmetric _0 types map the largest magnitude to
+    code 0 and clip the opposite end at the top code, so there it is up to one step."""
+    x = _gaussian(t)
+    blocks, xr = _blocks(x, t)
+    d = np.abs(blocks[:, 0:2].copy().view(np.float16).astype(np.float32))
+    xb = x.reshape(-1, 32)
+    # half a step, plus f16 rounding of d (and of the min for the _1 types) over the code range
+    levels = 16 if t in (GGMLType.Q4_0, GGMLType.Q4_1) else 32
+    slack = levels * d * 2.0 ** -11 + np.abs(xb).max(axis=1, keepdims=True) * 2.0 ** -10
+    steps = 0.5 if t in (GGMLType.Q4_1, GGMLType.Q5_1) else 1.0
+    err = np.abs(xb - xr.reshape(-1, 32))
+    assert np.all(err <= steps * d + slack)
+    assert np.mean(err <= d / 2 + slack) > 0.99
+
+
+def test_zeros_round_trip_exactly():
+    for t in K.QUANTIZE_TYPES:
+        z = np.zeros((2, 512), np.float32)
+        assert np.array_equal(K.dequantize(K.quantize(z, t), t, z.shape), z), t.name
+
+
+def test_portable_f16_conversion_matches_numpy():
+    """The bit-twiddling f16 code used where the CPU lacks F16C, checked on this machine."""
+    every_half = np.arange(1 << 16, dtype=np.uint16)
+    finite = every_half[(every_half & 0x7C00) != 0x7C00]
+    out = np.empty(finite.size, np.float32)
+    quant._f16_soft_decode(finite, out)
+    assert np.array_equal(out, finite.view(np.float16).astype(np.float32))
+    rng = np.random.default_rng(11)
+    bits = rng.integers(0, 1 << 32, 2_000_000, dtype=np.uint32)
+    x = bits.view(np.float32)
+    x = np.concatenate([x[~np.isnan(x)], np.float32([0.0, -0.0, 65504, 65519.996, 65520, 1e-8,
+                                                     2.0 ** -25, 2.0 ** -24 * 1.5, 2.0 ** -14, np.inf])])
+    enc = np.empty(x.size, np.uint16)
+    quant._f16_soft_encode(x, enc)
+    assert np.array_equal(enc, x.astype(np.float16).view(np.uint16))
+
+
+def test_bad_input_is_a_typed_error():
+    with pytest.raises(KernelInputError, match="multiple of 32"):
+        K.quantize(np.zeros(40, np.float32), GGMLType.Q4_0)
+    with pytest.raises(KernelInputError):
+        K.quantize(np.float32(1.0), GGMLType.Q8_0)
+    with pytest.raises(UnsupportedTensorType, match="Q2_K"):
+        K.quantize(np.zeros(256, np.float32), GGMLType.Q2_K)

@@ -1,0 +1,156 @@
+"""Kernel throughput next to this machine's memory read bandwidth, measured in the same run.
+
+    python tools/bench_kernels.py [--threads N] [--quick] [--json]
+
+For each weight type and matrix size, the T = 1 product y = W @ x (activation quantisation
+included) as GB/s of quantised weight read, in two settings:
+  stream: each call reads a different copy of W, copies totalling >= 256 MB, so the weight
+          comes from DRAM as in decode of a model bigger than the caches;
+  hot:    the same W every call (small matrices then sit in L2/L3).
+The yardstick is a numba ``prange`` sum over 256 MB of float32 with the same thread count
+(numpy's single-threaded sum understates the machine). Also: dequantisation GB/s of float32
+output for every type.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from abi import _kernels  # noqa: E402
+from abi._kernels import dequant, matmul  # noqa: E402
+from abi.gguf.constants import GGMLType  # noqa: E402
+
+SIZES = [(1536, 576), (576, 1536), (49152, 576), (16384, 4096)]   # (rows, cols)
+TYPES = [GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5_1, GGMLType.Q8_0,
+         GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K, GGMLType.F16, GGMLType.BF16, GGMLType.F32]
+TARGETS = {GGMLType.Q4_1: 0.45, GGMLType.Q8_0: 0.45, GGMLType.Q4_K: 0.30, GGMLType.Q6_K: 0.30}
+STREAM_BYTES = 256 << 20
+
+
+def memory_bandwidth(n_threads: int, nbytes: int = 256 << 20, repeats: int = 10) -> float:
+    """GB/s of a numba prange float32 sum over ``nbytes``: the machine's read bandwidth."""
+    import numba
+
+    @numba.njit(parallel=True, fastmath=True)
+    def psum(a):
+        s = 0.0
+        for i in numba.prange(a.size):
+            s += a[i]
+        return s
+
+    numba.set_num_threads(n_threads)
+    a = np.ones(nbytes // 4, dtype=np.float32)
+    psum(a)
+    best = math.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        psum(a)
+        best = min(best, time.perf_counter() - t)
+    return nbytes / best / 1e9
+
+
+def random_weight(t: GGMLType, rows: int, cols: int, rng) -> np.ndarray:
+    """Stored bytes of a realistic (rows, cols) weight of type t."""
+    w = rng.standard_normal((rows, cols), dtype=np.float32) * np.float32(0.05)
+    if t in _kernels.QUANTIZE_TYPES:
+        return _kernels.quantize(w, t).reshape(-1)
+    # no quantiser (Q5_K): random blocks with sane f16 scales
+    nb = rows * cols // t.block_size
+    raw = rng.integers(0, 256, (nb, t.type_size), dtype=np.uint8)
+    raw[:, 0:4] = np.full((nb, 2), 0.001, np.float16).view(np.uint8)
+    return raw.reshape(-1)
+
+
+def time_gemv(raw: np.ndarray, t: GGMLType, rows: int, cols: int, n_copies: int, n_threads: int,
+              min_time: float) -> float:
+    """Seconds per product: best of 5 runs, each of >= 2 passes over the copies and >= min_time."""
+    x = np.random.default_rng(1).standard_normal(cols, dtype=np.float32)
+    y = np.empty(rows, np.float32)
+    matmul._bench_gemv(raw, int(t), rows, cols, n_copies, x, y, n_threads, n_copies)   # warm up
+    per = matmul._bench_gemv(raw, int(t), rows, cols, n_copies, x, y, n_threads, n_copies) / n_copies
+    calls = max(2 * n_copies, int(min_time / max(per, 1e-7)))
+    return min(matmul._bench_gemv(raw, int(t), rows, cols, n_copies, x, y, n_threads, calls) / calls
+               for _ in range(5))
+
+
+def bench_products(n_threads: int, bandwidth: float, sizes, types, min_time: float) -> list[dict]:
+    rng = np.random.default_rng(0)
+    rows_out = []
+    for t in types:
+        for rows, cols in sizes:
+            if cols % t.block_size:
+                continue    # e.g. 576 columns cannot be k-quants (llama.cpp stores them in 32-blocks)
+            one = random_weight(t, rows, cols, rng)
+            n_copies = max(1, math.ceil(STREAM_BYTES / one.nbytes))
+            stream = np.tile(one, n_copies)
+            t_stream = time_gemv(stream, t, rows, cols, n_copies, n_threads, min_time)
+            del stream
+            t_hot = time_gemv(one, t, rows, cols, 1, n_threads, min_time)
+            gbs = one.nbytes / t_stream / 1e9
+            rows_out.append({
+                "type": t.name, "rows": rows, "cols": cols, "weight_mb": one.nbytes / 1e6,
+                "us_stream": t_stream * 1e6, "gbs_stream": gbs, "ratio_stream": gbs / bandwidth,
+                "us_hot": t_hot * 1e6, "gbs_hot": one.nbytes / t_hot / 1e9,
+                "ratio_hot": one.nbytes / t_hot / 1e9 / bandwidth,
+                "target": TARGETS.get(t),
+            })
+    return rows_out
+
+
+def bench_dequant(n_threads: int, n_out: int = 1 << 22) -> list[dict]:
+    rng = np.random.default_rng(0)
+    out = []
+    for t in _kernels.DEQUANTIZE_TYPES:
+        nb = n_out // t.block_size
+        raw = rng.integers(0, 256, nb * t.type_size, dtype=np.uint8)
+        y = np.empty(nb * t.block_size, np.float32)
+        dequant.dequantize_into(raw, int(t), t.block_size, t.type_size, y, n_threads)
+        best = math.inf
+        for _ in range(5):
+            t0 = time.perf_counter()
+            dequant.dequantize_into(raw, int(t), t.block_size, t.type_size, y, n_threads)
+            best = min(best, time.perf_counter() - t0)
+        out.append({"type": t.name, "gbs_out": y.nbytes / best / 1e9})
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=_kernels.default_num_threads())
+    ap.add_argument("--quick", action="store_true", help="default-model sizes only, Q4_1/Q8_0/Q4_K/Q6_K")
+    ap.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
+    args = ap.parse_args(argv)
+    sizes = SIZES[:3] + [(16384, 4096)] * 0 if args.quick else SIZES
+    types = list(TARGETS) if args.quick else TYPES
+    bw = memory_bandwidth(args.threads)
+    products = bench_products(args.threads, bw, sizes, types, 0.05 if args.quick else 0.2)
+    deq = bench_dequant(args.threads)
+    result = {"machine": platform.processor() or platform.machine(), "threads": args.threads,
+              "simd": matmul.SIMD, "bandwidth_gbs": bw, "products": products, "dequantize": deq}
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    print(f"memory read bandwidth (numba prange sum, 256 MB, {args.threads} threads): {bw:.1f} GB/s")
+    print(f"{'type':6} {'rows x cols':>12} {'MB':>6} | {'stream GB/s':>11} {'ratio':>6} | "
+          f"{'hot GB/s':>8} {'ratio':>6} | target")
+    for r in products:
+        tgt = f">= {r['target']:.0%}" if r["target"] else ""
+        ok = "" if not r["target"] else (" ok" if r["ratio_stream"] >= r["target"] else " MISS")
+        print(f"{r['type']:6} {r['rows']:>5}x{r['cols']:<6} {r['weight_mb']:6.2f} | {r['gbs_stream']:11.2f} "
+              f"{r['ratio_stream']:6.0%} | {r['gbs_hot']:8.2f} {r['ratio_hot']:6.0%} | {tgt}{ok}")
+    print("dequantise (GB/s of float32 output): "
+          + ", ".join(f"{d['type']} {d['gbs_out']:.1f}" for d in deq))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
