@@ -2,6 +2,7 @@
 
     python tools/reference_tokens.py [--out tests/fixtures] [--llama-python PYTHON]
                                      [--default-model PATH] [--gemma PATH] [--rebuild-vocab]
+    python tools/reference_tokens.py --check FILE.gguf ...   (live comparison, writes nothing)
 
 Writes into ``--out``:
   tok_bpe_small.gguf, tok_spm_small.gguf   small tokenizer-only GGUFs (no tensors) of our own:
@@ -426,6 +427,60 @@ def make_token_fixtures(out_dir: str = "tests/fixtures", llama_python: str = DEF
     return written
 
 
+def check_live(paths: list[str], llama_python: str = DEFAULT_LLAMA_PYTHON) -> bool:
+    """Compare abi's tokenizer with llama.cpp, live, on each GGUF (any size; nothing is
+    written): ids for every text and variant, detokenisation, EOG set and all pieces."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import abi.gguf
+    from abi.errors import TokenizerError
+    from abi.llm.tokenizer import Tokenizer, load_tokenizer
+
+    texts, all_ok = all_texts(), True
+    for path in paths:
+        name = os.path.basename(path)
+        meta = abi.gguf.load(path).metadata
+        kind = f"{meta.get('tokenizer.ggml.model')}/{meta.get('tokenizer.ggml.pre')}"
+        try:
+            tok = load_tokenizer(meta)
+        except TokenizerError as e:
+            print(f"{name:34s} {kind:22s} refused: {e}")
+            continue
+        ref = run_oracle(path, texts, llama_python)
+        info, bad = ref["info"], []
+        for key, attr in (("n_vocab", "n_vocab"), ("bos", "bos_id"), ("eos", "eos_id"),
+                          ("add_bos", "add_bos"), ("add_eos", "add_eos"), ("eog", "eog_ids")):
+            ours = getattr(tok, attr, "<missing attribute>")
+            ours = sorted(ours) if key == "eog" and not isinstance(ours, str) else ours
+            if info[key] != ours:
+                bad.append(f"{key}: ours {ours} llama.cpp {info[key]}")
+        ours_api = isinstance(tok, Tokenizer)  # others (WordPiece): ids only
+        if ours_api:
+            for special in (False, True):
+                key = f"pieces_sha256/{'special' if special else 'plain'}"
+                if pieces_digest([tok.token_to_piece(i, special) for i in range(tok.n_vocab)]) != info[key]:
+                    bad.append(f"{key} differs")
+        n_ids = n_detok = 0
+        for text, case in zip(texts, ref["cases"]):
+            for variant, want in case["ids"].items():
+                got = tok.encode(text, add_bos=None if variant.startswith("bos_") else False,
+                                 special=variant.endswith("special"))
+                n_ids += 1
+                if got != want:
+                    bad.append(f"ids {variant} {text[:40]!r}: ours {got[:12]} llama.cpp {want[:12]}")
+            if ours_api:
+                for key, want in case["detok"].items():
+                    ids_name, render = key.split("/")
+                    n_detok += 1
+                    if tok.decode_bytes(case["ids"][ids_name], render == "special") != bytes.fromhex(want):
+                        bad.append(f"detok {key} {text[:40]!r}")
+        all_ok &= not bad
+        print(f"{name:34s} {kind:22s} {'OK' if not bad else f'{len(bad)} DIFFERENCES'}: "
+              f"{n_ids} id lists, {n_detok} detokenisations" + (f", {tok.n_vocab} pieces x2" if ours_api else ""))
+        for line in bad[:8]:
+            print("    " + line)
+    return all_ok
+
+
 def main(argv=None) -> int:
     import argparse
 
@@ -435,7 +490,11 @@ def main(argv=None) -> int:
     ap.add_argument("--default-model")
     ap.add_argument("--gemma")
     ap.add_argument("--rebuild-vocab", action="store_true")
+    ap.add_argument("--check", nargs="+", metavar="GGUF",
+                    help="only compare abi with llama.cpp live on these files (writes nothing)")
     args = ap.parse_args(argv)
+    if args.check:
+        return 0 if check_live(args.check, args.llama_python) else 1
     for path in make_token_fixtures(args.out, args.llama_python, args.default_model, args.gemma,
                                     args.rebuild_vocab):
         print(f"{os.path.getsize(path):>9,d}  {path}")
