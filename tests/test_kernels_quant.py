@@ -190,6 +190,24 @@ def test_portable_f16_conversion_matches_numpy():
     assert np.array_equal(enc, x.astype(np.float16).view(np.uint16))
 
 
+@pytest.mark.parametrize("block", [32, 256])
+def test_portable_q8_block_matches_simd(block):
+    """The scalar Q8 quantiser (machines without AVX2) gives the same bytes as the SIMD one."""
+    t = GGMLType.Q8_0 if block == 32 else GGMLType.Q8_K
+    x = _test_data(block, 64, np.random.default_rng(block)).reshape(-1, block)
+    q = np.empty(x.size, np.int8)
+    d = np.empty(x.shape[0], np.float32)
+    sums = quant._q8_portable(x.reshape(-1), block, q, d)
+    ref = K.quantize_reference(x, t)
+    if t == GGMLType.Q8_0:
+        assert np.array_equal(d.astype(np.float16).view(np.uint8), ref[:, 0:2].reshape(-1))
+        assert np.array_equal(q.view(np.uint8), ref[:, 2:].reshape(-1))
+    else:
+        assert np.array_equal(d.view(np.uint8), ref[:, 0:4].reshape(-1))
+        assert np.array_equal(q.view(np.uint8), ref[:, 4:260].reshape(-1))
+    assert sums == q.reshape(-1, block).astype(np.int64).sum(axis=1).tolist()
+
+
 def test_bad_input_is_a_typed_error():
     with pytest.raises(KernelInputError, match="multiple of 32"):
         K.quantize(np.zeros(40, np.float32), GGMLType.Q4_0)

@@ -53,19 +53,32 @@ cdef extern from *:
         return abi_dpbusd(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
     }
 
-    /* 16 packed bytes -> 32 values 0..15: low nibbles first (elements 0..15), then high */
+    /* 16 packed bytes -> 32 values 0..15: low nibbles first (elements 0..15), then high.
+       Broadcast from memory and a blend keep the shuffle port free. */
     static inline __m256i abi_nibbles32(const uint8_t* qs) {
-        const __m128i m4 = _mm_set1_epi8(15);
-        __m128i q = _mm_loadu_si128((const __m128i*)qs);
-        return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m4), _mm_and_si128(q, m4));
+        __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)qs));
+        return _mm256_and_si256(_mm256_blend_epi32(q, _mm256_srli_epi16(q, 4), 0xF0), _mm256_set1_epi8(15));
     }
 
-    /* bit i of a u32 -> byte i = 0xFF or 0x00 */
-    static inline __m256i abi_bitmask32(uint32_t bits) {
+    /* f16 -> f32 by table (filled when the module loads): a scale is then one load, or a
+       broadcast straight from memory, instead of several shuffle-port conversions. */
+    static float abi_f16_table[1 << 16];
+    __attribute__((constructor)) static void abi_f16_table_init(void) {
+        for (int i = 0; i < (1 << 16); ++i) abi_f16_table[i] = abi_f16_to_f32_soft((uint16_t)i);
+    }
+    static inline float abi_f16t(const uint8_t* p) { return abi_f16_table[abi_ld16(p)]; }
+    static inline __m256 abi_f16t_bcast(const uint8_t* p) { return _mm256_broadcast_ss(&abi_f16_table[abi_ld16(p)]); }
+    /* broadcast of d_w * d_x for one pair of blocks */
+    static inline __m256 abi_scale2(const uint8_t* w, const uint8_t* x) {
+        return _mm256_mul_ps(abi_f16t_bcast(w), abi_f16t_bcast(x));
+    }
+
+    /* bit i of a little-endian u32 -> byte i = 0xFF or 0x00 */
+    static inline __m256i abi_bitmask32(const uint8_t* p) {   /* p: the little-endian u32 */
         const __m256i shuf = _mm256_setr_epi8(0,0,0,0,0,0,0,0, 1,1,1,1,1,1,1,1,
                                               2,2,2,2,2,2,2,2, 3,3,3,3,3,3,3,3);
         const __m256i sel = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
-        __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), shuf);
+        __m256i v = _mm256_shuffle_epi8(_mm256_castps_si256(_mm256_broadcast_ss((const float*)p)), shuf);
         return _mm256_cmpeq_epi8(_mm256_and_si256(v, sel), sel);
     }
     #else
@@ -81,12 +94,12 @@ cdef extern from *:
         for (; i + 1 < nb; i += 2, w += 68, x += 68) {
             __m256i p0 = abi_dpbssd(_mm256_loadu_si256((const __m256i*)(w + 2)), _mm256_loadu_si256((const __m256i*)(x + 2)));
             __m256i p1 = abi_dpbssd(_mm256_loadu_si256((const __m256i*)(w + 36)), _mm256_loadu_si256((const __m256i*)(x + 36)));
-            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w)) * abi_f16_to_f32(abi_ld16(x))), _mm256_cvtepi32_ps(p0), acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w + 34)) * abi_f16_to_f32(abi_ld16(x + 34))), _mm256_cvtepi32_ps(p1), acc1);
+            acc0 = _mm256_fmadd_ps(abi_scale2(w, x), _mm256_cvtepi32_ps(p0), acc0);
+            acc1 = _mm256_fmadd_ps(abi_scale2(w + 34, x + 34), _mm256_cvtepi32_ps(p1), acc1);
         }
         if (i < nb) {
             __m256i p0 = abi_dpbssd(_mm256_loadu_si256((const __m256i*)(w + 2)), _mm256_loadu_si256((const __m256i*)(x + 2)));
-            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w)) * abi_f16_to_f32(abi_ld16(x))), _mm256_cvtepi32_ps(p0), acc0);
+            acc0 = _mm256_fmadd_ps(abi_scale2(w, x), _mm256_cvtepi32_ps(p0), acc0);
         }
         return abi_hsum8(_mm256_add_ps(acc0, acc1));
     }
@@ -112,12 +125,12 @@ cdef extern from *:
             __m256i q1 = _mm256_sub_epi8(abi_nibbles32(w + 20), eight);
             __m256i p0 = abi_dpbssd(q0, _mm256_loadu_si256((const __m256i*)(x + 2)));
             __m256i p1 = abi_dpbssd(q1, _mm256_loadu_si256((const __m256i*)(x + 36)));
-            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w)) * abi_f16_to_f32(abi_ld16(x))), _mm256_cvtepi32_ps(p0), acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w + 18)) * abi_f16_to_f32(abi_ld16(x + 34))), _mm256_cvtepi32_ps(p1), acc1);
+            acc0 = _mm256_fmadd_ps(abi_scale2(w, x), _mm256_cvtepi32_ps(p0), acc0);
+            acc1 = _mm256_fmadd_ps(abi_scale2(w + 18, x + 34), _mm256_cvtepi32_ps(p1), acc1);
         }
         if (i < nb) {
             __m256i p0 = abi_dpbssd(_mm256_sub_epi8(abi_nibbles32(w + 2), eight), _mm256_loadu_si256((const __m256i*)(x + 2)));
-            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w)) * abi_f16_to_f32(abi_ld16(x))), _mm256_cvtepi32_ps(p0), acc0);
+            acc0 = _mm256_fmadd_ps(abi_scale2(w, x), _mm256_cvtepi32_ps(p0), acc0);
         }
         return abi_hsum8(_mm256_add_ps(acc0, acc1));
     }
@@ -143,15 +156,15 @@ cdef extern from *:
         for (; i + 1 < nb; i += 2, w += 40, x += 72) {
             __m256i p0 = abi_dpbusd(abi_nibbles32(w + 4), _mm256_loadu_si256((const __m256i*)(x + 4)));
             __m256i p1 = abi_dpbusd(abi_nibbles32(w + 24), _mm256_loadu_si256((const __m256i*)(x + 40)));
-            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w)) * abi_f16_to_f32(abi_ld16(x))), _mm256_cvtepi32_ps(p0), acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w + 20)) * abi_f16_to_f32(abi_ld16(x + 36))), _mm256_cvtepi32_ps(p1), acc1);
-            accm += abi_f16_to_f32(abi_ld16(w + 2)) * abi_f16_to_f32(abi_ld16(x + 2))
-                  + abi_f16_to_f32(abi_ld16(w + 22)) * abi_f16_to_f32(abi_ld16(x + 38));
+            acc0 = _mm256_fmadd_ps(abi_scale2(w, x), _mm256_cvtepi32_ps(p0), acc0);
+            acc1 = _mm256_fmadd_ps(abi_scale2(w + 20, x + 36), _mm256_cvtepi32_ps(p1), acc1);
+            accm += abi_f16t(w + 2) * abi_f16t(x + 2)
+                  + abi_f16t(w + 22) * abi_f16t(x + 38);
         }
         if (i < nb) {
             __m256i p0 = abi_dpbusd(abi_nibbles32(w + 4), _mm256_loadu_si256((const __m256i*)(x + 4)));
-            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w)) * abi_f16_to_f32(abi_ld16(x))), _mm256_cvtepi32_ps(p0), acc0);
-            accm += abi_f16_to_f32(abi_ld16(w + 2)) * abi_f16_to_f32(abi_ld16(x + 2));
+            acc0 = _mm256_fmadd_ps(abi_scale2(w, x), _mm256_cvtepi32_ps(p0), acc0);
+            accm += abi_f16t(w + 2) * abi_f16t(x + 2);
         }
         return abi_hsum8(_mm256_add_ps(acc0, acc1)) + accm;
     }
@@ -175,9 +188,9 @@ cdef extern from *:
         __m256 acc = _mm256_setzero_ps();
         for (Py_ssize_t i = 0; i < nb; ++i, w += 22, x += 34) {
             /* q - 16 in two's complement: nibble | 0xF0 where the fifth bit is clear */
-            __m256i q = _mm256_or_si256(abi_nibbles32(w + 6), _mm256_andnot_si256(abi_bitmask32(abi_ld32(w + 2)), f0));
+            __m256i q = _mm256_or_si256(abi_nibbles32(w + 6), _mm256_andnot_si256(abi_bitmask32(w + 2), f0));
             __m256i p = abi_dpbssd(q, _mm256_loadu_si256((const __m256i*)(x + 2)));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w)) * abi_f16_to_f32(abi_ld16(x))), _mm256_cvtepi32_ps(p), acc);
+            acc = _mm256_fmadd_ps(abi_scale2(w, x), _mm256_cvtepi32_ps(p), acc);
         }
         return abi_hsum8(acc);
     }
@@ -202,10 +215,10 @@ cdef extern from *:
         __m256 acc = _mm256_setzero_ps();
         float accm = 0.0f;
         for (Py_ssize_t i = 0; i < nb; ++i, w += 24, x += 36) {
-            __m256i q = _mm256_or_si256(abi_nibbles32(w + 8), _mm256_and_si256(abi_bitmask32(abi_ld32(w + 4)), b4));
+            __m256i q = _mm256_or_si256(abi_nibbles32(w + 8), _mm256_and_si256(abi_bitmask32(w + 4), b4));
             __m256i p = abi_dpbusd(q, _mm256_loadu_si256((const __m256i*)(x + 4)));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w)) * abi_f16_to_f32(abi_ld16(x))), _mm256_cvtepi32_ps(p), acc);
-            accm += abi_f16_to_f32(abi_ld16(w + 2)) * abi_f16_to_f32(abi_ld16(x + 2));
+            acc = _mm256_fmadd_ps(abi_scale2(w, x), _mm256_cvtepi32_ps(p), acc);
+            accm += abi_f16t(w + 2) * abi_f16t(x + 2);
         }
         return abi_hsum8(acc) + accm;
     }

@@ -23,6 +23,52 @@ cdef extern from *:
     #endif
     """
 
+cdef extern from *:
+    """
+    #if defined(__AVX2__)
+    #include <immintrin.h>
+    #define ABI_Q8_SIMD 1
+    /* max |x| over n floats (n a multiple of 8) */
+    static inline float abi_absmax_simd(const float* x, int n) {
+        const __m256 sign = _mm256_set1_ps(-0.0f);
+        __m256 m = _mm256_setzero_ps();
+        for (int j = 0; j < n; j += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)));
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        return _mm_cvtss_f32(h);
+    }
+    /* q = roundf(x * inv) (ties away from zero, from exact trunc / subtract / compare);
+       returns sum(q). Same bits as the scalar loop for finite x. */
+    static inline int abi_q8_round_simd(const float* x, int n, float inv, int8_t* q) {
+        const __m256 vinv = _mm256_set1_ps(inv), half = _mm256_set1_ps(0.5f);
+        const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
+        __m256i sum = _mm256_setzero_si256();
+        for (int j = 0; j < n; j += 8) {
+            __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + j), vinv);
+            __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            __m256 up = _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(v, t)), half, _CMP_GE_OQ);
+            __m256 away = _mm256_and_ps(up, _mm256_or_ps(_mm256_and_ps(v, sign), one));
+            __m256i qi = _mm256_cvttps_epi32(_mm256_add_ps(t, away));
+            sum = _mm256_add_epi32(sum, qi);
+            __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(qi), _mm256_extracti128_si256(qi, 1));
+            _mm_storel_epi64((__m128i*)(q + j), _mm_packs_epi16(p16, p16));
+        }
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+        return _mm_cvtsi128_si32(s4);
+    }
+    #else
+    #define ABI_Q8_SIMD 0
+    static inline float abi_absmax_simd(const float* x, int n) { return 0.0f; }
+    static inline int abi_q8_round_simd(const float* x, int n, float inv, int8_t* q) { return 0; }
+    #endif
+    """
+    bint Q8_SIMD "ABI_Q8_SIMD"
+    float _absmax_simd "abi_absmax_simd"(const float* x, int n) noexcept nogil
+    int _q8_round_simd "abi_q8_round_simd"(const float* x, int n, float inv, int8_t* q) noexcept nogil
+
 
 cdef inline uint8_t _trunc_clip(float v, int top) noexcept nogil:
     """trunc(v) clipped to [0, top]; NaN -> 0."""
@@ -153,6 +199,14 @@ cdef void _q_q5_1(const float* x, uint8_t* y, Py_ssize_t nb) noexcept nogil:
 
 cdef inline int _q8_block(const float* x, int n, int8_t* q, float* d_out) noexcept nogil:
     """d = absmax / 127, q = round(x / d) ties away from zero; returns sum(q)."""
+    cdef float d
+    if Q8_SIMD:    # n is 32 or 256 here
+        d = _absmax_simd(x, n) / <float>127
+        d_out[0] = d
+        return _q8_round_simd(x, n, _inverse(d), q)
+    return _q8_block_portable(x, n, q, d_out)
+
+cdef int _q8_block_portable(const float* x, int n, int8_t* q, float* d_out) noexcept nogil:
     cdef float d = _absmax(x, n) / <float>127
     cdef float inv = _inverse(d)
     cdef int j, s = 0, v
@@ -381,3 +435,12 @@ def _f16_soft_decode(const uint16_t[::1] h, float[::1] out):
     cdef Py_ssize_t i
     for i in range(h.shape[0]):
         out[i] = f16_to_f32_soft(h[i])
+
+
+def _q8_portable(const float[::1] x, int block, int8_t[::1] q, float[::1] d):
+    """Test hook: the portable Q8 block quantiser (d per block, q, returns the sums)."""
+    cdef Py_ssize_t k
+    sums = []
+    for k in range(x.shape[0] // block):
+        sums.append(_q8_block_portable(&x[k * block], block, &q[k * block], &d[k]))
+    return sums
