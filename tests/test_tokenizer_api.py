@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import abi.gguf
@@ -253,9 +253,20 @@ def test_bpe_round_trips_any_text(bpe, text):
     assert bpe.decode(bpe.encode(text, special=True), special=True) == text
 
 
+def _hidden_texts(tok) -> list[str]:
+    """Texts of the tokens that render as nothing without ``special``."""
+    if not hasattr(tok, "_hidden"):
+        tok._hidden = [tok.tokens[i] for i in range(tok.n_vocab)
+                       if tok.token_to_piece(i) == b"" and tok.token_to_piece(i, special=True)]
+    return tok._hidden
+
+
 @PROPS
 @given(TEXT)
 def test_spm_without_space_prefix_round_trips_any_text(gemma_like, text):
+    # merges can build a control token's text (this vocabulary learned <|im_end|>), and
+    # control tokens render as nothing, in llama.cpp too
+    assume(not any(t in text for t in _hidden_texts(gemma_like)))
     assert gemma_like.decode(gemma_like.encode(text, add_bos=False)) == text
 
 

@@ -75,6 +75,7 @@ TEXTS = [
     "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
     "<|endoftext|><|im_start|><|im_end|>",
     "<start_of_turn>user\nhello<end_of_turn>\n<start_of_turn>model\n",
+    "<start_of_turn> \t spaced <end_of_turn>  \n x</s>  y<unk>  z <bos>\t\tw",
     "<s>[INST] Hi [/INST]</s>",
     "<|begin_of_text|><|eot_id|> <tool_call>{\"name\": \"f\"}</tool_call>",
     "<unk> <pad> <mask> <0x41> <b>bold</b> <reponame>",
@@ -116,7 +117,7 @@ _BPE_SPECIALS = [  # (text, GGUF token type)
 ]
 _SPM_SPECIALS = [
     ("<pad>", 3), ("<eos>", 3), ("<bos>", 3), ("<unk>", 2), ("<mask>", 3),
-    ("<start_of_turn>", 3), ("<end_of_turn>", 3), ("<unused0>", 3),
+    ("<start_of_turn>", 3), ("<end_of_turn>", 3), ("<unused0>", 3), ("<s>", 3), ("<|endoftext|>", 3),
     ("\n", 4), ("\n\n", 4), ("   ", 4), ("\t", 4), ("\t\t", 4), ("<b>", 4), ("</b>", 4),
     ("</s>", 4),           # user-defined, but an EOG text: llama.cpp makes it control
 ]
@@ -361,6 +362,8 @@ SPM_VARIANTS = {  # name -> metadata changes on tok_spm_small.gguf
     "llama_like": {"tokenizer.ggml.add_bos_token": True, "tokenizer.ggml.add_space_prefix": True,
                    "tokenizer.ggml.add_eos_token": True},
     "defaults": {},
+    # llama.cpp gives a file named like Phi-3 right-stripping special tokens
+    "phi3_named": {"general.name": "Phi3 test", "tokenizer.ggml.add_bos_token": False},
 }
 
 

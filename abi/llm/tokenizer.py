@@ -27,7 +27,8 @@ from ..errors import TokenizerError
 UNDEFINED, NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = range(7)
 
 # token attributes (bit flags), derived from the types and then adjusted as llama.cpp does
-ATTR_UNKNOWN, ATTR_UNUSED, ATTR_NORMAL, ATTR_CONTROL, ATTR_USER_DEFINED, ATTR_BYTE = (1 << i for i in range(6))
+(ATTR_UNKNOWN, ATTR_UNUSED, ATTR_NORMAL, ATTR_CONTROL, ATTR_USER_DEFINED, ATTR_BYTE,
+ ATTR_LSTRIP, ATTR_RSTRIP) = (1 << i for i in range(8))
 _ATTR_OF_TYPE = (0, ATTR_NORMAL, ATTR_UNKNOWN, ATTR_CONTROL, ATTR_USER_DEFINED, ATTR_UNUSED, ATTR_BYTE)
 
 SUPPORTED_MODELS = ("gpt2", "llama", "bert")
@@ -157,6 +158,7 @@ class Tokenizer:
         self._special_order = sorted(
             compress(range(n), map(special_mask.__and__, self._attrs)),
             key=lambda i: (-len(self.tokens[i].encode("utf-8", "surrogateescape")), i))
+        self._apply_name_rules(meta)
         self._partition_index: dict | None = None
         self._pieces: list[bytes | None] = [None] * n
 
@@ -210,6 +212,18 @@ class Tokenizer:
             self._attrs[by_text["</s>"]] = ATTR_NORMAL
         return frozenset(eog)
 
+    def _apply_name_rules(self, meta: Mapping[str, Any]) -> None:
+        """llama.cpp's per-model strip attributes: Phi-3 files (by ``general.name``) eat the
+        whitespace after their special tokens, except after <unk>, <s> and <|endoftext|>."""
+        name = str(meta.get("general.name") or "").lower()
+        if "phi-3" in name or "phi3" in name:
+            for i in self._special_order:
+                self._attrs[i] |= ATTR_RSTRIP
+            for text, on in (("</s>", True), ("<unk>", False), ("<s>", False), ("<|endoftext|>", False)):
+                i = self._text_to_id.get(text)
+                if i is not None:
+                    self._attrs[i] = self._attrs[i] | ATTR_RSTRIP if on else self._attrs[i] & ~ATTR_RSTRIP
+
     def is_eog(self, token_id: int) -> bool:
         return token_id in self.eog_ids
 
@@ -258,25 +272,40 @@ class Tokenizer:
             return [text]
         candidates.sort()
         fragments: list[str | int] = [text]
-        for _, tok_text, tok_id, is_control in candidates:
+        for _, tok_text, tok_id, is_control, lstrip, rstrip in candidates:
             if is_control and not special:
                 continue
             new: list[str | int] = []
             for frag in fragments:
                 if isinstance(frag, int) or tok_text not in frag:
                     new.append(frag)
-                    continue
-                parts = frag.split(tok_text)
-                for j, part in enumerate(parts):
-                    if j:
+                elif not (lstrip or rstrip):
+                    parts = frag.split(tok_text)
+                    if parts[0]:
+                        new.append(parts[0])
+                    for part in parts[1:]:
                         new.append(tok_id)
-                    if part:
-                        new.append(part)
+                        if part:
+                            new.append(part)
+                else:  # stripping can swallow the next occurrence: search as llama.cpp does
+                    pos, end = 0, len(frag)
+                    while (found := frag.find(tok_text, pos)) >= 0:
+                        left = frag[pos:found].rstrip(_C_SPACE) if lstrip else frag[pos:found]
+                        if left:
+                            new.append(left)
+                        new.append(tok_id)
+                        pos = found + len(tok_text)
+                        while rstrip and pos < end and frag[pos] in _C_SPACE:
+                            pos += 1
+                    if pos < end:
+                        new.append(frag[pos:])
             fragments = new
         return fragments
 
     def _build_partition_index(self):
-        entries = [(rank, self.tokens[i], i, bool(self._attrs[i] & (ATTR_CONTROL | ATTR_UNKNOWN)))
+        attrs = self._attrs
+        entries = [(rank, self.tokens[i], i, bool(attrs[i] & (ATTR_CONTROL | ATTR_UNKNOWN)),
+                    bool(attrs[i] & ATTR_LSTRIP), bool(attrs[i] & ATTR_RSTRIP))
                    for rank, i in enumerate(self._special_order)]
         if len(entries) <= 64:
             return entries, None
@@ -347,6 +376,7 @@ class Tokenizer:
 
 
 _GRAM = 3  # special-token candidates are found by their first three characters
+_C_SPACE = " \t\n\x0b\x0c\r"  # C's isspace(), which llama.cpp strips with
 
 
 def _valid_unicode(text: str) -> str:
