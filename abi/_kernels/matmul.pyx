@@ -172,7 +172,7 @@ cdef void dequant_rows(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r1, Py
 
 cdef int gemm(int t, const uint8_t* w, Py_ssize_t rows, Py_ssize_t cols, const float* x,
               Py_ssize_t T, float* y, float* tile, Py_ssize_t tile_rows, int n_threads) noexcept nogil:
-    cdef Py_ssize_t r0, r1, c, nt, n
+    cdef Py_ssize_t r0, r1, n
     cdef int m, nn, k, lda, ldb, ldc
     cdef float one = 1, zero = 0
     cdef const float* a
@@ -186,13 +186,9 @@ cdef int gemm(int t, const uint8_t* w, Py_ssize_t rows, Py_ssize_t cols, const f
         if direct:
             a = <const float*>(w + r0 * row_bytes(t, cols))
         else:
-            nt = _threads_for(n * row_bytes(t, cols), n, n_threads)
-            if nt == 1:
-                dequant_rows(t, w, r0, r1, cols, tile)
-            else:
-                for c in prange(nt, num_threads=nt, schedule="static"):
-                    dequant_rows(t, w, r0 + n * c // nt, r0 + n * (c + 1) // nt, cols,
-                                 tile + (n * c // nt) * cols)
+            # on this thread: dequantising is a few % of the sgemm, and an OpenMP team
+            # spinning after its region would compete with the BLAS threads for the cores
+            dequant_rows(t, w, r0, r1, cols, tile)
             a = tile
         # column-major view: Y^T[r0:r1, :] (n x T, ld rows) = A^T (n x cols) @ X^T (cols x T)
         m = <int>n

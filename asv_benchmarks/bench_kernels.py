@@ -1,0 +1,140 @@
+"""Quantised kernels: T = 1 products (time and GB/s of weight read, next to the machine's
+memory bandwidth), prefill products, dequantisation and quantisation.
+tools/bench_kernels.py prints the same figures as a table (or --json)."""
+import math
+
+import numpy as np
+
+from abi import _kernels
+from abi._kernels import dequant, matmul
+from abi.gguf.constants import GGMLType
+
+DECODE_TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "F16", "BF16", "F32"]
+SHAPES = ["1536x576", "576x1536", "49152x576", "16384x4096"]
+STREAM_BYTES = 256 << 20
+
+
+def _weight(t, rows, cols, rng):
+    w = rng.standard_normal((rows, cols), dtype=np.float32) * np.float32(0.05)
+    if t in _kernels.QUANTIZE_TYPES:
+        return _kernels.quantize(w, t).reshape(-1)
+    nb = rows * cols // t.block_size                      # Q5_K: random blocks, small scales
+    raw = rng.integers(0, 256, (nb, t.type_size), dtype=np.uint8)
+    raw[:, 0:4] = np.full((nb, 2), 0.001, np.float16).view(np.uint8)
+    return raw.reshape(-1)
+
+
+def _parse(type_name, shape):
+    t = GGMLType[type_name]
+    rows, cols = (int(s) for s in shape.split("x"))
+    if cols % t.block_size:
+        raise NotImplementedError(f"{cols} columns are not whole {t.name} blocks")   # asv: skipped
+    return t, rows, cols
+
+
+class MemoryBandwidth:
+    """The yardstick: a numba prange float32 sum over 256 MB with the default thread count."""
+    timeout = 120
+
+    def setup(self):
+        import numba
+
+        @numba.njit(parallel=True, fastmath=True)
+        def psum(a):
+            s = 0.0
+            for i in numba.prange(a.size):
+                s += a[i]
+            return s
+
+        numba.set_num_threads(_kernels.default_num_threads())
+        self.a = np.ones(STREAM_BYTES // 4, dtype=np.float32)
+        self.psum = psum
+        psum(self.a)
+
+    def track_read_gbs(self):
+        import time
+
+        best = math.inf
+        for _ in range(5):
+            t0 = time.perf_counter()
+            self.psum(self.a)
+            best = min(best, time.perf_counter() - t0)
+        return self.a.nbytes / best / 1e9
+
+    track_read_gbs.unit = "GB/s"
+
+
+class DecodeProduct:
+    """y = W @ x for one x row: activation quantisation plus the integer dot products."""
+    params = (DECODE_TYPES, SHAPES)
+    param_names = ["type", "rows_x_cols"]
+    timeout = 300
+
+    def setup(self, type_name, shape):
+        self.t, self.rows, self.cols = _parse(type_name, shape)
+        rng = np.random.default_rng(0)
+        self.raw = _weight(self.t, self.rows, self.cols, rng)
+        self.x = rng.standard_normal(self.cols, dtype=np.float32)
+        self.y = np.empty(self.rows, np.float32)
+        self.n_threads = _kernels.default_num_threads()
+
+    def time_qmatmul(self, type_name, shape):
+        _kernels.qmatmul(self.raw, self.t, (self.rows, self.cols), self.x)
+
+    def track_stream_gbs(self, type_name, shape):
+        """GB/s of weight read when each call reads a different copy (>= 256 MB in all)."""
+        n_copies = max(1, math.ceil(STREAM_BYTES / self.raw.nbytes))
+        stream = np.tile(self.raw, n_copies)
+        calls = max(2 * n_copies, 64)
+        matmul._bench_gemv(stream, int(self.t), self.rows, self.cols, n_copies, self.x, self.y,
+                           self.n_threads, n_copies)
+        best = min(matmul._bench_gemv(stream, int(self.t), self.rows, self.cols, n_copies, self.x,
+                                      self.y, self.n_threads, calls) / calls for _ in range(3))
+        return self.raw.nbytes / best / 1e9
+
+    track_stream_gbs.unit = "GB/s"
+
+
+class PrefillProduct:
+    """Y = X @ W.T for 64 x rows (dequantised tiles + BLAS sgemm)."""
+    params = (["Q4_1", "Q8_0", "Q4_K", "F16"], ["1536x576", "576x1536"])
+    param_names = ["type", "rows_x_cols"]
+
+    def setup(self, type_name, shape):
+        self.t, self.rows, self.cols = _parse(type_name, shape)
+        rng = np.random.default_rng(0)
+        self.raw = _weight(self.t, self.rows, self.cols, rng)
+        self.x = rng.standard_normal((64, self.cols), dtype=np.float32)
+
+    def time_qmatmul_t64(self, type_name, shape):
+        _kernels.qmatmul(self.raw, self.t, (self.rows, self.cols), self.x)
+
+
+class Dequantize:
+    """4 Mi elements of float32 output from random blocks."""
+    params = [t.name for t in _kernels.DEQUANTIZE_TYPES]
+    param_names = ["type"]
+
+    def setup(self, type_name):
+        self.t = GGMLType[type_name]
+        nb = (1 << 22) // self.t.block_size
+        self.raw = np.random.default_rng(0).integers(0, 256, nb * self.t.type_size, dtype=np.uint8)
+        self.out = np.empty(nb * self.t.block_size, np.float32)
+        self.n_threads = _kernels.default_num_threads()
+
+    def time_dequantize(self, type_name):
+        dequant.dequantize_into(self.raw, int(self.t), self.t.block_size, self.t.type_size,
+                                self.out, self.n_threads)
+
+
+class Quantize:
+    """1 Mi float32 values to each quantised type."""
+    params = [t.name for t in _kernels.QUANTIZE_TYPES]
+    param_names = ["type"]
+
+    def setup(self, type_name):
+        self.t = GGMLType[type_name]
+        self.x = np.random.default_rng(0).standard_normal((1024, 1024), dtype=np.float32)
+
+    def time_quantize(self, type_name):
+        _kernels.quantize(self.x, self.t)
