@@ -296,3 +296,29 @@ def test_divergence_is_a_clear_error():
 def test_bad_config_is_a_config_error(bad):
     with pytest.raises(ConfigError):
         train(TrainingConfig(**bad))
+
+
+def test_reference_example_through_the_ai_namespace(tmp_path):
+    import abi
+
+    training = abi.ai.training
+    report = training.train(training.TrainingConfig(
+        epochs=2, batch_size=8, sample_count=64, model_size=128, gradient_accumulation_steps=2,
+        checkpoint_interval=1, max_checkpoints=3, checkpoint_path=str(tmp_path / "model.ckpt")))
+    assert report.steps == 8 and report.checkpoints_written == 8
+    assert len(list(tmp_path.glob("model-*.ckpt"))) == 3
+    assert training.load_checkpoint(str(tmp_path / "model.ckpt")).step == 8
+    assert training.llm_checkpoint.load_llm_checkpoint is training.load_llm_checkpoint
+
+
+def test_importing_training_loads_no_optional_library():
+    import subprocess
+    import sys
+
+    code = ("import sys, abi, abi.training, abi.ai.training\n"
+            "from abi.training import train, TrainingConfig, LlmTrainingConfig, federated\n"
+            "import abi.training.cli, abi.training.llm_trainer\n"
+            "print(sorted(m for m in ('tensorboardX', 'tensorboard', 'wandb', 'flwr', 'tqdm')"
+            " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

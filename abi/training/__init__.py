@@ -19,11 +19,9 @@ _EXPORTS = {
     "read_wdbx": "datasets", "write_wdbx": "datasets",
     "Coordinator": "federated", "FederatedConfig": "federated",
 }
-_SUBMODULES = ("trainer", "llm_trainer", "optim", "schedules", "checkpoint", "logging",
-               "federated", "datasets", "precision", "mlp", "llama", "gguf_export", "flower",
-               "cli")
-# the reference spells these llm_checkpoint / checkpoint
-_ALIASES = {"llm_checkpoint": "checkpoint"}
+_SUBMODULES = ("trainer", "llm_trainer", "optim", "schedules", "checkpoint", "llm_checkpoint",
+               "logging", "federated", "datasets", "precision", "mlp", "llama", "gguf_export",
+               "flower", "cli")
 
 __all__ = sorted(_EXPORTS)
 
@@ -33,12 +31,12 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
         globals()[name] = value
         return value
-    if name in _SUBMODULES or name in _ALIASES:
-        module = importlib.import_module(f"{__name__}.{_ALIASES.get(name, name)}")
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"{__name__}.{name}")
         globals()[name] = module
         return module
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES) | set(_ALIASES))
+    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))
