@@ -278,3 +278,19 @@ def test_stream_joined_equals_decode(bpe, gemma_like, text):
         outs, rest = stream(tok, ids, special=True)
         assert "".join(outs) + rest == tok.decode(ids, special=True)
         assert all("\ufffd" not in o for o in outs) or "\ufffd" in text
+
+
+SPM_TEXT = st.lists(st.sampled_from(list("ab \n>< \t▁é日") + ["</", "the", " the", "  ", "<b> </b>"]),
+                    min_size=10, max_size=120).map("".join)
+
+
+@PROPS
+@given(SPM_TEXT)
+def test_spm_word_chunks_merge_like_one_queue(gemma_like, llama_like, text):
+    # the chunking is exact: the same ids as one priority queue over the whole text
+    for tok in (gemma_like, llama_like):
+        escaped = text.replace(" ", "\u2581")
+        whole, chunked = [], []
+        tok._merge_symbols(escaped, whole)
+        tok._merge(escaped, chunked)
+        assert chunked == whole

@@ -9,7 +9,9 @@ model that orders merges by the resulting piece's score, so this is our own code
 """
 from __future__ import annotations
 
+import gc
 import heapq
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,6 +37,8 @@ class SPMTokenizer(Tokenizer):
                                  f"{self.n_vocab} tokens")
         self.scores: list[float] = scores[:self.n_vocab] if len(scores) > self.n_vocab else scores
         self._byte_ids: list[int | None] | None = None
+        self._splitter = None
+        self._chunk_cache: dict[str, list[int]] = {}
 
     def _encode_fragments(self, fragments: list[str | int], out: list[int]) -> None:
         prev_special = True  # the text's start counts as following a special token
@@ -49,9 +53,39 @@ class SPMTokenizer(Tokenizer):
                 prev_special = False
 
     def _merge(self, text: str, out: list[int]) -> None:
-        n = len(text)
-        if n == 0:
+        """Merges never cross a boundary that no piece spans, so the text is cut before
+        each word-initial ``▁`` that no piece joins to the character before it, and each
+        chunk is merged (and cached) alone: the same result, without one huge queue."""
+        if len(text) < 32:
+            if text:
+                self._merge_symbols(text, out)
             return
+        splitter = self._splitter or self._make_splitter()
+        cache = self._chunk_cache
+        if len(cache) > 50_000:
+            cache.clear()
+        gc_was_on = gc.isenabled()
+        gc.disable()  # many short-lived containers: collections would only slow this down
+        try:
+            for chunk in splitter(text):
+                ids = cache.get(chunk)
+                if ids is None:
+                    ids = cache[chunk] = []
+                    self._merge_symbols(chunk, ids)
+                out.extend(ids)
+        finally:
+            if gc_was_on:
+                gc.enable()
+
+    def _make_splitter(self):
+        # characters that some piece joins to a following ▁ (a superset: joined with \x00)
+        glue = set(re.findall(f"([^{SPACE}]){SPACE}", "\x00".join(self.tokens)))
+        keep = "".join(re.escape(c) for c in sorted(glue | {SPACE}))
+        self._splitter = re.compile(f"(?<=[^{keep}])(?={SPACE})").split
+        return self._splitter
+
+    def _merge_symbols(self, text: str, out: list[int]) -> None:
+        n = len(text)
         vocab, scores = self._text_to_id, self.scores
         # symbol i starts at character i; merging only ever grows a symbol to the right
         length = [1] * n
