@@ -11,11 +11,11 @@ import sys
 import numpy as np
 
 
-def _llama(path, n_ctx=2048, logits_all=True):
+def _llama(path, n_ctx=2048):
     from llama_cpp import Llama
 
     return Llama(model_path=path, n_ctx=n_ctx, n_batch=512, n_ubatch=512, n_threads=2,
-                 logits_all=logits_all, verbose=False)
+                 logits_all=True, verbose=False)
 
 
 def _log_softmax(x):
@@ -48,7 +48,7 @@ def logits(req):
 
 def greedy(req):
     """Greedy continuation of each prompt, one token at a time, with each step's margin."""
-    llm = _llama(req["model"], n_ctx=req.get("n_ctx", 1024), logits_all=False)
+    llm = _llama(req["model"], n_ctx=req.get("n_ctx", 1024))
     n_gen, tokens, margins, lengths = req["n_gen"], [], [], []
     for prompt in req["prompts"]:
         llm.reset()

@@ -46,6 +46,7 @@ class Model:
         text = lambda i: tok.tokens[i] if i is not None and 0 <= i < tok.n_vocab else ""
         self.template = ChatTemplate(source if isinstance(source, str) else None,
                                      text(tok.bos_id), text(tok.eos_id))
+        self._compiled = None  # the compiled decode step, built on first use
         self.load_seconds = time.perf_counter() - t0
 
     # -- text <-> ids --------------------------------------------------------------------
@@ -75,18 +76,31 @@ class Model:
                 f"{n_tokens} tokens exceed the context length of {self.n_ctx}; shorten the "
                 f"input or load the model with a larger n_ctx (trained: {self.args.n_ctx_train})")
 
+    def _decoder(self):
+        """The compiled one-token step (None where it does not apply)."""
+        if self._compiled is None:
+            self._compiled = False
+            if hasattr(self.arch, "layers") and self.args.arch in ("llama", "mistral", "qwen2", "gemma3"):
+                from .. import _kernels
+                from ._decode import Decoder
+
+                self._compiled = Decoder(self.arch, _kernels.default_num_threads(), self.n_batch)
+        return self._compiled or None
+
     def forward(self, ids, cache: KVCache, output: str = "last", should_stop=None) -> np.ndarray:
         """Feed ``ids`` after the cache's contents in batches of ``n_batch``.
         ``should_stop()`` is polled between batches (cancellation of long prompts)."""
         ids = list(ids)
         self.check_context(cache.length + len(ids))
+        compiled = self._decoder() if cache.dtype == np.float32 else None
         outs = []
         for s in range(0, len(ids), self.n_batch):
             if should_stop is not None and s and should_stop():
                 return None
             chunk = ids[s:s + self.n_batch]
             last = s + self.n_batch >= len(ids)
-            out = self.arch.forward(chunk, cache, output if output != "last" or last else "none")
+            want = output if output != "last" or last else "none"
+            out = compiled.forward(chunk, cache, want) if compiled else self.arch.forward(chunk, cache, want)
             if output != "last" or last:
                 outs.append(out)
         return outs[0] if len(outs) == 1 else np.concatenate(outs)

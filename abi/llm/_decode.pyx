@@ -1,0 +1,456 @@
+# cython: language_level=3
+"""The compiled forward pass of llama-family and Gemma 3 models: a batch of T tokens
+(a prompt batch, or one token when decoding) in a single nogil call.
+
+Why one call: at ~100 tokens/s a decode step has 10 ms, half of it for streaming the
+weights; Python-level calls per layer would spend the rest. The whole batch runs inside
+one OpenMP parallel region; threads split the rows of every matrix product and the
+tokens of every per-token stage, and meet at barriers between dependent stages.
+
+Why batch-independent numerics: every token goes through exactly the same arithmetic
+whatever the batch around it (activations quantised per token, the same row dot
+products, attention per query), so a prompt prefix reused from the cache gives the same
+output as a cold run, and decoding matches prefill bit for bit. Float32 KV cache only
+(the numpy forward of each architecture handles f16 caches)."""
+from libc.math cimport cos, expf, sin, sqrt, tanhf
+from libc.stdint cimport uint8_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy
+from cython.parallel cimport parallel
+cimport openmp
+
+import numpy as np
+cimport numpy as cnp
+
+from abi._kernels.matmul cimport dequant_rows, gemv_rows, quantize_activation, vec_dot_type
+
+cnp.import_array()
+
+cdef extern from *:
+    """
+    static inline void abi_barrier(void) {
+    #ifdef _OPENMP
+        _Pragma("omp barrier")
+    #endif
+    }
+    """
+    void barrier "abi_barrier" () noexcept nogil
+
+cdef enum:
+    ROW_BLOCK = 16        # weight rows kept hot in cache while every token of the batch uses them
+
+ctypedef struct QMat:
+    const uint8_t* w
+    int type
+    int fmt               # activation format index: 0 Q8_0, 1 Q8_1, 2 Q8_K; -1 float input
+    Py_ssize_t rows
+    Py_ssize_t cols
+    const float* bias
+
+ctypedef struct Layer:
+    const float* attn_norm
+    QMat wq, wk, wv, wo
+    const float* q_norm   # Gemma 3 only (NULL otherwise)
+    const float* k_norm
+    const float* post_attn_norm
+    const float* ffn_norm
+    QMat gate, up, down
+    const float* post_ffn_norm
+    int swa               # sliding-window layer
+    const float* inv_freq
+
+ctypedef struct Ctx:
+    int n_layers, n_embd, n_head, n_kv, hd, n_ff, n_vocab, n_rot, neox, gelu, window
+    float eps, scale, embd_scale, attn_softcap, final_softcap
+    Layer* layers
+    QMat output
+    const uint8_t* embd
+    int embd_type
+    const float* out_norm
+    # this call
+    int T, pos0, out_from   # tokens, position of the first, first token whose logits are wanted
+    const int* tokens
+    float* kcache           # (n_layers, n_kv, cap, hd)
+    float* vcache
+    Py_ssize_t cap
+    # scratch, one row per token
+    float* x
+    float* h
+    float* q
+    float* k
+    float* v
+    float* att
+    float* g
+    float* u
+    float* tmp
+    float* rot              # per thread: cos, sin (n_rot)
+    float* scores           # per thread: cap
+    uint8_t* act[3]
+    Py_ssize_t act_stride
+    float* logits           # (T - out_from, n_vocab)
+
+
+cdef inline int _fmt(int ggml_type) noexcept nogil:
+    cdef int t = vec_dot_type(ggml_type)
+    if t == 8:
+        return 0
+    if t == 9:
+        return 1
+    if t == 15:
+        return 2
+    return -1
+
+
+cdef void _rms(const float* x, const float* w, float* out, int n, float eps) noexcept nogil:
+    cdef double ss = 0.0
+    cdef int i
+    for i in range(n):
+        ss += <double>x[i] * x[i]
+    cdef float s = <float>(1.0 / sqrt(ss / n + eps))
+    for i in range(n):
+        out[i] = x[i] * s * w[i]
+
+
+cdef inline void _prep(Ctx* c, const float* x, QMat* m, int t) noexcept nogil:
+    """Quantise token t's input row for m's activation format."""
+    if m.fmt >= 0:
+        quantize_activation(m.type, x, m.cols, c.act[m.fmt] + t * c.act_stride)
+
+
+cdef void _matmul(Ctx* c, QMat* m, const float* x, Py_ssize_t x_stride, float* y,
+                  Py_ssize_t y_stride, int t0, int t1, int tid, int nth) noexcept nogil:
+    """y[t] = W x[t] for tokens t0..t1-1; this thread's share of W's rows, a block of rows
+    at a time for every token, so each block is read from memory once per batch."""
+    cdef Py_ssize_t r0 = m.rows * tid // nth
+    cdef Py_ssize_t r1 = m.rows * (tid + 1) // nth
+    cdef Py_ssize_t rb, re, r
+    cdef int t
+    cdef const uint8_t* xq
+    rb = r0
+    while rb < r1:
+        re = rb + ROW_BLOCK if rb + ROW_BLOCK < r1 else r1
+        for t in range(t0, t1):
+            xq = c.act[m.fmt] + t * c.act_stride if m.fmt >= 0 else NULL
+            gemv_rows(m.type, m.w, rb, re, m.cols, xq, x + t * x_stride, y + t * y_stride)
+            if m.bias != NULL:
+                for r in range(rb, re):
+                    y[t * y_stride + r] += m.bias[r]
+        rb = re
+
+
+cdef void _rope(Ctx* c, float* v, int n_heads, int pos, const float* inv_freq, float* rot) noexcept nogil:
+    cdef int half = c.n_rot // 2
+    cdef int hh, i
+    cdef float a, b, cs, sn
+    cdef float* p
+    for i in range(half):
+        rot[i] = <float>cos(<double>pos * inv_freq[i])
+        rot[half + i] = <float>sin(<double>pos * inv_freq[i])
+    for hh in range(n_heads):
+        p = v + hh * c.hd
+        for i in range(half):
+            cs = rot[i]
+            sn = rot[half + i]
+            if c.neox:
+                a = p[i]
+                b = p[i + half]
+                p[i] = a * cs - b * sn
+                p[i + half] = a * sn + b * cs
+            else:
+                a = p[2 * i]
+                b = p[2 * i + 1]
+                p[2 * i] = a * cs - b * sn
+                p[2 * i + 1] = a * sn + b * cs
+
+
+cdef void _attend(Ctx* c, int layer, int head, int swa, int pos, const float* q,
+                  float* out, float* s) noexcept nogil:
+    """out = softmax(q . K[0..pos]^T * scale) V for one query head at position pos."""
+    cdef int hd = c.hd
+    cdef int kvh = head // (c.n_head // c.n_kv)
+    cdef Py_ssize_t base = ((<Py_ssize_t>layer * c.n_kv + kvh) * c.cap) * hd
+    cdef const float* K = c.kcache + base
+    cdef const float* V = c.vcache + base
+    cdef int j0 = 0
+    cdef int j, i
+    cdef float acc, m = -1e30, total = 0.0, w
+    if swa and c.window > 0 and pos - c.window + 1 > 0:
+        j0 = pos - c.window + 1
+    for j in range(j0, pos + 1):
+        acc = 0.0
+        for i in range(hd):
+            acc += q[i] * K[j * hd + i]
+        acc *= c.scale
+        if c.attn_softcap > 0:
+            acc = tanhf(acc / c.attn_softcap) * c.attn_softcap
+        s[j] = acc
+        if acc > m:
+            m = acc
+    for j in range(j0, pos + 1):
+        s[j] = expf(s[j] - m)
+        total += s[j]
+    for i in range(hd):
+        out[i] = 0.0
+    for j in range(j0, pos + 1):
+        w = s[j] / total
+        for i in range(hd):
+            out[i] += w * V[j * hd + i]
+
+
+cdef inline float _gelu(float x) noexcept nogil:
+    return 0.5 * x * (1.0 + tanhf(0.7978845608028654 * (x + 0.044715 * x * x * x)))
+
+
+cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
+    cdef int D = c.n_embd, hd = c.hd, T = c.T, l, i, hh, t, task
+    cdef int QD = c.n_head * hd, KD = c.n_kv * hd, F = c.n_ff
+    cdef Layer* L
+    cdef Py_ssize_t off
+    cdef float* row
+    cdef float* rot = c.rot + tid * c.n_rot
+    cdef float* scores = c.scores + tid * c.cap
+    t = tid
+    while t < T:
+        dequant_rows(c.embd_type, c.embd, c.tokens[t], c.tokens[t] + 1, D, c.x + t * D)
+        if c.embd_scale != 1.0:
+            for i in range(D):
+                c.x[t * D + i] *= c.embd_scale
+        t += nth
+    for l in range(c.n_layers):
+        L = &c.layers[l]
+        t = tid
+        while t < T:
+            _rms(c.x + t * D, L.attn_norm, c.h + t * D, D, c.eps)
+            _prep(c, c.h + t * D, &L.wq, t)
+            if L.wk.fmt != L.wq.fmt:
+                _prep(c, c.h + t * D, &L.wk, t)
+            if L.wv.fmt != L.wq.fmt and L.wv.fmt != L.wk.fmt:
+                _prep(c, c.h + t * D, &L.wv, t)
+            t += nth
+        barrier()
+        _matmul(c, &L.wq, c.h, D, c.q, QD, 0, T, tid, nth)
+        _matmul(c, &L.wk, c.h, D, c.k, KD, 0, T, tid, nth)
+        _matmul(c, &L.wv, c.h, D, c.v, KD, 0, T, tid, nth)
+        barrier()
+        t = tid
+        while t < T:
+            if L.q_norm != NULL:
+                for hh in range(c.n_head):
+                    row = c.q + t * QD + hh * hd
+                    _rms(row, L.q_norm, row, hd, c.eps)
+                for hh in range(c.n_kv):
+                    row = c.k + t * KD + hh * hd
+                    _rms(row, L.k_norm, row, hd, c.eps)
+            _rope(c, c.q + t * QD, c.n_head, c.pos0 + t, L.inv_freq, rot)
+            _rope(c, c.k + t * KD, c.n_kv, c.pos0 + t, L.inv_freq, rot)
+            for hh in range(c.n_kv):
+                off = ((<Py_ssize_t>l * c.n_kv + hh) * c.cap + c.pos0 + t) * hd
+                memcpy(c.kcache + off, c.k + t * KD + hh * hd, hd * sizeof(float))
+                memcpy(c.vcache + off, c.v + t * KD + hh * hd, hd * sizeof(float))
+            t += nth
+        barrier()
+        task = tid
+        while task < T * c.n_head:
+            t = task // c.n_head
+            hh = task % c.n_head
+            _attend(c, l, hh, L.swa, c.pos0 + t, c.q + t * QD + hh * hd,
+                    c.att + t * QD + hh * hd, scores)
+            task += nth
+        barrier()
+        t = tid
+        while t < T:
+            _prep(c, c.att + t * QD, &L.wo, t)
+            t += nth
+        barrier()
+        _matmul(c, &L.wo, c.att, QD, c.tmp, D, 0, T, tid, nth)
+        barrier()
+        t = tid
+        while t < T:
+            row = c.tmp + t * D
+            if L.post_attn_norm != NULL:
+                _rms(row, L.post_attn_norm, row, D, c.eps)
+            for i in range(D):
+                c.x[t * D + i] += row[i]
+            _rms(c.x + t * D, L.ffn_norm, c.h + t * D, D, c.eps)
+            _prep(c, c.h + t * D, &L.gate, t)
+            if L.up.fmt != L.gate.fmt:
+                _prep(c, c.h + t * D, &L.up, t)
+            t += nth
+        barrier()
+        _matmul(c, &L.gate, c.h, D, c.g, F, 0, T, tid, nth)
+        _matmul(c, &L.up, c.h, D, c.u, F, 0, T, tid, nth)
+        barrier()
+        t = tid
+        while t < T:
+            row = c.g + t * F
+            for i in range(F):
+                if c.gelu:
+                    row[i] = _gelu(row[i]) * c.u[t * F + i]
+                else:
+                    row[i] = row[i] / (1.0 + expf(-row[i])) * c.u[t * F + i]
+            _prep(c, row, &L.down, t)
+            t += nth
+        barrier()
+        _matmul(c, &L.down, c.g, F, c.tmp, D, 0, T, tid, nth)
+        barrier()
+        t = tid
+        while t < T:
+            row = c.tmp + t * D
+            if L.post_ffn_norm != NULL:
+                _rms(row, L.post_ffn_norm, row, D, c.eps)
+            for i in range(D):
+                c.x[t * D + i] += row[i]
+            t += nth
+    t = c.out_from + tid
+    while t < T:
+        _rms(c.x + t * D, c.out_norm, c.h + t * D, D, c.eps)
+        if c.logits != NULL:
+            _prep(c, c.h + t * D, &c.output, t)
+        t += nth
+    barrier()
+    if c.logits == NULL:
+        return
+    _matmul(c, &c.output, c.h, D, c.logits - <Py_ssize_t>c.out_from * c.n_vocab, c.n_vocab,
+            c.out_from, T, tid, nth)
+    barrier()
+    if c.final_softcap > 0:
+        t = c.out_from + tid
+        while t < T:
+            row = c.logits + (t - c.out_from) * c.n_vocab
+            for i in range(c.n_vocab):
+                row[i] = tanhf(row[i] / c.final_softcap) * c.final_softcap
+            t += nth
+
+
+cdef const float* _fptr(object a):
+    return NULL if a is None else <const float*>cnp.PyArray_DATA(a)
+
+
+cdef class Decoder:
+    """Compiled forward over an ``abi.llm.models`` llama/qwen2/gemma3 Model's weights."""
+
+    cdef Ctx c
+    cdef list keep            # arrays the context points into
+    cdef dict scratch
+    cdef int n_threads, t_max
+
+    def __cinit__(self):
+        self.c.layers = NULL
+
+    def __init__(self, model, int n_threads, int max_batch=512):
+        cdef Ctx* c = &self.c
+        cdef Layer* L
+        a = model.args
+        gemma = hasattr(model, "rope_local")
+        self.keep = []
+        self.scratch = {}
+        self.n_threads = max(1, n_threads)
+        self.t_max = 0
+        c.n_layers, c.n_embd, c.n_head, c.n_kv = a.n_layers, a.n_embd, a.n_heads, a.n_kv_heads
+        c.hd, c.n_ff, c.n_vocab, c.n_rot = a.head_dim, a.n_ff, model.output.shape[0], a.n_rot
+        c.neox, c.gelu = int(a.rope_neox), int(gemma)
+        c.window = a.sliding_window if gemma else 0
+        c.eps, c.scale = a.norm_eps, model.scale
+        c.embd_scale = float(model.embd_scale) if gemma else 1.0
+        c.attn_softcap = a.attn_softcap if gemma else 0.0
+        c.final_softcap = a.final_softcap if gemma else 0.0
+        c.layers = <Layer*>calloc(a.n_layers, sizeof(Layer))
+        ropes = (model.rope_global, model.rope_local) if gemma else (model.rope, model.rope)
+        cdef const float* f_global = self._f(ropes[0].inv_freq)
+        cdef const float* f_local = self._f(ropes[1].inv_freq)
+        for l, blk in enumerate(model.layers):
+            L = &c.layers[l]
+            L.attn_norm, L.ffn_norm = self._f(blk.attn_norm), self._f(blk.ffn_norm)
+            L.wq, L.wk, L.wv, L.wo = self._q(blk.wq), self._q(blk.wk), self._q(blk.wv), self._q(blk.wo)
+            L.gate, L.up, L.down = self._q(blk.w_gate), self._q(blk.w_up), self._q(blk.w_down)
+            L.q_norm = self._f(getattr(blk, "q_norm", None))
+            L.k_norm = self._f(getattr(blk, "k_norm", None))
+            L.post_attn_norm = self._f(getattr(blk, "post_attn_norm", None))
+            L.post_ffn_norm = self._f(getattr(blk, "post_ffn_norm", None))
+            L.swa = int(gemma and a.swa_pattern[l])
+            L.inv_freq = f_local if L.swa else f_global
+        c.output = self._q(model.output)
+        self.keep.append(model.tok_embd.raw)
+        c.embd = <const uint8_t*>cnp.PyArray_DATA(model.tok_embd.raw)
+        c.embd_type = int(model.tok_embd.ggml_type)
+        c.out_norm = self._f(model.output_norm)
+        self._reserve(1, 0)
+
+    cdef QMat _q(self, lin):
+        cdef QMat m
+        cdef cnp.ndarray raw = np.ascontiguousarray(lin.raw)
+        self.keep.append(raw)
+        m.w = <const uint8_t*>cnp.PyArray_DATA(raw)
+        m.type = int(lin.ggml_type)
+        m.fmt = _fmt(m.type)
+        m.rows, m.cols = lin.shape[0], lin.shape[1]
+        m.bias = NULL if lin.bias is None else self._f(lin.bias)
+        return m
+
+    cdef const float* _f(self, a):
+        if a is None:
+            return NULL
+        a = np.ascontiguousarray(a, np.float32)
+        self.keep.append(a)
+        return _fptr(a)
+
+    cdef float* _buf(self, str name, Py_ssize_t n):
+        arr = self.scratch.get(name)
+        if arr is None or arr.shape[0] < n:
+            arr = self.scratch[name] = np.zeros(n, np.float32)
+        return <float*>cnp.PyArray_DATA(arr)
+
+    cdef int _reserve(self, int T, Py_ssize_t cap) except -1:
+        """Scratch for batches of T tokens over a cache of ``cap`` positions."""
+        cdef Ctx* c = &self.c
+        cdef int nth = self.n_threads
+        cdef int i
+        width = max(c.n_embd, c.n_ff, c.n_head * c.hd)
+        T = max(T, self.t_max)
+        self.t_max = T
+        c.x, c.h = self._buf("x", T * c.n_embd), self._buf("h", T * c.n_embd)
+        c.q, c.att = self._buf("q", T * c.n_head * c.hd), self._buf("att", T * c.n_head * c.hd)
+        c.k, c.v = self._buf("k", T * c.n_kv * c.hd), self._buf("v", T * c.n_kv * c.hd)
+        c.g, c.u = self._buf("g", T * c.n_ff), self._buf("u", T * c.n_ff)
+        c.tmp = self._buf("tmp", T * width)
+        c.rot = self._buf("rot", nth * c.n_rot)
+        c.scores = self._buf("scores", nth * max(cap, 1))
+        c.act_stride = 2 * width + 64  # bytes per token: more than any Q8 format needs
+        for i, name in enumerate(("act0", "act1", "act2")):
+            c.act[i] = <uint8_t*>self._buf(name, (T * c.act_stride) // 4 + 1)
+        return 0
+
+    def forward(self, tokens, cache, str output="last"):
+        """Run ``tokens`` after the cache's contents. ``output``: "last" -> logits (1, V) of
+        the last token; "all" -> (T, V); "hidden" -> final-norm states (T, D); "none"."""
+        cdef Ctx* c = &self.c
+        cdef int nth = self.n_threads
+        cdef cnp.ndarray ids = np.ascontiguousarray(tokens, dtype=np.int32)
+        cdef int T = ids.shape[0]
+        if T == 0:
+            raise ValueError("no tokens to run")
+        if ids.min() < 0 or ids.max() >= c.n_vocab:
+            raise ValueError(f"token ids must lie in [0, {c.n_vocab})")
+        if output not in ("last", "all", "hidden", "none"):
+            raise ValueError(f"unknown output {output!r}")
+        cache.reserve(cache.length + T)
+        if cache.k.dtype != np.float32:
+            raise ValueError("the compiled forward needs a float32 KV cache")
+        self._reserve(T, cache.capacity)
+        c.T, c.pos0, c.tokens = T, cache.length, <const int*>cnp.PyArray_DATA(ids)
+        c.kcache = <float*>cnp.PyArray_DATA(cache.k)
+        c.vcache = <float*>cnp.PyArray_DATA(cache.v)
+        c.cap = cache.capacity
+        c.out_from = T - 1 if output == "last" else (T if output == "none" else 0)
+        result = None
+        c.logits = NULL
+        if output in ("last", "all"):
+            result = np.empty((T - c.out_from, c.n_vocab), np.float32)
+            c.logits = <float*>cnp.PyArray_DATA(result)
+        with nogil, parallel(num_threads=nth):
+            _forward(c, openmp.omp_get_thread_num(), openmp.omp_get_num_threads())
+        cache.length += T
+        cache.tokens.extend(int(t) for t in tokens)
+        if output == "hidden":
+            result = self.scratch["h"][:T * c.n_embd].reshape(T, c.n_embd).copy()
+        return result
