@@ -39,8 +39,9 @@ _low.llama_model_default_params = llama_cpp.llama_model_default_params = _params
 job = json.loads(sys.argv[1])
 out = {}
 for item in job["models"]:
+    # an F32 KV cache (llama.cpp's default is F16) so F32 weights compare at full precision
     llm = llama_cpp.Llama(model_path=item["gguf"], n_ctx=64, logits_all=True, verbose=False,
-                          n_threads=2, seed=0)
+                          n_threads=2, seed=0, type_k=0, type_v=0)
     toks = job["tokens"]
     llm.eval(toks)
     logits = np.array(llm.scores[:len(toks)], dtype=np.float32)
@@ -64,6 +65,8 @@ def main(argv=None) -> int:
     p.add_argument("--llamacpp-python", required=True)
     p.add_argument("--out", default="/tmp/abi-export-check")
     p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--text", help="train on this UTF-8 text (tokenised with the vocab model) "
+                                  "instead of a synthetic token stream; prompts come from it")
     a = p.parse_args(argv)
 
     from abi.gguf import load
@@ -75,17 +78,24 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     n_vocab = len(load(a.vocab_from).get("tokenizer.ggml.tokens"))
     rng = np.random.default_rng(0)
-    stream = np.concatenate([rng.permutation(np.arange(100, 164)) for _ in range(200)])
-    write_tokenbin(out / "data.bin", stream)
+    prompt = "Once upon a time"
+    if a.text:
+        from abi.training.datasets import tokenize_text_file
+
+        tokenize_text_file(a.vocab_from, a.text, out / "data.bin")
+        prompt = " ".join(Path(a.text).read_text(encoding="utf-8").split()[:4])
+    else:
+        stream = np.concatenate([rng.permutation(np.arange(100, 164)) for _ in range(200)])
+        write_tokenbin(out / "data.bin", stream)
     cfg = LlmTrainingConfig(data_path=str(out / "data.bin"), vocab_from=a.vocab_from,
                             n_layer=2, n_embd=64, n_head=4, n_head_kv=2, n_ff=128,
-                            context_length=64, seq_len=32, batch_size=4, steps=a.steps,
-                            learning_rate=3e-3)
+                            context_length=64, seq_len=32, batch_size=8 if a.text else 4,
+                            steps=a.steps, learning_rate=1e-2 if a.text else 3e-3)
     report = train_llm(cfg)
     print(f"trained {report.steps} steps, loss {report.losses[0]:.3f} -> {report.final_loss:.3f}, "
           f"n_vocab {n_vocab}")
     tokens = [int(t) for t in rng.integers(0, n_vocab, 24)]
-    job = {"tokens": tokens, "prompt": "Once upon a time", "models": []}
+    job = {"tokens": tokens, "prompt": prompt, "models": []}
     for t in ("f32", "f16", "q8_0"):
         path = export_gguf(out / f"model-{t}.gguf", report.model, a.vocab_from, t)
         # what the file holds, run through our forward (quantisation included)
@@ -103,8 +113,20 @@ def main(argv=None) -> int:
     ok = True
     for t, r in results.items():
         rel = r["max_abs_diff"] / max(r["max_abs_logit"], 1e-9)
-        good = rel < 2e-3 and r["argmax_agreement"] == 1.0 and r["n_vocab"] == n_vocab
+        # llama.cpp multiplies F16/Q8_0 weights with activations rounded to F16/Q8_0, abi
+        # with float32 activations: allow that rounding, nothing more
+        tol, agree = {"f32": (1e-4, 1.0), "f16": (5e-3, 1.0), "q8_0": (5e-2, 0.95)}[t]
+        good = rel < tol and r["argmax_agreement"] >= agree and r["n_vocab"] == n_vocab
         ok &= good
+        abi_text = ""
+        try:
+            import abi.llm
+
+            abi_text = abi.llm.load_model(str(out / f"model-{t}.gguf")).generate(
+                prompt, max_tokens=12, temperature=0)
+        except ImportError:
+            pass
+        print(f"{t:5s} abi generates {abi_text!r}")
         print(f"{t:5s} llama.cpp vs abi logits: max |diff| {r['max_abs_diff']:.2e} "
               f"(max |logit| {r['max_abs_logit']:.2f}, rel {rel:.1e}), argmax agreement "
               f"{r['argmax_agreement']:.2f}, generated {r['generated_tokens']} tokens {r['generated']!r}  "
