@@ -57,7 +57,7 @@ class Engine:
     def load_model(self, path=None) -> "Engine":
         from .model import load_model
 
-        self.model = load_model(path, **self.model_opts)
+        self.model = load_model(path, backend=self.backend, **self.model_opts)
         self.slots = [Slot(self.model.new_cache()) for _ in range(self.n_slots)]
         log.info("loaded %s (%.2f s, backend %s)", self.model.path, self.model.load_seconds,
                  self.backend)
@@ -66,7 +66,7 @@ class Engine:
     @classmethod
     def from_model(cls, model, n_slots: int = 1) -> "Engine":
         """An engine around an already loaded Model."""
-        engine = cls(n_slots=n_slots, backend="cpu")
+        engine = cls(n_slots=n_slots, backend=model.backend)
         engine.model = model
         engine.slots = [Slot(model.new_cache()) for _ in range(n_slots)]
         return engine
@@ -99,11 +99,13 @@ class Engine:
 
     # -- the reference's API ------------------------------------------------------------------
     def create_streaming_response(self, prompt, config: StreamingConfig | None = None,
-                                  **options) -> StreamingResponse:
-        """A pull iterator of TokenEvents for ``prompt`` (text, or a list of token ids)."""
+                                  slot: int | None = None, **options) -> StreamingResponse:
+        """A pull iterator of TokenEvents for ``prompt`` (text, or a list of token ids).
+        ``slot`` pins the generation to one KV-cache slot (a server's worker, say)."""
         cfg = make_config(config, **options)
         ids = self._prompt_ids(prompt)
-        return StreamingResponse(self.model, self._pick_slot(ids), ids, cfg)
+        chosen = self.slots[slot] if slot is not None else self._pick_slot(ids)
+        return StreamingResponse(self.model, chosen, ids, cfg)
 
     def generate_streaming(self, prompt, on_token: Callable[[str], None], **options) -> StreamingStats:
         """Call ``on_token(text)`` for each piece of generated text."""
@@ -130,11 +132,11 @@ class Engine:
             pass
         return response.text
 
-    def chat(self, messages, stream: bool = False, tools=None, **options):
+    def chat(self, messages, stream: bool = False, tools=None, slot: int | None = None, **options):
         """Apply the chat template and generate: the reply text, or with ``stream=True`` a
         StreamingResponse. Earlier turns already in a slot's cache are not recomputed."""
         ids = self._require_model().chat_tokens(messages, tools=tools)
-        response = self.create_streaming_response(ids, **options)
+        response = self.create_streaming_response(ids, slot=slot, **options)
         if stream:
             return response
         for _ in response:

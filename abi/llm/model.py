@@ -21,7 +21,8 @@ DEFAULT_BATCH = 512
 class Model:
     def __init__(self, path: str | os.PathLike | None = None, *, n_ctx: int | None = None,
                  n_batch: int = DEFAULT_BATCH, kv_dtype: str = "f32",
-                 chat_template: str | None = None):
+                 chat_template: str | None = None, n_threads: int | None = None,
+                 backend: str = "cpu"):
         t0 = time.perf_counter()
         self.path = str(resolve_model(path))
         self.gguf: GGUFFile = load(self.path)
@@ -46,7 +47,13 @@ class Model:
         text = lambda i: tok.tokens[i] if i is not None and 0 <= i < tok.n_vocab else ""
         self.template = ChatTemplate(source if isinstance(source, str) else None,
                                      text(tok.bos_id), text(tok.eos_id))
-        self._compiled = None  # the compiled decode step, built on first use
+        if n_threads is not None and n_threads < 1:
+            raise ConfigError(f"n_threads must be >= 1, got {n_threads}", "n_threads")
+        from .backend import select_backend
+
+        self.backend = select_backend(backend)
+        self.n_threads = n_threads
+        self._compiled = None  # the compiled forward, built on first use
         self.load_seconds = time.perf_counter() - t0
 
     # -- text <-> ids --------------------------------------------------------------------
@@ -77,14 +84,19 @@ class Model:
                 f"input or load the model with a larger n_ctx (trained: {self.args.n_ctx_train})")
 
     def _decoder(self):
-        """The compiled one-token step (None where it does not apply)."""
+        """The compiled forward for this backend (None where only the numpy one applies)."""
         if self._compiled is None:
             self._compiled = False
-            if hasattr(self.arch, "layers") and self.args.arch in ("llama", "mistral", "qwen2", "gemma3"):
+            if self.backend == "cuda":
+                from .cuda_forward import CudaDecoder
+
+                self._compiled = CudaDecoder(self.arch, self.n_batch)
+            elif self.args.arch in ("llama", "mistral", "qwen2", "gemma3"):
                 from .. import _kernels
                 from ._decode import Decoder
 
-                self._compiled = Decoder(self.arch, _kernels.default_num_threads(), self.n_batch)
+                threads = self.n_threads or _kernels.default_num_threads()
+                self._compiled = Decoder(self.arch, threads, self.n_batch)
         return self._compiled or None
 
     def forward(self, ids, cache: KVCache, output: str = "last", should_stop=None) -> np.ndarray:
