@@ -160,3 +160,13 @@ def test_process_killed_mid_save_loses_nothing_already_saved(tmp_path):
     m.save(3, {"w": np.zeros(4, np.float32)}, {"step": 3})
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
     assert [s for s, _ in m.list()] == [1, 3]
+
+
+def test_resume_refuses_a_config_that_breaks_continuity(tmp_path):
+    from abi.errors import ConfigError
+
+    r = train(TrainingConfig(epochs=1, sample_count=64, checkpoint_path=str(tmp_path / "m.ckpt")))
+    with pytest.raises(ConfigError, match="batch_size"):
+        train(TrainingConfig(epochs=2, sample_count=64, batch_size=16), resume_from=r.checkpoints[-1])
+    more = train(TrainingConfig(epochs=2, sample_count=64), resume_from=r.checkpoints[-1])
+    assert more.steps == 4 and len(more.loss_per_epoch) == 2

@@ -229,6 +229,11 @@ def train_llm(config: LlmTrainingConfig | None = None, *, resume_from: str | Non
                              warmup_steps=config.warmup_steps, min_lr=config.min_lr)
     step, losses, tokens_seen = 0, [], 0
     if ckpt is not None:
+        fixed = ("batch_size", "seq_len", "gradient_accumulation_steps", "seed", "optimizer")
+        changed = [f for f in fixed if getattr(config, f) != getattr(ckpt.config, f)]
+        if changed:
+            raise ConfigError(f"cannot resume {ckpt.path!r} with a different {', '.join(changed)}",
+                              field=changed[0])
         optimizer.load_state_dict(*ckpt.optimizer_state)
         rng.bit_generator.state = ckpt.rng_state
         step = ckpt.step

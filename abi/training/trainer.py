@@ -181,6 +181,13 @@ def train(config: TrainingConfig | None = None, *, resume_from: str | None = Non
     loss_sum, loss_count = 0.0, 0
     loss_per_epoch: list[float] = []
     if ckpt is not None:
+        fixed = ("sample_count", "batch_size", "gradient_accumulation_steps", "model_size",
+                 "seed", "optimizer")
+        changed = [f for f in fixed if getattr(config, f) != getattr(ckpt.config, f)]
+        if changed:
+            raise ConfigError(f"cannot resume {ckpt.path!r} with a different {', '.join(changed)}; "
+                              "a resumed run may change epochs, schedule and checkpointing only",
+                              field=changed[0])
         if set(ckpt.weights) != set(params) or any(
                 ckpt.weights[k_].shape != params[k_].shape for k_ in params):
             raise CheckpointError(f"checkpoint {ckpt.path!r} does not match model_size "
