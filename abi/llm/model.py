@@ -3,6 +3,7 @@ memory-mapped), tokenizer and chat template behind one object."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import numpy as np
@@ -54,6 +55,9 @@ class Model:
         self.backend = select_backend(backend)
         self.n_threads = n_threads
         self._compiled = None  # the compiled forward, built on first use
+        # the compiled forward keeps one set of scratch buffers: slots (threads) sharing this
+        # model take turns, one batch at a time
+        self._forward_lock = threading.Lock()
         self.load_seconds = time.perf_counter() - t0
 
     # -- text <-> ids --------------------------------------------------------------------
@@ -104,7 +108,8 @@ class Model:
         ``should_stop()`` is polled between batches (cancellation of long prompts)."""
         ids = list(ids)
         self.check_context(cache.length + len(ids))
-        compiled = self._decoder() if cache.dtype == np.float32 else None
+        with self._forward_lock:
+            compiled = self._decoder() if cache.dtype == np.float32 else None
         outs = []
         for s in range(0, len(ids), self.n_batch):
             if should_stop is not None and s and should_stop():
@@ -112,7 +117,8 @@ class Model:
             chunk = ids[s:s + self.n_batch]
             last = s + self.n_batch >= len(ids)
             want = output if output != "last" or last else "none"
-            out = compiled.forward(chunk, cache, want) if compiled else self.arch.forward(chunk, cache, want)
+            with self._forward_lock:
+                out = compiled.forward(chunk, cache, want) if compiled else self.arch.forward(chunk, cache, want)
             if output != "last" or last:
                 outs.append(out)
         return outs[0] if len(outs) == 1 else np.concatenate(outs)
