@@ -339,3 +339,52 @@ class KernelInputError(AbiError, ValueError):
     exit_code = 3
     http_status = 400
     error_type = "invalid_request_error"
+
+
+# --- the HTTP server (python -m abi serve) ---------------------------------------------
+
+class ServerBusy(AbiError):
+    """Every generation slot is busy and the waiting queue is full: retry later."""
+
+    http_status = 429
+    error_type = "rate_limit_error"
+    code = "queue_full"
+
+
+class ModelLoading(AbiError):
+    """The server is still loading its model."""
+
+    http_status = 503
+    error_type = "unavailable_error"
+    code = "model_loading"
+
+
+class UnknownModel(ModelNotFoundError):
+    """A request names a model this server does not serve."""
+
+    code = "model_not_found"
+
+
+class Unauthorized(AbiError):
+    """A request lacks the server's API key (``Authorization: Bearer <key>``)."""
+
+    exit_code = 2
+    http_status = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class NotSupported(AbiError):
+    """A request asks for a feature this server does not offer (or was not started with)."""
+
+    exit_code = 2
+    http_status = 501
+    error_type = "not_supported_error"
+
+
+class RequestTooLarge(AbiError):
+    """A request body is over the server's size limit."""
+
+    exit_code = 2
+    http_status = 413
+    error_type = "invalid_request_error"
