@@ -39,11 +39,24 @@ def _vocab() -> tuple[list[str], list[int]]:
     return tokens, types
 
 
-def _weight(w: GGUFWriter, name: str, x: np.ndarray, qtype: GGMLType) -> None:
+def _random_k_blocks(x: np.ndarray, qtype: GGMLType, rng) -> np.ndarray:
+    """Valid blocks of a k-quant we have no quantiser for: random quants and scales, with
+    the leading f16 super-block scales (d, dmin) set to a value matching x's spread."""
+    n_blocks = x.size // qtype.block_size
+    raw = rng.integers(0, 256, (n_blocks, qtype.type_size), dtype=np.uint8)
+    d = np.full(n_blocks, x.std() / 64, np.float16)
+    raw[:, 0:2] = d.view(np.uint8).reshape(-1, 2)
+    raw[:, 2:4] = d.view(np.uint8).reshape(-1, 2)
+    return raw.reshape(x.shape[0], -1)
+
+
+def _weight(w: GGUFWriter, name: str, x: np.ndarray, qtype: GGMLType, rng) -> None:
     if qtype in (T.F32, T.F16):
         w.add_tensor(name, x.astype(np.float32 if qtype == T.F32 else np.float16))
-    else:
+    elif qtype in _kernels.QUANTIZE_TYPES:
         w.add_tensor(name, _kernels.quantize(x.astype(np.float32), qtype), qtype, shape=x.shape)
+    else:
+        w.add_tensor(name, _random_k_blocks(x, qtype, rng), qtype, shape=x.shape)
 
 
 def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0) -> str:
@@ -82,19 +95,21 @@ def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0) -> str:
         return (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
 
     embd_type = qtype if qtype not in (T.F16, T.BF16) else T.F32  # llama.cpp reads any; keep one
-    _weight(w, "token_embd.weight", rng.standard_normal((N_VOCAB, N_EMBD)).astype(np.float32), embd_type)
+    # small enough that the tied output gives logits of a few units: soft, informative distributions
+    embd = (0.15 * rng.standard_normal((N_VOCAB, N_EMBD))).astype(np.float32)
+    _weight(w, "token_embd.weight", embd, embd_type, rng)
     w.add_tensor("output_norm.weight", norm(N_EMBD))
     for i in range(N_LAYER):
         p = f"blk.{i}."
         w.add_tensor(p + "attn_norm.weight", norm(N_EMBD))
-        _weight(w, p + "attn_q.weight", mat(N_HEAD * HEAD_DIM, N_EMBD, 2.0), qtype)
-        _weight(w, p + "attn_k.weight", mat(N_KV * HEAD_DIM, N_EMBD, 2.0), qtype)
-        _weight(w, p + "attn_v.weight", mat(N_KV * HEAD_DIM, N_EMBD), qtype)
-        _weight(w, p + "attn_output.weight", mat(N_EMBD, N_HEAD * HEAD_DIM), qtype)
+        _weight(w, p + "attn_q.weight", mat(N_HEAD * HEAD_DIM, N_EMBD, 2.0), qtype, rng)
+        _weight(w, p + "attn_k.weight", mat(N_KV * HEAD_DIM, N_EMBD, 2.0), qtype, rng)
+        _weight(w, p + "attn_v.weight", mat(N_KV * HEAD_DIM, N_EMBD), qtype, rng)
+        _weight(w, p + "attn_output.weight", mat(N_EMBD, N_HEAD * HEAD_DIM), qtype, rng)
         w.add_tensor(p + "ffn_norm.weight", norm(N_EMBD))
-        _weight(w, p + "ffn_gate.weight", mat(N_FF, N_EMBD), qtype)
-        _weight(w, p + "ffn_up.weight", mat(N_FF, N_EMBD), qtype)
-        _weight(w, p + "ffn_down.weight", mat(N_EMBD, N_FF), qtype)
+        _weight(w, p + "ffn_gate.weight", mat(N_FF, N_EMBD), qtype, rng)
+        _weight(w, p + "ffn_up.weight", mat(N_FF, N_EMBD), qtype, rng)
+        _weight(w, p + "ffn_down.weight", mat(N_EMBD, N_FF), qtype, rng)
         if arch == "qwen2":
             for n, size in (("attn_q", N_HEAD * HEAD_DIM), ("attn_k", N_KV * HEAD_DIM), ("attn_v", N_KV * HEAD_DIM)):
                 w.add_tensor(p + n + ".bias", (0.1 * rng.standard_normal(size)).astype(np.float32))

@@ -1,0 +1,129 @@
+"""The runtime against llama.cpp fixtures (tools/make_reference.py), within llama.cpp's own
+noise floor (../shared/PERFORMANCE.md): mean KL(llama.cpp || abi) <= 0.005, top-1
+agreement >= 95% overall and >= 99.5% where llama.cpp's top-2 margin >= 0.5, perplexity
+within 1%, greedy continuations parting only at llama.cpp near-ties (margin < 0.5)."""
+import json
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import abi.llm
+from abi.errors import ContextLengthExceeded, UnsupportedModelError
+from abi.gguf import GGUFWriter
+from abi.llm.fidelity import compare_greedy, compare_logits, log_softmax
+from tiny_models import TINY_CASES, write_tiny_model
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def model(default_model_path):
+    return abi.llm.load_model(default_model_path)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return dict(np.load(FIXTURES / "reference_smollm2.npz"))
+
+
+def test_default_model_logits_within_noise_floor(model, reference):
+    ids = [int(i) for i in reference["ids"]]
+    assert len(ids) >= 300
+    m = compare_logits(reference, model.logits(ids))
+    assert m["mean_kl"] <= 0.005, m
+    assert m["top1_agreement"] >= 0.95, m
+    assert m["top1_agreement_confident"] >= 0.995, m
+    assert abs(m["perplexity_ratio"] - 1) <= 0.01, m
+
+
+def test_numpy_forward_within_noise_floor_and_f16_cache(default_model_path, reference):
+    """The readable numpy forward (used for f16 KV caches) meets the same bounds."""
+    m16 = abi.llm.load_model(default_model_path, kv_dtype="f16")
+    ids = [int(i) for i in reference["ids"]][:160]
+    sub = {k: reference[k][:160] for k in ("top_ids", "top_logprobs", "margin")}
+    sub.update(ids=reference["ids"][:160], next_logprob=reference["next_logprob"][:159])
+    m = compare_logits(sub, m16.logits(ids))
+    assert m["mean_kl"] <= 0.005 and m["top1_agreement_confident"] >= 0.995, m
+
+
+def test_greedy_continuations_part_only_at_near_ties(model, reference):
+    lens = reference["greedy_prompt_lengths"]
+    offsets = np.concatenate([[0], np.cumsum(lens)])
+    n_gen = reference["greedy_tokens"].shape[1]
+    ours = []
+    for i in range(len(lens)):
+        prompt = [int(t) for t in reference["greedy_prompts"][offsets[i]:offsets[i + 1]]]
+        cache = model.new_cache()
+        logits = model.forward(prompt, cache)
+        got = []
+        for _ in range(n_gen):
+            got.append(int(np.argmax(logits[0])))
+            logits = model.forward([got[-1]], cache)
+        ours.append(got)
+    result = compare_greedy(reference["greedy_tokens"], reference["greedy_margins"], ours)
+    assert len(lens) >= 6 and n_gen >= 32
+    assert result["all_allowed"], result
+
+
+def test_batched_and_token_by_token_are_bit_identical(model, reference):
+    ids = [int(i) for i in reference["ids"][:48]]
+    batched = model.logits(ids)
+    cache = model.new_cache()
+    stepped = np.concatenate([model.forward([t], cache) for t in ids])
+    assert np.array_equal(batched, stepped)
+
+
+def test_hidden_states_and_batches(model, reference):
+    ids = [int(i) for i in reference["ids"][:70]]
+    small = abi.llm.load_model(model.path, n_batch=16)  # five prompt batches
+    assert np.array_equal(small.logits(ids), model.logits(ids))
+    h = model.hidden_states(ids)
+    assert h.shape == (70, model.args.n_embd) and np.isfinite(h).all()
+
+
+@pytest.mark.parametrize("name, arch, qtype", TINY_CASES, ids=[c[0] for c in TINY_CASES])
+def test_tiny_models_match_llamacpp(tmp_path, name, arch, qtype):
+    """Every architecture and weight type against llama.cpp on a random-weight model.
+    Bounds for the compiled forward: mean KL <= 0.005, agreement 100% where llama.cpp's
+    margin >= 0.5 and >= 85% overall (40 positions of soft distributions, so one near-tie
+    is 2.5%). The numpy forward keeps activations in float32 where llama.cpp quantises
+    them to 8 bits, which puts it a little further away: mean KL <= 0.01."""
+    ref = np.load(FIXTURES / "tiny" / f"{name}.npz")
+    path = tmp_path / f"{name}.gguf"
+    digest = write_tiny_model(path, arch, qtype, seed=zlib.crc32(name.encode()))
+    assert digest == str(ref["sha256"]), "the model generator changed: rerun tools/make_reference.py tiny"
+    m = abi.llm.load_model(path)
+    ids = [int(i) for i in ref["ids"]]
+    for logits, kl_bound in ((m.logits(ids), 0.005), (m.arch.forward(ids, m.new_cache(), "all"), 0.01)):
+        p, q = log_softmax(ref["logits"]), log_softmax(logits)
+        kl = (np.exp(p) * (p - q)).sum(-1)
+        agree = logits.argmax(-1) == ref["logits"].argmax(-1)
+        confident = ref["margin"] >= 0.5
+        assert kl.mean() <= kl_bound, (name, kl.mean())
+        assert agree[confident].all(), name
+        assert agree.mean() >= 0.85, (name, agree.mean())
+
+
+def test_context_length_is_checked(model):
+    small = abi.llm.load_model(model.path, n_ctx=32)
+    with pytest.raises(ContextLengthExceeded, match="exceed the context length of 32"):
+        small.logits(list(range(100, 140)))
+
+
+def test_unknown_architecture_is_a_clear_error(tmp_path):
+    w = GGUFWriter(tmp_path / "x.gguf")
+    w.add_metadata("general.architecture", "frobnet")
+    w.write()
+    with pytest.raises(UnsupportedModelError, match="'frobnet' is not supported; supported: .*llama"):
+        abi.llm.load_model(tmp_path / "x.gguf")
+
+
+def test_model_api(model):
+    ids = model.tokenize("The capital of France is")
+    assert model.detokenize(ids) == "The capital of France is"
+    assert model.generate("The capital of France is", max_tokens=2, temperature=0).startswith(" Paris")
+    reply = model.chat([{"role": "user", "content": "Hi"}], max_tokens=3, temperature=0)
+    assert isinstance(reply, str) and reply
