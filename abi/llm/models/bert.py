@@ -74,8 +74,8 @@ def _dense(weights, name: str, shape: tuple[int, ...]) -> np.ndarray:
     info = weights.gguf.tensors[name]
     if tuple(info.shape) != tuple(shape):
         raise UnsupportedModelError(f"tensor {name!r} has shape {info.shape}; expected {shape}")
-    if info.ggml_type == GGMLType.F32:
-        return weights.gguf.tensor_array(name)
+    if info.ggml_type == GGMLType.F32:  # a plain ndarray view of the map: no copy
+        return np.asarray(weights.gguf.tensor_array(name))
     raw = weights.gguf.tensor_data(name)
     return np.ascontiguousarray(_kernels.dequantize(raw, info.ggml_type, info.shape).reshape(shape),
                                 dtype=np.float32)
@@ -205,9 +205,11 @@ def _build_gelu_kernel():
     q0, q1, q2, q3, q4 = (np.float32(c) for c in _ERF_Q)
     half, lo, hi, r2 = np.float32(0.5), np.float32(-4.0), np.float32(4.0), np.float32(math.sqrt(0.5))
 
-    @numba.njit(parallel=True, fastmath=True, cache=True)
+    # one thread: ~0.4 ms for a batch's (N, F) here; a second thread pool beside BLAS's
+    # costs more in hand-offs than it saves
+    @numba.njit(fastmath=True, cache=True)
     def gelu_inplace(flat):
-        for i in numba.prange(flat.size):
+        for i in range(flat.size):
             v = flat[i]
             z = min(max(v * r2, lo), hi)
             z2 = z * z
