@@ -29,7 +29,8 @@ cdef void gemv_rows(int ggml_type, const uint8_t* w, Py_ssize_t row_start, Py_ss
                     Py_ssize_t cols, const void* xq, const float* x, float* y) noexcept nogil
 
 # Whole-matrix y = W @ x with rows split evenly over n_threads (one OpenMP region; none when
-# n_threads <= 1 or the matrix is small). xq, x as for gemv_rows.
+# n_threads <= 1 or rows * cols < 96Ki, where a second thread costs more than it saves).
+# xq, x as for gemv_rows.
 cdef void gemv(int ggml_type, const uint8_t* w, Py_ssize_t rows, Py_ssize_t cols,
                const void* xq, const float* x, float* y, int n_threads) noexcept nogil
 

@@ -14,9 +14,10 @@ from abi._kernels._types cimport *
 from abi._kernels.quant cimport quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k
 from abi._kernels.dequant cimport dequantize_blocks
 
-# Below this many weight bytes a product runs on the calling thread: waking a second thread
-# costs more than it saves (see tools/bench_kernels.py).
-cdef Py_ssize_t PARALLEL_MIN_BYTES = 96 * 1024
+# Products of fewer weight elements than this run on the calling thread: waking a second
+# thread costs ~1-2 us, which pays off only above ~5 us of work (measured on the 2-core
+# machine: Q4_1 crosses over between 74K and 110K elements, Q8_0 between 110K and 220K).
+cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 96 * 1024
 
 # Rows are prefetched this many bytes ahead of the one being read: the dot products do
 # enough arithmetic per byte that the hardware prefetcher alone keeps too few cache misses
@@ -177,15 +178,15 @@ cdef void _gemv_rows_scalar(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r
             y[r] = dot_f32_scalar(w + r * rb, x, cols)
 
 
-cdef inline int _threads_for(Py_ssize_t nbytes, Py_ssize_t rows, int n_threads) noexcept nogil:
-    if n_threads <= 1 or nbytes < PARALLEL_MIN_BYTES:
+cdef inline int _threads_for(Py_ssize_t n_elements, Py_ssize_t rows, int n_threads) noexcept nogil:
+    if n_threads <= 1 or n_elements < PARALLEL_MIN_ELEMENTS:
         return 1
     return <int>min(<Py_ssize_t>n_threads, max(<Py_ssize_t>1, rows // 16))
 
 
 cdef void gemv(int t, const uint8_t* w, Py_ssize_t rows, Py_ssize_t cols,
                const void* xq, const float* x, float* y, int n_threads) noexcept nogil:
-    cdef int nt = _threads_for(rows * row_bytes(t, cols), rows, n_threads)
+    cdef int nt = _threads_for(rows * cols, rows, n_threads)
     cdef Py_ssize_t c
     if nt == 1:
         gemv_rows(t, w, 0, rows, cols, xq, x, y)
@@ -309,6 +310,14 @@ def _gemv_rows_into(const uint8_t[::1] w, int ggml_type, Py_ssize_t row_start, P
         else:
             gemv_rows(ggml_type, &w[0], row_start, row_end, cols, xq, &x[0], &y[0])
     free(xq)
+
+
+def _set_parallel_min_elements(Py_ssize_t n):
+    """Tuning hook: products of fewer weight elements than this run on the calling thread."""
+    global PARALLEL_MIN_ELEMENTS
+    old = PARALLEL_MIN_ELEMENTS
+    PARALLEL_MIN_ELEMENTS = n
+    return old
 
 
 def _set_prefetch_bytes(Py_ssize_t n):
