@@ -388,3 +388,20 @@ class RequestTooLarge(AbiError):
     exit_code = 2
     http_status = 413
     error_type = "invalid_request_error"
+
+
+# --- GPU-aware scheduling -------------------------------------------------------------
+
+class SchedulingError(AbiError):
+    """The GPU-aware agent could not run a request: every eligible backend failed, or a
+    saved scheduler state is unusable."""
+
+    exit_code = 11
+    http_status = 503
+
+
+class InsufficientMemory(SchedulingError):
+    """A request's memory hint fits none of the machine's backends."""
+
+    http_status = 400
+    error_type = "invalid_request_error"
