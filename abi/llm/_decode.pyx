@@ -301,11 +301,12 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
             for i in range(D):
                 c.x[t * D + i] += row[i]
             t += nth
-    t = c.out_from + tid
+    t = tid  # the same token-to-thread mapping as above: x[t] was finished by this thread
     while t < T:
-        _rms(c.x + t * D, c.out_norm, c.h + t * D, D, c.eps)
-        if c.logits != NULL:
-            _prep(c, c.h + t * D, &c.output, t)
+        if t >= c.out_from:
+            _rms(c.x + t * D, c.out_norm, c.h + t * D, D, c.eps)
+            if c.logits != NULL:
+                _prep(c, c.h + t * D, &c.output, t)
         t += nth
     barrier()
     if c.logits == NULL:
