@@ -1,0 +1,89 @@
+"""``python -m abi serve``: the OpenAI- and Ollama-compatible HTTP server."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+
+from .. import config
+from ..errors import ConfigError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m abi serve",
+        description="Serve a GGUF model over OpenAI- and Ollama-compatible HTTP APIs.")
+    p.add_argument("--model", "-m", default=None,
+                   help="GGUF path or model-cache name (default: the default model)")
+    p.add_argument("--embedding-model", default=None, metavar="E",
+                   help="serve /v1/embeddings and /api/embed with this model ('default': "
+                        "all-minilm-l6-v2); without it, embeddings are off")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--api-key", default=None,
+                   help="require 'Authorization: Bearer KEY' on every route but /health "
+                        "(default: $ABI_API_KEY; none: open)")
+    p.add_argument("--parallel", "-np", type=int, default=1, metavar="N",
+                   help="generation slots: requests generated at once, sharing one model (default 1)")
+    p.add_argument("--ctx", type=int, default=None, metavar="N",
+                   help="context length of each slot (default: the model's)")
+    p.add_argument("--queue", type=int, default=64, metavar="N",
+                   help="requests that may wait for a slot; more get 429 (default 64)")
+    p.add_argument("--max-tokens", type=int, default=None, metavar="N",
+                   help="cap on tokens generated per request (default: the context's room)")
+    p.add_argument("--backend", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--kv-dtype", choices=("f32", "f16"), default="f32")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads per forward pass")
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    return p
+
+
+def options_from_args(args):
+    from .state import ServeOptions
+
+    for name in ("parallel", "ctx", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name} must be >= 1, got {value}", field=name)
+    if args.queue < 0:
+        raise ConfigError(f"--queue must be >= 0, got {args.queue}", field="queue")
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise ConfigError(f"--max-tokens must be >= 1, got {args.max_tokens}", field="max_tokens")
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be in [0, 65535], got {args.port}", field="port")
+    api_key = args.api_key or config.env("ABI_API_KEY", secret=True)
+    return ServeOptions(model=args.model, embedding_model=args.embedding_model, host=args.host,
+                        port=args.port, api_key=api_key, parallel=args.parallel, ctx=args.ctx,
+                        queue=args.queue, max_tokens=args.max_tokens, backend=args.backend,
+                        kv_dtype=args.kv_dtype, threads=args.threads)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvicorn
+
+    from .app import create_app
+    from .state import ServerState
+
+    args = build_parser().parse_args(argv)
+    options = options_from_args(args)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    state = ServerState(options)
+    app = create_app(state=state)
+    server = uvicorn.Server(uvicorn.Config(app, host=options.host, port=options.port,
+                                           log_level="info", access_log=args.access_log,
+                                           timeout_graceful_shutdown=5))
+
+    def stop_if_loading_fails():
+        state.ready_event.wait()
+        if state.status == "error":
+            server.should_exit = True
+
+    threading.Thread(target=stop_if_loading_fails, daemon=True).start()
+    auth = "API key required" if options.api_key else "no API key"
+    print(f"abi serve: http://{options.host}:{options.port} ({auth}; loading "
+          f"{options.model or 'the default model'})", file=sys.stderr, flush=True)
+    server.run()
+    if state.status == "error":
+        raise state.error
+    return 0

@@ -1,0 +1,254 @@
+"""Ollama API: /api/generate and /api/chat (NDJSON streams), /api/embed, /api/embeddings,
+/api/tags, /api/show, /api/ps, /api/version. Durations are nanoseconds, as in Ollama."""
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+
+import numpy as np
+from fastapi import APIRouter, Request
+
+from .. import __version__
+from ..errors import ConfigError, NotSupported
+from . import schemas as s
+from .errors import describe
+from .openai_routes import _dimensions
+from .scheduler import Done, Token
+from .streams import (ClientGone, JobStreamingResponse, check_prompt, collect, finish_reason,
+                      gone_response, guard, make_config, now_ns)
+from .scheduler import Task
+
+router = APIRouter(tags=["Ollama"])
+
+_ERRORS = {400: {"model": s.OllamaError}, 401: {"model": s.OllamaError},
+           404: {"model": s.OllamaError}, 429: {"model": s.OllamaError},
+           501: {"model": s.OllamaError}, 503: {"model": s.OllamaError}}
+_NDJSON = {200: {"content": {"application/x-ndjson": {}}}}
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _line(obj) -> str:
+    return (obj.model_dump_json(exclude_none=True) if hasattr(obj, "model_dump_json")
+            else json.dumps(obj)) + "\n"
+
+
+def _config(state, n_prompt: int, opts: s.OllamaOptions | None, logprobs: bool, top: int | None):
+    o = opts or s.OllamaOptions()
+    penalty, window = o.repeat_penalty, o.repeat_last_n
+    if window == 0:       # Ollama: 0 turns the repeat penalty off
+        penalty, window = 1.0, None
+    elif window == -1:    # Ollama: -1 looks back over the whole context
+        window = 0
+    n_logprobs = (top or 1) if logprobs else 0
+    return make_config(state, n_prompt, max_tokens=o.num_predict, ctx_limit=o.num_ctx,
+                       seed=o.seed, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p,
+                       min_p=o.min_p, repetition_penalty=penalty, repetition_window=window,
+                       presence_penalty=o.presence_penalty, frequency_penalty=o.frequency_penalty,
+                       stop=o.stop or None, logprobs=n_logprobs)
+
+
+def _unsupported(images, fmt) -> None:
+    if images:
+        raise NotSupported("images are not supported: the served model reads text only")
+    if fmt:
+        raise NotSupported("format (JSON or schema-constrained output) is not supported")
+
+
+def _logprobs(model, events, top: int) -> list[s.OllamaLogprob]:
+    out = []
+    for ev in events:
+        info = ev.logprobs
+        if info is None or ev.token_id in model.tokenizer.eog_ids:
+            continue
+        piece = lambda t: model.tokenizer.token_to_piece(int(t)).decode("utf-8", "replace")
+        alts = [s.OllamaTokenLogprob(token=piece(t), logprob=lp) for t, lp in info["top"][:top]]
+        out.append(s.OllamaLogprob(token=piece(ev.token_id), logprob=info["logprob"],
+                                   top_logprobs=alts or None))
+    return out
+
+
+def _timings(model_name: str, stats, job, t0: int) -> dict:
+    total = stats.total_time_ns if stats else 0
+    prefill = stats.prefill_time_ns if stats else 0
+    return dict(model=model_name, created_at=_now(), done=True, done_reason=finish_reason(stats),
+                total_duration=now_ns() - t0, load_duration=job.wait_ns,
+                prompt_eval_count=(stats.prompt_tokens - stats.cached_tokens) if stats else 0,
+                prompt_eval_duration=prefill,
+                eval_count=stats.tokens_generated if stats else 0,
+                eval_duration=max(total - prefill, 0))
+
+
+def _loaded(model_name: str, chat: bool):
+    """Ollama's answer to an empty request: the model is loaded."""
+    base = dict(model=model_name, created_at=_now(), done=True, done_reason="load")
+    if chat:
+        return s.OllamaChatResponse(**base, message=s.OllamaMessageOut(content=""))
+    return s.OllamaGenerateResponse(**base, response="")
+
+
+async def _run(request, state, body, ids, make_final, make_part, t0):
+    """Submit one generation; a JSON reply, or an NDJSON stream ending in the final object."""
+    model = state.model
+    top = body.top_logprobs or 0
+    config = _config(state, len(ids), body.options, body.logprobs, body.top_logprobs)
+    job = state.scheduler.submit([Task(ids, config)])
+    try:
+        if not body.stream:
+            (result,) = await guard(request, job, collect(job))
+            lp = _logprobs(model, result.events, top) if body.logprobs else None
+            return make_final(result.text, result.tokens, result.stats, job, lp)
+        first = await guard(request, job, job.next())
+    except ClientGone:
+        return gone_response()
+
+    async def lines():
+        item = first
+        try:
+            while item is not None:
+                if isinstance(item, Token):
+                    ev = item.event
+                    lp = _logprobs(model, [ev], top) if body.logprobs else None
+                    if ev.text or lp:
+                        yield _line(make_part(ev.text or "", lp or None))
+                elif isinstance(item, Done):
+                    yield _line(make_final("", item.tokens, item.stats, job, None))
+                item = await job.next()
+        except Exception as exc:
+            yield json.dumps({"error": describe(exc)[1]["message"]}) + "\n"
+
+    return JobStreamingResponse(lines(), job, "application/x-ndjson")
+
+
+@router.post("/api/generate", response_model=s.OllamaGenerateResponse, responses={**_ERRORS, **_NDJSON},
+             response_model_exclude_none=True,
+             summary="Generate a completion for a prompt (NDJSON stream unless stream=false)")
+async def generate(body: s.OllamaGenerateRequest, request: Request):
+    t0 = now_ns()
+    state = request.app.state.abi
+    name = state.check_model(body.model)
+    _unsupported(body.images, body.format)
+    if body.suffix:
+        raise NotSupported("suffix (fill-in-the-middle) is not supported")
+    if not body.prompt and not body.context:
+        return _loaded(name, chat=False)
+    model = state.model
+    context = list(body.context or [])
+    if context and (min(context) < 0 or max(context) >= model.n_vocab):
+        raise ConfigError(f"context token ids must lie in [0, {model.n_vocab})", field="context")
+
+    def prompt_ids():
+        if not body.prompt:
+            return []
+        if body.raw:
+            return model.tokenize(body.prompt, add_bos=False if context else None)
+        messages = ([{"role": "system", "content": body.system}] if body.system else [])
+        return model.chat_tokens(messages + [{"role": "user", "content": body.prompt}])
+
+    ids = context + await asyncio.to_thread(prompt_ids)
+    ctx_limit = body.options.num_ctx if body.options else None
+    check_prompt(state, ids, ctx_limit)
+
+    def final(text, tokens, stats, job, lp):
+        return s.OllamaGenerateResponse(**_timings(name, stats, job, t0), response=text,
+                                        context=ids + list(tokens), logprobs=lp)
+
+    def part(text, lp):
+        return s.OllamaGenerateResponse(model=name, created_at=_now(), done=False, response=text,
+                                        logprobs=lp)
+
+    return await _run(request, state, body, ids, final, part, t0)
+
+
+@router.post("/api/chat", response_model=s.OllamaChatResponse, responses={**_ERRORS, **_NDJSON},
+             response_model_exclude_none=True,
+             summary="Reply to a conversation (NDJSON stream unless stream=false)")
+async def chat(body: s.OllamaChatRequest, request: Request):
+    t0 = now_ns()
+    state = request.app.state.abi
+    name = state.check_model(body.model)
+    _unsupported([m for m in body.messages if m.images], body.format)
+    if not body.messages:
+        return _loaded(name, chat=True)
+    model = state.model
+    messages = [{"role": m.role, "content": m.content or ""} for m in body.messages]
+    ids = await asyncio.to_thread(model.chat_tokens, messages, tools=body.tools or None)
+    ctx_limit = body.options.num_ctx if body.options else None
+    check_prompt(state, ids, ctx_limit)
+
+    def final(text, tokens, stats, job, lp):
+        return s.OllamaChatResponse(**_timings(name, stats, job, t0),
+                                    message=s.OllamaMessageOut(content=text), logprobs=lp)
+
+    def part(text, lp):
+        return s.OllamaChatResponse(model=name, created_at=_now(), done=False,
+                                    message=s.OllamaMessageOut(content=text), logprobs=lp)
+
+    return await _run(request, state, body, ids, final, part, t0)
+
+
+@router.post("/api/embed", response_model=s.OllamaEmbedResponse, responses=_ERRORS,
+             summary="Embed one text or a list of texts")
+async def embed(body: s.OllamaEmbedRequest, request: Request):
+    t0 = now_ns()
+    state = request.app.state.abi
+    name = state.check_embedding_model(body.model)
+    texts = [body.input] if isinstance(body.input, str) else list(body.input)
+    if texts:
+        vectors, n_tokens = await asyncio.to_thread(state.embed, texts, body.truncate)
+        vectors = _dimensions(vectors, body.dimensions)
+    else:
+        vectors, n_tokens = np.zeros((0, state.encoder.dimension), np.float32), 0
+    return s.OllamaEmbedResponse(model=name, embeddings=vectors.tolist(),
+                                 total_duration=now_ns() - t0, load_duration=0,
+                                 prompt_eval_count=n_tokens)
+
+
+@router.post("/api/embeddings", response_model=s.OllamaEmbeddingsResponse, responses=_ERRORS,
+             summary="Embed one text (the older endpoint)")
+async def embeddings(body: s.OllamaEmbeddingsRequest, request: Request):
+    state = request.app.state.abi
+    state.check_embedding_model(body.model)
+    vectors, _ = await asyncio.to_thread(state.embed, [body.prompt], True)
+    return s.OllamaEmbeddingsResponse(embedding=vectors[0].tolist())
+
+
+@router.get("/api/tags", response_model=s.OllamaTags, responses=_ERRORS, summary="List the models served")
+async def tags(request: Request):
+    state = request.app.state.abi
+    state.require_ready()
+    cards = await asyncio.to_thread(state.describe_models)
+    return s.OllamaTags(models=[s.OllamaModel(**c) for c in cards])
+
+
+@router.get("/api/ps", response_model=s.OllamaPs, responses=_ERRORS, summary="List the models in memory")
+async def ps(request: Request):
+    state = request.app.state.abi
+    state.require_ready()
+    cards = await asyncio.to_thread(state.describe_models)
+    far = "2100-01-01T00:00:00Z"  # loaded for the server's lifetime
+    out = []
+    for c in cards:
+        n_ctx = state.engine.model.n_ctx if c["name"] == state.model_id else state.encoder_n_ctx
+        out.append(s.OllamaRunningModel(**c, expires_at=far, size_vram=0, context_length=n_ctx))
+    return s.OllamaPs(models=out)
+
+
+@router.post("/api/show", response_model=s.OllamaShowResponse, responses=_ERRORS,
+             summary="Describe a model: details, template, parameters, metadata")
+async def show(body: s.OllamaShowRequest, request: Request):
+    state = request.app.state.abi
+    state.require_ready()
+    name = body.model or body.name
+    if not name:
+        raise ConfigError("give the model's name in 'model'", field="model")
+    info = await asyncio.to_thread(state.show, name)
+    return s.OllamaShowResponse(**info)
+
+
+@router.get("/api/version", response_model=s.OllamaVersion, summary="The server's version")
+async def version():
+    return s.OllamaVersion(version=__version__)

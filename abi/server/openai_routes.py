@@ -1,0 +1,340 @@
+"""OpenAI API: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+
+import numpy as np
+from fastapi import APIRouter, Request
+
+from .. import __version__
+from ..errors import ConfigError, NotSupported, UnknownModel
+from . import schemas as s
+from .errors import describe
+from .scheduler import Done, Token
+from .streams import (ClientGone, JobStreamingResponse, check_prompt, choices, collect,
+                      finish_reason, gone_response, guard, make_config)
+
+router = APIRouter(tags=["OpenAI"])
+
+FINGERPRINT = f"abi-{__version__}"
+_ERRORS = {400: {"model": s.ErrorResponse}, 401: {"model": s.ErrorResponse},
+           404: {"model": s.ErrorResponse}, 429: {"model": s.ErrorResponse},
+           501: {"model": s.ErrorResponse}, 503: {"model": s.ErrorResponse}}
+_SSE = {200: {"content": {"text/event-stream": {}}}}
+
+
+def _sse(obj) -> str:
+    data = obj.model_dump_json(exclude_none=True) if hasattr(obj, "model_dump_json") else json.dumps(obj)
+    return f"data: {data}\n\n"
+
+
+def _piece(model, token_id: int) -> tuple[str, list[int]]:
+    raw = model.tokenizer.token_to_piece(int(token_id))
+    return raw.decode("utf-8", "replace"), list(raw)
+
+
+def _chat_logprobs(model, events) -> s.ChoiceLogprobs:
+    content = []
+    for ev in events:
+        info = ev.logprobs
+        if info is None or ev.token_id in model.tokenizer.eog_ids:
+            continue
+        text, raw = _piece(model, ev.token_id)
+        top = []
+        for tid, lp in info["top"]:
+            t, b = _piece(model, tid)
+            top.append(s.TopLogprob(token=t, logprob=lp, bytes=b))
+        content.append(s.TokenLogprob(token=text, logprob=info["logprob"], bytes=raw, top_logprobs=top))
+    return s.ChoiceLogprobs(content=content)
+
+
+def _sampling(body: s.SamplingParams) -> dict:
+    return dict(temperature=body.temperature, top_p=body.top_p, top_k=body.top_k,
+                min_p=body.min_p, repetition_penalty=body.repeat_penalty,
+                presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
+                stop=[body.stop] if isinstance(body.stop, str) else (body.stop or None))
+
+
+def _messages(items: list[s.ChatMessageIn]) -> list[dict]:
+    out = []
+    for i, m in enumerate(items):
+        content = m.content
+        if isinstance(content, list):
+            for part in content:
+                if part.type != "text":
+                    raise NotSupported(f"messages[{i}]: content parts of type {part.type!r} are not "
+                                       "supported (text only)")
+            content = "".join(p.text or "" for p in content)
+        role = "system" if m.role == "developer" else m.role
+        out.append({"role": role, "content": content or ""})
+    return out
+
+
+def _usage(n_prompt_tokens: int, results) -> s.Usage:
+    done = [r.stats for r in results if r.stats is not None]
+    completion = sum(st.tokens_generated for st in done)
+    cached = done[0].cached_tokens if done else 0
+    return s.Usage(prompt_tokens=n_prompt_tokens, completion_tokens=completion,
+                   total_tokens=n_prompt_tokens + completion,
+                   prompt_tokens_details=s.PromptTokensDetails(cached_tokens=cached))
+
+
+async def _first(request, job):
+    """The job's first item (after prefill), so errors become statuses before streaming."""
+    return await guard(request, job, job.next())
+
+
+def _error_event(exc) -> str:
+    _, info = describe(exc)
+    return _sse({"error": info})
+
+
+# -- chat ------------------------------------------------------------------------------------------------
+
+@router.post("/v1/chat/completions", response_model=s.ChatCompletion, responses={**_ERRORS, **_SSE},
+             summary="Create a chat completion (streamed as server-sent events with stream=true)")
+async def chat_completions(body: s.ChatCompletionRequest, request: Request):
+    state = request.app.state.abi
+    name = state.check_model(body.model)
+    if body.response_format is not None and body.response_format.type != "text":
+        raise NotSupported("response_format json_object/json_schema is not supported",)
+    model = state.model
+    messages = _messages(body.messages)
+    ids = await asyncio.to_thread(model.chat_tokens, messages, tools=body.tools or None)
+    check_prompt(state, ids)
+    max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    n_logprobs = (body.top_logprobs or 0) if body.logprobs else 0
+    config = make_config(state, len(ids), max_tokens=max_tokens, seed=body.seed,
+                         logit_bias=body.logit_bias, logprobs=n_logprobs, **_sampling(body))
+    if body.logprobs and n_logprobs == 0:  # logprobs of the chosen tokens only
+        config.logprobs = 1
+    job = state.scheduler.submit(choices(ids, config, body.n))
+    meta = dict(id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=name,
+                system_fingerprint=FINGERPRINT)
+    try:
+        if body.stream:
+            first = await _first(request, job)
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return JobStreamingResponse(
+                _chat_stream(model, job, first, meta, len(ids), body.logprobs, n_logprobs, include_usage,
+                             body.n), job, "text/event-stream")
+        results = await guard(request, job, collect(job))
+    except ClientGone:
+        return gone_response()
+    out = []
+    for i, r in enumerate(results):
+        lp = _trim_top(_chat_logprobs(model, r.events), n_logprobs) if body.logprobs else None
+        out.append(s.ChatChoice(index=i, message=s.AssistantMessage(content=r.text), logprobs=lp,
+                                finish_reason=r.finish_reason))
+    return s.ChatCompletion(**meta, choices=out, usage=_usage(len(ids), results))
+
+
+def _trim_top(lp: s.ChoiceLogprobs, n: int) -> s.ChoiceLogprobs:
+    """With logprobs on and top_logprobs unset, OpenAI lists no alternatives."""
+    for entry in lp.content or []:
+        entry.top_logprobs = entry.top_logprobs[:n]
+    return lp
+
+
+async def _chat_stream(model, job, first, meta, n_prompt, logprobs, n_top, include_usage, n):
+    def chunk(index, delta, lp=None, finish=None):
+        return _sse(s.ChatCompletionChunk(**meta, choices=[s.ChunkChoice(
+            index=index, delta=delta, logprobs=lp, finish_reason=finish)]))
+
+    for i in range(n):
+        yield chunk(i, s.Delta(role="assistant", content=""))
+    stats = []
+    item = first
+    try:
+        while item is not None:
+            if isinstance(item, Token):
+                ev = item.event
+                lp = _trim_top(_chat_logprobs(model, [ev]), n_top) if logprobs else None
+                if lp is not None and not lp.content:
+                    lp = None
+                if ev.text or lp is not None:
+                    yield chunk(item.index, s.Delta(content=ev.text or ""), lp)
+            elif isinstance(item, Done):
+                stats.append(item)
+                yield chunk(item.index, s.Delta(), finish=finish_reason(item.stats))
+            item = await job.next()
+    except Exception as exc:  # a later choice failed: say so in the stream, as OpenAI does
+        yield _error_event(exc)
+        return
+    if include_usage:
+        usage = _usage(n_prompt, stats)
+        yield _sse(s.ChatCompletionChunk(**meta, choices=[], usage=usage))
+    yield "data: [DONE]\n\n"
+
+
+# -- completions ---------------------------------------------------------------------------------------
+
+def _prompts(model, prompt) -> list[tuple[list[int], str]]:
+    """(token ids, text) per prompt of a completions request."""
+    if isinstance(prompt, str):
+        prompt = [prompt]
+    if prompt and isinstance(prompt[0], int):
+        prompt = [prompt]
+    out = []
+    for p in prompt:
+        if isinstance(p, str):
+            out.append((model.tokenize(p), p))
+        else:
+            ids = [int(t) for t in p]
+            if min(ids) < 0 or max(ids) >= model.n_vocab:
+                raise ConfigError(f"prompt token ids must lie in [0, {model.n_vocab})", field="prompt")
+            out.append((ids, model.detokenize(ids)))
+    return out
+
+
+def _completion_logprobs(model, events, offset: int) -> s.CompletionLogprobs:
+    tokens, lps, tops, offsets = [], [], [], []
+    for ev in events:
+        info = ev.logprobs
+        if info is None or ev.token_id in model.tokenizer.eog_ids:
+            continue
+        text, _ = _piece(model, ev.token_id)
+        tokens.append(text)
+        lps.append(info["logprob"])
+        tops.append({_piece(model, tid)[0]: lp for tid, lp in info["top"]})
+        offsets.append(offset)
+        offset += len(text)
+    return s.CompletionLogprobs(tokens=tokens, token_logprobs=lps, top_logprobs=tops,
+                                text_offset=offsets)
+
+
+@router.post("/v1/completions", response_model=s.Completion, responses={**_ERRORS, **_SSE},
+             summary="Create a text completion (streamed as server-sent events with stream=true)")
+async def completions(body: s.CompletionRequest, request: Request):
+    state = request.app.state.abi
+    name = state.check_model(body.model)
+    if body.suffix:
+        raise NotSupported("suffix (fill-in-the-middle) is not supported")
+    model = state.model
+    prompts = await asyncio.to_thread(_prompts, model, body.prompt)
+    tasks = []
+    n_logprobs = body.logprobs or 0
+    for ids, _ in prompts:
+        check_prompt(state, ids)
+        config = make_config(state, len(ids), max_tokens=body.max_tokens, seed=body.seed,
+                             logit_bias=body.logit_bias, logprobs=n_logprobs, **_sampling(body))
+        if body.logprobs is not None and n_logprobs == 0:
+            config.logprobs = 1
+        tasks += choices(ids, config, body.n)
+    job = state.scheduler.submit(tasks)
+    meta = dict(id=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()), model=name,
+                system_fingerprint=FINGERPRINT)
+    n_prompt = sum(len(ids) for ids, _ in prompts)
+    echo = [text if body.echo else "" for _, text in prompts for _ in range(body.n)]
+    try:
+        if body.stream:
+            first = await _first(request, job)
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return JobStreamingResponse(
+                _completion_stream(model, job, first, meta, echo, body.logprobs is not None,
+                                   n_logprobs, n_prompt if include_usage else None),
+                job, "text/event-stream")
+        results = await guard(request, job, collect(job))
+    except ClientGone:
+        return gone_response()
+    out = []
+    for i, r in enumerate(results):
+        lp = None
+        if body.logprobs is not None:
+            lp = _completion_logprobs(model, r.events, len(echo[i]))
+            lp.top_logprobs = [dict(list(t.items())[:n_logprobs]) for t in lp.top_logprobs]
+        out.append(s.CompletionChoice(index=i, text=echo[i] + r.text, logprobs=lp,
+                                      finish_reason=r.finish_reason))
+    return s.Completion(**meta, choices=out, usage=_usage(n_prompt, results))
+
+
+async def _completion_stream(model, job, first, meta, echo, logprobs, n_top, usage_prompt):
+    def chunk(index, text, lp=None, finish=None):
+        return _sse(s.Completion(**meta, choices=[s.CompletionChoice(
+            index=index, text=text, logprobs=lp, finish_reason=finish)]))
+
+    for i, text in enumerate(echo):
+        if text:
+            yield chunk(i, text)
+    offsets = [len(t) for t in echo]
+    stats = []
+    item = first
+    try:
+        while item is not None:
+            if isinstance(item, Token):
+                ev, i = item.event, item.index
+                lp = None
+                if logprobs:
+                    lp = _completion_logprobs(model, [ev], offsets[i])
+                    lp.top_logprobs = [dict(list(t.items())[:n_top]) for t in lp.top_logprobs]
+                    lp = lp if lp.tokens else None
+                if ev.text or lp is not None:
+                    yield chunk(i, ev.text or "", lp)
+                offsets[i] += len(ev.text or "")
+            elif isinstance(item, Done):
+                stats.append(item)
+                yield chunk(item.index, "", finish=finish_reason(item.stats))
+            item = await job.next()
+    except Exception as exc:
+        yield _error_event(exc)
+        return
+    if usage_prompt is not None:
+        yield _sse(s.Completion(**meta, choices=[], usage=_usage(usage_prompt, stats)))
+    yield "data: [DONE]\n\n"
+
+
+# -- embeddings and models ----------------------------------------------------------------------------------
+
+@router.post("/v1/embeddings", response_model=s.EmbeddingResponse, responses=_ERRORS,
+             summary="Create embeddings (when the server was started with --embedding-model)")
+async def embeddings(body: s.EmbeddingRequest, request: Request):
+    state = request.app.state.abi
+    name = state.check_embedding_model(body.model)
+    texts = [body.input] if isinstance(body.input, str) else list(body.input)
+    vectors, n_tokens = await asyncio.to_thread(state.embed, texts)
+    vectors = _dimensions(vectors, body.dimensions)
+    data = []
+    for i, v in enumerate(vectors):
+        if body.encoding_format == "base64":
+            emb = base64.b64encode(np.asarray(v, "<f4").tobytes()).decode("ascii")
+        else:
+            emb = [float(x) for x in v]
+        data.append(s.EmbeddingData(index=i, embedding=emb))
+    return s.EmbeddingResponse(data=data, model=name,
+                               usage=s.EmbeddingUsage(prompt_tokens=n_tokens, total_tokens=n_tokens))
+
+
+def _dimensions(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
+    """Keep the first ``dimensions`` components, unit length again (OpenAI's and Ollama's
+    shortening); more than the model has is an error."""
+    if dimensions is None or dimensions == vectors.shape[1]:
+        return vectors
+    if dimensions > vectors.shape[1]:
+        raise ConfigError(f"dimensions is {dimensions}; this model's embeddings have "
+                          f"{vectors.shape[1]}", field="dimensions")
+    cut = vectors[:, :dimensions]
+    norms = np.linalg.norm(cut, axis=1, keepdims=True)
+    return cut / np.where(norms > 0, norms, 1)
+
+
+@router.get("/v1/models", response_model=s.ModelList, responses=_ERRORS, summary="List the models served")
+async def list_models(request: Request):
+    state = request.app.state.abi
+    state.require_ready()
+    created = int(state.started)
+    return s.ModelList(data=[s.ModelCard(id=m, created=created) for m in state.model_ids()])
+
+
+@router.get("/v1/models/{model_id:path}", response_model=s.ModelCard, responses=_ERRORS,
+            summary="Describe one model")
+async def get_model(model_id: str, request: Request):
+    state = request.app.state.abi
+    state.require_ready()
+    if model_id not in state.model_ids():
+        raise UnknownModel(f"the model {model_id!r} is not served here; available: "
+                           f"{', '.join(state.model_ids())}")
+    return s.ModelCard(id=model_id, created=int(state.started))

@@ -1,0 +1,490 @@
+"""Pydantic models of every request and response the server speaks: OpenAI's (chat,
+completions, embeddings, models, errors), Ollama's (generate, chat, embed, tags, show,
+version, ps) and the llama.cpp-style extras (tokenize, detokenize, props, health).
+
+Requests ignore fields they do not know (clients send many optional ones); the ranges
+here are the APIs' own, so out-of-range values are 400s before any work starts.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_STOP = 16          # stop strings per request
+MAX_N = 16             # choices per request
+MAX_PROMPTS = 16       # prompts per completions request
+MAX_EMBED_INPUTS = 2048
+
+StopField = Optional[Union[Annotated[str, Field(max_length=1000)],
+                           Annotated[list[Annotated[str, Field(max_length=1000)]],
+                                     Field(max_length=MAX_STOP)]]]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Reply(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+class ErrorInfo(Reply):
+    message: str
+    type: str
+    param: Optional[str] = None
+    code: Optional[str] = None
+
+
+class ErrorResponse(Reply):
+    error: ErrorInfo
+
+
+class OllamaError(Reply):
+    error: str
+
+
+# -- OpenAI: shared ---------------------------------------------------------------------------------
+
+class StreamOptions(Request):
+    include_usage: bool = False
+
+
+class SamplingParams(Request):
+    """Sampling fields of chat and completions; top_k, min_p and repeat_penalty are
+    llama.cpp-style extensions. An omitted field takes abi's default."""
+
+    max_tokens: Optional[int] = Field(None, ge=0, description="tokens to generate at most")
+    temperature: Optional[float] = Field(None, ge=0, le=2)
+    top_p: Optional[float] = Field(None, ge=0, le=1)
+    top_k: Optional[int] = Field(None, ge=0)
+    min_p: Optional[float] = Field(None, ge=0, le=1)
+    repeat_penalty: Optional[float] = Field(None, gt=0, le=10)
+    presence_penalty: Optional[float] = Field(None, ge=-2, le=2)
+    frequency_penalty: Optional[float] = Field(None, ge=-2, le=2)
+    logit_bias: Optional[dict[str, Annotated[float, Field(ge=-100, le=100)]]] = None
+    seed: Optional[int] = None
+    stop: StopField = None
+    n: int = Field(1, ge=1, le=MAX_N)
+    stream: bool = False
+    stream_options: Optional[StreamOptions] = None
+    user: Optional[str] = None
+
+
+class PromptTokensDetails(Reply):
+    cached_tokens: int = 0
+
+
+class Usage(Reply):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: PromptTokensDetails = PromptTokensDetails()
+
+
+# -- OpenAI: chat -----------------------------------------------------------------------------------
+
+class ContentPart(Request):
+    type: str
+    text: Optional[str] = None
+
+
+class ChatMessageIn(Request):
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: Optional[Union[str, list[ContentPart]]] = None
+    name: Optional[str] = None
+
+
+class ResponseFormat(Request):
+    type: Literal["text", "json_object", "json_schema"] = "text"
+
+
+class ChatCompletionRequest(SamplingParams):
+    model: str
+    messages: list[ChatMessageIn] = Field(min_length=1)
+    max_completion_tokens: Optional[int] = Field(None, ge=0)
+    logprobs: bool = False
+    top_logprobs: Optional[int] = Field(None, ge=0, le=20)
+    tools: Optional[list[dict[str, Any]]] = None
+    tool_choice: Optional[Union[str, dict[str, Any]]] = None
+    response_format: Optional[ResponseFormat] = None
+
+
+class TopLogprob(Reply):
+    token: str
+    logprob: float
+    bytes: Optional[list[int]] = None
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = []
+
+
+class ChoiceLogprobs(Reply):
+    content: Optional[list[TokenLogprob]] = None
+
+
+class AssistantMessage(Reply):
+    role: Literal["assistant"] = "assistant"
+    content: Optional[str] = None
+
+
+class ChatChoice(Reply):
+    index: int
+    message: AssistantMessage
+    logprobs: Optional[ChoiceLogprobs] = None
+    finish_reason: Optional[str] = None
+
+
+class ChatCompletion(Reply):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class Delta(Reply):
+    role: Optional[str] = None
+    content: Optional[str] = None
+
+
+class ChunkChoice(Reply):
+    index: int
+    delta: Delta
+    logprobs: Optional[ChoiceLogprobs] = None
+    finish_reason: Optional[str] = None
+
+
+class ChatCompletionChunk(Reply):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[ChunkChoice]
+    usage: Optional[Usage] = None
+
+
+# -- OpenAI: completions ------------------------------------------------------------------------------
+
+PromptField = Union[str, Annotated[list[str], Field(min_length=1, max_length=MAX_PROMPTS)],
+                    Annotated[list[int], Field(min_length=1)],
+                    Annotated[list[Annotated[list[int], Field(min_length=1)]],
+                              Field(min_length=1, max_length=MAX_PROMPTS)]]
+
+
+class CompletionRequest(SamplingParams):
+    model: str
+    prompt: PromptField
+    max_tokens: Optional[int] = Field(16, ge=0, description="tokens to generate at most (default 16)")
+    echo: bool = False
+    logprobs: Optional[int] = Field(None, ge=0, le=20)
+    suffix: Optional[str] = None
+    best_of: Optional[int] = Field(None, ge=1, le=MAX_N)
+
+
+class CompletionLogprobs(Reply):
+    tokens: list[str]
+    token_logprobs: list[Optional[float]]
+    top_logprobs: list[Optional[dict[str, float]]]
+    text_offset: list[int]
+
+
+class CompletionChoice(Reply):
+    index: int
+    text: str
+    logprobs: Optional[CompletionLogprobs] = None
+    finish_reason: Optional[str] = None
+
+
+class Completion(Reply):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[CompletionChoice]
+    usage: Optional[Usage] = None
+
+
+# -- OpenAI: embeddings and models ----------------------------------------------------------------------
+
+class EmbeddingRequest(Request):
+    model: str
+    input: Union[str, Annotated[list[str], Field(min_length=1, max_length=MAX_EMBED_INPUTS)]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Optional[int] = Field(None, ge=1)
+    user: Optional[str] = None
+
+
+class EmbeddingData(Reply):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: Union[list[float], str]
+
+
+class EmbeddingUsage(Reply):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(Reply):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: EmbeddingUsage
+
+
+class ModelCard(Reply):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "abi"
+
+
+class ModelList(Reply):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+# -- Ollama ---------------------------------------------------------------------------------------------
+
+class OllamaOptions(Request):
+    """The options people set most; others are accepted and ignored, as Ollama does."""
+
+    temperature: Optional[float] = Field(None, ge=0, le=100)
+    top_k: Optional[int] = Field(None, ge=0)
+    top_p: Optional[float] = Field(None, ge=0, le=1)
+    min_p: Optional[float] = Field(None, ge=0, le=1)
+    repeat_penalty: Optional[float] = Field(None, gt=0, le=10)
+    repeat_last_n: Optional[int] = Field(None, ge=-1)
+    presence_penalty: Optional[float] = Field(None, ge=-2, le=2)
+    frequency_penalty: Optional[float] = Field(None, ge=-2, le=2)
+    num_predict: Optional[int] = Field(None, ge=-2, description="-1: no limit, -2: fill the context")
+    stop: Optional[Annotated[list[Annotated[str, Field(max_length=1000)]], Field(max_length=MAX_STOP)]] = None
+    seed: Optional[int] = None
+    num_ctx: Optional[int] = Field(None, ge=1)
+
+
+class OllamaMessageIn(Request):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: Optional[str] = ""
+    images: Optional[list[str]] = None
+
+
+class OllamaGenerateRequest(Request):
+    model: str
+    prompt: Optional[str] = None
+    suffix: Optional[str] = None
+    system: Optional[str] = None
+    context: Optional[list[int]] = None
+    raw: bool = False
+    stream: bool = True
+    format: Optional[Union[str, dict[str, Any]]] = None
+    images: Optional[list[str]] = None
+    options: Optional[OllamaOptions] = None
+    keep_alive: Optional[Union[float, str]] = None
+    logprobs: bool = False
+    top_logprobs: Optional[int] = Field(None, ge=0, le=20)
+
+
+class OllamaChatRequest(Request):
+    model: str
+    messages: list[OllamaMessageIn] = []
+    stream: bool = True
+    format: Optional[Union[str, dict[str, Any]]] = None
+    tools: Optional[list[dict[str, Any]]] = None
+    options: Optional[OllamaOptions] = None
+    keep_alive: Optional[Union[float, str]] = None
+    logprobs: bool = False
+    top_logprobs: Optional[int] = Field(None, ge=0, le=20)
+
+
+class OllamaTokenLogprob(Reply):
+    token: str
+    logprob: float
+
+
+class OllamaLogprob(OllamaTokenLogprob):
+    top_logprobs: Optional[list[OllamaTokenLogprob]] = None
+
+
+class OllamaTimings(Reply):
+    """Present on the final object of a generation; durations in nanoseconds."""
+
+    model: str
+    created_at: str
+    done: bool
+    done_reason: Optional[str] = None
+    total_duration: Optional[int] = None
+    load_duration: Optional[int] = None
+    prompt_eval_count: Optional[int] = None
+    prompt_eval_duration: Optional[int] = None
+    eval_count: Optional[int] = None
+    eval_duration: Optional[int] = None
+
+
+class OllamaGenerateResponse(OllamaTimings):
+    response: str
+    context: Optional[list[int]] = None
+    logprobs: Optional[list[OllamaLogprob]] = None
+
+
+class OllamaMessageOut(Reply):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class OllamaChatResponse(OllamaTimings):
+    message: OllamaMessageOut
+    logprobs: Optional[list[OllamaLogprob]] = None
+
+
+class OllamaEmbedRequest(Request):
+    model: str
+    input: Union[str, Annotated[list[str], Field(max_length=MAX_EMBED_INPUTS)]]
+    truncate: bool = True
+    options: Optional[OllamaOptions] = None
+    keep_alive: Optional[Union[float, str]] = None
+    dimensions: Optional[int] = Field(None, ge=1)
+
+
+class OllamaEmbedResponse(Reply):
+    model: str
+    embeddings: list[list[float]]
+    total_duration: int
+    load_duration: int
+    prompt_eval_count: int
+
+
+class OllamaEmbeddingsRequest(Request):
+    """The older /api/embeddings: one prompt, one vector."""
+
+    model: str
+    prompt: str
+    options: Optional[OllamaOptions] = None
+    keep_alive: Optional[Union[float, str]] = None
+
+
+class OllamaEmbeddingsResponse(Reply):
+    embedding: list[float]
+
+
+class OllamaDetails(Reply):
+    parent_model: str = ""
+    format: str = "gguf"
+    family: str
+    families: list[str]
+    parameter_size: str
+    quantization_level: str
+
+
+class OllamaModel(Reply):
+    name: str
+    model: str
+    modified_at: str
+    size: int
+    digest: str
+    details: OllamaDetails
+
+
+class OllamaTags(Reply):
+    models: list[OllamaModel]
+
+
+class OllamaRunningModel(OllamaModel):
+    expires_at: str
+    size_vram: int
+    context_length: int
+
+
+class OllamaPs(Reply):
+    models: list[OllamaRunningModel]
+
+
+class OllamaShowRequest(Request):
+    model: Optional[str] = None
+    name: Optional[str] = None  # older clients
+    verbose: bool = False
+
+
+class OllamaShowResponse(Reply):
+    modelfile: str
+    parameters: str
+    template: str
+    details: OllamaDetails
+    model_info: dict[str, Any]
+    capabilities: list[str]
+    modified_at: str
+
+
+class OllamaVersion(Reply):
+    version: str
+
+
+# -- llama.cpp-style extras ----------------------------------------------------------------------------------
+
+class TokenizeRequest(Request):
+    content: str = Field(max_length=4_000_000)
+    add_special: bool = False
+    parse_special: bool = False
+    with_pieces: bool = False
+
+
+class TokenPiece(Reply):
+    id: int
+    piece: str
+
+
+class TokenizeResponse(Reply):
+    tokens: list[Union[int, TokenPiece]]
+
+
+class DetokenizeRequest(Request):
+    tokens: Annotated[list[int], Field(max_length=1_000_000)]
+
+
+class DetokenizeResponse(Reply):
+    content: str
+
+
+class Health(Reply):
+    status: Literal["ok", "loading", "error"]
+    slots_idle: Optional[int] = None
+    slots_processing: Optional[int] = None
+    queue_depth: Optional[int] = None
+    message: Optional[str] = None
+
+
+class GenerationSettings(Reply):
+    n_ctx: int
+    max_tokens: int
+    temperature: float
+    top_k: int
+    top_p: float
+    min_p: float
+    repeat_penalty: float
+    repeat_last_n: int
+    presence_penalty: float
+    frequency_penalty: float
+
+
+class Props(Reply):
+    model: str
+    model_path: str
+    embedding_model: Optional[str] = None
+    total_slots: int
+    queue_limit: int
+    n_ctx: int
+    n_vocab: int
+    backend: str
+    chat_template: str
+    bos_token: str
+    eos_token: str
+    default_generation_settings: GenerationSettings
+    build_info: str

@@ -1,0 +1,161 @@
+"""What the OpenAI and Ollama routes share: a request's options as a StreamingConfig, prompt
+checks, submitting a job, waiting on it while watching for the client to leave, and a
+streamed response that cancels its job however it ends."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+from starlette.responses import Response, StreamingResponse
+
+from ..errors import ConfigError, ContextLengthExceeded
+from ..llm.sampling import make_logits_processors, make_sampler
+from ..llm.streaming import StreamingConfig, StreamingStats, TokenEvent
+from .scheduler import Done, Job, Task, Token
+
+SEED_MASK = (1 << 64) - 1
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready."""
+
+
+def check_prompt(state, ids: list[int], ctx_limit: int | None = None) -> None:
+    """A typed error for an empty prompt, one that leaves no room to generate, or ids
+    outside the vocabulary."""
+    model = state.model
+    if not ids:
+        raise ConfigError("the prompt is empty: give at least one token", field="prompt")
+    n_ctx = min(model.n_ctx, ctx_limit or model.n_ctx)
+    if len(ids) >= n_ctx:
+        raise ContextLengthExceeded(
+            f"the prompt is {len(ids)} tokens; the context holds {n_ctx} tokens for the prompt "
+            "and the reply together. Shorten the prompt, or start the server with a larger --ctx")
+    if min(ids) < 0 or max(ids) >= model.n_vocab:
+        raise ConfigError(f"token ids must lie in [0, {model.n_vocab})", field="prompt")
+
+
+def make_config(state, n_prompt: int, *, max_tokens: int | None = None,
+                ctx_limit: int | None = None, logit_bias: dict | None = None,
+                seed: int | None = None, **options) -> StreamingConfig:
+    """A StreamingConfig from API options (None: abi's default), with max_tokens bounded by
+    the room left in the context and by the server's --max-tokens."""
+    model = state.model
+    room = min(model.n_ctx, ctx_limit or model.n_ctx) - n_prompt
+    cap = room if state.options.max_tokens is None else min(room, state.options.max_tokens)
+    limit = cap if max_tokens is None or max_tokens < 0 else min(max_tokens, cap)
+    fields = {k: v for k, v in options.items() if v is not None}
+    bias = None
+    if logit_bias:
+        try:
+            bias = {int(k): float(v) for k, v in logit_bias.items()}
+        except (TypeError, ValueError):
+            raise ConfigError("logit_bias keys must be token ids (integers as strings)",
+                              field="logit_bias") from None
+        if min(bias) < 0 or max(bias) >= model.n_vocab:
+            raise ConfigError(f"logit_bias names token ids outside [0, {model.n_vocab})",
+                              field="logit_bias")
+    cfg = StreamingConfig(max_tokens=max(limit, 0), logit_bias=bias,
+                          seed=None if seed is None else seed & SEED_MASK, **fields)
+    # the sampler and processors check their ranges: fail here, before any work is queued
+    make_sampler(cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, cfg.seed)
+    make_logits_processors(cfg.repetition_penalty, cfg.repetition_window, cfg.presence_penalty,
+                           cfg.frequency_penalty, cfg.logit_bias)
+    return cfg
+
+
+def choices(ids: list[int], config: StreamingConfig, n: int) -> list[Task]:
+    """``n`` tasks on one prompt; with a seed, choice i samples with seed + i."""
+    tasks = []
+    for i in range(n):
+        cfg = config
+        if i and config.seed is not None:
+            cfg = dataclasses.replace(config, seed=(config.seed + i) & SEED_MASK)
+        tasks.append(Task(list(ids), cfg))
+    return tasks
+
+
+# -- results --------------------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    """One finished generation, joined."""
+
+    text: str = ""
+    events: list[TokenEvent] = field(default_factory=list)
+    stats: StreamingStats | None = None
+    tokens: list[int] = field(default_factory=list)
+
+    @property
+    def finish_reason(self) -> str:
+        return finish_reason(self.stats)
+
+
+def finish_reason(stats: StreamingStats | None) -> str:
+    reason = stats.finish_reason if stats else None
+    return "length" if reason in ("length", "timeout") else "stop"
+
+
+async def collect(job: Job) -> list[Result]:
+    results = [Result() for _ in job.tasks]
+    async for item in job:
+        r = results[item.index]
+        if isinstance(item, Token):
+            r.events.append(item.event)
+        elif isinstance(item, Done):
+            r.text, r.stats, r.tokens = item.text, item.stats, item.tokens
+    return results
+
+
+async def _until_disconnected(request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def guard(request, job: Job, awaitable):
+    """Await ``awaitable``; if the client disconnects first, cancel the job (freeing its
+    slot or its place in the queue) and raise ClientGone."""
+    work = asyncio.ensure_future(awaitable)
+    watch = asyncio.ensure_future(_until_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        work.cancel()
+        watch.cancel()
+        job.cancel()
+        raise
+    if work in done:
+        watch.cancel()
+        return work.result()
+    work.cancel()
+    job.cancel()
+    raise ClientGone()
+
+
+def gone_response() -> Response:
+    """What a route returns for a client that left (nobody reads it; 499 in the metrics)."""
+    return Response(status_code=499)
+
+
+class JobStreamingResponse(StreamingResponse):
+    """A streamed answer that cancels its job however the stream ends (finished, client
+    gone, server stopping); cancelling a finished job does nothing."""
+
+    def __init__(self, content, job: Job, media_type: str):
+        super().__init__(content, media_type=media_type,
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.job = job
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.job.cancel()
+
+
+def now_ns() -> int:
+    return time.perf_counter_ns()
