@@ -6,6 +6,7 @@ import sys
 from typing import TextIO
 
 from abi import config
+from abi.agents import gpu_cli
 from abi.agents.agent import Agent
 from abi.agents.config import BACKENDS, AgentConfig
 from abi.errors import AbiError
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-stream", action="store_true", help="print each reply when complete")
     p.add_argument("--no-history", action="store_true",
                    help="answer each message on its own")
+    gpu_cli.add_arguments(p)
     return p
 
 
@@ -91,6 +93,8 @@ def _interactive(agent: Agent, stream: bool, stdin: TextIO, out: TextIO, err: Te
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.gpu_aware or args.gpu_stats:
+        return gpu_cli.main(args)
     agent = Agent(AgentConfig(
         name=args.name, backend=args.backend, model=args.model, system_prompt=args.system,
         temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,

@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import (AbiError, BackendUnavailable, ConfigError, ContextLengthExceeded,
-                      InsufficientMemory, InvalidRequestError, SchedulingError)
+                      GGUFError, InsufficientMemory, InvalidRequestError, ModelDownloadError,
+                      ModelNotFoundError, SchedulingError, TokenizerError, UnsupportedModelError)
 from .scheduler.features import FEATURES, context_vector
 from .scheduler.state import load_state, save_state
 
@@ -129,7 +130,7 @@ class GpuStats:
     failures: int
     oom_events: int
     episodes_per_workload: dict[str, int]
-    avg_latency_ms: dict[str, float]      # per backend, successful runs
+    avg_latency_ms: dict[str, float]      # per backend: its work in successful runs
     recent_avg_reward: float
     state_path: str | None
 
@@ -171,8 +172,10 @@ def _is_oom(exc: BaseException) -> bool:
     return (name == "CudaAPIError" and getattr(exc, "code", None) == 2) or name == "OutOfMemoryError"
 
 
-# the caller's mistakes: no backend would do better, so no episode is recorded
-_REQUEST_ERRORS = (InvalidRequestError, ContextLengthExceeded, ConfigError)
+# the caller's mistakes (or a model that cannot be opened): no backend would do better, so
+# no episode is recorded and no other backend is tried
+_REQUEST_ERRORS = (InvalidRequestError, ContextLengthExceeded, ConfigError, ModelNotFoundError,
+                   ModelDownloadError, UnsupportedModelError, GGUFError, TokenizerError)
 
 
 class GpuAgent:
