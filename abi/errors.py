@@ -378,8 +378,9 @@ class NotSupported(AbiError):
     """A request asks for a feature this server does not offer (or was not started with)."""
 
     exit_code = 2
-    http_status = 501
-    error_type = "not_supported_error"
+    http_status = 400
+    error_type = "invalid_request_error"
+    code = "not_supported"
 
 
 class RequestTooLarge(AbiError):

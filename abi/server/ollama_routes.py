@@ -23,7 +23,7 @@ router = APIRouter(tags=["Ollama"])
 
 _ERRORS = {400: {"model": s.OllamaError}, 401: {"model": s.OllamaError},
            404: {"model": s.OllamaError}, 429: {"model": s.OllamaError},
-           501: {"model": s.OllamaError}, 503: {"model": s.OllamaError}}
+           503: {"model": s.OllamaError}}
 _NDJSON = {200: {"content": {"application/x-ndjson": {}}}}
 
 

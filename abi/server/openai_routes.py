@@ -23,7 +23,7 @@ router = APIRouter(tags=["OpenAI"])
 FINGERPRINT = f"abi-{__version__}"
 _ERRORS = {400: {"model": s.ErrorResponse}, 401: {"model": s.ErrorResponse},
            404: {"model": s.ErrorResponse}, 429: {"model": s.ErrorResponse},
-           501: {"model": s.ErrorResponse}, 503: {"model": s.ErrorResponse}}
+           503: {"model": s.ErrorResponse}}
 _SSE = {200: {"content": {"text/event-stream": {}}}}
 
 

@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_STOP = 16          # stop strings per request
-MAX_N = 16             # choices per request
-MAX_PROMPTS = 16       # prompts per completions request
+MAX_N = 8              # choices per request
+MAX_PROMPTS = 8        # prompts per completions request
 MAX_EMBED_INPUTS = 2048
 
 StopField = Optional[Union[Annotated[str, Field(max_length=1000)],
