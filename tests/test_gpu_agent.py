@@ -342,3 +342,37 @@ def test_context_vector_is_scaled_by_priority():
     np.testing.assert_allclose(x4, 4 * x1)
     np.testing.assert_allclose(x1, [1, 0.5, 1.0, 1.0, 0.5, 0.25, 0.5, 0.25])
     assert context_vector(0, 1, 0, 99.0, 0, 1.0)[4] == 4.0  # a runaway load reading is capped
+
+
+def test_concurrent_requests_are_all_counted(tmp_path):
+    import threading
+
+    agent = GpuAgent(executor=SimulatedBackends(demo_arms(), seed=13), state_path=tmp_path / "s")
+    errors = []
+
+    def work():
+        try:
+            for i in range(50):
+                agent.process(GpuRequest("x" * (10 + i), max_tokens=8 + i))
+                agent.get_gpu_stats()
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert agent.get_gpu_stats().episodes == 200
+    assert json.loads((tmp_path / "s").read_text())["stats"]["episodes"] == 200
+
+
+def test_the_reference_names():
+    import abi
+    import abi.agents
+
+    assert abi.ai.GpuAgent is abi.agents.GpuAgent is GpuAgent
+    assert abi.ai.GpuRequest is GpuRequest
+    assert abi.ai.WorkloadType is WorkloadType and abi.ai.Priority is Priority
+    assert abi.ai.GpuResponse is GpuResponse

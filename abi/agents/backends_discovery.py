@@ -150,7 +150,7 @@ def discover_backends(*, n_cpus: int | None = None, host_mb: int | None = None,
             specs.append(BackendSpec(f"cpu:{t}t:b{nb}", "cpu", t, nb, host_mb, ENGINE_WORKLOADS))
         if blas:
             specs.append(BackendSpec(f"cpu:{t}t", "cpu", t, None, host_mb, blas))
-    for dev in cuda:
+    for dev in cuda[:1]:  # the engine runs on the current CUDA device: the first
         for nb in prefill_batches:
             specs.append(BackendSpec(f"cuda:{dev.index}:b{nb}", "cuda", None, nb, dev.total_mb,
                                      ENGINE_WORKLOADS))

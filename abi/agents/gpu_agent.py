@@ -198,7 +198,8 @@ class GpuAgent:
         self.state_path = (Path(config.state_path) if config.state_path is not None
                            else default_state_path()) if config.persist else None
         self._policies: dict = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()        # policies and statistics
+        self._run_lock = threading.Lock()     # one request runs at a time
         self._stats = {"episodes": 0, "reward_sum": 0.0, "choices": {}, "failures": 0,
                        "ooms": 0, "per_workload": {}, "latency_ms_sum": {}, "successes": {}}
         self._recent_explore: deque = deque(maxlen=RECENT)
@@ -246,6 +247,10 @@ class GpuAgent:
         """Write the learned state (done after every episode when persisting)."""
         if self.state_path is None:
             return
+        with self._lock:
+            self._save_locked()
+
+    def _save_locked(self) -> None:
         save_state(self.state_path, {
             "features": list(FEATURES),
             "policies": {w: p.to_dict() for w, p in sorted(self._policies.items())},
@@ -280,6 +285,10 @@ class GpuAgent:
 
     def _record(self, workload: str, arm: str, x, reward: float, explored: bool, *,
                 latency_ms: float | None, oom: bool = False) -> None:
+        with self._lock:
+            self._record_locked(workload, arm, x, reward, explored, latency_ms, oom)
+
+    def _record_locked(self, workload, arm, x, reward, explored, latency_ms, oom) -> None:
         s = self._stats
         self._policy(workload).update(arm, x, reward, track_noise=latency_ms is not None)
         s["episodes"] += 1
@@ -309,7 +318,7 @@ class GpuAgent:
         workload = request.workload_type.value
         weight = request.priority.weight
         t_start = time.perf_counter()
-        with self._lock:
+        with self._run_lock:
             arms = {a.name: a for a in self.candidates(request)}
             failed: list[str] = []
             errors: list[str] = []
@@ -318,7 +327,8 @@ class GpuAgent:
                 contexts = self._contexts(request, [a for n, a in arms.items() if n not in failed])
                 if not contexts:
                     break
-                choice = self._policy(workload).select(contexts, explore_scale=1.0 / weight)
+                with self._lock:
+                    choice = self._policy(workload).select(contexts, explore_scale=1.0 / weight)
                 x = contexts[choice.arm]
                 t0 = time.perf_counter()
                 try:
@@ -376,6 +386,6 @@ class GpuAgent:
     def greedy_choice(self, request: GpuRequest) -> str:
         """The configuration the policy believes fastest for ``request`` now (no exploration,
         nothing run)."""
+        contexts = self._contexts(request, self.candidates(request))
         with self._lock:
-            contexts = self._contexts(request, self.candidates(request))
             return self._policy(request.workload_type.value).select(contexts, 0.0).arm
