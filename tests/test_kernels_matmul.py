@@ -74,6 +74,12 @@ def test_every_required_type_has_a_product():
     assert set(REQUIRED) <= set(K.MATMUL_TYPES)
 
 
+def test_c_level_geometry_matches_ggml_types():
+    for t in GGMLType:
+        expected = (t.block_size, t.type_size) if t in K.DEQUANTIZE_TYPES else (0, 0)
+        assert matmul._type_geometry(int(t)) == expected, t.name
+
+
 @pytest.mark.parametrize("case", cases(REQUIRED), ids=case_id)
 def test_single_row_matches_exact_integer_arithmetic(case):
     t, rows, cols = case

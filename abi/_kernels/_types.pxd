@@ -1,4 +1,4 @@
-# GGML tensor type ids, as in abi.gguf.constants.GGMLType (C-level constants for kernels).
+# GGML tensor type ids and block geometry, as in abi.gguf.constants.GGMLType, for nogil code.
 cdef enum:
     T_F32 = 0
     T_F16 = 1
@@ -17,3 +17,32 @@ cdef enum:
     T_IQ4_NL = 20
     T_IQ4_XS = 23
     T_BF16 = 30
+
+
+# Elements per block (1 for the float types).
+cdef inline Py_ssize_t block_size_of(int t) noexcept nogil:
+    if t == T_F32 or t == T_F16 or t == T_BF16:
+        return 1
+    if (t == T_Q2_K or t == T_Q3_K or t == T_Q4_K or t == T_Q5_K or t == T_Q6_K or t == T_Q8_K
+            or t == T_IQ4_XS):
+        return 256
+    return 32
+
+# Bytes per block; 0 for a type the kernels do not know.
+cdef inline Py_ssize_t type_size_of(int t) noexcept nogil:
+    if t == T_F32: return 4
+    if t == T_F16 or t == T_BF16: return 2
+    if t == T_Q4_0 or t == T_IQ4_NL: return 18
+    if t == T_Q4_1: return 20
+    if t == T_Q5_0: return 22
+    if t == T_Q5_1: return 24
+    if t == T_Q8_0: return 34
+    if t == T_Q8_1: return 36
+    if t == T_Q2_K: return 84
+    if t == T_Q3_K: return 110
+    if t == T_Q4_K: return 144
+    if t == T_Q5_K: return 176
+    if t == T_Q6_K: return 210
+    if t == T_Q8_K: return 292
+    if t == T_IQ4_XS: return 136
+    return 0

@@ -39,32 +39,6 @@ cdef inline void _prefetch_row(const uint8_t* row, Py_ssize_t rb) noexcept nogil
         prefetch(row + PREFETCH_BYTES + off)
 
 
-cdef inline Py_ssize_t _block_size(int t) noexcept nogil:
-    if t == T_F32 or t == T_F16 or t == T_BF16:
-        return 1
-    if t == T_Q4_K or t == T_Q5_K or t == T_Q6_K or t == T_Q8_K or t == T_Q2_K or t == T_Q3_K or t == T_IQ4_XS:
-        return 256
-    return 32
-
-cdef inline Py_ssize_t _type_size(int t) noexcept nogil:
-    if t == T_F32: return 4
-    if t == T_F16 or t == T_BF16: return 2
-    if t == T_Q4_0 or t == T_IQ4_NL: return 18
-    if t == T_Q4_1: return 20
-    if t == T_Q5_0: return 22
-    if t == T_Q5_1: return 24
-    if t == T_Q8_0: return 34
-    if t == T_Q8_1: return 36
-    if t == T_Q2_K: return 84
-    if t == T_Q3_K: return 110
-    if t == T_Q4_K: return 144
-    if t == T_Q5_K: return 176
-    if t == T_Q6_K: return 210
-    if t == T_Q8_K: return 292
-    if t == T_IQ4_XS: return 136
-    return 0
-
-
 cdef int vec_dot_type(int t) noexcept nogil:
     if t == T_Q4_0 or t == T_Q5_0 or t == T_Q8_0:
         return T_Q8_0
@@ -78,7 +52,7 @@ cdef int vec_dot_type(int t) noexcept nogil:
 
 
 cdef Py_ssize_t row_bytes(int t, Py_ssize_t cols) noexcept nogil:
-    return cols // _block_size(t) * _type_size(t)
+    return cols // block_size_of(t) * type_size_of(t)
 
 
 cdef Py_ssize_t activation_bytes(int t, Py_ssize_t cols) noexcept nogil:
@@ -99,7 +73,7 @@ cdef void quantize_activation(int t, const float* x, Py_ssize_t cols, uint8_t* x
 cdef void gemv_rows(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t cols,
                     const void* xq, const float* x, float* y) noexcept nogil:
     cdef Py_ssize_t rb = row_bytes(t, cols), r
-    cdef Py_ssize_t nb = cols // _block_size(t)
+    cdef Py_ssize_t nb = cols // block_size_of(t)
     cdef const uint8_t* q = <const uint8_t*>xq
     # one loop per type so each inlined dot product sits in its own tight loop
     if t == T_Q4_1:
@@ -152,7 +126,7 @@ cdef void _gemv_rows_scalar(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r
                            const uint8_t* q, const float* x, float* y) noexcept nogil:
     """gemv_rows through the portable C kernels (what machines without AVX2 run)."""
     cdef Py_ssize_t rb = row_bytes(t, cols), r
-    cdef Py_ssize_t nb = cols // _block_size(t)
+    cdef Py_ssize_t nb = cols // block_size_of(t)
     for r in range(r0, r1):
         if t == T_Q4_1:
             y[r] = dot_q4_1_q8_1_scalar(w + r * rb, q, nb)
@@ -198,7 +172,7 @@ cdef void gemv(int t, const uint8_t* w, Py_ssize_t rows, Py_ssize_t cols,
 cdef void dequant_rows(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t cols,
                        float* out) noexcept nogil:
     cdef Py_ssize_t rb = row_bytes(t, cols)
-    dequantize_blocks(t, w + r0 * rb, out, (r1 - r0) * (cols // _block_size(t)))
+    dequantize_blocks(t, w + r0 * rb, out, (r1 - r0) * (cols // block_size_of(t)))
 
 
 cdef int gemm(int t, const uint8_t* w, Py_ssize_t rows, Py_ssize_t cols, const float* x,
@@ -208,7 +182,7 @@ cdef int gemm(int t, const uint8_t* w, Py_ssize_t rows, Py_ssize_t cols, const f
     cdef float one = 1, zero = 0
     cdef const float* a
     cdef bint direct = t == T_F32 and (<uintptr_t>w) % sizeof(float) == 0
-    if _type_size(t) == 0:
+    if type_size_of(t) == 0:
         return -1
     r0 = 0
     while r0 < rows:
@@ -324,6 +298,11 @@ def _set_prefetch_bytes(Py_ssize_t n):
     """Tuning hook: the prefetch distance of gemv_rows (0 turns it into a no-op distance)."""
     global PREFETCH_BYTES
     PREFETCH_BYTES = n
+
+
+def _type_geometry(int ggml_type):
+    """Test hook: (block_size, type_size) as the C kernels know them (0, 0 if unknown)."""
+    return block_size_of(ggml_type) if type_size_of(ggml_type) else 0, type_size_of(ggml_type)
 
 
 def activation_type(int ggml_type):
