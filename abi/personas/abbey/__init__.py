@@ -1,0 +1,1 @@
+"""Abbey, the empathetic polymath: emotion detection, empathy injection, reasoning chains."""

@@ -1,0 +1,2 @@
+"""Abi, the router and moderator: sentiment analysis, content policy, query
+classification and the routing rules engine."""

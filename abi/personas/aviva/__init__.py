@@ -1,0 +1,2 @@
+"""Aviva, the direct expert: query analysis, knowledge retrieval, code answers, fact
+checking."""
