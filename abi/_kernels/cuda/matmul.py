@@ -1,0 +1,201 @@
+"""Quantised products on the GPU: ``gemv`` for decoding (one activation row, memory-bound)
+and ``gemm`` for prompts (many rows, compute-bound), plus ``dequant_rows`` (embedding
+look-ups, and the kernels' own tests). Weights stay packed (``layout.py``); values are
+decoded in registers (gemv) or into a shared-memory tile (gemm), never to global memory.
+Accumulation is float32 with float32 activations: the exact product of the dequantised
+weights, up to summation order (no activation quantisation as in the CPU decode path).
+
+Every weight is passed as (t, qs, aux, dm, fw): its type id and the four planes."""
+from __future__ import annotations
+
+import math
+
+from .device import (GEMM_KT, GEMM_KTP, GEMM_OUT, GEMM_RPT, GEMM_TM, GEMM_TN, GEMM_TPT, GEMM_TX, GEMM_TY,
+                     GEMV_THREADS, NORM_THREADS, RMAX, RMAX2, cuda, float32, jit)
+from .qdecode import col_unit, unit_cols, unit_decode
+
+MODE_PLAIN, MODE_SWIGLU, MODE_GEGLU = 0, 1, 2
+_GELU_C = float32(math.sqrt(2.0 / math.pi))
+
+
+@cuda.jit(device=True)
+def activate(mode, g, u):
+    """The gated unit: silu(g) * u or gelu_tanh(g) * u, as layers.silu / layers.gelu_tanh."""
+    if mode == MODE_SWIGLU:
+        return g / (float32(1.0) + math.exp(-g)) * u
+    inner = _GELU_C * (g + float32(0.044715) * g * g * g)
+    return float32(0.5) * g * (float32(1.0) + math.tanh(inner)) * u
+
+
+@jit
+def dequant_rows(t, qs, aux, dm, fw, units, rows, n, scale, out):
+    """out[i, :] = scale * W[rows[i], :] for i < n (grid n, NORM_THREADS threads)."""
+    i = cuda.blockIdx.x
+    if i >= n:
+        return
+    r = rows[i]
+    v = cuda.local.array(8, float32)
+    for u in range(cuda.threadIdx.x, units, NORM_THREADS):
+        c0, c1 = unit_cols(t, u)
+        unit_decode(t, qs, aux, dm, fw, r, u, v)
+        for k in range(4):
+            out[i, c0 + k] = v[k] * scale
+            out[i, c1 + k] = v[4 + k] * scale
+
+
+@jit
+def gemv(t, qs, aux, dm, fw, n_out, units, x, xrow, y, yrow, ycol, bias, has_bias, mode, tpr, nrows,
+         softcap):
+    """y[yrow, ycol + r] = W[r] . x[xrow] for r < n_out; with mode SWIGLU/GEGLU, W holds the gate
+    rows then the up rows (2 n_out) and y = act(gate) * up. Optional bias and tanh softcap.
+
+    A block is GEMV_THREADS threads in groups of ``tpr`` lanes; a group owns ``nrows`` (<=
+    RMAX) consecutive rows. Lanes stride over the row's units, load the unit's 8 x values
+    once and reuse them for every row of the group; partial sums meet in shared memory."""
+    red = cuda.shared.array((RMAX2, GEMV_THREADS), float32)
+    tid = cuda.threadIdx.x
+    lane = tid % tpr
+    groups = GEMV_THREADS // tpr
+    r0 = (cuda.blockIdx.x * groups + tid // tpr) * nrows
+    acc = cuda.local.array(RMAX2, float32)
+    xv = cuda.local.array(8, float32)
+    wv = cuda.local.array(8, float32)
+    for i in range(2 * RMAX):
+        acc[i] = float32(0.0)
+    for u in range(lane, units, tpr):
+        c0, c1 = unit_cols(t, u)
+        for k in range(4):
+            xv[k] = x[xrow, c0 + k]
+            xv[4 + k] = x[xrow, c1 + k]
+        for i in range(RMAX):
+            r = r0 + i
+            if i < nrows and r < n_out:
+                unit_decode(t, qs, aux, dm, fw, r, u, wv)
+                s = float32(0.0)
+                for k in range(8):
+                    s += wv[k] * xv[k]
+                acc[i] += s
+                if mode != MODE_PLAIN:
+                    unit_decode(t, qs, aux, dm, fw, r + n_out, u, wv)
+                    s = float32(0.0)
+                    for k in range(8):
+                        s += wv[k] * xv[k]
+                    acc[RMAX + i] += s
+    for i in range(2 * RMAX):
+        red[i, tid] = acc[i]
+    cuda.syncthreads()
+    step = tpr // 2
+    while step > 0:
+        if lane < step:
+            for i in range(2 * RMAX):
+                red[i, tid] += red[i, tid + step]
+        cuda.syncthreads()
+        step //= 2
+    if lane == 0:
+        for i in range(RMAX):
+            r = r0 + i
+            if i < nrows and r < n_out:
+                val = red[i, tid]
+                if has_bias:
+                    val += bias[r]
+                if mode != MODE_PLAIN:
+                    val = activate(mode, val, red[RMAX + i, tid])
+                if softcap > float32(0.0):
+                    val = math.tanh(val / softcap) * softcap
+                y[yrow, ycol + r] = val
+
+
+@jit
+def gemm(t, qs, aux, dm, fw, n_rows, cols, x, n_tok, y, ycol, bias, has_bias, softcap):
+    """y[tok, ycol + r] = W[r] . x[tok] (+ bias, tanh softcap) for tok < n_tok, r < n_rows.
+
+    Block (GEMM_TX, GEMM_TY) computes a GEMM_TM x GEMM_TN tile of (rows x tokens): per
+    K-tile of GEMM_KT columns the block decodes W's tile into shared memory a run of 4
+    columns at a time and stages x's tile beside it; each thread then accumulates
+    GEMM_RPT x GEMM_TPT outputs (rows ty + TY*i, tokens tx + TX*j) from shared memory."""
+    ws = cuda.shared.array((GEMM_TM, GEMM_KTP), float32)
+    xs = cuda.shared.array((GEMM_TN, GEMM_KTP), float32)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    tid = ty * GEMM_TX + tx
+    nth = GEMM_TX * GEMM_TY
+    row0 = cuda.blockIdx.x * GEMM_TM
+    tok0 = cuda.blockIdx.y * GEMM_TN
+    acc = cuda.local.array(GEMM_OUT, float32)
+    wv = cuda.local.array(8, float32)
+    wr = cuda.local.array(GEMM_RPT, float32)
+    xr = cuda.local.array(GEMM_TPT, float32)
+    for i in range(GEMM_RPT * GEMM_TPT):
+        acc[i] = float32(0.0)
+    runs = GEMM_KT // 4
+    for k0 in range(0, cols, GEMM_KT):
+        for e in range(tid, GEMM_TM * runs, nth):
+            rr = e // runs
+            cc = 4 * (e % runs)
+            r = row0 + rr
+            c = k0 + cc
+            if r < n_rows and c < cols:
+                u, half = col_unit(t, c)
+                unit_decode(t, qs, aux, dm, fw, r, u, wv)
+                if half == 0:
+                    for k in range(4):
+                        ws[rr, cc + k] = wv[k]
+                else:
+                    for k in range(4):
+                        ws[rr, cc + k] = wv[4 + k]
+            else:
+                for k in range(4):
+                    ws[rr, cc + k] = float32(0.0)
+        for e in range(tid, GEMM_TN * GEMM_KT, nth):
+            tt = e // GEMM_KT
+            cc = e % GEMM_KT
+            if tok0 + tt < n_tok and k0 + cc < cols:
+                xs[tt, cc] = x[tok0 + tt, k0 + cc]
+            else:
+                xs[tt, cc] = float32(0.0)
+        cuda.syncthreads()
+        for kk in range(GEMM_KT):
+            for i in range(GEMM_RPT):
+                wr[i] = ws[ty + GEMM_TY * i, kk]
+            for j in range(GEMM_TPT):
+                xr[j] = xs[tx + GEMM_TX * j, kk]
+            for i in range(GEMM_RPT):
+                for j in range(GEMM_TPT):
+                    acc[i * GEMM_TPT + j] += wr[i] * xr[j]
+        cuda.syncthreads()
+    for i in range(GEMM_RPT):
+        r = row0 + ty + GEMM_TY * i
+        if r < n_rows:
+            for j in range(GEMM_TPT):
+                tok = tok0 + tx + GEMM_TX * j
+                if tok < n_tok:
+                    val = acc[i * GEMM_TPT + j]
+                    if has_bias:
+                        val += bias[r]
+                    if softcap > float32(0.0):
+                        val = math.tanh(val / softcap) * softcap
+                    y[tok, ycol + r] = val
+
+
+@jit
+def glu(gu, n_tok, n_ff, mode, out):
+    """out[t, i] = act(gu[t, i]) * gu[t, n_ff + i] (prompt batches; decode fuses this in gemv)."""
+    t = cuda.blockIdx.x
+    if t >= n_tok:
+        return
+    for i in range(cuda.threadIdx.x, n_ff, NORM_THREADS):
+        out[t, i] = activate(mode, gu[t, i], gu[t, n_ff + i])
+
+
+def gemv_shape(n_out: int, units: int, n_sm: int = 132) -> tuple[int, int, int]:
+    """(grid, lanes per row, rows per group) for a gemv: enough lanes to cover a row in a
+    few strides, and rows per group only while the grid still fills the device twice."""
+    tpr = 32
+    while tpr > 8 and units < 2 * tpr:
+        tpr //= 2
+    tpr = min(tpr, GEMV_THREADS)
+    groups = GEMV_THREADS // tpr
+    nrows = RMAX
+    while nrows > 1 and -(-n_out // (groups * nrows)) < 2 * n_sm:
+        nrows //= 2
+    return -(-n_out // (groups * nrows)), tpr, nrows

@@ -1,0 +1,179 @@
+"""Dequantisation in registers: one *unit* (8 values) of a packed row at a time.
+
+``unit_decode(t, qs, aux, dm, fw, r, u, v)`` writes unit u of row r into the 8-float local
+array v; ``unit_cols(t, u)`` gives the columns (c0, c1) of its two runs of 4; ``col_unit``
+is the inverse (for tiles that start at a column). The bit layouts are drawn in
+``layout.py``; ``layout.decode_units_numpy`` is this file's numpy twin. The type id ``t``
+is the same in every thread of a launch, so the branches never diverge within a warp.
+
+Integer fields are cast to int32 before any arithmetic: numba types mixed uint32/int64
+expressions as int64, the simulator as numpy uint32, and only signed int32 agrees in both."""
+from __future__ import annotations
+
+from .device import cuda, float32, int32
+
+F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K = 0, 1, 2, 3, 6, 7, 8, 12, 13, 14
+
+
+@cuda.jit(device=True)
+def _nib(q, k, high):
+    return int32((q >> (8 * k + 4 * high)) & 15)
+
+
+@cuda.jit(device=True)
+def _byte_of(words_row, r, base, i):
+    """Byte i of the little-endian words aux[r, base:]."""
+    return int32((words_row[r, base + (i >> 2)] >> (8 * (i & 3))) & 255)
+
+
+@cuda.jit(device=True)
+def _scale_k4(aux, r, base, j):
+    """(scale, min) of sub-block j from a K-quant's 12 packed scale bytes at aux[r, base]."""
+    if j < 4:
+        sc = _byte_of(aux, r, base, j) & 63
+        mn = _byte_of(aux, r, base, j + 4) & 63
+    else:
+        sc = (_byte_of(aux, r, base, j + 4) & 15) | ((_byte_of(aux, r, base, j - 4) >> 6) << 4)
+        mn = (_byte_of(aux, r, base, j + 4) >> 4) | ((_byte_of(aux, r, base, j) >> 6) << 4)
+    return float32(sc), float32(mn)
+
+
+@cuda.jit(device=True)
+def unit_cols(t, u):
+    if t == Q4_0 or t == Q4_1 or t == Q5_0 or t == Q5_1:
+        c0 = 32 * (u >> 2) + 4 * (u & 3)
+        return c0, c0 + 16
+    if t == Q8_0:
+        c0 = 32 * (u >> 2) + 8 * (u & 3)
+        return c0, c0 + 4
+    if t == Q4_K or t == Q5_K:
+        w = u & 31
+        c0 = 256 * (u >> 5) + 64 * (w >> 3) + 4 * (w & 7)
+        return c0, c0 + 32
+    if t == Q6_K:
+        w = u & 31
+        c0 = 256 * (u >> 5) + 128 * (w >> 4) + 4 * (w & 15)
+        return c0, c0 + 64
+    return 8 * u, 8 * u + 4
+
+
+@cuda.jit(device=True)
+def col_unit(t, c):
+    """(unit, half) holding column c (a multiple of 4): half 0 is the run at c0, 1 at c1."""
+    if t == Q4_0 or t == Q4_1 or t == Q5_0 or t == Q5_1:
+        i = c & 31
+        return 4 * (c >> 5) + ((i & 15) >> 2), i >> 4
+    if t == Q8_0:
+        i = c & 31
+        return 4 * (c >> 5) + (i >> 3), (i & 7) >> 2
+    if t == Q4_K or t == Q5_K:
+        e = c & 255
+        rr = e & 63
+        return 32 * (c >> 8) + 8 * (e >> 6) + ((rr & 31) >> 2), rr >> 5
+    if t == Q6_K:
+        e = c & 255
+        rr = e & 127
+        return 32 * (c >> 8) + 16 * (e >> 7) + ((rr & 63) >> 2), rr >> 6
+    return c >> 3, (c & 7) >> 2
+
+
+@cuda.jit(device=True)
+def unit_decode(t, qs, aux, dm, fw, r, u, v):
+    if t == Q4_0 or t == Q5_0:
+        b = u >> 2
+        q = qs[r, u]
+        d = float32(dm[r, b])
+        for k in range(4):
+            lo = _nib(q, k, 0)
+            hi = _nib(q, k, 1)
+            if t == Q5_0:
+                qh = aux[r, b]
+                i = 4 * (u & 3) + k
+                lo = lo | (int32((qh >> i) & 1) << 4)
+                hi = hi | (int32((qh >> (i + 16)) & 1) << 4)
+                lo -= 16
+                hi -= 16
+            else:
+                lo -= 8
+                hi -= 8
+            v[k] = d * float32(lo)
+            v[4 + k] = d * float32(hi)
+    elif t == Q4_1 or t == Q5_1:
+        b = u >> 2
+        q = qs[r, u]
+        d = float32(dm[r, 2 * b])
+        m = float32(dm[r, 2 * b + 1])
+        for k in range(4):
+            lo = _nib(q, k, 0)
+            hi = _nib(q, k, 1)
+            if t == Q5_1:
+                qh = aux[r, b]
+                i = 4 * (u & 3) + k
+                lo = lo | (int32((qh >> i) & 1) << 4)
+                hi = hi | (int32((qh >> (i + 16)) & 1) << 4)
+            v[k] = d * float32(lo) + m
+            v[4 + k] = d * float32(hi) + m
+    elif t == Q8_0:
+        b = u >> 2
+        d = float32(dm[r, b])
+        w0 = qs[r, 8 * b + 2 * (u & 3)]
+        w1 = qs[r, 8 * b + 2 * (u & 3) + 1]
+        for k in range(4):
+            x0 = int32((w0 >> (8 * k)) & 255)
+            x1 = int32((w1 >> (8 * k)) & 255)
+            if x0 > 127:
+                x0 -= 256
+            if x1 > 127:
+                x1 -= 256
+            v[k] = d * float32(x0)
+            v[4 + k] = d * float32(x1)
+    elif t == Q4_K or t == Q5_K:
+        s = u >> 5
+        w = u & 31
+        j0 = 2 * (w >> 3)
+        base = 11 * s if t == Q5_K else 3 * s
+        d = float32(dm[r, 2 * s])
+        dmin = float32(dm[r, 2 * s + 1])
+        sc0, mn0 = _scale_k4(aux, r, base, j0)
+        sc1, mn1 = _scale_k4(aux, r, base, j0 + 1)
+        dl0, ml0 = d * sc0, dmin * mn0
+        dl1, ml1 = d * sc1, dmin * mn1
+        q = qs[r, u]
+        for k in range(4):
+            lo = _nib(q, k, 0)
+            hi = _nib(q, k, 1)
+            if t == Q5_K:
+                qh = aux[r, base + 3 + (w & 7)]
+                lo = lo | (int32((qh >> (8 * k + j0)) & 1) << 4)
+                hi = hi | (int32((qh >> (8 * k + j0 + 1)) & 1) << 4)
+            v[k] = dl0 * float32(lo) - ml0
+            v[4 + k] = dl1 * float32(hi) - ml1
+    elif t == Q6_K:
+        s = u >> 5
+        w = u & 31
+        h = w >> 4
+        j = 4 * (w & 15)
+        d = float32(dm[r, s])
+        q = qs[r, u]
+        qh = aux[r, 20 * s + 8 * h + ((j & 31) >> 2)]
+        idx = 8 * h + (j >> 4)
+        sc0 = _byte_of(aux, r, 20 * s + 16, idx)
+        sc1 = _byte_of(aux, r, 20 * s + 16, idx + 4)
+        if sc0 > 127:
+            sc0 -= 256
+        if sc1 > 127:
+            sc1 -= 256
+        dl0 = d * float32(sc0)
+        dl1 = d * float32(sc1)
+        sh = 2 * (j >> 5)
+        for k in range(4):
+            lo = _nib(q, k, 0) | (int32((qh >> (8 * k + sh)) & 3) << 4)
+            hi = _nib(q, k, 1) | (int32((qh >> (8 * k + sh + 4)) & 3) << 4)
+            v[k] = dl0 * float32(lo - 32)
+            v[4 + k] = dl1 * float32(hi - 32)
+    elif t == F16:
+        for k in range(8):
+            v[k] = float32(dm[r, 8 * u + k])
+    else:
+        for k in range(8):
+            v[k] = fw[r, 8 * u + k]

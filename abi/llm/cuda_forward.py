@@ -1,0 +1,562 @@
+"""The CUDA forward pass: ``CudaDecoder`` mirrors the CPU ``_decode.Decoder``
+(``forward(tokens, cache, output)``) for llama, qwen2 and gemma3 models, on numba-cuda
+kernels (``abi._kernels.cuda``), and adds ``steps()``, generation with sampling on the
+device so each decode step returns a single token id to the host.
+
+Memory: weights are packed and uploaded once (``layout.pack``; quantised bits unchanged);
+activations, logits and sampler buffers are allocated once for ``n_batch`` tokens. The
+KV cache lives on the device in f16, one per ``KVCache`` object, sized by doubling up to
+n_ctx like the host cache (so a decode step allocates only when it crosses a power of
+two); the host ``KVCache`` keeps only ``length`` and ``tokens`` (prefix reuse and
+truncation work as on the CPU).
+
+Launches: a decode step is ~9 kernels per layer with fixed arguments -- the position
+and the input token are read from device memory -- so on numba-cuda with cuda.core the
+step is captured once into a CUDA graph and replayed (one launch per token instead of
+hundreds of Python-level launches). Prompts run eagerly, batch by batch.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+import weakref
+
+import numpy as np
+
+from ..errors import BackendUnavailable, ConfigError, ContextLengthExceeded, UnsupportedModelError
+from .._kernels.cuda import layout, sampling_ref as sref
+
+log = logging.getLogger("abi.llm")
+
+
+def _kernels():
+    from .._kernels.cuda import attention, device, matmul, ops, sampling
+
+    return device, matmul, ops, attention, sampling
+
+
+class DeviceWeight:
+    """A packed matrix on the device: ``args`` is (type, qs, aux, dm, fw) for the kernels."""
+
+    def __init__(self, cuda, packed: layout.PackedWeight, bias=None):
+        self.ggml_type, self.rows, self.cols = packed.ggml_type, packed.rows, packed.cols
+        self.units = packed.units
+        self.nbytes = packed.nbytes
+        planes = [cuda.to_device(np.ascontiguousarray(a)) for a in (packed.qs, packed.aux, packed.dm, packed.fw)]
+        self.args = (packed.ggml_type, *planes)
+        self.bias = None if bias is None else cuda.to_device(np.ascontiguousarray(bias, np.float32))
+
+
+def _concat(parts: list[layout.PackedWeight]) -> layout.PackedWeight:
+    """Stack same-type, same-width matrices by rows (one launch computes all of them)."""
+    first = parts[0]
+
+    def cat(name):
+        arrays = [getattr(p, name) for p in parts]
+        return arrays[0] if arrays[0].size == 1 else np.concatenate(arrays, axis=0)
+
+    return layout.PackedWeight(first.ggml_type, sum(p.rows for p in parts), first.cols, cat("qs"),
+                               cat("aux"), cat("dm"), cat("fw"), first.source_type)
+
+
+def _pack(lin) -> layout.PackedWeight:
+    return layout.pack(lin.raw, lin.ggml_type, lin.shape)
+
+
+class _Layer:
+    pass
+
+
+def _or(a, default):
+    return default if a is None else a
+
+
+class _DeviceCache:
+    """One sequence's K and V (n_layers, n_kv, capacity, hd) f16 and its position state."""
+
+    def __init__(self, cuda, shape, capacity: int):
+        n_layers, n_kv, hd = shape
+        self.k = cuda.device_array((n_layers, n_kv, capacity, hd), np.float16)
+        self.v = cuda.device_array((n_layers, n_kv, capacity, hd), np.float16)
+        self.state = cuda.to_device(np.zeros(2, np.int32))   # [position of the batch, tokens]
+        self.capacity = capacity
+        self.valid = 0          # positions whose keys/values are on the device
+        self.plans = {}         # fixed decode launches and their graphs, per output kind
+
+
+class CudaDecoder:
+    """Forward passes of an ``abi.llm.models`` llama/qwen2/gemma3 model on a CUDA device."""
+
+    def __init__(self, model, n_batch: int = 512, use_graphs: bool | None = None):
+        from numba import cuda
+
+        device, matmul, ops, attention, sampling = self.k = _kernels()
+        self.cuda = cuda
+        if not device.SIM and not cuda.is_available():
+            raise BackendUnavailable("no usable CUDA device for the cuda backend; use --backend cpu")
+        a = model.args
+        if a.arch not in ("llama", "mistral", "qwen2", "gemma3"):
+            raise UnsupportedModelError(f"the cuda backend does not run architecture {a.arch!r}")
+        if a.head_dim > device.HD_MAX or a.n_heads % a.n_kv_heads:
+            raise UnsupportedModelError(f"cuda attention needs head_dim <= {device.HD_MAX} and "
+                                        f"n_heads a multiple of n_kv_heads ({a.head_dim}, {a.n_heads}, {a.n_kv_heads})")
+        if n_batch <= 0:
+            raise ConfigError(f"n_batch must be positive, got {n_batch}", "n_batch")
+        self.gemma = gemma = hasattr(model, "rope_local")
+        self.n_layers, self.n_embd, self.n_head, self.n_kv = a.n_layers, a.n_embd, a.n_heads, a.n_kv_heads
+        self.hd, self.n_ff, self.n_rot, self.neox = a.head_dim, a.n_ff, a.n_rot, int(a.rope_neox)
+        self.n_vocab = model.output.shape[0]
+        self.eps, self.scale = np.float32(a.norm_eps), np.float32(model.scale)
+        self.embd_scale = np.float32(model.embd_scale) if gemma else np.float32(1.0)
+        self.window = int(a.sliding_window) if gemma else 0
+        self.attn_softcap = np.float32(a.attn_softcap if gemma else 0.0)
+        self.final_softcap = np.float32(a.final_softcap if gemma else 0.0)
+        self.n_batch = n_batch
+        self.lock = threading.Lock()
+        self.stream = cuda.stream()
+        try:
+            self.n_sm = int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
+        except Exception:  # the simulator's device has no attributes
+            self.n_sm = 2
+        self.n_split = max(2, min(64, -(-2 * self.n_sm // self.n_head)))
+        self.weight_bytes = 0
+        self._upload(model)
+        self._alloc_scratch()
+        self._caches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        env = os.environ.get("ABI_CUDA_GRAPHS")
+        self.use_graphs = (env != "0") if use_graphs is None else bool(use_graphs)
+        self._graph_api = None if device.SIM or not self.use_graphs else _graph_api()
+        self.use_graphs = self._graph_api is not None
+        log.info("cuda decoder: %d layers, %.1f MiB of weights on the device, graphs %s",
+                 self.n_layers, self.weight_bytes / 2 ** 20, "on" if self.use_graphs else "off")
+
+    # -- upload ------------------------------------------------------------------------------
+    def _weight(self, packed, bias=None) -> DeviceWeight:
+        w = DeviceWeight(self.cuda, packed, bias)
+        self.weight_bytes += w.nbytes + (0 if bias is None else np.asarray(bias).nbytes)
+        return w
+
+    def _vec(self, v):
+        if v is None:
+            return None
+        arr = self.cuda.to_device(np.ascontiguousarray(v, np.float32))
+        self.weight_bytes += arr.nbytes
+        return arr
+
+    def _upload(self, model) -> None:
+        cuda = self.cuda
+        self.dummy = cuda.to_device(np.zeros(1, np.float32))
+        embd = layout.pack(model.tok_embd.raw, model.tok_embd.ggml_type, model.tok_embd.shape)
+        self.embd = self._weight(embd)
+        tied = model.output.raw is model.tok_embd.raw
+        self.output = self.embd if tied else self._weight(_pack(model.output))
+        self.out_norm = self._vec(model.output_norm)
+        ropes = (model.rope_global, model.rope_local) if self.gemma else (model.rope, model.rope)
+        self.inv_freq = [self._vec(r.inv_freq) for r in ropes]
+        self.layers = []
+        for i, blk in enumerate(model.layers):
+            L = _Layer()
+            L.attn_norm, L.ffn_norm = self._vec(blk.attn_norm), self._vec(blk.ffn_norm)
+            L.q_norm = self._vec(getattr(blk, "q_norm", None))
+            L.k_norm = self._vec(getattr(blk, "k_norm", None))
+            L.post_attn = self._vec(getattr(blk, "post_attn_norm", None))
+            L.post_ffn = self._vec(getattr(blk, "post_ffn_norm", None))
+            L.swa = bool(self.gemma and model.args.swa_pattern[i])
+            L.inv_freq = self.inv_freq[1 if L.swa else 0]
+            qkv = [_pack(blk.wq), _pack(blk.wk), _pack(blk.wv)]
+            biases = [lin.bias for lin in (blk.wq, blk.wk, blk.wv)]
+            if any(b is not None for b in biases):
+                biases = [b if b is not None else np.zeros(lin.out_features, np.float32)
+                          for b, lin in zip(biases, (blk.wq, blk.wk, blk.wv))]
+            else:
+                biases = [None] * 3
+            # (weight, bias, first output column) of the products writing the qkv buffer
+            if len({p.ggml_type for p in qkv}) == 1:
+                bias = None if biases[0] is None else np.concatenate(biases)
+                L.qkv = [(self._weight(_concat(qkv), bias), 0)]
+            else:
+                offsets = np.cumsum([0] + [p.rows for p in qkv])[:3]
+                L.qkv = [(self._weight(p, b), int(o)) for p, b, o in zip(qkv, biases, offsets)]
+            gate, up = _pack(blk.w_gate), _pack(blk.w_up)
+            L.gate_up = self._weight(_concat([gate, up])) if gate.ggml_type == up.ggml_type else None
+            L.gate = L.up = None
+            if L.gate_up is None:
+                L.gate, L.up = self._weight(gate), self._weight(up)
+            L.wo, L.down = self._weight(_pack(blk.wo)), self._weight(_pack(blk.w_down))
+            self.layers.append(L)
+
+    def _alloc_scratch(self) -> None:
+        cuda, n = self.cuda, self.n_batch
+        D, F, QD, KD = self.n_embd, self.n_ff, self.n_head * self.hd, self.n_kv * self.hd
+        f32 = np.float32
+        self.tokens = cuda.to_device(np.zeros(n, np.int32))
+        self.x, self.h, self.delta = (cuda.device_array((n, D), f32) for _ in range(3))
+        self.qkv = cuda.device_array((n, QD + 2 * KD), f32)
+        self.att = cuda.device_array((n, QD), f32)
+        self.gu = cuda.device_array((n, 2 * F), f32)
+        self.g = cuda.device_array((n, F), f32)
+        self.logits = cuda.device_array((1, self.n_vocab), f32)
+        self.logits_all = None  # (n_batch, n_vocab), made on the first output="all"
+        self.part_m = cuda.device_array((self.n_head, self.n_split), f32)
+        self.part_l = cuda.device_array((self.n_head, self.n_split), f32)
+        self.part_o = cuda.device_array((self.n_head, self.n_split, self.hd), f32)
+        self.iparams = cuda.to_device(np.zeros(sref.N_IPARAMS, np.int32))
+        self.fparams = cuda.to_device(np.zeros(sref.N_FPARAMS, np.float32))
+        self.hist = cuda.to_device(np.zeros(sref.HIST_MAX, np.int32))
+        self.bias_ids = cuda.to_device(np.zeros(sref.BIAS_MAX, np.int32))
+        self.bias_vals = cuda.to_device(np.zeros(sref.BIAS_MAX, np.float32))
+        self.out_token = cuda.to_device(np.zeros(1, np.int32))
+        self.host_token = cuda.pinned_array(1, np.int32)
+
+    # -- device caches -------------------------------------------------------------------------
+    def _device_cache(self, cache, need: int) -> _DeviceCache:
+        """The device cache of ``cache`` with room for ``need`` positions; keys/values the
+        host cache holds beyond what the device has (a cache filled on the CPU) are uploaded."""
+        dc = self._caches.get(cache)
+        if dc is None or dc.capacity < need:
+            cap = min(cache.n_ctx, max(need, 256, 2 * (dc.capacity if dc else 0)))
+            new = _DeviceCache(self.cuda, (self.n_layers, self.n_kv, self.hd), cap)
+            if dc is not None and dc.valid:
+                n = min(dc.valid, cache.length)
+                for layer in range(self.n_layers):
+                    for g in range(self.n_kv):
+                        new.k[layer, g, :n].copy_to_device(dc.k[layer, g, :n], stream=self.stream)
+                        new.v[layer, g, :n].copy_to_device(dc.v[layer, g, :n], stream=self.stream)
+                new.valid = n
+            self._caches[cache] = dc = new
+        if cache.length > dc.valid:
+            if cache.capacity < cache.length:
+                raise ValueError(f"the cache claims {cache.length} positions but holds no keys for "
+                                 f"{dc.valid}..{cache.length}")
+            n0, n1 = dc.valid, cache.length
+            for layer in range(self.n_layers):
+                for g in range(self.n_kv):
+                    for src, dst in ((cache.k, dc.k), (cache.v, dc.v)):
+                        dst[layer, g, n0:n1].copy_to_device(
+                            np.ascontiguousarray(src[layer, g, n0:n1], np.float16), stream=self.stream)
+        dc.valid = cache.length
+        return dc
+
+    # -- the launches of one batch -----------------------------------------------------------------
+    def _matmul(self, plan, w: DeviceWeight, x, xrow, y, ycol, T, mode=0, softcap=np.float32(0.0)):
+        """y[:, ycol:] = x @ W.T for T tokens (gemv when T == 1, else gemm)."""
+        matmul = self.k[1]
+        bias = w.bias if w.bias is not None else self.dummy
+        has_bias = int(w.bias is not None)
+        n_out = w.rows // 2 if mode else w.rows
+        if T == 1:
+            grid, tpr, nrows = matmul.gemv_shape(n_out, w.units, self.n_sm)
+            plan.append((matmul.gemv, grid, matmul.GEMV_THREADS,
+                         (*w.args, n_out, w.units, x, xrow, y, 0, ycol, bias, has_bias, mode, tpr, nrows, softcap)))
+            return
+        dev = self.k[0]
+        grid = (-(-w.rows // dev.GEMM_TM), -(-T // dev.GEMM_TN))
+        plan.append((matmul.gemm, grid, (dev.GEMM_TX, dev.GEMM_TY),
+                     (*w.args, w.rows, w.cols, x, T, y, ycol, bias, has_bias, softcap)))
+        if mode:
+            plan.append((matmul.glu, T, dev.NORM_THREADS, (y, T, n_out, mode, self.g)))
+
+    def _plan(self, T: int, dc: _DeviceCache, output: str) -> list:
+        """Every launch of a batch of T tokens: (kernel, grid, block, args)."""
+        device, matmul, ops, attention, _ = self.k
+        plan = []
+        D, QD, KD, F = self.n_embd, self.n_head * self.hd, self.n_kv * self.hd, self.n_ff
+        NT = device.NORM_THREADS
+        dummy = self.dummy
+        e = self.embd
+        plan.append((matmul.dequant_rows, T, NT, (*e.args, e.units, self.tokens, T, self.embd_scale, self.x)))
+        prev_post = None
+        for li, L in enumerate(self.layers):
+            plan.append((ops.residual_norm, T, NT,
+                         (self.x, self.delta, int(li > 0), _or(prev_post, dummy), int(prev_post is not None),
+                          L.attn_norm, self.h, self.eps, D, 0)))
+            for w, col in L.qkv:
+                self._matmul(plan, w, self.h, 0, self.qkv, col, T)
+            plan.append((ops.qk_prep, (T, self.n_head + self.n_kv), NT,
+                         (self.qkv, self.n_head, self.n_kv, self.hd, _or(L.q_norm, dummy), _or(L.k_norm, dummy),
+                          int(L.q_norm is not None), self.eps, L.inv_freq, self.n_rot, self.neox,
+                          dc.k, dc.v, li, dc.state)))
+            window = self.window if L.swa else 0
+            if T == 1:
+                plan.append((attention.attn_decode, (self.n_head, self.n_split), device.DEC_THREADS,
+                             (self.qkv, self.n_head, self.n_kv, self.hd, dc.k, dc.v, li, dc.state, self.scale,
+                              window, self.attn_softcap, self.part_m, self.part_l, self.part_o)))
+                plan.append((attention.attn_combine, self.n_head, min(128, device.DEC_THREADS),
+                             (self.part_m, self.part_l, self.part_o, self.hd, self.att)))
+            else:
+                plan.append((attention.attn_prefill, (-(-T // device.ATT_BQ), self.n_head), device.ATT_THREADS,
+                             (self.qkv, T, self.n_head, self.n_kv, self.hd, dc.k, dc.v, li, dc.state, self.scale,
+                              window, self.attn_softcap, self.att)))
+            self._matmul(plan, L.wo, self.att, 0, self.delta, 0, T)
+            plan.append((ops.residual_norm, T, NT,
+                         (self.x, self.delta, 1, _or(L.post_attn, dummy), int(L.post_attn is not None),
+                          L.ffn_norm, self.h, self.eps, D, 0)))
+            mode = matmul.MODE_GEGLU if self.gemma else matmul.MODE_SWIGLU
+            if L.gate_up is not None:
+                self._matmul(plan, L.gate_up, self.h, 0, self.gu if T > 1 else self.g, 0, T, mode)
+            else:
+                self._matmul(plan, L.gate, self.h, 0, self.gu, 0, T)
+                self._matmul(plan, L.up, self.h, 0, self.gu, F, T)
+                plan.append((matmul.glu, T, NT, (self.gu, T, F, mode, self.g)))
+            self._matmul(plan, L.down, self.g, 0, self.delta, 0, T)
+            prev_post = L.post_ffn
+        if output == "none":
+            return plan
+        row0 = T - 1 if output == "last" else 0
+        plan.append((ops.residual_norm, T - row0, NT,
+                     (self.x, self.delta, 1, _or(prev_post, dummy), int(prev_post is not None),
+                      self.out_norm, self.h, self.eps, D, row0)))
+        if output == "last":
+            self._matmul(plan, self.output, self.h, T - 1, self.logits, 0, 1, softcap=self.final_softcap)
+        elif output == "all":
+            self._matmul(plan, self.output, self.h, 0, self._logits_all(), 0, T, softcap=self.final_softcap)
+        return plan
+
+    def _logits_all(self):
+        if self.logits_all is None:
+            self.logits_all = self.cuda.device_array((self.n_batch, self.n_vocab), np.float32)
+        return self.logits_all
+
+    def _launch(self, plan) -> None:
+        s = self.stream
+        for kernel, grid, block, args in plan:
+            kernel[grid, block, s](*args)
+
+    def _decode_step(self, dc: _DeviceCache, kind: str) -> None:
+        """One T=1 step, "last" (logits) or "sample" (logits, penalties, the draw): the fixed
+        launches, replayed from a CUDA graph where available."""
+        entry = dc.plans.get(kind)
+        if entry is None:
+            plan = self._plan(1, dc, "last")
+            if kind == "sample":
+                plan += self._sample_plan(dc)
+            entry = dc.plans[kind] = [plan, None, 0]
+        plan, graph, runs = entry
+        if graph is not None:
+            graph.launch(self._graph_api[1](self.stream))
+            return
+        self._launch(plan)
+        entry[2] += 1
+        if self._graph_api is not None and entry[2] == 2:  # compiled and run once: capture
+            try:
+                entry[1] = _capture(self._graph_api[0], plan)
+            except Exception as exc:  # graphs are a speed-up; eager launches stay correct
+                log.warning("cuda: CUDA graph capture failed (%s); launching kernels one by one", exc)
+                self._graph_api = None
+
+    def _sample_plan(self, dc: _DeviceCache) -> list:
+        sampling, NT = self.k[4], self.k[0].SAMPLE_THREADS
+        return [(sampling.penalize, 1, NT, (self.logits, 0, self.iparams, self.fparams, self.hist,
+                                            self.bias_ids, self.bias_vals)),
+                (sampling.sample, 1, NT, (self.logits, 0, self.iparams, self.fparams, self.hist,
+                                          dc.state, self.tokens, self.out_token))]
+
+    # -- the CPU Decoder's interface ---------------------------------------------------------------
+    def _check(self, tokens, cache, output):
+        if output not in ("last", "all", "hidden", "none"):
+            raise ValueError(f"unknown output {output!r}")
+        ids = np.ascontiguousarray(tokens, dtype=np.int64)
+        if ids.ndim != 1 or ids.size == 0:
+            raise ValueError("no tokens to run")
+        if ids.min() < 0 or ids.max() >= self.n_vocab:
+            raise ValueError(f"token ids must lie in [0, {self.n_vocab})")
+        if cache.length + ids.size > cache.n_ctx:
+            raise ContextLengthExceeded(f"{cache.length + ids.size} tokens do not fit the context "
+                                        f"of {cache.n_ctx} tokens")
+        return ids.astype(np.int32)
+
+    def _set_batch(self, dc: _DeviceCache, ids: np.ndarray, pos: int) -> None:
+        s = self.stream
+        self.tokens[:ids.size].copy_to_device(ids, stream=s)
+        dc.state.copy_to_device(np.array([pos, ids.size], np.int32), stream=s)
+
+    def _run_batches(self, ids, cache, output, should_stop=None):
+        """Batches of at most n_batch tokens; returns device-side results of the last one
+        (None for "none"), or None without running on when should_stop() says so."""
+        dc = self._device_cache(cache, cache.length + ids.size)
+        results = []
+        for s in range(0, ids.size, self.n_batch):
+            if should_stop is not None and s and should_stop():
+                return None, dc, True
+            chunk = ids[s:s + self.n_batch]
+            last = s + self.n_batch >= ids.size
+            want = output if (output != "last" or last) else "none"
+            pos = cache.length
+            if chunk.size == 1 and want in ("last", "none"):
+                self._set_batch(dc, chunk, pos)
+                self._decode_step(dc, "last")
+            else:
+                self._set_batch(dc, chunk, pos)
+                self._launch(self._plan(chunk.size, dc, want))
+            cache.length = pos + chunk.size
+            cache.tokens.extend(int(t) for t in chunk)
+            dc.valid = cache.length
+            if want == "all":
+                results.append(self.logits_all[:chunk.size].copy_to_host(stream=self.stream))
+            elif want == "hidden":
+                results.append(self.h[:chunk.size].copy_to_host(stream=self.stream))
+        self.stream.synchronize()
+        return results, dc, False
+
+    def forward(self, tokens, cache, output: str = "last"):
+        """Run ``tokens`` after the cache's contents. ``output``: "last" -> logits (1, V) of
+        the last token; "all" -> (T, V); "hidden" -> final-norm states (T, D); "none"."""
+        ids = self._check(tokens, cache, output)
+        with self.lock:
+            results, dc, _ = self._run_batches(ids, cache, output)
+            if output == "last":
+                logits = self.logits.copy_to_host(stream=self.stream)
+                self.stream.synchronize()
+                return logits
+        if output == "none":
+            return None
+        return results[0] if len(results) == 1 else np.concatenate(results)
+
+    # -- generation with sampling on the device -----------------------------------------------------
+    def steps(self, cache, new_ids, params: "DeviceSampling", should_stop=None):
+        """Prefill ``new_ids`` after the cache's contents, then yield sampled token ids one by
+        one, feeding each back on the device (only the id crosses to the host)."""
+        ids = self._check(new_ids, cache, "last")
+        cuda, s = self.cuda, self.stream
+        with self.lock:
+            results, dc, stopped = self._run_batches(ids, cache, "last", should_stop)
+            if stopped:
+                return
+            self._load_sampler(params, cache.tokens)
+            self._launch(self._sample_plan(dc))
+            token = self._fetch_token()
+        while True:
+            yield token
+            if should_stop is not None and should_stop():
+                return
+            if cache.length + 1 > cache.n_ctx:
+                raise ContextLengthExceeded(f"{cache.length + 1} tokens do not fit the context "
+                                            f"of {cache.n_ctx} tokens")
+            with self.lock:
+                if self._caches.get(cache) is not dc or dc.capacity < cache.length + 1:
+                    # the cache moved on (used elsewhere, or grew): re-seat position and input
+                    dc = self._device_cache(cache, cache.length + 1)
+                    self._set_batch(dc, np.array([token], np.int32), cache.length)
+                    self._load_sampler(params, list(cache.tokens) + [token], keep_counter=True)
+                self._decode_step(dc, "sample")
+                cache.length += 1
+                cache.tokens.append(int(token))
+                dc.valid = cache.length
+                token = self._fetch_token()
+
+    def _fetch_token(self) -> int:
+        self.out_token.copy_to_host(self.host_token, stream=self.stream)
+        self.stream.synchronize()
+        return int(self.host_token[0])
+
+    def _load_sampler(self, p: "DeviceSampling", history, keep_counter: bool = False) -> None:
+        ip = np.zeros(sref.N_IPARAMS, np.int32)
+        fp = np.zeros(sref.N_FPARAMS, np.float32)
+        ip[sref.IP_TOP_K], ip[sref.IP_SEED] = p.top_k, np.int64(p.seed & 0xFFFFFFFF).astype(np.int32)
+        ip[sref.IP_GREEDY] = int(p.temperature == 0)
+        fp[[sref.FP_TEMP, sref.FP_TOP_P, sref.FP_MIN_P]] = p.temperature, p.top_p, p.min_p
+        fp[[sref.FP_REP, sref.FP_PRES, sref.FP_FREQ]] = p.repetition_penalty, p.presence, p.frequency
+        recent = np.asarray(list(history)[-p.window:] if p.window > 0 else [], np.int32)
+        ip[sref.IP_WINDOW], ip[sref.IP_N_HIST] = p.window, recent.size
+        ip[sref.IP_HEAD] = recent.size % p.window if p.window > 0 else 0
+        ip[sref.IP_N_BIAS] = len(p.bias_ids)
+        ip[sref.IP_COUNTER] = p.counter
+        if keep_counter:
+            ip[sref.IP_COUNTER] = self.iparams.copy_to_host()[sref.IP_COUNTER]
+        s = self.stream
+        if recent.size:
+            self.hist[:recent.size].copy_to_device(recent, stream=s)
+        if len(p.bias_ids):
+            self.bias_ids[:len(p.bias_ids)].copy_to_device(np.asarray(p.bias_ids, np.int32), stream=s)
+            self.bias_vals[:len(p.bias_ids)].copy_to_device(np.asarray(p.bias_vals, np.float32), stream=s)
+        self.iparams.copy_to_device(ip, stream=s)
+        self.fparams.copy_to_device(fp, stream=s)
+
+    def memory_bytes(self) -> int:
+        """Device bytes of the weights (what a decode step streams)."""
+        return self.weight_bytes
+
+
+class DeviceSampling:
+    """Sampler and logits-processor settings the device sampler can reproduce."""
+
+    def __init__(self, temperature=0.0, top_k=0, top_p=1.0, min_p=0.0, seed=None,
+                 repetition_penalty=1.0, presence=0.0, frequency=0.0, window=64, bias=None):
+        self.temperature, self.top_k, self.top_p, self.min_p = float(temperature), int(top_k), float(top_p), float(min_p)
+        self.seed = secrets.randbits(32) if seed is None else int(seed)
+        self.repetition_penalty, self.presence, self.frequency = float(repetition_penalty), float(presence), float(frequency)
+        self.window = int(window)
+        bias = bias or {}
+        self.bias_ids = [int(k) for k in bias]
+        self.bias_vals = [float(v) for v in bias.values()]
+        self.counter = 0
+
+    @classmethod
+    def from_callables(cls, sampler, processors) -> "DeviceSampling | None":
+        """Settings from ``make_sampler`` / ``make_logits_processors`` results (their
+        ``spec`` attributes); None when something has no device equivalent."""
+        spec = getattr(sampler, "spec", None)
+        if spec is None:
+            return None
+        opts = dict(spec)
+        windows = set()
+        for proc in processors:
+            pspec = getattr(proc, "spec", None)
+            if pspec is None:
+                return None
+            kind = pspec[0]
+            if kind == "logit_bias":
+                opts["bias"] = pspec[1]
+            elif kind == "repetition_penalty":
+                opts["repetition_penalty"] = pspec[1]
+                windows.add(pspec[2])
+            elif kind == "presence_frequency":
+                opts["presence"], opts["frequency"] = pspec[1], pspec[2]
+                windows.add(pspec[3])
+            else:
+                return None
+        if len(windows) > 1:
+            return None
+        window = windows.pop() if windows else 0
+        if windows or (("repetition_penalty" in opts or "presence" in opts) and not 0 < window <= sref.HIST_MAX):
+            return None
+        if len(opts.get("bias") or {}) > sref.BIAS_MAX or not 0 <= opts.get("top_k", 0) < 2 ** 31:
+            return None
+        return cls(window=window, **opts)
+
+
+def device_steps(model, cache, new_ids, sampler, processors, should_stop=None):
+    """Token ids from ``CudaDecoder.steps`` for ``generate_step``'s fast path, as
+    (token, None) pairs; None when the sampler or a processor has no device equivalent."""
+    decoder = model._decoder()
+    params = DeviceSampling.from_callables(sampler, processors)
+    if not isinstance(decoder, CudaDecoder) or params is None:
+        return None
+    model.check_context(cache.length + len(new_ids))
+    return ((t, None) for t in decoder.steps(cache, list(new_ids), params, should_stop))
+
+
+def _graph_api():
+    """(Device class, stream converter) where numba-cuda can launch into a cuda.core
+    GraphBuilder; None elsewhere (the built-in numba.cuda, older numba-cuda)."""
+    try:
+        from numba.cuda.cudadrv import driver
+
+        driver.GraphBuilder  # noqa: B018  (present only where launches can be captured)
+        from cuda.core import Device
+
+        return Device, driver._to_core_stream
+    except Exception:
+        return None
+
+
+def _capture(device_cls, plan):
+    dev = device_cls()
+    dev.set_current()
+    builder = dev.create_graph_builder()
+    builder.begin_building()
+    for kernel, grid, block, args in plan:
+        kernel[grid, block, builder](*args)
+    return builder.end_building().complete()
