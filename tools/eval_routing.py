@@ -1,0 +1,102 @@
+"""Routing evaluation of abi's multi-persona system on a labelled, held-out request set.
+
+    python tools/eval_routing.py                      # tests/data/routing_eval.yaml
+    python tools/eval_routing.py --verbose            # also list the misrouted requests
+    python tools/eval_routing.py --cross-validate     # + 5-fold CV on the training data
+    python tools/eval_routing.py --json               # the whole report as JSON
+
+Prints routing accuracy with per-persona precision and recall, then the same for the query
+classifier and the policy checks. Exit status 1 when accuracy is below --min-accuracy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+DEFAULT_SET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data",
+                           "routing_eval.yaml")
+
+
+def _table(title: str, classes: dict) -> str:
+    lines = [f"{title:<20} {'precision':>9} {'recall':>7} {'f1':>6} {'n':>4}"]
+    for name, m in classes.items():
+        lines.append(f"  {name:<18} {m['precision']:>9.3f} {m['recall']:>7.3f} {m['f1']:>6.3f} "
+                     f"{m['support']:>4}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("path", nargs="?", default=DEFAULT_SET, help="labelled requests (YAML list)")
+    p.add_argument("--verbose", "-v", action="store_true", help="list misrouted requests")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--cross-validate", action="store_true",
+                   help="also report 5-fold cross-validation on the training data")
+    p.add_argument("--mode", choices=("first_match", "weighted"), help="routing mode")
+    p.add_argument("--min-accuracy", type=float, default=0.0,
+                   help="exit 1 when routing accuracy is below this")
+    args = p.parse_args(argv)
+
+    from abi.config import load_yaml  # noqa: F401  (yaml is a dependency of abi)
+    import yaml
+
+    from abi.personas import MultiPersonaConfig, MultiPersonaSystem
+    from abi.personas.evaluation import cross_validate, evaluate
+
+    with open(args.path, encoding="utf-8") as f:
+        items = yaml.safe_load(f)
+    system = MultiPersonaSystem(MultiPersonaConfig(backend="echo", routing_mode=args.mode))
+    report = evaluate(items, system)
+
+    if args.cross_validate:
+        from abi.personas.abi.classifier import QueryClassifier
+        from abi.personas.abi.policy import MODEL_CATEGORIES, PolicyModel
+        from abi.personas.data import load_examples
+
+        def train_query(ex):
+            c = QueryClassifier.train(ex)
+            return lambda t: c.classify(t).query_type.value
+
+        def train_policy(ex):
+            m = PolicyModel.train(ex)
+
+            def predict(t):
+                s = m.scores(t)
+                cat = max(MODEL_CATEGORIES, key=s.get)
+                return cat if s[cat] >= 0.5 else "none"
+            return predict
+
+        report["cv_query_types"] = cross_validate(list(load_examples("queries")), train_query)
+        policy_ex = list(load_examples("policy")) + [(t, "none") for t, _ in
+                                                     load_examples("queries")]
+        report["cv_policy"] = cross_validate(policy_ex, train_policy)
+
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"held-out set: {os.path.relpath(args.path)} ({report['items']} requests)")
+        print(f"routing accuracy: {report['routing_accuracy']:.3f}")
+        print(_table("persona", report["routing"]))
+        print("confusion (expected->routed): " +
+              ", ".join(f"{k} {v}" for k, v in report["confusion"].items()))
+        print(f"\nquery type accuracy: {report['query_type_accuracy']:.3f}")
+        print(_table("query type", report["query_types"]))
+        print(f"\npolicy accuracy (category or none): {report['policy_accuracy']:.3f}")
+        print(_table("policy category", report["policy"]))
+        for key, title in (("cv_query_types", "query classifier"), ("cv_policy", "policy model")):
+            if key in report:
+                print(f"\n5-fold cross-validation on the training data, {title}: "
+                      f"{report[key]['accuracy']:.3f}")
+        if args.verbose and report["misrouted"]:
+            print("\nmisrouted:")
+            for m in report["misrouted"]:
+                print(f"  [{m['expected']} -> {m['got']}] {m['text']}\n      {m['reason']}")
+    return 1 if report["routing_accuracy"] < args.min_accuracy else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
