@@ -369,6 +369,17 @@ class MultiPersonaConfig:
                 for p in aviva["knowledge_paths"]]
         return cls.from_dict(data)
 
+    @classmethod
+    def from_env(cls) -> "MultiPersonaConfig":
+        """``ABI_PERSONAS_CONFIG`` (a YAML file) if set; else the defaults, with the backend
+        and model from ``ABI_PERSONA_BACKEND`` (default local) and ``ABI_PERSONA_MODEL``."""
+        from abi.config import env
+
+        path = env("ABI_PERSONAS_CONFIG")
+        if path:
+            return cls.from_yaml(path)
+        return cls(backend=env("ABI_PERSONA_BACKEND", "local"), model=env("ABI_PERSONA_MODEL"))
+
     def to_dict(self) -> dict[str, Any]:
         def plain(value):
             if isinstance(value, enum.Enum):
