@@ -197,3 +197,21 @@ def test_cli_gpu_stats_as_a_command(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert "episodes: 0" in p.stdout and "cpu:1t:b32" in p.stdout
+
+
+def test_bench_tool_runs(tmp_path):
+    """tools/bench_gpu_agent.py end to end on its cheapest workload (figures: the report)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_gpu_agent",
+                                                  REPO / "tools" / "bench_gpu_agent.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    assert bench.main(["--workloads", "training", "--episodes", "6", "--repeats", "1",
+                       "--json", str(out)]) == 0
+    (result,) = json.loads(out.read_text())
+    assert sum(result["choices"].values()) == 6
+    assert set(result["median_ms"]) == {b.name for b in discover_backends()
+                                        if b.serves("training")}
+    assert result["fastest"] in result["fast_set"]
