@@ -450,3 +450,21 @@ def test_encoder_on_tiny_model(tiny):
         np.testing.assert_allclose(v, ref / np.linalg.norm(ref), atol=1e-5)
         np.testing.assert_allclose(enc.encode(text), v, atol=1e-6)
     assert enc.encode_batch([]).shape == (0, D)
+
+
+def test_row_threads_match_one_thread_and_restore_blas(tiny):
+    from threadpoolctl import threadpool_info
+
+    from abi.llm.models import bert
+    from abi.llm.weights import WeightLoader
+
+    f = load(tiny["gguf"])
+    args = bert.ModelArgs.from_gguf(f.metadata)
+    ids = np.random.default_rng(2).integers(5, len(VOCAB), size=(6, CTX))  # 192 rows: split
+    before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    one = bert.Model(args, WeightLoader(f), n_threads=1).encode(ids)
+    three = bert.Model(args, WeightLoader(f), n_threads=3)
+    assert three.threads.n == 3
+    np.testing.assert_allclose(three.encode(ids), one, atol=1e-5)
+    np.testing.assert_allclose(one[0], reference_encode(tiny["weights"], list(ids[0])), atol=2e-5)
+    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before

@@ -17,13 +17,13 @@ DEFAULT_EMBEDDING_MODEL = "all-minilm-l6-v2"
 
 
 class _BertBackend:
-    def __init__(self, gguf):
+    def __init__(self, gguf, n_threads: int | None):
         from ..llm.models import bert
         from ..llm.tokenizer_wpm import WordPieceTokenizer
         from ..llm.weights import WeightLoader
 
         self.args = bert.ModelArgs.from_gguf(gguf.metadata)
-        self.model = bert.Model(self.args, WeightLoader(gguf))
+        self.model = bert.Model(self.args, WeightLoader(gguf), n_threads=n_threads)
         self.tokenizer = WordPieceTokenizer.from_gguf(gguf)
         self.dimension = self.args.n_embd
         self.n_ctx = self.args.n_ctx_train
@@ -49,10 +49,10 @@ class _BertBackend:
 class _DecoderBackend:
     """A generative model's final-norm hidden states, one text at a time."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, n_threads: int | None):
         from .. import llm
 
-        self.model = llm.load_model(path)
+        self.model = llm.load_model(path, **({"n_threads": n_threads} if n_threads else {}))
         if not hasattr(self.model, "hidden_states"):
             raise ConfigError(f"{path}: this model offers no hidden states for embeddings", "model")
         self.dimension = int(self.model.args.n_embd)
@@ -83,26 +83,29 @@ class Encoder:
     ``pooling``: mean, cls or last (None: the file's ``{arch}.pooling_type``, else mean).
     ``max_tokens``: token limit per text (default and upper bound: the model's context).
     A longer text raises ContextLengthExceeded unless ``truncate=True``.
+    ``n_threads``: CPU threads (default: ``ABI_NUM_THREADS``, else every CPU available).
     """
 
     def __init__(self, model: str | os.PathLike | None = None, normalize: bool = True,
                  batch_size: int = 32, *, pooling: str | None = None, truncate: bool = False,
-                 max_tokens: int | None = None):
+                 max_tokens: int | None = None, n_threads: int | None = None):
         from ..gguf import load
         from ..models_hub import resolve_model
 
         if not isinstance(batch_size, int) or batch_size <= 0:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}", "batch_size")
+        if n_threads is not None and not (isinstance(n_threads, int) and n_threads > 0):
+            raise ConfigError(f"n_threads must be a positive integer, got {n_threads!r}", "n_threads")
         if pooling is not None and pooling not in POOLING:
             raise ConfigError(f"pooling {pooling!r} is not supported; choose one of "
                               f"{', '.join(POOLING)}", "pooling")
         self.path = str(resolve_model(DEFAULT_EMBEDDING_MODEL if model is None else model))
         gguf = load(self.path)
         if gguf.architecture == "bert":
-            self._backend = _BertBackend(gguf)
+            self._backend = _BertBackend(gguf, n_threads)
         else:
             del gguf
-            self._backend = _DecoderBackend(self.path)
+            self._backend = _DecoderBackend(self.path, n_threads)
         self.normalize = bool(normalize)
         self.batch_size = batch_size
         self.pooling = pooling or self._backend.default_pooling
