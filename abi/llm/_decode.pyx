@@ -73,9 +73,7 @@ ctypedef struct Ctx:
     float* kcache           # (n_layers, n_kv, cap, hd)
     float* vcache
     Py_ssize_t cap
-    # scratch, one row per token
-    float* x
-    float* h
+    # shared scratch, one row per token: matrix-product outputs
     float* q
     float* k
     float* v
@@ -83,11 +81,21 @@ ctypedef struct Ctx:
     float* g
     float* u
     float* tmp
-    float* rot              # per thread: cos, sin (n_rot)
-    float* scores           # per thread: cap
-    uint8_t* act[3]
-    Py_ssize_t act_stride
+    # per-thread scratch (thread i at offset i * size): every thread keeps its own identical
+    # copy of the residual stream and of the quantised inputs, which saves barriers
+    float* xp
+    float* hp
+    uint8_t* actp[3]        # per format: 0 Q8_0, 1 Q8_1, 2 Q8_K
+    Py_ssize_t act_stride   # bytes per token row
+    float* rot              # cos, sin (n_rot)
+    float* scores           # cap
     float* logits           # (T - out_from, n_vocab)
+
+
+ctypedef struct Priv:       # one thread's view of its private scratch
+    float* x
+    float* h
+    uint8_t* act[3]
 
 
 cdef inline int _fmt(int ggml_type) noexcept nogil:
@@ -111,13 +119,13 @@ cdef void _rms(const float* x, const float* w, float* out, int n, float eps) noe
         out[i] = x[i] * s * w[i]
 
 
-cdef inline void _prep(Ctx* c, const float* x, QMat* m, int t) noexcept nogil:
-    """Quantise token t's input row for m's activation format."""
+cdef inline void _prep(Ctx* c, Priv* p, const float* x, QMat* m, int t) noexcept nogil:
+    """Quantise token t's input row for m's activation format (into this thread's copy)."""
     if m.fmt >= 0:
-        quantize_activation(m.type, x, m.cols, c.act[m.fmt] + t * c.act_stride)
+        quantize_activation(m.type, x, m.cols, p.act[m.fmt] + t * c.act_stride)
 
 
-cdef void _matmul(Ctx* c, QMat* m, const float* x, Py_ssize_t x_stride, float* y,
+cdef void _matmul(Ctx* c, Priv* p, QMat* m, const float* x, Py_ssize_t x_stride, float* y,
                   Py_ssize_t y_stride, int t0, int t1, int tid, int nth) noexcept nogil:
     """y[t] = W x[t] for tokens t0..t1-1; this thread's share of W's rows, a block of rows
     at a time for every token, so each block is read from memory once per batch."""
@@ -130,7 +138,7 @@ cdef void _matmul(Ctx* c, QMat* m, const float* x, Py_ssize_t x_stride, float* y
     while rb < r1:
         re = rb + ROW_BLOCK if rb + ROW_BLOCK < r1 else r1
         for t in range(t0, t1):
-            xq = c.act[m.fmt] + t * c.act_stride if m.fmt >= 0 else NULL
+            xq = p.act[m.fmt] + t * c.act_stride if m.fmt >= 0 else NULL
             gemv_rows(m.type, m.w, rb, re, m.cols, xq, x + t * x_stride, y + t * y_stride)
             if m.bias != NULL:
                 for r in range(rb, re):
@@ -138,29 +146,31 @@ cdef void _matmul(Ctx* c, QMat* m, const float* x, Py_ssize_t x_stride, float* y
         rb = re
 
 
-cdef void _rope(Ctx* c, float* v, int n_heads, int pos, const float* inv_freq, float* rot) noexcept nogil:
-    cdef int half = c.n_rot // 2
-    cdef int hh, i
-    cdef float a, b, cs, sn
-    cdef float* p
+cdef void _rope_angles(Ctx* c, int pos, const float* inv_freq, float* rot) noexcept nogil:
+    """rot[0:half] = cos, rot[half:n_rot] = sin of pos * inv_freq (computed in double)."""
+    cdef int half = c.n_rot // 2, i
     for i in range(half):
         rot[i] = <float>cos(<double>pos * inv_freq[i])
         rot[half + i] = <float>sin(<double>pos * inv_freq[i])
-    for hh in range(n_heads):
-        p = v + hh * c.hd
-        for i in range(half):
-            cs = rot[i]
-            sn = rot[half + i]
-            if c.neox:
-                a = p[i]
-                b = p[i + half]
-                p[i] = a * cs - b * sn
-                p[i + half] = a * sn + b * cs
-            else:
-                a = p[2 * i]
-                b = p[2 * i + 1]
-                p[2 * i] = a * cs - b * sn
-                p[2 * i + 1] = a * sn + b * cs
+
+
+cdef void _rope(Ctx* c, float* p, const float* rot) noexcept nogil:
+    """Rotate one head: pairs (i, i + half) for NeoX, consecutive pairs otherwise."""
+    cdef int half = c.n_rot // 2, i
+    cdef float a, b, cs, sn
+    for i in range(half):
+        cs = rot[i]
+        sn = rot[half + i]
+        if c.neox:
+            a = p[i]
+            b = p[i + half]
+            p[i] = a * cs - b * sn
+            p[i + half] = a * sn + b * cs
+        else:
+            a = p[2 * i]
+            b = p[2 * i + 1]
+            p[2 * i] = a * cs - b * sn
+            p[2 * i + 1] = a * sn + b * cs
 
 
 cdef void _attend(Ctx* c, int layer, int head, int swa, int pos, const float* q,
@@ -201,126 +211,131 @@ cdef inline float _gelu(float x) noexcept nogil:
     return 0.5 * x * (1.0 + tanhf(0.7978845608028654 * (x + 0.044715 * x * x * x)))
 
 
+cdef void _qk(Ctx* c, Layer* L, int l, int t, int g, float* rot) noexcept nogil:
+    """Token t, KV group g: Q/K norms and RoPE of the group's heads, K and V into the cache."""
+    cdef int hd = c.hd, group = c.n_head // c.n_kv, hh
+    cdef int QD = c.n_head * hd, KD = c.n_kv * hd
+    cdef float* krow = c.k + t * KD + g * hd
+    cdef float* qrow
+    cdef Py_ssize_t off = ((<Py_ssize_t>l * c.n_kv + g) * c.cap + c.pos0 + t) * hd
+    _rope_angles(c, c.pos0 + t, L.inv_freq, rot)
+    if L.k_norm != NULL:
+        _rms(krow, L.k_norm, krow, hd, c.eps)
+    _rope(c, krow, rot)
+    memcpy(c.kcache + off, krow, hd * sizeof(float))
+    memcpy(c.vcache + off, c.v + t * KD + g * hd, hd * sizeof(float))
+    for hh in range(g * group, (g + 1) * group):
+        qrow = c.q + t * QD + hh * hd
+        if L.q_norm != NULL:
+            _rms(qrow, L.q_norm, qrow, hd, c.eps)
+        _rope(c, qrow, rot)
+
+
 cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
-    cdef int D = c.n_embd, hd = c.hd, T = c.T, l, i, hh, t, task
-    cdef int QD = c.n_head * hd, KD = c.n_kv * hd, F = c.n_ff
+    cdef int D = c.n_embd, hd = c.hd, T = c.T, l, i, hh, t, g, task
+    cdef int QD = c.n_head * hd, KD = c.n_kv * hd, F = c.n_ff, group = c.n_head // c.n_kv
     cdef Layer* L
-    cdef Py_ssize_t off
+    cdef Py_ssize_t r, r0, r1
     cdef float* row
     cdef float* rot = c.rot + tid * c.n_rot
     cdef float* scores = c.scores + tid * c.cap
-    t = tid
-    while t < T:
-        dequant_rows(c.embd_type, c.embd, c.tokens[t], c.tokens[t] + 1, D, c.x + t * D)
+    cdef Priv p
+    p.x = c.xp + <Py_ssize_t>tid * T * D
+    p.h = c.hp + <Py_ssize_t>tid * T * D
+    for i in range(3):
+        p.act[i] = c.actp[i] + <Py_ssize_t>tid * T * c.act_stride
+    for t in range(T):
+        dequant_rows(c.embd_type, c.embd, c.tokens[t], c.tokens[t] + 1, D, p.x + t * D)
         if c.embd_scale != 1.0:
             for i in range(D):
-                c.x[t * D + i] *= c.embd_scale
-        t += nth
+                p.x[t * D + i] *= c.embd_scale
     for l in range(c.n_layers):
         L = &c.layers[l]
-        t = tid
-        while t < T:
-            _rms(c.x + t * D, L.attn_norm, c.h + t * D, D, c.eps)
-            _prep(c, c.h + t * D, &L.wq, t)
+        for t in range(T):
+            _rms(p.x + t * D, L.attn_norm, p.h + t * D, D, c.eps)
+            _prep(c, &p, p.h + t * D, &L.wq, t)
             if L.wk.fmt != L.wq.fmt:
-                _prep(c, c.h + t * D, &L.wk, t)
+                _prep(c, &p, p.h + t * D, &L.wk, t)
             if L.wv.fmt != L.wq.fmt and L.wv.fmt != L.wk.fmt:
-                _prep(c, c.h + t * D, &L.wv, t)
-            t += nth
+                _prep(c, &p, p.h + t * D, &L.wv, t)
+        _matmul(c, &p, &L.wq, p.h, D, c.q, QD, 0, T, tid, nth)
+        _matmul(c, &p, &L.wk, p.h, D, c.k, KD, 0, T, tid, nth)
+        _matmul(c, &p, &L.wv, p.h, D, c.v, KD, 0, T, tid, nth)
         barrier()
-        _matmul(c, &L.wq, c.h, D, c.q, QD, 0, T, tid, nth)
-        _matmul(c, &L.wk, c.h, D, c.k, KD, 0, T, tid, nth)
-        _matmul(c, &L.wv, c.h, D, c.v, KD, 0, T, tid, nth)
+        # each KV group belongs to one thread: it stores the group's keys and values, so
+        # with a single token that thread can attend at once, with no barrier in between
+        g = tid
+        while g < c.n_kv:
+            for t in range(T):
+                _qk(c, L, l, t, g, rot)
+            if T == 1:
+                for hh in range(g * group, (g + 1) * group):
+                    _attend(c, l, hh, L.swa, c.pos0, c.q + hh * hd, c.att + hh * hd, scores)
+            g += nth
+        if T > 1:
+            barrier()
+            task = tid
+            while task < T * c.n_head:
+                t = task // c.n_head
+                hh = task % c.n_head
+                _attend(c, l, hh, L.swa, c.pos0 + t, c.q + t * QD + hh * hd,
+                        c.att + t * QD + hh * hd, scores)
+                task += nth
         barrier()
-        t = tid
-        while t < T:
-            if L.q_norm != NULL:
-                for hh in range(c.n_head):
-                    row = c.q + t * QD + hh * hd
-                    _rms(row, L.q_norm, row, hd, c.eps)
-                for hh in range(c.n_kv):
-                    row = c.k + t * KD + hh * hd
-                    _rms(row, L.k_norm, row, hd, c.eps)
-            _rope(c, c.q + t * QD, c.n_head, c.pos0 + t, L.inv_freq, rot)
-            _rope(c, c.k + t * KD, c.n_kv, c.pos0 + t, L.inv_freq, rot)
-            for hh in range(c.n_kv):
-                off = ((<Py_ssize_t>l * c.n_kv + hh) * c.cap + c.pos0 + t) * hd
-                memcpy(c.kcache + off, c.k + t * KD + hh * hd, hd * sizeof(float))
-                memcpy(c.vcache + off, c.v + t * KD + hh * hd, hd * sizeof(float))
-            t += nth
+        for t in range(T):
+            _prep(c, &p, c.att + t * QD, &L.wo, t)
+        _matmul(c, &p, &L.wo, c.att, QD, c.tmp, D, 0, T, tid, nth)
         barrier()
-        task = tid
-        while task < T * c.n_head:
-            t = task // c.n_head
-            hh = task % c.n_head
-            _attend(c, l, hh, L.swa, c.pos0 + t, c.q + t * QD + hh * hd,
-                    c.att + t * QD + hh * hd, scores)
-            task += nth
-        barrier()
-        t = tid
-        while t < T:
-            _prep(c, c.att + t * QD, &L.wo, t)
-            t += nth
-        barrier()
-        _matmul(c, &L.wo, c.att, QD, c.tmp, D, 0, T, tid, nth)
-        barrier()
-        t = tid
-        while t < T:
+        for t in range(T):
             row = c.tmp + t * D
             if L.post_attn_norm != NULL:
-                _rms(row, L.post_attn_norm, row, D, c.eps)
+                _rms(row, L.post_attn_norm, p.h + t * D, D, c.eps)
+                row = p.h + t * D
             for i in range(D):
-                c.x[t * D + i] += row[i]
-            _rms(c.x + t * D, L.ffn_norm, c.h + t * D, D, c.eps)
-            _prep(c, c.h + t * D, &L.gate, t)
+                p.x[t * D + i] += row[i]
+            _rms(p.x + t * D, L.ffn_norm, p.h + t * D, D, c.eps)
+            _prep(c, &p, p.h + t * D, &L.gate, t)
             if L.up.fmt != L.gate.fmt:
-                _prep(c, c.h + t * D, &L.up, t)
-            t += nth
-        barrier()
-        _matmul(c, &L.gate, c.h, D, c.g, F, 0, T, tid, nth)
-        _matmul(c, &L.up, c.h, D, c.u, F, 0, T, tid, nth)
-        barrier()
-        t = tid
-        while t < T:
+                _prep(c, &p, p.h + t * D, &L.up, t)
+        _matmul(c, &p, &L.gate, p.h, D, c.g, F, 0, T, tid, nth)
+        _matmul(c, &p, &L.up, p.h, D, c.u, F, 0, T, tid, nth)
+        # the gated activation is per element: each thread finishes its own rows
+        r0 = L.gate.rows * tid // nth
+        r1 = L.gate.rows * (tid + 1) // nth
+        for t in range(T):
             row = c.g + t * F
-            for i in range(F):
+            for r in range(r0, r1):
                 if c.gelu:
-                    row[i] = _gelu(row[i]) * c.u[t * F + i]
+                    row[r] = _gelu(row[r]) * c.u[t * F + r]
                 else:
-                    row[i] = row[i] / (1.0 + expf(-row[i])) * c.u[t * F + i]
-            _prep(c, row, &L.down, t)
-            t += nth
+                    row[r] = row[r] / (1.0 + expf(-row[r])) * c.u[t * F + r]
         barrier()
-        _matmul(c, &L.down, c.g, F, c.tmp, D, 0, T, tid, nth)
+        for t in range(T):
+            _prep(c, &p, c.g + t * F, &L.down, t)
+        _matmul(c, &p, &L.down, c.g, F, c.tmp, D, 0, T, tid, nth)
         barrier()
-        t = tid
-        while t < T:
+        for t in range(T):
             row = c.tmp + t * D
             if L.post_ffn_norm != NULL:
-                _rms(row, L.post_ffn_norm, row, D, c.eps)
+                _rms(row, L.post_ffn_norm, p.h + t * D, D, c.eps)
+                row = p.h + t * D
             for i in range(D):
-                c.x[t * D + i] += row[i]
-            t += nth
-    t = tid  # the same token-to-thread mapping as above: x[t] was finished by this thread
-    while t < T:
-        if t >= c.out_from:
-            _rms(c.x + t * D, c.out_norm, c.h + t * D, D, c.eps)
-            if c.logits != NULL:
-                _prep(c, c.h + t * D, &c.output, t)
-        t += nth
-    barrier()
+                p.x[t * D + i] += row[i]
+    for t in range(c.out_from, T):
+        _rms(p.x + t * D, c.out_norm, p.h + t * D, D, c.eps)
+        if c.logits != NULL:
+            _prep(c, &p, p.h + t * D, &c.output, t)
     if c.logits == NULL:
         return
-    _matmul(c, &c.output, c.h, D, c.logits - <Py_ssize_t>c.out_from * c.n_vocab, c.n_vocab,
+    _matmul(c, &p, &c.output, p.h, D, c.logits - <Py_ssize_t>c.out_from * c.n_vocab, c.n_vocab,
             c.out_from, T, tid, nth)
-    barrier()
     if c.final_softcap > 0:
-        t = c.out_from + tid
-        while t < T:
+        r0 = c.output.rows * tid // nth
+        r1 = c.output.rows * (tid + 1) // nth
+        for t in range(c.out_from, T):
             row = c.logits + (t - c.out_from) * c.n_vocab
-            for i in range(c.n_vocab):
-                row[i] = tanhf(row[i] / c.final_softcap) * c.final_softcap
-            t += nth
+            for r in range(r0, r1):
+                row[r] = tanhf(row[r] / c.final_softcap) * c.final_softcap
 
 
 cdef const float* _fptr(object a):
@@ -406,19 +421,19 @@ cdef class Decoder:
         cdef Ctx* c = &self.c
         cdef int nth = self.n_threads
         cdef int i
-        width = max(c.n_embd, c.n_ff, c.n_head * c.hd)
         T = max(T, self.t_max)
         self.t_max = T
-        c.x, c.h = self._buf("x", T * c.n_embd), self._buf("h", T * c.n_embd)
         c.q, c.att = self._buf("q", T * c.n_head * c.hd), self._buf("att", T * c.n_head * c.hd)
         c.k, c.v = self._buf("k", T * c.n_kv * c.hd), self._buf("v", T * c.n_kv * c.hd)
         c.g, c.u = self._buf("g", T * c.n_ff), self._buf("u", T * c.n_ff)
-        c.tmp = self._buf("tmp", T * width)
+        c.tmp = self._buf("tmp", T * c.n_embd)
+        c.xp, c.hp = self._buf("x", nth * T * c.n_embd), self._buf("h", nth * T * c.n_embd)
         c.rot = self._buf("rot", nth * c.n_rot)
         c.scores = self._buf("scores", nth * max(cap, 1))
-        c.act_stride = 2 * width + 64  # bytes per token: more than any Q8 format needs
+        # bytes per token: more than any Q8 format needs for the widest input
+        c.act_stride = 2 * max(c.n_embd, c.n_ff, c.n_head * c.hd) + 64
         for i, name in enumerate(("act0", "act1", "act2")):
-            c.act[i] = <uint8_t*>self._buf(name, (T * c.act_stride) // 4 + 1)
+            c.actp[i] = <uint8_t*>self._buf(name, (nth * T * c.act_stride) // 4 + 1)
         return 0
 
     def forward(self, tokens, cache, str output="last"):
@@ -453,5 +468,5 @@ cdef class Decoder:
         cache.length += T
         cache.tokens.extend(int(t) for t in tokens)
         if output == "hidden":
-            result = self.scratch["h"][:T * c.n_embd].reshape(T, c.n_embd).copy()
+            result = self.scratch["h"][:T * c.n_embd].reshape(T, c.n_embd).copy()  # thread 0's
         return result
