@@ -44,7 +44,8 @@ def make_request(workload: str, rng: random.Random, fixed: bool = False) -> GpuR
     n_words = 40 if fixed else rng.choice((5, 20, 60, 150))
     text = " ".join(rng.choice(WORDS) for _ in range(n_words))
     if workload == "inference":
-        prompt = QUESTIONS[0] if fixed else rng.choice(QUESTIONS) + (text if rng.random() < 0.5 else "")
+        prompt = QUESTIONS[0] if fixed else (
+            rng.choice(QUESTIONS) + (text if rng.random() < 0.5 else ""))
         return GpuRequest(prompt, "inference", max_tokens=16 if fixed else rng.choice((8, 16, 24)))
     if workload == "batch_inference":
         lines = "\n".join(rng.choice(QUESTIONS) for _ in range(2 if fixed else rng.choice((2, 3))))
@@ -53,7 +54,8 @@ def make_request(workload: str, rng: random.Random, fixed: bool = False) -> GpuR
         lines = [" ".join(rng.choice(WORDS) for _ in range(12)) for _ in range(8)]
         return GpuRequest("\n".join(lines[:8 if fixed else rng.choice((1, 4, 8))]), "embedding")
     if workload == "training":
-        return GpuRequest("train", "training", max_tokens=2048 if fixed else rng.choice((512, 2048, 8192)))
+        samples = 2048 if fixed else rng.choice((512, 2048, 8192))
+        return GpuRequest("train", "training", max_tokens=samples)
     if workload == "fine_tuning":
         return GpuRequest(text + " " + text, "fine_tuning", max_tokens=32)
     raise SystemExit(f"unknown workload {workload!r}")

@@ -21,6 +21,11 @@ How a request is placed:
 4. The policy and statistics are saved atomically to ``state_path`` after every episode
    and reloaded at start, so learning survives restarts.
 
+Evidence (tests/test_gpu_agent.py): on the simulator of ``scheduler.simulator.demo_arms``,
+where the best backend depends on prompt length, tokens and load, cumulative regret after
+N = 1500 episodes stays under sqrt(N ln N) priority-weighted seconds (under 3% of what a
+random choice loses) and the policy's choice is the best one (within 5%) in every context.
+
 Requests run one at a time per agent: the configurations compete for the same cores, and
 one run at a time keeps each latency a measurement of the configuration, not of contention.
 """
@@ -169,7 +174,9 @@ def _is_oom(exc: BaseException) -> bool:
     name = type(exc).__name__
     # numba's CudaAPIError carries the driver's code (2: CUDA_ERROR_OUT_OF_MEMORY); CuPy's
     # allocator raises OutOfMemoryError
-    return (name == "CudaAPIError" and getattr(exc, "code", None) == 2) or name == "OutOfMemoryError"
+    if name == "CudaAPIError":
+        return getattr(exc, "code", None) == 2
+    return name == "OutOfMemoryError"
 
 
 # the caller's mistakes (or a model that cannot be opened): no backend would do better, so

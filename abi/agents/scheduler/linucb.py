@@ -74,7 +74,8 @@ class LinUCB:
 
     # -- choosing ----------------------------------------------------------------------------
     def alpha(self) -> float:
-        return max(self.alpha_min, self.alpha0 / math.sqrt(1.0 + self.episodes / self.decay_episodes))
+        decayed = self.alpha0 / math.sqrt(1.0 + self.episodes / self.decay_episodes)
+        return max(self.alpha_min, decayed)
 
     def sigma(self) -> float:
         return math.sqrt(self.noise_var) if self.noise_var else 1.0
