@@ -61,7 +61,8 @@ def _validation(exc: RequestValidationError) -> dict:
 
 
 def is_ollama_path(path: str) -> bool:
-    return path.startswith("/api/")
+    # /api/v1/ is the persona API, which answers in OpenAI's shape
+    return path.startswith("/api/") and not path.startswith("/api/v1/")
 
 
 def error_body(path: str, info: dict) -> dict:

@@ -61,7 +61,7 @@ class SamplingParams(Request):
     top_p: Optional[float] = Field(None, ge=0, le=1)
     top_k: Optional[int] = Field(None, ge=0)
     min_p: Optional[float] = Field(None, ge=0, le=1)
-    repeat_penalty: Optional[float] = Field(None, gt=0, le=10)
+    repeat_penalty: Optional[float] = Field(None, ge=0.01, le=10)
     presence_penalty: Optional[float] = Field(None, ge=-2, le=2)
     frequency_penalty: Optional[float] = Field(None, ge=-2, le=2)
     logit_bias: Optional[dict[str, Annotated[float, Field(ge=-100, le=100)]]] = None
@@ -261,7 +261,7 @@ class OllamaOptions(Request):
     top_k: Optional[int] = Field(None, ge=0)
     top_p: Optional[float] = Field(None, ge=0, le=1)
     min_p: Optional[float] = Field(None, ge=0, le=1)
-    repeat_penalty: Optional[float] = Field(None, gt=0, le=10)
+    repeat_penalty: Optional[float] = Field(None, ge=0.01, le=10)
     repeat_last_n: Optional[int] = Field(None, ge=-1)
     presence_penalty: Optional[float] = Field(None, ge=-2, le=2)
     frequency_penalty: Optional[float] = Field(None, ge=-2, le=2)

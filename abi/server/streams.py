@@ -16,6 +16,7 @@ from ..llm.streaming import StreamingConfig, StreamingStats, TokenEvent
 from .scheduler import Done, Job, Task, Token
 
 SEED_MASK = (1 << 64) - 1
+MIN_TEMPERATURE = 1e-4
 
 
 class ClientGone(Exception):
@@ -47,6 +48,8 @@ def make_config(state, n_prompt: int, *, max_tokens: int | None = None,
     cap = room if state.options.max_tokens is None else min(room, state.options.max_tokens)
     limit = cap if max_tokens is None or max_tokens < 0 else min(max_tokens, cap)
     fields = {k: v for k, v in options.items() if v is not None}
+    if 0 < fields.get("temperature", 1.0) < MIN_TEMPERATURE:
+        fields["temperature"] = 0.0  # as good as greedy, and dividing by it would overflow
     bias = None
     if logit_bias:
         try:
