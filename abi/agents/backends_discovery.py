@@ -4,8 +4,8 @@ has, found at start, each with its memory limit, plus live readings of load and 
 Configurations ("arms"):
 - engine workloads (inference, batch_inference): CPU with each thread count in {1, 2, all
   cores} x prefill batch sizes; CUDA x prefill batch sizes when a CUDA device is usable.
-- training, fine_tuning, embedding: CPU with each thread count (their maths runs in BLAS,
-  whose thread pool is limited per run). They have no CUDA path, so no CUDA arm.
+- training, fine_tuning, embedding: CPU with each thread count (the Encoder's threads; the
+  trainers' maths runs in BLAS, whose pool is held to the count). No CUDA path, no CUDA arm.
 Memory limits: device memory for CUDA, host memory (the cgroup limit when lower) for CPU.
 """
 from __future__ import annotations

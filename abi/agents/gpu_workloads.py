@@ -76,7 +76,7 @@ class LocalExecutor:
         self.backends = backends if backends is not None else discover_backends(
             embedding_available=self._embedding_path is not None)
         self._engines: dict[tuple, Any] = {}
-        self._encoder = None
+        self._encoders: dict[int | None, Any] = {}
         self._lock = threading.Lock()
         self._cpu = CpuLoadMeter()
 
@@ -109,6 +109,8 @@ class LocalExecutor:
 
     # -- running -------------------------------------------------------------------------------
     def run(self, request, backend: BackendSpec) -> RunResult:
+        """Run on ``backend``: its threads go to the engine or Encoder, and BLAS (numpy's
+        matrix products, the trainers' maths) is held to the same count."""
         workload = request.workload_type.value
         handler = getattr(self, "_run_" + workload)
         with blas_threads(backend.n_threads):
@@ -159,18 +161,20 @@ class LocalExecutor:
         if self._embedding_path is None:
             raise BackendUnavailable(self.unavailable_reason("embedding"))
         setup = 0.0
-        with self._lock:
-            if self._encoder is None:
+        with self._lock:  # one Encoder per thread count: its threads are fixed at creation
+            encoder = self._encoders.get(backend.n_threads)
+            if encoder is None:
                 from ..embeddings import Encoder
 
                 t0 = time.perf_counter()
-                self._encoder = Encoder(self._embedding_path, truncate=True)
+                encoder = self._encoders[backend.n_threads] = Encoder(
+                    self._embedding_path, truncate=True, n_threads=backend.n_threads)
                 setup = time.perf_counter() - t0
         texts = [line for line in request.prompt.splitlines() if line.strip()] or [request.prompt]
         t0 = time.perf_counter()
-        vectors = self._encoder.encode_batch(texts)
+        vectors = encoder.encode_batch(texts)
         work = time.perf_counter() - t0
-        tokens = sum(len(ids) for ids in self._encoder.tokenize(texts))
+        tokens = sum(len(ids) for ids in encoder.tokenize(texts))
         content = (f"{len(texts)} embedding{'s' if len(texts) > 1 else ''} of dimension "
                    f"{vectors.shape[1]} ({tokens} input tokens)")
         return RunResult(content, tokens, work, setup, result=vectors)
