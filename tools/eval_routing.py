@@ -41,7 +41,6 @@ def main(argv: list[str] | None = None) -> int:
                    help="exit 1 when routing accuracy is below this")
     args = p.parse_args(argv)
 
-    from abi.config import load_yaml  # noqa: F401  (yaml is a dependency of abi)
     import yaml
 
     from abi.personas import MultiPersonaConfig, MultiPersonaSystem

@@ -12,10 +12,17 @@ from abi.personas.textmodel import tokenize
 
 
 def stem(token: str) -> str:
-    """A light suffix stripper, the same on lexicon and text, so "ending" meets "end" and
-    "killed" meets "kill"."""
-    for suffix, keep in (("ing", 3), ("ed", 3), ("es", 3), ("s", 3)):
-        if token.endswith(suffix) and len(token) - len(suffix) >= keep and not token.endswith("ss"):
+    """A light suffix stripper, the same on lexicon and text, so "ending" meets "end",
+    "killed" meets "kill" and "metres" meets "metre"."""
+    n = len(token)
+    if n > 4 and token.endswith("ies"):
+        return token[:-3] + "y"
+    if n > 4 and token.endswith("es") and token[-3] in "sxz" or token.endswith(("ches", "shes")):
+        return token[:-2]
+    if n > 3 and token.endswith("s") and not token.endswith(("ss", "us", "is")):
+        return token[:-1]
+    for suffix in ("ing", "ed"):
+        if token.endswith(suffix) and n - len(suffix) >= 3:
             return token[:-len(suffix)]
     return token
 
