@@ -361,3 +361,31 @@ def test_local_backend_answers_with_the_default_model(default_model_path):
     assert r.persona is Persona.AVIVA and r.content.strip()
     assert r.details["endpoints"] == [f"local:{default_model_path}"]
     assert s.metrics.get_stats("aviva").success_rate == 1.0
+
+
+# --- a connector backend over real HTTP ------------------------------------------------
+
+
+def test_connector_backend_with_failover_over_http():
+    from fake_providers import FakeOllama, free_port
+
+    fake = FakeOllama()
+    try:
+        cfg = MultiPersonaConfig(backend="echo", endpoints={"aviva": [
+            {"backend": "ollama", "model": "llama3.2", "name": "dead",
+             "base_url": f"http://127.0.0.1:{free_port()}"},
+            {"backend": "ollama", "model": "llama3.2", "name": "live", "base_url": fake.url}]})
+        s = MultiPersonaSystem(cfg)
+        from abi.connectors.http import RetryPolicy
+
+        dead_client = s.balancers[Persona.AVIVA].endpoints[0].backend.client
+        dead_client.http.retry = RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_max=0.02)
+        r = s.process(PersonaRequest("What is the capital of Peru?", "u30"))
+        assert r.persona is Persona.AVIVA and r.details["endpoints"] == ["live"]
+        assert "What is the capital of Peru?" in r.content
+        sent = [q.json for q in fake.requests if q.path == "/api/chat"][-1]
+        assert sent["messages"][0]["role"] == "system" and "Aviva" in sent["messages"][0]["content"]
+        dead = s.health_report()["personas"]["aviva"]["endpoints"][0]
+        assert dead["name"] == "dead" and dead["calls"] == 1 and "Connection" in dead["last_error"]
+    finally:
+        fake.close()
