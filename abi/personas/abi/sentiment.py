@@ -37,7 +37,7 @@ _EMOTICONS = {
     "😫": ("frustration", 0.7, -2.0), "😰": ("fear", 0.8, -2.0), "😱": ("fear", 0.8, -2.0),
     "😨": ("fear", 0.8, -2.0), "😕": ("confusion", 0.5, -0.8), "🤔": ("confusion", 0.3, 0.0),
 }
-_TOKEN = re.compile(r"[:;]['-]?[()dp]|[A-Za-z0-9_]+(?:'[A-Za-z]+)?|[!?.,;:]|[^\sA-Za-z0-9_]",
+_TOKEN = re.compile(r"[:;]['-]?[()dDpP]|[A-Za-z0-9_]+(?:'[A-Za-z]+)?|[!?.,;:]|[^\sA-Za-z0-9_]",
                     re.UNICODE)
 
 
@@ -148,7 +148,7 @@ class SentimentAnalyzer:
         while j >= 0 and seen < 3 and low[j] not in _CLAUSE_END:
             tok = low[j]
             if tok in self.lex["negations"]:
-                # "not only", "no doubt": no negation; "never so" handled as negation
+                # "not only" and "no doubt" do not negate what follows
                 nxt = low[j + 1] if j + 1 < len(low) else ""
                 if not (tok == "not" and nxt == "only") and not (tok == "no" and nxt == "doubt"):
                     negated = True
