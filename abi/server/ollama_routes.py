@@ -8,16 +8,16 @@ import json
 
 import numpy as np
 from fastapi import APIRouter, Request
+from fastapi.responses import Response
 
 from .. import __version__
 from ..errors import ConfigError, NotSupported
 from . import schemas as s
 from .errors import describe
 from .openai_routes import _dimensions
-from .scheduler import Done, Token
+from .scheduler import Done, Task, Token
 from .streams import (ClientGone, JobStreamingResponse, check_prompt, collect, finish_reason,
                       gone_response, guard, make_config, now_ns)
-from .scheduler import Task
 
 router = APIRouter(tags=["Ollama"])
 
@@ -72,6 +72,8 @@ def _logprobs(model, events, top: int) -> list[s.OllamaLogprob]:
 
 
 def _timings(model_name: str, stats, job, t0: int) -> dict:
+    """Ollama's final-object statistics. load_duration is the time this request waited for a
+    slot: the model itself is loaded once, when the server starts."""
     total = stats.total_time_ns if stats else 0
     prefill = stats.prefill_time_ns if stats else 0
     return dict(model=model_name, created_at=_now(), done=True, done_reason=finish_reason(stats),
@@ -197,14 +199,18 @@ async def embed(body: s.OllamaEmbedRequest, request: Request):
     state = request.app.state.abi
     name = state.check_embedding_model(body.model)
     texts = [body.input] if isinstance(body.input, str) else list(body.input)
-    if texts:
-        vectors, n_tokens = await asyncio.to_thread(state.embed, texts, body.truncate)
-        vectors = _dimensions(vectors, body.dimensions)
-    else:
-        vectors, n_tokens = np.zeros((0, state.encoder.dimension), np.float32), 0
-    return s.OllamaEmbedResponse(model=name, embeddings=vectors.tolist(),
-                                 total_duration=now_ns() - t0, load_duration=0,
-                                 prompt_eval_count=n_tokens)
+
+    def work() -> bytes:  # embedding and serialising thousands of vectors: off the event loop
+        if texts:
+            vectors, n_tokens = state.embed(texts, body.truncate)
+            vectors = _dimensions(vectors, body.dimensions)
+        else:
+            vectors, n_tokens = np.zeros((0, state.encoder.dimension), np.float32), 0
+        return s.OllamaEmbedResponse(model=name, embeddings=vectors.tolist(),
+                                     total_duration=now_ns() - t0, load_duration=0,
+                                     prompt_eval_count=n_tokens).model_dump_json().encode()
+
+    return Response(await asyncio.to_thread(work), media_type="application/json")
 
 
 @router.post("/api/embeddings", response_model=s.OllamaEmbeddingsResponse, responses=_ERRORS,
