@@ -254,3 +254,16 @@ def test_while_loading_everything_but_health_and_metrics_is_503():
         m = client.get("/metrics")
         assert m.status_code == 200 and "abi_model_loaded 0" in m.text
         assert client.get("/openapi.json").json()["info"]["title"] == "abi"
+
+
+def test_a_model_that_cannot_load_ends_the_server_with_its_error():
+    import subprocess
+    import sys
+
+    from serve_helpers import free_port
+
+    done = subprocess.run([sys.executable, "-m", "abi", "serve", "--port", str(free_port()),
+                           "--model", "/no/such/model.gguf"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 4  # ModelNotFoundError's exit code
+    assert "no model file at '/no/such/model.gguf'" in done.stderr

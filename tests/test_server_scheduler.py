@@ -1,0 +1,170 @@
+"""The server's scheduler on a fake engine whose generations advance only when the test says:
+slot choice by prompt prefix, FIFO queueing, 429 past the queue, cancelling queued and running
+jobs, failures reaching the consumer, slots always released."""
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from abi.errors import ConfigError, ServerBusy
+from abi.llm.streaming import StreamingConfig, StreamingStats, TokenEvent
+from abi.server.scheduler import Done, Scheduler, Task, Token
+
+
+class FakeCache:
+    def __init__(self, tokens=()):
+        self.tokens = list(tokens)
+
+
+class FakeSlot:
+    def __init__(self, tokens=()):
+        self.cache = FakeCache(tokens)
+
+
+class FakeResponse:
+    """Yields one event per ``step.release()``; ``fail`` raises on the first step."""
+
+    def __init__(self, engine, ids, slot, n_tokens, fail):
+        self.engine, self.ids, self.slot = engine, ids, slot
+        self.n_tokens, self.fail = n_tokens, fail
+        self.cancelled = threading.Event()
+        self.text, self.tokens = "", []
+        self.stats = StreamingStats(prompt_tokens=len(ids))
+
+    def cancel(self):
+        self.cancelled.set()
+
+    def close(self):
+        pass
+
+    def get_stats(self):
+        return self.stats
+
+    def __iter__(self):
+        self.engine.started.append((self.ids[0], self.slot))
+        for i in range(self.n_tokens):
+            while not self.engine.step.acquire(timeout=0.01):
+                if self.cancelled.is_set():
+                    self.stats.finish_reason = "cancelled"
+                    return
+            if self.fail:
+                raise ConfigError("bad option", field="temperature")
+            self.tokens.append(i)
+            self.text += "x"
+            self.stats.tokens_generated += 1
+            yield TokenEvent(i, "x", len(self.ids) + i, 0, i == self.n_tokens - 1)
+        self.stats.finish_reason = "length"
+
+
+class FakeEngine:
+    def __init__(self, slot_tokens):
+        self.slots = [FakeSlot(t) for t in slot_tokens]
+        self.step = threading.Semaphore(0)
+        self.started: list[tuple[int, int]] = []
+        self.fail_ids: set[int] = set()
+
+    def create_streaming_response(self, ids, config, slot):
+        return FakeResponse(self, ids, slot, config.max_tokens, ids[0] in self.fail_ids)
+
+
+def task(first_id: int, n_tokens: int = 2) -> list[Task]:
+    return [Task([first_id, 1, 2], StreamingConfig(max_tokens=n_tokens))]
+
+
+async def wait_until(predicate, timeout=5.0):
+    for _ in range(int(timeout / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("timed out")
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 20))
+
+
+def test_a_free_slot_sharing_the_prompt_prefix_is_chosen():
+    async def main():
+        engine = FakeEngine([[9, 9], [7, 1, 2, 3]])
+        sched = Scheduler(engine, max_queue=4)
+        job = sched.submit(task(7))
+        assert job.slot == 1
+        engine.step.release(2)
+        items = [item async for item in job]
+        assert [type(i) for i in items] == [Token, Token, Done]
+        assert items[-1].text == "xx" and items[-1].stats.finish_reason == "length"
+        await wait_until(lambda: sched.busy_slots == 0)
+        sched.close()
+    run(main())
+
+
+def test_queue_is_fifo_and_bounded():
+    async def main():
+        engine = FakeEngine([[]])
+        rejected = []
+        sched = Scheduler(engine, max_queue=2, on_rejected=lambda: rejected.append(1))
+        jobs = [sched.submit(task(i, 1)) for i in (10, 11, 12)]
+        assert sched.busy_slots == 1 and sched.queue_depth == 2
+        with pytest.raises(ServerBusy):
+            sched.submit(task(13))
+        assert rejected == [1]
+        engine.step.release(3)
+        for job in jobs:
+            assert [type(i) for i in [item async for item in job]] == [Token, Done]
+        assert [ids for ids, _ in engine.started] == [10, 11, 12]
+        await wait_until(lambda: sched.busy_slots == 0 and sched.queue_depth == 0)
+        sched.close()
+    run(main())
+
+
+def test_cancelling_queued_and_running_jobs_frees_everything():
+    async def main():
+        engine = FakeEngine([[]])
+        stats = []
+        sched = Scheduler(engine, max_queue=2, on_generation=stats.append)
+        running, queued, after = (sched.submit(task(i, 50)) for i in (20, 21, 22))
+        await wait_until(lambda: engine.started == [(20, 0)])
+        queued.cancel()
+        assert sched.queue_depth == 1
+        assert await queued.next() is None  # its consumer sees the end at once
+        running.cancel()
+        items = [item async for item in running]
+        assert items[-1].stats.finish_reason == "cancelled"
+        await wait_until(lambda: [i for i, _ in engine.started] == [20, 22])
+        assert 21 not in [i for i, _ in engine.started]
+        after.cancel()
+        await wait_until(lambda: sched.busy_slots == 0 and sched.queue_depth == 0)
+        assert [s.finish_reason for s in stats] == ["cancelled", "cancelled"]
+        sched.close()
+    run(main())
+
+
+def test_a_failing_generation_raises_in_the_consumer_and_releases_the_slot():
+    async def main():
+        engine = FakeEngine([[]])
+        engine.fail_ids = {30}
+        sched = Scheduler(engine, max_queue=1)
+        bad, good = sched.submit(task(30)), sched.submit(task(31, 1))
+        engine.step.release(2)
+        with pytest.raises(ConfigError):
+            async for _ in bad:
+                pass
+        assert [type(i) for i in [item async for item in good]] == [Token, Done]
+        await wait_until(lambda: sched.busy_slots == 0)
+        sched.close()
+    run(main())
+
+
+def test_several_tasks_run_in_order_on_one_slot():
+    async def main():
+        engine = FakeEngine([[], []])
+        sched = Scheduler(engine, max_queue=0)
+        job = sched.submit(task(40, 1) + task(41, 1) + task(42, 1))
+        engine.step.release(3)
+        done = [item.index for item in [i async for i in job] if isinstance(item, Done)]
+        assert done == [0, 1, 2]
+        assert {slot for _, slot in engine.started} == {job.slot}
+        sched.close()
+    run(main())
