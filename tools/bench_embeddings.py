@@ -45,16 +45,19 @@ SENTENCES = [
 BATCH = 32
 
 
-def _measure(encode, batches: int, rounds: int) -> list[float]:
+def _measure(encode, batches: int, rounds: int) -> tuple[list[float], list[float]]:
+    """Sentences per wall-clock second and per CPU second (all threads) for each round."""
     for _ in range(2):  # warm-up: first calls compile and fill caches
         encode(SENTENCES)
-    rates = []
+    rates, cpu_rates = [], []
     for _ in range(rounds):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(batches):
             encode(SENTENCES)
-        rates.append(batches * len(SENTENCES) / (time.perf_counter() - t0))
-    return rates
+        n = batches * len(SENTENCES)
+        rates.append(n / (time.perf_counter() - t0))
+        cpu_rates.append(n / (time.process_time() - c0))
+    return rates, cpu_rates
 
 
 def worker_abi(args) -> dict:
@@ -62,9 +65,10 @@ def worker_abi(args) -> dict:
     from abi.embeddings import Encoder
 
     t0 = time.perf_counter()
-    enc = Encoder(args.gguf, batch_size=BATCH)
+    enc = Encoder(args.gguf, batch_size=BATCH, n_threads=args.threads)
     load = time.perf_counter() - t0
-    return {"rates": _measure(enc.encode_batch, args.batches, args.rounds), "load_s": load}
+    rates, cpu = _measure(enc.encode_batch, args.batches, args.rounds)
+    return {"rates": rates, "cpu_rates": cpu, "load_s": load}
 
 
 def worker_st(args) -> dict:
@@ -77,8 +81,8 @@ def worker_st(args) -> dict:
     load = time.perf_counter() - t0
     encode = lambda s: model.encode(s, batch_size=BATCH, normalize_embeddings=True)
     with torch.inference_mode():
-        rates = _measure(encode, args.batches, args.rounds)
-    return {"rates": rates, "load_s": load, "torch": torch.__version__}
+        rates, cpu = _measure(encode, args.batches, args.rounds)
+    return {"rates": rates, "cpu_rates": cpu, "load_s": load, "torch": torch.__version__}
 
 
 def _st_model_dir(st_python: str) -> str:
@@ -126,32 +130,41 @@ def main() -> int:
     env = dict(os.environ, OMP_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads,
                MKL_NUM_THREADS=threads, NUMBA_NUM_THREADS=threads, ABI_NUM_THREADS=threads,
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    abi_rates, st_rates, loads = [], [], {"abi": [], "st": []}
+    abi_rates, st_rates, abi_cpu, st_cpu, loads = [], [], [], [], {"abi": [], "st": []}
+    load_avg = [os.getloadavg()[0]]
     for _ in range(args.repeats):
         r = _run(sys.executable, "abi", args, env)
         abi_rates += r["rates"]
+        abi_cpu += r["cpu_rates"]
         loads["abi"].append(r["load_s"])
         if args.st_python:
             r = _run(args.st_python, "st", args, env)
             st_rates += r["rates"]
+            st_cpu += r["cpu_rates"]
             loads["st"].append(r["load_s"])
-    result = {"batch": BATCH, "threads": args.threads, "abi_sentences_per_s": statistics.median(abi_rates),
-              "abi_load_s": statistics.median(loads["abi"]), "gguf": os.path.basename(args.gguf)}
+        load_avg.append(os.getloadavg()[0])
+    med = statistics.median
+    result = {"batch": BATCH, "threads": args.threads, "abi_sentences_per_s": med(abi_rates),
+              "abi_sentences_per_cpu_s": med(abi_cpu), "abi_load_s": med(loads["abi"]),
+              "gguf": os.path.basename(args.gguf), "machine_load_avg": max(load_avg)}
     if st_rates:
-        result.update(st_sentences_per_s=statistics.median(st_rates),
-                      st_load_s=statistics.median(loads["st"]),
-                      ratio=statistics.median(abi_rates) / statistics.median(st_rates))
+        result.update(st_sentences_per_s=med(st_rates), st_sentences_per_cpu_s=med(st_cpu),
+                      st_load_s=med(loads["st"]), ratio=med(abi_rates) / med(st_rates),
+                      cpu_ratio=med(abi_cpu) / med(st_cpu))
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(f"all-MiniLM-L6-v2, batches of {BATCH} short sentences, {args.threads} threads "
           f"({args.repeats} x {args.rounds} rounds of {args.batches} batches each)")
-    print(f"  abi ({result['gguf']}):      {result['abi_sentences_per_s']:8.1f} sentences/s   "
-          f"load {result['abi_load_s']:.2f} s")
+    print(f"  abi ({result['gguf']}):      {result['abi_sentences_per_s']:8.1f} sentences/s "
+          f"({result['abi_sentences_per_cpu_s']:.1f} per CPU-second)   load {result['abi_load_s']:.2f} s")
     if st_rates:
-        print(f"  sentence-transformers: {result['st_sentences_per_s']:8.1f} sentences/s   "
-              f"load {result['st_load_s']:.2f} s")
-        print(f"  ratio abi / sentence-transformers: {result['ratio']:.2f}x")
+        print(f"  sentence-transformers: {result['st_sentences_per_s']:8.1f} sentences/s "
+              f"({result['st_sentences_per_cpu_s']:.1f} per CPU-second)   load {result['st_load_s']:.2f} s")
+        print(f"  ratio abi / sentence-transformers: {result['ratio']:.2f}x "
+              f"(per CPU-second: {result['cpu_ratio']:.2f}x)")
+    print(f"  machine load average (1 min, max seen): {result['machine_load_avg']:.1f} "
+          f"on {os.cpu_count()} CPUs; figures taken on a busy machine understate both sides")
     return 0
 
 

@@ -168,15 +168,18 @@ class Model:
         padded[sel] = qkv
         q, k, v = padded.reshape(B, T, 3, H, hd).transpose(2, 0, 3, 1, 4)  # each (B, H, T, hd)
         out = np.empty((B, T, H, hd), np.float32)
-        step = max(1, _ATTN_BYTES // (4 * H * T * T))  # bounds the score block for long texts
-        for b0 in range(0, B, step):
-            b1 = min(B, b0 + step)
+
+        def rows(b0: int, b1: int) -> None:
             s = np.matmul(q[b0:b1] * self.scale, k[b0:b1].transpose(0, 1, 3, 2))  # (b, H, T, T)
             s += key_bias[b0:b1, None, None, :]
             s -= s.max(axis=-1, keepdims=True)
             np.exp(s, out=s)
             s /= s.sum(axis=-1, keepdims=True)
             out[b0:b1] = np.matmul(s, v[b0:b1]).transpose(0, 2, 1, 3)  # (b, T, H, hd)
+
+        # sequences split over the threads, in blocks that bound the scores of long texts
+        step = max(1, min(-(-B // self.threads.n), _ATTN_BYTES // (4 * H * T * T)))
+        self.threads.run(rows, [(b0, min(B, b0 + step)) for b0 in range(0, B, step)])
         return out.reshape(B * T, D)[sel]
 
 
@@ -234,16 +237,25 @@ class _RowThreads:
         np.matmul(x, w.T, out=out)
         out += b
 
+    def run(self, fn, args_list: list[tuple]) -> None:
+        """fn(*args) for each args; the calling thread takes every n-th, the pool the rest."""
+        if self.pool is None or len(args_list) == 1:
+            for args in args_list:
+                fn(*args)
+            return
+        mine = args_list[::self.n]
+        jobs = [self.pool.submit(fn, *args) for i, args in enumerate(args_list) if i % self.n]
+        for args in mine:
+            fn(*args)
+        for job in jobs:
+            job.result()
+
     def linear(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
         N = x.shape[0]
         out = np.empty((N, w.shape[0]), np.float32)
         parts = min(self.n, max(1, N // _MIN_ROWS_PER_THREAD))
         bounds = [N * i // parts for i in range(parts + 1)]
-        jobs = [self.pool.submit(self._part, x[lo:hi], w, b, out[lo:hi])
-                for lo, hi in zip(bounds[1:-1], bounds[2:])]
-        self._part(x[:bounds[1]], w, b, out[:bounds[1]])
-        for job in jobs:
-            job.result()
+        self.run(self._part, [(x[lo:hi], w, b, out[lo:hi]) for lo, hi in zip(bounds, bounds[1:])])
         return out
 
 
