@@ -102,7 +102,7 @@ async def chat_completions(body: s.ChatCompletionRequest, request: Request):
     state = request.app.state.abi
     name = state.check_model(body.model)
     if body.response_format is not None and body.response_format.type != "text":
-        raise NotSupported("response_format json_object/json_schema is not supported",)
+        raise NotSupported("response_format json_object/json_schema is not supported")
     model = state.model
     messages = _messages(body.messages)
     ids = await asyncio.to_thread(model.chat_tokens, messages, tools=body.tools or None)
