@@ -468,3 +468,12 @@ def test_row_threads_match_one_thread_and_restore_blas(tiny):
     np.testing.assert_allclose(three.encode(ids), one, atol=1e-5)
     np.testing.assert_allclose(one[0], reference_encode(tiny["weights"], list(ids[0])), atol=2e-5)
     assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
+
+
+def test_bert_through_load_model_is_clear_about_generation(tiny):
+    import abi.llm
+
+    m = abi.llm.load_model(str(tiny["gguf"]))
+    assert m.tokenize("the dog") == [VOCAB.index(t) for t in ("[CLS]", "the", "dog", "[SEP]")]
+    with pytest.raises(UnsupportedModelError, match="Encoder"):
+        m.generate("the dog", max_tokens=2)

@@ -112,6 +112,12 @@ class Model:
         self.layers = [Block(weights, i, a) for i in range(a.n_layers)]
         self.scale = np.float32(1.0 / math.sqrt(a.head_dim))
 
+    def new_cache(self, *args, **kwargs):
+        raise UnsupportedModelError("a bert model is an encoder for embeddings: it does not "
+                                    "generate; use abi.embeddings.Encoder(path)")
+
+    forward = new_cache
+
     def _check(self, ids, attention_mask, token_type_ids):
         ids = np.asarray(ids)
         if ids.ndim == 1:
