@@ -4,7 +4,8 @@ post-LayerNorm blocks, bidirectional attention, exact (erf) GELU feed-forward.
 ``Model.encode(ids, attention_mask)`` runs padded batches: the matrix products run on the
 packed real tokens only (padding costs nothing there); attention runs per sequence on the
 padded layout with padded keys masked. Weights are turned into float32 once at load (the
-model is small), so every product is one BLAS sgemm.
+model is small): every product is a float32 BLAS sgemm, which is what the kernels' qmatmul
+does for T > 1 too, less its dequantising on every call.
 """
 from __future__ import annotations
 
