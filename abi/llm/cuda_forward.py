@@ -454,7 +454,7 @@ class CudaDecoder:
     def _load_sampler(self, p: "DeviceSampling", history, keep_counter: bool = False) -> None:
         ip = np.zeros(sref.N_IPARAMS, np.int32)
         fp = np.zeros(sref.N_FPARAMS, np.float32)
-        ip[sref.IP_TOP_K], ip[sref.IP_SEED] = p.top_k, np.int64(p.seed & 0xFFFFFFFF).astype(np.int32)
+        ip[sref.IP_TOP_K], ip[sref.IP_SEED] = min(p.top_k, 2 ** 31 - 1), np.int64(p.seed & 0xFFFFFFFF).astype(np.int32)
         ip[sref.IP_GREEDY] = int(p.temperature == 0)
         fp[[sref.FP_TEMP, sref.FP_TOP_P, sref.FP_MIN_P]] = p.temperature, p.top_p, p.min_p
         fp[[sref.FP_REP, sref.FP_PRES, sref.FP_FREQ]] = p.repetition_penalty, p.presence, p.frequency
@@ -501,7 +501,7 @@ class DeviceSampling:
         if spec is None:
             return None
         opts = dict(spec)
-        windows = set()
+        windows = []
         for proc in processors:
             pspec = getattr(proc, "spec", None)
             if pspec is None:
@@ -511,18 +511,17 @@ class DeviceSampling:
                 opts["bias"] = pspec[1]
             elif kind == "repetition_penalty":
                 opts["repetition_penalty"] = pspec[1]
-                windows.add(pspec[2])
+                windows.append(pspec[2])
             elif kind == "presence_frequency":
                 opts["presence"], opts["frequency"] = pspec[1], pspec[2]
-                windows.add(pspec[3])
+                windows.append(pspec[3])
             else:
                 return None
-        if len(windows) > 1:
+        window = windows[0] if windows else 0
+        # one window, of a length the device keeps (the host reads "<= 0" as all tokens)
+        if len(set(windows)) > 1 or (windows and not 0 < window <= sref.HIST_MAX):
             return None
-        window = windows.pop() if windows else 0
-        if windows or (("repetition_penalty" in opts or "presence" in opts) and not 0 < window <= sref.HIST_MAX):
-            return None
-        if len(opts.get("bias") or {}) > sref.BIAS_MAX or not 0 <= opts.get("top_k", 0) < 2 ** 31:
+        if len(opts.get("bias") or {}) > sref.BIAS_MAX:
             return None
         return cls(window=window, **opts)
 
@@ -534,6 +533,8 @@ def device_steps(model, cache, new_ids, sampler, processors, should_stop=None):
     params = DeviceSampling.from_callables(sampler, processors)
     if not isinstance(decoder, CudaDecoder) or params is None:
         return None
+    if any(not 0 <= i < decoder.n_vocab for i in params.bias_ids):
+        return None  # the host processor reports the bad id
     model.check_context(cache.length + len(new_ids))
     return ((t, None) for t in decoder.steps(cache, list(new_ids), params, should_stop))
 

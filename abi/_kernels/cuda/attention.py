@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from .device import (ATT_ACC, ATT_BK, ATT_BQ, ATT_THREADS, DEC_DPT, DEC_THREADS, HD_MAX, HD_PAD,
-                     NEG_INF, cuda, float32, jit)
+                     NEG_INF, cuda, float32, jit, vmax, vmin)
 
 
 @cuda.jit(device=True)
@@ -48,11 +48,11 @@ def attn_prefill(qkv, n_tok, n_head, n_kv, hd, kc, vc, layer, state, scale, wind
         l_run[r] = float32(0.0)
     for i in range(ATT_ACC):
         acc[i] = float32(0.0)
-    t_last = min(t0 + ATT_BQ, n_tok) - 1
+    t_last = vmin(t0 + ATT_BQ, n_tok) - 1
     kv_end = pos0 + t_last + 1
     kv_lo = 0
     if window > 0:
-        kv_lo = max(0, pos0 + t0 - window + 1)
+        kv_lo = vmax(0, pos0 + t0 - window + 1)
     cuda.syncthreads()
     for j0 in range(kv_lo, kv_end, ATT_BK):
         for e in range(tid, ATT_BK * hd, ATT_THREADS):
@@ -76,7 +76,7 @@ def attn_prefill(qkv, n_tok, n_head, n_kv, hd, kc, vc, layer, state, scale, wind
         for r in range(tid, ATT_BQ, ATT_THREADS):
             mx = m_run[r]
             for jj in range(ATT_BK):
-                mx = max(mx, p[r, jj])
+                mx = vmax(mx, p[r, jj])
             if mx == NEG_INF:  # nothing visible yet for this query
                 alpha[r] = float32(1.0)
                 for jj in range(ATT_BK):
@@ -129,11 +129,11 @@ def attn_decode(qkv, n_head, n_kv, hd, kc, vc, layer, state, scale, window, soft
     pos = state[0]
     lo = 0
     if window > 0:
-        lo = max(0, pos - window + 1)
+        lo = vmax(0, pos - window + 1)
     n_keys = pos + 1 - lo
     chunk = (n_keys + n_split - 1) // n_split
     j_begin = lo + s * chunk
-    j_end = min(pos + 1, j_begin + chunk)
+    j_end = vmin(pos + 1, j_begin + chunk)
     for d in range(tid, hd, DEC_THREADS):
         qs[d] = qkv[0, h * hd + d]
     # threads split the head dims in `lanes` lanes; `groups` groups of them split the keys
@@ -158,7 +158,7 @@ def attn_decode(qkv, n_head, n_kv, hd, kc, vc, layer, state, scale, window, soft
         cuda.syncthreads()
         mx = m
         for jj in range(DEC_THREADS):  # every thread scans the tile: no extra barrier rounds
-            mx = max(mx, sc[jj])
+            mx = vmax(mx, sc[jj])
         a = math.exp(m - mx) if m != NEG_INF else float32(0.0)
         cuda.syncthreads()
         sc[tid] = math.exp(val - mx) if j < j_end else float32(0.0)
@@ -172,7 +172,7 @@ def attn_decode(qkv, n_head, n_kv, hd, kc, vc, layer, state, scale, window, soft
             d = d0 + lanes * i
             if d < hd:
                 v = acc[i] * a
-                for jj in range(grp, min(DEC_THREADS, j_end - j0), groups):
+                for jj in range(grp, vmin(DEC_THREADS, j_end - j0), groups):
                     v += sc[jj] * float32(vc[layer, g, j0 + jj, d])
                 acc[i] = v
         cuda.syncthreads()
@@ -199,7 +199,7 @@ def attn_combine(part_m, part_l, part_o, hd, out):
     n_split = part_m.shape[1]
     mx = NEG_INF
     for s in range(n_split):
-        mx = max(mx, part_m[h, s])
+        mx = vmax(mx, part_m[h, s])
     total = float32(0.0)
     for s in range(n_split):
         if part_m[h, s] != NEG_INF:

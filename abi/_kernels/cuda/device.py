@@ -15,7 +15,7 @@ jit = cuda.jit if SIM else (lambda *a, **k: cuda.jit(*a, cache=True, **k))
 
 if SIM:  # small blocks: 16-64 simulated threads instead of 128-1024
     GEMV_THREADS = 32
-    NORM_THREADS = 32
+    NORM_THREADS = 16
     GEMM_TY, GEMM_TX = 4, 4
     ATT_THREADS, ATT_BQ, ATT_BK = 32, 4, 8
     DEC_THREADS = 32
@@ -49,3 +49,14 @@ else:
     from numba.cuda import libdevice
 
     float_as_int = libdevice.float_as_int
+
+
+# numba 0.68's CUDA target fails on builtin min/max of two mixed-width ints; these compile
+@cuda.jit(device=True)
+def vmin(a, b):
+    return a if a < b else b
+
+
+@cuda.jit(device=True)
+def vmax(a, b):
+    return a if a > b else b

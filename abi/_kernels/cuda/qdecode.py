@@ -16,25 +16,17 @@ F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K = 0, 1, 2, 3, 6, 7, 8, 
 
 
 @cuda.jit(device=True)
-def _nib(q, k, high):
-    return int32((q >> (8 * k + 4 * high)) & 15)
-
-
-@cuda.jit(device=True)
-def _byte_of(words_row, r, base, i):
-    """Byte i of the little-endian words aux[r, base:]."""
-    return int32((words_row[r, base + (i >> 2)] >> (8 * (i & 3))) & 255)
-
-
-@cuda.jit(device=True)
-def _scale_k4(aux, r, base, j):
-    """(scale, min) of sub-block j from a K-quant's 12 packed scale bytes at aux[r, base]."""
+def _scale_k4(w0, w1, w2, j):
+    """(scale, min) of sub-block j from a K-quant's 12 packed scale bytes (words w0..w2)."""
     if j < 4:
-        sc = _byte_of(aux, r, base, j) & 63
-        mn = _byte_of(aux, r, base, j + 4) & 63
+        sh = 8 * j
+        sc = int32((w0 >> sh) & 63)
+        mn = int32((w1 >> sh) & 63)
     else:
-        sc = (_byte_of(aux, r, base, j + 4) & 15) | ((_byte_of(aux, r, base, j - 4) >> 6) << 4)
-        mn = (_byte_of(aux, r, base, j + 4) >> 4) | ((_byte_of(aux, r, base, j) >> 6) << 4)
+        sh = 8 * (j - 4)
+        lo = int32((w2 >> sh) & 255)                  # byte j + 4
+        sc = (lo & 15) | (int32((w0 >> (sh + 6)) & 3) << 4)
+        mn = (lo >> 4) | (int32((w1 >> (sh + 6)) & 3) << 4)
     return float32(sc), float32(mn)
 
 
@@ -84,8 +76,8 @@ def unit_decode(t, qs, aux, dm, fw, r, u, v):
         q = qs[r, u]
         d = float32(dm[r, b])
         for k in range(4):
-            lo = _nib(q, k, 0)
-            hi = _nib(q, k, 1)
+            lo = int32((q >> (8 * k)) & 15)
+            hi = int32((q >> (8 * k + 4)) & 15)
             if t == Q5_0:
                 qh = aux[r, b]
                 i = 4 * (u & 3) + k
@@ -104,8 +96,8 @@ def unit_decode(t, qs, aux, dm, fw, r, u, v):
         d = float32(dm[r, 2 * b])
         m = float32(dm[r, 2 * b + 1])
         for k in range(4):
-            lo = _nib(q, k, 0)
-            hi = _nib(q, k, 1)
+            lo = int32((q >> (8 * k)) & 15)
+            hi = int32((q >> (8 * k + 4)) & 15)
             if t == Q5_1:
                 qh = aux[r, b]
                 i = 4 * (u & 3) + k
@@ -134,16 +126,19 @@ def unit_decode(t, qs, aux, dm, fw, r, u, v):
         base = 11 * s if t == Q5_K else 3 * s
         d = float32(dm[r, 2 * s])
         dmin = float32(dm[r, 2 * s + 1])
-        sc0, mn0 = _scale_k4(aux, r, base, j0)
-        sc1, mn1 = _scale_k4(aux, r, base, j0 + 1)
+        w0 = aux[r, base]
+        w1 = aux[r, base + 1]
+        w2 = aux[r, base + 2]
+        sc0, mn0 = _scale_k4(w0, w1, w2, j0)
+        sc1, mn1 = _scale_k4(w0, w1, w2, j0 + 1)
         dl0, ml0 = d * sc0, dmin * mn0
         dl1, ml1 = d * sc1, dmin * mn1
         q = qs[r, u]
+        qh = aux[r, base + 3 + (w & 7)] if t == Q5_K else q
         for k in range(4):
-            lo = _nib(q, k, 0)
-            hi = _nib(q, k, 1)
+            lo = int32((q >> (8 * k)) & 15)
+            hi = int32((q >> (8 * k + 4)) & 15)
             if t == Q5_K:
-                qh = aux[r, base + 3 + (w & 7)]
                 lo = lo | (int32((qh >> (8 * k + j0)) & 1) << 4)
                 hi = hi | (int32((qh >> (8 * k + j0 + 1)) & 1) << 4)
             v[k] = dl0 * float32(lo) - ml0
@@ -156,9 +151,9 @@ def unit_decode(t, qs, aux, dm, fw, r, u, v):
         d = float32(dm[r, s])
         q = qs[r, u]
         qh = aux[r, 20 * s + 8 * h + ((j & 31) >> 2)]
-        idx = 8 * h + (j >> 4)
-        sc0 = _byte_of(aux, r, 20 * s + 16, idx)
-        sc1 = _byte_of(aux, r, 20 * s + 16, idx + 4)
+        idx = 8 * h + (j >> 4)                        # int8 scales of the two runs: idx, idx + 4
+        sc0 = int32((aux[r, 20 * s + 16 + (idx >> 2)] >> (8 * (idx & 3))) & 255)
+        sc1 = int32((aux[r, 20 * s + 17 + (idx >> 2)] >> (8 * (idx & 3))) & 255)
         if sc0 > 127:
             sc0 -= 256
         if sc1 > 127:
@@ -167,8 +162,8 @@ def unit_decode(t, qs, aux, dm, fw, r, u, v):
         dl1 = d * float32(sc1)
         sh = 2 * (j >> 5)
         for k in range(4):
-            lo = _nib(q, k, 0) | (int32((qh >> (8 * k + sh)) & 3) << 4)
-            hi = _nib(q, k, 1) | (int32((qh >> (8 * k + sh + 4)) & 3) << 4)
+            lo = int32((q >> (8 * k)) & 15) | (int32((qh >> (8 * k + sh)) & 3) << 4)
+            hi = int32((q >> (8 * k + 4)) & 15) | (int32((qh >> (8 * k + sh + 4)) & 3) << 4)
             v[k] = dl0 * float32(lo - 32)
             v[4 + k] = dl1 * float32(hi - 32)
     elif t == F16:

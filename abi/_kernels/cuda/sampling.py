@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import math
 
-from .device import NEG_INF, SAMPLE_CAND, SAMPLE_CPT, SAMPLE_THREADS, cuda, float32, float_as_int, int32, int64, jit
+from .device import (NEG_INF, SAMPLE_CAND, SAMPLE_CPT, SAMPLE_THREADS, cuda, float32, float_as_int, int32,
+                     int64, jit, vmax, vmin)
 from .ops import block_sum
 from .sampling_ref import (FP_FREQ, FP_MIN_P, FP_PRES, FP_REP, FP_TEMP, FP_TOP_P, GOLDEN, IP_COUNTER,
                            IP_GREEDY, IP_HEAD, IP_N_BIAS, IP_N_HIST, IP_SEED, IP_TOP_K, IP_WINDOW, M32)
@@ -160,7 +161,7 @@ def sample(logits, row, iparams, fparams, hist, state, tokens, out_token):
             hi = _key(mx) + 1
             while hi - lo > 1:
                 mid = (lo + hi) // 2
-                if cuda.syncthreads_count(_key(local_max) >= mid) >= top_k:
+                if cuda.syncthreads_count(int32(1 if _key(local_max) >= mid else 0)) >= top_k:
                     lo = mid
                 else:
                     hi = mid
@@ -217,7 +218,7 @@ def sample(logits, row, iparams, fparams, hist, state, tokens, out_token):
                     if cv[i] >= thr_min:
                         cnt_m += 1
                 n_k = int32(block_sum(float32(cnt_k), rv))
-                n_keep = min(n_k, int32(block_sum(float32(cnt_m), rv)))
+                n_keep = vmin(n_k, int32(block_sum(float32(cnt_m), rv)))
                 if top_p < float32(1.0):
                     # prefix sums of exp(v - max) over the top-k set (Hillis-Steele)
                     for i in range(tid, n2, SAMPLE_THREADS):
@@ -243,7 +244,7 @@ def sample(logits, row, iparams, fparams, hist, state, tokens, out_token):
                         if cv[i] >= target:
                             cuda.atomic.min(n_cand, 0, int32(i + 1))
                     cuda.syncthreads()
-                    n_keep = min(n_keep, n_cand[0])
+                    n_keep = vmin(n_keep, n_cand[0])
         if not use_sorted:
             # thresholds by bisection over the whole vocabulary
             thr = INT_MIN
@@ -283,7 +284,7 @@ def sample(logits, row, iparams, fparams, hist, state, tokens, out_token):
                         hi = mid
                 thr = lo
             if thr_min > NEG_INF:
-                thr = max(thr, _key(thr_min))
+                thr = vmax(thr, _key(thr_min))
         # Gumbel-max over the kept tokens
         bv = NEG_INF
         bi = n_vocab

@@ -1,0 +1,383 @@
+"""GPU kernels against the CPU runtime, on small shapes.
+
+Without a GPU (CI) they run in numba's CUDA simulator, which this module switches on
+before numba.cuda is imported; ``pytest --backend cuda`` runs them on the device.
+Tolerances (measured in the simulator in brackets):
+- dequantisation: bit-exact in the simulator; on a GPU within 1 ulp (FMA contraction);
+- gemv / gemm: |y - W @ x| <= 2e-5 * (|W| @ |x|) per output, float32 accumulation in a
+  different order than the float64 reference [<= 2e-6 relative to max |y|];
+- norms, RoPE, GLU: 1e-5 relative; attention: 2e-5 of max |out| against
+  ``layers.attention`` on the same f16-rounded keys and values [~1e-7].
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+BACKEND = os.environ.get("ABI_TEST_BACKEND", "cpu")
+if BACKEND != "cuda":
+    if "numba.cuda" in sys.modules and not sys.modules["numba.core.config"].ENABLE_CUDASIM:
+        pytest.skip("numba.cuda was imported without the simulator before this module",
+                    allow_module_level=True)
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+    if "numba.core.config" in sys.modules:
+        sys.modules["numba.core.config"].reload_config()
+
+from numba import cuda  # noqa: E402
+
+from abi import _kernels  # noqa: E402
+from abi._kernels.cuda import attention as A, layout, matmul as M, ops as O, sampling as S  # noqa: E402
+from abi._kernels.cuda import device as dev, sampling_ref as R  # noqa: E402
+from abi.gguf import GGMLType as T  # noqa: E402
+from abi.llm import layers, sampling as host_sampling  # noqa: E402
+from kernel_blocks import random_blocks  # noqa: E402
+
+SIM = dev.SIM
+NATIVE = (T.F32, T.F16, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fast_simulator():
+    """The simulator's block manager polls its threads; a short switch interval lets the
+    simulated threads through sooner (3-4x faster on 2 cores)."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(5e-4)
+    yield
+    sys.setswitchinterval(old)
+
+
+def _weights(t, rows, cols, rng, random_bits=False):
+    """(raw bytes, float32 reference values) of a rows x cols matrix stored as t."""
+    if random_bits:
+        raw = random_blocks(t, rows * cols // t.block_size, rng).reshape(-1)
+    else:
+        x = rng.standard_normal((rows, cols)).astype(np.float32)
+        if t == T.F32:
+            raw = x.view(np.uint8).reshape(-1)
+        elif t == T.F16:
+            raw = x.astype(np.float16).view(np.uint8).reshape(-1)
+        elif t in (T.Q5_K,):  # no quantiser in abi: random blocks with tame scales
+            raw = random_blocks(t, rows * cols // 256, rng)
+            raw[:, 0:4] = np.frombuffer(np.array([0.01, 0.002] * len(raw), np.float16).tobytes(),
+                                        np.uint8).reshape(-1, 4)
+            raw = raw.reshape(-1)
+        else:
+            raw = _kernels.quantize(x, t).reshape(-1)
+    return raw, _kernels.dequantize_reference(raw, t, (rows, cols))
+
+
+def _dev(pw):
+    return (pw.ggml_type, *(cuda.to_device(np.ascontiguousarray(a)) for a in (pw.qs, pw.aux, pw.dm, pw.fw)))
+
+
+# --- layout (numpy) ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("t", NATIVE + (T.BF16,), ids=lambda t: t.name)
+def test_pack_is_lossless_for_every_bit_pattern(t):
+    rng = np.random.default_rng(int(t))
+    rows, cols = 3, 512
+    raw = random_blocks(t, rows * cols // t.block_size, rng).reshape(-1)
+    ref = _kernels.dequantize_reference(raw, t, (rows, cols))
+    packed = layout.pack(raw, t, (rows, cols))
+    np.testing.assert_array_equal(layout.decode_units_numpy(packed), ref)
+    if t != T.BF16:
+        assert packed.nbytes == raw.size  # the same bits, regrouped
+
+
+def test_pack_widens_types_without_a_kernel(caplog):
+    rng = np.random.default_rng(0)
+    raw = random_blocks(T.Q3_K, 4, rng).reshape(-1)
+    ref = _kernels.dequantize_reference(raw, T.Q3_K, (2, 512))
+    with caplog.at_level("WARNING"):
+        packed = layout.pack(raw, T.Q3_K, (2, 512))
+    assert packed.ggml_type == T.F16 and "Q3_K" in caplog.text
+    np.testing.assert_array_equal(layout.decode_units_numpy(packed), ref.astype(np.float16).astype(np.float32))
+
+
+def test_unit_columns_cover_each_row_once():
+    for t in NATIVE:
+        units = np.arange(512 // 8)
+        c0, c1 = layout.unit_columns(t, units)
+        cols = np.concatenate([c0[:, None] + np.arange(4), c1[:, None] + np.arange(4)], axis=1).ravel()
+        assert sorted(cols.tolist()) == list(range(512)), t.name
+
+
+# --- quantised products ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("t", NATIVE, ids=lambda t: t.name)
+def test_dequant_rows_matches_reference_bits(t):
+    rng = np.random.default_rng(1)
+    rows, cols = 5, 512
+    raw, ref = _weights(t, rows, cols, rng, random_bits=True)
+    pw = layout.pack(raw, t, (rows, cols))
+    pick = np.array([4, 0, 2], np.int32)
+    out = cuda.to_device(np.zeros((3, cols), np.float32))
+    M.dequant_rows[3, dev.NORM_THREADS](*_dev(pw), pw.units, cuda.to_device(pick), 3, np.float32(1.0), out)
+    got = out.copy_to_host()
+    if SIM:
+        np.testing.assert_array_equal(got, ref[pick])
+    else:
+        np.testing.assert_allclose(got, ref[pick], rtol=2.0 ** -22, atol=0)
+
+
+def _bound(w, x):
+    return 2e-5 * (np.abs(w).astype(np.float64) @ np.abs(x).astype(np.float64).T).T + 1e-30
+
+
+@pytest.mark.parametrize("t", NATIVE, ids=lambda t: t.name)
+def test_gemv_matches_dequantised_product(t):
+    rng = np.random.default_rng(2)
+    rows, cols = 37, 512
+    raw, w = _weights(t, rows, cols, rng)
+    pw = layout.pack(raw, t, (rows, cols))
+    x = rng.standard_normal((3, cols)).astype(np.float32)
+    bias = rng.standard_normal(rows).astype(np.float32)
+    y = cuda.to_device(np.full((2, rows + 5), 7.0, np.float32))
+    grid, tpr, nrows = M.gemv_shape(rows, pw.units, n_sm=2)
+    M.gemv[grid, M.GEMV_THREADS](*_dev(pw), rows, pw.units, cuda.to_device(x), 2, y, 1, 5,
+                                 cuda.to_device(bias), 1, M.MODE_PLAIN, tpr, nrows, np.float32(0.0))
+    got = y.copy_to_host()
+    want = w.astype(np.float64) @ x[2].astype(np.float64) + bias
+    assert np.all(np.abs(got[1, 5:] - want) <= _bound(w, x[2:3])[0] + 1e-6 * np.abs(bias))
+    assert np.all(got[0] == 7.0) and np.all(got[1, :5] == 7.0)  # nothing outside its slot
+
+
+@pytest.mark.parametrize("mode", [M.MODE_SWIGLU, M.MODE_GEGLU])
+def test_gemv_fuses_gated_units_and_softcap(mode):
+    rng = np.random.default_rng(3)
+    n_ff, cols = 40, 64
+    raw, w = _weights(T.Q8_0, 2 * n_ff, cols, rng)
+    pw = layout.pack(raw, T.Q8_0, (2 * n_ff, cols))
+    x = rng.standard_normal((1, cols)).astype(np.float32)
+    y = cuda.to_device(np.zeros((1, n_ff), np.float32))
+    grid, tpr, nrows = M.gemv_shape(n_ff, pw.units, n_sm=1)
+    cap = np.float32(0.5)
+    M.gemv[grid, M.GEMV_THREADS](*_dev(pw), n_ff, pw.units, cuda.to_device(x), 0, y, 0, 0,
+                                 cuda.to_device(np.zeros(1, np.float32)), 0, mode, tpr, nrows, cap)
+    gu = (w @ x[0]).astype(np.float32)
+    act = layers.silu(gu[:n_ff]) if mode == M.MODE_SWIGLU else layers.gelu_tanh(gu[:n_ff])
+    want = layers.softcap(act * gu[n_ff:], float(cap))
+    np.testing.assert_allclose(y.copy_to_host()[0], want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("t", NATIVE, ids=lambda t: t.name)
+def test_gemm_matches_dequantised_product(t):
+    rng = np.random.default_rng(4)
+    rows, cols, n_tok = 37, 512, 11  # neither a multiple of the tile
+    raw, w = _weights(t, rows, cols, rng)
+    pw = layout.pack(raw, t, (rows, cols))
+    x = rng.standard_normal((n_tok, cols)).astype(np.float32)
+    y = cuda.to_device(np.zeros((n_tok, rows + 3), np.float32))
+    grid = (-(-rows // dev.GEMM_TM), -(-n_tok // dev.GEMM_TN))
+    M.gemm[grid, (dev.GEMM_TX, dev.GEMM_TY)](*_dev(pw), rows, cols, cuda.to_device(x), n_tok, y, 3,
+                                             cuda.to_device(np.zeros(1, np.float32)), 0, np.float32(0.0))
+    got = y.copy_to_host()
+    want = x.astype(np.float64) @ w.astype(np.float64).T
+    assert np.all(np.abs(got[:, 3:] - want) <= _bound(w, x))
+    assert np.all(got[:, :3] == 0)
+
+
+def test_glu_kernel():
+    rng = np.random.default_rng(5)
+    gu = rng.standard_normal((3, 2 * 24)).astype(np.float32)
+    out = cuda.to_device(np.zeros((4, 24), np.float32))
+    M.glu[3, dev.NORM_THREADS](cuda.to_device(gu), 3, 24, M.MODE_GEGLU, out)
+    np.testing.assert_allclose(out.copy_to_host()[:3], layers.gelu_tanh(gu[:, :24]) * gu[:, 24:], rtol=1e-5, atol=1e-7)
+
+
+# --- norms and RoPE ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("post", [False, True])
+def test_residual_norm(post):
+    rng = np.random.default_rng(6)
+    D = 48
+    x = rng.standard_normal((3, D)).astype(np.float32)
+    delta = rng.standard_normal((3, D)).astype(np.float32)
+    post_w = (1 + 0.1 * rng.standard_normal(D)).astype(np.float32)
+    norm_w = (1 + 0.1 * rng.standard_normal(D)).astype(np.float32)
+    dx, dh = cuda.to_device(x), cuda.to_device(np.zeros((3, D), np.float32))
+    O.residual_norm[2, dev.NORM_THREADS](dx, cuda.to_device(delta), 1, cuda.to_device(post_w), int(post),
+                                         cuda.to_device(norm_w), dh, np.float32(1e-6), D, 1)
+    want_x = x.copy()
+    want_x[1:] += layers.rms_norm(delta[1:], post_w, 1e-6) if post else delta[1:]
+    np.testing.assert_allclose(dx.copy_to_host(), want_x, rtol=1e-5, atol=1e-6)
+    h = dh.copy_to_host()
+    np.testing.assert_allclose(h[1:], layers.rms_norm(want_x[1:], norm_w, 1e-6), rtol=1e-5, atol=1e-6)
+    assert np.all(h[0] == 0)  # row0 = 1: row 0 untouched
+
+
+@pytest.mark.parametrize("neox,qk_norm,n_rot", [(False, False, 16), (True, True, 16), (True, False, 8)])
+def test_qk_prep_rotates_and_fills_the_cache(neox, qk_norm, n_rot):
+    rng = np.random.default_rng(7)
+    n_head, n_kv, hd, n_tok, pos0 = 4, 2, 16, 3, 5
+    qkv = rng.standard_normal((n_tok, (n_head + 2 * n_kv) * hd)).astype(np.float32)
+    q_norm = (1 + 0.1 * rng.standard_normal(hd)).astype(np.float32)
+    k_norm = (1 + 0.1 * rng.standard_normal(hd)).astype(np.float32)
+    rope = layers.Rope(layers.RopeConfig(n_rot, 10000.0, neox))
+    kc = cuda.to_device(np.zeros((2, n_kv, 16, hd), np.float16))
+    vc = cuda.to_device(np.zeros((2, n_kv, 16, hd), np.float16))
+    dq = cuda.to_device(qkv)
+    O.qk_prep[(n_tok, n_head + n_kv), dev.NORM_THREADS](
+        dq, n_head, n_kv, hd, cuda.to_device(q_norm), cuda.to_device(k_norm), int(qk_norm), np.float32(1e-6),
+        cuda.to_device(rope.inv_freq), n_rot, int(neox), kc, vc, 1, cuda.to_device(np.array([pos0, n_tok], np.int32)))
+    q = qkv[:, :n_head * hd].reshape(n_tok, n_head, hd).copy()
+    k = qkv[:, n_head * hd:(n_head + n_kv) * hd].reshape(n_tok, n_kv, hd).copy()
+    v = qkv[:, (n_head + n_kv) * hd:].reshape(n_tok, n_kv, hd)
+    if qk_norm:
+        q, k = layers.rms_norm(q, q_norm, 1e-6), layers.rms_norm(k, k_norm, 1e-6)
+    rope(q, pos0)
+    rope(k, pos0)
+    got = dq.copy_to_host()
+    np.testing.assert_allclose(got[:, :n_head * hd].reshape(q.shape), q, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got[:, n_head * hd:], qkv[:, n_head * hd:])  # k, v rows stay
+    kk, vv = kc.copy_to_host(), vc.copy_to_host()
+    np.testing.assert_array_equal(kk[1, :, pos0:pos0 + n_tok], k.transpose(1, 0, 2).astype(np.float16))
+    np.testing.assert_array_equal(vv[1, :, pos0:pos0 + n_tok], v.transpose(1, 0, 2).astype(np.float16))
+    assert not kk[0].any() and not kk[1, :, :pos0].any()
+
+
+# --- attention -----------------------------------------------------------------------------------
+
+def _attention_case(rng, n_tok, pos0, hd=16, n_head=4, n_kv=2, cap=40):
+    qkv = rng.standard_normal((n_tok, (n_head + 2 * n_kv) * hd)).astype(np.float32)
+    kc = rng.standard_normal((2, n_kv, cap, hd)).astype(np.float16)
+    vc = rng.standard_normal((2, n_kv, cap, hd)).astype(np.float16)
+    q = qkv[:, :n_head * hd].reshape(n_tok, n_head, hd)
+    k = kc[1, :, :pos0 + n_tok].astype(np.float32)
+    v = vc[1, :, :pos0 + n_tok].astype(np.float32)
+    state = cuda.to_device(np.array([pos0, n_tok], np.int32))
+    return qkv, kc, vc, q, k, v, state
+
+
+@pytest.mark.parametrize("window,cap", [(0, 0.0), (4, 0.0), (0, 30.0)])
+def test_attention_prefill(window, cap):
+    rng = np.random.default_rng(8)
+    n_tok, pos0, hd, n_head = 7, 5, 16, 4
+    qkv, kc, vc, q, k, v, state = _attention_case(rng, n_tok, pos0)
+    out = cuda.to_device(np.zeros((n_tok, n_head * hd), np.float32))
+    scale = np.float32(0.25)
+    A.attn_prefill[(-(-n_tok // dev.ATT_BQ), n_head), dev.ATT_THREADS](
+        cuda.to_device(qkv), n_tok, n_head, 2, hd, cuda.to_device(kc), cuda.to_device(vc), 1, state,
+        scale, window, np.float32(cap), out)
+    want = layers.attention(q.copy(), k, v, pos0, float(scale), window=window, softcap_value=cap)
+    got = out.copy_to_host()
+    assert np.abs(got - want).max() <= 2e-5 * np.abs(want).max()
+
+
+@pytest.mark.parametrize("pos,window,n_split", [(0, 0, 3), (37, 0, 3), (37, 8, 2), (20, 0, 7)])
+def test_attention_decode_splits_and_combines(pos, window, n_split):
+    rng = np.random.default_rng(9)
+    hd, n_head = 16, 4
+    qkv, kc, vc, q, k, v, state = _attention_case(rng, 1, pos)
+    pm = cuda.to_device(np.zeros((n_head, n_split), np.float32))
+    pl = cuda.to_device(np.zeros((n_head, n_split), np.float32))
+    po = cuda.to_device(np.zeros((n_head, n_split, hd), np.float32))
+    out = cuda.to_device(np.zeros((1, n_head * hd), np.float32))
+    scale = np.float32(0.25)
+    A.attn_decode[(n_head, n_split), dev.DEC_THREADS](cuda.to_device(qkv), n_head, 2, hd, cuda.to_device(kc),
+                                                      cuda.to_device(vc), 1, state, scale, window,
+                                                      np.float32(0.0), pm, pl, po)
+    A.attn_combine[n_head, 32](pm, pl, po, hd, out)
+    want = layers.attention(q.copy(), k, v, pos, float(scale), window=window)
+    got = out.copy_to_host()
+    assert np.abs(got - want).max() <= 2e-5 * np.abs(want).max()
+
+
+# --- sampling ------------------------------------------------------------------------------------
+
+def _sample(logits, temp, top_k=0, top_p=1.0, min_p=0.0, seed=7, counter=0, hist=(), window=8):
+    ip = np.zeros(R.N_IPARAMS, np.int32)
+    fp = np.zeros(R.N_FPARAMS, np.float32)
+    ip[R.IP_TOP_K], ip[R.IP_SEED], ip[R.IP_COUNTER], ip[R.IP_GREEDY] = top_k, seed, counter, temp == 0
+    ip[R.IP_WINDOW], ip[R.IP_N_HIST], ip[R.IP_HEAD] = window, len(hist), len(hist) % window
+    fp[R.FP_TEMP], fp[R.FP_TOP_P], fp[R.FP_MIN_P], fp[R.FP_REP] = temp, top_p, min_p, 1.0
+    h = np.zeros(window, np.int32)
+    h[:len(hist)] = hist
+    d_ip, d_h = cuda.to_device(ip), cuda.to_device(h)
+    state, tokens, out = (cuda.to_device(np.array([9, 3], np.int32)), cuda.to_device(np.zeros(2, np.int32)),
+                          cuda.to_device(np.zeros(1, np.int32)))
+    S.sample[1, dev.SAMPLE_THREADS](cuda.to_device(logits[None].astype(np.float32)), 0, d_ip, cuda.to_device(fp),
+                                    d_h, state, tokens, out)
+    tok = int(out.copy_to_host()[0])
+    assert int(tokens.copy_to_host()[0]) == tok
+    assert state.copy_to_host().tolist() == [12, 1]          # past the 3-token batch; decode next
+    ip2 = d_ip.copy_to_host()
+    assert ip2[R.IP_COUNTER] == counter + 1
+    assert ip2[R.IP_N_HIST] == min(len(hist) + 1, window)
+    assert d_h.copy_to_host()[len(hist) % window] == tok      # appended to the history ring
+    return tok
+
+
+def test_greedy_is_argmax_lowest_id_on_ties():
+    rng = np.random.default_rng(10)
+    logits = rng.standard_normal(300).astype(np.float32)
+    logits[[17, 200]] = logits.max() + 1
+    assert _sample(logits, 0.0) == 17
+
+
+SMALL_K = min(20, dev.SAMPLE_THREADS)  # the sorted-candidates path
+
+
+@pytest.mark.parametrize("temp,top_k,top_p,min_p", [
+    (0.8, SMALL_K, 1.0, 0.0), (0.8, SMALL_K, 0.9, 0.0), (1.2, SMALL_K, 0.5, 0.05),
+    (1.0, 0, 1.0, 0.1), (1.5, 0, 1.0, 0.0), (1.0, 0, 0.8, 0.0)])
+def test_draws_match_the_numpy_twin(temp, top_k, top_p, min_p):
+    rng = np.random.default_rng(11)
+    for trial in range(3):
+        logits = (2 * rng.standard_normal(300)).astype(np.float32)
+        if trial == 2 and top_k:  # ties inside the kept set (the bisection path, used without
+            # top-k, keeps a tie group whole at the top-p boundary where the host splits it by id)
+            logits[rng.integers(0, 300, 25)] = np.sort(logits)[-5]
+        got = _sample(logits, temp, top_k, top_p, min_p, seed=123, counter=trial, hist=[1, 2, 3])
+        assert got == R.draw(logits, temp, top_k, top_p, min_p, seed=123, counter=trial)
+
+
+def test_top_k_beyond_the_candidate_path_uses_bisection():
+    rng = np.random.default_rng(12)
+    logits = (2 * rng.standard_normal(200)).astype(np.float32)
+    k = dev.SAMPLE_THREADS + 10
+    got = _sample(logits, 0.9, k, 0.95, 0.0, seed=5, counter=3)
+    assert got == R.draw(logits, 0.9, k, 0.95, 0.0, seed=5, counter=3)
+
+
+def test_kept_set_follows_the_host_filters():
+    """The twin's kept set is what abi.llm.sampling's filters leave finite (no ties)."""
+    rng = np.random.default_rng(13)
+    for top_k, top_p, min_p in [(40, 1.0, 0.0), (40, 0.9, 0.0), (0, 0.7, 0.0), (25, 0.95, 0.05), (0, 1.0, 0.2)]:
+        logits = (3 * rng.standard_normal(500)).astype(np.float32)
+        x = host_sampling.top_k_filter(logits, top_k)
+        x = host_sampling.top_p_filter(x, top_p)
+        x = host_sampling.min_p_filter(x, min_p)
+        assert set(np.flatnonzero(np.isfinite(x))) == set(R.kept_set(logits, top_k, top_p, min_p).tolist())
+
+
+def test_gumbel_draws_follow_softmax():
+    logits = np.array([2.0, 1.0, 0.5, 0.0, -1.0, -3.0], np.float32)
+    n = 40000
+    draws = np.array([R.draw(logits, 0.7, 0, 1.0, 0.0, seed=99, counter=c) for c in range(n)])
+    p = host_sampling.softmax(logits.astype(np.float64) / 0.7)
+    freq = np.bincount(draws, minlength=6) / n
+    assert np.all(np.abs(freq - p) <= 5 * np.sqrt(p * (1 - p) / n) + 1e-4)
+
+
+def test_penalties_match_the_host_processors():
+    rng = np.random.default_rng(14)
+    logits = rng.standard_normal(120).astype(np.float32)
+    hist = np.array([5, 9, 5, 77, 9, 9, 3], np.int32)
+    bias = {3: 2.5, 100: -1.0}
+    procs = host_sampling.make_logits_processors(1.3, 7, 0.4, 0.25, bias)
+    want = logits.copy()
+    for proc in procs:
+        want = proc(list(hist), want)
+    ip = np.zeros(R.N_IPARAMS, np.int32)
+    fp = np.zeros(R.N_FPARAMS, np.float32)
+    ip[R.IP_N_HIST], ip[R.IP_N_BIAS] = len(hist), len(bias)
+    fp[R.FP_REP], fp[R.FP_PRES], fp[R.FP_FREQ] = 1.3, 0.4, 0.25
+    d = cuda.to_device(logits[None].copy())
+    S.penalize[1, dev.SAMPLE_THREADS](d, 0, cuda.to_device(ip), cuda.to_device(fp), cuda.to_device(hist),
+                                      cuda.to_device(np.array(list(bias), np.int32)),
+                                      cuda.to_device(np.array(list(bias.values()), np.float32)))
+    np.testing.assert_allclose(d.copy_to_host()[0], want, rtol=1e-6, atol=1e-6)
