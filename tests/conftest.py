@@ -17,3 +17,17 @@ def default_gguf(default_model_path):
     import abi.gguf
 
     return abi.gguf.load(default_model_path)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--backend", choices=("cpu", "cuda"), default=None,
+                     help="cuda: run the GPU tests (tests/test_cuda_*.py) on the device instead of "
+                          "numba's CUDA simulator")
+
+
+def pytest_configure(config):
+    import os
+
+    backend = config.getoption("--backend")
+    if backend:  # read by the test modules at import, before numba.cuda is loaded
+        os.environ["ABI_TEST_BACKEND"] = backend
