@@ -27,6 +27,14 @@ def generate_step(model, cache: KVCache, new_ids: Sequence[int], sampler, proces
                   logprobs: int = 0, should_stop=None) -> Iterator[tuple[int, dict | None]]:
     """Prefill ``new_ids`` after what ``cache`` holds, then yield sampled tokens one by one,
     feeding each back. Stops early (yielding nothing more) when ``should_stop()`` is true."""
+    if getattr(model, "backend", "cpu") == "cuda" and not logprobs:
+        # sampling on the GPU: one token id per step crosses to the host, not the logits
+        from .cuda_forward import device_steps
+
+        steps = device_steps(model, cache, new_ids, sampler, processors, should_stop)
+        if steps is not None:
+            yield from steps
+            return
     logits = model.forward(new_ids, cache, "last", should_stop)
     history = list(cache.tokens)
     while logits is not None:

@@ -30,6 +30,7 @@ def repetition_penalty(penalty: float, window: int = 64) -> LogitsProcessor:
             sel = logits[recent]
             logits[recent] = np.where(sel > 0, sel / penalty, sel * penalty)
         return logits
+    apply.spec = ("repetition_penalty", penalty, window)  # lets a device sampler rebuild it
     return apply
 
 
@@ -42,6 +43,7 @@ def presence_frequency_penalty(presence: float, frequency: float, window: int = 
             n = np.fromiter(counts.values(), np.float32)
             logits[ids] -= n * np.float32(frequency) + np.float32(presence)
         return logits
+    apply.spec = ("presence_frequency", presence, frequency, window)
     return apply
 
 
@@ -55,6 +57,7 @@ def logit_bias(bias: dict) -> LogitsProcessor:
                               field="logit_bias")
         logits[ids] += vals
         return logits
+    apply.spec = ("logit_bias", dict(zip(ids.tolist(), vals.tolist())))
     return apply
 
 
@@ -125,8 +128,11 @@ def make_sampler(temperature: float = 0.7, top_k: int = 40, top_p: float = 0.9,
     _check("min_p", min_p, 0.0, 1.0)
     if top_k is None or top_k < 0:
         raise ConfigError(f"top_k must be >= 0, got {top_k!r}", field="top_k")
+    spec = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed)
     if temperature == 0:
-        return lambda logits: int(np.argmax(logits))
+        greedy = lambda logits: int(np.argmax(logits))  # noqa: E731
+        greedy.spec = spec  # the settings, for a device sampler (abi.llm.cuda_forward)
+        return greedy
     rng = np.random.default_rng(seed)
 
     def sample(logits: np.ndarray) -> int:
@@ -135,6 +141,7 @@ def make_sampler(temperature: float = 0.7, top_k: int = 40, top_p: float = 0.9,
         x = min_p_filter(x, min_p)
         probs = softmax(x.astype(np.float64) / temperature)
         return int(rng.choice(probs.shape[-1], p=probs))
+    sample.spec = spec
     return sample
 
 
