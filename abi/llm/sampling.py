@@ -64,9 +64,8 @@ def logit_bias(bias: dict) -> LogitsProcessor:
 def make_logits_processors(repetition_penalty_value: float = 1.0, repetition_window: int = 64,
                            presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
                            logit_bias_map: dict | None = None) -> list[LogitsProcessor]:
-    _check("repetition_penalty", repetition_penalty_value, 0.0)
-    if repetition_penalty_value <= 0:
-        raise ConfigError("repetition_penalty must be > 0", field="repetition_penalty")
+    # beyond this range the division overflows float32 logits and nothing sensible remains
+    _check("repetition_penalty", repetition_penalty_value, 1e-3, 1e3)
     _check("presence_penalty", presence_penalty, -2.0, 2.0)
     _check("frequency_penalty", frequency_penalty, -2.0, 2.0)
     procs: list[LogitsProcessor] = []
@@ -139,7 +138,9 @@ def make_sampler(temperature: float = 0.7, top_k: int = 40, top_p: float = 0.9,
         x = top_k_filter(logits, top_k)
         x = top_p_filter(x, top_p)
         x = min_p_filter(x, min_p)
-        probs = softmax(x.astype(np.float64) / temperature)
+        x = x.astype(np.float64)
+        with np.errstate(over="ignore"):  # shift first: tiny temperatures give -inf, not nan
+            probs = softmax((x - x.max()) / temperature)
         return int(rng.choice(probs.shape[-1], p=probs))
     sample.spec = spec
     return sample
