@@ -119,6 +119,32 @@ def _value_type(cur: _Cursor, what: str) -> GGUFValueType:
         raise GGUFValueError(f"unknown metadata value type {raw} for {what}", start) from None
 
 
+_U64 = struct.Struct("<Q").unpack_from
+
+
+def _read_strings(cur: _Cursor, n: int, key: str) -> list:
+    """A string array (vocabularies hold 10^5 of them): one tight loop, same checks."""
+    buf, pos, size = cur.buf, cur.pos, cur.size
+    out = []
+    append = out.append
+    for _ in range(n):
+        if pos + 8 > size:
+            cur.pos = pos
+            cur.need(8, f"length of string in {key!r}")
+        length = _U64(buf, pos)[0]
+        pos += 8
+        if length > size - pos:
+            raise GGUFValueError(f"string in {key!r} claims {length} bytes but only "
+                                 f"{size - pos} remain in the file", pos - 8)
+        try:
+            append(str(buf[pos:pos + length], "utf-8"))
+        except UnicodeDecodeError:
+            append(buf[pos:pos + length].tobytes())  # kept as bytes rather than lost
+        pos += length
+    cur.pos = pos
+    return out
+
+
 def _read_value(cur: _Cursor, vtype: GGUFValueType, key: str, depth: int = 0) -> Any:
     if vtype == GGUFValueType.STRING:
         return cur.string(f"string value of {key!r}")
@@ -134,6 +160,8 @@ def _read_value(cur: _Cursor, vtype: GGUFValueType, key: str, depth: int = 0) ->
             cur.pos += n * width
             values = arr.tolist()
             return [bool(v) for v in values] if etype == GGUFValueType.BOOL else values
+        if etype == GGUFValueType.STRING:
+            return _read_strings(cur, n, key)
         return [_read_value(cur, etype, key, depth + 1) for _ in range(n)]
     fmt, width = SCALAR_FORMATS[vtype]
     return cur.unpack(fmt, width, f"value of {key!r}")
