@@ -436,11 +436,12 @@ cdef class Decoder:
             c.actp[i] = <uint8_t*>self._buf(name, (nth * T * c.act_stride) // 4 + 1)
         return 0
 
-    def forward(self, tokens, cache, str output="last"):
+    def forward(self, tokens, cache, str output="last", int n_threads=0):
         """Run ``tokens`` after the cache's contents. ``output``: "last" -> logits (1, V) of
-        the last token; "all" -> (T, V); "hidden" -> final-norm states (T, D); "none"."""
+        the last token; "all" -> (T, V); "hidden" -> final-norm states (T, D); "none".
+        ``n_threads`` (1..the constructor's count; 0 = all) only changes the speed."""
         cdef Ctx* c = &self.c
-        cdef int nth = self.n_threads
+        cdef int nth = self.n_threads if n_threads <= 0 else min(n_threads, self.n_threads)
         cdef cnp.ndarray ids = np.ascontiguousarray(tokens, dtype=np.int32)
         cdef int T = ids.shape[0]
         if T == 0:

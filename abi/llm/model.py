@@ -99,8 +99,11 @@ class Model:
                 from .. import _kernels
                 from ._decode import Decoder
 
+                from .threads import ThreadChooser
+
                 threads = self.n_threads or _kernels.default_num_threads()
                 self._compiled = Decoder(self.arch, threads, self.n_batch)
+                self._decode_threads = ThreadChooser(threads)
         return self._compiled or None
 
     def forward(self, ids, cache: KVCache, output: str = "last", should_stop=None) -> np.ndarray:
@@ -118,7 +121,12 @@ class Model:
             last = s + self.n_batch >= len(ids)
             want = output if output != "last" or last else "none"
             with self._forward_lock:
-                out = compiled.forward(chunk, cache, want) if compiled else self.arch.forward(chunk, cache, want)
+                if compiled is None:
+                    out = self.arch.forward(chunk, cache, want)
+                elif len(chunk) == 1 and self.backend == "cpu":  # a decode step
+                    out = self._decode_threads.timed(lambda n: compiled.forward(chunk, cache, want, n))
+                else:
+                    out = compiled.forward(chunk, cache, want)
             if output != "last" or last:
                 outs.append(out)
         return outs[0] if len(outs) == 1 else np.concatenate(outs)

@@ -1,0 +1,32 @@
+from abi.llm.threads import ThreadChooser
+
+
+def drive(chooser, cost, steps):
+    """Run ``steps`` decode steps whose duration is cost(n_threads, step)."""
+    picks = []
+    for i in range(steps):
+        n = chooser.pick()
+        chooser.record(n, cost(n, i))
+        picks.append(n)
+    return picks
+
+
+def test_keeps_all_threads_on_a_quiet_machine_and_probes_rarely():
+    c = ThreadChooser(2)
+    picks = drive(c, lambda n, i: 0.005 if n == 2 else 0.009, 4000)
+    assert c.current == 2
+    assert picks[-2000:].count(1) / 2000 < 0.01  # probing costs under 1% once settled
+
+
+def test_switches_to_one_thread_under_contention_and_back():
+    c = ThreadChooser(2)
+    busy = lambda i: 1000 <= i < 2000  # another process takes a core for a while
+    cost = lambda n, i: (0.2 if n == 2 else 0.012) if busy(i) else (0.005 if n == 2 else 0.009)
+    picks = drive(c, cost, 3000)
+    assert picks[1100:2000].count(1) / 900 > 0.95   # found the 1-thread step quickly
+    assert picks[2400:].count(2) / 600 > 0.95        # and went back when the core was free
+
+
+def test_single_thread_has_nothing_to_choose():
+    c = ThreadChooser(1)
+    assert set(drive(c, lambda n, i: 0.01, 100)) == {1}
