@@ -1,0 +1,46 @@
+"""The language-model runtime on the default model: load, prefill and decode speed.
+(Ratios against llama.cpp come from tools/bench_vs_llamacpp.py; asv tracks our history.)"""
+import time
+
+import numpy as np
+
+import abi.llm
+from abi.models_hub import resolve_model
+
+
+class Load:
+    timeout = 300
+
+    def setup(self):
+        self.path = str(resolve_model(None))
+
+    def time_load_and_first_token(self):
+        model = abi.llm.load_model(self.path)
+        model.forward(model.tokenize("Once upon a time"), model.new_cache())
+
+
+class Speed:
+    timeout = 600
+    unit = "tokens/s"
+
+    def setup(self):
+        self.model = abi.llm.load_model(resolve_model(None), n_ctx=1024)
+        types = self.model.tokenizer.token_types
+        normal = [i for i, t in enumerate(types) if t == 1]
+        self.prompt = [int(i) for i in np.random.default_rng(0).choice(normal, 512)]
+        self.model.forward(self.prompt[:8], self.model.new_cache())  # compile, fault pages in
+
+    def track_prefill_512(self):
+        t = time.perf_counter()
+        self.model.forward(self.prompt, self.model.new_cache())
+        return 512 / (time.perf_counter() - t)
+
+    def track_decode_128(self):
+        cache = self.model.new_cache()
+        logits = self.model.forward(self.prompt[:4], cache)
+        t = time.perf_counter()
+        for _ in range(128):
+            logits = self.model.forward([int(np.argmax(logits[0]))], cache)
+        return 128 / (time.perf_counter() - t)
+
+    track_prefill_512.unit = track_decode_128.unit = "tokens/s"
