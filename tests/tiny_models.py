@@ -17,7 +17,14 @@ N_VOCAB = 260
 T = GGMLType
 TINY_CASES = [(f"llama_{t.name.lower()}", "llama", t) for t in (
     T.F32, T.F16, T.BF16, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K)]
-TINY_CASES += [("qwen2_q8_0", "qwen2", T.Q8_0), ("gemma3_q8_0", "gemma3", T.Q8_0)]
+TINY_CASES += [("qwen2_q8_0", "qwen2", T.Q8_0), ("gemma3_q8_0", "gemma3", T.Q8_0),
+               ("llama_yarn_q8_0", "llama", T.Q8_0), ("qwen2_linear_q8_0", "qwen2", T.Q8_0)]
+# RoPE scaling of the cases that test it (metadata keys after "{arch}.")
+ROPE_SCALING = {
+    "llama_yarn_q8_0": {"rope.scaling.type": "yarn", "rope.scaling.factor": 4.0,
+                        "rope.scaling.original_context_length": 64},
+    "qwen2_linear_q8_0": {"rope.scaling.type": "linear", "rope.scaling.factor": 2.0},
+}
 
 
 def _byte_tokens() -> list[str]:
@@ -59,10 +66,12 @@ def _weight(w: GGUFWriter, name: str, x: np.ndarray, qtype: GGMLType, rng) -> No
         w.add_tensor(name, _random_k_blocks(x, qtype, rng), qtype, shape=x.shape)
 
 
-def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0) -> str:
+def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str = "") -> str:
     """Write the model and return its sha256 (fixtures record it to detect drift)."""
     rng = np.random.default_rng(seed)
     w = GGUFWriter(path)
+    for key, value in ROPE_SCALING.get(name, {}).items():
+        w.add_metadata(f"{arch}.{key}", value)
     w.add_metadata("general.architecture", arch)
     w.add_metadata("general.name", f"tiny {arch} {qtype.name}")
     w.add_metadata(f"{arch}.context_length", 256)

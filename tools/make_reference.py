@@ -128,7 +128,7 @@ def make_tiny(args) -> None:
     ids = [int(i) for i in rng.integers(3, 250, size=40)]
     for name, arch, qtype in TINY_CASES:
         path = out_dir / f"{name}.gguf"
-        digest = write_tiny_model(path, arch, qtype, seed=zlib.crc32(name.encode()))
+        digest = write_tiny_model(path, arch, qtype, seed=zlib.crc32(name.encode()), name=name)
         ref = run_worker({"kind": "logits", "model": str(path), "ids": ids, "topk": 16, "full": True})
         np.savez_compressed(out_dir / f"{name}.npz", ids=ref["ids"], logits=ref["logits"].astype(np.float32),
                             margin=ref["margin"], sha256=np.array(digest))

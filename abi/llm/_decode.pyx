@@ -58,6 +58,7 @@ ctypedef struct Layer:
     const float* post_ffn_norm
     int swa               # sliding-window layer
     const float* inv_freq
+    float rope_mscale     # YaRN's magnitude factor on cos and sin (1 otherwise)
 
 ctypedef struct Ctx:
     int n_layers, n_embd, n_head, n_kv, hd, n_ff, n_vocab, n_rot, neox, gelu, window
@@ -146,12 +147,12 @@ cdef void _matmul(Ctx* c, Priv* p, QMat* m, const float* x, Py_ssize_t x_stride,
         rb = re
 
 
-cdef void _rope_angles(Ctx* c, int pos, const float* inv_freq, float* rot) noexcept nogil:
+cdef void _rope_angles(Ctx* c, int pos, const float* inv_freq, float mscale, float* rot) noexcept nogil:
     """rot[0:half] = cos, rot[half:n_rot] = sin of pos * inv_freq (computed in double)."""
     cdef int half = c.n_rot // 2, i
     for i in range(half):
-        rot[i] = <float>cos(<double>pos * inv_freq[i])
-        rot[half + i] = <float>sin(<double>pos * inv_freq[i])
+        rot[i] = <float>(cos(<double>pos * inv_freq[i]) * mscale)
+        rot[half + i] = <float>(sin(<double>pos * inv_freq[i]) * mscale)
 
 
 cdef void _rope(Ctx* c, float* p, const float* rot) noexcept nogil:
@@ -218,7 +219,7 @@ cdef void _qk(Ctx* c, Layer* L, int l, int t, int g, float* rot) noexcept nogil:
     cdef float* krow = c.k + t * KD + g * hd
     cdef float* qrow
     cdef Py_ssize_t off = ((<Py_ssize_t>l * c.n_kv + g) * c.cap + c.pos0 + t) * hd
-    _rope_angles(c, c.pos0 + t, L.inv_freq, rot)
+    _rope_angles(c, c.pos0 + t, L.inv_freq, L.rope_mscale, rot)
     if L.k_norm != NULL:
         _rms(krow, L.k_norm, krow, hd, c.eps)
     _rope(c, krow, rot)
@@ -385,6 +386,7 @@ cdef class Decoder:
             L.post_ffn_norm = self._f(getattr(blk, "post_ffn_norm", None))
             L.swa = int(gemma and a.swa_pattern[l])
             L.inv_freq = f_local if L.swa else f_global
+            L.rope_mscale = ropes[1].mscale if L.swa else ropes[0].mscale
         c.output = self._q(model.output)
         self.keep.append(model.tok_embd.raw)
         c.embd = <const uint8_t*>cnp.PyArray_DATA(model.tok_embd.raw)

@@ -39,13 +39,62 @@ def softcap(x: np.ndarray, cap: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class RopeConfig:
-    """One RoPE variant. ``neox`` rotates (x[i], x[i + n_rot/2]); otherwise consecutive pairs."""
+    """One RoPE variant. ``neox`` rotates (x[i], x[i + n_rot/2]); otherwise consecutive pairs.
+
+    Scaling as GGUF records it: ``freq_scale`` (1 / rope.scaling.factor) divides positions
+    for "linear"; "yarn" blends scaled and unscaled frequencies per dimension and scales
+    cos/sin by ``mscale`` (llama.cpp's rope_yarn, with its default beta_fast 32, beta_slow 1).
+    """
 
     n_rot: int
     base: float
     neox: bool
-    freq_scale: float = 1.0           # linear scaling: positions multiplied by this
+    freq_scale: float = 1.0            # linear / yarn: 1 / rope.scaling.factor
     freq_factors: tuple | None = None  # per-frequency divisors (rope_freqs.weight, Llama 3)
+    yarn_orig_ctx: int = 0             # > 0: YaRN with this original context length
+    attn_factor: float = 1.0           # rope.scaling.attn_factor
+    yarn_log_mul: float = 0.0          # rope.scaling.yarn_log_multiplier
+
+    def inv_freq(self) -> np.ndarray:
+        """Per-pair angle per position (float32), scaling included."""
+        half = self.n_rot // 2
+        i = np.arange(half, dtype=np.float64)
+        base = np.float64(self.base) ** (-2.0 * i / self.n_rot)
+        if self.freq_factors is not None:
+            base = base / np.asarray(self.freq_factors, np.float64)[:half]
+        if not self.yarn_orig_ctx:
+            return (base * self.freq_scale).astype(np.float32)
+        low, high = self._yarn_corr_dims()
+        mix = 1.0 - np.clip((i - low) / max(0.001, high - low), 0.0, 1.0)  # 1: keep unscaled
+        return (base * (self.freq_scale * (1.0 - mix) + mix)).astype(np.float32)
+
+    def _yarn_corr_dims(self) -> tuple[float, float]:
+        def dim(beta):
+            return self.n_rot * math.log(self.yarn_orig_ctx / (beta * 2 * math.pi)) / (2 * math.log(self.base))
+        return max(0.0, math.floor(dim(32.0))), min(self.n_rot - 1.0, math.ceil(dim(1.0)))
+
+    @property
+    def mscale(self) -> float:
+        """The factor on cos and sin (1 unless YaRN)."""
+        if not self.yarn_orig_ctx or self.freq_scale >= 1.0:
+            return self.attn_factor
+        factor = 1.0 / self.freq_scale
+
+        def get(m):
+            return 0.1 * m * math.log(factor) + 1.0
+        # rope_yarn's magnitude correction, over llama.cpp's all-dims factor when the file has one
+        return self.attn_factor * get(1.0) / (get(self.yarn_log_mul) if self.yarn_log_mul else 1.0)
+
+
+def rope_config(args, base: float, factors=None, scaled: bool = True) -> RopeConfig:
+    """The RoPE of a model's layers from its ModelArgs (``scaled=False``: no scaling, e.g.
+    Gemma 3's sliding-window layers)."""
+    return RopeConfig(args.n_rot, base, args.rope_neox,
+                      args.rope_freq_scale if scaled else 1.0,
+                      tuple(factors.tolist()) if factors is not None else None,
+                      args.rope_yarn_orig_ctx if scaled else 0,
+                      args.rope_attn_factor if scaled else 1.0,
+                      args.rope_yarn_log_mul if scaled else 0.0)
 
 
 class Rope:
@@ -53,19 +102,17 @@ class Rope:
 
     def __init__(self, cfg: RopeConfig):
         self.cfg = cfg
+        self.inv_freq = cfg.inv_freq()
+        self.mscale = np.float32(cfg.mscale)
         half = cfg.n_rot // 2
-        inv = np.float32(cfg.base) ** (-np.arange(0, half, dtype=np.float32) * 2 / np.float32(cfg.n_rot))
-        if cfg.freq_factors is not None:
-            inv = inv / np.asarray(cfg.freq_factors, np.float32)[:half]
-        self.inv_freq = (inv * np.float32(cfg.freq_scale)).astype(np.float32)
         self.cos = np.zeros((0, half), np.float32)
         self.sin = np.zeros((0, half), np.float32)
 
     def _grow(self, n: int) -> None:
         size = max(n, 2 * len(self.cos), 256)
         angles = np.arange(size, dtype=np.float64)[:, None] * self.inv_freq[None, :].astype(np.float64)
-        self.cos = np.cos(angles).astype(np.float32)
-        self.sin = np.sin(angles).astype(np.float32)
+        self.cos = (np.cos(angles) * self.mscale).astype(np.float32)
+        self.sin = (np.sin(angles) * self.mscale).astype(np.float32)
 
     def __call__(self, x: np.ndarray, start: int) -> np.ndarray:
         """x (T, H, head_dim) at positions start..start+T-1, rotated in place and returned."""

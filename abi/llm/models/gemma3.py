@@ -10,7 +10,7 @@ import numpy as np
 
 from ...errors import UnsupportedModelError
 from ..cache import KVCache
-from ..layers import Rope, RopeConfig, attention, gelu_tanh, rms_norm, softcap
+from ..layers import Rope, attention, gelu_tanh, rms_norm, rope_config, softcap
 from ..weights import WeightLoader
 from . import llama
 
@@ -72,8 +72,8 @@ class Model:
         self.output_norm = weights.vector("output_norm.weight")
         self.output = weights.linear("output.weight") if weights.has("output.weight") \
             else self.tok_embd.as_linear()
-        self.rope_global = Rope(RopeConfig(args.n_rot, args.rope_base, True, args.rope_freq_scale))
-        self.rope_local = Rope(RopeConfig(args.n_rot, args.rope_base_swa, True))
+        self.rope_global = Rope(rope_config(args, args.rope_base))
+        self.rope_local = Rope(rope_config(args, args.rope_base_swa, scaled=False))
         # Gemma 3 27B scales by the model width per head; the others by the head size
         width = args.n_embd // args.n_heads if args.n_layers == 62 else args.head_dim
         self.scale = 1.0 / math.sqrt(width)

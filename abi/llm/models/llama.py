@@ -9,7 +9,7 @@ import numpy as np
 
 from ...errors import UnsupportedModelError
 from ..cache import KVCache
-from ..layers import Rope, RopeConfig, attention, rms_norm, silu
+from ..layers import Rope, attention, rms_norm, rope_config, silu
 from ..weights import WeightLoader
 
 
@@ -29,6 +29,9 @@ class ModelArgs:
     n_rot: int
     rope_neox: bool = False
     rope_freq_scale: float = 1.0
+    rope_yarn_orig_ctx: int = 0      # > 0 when the file asks for YaRN scaling
+    rope_attn_factor: float = 1.0
+    rope_yarn_log_mul: float = 0.0
 
     @classmethod
     def from_gguf(cls, metadata: dict) -> "ModelArgs":
@@ -44,12 +47,16 @@ class ModelArgs:
         head_dim = get("attention.key_length", n_embd // n_heads)
         n_vocab = metadata.get(f"{arch}.vocab_size") or len(metadata.get("tokenizer.ggml.tokens", ()))
         scaling = metadata.get(f"{arch}.rope.scaling.type", "none")
-        freq_scale = 1.0
-        if scaling == "linear":
-            freq_scale = 1.0 / float(get("rope.scaling.factor"))
+        freq_scale, yarn_ctx = 1.0, 0
+        if scaling in ("linear", "yarn"):
+            factor = float(metadata.get(f"{arch}.rope.scaling.factor", 1.0) or 1.0)
+            freq_scale = 1.0 / factor if factor > 0 else 1.0
+            if scaling == "yarn":
+                yarn_ctx = int(metadata.get(f"{arch}.rope.scaling.original_context_length")
+                               or get("context_length"))
         elif scaling not in ("none", None):
-            raise UnsupportedModelError(f"RoPE scaling type {scaling!r} is not supported yet "
-                                        f"(supported: none, linear, per-frequency factors)")
+            raise UnsupportedModelError(f"RoPE scaling type {scaling!r} is not supported "
+                                        f"(supported: none, linear, yarn, per-frequency factors)")
         return cls(
             arch=arch, n_vocab=n_vocab, n_embd=n_embd, n_layers=get("block_count"),
             n_heads=n_heads, n_kv_heads=get("attention.head_count_kv", n_heads),
@@ -58,7 +65,9 @@ class ModelArgs:
             norm_eps=get("attention.layer_norm_rms_epsilon", 1e-5),
             rope_base=float(get("rope.freq_base", 10000.0)),
             n_rot=get("rope.dimension_count", head_dim),
-            rope_neox=cls.rope_neox, rope_freq_scale=freq_scale,
+            rope_neox=cls.rope_neox, rope_freq_scale=freq_scale, rope_yarn_orig_ctx=yarn_ctx,
+            rope_attn_factor=float(metadata.get(f"{arch}.rope.scaling.attn_factor", 1.0) or 1.0),
+            rope_yarn_log_mul=float(metadata.get(f"{arch}.rope.scaling.yarn_log_multiplier", 0.0) or 0.0),
         )
 
 
@@ -89,9 +98,7 @@ class Model:
         self.output_norm = weights.vector("output_norm.weight")
         self.output = weights.linear("output.weight") if weights.has("output.weight") \
             else self.tok_embd.as_linear()
-        factors = weights.optional_vector("rope_freqs.weight")
-        self.rope = Rope(RopeConfig(args.n_rot, args.rope_base, args.rope_neox, args.rope_freq_scale,
-                                    tuple(factors.tolist()) if factors is not None else None))
+        self.rope = Rope(rope_config(args, args.rope_base, weights.optional_vector("rope_freqs.weight")))
         self.scale = 1.0 / math.sqrt(args.head_dim)
 
     def new_cache(self, n_ctx: int, dtype=np.float32) -> KVCache:
