@@ -6,7 +6,7 @@ F32, F16 and Q8_0 GGUF, then, in the llama-cpp-python interpreter given by
 our numpy forward pass; finally lets llama.cpp generate a few tokens.
 
     python tools/check_training_export.py --vocab-from ~/.cache/abi/models/smollm2-135m-instruct.gguf \\
-        --llamacpp-python /work/refvenv/bin/python --out /tmp/export-check
+        --llamacpp-python "$ABI_LLAMACPP_PYTHON" --out /tmp/export-check
 
 Development tool only: llama.cpp is never a dependency of abi.
 """

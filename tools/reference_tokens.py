@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 
-DEFAULT_LLAMA_PYTHON = os.environ.get("ABI_LLAMA_PYTHON", "/work/refvenv/bin/python")
+DEFAULT_LLAMA_PYTHON = os.environ.get("ABI_LLAMACPP_PYTHON", "python")  # see tools/make_reference.py
 
 _PROSE = [
     "The quick brown fox jumps over the lazy dog. Tokenizers split text into pieces that a "
