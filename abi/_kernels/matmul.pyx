@@ -7,7 +7,23 @@ Prefill (many x rows): tiles of W are dequantised to float32 and multiplied by B
 from libc.stdint cimport uint8_t, uintptr_t
 from libc.stdlib cimport malloc, free
 from cython.parallel cimport prange
-from scipy.linalg.cython_blas cimport sgemm
+from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
+
+# BLAS sgemm, taken from scipy's exported function table on first use (not at import, and
+# not at build time: importing scipy.linalg costs ~0.15 s, and the build needs no scipy)
+ctypedef void (*sgemm_t)(char* transa, char* transb, int* m, int* n, int* k, float* alpha,
+                         float* a, int* lda, float* b, int* ldb, float* beta, float* c,
+                         int* ldc) noexcept nogil
+cdef sgemm_t sgemm = NULL
+
+
+cdef int _load_sgemm() except -1:
+    global sgemm
+    if sgemm == NULL:
+        from scipy.linalg import cython_blas
+        capsule = cython_blas.__pyx_capi__["sgemm"]
+        sgemm = <sgemm_t>PyCapsule_GetPointer(capsule, PyCapsule_GetName(capsule))
+    return 0
 
 from abi._kernels._qdot cimport *
 from abi._kernels._types cimport *
@@ -182,7 +198,7 @@ cdef int gemm(int t, const uint8_t* w, Py_ssize_t rows, Py_ssize_t cols, const f
     cdef float one = 1, zero = 0
     cdef const float* a
     cdef bint direct = t == T_F32 and (<uintptr_t>w) % sizeof(float) == 0
-    if type_size_of(t) == 0:
+    if type_size_of(t) == 0 or (sgemm == NULL and rows > 0):
         return -1
     r0 = 0
     while r0 < rows:
@@ -240,6 +256,7 @@ def gemm_into(const uint8_t[::1] w, int ggml_type, Py_ssize_t rows, Py_ssize_t c
     cdef int rc
     if gemm(ggml_type, NULL, 0, 0, NULL, 0, NULL, NULL, 1, 1) != 0:   # no rows: type check only
         raise NotImplementedError(ggml_type)
+    _load_sgemm()
     if (w.shape[0] != rows * row_bytes(ggml_type, cols) or x.shape[1] != cols
             or y.shape[0] != T or y.shape[1] != rows):
         raise ValueError("gemm_into: sizes do not match")
