@@ -12,7 +12,6 @@ Tolerances, against each architecture's numpy ``forward`` on the same weights:
 """
 from __future__ import annotations
 
-import ctypes.util
 import json
 import os
 import subprocess
@@ -29,6 +28,9 @@ if BACKEND != "cuda":
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
     if "numba.core.config" in sys.modules:
         sys.modules["numba.core.config"].reload_config()
+    import numba.cuda  # noqa: E402,F401  (now the simulator, for this whole process)
+
+    del os.environ["NUMBA_ENABLE_CUDASIM"]  # but not for the subprocesses other tests start
 
 from abi import _kernels  # noqa: E402
 from abi.errors import BackendUnavailable  # noqa: E402
@@ -122,8 +124,9 @@ def cuda_backend(monkeypatch):
 
 
 CASES = {  # arch, tensor types, model dims, (prompt tokens, n_batch, prompt output, decode steps)
-    "llama_q4_0": ("llama", {"*": T.Q4_0}, {}, (10, 8, "all", 2)),
-    "qwen2_q8_0": ("qwen2", {"*": T.Q8_0, "token_embd": T.Q4_1}, {}, (10, 8, "all", 2)),
+    "llama_q4_0": ("llama", {"*": T.Q4_0}, dict(L=1), (10, 8, "all", 2)),
+    "qwen2_q8_0": ("qwen2", {"*": T.Q8_0, "token_embd": T.Q4_1}, dict(L=1), (10, 8, "all", 2)),
+    # two layers: a local (window 6, own RoPE base) then a global one, post-norms between
     "gemma3_q8_0": ("gemma3", {"*": T.Q8_0, "ffn_down": T.Q5_0}, {}, (10, 8, "all", 2)),
     # K-quants, with Q/K/V and gate/up of different types (no fused launches), separate output;
     # wider (256 columns), so fewer simulated tokens: one prompt batch, one decode step
@@ -190,7 +193,6 @@ def test_a_cache_filled_on_the_cpu_continues_on_the_device(tmp_path):
 
 def test_generation_samples_on_the_device(tmp_path, monkeypatch, cuda_backend):
     path = write_model(tmp_path / "g.gguf", "llama", {"*": T.Q8_0}, D=32, F=64, H=2, KV=1, L=1)
-    model = load_model(path, n_ctx=64, backend="cuda")
     reference = load_model(path, n_ctx=64, kv_dtype="f16")   # numpy forward, f16 cache, CPU sampler
 
     def host_logits(*a, **k):
@@ -198,7 +200,7 @@ def test_generation_samples_on_the_device(tmp_path, monkeypatch, cuda_backend):
 
     monkeypatch.setattr(CudaDecoder, "forward", host_logits)  # the fast path never needs them
     prompt = [40, 41, 42, 43, 44]
-    opts = dict(max_tokens=6, temperature=0.0, repetition_penalty=1.3, stop_tokens=[])
+    opts = dict(max_tokens=5, temperature=0.0, repetition_penalty=1.3, stop_tokens=[])
     engine = Engine(backend="cuda", n_ctx=64).load_model(path)
     assert engine.model.backend == "cuda"
     got = engine.create_streaming_response(prompt, **opts)
@@ -206,10 +208,10 @@ def test_generation_samples_on_the_device(tmp_path, monkeypatch, cuda_backend):
     want = [e.token_id for e in Engine.from_model(reference).create_streaming_response(prompt, **opts)]
     assert tokens == want                                   # greedy with a repetition penalty
     assert engine.slots[0].cache.tokens == prompt + tokens[:-1]  # the last draw is not fed yet
-    sampled = dict(max_tokens=4, temperature=0.9, top_k=20, top_p=0.9, seed=11, stop_tokens=[])
+    sampled = dict(max_tokens=3, temperature=0.9, top_k=20, top_p=0.9, seed=11, stop_tokens=[])
     first = [e.token_id for e in engine.create_streaming_response(prompt, **sampled)]
     again = [e.token_id for e in engine.create_streaming_response(prompt, **sampled)]
-    assert first == again and len(first) == 4               # the seed fixes the draws
+    assert first == again and len(first) == 3               # the seed fixes the draws
 
 
 def test_device_sampling_settings_from_the_host_sampler():
@@ -224,9 +226,9 @@ def test_device_sampling_settings_from_the_host_sampler():
     assert DeviceSampling.from_callables(host_sampling.make_sampler(0.0), [lambda t, x: x]) is None
 
 
-@pytest.mark.skipif(BACKEND == "cuda" or ctypes.util.find_library("cuda") is not None,
-                    reason="needs a machine without a CUDA driver")
+@pytest.mark.skipif(BACKEND == "cuda", reason="needs a machine without a usable device")
 def test_cuda_backend_without_a_device_is_a_clear_error(tmp_path):
+    """No driver, or only numba's simulator (this module's numba.cuda): never a device."""
     from abi.llm.backend import select_backend
 
     with pytest.raises(BackendUnavailable, match="cuda"):
@@ -262,9 +264,9 @@ def test_kernels_compile_for_sm80_and_sm90(tmp_path):
     items = []
     launch = dec._launch
 
-    def record(plan):
+    def record(plan, launchers=None):
         items.extend((k.__name__, describe(args)) for k, _, _, args in plan)
-        launch(plan)
+        launch(plan, launchers)
 
     dec._launch = record
     cache = model.new_cache()

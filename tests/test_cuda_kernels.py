@@ -25,6 +25,9 @@ if BACKEND != "cuda":
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
     if "numba.core.config" in sys.modules:
         sys.modules["numba.core.config"].reload_config()
+    import numba.cuda  # noqa: E402,F401  (now the simulator, for this whole process)
+
+    del os.environ["NUMBA_ENABLE_CUDASIM"]  # but not for the subprocesses other tests start
 
 from numba import cuda  # noqa: E402
 

@@ -319,7 +319,12 @@ class CudaDecoder:
             self.logits_all = self.cuda.device_array((self.n_batch, self.n_vocab), np.float32)
         return self.logits_all
 
-    def _launch(self, plan) -> None:
+    def _launch(self, plan, launchers=None) -> None:
+        """Run a plan; ``launchers``: its kernels already configured (fixed decode plans)."""
+        if launchers is not None:
+            for launch, (_, _, _, args) in zip(launchers, plan):
+                launch(*args)
+            return
         s = self.stream
         for kernel, grid, block, args in plan:
             kernel[grid, block, s](*args)
@@ -332,12 +337,13 @@ class CudaDecoder:
             plan = self._plan(1, dc, "last")
             if kind == "sample":
                 plan += self._sample_plan(dc)
-            entry = dc.plans[kind] = [plan, None, 0]
-        plan, graph, runs = entry
+            launchers = [kernel[grid, block, self.stream] for kernel, grid, block, _ in plan]
+            entry = dc.plans[kind] = [plan, None, 0, launchers]
+        plan, graph, runs, launchers = entry
         if graph is not None:
             graph.launch(self._graph_api[1](self.stream))
             return
-        self._launch(plan)
+        self._launch(plan, launchers)
         entry[2] += 1
         if self._graph_api is not None and entry[2] == 2:  # compiled and run once: capture
             try:
@@ -474,9 +480,17 @@ class CudaDecoder:
         self.iparams.copy_to_device(ip, stream=s)
         self.fparams.copy_to_device(fp, stream=s)
 
-    def memory_bytes(self) -> int:
-        """Device bytes of the weights (what a decode step streams)."""
-        return self.weight_bytes
+    def decode_bytes(self) -> int:
+        """Weight bytes one decode step reads: every layer matrix and vector, the output
+        matrix (the embedding table is read only where it doubles as the output) and the
+        final norm. The numerator of the bandwidth bound in tools/bench_gpu.py."""
+        total = self.output.nbytes + self.out_norm.nbytes
+        for L in self.layers:
+            mats = [w for w, _ in L.qkv] + [L.wo, L.down] + [w for w in (L.gate_up, L.gate, L.up) if w is not None]
+            total += sum(w.nbytes + (w.bias.nbytes if w.bias is not None else 0) for w in mats)
+            total += sum(v.nbytes for v in (L.attn_norm, L.ffn_norm, L.q_norm, L.k_norm, L.post_attn, L.post_ffn)
+                         if v is not None)
+        return int(total)
 
 
 class DeviceSampling:
