@@ -18,6 +18,8 @@ def cuda_problem() -> str | None:
     try:
         from numba import cuda
 
+        if "simulator" in getattr(cuda.is_available, "__module__", ""):  # kernels run as Python
+            return "numba.cuda is its simulator (NUMBA_ENABLE_CUDASIM=1), not a device"
         if not cuda.is_available():
             return "numba finds no usable CUDA device"
     except Exception as exc:  # numba missing or a broken driver
