@@ -122,8 +122,8 @@ def test_dequant_rows_matches_reference_bits(t):
     got = out.copy_to_host()
     if SIM:
         np.testing.assert_array_equal(got, ref[pick])
-    else:
-        np.testing.assert_allclose(got, ref[pick], rtol=2.0 ** -22, atol=0)
+    else:  # FMA contraction: one rounding instead of two (absolute where d*q and m cancel)
+        np.testing.assert_allclose(got, ref[pick], rtol=2.0 ** -22, atol=2.0 ** -22 * np.abs(ref).max())
 
 
 def _bound(w, x):
@@ -237,7 +237,12 @@ def test_qk_prep_rotates_and_fills_the_cache(neox, qk_norm, n_rot):
     np.testing.assert_allclose(got[:, :n_head * hd].reshape(q.shape), q, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(got[:, n_head * hd:], qkv[:, n_head * hd:])  # k, v rows stay
     kk, vv = kc.copy_to_host(), vc.copy_to_host()
-    np.testing.assert_array_equal(kk[1, :, pos0:pos0 + n_tok], k.transpose(1, 0, 2).astype(np.float16))
+    want_k = k.transpose(1, 0, 2).astype(np.float16)
+    if SIM:
+        np.testing.assert_array_equal(kk[1, :, pos0:pos0 + n_tok], want_k)
+    else:  # a last-bit float32 difference (FMA) can round to the neighbouring f16
+        np.testing.assert_allclose(kk[1, :, pos0:pos0 + n_tok].astype(np.float32), want_k.astype(np.float32),
+                                   rtol=2.0 ** -10, atol=1e-6)
     np.testing.assert_array_equal(vv[1, :, pos0:pos0 + n_tok], v.transpose(1, 0, 2).astype(np.float16))
     assert not kk[0].any() and not kk[1, :, :pos0].any()
 
@@ -340,7 +345,7 @@ def test_draws_match_the_numpy_twin(temp, top_k, top_p, min_p):
 
 def test_top_k_beyond_the_candidate_path_uses_bisection():
     rng = np.random.default_rng(12)
-    logits = (2 * rng.standard_normal(200)).astype(np.float32)
+    logits = (2 * rng.standard_normal(dev.SAMPLE_THREADS + 200)).astype(np.float32)
     k = dev.SAMPLE_THREADS + 10
     got = _sample(logits, 0.9, k, 0.95, 0.0, seed=5, counter=3)
     assert got == R.draw(logits, 0.9, k, 0.95, 0.0, seed=5, counter=3)

@@ -198,7 +198,7 @@ class CudaDecoder:
         self.gu = cuda.device_array((n, 2 * F), f32)
         self.g = cuda.device_array((n, F), f32)
         self.logits = cuda.device_array((1, self.n_vocab), f32)
-        self.logits_all = None  # (n_batch, n_vocab), made on the first output="all"
+        self.logits_all = None  # made on the first output="all" (_logits_all)
         self.part_m = cuda.device_array((self.n_head, self.n_split), f32)
         self.part_l = cuda.device_array((self.n_head, self.n_split), f32)
         self.part_o = cuda.device_array((self.n_head, self.n_split, self.hd), f32)
@@ -311,12 +311,17 @@ class CudaDecoder:
         if output == "last":
             self._matmul(plan, self.output, self.h, T - 1, self.logits, 0, 1, softcap=self.final_softcap)
         elif output == "all":
-            self._matmul(plan, self.output, self.h, 0, self._logits_all(), 0, T, softcap=self.final_softcap)
+            self._matmul(plan, self.output, self.h, 0, self._logits_all(T), 0, T, softcap=self.final_softcap)
         return plan
 
-    def _logits_all(self):
-        if self.logits_all is None:
-            self.logits_all = self.cuda.device_array((self.n_batch, self.n_vocab), np.float32)
+    def _logits_all(self, rows: int):
+        """(>= rows, n_vocab) logits for output="all", grown by doubling up to n_batch rows
+        (a 262k vocabulary makes n_batch rows half a gigabyte)."""
+        if self.logits_all is None or self.logits_all.shape[0] < rows:
+            have = 0 if self.logits_all is None else self.logits_all.shape[0]
+            n = min(self.n_batch, max(rows, 2 * have, 16))
+            self.logits_all = None
+            self.logits_all = self.cuda.device_array((n, self.n_vocab), np.float32)
         return self.logits_all
 
     def _launch(self, plan, launchers=None) -> None:
