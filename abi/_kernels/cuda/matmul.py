@@ -27,6 +27,17 @@ def activate(mode, g, u):
     return float32(0.5) * g * (float32(1.0) + math.tanh(inner)) * u
 
 
+@cuda.jit(device=True)
+def _dot8(t, qs, aux, dm, fw, r, u, xv):
+    """Unit u of row r, decoded in registers, dotted with the unit's 8 x values."""
+    wv = cuda.local.array(8, float32)
+    unit_decode(t, qs, aux, dm, fw, r, u, wv)
+    s = float32(0.0)
+    for k in range(8):
+        s += wv[k] * xv[k]
+    return s
+
+
 @jit
 def dequant_rows(t, qs, aux, dm, fw, units, rows, n, scale, out):
     """out[i, :] = scale * W[rows[i], :] for i < n (grid n, NORM_THREADS threads)."""
@@ -57,37 +68,46 @@ def gemv(t, qs, aux, dm, fw, n_out, units, x, xrow, y, yrow, ycol, bias, has_bia
     lane = tid % tpr
     groups = GEMV_THREADS // tpr
     r0 = (cuda.blockIdx.x * groups + tid // tpr) * nrows
-    acc = cuda.local.array(RMAX2, float32)
     xv = cuda.local.array(8, float32)
-    wv = cuda.local.array(8, float32)
-    for i in range(2 * RMAX):
-        acc[i] = float32(0.0)
+    # a scalar per row (gate rows in a0..a3, up rows in u0..u3): registers, where a local
+    # array indexed inside a loop would live in (cached) local memory
+    a0 = a1 = a2 = a3 = u0 = u1 = u2 = u3 = float32(0.0)
+    n = nrows if n_out - r0 > nrows else n_out - r0
+    gated = mode != MODE_PLAIN
     for u in range(lane, units, tpr):
         c0, c1 = unit_cols(t, u)
         for k in range(4):
             xv[k] = x[xrow, c0 + k]
             xv[4 + k] = x[xrow, c1 + k]
-        for i in range(RMAX):
-            r = r0 + i
-            if i < nrows and r < n_out:
-                unit_decode(t, qs, aux, dm, fw, r, u, wv)
-                s = float32(0.0)
-                for k in range(8):
-                    s += wv[k] * xv[k]
-                acc[i] += s
-                if mode != MODE_PLAIN:
-                    unit_decode(t, qs, aux, dm, fw, r + n_out, u, wv)
-                    s = float32(0.0)
-                    for k in range(8):
-                        s += wv[k] * xv[k]
-                    acc[RMAX + i] += s
-    for i in range(2 * RMAX):
-        red[i, tid] = acc[i]
+        if n > 0:
+            a0 += _dot8(t, qs, aux, dm, fw, r0, u, xv)
+            if gated:
+                u0 += _dot8(t, qs, aux, dm, fw, r0 + n_out, u, xv)
+        if n > 1:
+            a1 += _dot8(t, qs, aux, dm, fw, r0 + 1, u, xv)
+            if gated:
+                u1 += _dot8(t, qs, aux, dm, fw, r0 + 1 + n_out, u, xv)
+        if n > 2:
+            a2 += _dot8(t, qs, aux, dm, fw, r0 + 2, u, xv)
+            if gated:
+                u2 += _dot8(t, qs, aux, dm, fw, r0 + 2 + n_out, u, xv)
+        if n > 3:
+            a3 += _dot8(t, qs, aux, dm, fw, r0 + 3, u, xv)
+            if gated:
+                u3 += _dot8(t, qs, aux, dm, fw, r0 + 3 + n_out, u, xv)
+    red[0, tid] = a0
+    red[1, tid] = a1
+    red[2, tid] = a2
+    red[3, tid] = a3
+    red[4, tid] = u0
+    red[5, tid] = u1
+    red[6, tid] = u2
+    red[7, tid] = u3
     cuda.syncthreads()
     step = tpr // 2
     while step > 0:
         if lane < step:
-            for i in range(2 * RMAX):
+            for i in range(RMAX2):
                 red[i, tid] += red[i, tid + step]
         cuda.syncthreads()
         step //= 2
