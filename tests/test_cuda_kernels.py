@@ -331,7 +331,7 @@ SMALL_K = min(20, dev.SAMPLE_THREADS)  # the sorted-candidates path
 
 @pytest.mark.parametrize("temp,top_k,top_p,min_p", [
     (0.8, SMALL_K, 1.0, 0.0), (0.8, SMALL_K, 0.9, 0.0), (1.2, SMALL_K, 0.5, 0.05),
-    (1.0, 0, 1.0, 0.1), (1.5, 0, 1.0, 0.0), (1.0, 0, 0.8, 0.0)])
+    (1.0, 0, 1.0, 0.1), (1.5, 0, 1.0, 0.0), (1.0, 0, 0.8, 0.0), (1e-30, 0, 1.0, 0.0)])
 def test_draws_match_the_numpy_twin(temp, top_k, top_p, min_p):
     rng = np.random.default_rng(11)
     for trial in range(3):

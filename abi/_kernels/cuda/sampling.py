@@ -52,6 +52,13 @@ def _gumbel(base, i):
 
 
 @cuda.jit(device=True)
+def _scaled(v, mx, inv_t):
+    """(v - max) / T, 0 at the max itself: finite for any temperature (1/T may be inf)."""
+    d = v - mx
+    return d * inv_t if d < float32(0.0) else float32(0.0)
+
+
+@cuda.jit(device=True)
 def _key(v):
     """An int ordered like the float v (negative floats have their magnitude bits flipped)."""
     b = float_as_int(v)
@@ -292,7 +299,7 @@ def sample(logits, row, iparams, fparams, hist, state, tokens, out_token):
         if use_sorted:
             for s in range(tid, n_keep, SAMPLE_THREADS):
                 i = ci[s]
-                score = logits[row, i] * inv_t + _gumbel(base, i)
+                score = _scaled(logits[row, i], mx, inv_t) + _gumbel(base, i)
                 if _before(score, i, bv, bi):
                     bv = score
                     bi = i
@@ -300,7 +307,7 @@ def sample(logits, row, iparams, fparams, hist, state, tokens, out_token):
             for i in range(tid, n_vocab, SAMPLE_THREADS):
                 v = logits[row, i]
                 if _key(v) >= thr:
-                    score = v * inv_t + _gumbel(base, i)
+                    score = _scaled(v, mx, inv_t) + _gumbel(base, i)
                     if _before(score, i, bv, bi):
                         bv = score
                         bi = i

@@ -80,5 +80,8 @@ def draw(logits: np.ndarray, temperature: float, top_k: int, top_p: float, min_p
     if temperature == 0:
         return int(np.argmax(logits))
     ids = kept_set(logits, top_k, top_p, min_p)
-    score = np.asarray(logits, np.float64)[ids] / temperature + gumbel(seed, counter, ids)
+    v = np.asarray(logits, np.float64)[ids]
+    with np.errstate(over="ignore"):  # shifted by the max, as the host: tiny temperatures stay finite
+        d = np.where(v < v.max(), (v - v.max()) / temperature, 0.0)
+    score = d + gumbel(seed, counter, ids)
     return int(ids[np.argmax(score)])
