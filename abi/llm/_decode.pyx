@@ -265,6 +265,17 @@ cdef void _qk(Ctx* c, Layer* L, int l, int t, int g, float* rot) noexcept nogil:
         _rope(c, qrow, rot)
 
 
+cdef inline void _residual(Ctx* c, Priv* p, int t, const float* post_norm) noexcept nogil:
+    """x[t] += tmp[t], normalised first where the model has a post-norm (Gemma 3)."""
+    cdef int D = c.n_embd, i
+    cdef const float* row = c.tmp + t * D
+    if post_norm != NULL:
+        _rms(row, post_norm, p.h + t * D, D, c.eps)
+        row = p.h + t * D
+    for i in range(D):
+        p.x[t * D + i] += row[i]
+
+
 cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
     cdef int D = c.n_embd, hd = c.hd, T = c.T, l, i, hh, t, g, task
     cdef int QD = c.n_head * hd, KD = c.n_kv * hd, F = c.n_ff, group = c.n_head // c.n_kv
@@ -321,12 +332,7 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
         _matmul(c, &p, &L.wo, c.att, QD, c.tmp, D, 0, T, tid, nth)
         barrier()
         for t in range(T):
-            row = c.tmp + t * D
-            if L.post_attn_norm != NULL:
-                _rms(row, L.post_attn_norm, p.h + t * D, D, c.eps)
-                row = p.h + t * D
-            for i in range(D):
-                p.x[t * D + i] += row[i]
+            _residual(c, &p, t, L.post_attn_norm)
             _rms(p.x + t * D, L.ffn_norm, p.h + t * D, D, c.eps)
             _prep(c, &p, p.h + t * D, &L.gate, t)
             if L.up.fmt != L.gate.fmt:
@@ -349,12 +355,7 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
         _matmul(c, &p, &L.down, c.g, F, c.tmp, D, 0, T, tid, nth)
         barrier()
         for t in range(T):
-            row = c.tmp + t * D
-            if L.post_ffn_norm != NULL:
-                _rms(row, L.post_ffn_norm, p.h + t * D, D, c.eps)
-                row = p.h + t * D
-            for i in range(D):
-                p.x[t * D + i] += row[i]
+            _residual(c, &p, t, L.post_ffn_norm)
     for t in range(c.out_from, T):
         _rms(p.x + t * D, c.out_norm, p.h + t * D, D, c.eps)
         if c.logits != NULL:
