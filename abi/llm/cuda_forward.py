@@ -262,7 +262,7 @@ class CudaDecoder:
         """Every launch of a batch of T tokens: (kernel, grid, block, args)."""
         device, matmul, ops, attention, _ = self.k
         plan = []
-        D, QD, KD, F = self.n_embd, self.n_head * self.hd, self.n_kv * self.hd, self.n_ff
+        D, F = self.n_embd, self.n_ff
         NT = device.NORM_THREADS
         dummy = self.dummy
         e = self.embd
@@ -430,7 +430,6 @@ class CudaDecoder:
         """Prefill ``new_ids`` after the cache's contents, then yield sampled token ids one by
         one, feeding each back on the device (only the id crosses to the host)."""
         ids = self._check(new_ids, cache, "last")
-        cuda, s = self.cuda, self.stream
         with self.lock:
             results, dc, stopped = self._run_batches(ids, cache, "last", should_stop)
             if stopped:
