@@ -112,7 +112,8 @@ class Model:
         ids = list(ids)
         self.check_context(cache.length + len(ids))
         with self._forward_lock:
-            compiled = self._decoder() if cache.dtype == np.float32 else None
+            # the CUDA forward keeps its own f16 device cache, whatever the host cache dtype
+            compiled = self._decoder() if cache.dtype == np.float32 or self.backend == "cuda" else None
         outs = []
         for s in range(0, len(ids), self.n_batch):
             if should_stop is not None and s and should_stop():
