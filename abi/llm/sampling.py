@@ -135,13 +135,16 @@ def make_sampler(temperature: float = 0.7, top_k: int = 40, top_p: float = 0.9,
     rng = np.random.default_rng(seed)
 
     def sample(logits: np.ndarray) -> int:
-        x = top_k_filter(logits, top_k)
-        x = top_p_filter(x, top_p)
-        x = min_p_filter(x, min_p)
-        x = x.astype(np.float64)
+        # top-k first on the whole vocabulary, then the rest on the (few) candidates left
+        if 0 < top_k < logits.shape[-1]:
+            cut = np.partition(logits, -top_k)[-top_k]
+            ids = np.flatnonzero(logits >= cut)
+        else:
+            ids = np.arange(logits.shape[-1])
+        x = min_p_filter(top_p_filter(logits[ids], top_p), min_p).astype(np.float64)
         with np.errstate(over="ignore"):  # shift first: tiny temperatures give -inf, not nan
             probs = softmax((x - x.max()) / temperature)
-        return int(rng.choice(probs.shape[-1], p=probs))
+        return int(ids[rng.choice(probs.shape[-1], p=probs)])
     sample.spec = spec
     return sample
 
