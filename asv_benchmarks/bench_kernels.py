@@ -77,6 +77,7 @@ class DecodeProduct:
         self.x = rng.standard_normal(self.cols, dtype=np.float32)
         self.y = np.empty(self.rows, np.float32)
         self.n_threads = _kernels.default_num_threads()
+        _kernels.qmatmul(self.raw, self.t, (self.rows, self.cols), self.x)   # OpenMP start-up
 
     def time_qmatmul(self, type_name, shape):
         _kernels.qmatmul(self.raw, self.t, (self.rows, self.cols), self.x)
@@ -105,6 +106,7 @@ class PrefillProduct:
         rng = np.random.default_rng(0)
         self.raw = _weight(self.t, self.rows, self.cols, rng)
         self.x = rng.standard_normal((64, self.cols), dtype=np.float32)
+        _kernels.qmatmul(self.raw, self.t, (self.rows, self.cols), self.x)   # BLAS start-up
 
     def time_qmatmul_t64(self, type_name, shape):
         _kernels.qmatmul(self.raw, self.t, (self.rows, self.cols), self.x)

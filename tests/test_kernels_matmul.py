@@ -201,13 +201,16 @@ def test_thread_count_setting(monkeypatch):
     import os
 
     monkeypatch.delenv("ABI_NUM_THREADS", raising=False)
-    assert K.default_num_threads() == len(os.sched_getaffinity(0))
+    assert K.default_num_threads(refresh=True) == len(os.sched_getaffinity(0))
     monkeypatch.setenv("ABI_NUM_THREADS", "3")
-    assert K.default_num_threads() == 3
+    assert K.default_num_threads() == len(os.sched_getaffinity(0))     # cached until refreshed
+    assert K.default_num_threads(refresh=True) == 3
     for bad in ("0", "two"):
         monkeypatch.setenv("ABI_NUM_THREADS", bad)
         with pytest.raises(ConfigError):
-            K.default_num_threads()
+            K.default_num_threads(refresh=True)
+    monkeypatch.delenv("ABI_NUM_THREADS")
+    K.default_num_threads(refresh=True)
 
 
 @pytest.mark.model

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import KernelInputError, UnsupportedTensorType
 from ..gguf.constants import GGMLType
+from . import dequant, matmul, quant
 from .registry import DEQUANTIZE_TYPES, KERNELS, MATMUL_TYPES, QUANTIZE_TYPES, TypeKernels
 
 __all__ = [
@@ -42,40 +43,53 @@ ACTIVATION_ERROR_BOUND = {
 }
 
 
-def default_num_threads() -> int:
-    from ..config import env
+_DEFAULT_THREADS: int | None = None
 
-    n = env("ABI_NUM_THREADS", None, cast=int)
-    if n is not None:
-        if n < 1:
+
+def default_num_threads(refresh: bool = False) -> int:
+    """``ABI_NUM_THREADS`` if set, else the CPUs this process may run on. Read on the first
+    call (or with ``refresh=True``) and then cached: it sits on the path of every product."""
+    global _DEFAULT_THREADS
+    if _DEFAULT_THREADS is None or refresh:
+        from ..config import env
+
+        n = env("ABI_NUM_THREADS", None, cast=int)
+        if n is not None and n < 1:
             from ..errors import ConfigError
             raise ConfigError(f"ABI_NUM_THREADS={n} must be at least 1", field="ABI_NUM_THREADS")
-        return n
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        if n is None:
+            try:
+                n = max(1, len(os.sched_getaffinity(0)))
+            except (AttributeError, OSError):
+                n = os.cpu_count() or 1
+        _DEFAULT_THREADS = n
+    return _DEFAULT_THREADS
 
 
 def _threads(n_threads: int | None) -> int:
     if n_threads is None:
-        return default_num_threads()
+        return _DEFAULT_THREADS or default_num_threads()
     if int(n_threads) < 1:
         raise KernelInputError(f"n_threads must be at least 1, got {n_threads}")
     return int(n_threads)
 
 
-def _type(ggml_type, supported: tuple[GGMLType, ...], what: str) -> GGMLType:
+_DEQUANTIZE_SET = frozenset(DEQUANTIZE_TYPES)
+_QUANTIZE_SET = frozenset(QUANTIZE_TYPES)
+_MATMUL_SET = frozenset(MATMUL_TYPES)
+
+
+def _type(ggml_type, supported: frozenset, what: str) -> GGMLType:
+    if ggml_type.__class__ is GGMLType and ggml_type in supported:
+        return ggml_type
+    names = ", ".join(s.name for s in GGMLType if s in supported)
     try:
         t = GGMLType(int(ggml_type))
     except (ValueError, TypeError):
         raise UnsupportedTensorType(
-            f"{what}: unknown tensor type {ggml_type!r}; supported: "
-            + ", ".join(s.name for s in supported)) from None
+            f"{what}: unknown tensor type {ggml_type!r}; supported: {names}") from None
     if t not in supported:
-        raise UnsupportedTensorType(
-            f"{what}: tensor type {t.name} is not supported; supported: "
-            + ", ".join(s.name for s in supported))
+        raise UnsupportedTensorType(f"{what}: tensor type {t.name} is not supported; supported: {names}")
     return t
 
 
@@ -94,12 +108,17 @@ def _raw_bytes(raw, t: GGMLType, shape: tuple[int, ...], what: str) -> np.ndarra
     if shape[-1] % t.block_size:
         raise KernelInputError(
             f"{what}: a {t.name} row must be a multiple of {t.block_size} elements; shape {shape}")
-    n = int(np.prod(shape, dtype=np.int64))
+    n = 1
+    for s in shape:
+        n *= s
     expected = n // t.block_size * t.type_size
-    arr = np.asarray(raw)
-    if arr.dtype != np.uint8:
-        arr = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
-    arr = np.ascontiguousarray(arr).reshape(-1)
+    arr = raw
+    if not (arr.__class__ is np.ndarray and arr.dtype == np.uint8 and arr.ndim == 1
+            and arr.flags.c_contiguous):
+        arr = np.ascontiguousarray(raw)
+        if arr.dtype != np.uint8:
+            arr = arr.reshape(-1).view(np.uint8)
+        arr = arr.reshape(-1)
     if arr.size != expected:
         raise KernelInputError(
             f"{what}: {t.name} tensor of shape {shape} needs {expected} bytes, got {arr.size}")
@@ -108,12 +127,10 @@ def _raw_bytes(raw, t: GGMLType, shape: tuple[int, ...], what: str) -> np.ndarra
 
 def dequantize(raw, ggml_type, shape, n_threads: int | None = None) -> np.ndarray:
     """float32 array of ``shape`` from the tensor's stored bytes (blocks as in the file)."""
-    from . import dequant
-
-    t = _type(ggml_type, DEQUANTIZE_TYPES, "dequantize")
+    t = _type(ggml_type, _DEQUANTIZE_SET, "dequantize")
     shape = _shape(shape)
     data = _raw_bytes(raw, t, shape, "dequantize")
-    out = np.empty(int(np.prod(shape, dtype=np.int64)), dtype=np.float32)
+    out = np.empty(data.size // t.type_size * t.block_size, dtype=np.float32)
     dequant.dequantize_into(data, int(t), t.block_size, t.type_size, out, _threads(n_threads))
     return out.reshape(shape)
 
@@ -121,9 +138,7 @@ def dequantize(raw, ggml_type, shape, n_threads: int | None = None) -> np.ndarra
 def quantize(x, ggml_type, n_threads: int | None = None) -> np.ndarray:
     """uint8 blocks of ``x`` (float32-convertible, last axis a multiple of the block size),
     shaped ``(*x.shape[:-1], row_bytes)``. Bit-exact with gguf.quants where it has the type."""
-    from . import quant
-
-    t = _type(ggml_type, QUANTIZE_TYPES, "quantize")
+    t = _type(ggml_type, _QUANTIZE_SET, "quantize")
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim == 0 or x.shape[-1] % t.block_size:
         raise KernelInputError(
@@ -147,9 +162,7 @@ def qmatmul(raw, ggml_type, shape, x, n_threads: int | None = None) -> np.ndarra
     Many x rows (prefill), and the types without an integer dot (Q2_K, Q3_K, IQ4_NL, IQ4_XS):
     W is dequantised tile by tile and multiplied with BLAS sgemm in float32.
     """
-    from . import matmul
-
-    t = _type(ggml_type, DEQUANTIZE_TYPES, "qmatmul")
+    t = _type(ggml_type, _DEQUANTIZE_SET, "qmatmul")
     shape = _shape(shape)
     if len(shape) != 2:
         raise KernelInputError(f"qmatmul: the weight must be a matrix (rows, cols), got shape {shape}")
@@ -162,7 +175,7 @@ def qmatmul(raw, ggml_type, shape, x, n_threads: int | None = None) -> np.ndarra
         raise KernelInputError(f"qmatmul: sizes beyond 2**31 are not supported: {shape}, {x.shape}")
     nt = _threads(n_threads)
     xs = x.reshape(-1, cols)
-    if xs.shape[0] == 1 and t in MATMUL_TYPES:
+    if xs.shape[0] == 1 and t in _MATMUL_SET:
         y = np.empty(rows, dtype=np.float32)
         matmul.gemv_into(data, int(t), rows, cols, xs[0], y, nt)
         return y if x.ndim == 1 else y[None, :]
@@ -178,7 +191,7 @@ def activation_error_bound(ggml_type) -> float:
 
 def dequantize_reference(raw, ggml_type, shape) -> np.ndarray:
     """The numpy reference of ``dequantize`` (slow; the oracle for the Cython twin)."""
-    t = _type(ggml_type, DEQUANTIZE_TYPES, "dequantize_reference")
+    t = _type(ggml_type, _DEQUANTIZE_SET, "dequantize_reference")
     shape = _shape(shape)
     data = _raw_bytes(raw, t, shape, "dequantize_reference")
     return KERNELS[t].dequantize_ref(data.reshape(-1, t.type_size)).reshape(shape)
@@ -186,7 +199,7 @@ def dequantize_reference(raw, ggml_type, shape) -> np.ndarray:
 
 def quantize_reference(x, ggml_type) -> np.ndarray:
     """The numpy reference of ``quantize``."""
-    t = _type(ggml_type, QUANTIZE_TYPES, "quantize_reference")
+    t = _type(ggml_type, _QUANTIZE_SET, "quantize_reference")
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim == 0 or x.shape[-1] % t.block_size:
         raise KernelInputError(
