@@ -232,7 +232,8 @@ def test_default_model_weights(default_model_path):
         w = K.dequantize(raw, info.ggml_type, info.shape).astype(np.float64)
         y1 = K.qmatmul(raw, info.ggml_type, info.shape, x[0]).astype(np.float64)
         absmax = np.repeat(np.abs(x[0]).reshape(-1, 32).max(axis=1), 32).astype(np.float64)
-        bound = K.activation_error_bound(info.ggml_type) * (np.abs(w) @ absmax) + KERNEL_RTOL * (np.abs(w) @ np.abs(x[0]))
+        bound = (K.activation_error_bound(info.ggml_type) * (np.abs(w) @ absmax)
+                 + KERNEL_RTOL * (np.abs(w) @ np.abs(x[0])))
         assert np.all(np.abs(y1 - w @ x[0]) <= bound), name
         y3 = K.qmatmul(raw, info.ggml_type, info.shape, x)
         assert np.all(np.abs(y3 - x @ w.T) <= SGEMM_RTOL * (np.abs(x) @ np.abs(w).T)), name

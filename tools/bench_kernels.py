@@ -187,7 +187,8 @@ def main(argv=None) -> int:
         ok = "" if not r["target"] else (" ok" if r["ratio_stream"] >= r["target"] else " MISS")
         ok += " (busy machine)" if r["quiet"] is False else ""
         print(f"{r['type']:6} {r['rows']:>5}x{r['cols']:<6} {r['weight_mb']:6.2f} | {r['bandwidth_gbs']:7.1f} | "
-              f"{r['gbs_stream']:11.2f} {r['ratio_stream']:6.0%} | {r['gbs_hot']:8.2f} {r['ratio_hot']:6.0%} | {tgt}{ok}")
+              f"{r['gbs_stream']:11.2f} {r['ratio_stream']:6.0%} | "
+              f"{r['gbs_hot']:8.2f} {r['ratio_hot']:6.0%} | {tgt}{ok}")
     print("dequantise (GB/s of float32 output): "
           + ", ".join(f"{d['type']} {d['gbs_out']:.1f}" for d in deq))
     return 0
