@@ -18,7 +18,7 @@ pytestmark = pytest.mark.model
 MODEL = "smollm2-135m-instruct"
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-LONG = 400  # tokens: far more than any test waits for
+LONG = 2000  # tokens: ~10 s even at 200 tok/s, far more than any test waits for
 
 
 @pytest.fixture(scope="module")
