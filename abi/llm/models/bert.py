@@ -155,13 +155,22 @@ class Model:
         # padded keys get -inf; a row with no real token keeps zeros (its output is dropped)
         key_bias = np.where(mask | ~mask.any(axis=1, keepdims=True), 0.0, -np.inf).astype(np.float32)
         linear = self.threads.linear
+        def add_norm(x, norm):
+            def post(y, lo, hi):  # y = layer_norm(x + y), rows lo..hi
+                y += x[lo:hi]
+                y[...] = layer_norm(y, *norm, a.norm_eps)
+            return post
+
+        def gelu_rows(y, lo, hi):
+            gelu_(y)
+
         with self.threads.blas_single():
             for layer in self.layers:
                 qkv = linear(x, layer.wqkv, layer.bqkv)  # (N, 3D)
-                x = layer_norm(x + linear(self._attention(qkv, sel, key_bias), layer.wo, layer.bo),
-                               *layer.attn_norm, a.norm_eps)  # (N, D)
-                h = gelu_(linear(x, layer.w_up, layer.b_up))  # (N, F)
-                x = layer_norm(x + linear(h, layer.w_down, layer.b_down), *layer.out_norm, a.norm_eps)
+                attn = self._attention(qkv, sel, key_bias)
+                x = linear(attn, layer.wo, layer.bo, add_norm(x, layer.attn_norm))  # (N, D)
+                h = linear(x, layer.w_up, layer.b_up, gelu_rows)  # (N, F)
+                x = linear(h, layer.w_down, layer.b_down, add_norm(x, layer.out_norm))  # (N, D)
         out = np.zeros((B * T, D), np.float32)
         out[sel] = x
         return out.reshape(B, T, D)
@@ -240,9 +249,11 @@ class _RowThreads:
         return _single_threaded_blas() if self.pinned else contextlib.nullcontext()
 
     @staticmethod
-    def _part(x, w, b, out):
+    def _part(x, w, b, out, post, lo, hi):
         np.matmul(x, w.T, out=out)
         out += b
+        if post is not None:
+            post(out, lo, hi)
 
     def run(self, fn, args_list: list[tuple]) -> None:
         """fn(*args) for each args; the calling thread takes every n-th, the pool the rest."""
@@ -257,12 +268,15 @@ class _RowThreads:
         for job in jobs:
             job.result()
 
-    def linear(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def linear(self, x: np.ndarray, w: np.ndarray, b: np.ndarray, post=None) -> np.ndarray:
+        """``post(rows_out, lo, hi)``, if given, finishes each block of rows in place on the
+        thread that computed it (row-wise work: GELU, residual + LayerNorm)."""
         N = x.shape[0]
         out = np.empty((N, w.shape[0]), np.float32)
         parts = min(self.n, max(1, N // _MIN_ROWS_PER_THREAD))
         bounds = [N * i // parts for i in range(parts + 1)]
-        self.run(self._part, [(x[lo:hi], w, b, out[lo:hi]) for lo, hi in zip(bounds, bounds[1:])])
+        self.run(self._part, [(x[lo:hi], w, b, out[lo:hi], post, lo, hi)
+                              for lo, hi in zip(bounds, bounds[1:])])
         return out
 
 
@@ -299,7 +313,7 @@ def _build_gelu_kernel():
 
     # one thread: ~0.4 ms for a batch's (N, F) here; a second thread pool beside BLAS's
     # costs more in hand-offs than it saves
-    @numba.njit(fastmath=True, cache=True)
+    @numba.njit(fastmath=True, cache=True, nogil=True)  # nogil: row blocks run on two threads
     def gelu_inplace(flat):
         for i in range(flat.size):
             v = flat[i]
