@@ -53,7 +53,7 @@ def _fast_simulator():
     sys.setswitchinterval(old)
 
 
-def write_model(path, arch, types, D=64, F=128, H=4, KV=2, L=2, seed=0, output=None):
+def write_model(path, arch, types, D=64, F=128, H=4, KV=2, L=2, seed=0, output=None, extra=None):
     """A tiny random model; ``types`` maps a tensor role (attn_q, ffn_down, token_embd ...)
     to its GGML type, ``"*"`` the default; ``output``: the type of a separate output matrix."""
     rng = np.random.default_rng(seed)
@@ -61,7 +61,7 @@ def write_model(path, arch, types, D=64, F=128, H=4, KV=2, L=2, seed=0, output=N
     w = GGUFWriter(path)
     meta = {"context_length": 128, "embedding_length": D, "block_count": L, "feed_forward_length": F,
             "attention.head_count": H, "attention.head_count_kv": KV, "rope.freq_base": 10000.0,
-            "attention.layer_norm_rms_epsilon": 1e-6}
+            "attention.layer_norm_rms_epsilon": 1e-6, **(extra or {})}
     w.add_metadata("general.architecture", arch)
     for k, v in meta.items():
         w.add_metadata(f"{arch}.{k}", v)
@@ -130,6 +130,10 @@ CASES = {  # arch, tensor types, model dims, (prompt tokens, n_batch, prompt out
     "qwen2_q8_0": ("qwen2", {"*": T.Q8_0, "token_embd": T.Q4_1}, dict(L=1), (10, 8, "all", 2)),
     # two layers: a local (window 6, own RoPE base) then a global one, post-norms between
     "gemma3_q8_0": ("gemma3", {"*": T.Q8_0, "ffn_down": T.Q5_0}, {}, (10, 8, "all", 2)),
+    # YaRN: scaled frequencies and the magnitude factor on cos/sin
+    "llama_yarn": ("llama", {"*": T.Q8_0}, dict(L=1, extra={
+        "rope.scaling.type": "yarn", "rope.scaling.factor": 4.0,
+        "rope.scaling.original_context_length": 32}), (10, 8, "all", 2)),
     # K-quants, with Q/K/V and gate/up of different types (no fused launches), separate output;
     # wider (256 columns), so fewer simulated tokens: one prompt batch, one decode step
     "llama_kquants": ("llama", {"*": T.Q4_K, "attn_v": T.Q6_K, "ffn_up": T.Q5_1, "ffn_down": T.Q6_K,

@@ -225,7 +225,8 @@ def test_qk_prep_rotates_and_fills_the_cache(neox, qk_norm, n_rot):
     dq = cuda.to_device(qkv)
     O.qk_prep[(n_tok, n_head + n_kv), dev.NORM_THREADS](
         dq, n_head, n_kv, hd, cuda.to_device(q_norm), cuda.to_device(k_norm), int(qk_norm), np.float32(1e-6),
-        cuda.to_device(rope.inv_freq), n_rot, int(neox), kc, vc, 1, cuda.to_device(np.array([pos0, n_tok], np.int32)))
+        cuda.to_device(rope.inv_freq), n_rot, int(neox), np.float64(rope.mscale), kc, vc, 1,
+        cuda.to_device(np.array([pos0, n_tok], np.int32)))
     q = qkv[:, :n_head * hd].reshape(n_tok, n_head, hd).copy()
     k = qkv[:, n_head * hd:(n_head + n_kv) * hd].reshape(n_tok, n_kv, hd).copy()
     v = qkv[:, (n_head + n_kv) * hd:].reshape(n_tok, n_kv, hd)

@@ -155,6 +155,7 @@ class CudaDecoder:
         self.out_norm = self._vec(model.output_norm)
         ropes = (model.rope_global, model.rope_local) if self.gemma else (model.rope, model.rope)
         self.inv_freq = [self._vec(r.inv_freq) for r in ropes]
+        self.rope_mscale = [float(r.mscale) for r in ropes]
         self.layers = []
         for i, blk in enumerate(model.layers):
             L = _Layer()
@@ -165,6 +166,7 @@ class CudaDecoder:
             L.post_ffn = self._vec(getattr(blk, "post_ffn_norm", None))
             L.swa = bool(self.gemma and model.args.swa_pattern[i])
             L.inv_freq = self.inv_freq[1 if L.swa else 0]
+            L.rope_mscale = self.rope_mscale[1 if L.swa else 0]
             qkv = [_pack(blk.wq), _pack(blk.wk), _pack(blk.wv)]
             biases = [lin.bias for lin in (blk.wq, blk.wk, blk.wv)]
             if any(b is not None for b in biases):
@@ -277,7 +279,7 @@ class CudaDecoder:
             plan.append((ops.qk_prep, (T, self.n_head + self.n_kv), NT,
                          (self.qkv, self.n_head, self.n_kv, self.hd, _or(L.q_norm, dummy), _or(L.k_norm, dummy),
                           int(L.q_norm is not None), self.eps, L.inv_freq, self.n_rot, self.neox,
-                          dc.k, dc.v, li, dc.state)))
+                          L.rope_mscale, dc.k, dc.v, li, dc.state)))
             window = self.window if L.swa else 0
             if T == 1:
                 plan.append((attention.attn_decode, (self.n_head, self.n_split), device.DEC_THREADS,

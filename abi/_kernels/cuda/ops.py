@@ -56,7 +56,7 @@ def residual_norm(x, delta, has_delta, post_w, has_post, norm_w, h, eps, dim, ro
 
 @jit
 def qk_prep(qkv, n_head, n_kv, hd, q_norm, k_norm, has_qk_norm, eps, inv_freq, n_rot, neox,
-            kc, vc, layer, state):
+            mscale, kc, vc, layer, state):
     """Block (t, head): head < n_head rotates query head ``head`` of token t in place;
     head >= n_head prepares key/value head g = head - n_head and writes both to the f16
     cache at position state[0] + t. Gemma's per-head RMSNorm comes before RoPE."""
@@ -84,8 +84,8 @@ def qk_prep(qkv, n_head, n_kv, hd, q_norm, k_norm, has_qk_norm, eps, inv_freq, n
         ia = p if neox else 2 * p
         ib = p + half if neox else 2 * p + 1
         angle = float(pos) * float(inv_freq[p])  # float64, as the CPU tables
-        cs = float32(math.cos(angle))
-        sn = float32(math.sin(angle))
+        cs = float32(math.cos(angle) * mscale)  # mscale: YaRN's magnitude factor (else 1)
+        sn = float32(math.sin(angle) * mscale)
         a = buf[ia]
         b = buf[ib]
         buf[ia] = a * cs - b * sn
