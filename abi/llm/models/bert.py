@@ -282,60 +282,13 @@ class _RowThreads:
 
 # -- exact GELU ------------------------------------------------------------------------
 # HF's "gelu" is x * Phi(x) with erf; scipy's erf runs in float64 and costs more than the
-# matrix products here, so a float32 rational erf (max error 5e-7) runs in a numba loop.
-
-_ERF_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
-          -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
-          -1.60960333262415e-02)
-_ERF_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
-          -7.37332916720468e-03, -1.42647390514189e-02)
-_gelu_kernel = None
-
-
-def _gelu_numpy(h: np.ndarray) -> None:
-    z = np.clip(h * np.float32(math.sqrt(0.5)), -4.0, 4.0)
-    z2 = z * z
-    p = np.full_like(z, _ERF_P[0])
-    for c in _ERF_P[1:]:
-        p = p * z2 + np.float32(c)
-    q = np.full_like(z, _ERF_Q[0])
-    for c in _ERF_Q[1:]:
-        q = q * z2 + np.float32(c)
-    h *= np.float32(0.5) * (np.float32(1.0) + z * p / q)
-
-
-def _build_gelu_kernel():
-    import numba
-
-    p0, p1, p2, p3, p4, p5, p6 = (np.float32(c) for c in _ERF_P)
-    q0, q1, q2, q3, q4 = (np.float32(c) for c in _ERF_Q)
-    half, lo, hi, r2 = np.float32(0.5), np.float32(-4.0), np.float32(4.0), np.float32(math.sqrt(0.5))
-
-    # one thread: ~0.4 ms for a batch's (N, F) here; a second thread pool beside BLAS's
-    # costs more in hand-offs than it saves
-    @numba.njit(fastmath=True, cache=True, nogil=True)  # nogil: row blocks run on two threads
-    def gelu_inplace(flat):
-        for i in range(flat.size):
-            v = flat[i]
-            z = min(max(v * r2, lo), hi)
-            z2 = z * z
-            p = ((((((p0 * z2 + p1) * z2 + p2) * z2 + p3) * z2 + p4) * z2 + p5) * z2 + p6)
-            q = ((((q0 * z2 + q1) * z2 + q2) * z2 + q3) * z2 + q4)
-            flat[i] = half * v * (np.float32(1.0) + z * p / q)
-
-    return gelu_inplace
+# matrix products here, so a float32 rational erf (max error 5e-7) runs in a C loop that
+# the compiler vectorises (abi/_kernels/activations.pyx).
 
 
 def gelu_(h: np.ndarray) -> np.ndarray:
     """Exact GELU in place on a C-contiguous float32 array."""
-    global _gelu_kernel
-    if _gelu_kernel is None:
-        try:
-            _gelu_kernel = _build_gelu_kernel()
-        except ImportError:  # numba is a dependency, but stay correct without it
-            _gelu_kernel = False
-    if _gelu_kernel and h.dtype == np.float32 and h.flags.c_contiguous:
-        _gelu_kernel(h.reshape(-1))
-    else:
-        _gelu_numpy(h)
+    from ..._kernels.activations import gelu_erf_
+
+    gelu_erf_(h.reshape(-1))
     return h
