@@ -53,7 +53,3 @@ class KVCache:
 
     def clear(self) -> None:
         self.truncate(0)
-
-    @property
-    def nbytes(self) -> int:
-        return self.k.nbytes + self.v.nbytes
