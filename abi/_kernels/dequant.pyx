@@ -8,6 +8,7 @@ from cython.parallel cimport prange
 
 from abi._kernels._half cimport ld16, ld32, ldf32, f16_to_f32, bf16_to_f32
 from abi._kernels._types cimport *
+from abi.errors import UnsupportedTensorType
 
 cdef extern from *:
     """
@@ -309,7 +310,7 @@ def dequantize_into(const uint8_t[::1] raw, int ggml_type, Py_ssize_t block_size
     cdef Py_ssize_t n_chunks = (nb + chunk - 1) // chunk
     cdef Py_ssize_t c, start, count
     if dequantize_blocks(ggml_type, NULL, NULL, 0) != 0:   # zero blocks: only the type is checked
-        raise NotImplementedError(ggml_type)
+        raise UnsupportedTensorType(f"no kernel for GGML type id {ggml_type}")
     if nb * type_size != raw.shape[0] or out.shape[0] != nb * block_size:
         raise ValueError("dequantize_into: raw/out sizes do not match whole blocks")
     if nb == 0:

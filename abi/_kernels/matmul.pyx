@@ -9,6 +9,12 @@ from libc.stdlib cimport malloc, free
 from cython.parallel cimport prange
 from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
 
+from abi._kernels._qdot cimport *
+from abi._kernels._types cimport *
+from abi._kernels.quant cimport quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k
+from abi._kernels.dequant cimport dequantize_blocks
+from abi.errors import UnsupportedTensorType
+
 # BLAS sgemm, taken from scipy's exported function table on first use (not at import, and
 # not at build time: importing scipy.linalg costs ~0.15 s, and the build needs no scipy)
 ctypedef void (*sgemm_t)(char* transa, char* transb, int* m, int* n, int* k, float* alpha,
@@ -25,10 +31,6 @@ cdef int _load_sgemm() except -1:
         sgemm = <sgemm_t>PyCapsule_GetPointer(capsule, PyCapsule_GetName(capsule))
     return 0
 
-from abi._kernels._qdot cimport *
-from abi._kernels._types cimport *
-from abi._kernels.quant cimport quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k
-from abi._kernels.dequant cimport dequantize_blocks
 
 # Products of fewer weight elements than this run on the calling thread: waking a second
 # thread costs ~1-2 us, which pays off only above ~5 us of work (measured on the 2-core
@@ -231,7 +233,7 @@ def gemv_into(const uint8_t[::1] w, int ggml_type, Py_ssize_t rows, Py_ssize_t c
     cdef Py_ssize_t nq = activation_bytes(ggml_type, cols)
     cdef uint8_t* xq = NULL
     if vec_dot_type(ggml_type) == -2:
-        raise NotImplementedError(ggml_type)
+        raise UnsupportedTensorType(f"no kernel for GGML type id {ggml_type}")
     if w.shape[0] != rows * row_bytes(ggml_type, cols) or x.shape[0] != cols or y.shape[0] != rows:
         raise ValueError("gemv_into: sizes do not match")
     if rows == 0:
@@ -255,7 +257,7 @@ def gemm_into(const uint8_t[::1] w, int ggml_type, Py_ssize_t rows, Py_ssize_t c
     cdef float* tile = NULL
     cdef int rc
     if gemm(ggml_type, NULL, 0, 0, NULL, 0, NULL, NULL, 1, 1) != 0:   # no rows: type check only
-        raise NotImplementedError(ggml_type)
+        raise UnsupportedTensorType(f"no kernel for GGML type id {ggml_type}")
     _load_sgemm()
     if (w.shape[0] != rows * row_bytes(ggml_type, cols) or x.shape[1] != cols
             or y.shape[0] != T or y.shape[1] != rows):

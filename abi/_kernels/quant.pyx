@@ -12,6 +12,7 @@ from cython.parallel cimport prange
 from abi._kernels._half cimport (st16, stf32, f16_to_f32, f32_to_f16, f32_to_bf16,
                                  f16_to_f32_soft, f32_to_f16_soft)
 from abi._kernels._types cimport *
+from abi.errors import UnsupportedTensorType
 
 cdef extern from *:
     """
@@ -408,7 +409,7 @@ def quantize_into(const float[::1] x, int ggml_type, Py_ssize_t block_size,
     cdef Py_ssize_t n_chunks = (nb + chunk - 1) // chunk
     cdef Py_ssize_t c, start
     if quantize_blocks(ggml_type, NULL, NULL, 0) != 0:     # zero blocks: only the type is checked
-        raise NotImplementedError(ggml_type)
+        raise UnsupportedTensorType(f"no kernel for GGML type id {ggml_type}")
     if nb * block_size != x.shape[0] or out.shape[0] != nb * type_size:
         raise ValueError("quantize_into: x/out sizes do not match whole blocks")
     if nb == 0:

@@ -2,6 +2,7 @@
 (``{"role", "content"}`` dicts) into a reply, whole or as a stream of text pieces."""
 from __future__ import annotations
 
+import abc
 import math
 import re
 import threading
@@ -28,12 +29,13 @@ def approx_tokens(messages: Messages) -> int:
     return sum(4 + math.ceil(len(m.get("content") or "") / 4) for m in messages) + 2
 
 
-class Backend:
+class Backend(abc.ABC):
     name = "base"
     model: str | None = None
 
+    @abc.abstractmethod
     def complete(self, messages: Messages, params: GenerationParams) -> str:
-        raise NotImplementedError
+        """The whole reply to ``messages``."""
 
     def stream(self, messages: Messages, params: GenerationParams) -> Iterator[str]:
         yield self.complete(messages, params)

@@ -23,8 +23,9 @@ from ..errors import CheckpointError, ConfigError, DatasetError, TrainingError
 from .checkpoint import CheckpointFile, CheckpointManager, resolve_checkpoint
 from .datasets import read_tokenbin
 from .llama import LlamaConfig, LlamaModel, init_params
-from .optim import OPTIMIZERS, clip_grad_norm, make_optimizer
-from .schedules import SCHEDULES, make_schedule
+from .optim import clip_grad_norm, make_optimizer
+from .schedules import make_schedule
+from .trainer import check_run_settings
 
 CHECKPOINT_KIND = "llm"
 
@@ -75,21 +76,8 @@ class LlmTrainingConfig:
         if bool(self.init_gguf) == bool(self.vocab_from):
             raise ConfigError("give exactly one of init_gguf (fine-tune) and vocab_from "
                               "(from scratch)", field="init_gguf")
-        for name in ("steps", "batch_size", "seq_len", "gradient_accumulation_steps",
-                     "max_checkpoints", "log_interval"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}", field=name)
-        if self.checkpoint_interval < 0:
-            raise ConfigError("checkpoint_interval must be >= 0", field="checkpoint_interval")
-        if self.checkpoint_interval > 0 and not self.checkpoint_path:
-            raise ConfigError("checkpoint_interval needs a checkpoint_path", "checkpoint_path")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of "
-                              f"{', '.join(OPTIMIZERS)}", field="optimizer")
-        if self.lr_schedule not in SCHEDULES:
-            raise ConfigError(f"unknown lr schedule {self.lr_schedule!r}; choose one of "
-                              f"{', '.join(SCHEDULES)}", field="lr_schedule")
+        check_run_settings(self, ("steps", "batch_size", "seq_len", "gradient_accumulation_steps",
+                                  "max_checkpoints", "log_interval"))
         if self.export_type not in ("f32", "f16", "q8_0"):
             raise ConfigError(f"export_type must be f32, f16 or q8_0, got {self.export_type!r}",
                               field="export_type")

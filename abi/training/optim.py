@@ -12,6 +12,8 @@ resumed run continues bit for bit.
 """
 from __future__ import annotations
 
+import abc
+
 import math
 
 import numpy as np
@@ -43,7 +45,7 @@ def clip_grad_norm(grads: Params, max_norm: float) -> float:
     return norm
 
 
-class Optimizer:
+class Optimizer(abc.ABC):
     """Base: holds the parameters it updates, its hyperparameters and the step count."""
 
     name = ""
@@ -72,8 +74,9 @@ class Optimizer:
                                   "grads")
             self._update(name, p, g, np.float32(lr))
 
+    @abc.abstractmethod
     def _update(self, name: str, p: np.ndarray, g: np.ndarray, lr: np.float32) -> None:
-        raise NotImplementedError
+        """Update parameter ``p`` in place from its gradient ``g``."""
 
     # -- checkpointing -------------------------------------------------------------------
     def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:

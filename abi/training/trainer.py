@@ -28,6 +28,25 @@ from .schedules import SCHEDULES, make_schedule
 CHECKPOINT_KIND = "mlp"
 
 
+def check_run_settings(cfg, positive_ints) -> None:
+    """The checks both trainers' configs share: integer counts >= 1, checkpointing, and a
+    known optimizer and schedule."""
+    for name in positive_ints:
+        value = getattr(cfg, name)
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{name} must be an integer >= 1, got {value!r}", field=name)
+    if cfg.checkpoint_interval < 0:
+        raise ConfigError("checkpoint_interval must be >= 0", field="checkpoint_interval")
+    if cfg.checkpoint_interval > 0 and not cfg.checkpoint_path:
+        raise ConfigError("checkpoint_interval needs a checkpoint_path", "checkpoint_path")
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose one of "
+                          f"{', '.join(OPTIMIZERS)}", field="optimizer")
+    if cfg.lr_schedule not in SCHEDULES:
+        raise ConfigError(f"unknown lr schedule {cfg.lr_schedule!r}; choose one of "
+                          f"{', '.join(SCHEDULES)}", field="lr_schedule")
+
+
 @dataclass
 class TrainingConfig:
     """Settings of ``train``; the first block are the reference's, with its defaults."""
@@ -56,21 +75,8 @@ class TrainingConfig:
     loss_scale_growth_interval: int = 200
 
     def validate(self) -> None:
-        for name in ("epochs", "batch_size", "sample_count", "gradient_accumulation_steps",
-                     "max_checkpoints"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}", field=name)
-        if self.checkpoint_interval < 0:
-            raise ConfigError("checkpoint_interval must be >= 0", field="checkpoint_interval")
-        if self.checkpoint_interval > 0 and not self.checkpoint_path:
-            raise ConfigError("checkpoint_interval needs a checkpoint_path", "checkpoint_path")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of "
-                              f"{', '.join(OPTIMIZERS)}", field="optimizer")
-        if self.lr_schedule not in SCHEDULES:
-            raise ConfigError(f"unknown lr schedule {self.lr_schedule!r}; choose one of "
-                              f"{', '.join(SCHEDULES)}", field="lr_schedule")
+        check_run_settings(self, ("epochs", "batch_size", "sample_count",
+                                  "gradient_accumulation_steps", "max_checkpoints"))
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate!r}",
                               field="learning_rate")
