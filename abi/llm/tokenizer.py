@@ -14,6 +14,7 @@ a streaming detokeniser that only ever emits complete UTF-8.
 """
 from __future__ import annotations
 
+import abc
 import operator
 import os
 from itertools import compress
@@ -102,7 +103,7 @@ def load_tokenizer(gguf_file: Any) -> "Tokenizer":
                          f"{', '.join(SUPPORTED_MODELS)}")
 
 
-class Tokenizer:
+class Tokenizer(abc.ABC):
     """Base of the GGUF tokenizers. Subclasses set ``_default_ids`` and the defaults of the
     flags, and implement ``_encode_fragments``."""
 
@@ -251,8 +252,9 @@ class Tokenizer:
             out.append(self.eos_id)
         return out
 
+    @abc.abstractmethod
     def _encode_fragments(self, fragments: list[str | int], out: list[int]) -> None:
-        raise NotImplementedError
+        """Append the ids of plain-text fragments (ints are special-token ids) to ``out``."""
 
     def _partition(self, text: str, special: bool) -> list[str | int]:
         """Split ``text`` around special tokens, longest token first, each claiming all its
@@ -348,8 +350,9 @@ class Tokenizer:
                 return b"\x00"  # llama.cpp's strtol gives 0 for a malformed byte token
         return b""  # unused and undefined tokens render as nothing
 
+    @abc.abstractmethod
     def _normal_piece(self, text: str) -> bytes:
-        raise NotImplementedError
+        """The bytes a normal vocabulary entry stands for."""
 
     def decode_bytes(self, ids: Iterable[int], special: bool = False) -> bytes:
         """llama.cpp's ``llama_detokenize(remove_special=false, unparse_special=special)``:

@@ -1,6 +1,8 @@
 """What every persona implements, and what it is handed for one turn."""
 from __future__ import annotations
 
+import abc
+
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -43,7 +45,7 @@ class PersonaReply:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-class PersonaHandler:
+class PersonaHandler(abc.ABC):
     """A persona: shapes the prompt, generates through ``ctx.generate``, post-processes."""
 
     persona: Persona
@@ -51,8 +53,9 @@ class PersonaHandler:
     description: str = ""
     characteristics: tuple[str, ...] = ()
 
+    @abc.abstractmethod
     def respond(self, ctx: TurnContext) -> PersonaReply:
-        raise NotImplementedError
+        """This persona's reply to the turn."""
 
     def info(self) -> dict:
         return {"name": self.persona.value, "role": self.role, "description": self.description,
