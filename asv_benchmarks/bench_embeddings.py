@@ -29,7 +29,7 @@ class EncoderSuite:
         from abi.embeddings import Encoder
 
         self.encoder = Encoder()  # all-minilm-l6-v2, fetched and converted on first use
-        self.encoder.encode_batch(SENTENCES)  # warm-up (compiles the GELU kernel)
+        self.encoder.encode_batch(SENTENCES)  # warm-up (binds BLAS, fills caches)
 
     def time_encode_batch_32(self):
         self.encoder.encode_batch(SENTENCES)

@@ -168,3 +168,17 @@ def test_several_tasks_run_in_order_on_one_slot():
         assert {slot for _, slot in engine.started} == {job.slot}
         sched.close()
     run(main())
+
+
+def test_a_job_cancelled_as_it_takes_its_slot_counts_as_one_cancelled_generation():
+    async def main():
+        engine = FakeEngine([[]])
+        stats = []
+        sched = Scheduler(engine, max_queue=0, on_generation=stats.append)
+        job = sched.submit(task(50, 50))
+        job.cancel()  # usually before the worker starts the generation, sometimes after
+        assert [item async for item in job][-1:] in ([], [Done(0, stats[0], "", [])])
+        await wait_until(lambda: sched.busy_slots == 0)
+        assert [s.finish_reason for s in stats] == ["cancelled"]
+        sched.close()
+    run(main())

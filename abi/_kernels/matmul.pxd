@@ -41,7 +41,10 @@ cdef void dequant_rows(int ggml_type, const uint8_t* w, Py_ssize_t row_start, Py
 # Prefill: Y (T, rows) = X (T, cols) @ W.T, W dequantised tile_rows rows at a time into
 # `tile` (tile_rows * cols floats; unused for F32) on the calling thread, then BLAS sgemm
 # per tile on BLAS's own threads (n_threads is not used yet). Returns 0, -1 if unsupported
-# or if BLAS is not bound yet (the Python wrapper gemm_into binds scipy's sgemm first).
+# or if BLAS is not bound yet (bind_blas, or the Python wrapper gemm_into, binds it).
 cdef int gemm(int ggml_type, const uint8_t* w, Py_ssize_t rows, Py_ssize_t cols,
               const float* x, Py_ssize_t T, float* y, float* tile, Py_ssize_t tile_rows,
               int n_threads) noexcept nogil
+
+# Binds scipy's BLAS sgemm for gemm (once per process; needs the GIL, imports scipy).
+cdef int bind_blas() except -1

@@ -23,7 +23,7 @@ ctypedef void (*sgemm_t)(char* transa, char* transb, int* m, int* n, int* k, flo
 cdef sgemm_t sgemm = NULL
 
 
-cdef int _load_sgemm() except -1:
+cdef int bind_blas() except -1:
     global sgemm
     if sgemm == NULL:
         from scipy.linalg import cython_blas
@@ -258,7 +258,7 @@ def gemm_into(const uint8_t[::1] w, int ggml_type, Py_ssize_t rows, Py_ssize_t c
     cdef int rc
     if gemm(ggml_type, NULL, 0, 0, NULL, 0, NULL, NULL, 1, 1) != 0:   # no rows: type check only
         raise UnsupportedTensorType(f"no kernel for GGML type id {ggml_type}")
-    _load_sgemm()
+    bind_blas()
     if (w.shape[0] != rows * row_bytes(ggml_type, cols) or x.shape[1] != cols
             or y.shape[0] != T or y.shape[1] != rows):
         raise ValueError("gemm_into: sizes do not match")

@@ -22,57 +22,11 @@ cimport openmp
 import numpy as np
 cimport numpy as cnp
 
+from abi._kernels._vec cimport axpy, barrier, dot
 from abi._kernels.matmul cimport dequant_rows, gemv_rows, quantize_activation, vec_dot_type
 
 cnp.import_array()
 
-cdef extern from *:
-    """
-    static inline void abi_barrier(void) {
-    #ifdef _OPENMP
-        _Pragma("omp barrier")
-    #endif
-    }
-    /* attention's inner loops: a dot product with 8 partial sums, and y += a * x */
-    #if defined(__AVX2__) && defined(__FMA__)
-    #include <immintrin.h>
-    static inline float abi_dot(const float* a, const float* b, int n) {
-        __m256 acc = _mm256_setzero_ps();
-        int i = 0;
-        for (; i + 8 <= n; i += 8)
-            acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
-        __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        float r = _mm_cvtss_f32(s);
-        for (; i < n; ++i) r += a[i] * b[i];
-        return r;
-    }
-    static inline void abi_axpy(float* y, float a, const float* x, int n) {
-        __m256 va = _mm256_set1_ps(a);
-        int i = 0;
-        for (; i + 8 <= n; i += 8)
-            _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-        for (; i < n; ++i) y[i] += a * x[i];
-    }
-    #else
-    static inline float abi_dot(const float* a, const float* b, int n) {
-        float p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        int i = 0;
-        for (; i + 8 <= n; i += 8)
-            for (int j = 0; j < 8; ++j) p[j] += a[i + j] * b[i + j];
-        float r = ((p[0] + p[4]) + (p[2] + p[6])) + ((p[1] + p[5]) + (p[3] + p[7]));
-        for (; i < n; ++i) r += a[i] * b[i];
-        return r;
-    }
-    static inline void abi_axpy(float* y, float a, const float* x, int n) {
-        for (int i = 0; i < n; ++i) y[i] += a * x[i];
-    }
-    #endif
-    """
-    void barrier "abi_barrier" () noexcept nogil
-    float dot "abi_dot" (const float* a, const float* b, int n) noexcept nogil
-    void axpy "abi_axpy" (float* y, float a, const float* x, int n) noexcept nogil
 
 cdef enum:
     ROW_BLOCK = 16        # weight rows kept hot in cache while every token of the batch uses them

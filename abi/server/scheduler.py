@@ -252,6 +252,10 @@ class Scheduler:
         try:
             for index, task in enumerate(job.tasks):
                 if job.cancelled:
+                    # cancelled between taking the slot and starting: still a cancelled
+                    # generation for the metrics (a client that left at once)
+                    if index == 0 and self.on_generation is not None:
+                        self.on_generation(StreamingStats(finish_reason="cancelled"))
                     break
                 response = self.engine.create_streaming_response(task.prompt_ids, task.config,
                                                                   slot=slot)

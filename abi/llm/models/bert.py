@@ -1,18 +1,16 @@
 """BERT encoders (all-MiniLM, bge, e5 ...): learned absolute positions and token types,
 post-LayerNorm blocks, bidirectional attention, exact (erf) GELU feed-forward.
 
-``Model.encode(ids, attention_mask)`` runs padded batches: the matrix products run on the
-packed real tokens only (padding costs nothing there); attention runs per sequence on the
-padded layout with padded keys masked. Weights are turned into float32 once at load (the
-model is small): every product is a float32 BLAS sgemm, which is what the kernels' qmatmul
-does for T > 1 too, less its dequantising on every call.
+``Model.encode(ids, attention_mask)`` takes padded batches and runs only their real tokens,
+packed one sequence after another, through the compiled forward (``abi/llm/_encode.pyx``):
+padding costs nothing, and each sequence attends to its own tokens. Weights are turned into
+float32 once at load (the model is small): every product is a float32 BLAS sgemm, which is
+what the kernels' qmatmul does for T > 1 too, less its dequantising on every call.
 """
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,8 +21,7 @@ from ...gguf import GGMLType
 from ..layers import layer_norm
 
 POOLING_NAMES = {0: "none", 1: "mean", 2: "cls", 3: "last"}
-_ATTN_BYTES = 64 << 20  # bound on one attention score block (B * H * T * T floats)
-_MIN_ROWS_PER_THREAD = 32
+_MIN_ROWS_PER_THREAD = 16  # below this a second thread costs more than it saves
 
 
 @dataclass(frozen=True)
@@ -102,8 +99,10 @@ class Block:
 
 class Model:
     def __init__(self, args: ModelArgs, weights, n_threads: int | None = None):
+        from .._encode import Encoder as CompiledEncoder
+
         a = self.args = args
-        self.threads = _RowThreads(n_threads or _kernels.default_num_threads())
+        self.n_threads = max(1, int(n_threads or _kernels.default_num_threads()))
         D = a.n_embd
         self.tok_embd = _dense(weights, "token_embd.weight", (a.n_vocab, D))
         self.pos_embd = _dense(weights, "position_embd.weight", (a.n_ctx_train, D))
@@ -111,7 +110,7 @@ class Model:
             if weights.has("token_types.weight") else np.zeros((1, D), np.float32)
         self.embd_norm = (_dense(weights, "token_embd_norm.weight", (D,)), _dense(weights, "token_embd_norm.bias", (D,)))
         self.layers = [Block(weights, i, a) for i in range(a.n_layers)]
-        self.scale = np.float32(1.0 / math.sqrt(a.head_dim))
+        self.compiled = CompiledEncoder(self.layers, D, a.n_ff, a.n_heads, a.norm_eps)
 
     def new_cache(self, *args, **kwargs):
         raise UnsupportedModelError("a bert model is an encoder for embeddings: it does not "
@@ -147,63 +146,25 @@ class Model:
         ids, mask, types = self._check(ids, attention_mask, token_type_ids)
         a = self.args
         B, T = ids.shape
-        D = a.n_embd
         sel = np.flatnonzero(mask)  # packed order of the real tokens
         pos = (np.cumsum(mask, axis=1) - 1).reshape(-1)[sel]
         x = self.tok_embd[ids.reshape(-1)[sel]] + self.pos_embd[pos] + self.type_embd[types.reshape(-1)[sel]]
-        x = layer_norm(x, *self.embd_norm, a.norm_eps)  # (N, D)
-        # padded keys get -inf; a row with no real token keeps zeros (its output is dropped)
-        key_bias = np.where(mask | ~mask.any(axis=1, keepdims=True), 0.0, -np.inf).astype(np.float32)
-        linear = self.threads.linear
-        def add_norm(x, norm):
-            def post(y, lo, hi):  # y = layer_norm(x + y), rows lo..hi
-                y += x[lo:hi]
-                y[...] = layer_norm(y, *norm, a.norm_eps)
-            return post
-
-        def gelu_rows(y, lo, hi):
-            gelu_(y)
-
-        with self.threads.blas_single():
-            for layer in self.layers:
-                qkv = linear(x, layer.wqkv, layer.bqkv)  # (N, 3D)
-                attn = self._attention(qkv, sel, key_bias)
-                x = linear(attn, layer.wo, layer.bo, add_norm(x, layer.attn_norm))  # (N, D)
-                h = linear(x, layer.w_up, layer.b_up, gelu_rows)  # (N, F)
-                x = linear(h, layer.w_down, layer.b_down, add_norm(x, layer.out_norm))  # (N, D)
-        out = np.zeros((B * T, D), np.float32)
+        x = np.ascontiguousarray(layer_norm(x, *self.embd_norm, a.norm_eps), np.float32)  # (N, D)
+        lengths = mask.sum(axis=1)
+        ends = np.cumsum(lengths)
+        seq_lo = np.repeat(ends - lengths, lengths).astype(np.int32)
+        seq_hi = np.repeat(ends, lengths).astype(np.int32)
+        with _single_threaded_blas():
+            self.compiled.run(x, seq_lo, seq_hi, self.n_threads, _MIN_ROWS_PER_THREAD)
+        out = np.zeros((B * T, a.n_embd), np.float32)
         out[sel] = x
-        return out.reshape(B, T, D)
-
-    def _attention(self, qkv: np.ndarray, sel: np.ndarray, key_bias: np.ndarray) -> np.ndarray:
-        """Bidirectional multi-head attention of packed (N, 3D) q|k|v -> packed (N, D)."""
-        a = self.args
-        B, T = key_bias.shape
-        H, hd, D = a.n_heads, a.head_dim, a.n_embd
-        padded = np.zeros((B * T, 3 * D), np.float32)
-        padded[sel] = qkv
-        q, k, v = padded.reshape(B, T, 3, H, hd).transpose(2, 0, 3, 1, 4)  # each (B, H, T, hd)
-        out = np.empty((B, T, H, hd), np.float32)
-
-        def rows(b0: int, b1: int) -> None:
-            s = np.matmul(q[b0:b1] * self.scale, k[b0:b1].transpose(0, 1, 3, 2))  # (b, H, T, T)
-            s += key_bias[b0:b1, None, None, :]
-            s -= s.max(axis=-1, keepdims=True)
-            np.exp(s, out=s)
-            s /= s.sum(axis=-1, keepdims=True)
-            out[b0:b1] = np.matmul(s, v[b0:b1]).transpose(0, 2, 1, 3)  # (b, T, H, hd)
-
-        # sequences split over the threads, in blocks that bound the scores of long texts
-        step = max(1, min(-(-B // self.threads.n), _ATTN_BYTES // (4 * H * T * T)))
-        self.threads.run(rows, [(b0, min(B, b0 + step)) for b0 in range(0, B, step)])
-        return out.reshape(B * T, D)[sel]
+        return out.reshape(B, T, a.n_embd)
 
 
-# -- threads -------------------------------------------------------------------------------
-# BLAS's own thread team spins at its barriers and collapses when the machine is busy (a
-# (312, 384) x (384, 1536) product took 20 ms on 2 threads vs 2.5 ms on 1 with the load
-# at 13 here). Rows split over plain threads, each running single-threaded BLAS and
-# blocking on a join, use both cores when they are free and degrade gracefully when not.
+# -- BLAS threads --------------------------------------------------------------------------
+# Each of the forward's threads calls BLAS on its own rows, so BLAS must not start a thread
+# team of its own meanwhile (two teams would fight over the cores; OpenBLAS's spins at its
+# barriers and collapses when the machine is busy).
 
 _blas_lock = threading.Lock()
 _blas_users = 0
@@ -231,64 +192,3 @@ def _single_threaded_blas():
             if _blas_users == 0:
                 _blas_limit.restore_original_limits()
                 _blas_limit = None
-
-
-class _RowThreads:
-    """``linear(x, w, b)`` = x @ w.T + b with the rows of x split over ``n`` threads."""
-
-    def __init__(self, n: int):
-        try:
-            import threadpoolctl  # noqa: F401
-            self.pinned = True
-        except ImportError:  # cannot pin BLAS to one thread: let BLAS thread instead
-            self.pinned, n = False, 1
-        self.n = max(1, int(n))
-        self.pool = ThreadPoolExecutor(self.n - 1, thread_name_prefix="abi-bert") if self.n > 1 else None
-
-    def blas_single(self):
-        return _single_threaded_blas() if self.pinned else contextlib.nullcontext()
-
-    @staticmethod
-    def _part(x, w, b, out, post, lo, hi):
-        np.matmul(x, w.T, out=out)
-        out += b
-        if post is not None:
-            post(out, lo, hi)
-
-    def run(self, fn, args_list: list[tuple]) -> None:
-        """fn(*args) for each args; the calling thread takes every n-th, the pool the rest."""
-        if self.pool is None or len(args_list) == 1:
-            for args in args_list:
-                fn(*args)
-            return
-        mine = args_list[::self.n]
-        jobs = [self.pool.submit(fn, *args) for i, args in enumerate(args_list) if i % self.n]
-        for args in mine:
-            fn(*args)
-        for job in jobs:
-            job.result()
-
-    def linear(self, x: np.ndarray, w: np.ndarray, b: np.ndarray, post=None) -> np.ndarray:
-        """``post(rows_out, lo, hi)``, if given, finishes each block of rows in place on the
-        thread that computed it (row-wise work: GELU, residual + LayerNorm)."""
-        N = x.shape[0]
-        out = np.empty((N, w.shape[0]), np.float32)
-        parts = min(self.n, max(1, N // _MIN_ROWS_PER_THREAD))
-        bounds = [N * i // parts for i in range(parts + 1)]
-        self.run(self._part, [(x[lo:hi], w, b, out[lo:hi], post, lo, hi)
-                              for lo, hi in zip(bounds, bounds[1:])])
-        return out
-
-
-# -- exact GELU ------------------------------------------------------------------------
-# HF's "gelu" is x * Phi(x) with erf; scipy's erf runs in float64 and costs more than the
-# matrix products here, so a float32 rational erf (max error 5e-7) runs in a C loop that
-# the compiler vectorises (abi/_kernels/activations.pyx).
-
-
-def gelu_(h: np.ndarray) -> np.ndarray:
-    """Exact GELU in place on a C-contiguous float32 array."""
-    from ..._kernels.activations import gelu_erf_
-
-    gelu_erf_(h.reshape(-1))
-    return h

@@ -1,0 +1,213 @@
+# cython: language_level=3
+"""The compiled forward pass of BERT encoders over a packed batch (the real tokens of every
+sequence, one after another), every layer in a single nogil OpenMP region.
+
+Each thread owns a contiguous block of token rows through the whole pass: its rows of the
+q|k|v product, attention for its queries, the output projection, both LayerNorms and the
+feed-forward. Only attention reads other rows (the keys and values of the same sequence),
+so threads meet once per layer, after q|k|v. The q|k|v buffer alternates between two
+halves from layer to layer, so a thread that runs ahead never overwrites keys another
+thread is still reading. Products are float32 BLAS sgemm calls on each thread's rows
+(BLAS itself must be single-threaded meanwhile: the caller pins it)."""
+from libc.math cimport expf, sqrtf
+from libc.stdlib cimport free, malloc
+from cython.parallel cimport parallel
+cimport openmp
+
+import numpy as np
+cimport numpy as cnp
+
+from abi._kernels._types cimport T_F32
+from abi._kernels._vec cimport axpy, barrier, dot, gelu_erf
+from abi._kernels.matmul cimport bind_blas, gemm
+
+cnp.import_array()
+
+cdef extern from *:
+    """
+    /* x = LayerNorm(x + y) * w + b over one row of n */
+    static void abi_add_layer_norm(float* x, const float* y, const float* w, const float* b,
+                                   int n, float eps) {
+        float mean = 0.0f, var = 0.0f;
+        #pragma omp simd reduction(+:mean)
+        for (int i = 0; i < n; ++i) { x[i] += y[i]; mean += x[i]; }
+        mean /= (float)n;
+        #pragma omp simd reduction(+:var)
+        for (int i = 0; i < n; ++i) { float d = x[i] - mean; var += d * d; }
+        float inv = 1.0f / sqrtf(var / (float)n + eps);
+        #pragma omp simd
+        for (int i = 0; i < n; ++i) x[i] = (x[i] - mean) * inv * w[i] + b[i];
+    }
+    static void abi_add_bias(float* y, const float* b, Py_ssize_t rows, int n) {
+        for (Py_ssize_t r = 0; r < rows; ++r) {
+            float* row = y + r * n;
+            #pragma omp simd
+            for (int i = 0; i < n; ++i) row[i] += b[i];
+        }
+    }
+    """
+    void add_layer_norm "abi_add_layer_norm" (float* x, const float* y, const float* w,
+                                              const float* b, int n, float eps) noexcept nogil
+    void add_bias "abi_add_bias" (float* y, const float* b, Py_ssize_t rows, int n) noexcept nogil
+
+ctypedef struct Layer:
+    const float* wqkv     # (3D, D) and (3D,)
+    const float* bqkv
+    const float* wo       # (D, D)
+    const float* bo
+    const float* ln1_w    # after attention
+    const float* ln1_b
+    const float* wup      # (F, D)
+    const float* bup
+    const float* wdown    # (D, F)
+    const float* bdown
+    const float* ln2_w    # after the feed-forward
+    const float* ln2_b
+
+ctypedef struct Pass:
+    int N, D, F, H, hd, n_layers, max_len
+    float scale, eps
+    const Layer* layers
+    const int* seq_lo     # per row: the packed rows [seq_lo, seq_hi) of its sequence
+    const int* seq_hi
+    float* x              # (N, D) residual stream, in and out
+    float* qkv            # 2 x (N, 3D)
+    float* attn           # (N, D)
+    float* y              # (N, D)
+    float* h              # (N, F)
+    float* scores         # max_len per thread
+
+
+cdef void _linear(const float* w, const float* b, int rows, int cols, const float* x,
+                  Py_ssize_t n, float* y) noexcept nogil:
+    """y (n, rows) = x (n, cols) @ w.T + b."""
+    gemm(T_F32, <const unsigned char*>w, rows, cols, x, n, y, NULL, rows, 1)
+    add_bias(y, b, n, rows)
+
+
+cdef void _attend(const Pass* p, Py_ssize_t i, const float* qkv, float* s) noexcept nogil:
+    """attn[i] = softmax(q_i . K / sqrt(hd)) V over the keys of row i's sequence, per head."""
+    cdef Py_ssize_t D3 = 3 * p.D, lo = p.seq_lo[i], hi = p.seq_hi[i], j
+    cdef int h, hd = p.hd
+    cdef const float* q
+    cdef float* out
+    cdef float m, total
+    for h in range(p.H):
+        q = qkv + i * D3 + h * hd
+        m = -3.4e38
+        for j in range(lo, hi):
+            s[j - lo] = dot(q, qkv + j * D3 + p.D + h * hd, hd) * p.scale
+            if s[j - lo] > m:
+                m = s[j - lo]
+        total = 0
+        for j in range(hi - lo):
+            s[j] = expf(s[j] - m)
+            total = total + s[j]
+        out = p.attn + i * p.D + h * hd
+        for j in range(hd):
+            out[j] = 0
+        for j in range(lo, hi):
+            axpy(out, s[j - lo] / total, qkv + j * D3 + 2 * p.D + h * hd, hd)
+
+
+cdef void _forward(const Pass* p, int tid, int nth) noexcept nogil:
+    cdef Py_ssize_t lo = <Py_ssize_t>p.N * tid // nth, hi = <Py_ssize_t>p.N * (tid + 1) // nth
+    cdef Py_ssize_t n = hi - lo, i
+    cdef int D = p.D, F = p.F, l
+    cdef const Layer* L
+    cdef float* qkv
+    cdef float* s = p.scores + <Py_ssize_t>tid * p.max_len
+    for l in range(p.n_layers):
+        L = p.layers + l
+        qkv = p.qkv + (l % 2) * <Py_ssize_t>p.N * 3 * D
+        if n > 0:
+            _linear(L.wqkv, L.bqkv, 3 * D, D, p.x + lo * D, n, qkv + lo * 3 * D)
+        barrier()  # every key and value of the layer is written
+        if n == 0:
+            continue
+        for i in range(lo, hi):
+            _attend(p, i, qkv, s)
+        _linear(L.wo, L.bo, D, D, p.attn + lo * D, n, p.y + lo * D)
+        for i in range(lo, hi):
+            add_layer_norm(p.x + i * D, p.y + i * D, L.ln1_w, L.ln1_b, D, p.eps)
+        _linear(L.wup, L.bup, F, D, p.x + lo * D, n, p.h + lo * F)
+        gelu_erf(p.h + lo * F, n * F)
+        _linear(L.wdown, L.bdown, D, F, p.h + lo * F, n, p.y + lo * D)
+        for i in range(lo, hi):
+            add_layer_norm(p.x + i * D, p.y + i * D, L.ln2_w, L.ln2_b, D, p.eps)
+
+
+cdef const float* _ptr(arr, Py_ssize_t size) except NULL:
+    cdef cnp.ndarray a = arr
+    if a.dtype != np.float32 or not a.flags.c_contiguous or a.size != size:
+        raise ValueError(f"expected a C-contiguous float32 array of {size} values")
+    return <const float*>cnp.PyArray_DATA(a)
+
+
+cdef class Encoder:
+    """The layers of a bert.Model bound as C pointers (the arrays are kept alive here)."""
+    cdef Layer* layers
+    cdef int n_layers, D, F, H
+    cdef float eps
+    cdef list keep
+
+    def __cinit__(self):
+        self.layers = NULL
+
+    def __init__(self, blocks, int n_embd, int n_ff, int n_heads, float eps):
+        bind_blas()
+        self.D, self.F, self.H, self.eps = n_embd, n_ff, n_heads, eps
+        self.n_layers = len(blocks)
+        self.layers = <Layer*>malloc(max(1, self.n_layers) * sizeof(Layer))
+        if self.layers == NULL:
+            raise MemoryError()
+        self.keep = list(blocks)
+        cdef Py_ssize_t D = n_embd, F = n_ff
+        for l, b in enumerate(blocks):
+            self.layers[l].wqkv, self.layers[l].bqkv = _ptr(b.wqkv, 3 * D * D), _ptr(b.bqkv, 3 * D)
+            self.layers[l].wo, self.layers[l].bo = _ptr(b.wo, D * D), _ptr(b.bo, D)
+            self.layers[l].ln1_w, self.layers[l].ln1_b = _ptr(b.attn_norm[0], D), _ptr(b.attn_norm[1], D)
+            self.layers[l].wup, self.layers[l].bup = _ptr(b.w_up, F * D), _ptr(b.b_up, F)
+            self.layers[l].wdown, self.layers[l].bdown = _ptr(b.w_down, D * F), _ptr(b.b_down, D)
+            self.layers[l].ln2_w, self.layers[l].ln2_b = _ptr(b.out_norm[0], D), _ptr(b.out_norm[1], D)
+
+    def __dealloc__(self):
+        free(self.layers)
+
+    def run(self, cnp.ndarray x, cnp.ndarray seq_lo, cnp.ndarray seq_hi, int n_threads,
+            int min_rows_per_thread=16):
+        """Every layer over the packed rows x (N, D) float32, in place. seq_lo / seq_hi
+        (int32, N): the packed row range of each row's sequence."""
+        cdef Pass p
+        cdef Py_ssize_t N = x.shape[0]
+        if x.ndim != 2 or x.shape[1] != self.D or x.dtype != np.float32 or not x.flags.c_contiguous:
+            raise ValueError(f"x must be a C-contiguous float32 (N, {self.D}) array")
+        for a in (seq_lo, seq_hi):
+            if a.dtype != np.int32 or a.ndim != 1 or a.shape[0] != N or not a.flags.c_contiguous:
+                raise ValueError("seq_lo and seq_hi must be contiguous int32 arrays of N rows")
+        if N == 0:
+            return x
+        lengths = seq_hi - seq_lo
+        if seq_lo.min() < 0 or seq_hi.max() > N or lengths.min() < 1:
+            raise ValueError("sequence ranges must lie inside the batch")
+        cdef int nth = max(1, min(n_threads, N // max(1, min_rows_per_thread)))
+        p.N, p.D, p.F, p.H = <int>N, self.D, self.F, self.H
+        p.hd, p.n_layers, p.max_len = self.D // self.H, self.n_layers, int(lengths.max())
+        p.scale, p.eps = 1.0 / np.sqrt(p.hd), self.eps
+        p.layers = self.layers
+        p.seq_lo, p.seq_hi = <const int*>cnp.PyArray_DATA(seq_lo), <const int*>cnp.PyArray_DATA(seq_hi)
+        scratch = np.empty(2 * N * 3 * self.D + 2 * N * self.D + N * self.F + nth * p.max_len, np.float32)
+        cdef float* base = <float*>cnp.PyArray_DATA(scratch)
+        p.x = <float*>cnp.PyArray_DATA(x)
+        p.qkv = base
+        p.attn = p.qkv + 2 * N * 3 * self.D
+        p.y = p.attn + N * self.D
+        p.h = p.y + N * self.D
+        p.scores = p.h + N * self.F
+        if nth == 1:
+            with nogil:
+                _forward(&p, 0, 1)
+        else:
+            with nogil, parallel(num_threads=nth):
+                _forward(&p, openmp.omp_get_thread_num(), openmp.omp_get_num_threads())
+        return x
