@@ -17,7 +17,7 @@ from abi.errors import (AbiError, ContextLengthExceeded, ConversionError, Invali
                         TokenizerError, UnsupportedModelError)
 from abi.gguf import GGMLType, load
 
-D, H, F, L, CTX, TYPES = 64, 4, 128, 2, 32, 2
+D, H, F, L, CTX, TYPES = 64, 4, 128, 2, 160, 2  # CTX: room for > 2 blocks of 64 queries
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = ["the", "quick", "brown", "fox", "##es", "jump", "##s", "##ed", "over", "lazy", "dog",
          ".", ",", "!", "?", "[", "]", "hello", "world", "cafe", "un", "##believ", "##able", "a",
@@ -347,7 +347,8 @@ def reference_encode(w: dict, ids: list[int], types=None) -> np.ndarray:
 
 def test_forward_matches_plain_reference(tiny):
     model, _, _ = load_bert(tiny["gguf"])
-    seqs = [[2, 7, 8, 9, 3], [2, 20, 21, 3], [2, 3], [2] + list(range(5, 30)) + [3]]
+    long = [2] + list(np.random.default_rng(3).integers(5, len(VOCAB), CTX - 10)) + [3]
+    seqs = [[2, 7, 8, 9, 3], [2, 20, 21, 3], [2, 3], [2] + list(range(5, 30)) + [3], long]
     T = max(map(len, seqs))
     ids = np.zeros((len(seqs), T), np.int64)
     mask = np.zeros((len(seqs), T), bool)

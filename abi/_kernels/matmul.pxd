@@ -48,3 +48,8 @@ cdef int gemm(int ggml_type, const uint8_t* w, Py_ssize_t rows, Py_ssize_t cols,
 
 # Binds scipy's BLAS sgemm for gemm (once per process; needs the GIL, imports scipy).
 cdef int bind_blas() except -1
+
+# Column-major BLAS sgemm (C = alpha op(A) op(B) + beta C), once bind_blas has run.
+cdef void blas_sgemm(char transa, char transb, int m, int n, int k, float alpha,
+                     const float* a, int lda, const float* b, int ldb, float beta,
+                     float* c, int ldc) noexcept nogil

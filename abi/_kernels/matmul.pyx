@@ -32,6 +32,12 @@ cdef int bind_blas() except -1:
     return 0
 
 
+cdef void blas_sgemm(char transa, char transb, int m, int n, int k, float alpha,
+                     const float* a, int lda, const float* b, int ldb, float beta,
+                     float* c, int ldc) noexcept nogil:
+    sgemm(&transa, &transb, &m, &n, &k, &alpha, <float*>a, &lda, <float*>b, &ldb, &beta, c, &ldc)
+
+
 # Products of fewer weight elements than this run on the calling thread: waking a second
 # thread costs ~1-2 us, which pays off only above ~5 us of work (measured on the 2-core
 # machine: Q4_1 crosses over between 74K and 110K elements, Q8_0 between 110K and 220K).

@@ -9,22 +9,25 @@ so threads meet once per layer, after q|k|v. The q|k|v buffer alternates between
 halves from layer to layer, so a thread that runs ahead never overwrites keys another
 thread is still reading. Products are float32 BLAS sgemm calls on each thread's rows
 (BLAS itself must be single-threaded meanwhile: the caller pins it)."""
-from libc.math cimport expf, sqrtf
 from libc.stdlib cimport free, malloc
 from cython.parallel cimport parallel
 cimport openmp
+
+import threading
 
 import numpy as np
 cimport numpy as cnp
 
 from abi._kernels._types cimport T_F32
-from abi._kernels._vec cimport axpy, barrier, dot, gelu_erf
-from abi._kernels.matmul cimport bind_blas, gemm
+from abi._kernels._vec cimport barrier, gelu_erf
+from abi._kernels.matmul cimport bind_blas, blas_sgemm, gemm
 
 cnp.import_array()
 
 cdef extern from *:
     """
+    #include <math.h>
+
     /* x = LayerNorm(x + y) * w + b over one row of n */
     static void abi_add_layer_norm(float* x, const float* y, const float* w, const float* b,
                                    int n, float eps) {
@@ -38,6 +41,28 @@ cdef extern from *:
         #pragma omp simd
         for (int i = 0; i < n; ++i) x[i] = (x[i] - mean) * inv * w[i] + b[i];
     }
+    /* s = softmax(s) over a row of n, exp by range reduction to [-ln2/2, ln2/2] and a
+       degree-6 Taylor polynomial (relative error < 2e-7), in a loop gcc vectorises */
+    static void abi_softmax_row(float* s, int n) {
+        float m = -3.4e38f, total = 0.0f;
+        #pragma omp simd reduction(max:m)
+        for (int i = 0; i < n; ++i) m = s[i] > m ? s[i] : m;
+        #pragma omp simd reduction(+:total)
+        for (int i = 0; i < n; ++i) {
+            float x = s[i] - m;
+            x = x < -87.0f ? -87.0f : x;
+            float k = __builtin_rintf(x * 1.44269504088896341f);
+            float r = x - k * 0.693145751953125f - k * 1.42860682030941723e-6f;
+            float e = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24
+                      + r * (1.0f / 120 + r * (1.0f / 720))))));
+            union { float f; int i; } two = { .i = ((int)k + 127) << 23 };
+            s[i] = e * two.f;
+            total += s[i];
+        }
+        float inv = 1.0f / total;
+        #pragma omp simd
+        for (int i = 0; i < n; ++i) s[i] *= inv;
+    }
     static void abi_add_bias(float* y, const float* b, Py_ssize_t rows, int n) {
         for (Py_ssize_t r = 0; r < rows; ++r) {
             float* row = y + r * n;
@@ -49,6 +74,11 @@ cdef extern from *:
     void add_layer_norm "abi_add_layer_norm" (float* x, const float* y, const float* w,
                                               const float* b, int n, float eps) noexcept nogil
     void add_bias "abi_add_bias" (float* y, const float* b, Py_ssize_t rows, int n) noexcept nogil
+    void softmax_row "abi_softmax_row" (float* s, int n) noexcept nogil
+
+cdef enum:
+    Q_BLOCK = 64          # queries per score block: bounds the scores to Q_BLOCK * max_len floats
+    KEEP_SCRATCH = 4 << 20  # floats (16 MiB): batches of short texts reuse one buffer
 
 ctypedef struct Layer:
     const float* wqkv     # (3D, D) and (3D,)
@@ -75,7 +105,7 @@ ctypedef struct Pass:
     float* attn           # (N, D)
     float* y              # (N, D)
     float* h              # (N, F)
-    float* scores         # max_len per thread
+    float* scores         # Q_BLOCK * max_len per thread
 
 
 cdef void _linear(const float* w, const float* b, int rows, int cols, const float* x,
@@ -85,29 +115,29 @@ cdef void _linear(const float* w, const float* b, int rows, int cols, const floa
     add_bias(y, b, n, rows)
 
 
-cdef void _attend(const Pass* p, Py_ssize_t i, const float* qkv, float* s) noexcept nogil:
-    """attn[i] = softmax(q_i . K / sqrt(hd)) V over the keys of row i's sequence, per head."""
-    cdef Py_ssize_t D3 = 3 * p.D, lo = p.seq_lo[i], hi = p.seq_hi[i], j
-    cdef int h, hd = p.hd
-    cdef const float* q
-    cdef float* out
-    cdef float m, total
-    for h in range(p.H):
-        q = qkv + i * D3 + h * hd
-        m = -3.4e38
-        for j in range(lo, hi):
-            s[j - lo] = dot(q, qkv + j * D3 + p.D + h * hd, hd) * p.scale
-            if s[j - lo] > m:
-                m = s[j - lo]
-        total = 0
-        for j in range(hi - lo):
-            s[j] = expf(s[j] - m)
-            total = total + s[j]
-        out = p.attn + i * p.D + h * hd
-        for j in range(hd):
-            out[j] = 0
-        for j in range(lo, hi):
-            axpy(out, s[j - lo] / total, qkv + j * D3 + 2 * p.D + h * hd, hd)
+cdef void _attend(const Pass* p, Py_ssize_t lo, Py_ssize_t hi, const float* qkv, float* s) noexcept nogil:
+    """attn[lo:hi] = softmax(Q K^T / sqrt(hd)) V per head, each query over the keys of its own
+    sequence: two sgemm calls per (sequence, head, block of <= Q_BLOCK queries), the
+    matrices read in place from the q|k|v rows (leading dimension 3D)."""
+    cdef int D = p.D, D3 = 3 * p.D, hd = p.hd, h, r, T, n
+    cdef Py_ssize_t i = lo, first, end, q0
+    while i < hi:
+        first, end = p.seq_lo[i], min(<Py_ssize_t>p.seq_hi[i], hi)
+        T = p.seq_hi[i] - first
+        q0 = i
+        while q0 < end:
+            n = <int>min(<Py_ssize_t>Q_BLOCK, end - q0)
+            for h in range(p.H):
+                # column-major view: S^T (T x n) = K_h (T x hd) . Q_h^T (hd x n)
+                blas_sgemm(b"T", b"N", T, n, hd, p.scale, qkv + first * D3 + D + h * hd, D3,
+                           qkv + q0 * D3 + h * hd, D3, 0, s, T)
+                for r in range(n):
+                    softmax_row(s + <Py_ssize_t>r * T, T)
+                # O_h^T (hd x n) = V_h^T (hd x T) . P^T (T x n), into attn rows q0.. (ld D)
+                blas_sgemm(b"N", b"N", hd, n, T, 1, qkv + first * D3 + 2 * D + h * hd, D3,
+                           s, T, 0, p.attn + q0 * D + h * hd, D)
+            q0 += n
+        i = end
 
 
 cdef void _forward(const Pass* p, int tid, int nth) noexcept nogil:
@@ -116,7 +146,7 @@ cdef void _forward(const Pass* p, int tid, int nth) noexcept nogil:
     cdef int D = p.D, F = p.F, l
     cdef const Layer* L
     cdef float* qkv
-    cdef float* s = p.scores + <Py_ssize_t>tid * p.max_len
+    cdef float* s = p.scores + <Py_ssize_t>tid * Q_BLOCK * p.max_len
     for l in range(p.n_layers):
         L = p.layers + l
         qkv = p.qkv + (l % 2) * <Py_ssize_t>p.N * 3 * D
@@ -125,8 +155,7 @@ cdef void _forward(const Pass* p, int tid, int nth) noexcept nogil:
         barrier()  # every key and value of the layer is written
         if n == 0:
             continue
-        for i in range(lo, hi):
-            _attend(p, i, qkv, s)
+        _attend(p, lo, hi, qkv, s)
         _linear(L.wo, L.bo, D, D, p.attn + lo * D, n, p.y + lo * D)
         for i in range(lo, hi):
             add_layer_norm(p.x + i * D, p.y + i * D, L.ln1_w, L.ln1_b, D, p.eps)
@@ -150,6 +179,8 @@ cdef class Encoder:
     cdef int n_layers, D, F, H
     cdef float eps
     cdef list keep
+    cdef object scratch   # kept between calls up to KEEP_SCRATCH floats (fresh pages cost ~5 %)
+    cdef object lock      # one run at a time on the kept scratch
 
     def __cinit__(self):
         self.layers = NULL
@@ -162,6 +193,8 @@ cdef class Encoder:
         if self.layers == NULL:
             raise MemoryError()
         self.keep = list(blocks)
+        self.scratch = np.empty(0, np.float32)
+        self.lock = threading.Lock()
         cdef Py_ssize_t D = n_embd, F = n_ff
         for l, b in enumerate(blocks):
             self.layers[l].wqkv, self.layers[l].bqkv = _ptr(b.wqkv, 3 * D * D), _ptr(b.bqkv, 3 * D)
@@ -195,19 +228,27 @@ cdef class Encoder:
         p.hd, p.n_layers, p.max_len = self.D // self.H, self.n_layers, int(lengths.max())
         p.scale, p.eps = 1.0 / np.sqrt(p.hd), self.eps
         p.layers = self.layers
-        p.seq_lo, p.seq_hi = <const int*>cnp.PyArray_DATA(seq_lo), <const int*>cnp.PyArray_DATA(seq_hi)
-        scratch = np.empty(2 * N * 3 * self.D + 2 * N * self.D + N * self.F + nth * p.max_len, np.float32)
-        cdef float* base = <float*>cnp.PyArray_DATA(scratch)
         p.x = <float*>cnp.PyArray_DATA(x)
+        p.seq_lo, p.seq_hi = <const int*>cnp.PyArray_DATA(seq_lo), <const int*>cnp.PyArray_DATA(seq_hi)
+        cdef Py_ssize_t need = 2 * N * 3 * self.D + 2 * N * self.D + N * self.F + nth * Q_BLOCK * p.max_len
+        with self.lock:
+            scratch = self.scratch if self.scratch.size >= need else np.empty(need, np.float32)
+            if need <= KEEP_SCRATCH:
+                self.scratch = scratch
+            self._run(&p, scratch, nth)
+        return x
+
+    cdef void _run(self, Pass* p, cnp.ndarray scratch, int nth):
+        cdef float* base = <float*>cnp.PyArray_DATA(scratch)
+        cdef Py_ssize_t N = p.N
         p.qkv = base
-        p.attn = p.qkv + 2 * N * 3 * self.D
-        p.y = p.attn + N * self.D
-        p.h = p.y + N * self.D
-        p.scores = p.h + N * self.F
+        p.attn = p.qkv + 2 * N * 3 * p.D
+        p.y = p.attn + N * p.D
+        p.h = p.y + N * p.D
+        p.scores = p.h + N * p.F
         if nth == 1:
             with nogil:
-                _forward(&p, 0, 1)
+                _forward(p, 0, 1)
         else:
             with nogil, parallel(num_threads=nth):
-                _forward(&p, openmp.omp_get_thread_num(), openmp.omp_get_num_threads())
-        return x
+                _forward(p, openmp.omp_get_thread_num(), openmp.omp_get_num_threads())
