@@ -6,6 +6,7 @@ pool spins while the other works), and the two alternate ``--repeats`` times so 
 change in the machine's load falls on both; the medians and their ratio are printed.
 
     python tools/bench_embeddings.py --st-python /path/to/venv/bin/python [--model-dir HF_DIR]
+    python tools/bench_embeddings.py --st-python ... --join 24    # ~190-token paragraphs
 
 ``--st-python``: an interpreter with torch and sentence-transformers (abi needs neither).
 ``--model-dir``: the Hugging Face folder for sentence-transformers (default: the
@@ -45,16 +46,22 @@ SENTENCES = [
 BATCH = 32
 
 
-def _measure(encode, batches: int, rounds: int) -> tuple[list[float], list[float]]:
-    """Sentences per wall-clock second and per CPU second (all threads) for each round."""
+def texts(join: int) -> list[str]:
+    """The batch: 32 texts of ``join`` consecutive sentences each (1: the short sentences)."""
+    return [" ".join(SENTENCES[(i + k) % len(SENTENCES)] for k in range(join)) for i in range(BATCH)]
+
+
+def _measure(encode, batches: int, rounds: int, join: int) -> tuple[list[float], list[float]]:
+    """Texts per wall-clock second and per CPU second (all threads) for each round."""
+    batch = texts(join)
     for _ in range(2):  # warm-up: first calls compile and fill caches
-        encode(SENTENCES)
+        encode(batch)
     rates, cpu_rates = [], []
     for _ in range(rounds):
         t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(batches):
-            encode(SENTENCES)
-        n = batches * len(SENTENCES)
+            encode(batch)
+        n = batches * len(batch)
         rates.append(n / (time.perf_counter() - t0))
         cpu_rates.append(n / (time.process_time() - c0))
     return rates, cpu_rates
@@ -67,7 +74,7 @@ def worker_abi(args) -> dict:
     t0 = time.perf_counter()
     enc = Encoder(args.gguf, batch_size=BATCH, n_threads=args.threads)
     load = time.perf_counter() - t0
-    rates, cpu = _measure(enc.encode_batch, args.batches, args.rounds)
+    rates, cpu = _measure(enc.encode_batch, args.batches, args.rounds, args.join)
     return {"rates": rates, "cpu_rates": cpu, "load_s": load}
 
 
@@ -81,7 +88,7 @@ def worker_st(args) -> dict:
     load = time.perf_counter() - t0
     encode = lambda s: model.encode(s, batch_size=BATCH, normalize_embeddings=True)
     with torch.inference_mode():
-        rates, cpu = _measure(encode, args.batches, args.rounds)
+        rates, cpu = _measure(encode, args.batches, args.rounds, args.join)
     return {"rates": rates, "cpu_rates": cpu, "load_s": load, "torch": torch.__version__}
 
 
@@ -95,7 +102,8 @@ def _st_model_dir(st_python: str) -> str:
 
 def _run(python: str, side: str, args, env) -> dict:
     cmd = [python, __file__, "--worker", side, "--gguf", args.gguf, "--model-dir", args.model_dir or "",
-           "--threads", str(args.threads), "--batches", str(args.batches), "--rounds", str(args.rounds)]
+           "--threads", str(args.threads), "--join", str(args.join), "--batches", str(args.batches),
+           "--rounds", str(args.rounds)]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         sys.exit(f"{side} worker failed:\n{out.stderr[-2000:]}")
@@ -109,6 +117,8 @@ def main() -> int:
     p.add_argument("--model-dir", help="Hugging Face folder for sentence-transformers")
     p.add_argument("--gguf", default=None, help="GGUF for abi (default: all-minilm-l6-v2 from the cache)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--join", type=int, default=1,
+                   help="sentences per text (1: short sentences; 24: ~190-token paragraphs)")
     p.add_argument("--batches", type=int, default=8, help="batches of 32 per timed round")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds per process")
     p.add_argument("--repeats", type=int, default=3, help="alternations of the two processes")
@@ -144,7 +154,7 @@ def main() -> int:
             loads["st"].append(r["load_s"])
         load_avg.append(os.getloadavg()[0])
     med = statistics.median
-    result = {"batch": BATCH, "threads": args.threads, "abi_sentences_per_s": med(abi_rates),
+    result = {"batch": BATCH, "join": args.join, "threads": args.threads, "abi_sentences_per_s": med(abi_rates),
               "abi_sentences_per_cpu_s": med(abi_cpu), "abi_load_s": med(loads["abi"]),
               "gguf": os.path.basename(args.gguf), "machine_load_avg": max(load_avg)}
     if st_rates:
@@ -154,12 +164,14 @@ def main() -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"all-MiniLM-L6-v2, batches of {BATCH} short sentences, {args.threads} threads "
+    what = "short sentences" if args.join == 1 else f"texts of {args.join} sentences"
+    unit = "sentences/s" if args.join == 1 else "texts/s"
+    print(f"all-MiniLM-L6-v2, batches of {BATCH} {what}, {args.threads} threads "
           f"({args.repeats} x {args.rounds} rounds of {args.batches} batches each)")
-    print(f"  abi ({result['gguf']}):      {result['abi_sentences_per_s']:8.1f} sentences/s "
+    print(f"  abi ({result['gguf']}):      {result['abi_sentences_per_s']:8.1f} {unit} "
           f"({result['abi_sentences_per_cpu_s']:.1f} per CPU-second)   load {result['abi_load_s']:.2f} s")
     if st_rates:
-        print(f"  sentence-transformers: {result['st_sentences_per_s']:8.1f} sentences/s "
+        print(f"  sentence-transformers: {result['st_sentences_per_s']:8.1f} {unit} "
               f"({result['st_sentences_per_cpu_s']:.1f} per CPU-second)   load {result['st_load_s']:.2f} s")
         print(f"  ratio abi / sentence-transformers: {result['ratio']:.2f}x "
               f"(per CPU-second: {result['cpu_ratio']:.2f}x)")
