@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,7 @@ from ... import _kernels
 from ...errors import ContextLengthExceeded, InvalidRequestError, UnsupportedModelError
 from ...gguf import GGMLType
 from ..layers import layer_norm
+from ..threads import ThreadChooser
 
 POOLING_NAMES = {0: "none", 1: "mean", 2: "cls", 3: "last"}
 _MIN_ROWS_PER_THREAD = 16  # below this a second thread costs more than it saves
@@ -103,6 +105,7 @@ class Model:
 
         a = self.args = args
         self.n_threads = max(1, int(n_threads or _kernels.default_num_threads()))
+        self._threads = ThreadChooser(self.n_threads)
         D = a.n_embd
         self.tok_embd = _dense(weights, "token_embd.weight", (a.n_vocab, D))
         self.pos_embd = _dense(weights, "position_embd.weight", (a.n_ctx_train, D))
@@ -154,8 +157,15 @@ class Model:
         ends = np.cumsum(lengths)
         seq_lo = np.repeat(ends - lengths, lengths).astype(np.int32)
         seq_hi = np.repeat(ends, lengths).astype(np.int32)
+        # with a core kept busy by another process, one thread can beat two: time both now
+        # and then (per row, as batches differ) and keep the faster, as decode steps do
+        split = len(x) >= 2 * _MIN_ROWS_PER_THREAD
+        n = self._threads.pick() if split else 1
+        t0 = time.perf_counter()
         with _single_threaded_blas():
-            self.compiled.run(x, seq_lo, seq_hi, self.n_threads, _MIN_ROWS_PER_THREAD)
+            self.compiled.run(x, seq_lo, seq_hi, n, _MIN_ROWS_PER_THREAD)
+        if split:
+            self._threads.record(n, (time.perf_counter() - t0) / len(x))
         out = np.zeros((B * T, a.n_embd), np.float32)
         out[sel] = x
         return out.reshape(B, T, a.n_embd)
