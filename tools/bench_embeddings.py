@@ -7,6 +7,7 @@ change in the machine's load falls on both; the medians and their ratio are prin
 
     python tools/bench_embeddings.py --st-python /path/to/venv/bin/python [--model-dir HF_DIR]
     python tools/bench_embeddings.py --st-python ... --join 24    # ~190-token paragraphs
+    python tools/bench_embeddings.py --st-python ... --per-call 1 # one text per call
 
 ``--st-python``: an interpreter with torch and sentence-transformers (abi needs neither).
 ``--model-dir``: the Hugging Face folder for sentence-transformers (default: the
@@ -51,16 +52,20 @@ def texts(join: int) -> list[str]:
     return [" ".join(SENTENCES[(i + k) % len(SENTENCES)] for k in range(join)) for i in range(BATCH)]
 
 
-def _measure(encode, batches: int, rounds: int, join: int) -> tuple[list[float], list[float]]:
-    """Texts per wall-clock second and per CPU second (all threads) for each round."""
+def _measure(encode, batches: int, rounds: int, join: int, per_call: int) -> tuple[list[float], list[float]]:
+    """Texts per wall-clock second and per CPU second (all threads) for each round; the 32
+    texts of a batch go ``per_call`` at a time (1: one request at a time, as a server sees)."""
     batch = texts(join)
+    calls = [batch[i:i + per_call] for i in range(0, len(batch), per_call)]
     for _ in range(2):  # warm-up: first calls compile and fill caches
-        encode(batch)
+        for call in calls:
+            encode(call)
     rates, cpu_rates = [], []
     for _ in range(rounds):
         t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(batches):
-            encode(batch)
+            for call in calls:
+                encode(call)
         n = batches * len(batch)
         rates.append(n / (time.perf_counter() - t0))
         cpu_rates.append(n / (time.process_time() - c0))
@@ -74,7 +79,7 @@ def worker_abi(args) -> dict:
     t0 = time.perf_counter()
     enc = Encoder(args.gguf, batch_size=BATCH, n_threads=args.threads)
     load = time.perf_counter() - t0
-    rates, cpu = _measure(enc.encode_batch, args.batches, args.rounds, args.join)
+    rates, cpu = _measure(enc.encode_batch, args.batches, args.rounds, args.join, args.per_call)
     return {"rates": rates, "cpu_rates": cpu, "load_s": load}
 
 
@@ -88,7 +93,7 @@ def worker_st(args) -> dict:
     load = time.perf_counter() - t0
     encode = lambda s: model.encode(s, batch_size=BATCH, normalize_embeddings=True)
     with torch.inference_mode():
-        rates, cpu = _measure(encode, args.batches, args.rounds, args.join)
+        rates, cpu = _measure(encode, args.batches, args.rounds, args.join, args.per_call)
     return {"rates": rates, "cpu_rates": cpu, "load_s": load, "torch": torch.__version__}
 
 
@@ -102,7 +107,7 @@ def _st_model_dir(st_python: str) -> str:
 
 def _run(python: str, side: str, args, env) -> dict:
     cmd = [python, __file__, "--worker", side, "--gguf", args.gguf, "--model-dir", args.model_dir or "",
-           "--threads", str(args.threads), "--join", str(args.join), "--batches", str(args.batches),
+           "--threads", str(args.threads), "--join", str(args.join), "--per-call", str(args.per_call), "--batches", str(args.batches),
            "--rounds", str(args.rounds)]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
@@ -119,6 +124,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--join", type=int, default=1,
                    help="sentences per text (1: short sentences; 24: ~190-token paragraphs)")
+    p.add_argument("--per-call", type=int, default=BATCH, choices=range(1, BATCH + 1), metavar="1..32",
+                   help="texts per encode call (1: one text at a time)")
     p.add_argument("--batches", type=int, default=8, help="batches of 32 per timed round")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds per process")
     p.add_argument("--repeats", type=int, default=3, help="alternations of the two processes")
@@ -154,7 +161,7 @@ def main() -> int:
             loads["st"].append(r["load_s"])
         load_avg.append(os.getloadavg()[0])
     med = statistics.median
-    result = {"batch": BATCH, "join": args.join, "threads": args.threads, "abi_sentences_per_s": med(abi_rates),
+    result = {"batch": BATCH, "per_call": args.per_call, "join": args.join, "threads": args.threads, "abi_sentences_per_s": med(abi_rates),
               "abi_sentences_per_cpu_s": med(abi_cpu), "abi_load_s": med(loads["abi"]),
               "gguf": os.path.basename(args.gguf), "machine_load_avg": max(load_avg)}
     if st_rates:
@@ -166,7 +173,8 @@ def main() -> int:
         return 0
     what = "short sentences" if args.join == 1 else f"texts of {args.join} sentences"
     unit = "sentences/s" if args.join == 1 else "texts/s"
-    print(f"all-MiniLM-L6-v2, batches of {BATCH} {what}, {args.threads} threads "
+    calls = f"batches of {BATCH}" if args.per_call == BATCH else f"{args.per_call} per call"
+    print(f"all-MiniLM-L6-v2, {calls}, {what}, {args.threads} threads "
           f"({args.repeats} x {args.rounds} rounds of {args.batches} batches each)")
     print(f"  abi ({result['gguf']}):      {result['abi_sentences_per_s']:8.1f} {unit} "
           f"({result['abi_sentences_per_cpu_s']:.1f} per CPU-second)   load {result['abi_load_s']:.2f} s")

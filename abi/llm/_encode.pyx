@@ -27,6 +27,9 @@ cnp.import_array()
 cdef extern from *:
     """
     #include <math.h>
+    #if defined(__AVX2__) && defined(__FMA__)
+    #include <immintrin.h>
+    #endif
 
     /* x = LayerNorm(x + y) * w + b over one row of n */
     static void abi_add_layer_norm(float* x, const float* y, const float* w, const float* b,
@@ -63,6 +66,56 @@ cdef extern from *:
         #pragma omp simd
         for (int i = 0; i < n; ++i) s[i] *= inv;
     }
+    /* y[t * ldy + r] = w[r] . x[t] + b[r] for rows r0 <= r < r1 and tokens t < n. For a few
+       tokens the product is bound by reading w, and BLAS would first copy all of w into
+       its panel layout: here each pair of weight rows is read once and meets every token
+       (4 at a time, from cache), 8 independent accumulators in flight. */
+    static void abi_few_tokens_linear(const float* w, const float* b, int r0, int r1, int cols,
+                                      const float* x, int n, float* y, int ldy) {
+        for (int r = r0; r < r1; r += 2) {
+            const float* w0 = w + (Py_ssize_t)r * cols;
+            const float* w1 = r + 1 < r1 ? w0 + cols : w0;
+            for (int t = 0; t < n; t += 4) {
+                const float* xs[4];
+                for (int j = 0; j < 4; ++j)
+                    xs[j] = x + (Py_ssize_t)(t + j < n ? t + j : n - 1) * cols;
+                float out0[4], out1[4];
+                int c = 0;
+    #if defined(__AVX2__) && defined(__FMA__)
+                __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
+                __m256 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+                for (; c + 8 <= cols; c += 8) {
+                    __m256 v0 = _mm256_loadu_ps(w0 + c), v1 = _mm256_loadu_ps(w1 + c);
+                    __m256 x0 = _mm256_loadu_ps(xs[0] + c), x1 = _mm256_loadu_ps(xs[1] + c);
+                    __m256 x2 = _mm256_loadu_ps(xs[2] + c), x3 = _mm256_loadu_ps(xs[3] + c);
+                    a00 = _mm256_fmadd_ps(v0, x0, a00); a10 = _mm256_fmadd_ps(v1, x0, a10);
+                    a01 = _mm256_fmadd_ps(v0, x1, a01); a11 = _mm256_fmadd_ps(v1, x1, a11);
+                    a02 = _mm256_fmadd_ps(v0, x2, a02); a12 = _mm256_fmadd_ps(v1, x2, a12);
+                    a03 = _mm256_fmadd_ps(v0, x3, a03); a13 = _mm256_fmadd_ps(v1, x3, a13);
+                }
+                __m256 acc[8] = {a00, a01, a02, a03, a10, a11, a12, a13};
+                float lanes[8];
+                for (int j = 0; j < 8; ++j) {
+                    _mm256_storeu_ps(lanes, acc[j]);
+                    float v = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
+                            + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
+                    if (j < 4) out0[j] = v; else out1[j - 4] = v;
+                }
+    #else
+                for (int j = 0; j < 4; ++j) out0[j] = out1[j] = 0.0f;
+    #endif
+                for (; c < cols; ++c)
+                    for (int j = 0; j < 4; ++j) {
+                        out0[j] += w0[c] * xs[j][c];
+                        out1[j] += w1[c] * xs[j][c];
+                    }
+                for (int j = 0; j < 4 && t + j < n; ++j) {
+                    y[(Py_ssize_t)(t + j) * ldy + r] = out0[j] + b[r];
+                    if (r + 1 < r1) y[(Py_ssize_t)(t + j) * ldy + r + 1] = out1[j] + b[r + 1];
+                }
+            }
+        }
+    }
     static void abi_add_bias(float* y, const float* b, Py_ssize_t rows, int n) {
         for (Py_ssize_t r = 0; r < rows; ++r) {
             float* row = y + r * n;
@@ -75,10 +128,16 @@ cdef extern from *:
                                               const float* b, int n, float eps) noexcept nogil
     void add_bias "abi_add_bias" (float* y, const float* b, Py_ssize_t rows, int n) noexcept nogil
     void softmax_row "abi_softmax_row" (float* s, int n) noexcept nogil
+    void few_tokens_linear "abi_few_tokens_linear" (const float* w, const float* b, int r0, int r1,
+                                                    int cols, const float* x, int n, float* y,
+                                                    int ldy) noexcept nogil
 
 cdef enum:
     Q_BLOCK = 64          # queries per score block: bounds the scores to Q_BLOCK * max_len floats
+    FEW_TOKENS_MAX = 40   # batches up to this many tokens take the few-token pass (measured crossover)
     KEEP_SCRATCH = 4 << 20  # floats (16 MiB): batches of short texts reuse one buffer
+
+FEW_TOKENS = FEW_TOKENS_MAX  # for Python callers
 
 ctypedef struct Layer:
     const float* wqkv     # (3D, D) and (3D,)
@@ -113,6 +172,18 @@ cdef void _linear(const float* w, const float* b, int rows, int cols, const floa
     """y (n, rows) = x (n, cols) @ w.T + b."""
     gemm(T_F32, <const unsigned char*>w, rows, cols, x, n, y, NULL, rows, 1)
     add_bias(y, b, n, rows)
+
+
+cdef void _linear_share(const float* w, const float* b, int rows, int cols, const float* x,
+                        int n, float* y, int tid, int nth, bint gelu) noexcept nogil:
+    """This thread's share of the output columns of y (n, rows) = x (n, cols) @ w.T + b
+    (then GELU on them), for a batch of few tokens."""
+    cdef int r0 = rows * tid // nth // 2 * 2, r1 = rows if tid == nth - 1 else rows * (tid + 1) // nth // 2 * 2
+    cdef Py_ssize_t t
+    few_tokens_linear(w, b, r0, r1, cols, x, n, y, rows)
+    if gelu:
+        for t in range(n):
+            gelu_erf(y + t * rows + r0, r1 - r0)
 
 
 cdef void _attend(const Pass* p, Py_ssize_t lo, Py_ssize_t hi, const float* qkv, float* s) noexcept nogil:
@@ -166,6 +237,33 @@ cdef void _forward(const Pass* p, int tid, int nth) noexcept nogil:
             add_layer_norm(p.x + i * D, p.y + i * D, L.ln2_w, L.ln2_b, D, p.eps)
 
 
+cdef void _forward_few(const Pass* p, int tid, int nth) noexcept nogil:
+    """The pass for a batch of few tokens: every product split by output columns over the
+    threads (so each reads its share of the weights once), barriers between the stages."""
+    cdef Py_ssize_t lo = <Py_ssize_t>p.N * tid // nth, hi = <Py_ssize_t>p.N * (tid + 1) // nth, i
+    cdef int D = p.D, F = p.F, N = p.N, l
+    cdef const Layer* L
+    cdef float* s = p.scores + <Py_ssize_t>tid * Q_BLOCK * p.max_len
+    for l in range(p.n_layers):
+        L = p.layers + l
+        _linear_share(L.wqkv, L.bqkv, 3 * D, D, p.x, N, p.qkv, tid, nth, False)
+        barrier()
+        _attend(p, lo, hi, p.qkv, s)
+        barrier()
+        _linear_share(L.wo, L.bo, D, D, p.attn, N, p.y, tid, nth, False)
+        barrier()
+        for i in range(lo, hi):
+            add_layer_norm(p.x + i * D, p.y + i * D, L.ln1_w, L.ln1_b, D, p.eps)
+        barrier()
+        _linear_share(L.wup, L.bup, F, D, p.x, N, p.h, tid, nth, True)
+        barrier()
+        _linear_share(L.wdown, L.bdown, D, F, p.h, N, p.y, tid, nth, False)
+        barrier()
+        for i in range(lo, hi):
+            add_layer_norm(p.x + i * D, p.y + i * D, L.ln2_w, L.ln2_b, D, p.eps)
+        barrier()
+
+
 cdef const float* _ptr(arr, Py_ssize_t size) except NULL:
     cdef cnp.ndarray a = arr
     if a.dtype != np.float32 or not a.flags.c_contiguous or a.size != size:
@@ -208,9 +306,11 @@ cdef class Encoder:
         free(self.layers)
 
     def run(self, cnp.ndarray x, cnp.ndarray seq_lo, cnp.ndarray seq_hi, int n_threads,
-            int min_rows_per_thread=16):
+            int min_rows_per_thread=16, int few_tokens=FEW_TOKENS_MAX):
         """Every layer over the packed rows x (N, D) float32, in place. seq_lo / seq_hi
-        (int32, N): the packed row range of each row's sequence."""
+        (int32, N): the packed row range of each row's sequence. Up to ``few_tokens`` rows
+        take the few-token pass (all n_threads), more the row-split one (at least
+        ``min_rows_per_thread`` rows per thread)."""
         cdef Pass p
         cdef Py_ssize_t N = x.shape[0]
         if x.ndim != 2 or x.shape[1] != self.D or x.dtype != np.float32 or not x.flags.c_contiguous:
@@ -223,7 +323,8 @@ cdef class Encoder:
         lengths = seq_hi - seq_lo
         if seq_lo.min() < 0 or seq_hi.max() > N or lengths.min() < 1:
             raise ValueError("sequence ranges must lie inside the batch")
-        cdef int nth = max(1, min(n_threads, N // max(1, min_rows_per_thread)))
+        cdef bint few = N <= few_tokens
+        cdef int nth = max(1, n_threads if few else min(n_threads, N // max(1, min_rows_per_thread)))
         p.N, p.D, p.F, p.H = <int>N, self.D, self.F, self.H
         p.hd, p.n_layers, p.max_len = self.D // self.H, self.n_layers, int(lengths.max())
         p.scale, p.eps = 1.0 / np.sqrt(p.hd), self.eps
@@ -235,10 +336,10 @@ cdef class Encoder:
             scratch = self.scratch if self.scratch.size >= need else np.empty(need, np.float32)
             if need <= KEEP_SCRATCH:
                 self.scratch = scratch
-            self._run(&p, scratch, nth)
+            self._run(&p, scratch, nth, few)
         return x
 
-    cdef void _run(self, Pass* p, cnp.ndarray scratch, int nth):
+    cdef void _run(self, Pass* p, cnp.ndarray scratch, int nth, bint few):
         cdef float* base = <float*>cnp.PyArray_DATA(scratch)
         cdef Py_ssize_t N = p.N
         p.qkv = base
@@ -246,9 +347,11 @@ cdef class Encoder:
         p.y = p.attn + N * p.D
         p.h = p.y + N * p.D
         p.scores = p.h + N * p.F
+        cdef void (*forward)(const Pass*, int, int) noexcept nogil
+        forward = _forward_few if few else _forward
         if nth == 1:
             with nogil:
-                _forward(p, 0, 1)
+                forward(p, 0, 1)
         else:
             with nogil, parallel(num_threads=nth):
-                _forward(p, openmp.omp_get_thread_num(), openmp.omp_get_num_threads())
+                forward(p, openmp.omp_get_thread_num(), openmp.omp_get_num_threads())

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ... import _kernels
+from .. import _encode
 from ...errors import ContextLengthExceeded, InvalidRequestError, UnsupportedModelError
 from ...gguf import GGMLType
 from ..layers import layer_norm
 from ..threads import ThreadChooser
 
 POOLING_NAMES = {0: "none", 1: "mean", 2: "cls", 3: "last"}
-_MIN_ROWS_PER_THREAD = 16  # below this a second thread costs more than it saves
 
 
 @dataclass(frozen=True)
@@ -101,11 +101,9 @@ class Block:
 
 class Model:
     def __init__(self, args: ModelArgs, weights, n_threads: int | None = None):
-        from .._encode import Encoder as CompiledEncoder
-
         a = self.args = args
         self.n_threads = max(1, int(n_threads or _kernels.default_num_threads()))
-        self._threads = ThreadChooser(self.n_threads)
+        self._threads = {few: ThreadChooser(self.n_threads) for few in (False, True)}
         D = a.n_embd
         self.tok_embd = _dense(weights, "token_embd.weight", (a.n_vocab, D))
         self.pos_embd = _dense(weights, "position_embd.weight", (a.n_ctx_train, D))
@@ -113,7 +111,7 @@ class Model:
             if weights.has("token_types.weight") else np.zeros((1, D), np.float32)
         self.embd_norm = (_dense(weights, "token_embd_norm.weight", (D,)), _dense(weights, "token_embd_norm.bias", (D,)))
         self.layers = [Block(weights, i, a) for i in range(a.n_layers)]
-        self.compiled = CompiledEncoder(self.layers, D, a.n_ff, a.n_heads, a.norm_eps)
+        self.compiled = _encode.Encoder(self.layers, D, a.n_ff, a.n_heads, a.norm_eps)
 
     def new_cache(self, *args, **kwargs):
         raise UnsupportedModelError("a bert model is an encoder for embeddings: it does not "
@@ -158,14 +156,15 @@ class Model:
         seq_lo = np.repeat(ends - lengths, lengths).astype(np.int32)
         seq_hi = np.repeat(ends, lengths).astype(np.int32)
         # with a core kept busy by another process, one thread can beat two: time both now
-        # and then (per row, as batches differ) and keep the faster, as decode steps do
-        split = len(x) >= 2 * _MIN_ROWS_PER_THREAD
-        n = self._threads.pick() if split else 1
+        # and then and keep the faster, as decode steps do; one chooser per kind of pass,
+        # fed the time per row (plus a few rows' worth for the few-token pass's weight read)
+        few = len(x) <= _encode.FEW_TOKENS
+        chooser = self._threads[few]
+        n = chooser.pick()
         t0 = time.perf_counter()
         with _single_threaded_blas():
-            self.compiled.run(x, seq_lo, seq_hi, n, _MIN_ROWS_PER_THREAD)
-        if split:
-            self._threads.record(n, (time.perf_counter() - t0) / len(x))
+            self.compiled.run(x, seq_lo, seq_hi, n)
+        chooser.record(n, (time.perf_counter() - t0) / (len(x) + (8 if few else 0)))
         out = np.zeros((B * T, a.n_embd), np.float32)
         out[sel] = x
         return out.reshape(B, T, a.n_embd)
