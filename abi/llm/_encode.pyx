@@ -186,6 +186,14 @@ cdef void _linear_share(const float* w, const float* b, int rows, int cols, cons
             gelu_erf(y + t * rows + r0, r1 - r0)
 
 
+cdef void _norm_rows(const Pass* p, Py_ssize_t lo, Py_ssize_t hi, const float* w,
+                     const float* b) noexcept nogil:
+    """x = LayerNorm(x + y) for rows lo..hi."""
+    cdef Py_ssize_t i
+    for i in range(lo, hi):
+        add_layer_norm(p.x + i * p.D, p.y + i * p.D, w, b, p.D, p.eps)
+
+
 cdef void _attend(const Pass* p, Py_ssize_t lo, Py_ssize_t hi, const float* qkv, float* s) noexcept nogil:
     """attn[lo:hi] = softmax(Q K^T / sqrt(hd)) V per head, each query over the keys of its own
     sequence: two sgemm calls per (sequence, head, block of <= Q_BLOCK queries), the
@@ -213,7 +221,7 @@ cdef void _attend(const Pass* p, Py_ssize_t lo, Py_ssize_t hi, const float* qkv,
 
 cdef void _forward(const Pass* p, int tid, int nth) noexcept nogil:
     cdef Py_ssize_t lo = <Py_ssize_t>p.N * tid // nth, hi = <Py_ssize_t>p.N * (tid + 1) // nth
-    cdef Py_ssize_t n = hi - lo, i
+    cdef Py_ssize_t n = hi - lo
     cdef int D = p.D, F = p.F, l
     cdef const Layer* L
     cdef float* qkv
@@ -228,19 +236,17 @@ cdef void _forward(const Pass* p, int tid, int nth) noexcept nogil:
             continue
         _attend(p, lo, hi, qkv, s)
         _linear(L.wo, L.bo, D, D, p.attn + lo * D, n, p.y + lo * D)
-        for i in range(lo, hi):
-            add_layer_norm(p.x + i * D, p.y + i * D, L.ln1_w, L.ln1_b, D, p.eps)
+        _norm_rows(p, lo, hi, L.ln1_w, L.ln1_b)
         _linear(L.wup, L.bup, F, D, p.x + lo * D, n, p.h + lo * F)
         gelu_erf(p.h + lo * F, n * F)
         _linear(L.wdown, L.bdown, D, F, p.h + lo * F, n, p.y + lo * D)
-        for i in range(lo, hi):
-            add_layer_norm(p.x + i * D, p.y + i * D, L.ln2_w, L.ln2_b, D, p.eps)
+        _norm_rows(p, lo, hi, L.ln2_w, L.ln2_b)
 
 
 cdef void _forward_few(const Pass* p, int tid, int nth) noexcept nogil:
     """The pass for a batch of few tokens: every product split by output columns over the
     threads (so each reads its share of the weights once), barriers between the stages."""
-    cdef Py_ssize_t lo = <Py_ssize_t>p.N * tid // nth, hi = <Py_ssize_t>p.N * (tid + 1) // nth, i
+    cdef Py_ssize_t lo = <Py_ssize_t>p.N * tid // nth, hi = <Py_ssize_t>p.N * (tid + 1) // nth
     cdef int D = p.D, F = p.F, N = p.N, l
     cdef const Layer* L
     cdef float* s = p.scores + <Py_ssize_t>tid * Q_BLOCK * p.max_len
@@ -252,15 +258,13 @@ cdef void _forward_few(const Pass* p, int tid, int nth) noexcept nogil:
         barrier()
         _linear_share(L.wo, L.bo, D, D, p.attn, N, p.y, tid, nth, False)
         barrier()
-        for i in range(lo, hi):
-            add_layer_norm(p.x + i * D, p.y + i * D, L.ln1_w, L.ln1_b, D, p.eps)
+        _norm_rows(p, lo, hi, L.ln1_w, L.ln1_b)
         barrier()
         _linear_share(L.wup, L.bup, F, D, p.x, N, p.h, tid, nth, True)
         barrier()
         _linear_share(L.wdown, L.bdown, D, F, p.h, N, p.y, tid, nth, False)
         barrier()
-        for i in range(lo, hi):
-            add_layer_norm(p.x + i * D, p.y + i * D, L.ln2_w, L.ln2_b, D, p.eps)
+        _norm_rows(p, lo, hi, L.ln2_w, L.ln2_b)
         barrier()
 
 
