@@ -57,13 +57,34 @@ def _random_k_blocks(x: np.ndarray, qtype: GGMLType, rng) -> np.ndarray:
     return raw.reshape(x.shape[0], -1)
 
 
+def _random_blocks_like(x: np.ndarray, qtype: GGMLType, rng) -> np.ndarray:
+    """Valid blocks of any type we cannot quantise to: random quants, with the scales set so
+    the dequantised values have x's spread (raw random bytes where abi cannot dequantise)."""
+    from kernel_blocks import sane_blocks
+
+    n_blocks = x.size // qtype.block_size
+    if qtype not in _kernels.DEQUANTIZE_TYPES:
+        return rng.integers(0, 256, (x.shape[0], x.size // x.shape[0] // qtype.block_size * qtype.type_size),
+                            dtype=np.uint8)
+    seed = int(rng.integers(1 << 32))
+
+    def blocks(scale):
+        return sane_blocks(qtype, n_blocks, np.random.default_rng(seed), scale)
+
+    spread = float(np.std(_kernels.dequantize_reference(blocks(0.01), qtype, (x.size,))))
+    out = blocks(0.01 * float(x.std()) / spread)
+    return out.reshape(x.shape[0], -1)
+
+
 def _weight(w: GGUFWriter, name: str, x: np.ndarray, qtype: GGMLType, rng) -> None:
     if qtype in (T.F32, T.F16):
         w.add_tensor(name, x.astype(np.float32 if qtype == T.F32 else np.float16))
     elif qtype in _kernels.QUANTIZE_TYPES:
         w.add_tensor(name, _kernels.quantize(x.astype(np.float32), qtype), qtype, shape=x.shape)
-    else:
+    elif qtype in (T.Q4_K, T.Q5_K):   # the llama.cpp fixtures were made with these blocks
         w.add_tensor(name, _random_k_blocks(x, qtype, rng), qtype, shape=x.shape)
+    else:
+        w.add_tensor(name, _random_blocks_like(x, qtype, rng), qtype, shape=x.shape)
 
 
 def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str = "") -> str:

@@ -22,6 +22,10 @@ cimport openmp
 import numpy as np
 cimport numpy as cnp
 
+from abi._kernels.registry import DEQUANTIZE_TYPES
+from abi.errors import UnsupportedTensorType
+from abi.gguf.constants import GGMLType
+
 from abi._kernels._vec cimport axpy, barrier, dot
 from abi._kernels.matmul cimport dequant_rows, gemv_rows, quantize_activation, vec_dot_type
 
@@ -376,6 +380,9 @@ cdef class Decoder:
             L.inv_freq = f_local if L.swa else f_global
             L.rope_mscale = ropes[1].mscale if L.swa else ropes[0].mscale
         c.output = self._q(model.output)
+        if GGMLType(int(model.tok_embd.ggml_type)) not in DEQUANTIZE_TYPES:
+            raise UnsupportedTensorType(f"compiled forward: no {GGMLType(int(model.tok_embd.ggml_type)).name} "
+                                        f"row decoder for tensor {model.tok_embd.name!r}")
         self.keep.append(model.tok_embd.raw)
         c.embd = <const uint8_t*>cnp.PyArray_DATA(model.tok_embd.raw)
         c.embd_type = int(model.tok_embd.ggml_type)
@@ -384,6 +391,9 @@ cdef class Decoder:
 
     cdef QMat _q(self, lin):
         cdef QMat m
+        if vec_dot_type(int(lin.ggml_type)) == -2:   # gemv_rows would leave its rows unwritten
+            raise UnsupportedTensorType(f"compiled forward: no {GGMLType(int(lin.ggml_type)).name} "
+                                        f"product for tensor {lin.name!r}")
         cdef cnp.ndarray raw = np.ascontiguousarray(lin.raw)
         self.keep.append(raw)
         m.w = <const uint8_t*>cnp.PyArray_DATA(raw)

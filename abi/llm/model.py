@@ -12,11 +12,14 @@ from ..errors import ConfigError, ContextLengthExceeded
 from ..gguf import GGUFFile, load
 from ..models_hub import resolve_model
 from .cache import KVCache
+from .capability import check_loadable, choose_cpu_forward, weights_used
 from .chat_template import ChatTemplate
 from .models import get_architecture
 from .weights import WeightLoader
 
 DEFAULT_BATCH = 512
+# architectures the compiled CPU forward (_decode.pyx) runs
+COMPILED_ARCHITECTURES = ("llama", "mistral", "qwen2", "gemma3")
 
 
 class Model:
@@ -54,6 +57,11 @@ class Model:
 
         self.backend = select_backend(backend)
         self.n_threads = n_threads
+        # fail closed: every weight's type is checked against the kernels before any forward
+        used = weights_used(self.arch)
+        check_loadable(used, self.path)
+        self.forward_path = "cuda" if self.backend == "cuda" else \
+            choose_cpu_forward(used, self.args.arch, COMPILED_ARCHITECTURES)
         self._compiled = None  # the compiled forward, built on first use
         # the compiled forward keeps one set of scratch buffers: slots (threads) sharing this
         # model take turns, one batch at a time
@@ -95,7 +103,7 @@ class Model:
                 from .cuda_forward import CudaDecoder
 
                 self._compiled = CudaDecoder(self.arch, self.n_batch)
-            elif self.args.arch in ("llama", "mistral", "qwen2", "gemma3"):
+            elif self.forward_path == "compiled":
                 from .. import _kernels
                 from ._decode import Decoder
 

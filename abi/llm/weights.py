@@ -31,8 +31,8 @@ class Linear:
 class Embedding:
     """Token embedding table; looks rows up without dequantising the whole table."""
 
-    def __init__(self, raw: np.ndarray, ggml_type: GGMLType, shape):
-        self.raw, self.ggml_type, self.shape = raw, ggml_type, tuple(shape)
+    def __init__(self, raw: np.ndarray, ggml_type: GGMLType, shape, name: str = ""):
+        self.raw, self.ggml_type, self.shape, self.name = raw, ggml_type, tuple(shape), name
         self._rows = raw.reshape(self.shape[0], -1)
 
     def __call__(self, ids) -> np.ndarray:
@@ -40,7 +40,7 @@ class Embedding:
         return _kernels.dequantize(self._rows[ids], self.ggml_type, (len(ids), self.shape[1]))
 
     def as_linear(self) -> Linear:
-        return Linear(self.raw, self.ggml_type, self.shape, name="token_embd (tied)")
+        return Linear(self.raw, self.ggml_type, self.shape, name=f"{self.name or 'token_embd'} (tied output)")
 
 
 class WeightLoader:
@@ -79,4 +79,4 @@ class WeightLoader:
 
     def embedding(self, name: str) -> Embedding:
         info = self._info(name)
-        return Embedding(self.gguf.tensor_data(name), info.ggml_type, info.shape)
+        return Embedding(self.gguf.tensor_data(name), info.ggml_type, info.shape, name)
