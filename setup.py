@@ -41,7 +41,7 @@ def _extensions():
     for pyx in sorted(glob.glob("abi/**/*.pyx", recursive=True)):
         name = pyx[:-4].replace(os.sep, ".")
         exts.append(Extension(
-            name, [pyx], include_dirs=[numpy.get_include()],
+            name, [pyx], include_dirs=[numpy.get_include(), os.path.dirname(pyx)],   # + iq_tables.h
             extra_compile_args=compile_args, extra_link_args=link_args,
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         ))

@@ -1,6 +1,7 @@
 """Random GGML blocks for the kernel tests: random bytes everywhere, with the scale fields
 drawn from finite values that include the edges (zeros of both signs, subnormals, the
-largest half). NaN is never produced, so results compare bit for bit."""
+largest half). NaN is never produced, so results compare bit for bit (MXFP4's E8M0 scale
+byte takes every value: the largest make inf, which compares bit for bit too)."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,7 +14,13 @@ F16_FIELDS = {
     GGMLType.Q8_0: (0,), GGMLType.Q8_1: (0, 2), GGMLType.IQ4_NL: (0,), GGMLType.IQ4_XS: (0,),
     GGMLType.Q2_K: (80, 82), GGMLType.Q3_K: (108,), GGMLType.Q4_K: (0, 2), GGMLType.Q5_K: (0, 2),
     GGMLType.Q6_K: (208,),
+    GGMLType.IQ2_XXS: (0,), GGMLType.IQ2_XS: (0,), GGMLType.IQ2_S: (0,), GGMLType.IQ3_XXS: (0,),
+    GGMLType.IQ3_S: (0,), GGMLType.IQ1_S: (0,), GGMLType.TQ1_0: (52,), GGMLType.TQ2_0: (64,),
 }
+# IQ1_M spreads its f16 scale over the top nibbles of its four u16 scale words: nibble k of
+# the f16 (low to high) is the high nibble of byte 49 + 2k
+IQ1_M_SCALE_BYTES = (49, 51, 53, 55)
+E8M0_EDGES = np.array([0, 1, 2, 126, 127, 128, 252, 253, 254, 255], dtype=np.uint8)
 F16_EDGES = np.array([0x0000, 0x8000, 0x0001, 0x8001, 0x03FF, 0x0400, 0x7BFF, 0xFBFF, 0x3C00, 0xBC00],
                      dtype=np.uint16)
 F32_EDGES = np.array([0x00000000, 0x80000000, 0x00000001, 0x007FFFFF, 0x00800000, 0x7F7FFFFF,
@@ -55,17 +62,37 @@ def random_blocks(t: GGMLType, n_blocks: int, rng) -> np.ndarray:
     blocks = rng.integers(0, 256, (n_blocks, t.type_size), dtype=np.uint8)
     if t == GGMLType.Q8_K:
         blocks[:, 0:4] = finite_f32_bits(n_blocks, rng).view(np.uint8).reshape(n_blocks, 4)
-    for off in F16_FIELDS.get(t, ()):
-        blocks[:, off:off + 2] = finite_f16_bits(n_blocks, rng).view(np.uint8).reshape(n_blocks, 2)
+    if t == GGMLType.MXFP4:
+        edge = rng.random(n_blocks) < 0.1
+        blocks[edge, 0] = rng.choice(E8M0_EDGES, int(edge.sum()))
+    _set_scales(t, blocks, lambda: finite_f16_bits(n_blocks, rng))
     return blocks
+
+
+def _set_scales(t: GGMLType, blocks: np.ndarray, draw) -> None:
+    """Writes f16 bits from ``draw()`` ((n,) uint16, one call per field) into t's scale fields."""
+    n = blocks.shape[0]
+    for off in F16_FIELDS.get(t, ()):
+        blocks[:, off:off + 2] = draw().view(np.uint8).reshape(n, 2)
+    if t == GGMLType.IQ1_M:
+        d = draw()
+        for k, byte in enumerate(IQ1_M_SCALE_BYTES):
+            nib = ((d >> np.uint16(4 * k)) & np.uint16(15)).astype(np.uint8)
+            blocks[:, byte] = (blocks[:, byte] & np.uint8(15)) | (nib << np.uint8(4))
 
 
 def sane_blocks(t: GGMLType, n_blocks: int, rng, scale: float = 0.01) -> np.ndarray:
     """Random blocks whose f16 scales are small positive numbers (weights of a real model)."""
     blocks = rng.integers(0, 256, (n_blocks, t.type_size), dtype=np.uint8)
-    for off in F16_FIELDS.get(t, ()):
+
+    def draw():
         vals = rng.uniform(0.2, 1.0, n_blocks).astype(np.float32) * np.float32(scale)
-        blocks[:, off:off + 2] = vals.astype(np.float16).view(np.uint8).reshape(n_blocks, 2)
+        return vals.astype(np.float16).view(np.uint16)
+
+    _set_scales(t, blocks, draw)
+    if t == GGMLType.MXFP4:   # E8M0: half-scale 2^(e - 128) near scale / 8 (values go to +-12)
+        e = int(np.floor(np.log2(scale))) + 125
+        blocks[:, 0] = rng.integers(e - 1, e + 1, n_blocks, endpoint=True).astype(np.uint8)
     return blocks
 
 

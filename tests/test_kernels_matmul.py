@@ -191,8 +191,8 @@ def test_bad_input_is_a_typed_error():
         K.qmatmul(raw[:-1], GGMLType.Q8_0, (8, 64), np.zeros(64, np.float32))
     with pytest.raises(KernelInputError):
         K.qmatmul(raw, GGMLType.Q8_0, (8, 64), np.zeros((2, 2, 64), np.float32))
-    with pytest.raises(UnsupportedTensorType, match="TQ1_0"):
-        K.qmatmul(np.zeros(54, np.uint8), GGMLType.TQ1_0, (1, 256), np.zeros(256, np.float32))
+    with pytest.raises(UnsupportedTensorType, match="NVFP4"):
+        K.qmatmul(np.zeros(36, np.uint8), GGMLType.NVFP4, (1, 64), np.zeros(64, np.float32))
     with pytest.raises(KernelInputError):
         K.qmatmul(raw, GGMLType.Q8_0, (8, 64), np.zeros(64, np.float32), n_threads=0)
 

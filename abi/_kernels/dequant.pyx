@@ -1,10 +1,12 @@
-"""Dequantisation to float32: the Cython twins of ``ref_float``, ``ref_legacy``, ``ref_kquants``.
+"""Dequantisation to float32: the Cython twins of ``ref_float``, ``ref_legacy``, ``ref_kquants``,
+``ref_iquants``.
 
 Each ``_dq_<type>`` mirrors its numpy reference operation for operation in float32, which
 makes the two bit-identical; see the references for the bit layouts.
 """
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, int8_t, int16_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int8_t, int16_t
 from cython.parallel cimport prange
+from libc.string cimport memcpy
 
 from abi._kernels._half cimport ld16, ld32, ldf32, f16_to_f32, bf16_to_f32
 from abi._kernels._types cimport *
@@ -28,6 +30,17 @@ cdef extern from *:
     """
     const int8_t IQ4NL_KVALUES "abi_iq4nl_kvalues"[16]
 
+# generated from the gguf package by tools/make_iq_tables.py
+cdef extern from "iq_tables.h":
+    const uint64_t IQ2XXS_GRID "abi_iq2xxs_grid"[256]
+    const uint64_t IQ2XS_GRID "abi_iq2xs_grid"[512]
+    const uint64_t IQ2S_GRID "abi_iq2s_grid"[1024]
+    const uint32_t IQ3XXS_GRID "abi_iq3xxs_grid"[256]
+    const uint32_t IQ3S_GRID "abi_iq3s_grid"[512]
+    const uint64_t IQ1S_GRID "abi_iq1s_grid"[2048]
+    const uint8_t KSIGNS "abi_ksigns_iq2xs"[128]
+    const int8_t KVALUES_MXFP4 "abi_kvalues_mxfp4"[16]
+    const float IQ1S_DELTA "ABI_IQ1S_DELTA"
 
 
 # --- float types ----------------------------------------------------------------------
@@ -261,6 +274,203 @@ cdef void _dq_iq4_xs(const uint8_t* b, float* y, Py_ssize_t nb) noexcept nogil:
         y += 256
 
 
+# --- lattice (IQ) types, ternary types, MXFP4 -------------------------------------------------
+# Grid rows are packed little-endian: element j of a row is (row >> 8 j) & 0xff.
+
+cdef inline float _signed(float v, uint32_t bits, int j) noexcept nogil:
+    return v * (<float>-1.0 if (bits >> j) & 1 else <float>1.0)
+
+cdef inline void _iq2_row(float* y, float db, uint64_t row, uint32_t sbits) noexcept nogil:
+    cdef int j
+    for j in range(8):
+        y[j] = _signed(db * <float>(<uint8_t>(row >> (8 * j))), sbits, j)
+
+cdef void _dq_iq2_xxs(const uint8_t* b, float* y, Py_ssize_t nb) noexcept nogil:
+    cdef Py_ssize_t k
+    cdef int g, l
+    cdef float d, db
+    cdef uint32_t aux
+    cdef const uint8_t* q
+    for k in range(nb):
+        d = f16_to_f32(ld16(b))
+        for g in range(8):
+            q = b + 2 + 8 * g
+            aux = ld32(q + 4)
+            db = d * (<float>0.5 + <float>(aux >> 28)) * <float>0.25
+            for l in range(4):
+                _iq2_row(y + 32 * g + 8 * l, db, IQ2XXS_GRID[q[l]], KSIGNS[(aux >> (7 * l)) & 127])
+        b += 66
+        y += 256
+
+cdef void _dq_iq2_xs(const uint8_t* b, float* y, Py_ssize_t nb) noexcept nogil:
+    cdef Py_ssize_t k
+    cdef int l
+    cdef float d, db
+    cdef uint16_t q
+    for k in range(nb):
+        d = f16_to_f32(ld16(b))
+        for l in range(32):
+            q = ld16(b + 2 + 2 * l)
+            db = d * (<float>0.5 + <float>((b[66 + (l >> 2)] >> (4 * ((l >> 1) & 1))) & 15)) * <float>0.25
+            _iq2_row(y + 8 * l, db, IQ2XS_GRID[q & 511], KSIGNS[q >> 9])
+        b += 74
+        y += 256
+
+cdef void _dq_iq2_s(const uint8_t* b, float* y, Py_ssize_t nb) noexcept nogil:
+    cdef Py_ssize_t k
+    cdef int l, idx
+    cdef float d, db
+    for k in range(nb):
+        d = f16_to_f32(ld16(b))
+        for l in range(32):
+            idx = b[2 + l] | (((b[66 + (l >> 2)] >> (2 * (l & 3))) & 3) << 8)
+            db = d * (<float>0.5 + <float>((b[74 + (l >> 2)] >> (4 * ((l >> 1) & 1))) & 15)) * <float>0.25
+            _iq2_row(y + 8 * l, db, IQ2S_GRID[idx], b[34 + l])
+        b += 82
+        y += 256
+
+cdef void _dq_iq3_xxs(const uint8_t* b, float* y, Py_ssize_t nb) noexcept nogil:
+    cdef Py_ssize_t k
+    cdef int g, l, j
+    cdef float d, db
+    cdef uint32_t aux, sbits, row
+    for k in range(nb):
+        d = f16_to_f32(ld16(b))
+        for g in range(8):
+            aux = ld32(b + 66 + 4 * g)
+            db = d * (<float>0.5 + <float>(aux >> 28)) * <float>0.5
+            for l in range(8):        # rows of 4; a sign byte covers two rows
+                row = IQ3XXS_GRID[b[2 + 8 * g + l]]
+                sbits = KSIGNS[(aux >> (7 * (l >> 1))) & 127] >> (4 * (l & 1))
+                for j in range(4):
+                    y[32 * g + 4 * l + j] = _signed(db * <float>(<uint8_t>(row >> (8 * j))), sbits, j)
+        b += 98
+        y += 256
+
+cdef void _dq_iq3_s(const uint8_t* b, float* y, Py_ssize_t nb) noexcept nogil:
+    cdef Py_ssize_t k
+    cdef int g, l, j, idx
+    cdef float d, db
+    cdef uint32_t row
+    for k in range(nb):
+        d = f16_to_f32(ld16(b))
+        for g in range(8):
+            db = d * <float>(1 + 2 * ((b[106 + (g >> 1)] >> (4 * (g & 1))) & 15))
+            for l in range(8):
+                idx = b[2 + 8 * g + l] | (((b[66 + g] >> l) & 1) << 8)
+                row = IQ3S_GRID[idx]
+                for j in range(4):
+                    y[32 * g + 4 * l + j] = _signed(db * <float>(<uint8_t>(row >> (8 * j))),
+                                                    b[74 + 4 * g + (l >> 1)], 4 * (l & 1) + j)
+        b += 110
+        y += 256
+
+cdef inline void _iq1_row(float* y, float dl, uint64_t row, float delta) noexcept nogil:
+    cdef int j
+    for j in range(8):
+        y[j] = dl * (<float>(<int8_t>(<uint8_t>(row >> (8 * j)))) + delta)
+
+cdef void _dq_iq1_s(const uint8_t* b, float* y, Py_ssize_t nb) noexcept nogil:
+    cdef Py_ssize_t k
+    cdef int g, l, idx
+    cdef float d, dl, delta
+    cdef uint16_t qh
+    for k in range(nb):
+        d = f16_to_f32(ld16(b))
+        for g in range(8):
+            qh = ld16(b + 34 + 2 * g)
+            dl = d * <float>(2 * ((qh >> 12) & 7) + 1)
+            delta = -IQ1S_DELTA if qh & 0x8000 else IQ1S_DELTA
+            for l in range(4):
+                idx = b[2 + 4 * g + l] | (((qh >> (3 * l)) & 7) << 8)
+                _iq1_row(y + 32 * g + 8 * l, dl, IQ1S_GRID[idx], delta)
+        b += 50
+        y += 256
+
+cdef void _dq_iq1_m(const uint8_t* b, float* y, Py_ssize_t nb) noexcept nogil:
+    cdef Py_ssize_t k
+    cdef int r, nib, idx, s
+    cdef float d, dl, delta
+    cdef uint16_t sc0, sc1, sc2, sc3, s16
+    for k in range(nb):
+        sc0 = ld16(b + 48)
+        sc1 = ld16(b + 50)
+        sc2 = ld16(b + 52)
+        sc3 = ld16(b + 54)
+        # the f16 scale is spread over the top nibbles of the four scale words
+        d = f16_to_f32(<uint16_t>((sc0 >> 12) | ((sc1 >> 8) & 0x00F0) | ((sc2 >> 4) & 0x0F00) | (sc3 & 0xF000)))
+        for r in range(32):
+            s16 = ld16(b + 48 + 2 * (r >> 3))
+            s = (s16 >> (3 * ((r >> 1) & 3))) & 7
+            dl = d * <float>(2 * s + 1)
+            nib = (b[32 + (r >> 1)] >> (4 * (r & 1))) & 15
+            idx = b[r] | ((nib & 7) << 8)
+            delta = -IQ1S_DELTA if nib & 8 else IQ1S_DELTA
+            _iq1_row(y + 8 * r, dl, IQ1S_GRID[idx], delta)
+        b += 56
+        y += 256
+
+cdef extern from *:
+    """
+    static const uint8_t abi_pow3[5] = {1, 3, 9, 27, 81};
+    """
+    const uint8_t POW3 "abi_pow3"[5]
+
+cdef inline float _trit(uint8_t byte, int n) noexcept nogil:
+    # digit n of a byte holding five base-3 digits as a fraction of 256: the product wraps
+    cdef uint8_t q = <uint8_t>(byte * POW3[n])
+    return <float>(<int>((<uint16_t>q * 3) >> 8) - 1)
+
+cdef void _dq_tq1_0(const uint8_t* b, float* y, Py_ssize_t nb) noexcept nogil:
+    cdef Py_ssize_t k
+    cdef int n, i
+    cdef float d
+    for k in range(nb):
+        d = f16_to_f32(ld16(b + 52))
+        for n in range(5):
+            for i in range(32):
+                y[32 * n + i] = d * _trit(b[i], n)
+            for i in range(16):
+                y[160 + 16 * n + i] = d * _trit(b[32 + i], n)
+        for n in range(4):
+            for i in range(4):
+                y[240 + 4 * n + i] = d * _trit(b[48 + i], n)
+        b += 54
+        y += 256
+
+cdef void _dq_tq2_0(const uint8_t* b, float* y, Py_ssize_t nb) noexcept nogil:
+    cdef Py_ssize_t k
+    cdef int h, s, i
+    cdef float d
+    for k in range(nb):
+        d = f16_to_f32(ld16(b + 64))
+        for h in range(2):
+            for s in range(4):
+                for i in range(32):
+                    y[128 * h + 32 * s + i] = d * <float>(<int>((b[32 * h + i] >> (2 * s)) & 3) - 1)
+        b += 66
+        y += 256
+
+cdef inline float e8m0_half(uint8_t e) noexcept nogil:
+    # 2^(e - 128): e = 0, 1 are subnormal (0x00200000 << e); never inf or nan
+    cdef uint32_t bits = (<uint32_t>0x00200000 << e) if e < 2 else (<uint32_t>(e - 1) << 23)
+    cdef float f
+    memcpy(&f, &bits, 4)
+    return f
+
+cdef void _dq_mxfp4(const uint8_t* b, float* y, Py_ssize_t nb) noexcept nogil:
+    cdef Py_ssize_t k
+    cdef int i
+    cdef float h
+    for k in range(nb):
+        h = e8m0_half(b[0])
+        for i in range(16):
+            y[i] = h * <float>KVALUES_MXFP4[b[1 + i] & 15]
+            y[i + 16] = h * <float>KVALUES_MXFP4[b[1 + i] >> 4]
+        b += 17
+        y += 32
+
+
 cdef int dequantize_blocks(int t, const uint8_t* src, float* dst, Py_ssize_t nb) noexcept nogil:
     if t == T_F32:
         _dq_f32(src, dst, nb)
@@ -296,6 +506,26 @@ cdef int dequantize_blocks(int t, const uint8_t* src, float* dst, Py_ssize_t nb)
         _dq_q8_k(src, dst, nb)
     elif t == T_IQ4_XS:
         _dq_iq4_xs(src, dst, nb)
+    elif t == T_IQ2_XXS:
+        _dq_iq2_xxs(src, dst, nb)
+    elif t == T_IQ2_XS:
+        _dq_iq2_xs(src, dst, nb)
+    elif t == T_IQ2_S:
+        _dq_iq2_s(src, dst, nb)
+    elif t == T_IQ3_XXS:
+        _dq_iq3_xxs(src, dst, nb)
+    elif t == T_IQ3_S:
+        _dq_iq3_s(src, dst, nb)
+    elif t == T_IQ1_S:
+        _dq_iq1_s(src, dst, nb)
+    elif t == T_IQ1_M:
+        _dq_iq1_m(src, dst, nb)
+    elif t == T_TQ1_0:
+        _dq_tq1_0(src, dst, nb)
+    elif t == T_TQ2_0:
+        _dq_tq2_0(src, dst, nb)
+    elif t == T_MXFP4:
+        _dq_mxfp4(src, dst, nb)
     else:
         return -1
     return 0

@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 
 from ..gguf.constants import GGMLType
-from . import ref_float, ref_kquants, ref_legacy
+from . import ref_float, ref_iquants, ref_kquants, ref_legacy
 
 BlockFn = Callable[[np.ndarray], np.ndarray]
 
@@ -42,6 +42,16 @@ KERNELS: dict[GGMLType, TypeKernels] = {k.ggml_type: k for k in (
     TypeKernels(_T.Q6_K, ref_kquants.dequantize_q6_k, ref_kquants.quantize_q6_k, matmul=True),
     TypeKernels(_T.Q8_K, ref_kquants.dequantize_q8_k, ref_kquants.quantize_q8_k),
     TypeKernels(_T.IQ4_XS, ref_kquants.dequantize_iq4_xs),
+    TypeKernels(_T.IQ2_XXS, ref_iquants.dequantize_iq2_xxs),
+    TypeKernels(_T.IQ2_XS, ref_iquants.dequantize_iq2_xs),
+    TypeKernels(_T.IQ2_S, ref_iquants.dequantize_iq2_s),
+    TypeKernels(_T.IQ3_XXS, ref_iquants.dequantize_iq3_xxs),
+    TypeKernels(_T.IQ3_S, ref_iquants.dequantize_iq3_s),
+    TypeKernels(_T.IQ1_S, ref_iquants.dequantize_iq1_s),
+    TypeKernels(_T.IQ1_M, ref_iquants.dequantize_iq1_m),
+    TypeKernels(_T.TQ1_0, ref_iquants.dequantize_tq1_0),
+    TypeKernels(_T.TQ2_0, ref_iquants.dequantize_tq2_0),
+    TypeKernels(_T.MXFP4, ref_iquants.dequantize_mxfp4),
 )}
 
 DEQUANTIZE_TYPES = tuple(KERNELS)
