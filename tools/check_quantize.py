@@ -88,6 +88,7 @@ def main(argv=None) -> int:
         quantize_model(a.model, src, "F32", allow_requantize=True, progress=False)
     rows, failed = [], False
     ppl_src = perplexity(a.bin, src, text, a.ctx, a.threads)
+    print(f"  source F32: PPL {ppl_src:.4f}", file=sys.stderr, flush=True)
     for qtype in a.types:
         ours, theirs = (os.path.join(a.work, f"{who}-{qtype}.gguf") for who in ("abi", "llama"))
         quantize_model(src, ours, qtype, progress=False)
@@ -102,6 +103,7 @@ def main(argv=None) -> int:
                      f"{same}/{n}", os.path.getsize(ours), os.path.getsize(theirs), ok))
         for line in diff[:10]:
             print("  type mismatch:", line, file=sys.stderr)
+        print(f"  {qtype}: PPL abi {p_ours:.4f}, llama {p_theirs:.4f}", file=sys.stderr, flush=True)
 
     print(f"source F32 (dequantised {os.path.basename(a.model)}): PPL {ppl_src:.4f}  "
           f"(llama-perplexity -c {a.ctx}, {', '.join(os.path.basename(t) for t in texts)})")
