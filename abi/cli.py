@@ -13,6 +13,7 @@ COMMANDS = {
     "agent": ("abi.agents.cli", "chat with an agent (local model, OpenAI, Ollama, HuggingFace)"),
     "train": ("abi.training.cli", "train models (run, info, resume, llm) with checkpoints"),
     "convert": ("abi.training.cli", "convert datasets (TokenBin <-> WDBX), tokenize text, hf-to-gguf"),
+    "quantize": ("abi.quantize", "quantise a GGUF model (Q4_K_M, Q8_0, ...) with llama.cpp's rules"),
     "serve": ("abi.server.cli", "OpenAI- and Ollama-compatible HTTP server (streaming, slots, metrics)"),
 }
 

@@ -333,6 +333,25 @@ class ConversionError(AbiError):
     error_type = "invalid_request_error"
 
 
+class QuantizeError(AbiError):
+    """``python -m abi quantize`` cannot do what was asked: unknown target type, output path
+    equal to the input, a bad importance matrix, a tensor type it cannot read."""
+
+    exit_code = 3
+    http_status = 400
+    error_type = "invalid_request_error"
+
+
+class RequantizeError(QuantizeError):
+    """An already-quantised tensor would be quantised again without ``allow_requantize``
+    (each round loses quality). ``tensor`` and ``ggml_type`` name the first one met."""
+
+    def __init__(self, message: str, tensor: str = "", ggml_type: str = ""):
+        self.tensor = tensor
+        self.ggml_type = ggml_type
+        super().__init__(message)
+
+
 class KernelInputError(AbiError, ValueError):
     """An array handed to a kernel does not fit its tensor type and shape (size, dtype, rank)."""
 

@@ -76,13 +76,18 @@ def _random_blocks_like(x: np.ndarray, qtype: GGMLType, rng) -> np.ndarray:
     return out.reshape(x.shape[0], -1)
 
 
+# The recorded llama.cpp references (tests/fixtures/tiny) were made with random Q5_K blocks,
+# from before we had a Q5_K quantiser: keep them so the file digests still match.
+_RANDOM_BLOCKS = {T.Q5_K}
+
+
 def _weight(w: GGUFWriter, name: str, x: np.ndarray, qtype: GGMLType, rng) -> None:
     if qtype in (T.F32, T.F16):
         w.add_tensor(name, x.astype(np.float32 if qtype == T.F32 else np.float16))
+    elif qtype in _RANDOM_BLOCKS:
+        w.add_tensor(name, _random_k_blocks(x, qtype, rng), qtype, shape=x.shape)
     elif qtype in _kernels.QUANTIZE_TYPES:
         w.add_tensor(name, _kernels.quantize(x.astype(np.float32), qtype), qtype, shape=x.shape)
-    elif qtype in (T.Q4_K, T.Q5_K):   # the llama.cpp fixtures were made with these blocks
-        w.add_tensor(name, _random_k_blocks(x, qtype, rng), qtype, shape=x.shape)
     else:
         w.add_tensor(name, _random_blocks_like(x, qtype, rng), qtype, shape=x.shape)
 

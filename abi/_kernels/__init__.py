@@ -24,6 +24,7 @@ from .registry import DEQUANTIZE_TYPES, KERNELS, MATMUL_TYPES, QUANTIZE_TYPES, T
 
 __all__ = [
     "dequantize", "quantize", "qmatmul", "dequantize_reference", "quantize_reference",
+    "quantize_rows", "quantize_rows_reference",
     "default_num_threads", "activation_error_bound", "DEQUANTIZE_TYPES", "QUANTIZE_TYPES",
     "MATMUL_TYPES", "KERNELS", "TypeKernels",
 ]
@@ -147,6 +148,42 @@ def quantize(x, ggml_type, n_threads: int | None = None) -> np.ndarray:
     out = np.empty(flat.size // t.block_size * t.type_size, dtype=np.uint8)
     quant.quantize_into(flat, int(t), t.block_size, t.type_size, out, _threads(n_threads))
     return out.reshape(*x.shape[:-1], x.shape[-1] // t.block_size * t.type_size)
+
+
+def _rows_args(x, ggml_type, imatrix, what: str):
+    t = _type(ggml_type, _QUANTIZE_SET, what)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] % t.block_size:
+        raise KernelInputError(
+            f"{what}: x must be (rows, cols) with cols a multiple of {t.block_size} for {t.name}; "
+            f"shape {x.shape}")
+    qw = None
+    if imatrix is not None:
+        qw = np.ascontiguousarray(imatrix, dtype=np.float32).reshape(-1)
+        if qw.size != x.shape[1]:
+            raise KernelInputError(f"{what}: imatrix needs {x.shape[1]} weights, got {qw.size}")
+    return t, x, qw
+
+
+def quantize_rows(x, ggml_type, imatrix=None, n_threads: int | None = None) -> np.ndarray:
+    """Rows of a weight matrix ``x`` (rows, cols) -> uint8 (rows, row_bytes) with llama.cpp's
+    quantisation searches (what ``python -m abi quantize`` writes): make_qkx2 / make_qx /
+    make_q3 for the k-quants, the plain rounding of ``quantize`` for Q4_0 .. Q8_0 and the
+    float types; with ``imatrix`` (one importance weight per column) the squared error of
+    column c is weighted by imatrix[c] * sqrt(sigma2 + x^2) as llama.cpp does (not for Q8_0
+    and the float types, which llama.cpp also quantises plainly)."""
+    t, x, qw = _rows_args(x, ggml_type, imatrix, "quantize_rows")
+    out = np.empty((x.shape[0], x.shape[1] // t.block_size * t.type_size), dtype=np.uint8)
+    quant.quantize_rows_into(x, int(t), out.shape[1], qw, out, _threads(n_threads))
+    return out
+
+
+def quantize_rows_reference(x, ggml_type, imatrix=None) -> np.ndarray:
+    """The numpy reference of ``quantize_rows`` (slow; the oracle for the Cython twin)."""
+    from .ref_search import quantize_rows as ref
+
+    t, x, qw = _rows_args(x, ggml_type, imatrix, "quantize_rows_reference")
+    return ref(x, t, qw)
 
 
 def qmatmul(raw, ggml_type, shape, x, n_threads: int | None = None) -> np.ndarray:

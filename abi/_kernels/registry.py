@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 
 from ..gguf.constants import GGMLType
-from . import ref_float, ref_iquants, ref_kquants, ref_legacy
+from . import ref_float, ref_iquants, ref_kquants, ref_legacy, ref_search
 
 BlockFn = Callable[[np.ndarray], np.ndarray]
 
@@ -15,7 +15,9 @@ BlockFn = Callable[[np.ndarray], np.ndarray]
 @dataclass(frozen=True)
 class TypeKernels:
     """``dequantize_ref``: (n, type_size) uint8 -> (n, block_size) float32; ``quantize_ref`` the
-    reverse (None: we do not quantise to this type); ``matmul``: qmatmul takes this weight type."""
+    reverse (None: we do not quantise to this type); ``matmul``: qmatmul takes this weight type.
+    ``quantize_rows`` (abi.quantize's kernels) uses ``ref_search.quantize_rows`` as its reference:
+    llama.cpp's searches for the k-quants, and ``quantize_ref`` for the other types."""
 
     ggml_type: GGMLType
     dequantize_ref: BlockFn
@@ -36,9 +38,9 @@ KERNELS: dict[GGMLType, TypeKernels] = {k.ggml_type: k for k in (
     TypeKernels(_T.Q8_1, ref_legacy.dequantize_q8_1, ref_legacy.quantize_q8_1),
     TypeKernels(_T.IQ4_NL, ref_legacy.dequantize_iq4_nl),
     TypeKernels(_T.Q2_K, ref_kquants.dequantize_q2_k),
-    TypeKernels(_T.Q3_K, ref_kquants.dequantize_q3_k),
+    TypeKernels(_T.Q3_K, ref_kquants.dequantize_q3_k, ref_search.quantize_q3_k),
     TypeKernels(_T.Q4_K, ref_kquants.dequantize_q4_k, ref_kquants.quantize_q4_k, matmul=True),
-    TypeKernels(_T.Q5_K, ref_kquants.dequantize_q5_k, matmul=True),
+    TypeKernels(_T.Q5_K, ref_kquants.dequantize_q5_k, ref_search.quantize_q5_k, matmul=True),
     TypeKernels(_T.Q6_K, ref_kquants.dequantize_q6_k, ref_kquants.quantize_q6_k, matmul=True),
     TypeKernels(_T.Q8_K, ref_kquants.dequantize_q8_k, ref_kquants.quantize_q8_k),
     TypeKernels(_T.IQ4_XS, ref_kquants.dequantize_iq4_xs),

@@ -150,6 +150,21 @@ class GGUFWriter:
                               f"{shape} needs {ggml_type.nbytes(n)}", name)
         self._tensors.append((name, shape, ggml_type, data))
 
+    def add_tensor_source(self, name: str, shape: tuple[int, ...], ggml_type: GGMLType,
+                          source) -> None:
+        """Add a tensor whose bytes are produced only while ``write()`` runs: ``source()``
+        returns an iterable of uint8 chunks totalling the tensor's size. Keeps memory to one
+        chunk at a time (abi.quantize streams a whole model through this)."""
+        if any(t[0] == name for t in self._tensors):
+            raise ConfigError(f"duplicate tensor name {name!r}", field=name)
+        ggml_type = GGMLType(ggml_type)
+        shape = tuple(int(d) for d in shape)
+        if shape and shape[-1] % ggml_type.block_size:
+            raise ConfigError(f"tensor {name!r}: row length {shape[-1]} is not a multiple of "
+                              f"{ggml_type.name}'s block size {ggml_type.block_size}", name)
+        n = int(np.prod(shape)) if shape else 1
+        self._tensors.append((name, shape, ggml_type, _Source(ggml_type.nbytes(n), source)))
+
     def _pad(self, n: int) -> int:
         return -n % self.alignment
 
@@ -169,8 +184,11 @@ class GGUFWriter:
         try:
             with open(tmp, "wb") as fh:
                 fh.write(header)
-                for _, _, _, data in self._tensors:
-                    fh.write(memoryview(data.reshape(-1)))
+                for name, _, _, data in self._tensors:
+                    if isinstance(data, _Source):
+                        data.write_to(fh, name)
+                    else:
+                        fh.write(memoryview(data.reshape(-1)))
                     fh.write(bytes(self._pad(data.nbytes)))
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -179,3 +197,20 @@ class GGUFWriter:
             if os.path.exists(tmp):
                 os.remove(tmp)
             raise
+
+
+class _Source:
+    """A lazily produced tensor: its size is known up front (the header needs it)."""
+
+    def __init__(self, nbytes: int, produce):
+        self.nbytes = nbytes
+        self._produce = produce
+
+    def write_to(self, fh, name: str) -> None:
+        done = 0
+        for chunk in self._produce():
+            chunk = np.ascontiguousarray(chunk).reshape(-1).view(np.uint8)
+            fh.write(memoryview(chunk))
+            done += chunk.nbytes
+        if done != self.nbytes:
+            raise ConfigError(f"tensor {name!r}: its source gave {done} bytes, expected {self.nbytes}", name)
