@@ -1,7 +1,6 @@
-"""The integer row dot products of the IQ, ternary and MXFP4 types (``_qdot_iq.pxd``, reached
-through the test hook ``abi._kernels.iqdot_check``): the dispatched path (AVX2 where built)
-and the scalar path agree bit for bit, and both match float64 dequantise(w) . dequantise(x)
-to float32 rounding.
+"""The integer row dot products of the IQ, ternary and MXFP4 types (``_qdot_iq.pxd``, through
+matmul's ``gemv_rows``): the SIMD path (AVX2 where built) and the portable scalar path both
+match float64 dequantise(w) . dequantise(x) to float32 rounding.
 
 Stated tolerance: each block's integer sum S is exact, and the row is
 sum_blocks (s_w * d_x) * S in float32, so |y - exact| <= (nb + 2) * 2^-24 * sum_e |w_e x_e|;
@@ -15,7 +14,7 @@ import abi._kernels as K
 from abi.gguf.constants import GGMLType
 from kernel_blocks import random_blocks, sane_blocks
 
-iqdot = pytest.importorskip("abi._kernels.iqdot_check")
+from abi._kernels import matmul
 
 TYPES = [GGMLType[n] for n in "IQ2_XXS IQ2_XS IQ2_S IQ3_XXS IQ3_S IQ1_S IQ1_M TQ1_0 TQ2_0 MXFP4".split()]
 RTOL = 1e-5
@@ -35,15 +34,17 @@ def _check(t, rows, cols, rng, kind, x=None):
     raw = _weights(t, rows, cols, rng, kind)
     if x is None:
         x = rng.standard_normal(cols).astype(np.float32)
-    a = GGMLType(iqdot.activation_type(int(t)))
-    xq = iqdot.quantize_activation(int(t), x)
+    a = GGMLType(matmul.activation_type(int(t)))
+    xq = np.empty(cols // a.block_size * a.type_size, np.uint8)
+    matmul.quantize_activation_into(int(t), x, xq)
     xd = K.dequantize_reference(xq, a, (cols,)).astype(np.float64)
     w = K.dequantize_reference(raw, t, (rows, cols)).astype(np.float64)
     exact, scale = w @ xd, np.abs(w) @ np.abs(xd)
-    fast, scalar = iqdot.row_dots(raw, int(t), xq)
-    assert np.array_equal(fast.view(np.uint32), scalar.view(np.uint32))
-    assert np.all(np.abs(scalar - exact) <= RTOL * scale + 1e-30), np.max(np.abs(scalar - exact) / scale)
-    return exact, scalar
+    for portable in (False, True):
+        y = np.full(rows, np.nan, np.float32)
+        matmul._gemv_rows_into(raw, int(t), 0, rows, cols, x, y, portable=portable)
+        assert np.all(np.abs(y - exact) <= RTOL * scale + 1e-30), (portable, np.max(np.abs(y - exact) / scale))
+    return exact, y
 
 
 @pytest.mark.parametrize("kind", ["sane", "random"])
@@ -66,11 +67,3 @@ def test_dot_extreme_activations(t):
     spike[rng.integers(cols)] = 1.0
     exact, y = _check(t, 6, cols, rng, "sane", x=spike)
     assert np.any(exact != 0)
-
-
-def test_dot_rejects_unknown_types_and_ragged_rows():
-    with pytest.raises(ValueError):
-        iqdot.activation_type(int(GGMLType.Q4_K))
-    xq = iqdot.quantize_activation(int(GGMLType.IQ2_XXS), np.zeros(256, np.float32))
-    with pytest.raises(ValueError):
-        iqdot.row_dots(np.zeros(65, np.uint8), int(GGMLType.IQ2_XXS), xq)

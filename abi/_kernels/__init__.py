@@ -40,6 +40,10 @@ ACTIVATION_ERROR_BOUND = {
     GGMLType.Q4_1: _Q8_ROUND + _F16_SCALE + 1 / 64, GGMLType.Q5_1: _Q8_ROUND + _F16_SCALE + 1 / 64,
     # Q8_K keeps d in f32
     GGMLType.Q4_K: _Q8_ROUND, GGMLType.Q5_K: _Q8_ROUND, GGMLType.Q6_K: _Q8_ROUND,
+    **{t: _Q8_ROUND for t in (GGMLType.IQ2_XXS, GGMLType.IQ2_XS, GGMLType.IQ2_S, GGMLType.IQ3_XXS,
+                              GGMLType.IQ3_S, GGMLType.IQ1_S, GGMLType.IQ1_M, GGMLType.TQ1_0,
+                              GGMLType.TQ2_0)},
+    GGMLType.MXFP4: _Q8_ROUND + _F16_SCALE,   # against Q8_0; the E8M0 scale is exact
     GGMLType.F32: 0.0, GGMLType.F16: 0.0, GGMLType.BF16: 0.0,
 }
 
@@ -191,13 +195,13 @@ def qmatmul(raw, ggml_type, shape, x, n_threads: int | None = None) -> np.ndarra
     (T, cols); returns (rows,) or (T, rows) float32.
 
     One x row (decode): for quantised W, x is quantised per block to 8 bits (Q8_0 for Q4_0,
-    Q5_0, Q8_0; Q8_1 for Q4_1, Q5_1; Q8_K for Q4_K, Q5_K, Q6_K) and rows are integer dot
-    products, as ggml does. Extra error against dequantise-then-exact: per output at most
+    Q5_0, Q8_0, IQ4_NL, MXFP4; Q8_1 for Q4_1, Q5_1; Q8_K for the 256-element types) and rows
+    are integer dot products, as ggml does (``matmul.activation_type`` names the format). Extra error against dequantise-then-exact: per output at most
     ``ACTIVATION_ERROR_BOUND[type] * sum_c |W[r, c]| * absmax(x block of c)`` (plus float32
     rounding); measured on Gaussian data, ||y - W @ x|| / ||W @ x|| is about 0.5% for
     32-blocks and 0.65% for k-quants. Float weights (F32, F16, BF16) use x as is.
-    Many x rows (prefill), and the types without an integer dot (Q2_K, Q3_K, IQ4_NL, IQ4_XS):
-    W is dequantised tile by tile and multiplied with BLAS sgemm in float32.
+    Many x rows (prefill), and the types without an integer dot (``MATMUL_TYPES`` lists those
+    with one): W is dequantised tile by tile and multiplied with BLAS sgemm in float32.
     """
     t = _type(ggml_type, _DEQUANTIZE_SET, "qmatmul")
     shape = _shape(shape)

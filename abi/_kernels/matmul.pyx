@@ -10,6 +10,7 @@ from cython.parallel cimport prange
 from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
 
 from abi._kernels._qdot cimport *
+from abi._kernels._qdot_iq cimport *
 from abi._kernels._types cimport *
 from abi._kernels.quant cimport quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k
 from abi._kernels.dequant cimport dequantize_blocks
@@ -70,6 +71,11 @@ cdef int vec_dot_type(int t) noexcept nogil:
         return T_Q8_1
     if t == T_Q4_K or t == T_Q5_K or t == T_Q6_K:
         return T_Q8_K
+    if (t == T_IQ2_XXS or t == T_IQ2_XS or t == T_IQ2_S or t == T_IQ3_XXS or t == T_IQ3_S
+            or t == T_IQ1_S or t == T_IQ1_M or t == T_TQ1_0 or t == T_TQ2_0):
+        return T_Q8_K
+    if t == T_MXFP4:
+        return T_Q8_0
     if t == T_F32 or t == T_F16 or t == T_BF16:
         return -1
     return -2
@@ -132,6 +138,46 @@ cdef void gemv_rows(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r1, Py_ss
         for r in range(r0, r1):
             _prefetch_row(w + r * rb, rb)
             y[r] = dot_q6_k_q8_k(w + r * rb, q, nb)
+    elif t == T_IQ2_XXS:
+        for r in range(r0, r1):
+            _prefetch_row(w + r * rb, rb)
+            y[r] = dot_iq2_xxs_q8_k(w + r * rb, q, nb)
+    elif t == T_IQ2_XS:
+        for r in range(r0, r1):
+            _prefetch_row(w + r * rb, rb)
+            y[r] = dot_iq2_xs_q8_k(w + r * rb, q, nb)
+    elif t == T_IQ2_S:
+        for r in range(r0, r1):
+            _prefetch_row(w + r * rb, rb)
+            y[r] = dot_iq2_s_q8_k(w + r * rb, q, nb)
+    elif t == T_IQ3_XXS:
+        for r in range(r0, r1):
+            _prefetch_row(w + r * rb, rb)
+            y[r] = dot_iq3_xxs_q8_k(w + r * rb, q, nb)
+    elif t == T_IQ3_S:
+        for r in range(r0, r1):
+            _prefetch_row(w + r * rb, rb)
+            y[r] = dot_iq3_s_q8_k(w + r * rb, q, nb)
+    elif t == T_IQ1_S:
+        for r in range(r0, r1):
+            _prefetch_row(w + r * rb, rb)
+            y[r] = dot_iq1_s_q8_k(w + r * rb, q, nb)
+    elif t == T_IQ1_M:
+        for r in range(r0, r1):
+            _prefetch_row(w + r * rb, rb)
+            y[r] = dot_iq1_m_q8_k(w + r * rb, q, nb)
+    elif t == T_TQ1_0:
+        for r in range(r0, r1):
+            _prefetch_row(w + r * rb, rb)
+            y[r] = dot_tq1_0_q8_k(w + r * rb, q, nb)
+    elif t == T_TQ2_0:
+        for r in range(r0, r1):
+            _prefetch_row(w + r * rb, rb)
+            y[r] = dot_tq2_0_q8_k(w + r * rb, q, nb)
+    elif t == T_MXFP4:
+        for r in range(r0, r1):
+            _prefetch_row(w + r * rb, rb)
+            y[r] = dot_mxfp4_q8_0(w + r * rb, q, nb)
     elif t == T_F16:
         for r in range(r0, r1):
             _prefetch_row(w + r * rb, rb)
@@ -168,6 +214,26 @@ cdef void _gemv_rows_scalar(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r
             y[r] = dot_q5_k_q8_k_scalar(w + r * rb, q, nb)
         elif t == T_Q6_K:
             y[r] = dot_q6_k_q8_k_scalar(w + r * rb, q, nb)
+        elif t == T_IQ2_XXS:
+            y[r] = dot_iq2_xxs_q8_k_scalar(w + r * rb, q, nb)
+        elif t == T_IQ2_XS:
+            y[r] = dot_iq2_xs_q8_k_scalar(w + r * rb, q, nb)
+        elif t == T_IQ2_S:
+            y[r] = dot_iq2_s_q8_k_scalar(w + r * rb, q, nb)
+        elif t == T_IQ3_XXS:
+            y[r] = dot_iq3_xxs_q8_k_scalar(w + r * rb, q, nb)
+        elif t == T_IQ3_S:
+            y[r] = dot_iq3_s_q8_k_scalar(w + r * rb, q, nb)
+        elif t == T_IQ1_S:
+            y[r] = dot_iq1_s_q8_k_scalar(w + r * rb, q, nb)
+        elif t == T_IQ1_M:
+            y[r] = dot_iq1_m_q8_k_scalar(w + r * rb, q, nb)
+        elif t == T_TQ1_0:
+            y[r] = dot_tq1_0_q8_k_scalar(w + r * rb, q, nb)
+        elif t == T_TQ2_0:
+            y[r] = dot_tq2_0_q8_k_scalar(w + r * rb, q, nb)
+        elif t == T_MXFP4:
+            y[r] = dot_mxfp4_q8_0_scalar(w + r * rb, q, nb)
         elif t == T_F16:
             y[r] = dot_f16_scalar(w + r * rb, x, cols)
         elif t == T_BF16:
