@@ -36,10 +36,13 @@ from abi._kernels.cuda import attention as A, layout, matmul as M, ops as O, sam
 from abi._kernels.cuda import device as dev, sampling_ref as R  # noqa: E402
 from abi.gguf import GGMLType as T  # noqa: E402
 from abi.llm import layers, sampling as host_sampling  # noqa: E402
-from kernel_blocks import random_blocks  # noqa: E402
+from kernel_blocks import F16_FIELDS, random_blocks  # noqa: E402
 
 SIM = dev.SIM
-NATIVE = (T.F32, T.F16, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K)
+NATIVE = (T.F32, T.F16, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.IQ4_NL,
+          T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_XS)
+# the types added last run smaller products (a few rows, 2 super-blocks): the file's time
+LATER = (T.IQ4_NL, T.Q2_K, T.Q3_K, T.IQ4_XS)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -62,10 +65,10 @@ def _weights(t, rows, cols, rng, random_bits=False):
             raw = x.view(np.uint8).reshape(-1)
         elif t == T.F16:
             raw = x.astype(np.float16).view(np.uint8).reshape(-1)
-        elif t in (T.Q5_K,):  # no quantiser in abi: random blocks with tame scales
-            raw = random_blocks(t, rows * cols // 256, rng)
-            raw[:, 0:4] = np.frombuffer(np.array([0.01, 0.002] * len(raw), np.float16).tobytes(),
-                                        np.uint8).reshape(-1, 4)
+        elif t not in _kernels.QUANTIZE_TYPES:  # no quantiser in abi: random blocks, tame scales
+            raw = random_blocks(t, rows * cols // t.block_size, rng)
+            for off, val in zip(F16_FIELDS[t], (0.01, 0.002)):  # d (, dmin)
+                raw[:, off:off + 2] = np.array([val], np.float16).view(np.uint8)
             raw = raw.reshape(-1)
         else:
             raw = _kernels.quantize(x, t).reshape(-1)
@@ -81,26 +84,32 @@ def _dev(pw):
 @pytest.mark.parametrize("t", NATIVE + (T.BF16,), ids=lambda t: t.name)
 def test_pack_is_lossless_for_every_bit_pattern(t):
     rng = np.random.default_rng(int(t))
-    rows, cols = 3, 512
-    raw = random_blocks(t, rows * cols // t.block_size, rng).reshape(-1)
-    ref = _kernels.dequantize_reference(raw, t, (rows, cols))
-    packed = layout.pack(raw, t, (rows, cols))
-    np.testing.assert_array_equal(layout.decode_units_numpy(packed), ref)
-    if t != T.BF16:
-        assert packed.nbytes == raw.size  # the same bits, regrouped
+    rows = 3
+    for cols in (512, 768):  # 2 and 3 super-blocks a row (IQ4_XS pads an odd count)
+        raw = random_blocks(t, rows * cols // t.block_size, rng).reshape(-1)
+        ref = _kernels.dequantize_reference(raw, t, (rows, cols))
+        packed = layout.pack(raw, t, (rows, cols))
+        np.testing.assert_array_equal(layout.decode_units_numpy(packed), ref)
+        if t != T.BF16:  # the same bits, regrouped
+            pad = 2 * rows if t == T.IQ4_XS and cols == 768 else 0
+            assert packed.nbytes == raw.size + pad
 
 
 def test_pack_widens_types_without_a_kernel(caplog):
     rng = np.random.default_rng(0)
-    raw = random_blocks(T.Q3_K, 4, rng).reshape(-1)
-    ref = _kernels.dequantize_reference(raw, T.Q3_K, (2, 512))
+    assert T.Q8_K not in layout.NATIVE and T.Q8_K in _kernels.DEQUANTIZE_TYPES
+    raw = random_blocks(T.Q8_K, 4, rng)
+    raw[:, 0:4] = np.array([0.01], np.float32).view(np.uint8)  # d: no f16 overflow in the widening
+    raw = raw.reshape(-1)
+    ref = _kernels.dequantize_reference(raw, T.Q8_K, (2, 512))
     with caplog.at_level("WARNING"):
-        packed = layout.pack(raw, T.Q3_K, (2, 512))
-    assert packed.ggml_type == T.F16 and "Q3_K" in caplog.text
+        packed = layout.pack(raw, T.Q8_K, (2, 512))
+    assert packed.ggml_type == T.F16 and packed.source_type == T.Q8_K and "Q8_K" in caplog.text
     np.testing.assert_array_equal(layout.decode_units_numpy(packed), ref.astype(np.float16).astype(np.float32))
 
 
 def test_unit_columns_cover_each_row_once():
+    assert set(NATIVE) == set(layout.NATIVE)
     for t in NATIVE:
         units = np.arange(512 // 8)
         c0, c1 = layout.unit_columns(t, units)
@@ -133,7 +142,7 @@ def _bound(w, x):
 @pytest.mark.parametrize("t", NATIVE, ids=lambda t: t.name)
 def test_gemv_matches_dequantised_product(t):
     rng = np.random.default_rng(2)
-    rows, cols = 37, 512
+    rows, cols = (9 if t in LATER else 37), 512
     raw, w = _weights(t, rows, cols, rng)
     pw = layout.pack(raw, t, (rows, cols))
     x = rng.standard_normal((3, cols)).astype(np.float32)
@@ -169,7 +178,7 @@ def test_gemv_fuses_gated_units_and_softcap(mode):
 @pytest.mark.parametrize("t", NATIVE, ids=lambda t: t.name)
 def test_gemm_matches_dequantised_product(t):
     rng = np.random.default_rng(4)
-    rows, cols, n_tok = 37, 512, 11  # neither a multiple of the tile
+    rows, cols, n_tok = (20, 512, 5) if t in LATER else (37, 512, 11)  # neither a multiple of the tile
     raw, w = _weights(t, rows, cols, rng)
     pw = layout.pack(raw, t, (rows, cols))
     x = rng.standard_normal((n_tok, cols)).astype(np.float32)

@@ -1,23 +1,28 @@
 """How quantised weights sit in GPU memory: GGUF blocks repacked, bit for bit, into
 word-aligned planes so every thread of a warp reads whole 32-bit words.
 
-GGUF blocks are 18, 20, 22, 34, 144, 176 or 210 bytes: their quant bytes are not 4-byte
-aligned, which would force byte loads on the GPU. At upload each block is split into
+GGUF blocks are 18, 20, 22, 34, 84, 110, 136, 144, 176 or 210 bytes: their quant bytes are
+not 4-byte aligned, which would force byte loads on the GPU. At upload each block is split into
 
-    qs   uint32 (rows, words)    the packed quants (nibbles, int8s, Q6_K's low 4 bits)
-    aux  uint32 (rows, words)    high bits (Q5_*, Q6_K) and 6-/8-bit sub-block scales (K-quants)
+    qs   uint32 (rows, words)    the packed quants (nibbles, 2-bit fields, int8s, Q6_K's low 4 bits)
+    aux  uint32 (rows, words)    high bits (Q5_*, Q3_K's hmask, Q6_K) and sub-block scales
+                                 (K-quants, IQ4_XS)
     dm   float16 (rows, n)       block scale d (and min m / dmin, interleaved d0 m0 d1 m1 ...);
                                  F16 weights are the matrix itself
     fw   float32 (rows, cols)    F32 weights (BF16 is widened to F32 at upload)
 
 Nothing is dequantised: the device reads the same bits per row as the file stores
-(K-quant scale bytes and 2-byte scales padded to nothing, just regrouped).
+(K-quant scale bytes and 2-byte scales padded to nothing, just regrouped). One exception
+in size: IQ4_XS's 16-bit high-scale field goes two blocks to a word at the end of the row's
+aux, so a row of an odd number of its blocks carries 2 bytes of padding.
 
 Every type is decoded in *units* of 8 elements: unit u of a row yields two runs of 4
 consecutive columns, ``c0 .. c0+3`` and ``c1 .. c1+3`` (``unit_columns``). One unit is one
 qs word for the 4-bit types (its 4 low nibbles and 4 high nibbles), two words for Q8_0,
-8 consecutive values for F16/F32. ``decode_numpy`` is the vectorised twin of the device
-decoder (``qdecode.unit_decode``) and is checked against the CPU reference dequantisers.
+half a word for Q2_K/Q3_K (two of the four 2-bit fields of each byte: the units 16 apart
+share the word), 8 consecutive values for F16/F32. ``decode_units_numpy`` is the vectorised
+twin of the device decoder (``qdecode.unit_decode``) and is checked against the CPU
+reference dequantisers.
 """
 from __future__ import annotations
 
@@ -28,16 +33,15 @@ import numpy as np
 
 from ...errors import KernelInputError
 from ...gguf.constants import GGMLType
+from ..ref_legacy import IQ4_NL_KVALUES
 
 log = logging.getLogger("abi.kernels.cuda")
+_KVALUES = IQ4_NL_KVALUES.astype(np.float32)
 
 T = GGMLType
 # types the device decodes natively; any other stored type is widened at upload
-NATIVE = (T.F32, T.F16, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K)
-# qs words per block (32 elements, or 256 for K-quants) and elements per block
-_QS_WORDS = {T.Q4_0: 4, T.Q4_1: 4, T.Q5_0: 4, T.Q5_1: 4, T.Q8_0: 8, T.Q4_K: 32, T.Q5_K: 32, T.Q6_K: 32}
-_AUX_WORDS = {T.Q5_0: 1, T.Q5_1: 1, T.Q4_K: 3, T.Q5_K: 11, T.Q6_K: 20}
-_DM_PER_BLOCK = {T.Q4_0: 1, T.Q4_1: 2, T.Q5_0: 1, T.Q5_1: 2, T.Q8_0: 1, T.Q4_K: 2, T.Q5_K: 2, T.Q6_K: 1}
+NATIVE = (T.F32, T.F16, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.IQ4_NL,
+          T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_XS)
 
 
 @dataclass
@@ -118,6 +122,19 @@ def pack(raw, ggml_type, shape) -> PackedWeight:
         dm, aux, qs = _halves(blocks[:, 0:4]), _words(blocks[:, 4:8]), _words(blocks[:, 8:24])
     elif t == T.Q8_0:
         dm, qs = _halves(blocks[:, 0:2]), _words(blocks[:, 2:34])
+    elif t == T.IQ4_NL:
+        dm, qs = _halves(blocks[:, 0:2]), _words(blocks[:, 2:18])
+    elif t == T.IQ4_XS:  # aux row: nb words of 4-bit low scales, then the 16-bit highs two per word
+        dm, qs = _halves(blocks[:, 0:2]), _words(blocks[:, 8:136])
+        high = blocks[:, 2:4].reshape(rows, 2 * nb)
+        if nb % 2:
+            high = np.concatenate([high, np.zeros((rows, 2), np.uint8)], axis=1)
+        aux = np.concatenate([_words(blocks[:, 4:8]).reshape(rows, nb), _words(high)], axis=1)
+    elif t == T.Q2_K:
+        dm, aux, qs = _halves(blocks[:, 80:84]), _words(blocks[:, 0:16]), _words(blocks[:, 16:80])
+    elif t == T.Q3_K:  # aux: 3 scale words, then 8 hmask words (as Q5_K)
+        dm, qs = _halves(blocks[:, 108:110]), _words(blocks[:, 32:96])
+        aux = np.concatenate([_words(blocks[:, 96:108]), _words(blocks[:, 0:32])], axis=1)
     elif t == T.Q4_K:
         dm, aux, qs = _halves(blocks[:, 0:4]), _words(blocks[:, 4:16]), _words(blocks[:, 16:144])
     elif t == T.Q5_K:  # aux: 3 scale words, then 8 high-bit words
@@ -138,7 +155,8 @@ def unit_columns(ggml_type: int, u: np.ndarray):
     """Columns (c0, c1) of the two 4-element runs of unit(s) u (the device's unit_cols)."""
     t = T(ggml_type)
     u = np.asarray(u, np.int64)
-    if t in (T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1):  # word w of block b: nibbles of elements 4w.., 16+4w..
+    if t in (T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.IQ4_NL, T.IQ4_XS):
+        # word w of a 32-element block (IQ4_XS: sub-block): nibbles of elements 4w.., 16+4w..
         c0 = 32 * (u // 4) + 4 * (u % 4)
         return c0, c0 + 16
     if t == T.Q8_0:                              # words 2v, 2v+1 of block b: elements 8v .. 8v+7
@@ -152,6 +170,10 @@ def unit_columns(ggml_type: int, u: np.ndarray):
         w = u % 32
         c0 = 256 * (u // 32) + 128 * (w // 16) + 4 * (w % 16)
         return c0, c0 + 64
+    if t in (T.Q2_K, T.Q3_K):                    # qs word w, fields 2p and 2p+1: 32 apart
+        w, p = u % 16, (u // 16) % 2
+        c0 = 256 * (u // 32) + 128 * (w // 8) + 64 * p + 4 * (w % 8)
+        return c0, c0 + 32
     return 8 * u, 8 * u + 4                      # F16, F32
 
 
@@ -175,6 +197,14 @@ def _scale_min_k4(b: np.ndarray):
             sc[..., j] = (b[..., j + 4] & 15) | ((b[..., j - 4] >> 6) << 4)
             mn[..., j] = (b[..., j + 4] >> 4) | ((b[..., j] >> 6) << 4)
     return sc, mn
+
+
+def _q3k_scale(w0, w1, w2, j):
+    """Q3_K's signed 6-bit scale j from its 12 scale bytes (words w0..w2), as the device."""
+    lo = np.where(j % 8 < 4, w0, w1) >> (8 * (j % 4) + 4 * (j // 8)).astype(np.uint32)
+    hi = w2 >> (8 * (j % 4) + 2 * (j // 4)).astype(np.uint32)
+    lo, hi = lo & np.uint32(15), hi & np.uint32(3)
+    return (lo | (hi << np.uint32(4))).astype(np.int32) - 32
 
 
 def decode_units_numpy(pw: PackedWeight) -> np.ndarray:
@@ -234,6 +264,43 @@ def decode_units_numpy(pw: PackedWeight) -> np.ndarray:
                     bit = (np.uint32(8 * k) + j[0].astype(np.uint32))
                     n = n | (((qh >> bit) & np.uint32(1)).astype(np.int32) << 4)
                 vals[:, :, 4 * half + k] = dl * n.astype(np.float32) - ml
+    elif t in (T.IQ4_NL, T.IQ4_XS):
+        if t == T.IQ4_NL:
+            d = pw.dm[:, (u // 4)[0]].astype(np.float32)
+        else:
+            s, j = (u // 32)[0], ((u // 4) % 8)[0]
+            lo = (pw.aux[:, s] >> (4 * j).astype(np.uint32)) & np.uint32(15)
+            hw = pw.aux[:, pw.cols // 256 + s // 2]               # the 16-bit highs, two blocks a word
+            hi = (hw >> (16 * (s % 2) + 2 * j).astype(np.uint32)) & np.uint32(3)
+            ls = (lo | (hi << np.uint32(4))).astype(np.int32) - 32
+            d = pw.dm[:, s].astype(np.float32) * ls.astype(np.float32)
+        for k in range(4):
+            for half in (0, 1):
+                vals[:, :, 4 * half + k] = d * _KVALUES[_nib(pw.qs, k, bool(half))]
+    elif t in (T.Q2_K, T.Q3_K):
+        s, w, p = (u // 32)[0], (u % 16)[0], ((u // 16) % 2)[0]
+        q = pw.qs[:, 16 * s + w]
+        j0 = 8 * (w // 8) + 4 * p + (w % 8) // 4             # sub-block (of 16) of the first run
+        if t == T.Q3_K:
+            w0, w1, w2 = (pw.aux[:, 11 * s + i] for i in range(3))
+            hm = pw.aux[:, 11 * s + 3 + w % 8]
+        for half in (0, 1):
+            j = j0 + 2 * half
+            sh = (4 * p + 2 * half).astype(np.uint32)        # the 2-bit field of each byte
+            if t == T.Q2_K:
+                sc = _byte(pw.aux[:, 4 * s + j // 4], j % 4)
+                dl = pw.dm[:, 2 * s].astype(np.float32) * (sc & 15).astype(np.float32)
+                ml = pw.dm[:, 2 * s + 1].astype(np.float32) * (sc >> 4).astype(np.float32)
+            else:
+                dl = pw.dm[:, s].astype(np.float32) * _q3k_scale(w0, w1, w2, j).astype(np.float32)
+                hs = (4 * (w // 8) + 2 * p + half).astype(np.uint32)  # hmask bit of these elements
+            for k in range(4):
+                n = ((q >> (np.uint32(8 * k) + sh)) & np.uint32(3)).astype(np.int32)
+                if t == T.Q2_K:
+                    vals[:, :, 4 * half + k] = dl * n.astype(np.float32) - ml
+                else:
+                    n = (n | (((hm >> (np.uint32(8 * k) + hs)) & np.uint32(1)).astype(np.int32) << 2)) - 4
+                    vals[:, :, 4 * half + k] = dl * n.astype(np.float32)
     elif t == T.Q6_K:
         s, w = u // 32, u % 32
         h, j = w // 16, 4 * (w % 16)

@@ -7,12 +7,21 @@ is the inverse (for tiles that start at a column). The bit layouts are drawn in
 is the same in every thread of a launch, so the branches never diverge within a warp.
 
 Integer fields are cast to int32 before any arithmetic: numba types mixed uint32/int64
-expressions as int64, the simulator as numpy uint32, and only signed int32 agrees in both."""
+expressions as int64, the simulator as numpy uint32, and only signed int32 agrees in both.
+
+IQ4_NL/IQ4_XS look their 4-bit codes up in a 16-entry table held in constant memory
+(``cuda.const.array_like`` of a module-level array: the simulator hands back the array)."""
 from __future__ import annotations
 
+import numpy as np
+
+from ..ref_legacy import IQ4_NL_KVALUES
 from .device import cuda, float32, int32
 
-F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K = 0, 1, 2, 3, 6, 7, 8, 12, 13, 14
+F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 = 0, 1, 2, 3, 6, 7, 8
+Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS = 10, 11, 12, 13, 14, 20, 23
+# float32 so a lookup is the reference's KVALUES[q].astype(float32), with no conversion
+_KVALUES = IQ4_NL_KVALUES.astype(np.float32)
 
 
 @cuda.jit(device=True)
@@ -32,7 +41,7 @@ def _scale_k4(w0, w1, w2, j):
 
 @cuda.jit(device=True)
 def unit_cols(t, u):
-    if t == Q4_0 or t == Q4_1 or t == Q5_0 or t == Q5_1:
+    if t == Q4_0 or t == Q4_1 or t == Q5_0 or t == Q5_1 or t == IQ4_NL or t == IQ4_XS:
         c0 = 32 * (u >> 2) + 4 * (u & 3)
         return c0, c0 + 16
     if t == Q8_0:
@@ -46,13 +55,17 @@ def unit_cols(t, u):
         w = u & 31
         c0 = 256 * (u >> 5) + 128 * (w >> 4) + 4 * (w & 15)
         return c0, c0 + 64
+    if t == Q2_K or t == Q3_K:
+        w = u & 15
+        c0 = 256 * (u >> 5) + 128 * (w >> 3) + 64 * ((u >> 4) & 1) + 4 * (w & 7)
+        return c0, c0 + 32
     return 8 * u, 8 * u + 4
 
 
 @cuda.jit(device=True)
 def col_unit(t, c):
     """(unit, half) holding column c (a multiple of 4): half 0 is the run at c0, 1 at c1."""
-    if t == Q4_0 or t == Q4_1 or t == Q5_0 or t == Q5_1:
+    if t == Q4_0 or t == Q4_1 or t == Q5_0 or t == Q5_1 or t == IQ4_NL or t == IQ4_XS:
         i = c & 31
         return 4 * (c >> 5) + ((i & 15) >> 2), i >> 4
     if t == Q8_0:
@@ -66,6 +79,10 @@ def col_unit(t, c):
         e = c & 255
         rr = e & 127
         return 32 * (c >> 8) + 16 * (e >> 7) + ((rr & 63) >> 2), rr >> 6
+    if t == Q2_K or t == Q3_K:
+        e = c & 255
+        f = (e & 127) >> 5                            # the 2-bit field: unit 16 * (f >> 1), half f & 1
+        return 32 * (c >> 8) + 16 * (f >> 1) + 8 * (e >> 7) + ((e & 31) >> 2), f & 1
     return c >> 3, (c & 7) >> 2
 
 
@@ -166,6 +183,62 @@ def unit_decode(t, qs, aux, dm, fw, r, u, v):
             hi = int32((q >> (8 * k + 4)) & 15) | (int32((qh >> (8 * k + sh + 4)) & 3) << 4)
             v[k] = dl0 * float32(lo - 32)
             v[4 + k] = dl1 * float32(hi - 32)
+    elif t == Q2_K or t == Q3_K:
+        s = u >> 5
+        w = u & 15
+        p = (u >> 4) & 1
+        # 2-bit fields 2p (run 0) and 2p + 1 (run 1) of each byte, shifted down once to bits
+        # 0-1 and 2-3: the loop below then shifts by constants only
+        q = int32((qs[r, 16 * s + w] >> (4 * p)) & 0x0F0F0F0F)
+        j0 = 8 * (w >> 3) + 4 * p + ((w & 7) >> 2)    # sub-blocks of 16: j0 and j0 + 2
+        if t == Q2_K:
+            a = aux[r, 4 * s + (j0 >> 2)]             # both scale bytes: j0 & 3 is 0 or 1
+            b0 = int32((a >> (8 * (j0 & 3))) & 255)
+            b1 = int32((a >> (8 * (j0 & 3) + 16)) & 255)
+            d = float32(dm[r, 2 * s])
+            dmin = float32(dm[r, 2 * s + 1])
+            dl0, ml0 = d * float32(b0 & 15), dmin * float32(b0 >> 4)
+            dl1, ml1 = d * float32(b1 & 15), dmin * float32(b1 >> 4)
+            for k in range(4):
+                v[k] = dl0 * float32((q >> (8 * k)) & 3) - ml0
+                v[4 + k] = dl1 * float32((q >> (8 * k + 2)) & 3) - ml1
+        else:
+            # signed 6-bit scales: the low 4 bits of scale j are a nibble of byte j & 7 (high
+            # nibble for j >= 8), the top 2 bits of byte 8 + j % 4 (bits 2 * (j // 4)). j0 and
+            # j0 + 2 share both words, 16 bits apart
+            base = 11 * s
+            wl = aux[r, base + ((j0 >> 2) & 1)]
+            wh = aux[r, base + 2]
+            sl = 8 * (j0 & 3) + 4 * (j0 >> 3)
+            shh = 8 * (j0 & 3) + 2 * (j0 >> 2)
+            lo4 = int32((wl >> sl) & 0x000F000F)     # one shift for both: j0 in bits 0-3, j0 + 2 in 16-19
+            hi2 = int32((wh >> shh) & 0x00030003)
+            sc0 = (lo4 & 15) | ((hi2 & 3) << 4)
+            sc1 = (lo4 >> 16) | ((hi2 >> 16) << 4)
+            d = float32(dm[r, s])
+            dl0 = d * float32(sc0 - 32)
+            dl1 = d * float32(sc1 - 32)
+            # hmask bits 4h + 2p (run 0) and + 1 (run 1) of bytes i0.., shifted down once
+            hm = int32((aux[r, base + 3 + (w & 7)] >> (4 * (w >> 3) + 2 * p)) & 0x03030303)
+            for k in range(4):
+                lo = ((q >> (8 * k)) & 3) | (((hm >> (8 * k)) & 1) << 2)
+                hi = ((q >> (8 * k + 2)) & 3) | (((hm >> (8 * k + 1)) & 1) << 2)
+                v[k] = dl0 * float32(lo - 4)
+                v[4 + k] = dl1 * float32(hi - 4)
+    elif t == IQ4_NL or t == IQ4_XS:
+        kv = cuda.const.array_like(_KVALUES)
+        q = qs[r, u]
+        if t == IQ4_NL:
+            d = float32(dm[r, u >> 2])
+        else:
+            s = u >> 5
+            j = (u >> 2) & 7
+            lo = int32((aux[r, s] >> (4 * j)) & 15)
+            hi = int32((aux[r, (qs.shape[1] >> 5) + (s >> 1)] >> (16 * (s & 1) + 2 * j)) & 3)
+            d = float32(dm[r, s]) * float32((lo | (hi << 4)) - 32)
+        for k in range(4):
+            v[k] = d * kv[int32((q >> (8 * k)) & 15)]
+            v[4 + k] = d * kv[int32((q >> (8 * k + 4)) & 15)]
     elif t == F16:
         for k in range(8):
             v[k] = float32(dm[r, 8 * u + k])
