@@ -196,7 +196,8 @@ def qmatmul(raw, ggml_type, shape, x, n_threads: int | None = None) -> np.ndarra
 
     One x row (decode): for quantised W, x is quantised per block to 8 bits (Q8_0 for Q4_0,
     Q5_0, Q8_0, IQ4_NL, MXFP4; Q8_1 for Q4_1, Q5_1; Q8_K for the 256-element types) and rows
-    are integer dot products, as ggml does (``matmul.activation_type`` names the format). Extra error against dequantise-then-exact: per output at most
+    are integer dot products, as ggml does (``matmul.activation_type`` names the format).
+    Extra error against dequantise-then-exact: per output at most
     ``ACTIVATION_ERROR_BOUND[type] * sum_c |W[r, c]| * absmax(x block of c)`` (plus float32
     rounding); measured on Gaussian data, ||y - W @ x|| / ||W @ x|| is about 0.5% for
     32-blocks and 0.65% for k-quants. Float weights (F32, F16, BF16) use x as is.
