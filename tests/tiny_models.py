@@ -17,6 +17,10 @@ N_VOCAB = 260
 T = GGMLType
 TINY_CASES = [(f"llama_{t.name.lower()}", "llama", t) for t in (
     T.F32, T.F16, T.BF16, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K)]
+# every other weight type the runtime runs (random valid blocks where abi has no quantiser)
+TINY_CASES += [(f"llama_{t.name.lower()}", "llama", t) for t in (
+    T.Q2_K, T.Q3_K, T.IQ4_NL, T.IQ4_XS, T.IQ3_XXS, T.IQ3_S, T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ1_S,
+    T.IQ1_M, T.TQ1_0, T.TQ2_0, T.MXFP4)]
 TINY_CASES += [("qwen2_q8_0", "qwen2", T.Q8_0), ("gemma3_q8_0", "gemma3", T.Q8_0),
                ("llama_yarn_q8_0", "llama", T.Q8_0), ("qwen2_linear_q8_0", "qwen2", T.Q8_0)]
 # RoPE scaling of the cases that test it (metadata keys after "{arch}.")
