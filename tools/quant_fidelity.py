@@ -32,7 +32,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 # refuse to run without an importance matrix
 TYPES = ["Q2_K", "Q3_K_S", "Q3_K_M", "IQ4_NL", "IQ4_XS", "IQ3_XXS", "IQ3_S", "IQ2_XXS", "IQ2_XS",
          "IQ2_S", "IQ2_M", "IQ1_S", "IQ1_M", "TQ1_0", "TQ2_0", "MXFP4_MOE"]
-NEEDS_IMATRIX = {"IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ2_M", "IQ1_S", "IQ1_M", "Q2_K", "IQ3_XXS"}
+NEEDS_IMATRIX = {"IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ1_S", "IQ1_M", "Q2_K", "IQ3_XXS"}
 SLICE_ROWS = 16
 
 
