@@ -322,9 +322,9 @@ def test_quantize_rows_cython_matches_numpy(t, weighted):
                                   _kernels.quantize_rows_reference(x, t, qw))
 
 
-def test_q3_k_and_q5_k_block_quantisers_are_registered():
+def test_k_quant_block_quantisers_are_the_searches():
     x = _rows(1)
-    for t in (T.Q3_K, T.Q5_K):
+    for t in (T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K):
         assert t in _kernels.QUANTIZE_TYPES
         np.testing.assert_array_equal(_kernels.quantize(x, t), _kernels.quantize_reference(x, t))
         # without an imatrix the blocks are independent: the same bytes as quantize_rows
@@ -356,3 +356,5 @@ def test_quantize_rows_is_bit_identical_to_ggml(t):
         f(int(t), x.ctypes.data, theirs.ctypes.data, 0, x.shape[0], x.shape[1],
           None if qw is None else qw.ctypes.data)
         np.testing.assert_array_equal(ours, theirs)
+        if qw is None:      # quantize is the same search
+            np.testing.assert_array_equal(_kernels.quantize(x, t), theirs)

@@ -142,7 +142,9 @@ def dequantize(raw, ggml_type, shape, n_threads: int | None = None) -> np.ndarra
 
 def quantize(x, ggml_type, n_threads: int | None = None) -> np.ndarray:
     """uint8 blocks of ``x`` (float32-convertible, last axis a multiple of the block size),
-    shaped ``(*x.shape[:-1], row_bytes)``. Bit-exact with gguf.quants where it has the type."""
+    shaped ``(*x.shape[:-1], row_bytes)``. Bit-exact with gguf.quants where it has the type;
+    the k-quants (Q3_K .. Q6_K) use llama.cpp's searches, the same bytes as ``quantize_rows``
+    without an imatrix (and as llama-quantize)."""
     t = _type(ggml_type, _QUANTIZE_SET, "quantize")
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim == 0 or x.shape[-1] % t.block_size:
@@ -171,11 +173,11 @@ def _rows_args(x, ggml_type, imatrix, what: str):
 
 def quantize_rows(x, ggml_type, imatrix=None, n_threads: int | None = None) -> np.ndarray:
     """Rows of a weight matrix ``x`` (rows, cols) -> uint8 (rows, row_bytes) with llama.cpp's
-    quantisation searches (what ``python -m abi quantize`` writes): make_qkx2 / make_qx /
-    make_q3 for the k-quants, the plain rounding of ``quantize`` for Q4_0 .. Q8_0 and the
-    float types; with ``imatrix`` (one importance weight per column) the squared error of
-    column c is weighted by imatrix[c] * sqrt(sigma2 + x^2) as llama.cpp does (not for Q8_0
-    and the float types, which llama.cpp also quantises plainly)."""
+    quantisation searches (what ``python -m abi quantize`` writes). Without ``imatrix`` this
+    is ``quantize`` row by row (make_qkx2 / make_qx / make_q3 for the k-quants, plain rounding
+    for Q4_0 .. Q8_0 and the float types); with ``imatrix`` (one importance weight per
+    column) the squared error of column c is weighted by imatrix[c] * sqrt(sigma2 + x^2) as
+    llama.cpp does (not for Q8_0 and the float types, which llama.cpp also quantises plainly)."""
     t, x, qw = _rows_args(x, ggml_type, imatrix, "quantize_rows")
     out = np.empty((x.shape[0], x.shape[1] // t.block_size * t.type_size), dtype=np.uint8)
     quant.quantize_rows_into(x, int(t), out.shape[1], qw, out, _threads(n_threads))

@@ -2,9 +2,10 @@
 
 Each function mirrors its numpy reference operation for operation in float32 (see there
 for the algorithms and bit layouts), so the two agree bit for bit; for Q4_0 .. Q8_0 both
-also agree with ``gguf.quants.quantize``.
+also agree with ``gguf.quants.quantize``. The k-quants (Q3_K .. Q6_K) are llama.cpp's
+searches (twins of ``ref_search.py``), with an imatrix for ``quantize_rows_into``.
 """
-from libc.math cimport fabsf, truncf, roundf, rintf, ceilf, sqrtf
+from libc.math cimport fabsf, truncf, roundf, rintf, sqrtf
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, int8_t, int16_t, int32_t
 from libc.string cimport memset
 from cython.parallel cimport prange
@@ -108,14 +109,6 @@ cdef inline void _min_max(const float* x, int n, float* lo, float* hi) noexcept 
         b = x[j] if x[j] > b else b
     lo[0] = a
     hi[0] = b
-
-cdef inline uint16_t _f16_ceil(float v) noexcept nogil:
-    """An f16 no smaller than v >= 0: nearest-even, stepped up one if it fell below."""
-    cdef uint16_t h = f32_to_f16(v)
-    if f16_to_f32(h) < v:
-        h += 1
-    return h
-
 
 # --- 32-element blocks ------------------------------------------------------------------
 
@@ -257,100 +250,6 @@ cdef void quantize_row_q8_k(const float* x, uint8_t* y, Py_ssize_t n) noexcept n
             st16(y + 260 + 2 * j, <uint16_t><int16_t>s)
         x += 256
         y += 292
-
-cdef void _q_q4_k(const float* x, uint8_t* y, Py_ssize_t nb) noexcept nogil:
-    cdef Py_ssize_t k
-    cdef int j, i
-    cdef float neg_min[8]
-    cdef float offset[8]
-    cdef float need[8]
-    cdef uint8_t sc[8]
-    cdef uint8_t mc[8]
-    cdef uint8_t q[32]
-    cdef float lo, hi, top, dmin, d, s, v
-    cdef uint16_t d_bits, dmin_bits
-    for k in range(nb):
-        top = 0
-        for j in range(8):
-            lo = 0
-            for i in range(32):
-                lo = x[32 * j + i] if x[32 * j + i] < lo else lo
-            neg_min[j] = <float>0 - lo
-            top = neg_min[j] if neg_min[j] > top else top
-        dmin_bits = _f16_ceil(top / <float>63)
-        dmin = f16_to_f32(dmin_bits)
-        top = 0
-        for j in range(8):
-            mc[j] = <uint8_t>min(rintf(neg_min[j] / dmin), <float>63) if dmin > 0 else 0
-            offset[j] = dmin * <float>mc[j]
-            hi = x[32 * j]
-            for i in range(1, 32):
-                hi = x[32 * j + i] if x[32 * j + i] > hi else hi
-            v = (hi + offset[j]) / <float>15
-            need[j] = v if v > 0 else <float>0
-            top = need[j] if need[j] > top else top
-        d_bits = _f16_ceil(top / <float>63)
-        d = f16_to_f32(d_bits)
-        st16(y, d_bits)
-        st16(y + 2, dmin_bits)
-        for j in range(8):
-            sc[j] = <uint8_t>min(ceilf(need[j] / d), <float>63) if d > 0 else 0
-            s = d * <float>sc[j]
-            for i in range(32):
-                if s > 0:
-                    v = rintf((x[32 * j + i] + offset[j]) / s)
-                    q[i] = 0 if v < 0 else (15 if v > 15 else <uint8_t>v)
-                else:
-                    q[i] = 0
-            for i in range(32):   # sub-block 2c in the low nibbles, 2c + 1 in the high
-                if j & 1:
-                    y[16 + 32 * (j >> 1) + i] |= q[i] << 4
-                else:
-                    y[16 + 32 * (j >> 1) + i] = q[i]
-        for j in range(4):
-            y[4 + j] = (sc[j] & 63) | ((sc[j + 4] >> 4) << 6)
-            y[8 + j] = (mc[j] & 63) | ((mc[j + 4] >> 4) << 6)
-            y[12 + j] = (sc[j + 4] & 15) | ((mc[j + 4] & 15) << 4)
-        x += 256
-        y += 144
-
-cdef void _q_q6_k(const float* x, uint8_t* y, Py_ssize_t nb) noexcept nogil:
-    cdef Py_ssize_t k
-    cdef int j, i, h, r
-    cdef float need[16]
-    cdef int8_t sc[16]
-    cdef uint8_t q[256]
-    cdef float top, d, s, v
-    cdef uint16_t d_bits
-    for k in range(nb):
-        top = 0
-        for j in range(16):
-            need[j] = _absmax(x + 16 * j, 16) / <float>31
-            top = need[j] if need[j] > top else top
-        d_bits = _f16_ceil(top / <float>127)
-        d = f16_to_f32(d_bits)
-        for j in range(16):
-            sc[j] = <int8_t>min(ceilf(need[j] / d), <float>127) if d > 0 else 0
-            s = d * <float>sc[j]
-            for i in range(16):
-                if s > 0:
-                    v = rintf(x[16 * j + i] / s)
-                    v = <float>-32 if v < -32 else (<float>31 if v > 31 else v)
-                    q[16 * j + i] = <uint8_t>(<int>v + 32)
-                else:
-                    q[16 * j + i] = 32
-        memset(y + 128, 0, 64)
-        for h in range(2):
-            for r in range(64):
-                y[64 * h + r] = (q[128 * h + r] & 15) | ((q[128 * h + r + 64] & 15) << 4)
-            for r in range(128):
-                y[128 + 32 * h + (r & 31)] |= (q[128 * h + r] >> 4) << (2 * (r >> 5))
-        for j in range(16):
-            y[192 + j] = <uint8_t>sc[j]
-        st16(y + 208, d_bits)
-        x += 256
-        y += 210
-
 
 # --- llama.cpp-family searches (twins of ref_search.py) --------------------------------
 # Same float32 operations in the same order as the numpy reference (sums left to right,
@@ -857,14 +756,14 @@ cdef int quantize_blocks(int t, const float* x, uint8_t* y, Py_ssize_t nb) noexc
         quantize_row_q8_0(x, y, 32 * nb)
     elif t == T_Q8_1:
         quantize_row_q8_1(x, y, 32 * nb)
-    elif t == T_Q4_K:
-        _q_q4_k(x, y, nb)
-    elif t == T_Q6_K:
-        _q_q6_k(x, y, nb)
     elif t == T_Q3_K:
         _s_q3_k(x, y, nb, NULL)
+    elif t == T_Q4_K:
+        _s_k4(x, y, nb, NULL, 15, <float>-1, <float>0.1, 20)
     elif t == T_Q5_K:
         _s_k4(x, y, nb, NULL, 31, <float>-0.5, <float>0.1, 15)
+    elif t == T_Q6_K:
+        _s_q6_k(x, y, nb, NULL)
     elif t == T_Q8_K:
         quantize_row_q8_k(x, y, 256 * nb)
     else:
@@ -921,7 +820,10 @@ def _q8_portable(const float[::1] x, int block, int8_t[::1] q, float[::1] d):
 
 cdef int quantize_row_search(int t, const float* x, uint8_t* y, Py_ssize_t n,
                              const float* qw) noexcept nogil:
-    """One row of n values in llama.cpp's algorithm family (qw: n importance weights or NULL)."""
+    """One row of n values in llama.cpp's algorithm family (qw: n importance weights or NULL).
+    Without qw the blocks are independent and this is quantize_blocks."""
+    if qw == NULL:
+        return quantize_blocks(t, x, y, n // block_size_of(t))
     if t == T_Q3_K:
         _s_q3_k(x, y, n // 256, qw)
     elif t == T_Q4_K:
@@ -930,7 +832,7 @@ cdef int quantize_row_search(int t, const float* x, uint8_t* y, Py_ssize_t n,
         _s_k4(x, y, n // 256, qw, 31, <float>-0.5, <float>0.1, 15)
     elif t == T_Q6_K:
         _s_q6_k(x, y, n // 256, qw)
-    elif qw != NULL and (t == T_Q4_0 or t == T_Q4_1 or t == T_Q5_0 or t == T_Q5_1):
+    elif t == T_Q4_0 or t == T_Q4_1 or t == T_Q5_0 or t == T_Q5_1:
         _s_legacy_row(t, x, y, n, qw)
     else:
         return quantize_blocks(t, x, y, n // block_size_of(t))

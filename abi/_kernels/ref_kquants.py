@@ -39,22 +39,6 @@ from .ref_legacy import IQ4_NL_KVALUES, _f16, _inverse, round_half_away
 QK_K = 256
 
 
-def _f16_bits_ceil(v: np.ndarray) -> np.ndarray:
-    """Smallest-ish f16 >= v (v >= 0, float32): nearest-even, stepped up one if it fell below."""
-    h = v.astype(np.float16)
-    bits = h.view(np.uint16).copy()
-    bits[h.astype(np.float32) < v] += np.uint16(1)
-    return bits
-
-
-def _as_f32(bits: np.ndarray) -> np.ndarray:
-    return bits.view(np.float16).astype(np.float32)
-
-
-def _u16_bytes(bits: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(bits.astype(np.uint16)).view(np.uint8).reshape(bits.shape[0], -1)
-
-
 # --- unpacking shared by Q4_K / Q5_K -------------------------------------------------------
 
 def unpack_scale_min_k4(scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -157,52 +141,7 @@ def dequantize_iq4_xs(blocks: np.ndarray) -> np.ndarray:
     return (dl * IQ4_NL_KVALUES[q].astype(np.float32)).reshape(n, QK_K)
 
 
-# --- quantise (our own algorithms: gguf does not quantise these types) ---------------------
-
-def quantize_q4_k(x: np.ndarray) -> np.ndarray:
-    """Per sub-block of 32: offset m' = dmin*mc covers -min(x, 0) to within dmin/2, scale
-    s = d*sc (rounded up) covers max + m' in 15 steps, q = round((x + m') / s).
-    Error bound per element: s/2 + dmin/2 (d and dmin are stepped up to the next f16 so no
-    6-bit code clips)."""
-    n = x.shape[0]
-    xb = x.reshape(n, 8, 32)
-    neg_min = np.float32(0) - np.minimum(xb.min(axis=2), np.float32(0))      # (n, 8) >= 0
-    dmin_bits = _f16_bits_ceil(neg_min.max(axis=1) / np.float32(63))
-    dmin = _as_f32(dmin_bits)[:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mc = np.where(dmin > 0, np.minimum(np.rint(neg_min / dmin), np.float32(63)), np.float32(0))
-        offset = dmin * mc                                                  # (n, 8)
-        need = (xb.max(axis=2) + offset) / np.float32(15)
-        need = np.where(need > 0, need, np.float32(0))      # +0, never -0
-        d_bits = _f16_bits_ceil(need.max(axis=1) / np.float32(63))
-        d = _as_f32(d_bits)[:, None]
-        sc = np.where(d > 0, np.minimum(np.ceil(need / d), np.float32(63)), np.float32(0))
-        s = (d * sc)[:, :, None]
-        q = np.where(s > 0, np.clip(np.rint((xb + offset[:, :, None]) / s), 0, 15), 0).astype(np.uint8)
-    qs = (q[:, 0::2, :] | (q[:, 1::2, :] << np.uint8(4))).reshape(n, 128)
-    packed = pack_scale_min_k4(sc.astype(np.uint8), mc.astype(np.uint8))
-    return np.concatenate([_u16_bytes(d_bits[:, None]), _u16_bytes(dmin_bits[:, None]), packed, qs], axis=1)
-
-
-def quantize_q6_k(x: np.ndarray) -> np.ndarray:
-    """Per sub-block of 16: s = d*sc >= absmax/31 (int8 sc, d stepped up to the next f16),
-    q = round(x / s) in -32..31. Error bound per element: s/2."""
-    n = x.shape[0]
-    xb = x.reshape(n, 16, 16)
-    need = np.abs(xb).max(axis=2) / np.float32(31)                             # (n, 16)
-    d_bits = _f16_bits_ceil(need.max(axis=1) / np.float32(127))
-    d = _as_f32(d_bits)[:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sc = np.where(d > 0, np.minimum(np.ceil(need / d), np.float32(127)), np.float32(0))
-        s = (d * sc)[:, :, None]
-        q = np.where(s > 0, np.clip(np.rint(xb / s), -32, 31), 0).astype(np.int16) + 32
-    q = q.astype(np.uint8).reshape(n, 2, 128)                                  # (n, half, r)
-    ql = (q[:, :, 0:64] & 15) | ((q[:, :, 64:128] & 15) << 4)                  # (n, 2, 64)
-    hi = q >> 4
-    qh = hi[:, :, 0:32] | (hi[:, :, 32:64] << 2) | (hi[:, :, 64:96] << 4) | (hi[:, :, 96:128] << 6)
-    return np.concatenate([ql.reshape(n, 128), qh.reshape(n, 64), sc.astype(np.int8).view(np.uint8),
-                           _u16_bytes(d_bits[:, None])], axis=1)
-
+# --- quantise (the Q8_K activations; the k-quant weight quantisers are in ref_search.py) ---
 
 def quantize_q8_k(x: np.ndarray) -> np.ndarray:
     """d = absmax / 127 (f32), q = round(x / d) ties away, bsums = sums of 16 consecutive q."""

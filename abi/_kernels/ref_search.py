@@ -1,11 +1,11 @@
 """Numpy references of llama.cpp's quantisation searches (the ``quantize_row_*_ref`` /
 ``*_impl`` family of ggml-quants.c), re-derived from their published behaviour.
 
-These are what ``python -m abi quantize`` writes: for each group of 16 or 32 values they
-try a small set of candidate scales and keep the one with the least (weighted) squared
-error, instead of the single covering scale of ``ref_kquants.quantize_q4_k``. With an
-importance matrix (``qw``, one weight per column) the error of each column is weighted by
-``qw * sqrt(sigma2 + x^2)`` as llama.cpp does.
+These are what ``python -m abi quantize`` and ``abi._kernels.quantize`` write for the
+k-quants: for each group of 16 or 32 values they try a small set of candidate scales and
+keep the one with the least (weighted) squared error. With an importance matrix (``qw``,
+one weight per column) the error of each column is weighted by ``qw * sqrt(sigma2 + x^2)``
+as llama.cpp does.
 
 Arrays are ``(m, n)``: m independent groups of n values. Every sum runs left to right in
 float32 (``_acc``) and every product in the same order as the Cython twin in quant.pyx,
@@ -425,10 +425,10 @@ def quantize_rows(rows: np.ndarray, t, qw: np.ndarray | None = None) -> np.ndarr
     r, n = rows.shape
     k = {GGMLType.Q3_K: quantize_q3_k, GGMLType.Q4_K: quantize_q4_k,
          GGMLType.Q5_K: quantize_q5_k, GGMLType.Q6_K: quantize_q6_k}.get(t)
-    if k is not None:
-        blocks = rows.reshape(-1, 256)
-        w = None if qw is None else np.tile(np.asarray(qw, F).reshape(-1, 256), (r, 1))
-        return k(blocks, w).reshape(r, -1)
+    if qw is not None and k is not None:
+        w = np.tile(np.asarray(qw, F).reshape(-1, 256), (r, 1))
+        return k(rows.reshape(-1, 256), w).reshape(r, -1)
     if qw is not None and t.name in ("Q4_0", "Q4_1", "Q5_0", "Q5_1"):
         return quantize_legacy_weighted(rows, t.name, np.asarray(qw, F))
+    # without an imatrix the blocks are independent: the block quantiser (the same search)
     return KERNELS[t].quantize_ref(rows.reshape(-1, t.block_size)).reshape(r, -1)

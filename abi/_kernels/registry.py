@@ -16,8 +16,9 @@ BlockFn = Callable[[np.ndarray], np.ndarray]
 class TypeKernels:
     """``dequantize_ref``: (n, type_size) uint8 -> (n, block_size) float32; ``quantize_ref`` the
     reverse (None: we do not quantise to this type); ``matmul``: qmatmul takes this weight type.
-    ``quantize_rows`` (abi.quantize's kernels) uses ``ref_search.quantize_rows`` as its reference:
-    llama.cpp's searches for the k-quants, and ``quantize_ref`` for the other types."""
+    The k-quants' ``quantize_ref`` are llama.cpp's searches (``ref_search``, imatrix-free);
+    ``quantize_rows`` (abi.quantize's kernels) uses ``ref_search.quantize_rows`` as its reference,
+    which is ``quantize_ref`` row by row without an imatrix."""
 
     ggml_type: GGMLType
     dequantize_ref: BlockFn
@@ -39,9 +40,9 @@ KERNELS: dict[GGMLType, TypeKernels] = {k.ggml_type: k for k in (
     TypeKernels(_T.IQ4_NL, ref_legacy.dequantize_iq4_nl),
     TypeKernels(_T.Q2_K, ref_kquants.dequantize_q2_k),
     TypeKernels(_T.Q3_K, ref_kquants.dequantize_q3_k, ref_search.quantize_q3_k),
-    TypeKernels(_T.Q4_K, ref_kquants.dequantize_q4_k, ref_kquants.quantize_q4_k, matmul=True),
+    TypeKernels(_T.Q4_K, ref_kquants.dequantize_q4_k, ref_search.quantize_q4_k, matmul=True),
     TypeKernels(_T.Q5_K, ref_kquants.dequantize_q5_k, ref_search.quantize_q5_k, matmul=True),
-    TypeKernels(_T.Q6_K, ref_kquants.dequantize_q6_k, ref_kquants.quantize_q6_k, matmul=True),
+    TypeKernels(_T.Q6_K, ref_kquants.dequantize_q6_k, ref_search.quantize_q6_k, matmul=True),
     TypeKernels(_T.Q8_K, ref_kquants.dequantize_q8_k, ref_kquants.quantize_q8_k),
     TypeKernels(_T.IQ4_XS, ref_kquants.dequantize_iq4_xs),
     TypeKernels(_T.IQ2_XXS, ref_iquants.dequantize_iq2_xxs, matmul=True),
