@@ -139,17 +139,17 @@ _NEW_TYPES = [GGMLType[n] for n in "IQ2_XXS IQ2_XS IQ2_S IQ3_XXS IQ3_S IQ1_S IQ1
 
 @pytest.mark.parametrize("t", _NEW_TYPES, ids=lambda t: t.name)
 def test_qmatmul_takes_the_type_through_dequantisation(t):
-    """qmatmul has no integer dot for these: W is dequantised (the kernel above) and
-    multiplied in float32, so it matches float64 W @ x to float32 rounding."""
+    """Many x rows (prefill): W is dequantised (the kernel above) and multiplied in float32,
+    so it matches float64 W @ x to float32 rounding. (One row: test_kernels_iqdot.py.)"""
     rng = np.random.default_rng(int(t))
     rows, cols = 5, 2 * t.block_size
     raw = sane_blocks(t, rows * cols // t.block_size, rng).reshape(-1)
     w = K.dequantize_reference(raw, t, (rows, cols)).astype(np.float64)
-    for x in (rng.standard_normal(cols).astype(np.float32), rng.standard_normal((3, cols)).astype(np.float32)):
-        y = K.qmatmul(raw, t, (rows, cols), x, n_threads=2)
-        exact = x.astype(np.float64) @ w.T
-        scale = np.abs(x).astype(np.float64) @ np.abs(w).T
-        assert y.shape == exact.shape and np.all(np.abs(y - exact) <= 1e-5 * scale + 1e-30)
+    x = rng.standard_normal((3, cols)).astype(np.float32)
+    y = K.qmatmul(raw, t, (rows, cols), x, n_threads=2)
+    exact = x.astype(np.float64) @ w.T
+    scale = np.abs(x).astype(np.float64) @ np.abs(w).T
+    assert y.shape == exact.shape and np.all(np.abs(y - exact) <= 1e-5 * scale + 1e-30)
 
 
 @pytest.mark.model
