@@ -63,6 +63,9 @@ def random_blocks(t: GGMLType, n_blocks: int, rng) -> np.ndarray:
 def sane_blocks(t: GGMLType, n_blocks: int, rng, scale: float = 0.01) -> np.ndarray:
     """Random blocks whose f16 scales are small positive numbers (weights of a real model)."""
     blocks = rng.integers(0, 256, (n_blocks, t.type_size), dtype=np.uint8)
+    if t == GGMLType.Q8_K:    # its d is an f32
+        d = rng.uniform(0.2, 1.0, n_blocks).astype(np.float32) * np.float32(scale)
+        blocks[:, 0:4] = d.view(np.uint8).reshape(n_blocks, 4)
     for off in F16_FIELDS.get(t, ()):
         vals = rng.uniform(0.2, 1.0, n_blocks).astype(np.float32) * np.float32(scale)
         blocks[:, off:off + 2] = vals.astype(np.float16).view(np.uint8).reshape(n_blocks, 2)

@@ -34,11 +34,12 @@ _Q8_ROUND = 1 / 254            # x rounded to a step of absmax / 127
 _F16_SCALE = 2.0 ** -11        # the block scale d stored as f16
 ACTIVATION_ERROR_BOUND = {
     GGMLType.Q4_0: _Q8_ROUND + _F16_SCALE, GGMLType.Q5_0: _Q8_ROUND + _F16_SCALE,
-    GGMLType.Q8_0: _Q8_ROUND + _F16_SCALE,
+    GGMLType.Q8_0: _Q8_ROUND + _F16_SCALE, GGMLType.IQ4_NL: _Q8_ROUND + _F16_SCALE,
     # Q8_1 also stores s = d * sum(q) as f16: up to 32 * 127 * d * 2^-11 = absmax / 64 per block
     GGMLType.Q4_1: _Q8_ROUND + _F16_SCALE + 1 / 64, GGMLType.Q5_1: _Q8_ROUND + _F16_SCALE + 1 / 64,
     # Q8_K keeps d in f32
-    GGMLType.Q4_K: _Q8_ROUND, GGMLType.Q5_K: _Q8_ROUND, GGMLType.Q6_K: _Q8_ROUND,
+    GGMLType.Q2_K: _Q8_ROUND, GGMLType.Q3_K: _Q8_ROUND, GGMLType.Q4_K: _Q8_ROUND,
+    GGMLType.Q5_K: _Q8_ROUND, GGMLType.Q6_K: _Q8_ROUND, GGMLType.IQ4_XS: _Q8_ROUND,
     GGMLType.F32: 0.0, GGMLType.F16: 0.0, GGMLType.BF16: 0.0,
 }
 
@@ -154,13 +155,15 @@ def qmatmul(raw, ggml_type, shape, x, n_threads: int | None = None) -> np.ndarra
     (T, cols); returns (rows,) or (T, rows) float32.
 
     One x row (decode): for quantised W, x is quantised per block to 8 bits (Q8_0 for Q4_0,
-    Q5_0, Q8_0; Q8_1 for Q4_1, Q5_1; Q8_K for Q4_K, Q5_K, Q6_K) and rows are integer dot
-    products, as ggml does. Extra error against dequantise-then-exact: per output at most
+    Q5_0, Q8_0, IQ4_NL; Q8_1 for Q4_1, Q5_1; Q8_K for Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS)
+    and rows are integer dot products, as ggml does. Extra error against
+    dequantise-then-exact: per output at most
     ``ACTIVATION_ERROR_BOUND[type] * sum_c |W[r, c]| * absmax(x block of c)`` (plus float32
     rounding); measured on Gaussian data, ||y - W @ x|| / ||W @ x|| is about 0.5% for
     32-blocks and 0.65% for k-quants. Float weights (F32, F16, BF16) use x as is.
-    Many x rows (prefill), and the types without an integer dot (Q2_K, Q3_K, IQ4_NL, IQ4_XS):
-    W is dequantised tile by tile and multiplied with BLAS sgemm in float32.
+    Many x rows (prefill), and the types without an integer dot (the activation-only formats
+    Q8_1 and Q8_K given as weights): W is dequantised tile by tile and multiplied with BLAS
+    sgemm in float32.
     """
     t = _type(ggml_type, _DEQUANTIZE_SET, "qmatmul")
     shape = _shape(shape)

@@ -34,14 +34,14 @@ KERNELS: dict[GGMLType, TypeKernels] = {k.ggml_type: k for k in (
     TypeKernels(_T.Q5_1, ref_legacy.dequantize_q5_1, ref_legacy.quantize_q5_1, matmul=True),
     TypeKernels(_T.Q8_0, ref_legacy.dequantize_q8_0, ref_legacy.quantize_q8_0, matmul=True),
     TypeKernels(_T.Q8_1, ref_legacy.dequantize_q8_1, ref_legacy.quantize_q8_1),
-    TypeKernels(_T.IQ4_NL, ref_legacy.dequantize_iq4_nl),
-    TypeKernels(_T.Q2_K, ref_kquants.dequantize_q2_k),
-    TypeKernels(_T.Q3_K, ref_kquants.dequantize_q3_k),
+    TypeKernels(_T.IQ4_NL, ref_legacy.dequantize_iq4_nl, matmul=True),
+    TypeKernels(_T.Q2_K, ref_kquants.dequantize_q2_k, matmul=True),
+    TypeKernels(_T.Q3_K, ref_kquants.dequantize_q3_k, matmul=True),
     TypeKernels(_T.Q4_K, ref_kquants.dequantize_q4_k, ref_kquants.quantize_q4_k, matmul=True),
     TypeKernels(_T.Q5_K, ref_kquants.dequantize_q5_k, matmul=True),
     TypeKernels(_T.Q6_K, ref_kquants.dequantize_q6_k, ref_kquants.quantize_q6_k, matmul=True),
     TypeKernels(_T.Q8_K, ref_kquants.dequantize_q8_k, ref_kquants.quantize_q8_k),
-    TypeKernels(_T.IQ4_XS, ref_kquants.dequantize_iq4_xs),
+    TypeKernels(_T.IQ4_XS, ref_kquants.dequantize_iq4_xs, matmul=True),
 )}
 
 DEQUANTIZE_TYPES = tuple(KERNELS)
