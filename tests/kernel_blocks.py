@@ -84,6 +84,9 @@ def _set_scales(t: GGMLType, blocks: np.ndarray, draw) -> None:
 def sane_blocks(t: GGMLType, n_blocks: int, rng, scale: float = 0.01) -> np.ndarray:
     """Random blocks whose f16 scales are small positive numbers (weights of a real model)."""
     blocks = rng.integers(0, 256, (n_blocks, t.type_size), dtype=np.uint8)
+    if t == GGMLType.Q8_K:    # its d is an f32
+        d = rng.uniform(0.2, 1.0, n_blocks).astype(np.float32) * np.float32(scale)
+        blocks[:, 0:4] = d.view(np.uint8).reshape(n_blocks, 4)
 
     def draw():
         vals = rng.uniform(0.2, 1.0, n_blocks).astype(np.float32) * np.float32(scale)

@@ -11,8 +11,11 @@ from abi.errors import ConfigError, KernelInputError, UnsupportedTensorType
 from abi.gguf.constants import GGMLType
 from kernel_blocks import sane_blocks
 
-REQUIRED = [GGMLType[n] for n in "Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K F16 BF16 F32".split()]
-FALLBACK = [GGMLType.Q2_K, GGMLType.Q3_K, GGMLType.IQ4_NL, GGMLType.IQ4_XS]
+REQUIRED = [GGMLType[n] for n in
+            ("Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL IQ4_XS IQ2_XXS IQ2_XS IQ2_S "
+             "IQ3_XXS IQ3_S IQ1_S IQ1_M TQ1_0 TQ2_0 MXFP4 F16 BF16 F32").split()]
+# dequantisable but without an integer dot: the activation-only formats, given as weights
+FALLBACK = [GGMLType.Q8_1, GGMLType.Q8_K]
 # (rows, cols) with odd block counts (1, 3) and rows that do not split evenly over threads
 SIZES_32 = [(37, 32), (64, 96), (301, 576)]
 SIZES_256 = [(37, 256), (64, 768), (130, 1536)]
@@ -72,6 +75,11 @@ def exact_kernel_result(raw, t, rows, cols, x):
 
 def test_every_required_type_has_a_product():
     assert set(REQUIRED) <= set(K.MATMUL_TYPES)
+    for t in REQUIRED:    # an integer (or float-x) kernel, not the dequantise-then-sgemm route
+        assert matmul.activation_type(int(t)) != -2, t.name
+        assert t in K.ACTIVATION_ERROR_BOUND, t.name
+    for t in FALLBACK:
+        assert t not in K.MATMUL_TYPES and matmul.activation_type(int(t)) == -2, t.name
 
 
 def test_c_level_geometry_matches_ggml_types():
@@ -103,7 +111,8 @@ def test_single_row_within_stated_bound_of_exact_product(case):
     y = K.qmatmul(raw, t, (rows, cols), x).astype(np.float64)
     w = K.dequantize(raw, t, (rows, cols)).astype(np.float64)
     exact = w @ x.astype(np.float64)
-    qb = {GGMLType.Q4_K: 256, GGMLType.Q5_K: 256, GGMLType.Q6_K: 256}.get(t, 32)
+    at = matmul.activation_type(int(t))
+    qb = GGMLType(at).block_size if at >= 0 else 32     # the block x is quantised in
     absmax = np.repeat(np.abs(x).reshape(-1, qb).max(axis=1), qb).astype(np.float64)
     bound = K.activation_error_bound(t) * (np.abs(w) @ absmax) + KERNEL_RTOL * (np.abs(w) @ np.abs(x))
     assert np.all(np.abs(y - exact) <= bound)

@@ -1,13 +1,14 @@
 """Kernel throughput next to this machine's memory read bandwidth, measured in the same run.
 
-    python tools/bench_kernels.py [--threads N] [--quick] [--repeat R] [--json]
+    python tools/bench_kernels.py [--threads N] [--quick] [--types T,...] [--repeat R] [--json]
 
 For each weight type and matrix size, the T = 1 product y = W @ x (activation quantisation
 included) as GB/s of quantised weight read, in two settings:
-  stream: each call reads a different copy of W, copies totalling >= 256 MB, so the weight
-          comes from DRAM as in decode of a model bigger than the caches;
+  stream: each call reads a different copy of W, copies totalling >= 512 MB (twice the
+          ~260 MB L3 of the server CPUs this runs on), so the weight comes from DRAM as in
+          decode of a model bigger than the caches;
   hot:    the same W every call (small matrices then sit in L2/L3, so this can pass 100%).
-The yardstick is a numba ``prange`` sum over 256 MB of float32 with the same thread count
+The yardstick is a numba ``prange`` sum over 512 MB of float32 with the same thread count
 (numpy's single-threaded sum understates the machine). On a shared machine other processes
 come and go, so each case is measured ``--repeat`` times, each time right after its own
 bandwidth measurement, and the best ratio is kept; the load average is printed alongside.
@@ -33,16 +34,23 @@ from abi.gguf.constants import GGMLType  # noqa: E402
 
 SIZES = [(1536, 576), (576, 1536), (49152, 576), (16384, 4096)]   # (rows, cols)
 TYPES = [GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5_1, GGMLType.Q8_0,
-         GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K, GGMLType.F16, GGMLType.BF16, GGMLType.F32]
-TARGETS = {GGMLType.Q4_1: 0.45, GGMLType.Q8_0: 0.45, GGMLType.Q4_K: 0.30, GGMLType.Q6_K: 0.30}
-STREAM_BYTES = 256 << 20
+         GGMLType.Q2_K, GGMLType.Q3_K, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K,
+         GGMLType.IQ4_NL, GGMLType.IQ4_XS, GGMLType.F16, GGMLType.BF16, GGMLType.F32]
+TARGETS = {GGMLType.Q4_1: 0.45, GGMLType.Q8_0: 0.45, GGMLType.Q4_K: 0.30, GGMLType.Q6_K: 0.30,
+           GGMLType.Q2_K: 0.60, GGMLType.Q3_K: 0.60, GGMLType.IQ4_NL: 0.40, GGMLType.IQ4_XS: 0.40}
+# Bytes of weight copies a streamed product cycles through, and of the bandwidth yardstick:
+# both well past the last-level cache (~260 MB on the EPYC servers), so both read DRAM.
+STREAM_BYTES = 512 << 20
+# byte offsets of the f16 scales of the types random_weight fills with random blocks
+_F16_FIELDS = {GGMLType.Q2_K: (80, 82), GGMLType.Q3_K: (108,), GGMLType.Q5_K: (0, 2),
+               GGMLType.IQ4_NL: (0,), GGMLType.IQ4_XS: (0,)}
 
 
 _PSUM = None
 _ARRAY = None
 
 
-def memory_bandwidth(n_threads: int, nbytes: int = 256 << 20, repeats: int = 10) -> float:
+def memory_bandwidth(n_threads: int, nbytes: int = STREAM_BYTES, repeats: int = 10) -> float:
     """GB/s of a numba prange float32 sum over ``nbytes``: the machine's read bandwidth."""
     global _PSUM, _ARRAY
     import numba
@@ -72,10 +80,11 @@ def random_weight(t: GGMLType, rows: int, cols: int, rng) -> np.ndarray:
     w = rng.standard_normal((rows, cols), dtype=np.float32) * np.float32(0.05)
     if t in _kernels.QUANTIZE_TYPES:
         return _kernels.quantize(w, t).reshape(-1)
-    # no quantiser (Q5_K): random blocks with sane f16 scales
+    # no quantiser (Q5_K, Q2_K, Q3_K, IQ4_*): random blocks with sane f16 scales
     nb = rows * cols // t.block_size
     raw = rng.integers(0, 256, (nb, t.type_size), dtype=np.uint8)
-    raw[:, 0:4] = np.full((nb, 2), 0.001, np.float16).view(np.uint8)
+    for off in _F16_FIELDS[t]:
+        raw[:, off:off + 2] = np.full((nb, 1), 0.001, np.float16).view(np.uint8)
     return raw.reshape(-1)
 
 
@@ -159,7 +168,8 @@ def bench_dequant(n_threads: int, n_out: int = 1 << 22) -> list[dict]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=_kernels.default_num_threads())
-    ap.add_argument("--quick", action="store_true", help="default-model sizes only, Q4_1/Q8_0/Q4_K/Q6_K")
+    ap.add_argument("--quick", action="store_true", help="default-model sizes only, the types with targets")
+    ap.add_argument("--types", default=None, metavar="T,...", help="only these weight types, e.g. Q3_K,IQ4_XS")
     ap.add_argument("--repeat", type=int, default=3, help="measurements per case; the best ratio is kept")
     ap.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
                     help="before each measurement wait up to S seconds for other processes to go idle")
@@ -167,6 +177,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     sizes = SIZES[:3] if args.quick else SIZES
     types = list(TARGETS) if args.quick else TYPES
+    if args.types:
+        types = [GGMLType[n.strip().upper()] for n in args.types.split(",") if n.strip()]
     load_before = os.getloadavg()
     bw = memory_bandwidth(args.threads)
     products = bench_products(args.threads, sizes, types, 0.05 if args.quick else 0.1, args.repeat,
@@ -178,7 +190,7 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
-    print(f"memory read bandwidth (numba prange sum, 256 MB, {args.threads} threads): {bw:.1f} GB/s; "
+    print(f"memory read bandwidth (numba prange sum, {STREAM_BYTES >> 20} MB, {args.threads} threads): {bw:.1f} GB/s; "
           f"load average {load_before[0]:.1f} before, {result['loadavg_after'][0]:.1f} after")
     print(f"{'type':6} {'rows x cols':>12} {'MB':>6} | {'bw GB/s':>7} | {'stream GB/s':>11} {'ratio':>6} | "
           f"{'hot GB/s':>8} {'ratio':>6} | target")

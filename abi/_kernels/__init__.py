@@ -35,11 +35,12 @@ _Q8_ROUND = 1 / 254            # x rounded to a step of absmax / 127
 _F16_SCALE = 2.0 ** -11        # the block scale d stored as f16
 ACTIVATION_ERROR_BOUND = {
     GGMLType.Q4_0: _Q8_ROUND + _F16_SCALE, GGMLType.Q5_0: _Q8_ROUND + _F16_SCALE,
-    GGMLType.Q8_0: _Q8_ROUND + _F16_SCALE,
+    GGMLType.Q8_0: _Q8_ROUND + _F16_SCALE, GGMLType.IQ4_NL: _Q8_ROUND + _F16_SCALE,
     # Q8_1 also stores s = d * sum(q) as f16: up to 32 * 127 * d * 2^-11 = absmax / 64 per block
     GGMLType.Q4_1: _Q8_ROUND + _F16_SCALE + 1 / 64, GGMLType.Q5_1: _Q8_ROUND + _F16_SCALE + 1 / 64,
     # Q8_K keeps d in f32
-    GGMLType.Q4_K: _Q8_ROUND, GGMLType.Q5_K: _Q8_ROUND, GGMLType.Q6_K: _Q8_ROUND,
+    GGMLType.Q2_K: _Q8_ROUND, GGMLType.Q3_K: _Q8_ROUND, GGMLType.Q4_K: _Q8_ROUND,
+    GGMLType.Q5_K: _Q8_ROUND, GGMLType.Q6_K: _Q8_ROUND, GGMLType.IQ4_XS: _Q8_ROUND,
     **{t: _Q8_ROUND for t in (GGMLType.IQ2_XXS, GGMLType.IQ2_XS, GGMLType.IQ2_S, GGMLType.IQ3_XXS,
                               GGMLType.IQ3_S, GGMLType.IQ1_S, GGMLType.IQ1_M, GGMLType.TQ1_0,
                               GGMLType.TQ2_0)},

@@ -4,7 +4,8 @@
 # Integer sums are exact; the float combination (scales, accumulation) rounds in float32.
 #
 #   dot_<w>_<x>(w, x, nb): w = nb weight blocks, x = nb activation blocks, returns sum.
-#   Activation formats: Q8_0 (Q4_0, Q5_0, Q8_0 weights), Q8_1 (Q4_1, Q5_1), Q8_K (k-quants).
+#   Activation formats: Q8_0 (Q4_0, Q5_0, Q8_0, IQ4_NL weights), Q8_1 (Q4_1, Q5_1),
+#   Q8_K (k-quants, IQ4_XS).
 from libc.stdint cimport uint8_t
 
 from abi._kernels._half cimport f16_to_f32
@@ -396,6 +397,244 @@ cdef extern from *:
         return acc;
     }
 
+    /* ---------------------------------------------------------------- 16-element sub-block k-quants
+       and the IQ4 types (values from a 16-entry signed table) */
+
+    static const int8_t abi_qdot_iq4nl[16] = {
+        -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+    /* the 12-byte packing of the 16 six-bit Q3_K scales, unpacked 4 per u32 (byte j % 4 of
+       word j / 4 is scale j, 0..63): low nibbles from bytes 0..7, top bits from bytes 8..11 */
+    static inline void abi_q3_k_scales(const uint8_t* s, uint32_t* a) {
+        const uint32_t a0 = abi_ld32(s), a1 = abi_ld32(s + 4), a2 = abi_ld32(s + 8);
+        const uint32_t m4 = 0x0F0F0F0Fu, m2 = 0x03030303u;
+        a[0] = (a0 & m4) | ((a2 & m2) << 4);
+        a[1] = (a1 & m4) | (((a2 >> 2) & m2) << 4);
+        a[2] = ((a0 >> 4) & m4) | (((a2 >> 4) & m2) << 4);
+        a[3] = ((a1 >> 4) & m4) | (((a2 >> 6) & m2) << 4);
+    }
+
+    #if ABI_QDOT_SIMD
+    /* acc + the pairwise int32 sums of int16 a * b (one instruction with VNNI) */
+    static inline __m256i abi_dpwssd(__m256i acc, __m256i a, __m256i b) {
+    #if defined(__AVXVNNI__)
+        return _mm256_dpwssd_avx_epi32(acc, a, b);
+    #elif defined(__AVX512VNNI__) && defined(__AVX512VL__)
+        return _mm256_dpwssd_epi32(acc, a, b);
+    #else
+        return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+    #endif
+    }
+
+    /* s8: 8 int16 scales in both lanes -> scale 2p in every int16 of the low lane and 2p + 1
+       in the high lane, for a vector that holds sub-block 2p in one lane and 2p + 1 in the other */
+    static inline __m256i abi_pair_scales(__m256i s8, int p) {
+        const __m256i idx = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
+                                             2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+        return _mm256_shuffle_epi8(s8, _mm256_add_epi8(idx, _mm256_set1_epi8((char)(4 * p))));
+    }
+
+    /* the 16 IQ4 values in both lanes, for _mm256_shuffle_epi8 lookups */
+    static inline __m256i abi_iq4nl_table(void) {
+        return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)abi_qdot_iq4nl));
+    }
+    #endif
+
+    #if ABI_QDOT_SIMD
+    static inline float abi_dot_q2_k_q8_k_simd(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
+        /* sum d_w d_x sum_j sc_j sum(q q_x) - dmin_w d_x sum_j m_j bsum_j over 16 sub-blocks */
+        const __m256i m3 = _mm256_set1_epi8(3);
+        const __m128i m4 = _mm_set1_epi8(15);
+        __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+        for (Py_ssize_t i = 0; i < nb; ++i, w += 84, x += 292) {
+            const float dx = abi_ldf32(x);
+            const int8_t* q8 = (const int8_t*)(x + 4);
+            const __m128i sm = _mm_loadu_si128((const __m128i*)w);
+            const __m128i sc = _mm_and_si128(sm, m4);
+            const __m256i mn = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sm, 4), m4));
+            __m256i summ = _mm256_madd_epi16(mn, _mm256_loadu_si256((const __m256i*)(x + 260)));
+            __m256i sumi = _mm256_setzero_si256();
+            for (int h = 0; h < 2; ++h) {
+                const __m256i s8 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(h ? _mm_srli_si128(sc, 8) : sc));
+                const __m256i q = _mm256_loadu_si256((const __m256i*)(w + 16 + 32 * h));
+                for (int s = 0; s < 4; ++s) {
+                    /* bits 2s..2s+1 of the 32 bytes: elements 128h + 32s + 0..31 */
+                    __m256i v = _mm256_and_si256(_mm256_srli_epi16(q, 2 * s), m3);
+                    __m256i p = _mm256_maddubs_epi16(v, _mm256_loadu_si256((const __m256i*)(q8 + 128 * h + 32 * s)));
+                    sumi = abi_dpwssd(sumi, p, abi_pair_scales(s8, s));
+                }
+            }
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16t(w + 80) * dx), _mm256_cvtepi32_ps(sumi), acc);
+            accm = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16t(w + 82) * dx), _mm256_cvtepi32_ps(summ), accm);
+        }
+        return abi_hsum8(acc) - abi_hsum8(accm);
+    }
+    #endif
+    static inline float abi_dot_q2_k_q8_k_scalar(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
+        /* sum d_w d_x sum_j sc_j sum(q q_x) - dmin_w d_x sum_j m_j bsum_j over 16 sub-blocks */
+        float acc = 0.0f;
+        for (Py_ssize_t i = 0; i < nb; ++i, w += 84, x += 292) {
+            const float dx = abi_ldf32(x);
+            const int8_t* q8 = (const int8_t*)(x + 4);
+            int sumi = 0, summ = 0;
+            for (int j = 0; j < 16; ++j) {
+                /* e = 16j + k = 128h + 32s + i: bits 2s of qs[32h + i] */
+                const uint8_t* q = w + 16 + 32 * (j >> 3) + 16 * (j & 1);
+                int shift = 2 * ((j >> 1) & 3), s = 0;
+                for (int k = 0; k < 16; ++k) s += ((q[k] >> shift) & 3) * q8[16 * j + k];
+                sumi += (w[j] & 15) * s;
+                summ += (w[j] >> 4) * (int)(int16_t)abi_ld16(x + 260 + 2 * j);
+            }
+            acc += abi_f16_to_f32(abi_ld16(w + 80)) * dx * (float)sumi - abi_f16_to_f32(abi_ld16(w + 82)) * dx * (float)summ;
+        }
+        return acc;
+    }
+
+    #if ABI_QDOT_SIMD
+    static inline float abi_dot_q3_k_q8_k_simd(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
+        /* sum d_w d_x sum_j sc_j (sum((q + 4) q_x) - 4 bsum_j): q + 4 = low 2 bits | hmask bit << 2
+           is unsigned 0..7 for maddubs, and the bsums take the 4 back out */
+        const __m256i m3 = _mm256_set1_epi8(3);
+        uint32_t a[4];
+        __m256 acc = _mm256_setzero_ps();
+        for (Py_ssize_t i = 0; i < nb; ++i, w += 110, x += 292) {
+            const int8_t* q8 = (const int8_t*)(x + 4);
+            abi_q3_k_scales(w + 96, a);
+            const __m128i sc = _mm_sub_epi8(_mm_setr_epi32((int)a[0], (int)a[1], (int)a[2], (int)a[3]), _mm_set1_epi8(32));
+            const __m256i corr = _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc), _mm256_loadu_si256((const __m256i*)(x + 260)));
+            const __m256i hm = _mm256_loadu_si256((const __m256i*)w);
+            __m256i sumi = _mm256_setzero_si256();
+            for (int h = 0; h < 2; ++h) {
+                const __m256i s8 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(h ? _mm_srli_si128(sc, 8) : sc));
+                const __m256i q = _mm256_loadu_si256((const __m256i*)(w + 32 + 32 * h));
+                for (int s = 0; s < 4; ++s) {
+                    /* elements 32k + 0..31 (k = 4h + s) take bit k of hmask[0..31], moved to bit 2;
+                       masked first, so the 16-bit shifts move no bit across a byte */
+                    const int k = 4 * h + s;
+                    __m256i hb = _mm256_and_si256(hm, _mm256_set1_epi8((char)(1 << k)));
+                    hb = k < 2 ? _mm256_slli_epi16(hb, 2 - k) : _mm256_srli_epi16(hb, k - 2);
+                    __m256i v = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * s), m3), hb);
+                    __m256i p = _mm256_maddubs_epi16(v, _mm256_loadu_si256((const __m256i*)(q8 + 128 * h + 32 * s)));
+                    sumi = abi_dpwssd(sumi, p, abi_pair_scales(s8, s));
+                }
+            }
+            sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 2));
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16t(w + 108) * abi_ldf32(x)), _mm256_cvtepi32_ps(sumi), acc);
+        }
+        return abi_hsum8(acc);
+    }
+    #endif
+    static inline float abi_dot_q3_k_q8_k_scalar(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
+        /* sum d_w d_x sum_j (sc_j - 32) sum(q q_x), q = low 2 bits - 4 where the hmask bit is clear */
+        uint32_t a[4];
+        float acc = 0.0f;
+        for (Py_ssize_t i = 0; i < nb; ++i, w += 110, x += 292) {
+            const int8_t* q8 = (const int8_t*)(x + 4);
+            abi_q3_k_scales(w + 96, a);
+            int sumi = 0;
+            for (int j = 0; j < 16; ++j) {
+                int s = 0;
+                for (int k = 0; k < 16; ++k) {
+                    /* e = 128h + 32s + i = 32k' + i: qs[32h + i] >> 2s, hmask[i] >> k' */
+                    int e = 16 * j + k, h = e >> 7, sh = (e >> 5) & 3, ii = e & 31;
+                    int q = ((w[32 + 32 * h + ii] >> (2 * sh)) & 3) - ((w[ii] >> (e >> 5)) & 1 ? 0 : 4);
+                    s += q * q8[e];
+                }
+                sumi += ((int)((a[j >> 2] >> (8 * (j & 3))) & 0xFF) - 32) * s;
+            }
+            acc += abi_f16_to_f32(abi_ld16(w + 108)) * abi_ldf32(x) * (float)sumi;
+        }
+        return acc;
+    }
+
+    #if ABI_QDOT_SIMD
+    static inline float abi_dot_iq4_nl_q8_0_simd(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
+        const __m256i tbl = abi_iq4nl_table();
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        Py_ssize_t i = 0;
+        for (; i + 1 < nb; i += 2, w += 36, x += 68) {
+            __m256i v0 = _mm256_shuffle_epi8(tbl, abi_nibbles32(w + 2));
+            __m256i v1 = _mm256_shuffle_epi8(tbl, abi_nibbles32(w + 20));
+            __m256i p0 = abi_dpbssd(v0, _mm256_loadu_si256((const __m256i*)(x + 2)));
+            __m256i p1 = abi_dpbssd(v1, _mm256_loadu_si256((const __m256i*)(x + 36)));
+            acc0 = _mm256_fmadd_ps(abi_scale2(w, x), _mm256_cvtepi32_ps(p0), acc0);
+            acc1 = _mm256_fmadd_ps(abi_scale2(w + 18, x + 34), _mm256_cvtepi32_ps(p1), acc1);
+        }
+        if (i < nb) {
+            __m256i p0 = abi_dpbssd(_mm256_shuffle_epi8(tbl, abi_nibbles32(w + 2)), _mm256_loadu_si256((const __m256i*)(x + 2)));
+            acc0 = _mm256_fmadd_ps(abi_scale2(w, x), _mm256_cvtepi32_ps(p0), acc0);
+        }
+        return abi_hsum8(_mm256_add_ps(acc0, acc1));
+    }
+    #endif
+    static inline float abi_dot_iq4_nl_q8_0_scalar(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
+        float acc = 0.0f;
+        for (Py_ssize_t i = 0; i < nb; ++i, w += 18, x += 34) {
+            const int8_t* b = (const int8_t*)(x + 2);
+            int s = 0;
+            for (int j = 0; j < 16; ++j)
+                s += abi_qdot_iq4nl[w[2 + j] & 15] * b[j] + abi_qdot_iq4nl[w[2 + j] >> 4] * b[j + 16];
+            acc += abi_f16_to_f32(abi_ld16(w)) * abi_f16_to_f32(abi_ld16(x)) * (float)s;
+        }
+        return acc;
+    }
+
+    #if ABI_QDOT_SIMD
+    static inline float abi_dot_iq4_xs_q8_k_simd(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
+        /* sum d_w d_x sum_j ls_j sum(v q_x), v = KVALUES[q], ls_j = 6-bit scale - 32 */
+        const __m256i tbl = abi_iq4nl_table(), m4 = _mm256_set1_epi8(15);
+        /* int16 lane j * 2^(14 - 2j), then >> 14: bits 2j, 2j + 1 of scales_h */
+        const __m128i hmul = _mm_setr_epi16(1 << 14, 1 << 12, 1 << 10, 1 << 8, 1 << 6, 1 << 4, 1 << 2, 1);
+        __m256 acc = _mm256_setzero_ps();
+        for (Py_ssize_t i = 0; i < nb; ++i, w += 136, x += 292) {
+            const int8_t* q8 = (const int8_t*)(x + 4);
+            /* the 8 scales as int16, in both lanes: nibbles of scales_l, top bits of scales_h */
+            const __m128i sl = _mm_cvtsi32_si128((int)abi_ld32(w + 4));
+            const __m128i lo4 = _mm_unpacklo_epi8(_mm_and_si128(sl, _mm256_castsi256_si128(m4)),
+                                                  _mm_and_si128(_mm_srli_epi16(sl, 4), _mm256_castsi256_si128(m4)));
+            const __m128i hi2 = _mm_srli_epi16(_mm_mullo_epi16(_mm_set1_epi16((short)abi_ld16(w + 2)), hmul), 14);
+            const __m256i ls = _mm256_broadcastsi128_si256(_mm_sub_epi16(
+                _mm_or_si128(_mm_cvtepu8_epi16(lo4), _mm_slli_epi16(hi2, 4)), _mm_set1_epi16(32)));
+            __m256i sumi = _mm256_setzero_si256();
+            for (int c = 0; c < 4; ++c) {
+                /* 32 bytes = sub-blocks 2c | 2c + 1; low nibbles are their elements 0..15, high
+                   nibbles 16..31, so the activation halves are paired lane by lane to match */
+                const __m256i q = _mm256_loadu_si256((const __m256i*)(w + 8 + 32 * c));
+                const __m256i vlo = _mm256_shuffle_epi8(tbl, _mm256_and_si256(q, m4));
+                const __m256i vhi = _mm256_shuffle_epi8(tbl, _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
+                const __m256i ylo = _mm256_loadu2_m128i((const __m128i*)(q8 + 64 * c + 32), (const __m128i*)(q8 + 64 * c));
+                const __m256i yhi = _mm256_loadu2_m128i((const __m128i*)(q8 + 64 * c + 48), (const __m128i*)(q8 + 64 * c + 16));
+                /* |v|, |q_x| <= 127: a pair of products stays below 2^15, no saturation */
+                const __m256i plo = _mm256_maddubs_epi16(_mm256_sign_epi8(vlo, vlo), _mm256_sign_epi8(ylo, vlo));
+                const __m256i phi = _mm256_maddubs_epi16(_mm256_sign_epi8(vhi, vhi), _mm256_sign_epi8(yhi, vhi));
+                const __m256i sc = abi_pair_scales(ls, c);
+                sumi = abi_dpwssd(abi_dpwssd(sumi, plo, sc), phi, sc);
+            }
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16t(w) * abi_ldf32(x)), _mm256_cvtepi32_ps(sumi), acc);
+        }
+        return abi_hsum8(acc);
+    }
+    #endif
+    static inline float abi_dot_iq4_xs_q8_k_scalar(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
+        /* sum d_w d_x sum_j ls_j sum(v q_x), v = KVALUES[q], ls_j = 6-bit scale - 32 */
+        float acc = 0.0f;
+        for (Py_ssize_t i = 0; i < nb; ++i, w += 136, x += 292) {
+            const int8_t* q8 = (const int8_t*)(x + 4);
+            const uint32_t sh = abi_ld16(w + 2);
+            int sumi = 0;
+            for (int j = 0; j < 8; ++j) {
+                const int ls = (int)(((w[4 + (j >> 1)] >> (4 * (j & 1))) & 15) | (((sh >> (2 * j)) & 3) << 4)) - 32;
+                const uint8_t* q = w + 8 + 16 * j;
+                int s = 0;
+                for (int k = 0; k < 16; ++k)
+                    s += abi_qdot_iq4nl[q[k] & 15] * q8[32 * j + k] + abi_qdot_iq4nl[q[k] >> 4] * q8[32 * j + k + 16];
+                sumi += ls * s;
+            }
+            acc += abi_f16_to_f32(abi_ld16(w)) * abi_ldf32(x) * (float)sumi;
+        }
+        return acc;
+    }
+
     /* ---------------------------------------------------------------- float weights, float x */
 
     #if ABI_QDOT_SIMD
@@ -480,6 +719,10 @@ cdef extern from *:
     #define abi_dot_q4_k_q8_k abi_dot_q4_k_q8_k_simd
     #define abi_dot_q5_k_q8_k abi_dot_q5_k_q8_k_simd
     #define abi_dot_q6_k_q8_k abi_dot_q6_k_q8_k_simd
+    #define abi_dot_q2_k_q8_k abi_dot_q2_k_q8_k_simd
+    #define abi_dot_q3_k_q8_k abi_dot_q3_k_q8_k_simd
+    #define abi_dot_iq4_nl_q8_0 abi_dot_iq4_nl_q8_0_simd
+    #define abi_dot_iq4_xs_q8_k abi_dot_iq4_xs_q8_k_simd
     #define abi_dot_f32 abi_dot_f32_simd
     #define abi_dot_f16 abi_dot_f16_simd
     #define abi_dot_bf16 abi_dot_bf16_simd
@@ -492,6 +735,10 @@ cdef extern from *:
     #define abi_dot_q4_k_q8_k abi_dot_q4_k_q8_k_scalar
     #define abi_dot_q5_k_q8_k abi_dot_q5_k_q8_k_scalar
     #define abi_dot_q6_k_q8_k abi_dot_q6_k_q8_k_scalar
+    #define abi_dot_q2_k_q8_k abi_dot_q2_k_q8_k_scalar
+    #define abi_dot_q3_k_q8_k abi_dot_q3_k_q8_k_scalar
+    #define abi_dot_iq4_nl_q8_0 abi_dot_iq4_nl_q8_0_scalar
+    #define abi_dot_iq4_xs_q8_k abi_dot_iq4_xs_q8_k_scalar
     #define abi_dot_f32 abi_dot_f32_scalar
     #define abi_dot_f16 abi_dot_f16_scalar
     #define abi_dot_bf16 abi_dot_bf16_scalar
@@ -508,6 +755,10 @@ cdef extern from *:
     float dot_q4_k_q8_k "abi_dot_q4_k_q8_k"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
     float dot_q5_k_q8_k "abi_dot_q5_k_q8_k"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
     float dot_q6_k_q8_k "abi_dot_q6_k_q8_k"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
+    float dot_q2_k_q8_k "abi_dot_q2_k_q8_k"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
+    float dot_q3_k_q8_k "abi_dot_q3_k_q8_k"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
+    float dot_iq4_nl_q8_0 "abi_dot_iq4_nl_q8_0"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
+    float dot_iq4_xs_q8_k "abi_dot_iq4_xs_q8_k"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
     float dot_f32 "abi_dot_f32"(const uint8_t* w, const float* x, Py_ssize_t n) noexcept nogil
     float dot_f16 "abi_dot_f16"(const uint8_t* w, const float* x, Py_ssize_t n) noexcept nogil
     float dot_bf16 "abi_dot_bf16"(const uint8_t* w, const float* x, Py_ssize_t n) noexcept nogil
@@ -520,6 +771,10 @@ cdef extern from *:
     float dot_q4_k_q8_k_scalar "abi_dot_q4_k_q8_k_scalar"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
     float dot_q5_k_q8_k_scalar "abi_dot_q5_k_q8_k_scalar"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
     float dot_q6_k_q8_k_scalar "abi_dot_q6_k_q8_k_scalar"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
+    float dot_q2_k_q8_k_scalar "abi_dot_q2_k_q8_k_scalar"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
+    float dot_q3_k_q8_k_scalar "abi_dot_q3_k_q8_k_scalar"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
+    float dot_iq4_nl_q8_0_scalar "abi_dot_iq4_nl_q8_0_scalar"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
+    float dot_iq4_xs_q8_k_scalar "abi_dot_iq4_xs_q8_k_scalar"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
     float dot_f32_scalar "abi_dot_f32_scalar"(const uint8_t* w, const float* x, Py_ssize_t n) noexcept nogil
     float dot_f16_scalar "abi_dot_f16_scalar"(const uint8_t* w, const float* x, Py_ssize_t n) noexcept nogil
     float dot_bf16_scalar "abi_dot_bf16_scalar"(const uint8_t* w, const float* x, Py_ssize_t n) noexcept nogil

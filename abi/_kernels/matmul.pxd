@@ -9,8 +9,9 @@ from libc.stdint cimport uint8_t
 #     gemv_rows(t, w, r0, r1, cols, xq, x, y)          # each thread its own row range
 # Extra error of the quantised activations: see abi._kernels.qmatmul.
 
-# Activation format the weights of ggml_type multiply against: T_Q8_0 (Q4_0, Q5_0, Q8_0),
-# T_Q8_1 (Q4_1, Q5_1), T_Q8_K (Q4_K, Q5_K, Q6_K), -1 for float x (F32, F16, BF16), -2 unsupported.
+# Activation format the weights of ggml_type multiply against: T_Q8_0 (Q4_0, Q5_0, Q8_0, IQ4_NL),
+# T_Q8_1 (Q4_1, Q5_1), T_Q8_K (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS), -1 for float x (F32, F16,
+# BF16), -2 unsupported.
 cdef int vec_dot_type(int ggml_type) noexcept nogil
 
 # Bytes of one stored weight row of `cols` elements (0 for an unsupported type).

@@ -65,11 +65,11 @@ cdef inline void _prefetch_row(const uint8_t* row, Py_ssize_t rb) noexcept nogil
 
 
 cdef int vec_dot_type(int t) noexcept nogil:
-    if t == T_Q4_0 or t == T_Q5_0 or t == T_Q8_0:
+    if t == T_Q4_0 or t == T_Q5_0 or t == T_Q8_0 or t == T_IQ4_NL:
         return T_Q8_0
     if t == T_Q4_1 or t == T_Q5_1:
         return T_Q8_1
-    if t == T_Q4_K or t == T_Q5_K or t == T_Q6_K:
+    if t == T_Q4_K or t == T_Q5_K or t == T_Q6_K or t == T_Q2_K or t == T_Q3_K or t == T_IQ4_XS:
         return T_Q8_K
     if (t == T_IQ2_XXS or t == T_IQ2_XS or t == T_IQ2_S or t == T_IQ3_XXS or t == T_IQ3_S
             or t == T_IQ1_S or t == T_IQ1_M or t == T_TQ1_0 or t == T_TQ2_0):
@@ -138,6 +138,22 @@ cdef void gemv_rows(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r1, Py_ss
         for r in range(r0, r1):
             _prefetch_row(w + r * rb, rb)
             y[r] = dot_q6_k_q8_k(w + r * rb, q, nb)
+    elif t == T_Q2_K:
+        for r in range(r0, r1):
+            _prefetch_row(w + r * rb, rb)
+            y[r] = dot_q2_k_q8_k(w + r * rb, q, nb)
+    elif t == T_Q3_K:
+        for r in range(r0, r1):
+            _prefetch_row(w + r * rb, rb)
+            y[r] = dot_q3_k_q8_k(w + r * rb, q, nb)
+    elif t == T_IQ4_NL:
+        for r in range(r0, r1):
+            _prefetch_row(w + r * rb, rb)
+            y[r] = dot_iq4_nl_q8_0(w + r * rb, q, nb)
+    elif t == T_IQ4_XS:
+        for r in range(r0, r1):
+            _prefetch_row(w + r * rb, rb)
+            y[r] = dot_iq4_xs_q8_k(w + r * rb, q, nb)
     elif t == T_IQ2_XXS:
         for r in range(r0, r1):
             _prefetch_row(w + r * rb, rb)
@@ -214,6 +230,14 @@ cdef void _gemv_rows_scalar(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r
             y[r] = dot_q5_k_q8_k_scalar(w + r * rb, q, nb)
         elif t == T_Q6_K:
             y[r] = dot_q6_k_q8_k_scalar(w + r * rb, q, nb)
+        elif t == T_Q2_K:
+            y[r] = dot_q2_k_q8_k_scalar(w + r * rb, q, nb)
+        elif t == T_Q3_K:
+            y[r] = dot_q3_k_q8_k_scalar(w + r * rb, q, nb)
+        elif t == T_IQ4_NL:
+            y[r] = dot_iq4_nl_q8_0_scalar(w + r * rb, q, nb)
+        elif t == T_IQ4_XS:
+            y[r] = dot_iq4_xs_q8_k_scalar(w + r * rb, q, nb)
         elif t == T_IQ2_XXS:
             y[r] = dot_iq2_xxs_q8_k_scalar(w + r * rb, q, nb)
         elif t == T_IQ2_XS:
