@@ -1,7 +1,9 @@
 """Quantised kernels: T = 1 products (time and GB/s of weight read, next to the machine's
 memory bandwidth), prefill products, dequantisation and quantisation.
 tools/bench_kernels.py prints the same figures as a table (or --json)."""
+import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -9,19 +11,21 @@ from abi import _kernels
 from abi._kernels import dequant, matmul
 from abi.gguf.constants import GGMLType
 
-DECODE_TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "F16", "BF16", "F32"]
+
+def _tool():
+    """tools/bench_kernels.py: one definition of the test weights and the streamed size."""
+    path = Path(__file__).resolve().parent.parent / "tools" / "bench_kernels.py"
+    spec = importlib.util.spec_from_file_location("abi_tools_bench_kernels", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_TOOL = _tool()
+DECODE_TYPES = [t.name for t in _kernels.MATMUL_TYPES]
 SHAPES = ["1536x576", "576x1536", "49152x576", "16384x4096"]
-STREAM_BYTES = 256 << 20
-
-
-def _weight(t, rows, cols, rng):
-    w = rng.standard_normal((rows, cols), dtype=np.float32) * np.float32(0.05)
-    if t in _kernels.QUANTIZE_TYPES:
-        return _kernels.quantize(w, t).reshape(-1)
-    nb = rows * cols // t.block_size                      # Q5_K: random blocks, small scales
-    raw = rng.integers(0, 256, (nb, t.type_size), dtype=np.uint8)
-    raw[:, 0:4] = np.full((nb, 2), 0.001, np.float16).view(np.uint8)
-    return raw.reshape(-1)
+STREAM_BYTES = _TOOL.STREAM_BYTES
+_weight = _TOOL.random_weight
 
 
 def _parse(type_name, shape):
@@ -33,33 +37,11 @@ def _parse(type_name, shape):
 
 
 class MemoryBandwidth:
-    """The yardstick: a numba prange float32 sum over 256 MB with the default thread count."""
+    """The yardstick: a numba prange float32 sum over 512 MB with the default thread count."""
     timeout = 120
 
-    def setup(self):
-        import numba
-
-        @numba.njit(parallel=True, fastmath=True)
-        def psum(a):
-            s = 0.0
-            for i in numba.prange(a.size):
-                s += a[i]
-            return s
-
-        numba.set_num_threads(_kernels.default_num_threads())
-        self.a = np.ones(STREAM_BYTES // 4, dtype=np.float32)
-        self.psum = psum
-        psum(self.a)
-
     def track_read_gbs(self):
-        import time
-
-        best = math.inf
-        for _ in range(5):
-            t0 = time.perf_counter()
-            self.psum(self.a)
-            best = min(best, time.perf_counter() - t0)
-        return self.a.nbytes / best / 1e9
+        return _TOOL.memory_bandwidth(_kernels.default_num_threads(), repeats=5)
 
     track_read_gbs.unit = "GB/s"
 
@@ -83,7 +65,7 @@ class DecodeProduct:
         _kernels.qmatmul(self.raw, self.t, (self.rows, self.cols), self.x)
 
     def track_stream_gbs(self, type_name, shape):
-        """GB/s of weight read when each call reads a different copy (>= 256 MB in all)."""
+        """GB/s of weight read when each call reads a different copy (>= 512 MB in all)."""
         n_copies = max(1, math.ceil(STREAM_BYTES / self.raw.nbytes))
         stream = np.tile(self.raw, n_copies)
         calls = max(2 * n_copies, 64)

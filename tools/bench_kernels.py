@@ -33,17 +33,26 @@ from abi._kernels import dequant, matmul  # noqa: E402
 from abi.gguf.constants import GGMLType  # noqa: E402
 
 SIZES = [(1536, 576), (576, 1536), (49152, 576), (16384, 4096)]   # (rows, cols)
+_IQ = [GGMLType.IQ4_NL, GGMLType.IQ4_XS, GGMLType.IQ3_XXS, GGMLType.IQ3_S, GGMLType.IQ2_XXS,
+       GGMLType.IQ2_XS, GGMLType.IQ2_S, GGMLType.IQ1_S, GGMLType.IQ1_M, GGMLType.TQ1_0,
+       GGMLType.TQ2_0, GGMLType.MXFP4]
 TYPES = [GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5_1, GGMLType.Q8_0,
          GGMLType.Q2_K, GGMLType.Q3_K, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K,
-         GGMLType.IQ4_NL, GGMLType.IQ4_XS, GGMLType.F16, GGMLType.BF16, GGMLType.F32]
-TARGETS = {GGMLType.Q4_1: 0.45, GGMLType.Q8_0: 0.45, GGMLType.Q4_K: 0.30, GGMLType.Q6_K: 0.30,
-           GGMLType.Q2_K: 0.60, GGMLType.Q3_K: 0.60, GGMLType.IQ4_NL: 0.40, GGMLType.IQ4_XS: 0.40}
+         *_IQ, GGMLType.F16, GGMLType.BF16, GGMLType.F32]
+# fraction of the read bandwidth a T = 1 product must reach (the quant-types issue)
+TARGETS = {GGMLType.Q4_1: 0.45, **{t: 0.60 for t in (GGMLType.Q8_0, GGMLType.Q5_0, GGMLType.Q2_K,
+                                                     GGMLType.Q3_K, GGMLType.Q4_K, GGMLType.Q5_K,
+                                                     GGMLType.Q6_K)},
+           **{t: 0.40 for t in _IQ}}
 # Bytes of weight copies a streamed product cycles through, and of the bandwidth yardstick:
 # both well past the last-level cache (~260 MB on the EPYC servers), so both read DRAM.
 STREAM_BYTES = 512 << 20
-# byte offsets of the f16 scales of the types random_weight fills with random blocks
-_F16_FIELDS = {GGMLType.Q2_K: (80, 82), GGMLType.Q3_K: (108,), GGMLType.Q5_K: (0, 2),
-               GGMLType.IQ4_NL: (0,), GGMLType.IQ4_XS: (0,)}
+# byte offsets of the f16 scales of the types random_weight fills with random blocks (the
+# others' scales stay random bytes: the integer kernels' time does not depend on values)
+_F16_FIELDS = {GGMLType.Q2_K: (80, 82), GGMLType.Q5_K: (0, 2), GGMLType.IQ4_NL: (0,),
+               GGMLType.IQ4_XS: (0,), GGMLType.IQ3_XXS: (0,), GGMLType.IQ3_S: (0,),
+               GGMLType.IQ2_XXS: (0,), GGMLType.IQ2_XS: (0,), GGMLType.IQ2_S: (0,),
+               GGMLType.IQ1_S: (0,), GGMLType.TQ1_0: (52,), GGMLType.TQ2_0: (64,)}
 
 
 _PSUM = None
@@ -80,10 +89,10 @@ def random_weight(t: GGMLType, rows: int, cols: int, rng) -> np.ndarray:
     w = rng.standard_normal((rows, cols), dtype=np.float32) * np.float32(0.05)
     if t in _kernels.QUANTIZE_TYPES:
         return _kernels.quantize(w, t).reshape(-1)
-    # no quantiser (Q5_K, Q2_K, Q3_K, IQ4_*): random blocks with sane f16 scales
+    # no quantiser (Q2_K, the IQ, TQ and MXFP4 types): random blocks with sane f16 scales
     nb = rows * cols // t.block_size
     raw = rng.integers(0, 256, (nb, t.type_size), dtype=np.uint8)
-    for off in _F16_FIELDS[t]:
+    for off in _F16_FIELDS.get(t, ()):
         raw[:, off:off + 2] = np.full((nb, 1), 0.001, np.float16).view(np.uint8)
     return raw.reshape(-1)
 
