@@ -76,7 +76,8 @@ def _weights(t, rows, cols, rng, random_bits=False):
 
 
 def _dev(pw):
-    return (pw.ggml_type, *(cuda.to_device(np.ascontiguousarray(a)) for a in (pw.qs, pw.aux, pw.dm, pw.fw)))
+    """(the type's kernels, the planes on the device)."""
+    return M.typed(pw.ggml_type), [cuda.to_device(np.ascontiguousarray(a)) for a in (pw.qs, pw.aux, pw.dm, pw.fw)]
 
 
 # --- layout (numpy) ---------------------------------------------------------------------------
@@ -127,7 +128,8 @@ def test_dequant_rows_matches_reference_bits(t):
     pw = layout.pack(raw, t, (rows, cols))
     pick = np.array([4, 0, 2], np.int32)
     out = cuda.to_device(np.zeros((3, cols), np.float32))
-    M.dequant_rows[3, dev.NORM_THREADS](*_dev(pw), pw.units, cuda.to_device(pick), 3, np.float32(1.0), out)
+    k, planes = _dev(pw)
+    k.dequant_rows[3, dev.NORM_THREADS](*planes, pw.units, cuda.to_device(pick), 3, np.float32(1.0), out)
     got = out.copy_to_host()
     if SIM:
         np.testing.assert_array_equal(got, ref[pick])
@@ -149,8 +151,9 @@ def test_gemv_matches_dequantised_product(t):
     bias = rng.standard_normal(rows).astype(np.float32)
     y = cuda.to_device(np.full((2, rows + 5), 7.0, np.float32))
     grid, tpr, nrows = M.gemv_shape(rows, pw.units, n_sm=2)
-    M.gemv[grid, M.GEMV_THREADS](*_dev(pw), rows, pw.units, cuda.to_device(x), 2, y, 1, 5,
-                                 cuda.to_device(bias), 1, M.MODE_PLAIN, tpr, nrows, np.float32(0.0))
+    k, planes = _dev(pw)
+    k.gemv[grid, M.GEMV_THREADS](*planes, rows, pw.units, cuda.to_device(x), 2, y, 1, 5,
+                                cuda.to_device(bias), 1, M.MODE_PLAIN, tpr, nrows, np.float32(0.0))
     got = y.copy_to_host()
     want = w.astype(np.float64) @ x[2].astype(np.float64) + bias
     assert np.all(np.abs(got[1, 5:] - want) <= _bound(w, x[2:3])[0] + 1e-6 * np.abs(bias))
@@ -167,8 +170,9 @@ def test_gemv_fuses_gated_units_and_softcap(mode):
     y = cuda.to_device(np.zeros((1, n_ff), np.float32))
     grid, tpr, nrows = M.gemv_shape(n_ff, pw.units, n_sm=1)
     cap = np.float32(0.5)
-    M.gemv[grid, M.GEMV_THREADS](*_dev(pw), n_ff, pw.units, cuda.to_device(x), 0, y, 0, 0,
-                                 cuda.to_device(np.zeros(1, np.float32)), 0, mode, tpr, nrows, cap)
+    k, planes = _dev(pw)
+    k.gemv[grid, M.GEMV_THREADS](*planes, n_ff, pw.units, cuda.to_device(x), 0, y, 0, 0,
+                                cuda.to_device(np.zeros(1, np.float32)), 0, mode, tpr, nrows, cap)
     gu = (w @ x[0]).astype(np.float32)
     act = layers.silu(gu[:n_ff]) if mode == M.MODE_SWIGLU else layers.gelu_tanh(gu[:n_ff])
     want = layers.softcap(act * gu[n_ff:], float(cap))
@@ -184,8 +188,9 @@ def test_gemm_matches_dequantised_product(t):
     x = rng.standard_normal((n_tok, cols)).astype(np.float32)
     y = cuda.to_device(np.zeros((n_tok, rows + 3), np.float32))
     grid = (-(-rows // dev.GEMM_TM), -(-n_tok // dev.GEMM_TN))
-    M.gemm[grid, (dev.GEMM_TX, dev.GEMM_TY)](*_dev(pw), rows, cols, cuda.to_device(x), n_tok, y, 3,
-                                             cuda.to_device(np.zeros(1, np.float32)), 0, np.float32(0.0))
+    k, planes = _dev(pw)
+    k.gemm[grid, (dev.GEMM_TX, dev.GEMM_TY)](*planes, rows, cols, cuda.to_device(x), n_tok, y, 3,
+                                            cuda.to_device(np.zeros(1, np.float32)), 0, np.float32(0.0))
     got = y.copy_to_host()
     want = x.astype(np.float64) @ w.astype(np.float64).T
     assert np.all(np.abs(got[:, 3:] - want) <= _bound(w, x))
