@@ -281,8 +281,10 @@ def test_kernels_compile_for_sm80_and_sm90(tmp_path):
     dec.forward([1, 2, 3], cache, "all")
     steps = dec.steps(cache, [4], DeviceSampling(0.8, 5, 0.9, repetition_penalty=1.1, window=4, seed=1))
     next(steps), next(steps)
-    assert {name for name, _ in items} == {"dequant_rows", "residual_norm", "gemm", "gemv", "glu", "qk_prep",
-                                           "attn_prefill", "attn_decode", "attn_combine", "penalize", "sample"}
+    # the matrix kernels are compiled per weight type: gemv[Q8_0], gemm[Q4_1] ...
+    assert {name.split("[")[0] for name, _ in items} == {
+        "dequant_rows", "residual_norm", "gemm", "gemv", "glu", "qk_prep", "attn_prefill", "attn_decode",
+        "attn_combine", "penalize", "sample"}
     sigs = tmp_path / "sigs.json"
     sigs.write_text(json.dumps(items))
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
@@ -293,5 +295,5 @@ def test_kernels_compile_for_sm80_and_sm90(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     reports = [json.loads(line) for line in res.stdout.splitlines()]
     assert {r["cc"] for r in reports} == {"sm_80", "sm_90"}
-    assert len({r["kernel"] for r in reports}) == 11
+    assert len({r["kernel"].split("[")[0] for r in reports}) == 11
     assert all(" 0 bytes spill stores" in r.get("ptxas", " 0 bytes spill stores") for r in reports)

@@ -36,13 +36,18 @@ from abi._kernels.cuda import attention as A, layout, matmul as M, ops as O, sam
 from abi._kernels.cuda import device as dev, sampling_ref as R  # noqa: E402
 from abi.gguf import GGMLType as T  # noqa: E402
 from abi.llm import layers, sampling as host_sampling  # noqa: E402
-from kernel_blocks import F16_FIELDS, random_blocks  # noqa: E402
+from kernel_blocks import F16_FIELDS, IQ1_M_SCALE_BYTES, random_blocks  # noqa: E402
 
 SIM = dev.SIM
+TERNARY = (T.TQ1_0, T.TQ2_0, T.MXFP4)
+LATTICE = (T.IQ2_XXS, T.IQ2_XS, T.IQ2_S, T.IQ3_XXS, T.IQ3_S, T.IQ1_S, T.IQ1_M)
 NATIVE = (T.F32, T.F16, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.IQ4_NL,
-          T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_XS)
+          T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_XS) + TERNARY + LATTICE
 # the types added last run smaller products (a few rows, 2 super-blocks): the file's time
 LATER = (T.IQ4_NL, T.Q2_K, T.Q3_K, T.IQ4_XS)
+# ... and the latest one super-block a row (their decoders have no per-super-block state
+# beyond the block index, which the 2-block dequant_rows and pack tests cover)
+LATEST = TERNARY + LATTICE
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -67,7 +72,13 @@ def _weights(t, rows, cols, rng, random_bits=False):
             raw = x.astype(np.float16).view(np.uint8).reshape(-1)
         elif t not in _kernels.QUANTIZE_TYPES:  # no quantiser in abi: random blocks, tame scales
             raw = random_blocks(t, rows * cols // t.block_size, rng)
-            for off, val in zip(F16_FIELDS[t], (0.01, 0.002)):  # d (, dmin)
+            if t == T.MXFP4:
+                raw[:, 0] = 121                       # E8M0 exponent: values up to 2^-7 * 12
+            elif t == T.IQ1_M:                        # d = 0.01 in the top nibbles of the scale words
+                d = int(np.array([0.01], np.float16).view(np.uint16)[0])
+                for k, off in enumerate(IQ1_M_SCALE_BYTES):
+                    raw[:, off] = (raw[:, off] & 15) | (((d >> 4 * k) & 15) << 4)
+            for off, val in zip(F16_FIELDS.get(t, ()), (0.01, 0.002)):  # d (, dmin)
                 raw[:, off:off + 2] = np.array([val], np.float16).view(np.uint8)
             raw = raw.reshape(-1)
         else:
@@ -76,7 +87,8 @@ def _weights(t, rows, cols, rng, random_bits=False):
 
 
 def _dev(pw):
-    return (pw.ggml_type, *(cuda.to_device(np.ascontiguousarray(a)) for a in (pw.qs, pw.aux, pw.dm, pw.fw)))
+    """(the type's kernels, the planes on the device)."""
+    return M.typed(pw.ggml_type), [cuda.to_device(np.ascontiguousarray(a)) for a in (pw.qs, pw.aux, pw.dm, pw.fw)]
 
 
 # --- layout (numpy) ---------------------------------------------------------------------------
@@ -85,13 +97,16 @@ def _dev(pw):
 def test_pack_is_lossless_for_every_bit_pattern(t):
     rng = np.random.default_rng(int(t))
     rows = 3
-    for cols in (512, 768):  # 2 and 3 super-blocks a row (IQ4_XS pads an odd count)
+    # 2 and 3 super-blocks a row (IQ4_XS pads an odd count; MXFP4 25 blocks: 3 pad bytes)
+    for cols in (512, 800 if t == T.MXFP4 else 768):
         raw = random_blocks(t, rows * cols // t.block_size, rng).reshape(-1)
         ref = _kernels.dequantize_reference(raw, t, (rows, cols))
         packed = layout.pack(raw, t, (rows, cols))
-        np.testing.assert_array_equal(layout.decode_units_numpy(packed), ref)
+        with np.errstate(over="ignore"):  # MXFP4's largest exponents overflow to inf, as the reference
+            np.testing.assert_array_equal(layout.decode_units_numpy(packed), ref)
         if t != T.BF16:  # the same bits, regrouped
-            pad = 2 * rows if t == T.IQ4_XS and cols == 768 else 0
+            pad = {T.IQ4_XS: 2 * rows * (cols == 768), T.MXFP4: 3 * rows * (cols == 800),
+                   T.IQ1_M: 2 * rows * cols // 256}.get(t, 0)   # IQ1_M: d gathered into dm
             assert packed.nbytes == raw.size + pad
 
 
@@ -120,6 +135,7 @@ def test_unit_columns_cover_each_row_once():
 # --- quantised products ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("t", NATIVE, ids=lambda t: t.name)
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # MXFP4's inf, as the reference
 def test_dequant_rows_matches_reference_bits(t):
     rng = np.random.default_rng(1)
     rows, cols = 5, 512
@@ -127,7 +143,8 @@ def test_dequant_rows_matches_reference_bits(t):
     pw = layout.pack(raw, t, (rows, cols))
     pick = np.array([4, 0, 2], np.int32)
     out = cuda.to_device(np.zeros((3, cols), np.float32))
-    M.dequant_rows[3, dev.NORM_THREADS](*_dev(pw), pw.units, cuda.to_device(pick), 3, np.float32(1.0), out)
+    k, planes = _dev(pw)
+    k.dequant_rows[3, dev.NORM_THREADS](*planes, pw.units, cuda.to_device(pick), 3, np.float32(1.0), out)
     got = out.copy_to_host()
     if SIM:
         np.testing.assert_array_equal(got, ref[pick])
@@ -142,15 +159,16 @@ def _bound(w, x):
 @pytest.mark.parametrize("t", NATIVE, ids=lambda t: t.name)
 def test_gemv_matches_dequantised_product(t):
     rng = np.random.default_rng(2)
-    rows, cols = (9 if t in LATER else 37), 512
+    rows, cols = (9 if t in LATER + LATEST else 37), (256 if t in LATEST else 512)
     raw, w = _weights(t, rows, cols, rng)
     pw = layout.pack(raw, t, (rows, cols))
     x = rng.standard_normal((3, cols)).astype(np.float32)
     bias = rng.standard_normal(rows).astype(np.float32)
     y = cuda.to_device(np.full((2, rows + 5), 7.0, np.float32))
     grid, tpr, nrows = M.gemv_shape(rows, pw.units, n_sm=2)
-    M.gemv[grid, M.GEMV_THREADS](*_dev(pw), rows, pw.units, cuda.to_device(x), 2, y, 1, 5,
-                                 cuda.to_device(bias), 1, M.MODE_PLAIN, tpr, nrows, np.float32(0.0))
+    k, planes = _dev(pw)
+    k.gemv[grid, M.GEMV_THREADS](*planes, rows, pw.units, cuda.to_device(x), 2, y, 1, 5,
+                                cuda.to_device(bias), 1, M.MODE_PLAIN, tpr, nrows, np.float32(0.0))
     got = y.copy_to_host()
     want = w.astype(np.float64) @ x[2].astype(np.float64) + bias
     assert np.all(np.abs(got[1, 5:] - want) <= _bound(w, x[2:3])[0] + 1e-6 * np.abs(bias))
@@ -167,8 +185,9 @@ def test_gemv_fuses_gated_units_and_softcap(mode):
     y = cuda.to_device(np.zeros((1, n_ff), np.float32))
     grid, tpr, nrows = M.gemv_shape(n_ff, pw.units, n_sm=1)
     cap = np.float32(0.5)
-    M.gemv[grid, M.GEMV_THREADS](*_dev(pw), n_ff, pw.units, cuda.to_device(x), 0, y, 0, 0,
-                                 cuda.to_device(np.zeros(1, np.float32)), 0, mode, tpr, nrows, cap)
+    k, planes = _dev(pw)
+    k.gemv[grid, M.GEMV_THREADS](*planes, n_ff, pw.units, cuda.to_device(x), 0, y, 0, 0,
+                                cuda.to_device(np.zeros(1, np.float32)), 0, mode, tpr, nrows, cap)
     gu = (w @ x[0]).astype(np.float32)
     act = layers.silu(gu[:n_ff]) if mode == M.MODE_SWIGLU else layers.gelu_tanh(gu[:n_ff])
     want = layers.softcap(act * gu[n_ff:], float(cap))
@@ -178,14 +197,16 @@ def test_gemv_fuses_gated_units_and_softcap(mode):
 @pytest.mark.parametrize("t", NATIVE, ids=lambda t: t.name)
 def test_gemm_matches_dequantised_product(t):
     rng = np.random.default_rng(4)
-    rows, cols, n_tok = (20, 512, 5) if t in LATER else (37, 512, 11)  # neither a multiple of the tile
+    # neither a multiple of the tile
+    rows, cols, n_tok = (20, 256, 5) if t in LATEST else (20, 512, 5) if t in LATER else (37, 512, 11)
     raw, w = _weights(t, rows, cols, rng)
     pw = layout.pack(raw, t, (rows, cols))
     x = rng.standard_normal((n_tok, cols)).astype(np.float32)
     y = cuda.to_device(np.zeros((n_tok, rows + 3), np.float32))
     grid = (-(-rows // dev.GEMM_TM), -(-n_tok // dev.GEMM_TN))
-    M.gemm[grid, (dev.GEMM_TX, dev.GEMM_TY)](*_dev(pw), rows, cols, cuda.to_device(x), n_tok, y, 3,
-                                             cuda.to_device(np.zeros(1, np.float32)), 0, np.float32(0.0))
+    k, planes = _dev(pw)
+    k.gemm[grid, (dev.GEMM_TX, dev.GEMM_TY)](*planes, rows, cols, cuda.to_device(x), n_tok, y, 3,
+                                            cuda.to_device(np.zeros(1, np.float32)), 0, np.float32(0.0))
     got = y.copy_to_host()
     want = x.astype(np.float64) @ w.astype(np.float64).T
     assert np.all(np.abs(got[:, 3:] - want) <= _bound(w, x))

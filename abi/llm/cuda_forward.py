@@ -38,14 +38,15 @@ def _kernels():
 
 
 class DeviceWeight:
-    """A packed matrix on the device: ``args`` is (type, qs, aux, dm, fw) for the kernels."""
+    """A packed matrix on the device: ``args`` is (qs, aux, dm, fw) for ``kernels``, the
+    gemv/gemm/dequant_rows compiled for its type (``matmul.typed``)."""
 
-    def __init__(self, cuda, packed: layout.PackedWeight, bias=None):
+    def __init__(self, cuda, packed: layout.PackedWeight, kernels, bias=None):
         self.ggml_type, self.rows, self.cols = packed.ggml_type, packed.rows, packed.cols
         self.units = packed.units
         self.nbytes = packed.nbytes
-        planes = [cuda.to_device(np.ascontiguousarray(a)) for a in (packed.qs, packed.aux, packed.dm, packed.fw)]
-        self.args = (packed.ggml_type, *planes)
+        self.kernels = kernels
+        self.args = tuple(cuda.to_device(np.ascontiguousarray(a)) for a in (packed.qs, packed.aux, packed.dm, packed.fw))
         self.bias = None if bias is None else cuda.to_device(np.ascontiguousarray(bias, np.float32))
 
 
@@ -134,7 +135,7 @@ class CudaDecoder:
 
     # -- upload ------------------------------------------------------------------------------
     def _weight(self, packed, bias=None) -> DeviceWeight:
-        w = DeviceWeight(self.cuda, packed, bias)
+        w = DeviceWeight(self.cuda, packed, self.k[1].typed(packed.ggml_type), bias)
         self.weight_bytes += w.nbytes + (0 if bias is None else np.asarray(bias).nbytes)
         return w
 
@@ -250,12 +251,12 @@ class CudaDecoder:
         n_out = w.rows // 2 if mode else w.rows
         if T == 1:
             grid, tpr, nrows = matmul.gemv_shape(n_out, w.units, self.n_sm)
-            plan.append((matmul.gemv, grid, matmul.GEMV_THREADS,
+            plan.append((w.kernels.gemv, grid, matmul.GEMV_THREADS,
                          (*w.args, n_out, w.units, x, xrow, y, 0, ycol, bias, has_bias, mode, tpr, nrows, softcap)))
             return
         dev = self.k[0]
         grid = (-(-w.rows // dev.GEMM_TM), -(-T // dev.GEMM_TN))
-        plan.append((matmul.gemm, grid, (dev.GEMM_TX, dev.GEMM_TY),
+        plan.append((w.kernels.gemm, grid, (dev.GEMM_TX, dev.GEMM_TY),
                      (*w.args, w.rows, w.cols, x, T, y, ycol, bias, has_bias, softcap)))
         if mode:
             plan.append((matmul.glu, T, dev.NORM_THREADS, (y, T, n_out, mode, self.g)))
@@ -268,7 +269,7 @@ class CudaDecoder:
         NT = device.NORM_THREADS
         dummy = self.dummy
         e = self.embd
-        plan.append((matmul.dequant_rows, T, NT, (*e.args, e.units, self.tokens, T, self.embd_scale, self.x)))
+        plan.append((e.kernels.dequant_rows, T, NT, (*e.args, e.units, self.tokens, T, self.embd_scale, self.x)))
         prev_post = None
         for li, L in enumerate(self.layers):
             plan.append((ops.residual_norm, T, NT,
@@ -344,7 +345,10 @@ class CudaDecoder:
             plan = self._plan(1, dc, "last")
             if kind == "sample":
                 plan += self._sample_plan(dc)
-            launchers = [kernel[grid, block, self.stream] for kernel, grid, block, _ in plan]
+            # the simulator's kernel[grid, block] configures the kernel object itself (the last
+            # configuration would win for a kernel launched twice): configure at each launch there
+            launchers = None if self.k[0].SIM else [kernel[grid, block, self.stream]
+                                                    for kernel, grid, block, _ in plan]
             entry = dc.plans[kind] = [plan, None, 0, launchers]
         plan, graph, runs, launchers = entry
         if graph is not None:

@@ -43,12 +43,31 @@ SAMPLE_CPT = SAMPLE_CAND // SAMPLE_THREADS   # candidates per thread
 HD_PAD = HD_MAX + 1      # padded shared rows: key d of 16 keys in 16 different banks
 
 if SIM:
+    class _KernelCuda:
+        """``cuda`` for device functions whose kernels live in another module (qdecode): the
+        running kernel's fake module, else numba.cuda. The simulator swaps a device function's
+        module-level ``cuda`` on each call; simulated threads interleave those swaps, and one
+        thread's restore can leave another mid-call with the real module (no ``const``)."""
+
+        def __getattr__(self, name):
+            from numba.cuda.simulator.kernel import _get_kernel_context
+
+            ctx = _get_kernel_context()
+            return getattr(ctx if ctx is not None and hasattr(ctx, name) else cuda, name)
+
+    kcuda = _KernelCuda()
+
     def float_as_int(x):
         return int(np.float32(x).view(np.int32))
+
+    def int_as_float(x):
+        return np.int32(x).view(np.float32)
 else:
     from numba.cuda import libdevice
 
+    kcuda = cuda
     float_as_int = libdevice.float_as_int
+    int_as_float = libdevice.int_as_float
 
 
 # numba 0.68's CUDA target fails on builtin min/max of two mixed-width ints; these compile

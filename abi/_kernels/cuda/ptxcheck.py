@@ -6,6 +6,9 @@ The simulator runs the kernels as Python and cannot notice what numba's CUDA com
 would reject (a type it cannot unify, a float64 constant); this catches that in CI.
 Signatures are recorded from launches (``describe``) in a simulator run and compiled in
 a separate process without the simulator (``python -m abi._kernels.cuda.ptxcheck FILE``).
+``python -m abi._kernels.cuda.ptxcheck --matmul Q4_K,Q3_K`` compiles the per-type matrix
+kernels (``matmul.typed``) with the argument types the forward pass launches them with
+(registers and spills per weight type).
 """
 from __future__ import annotations
 
@@ -36,6 +39,21 @@ def describe(args) -> list:
     return out
 
 
+_A = ["array", "float32", 2, "C"]
+_I, _F = ["scalar", "int64"], ["scalar", "float32"]
+_PLANES = [["array", "uint32", 2, "C"], ["array", "uint32", 2, "C"], ["array", "float16", 2, "C"], _A]
+# what cuda_forward passes (ints as int64, float32 scalars; bias and token ids are vectors)
+MATMUL_SIGNATURES = {
+    "gemv": _PLANES + [_I, _I, _A, _I, _A, _I, _I, ["array", "float32", 1, "C"], _I, _I, _I, _I, _F],
+    "gemm": _PLANES + [_I, _I, _A, _I, _A, _I, ["array", "float32", 1, "C"], _I, _F],
+    "dequant_rows": _PLANES + [_I, ["array", "int32", 1, "C"], _I, _F, _A],
+}
+
+
+def matmul_items(type_names) -> list:
+    return [(f"{k}[{t}]", sig) for t in type_names for k, sig in MATMUL_SIGNATURES.items()]
+
+
 def _numba_type(d):
     from numba import types
 
@@ -45,8 +63,15 @@ def _numba_type(d):
 
 
 def _kernel(name):
+    """A kernel by its launch name; ``gemv[Q4_K]``: matmul.typed's kernel for that type."""
     import importlib
 
+    if name.endswith("]"):
+        from ...gguf.constants import GGMLType
+        from . import matmul
+
+        base, tname = name[:-1].split("[")
+        return getattr(matmul.typed(GGMLType[tname]), base)
     for mod in KERNEL_MODULES:
         m = importlib.import_module(f"abi._kernels.cuda.{mod}")
         if hasattr(m, name):
@@ -108,8 +133,11 @@ def main(argv=None) -> int:
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         print("ptxcheck: unset NUMBA_ENABLE_CUDASIM (the simulator cannot compile)", file=sys.stderr)
         return 2
-    with open(argv[0]) as fh:
-        items = json.load(fh)
+    if argv[0] == "--matmul":
+        items = matmul_items(argv[1].split(","))
+    else:
+        with open(argv[0]) as fh:
+            items = json.load(fh)
     for r in compile_signatures(items):
         print(json.dumps(r))
     return 0
