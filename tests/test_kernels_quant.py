@@ -113,12 +113,25 @@ def test_q8_k_round_trip_bound_and_bsums():
     t = GGMLType.Q8_K
     x = _gaussian(t)
     blocks, xr = _blocks(x, t)
-    d = blocks[:, 0:4].copy().view(np.float32)
+    d = np.abs(blocks[:, 0:4].copy().view(np.float32))    # llama.cpp's d takes the sign of m
     assert np.all(np.abs(x.reshape(-1, 256) - xr.reshape(-1, 256)) <= d / 2 * (1 + 1e-6))
     q = blocks[:, 4:260].view(np.int8).astype(np.int32)
     bsums = blocks[:, 260:292].copy().view(np.int16)
     assert np.array_equal(bsums, q.reshape(-1, 16, 16).sum(axis=2))
     assert np.linalg.norm(x - xr) / np.linalg.norm(x) < 0.01
+
+
+def test_q8_k_follows_llama_cpp_rounding():
+    """llama.cpp's quantize_row_q8_K: iscale = -127 / m for m the first element of largest
+    |x|, round half to even, d = 1 / iscale; our activations match it integer for integer."""
+    x = np.zeros((2, 256), np.float32)
+    x[0, :5] = [-127.0, 2.5, 3.5, -0.5, 126.5]        # iscale = 1: the ties go to even
+    x[1, :2] = [5.0, -5.0]                            # equal |x|: the first one sets the sign
+    for blocks in (K.quantize(x, GGMLType.Q8_K), K.quantize_reference(x, GGMLType.Q8_K)):
+        q = blocks[:, 4:260].view(np.int8)
+        d = blocks[:, 0:4].copy().view(np.float32)[:, 0]
+        assert q[0, :5].tolist() == [-127, 2, 4, 0, 126] and d[0] == np.float32(1.0)
+        assert q[1, :2].tolist() == [-127, 127] and d[1] == np.float32(1) / (np.float32(-127) / np.float32(5))
 
 
 def _k_grid(t, blocks):
@@ -212,21 +225,16 @@ def test_portable_f16_conversion_matches_numpy():
     assert np.array_equal(enc, x.astype(np.float16).view(np.uint16))
 
 
-@pytest.mark.parametrize("block", [32, 256])
-def test_portable_q8_block_matches_simd(block):
-    """The scalar Q8 quantiser (machines without AVX2) gives the same bytes as the SIMD one."""
-    t = GGMLType.Q8_0 if block == 32 else GGMLType.Q8_K
+def test_portable_q8_block_matches_simd():
+    """The scalar Q8_0 quantiser (machines without AVX2) gives the same bytes as the SIMD one."""
+    block = 32
     x = _test_data(block, 64, np.random.default_rng(block)).reshape(-1, block)
     q = np.empty(x.size, np.int8)
     d = np.empty(x.shape[0], np.float32)
     sums = quant._q8_portable(x.reshape(-1), block, q, d)
-    ref = K.quantize_reference(x, t)
-    if t == GGMLType.Q8_0:
-        assert np.array_equal(d.astype(np.float16).view(np.uint8), ref[:, 0:2].reshape(-1))
-        assert np.array_equal(q.view(np.uint8), ref[:, 2:].reshape(-1))
-    else:
-        assert np.array_equal(d.view(np.uint8), ref[:, 0:4].reshape(-1))
-        assert np.array_equal(q.view(np.uint8), ref[:, 4:260].reshape(-1))
+    ref = K.quantize_reference(x, GGMLType.Q8_0)
+    assert np.array_equal(d.astype(np.float16).view(np.uint8), ref[:, 0:2].reshape(-1))
+    assert np.array_equal(q.view(np.uint8), ref[:, 2:].reshape(-1))
     assert sums == q.reshape(-1, block).astype(np.int64).sum(axis=1).tolist()
 
 

@@ -66,8 +66,29 @@ cdef extern from *:
     static inline float abi_absmax_simd(const float* x, int n) { return 0.0f; }
     static inline int abi_q8_round_simd(const float* x, int n, float inv, int8_t* q) { return 0; }
     #endif
+    #include <math.h>
+    #include <string.h>
+    /* One Q8_K block as llama.cpp's quantize_row_q8_K makes it (the activations of its k-quant
+       and IQ dot products): m = the first element of largest |x|, iscale = -127 / m,
+       q = min(127, round-half-even(iscale * x)), d = 1 / iscale. The same integers as
+       llama.cpp keep our products inside its noise on the low-bit types. */
+    static inline void abi_q8_k_block(const float* x, int8_t* q, float* d_out) {
+        float amax = 0.0f, m = 0.0f;
+        for (int j = 0; j < 256; ++j) {
+            float a = fabsf(x[j]);
+            if (a > amax) { amax = a; m = x[j]; }
+        }
+        if (amax == 0.0f) { memset(q, 0, 256); *d_out = 0.0f; return; }
+        const float iscale = -127.0f / m;
+        for (int j = 0; j < 256; ++j) {
+            float v = rintf(iscale * x[j]);
+            q[j] = (int8_t)(v > 127.0f ? 127.0f : v);
+        }
+        *d_out = 1.0f / iscale;
+    }
     """
     bint Q8_SIMD "ABI_Q8_SIMD"
+    void _q8_k_block "abi_q8_k_block"(const float* x, int8_t* q, float* d_out) noexcept nogil
     float _absmax_simd "abi_absmax_simd"(const float* x, int n) noexcept nogil
     int _q8_round_simd "abi_q8_round_simd"(const float* x, int n, float inv, int8_t* q) noexcept nogil
 
@@ -194,7 +215,7 @@ cdef void _q_q5_1(const float* x, uint8_t* y, Py_ssize_t nb) noexcept nogil:
 cdef inline int _q8_block(const float* x, int n, int8_t* q, float* d_out) noexcept nogil:
     """d = absmax / 127, q = round(x / d) ties away from zero; returns sum(q)."""
     cdef float d
-    if Q8_SIMD:    # n is 32 or 256 here
+    if Q8_SIMD:    # n is 32 here (Q8_0, Q8_1)
         d = _absmax_simd(x, n) / <float>127
         d_out[0] = d
         return _q8_round_simd(x, n, _inverse(d), q)
@@ -241,7 +262,7 @@ cdef void quantize_row_q8_k(const float* x, uint8_t* y, Py_ssize_t n) noexcept n
     cdef int8_t* q
     for k in range(n // 256):
         q = <int8_t*>(y + 4)
-        _q8_block(x, 256, q, &d)
+        _q8_k_block(x, q, &d)
         stf32(y, d)
         for j in range(16):
             s = 0

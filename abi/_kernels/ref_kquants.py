@@ -144,10 +144,15 @@ def dequantize_iq4_xs(blocks: np.ndarray) -> np.ndarray:
 # --- quantise (the Q8_K activations; the k-quant weight quantisers are in ref_search.py) ---
 
 def quantize_q8_k(x: np.ndarray) -> np.ndarray:
-    """d = absmax / 127 (f32), q = round(x / d) ties away, bsums = sums of 16 consecutive q."""
+    """llama.cpp's quantize_row_q8_K: m = the first element of largest |x|, iscale = -127 / m,
+    q = min(127, round-half-even(iscale * x)), d = 1 / iscale (f32; 0 for an all-zero block),
+    bsums = sums of 16 consecutive q."""
     n = x.shape[0]
-    d = np.abs(x).max(axis=1, keepdims=True) / np.float32(127)
-    q = round_half_away(x * _inverse(d)).astype(np.int8)
+    m = x[np.arange(n), np.abs(x).argmax(axis=1)][:, None]
+    zero = m == 0
+    iscale = np.where(zero, np.float32(0), np.float32(-127) / np.where(zero, np.float32(1), m))
+    q = np.minimum(np.rint(x * iscale), np.float32(127)).astype(np.int8)
+    d = np.where(zero, np.float32(0), np.float32(1) / np.where(zero, np.float32(1), iscale))
     bsums = q.reshape(n, 16, 16).astype(np.int16).sum(axis=2, dtype=np.int16)
     return np.concatenate([d.astype(np.float32).view(np.uint8), q.view(np.uint8),
                            np.ascontiguousarray(bsums).view(np.uint8)], axis=1)
