@@ -370,8 +370,8 @@ cdef extern from *:
 
     static inline __m256i abi_iqv_iq2_s(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
-        uint16_t gi[32];
     #if ABI_IQ_VBMI
+        uint16_t gi[32];
         /* index l: qs[l] | bits 2 (l % 4) of qh[l / 4] as bits 8, 9 */
         __m512i qh = _mm512_permutexvar_epi16(_mm512_srli_epi16(_mm512_set_epi16(31,30,29,28,27,26,25,24,23,22,21,20,19,18,17,16,
                                                                                   15,14,13,12,11,10,9,8,7,6,5,4,3,2,1,0), 2),
@@ -379,14 +379,18 @@ cdef extern from *:
         qh = _mm512_sllv_epi16(qh, _mm512_set4_epi64(0x0002000400060008LL, 0x0002000400060008LL, 0x0002000400060008LL, 0x0002000400060008LL));
         qh = _mm512_and_si512(qh, _mm512_set1_epi16(0x300));
         _mm512_storeu_si512((void*)gi, _mm512_or_si512(qh, _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(w + 2)))));
-    #else
-        for (int l = 0; l < 32; ++l) gi[l] = w[2 + l] | (((w[66 + (l >> 2)] >> (2 * (l & 3))) & 3) << 8);
     #endif
         uint64_t scp; memcpy(&scp, w + 74, 8);
         const __m256i scb = abi_iq_nib_scales(scp);
         __m256i acc = _mm256_setzero_si256();
         for (int g = 0; g < 8; ++g) {
+    #if ABI_IQ_VBMI
             const uint16_t* i = gi + 4 * g;
+    #else      /* inline: a stored index array was slow here */
+            const int h = w[66 + g];
+            const uint8_t* qs = w + 2 + 4 * g;
+            const int i[4] = {qs[0] | ((h << 8) & 0x300), qs[1] | ((h << 6) & 0x300), qs[2] | ((h << 4) & 0x300), qs[3] | ((h << 2) & 0x300)};
+    #endif
             __m256i grid = _mm256_set_epi64x((long long)abi_iq2s_grid[i[3]], (long long)abi_iq2s_grid[i[2]],
                                              (long long)abi_iq2s_grid[i[1]], (long long)abi_iq2s_grid[i[0]]);
             acc = abi_iq_gdot(acc, grid, abi_iq_sgq(q8 + 32 * g, abi_ld32(w + 34 + 4 * g)), abi_iq_sc16(scb, 2 * g, 2 * g + 1));
@@ -409,8 +413,10 @@ cdef extern from *:
         const __m256i scw = _mm256_broadcastsi128_si256(s);
         __m256i acc = _mm256_setzero_si256();
         for (int g = 0; g < 8; ++g) {
-            __m256i grid = _mm256_i32gather_epi32((const int*)abi_iq3xxs_grid,
-                                                  _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)(w + 2 + 8 * g))), 4);
+            const uint8_t* q = w + 2 + 8 * g;      /* scalar loads: AVX2 gathers were slower here */
+            __m256i grid = _mm256_set_epi32(
+                (int)abi_iq3xxs_grid[q[7]], (int)abi_iq3xxs_grid[q[6]], (int)abi_iq3xxs_grid[q[5]], (int)abi_iq3xxs_grid[q[4]],
+                (int)abi_iq3xxs_grid[q[3]], (int)abi_iq3xxs_grid[q[2]], (int)abi_iq3xxs_grid[q[1]], (int)abi_iq3xxs_grid[q[0]]);
             acc = abi_iq_gdot(acc, grid, abi_iq_sgq(q8 + 32 * g, sg[g]),
                               _mm256_shuffle_epi8(scw, _mm256_set1_epi16((short)(0x0100 + 0x0202 * g))));
         }
@@ -419,15 +425,29 @@ cdef extern from *:
 
     static inline __m256i abi_iqv_iq3_s(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
-        const __m256i shl = _mm256_setr_epi32(8, 7, 6, 5, 4, 3, 2, 1);
-        uint32_t scp = abi_ld32(w + 106);
-        const __m256i scb = abi_iq_nib_scales(scp);
+        /* index 8 g + l: qs | bit l of qh[g] as bit 8 */
+    #if ABI_IQ_K
+        uint16_t gi[64];
+        const uint64_t qh = (uint64_t)abi_ld32(w + 66) | ((uint64_t)abi_ld32(w + 70) << 32);
+        const __m512i lo = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(w + 2)));
+        const __m512i hi = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(w + 34)));
+        _mm512_storeu_si512((void*)gi, _mm512_mask_add_epi16(lo, (__mmask32)qh, lo, _mm512_set1_epi16(256)));
+        _mm512_storeu_si512((void*)(gi + 32), _mm512_mask_add_epi16(hi, (__mmask32)(qh >> 32), hi, _mm512_set1_epi16(256)));
+    #endif
+        const __m256i scb = abi_iq_nib_scales(abi_ld32(w + 106));
         __m256i acc = _mm256_setzero_si256();
         for (int g = 0; g < 8; ++g) {
-            /* index l: qs[l] | bit l of qh as bit 8 */
-            __m256i hi = _mm256_and_si256(_mm256_sllv_epi32(_mm256_set1_epi32(w[66 + g]), shl), _mm256_set1_epi32(256));
-            __m256i idx = _mm256_or_si256(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)(w + 2 + 8 * g))), hi);
-            __m256i grid = _mm256_i32gather_epi32((const int*)abi_iq3s_grid, idx, 4);
+    #if ABI_IQ_K
+            const uint16_t* i = gi + 8 * g;
+    #else
+            const int h = w[66 + g];
+            const uint8_t* qs = w + 2 + 8 * g;
+            const int i[8] = {qs[0] | ((h << 8) & 256), qs[1] | ((h << 7) & 256), qs[2] | ((h << 6) & 256), qs[3] | ((h << 5) & 256),
+                              qs[4] | ((h << 4) & 256), qs[5] | ((h << 3) & 256), qs[6] | ((h << 2) & 256), qs[7] | ((h << 1) & 256)};
+    #endif
+            __m256i grid = _mm256_set_epi32(
+                (int)abi_iq3s_grid[i[7]], (int)abi_iq3s_grid[i[6]], (int)abi_iq3s_grid[i[5]], (int)abi_iq3s_grid[i[4]],
+                (int)abi_iq3s_grid[i[3]], (int)abi_iq3s_grid[i[2]], (int)abi_iq3s_grid[i[1]], (int)abi_iq3s_grid[i[0]]);
             acc = abi_iq_gdot(acc, grid, abi_iq_sgq(q8 + 32 * g, abi_ld32(w + 74 + 4 * g)), abi_iq_sc16(scb, g, g));
         }
         return acc;
