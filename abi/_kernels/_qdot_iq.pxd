@@ -1,18 +1,20 @@
 # Row dot products of the lattice (IQ), ternary and MXFP4 weight types with a quantised
-# activation row, as inline C in the style of _qdot.pxd: AVX2 with a portable scalar
-# fallback. Both paths compute the same integer sum per block and fold it into float32 with
-# the same expression (abi_iq_fold), so with contraction off they agree bit for bit.
+# activation row, as inline C in the style of _qdot.pxd: AVX2 (AVX-512 masks, VBMI and VNNI
+# where the compiler targets them) with a portable scalar fallback. Both paths compute the
+# same integer sum per block; the scalar path folds it with abi_iq_fold, the SIMD path
+# keeps it in 8 int32 lanes and folds those by FMA into float lanes (another rounding order).
 #
 #   dot_<w>_q8_k(w, x, nb): nb weight blocks of 256 against nb Q8_K blocks
 #                           ([d:f32][q:256 int8][bsums:16 int16]); returns the sum.
 #   dot_mxfp4_q8_0(w, x, nb): nb MXFP4 blocks of 32 against nb Q8_0 blocks ([d:f16][q:32]).
 #
-# The activation's q must lie in -127..127 (our quantisers' range): the SIMD path moves
-# signs onto it with _mm256_sign_epi8, which cannot negate -128.
+# The activation's q must lie in -127..127 (our quantisers' range): the SIMD path negates
+# q for the signs, which cannot negate -128; its IQ1 and ternary sums use the bsums.
 # Per block the integer sums stay far inside int32 (at most ~6e7, IQ3_XXS).
 from libc.stdint cimport uint8_t
 
 from abi._kernels._half cimport f16_to_f32
+from abi._kernels._qdot cimport QDOT_SIMD   # its C (abi_f16t, abi_dpwssd, abi_hsum8) first
 
 cdef extern from *:
     """
@@ -24,7 +26,7 @@ cdef extern from *:
     #define ABI_GRID_U8(row, j) ((int)(uint8_t)((row) >> (8 * (j))))
     #define ABI_GRID_I8(row, j) ((int)(int8_t)(uint8_t)((row) >> (8 * (j))))
 
-    /* the float step shared by both paths: scale_w * d_x * (integer block sum) */
+    /* the scalar path's float step: scale_w * d_x * (integer block sum) */
     static inline float abi_iq_fold(float acc, float sw, float dx, int sumi) {
         return acc + sw * dx * (float)sumi;
     }
@@ -198,12 +200,14 @@ cdef extern from *:
 
     static inline int abi_iqb_tq2_0_scalar(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
-        int s = 0;
+        int s = 0, sq = 0;   /* sum t q - sum q: gcc 12 -O3 with AVX-512 miscompiled sum (t - 1) q */
         for (int h = 0; h < 2; ++h)
             for (int k = 0; k < 4; ++k)
-                for (int i = 0; i < 32; ++i)
-                    s += (((w[32 * h + i] >> (2 * k)) & 3) - 1) * q8[128 * h + 32 * k + i];
-        return s;
+                for (int i = 0; i < 32; ++i) {
+                    s += ((w[32 * h + i] >> (2 * k)) & 3) * q8[128 * h + 32 * k + i];
+                    sq += q8[128 * h + 32 * k + i];
+                }
+        return s - sq;
     }
 
     /* MXFP4 x Q8_0: x = 2^(e-128) * kvalue (doubled E2M1) */
@@ -214,220 +218,6 @@ cdef extern from *:
             s += abi_kvalues_mxfp4[w[1 + i] & 15] * q8[i] + abi_kvalues_mxfp4[w[1 + i] >> 4] * q8[i + 16];
         return s;
     }
-
-    /* ------------------------------------------------------------ AVX2 block sums */
-    #if defined(__AVX2__)
-    #define ABI_QDOT_IQ_SIMD 1
-    #include <immintrin.h>
-
-    static inline int abi_iq_hsum_i32(__m256i v) {
-        __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
-        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
-        return _mm_cvtsi128_si32(s);
-    }
-
-    /* bit e of a u32 -> byte e = -1 (set) or +1 */
-    static inline __m256i abi_iq_signs32(uint32_t bits) {
-        const __m256i shuf = _mm256_setr_epi8(0,0,0,0,0,0,0,0, 1,1,1,1,1,1,1,1,
-                                              2,2,2,2,2,2,2,2, 3,3,3,3,3,3,3,3);
-        const __m256i sel = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
-        __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), shuf);
-        return _mm256_or_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, sel), sel), _mm256_set1_epi8(1));
-    }
-
-    static inline __m256i abi_iq_q8(const int8_t* q) { return _mm256_loadu_si256((const __m256i*)q); }
-
-    /* sum over pairs of u * (sign * q), weighted per 16 lanes of int16 by sc (int32 lanes) */
-    static inline __m256i abi_iq_usdot(__m256i u, __m256i sign, const int8_t* q, __m256i sc) {
-        return _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(abi_iq_q8(q), sign)), sc);
-    }
-
-    static inline __m256i abi_iq_sc2(int lo, int hi) {     /* scale lo for elements 0..15, hi for 16..31 */
-        return _mm256_set_m128i(_mm_set1_epi16((short)hi), _mm_set1_epi16((short)lo));
-    }
-
-    static inline uint32_t abi_iq_ks4(uint32_t aux) {      /* four 7-bit sign indices -> 32 sign bits */
-        return (uint32_t)abi_ksigns_iq2xs[aux & 127] | ((uint32_t)abi_ksigns_iq2xs[(aux >> 7) & 127] << 8)
-             | ((uint32_t)abi_ksigns_iq2xs[(aux >> 14) & 127] << 16) | ((uint32_t)abi_ksigns_iq2xs[(aux >> 21) & 127] << 24);
-    }
-
-    static inline int abi_iqb_iq2_xxs_simd(const uint8_t* w, const uint8_t* x) {
-        const int8_t* q8 = (const int8_t*)(x + 4);
-        __m256i acc = _mm256_setzero_si256();
-        for (int g = 0; g < 8; ++g) {
-            const uint8_t* q = w + 2 + 8 * g;
-            uint32_t aux = abi_ld32(q + 4);
-            __m256i grid = _mm256_set_epi64x((long long)abi_iq2xxs_grid[q[3]], (long long)abi_iq2xxs_grid[q[2]],
-                                             (long long)abi_iq2xxs_grid[q[1]], (long long)abi_iq2xxs_grid[q[0]]);
-            acc = _mm256_add_epi32(acc, abi_iq_usdot(grid, abi_iq_signs32(abi_iq_ks4(aux)), q8 + 32 * g,
-                                                      _mm256_set1_epi16((short)(2 * (aux >> 28) + 1))));
-        }
-        return abi_iq_hsum_i32(acc);
-    }
-
-    static inline int abi_iqb_iq2_xs_simd(const uint8_t* w, const uint8_t* x) {
-        const int8_t* q8 = (const int8_t*)(x + 4);
-        __m256i acc = _mm256_setzero_si256();
-        for (int g = 0; g < 8; ++g) {
-            uint16_t q[4];
-            for (int l = 0; l < 4; ++l) q[l] = abi_ld16(w + 2 + 8 * g + 2 * l);
-            __m256i grid = _mm256_set_epi64x((long long)abi_iq2xs_grid[q[3] & 511], (long long)abi_iq2xs_grid[q[2] & 511],
-                                             (long long)abi_iq2xs_grid[q[1] & 511], (long long)abi_iq2xs_grid[q[0] & 511]);
-            uint32_t sg = (uint32_t)abi_ksigns_iq2xs[q[0] >> 9] | ((uint32_t)abi_ksigns_iq2xs[q[1] >> 9] << 8)
-                        | ((uint32_t)abi_ksigns_iq2xs[q[2] >> 9] << 16) | ((uint32_t)abi_ksigns_iq2xs[q[3] >> 9] << 24);
-            uint8_t sc = w[66 + g];
-            acc = _mm256_add_epi32(acc, abi_iq_usdot(grid, abi_iq_signs32(sg), q8 + 32 * g,
-                                                      abi_iq_sc2(2 * (sc & 15) + 1, 2 * (sc >> 4) + 1)));
-        }
-        return abi_iq_hsum_i32(acc);
-    }
-
-    static inline int abi_iqb_iq2_s_simd(const uint8_t* w, const uint8_t* x) {
-        const int8_t* q8 = (const int8_t*)(x + 4);
-        __m256i acc = _mm256_setzero_si256();
-        for (int g = 0; g < 8; ++g) {
-            const uint8_t* qs = w + 2 + 4 * g;
-            uint8_t qh = w[66 + g], sc = w[74 + g];
-            __m256i grid = _mm256_set_epi64x(
-                (long long)abi_iq2s_grid[qs[3] | ((qh << 2) & 0x300)], (long long)abi_iq2s_grid[qs[2] | ((qh << 4) & 0x300)],
-                (long long)abi_iq2s_grid[qs[1] | ((qh << 6) & 0x300)], (long long)abi_iq2s_grid[qs[0] | ((qh << 8) & 0x300)]);
-            acc = _mm256_add_epi32(acc, abi_iq_usdot(grid, abi_iq_signs32(abi_ld32(w + 34 + 4 * g)), q8 + 32 * g,
-                                                      abi_iq_sc2(2 * (sc & 15) + 1, 2 * (sc >> 4) + 1)));
-        }
-        return abi_iq_hsum_i32(acc);
-    }
-
-    static inline int abi_iqb_iq3_xxs_simd(const uint8_t* w, const uint8_t* x) {
-        const int8_t* q8 = (const int8_t*)(x + 4);
-        __m256i acc = _mm256_setzero_si256();
-        for (int g = 0; g < 8; ++g) {
-            const uint8_t* q = w + 2 + 8 * g;
-            uint32_t aux = abi_ld32(w + 66 + 4 * g);
-            __m256i grid = _mm256_set_epi32(
-                (int)abi_iq3xxs_grid[q[7]], (int)abi_iq3xxs_grid[q[6]], (int)abi_iq3xxs_grid[q[5]], (int)abi_iq3xxs_grid[q[4]],
-                (int)abi_iq3xxs_grid[q[3]], (int)abi_iq3xxs_grid[q[2]], (int)abi_iq3xxs_grid[q[1]], (int)abi_iq3xxs_grid[q[0]]);
-            acc = _mm256_add_epi32(acc, abi_iq_usdot(grid, abi_iq_signs32(abi_iq_ks4(aux)), q8 + 32 * g,
-                                                      _mm256_set1_epi16((short)(2 * (aux >> 28) + 1))));
-        }
-        return abi_iq_hsum_i32(acc);
-    }
-
-    static inline int abi_iqb_iq3_s_simd(const uint8_t* w, const uint8_t* x) {
-        const int8_t* q8 = (const int8_t*)(x + 4);
-        __m256i acc = _mm256_setzero_si256();
-        for (int g = 0; g < 8; ++g) {
-            const uint8_t* q = w + 2 + 8 * g;
-            int qh = w[66 + g];
-            __m256i grid = _mm256_set_epi32(
-                (int)abi_iq3s_grid[q[7] | ((qh << 1) & 256)], (int)abi_iq3s_grid[q[6] | ((qh << 2) & 256)],
-                (int)abi_iq3s_grid[q[5] | ((qh << 3) & 256)], (int)abi_iq3s_grid[q[4] | ((qh << 4) & 256)],
-                (int)abi_iq3s_grid[q[3] | ((qh << 5) & 256)], (int)abi_iq3s_grid[q[2] | ((qh << 6) & 256)],
-                (int)abi_iq3s_grid[q[1] | ((qh << 7) & 256)], (int)abi_iq3s_grid[q[0] | ((qh << 8) & 256)]);
-            int ls = (w[106 + (g >> 1)] >> (4 * (g & 1))) & 15;
-            acc = _mm256_add_epi32(acc, abi_iq_usdot(grid, abi_iq_signs32(abi_ld32(w + 74 + 4 * g)), q8 + 32 * g,
-                                                      _mm256_set1_epi16((short)(2 * ls + 1))));
-        }
-        return abi_iq_hsum_i32(acc);
-    }
-
-    /* IQ1: v = 8 grid + ds (odd, never 0) as signed bytes; |v| q through sign(q, v) */
-    static inline __m256i abi_iq1_v(uint64_t r0, uint64_t r1, uint64_t r2, uint64_t r3, __m256i ds) {
-        __m256i g = _mm256_set_epi64x((long long)r3, (long long)r2, (long long)r1, (long long)r0);
-        g = _mm256_add_epi8(g, g);
-        g = _mm256_add_epi8(g, g);
-        g = _mm256_add_epi8(g, g);
-        return _mm256_add_epi8(g, ds);
-    }
-
-    static inline __m256i abi_iq1_dot(__m256i v, const int8_t* q, __m256i sc) {
-        return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(abi_iq_q8(q), v)), sc);
-    }
-
-    static inline int abi_iqb_iq1_s_simd(const uint8_t* w, const uint8_t* x) {
-        const int8_t* q8 = (const int8_t*)(x + 4);
-        __m256i acc = _mm256_setzero_si256();
-        for (int g = 0; g < 8; ++g) {
-            const uint8_t* q = w + 2 + 4 * g;
-            uint16_t qh = abi_ld16(w + 34 + 2 * g);
-            __m256i v = abi_iq1_v(abi_iq1s_grid[q[0] | ((qh << 8) & 0x700)], abi_iq1s_grid[q[1] | ((qh << 5) & 0x700)],
-                                  abi_iq1s_grid[q[2] | ((qh << 2) & 0x700)], abi_iq1s_grid[q[3] | ((qh >> 1) & 0x700)],
-                                  _mm256_set1_epi8(qh & 0x8000 ? -1 : 1));
-            acc = _mm256_add_epi32(acc, abi_iq1_dot(v, q8 + 32 * g, _mm256_set1_epi16((short)(2 * ((qh >> 12) & 7) + 1))));
-        }
-        return abi_iq_hsum_i32(acc);
-    }
-
-    static inline int abi_iqb_iq1_m_simd(const uint8_t* w, const uint8_t* x) {
-        const int8_t* q8 = (const int8_t*)(x + 4);
-        __m256i acc = _mm256_setzero_si256();
-        for (int g = 0; g < 8; ++g) {
-            const uint8_t* q = w + 4 * g;
-            int h0 = w[32 + 2 * g], h1 = w[33 + 2 * g];     /* nibbles of rows 4g .. 4g + 3 */
-            int sc = abi_ld16(w + 48 + 2 * (g >> 1)) >> (6 * (g & 1));
-            __m256i ds = _mm256_set_epi64x(h1 & 0x80 ? -1LL : 0x0101010101010101LL, h1 & 0x08 ? -1LL : 0x0101010101010101LL,
-                                           h0 & 0x80 ? -1LL : 0x0101010101010101LL, h0 & 0x08 ? -1LL : 0x0101010101010101LL);
-            __m256i v = abi_iq1_v(abi_iq1s_grid[q[0] | ((h0 << 8) & 0x700)], abi_iq1s_grid[q[1] | ((h0 << 4) & 0x700)],
-                                  abi_iq1s_grid[q[2] | ((h1 << 8) & 0x700)], abi_iq1s_grid[q[3] | ((h1 << 4) & 0x700)], ds);
-            acc = _mm256_add_epi32(acc, abi_iq1_dot(v, q8 + 32 * g, abi_iq_sc2(2 * (sc & 7) + 1, 2 * ((sc >> 3) & 7) + 1)));
-        }
-        return abi_iq_hsum_i32(acc);
-    }
-
-    /* ternary: sum t q - sum q (the bsums), t decoded in 16-bit lanes */
-    static inline __m256i abi_tq1_trits16(__m256i b, __m256i pow3) {
-        __m256i q = _mm256_and_si256(_mm256_mullo_epi16(b, pow3), _mm256_set1_epi16(255));
-        return _mm256_srli_epi16(_mm256_mullo_epi16(q, _mm256_set1_epi16(3)), 8);
-    }
-
-    static inline __m256i abi_q8x16(const int8_t* q) {
-        return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)q));
-    }
-
-    static inline int abi_iqb_tq1_0_simd(const uint8_t* w, const uint8_t* x) {
-        static const short pow3[5] = {1, 3, 9, 27, 81};
-        const int8_t* q8 = (const int8_t*)(x + 4);
-        __m256i b0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)w));
-        __m256i b1 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)(w + 16)));
-        __m256i b2 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)(w + 32)));
-        __m256i acc = _mm256_setzero_si256();
-        for (int n = 0; n < 5; ++n) {
-            __m256i p = _mm256_set1_epi16(pow3[n]);
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(abi_tq1_trits16(b0, p), abi_q8x16(q8 + 32 * n)));
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(abi_tq1_trits16(b1, p), abi_q8x16(q8 + 32 * n + 16)));
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(abi_tq1_trits16(b2, p), abi_q8x16(q8 + 160 + 16 * n)));
-        }
-        int s = abi_iq_hsum_i32(acc);
-        for (int n = 0; n < 4; ++n)     /* the last 16 elements, four digits of 4 bytes */
-            for (int i = 0; i < 4; ++i) s += abi_tq1_trit(w[48 + i], n) * q8[240 + 4 * n + i];
-        return s - abi_iq_bsum_total(x);
-    }
-
-    static inline int abi_iqb_tq2_0_simd(const uint8_t* w, const uint8_t* x) {
-        const int8_t* q8 = (const int8_t*)(x + 4);
-        const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi16(1);
-        __m256i acc = _mm256_setzero_si256();
-        for (int h = 0; h < 2; ++h) {
-            __m256i b = _mm256_loadu_si256((const __m256i*)(w + 32 * h));
-            for (int k = 0; k < 4; ++k) {
-                __m256i t = _mm256_and_si256(_mm256_srl_epi16(b, _mm_cvtsi32_si128(2 * k)), m3);
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(t, abi_iq_q8(q8 + 128 * h + 32 * k)), one));
-            }
-        }
-        return abi_iq_hsum_i32(acc) - abi_iq_bsum_total(x);
-    }
-
-    static inline int abi_iqb_mxfp4_simd(const uint8_t* w, const uint8_t* x) {
-        const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)abi_kvalues_mxfp4));
-        __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(w + 1)));
-        __m256i nib = _mm256_and_si256(_mm256_blend_epi32(q, _mm256_srli_epi16(q, 4), 0xF0), _mm256_set1_epi8(15));
-        __m256i v = _mm256_shuffle_epi8(table, nib);      /* 0 for the two zero codes: sign() keeps 0 */
-        __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(abi_iq_q8((const int8_t*)(x + 2)), v));
-        return abi_iq_hsum_i32(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
-    }
-    #else
-    #define ABI_QDOT_IQ_SIMD 0
-    #endif
 
     /* ------------------------------------------------------------ row functions */
     #define ABI_IQ_ROW(name, path, wsize, xsize, xscale, wscale)                                   \\
@@ -452,8 +242,364 @@ cdef extern from *:
         ABI_IQ_ROW(mxfp4, path, 17, 34, ABI_XS_Q80, abi_iqs_mxfp4)
 
     ABI_IQ_ROWS(scalar)
+
+    /* ------------------------------------------------------------ SIMD block sums
+       abi_iqv_<type>(w, x): 8 int32 lanes whose total is the block's S, the integer the
+       scalar twin returns; the row folds them as floats, d_w d_x * lanes into an FMA. */
+    #if ABI_QDOT_SIMD
+    #define ABI_QDOT_IQ_SIMD 1
+    #if defined(__AVX512BW__) && defined(__AVX512VL__)
+    #define ABI_IQ_K 1          /* sign bits straight into a mask register */
+    #else
+    #define ABI_IQ_K 0
+    #endif
+    #if ABI_IQ_K && defined(__AVX512VBMI__) && defined(__AVX512BITALG__) && defined(__AVX512F__)
+    #define ABI_IQ_VBMI 1       /* a block's sign indices and parities in a few vector steps */
+    #else
+    #define ABI_IQ_VBMI 0
+    #endif
+
+    /* acc + 4-wide sums of u8 u * s8 s */
+    static inline __m256i abi_iq_dpbusd(__m256i acc, __m256i u, __m256i s) {
+    #if defined(__AVXVNNI__)
+        return _mm256_dpbusd_avx_epi32(acc, u, s);
+    #elif defined(__AVX512VNNI__) && defined(__AVX512VL__)
+        return _mm256_dpbusd_epi32(acc, u, s);
+    #else
+        return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+    #endif
+    }
+
+    static inline __m256i abi_iq_q8(const int8_t* q) { return _mm256_loadu_si256((const __m256i*)q); }
+
+    /* q with element e negated where bit e of bits is set (q is never -128) */
+    static inline __m256i abi_iq_sgq(const int8_t* q, uint32_t bits) {
+    #if ABI_IQ_K
+        __m256i v = abi_iq_q8(q);
+        return _mm256_mask_sub_epi8(v, (__mmask32)bits, _mm256_setzero_si256(), v);
+    #else
+        const __m256i shuf = _mm256_setr_epi8(0,0,0,0,0,0,0,0, 1,1,1,1,1,1,1,1,
+                                              2,2,2,2,2,2,2,2, 3,3,3,3,3,3,3,3);
+        const __m256i sel = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+        __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), shuf);
+        __m256i m = _mm256_cmpeq_epi8(_mm256_and_si256(v, sel), sel);
+        return _mm256_sub_epi8(_mm256_xor_si256(abi_iq_q8(q), m), m);
+    #endif
+    }
+
+    /* acc + sum of u * sq, int16 pair sums weighted by sc (maddubs pairs stay < 2^15:
+       grid bytes <= 62, |q| <= 127) */
+    static inline __m256i abi_iq_gdot(__m256i acc, __m256i u, __m256i sq, __m256i sc) {
+        return abi_dpwssd(acc, _mm256_maddubs_epi16(u, sq), sc);
+    }
+
+    /* 16 bytes of scales in both lanes -> int16 scale byte lo in the low lane, hi in the high */
+    static inline __m256i abi_iq_sc16(__m256i b, int lo, int hi) {
+        return _mm256_shuffle_epi8(b, _mm256_set_m128i(_mm_set1_epi16((short)(0x8000 | hi)), _mm_set1_epi16((short)(0x8000 | lo))));
+    }
+    /* 8 bytes (2 ls + 1) from 8 nibbles packed low first in 4 bytes or from 16 in 8 bytes */
+    static inline __m256i abi_iq_nib_scales(uint64_t packed) {
+        __m128i b = _mm_cvtsi64_si128((long long)packed), m = _mm_set1_epi8(15);
+        __m128i s = _mm_unpacklo_epi8(_mm_and_si128(b, m), _mm_and_si128(_mm_srli_epi16(b, 4), m));
+        return _mm256_broadcastsi128_si256(_mm_add_epi8(_mm_add_epi8(s, s), _mm_set1_epi8(1)));
+    }
+
+    static inline uint32_t abi_iq_ks4(uint32_t aux) {      /* four 7-bit sign indices -> 32 sign bits */
+        return (uint32_t)abi_ksigns_iq2xs[aux & 127] | ((uint32_t)abi_ksigns_iq2xs[(aux >> 7) & 127] << 8)
+             | ((uint32_t)abi_ksigns_iq2xs[(aux >> 14) & 127] << 16) | ((uint32_t)abi_ksigns_iq2xs[(aux >> 21) & 127] << 24);
+    }
+    #if ABI_IQ_VBMI
+    /* 7-bit indices in bytes -> ksigns bytes: the parity as bit 7 */
+    static inline __m256i abi_iq_ksbytes(__m256i f) {
+        return _mm256_ternarylogic_epi32(f, _mm256_slli_epi16(_mm256_popcnt_epi8(f), 7), _mm256_set1_epi8((char)0x80), 0xF8);
+    }
+    /* qword g holds four 7-bit indices from bit off: the 8 words of 32 sign bits */
+    static inline void abi_iq_ks8(__m512i a, int off, uint32_t* sg) {
+        const long long c = (long long)(off | (off + 7) << 8 | (off + 14) << 16 | (off + 21) << 24);
+        __m512i f = _mm512_and_si512(_mm512_multishift_epi64_epi8(_mm512_set1_epi64(c), a), _mm512_set1_epi8(0x7f));
+        _mm256_storeu_si256((__m256i*)sg, abi_iq_ksbytes(_mm512_castsi512_si256(_mm512_permutexvar_epi32(
+            _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0), f))));
+    }
+    #endif
+
+    static inline __m256i abi_iqv_iq2_xxs(const uint8_t* w, const uint8_t* x) {
+        const int8_t* q8 = (const int8_t*)(x + 4);
+        uint32_t sg[8];
+    #if ABI_IQ_VBMI
+        abi_iq_ks8(_mm512_loadu_si512((const void*)(w + 2)), 32, sg);
+    #else
+        for (int g = 0; g < 8; ++g) sg[g] = abi_iq_ks4(abi_ld32(w + 6 + 8 * g));
+    #endif
+        __m256i acc = _mm256_setzero_si256();
+        for (int g = 0; g < 8; ++g) {
+            const uint8_t* q = w + 2 + 8 * g;
+            __m256i grid = _mm256_set_epi64x((long long)abi_iq2xxs_grid[q[3]], (long long)abi_iq2xxs_grid[q[2]],
+                                             (long long)abi_iq2xxs_grid[q[1]], (long long)abi_iq2xxs_grid[q[0]]);
+            acc = abi_iq_gdot(acc, grid, abi_iq_sgq(q8 + 32 * g, sg[g]), _mm256_set1_epi16((short)(2 * (q[7] >> 4) + 1)));
+        }
+        return acc;
+    }
+
+    static inline __m256i abi_iqv_iq2_xs(const uint8_t* w, const uint8_t* x) {
+        const int8_t* q8 = (const int8_t*)(x + 4);
+        uint32_t sg[8];
+        uint16_t gi[32];
+    #if ABI_IQ_VBMI
+        __m512i qs = _mm512_loadu_si512((const void*)(w + 2));
+        _mm512_storeu_si512((void*)gi, _mm512_and_si512(qs, _mm512_set1_epi16(511)));
+        _mm256_storeu_si256((__m256i*)sg, abi_iq_ksbytes(_mm512_cvtepi16_epi8(_mm512_srli_epi16(qs, 9))));
+    #else
+        for (int l = 0; l < 32; ++l) gi[l] = abi_ld16(w + 2 + 2 * l) & 511;
+        for (int g = 0; g < 8; ++g) {
+            uint64_t v; memcpy(&v, w + 2 + 8 * g, 8);
+            sg[g] = (uint32_t)abi_ksigns_iq2xs[(v >> 9) & 127] | ((uint32_t)abi_ksigns_iq2xs[(v >> 25) & 127] << 8)
+                  | ((uint32_t)abi_ksigns_iq2xs[(v >> 41) & 127] << 16) | ((uint32_t)abi_ksigns_iq2xs[v >> 57] << 24);
+        }
+    #endif
+        uint64_t scp; memcpy(&scp, w + 66, 8);
+        const __m256i scb = abi_iq_nib_scales(scp);
+        __m256i acc = _mm256_setzero_si256();
+        for (int g = 0; g < 8; ++g) {
+            const uint16_t* i = gi + 4 * g;
+            __m256i grid = _mm256_set_epi64x((long long)abi_iq2xs_grid[i[3]], (long long)abi_iq2xs_grid[i[2]],
+                                             (long long)abi_iq2xs_grid[i[1]], (long long)abi_iq2xs_grid[i[0]]);
+            acc = abi_iq_gdot(acc, grid, abi_iq_sgq(q8 + 32 * g, sg[g]), abi_iq_sc16(scb, 2 * g, 2 * g + 1));
+        }
+        return acc;
+    }
+
+    static inline __m256i abi_iqv_iq2_s(const uint8_t* w, const uint8_t* x) {
+        const int8_t* q8 = (const int8_t*)(x + 4);
+    #if ABI_IQ_VBMI
+        uint16_t gi[32];
+        /* index l: qs[l] | bits 2 (l % 4) of qh[l / 4] as bits 8, 9 */
+        __m512i qh = _mm512_permutexvar_epi16(_mm512_srli_epi16(_mm512_set_epi16(31,30,29,28,27,26,25,24,23,22,21,20,19,18,17,16,
+                                                                                  15,14,13,12,11,10,9,8,7,6,5,4,3,2,1,0), 2),
+                                              _mm512_cvtepu8_epi16(_mm256_zextsi128_si256(_mm_loadl_epi64((const __m128i*)(w + 66)))));
+        qh = _mm512_sllv_epi16(qh, _mm512_set4_epi64(0x0002000400060008LL, 0x0002000400060008LL, 0x0002000400060008LL, 0x0002000400060008LL));
+        qh = _mm512_and_si512(qh, _mm512_set1_epi16(0x300));
+        _mm512_storeu_si512((void*)gi, _mm512_or_si512(qh, _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(w + 2)))));
+    #endif
+        uint64_t scp; memcpy(&scp, w + 74, 8);
+        const __m256i scb = abi_iq_nib_scales(scp);
+        __m256i acc = _mm256_setzero_si256();
+        for (int g = 0; g < 8; ++g) {
+    #if ABI_IQ_VBMI
+            const uint16_t* i = gi + 4 * g;
+    #else      /* inline: a stored index array was slow here */
+            const int h = w[66 + g];
+            const uint8_t* qs = w + 2 + 4 * g;
+            const int i[4] = {qs[0] | ((h << 8) & 0x300), qs[1] | ((h << 6) & 0x300), qs[2] | ((h << 4) & 0x300), qs[3] | ((h << 2) & 0x300)};
+    #endif
+            __m256i grid = _mm256_set_epi64x((long long)abi_iq2s_grid[i[3]], (long long)abi_iq2s_grid[i[2]],
+                                             (long long)abi_iq2s_grid[i[1]], (long long)abi_iq2s_grid[i[0]]);
+            acc = abi_iq_gdot(acc, grid, abi_iq_sgq(q8 + 32 * g, abi_ld32(w + 34 + 4 * g)), abi_iq_sc16(scb, 2 * g, 2 * g + 1));
+        }
+        return acc;
+    }
+
+    static inline __m256i abi_iqv_iq3_xxs(const uint8_t* w, const uint8_t* x) {
+        const int8_t* q8 = (const int8_t*)(x + 4);
+        uint32_t sg[8];
+        const __m256i aux = _mm256_loadu_si256((const __m256i*)(w + 66));
+    #if ABI_IQ_VBMI
+        abi_iq_ks8(_mm512_cvtepu32_epi64(aux), 0, sg);
+    #else
+        for (int g = 0; g < 8; ++g) sg[g] = abi_iq_ks4(abi_ld32(w + 66 + 4 * g));
+    #endif
+        /* scale 2 (aux >> 28) + 1 of group g as int16 g, in both lanes */
+        __m128i s = _mm_packus_epi32(_mm256_castsi256_si128(_mm256_srli_epi32(aux, 28)), _mm256_extracti128_si256(_mm256_srli_epi32(aux, 28), 1));
+        s = _mm_add_epi16(_mm_add_epi16(s, s), _mm_set1_epi16(1));
+        const __m256i scw = _mm256_broadcastsi128_si256(s);
+        __m256i acc = _mm256_setzero_si256();
+        for (int g = 0; g < 8; ++g) {
+            const uint8_t* q = w + 2 + 8 * g;      /* scalar loads: AVX2 gathers were slower here */
+            __m256i grid = _mm256_set_epi32(
+                (int)abi_iq3xxs_grid[q[7]], (int)abi_iq3xxs_grid[q[6]], (int)abi_iq3xxs_grid[q[5]], (int)abi_iq3xxs_grid[q[4]],
+                (int)abi_iq3xxs_grid[q[3]], (int)abi_iq3xxs_grid[q[2]], (int)abi_iq3xxs_grid[q[1]], (int)abi_iq3xxs_grid[q[0]]);
+            acc = abi_iq_gdot(acc, grid, abi_iq_sgq(q8 + 32 * g, sg[g]),
+                              _mm256_shuffle_epi8(scw, _mm256_set1_epi16((short)(0x0100 + 0x0202 * g))));
+        }
+        return acc;
+    }
+
+    static inline __m256i abi_iqv_iq3_s(const uint8_t* w, const uint8_t* x) {
+        const int8_t* q8 = (const int8_t*)(x + 4);
+        /* index 8 g + l: qs | bit l of qh[g] as bit 8 */
+    #if ABI_IQ_K
+        uint16_t gi[64];
+        const uint64_t qh = (uint64_t)abi_ld32(w + 66) | ((uint64_t)abi_ld32(w + 70) << 32);
+        const __m512i lo = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(w + 2)));
+        const __m512i hi = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(w + 34)));
+        _mm512_storeu_si512((void*)gi, _mm512_mask_add_epi16(lo, (__mmask32)qh, lo, _mm512_set1_epi16(256)));
+        _mm512_storeu_si512((void*)(gi + 32), _mm512_mask_add_epi16(hi, (__mmask32)(qh >> 32), hi, _mm512_set1_epi16(256)));
+    #endif
+        const __m256i scb = abi_iq_nib_scales(abi_ld32(w + 106));
+        __m256i acc = _mm256_setzero_si256();
+        for (int g = 0; g < 8; ++g) {
+    #if ABI_IQ_K
+            const uint16_t* i = gi + 8 * g;
+    #else
+            const int h = w[66 + g];
+            const uint8_t* qs = w + 2 + 8 * g;
+            const int i[8] = {qs[0] | ((h << 8) & 256), qs[1] | ((h << 7) & 256), qs[2] | ((h << 6) & 256), qs[3] | ((h << 5) & 256),
+                              qs[4] | ((h << 4) & 256), qs[5] | ((h << 3) & 256), qs[6] | ((h << 2) & 256), qs[7] | ((h << 1) & 256)};
+    #endif
+            __m256i grid = _mm256_set_epi32(
+                (int)abi_iq3s_grid[i[7]], (int)abi_iq3s_grid[i[6]], (int)abi_iq3s_grid[i[5]], (int)abi_iq3s_grid[i[4]],
+                (int)abi_iq3s_grid[i[3]], (int)abi_iq3s_grid[i[2]], (int)abi_iq3s_grid[i[1]], (int)abi_iq3s_grid[i[0]]);
+            acc = abi_iq_gdot(acc, grid, abi_iq_sgq(q8 + 32 * g, abi_ld32(w + 74 + 4 * g)), abi_iq_sc16(scb, g, g));
+        }
+        return acc;
+    }
+
+    /* IQ1: 8 grid + ds = u - 9 with u = 8 (grid + 1) + (ds + 1) in 0..18, so per scale
+       group of 16: (2 s + 1) (sum u q - 9 bsum); the bsums come with the Q8_K block. */
+    static inline __m256i abi_iq1_u(uint64_t r0, uint64_t r1, uint64_t r2, uint64_t r3, __m256i dsp1) {
+        __m256i g = _mm256_add_epi8(_mm256_set_epi64x((long long)r3, (long long)r2, (long long)r1, (long long)r0), _mm256_set1_epi8(1));
+        return _mm256_add_epi8(_mm256_slli_epi16(g, 3), dsp1);       /* bytes stay < 32: no carry */
+    }
+
+    static inline __m256i abi_iqv_iq1_s(const uint8_t* w, const uint8_t* x) {
+        const int8_t* q8 = (const int8_t*)(x + 4);
+        const __m128i qh = _mm_loadu_si128((const __m128i*)(w + 34));
+        /* per group: 2 s + 1 and its bsum weight -9 (2 s + 1) */
+        const __m128i sc = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(qh, 11), _mm_set1_epi16(14)), _mm_set1_epi16(1));
+        const __m128i cf = _mm_mullo_epi16(sc, _mm_set1_epi16(-9));
+        __m256i acc = abi_dpwssd(_mm256_setzero_si256(), _mm256_loadu_si256((const __m256i*)(x + 260)),
+                                 _mm256_set_m128i(_mm_unpackhi_epi16(cf, cf), _mm_unpacklo_epi16(cf, cf)));
+        const __m256i scw = _mm256_broadcastsi128_si256(sc);
+        for (int g = 0; g < 8; ++g) {
+            const uint8_t* q = w + 2 + 4 * g;
+            uint32_t h = abi_ld16(w + 34 + 2 * g);
+            __m256i u = abi_iq1_u(abi_iq1s_grid[q[0] | ((h << 8) & 0x700)], abi_iq1s_grid[q[1] | ((h << 5) & 0x700)],
+                                  abi_iq1s_grid[q[2] | ((h << 2) & 0x700)], abi_iq1s_grid[q[3] | ((h >> 1) & 0x700)],
+                                  _mm256_set1_epi8((char)(h & 0x8000 ? 0 : 2)));
+            acc = abi_iq_gdot(acc, u, abi_iq_q8(q8 + 32 * g), _mm256_shuffle_epi8(scw, _mm256_set1_epi16((short)(0x0100 + 0x0202 * g))));
+        }
+        return acc;
+    }
+
+    static inline __m256i abi_iqv_iq1_m(const uint8_t* w, const uint8_t* x) {
+        const int8_t* q8 = (const int8_t*)(x + 4);
+        /* 16 scales of 3 bits, 4 per u16 at w + 48: int16 j = 2 s_j + 1 */
+        const __m256i sw = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_loadl_epi64((const __m128i*)(w + 48))),
+                                                       _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+        __m256i s = _mm256_shuffle_epi8(sw, _mm256_setr_epi8(0,1,0,1,0,1,0,1, 2,3,2,3,2,3,2,3, 0,1,0,1,0,1,0,1, 2,3,2,3,2,3,2,3));
+        s = _mm256_srli_epi16(_mm256_mullo_epi16(s, _mm256_setr_epi16(512, 64, 8, 1, 512, 64, 8, 1, 512, 64, 8, 1, 512, 64, 8, 1)), 9);
+        s = _mm256_or_si256(_mm256_and_si256(_mm256_slli_epi16(s, 1), _mm256_set1_epi16(14)), _mm256_set1_epi16(1));
+        __m256i acc = abi_dpwssd(_mm256_setzero_si256(), _mm256_loadu_si256((const __m256i*)(x + 260)),
+                                 _mm256_mullo_epi16(s, _mm256_set1_epi16(-9)));
+        for (int g = 0; g < 8; ++g) {
+            const uint8_t* q = w + 4 * g;
+            int h0 = w[32 + 2 * g], h1 = w[33 + 2 * g];     /* nibbles of rows 4g .. 4g + 3 */
+            /* ds + 1 per row: 0 where the nibble's bit 3 is set, else 2 */
+            __m256i d = _mm256_shuffle_epi8(_mm256_set_m128i(_mm_cvtsi32_si128(h1), _mm_cvtsi32_si128(h0)), _mm256_setzero_si256());
+            d = _mm256_andnot_si256(_mm256_srlv_epi32(d, _mm256_setr_epi32(2, 2, 6, 6, 2, 2, 6, 6)), _mm256_set1_epi8(2));
+            __m256i u = abi_iq1_u(abi_iq1s_grid[q[0] | ((h0 << 8) & 0x700)], abi_iq1s_grid[q[1] | ((h0 << 4) & 0x700)],
+                                  abi_iq1s_grid[q[2] | ((h1 << 8) & 0x700)], abi_iq1s_grid[q[3] | ((h1 << 4) & 0x700)], d);
+            __m256i sc = _mm256_permutevar8x32_epi32(s, _mm256_set1_epi32(g));
+            sc = _mm256_shuffle_epi8(sc, _mm256_setr_epi8(0,1,0,1,0,1,0,1,0,1,0,1,0,1,0,1, 2,3,2,3,2,3,2,3,2,3,2,3,2,3,2,3));
+            acc = abi_iq_gdot(acc, u, abi_iq_q8(q8 + 32 * g), sc);
+        }
+        return acc;
+    }
+
+    /* ternary: sum t q - sum q. A trit n of byte b is ((b 3^n mod 256) 3) >> 8: with b in
+       the high byte of an int16 lane, mullo gives the mod 256 and mulhi the rest exactly. */
+    static inline __m256i abi_tq1_trits(__m256i ev, __m256i od, __m256i p) {
+        const __m256i three = _mm256_set1_epi16(3);
+        __m256i te = _mm256_mulhi_epu16(_mm256_mullo_epi16(ev, p), three);
+        __m256i to = _mm256_mulhi_epu16(_mm256_mullo_epi16(od, p), three);
+        return _mm256_or_si256(te, _mm256_slli_epi16(to, 8));
+    }
+
+    static inline __m256i abi_iqv_tq1_0(const uint8_t* w, const uint8_t* x) {
+        const int8_t* q8 = (const int8_t*)(x + 4);
+        const __m256i hb = _mm256_set1_epi16((short)0xFF00);
+        /* minus the bsums, then qs[0..31] (5 trits), qs[32..47] twice, qs[32..47] | qh x 4 */
+        __m256i acc = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(x + 260)), _mm256_set1_epi16(1)));
+        __m256i b = _mm256_loadu_si256((const __m256i*)w);
+        __m256i ev = _mm256_slli_epi16(b, 8), od = _mm256_and_si256(b, hb);
+        acc = abi_iq_dpbusd(acc, abi_tq1_trits(ev, od, _mm256_set1_epi16(1)), abi_iq_q8(q8));
+        acc = abi_iq_dpbusd(acc, abi_tq1_trits(ev, od, _mm256_set1_epi16(3)), abi_iq_q8(q8 + 32));
+        acc = abi_iq_dpbusd(acc, abi_tq1_trits(ev, od, _mm256_set1_epi16(9)), abi_iq_q8(q8 + 64));
+        acc = abi_iq_dpbusd(acc, abi_tq1_trits(ev, od, _mm256_set1_epi16(27)), abi_iq_q8(q8 + 96));
+        acc = abi_iq_dpbusd(acc, abi_tq1_trits(ev, od, _mm256_set1_epi16(81)), abi_iq_q8(q8 + 128));
+        __m128i b1 = _mm_loadu_si128((const __m128i*)(w + 32));
+        b = _mm256_broadcastsi128_si256(b1);
+        ev = _mm256_slli_epi16(b, 8); od = _mm256_and_si256(b, hb);
+        acc = abi_iq_dpbusd(acc, abi_tq1_trits(ev, od, _mm256_set_m128i(_mm_set1_epi16(3), _mm_set1_epi16(1))), abi_iq_q8(q8 + 160));
+        acc = abi_iq_dpbusd(acc, abi_tq1_trits(ev, od, _mm256_set_m128i(_mm_set1_epi16(27), _mm_set1_epi16(9))), abi_iq_q8(q8 + 192));
+        b = _mm256_set_m128i(_mm_set1_epi32((int)abi_ld32(w + 48)), b1);
+        ev = _mm256_slli_epi16(b, 8); od = _mm256_and_si256(b, hb);
+        acc = abi_iq_dpbusd(acc, abi_tq1_trits(ev, od, _mm256_setr_epi16(81, 81, 81, 81, 81, 81, 81, 81, 1, 1, 3, 3, 9, 9, 27, 27)),
+                            abi_iq_q8(q8 + 224));
+        return acc;
+    }
+
+    static inline __m256i abi_iqv_tq2_0(const uint8_t* w, const uint8_t* x) {
+        const int8_t* q8 = (const int8_t*)(x + 4);
+        const __m256i m3 = _mm256_set1_epi8(3);
+        __m256i acc = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(x + 260)), _mm256_set1_epi16(1)));
+        __m256i b0 = _mm256_loadu_si256((const __m256i*)w), b1 = _mm256_loadu_si256((const __m256i*)(w + 32));
+        acc = abi_iq_dpbusd(acc, _mm256_and_si256(b0, m3), abi_iq_q8(q8));
+        acc = abi_iq_dpbusd(acc, _mm256_and_si256(_mm256_srli_epi16(b0, 2), m3), abi_iq_q8(q8 + 32));
+        acc = abi_iq_dpbusd(acc, _mm256_and_si256(_mm256_srli_epi16(b0, 4), m3), abi_iq_q8(q8 + 64));
+        acc = abi_iq_dpbusd(acc, _mm256_and_si256(_mm256_srli_epi16(b0, 6), m3), abi_iq_q8(q8 + 96));
+        acc = abi_iq_dpbusd(acc, _mm256_and_si256(b1, m3), abi_iq_q8(q8 + 128));
+        acc = abi_iq_dpbusd(acc, _mm256_and_si256(_mm256_srli_epi16(b1, 2), m3), abi_iq_q8(q8 + 160));
+        acc = abi_iq_dpbusd(acc, _mm256_and_si256(_mm256_srli_epi16(b1, 4), m3), abi_iq_q8(q8 + 192));
+        acc = abi_iq_dpbusd(acc, _mm256_and_si256(_mm256_srli_epi16(b1, 6), m3), abi_iq_q8(q8 + 224));
+        return acc;
+    }
+
+    static inline __m256i abi_iqv_mxfp4(const uint8_t* w, const uint8_t* x) {
+        const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)abi_kvalues_mxfp4));
+        __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(w + 1)));
+        __m256i nib = _mm256_and_si256(_mm256_blend_epi32(q, _mm256_srli_epi16(q, 4), 0xF0), _mm256_set1_epi8(15));
+        __m256i v = _mm256_shuffle_epi8(table, nib);      /* 0 for the two zero codes: sign() keeps 0 */
+        return abi_iq_dpbusd(_mm256_setzero_si256(), _mm256_sign_epi8(v, v), _mm256_sign_epi8(abi_iq_q8((const int8_t*)(x + 2)), v));
+    }
+
+    /* the row: two blocks per step, FMA of d_w d_x into two float accumulators */
+    #define ABI_IQ_ROW_SIMD(name, wsize, xsize, xscale, wscale)                                      \\
+        static inline float abi_dot_##name##_simd(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) { \\
+            __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                          \\
+            Py_ssize_t i = 0;                                                                      \\
+            for (; i + 1 < nb; i += 2, w += 2 * (wsize), x += 2 * (xsize)) {                       \\
+                acc0 = _mm256_fmadd_ps(_mm256_set1_ps(wscale(w) * xscale(x)),                      \\
+                                       _mm256_cvtepi32_ps(abi_iqv_##name(w, x)), acc0);             \\
+                acc1 = _mm256_fmadd_ps(_mm256_set1_ps(wscale(w + (wsize)) * xscale(x + (xsize))),  \\
+                                       _mm256_cvtepi32_ps(abi_iqv_##name(w + (wsize), x + (xsize))), acc1); \\
+            }                                                                                      \\
+            if (i < nb)                                                                            \\
+                acc0 = _mm256_fmadd_ps(_mm256_set1_ps(wscale(w) * xscale(x)),                      \\
+                                       _mm256_cvtepi32_ps(abi_iqv_##name(w, x)), acc0);             \\
+            return abi_hsum8(_mm256_add_ps(acc0, acc1));                                           \\
+        }
+    /* the f16 scales by table here */
+    static inline float abi_iqt_iq2(const uint8_t* w) { return 0.125f * abi_f16t(w); }
+    static inline float abi_iqt_iq3xxs(const uint8_t* w) { return 0.25f * abi_f16t(w); }
+    static inline float abi_iqt_d0(const uint8_t* w) { return abi_f16t(w); }
+    static inline float abi_iqt_tq1(const uint8_t* w) { return abi_f16t(w + 52); }
+    static inline float abi_iqt_tq2(const uint8_t* w) { return abi_f16t(w + 64); }
+    #define ABI_XT_Q80(x) abi_f16t(x)
+    ABI_IQ_ROW_SIMD(iq2_xxs, 66, 292, ABI_XS_Q8K, abi_iqt_iq2)
+    ABI_IQ_ROW_SIMD(iq2_xs, 74, 292, ABI_XS_Q8K, abi_iqt_iq2)
+    ABI_IQ_ROW_SIMD(iq2_s, 82, 292, ABI_XS_Q8K, abi_iqt_iq2)
+    ABI_IQ_ROW_SIMD(iq3_xxs, 98, 292, ABI_XS_Q8K, abi_iqt_iq3xxs)
+    ABI_IQ_ROW_SIMD(iq3_s, 110, 292, ABI_XS_Q8K, abi_iqt_d0)
+    ABI_IQ_ROW_SIMD(iq1_s, 50, 292, ABI_XS_Q8K, abi_iqt_iq2)
+    ABI_IQ_ROW_SIMD(iq1_m, 56, 292, ABI_XS_Q8K, abi_iqs_iq1m)
+    ABI_IQ_ROW_SIMD(tq1_0, 54, 292, ABI_XS_Q8K, abi_iqt_tq1)
+    ABI_IQ_ROW_SIMD(tq2_0, 66, 292, ABI_XS_Q8K, abi_iqt_tq2)
+    ABI_IQ_ROW_SIMD(mxfp4, 17, 34, ABI_XT_Q80, abi_iqs_mxfp4)
+    #else
+    #define ABI_QDOT_IQ_SIMD 0
+    #endif
+
     #if ABI_QDOT_IQ_SIMD
-    ABI_IQ_ROWS(simd)
     #define ABI_IQ_BEST(name) abi_dot_##name##_simd
     #else
     #define ABI_IQ_BEST(name) abi_dot_##name##_scalar
