@@ -34,6 +34,10 @@ GRIDS = [
     ("iq1s_grid", "IQ1_S", "uint64_t", 8),     # elements are int8 -1 / 0 / 1
 ]
 
+# grids of three values, also stored as 2-bit codes per element (values in code order)
+CODED = {"iq2xxs_grid": [8, 25, 43], "iq2xs_grid": [8, 25, 43], "iq2s_grid": [8, 25, 43],
+         "iq1s_grid": [-1, 0, 1]}
+
 
 def collect() -> dict[str, np.ndarray]:
     """name -> (rows, width) uint8 array of element bytes (int8 stored as two's complement)."""
@@ -88,6 +92,22 @@ def render_header(t: dict[str, np.ndarray]) -> str:
             per_line, fmt = 8, (lambda w: f"0x{int(w):08x}U")
         lines.append(f"static const {ctype} abi_{name}[{len(words)}] = {{")
         lines += _c_rows(words, per_line, fmt)
+        lines += ["};", ""]
+    # 2-bit codes of the 3-valued grids, element j in bits 2j, 2j+1 (16 bits a row): the
+    # AVX-512 kernels look a block's rows up in registers and expand them by multishift
+    for name, vals in CODED.items():
+        rows = t[name].view(np.int8) if name == "iq1s_grid" else t[name]
+        code = np.zeros(rows.shape[0], np.uint16)
+        for j in range(rows.shape[1]):
+            c = np.searchsorted(vals, rows[:, j].astype(np.int64))
+            code |= (c.astype(np.uint16) << (2 * j)).astype(np.uint16)
+        if not np.array_equal(np.asarray(vals)[[(int(r) >> (2 * j)) & 3 for r in code for j in range(8)]],
+                              rows.astype(np.int64).reshape(-1)):
+            raise SystemExit(f"{name}: not a 3-valued grid")
+        cname = name.replace("_grid", "_code")
+        lines.append(f"/* {name}: code k of an element stands for {', '.join(map(str, vals))}[k] */")
+        lines.append(f"static const uint16_t abi_{cname}[{len(code)}] = {{")
+        lines += _c_rows(code, 16, lambda w: f"0x{int(w):04x}")
         lines += ["};", ""]
     lines.append("static const uint8_t abi_ksigns_iq2xs[128] = {")
     lines += _c_rows(t["ksigns_iq2xs"][:, 0], 16, lambda b: f"0x{int(b):02x}")

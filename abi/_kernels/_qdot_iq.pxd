@@ -322,6 +322,68 @@ cdef extern from *:
     }
     #endif
 
+    #if ABI_IQ_VBMI
+    #define ABI_IQ_Z 1          /* 512-bit steps over two 32-element groups */
+    static inline __m512i abi_iq_dpwssd512(__m512i acc, __m512i a, __m512i b) {
+    #if defined(__AVX512VNNI__)
+        return _mm512_dpwssd_epi32(acc, a, b);
+    #else
+        return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b));
+    #endif
+    }
+    /* 16-bit codes of up to 256 rows (idx words 0..255) from a table held in 8 registers */
+    static inline __m512i abi_iq_code256(const __m512i* t, __m512i idx) {
+        const __mmask32 m6 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(64));
+        const __mmask32 m7 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(128));
+        __m512i r01 = _mm512_mask_blend_epi16(m6, _mm512_permutex2var_epi16(t[0], idx, t[1]), _mm512_permutex2var_epi16(t[2], idx, t[3]));
+        __m512i r23 = _mm512_mask_blend_epi16(m6, _mm512_permutex2var_epi16(t[4], idx, t[5]), _mm512_permutex2var_epi16(t[6], idx, t[7]));
+        return _mm512_mask_blend_epi16(m7, r01, r23);
+    }
+    /* rows 8 p .. 8 p + 7 of the 32 codes (2 bits an element) -> their 64 elements, each
+       the byte val[code & 3] (val: a 64-byte table repeating every 4) */
+    static inline __m512i abi_iq_expand8(__m512i codes, int p, __m512i val) {
+        __m512i c = _mm512_permutexvar_epi16(_mm512_add_epi16(_mm512_set1_epi16((short)(8 * p)),
+            _mm512_set_epi16(7,7,7,7, 6,6,6,6, 5,5,5,5, 4,4,4,4, 3,3,3,3, 2,2,2,2, 1,1,1,1, 0,0,0,0)), codes);
+        c = _mm512_multishift_epi64_epi8(_mm512_set1_epi64(0x0e0c0a0806040200LL), c);
+        return _mm512_permutexvar_epi8(c, val);         /* vpermb reads 6 index bits: val repeats */
+    }
+    static inline __m512i abi_iq_val3(int a, int b, int c) {
+        return _mm512_set1_epi32((int)((uint32_t)(uint8_t)a | (uint32_t)(uint8_t)b << 8 | (uint32_t)(uint8_t)c << 16));
+    }
+    #else
+    #define ABI_IQ_Z 0
+    #endif
+
+    #if ABI_IQ_Z
+    /* all 32 row codes looked up in registers (no scalar grid loads), two groups a step */
+    static inline __m256i abi_iqv_iq2_xxs(const uint8_t* w, const uint8_t* x) {
+        const int8_t* q8 = (const int8_t*)(x + 4);
+        uint64_t sg[4];
+        const __m512i raw = _mm512_loadu_si512((const void*)(w + 2));
+        abi_iq_ks8(raw, 32, (uint32_t*)sg);
+        __m512i t[8];
+        for (int k = 0; k < 8; ++k) t[k] = _mm512_loadu_si512((const void*)(abi_iq2xxs_code + 32 * k));
+        /* index byte 8 g + l (l < 4) -> word 4 g + l */
+        const __m512i pick = _mm512_set_epi8(
+            0,31,0,30,0,29,0,28, 0,27,0,26,0,25,0,24, 0,23,0,22,0,21,0,20, 0,19,0,18,0,17,0,16,
+            0,15,0,14,0,13,0,12, 0,11,0,10,0,9,0,8, 0,7,0,6,0,5,0,4, 0,3,0,2,0,1,0,0);
+        const __m512i pos = _mm512_add_epi8(pick, _mm512_and_si512(pick, _mm512_set1_epi8((char)0xFC)));
+        const __m512i codes = abi_iq_code256(t, _mm512_maskz_permutexvar_epi8(0x5555555555555555ULL, pos, raw));
+        /* 2 ls + 1 of group g in word 4 g + 3 (top nibble of byte 8 g + 7) */
+        const __m512i sc = _mm512_or_si512(_mm512_slli_epi16(_mm512_srli_epi16(raw, 12), 1), _mm512_set1_epi16(1));
+        const __m512i val = abi_iq_val3(8, 25, 43);
+        __m512i acc = _mm512_setzero_si512();
+        for (int p = 0; p < 4; ++p) {
+            __m512i q = _mm512_loadu_si512((const void*)(q8 + 64 * p));
+            q = _mm512_mask_sub_epi8(q, (__mmask64)sg[p], _mm512_setzero_si512(), q);
+            __m512i s = _mm512_permutexvar_epi16(_mm512_set_epi16(
+                8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,
+                8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3), sc);
+            acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(abi_iq_expand8(codes, p, val), q), s);
+        }
+        return _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+    }
+    #else
     static inline __m256i abi_iqv_iq2_xxs(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         uint32_t sg[8];
@@ -339,6 +401,7 @@ cdef extern from *:
         }
         return acc;
     }
+    #endif
 
     static inline __m256i abi_iqv_iq2_xs(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
