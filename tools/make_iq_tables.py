@@ -34,9 +34,11 @@ GRIDS = [
     ("iq1s_grid", "IQ1_S", "uint64_t", 8),     # elements are int8 -1 / 0 / 1
 ]
 
-# grids of three values, also stored as 2-bit codes per element (values in code order)
+# grids of three (eight) values, also stored as 2-bit (3-bit) codes per element (values in
+# code order)
 CODED = {"iq2xxs_grid": [8, 25, 43], "iq2xs_grid": [8, 25, 43], "iq2s_grid": [8, 25, 43],
-         "iq1s_grid": [-1, 0, 1]}
+         "iq1s_grid": [-1, 0, 1], "iq3xxs_grid": [4, 12, 20, 28, 36, 44, 52, 62],
+         "iq3s_grid": [1, 3, 5, 7, 9, 11, 13, 15]}
 
 
 def collect() -> dict[str, np.ndarray]:
@@ -93,17 +95,19 @@ def render_header(t: dict[str, np.ndarray]) -> str:
         lines.append(f"static const {ctype} abi_{name}[{len(words)}] = {{")
         lines += _c_rows(words, per_line, fmt)
         lines += ["};", ""]
-    # 2-bit codes of the 3-valued grids, element j in bits 2j, 2j+1 (16 bits a row): the
-    # AVX-512 kernels look a block's rows up in registers and expand them by multishift
+    # b-bit codes of the grids of few values, element j in bits b j .. b j + b - 1 (at most
+    # 16 bits a row): the AVX-512 kernels look a block's rows up in registers and expand
+    # them by multishift
     for name, vals in CODED.items():
         rows = t[name].view(np.int8) if name == "iq1s_grid" else t[name]
+        b = 2 if len(vals) <= 4 else 3
         code = np.zeros(rows.shape[0], np.uint16)
         for j in range(rows.shape[1]):
             c = np.searchsorted(vals, rows[:, j].astype(np.int64))
-            code |= (c.astype(np.uint16) << (2 * j)).astype(np.uint16)
-        if not np.array_equal(np.asarray(vals)[[(int(r) >> (2 * j)) & 3 for r in code for j in range(8)]],
-                              rows.astype(np.int64).reshape(-1)):
-            raise SystemExit(f"{name}: not a 3-valued grid")
+            code |= (c.astype(np.uint16) << (b * j)).astype(np.uint16)
+        back = [vals[(int(r) >> (b * j)) & ((1 << b) - 1)] for r in code for j in range(rows.shape[1])]
+        if not np.array_equal(np.asarray(back), rows.astype(np.int64).reshape(-1)):
+            raise SystemExit(f"{name}: not a grid of {len(vals)} values")
         cname = name.replace("_grid", "_code")
         lines.append(f"/* {name}: code k of an element stands for {', '.join(map(str, vals))}[k] */")
         lines.append(f"static const uint16_t abi_{cname}[{len(code)}] = {{")

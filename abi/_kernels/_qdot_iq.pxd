@@ -347,6 +347,14 @@ cdef extern from *:
         c = _mm512_multishift_epi64_epi8(_mm512_set1_epi64(0x0e0c0a0806040200LL), c);
         return _mm512_permutexvar_epi8(c, val);         /* vpermb reads 6 index bits: val repeats */
     }
+    /* rows 16 p .. 16 p + 15 of 32 codes (3 bits an element, 4 a row) -> their 64 elements,
+       each the byte val[code & 7] (val: 8 bytes repeated) */
+    static inline __m512i abi_iq_expand16x3(__m512i codes, int p, __m512i val) {
+        __m512i c = _mm512_permutexvar_epi16(_mm512_add_epi16(_mm512_set1_epi16((short)(16 * p)),
+            _mm512_set_epi16(15,14,15,14, 13,12,13,12, 11,10,11,10, 9,8,9,8, 7,6,7,6, 5,4,5,4, 3,2,3,2, 1,0,1,0)), codes);
+        c = _mm512_multishift_epi64_epi8(_mm512_set1_epi64(0x1916131009060300LL), c);
+        return _mm512_permutexvar_epi8(c, val);
+    }
     static inline __m512i abi_iq_val3(int a, int b, int c) {
         return _mm512_set1_epi32((int)((uint32_t)(uint8_t)a | (uint32_t)(uint8_t)b << 8 | (uint32_t)(uint8_t)c << 16));
     }
@@ -461,6 +469,31 @@ cdef extern from *:
         return acc;
     }
 
+    #if ABI_IQ_Z
+    /* the 64 row codes looked up in registers, two groups a 512-bit step */
+    static inline __m256i abi_iqv_iq3_xxs(const uint8_t* w, const uint8_t* x) {
+        const int8_t* q8 = (const int8_t*)(x + 4);
+        uint64_t sg[4];
+        const __m256i aux = _mm256_loadu_si256((const __m256i*)(w + 66));
+        abi_iq_ks8(_mm512_cvtepu32_epi64(aux), 0, (uint32_t*)sg);
+        /* 2 (aux >> 28) + 1 of group g in word 2 g */
+        const __m512i sc = _mm512_castsi256_si512(_mm256_or_si256(_mm256_slli_epi32(_mm256_srli_epi32(aux, 28), 1), _mm256_set1_epi32(1)));
+        __m512i t[8];
+        for (int k = 0; k < 8; ++k) t[k] = _mm512_loadu_si512((const void*)(abi_iq3xxs_code + 32 * k));
+        const __m512i codes[2] = {abi_iq_code256(t, _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(w + 2)))),
+                                  abi_iq_code256(t, _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(w + 34))))};
+        const __m512i val = _mm512_set1_epi64(0x3e342c241c140c04LL);     /* 4, 12, .., 52, 62 */
+        __m512i acc = _mm512_setzero_si512();
+        for (int p = 0; p < 4; ++p) {
+            __m512i q = _mm512_loadu_si512((const void*)(q8 + 64 * p));
+            q = _mm512_mask_sub_epi8(q, (__mmask64)sg[p], _mm512_setzero_si512(), q);
+            __m512i s = _mm512_permutexvar_epi16(_mm512_mask_blend_epi16(0xFFFF0000u, _mm512_set1_epi16((short)(4 * p)),
+                                                                         _mm512_set1_epi16((short)(4 * p + 2))), sc);
+            acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(abi_iq_expand16x3(codes[p >> 1], p & 1, val), q), s);
+        }
+        return _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+    }
+    #else
     static inline __m256i abi_iqv_iq3_xxs(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         uint32_t sg[8];
@@ -485,6 +518,7 @@ cdef extern from *:
         }
         return acc;
     }
+    #endif
 
     static inline __m256i abi_iqv_iq3_s(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
