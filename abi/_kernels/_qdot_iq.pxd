@@ -339,6 +339,10 @@ cdef extern from *:
         __m512i r23 = _mm512_mask_blend_epi16(m6, _mm512_permutex2var_epi16(t[4], idx, t[5]), _mm512_permutex2var_epi16(t[6], idx, t[7]));
         return _mm512_mask_blend_epi16(m7, r01, r23);
     }
+    /* the same for 512 rows from 16 registers */
+    static inline __m512i abi_iq_code512(const __m512i* t, __m512i idx) {
+        return _mm512_mask_blend_epi16(_mm512_test_epi16_mask(idx, _mm512_set1_epi16(256)), abi_iq_code256(t, idx), abi_iq_code256(t + 8, idx));
+    }
     /* rows 8 p .. 8 p + 7 of the 32 codes (2 bits an element) -> their 64 elements, each
        the byte val[code & 3] (val: a 64-byte table repeating every 4) */
     static inline __m512i abi_iq_expand8(__m512i codes, int p, __m512i val) {
@@ -411,6 +415,31 @@ cdef extern from *:
     }
     #endif
 
+    #if ABI_IQ_Z
+    /* the 32 row codes looked up in 16 registers, two groups a 512-bit step */
+    static inline __m256i abi_iqv_iq2_xs(const uint8_t* w, const uint8_t* x) {
+        const int8_t* q8 = (const int8_t*)(x + 4);
+        uint64_t sg[4];
+        const __m512i qs = _mm512_loadu_si512((const void*)(w + 2));
+        _mm256_storeu_si256((__m256i*)sg, abi_iq_ksbytes(_mm512_cvtepi16_epi8(_mm512_srli_epi16(qs, 9))));
+        __m512i t[16];
+        for (int k = 0; k < 16; ++k) t[k] = _mm512_loadu_si512((const void*)(abi_iq2xs_code + 32 * k));
+        const __m512i codes = abi_iq_code512(t, _mm512_and_si512(qs, _mm512_set1_epi16(511)));
+        /* 2 ls + 1 per 16 elements as 16 words */
+        uint64_t scp; memcpy(&scp, w + 66, 8);
+        const __m512i sc = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(abi_iq_nib_scales(scp))));
+        const __m512i val = abi_iq_val3(8, 25, 43);
+        __m512i acc = _mm512_setzero_si512();
+        for (int p = 0; p < 4; ++p) {
+            __m512i q = _mm512_loadu_si512((const void*)(q8 + 64 * p));
+            q = _mm512_mask_sub_epi8(q, (__mmask64)sg[p], _mm512_setzero_si512(), q);
+            __m512i s = _mm512_permutexvar_epi16(_mm512_add_epi16(_mm512_set1_epi16((short)(4 * p)),
+                _mm512_set_epi16(3,3,3,3,3,3,3,3, 2,2,2,2,2,2,2,2, 1,1,1,1,1,1,1,1, 0,0,0,0,0,0,0,0)), sc);
+            acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(abi_iq_expand8(codes, p, val), q), s);
+        }
+        return _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+    }
+    #else
     static inline __m256i abi_iqv_iq2_xs(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         uint32_t sg[8];
@@ -438,6 +467,7 @@ cdef extern from *:
         }
         return acc;
     }
+    #endif
 
     static inline __m256i abi_iqv_iq2_s(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
@@ -520,6 +550,31 @@ cdef extern from *:
     }
     #endif
 
+    #if ABI_IQ_Z
+    /* the 64 row codes looked up in 16 registers, two groups a 512-bit step */
+    static inline __m256i abi_iqv_iq3_s(const uint8_t* w, const uint8_t* x) {
+        const int8_t* q8 = (const int8_t*)(x + 4);
+        /* index 8 g + l: qs | bit l of qh[g] as bit 8 */
+        const uint64_t qh = (uint64_t)abi_ld32(w + 66) | ((uint64_t)abi_ld32(w + 70) << 32);
+        const __m512i lo = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(w + 2)));
+        const __m512i hi = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(w + 34)));
+        __m512i t[16];
+        for (int k = 0; k < 16; ++k) t[k] = _mm512_loadu_si512((const void*)(abi_iq3s_code + 32 * k));
+        const __m512i codes[2] = {abi_iq_code512(t, _mm512_mask_add_epi16(lo, (__mmask32)qh, lo, _mm512_set1_epi16(256))),
+                                  abi_iq_code512(t, _mm512_mask_add_epi16(hi, (__mmask32)(qh >> 32), hi, _mm512_set1_epi16(256)))};
+        const __m512i val = _mm512_set1_epi64(0x0f0d0b0907050301LL);     /* 1, 3, .., 15 */
+        __m512i acc = _mm512_setzero_si512();
+        for (int p = 0; p < 4; ++p) {
+            uint64_t sgp; memcpy(&sgp, w + 74 + 8 * p, 8);
+            __m512i q = _mm512_loadu_si512((const void*)(q8 + 64 * p));
+            q = _mm512_mask_sub_epi8(q, (__mmask64)sgp, _mm512_setzero_si512(), q);
+            const int b = w[106 + p];
+            __m512i s = _mm512_mask_blend_epi16(0xFFFF0000u, _mm512_set1_epi16((short)(2 * (b & 15) + 1)), _mm512_set1_epi16((short)(2 * (b >> 4) + 1)));
+            acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(abi_iq_expand16x3(codes[p >> 1], p & 1, val), q), s);
+        }
+        return _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+    }
+    #else
     static inline __m256i abi_iqv_iq3_s(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         /* index 8 g + l: qs | bit l of qh[g] as bit 8 */
@@ -549,6 +604,7 @@ cdef extern from *:
         }
         return acc;
     }
+    #endif
 
     /* IQ1: 8 grid + ds = u - 9 with u = 8 (grid + 1) + (ds + 1) in 0..18, so per scale
        group of 16: (2 s + 1) (sum u q - 9 bsum); the bsums come with the Q8_K block. */
