@@ -343,6 +343,10 @@ cdef extern from *:
     static inline __m512i abi_iq_code512(const __m512i* t, __m512i idx) {
         return _mm512_mask_blend_epi16(_mm512_test_epi16_mask(idx, _mm512_set1_epi16(256)), abi_iq_code256(t, idx), abi_iq_code256(t + 8, idx));
     }
+    /* and for 1024 rows, half of the table from memory operands */
+    static inline __m512i abi_iq_code1024(const __m512i* t, __m512i idx) {
+        return _mm512_mask_blend_epi16(_mm512_test_epi16_mask(idx, _mm512_set1_epi16(512)), abi_iq_code512(t, idx), abi_iq_code512(t + 16, idx));
+    }
     /* rows 8 p .. 8 p + 7 of the 32 codes (2 bits an element) -> their 64 elements, each
        the byte val[code & 3] (val: a 64-byte table repeating every 4) */
     static inline __m512i abi_iq_expand8(__m512i codes, int p, __m512i val) {
@@ -469,6 +473,34 @@ cdef extern from *:
     }
     #endif
 
+    #if ABI_IQ_Z
+    /* the 32 row codes looked up in 32 table vectors, two groups a 512-bit step */
+    static inline __m256i abi_iqv_iq2_s(const uint8_t* w, const uint8_t* x) {
+        const int8_t* q8 = (const int8_t*)(x + 4);
+        /* index l: qs[l] | bits 2 (l % 4) of qh[l / 4] as bits 8, 9 */
+        __m512i qh = _mm512_permutexvar_epi16(_mm512_srli_epi16(_mm512_set_epi16(31,30,29,28,27,26,25,24,23,22,21,20,19,18,17,16,
+                                                                                  15,14,13,12,11,10,9,8,7,6,5,4,3,2,1,0), 2),
+                                              _mm512_cvtepu8_epi16(_mm256_zextsi128_si256(_mm_loadl_epi64((const __m128i*)(w + 66)))));
+        qh = _mm512_sllv_epi16(qh, _mm512_set4_epi64(0x0002000400060008LL, 0x0002000400060008LL, 0x0002000400060008LL, 0x0002000400060008LL));
+        qh = _mm512_and_si512(qh, _mm512_set1_epi16(0x300));
+        __m512i t[32];
+        for (int k = 0; k < 32; ++k) t[k] = _mm512_loadu_si512((const void*)(abi_iq2s_code + 32 * k));
+        const __m512i codes = abi_iq_code1024(t, _mm512_or_si512(qh, _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(w + 2)))));
+        uint64_t scp; memcpy(&scp, w + 74, 8);
+        const __m512i sc = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(abi_iq_nib_scales(scp))));
+        const __m512i val = abi_iq_val3(8, 25, 43);
+        __m512i acc = _mm512_setzero_si512();
+        for (int p = 0; p < 4; ++p) {
+            uint64_t sgp; memcpy(&sgp, w + 34 + 8 * p, 8);
+            __m512i q = _mm512_loadu_si512((const void*)(q8 + 64 * p));
+            q = _mm512_mask_sub_epi8(q, (__mmask64)sgp, _mm512_setzero_si512(), q);
+            __m512i s = _mm512_permutexvar_epi16(_mm512_add_epi16(_mm512_set1_epi16((short)(4 * p)),
+                _mm512_set_epi16(3,3,3,3,3,3,3,3, 2,2,2,2,2,2,2,2, 1,1,1,1,1,1,1,1, 0,0,0,0,0,0,0,0)), sc);
+            acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(abi_iq_expand8(codes, p, val), q), s);
+        }
+        return _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+    }
+    #else
     static inline __m256i abi_iqv_iq2_s(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
     #if ABI_IQ_VBMI
@@ -498,6 +530,7 @@ cdef extern from *:
         }
         return acc;
     }
+    #endif
 
     #if ABI_IQ_Z
     /* the 64 row codes looked up in registers, two groups a 512-bit step */
