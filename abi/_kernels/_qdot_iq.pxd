@@ -700,6 +700,44 @@ cdef extern from *:
         return _mm256_or_si256(te, _mm256_slli_epi16(to, 8));
     }
 
+    #if ABI_IQ_Z
+    static inline __m512i abi_tq1_trits512(__m512i b, __m512i p) {
+        const __m512i three = _mm512_set1_epi16(3);
+        __m512i te = _mm512_mulhi_epu16(_mm512_mullo_epi16(_mm512_slli_epi16(b, 8), p), three);
+        __m512i to = _mm512_mulhi_epu16(_mm512_mullo_epi16(_mm512_and_si512(b, _mm512_set1_epi16((short)0xFF00)), p), three);
+        return _mm512_or_si512(te, _mm512_slli_epi16(to, 8));
+    }
+    static inline __m512i abi_iq_dpbusd512(__m512i acc, __m512i u, __m512i s) {
+    #if defined(__AVX512VNNI__)
+        return _mm512_dpbusd_epi32(acc, u, s);
+    #else
+        return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1)));
+    #endif
+    }
+    static inline __m512i abi_pow3x4(int a, int b, int c, int d) {     /* int16 powers, 16 a quarter */
+        return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16((short)b), _mm_set1_epi16((short)a))),
+                                  _mm256_set_m128i(_mm_set1_epi16((short)d), _mm_set1_epi16((short)c)), 1);
+    }
+    /* the 256 trits in 4 steps of 64: qs[0..31] twice per step, then qs[32..47] and qh */
+    static inline __m256i abi_iqv_tq1_0(const uint8_t* w, const uint8_t* x) {
+        const int8_t* q8 = (const int8_t*)(x + 4);
+        const __m256i b0 = _mm256_loadu_si256((const __m256i*)w);
+        const __m256i b1 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(w + 32)));
+        const __m256i b2 = _mm256_set_m128i(_mm_set1_epi32((int)abi_ld32(w + 48)), _mm256_castsi256_si128(b1));
+        const __m512i bb = _mm512_inserti64x4(_mm512_castsi256_si512(b0), b0, 1);
+        __m512i acc = abi_iq_dpbusd512(_mm512_setzero_si512(), abi_tq1_trits512(bb, abi_pow3x4(1, 1, 3, 3)), _mm512_loadu_si512((const void*)q8));
+        acc = abi_iq_dpbusd512(acc, abi_tq1_trits512(bb, abi_pow3x4(9, 9, 27, 27)), _mm512_loadu_si512((const void*)(q8 + 64)));
+        acc = abi_iq_dpbusd512(acc, abi_tq1_trits512(_mm512_inserti64x4(_mm512_castsi256_si512(b0), b1, 1), abi_pow3x4(81, 81, 1, 3)),
+                               _mm512_loadu_si512((const void*)(q8 + 128)));
+        const __m512i p3 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16(27), _mm_set1_epi16(9))),
+                                              _mm256_setr_epi16(81, 81, 81, 81, 81, 81, 81, 81, 1, 1, 3, 3, 9, 9, 27, 27), 1);
+        acc = abi_iq_dpbusd512(acc, abi_tq1_trits512(_mm512_inserti64x4(_mm512_castsi256_si512(b1), b2, 1), p3),
+                               _mm512_loadu_si512((const void*)(q8 + 192)));
+        /* minus the bsums: sum (t - 1) q */
+        __m256i r = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+        return _mm256_sub_epi32(r, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(x + 260)), _mm256_set1_epi16(1)));
+    }
+    #else
     static inline __m256i abi_iqv_tq1_0(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         const __m256i hb = _mm256_set1_epi16((short)0xFF00);
@@ -723,6 +761,7 @@ cdef extern from *:
                             abi_iq_q8(q8 + 224));
         return acc;
     }
+    #endif
 
     static inline __m256i abi_iqv_tq2_0(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
