@@ -646,6 +646,38 @@ cdef extern from *:
         return _mm256_add_epi8(_mm256_slli_epi16(g, 3), dsp1);       /* bytes stay < 32: no carry */
     }
 
+    #if ABI_IQ_Z
+    /* grid rows by scalar loads as below (the 2048-row table is too big for registers and
+       gathers were slower), the rest two groups a 512-bit step */
+    static inline __m256i abi_iqv_iq1_s(const uint8_t* w, const uint8_t* x) {
+        const int8_t* q8 = (const int8_t*)(x + 4);
+        const __m128i qh = _mm_loadu_si128((const __m128i*)(w + 34));
+        const __m128i sc = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(qh, 11), _mm_set1_epi16(14)), _mm_set1_epi16(1));
+        const __m128i cf = _mm_mullo_epi16(sc, _mm_set1_epi16(-9));
+        const __m256i acc0 = abi_dpwssd(_mm256_setzero_si256(), _mm256_loadu_si256((const __m256i*)(x + 260)),
+                                        _mm256_set_m128i(_mm_unpackhi_epi16(cf, cf), _mm_unpacklo_epi16(cf, cf)));
+        const __m512i qhz = _mm512_castsi128_si512(qh), scz = _mm512_castsi128_si512(sc);
+        const __m512i one = _mm512_set1_epi8(1), two = _mm512_set1_epi8(2);
+        __m512i acc = _mm512_setzero_si512();
+        for (int p = 0; p < 4; ++p) {
+            const uint8_t* q = w + 2 + 8 * p;
+            const uint32_t h0 = abi_ld16(w + 34 + 4 * p), h1 = abi_ld16(w + 36 + 4 * p);
+            uint64_t rows[8] = {
+                abi_iq1s_grid[q[0] | ((h0 << 8) & 0x700)], abi_iq1s_grid[q[1] | ((h0 << 5) & 0x700)],
+                abi_iq1s_grid[q[2] | ((h0 << 2) & 0x700)], abi_iq1s_grid[q[3] | ((h0 >> 1) & 0x700)],
+                abi_iq1s_grid[q[4] | ((h1 << 8) & 0x700)], abi_iq1s_grid[q[5] | ((h1 << 5) & 0x700)],
+                abi_iq1s_grid[q[6] | ((h1 << 2) & 0x700)], abi_iq1s_grid[q[7] | ((h1 >> 1) & 0x700)]};
+            __m512i g = _mm512_loadu_si512((const void*)rows);
+            const __m512i gp = _mm512_mask_blend_epi16(0xFFFF0000u, _mm512_set1_epi16((short)(2 * p)), _mm512_set1_epi16((short)(2 * p + 1)));
+            /* u = 8 (grid + 1) + 2, less 2 in a group whose delta is negative */
+            __m512i u = _mm512_add_epi8(_mm512_slli_epi16(_mm512_add_epi8(g, one), 3), two);
+            u = _mm512_sub_epi8(u, _mm512_and_si512(_mm512_srai_epi16(_mm512_permutexvar_epi16(gp, qhz), 15), two));
+            acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(u, _mm512_loadu_si512((const void*)(q8 + 64 * p))),
+                                   _mm512_permutexvar_epi16(gp, scz));
+        }
+        return _mm256_add_epi32(acc0, _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1)));
+    }
+    #else
     static inline __m256i abi_iqv_iq1_s(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         const __m128i qh = _mm_loadu_si128((const __m128i*)(w + 34));
@@ -665,6 +697,7 @@ cdef extern from *:
         }
         return acc;
     }
+    #endif
 
     static inline __m256i abi_iqv_iq1_m(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
