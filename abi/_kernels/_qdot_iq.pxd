@@ -699,6 +699,41 @@ cdef extern from *:
     }
     #endif
 
+    #if ABI_IQ_Z
+    /* as below, two groups a 512-bit step; a row's delta sign by one mask test */
+    static inline __m256i abi_iqv_iq1_m(const uint8_t* w, const uint8_t* x) {
+        const int8_t* q8 = (const int8_t*)(x + 4);
+        const __m256i sw = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_loadl_epi64((const __m128i*)(w + 48))),
+                                                       _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+        __m256i s = _mm256_shuffle_epi8(sw, _mm256_setr_epi8(0,1,0,1,0,1,0,1, 2,3,2,3,2,3,2,3, 0,1,0,1,0,1,0,1, 2,3,2,3,2,3,2,3));
+        s = _mm256_srli_epi16(_mm256_mullo_epi16(s, _mm256_setr_epi16(512, 64, 8, 1, 512, 64, 8, 1, 512, 64, 8, 1, 512, 64, 8, 1)), 9);
+        s = _mm256_or_si256(_mm256_and_si256(_mm256_slli_epi16(s, 1), _mm256_set1_epi16(14)), _mm256_set1_epi16(1));
+        const __m256i acc0 = abi_dpwssd(_mm256_setzero_si256(), _mm256_loadu_si256((const __m256i*)(x + 260)),
+                                        _mm256_mullo_epi16(s, _mm256_set1_epi16(-9)));
+        const __m512i sz = _mm512_castsi256_si512(s);
+        const __m512i one = _mm512_set1_epi8(1), two = _mm512_set1_epi8(2);
+        const __m512i nbit = _mm512_set_epi64(1LL << 31, 1LL << 27, 1LL << 23, 1LL << 19, 1LL << 15, 1LL << 11, 1LL << 7, 1LL << 3);
+        __m512i acc = _mm512_setzero_si512();
+        for (int p = 0; p < 4; ++p) {
+            const uint8_t* q = w + 8 * p;
+            const uint8_t* h = w + 32 + 4 * p;     /* nibbles of rows 8 p .. 8 p + 7 */
+            __m512i g = _mm512_set_epi64(
+                (long long)abi_iq1s_grid[q[7] | ((h[3] << 4) & 0x700)], (long long)abi_iq1s_grid[q[6] | ((h[3] << 8) & 0x700)],
+                (long long)abi_iq1s_grid[q[5] | ((h[2] << 4) & 0x700)], (long long)abi_iq1s_grid[q[4] | ((h[2] << 8) & 0x700)],
+                (long long)abi_iq1s_grid[q[3] | ((h[1] << 4) & 0x700)], (long long)abi_iq1s_grid[q[2] | ((h[1] << 8) & 0x700)],
+                (long long)abi_iq1s_grid[q[1] | ((h[0] << 4) & 0x700)], (long long)abi_iq1s_grid[q[0] | ((h[0] << 8) & 0x700)]);
+            /* u = 8 (grid + 1) + 2, less 2 in the rows whose nibble has bit 3 (negative delta) */
+            const __mmask8 neg = _mm512_test_epi64_mask(_mm512_set1_epi64((long long)abi_ld32(h)), nbit);
+            __m512i u = _mm512_add_epi8(_mm512_slli_epi16(_mm512_add_epi8(g, one), 3), two);
+            u = _mm512_sub_epi8(u, _mm512_maskz_mov_epi64(neg, two));
+            /* scale j covers elements 16 j .. 16 j + 15 */
+            const __m512i sc = _mm512_permutexvar_epi16(_mm512_add_epi16(_mm512_set1_epi16((short)(4 * p)),
+                _mm512_set_epi16(3,3,3,3,3,3,3,3, 2,2,2,2,2,2,2,2, 1,1,1,1,1,1,1,1, 0,0,0,0,0,0,0,0)), sz);
+            acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(u, _mm512_loadu_si512((const void*)(q8 + 64 * p))), sc);
+        }
+        return _mm256_add_epi32(acc0, _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1)));
+    }
+    #else
     static inline __m256i abi_iqv_iq1_m(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         /* 16 scales of 3 bits, 4 per u16 at w + 48: int16 j = 2 s_j + 1 */
@@ -723,6 +758,7 @@ cdef extern from *:
         }
         return acc;
     }
+    #endif
 
     /* ternary: sum t q - sum q. A trit n of byte b is ((b 3^n mod 256) 3) >> 8: with b in
        the high byte of an int16 lane, mullo gives the mod 256 and mulhi the rest exactly. */
