@@ -832,6 +832,22 @@ cdef extern from *:
     }
     #endif
 
+    #if ABI_IQ_Z
+    /* two 2-bit planes a 512-bit step */
+    static inline __m256i abi_iqv_tq2_0(const uint8_t* w, const uint8_t* x) {
+        const int8_t* q8 = (const int8_t*)(x + 4);
+        const __m512i m3 = _mm512_set1_epi8(3);
+        const __m256i b0 = _mm256_loadu_si256((const __m256i*)w), b1 = _mm256_loadu_si256((const __m256i*)(w + 32));
+        const __m512i c0 = _mm512_inserti64x4(_mm512_castsi256_si512(b0), _mm256_srli_epi16(b0, 2), 1);
+        const __m512i c1 = _mm512_inserti64x4(_mm512_castsi256_si512(b1), _mm256_srli_epi16(b1, 2), 1);
+        __m512i acc = abi_iq_dpbusd512(_mm512_setzero_si512(), _mm512_and_si512(c0, m3), _mm512_loadu_si512((const void*)q8));
+        acc = abi_iq_dpbusd512(acc, _mm512_and_si512(_mm512_srli_epi16(c0, 4), m3), _mm512_loadu_si512((const void*)(q8 + 64)));
+        acc = abi_iq_dpbusd512(acc, _mm512_and_si512(c1, m3), _mm512_loadu_si512((const void*)(q8 + 128)));
+        acc = abi_iq_dpbusd512(acc, _mm512_and_si512(_mm512_srli_epi16(c1, 4), m3), _mm512_loadu_si512((const void*)(q8 + 192)));
+        __m256i r = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+        return _mm256_sub_epi32(r, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(x + 260)), _mm256_set1_epi16(1)));
+    }
+    #else
     static inline __m256i abi_iqv_tq2_0(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         const __m256i m3 = _mm256_set1_epi8(3);
@@ -847,6 +863,7 @@ cdef extern from *:
         acc = abi_iq_dpbusd(acc, _mm256_and_si256(_mm256_srli_epi16(b1, 6), m3), abi_iq_q8(q8 + 224));
         return acc;
     }
+    #endif
 
     static inline __m256i abi_iqv_mxfp4(const uint8_t* w, const uint8_t* x) {
         const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)abi_kvalues_mxfp4));
