@@ -37,7 +37,7 @@ GRIDS = [
 # grids of three (eight) values, also stored as 2-bit (3-bit) codes per element (values in
 # code order)
 CODED = {"iq2xxs_grid": [8, 25, 43], "iq2xs_grid": [8, 25, 43], "iq2s_grid": [8, 25, 43],
-         "iq1s_grid": [-1, 0, 1], "iq3xxs_grid": [4, 12, 20, 28, 36, 44, 52, 62],
+         "iq3xxs_grid": [4, 12, 20, 28, 36, 44, 52, 62],
          "iq3s_grid": [1, 3, 5, 7, 9, 11, 13, 15]}
 
 
@@ -99,7 +99,7 @@ def render_header(t: dict[str, np.ndarray]) -> str:
     # 16 bits a row): the AVX-512 kernels look a block's rows up in registers and expand
     # them by multishift
     for name, vals in CODED.items():
-        rows = t[name].view(np.int8) if name == "iq1s_grid" else t[name]
+        rows = t[name]
         b = 2 if len(vals) <= 4 else 3
         code = np.zeros(rows.shape[0], np.uint16)
         for j in range(rows.shape[1]):
