@@ -34,6 +34,12 @@ GRIDS = [
     ("iq1s_grid", "IQ1_S", "uint64_t", 8),     # elements are int8 -1 / 0 / 1
 ]
 
+# grids of three (eight) values, also stored as 2-bit (3-bit) codes per element (values in
+# code order)
+CODED = {"iq2xxs_grid": [8, 25, 43], "iq2xs_grid": [8, 25, 43], "iq2s_grid": [8, 25, 43],
+         "iq3xxs_grid": [4, 12, 20, 28, 36, 44, 52, 62],
+         "iq3s_grid": [1, 3, 5, 7, 9, 11, 13, 15]}
+
 
 def collect() -> dict[str, np.ndarray]:
     """name -> (rows, width) uint8 array of element bytes (int8 stored as two's complement)."""
@@ -88,6 +94,24 @@ def render_header(t: dict[str, np.ndarray]) -> str:
             per_line, fmt = 8, (lambda w: f"0x{int(w):08x}U")
         lines.append(f"static const {ctype} abi_{name}[{len(words)}] = {{")
         lines += _c_rows(words, per_line, fmt)
+        lines += ["};", ""]
+    # b-bit codes of the grids of few values, element j in bits b j .. b j + b - 1 (at most
+    # 16 bits a row): the AVX-512 kernels look a block's rows up in registers and expand
+    # them by multishift
+    for name, vals in CODED.items():
+        rows = t[name]
+        b = 2 if len(vals) <= 4 else 3
+        code = np.zeros(rows.shape[0], np.uint16)
+        for j in range(rows.shape[1]):
+            c = np.searchsorted(vals, rows[:, j].astype(np.int64))
+            code |= (c.astype(np.uint16) << (b * j)).astype(np.uint16)
+        back = [vals[(int(r) >> (b * j)) & ((1 << b) - 1)] for r in code for j in range(rows.shape[1])]
+        if not np.array_equal(np.asarray(back), rows.astype(np.int64).reshape(-1)):
+            raise SystemExit(f"{name}: not a grid of {len(vals)} values")
+        cname = name.replace("_grid", "_code")
+        lines.append(f"/* {name}: code k of an element stands for {', '.join(map(str, vals))}[k] */")
+        lines.append(f"static const uint16_t abi_{cname}[{len(code)}] = {{")
+        lines += _c_rows(code, 16, lambda w: f"0x{int(w):04x}")
         lines += ["};", ""]
     lines.append("static const uint8_t abi_ksigns_iq2xs[128] = {")
     lines += _c_rows(t["ksigns_iq2xs"][:, 0], 16, lambda b: f"0x{int(b):02x}")

@@ -322,6 +322,84 @@ cdef extern from *:
     }
     #endif
 
+    #if ABI_IQ_VBMI
+    #define ABI_IQ_Z 1          /* 512-bit steps over two 32-element groups */
+    static inline __m512i abi_iq_dpwssd512(__m512i acc, __m512i a, __m512i b) {
+    #if defined(__AVX512VNNI__)
+        return _mm512_dpwssd_epi32(acc, a, b);
+    #else
+        return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b));
+    #endif
+    }
+    /* 16-bit codes of up to 256 rows (idx words 0..255) from a table held in 8 registers */
+    static inline __m512i abi_iq_code256(const __m512i* t, __m512i idx) {
+        const __mmask32 m6 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(64));
+        const __mmask32 m7 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(128));
+        __m512i r01 = _mm512_mask_blend_epi16(m6, _mm512_permutex2var_epi16(t[0], idx, t[1]), _mm512_permutex2var_epi16(t[2], idx, t[3]));
+        __m512i r23 = _mm512_mask_blend_epi16(m6, _mm512_permutex2var_epi16(t[4], idx, t[5]), _mm512_permutex2var_epi16(t[6], idx, t[7]));
+        return _mm512_mask_blend_epi16(m7, r01, r23);
+    }
+    /* the same for 512 rows from 16 registers */
+    static inline __m512i abi_iq_code512(const __m512i* t, __m512i idx) {
+        return _mm512_mask_blend_epi16(_mm512_test_epi16_mask(idx, _mm512_set1_epi16(256)), abi_iq_code256(t, idx), abi_iq_code256(t + 8, idx));
+    }
+    /* and for 1024 rows, half of the table from memory operands */
+    static inline __m512i abi_iq_code1024(const __m512i* t, __m512i idx) {
+        return _mm512_mask_blend_epi16(_mm512_test_epi16_mask(idx, _mm512_set1_epi16(512)), abi_iq_code512(t, idx), abi_iq_code512(t + 16, idx));
+    }
+    /* rows 8 p .. 8 p + 7 of the 32 codes (2 bits an element) -> their 64 elements, each
+       the byte val[code & 3] (val: a 64-byte table repeating every 4) */
+    static inline __m512i abi_iq_expand8(__m512i codes, int p, __m512i val) {
+        __m512i c = _mm512_permutexvar_epi16(_mm512_add_epi16(_mm512_set1_epi16((short)(8 * p)),
+            _mm512_set_epi16(7,7,7,7, 6,6,6,6, 5,5,5,5, 4,4,4,4, 3,3,3,3, 2,2,2,2, 1,1,1,1, 0,0,0,0)), codes);
+        c = _mm512_multishift_epi64_epi8(_mm512_set1_epi64(0x0e0c0a0806040200LL), c);
+        return _mm512_permutexvar_epi8(c, val);         /* vpermb reads 6 index bits: val repeats */
+    }
+    /* rows 16 p .. 16 p + 15 of 32 codes (3 bits an element, 4 a row) -> their 64 elements,
+       each the byte val[code & 7] (val: 8 bytes repeated) */
+    static inline __m512i abi_iq_expand16x3(__m512i codes, int p, __m512i val) {
+        __m512i c = _mm512_permutexvar_epi16(_mm512_add_epi16(_mm512_set1_epi16((short)(16 * p)),
+            _mm512_set_epi16(15,14,15,14, 13,12,13,12, 11,10,11,10, 9,8,9,8, 7,6,7,6, 5,4,5,4, 3,2,3,2, 1,0,1,0)), codes);
+        c = _mm512_multishift_epi64_epi8(_mm512_set1_epi64(0x1916131009060300LL), c);
+        return _mm512_permutexvar_epi8(c, val);
+    }
+    static inline __m512i abi_iq_val3(int a, int b, int c) {
+        return _mm512_set1_epi32((int)((uint32_t)(uint8_t)a | (uint32_t)(uint8_t)b << 8 | (uint32_t)(uint8_t)c << 16));
+    }
+    #else
+    #define ABI_IQ_Z 0
+    #endif
+
+    #if ABI_IQ_Z
+    /* all 32 row codes looked up in registers (no scalar grid loads), two groups a step */
+    static inline __m256i abi_iqv_iq2_xxs(const uint8_t* w, const uint8_t* x) {
+        const int8_t* q8 = (const int8_t*)(x + 4);
+        uint64_t sg[4];
+        const __m512i raw = _mm512_loadu_si512((const void*)(w + 2));
+        abi_iq_ks8(raw, 32, (uint32_t*)sg);
+        __m512i t[8];
+        for (int k = 0; k < 8; ++k) t[k] = _mm512_loadu_si512((const void*)(abi_iq2xxs_code + 32 * k));
+        /* index byte 8 g + l (l < 4) -> word 4 g + l */
+        const __m512i pick = _mm512_set_epi8(
+            0,31,0,30,0,29,0,28, 0,27,0,26,0,25,0,24, 0,23,0,22,0,21,0,20, 0,19,0,18,0,17,0,16,
+            0,15,0,14,0,13,0,12, 0,11,0,10,0,9,0,8, 0,7,0,6,0,5,0,4, 0,3,0,2,0,1,0,0);
+        const __m512i pos = _mm512_add_epi8(pick, _mm512_and_si512(pick, _mm512_set1_epi8((char)0xFC)));
+        const __m512i codes = abi_iq_code256(t, _mm512_maskz_permutexvar_epi8(0x5555555555555555ULL, pos, raw));
+        /* 2 ls + 1 of group g in word 4 g + 3 (top nibble of byte 8 g + 7) */
+        const __m512i sc = _mm512_or_si512(_mm512_slli_epi16(_mm512_srli_epi16(raw, 12), 1), _mm512_set1_epi16(1));
+        const __m512i val = abi_iq_val3(8, 25, 43);
+        __m512i acc = _mm512_setzero_si512();
+        for (int p = 0; p < 4; ++p) {
+            __m512i q = _mm512_loadu_si512((const void*)(q8 + 64 * p));
+            q = _mm512_mask_sub_epi8(q, (__mmask64)sg[p], _mm512_setzero_si512(), q);
+            __m512i s = _mm512_permutexvar_epi16(_mm512_set_epi16(
+                8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,
+                8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3), sc);
+            acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(abi_iq_expand8(codes, p, val), q), s);
+        }
+        return _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+    }
+    #else
     static inline __m256i abi_iqv_iq2_xxs(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         uint32_t sg[8];
@@ -339,7 +417,33 @@ cdef extern from *:
         }
         return acc;
     }
+    #endif
 
+    #if ABI_IQ_Z
+    /* the 32 row codes looked up in 16 registers, two groups a 512-bit step */
+    static inline __m256i abi_iqv_iq2_xs(const uint8_t* w, const uint8_t* x) {
+        const int8_t* q8 = (const int8_t*)(x + 4);
+        uint64_t sg[4];
+        const __m512i qs = _mm512_loadu_si512((const void*)(w + 2));
+        _mm256_storeu_si256((__m256i*)sg, abi_iq_ksbytes(_mm512_cvtepi16_epi8(_mm512_srli_epi16(qs, 9))));
+        __m512i t[16];
+        for (int k = 0; k < 16; ++k) t[k] = _mm512_loadu_si512((const void*)(abi_iq2xs_code + 32 * k));
+        const __m512i codes = abi_iq_code512(t, _mm512_and_si512(qs, _mm512_set1_epi16(511)));
+        /* 2 ls + 1 per 16 elements as 16 words */
+        uint64_t scp; memcpy(&scp, w + 66, 8);
+        const __m512i sc = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(abi_iq_nib_scales(scp))));
+        const __m512i val = abi_iq_val3(8, 25, 43);
+        __m512i acc = _mm512_setzero_si512();
+        for (int p = 0; p < 4; ++p) {
+            __m512i q = _mm512_loadu_si512((const void*)(q8 + 64 * p));
+            q = _mm512_mask_sub_epi8(q, (__mmask64)sg[p], _mm512_setzero_si512(), q);
+            __m512i s = _mm512_permutexvar_epi16(_mm512_add_epi16(_mm512_set1_epi16((short)(4 * p)),
+                _mm512_set_epi16(3,3,3,3,3,3,3,3, 2,2,2,2,2,2,2,2, 1,1,1,1,1,1,1,1, 0,0,0,0,0,0,0,0)), sc);
+            acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(abi_iq_expand8(codes, p, val), q), s);
+        }
+        return _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+    }
+    #else
     static inline __m256i abi_iqv_iq2_xs(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         uint32_t sg[8];
@@ -367,7 +471,36 @@ cdef extern from *:
         }
         return acc;
     }
+    #endif
 
+    #if ABI_IQ_Z
+    /* the 32 row codes looked up in 32 table vectors, two groups a 512-bit step */
+    static inline __m256i abi_iqv_iq2_s(const uint8_t* w, const uint8_t* x) {
+        const int8_t* q8 = (const int8_t*)(x + 4);
+        /* index l: qs[l] | bits 2 (l % 4) of qh[l / 4] as bits 8, 9 */
+        __m512i qh = _mm512_permutexvar_epi16(_mm512_srli_epi16(_mm512_set_epi16(31,30,29,28,27,26,25,24,23,22,21,20,19,18,17,16,
+                                                                                  15,14,13,12,11,10,9,8,7,6,5,4,3,2,1,0), 2),
+                                              _mm512_cvtepu8_epi16(_mm256_zextsi128_si256(_mm_loadl_epi64((const __m128i*)(w + 66)))));
+        qh = _mm512_sllv_epi16(qh, _mm512_set4_epi64(0x0002000400060008LL, 0x0002000400060008LL, 0x0002000400060008LL, 0x0002000400060008LL));
+        qh = _mm512_and_si512(qh, _mm512_set1_epi16(0x300));
+        __m512i t[32];
+        for (int k = 0; k < 32; ++k) t[k] = _mm512_loadu_si512((const void*)(abi_iq2s_code + 32 * k));
+        const __m512i codes = abi_iq_code1024(t, _mm512_or_si512(qh, _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(w + 2)))));
+        uint64_t scp; memcpy(&scp, w + 74, 8);
+        const __m512i sc = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(abi_iq_nib_scales(scp))));
+        const __m512i val = abi_iq_val3(8, 25, 43);
+        __m512i acc = _mm512_setzero_si512();
+        for (int p = 0; p < 4; ++p) {
+            uint64_t sgp; memcpy(&sgp, w + 34 + 8 * p, 8);
+            __m512i q = _mm512_loadu_si512((const void*)(q8 + 64 * p));
+            q = _mm512_mask_sub_epi8(q, (__mmask64)sgp, _mm512_setzero_si512(), q);
+            __m512i s = _mm512_permutexvar_epi16(_mm512_add_epi16(_mm512_set1_epi16((short)(4 * p)),
+                _mm512_set_epi16(3,3,3,3,3,3,3,3, 2,2,2,2,2,2,2,2, 1,1,1,1,1,1,1,1, 0,0,0,0,0,0,0,0)), sc);
+            acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(abi_iq_expand8(codes, p, val), q), s);
+        }
+        return _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+    }
+    #else
     static inline __m256i abi_iqv_iq2_s(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
     #if ABI_IQ_VBMI
@@ -397,7 +530,33 @@ cdef extern from *:
         }
         return acc;
     }
+    #endif
 
+    #if ABI_IQ_Z
+    /* the 64 row codes looked up in registers, two groups a 512-bit step */
+    static inline __m256i abi_iqv_iq3_xxs(const uint8_t* w, const uint8_t* x) {
+        const int8_t* q8 = (const int8_t*)(x + 4);
+        uint64_t sg[4];
+        const __m256i aux = _mm256_loadu_si256((const __m256i*)(w + 66));
+        abi_iq_ks8(_mm512_cvtepu32_epi64(aux), 0, (uint32_t*)sg);
+        /* 2 (aux >> 28) + 1 of group g in word 2 g */
+        const __m512i sc = _mm512_castsi256_si512(_mm256_or_si256(_mm256_slli_epi32(_mm256_srli_epi32(aux, 28), 1), _mm256_set1_epi32(1)));
+        __m512i t[8];
+        for (int k = 0; k < 8; ++k) t[k] = _mm512_loadu_si512((const void*)(abi_iq3xxs_code + 32 * k));
+        const __m512i codes[2] = {abi_iq_code256(t, _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(w + 2)))),
+                                  abi_iq_code256(t, _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(w + 34))))};
+        const __m512i val = _mm512_set1_epi64(0x3e342c241c140c04LL);     /* 4, 12, .., 52, 62 */
+        __m512i acc = _mm512_setzero_si512();
+        for (int p = 0; p < 4; ++p) {
+            __m512i q = _mm512_loadu_si512((const void*)(q8 + 64 * p));
+            q = _mm512_mask_sub_epi8(q, (__mmask64)sg[p], _mm512_setzero_si512(), q);
+            __m512i s = _mm512_permutexvar_epi16(_mm512_mask_blend_epi16(0xFFFF0000u, _mm512_set1_epi16((short)(4 * p)),
+                                                                         _mm512_set1_epi16((short)(4 * p + 2))), sc);
+            acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(abi_iq_expand16x3(codes[p >> 1], p & 1, val), q), s);
+        }
+        return _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+    }
+    #else
     static inline __m256i abi_iqv_iq3_xxs(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         uint32_t sg[8];
@@ -422,7 +581,33 @@ cdef extern from *:
         }
         return acc;
     }
+    #endif
 
+    #if ABI_IQ_Z
+    /* the 64 row codes looked up in 16 registers, two groups a 512-bit step */
+    static inline __m256i abi_iqv_iq3_s(const uint8_t* w, const uint8_t* x) {
+        const int8_t* q8 = (const int8_t*)(x + 4);
+        /* index 8 g + l: qs | bit l of qh[g] as bit 8 */
+        const uint64_t qh = (uint64_t)abi_ld32(w + 66) | ((uint64_t)abi_ld32(w + 70) << 32);
+        const __m512i lo = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(w + 2)));
+        const __m512i hi = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(w + 34)));
+        __m512i t[16];
+        for (int k = 0; k < 16; ++k) t[k] = _mm512_loadu_si512((const void*)(abi_iq3s_code + 32 * k));
+        const __m512i codes[2] = {abi_iq_code512(t, _mm512_mask_add_epi16(lo, (__mmask32)qh, lo, _mm512_set1_epi16(256))),
+                                  abi_iq_code512(t, _mm512_mask_add_epi16(hi, (__mmask32)(qh >> 32), hi, _mm512_set1_epi16(256)))};
+        const __m512i val = _mm512_set1_epi64(0x0f0d0b0907050301LL);     /* 1, 3, .., 15 */
+        __m512i acc = _mm512_setzero_si512();
+        for (int p = 0; p < 4; ++p) {
+            uint64_t sgp; memcpy(&sgp, w + 74 + 8 * p, 8);
+            __m512i q = _mm512_loadu_si512((const void*)(q8 + 64 * p));
+            q = _mm512_mask_sub_epi8(q, (__mmask64)sgp, _mm512_setzero_si512(), q);
+            const int b = w[106 + p];
+            __m512i s = _mm512_mask_blend_epi16(0xFFFF0000u, _mm512_set1_epi16((short)(2 * (b & 15) + 1)), _mm512_set1_epi16((short)(2 * (b >> 4) + 1)));
+            acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(abi_iq_expand16x3(codes[p >> 1], p & 1, val), q), s);
+        }
+        return _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+    }
+    #else
     static inline __m256i abi_iqv_iq3_s(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         /* index 8 g + l: qs | bit l of qh[g] as bit 8 */
@@ -452,6 +637,7 @@ cdef extern from *:
         }
         return acc;
     }
+    #endif
 
     /* IQ1: 8 grid + ds = u - 9 with u = 8 (grid + 1) + (ds + 1) in 0..18, so per scale
        group of 16: (2 s + 1) (sum u q - 9 bsum); the bsums come with the Q8_K block. */
@@ -460,6 +646,38 @@ cdef extern from *:
         return _mm256_add_epi8(_mm256_slli_epi16(g, 3), dsp1);       /* bytes stay < 32: no carry */
     }
 
+    #if ABI_IQ_Z
+    /* grid rows by scalar loads as below (the 2048-row table is too big for registers and
+       gathers were slower), the rest two groups a 512-bit step */
+    static inline __m256i abi_iqv_iq1_s(const uint8_t* w, const uint8_t* x) {
+        const int8_t* q8 = (const int8_t*)(x + 4);
+        const __m128i qh = _mm_loadu_si128((const __m128i*)(w + 34));
+        const __m128i sc = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(qh, 11), _mm_set1_epi16(14)), _mm_set1_epi16(1));
+        const __m128i cf = _mm_mullo_epi16(sc, _mm_set1_epi16(-9));
+        const __m256i acc0 = abi_dpwssd(_mm256_setzero_si256(), _mm256_loadu_si256((const __m256i*)(x + 260)),
+                                        _mm256_set_m128i(_mm_unpackhi_epi16(cf, cf), _mm_unpacklo_epi16(cf, cf)));
+        const __m512i qhz = _mm512_castsi128_si512(qh), scz = _mm512_castsi128_si512(sc);
+        const __m512i one = _mm512_set1_epi8(1), two = _mm512_set1_epi8(2);
+        __m512i acc = _mm512_setzero_si512();
+        for (int p = 0; p < 4; ++p) {
+            const uint8_t* q = w + 2 + 8 * p;
+            const uint32_t h0 = abi_ld16(w + 34 + 4 * p), h1 = abi_ld16(w + 36 + 4 * p);
+            uint64_t rows[8] = {
+                abi_iq1s_grid[q[0] | ((h0 << 8) & 0x700)], abi_iq1s_grid[q[1] | ((h0 << 5) & 0x700)],
+                abi_iq1s_grid[q[2] | ((h0 << 2) & 0x700)], abi_iq1s_grid[q[3] | ((h0 >> 1) & 0x700)],
+                abi_iq1s_grid[q[4] | ((h1 << 8) & 0x700)], abi_iq1s_grid[q[5] | ((h1 << 5) & 0x700)],
+                abi_iq1s_grid[q[6] | ((h1 << 2) & 0x700)], abi_iq1s_grid[q[7] | ((h1 >> 1) & 0x700)]};
+            __m512i g = _mm512_loadu_si512((const void*)rows);
+            const __m512i gp = _mm512_mask_blend_epi16(0xFFFF0000u, _mm512_set1_epi16((short)(2 * p)), _mm512_set1_epi16((short)(2 * p + 1)));
+            /* u = 8 (grid + 1) + 2, less 2 in a group whose delta is negative */
+            __m512i u = _mm512_add_epi8(_mm512_slli_epi16(_mm512_add_epi8(g, one), 3), two);
+            u = _mm512_sub_epi8(u, _mm512_and_si512(_mm512_srai_epi16(_mm512_permutexvar_epi16(gp, qhz), 15), two));
+            acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(u, _mm512_loadu_si512((const void*)(q8 + 64 * p))),
+                                   _mm512_permutexvar_epi16(gp, scz));
+        }
+        return _mm256_add_epi32(acc0, _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1)));
+    }
+    #else
     static inline __m256i abi_iqv_iq1_s(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         const __m128i qh = _mm_loadu_si128((const __m128i*)(w + 34));
@@ -479,7 +697,43 @@ cdef extern from *:
         }
         return acc;
     }
+    #endif
 
+    #if ABI_IQ_Z
+    /* as below, two groups a 512-bit step; a row's delta sign by one mask test */
+    static inline __m256i abi_iqv_iq1_m(const uint8_t* w, const uint8_t* x) {
+        const int8_t* q8 = (const int8_t*)(x + 4);
+        const __m256i sw = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_loadl_epi64((const __m128i*)(w + 48))),
+                                                       _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+        __m256i s = _mm256_shuffle_epi8(sw, _mm256_setr_epi8(0,1,0,1,0,1,0,1, 2,3,2,3,2,3,2,3, 0,1,0,1,0,1,0,1, 2,3,2,3,2,3,2,3));
+        s = _mm256_srli_epi16(_mm256_mullo_epi16(s, _mm256_setr_epi16(512, 64, 8, 1, 512, 64, 8, 1, 512, 64, 8, 1, 512, 64, 8, 1)), 9);
+        s = _mm256_or_si256(_mm256_and_si256(_mm256_slli_epi16(s, 1), _mm256_set1_epi16(14)), _mm256_set1_epi16(1));
+        const __m256i acc0 = abi_dpwssd(_mm256_setzero_si256(), _mm256_loadu_si256((const __m256i*)(x + 260)),
+                                        _mm256_mullo_epi16(s, _mm256_set1_epi16(-9)));
+        const __m512i sz = _mm512_castsi256_si512(s);
+        const __m512i one = _mm512_set1_epi8(1), two = _mm512_set1_epi8(2);
+        const __m512i nbit = _mm512_set_epi64(1LL << 31, 1LL << 27, 1LL << 23, 1LL << 19, 1LL << 15, 1LL << 11, 1LL << 7, 1LL << 3);
+        __m512i acc = _mm512_setzero_si512();
+        for (int p = 0; p < 4; ++p) {
+            const uint8_t* q = w + 8 * p;
+            const uint8_t* h = w + 32 + 4 * p;     /* nibbles of rows 8 p .. 8 p + 7 */
+            __m512i g = _mm512_set_epi64(
+                (long long)abi_iq1s_grid[q[7] | ((h[3] << 4) & 0x700)], (long long)abi_iq1s_grid[q[6] | ((h[3] << 8) & 0x700)],
+                (long long)abi_iq1s_grid[q[5] | ((h[2] << 4) & 0x700)], (long long)abi_iq1s_grid[q[4] | ((h[2] << 8) & 0x700)],
+                (long long)abi_iq1s_grid[q[3] | ((h[1] << 4) & 0x700)], (long long)abi_iq1s_grid[q[2] | ((h[1] << 8) & 0x700)],
+                (long long)abi_iq1s_grid[q[1] | ((h[0] << 4) & 0x700)], (long long)abi_iq1s_grid[q[0] | ((h[0] << 8) & 0x700)]);
+            /* u = 8 (grid + 1) + 2, less 2 in the rows whose nibble has bit 3 (negative delta) */
+            const __mmask8 neg = _mm512_test_epi64_mask(_mm512_set1_epi64((long long)abi_ld32(h)), nbit);
+            __m512i u = _mm512_add_epi8(_mm512_slli_epi16(_mm512_add_epi8(g, one), 3), two);
+            u = _mm512_sub_epi8(u, _mm512_maskz_mov_epi64(neg, two));
+            /* scale j covers elements 16 j .. 16 j + 15 */
+            const __m512i sc = _mm512_permutexvar_epi16(_mm512_add_epi16(_mm512_set1_epi16((short)(4 * p)),
+                _mm512_set_epi16(3,3,3,3,3,3,3,3, 2,2,2,2,2,2,2,2, 1,1,1,1,1,1,1,1, 0,0,0,0,0,0,0,0)), sz);
+            acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(u, _mm512_loadu_si512((const void*)(q8 + 64 * p))), sc);
+        }
+        return _mm256_add_epi32(acc0, _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1)));
+    }
+    #else
     static inline __m256i abi_iqv_iq1_m(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         /* 16 scales of 3 bits, 4 per u16 at w + 48: int16 j = 2 s_j + 1 */
@@ -504,6 +758,7 @@ cdef extern from *:
         }
         return acc;
     }
+    #endif
 
     /* ternary: sum t q - sum q. A trit n of byte b is ((b 3^n mod 256) 3) >> 8: with b in
        the high byte of an int16 lane, mullo gives the mod 256 and mulhi the rest exactly. */
@@ -514,6 +769,44 @@ cdef extern from *:
         return _mm256_or_si256(te, _mm256_slli_epi16(to, 8));
     }
 
+    #if ABI_IQ_Z
+    static inline __m512i abi_tq1_trits512(__m512i b, __m512i p) {
+        const __m512i three = _mm512_set1_epi16(3);
+        __m512i te = _mm512_mulhi_epu16(_mm512_mullo_epi16(_mm512_slli_epi16(b, 8), p), three);
+        __m512i to = _mm512_mulhi_epu16(_mm512_mullo_epi16(_mm512_and_si512(b, _mm512_set1_epi16((short)0xFF00)), p), three);
+        return _mm512_or_si512(te, _mm512_slli_epi16(to, 8));
+    }
+    static inline __m512i abi_iq_dpbusd512(__m512i acc, __m512i u, __m512i s) {
+    #if defined(__AVX512VNNI__)
+        return _mm512_dpbusd_epi32(acc, u, s);
+    #else
+        return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1)));
+    #endif
+    }
+    static inline __m512i abi_pow3x4(int a, int b, int c, int d) {     /* int16 powers, 16 a quarter */
+        return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16((short)b), _mm_set1_epi16((short)a))),
+                                  _mm256_set_m128i(_mm_set1_epi16((short)d), _mm_set1_epi16((short)c)), 1);
+    }
+    /* the 256 trits in 4 steps of 64: qs[0..31] twice per step, then qs[32..47] and qh */
+    static inline __m256i abi_iqv_tq1_0(const uint8_t* w, const uint8_t* x) {
+        const int8_t* q8 = (const int8_t*)(x + 4);
+        const __m256i b0 = _mm256_loadu_si256((const __m256i*)w);
+        const __m256i b1 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(w + 32)));
+        const __m256i b2 = _mm256_set_m128i(_mm_set1_epi32((int)abi_ld32(w + 48)), _mm256_castsi256_si128(b1));
+        const __m512i bb = _mm512_inserti64x4(_mm512_castsi256_si512(b0), b0, 1);
+        __m512i acc = abi_iq_dpbusd512(_mm512_setzero_si512(), abi_tq1_trits512(bb, abi_pow3x4(1, 1, 3, 3)), _mm512_loadu_si512((const void*)q8));
+        acc = abi_iq_dpbusd512(acc, abi_tq1_trits512(bb, abi_pow3x4(9, 9, 27, 27)), _mm512_loadu_si512((const void*)(q8 + 64)));
+        acc = abi_iq_dpbusd512(acc, abi_tq1_trits512(_mm512_inserti64x4(_mm512_castsi256_si512(b0), b1, 1), abi_pow3x4(81, 81, 1, 3)),
+                               _mm512_loadu_si512((const void*)(q8 + 128)));
+        const __m512i p3 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16(27), _mm_set1_epi16(9))),
+                                              _mm256_setr_epi16(81, 81, 81, 81, 81, 81, 81, 81, 1, 1, 3, 3, 9, 9, 27, 27), 1);
+        acc = abi_iq_dpbusd512(acc, abi_tq1_trits512(_mm512_inserti64x4(_mm512_castsi256_si512(b1), b2, 1), p3),
+                               _mm512_loadu_si512((const void*)(q8 + 192)));
+        /* minus the bsums: sum (t - 1) q */
+        __m256i r = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+        return _mm256_sub_epi32(r, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(x + 260)), _mm256_set1_epi16(1)));
+    }
+    #else
     static inline __m256i abi_iqv_tq1_0(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         const __m256i hb = _mm256_set1_epi16((short)0xFF00);
@@ -537,7 +830,24 @@ cdef extern from *:
                             abi_iq_q8(q8 + 224));
         return acc;
     }
+    #endif
 
+    #if ABI_IQ_Z
+    /* two 2-bit planes a 512-bit step */
+    static inline __m256i abi_iqv_tq2_0(const uint8_t* w, const uint8_t* x) {
+        const int8_t* q8 = (const int8_t*)(x + 4);
+        const __m512i m3 = _mm512_set1_epi8(3);
+        const __m256i b0 = _mm256_loadu_si256((const __m256i*)w), b1 = _mm256_loadu_si256((const __m256i*)(w + 32));
+        const __m512i c0 = _mm512_inserti64x4(_mm512_castsi256_si512(b0), _mm256_srli_epi16(b0, 2), 1);
+        const __m512i c1 = _mm512_inserti64x4(_mm512_castsi256_si512(b1), _mm256_srli_epi16(b1, 2), 1);
+        __m512i acc = abi_iq_dpbusd512(_mm512_setzero_si512(), _mm512_and_si512(c0, m3), _mm512_loadu_si512((const void*)q8));
+        acc = abi_iq_dpbusd512(acc, _mm512_and_si512(_mm512_srli_epi16(c0, 4), m3), _mm512_loadu_si512((const void*)(q8 + 64)));
+        acc = abi_iq_dpbusd512(acc, _mm512_and_si512(c1, m3), _mm512_loadu_si512((const void*)(q8 + 128)));
+        acc = abi_iq_dpbusd512(acc, _mm512_and_si512(_mm512_srli_epi16(c1, 4), m3), _mm512_loadu_si512((const void*)(q8 + 192)));
+        __m256i r = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+        return _mm256_sub_epi32(r, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(x + 260)), _mm256_set1_epi16(1)));
+    }
+    #else
     static inline __m256i abi_iqv_tq2_0(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         const __m256i m3 = _mm256_set1_epi8(3);
@@ -553,6 +863,7 @@ cdef extern from *:
         acc = abi_iq_dpbusd(acc, _mm256_and_si256(_mm256_srli_epi16(b1, 6), m3), abi_iq_q8(q8 + 224));
         return acc;
     }
+    #endif
 
     static inline __m256i abi_iqv_mxfp4(const uint8_t* w, const uint8_t* x) {
         const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)abi_kvalues_mxfp4));
