@@ -66,9 +66,10 @@ cdef extern from *:
        Each returns the integer S with  sum_e w_e x_e = scale_w * d_x * S  for one block. */
 
     /* IQ2: x_e = d (2 ls + 1) / 8 * grid * sign, so S = sum over scale groups (2 ls + 1) * sum(grid * sign * q) */
-    static inline int abi_iq2_rows8(uint64_t row, unsigned signs, const int8_t* q) {
+    /* sum_j grid_j * sign_j * q_j over the n byte elements of a packed grid row */
+    static inline int abi_grid_dot(uint64_t row, unsigned signs, const int8_t* q, int n) {
         int s = 0;
-        for (int j = 0; j < 8; ++j) {
+        for (int j = 0; j < n; ++j) {
             int v = ABI_GRID_U8(row, j) * q[j];
             s += (signs >> j) & 1 ? -v : v;
         }
@@ -83,7 +84,7 @@ cdef extern from *:
             uint32_t aux = abi_ld32(q + 4);
             int s = 0;
             for (int l = 0; l < 4; ++l)
-                s += abi_iq2_rows8(abi_iq2xxs_grid[q[l]], abi_ksigns_iq2xs[(aux >> (7 * l)) & 127], q8 + 32 * g + 8 * l);
+                s += abi_grid_dot(abi_iq2xxs_grid[q[l]], abi_ksigns_iq2xs[(aux >> (7 * l)) & 127], q8 + 32 * g + 8 * l, 8);
             sumi += (2 * (int)(aux >> 28) + 1) * s;
         }
         return sumi;
@@ -95,7 +96,7 @@ cdef extern from *:
         for (int l = 0; l < 32; ++l) {
             uint16_t q = abi_ld16(w + 2 + 2 * l);
             int ls = (w[66 + (l >> 2)] >> (4 * ((l >> 1) & 1))) & 15;
-            sumi += (2 * ls + 1) * abi_iq2_rows8(abi_iq2xs_grid[q & 511], abi_ksigns_iq2xs[q >> 9], q8 + 8 * l);
+            sumi += (2 * ls + 1) * abi_grid_dot(abi_iq2xs_grid[q & 511], abi_ksigns_iq2xs[q >> 9], q8 + 8 * l, 8);
         }
         return sumi;
     }
@@ -106,21 +107,12 @@ cdef extern from *:
         for (int l = 0; l < 32; ++l) {
             int idx = w[2 + l] | (((w[66 + (l >> 2)] >> (2 * (l & 3))) & 3) << 8);
             int ls = (w[74 + (l >> 2)] >> (4 * ((l >> 1) & 1))) & 15;
-            sumi += (2 * ls + 1) * abi_iq2_rows8(abi_iq2s_grid[idx], w[34 + l], q8 + 8 * l);
+            sumi += (2 * ls + 1) * abi_grid_dot(abi_iq2s_grid[idx], w[34 + l], q8 + 8 * l, 8);
         }
         return sumi;
     }
 
     /* IQ3_XXS: x = d (2 ls + 1) / 4 * grid * sign; IQ3_S: x = d (2 ls + 1) * grid * sign */
-    static inline int abi_iq3_rows4(uint32_t row, unsigned signs, const int8_t* q) {
-        int s = 0;
-        for (int j = 0; j < 4; ++j) {
-            int v = ABI_GRID_U8(row, j) * q[j];
-            s += (signs >> j) & 1 ? -v : v;
-        }
-        return s;
-    }
-
     static inline int abi_iqb_iq3_xxs_scalar(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         int sumi = 0;
@@ -129,7 +121,7 @@ cdef extern from *:
             int s = 0;
             for (int l = 0; l < 8; ++l) {
                 unsigned sg = abi_ksigns_iq2xs[(aux >> (7 * (l >> 1))) & 127] >> (4 * (l & 1));
-                s += abi_iq3_rows4(abi_iq3xxs_grid[w[2 + 8 * g + l]], sg, q8 + 32 * g + 4 * l);
+                s += abi_grid_dot(abi_iq3xxs_grid[w[2 + 8 * g + l]], sg, q8 + 32 * g + 4 * l, 4);
             }
             sumi += (2 * (int)(aux >> 28) + 1) * s;
         }
@@ -144,7 +136,7 @@ cdef extern from *:
             for (int l = 0; l < 8; ++l) {
                 int idx = w[2 + 8 * g + l] | (((w[66 + g] >> l) & 1) << 8);
                 unsigned sg = w[74 + 4 * g + (l >> 1)] >> (4 * (l & 1));
-                s += abi_iq3_rows4(abi_iq3s_grid[idx], sg, q8 + 32 * g + 4 * l);
+                s += abi_grid_dot(abi_iq3s_grid[idx], sg, q8 + 32 * g + 4 * l, 4);
             }
             sumi += (2 * ((w[106 + (g >> 1)] >> (4 * (g & 1))) & 15) + 1) * s;
         }
