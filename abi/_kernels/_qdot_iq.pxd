@@ -355,6 +355,15 @@ cdef extern from *:
         c = _mm512_multishift_epi64_epi8(_mm512_set1_epi64(0x1916131009060300LL), c);
         return _mm512_permutexvar_epi8(c, val);
     }
+    /* 64 activation bytes with the lanes set in ``signs`` negated */
+    static inline __m512i abi_iq_sq512(const int8_t* q8, uint64_t signs) {
+        __m512i q = _mm512_loadu_si512((const void*)q8);
+        return _mm512_mask_sub_epi8(q, (__mmask64)signs, _mm512_setzero_si512(), q);
+    }
+    /* the 16 int32 lanes of a 512-bit block sum folded to the 8 the row loop takes */
+    static inline __m256i abi_iq_fold512(__m512i acc) {
+        return _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+    }
     static inline __m512i abi_iq_val3(int a, int b, int c) {
         return _mm512_set1_epi32((int)((uint32_t)(uint8_t)a | (uint32_t)(uint8_t)b << 8 | (uint32_t)(uint8_t)c << 16));
     }
@@ -382,14 +391,13 @@ cdef extern from *:
         const __m512i val = abi_iq_val3(8, 25, 43);
         __m512i acc = _mm512_setzero_si512();
         for (int p = 0; p < 4; ++p) {
-            __m512i q = _mm512_loadu_si512((const void*)(q8 + 64 * p));
-            q = _mm512_mask_sub_epi8(q, (__mmask64)sg[p], _mm512_setzero_si512(), q);
+            const __m512i q = abi_iq_sq512(q8 + 64 * p, sg[p]);
             __m512i s = _mm512_permutexvar_epi16(_mm512_set_epi16(
                 8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,
                 8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3), sc);
             acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(abi_iq_expand8(codes, p, val), q), s);
         }
-        return _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+        return abi_iq_fold512(acc);
     }
     #else
     static inline __m256i abi_iqv_iq2_xxs(const uint8_t* w, const uint8_t* x) {
@@ -427,13 +435,12 @@ cdef extern from *:
         const __m512i val = abi_iq_val3(8, 25, 43);
         __m512i acc = _mm512_setzero_si512();
         for (int p = 0; p < 4; ++p) {
-            __m512i q = _mm512_loadu_si512((const void*)(q8 + 64 * p));
-            q = _mm512_mask_sub_epi8(q, (__mmask64)sg[p], _mm512_setzero_si512(), q);
+            const __m512i q = abi_iq_sq512(q8 + 64 * p, sg[p]);
             __m512i s = _mm512_permutexvar_epi16(_mm512_add_epi16(_mm512_set1_epi16((short)(4 * p)),
                 _mm512_set_epi16(3,3,3,3,3,3,3,3, 2,2,2,2,2,2,2,2, 1,1,1,1,1,1,1,1, 0,0,0,0,0,0,0,0)), sc);
             acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(abi_iq_expand8(codes, p, val), q), s);
         }
-        return _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+        return abi_iq_fold512(acc);
     }
     #else
     static inline __m256i abi_iqv_iq2_xs(const uint8_t* w, const uint8_t* x) {
@@ -484,13 +491,12 @@ cdef extern from *:
         __m512i acc = _mm512_setzero_si512();
         for (int p = 0; p < 4; ++p) {
             uint64_t sgp; memcpy(&sgp, w + 34 + 8 * p, 8);
-            __m512i q = _mm512_loadu_si512((const void*)(q8 + 64 * p));
-            q = _mm512_mask_sub_epi8(q, (__mmask64)sgp, _mm512_setzero_si512(), q);
+            const __m512i q = abi_iq_sq512(q8 + 64 * p, sgp);
             __m512i s = _mm512_permutexvar_epi16(_mm512_add_epi16(_mm512_set1_epi16((short)(4 * p)),
                 _mm512_set_epi16(3,3,3,3,3,3,3,3, 2,2,2,2,2,2,2,2, 1,1,1,1,1,1,1,1, 0,0,0,0,0,0,0,0)), sc);
             acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(abi_iq_expand8(codes, p, val), q), s);
         }
-        return _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+        return abi_iq_fold512(acc);
     }
     #else
     static inline __m256i abi_iqv_iq2_s(const uint8_t* w, const uint8_t* x) {
@@ -540,13 +546,12 @@ cdef extern from *:
         const __m512i val = _mm512_set1_epi64(0x3e342c241c140c04LL);     /* 4, 12, .., 52, 62 */
         __m512i acc = _mm512_setzero_si512();
         for (int p = 0; p < 4; ++p) {
-            __m512i q = _mm512_loadu_si512((const void*)(q8 + 64 * p));
-            q = _mm512_mask_sub_epi8(q, (__mmask64)sg[p], _mm512_setzero_si512(), q);
+            const __m512i q = abi_iq_sq512(q8 + 64 * p, sg[p]);
             __m512i s = _mm512_permutexvar_epi16(_mm512_mask_blend_epi16(0xFFFF0000u, _mm512_set1_epi16((short)(4 * p)),
                                                                          _mm512_set1_epi16((short)(4 * p + 2))), sc);
             acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(abi_iq_expand16x3(codes[p >> 1], p & 1, val), q), s);
         }
-        return _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+        return abi_iq_fold512(acc);
     }
     #else
     static inline __m256i abi_iqv_iq3_xxs(const uint8_t* w, const uint8_t* x) {
@@ -591,13 +596,12 @@ cdef extern from *:
         __m512i acc = _mm512_setzero_si512();
         for (int p = 0; p < 4; ++p) {
             uint64_t sgp; memcpy(&sgp, w + 74 + 8 * p, 8);
-            __m512i q = _mm512_loadu_si512((const void*)(q8 + 64 * p));
-            q = _mm512_mask_sub_epi8(q, (__mmask64)sgp, _mm512_setzero_si512(), q);
+            const __m512i q = abi_iq_sq512(q8 + 64 * p, sgp);
             const int b = w[106 + p];
             __m512i s = _mm512_mask_blend_epi16(0xFFFF0000u, _mm512_set1_epi16((short)(2 * (b & 15) + 1)), _mm512_set1_epi16((short)(2 * (b >> 4) + 1)));
             acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(abi_iq_expand16x3(codes[p >> 1], p & 1, val), q), s);
         }
-        return _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+        return abi_iq_fold512(acc);
     }
     #else
     static inline __m256i abi_iqv_iq3_s(const uint8_t* w, const uint8_t* x) {
@@ -667,7 +671,7 @@ cdef extern from *:
             acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(u, _mm512_loadu_si512((const void*)(q8 + 64 * p))),
                                    _mm512_permutexvar_epi16(gp, scz));
         }
-        return _mm256_add_epi32(acc0, _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1)));
+        return _mm256_add_epi32(acc0, abi_iq_fold512(acc));
     }
     #else
     static inline __m256i abi_iqv_iq1_s(const uint8_t* w, const uint8_t* x) {
@@ -723,7 +727,7 @@ cdef extern from *:
                 _mm512_set_epi16(3,3,3,3,3,3,3,3, 2,2,2,2,2,2,2,2, 1,1,1,1,1,1,1,1, 0,0,0,0,0,0,0,0)), sz);
             acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(u, _mm512_loadu_si512((const void*)(q8 + 64 * p))), sc);
         }
-        return _mm256_add_epi32(acc0, _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1)));
+        return _mm256_add_epi32(acc0, abi_iq_fold512(acc));
     }
     #else
     static inline __m256i abi_iqv_iq1_m(const uint8_t* w, const uint8_t* x) {
@@ -795,7 +799,7 @@ cdef extern from *:
         acc = abi_iq_dpbusd512(acc, abi_tq1_trits512(_mm512_inserti64x4(_mm512_castsi256_si512(b1), b2, 1), p3),
                                _mm512_loadu_si512((const void*)(q8 + 192)));
         /* minus the bsums: sum (t - 1) q */
-        __m256i r = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+        __m256i r = abi_iq_fold512(acc);
         return _mm256_sub_epi32(r, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(x + 260)), _mm256_set1_epi16(1)));
     }
     #else
@@ -836,7 +840,7 @@ cdef extern from *:
         acc = abi_iq_dpbusd512(acc, _mm512_and_si512(_mm512_srli_epi16(c0, 4), m3), _mm512_loadu_si512((const void*)(q8 + 64)));
         acc = abi_iq_dpbusd512(acc, _mm512_and_si512(c1, m3), _mm512_loadu_si512((const void*)(q8 + 128)));
         acc = abi_iq_dpbusd512(acc, _mm512_and_si512(_mm512_srli_epi16(c1, 4), m3), _mm512_loadu_si512((const void*)(q8 + 192)));
-        __m256i r = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+        __m256i r = abi_iq_fold512(acc);
         return _mm256_sub_epi32(r, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(x + 260)), _mm256_set1_epi16(1)));
     }
     #else

@@ -74,10 +74,20 @@ cdef extern from *:
        llama.cpp keep our products inside its noise on the low-bit types. */
     static inline void abi_q8_k_block(const float* x, int8_t* q, float* d_out) {
         float amax = 0.0f, m = 0.0f;
+    #if ABI_Q8_SIMD
+        /* the vector max, then the first lane holding it: the serial scan costs ~2x here */
+        amax = abi_absmax_simd(x, 256);
+        const __m256 sign = _mm256_set1_ps(-0.0f), va = _mm256_set1_ps(amax);
+        for (int j = 0; amax > 0.0f && j < 256; j += 8) {
+            int hit = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)), va, _CMP_EQ_OQ));
+            if (hit) { m = x[j + __builtin_ctz(hit)]; break; }
+        }
+    #else
         for (int j = 0; j < 256; ++j) {
             float a = fabsf(x[j]);
             if (a > amax) { amax = a; m = x[j]; }
         }
+    #endif
         if (amax == 0.0f) { memset(q, 0, 256); *d_out = 0.0f; return; }
         const float iscale = -127.0f / m;
         for (int j = 0; j < 256; ++j) {
