@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ref_legacy import IQ4_NL_KVALUES, _f16, _inverse, round_half_away
+from .ref_legacy import IQ4_NL_KVALUES, _f16
 
 QK_K = 256
 
