@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .ref_kquants import pack_scale_min_k4
+
 F = np.float32
 EPS = F(1e-15)          # a group whose largest |x| is below this is all zero
 
@@ -342,7 +344,6 @@ def _k4_search(x: np.ndarray, qw: np.ndarray | None, nmax: int, rmin: float, rde
 
 
 def quantize_q4_k(x: np.ndarray, qw: np.ndarray | None = None) -> np.ndarray:
-    from .ref_kquants import pack_scale_min_k4
     n = x.shape[0]
     d, dmin, sc, mn, L = _k4_search(x, qw, 15, -1.0, 0.1, 20)
     q = L.reshape(n, 4, 2, 32).astype(np.uint8)
@@ -351,7 +352,6 @@ def quantize_q4_k(x: np.ndarray, qw: np.ndarray | None = None) -> np.ndarray:
 
 
 def quantize_q5_k(x: np.ndarray, qw: np.ndarray | None = None) -> np.ndarray:
-    from .ref_kquants import pack_scale_min_k4
     n = x.shape[0]
     d, dmin, sc, mn, L = _k4_search(x, qw, 31, -0.5, 0.1, 15)
     q = L.reshape(n, 8, 32).astype(np.uint8)
