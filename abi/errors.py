@@ -61,6 +61,19 @@ class UnsupportedModelError(AbiError):
     error_type = "invalid_request_error"
 
 
+class InvalidModelError(UnsupportedModelError):
+    """The file's metadata or tensors contradict its architecture (a shape the
+    hyperparameters do not imply, a value out of range, a NaN scale): refused before any
+    kernel runs."""
+
+
+class NonFiniteError(AbiError):
+    """A forward pass produced NaN or Inf: the weights or the inputs are broken."""
+
+    exit_code = 3
+    http_status = 500
+
+
 class ModelNotFoundError(AbiError):
     """No model file under the given path or name."""
 

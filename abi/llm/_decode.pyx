@@ -23,11 +23,12 @@ import numpy as np
 cimport numpy as cnp
 
 from abi._kernels.registry import DEQUANTIZE_TYPES
-from abi.errors import UnsupportedTensorType
+from abi.errors import KernelInputError, UnsupportedTensorType
 from abi.gguf.constants import GGMLType
 
 from abi._kernels._vec cimport axpy, barrier, dot
-from abi._kernels.matmul cimport dequant_rows, gemv_rows, quantize_activation, vec_dot_type
+from abi._kernels._types cimport block_size_of
+from abi._kernels.matmul cimport dequant_rows, gemv_rows, quantize_activation, row_bytes, vec_dot_type
 
 cnp.import_array()
 
@@ -331,6 +332,11 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
                 row[r] = tanhf(row[r] / c.final_softcap) * c.final_softcap
 
 
+def _need(ok, what):
+    if not ok:
+        raise KernelInputError(f"compiled forward: inconsistent model ({what})")
+
+
 cdef const float* _fptr(object a):
     return NULL if a is None else <const float*>cnp.PyArray_DATA(a)
 
@@ -363,50 +369,78 @@ cdef class Decoder:
         c.embd_scale = float(model.embd_scale) if gemma else 1.0
         c.attn_softcap = a.attn_softcap if gemma else 0.0
         c.final_softcap = a.final_softcap if gemma else 0.0
+        # every size the C code indexes with is checked here, once: a model object that
+        # disagrees with its own hyperparameters is an error, never an out-of-bounds access
+        _need(c.n_layers > 0 and len(model.layers) == c.n_layers, "layer count")
+        _need(c.n_head > 0 and c.n_kv > 0 and c.n_head % c.n_kv == 0, "head counts")
+        _need(c.hd > 0 and c.n_rot > 0 and c.n_rot % 2 == 0 and c.n_rot <= c.hd, "head / RoPE size")
+        _need(c.n_embd > 0 and c.n_ff > 0 and c.n_vocab > 0, "widths")
+        _need(not gemma or len(a.swa_pattern) == c.n_layers, "sliding-window pattern")
         c.layers = <Layer*>calloc(a.n_layers, sizeof(Layer))
+        if c.layers == NULL:
+            raise MemoryError()
         ropes = (model.rope_global, model.rope_local) if gemma else (model.rope, model.rope)
-        cdef const float* f_global = self._f(ropes[0].inv_freq)
-        cdef const float* f_local = self._f(ropes[1].inv_freq)
+        for rope in ropes:
+            _need(rope.inv_freq.shape[0] >= c.n_rot // 2, "RoPE frequencies")
+        cdef const float* f_global = self._f(ropes[0].inv_freq, ropes[0].inv_freq.shape[0])
+        cdef const float* f_local = self._f(ropes[1].inv_freq, ropes[1].inv_freq.shape[0])
+        cdef int D = c.n_embd, QD = c.n_head * c.hd, KD = c.n_kv * c.hd, F = c.n_ff
         for l, blk in enumerate(model.layers):
             L = &c.layers[l]
-            L.attn_norm, L.ffn_norm = self._f(blk.attn_norm), self._f(blk.ffn_norm)
-            L.wq, L.wk, L.wv, L.wo = self._q(blk.wq), self._q(blk.wk), self._q(blk.wv), self._q(blk.wo)
-            L.gate, L.up, L.down = self._q(blk.w_gate), self._q(blk.w_up), self._q(blk.w_down)
-            L.q_norm = self._f(getattr(blk, "q_norm", None))
-            L.k_norm = self._f(getattr(blk, "k_norm", None))
-            L.post_attn_norm = self._f(getattr(blk, "post_attn_norm", None))
-            L.post_ffn_norm = self._f(getattr(blk, "post_ffn_norm", None))
+            L.attn_norm, L.ffn_norm = self._f(blk.attn_norm, D), self._f(blk.ffn_norm, D)
+            L.wq, L.wk = self._q(blk.wq, QD, D), self._q(blk.wk, KD, D)
+            L.wv, L.wo = self._q(blk.wv, KD, D), self._q(blk.wo, D, QD)
+            L.gate, L.up, L.down = self._q(blk.w_gate, F, D), self._q(blk.w_up, F, D), self._q(blk.w_down, D, F)
+            L.q_norm = self._f(getattr(blk, "q_norm", None), c.hd)
+            L.k_norm = self._f(getattr(blk, "k_norm", None), c.hd)
+            L.post_attn_norm = self._f(getattr(blk, "post_attn_norm", None), D)
+            L.post_ffn_norm = self._f(getattr(blk, "post_ffn_norm", None), D)
+            _need(not gemma or (L.q_norm != NULL and L.k_norm != NULL and L.post_attn_norm != NULL
+                                and L.post_ffn_norm != NULL), "Gemma 3 norms")
             L.swa = int(gemma and a.swa_pattern[l])
             L.inv_freq = f_local if L.swa else f_global
             L.rope_mscale = ropes[1].mscale if L.swa else ropes[0].mscale
-        c.output = self._q(model.output)
-        if GGMLType(int(model.tok_embd.ggml_type)) not in DEQUANTIZE_TYPES:
-            raise UnsupportedTensorType(f"compiled forward: no {GGMLType(int(model.tok_embd.ggml_type)).name} "
-                                        f"row decoder for tensor {model.tok_embd.name!r}")
-        self.keep.append(model.tok_embd.raw)
-        c.embd = <const uint8_t*>cnp.PyArray_DATA(model.tok_embd.raw)
-        c.embd_type = int(model.tok_embd.ggml_type)
-        c.out_norm = self._f(model.output_norm)
+        c.output = self._q(model.output, c.n_vocab, D)
+        embd = model.tok_embd
+        if GGMLType(int(embd.ggml_type)) not in DEQUANTIZE_TYPES:
+            raise UnsupportedTensorType(f"compiled forward: no {GGMLType(int(embd.ggml_type)).name} "
+                                        f"row decoder for tensor {embd.name!r}")
+        c.embd_type = int(embd.ggml_type)
+        # token ids are checked against the output's rows: the table must have as many
+        _need(tuple(embd.shape) == (c.n_vocab, D) and D % block_size_of(c.embd_type) == 0, "embedding shape")
+        raw = np.ascontiguousarray(embd.raw).reshape(-1)
+        _need(raw.dtype == np.uint8 and raw.shape[0] == c.n_vocab * row_bytes(c.embd_type, D), "embedding size")
+        self.keep.append(raw)
+        c.embd = <const uint8_t*>cnp.PyArray_DATA(raw)
+        c.out_norm = self._f(model.output_norm, D)
+        _need(c.out_norm != NULL and all(c.layers[i].attn_norm != NULL and c.layers[i].ffn_norm != NULL
+                                         for i in range(c.n_layers)), "norms")
         self._reserve(1, 0)
 
-    cdef QMat _q(self, lin):
+    cdef QMat _q(self, lin, Py_ssize_t rows, Py_ssize_t cols):
+        """A (rows, cols) matrix, its size checked against its bytes."""
         cdef QMat m
         if vec_dot_type(int(lin.ggml_type)) == -2:   # gemv_rows would leave its rows unwritten
             raise UnsupportedTensorType(f"compiled forward: no {GGMLType(int(lin.ggml_type)).name} "
                                         f"product for tensor {lin.name!r}")
-        cdef cnp.ndarray raw = np.ascontiguousarray(lin.raw)
+        m.type = int(lin.ggml_type)
+        _need(tuple(lin.shape) == (rows, cols) and cols % block_size_of(m.type) == 0,
+              f"shape of {lin.name!r}: {tuple(lin.shape)}, expected {(rows, cols)}")
+        cdef cnp.ndarray raw = np.ascontiguousarray(lin.raw).reshape(-1)
+        _need(raw.dtype == np.uint8 and raw.shape[0] == rows * row_bytes(m.type, cols), f"bytes of {lin.name!r}")
         self.keep.append(raw)
         m.w = <const uint8_t*>cnp.PyArray_DATA(raw)
-        m.type = int(lin.ggml_type)
         m.fmt = _fmt(m.type)
-        m.rows, m.cols = lin.shape[0], lin.shape[1]
-        m.bias = NULL if lin.bias is None else self._f(lin.bias)
+        m.rows, m.cols = rows, cols
+        m.bias = NULL if lin.bias is None else self._f(lin.bias, rows)
         return m
 
-    cdef const float* _f(self, a):
+    cdef const float* _f(self, a, Py_ssize_t n):
+        """A float vector of n values (NULL for None)."""
         if a is None:
             return NULL
-        a = np.ascontiguousarray(a, np.float32)
+        a = np.ascontiguousarray(a, np.float32).reshape(-1)
+        _need(a.shape[0] == n, f"vector of {a.shape[0]} values where {n} are read")
         self.keep.append(a)
         return _fptr(a)
 
@@ -453,6 +487,11 @@ cdef class Decoder:
         cache.reserve(cache.length + T)
         if cache.k.dtype != np.float32:
             raise ValueError("the compiled forward needs a float32 KV cache")
+        shape = (c.n_layers, c.n_kv, cache.capacity, c.hd)
+        for arr in (cache.k, cache.v):
+            _need(arr.shape == shape and arr.dtype == np.float32 and arr.flags.c_contiguous,
+                  f"KV cache of shape {arr.shape}, expected {shape}")
+        _need(0 <= cache.length and cache.length + T <= cache.capacity, "KV cache length")
         self._reserve(T, cache.capacity)
         c.T, c.pos0, c.tokens = T, cache.length, <const int*>cnp.PyArray_DATA(ids)
         c.kcache = <float*>cnp.PyArray_DATA(cache.k)

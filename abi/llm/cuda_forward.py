@@ -25,7 +25,8 @@ import weakref
 
 import numpy as np
 
-from ..errors import BackendUnavailable, ConfigError, ContextLengthExceeded, UnsupportedModelError
+from ..errors import (BackendUnavailable, ConfigError, ContextLengthExceeded, KernelInputError,
+                      UnsupportedModelError)
 from .._kernels.cuda import layout, sampling_ref as sref
 
 log = logging.getLogger("abi.llm")
@@ -87,6 +88,40 @@ class _DeviceCache:
         self.plans = {}         # fixed decode launches and their graphs, per output kind
 
 
+def _check_sizes(model, d) -> None:
+    """Every weight the kernels index has the shape the decoder's sizes say (``pack`` checks
+    each one's bytes against its shape): device kernels do not check their bounds."""
+    D, F, QD, KD, V = d.n_embd, d.n_ff, d.n_head * d.hd, d.n_kv * d.hd, d.n_vocab
+
+    def need(obj, shape, what):
+        found = None if obj is None else tuple(obj.shape)
+        if found != shape:
+            raise KernelInputError(f"cuda forward: {what} has shape {found}, expected {shape}")
+
+    ok = d.n_layers == len(model.layers) and d.n_rot % 2 == 0 and 0 < d.n_rot <= d.hd
+    if not ok or (d.gemma and len(model.args.swa_pattern) != d.n_layers):
+        raise KernelInputError("cuda forward: layer count or RoPE size inconsistent with the weights")
+    need(model.tok_embd, (V, D), "token_embd")
+    need(model.output, (V, D), "output")
+    need(model.output_norm, (D,), "output_norm")
+    ropes = (model.rope_global, model.rope_local) if d.gemma else (model.rope,)
+    for r in ropes:
+        if r.inv_freq.shape[0] < d.n_rot // 2:
+            raise KernelInputError("cuda forward: fewer RoPE frequencies than rotated pairs")
+    for i, b in enumerate(model.layers):
+        for name, shape in (("wq", (QD, D)), ("wk", (KD, D)), ("wv", (KD, D)), ("wo", (D, QD)),
+                            ("w_gate", (F, D)), ("w_up", (F, D)), ("w_down", (D, F))):
+            lin = getattr(b, name)
+            need(lin, shape, f"layer {i} {name}")
+            if lin.bias is not None:
+                need(lin.bias, (shape[0],), f"layer {i} {name} bias")
+        for name in ("attn_norm", "ffn_norm") + (("post_attn_norm", "post_ffn_norm") if d.gemma else ()):
+            need(getattr(b, name), (D,), f"layer {i} {name}")
+        if d.gemma:
+            need(b.q_norm, (d.hd,), f"layer {i} q_norm")
+            need(b.k_norm, (d.hd,), f"layer {i} k_norm")
+
+
 class CudaDecoder:
     """Forward passes of an ``abi.llm.models`` llama/qwen2/gemma3 model on a CUDA device."""
 
@@ -123,6 +158,7 @@ class CudaDecoder:
             self.n_sm = 2
         self.n_split = max(2, min(64, -(-2 * self.n_sm // self.n_head)))
         self.weight_bytes = 0
+        _check_sizes(model, self)
         self._upload(model)
         self._alloc_scratch()
         self._caches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -14,6 +14,7 @@ from ..models_hub import resolve_model
 from .cache import KVCache
 from .capability import check_loadable, choose_cpu_forward, weights_used
 from .chat_template import ChatTemplate
+from .hparams import require
 from .models import get_architecture
 from .weights import WeightLoader
 
@@ -37,6 +38,9 @@ class Model:
 
         self.tokenizer = load_tokenizer(self.gguf)
         self.n_vocab = self.args.n_vocab
+        # every id the tokenizer can produce must have an embedding row
+        require(self.tokenizer.n_vocab <= self.n_vocab, f"{self.path}: the tokenizer has "
+                f"{self.tokenizer.n_vocab} tokens but the embedding only {self.n_vocab} rows")
         self.n_ctx = int(n_ctx or self.args.n_ctx_train)
         if self.n_ctx <= 0:
             raise ConfigError(f"n_ctx must be positive, got {self.n_ctx}", "n_ctx")

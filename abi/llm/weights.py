@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _kernels
-from ..errors import UnsupportedModelError
+from ..errors import InvalidModelError, UnsupportedModelError
 from ..gguf import GGMLType, GGUFFile
 
 
@@ -52,31 +52,42 @@ class WeightLoader:
     def has(self, name: str) -> bool:
         return name in self.gguf.tensors
 
-    def _info(self, name: str):
+    def _info(self, name: str, shape: tuple[int, ...]):
+        """The tensor's entry, refused unless its shape is the one the hyperparameters imply."""
         info = self.gguf.tensors.get(name)
         if info is None:
             raise UnsupportedModelError(
                 f"{self.gguf.path}: tensor {name!r} is missing for architecture "
                 f"{self.gguf.architecture!r}")
+        if tuple(info.shape) != tuple(shape):
+            raise InvalidModelError(
+                f"{self.gguf.path}: tensor {name!r} has shape {tuple(info.shape)}; the metadata's "
+                f"hyperparameters imply {tuple(shape)}")
         return info
 
-    def vector(self, name: str) -> np.ndarray:
-        """A 1-D (norm, bias) tensor as float32."""
-        info = self._info(name)
+    def dense(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A tensor of ``shape`` as float32 (a view of the map for F32, dequantised otherwise)."""
+        info = self._info(name, shape)
         if info.ggml_type == GGMLType.F32:
-            return self.gguf.tensor_array(name)
-        return _kernels.dequantize(self.gguf.tensor_data(name), info.ggml_type, info.shape).reshape(info.shape)
+            return np.asarray(self.gguf.tensor_array(name))
+        raw = self.gguf.tensor_data(name)
+        return np.ascontiguousarray(_kernels.dequantize(raw, info.ggml_type, info.shape).reshape(shape),
+                                    dtype=np.float32)
 
-    def optional_vector(self, name: str) -> np.ndarray | None:
-        return self.vector(name) if self.has(name) else None
+    def vector(self, name: str, n: int) -> np.ndarray:
+        """A 1-D (norm, bias) tensor of ``n`` values as float32."""
+        return self.dense(name, (n,))
 
-    def linear(self, name: str, bias: str | None = None) -> Linear:
-        info = self._info(name)
-        if len(info.shape) != 2:
-            raise UnsupportedModelError(f"tensor {name!r} has shape {info.shape}; expected a matrix")
-        b = self.optional_vector(bias) if bias else None
+    def optional_vector(self, name: str, n: int) -> np.ndarray | None:
+        return self.vector(name, n) if self.has(name) else None
+
+    def linear(self, name: str, shape: tuple[int, int], bias: str | None = None) -> Linear:
+        """A (out, in) matrix, with an optional (out,) bias."""
+        info = self._info(name, shape)
+        b = self.optional_vector(bias, shape[0]) if bias else None
         return Linear(self.gguf.tensor_data(name), info.ggml_type, info.shape, b, name)
 
-    def embedding(self, name: str) -> Embedding:
-        info = self._info(name)
+    def embedding(self, name: str, shape: tuple[int, int]) -> Embedding:
+        """A (n_vocab, n_embd) table."""
+        info = self._info(name, shape)
         return Embedding(self.gguf.tensor_data(name), info.ggml_type, info.shape, name)

@@ -19,7 +19,7 @@ import numpy as np
 from ... import _kernels
 from .. import _encode
 from ...errors import ContextLengthExceeded, InvalidRequestError, UnsupportedModelError
-from ...gguf import GGMLType
+from ..hparams import Metadata, require, vocab_size
 from ..layers import layer_norm
 from ..threads import ThreadChooser
 
@@ -47,42 +47,24 @@ class ModelArgs:
         if arch != "bert":
             raise UnsupportedModelError(f"architecture {arch!r} is not bert")
 
-        def get(key, default=None):
-            value = metadata.get(f"{arch}.{key}", default)
-            if value is None:
-                raise UnsupportedModelError(f"metadata key '{arch}.{key}' is missing")
-            return value
-
-        n_embd, n_heads = int(get("embedding_length")), int(get("attention.head_count"))
-        if n_heads <= 0 or n_embd % n_heads:
-            raise UnsupportedModelError(f"embedding length {n_embd} is not divisible by {n_heads} heads")
-        pooling = int(get("pooling_type", 1))  # a file without the key: mean, the common case
+        m = Metadata(metadata, arch)
+        n_embd, n_heads = m.int("embedding_length"), m.int("attention.head_count")
+        require(n_embd % n_heads == 0, f"{arch}.embedding_length {n_embd} is not divisible by "
+                f"{arch}.attention.head_count {n_heads}")
+        pooling = m.int("pooling_type", 1, lo=0)  # a file without the key: mean, the common case
         if pooling not in POOLING_NAMES:
             raise UnsupportedModelError(f"{arch}.pooling_type {pooling} is not supported "
                                         f"(supported: {', '.join(f'{k}={v}' for k, v in POOLING_NAMES.items())})")
-        if get("attention.causal", False):
+        if metadata.get(f"{arch}.attention.causal", False):
             raise UnsupportedModelError("a causal bert model is not supported")
-        n_vocab = metadata.get(f"{arch}.vocab_size") or len(metadata.get("tokenizer.ggml.tokens", ()))
-        return cls(arch=arch, n_vocab=int(n_vocab), n_embd=n_embd,
-                   n_layers=int(get("block_count")), n_heads=n_heads, head_dim=n_embd // n_heads,
-                   n_ff=int(get("feed_forward_length")), n_ctx_train=int(get("context_length")),
-                   n_token_types=int(metadata.get("tokenizer.ggml.token_type_count", 2)),
-                   norm_eps=float(get("attention.layer_norm_epsilon", 1e-12)),
+        types = metadata.get("tokenizer.ggml.token_type_count", 2)
+        require(isinstance(types, int) and not isinstance(types, bool) and 1 <= types <= 1 << 16,
+                f"tokenizer.ggml.token_type_count must be an integer in [1, 65536], found {types!r}")
+        return cls(arch=arch, n_vocab=vocab_size(metadata, arch), n_embd=n_embd,
+                   n_layers=m.int("block_count"), n_heads=n_heads, head_dim=n_embd // n_heads,
+                   n_ff=m.int("feed_forward_length"), n_ctx_train=m.int("context_length"),
+                   n_token_types=types, norm_eps=m.float("attention.layer_norm_epsilon", 1e-12),
                    pooling=POOLING_NAMES[pooling])
-
-
-def _dense(weights, name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """A tensor as float32 of the expected shape (a view for F32, dequantised once otherwise)."""
-    if not weights.has(name):
-        raise UnsupportedModelError(f"{weights.gguf.path}: tensor {name!r} is missing for a bert model")
-    info = weights.gguf.tensors[name]
-    if tuple(info.shape) != tuple(shape):
-        raise UnsupportedModelError(f"tensor {name!r} has shape {info.shape}; expected {shape}")
-    if info.ggml_type == GGMLType.F32:  # a plain ndarray view of the map: no copy
-        return np.asarray(weights.gguf.tensor_array(name))
-    raw = weights.gguf.tensor_data(name)
-    return np.ascontiguousarray(_kernels.dequantize(raw, info.ggml_type, info.shape).reshape(shape),
-                                dtype=np.float32)
 
 
 class Block:
@@ -90,13 +72,13 @@ class Block:
 
     def __init__(self, w, i: int, a: ModelArgs):
         p, D, F = f"blk.{i}.", a.n_embd, a.n_ff
-        self.wqkv = np.concatenate([_dense(w, p + f"attn_{t}.weight", (D, D)) for t in "qkv"])
-        self.bqkv = np.concatenate([_dense(w, p + f"attn_{t}.bias", (D,)) for t in "qkv"])
-        self.wo, self.bo = _dense(w, p + "attn_output.weight", (D, D)), _dense(w, p + "attn_output.bias", (D,))
-        self.attn_norm = (_dense(w, p + "attn_output_norm.weight", (D,)), _dense(w, p + "attn_output_norm.bias", (D,)))
-        self.w_up, self.b_up = _dense(w, p + "ffn_up.weight", (F, D)), _dense(w, p + "ffn_up.bias", (F,))
-        self.w_down, self.b_down = _dense(w, p + "ffn_down.weight", (D, F)), _dense(w, p + "ffn_down.bias", (D,))
-        self.out_norm = (_dense(w, p + "layer_output_norm.weight", (D,)), _dense(w, p + "layer_output_norm.bias", (D,)))
+        self.wqkv = np.concatenate([w.dense(p + f"attn_{t}.weight", (D, D)) for t in "qkv"])
+        self.bqkv = np.concatenate([w.dense(p + f"attn_{t}.bias", (D,)) for t in "qkv"])
+        self.wo, self.bo = w.dense(p + "attn_output.weight", (D, D)), w.dense(p + "attn_output.bias", (D,))
+        self.attn_norm = (w.dense(p + "attn_output_norm.weight", (D,)), w.dense(p + "attn_output_norm.bias", (D,)))
+        self.w_up, self.b_up = w.dense(p + "ffn_up.weight", (F, D)), w.dense(p + "ffn_up.bias", (F,))
+        self.w_down, self.b_down = w.dense(p + "ffn_down.weight", (D, F)), w.dense(p + "ffn_down.bias", (D,))
+        self.out_norm = (w.dense(p + "layer_output_norm.weight", (D,)), w.dense(p + "layer_output_norm.bias", (D,)))
 
 
 class Model:
@@ -105,11 +87,11 @@ class Model:
         self.n_threads = max(1, int(n_threads or _kernels.default_num_threads()))
         self._threads = {few: ThreadChooser(self.n_threads) for few in (False, True)}
         D = a.n_embd
-        self.tok_embd = _dense(weights, "token_embd.weight", (a.n_vocab, D))
-        self.pos_embd = _dense(weights, "position_embd.weight", (a.n_ctx_train, D))
-        self.type_embd = _dense(weights, "token_types.weight", (a.n_token_types, D)) \
+        self.tok_embd = weights.dense("token_embd.weight", (a.n_vocab, D))
+        self.pos_embd = weights.dense("position_embd.weight", (a.n_ctx_train, D))
+        self.type_embd = weights.dense("token_types.weight", (a.n_token_types, D)) \
             if weights.has("token_types.weight") else np.zeros((1, D), np.float32)
-        self.embd_norm = (_dense(weights, "token_embd_norm.weight", (D,)), _dense(weights, "token_embd_norm.bias", (D,)))
+        self.embd_norm = (weights.dense("token_embd_norm.weight", (D,)), weights.dense("token_embd_norm.bias", (D,)))
         self.layers = [Block(weights, i, a) for i in range(a.n_layers)]
         self.compiled = _encode.Encoder(self.layers, D, a.n_ff, a.n_heads, a.norm_eps)
 

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...errors import UnsupportedModelError
+from ...errors import InvalidModelError
 from ..cache import KVCache
+from ..hparams import Metadata
 from ..layers import Rope, attention, gelu_tanh, rms_norm, rope_config, softcap
 from ..weights import WeightLoader
 from . import llama
@@ -28,50 +29,52 @@ class ModelArgs(llama.ModelArgs):
     def from_gguf(cls, metadata: dict) -> "ModelArgs":
         base = llama.ModelArgs.from_gguf.__func__(cls, metadata)
         arch = base.arch
-        window = int(metadata.get(f"{arch}.attention.sliding_window", 0) or 0)
+        m = Metadata(metadata, arch)
+        window = m.int("attention.sliding_window", 0, lo=0)
         pattern = metadata.get(f"{arch}.attention.sliding_window_pattern", 6)
         if isinstance(pattern, list):
             swa = tuple(bool(p) for p in pattern)
         elif window > 0:  # every n-th layer is global, as llama.cpp's set_swa_pattern(n)
-            n = int(pattern)
+            n = m.int("attention.sliding_window_pattern", 6, lo=0)
             swa = tuple(n == 0 or i % n < n - 1 for i in range(base.n_layers))
         else:
             swa = (False,) * base.n_layers
         if len(swa) != base.n_layers:
-            raise UnsupportedModelError(f"sliding_window_pattern has {len(swa)} entries for "
-                                        f"{base.n_layers} layers")
+            raise InvalidModelError(f"{arch}.attention.sliding_window_pattern has {len(swa)} entries "
+                                    f"for {base.n_layers} layers")
         return cls(**{**base.__dict__, "sliding_window": window, "swa_pattern": swa,
-                      "rope_base_swa": float(metadata.get(f"{arch}.rope.freq_base_swa", 10000.0)),
-                      "final_softcap": float(metadata.get(f"{arch}.final_logit_softcapping", 0.0) or 0.0),
-                      "attn_softcap": float(metadata.get(f"{arch}.attn_logit_softcapping", 0.0) or 0.0)})
+                      "rope_base_swa": m.float("rope.freq_base_swa", 10000.0),
+                      "final_softcap": m.float("final_logit_softcapping", 0.0, lo_open=False),
+                      "attn_softcap": m.float("attn_logit_softcapping", 0.0, lo_open=False)})
 
 
 class Block:
-    def __init__(self, w: WeightLoader, i: int):
+    def __init__(self, w: WeightLoader, i: int, a: ModelArgs):
         p = f"blk.{i}."
-        self.attn_norm = w.vector(p + "attn_norm.weight")
-        self.wq = w.linear(p + "attn_q.weight")
-        self.wk = w.linear(p + "attn_k.weight")
-        self.wv = w.linear(p + "attn_v.weight")
-        self.q_norm = w.vector(p + "attn_q_norm.weight")
-        self.k_norm = w.vector(p + "attn_k_norm.weight")
-        self.wo = w.linear(p + "attn_output.weight")
-        self.post_attn_norm = w.vector(p + "post_attention_norm.weight")
-        self.ffn_norm = w.vector(p + "ffn_norm.weight")
-        self.w_gate = w.linear(p + "ffn_gate.weight")
-        self.w_up = w.linear(p + "ffn_up.weight")
-        self.w_down = w.linear(p + "ffn_down.weight")
-        self.post_ffn_norm = w.vector(p + "post_ffw_norm.weight")
+        D, Q, KV, F = a.n_embd, a.n_heads * a.head_dim, a.n_kv_heads * a.head_dim, a.n_ff
+        self.attn_norm = w.vector(p + "attn_norm.weight", D)
+        self.wq = w.linear(p + "attn_q.weight", (Q, D))
+        self.wk = w.linear(p + "attn_k.weight", (KV, D))
+        self.wv = w.linear(p + "attn_v.weight", (KV, D))
+        self.q_norm = w.vector(p + "attn_q_norm.weight", a.head_dim)
+        self.k_norm = w.vector(p + "attn_k_norm.weight", a.head_dim)
+        self.wo = w.linear(p + "attn_output.weight", (D, Q))
+        self.post_attn_norm = w.vector(p + "post_attention_norm.weight", D)
+        self.ffn_norm = w.vector(p + "ffn_norm.weight", D)
+        self.w_gate = w.linear(p + "ffn_gate.weight", (F, D))
+        self.w_up = w.linear(p + "ffn_up.weight", (F, D))
+        self.w_down = w.linear(p + "ffn_down.weight", (D, F))
+        self.post_ffn_norm = w.vector(p + "post_ffw_norm.weight", D)
 
 
 class Model:
     def __init__(self, args: ModelArgs, weights: WeightLoader):
         self.args = args
-        self.tok_embd = weights.embedding("token_embd.weight")
-        self.layers = [Block(weights, i) for i in range(args.n_layers)]
-        self.output_norm = weights.vector("output_norm.weight")
-        self.output = weights.linear("output.weight") if weights.has("output.weight") \
-            else self.tok_embd.as_linear()
+        self.tok_embd = weights.embedding("token_embd.weight", (args.n_vocab, args.n_embd))
+        self.layers = [Block(weights, i, args) for i in range(args.n_layers)]
+        self.output_norm = weights.vector("output_norm.weight", args.n_embd)
+        self.output = weights.linear("output.weight", (args.n_vocab, args.n_embd)) \
+            if weights.has("output.weight") else self.tok_embd.as_linear()
         self.rope_global = Rope(rope_config(args, args.rope_base))
         self.rope_local = Rope(rope_config(args, args.rope_base_swa, scaled=False))
         # Gemma 3 27B scales by the model width per head; the others by the head size
