@@ -30,15 +30,18 @@ cdef extern from *:
     #if defined(__AVX2__)
     #include <immintrin.h>
     #define ABI_Q8_SIMD 1
-    /* max |x| over n floats (n a multiple of 8) */
+    /* max |x| over n floats (n a multiple of 8), as the integer max of the bit patterns:
+       it orders finite |x| as floats do and ranks Inf and NaN above them, so a non-finite
+       input gives a non-finite scale instead of vanishing (a float max drops NaN lanes) */
     static inline float abi_absmax_simd(const float* x, int n) {
-        const __m256 sign = _mm256_set1_ps(-0.0f);
-        __m256 m = _mm256_setzero_ps();
-        for (int j = 0; j < n; j += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)));
-        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-        h = _mm_max_ss(h, _mm_movehdup_ps(h));
-        return _mm_cvtss_f32(h);
+        const __m256i mag = _mm256_set1_epi32(0x7fffffff);
+        __m256i m = _mm256_setzero_si256();
+        for (int j = 0; j < n; j += 8)
+            m = _mm256_max_epi32(m, _mm256_and_si256(mag, _mm256_castps_si256(_mm256_loadu_ps(x + j))));
+        __m128i h = _mm_max_epi32(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
+        h = _mm_max_epi32(h, _mm_shuffle_epi32(h, 0x4E));
+        h = _mm_max_epi32(h, _mm_shuffle_epi32(h, 0xB1));
+        return _mm_cvtss_f32(_mm_castsi128_ps(h));
     }
     /* q = roundf(x * inv) (ties away from zero, from exact trunc / subtract / compare);
        returns sum(q). Same bits as the scalar loop for finite x. */
@@ -85,10 +88,11 @@ cdef extern from *:
     #else
         for (int j = 0; j < 256; ++j) {
             float a = fabsf(x[j]);
-            if (a > amax) { amax = a; m = x[j]; }
+            if (!(a <= amax)) { amax = a; m = x[j]; if (a != a) break; }  /* a NaN stops the scan */
         }
     #endif
         if (amax == 0.0f) { memset(q, 0, 256); *d_out = 0.0f; return; }
+        if (!(amax <= 3.4028235e38f)) { memset(q, 0, 256); *d_out = NAN; return; }  /* NaN/Inf in: NaN out */
         const float iscale = -127.0f / m;
         for (int j = 0; j < 256; ++j) {
             float v = rintf(iscale * x[j]);
@@ -125,11 +129,14 @@ cdef inline float _signed_absmax(const float* x, int n) noexcept nogil:
     return mx
 
 cdef inline float _absmax(const float* x, int n) noexcept nogil:
+    """max |x|; NaN if any x is NaN (so the block's scale carries it to the product)."""
     cdef float amax = 0, a
     cdef int j
     for j in range(n):
         a = fabsf(x[j])
-        amax = a if a > amax else amax
+        amax = a if (a > amax or a != a) else amax
+        if amax != amax:
+            return amax
     return amax
 
 cdef inline void _min_max(const float* x, int n, float* lo, float* hi) noexcept nogil:

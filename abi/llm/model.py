@@ -8,10 +8,11 @@ import time
 
 import numpy as np
 
-from ..errors import ConfigError, ContextLengthExceeded
+from ..errors import ConfigError, ContextLengthExceeded, NonFiniteError
 from ..gguf import GGUFFile, load
 from ..models_hub import resolve_model
 from .cache import KVCache
+from .capability import check_finite as check_finite_weights
 from .capability import check_loadable, choose_cpu_forward, weights_used
 from .chat_template import ChatTemplate
 from .hparams import require
@@ -27,7 +28,7 @@ class Model:
     def __init__(self, path: str | os.PathLike | None = None, *, n_ctx: int | None = None,
                  n_batch: int = DEFAULT_BATCH, kv_dtype: str = "f32",
                  chat_template: str | None = None, n_threads: int | None = None,
-                 backend: str = "cpu"):
+                 backend: str = "cpu", check_finite: bool = True):
         t0 = time.perf_counter()
         self.path = str(resolve_model(path))
         self.gguf: GGUFFile = load(self.path)
@@ -64,6 +65,8 @@ class Model:
         # fail closed: every weight's type is checked against the kernels before any forward
         used = weights_used(self.arch)
         check_loadable(used, self.path)
+        if check_finite:
+            check_finite_weights(self.gguf)
         self.forward_path = "cuda" if self.backend == "cuda" else \
             choose_cpu_forward(used, self.args.arch, COMPILED_ARCHITECTURES)
         self._compiled = None  # the compiled forward, built on first use
@@ -142,7 +145,14 @@ class Model:
                     out = compiled.forward(chunk, cache, want)
             if output != "last" or last:
                 outs.append(out)
-        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+        out = outs[0] if len(outs) == 1 else np.concatenate(outs)
+        if out is not None and not np.isfinite(out).all():
+            # fail closed: a NaN would be sampled as token 0 or an empty answer
+            row = int(np.flatnonzero(~np.isfinite(out).all(axis=-1))[0])
+            raise NonFiniteError(f"the forward pass produced NaN/Inf ({output} output row {row}, "
+                                 f"{cache.length} tokens in the cache): the model's weights or "
+                                 f"hyperparameters are broken")
+        return out
 
     def logits(self, ids) -> np.ndarray:
         """float32 (len(ids), n_vocab): one forward pass from an empty cache."""
