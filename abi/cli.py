@@ -58,3 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:
+        if debug:
+            raise
+        # a defect of abi, not of the input: one line, the traceback only on request
+        print(f"abi: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
+              f"traceback, and please report it)", file=sys.stderr)
+        return 70

@@ -12,6 +12,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ctx", type=int, default=None, help="context length (default: the model's)")
     p.add_argument("--backend", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--kv-dtype", choices=("f32", "f16"), default="f32", help="KV cache precision")
+    p.add_argument("--no-check", action="store_true", help="skip the load-time scan of the weights for NaN/Inf scales")
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -52,7 +53,8 @@ def _sampling_options(args) -> dict:
 def _engine(args):
     from .engine import Engine
 
-    return Engine(backend=args.backend, n_ctx=args.ctx, kv_dtype=args.kv_dtype).load_model(args.model)
+    return Engine(backend=args.backend, n_ctx=args.ctx, kv_dtype=args.kv_dtype,
+                  check_finite=not args.no_check).load_model(args.model)
 
 
 def _print_stats(stats, out=sys.stderr) -> None:
@@ -170,7 +172,7 @@ def _bench(argv: list[str]) -> int:
     from .model import load_model
 
     model = load_model(args.model, n_ctx=args.ctx or max(args.n_prompt + args.n_gen + 8, 256),
-                       kv_dtype=args.kv_dtype)
+                       kv_dtype=args.kv_dtype, check_finite=not args.no_check)
     load_s = time.perf_counter() - t0
     rng = np.random.default_rng(0)
     normal = [i for i, t in enumerate(model.tokenizer.token_types) if t == 1] or list(range(model.n_vocab))

@@ -8,6 +8,7 @@ import math
 from ..errors import InvalidModelError, UnsupportedModelError
 
 INT_MAX = 2**31 - 1  # the compiled forwards hold sizes in C ints
+MAX_LAYERS = 512     # llama.cpp's limit too; bounds the per-layer work done before tensors are read
 _MISSING = object()
 
 

@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cap on tokens generated per request (default: the context's room)")
     p.add_argument("--backend", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--kv-dtype", choices=("f32", "f16"), default="f32")
+    p.add_argument("--no-check", action="store_true", help="skip the load-time scan of the weights for NaN/Inf scales")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per forward pass")
     p.add_argument("--access-log", action="store_true", help="log every request")
     return p
@@ -56,7 +57,8 @@ def options_from_args(args):
     return ServeOptions(model=args.model, embedding_model=args.embedding_model, host=args.host,
                         port=args.port, api_key=api_key, parallel=args.parallel, ctx=args.ctx,
                         queue=args.queue, max_tokens=args.max_tokens, backend=args.backend,
-                        kv_dtype=args.kv_dtype, threads=args.threads)
+                        kv_dtype=args.kv_dtype, threads=args.threads,
+                        check_finite=not args.no_check)
 
 
 def main(argv: list[str] | None = None) -> int:

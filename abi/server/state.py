@@ -32,6 +32,7 @@ class ServeOptions:
     max_tokens: int | None = None       # server-wide cap on tokens per generation
     backend: str = "auto"
     kv_dtype: str = "f32"
+    check_finite: bool = True
     threads: int | None = None
     max_body: int = DEFAULT_MAX_BODY    # bytes per request body
 
@@ -65,7 +66,7 @@ class ServerState:
 
         o = self.options
         try:
-            model_opts = {"n_ctx": o.ctx, "kv_dtype": o.kv_dtype}
+            model_opts = {"n_ctx": o.ctx, "kv_dtype": o.kv_dtype, "check_finite": o.check_finite}
             if o.threads is not None:
                 model_opts["n_threads"] = o.threads
             engine = Engine(n_slots=o.parallel, backend=o.backend, **model_opts).load_model(o.model)

@@ -19,7 +19,7 @@ import numpy as np
 from ... import _kernels
 from .. import _encode
 from ...errors import ContextLengthExceeded, InvalidRequestError, UnsupportedModelError
-from ..hparams import Metadata, require, vocab_size
+from ..hparams import MAX_LAYERS, Metadata, require, vocab_size
 from ..layers import layer_norm
 from ..threads import ThreadChooser
 
@@ -61,7 +61,7 @@ class ModelArgs:
         require(isinstance(types, int) and not isinstance(types, bool) and 1 <= types <= 1 << 16,
                 f"tokenizer.ggml.token_type_count must be an integer in [1, 65536], found {types!r}")
         return cls(arch=arch, n_vocab=vocab_size(metadata, arch), n_embd=n_embd,
-                   n_layers=m.int("block_count"), n_heads=n_heads, head_dim=n_embd // n_heads,
+                   n_layers=m.int("block_count", hi=MAX_LAYERS), n_heads=n_heads, head_dim=n_embd // n_heads,
                    n_ff=m.int("feed_forward_length"), n_ctx_train=m.int("context_length"),
                    n_token_types=types, norm_eps=m.float("attention.layer_norm_epsilon", 1e-12),
                    pooling=POOLING_NAMES[pooling])

@@ -9,7 +9,7 @@ import numpy as np
 
 from ...errors import UnsupportedModelError
 from ..cache import KVCache
-from ..hparams import Metadata, require, vocab_size
+from ..hparams import MAX_LAYERS, Metadata, require, vocab_size
 from ..layers import Rope, attention, rms_norm, rope_config, silu
 from ..weights import WeightLoader
 
@@ -67,7 +67,7 @@ class ModelArgs:
                                         f"(supported: none, linear, yarn, per-frequency factors)")
         return cls(
             arch=arch, n_vocab=vocab_size(metadata, arch), n_embd=n_embd,
-            n_layers=m.int("block_count"), n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim,
+            n_layers=m.int("block_count", hi=MAX_LAYERS), n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim,
             n_ff=m.int("feed_forward_length"), n_ctx_train=m.int("context_length"),
             norm_eps=m.float("attention.layer_norm_rms_epsilon", 1e-5),
             rope_base=m.float("rope.freq_base", 10000.0),
