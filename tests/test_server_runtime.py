@@ -267,3 +267,23 @@ def test_a_model_that_cannot_load_ends_the_server_with_its_error():
                           timeout=120)
     assert done.returncode == 4  # ModelNotFoundError's exit code
     assert "no model file at '/no/such/model.gguf'" in done.stderr
+    # refused before the web server starts: no start-up or shutdown log around the error
+    assert "Uvicorn running" not in done.stderr and "Shutting down" not in done.stderr
+
+
+def test_the_banner_shows_the_port_bound_for_port_0():
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "abi", "serve", "--port", "0"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        while "abi serve:" not in line:
+            line = proc.stderr.readline()
+            assert line, "the server ended before its banner"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    port = int(line.split("http://127.0.0.1:", 1)[1].split(" ", 1)[0])
+    assert port > 0

@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from abi.errors import CheckpointError
+from abi.errors import CheckpointError, ConfigError
 from abi.training import TrainingConfig, load_checkpoint, train
 from abi.training.checkpoint import (CheckpointManager, read_checkpoint, resolve_checkpoint,
                                      save_checkpoint)
@@ -170,3 +170,99 @@ def test_resume_refuses_a_config_that_breaks_continuity(tmp_path):
         train(TrainingConfig(epochs=2, sample_count=64, batch_size=16), resume_from=r.checkpoints[-1])
     more = train(TrainingConfig(epochs=2, sample_count=64), resume_from=r.checkpoints[-1])
     assert more.steps == 4 and len(more.loss_per_epoch) == 2
+
+
+# --- a checkpoint that cannot be written (issue 17) ---------------------------------------
+
+def _small(tmp_path, **kw):
+    return TrainingConfig(epochs=2, batch_size=16, sample_count=64, model_size=128,
+                          checkpoint_path=str(tmp_path / "ck" / "m.ckpt"), **kw)
+
+
+def test_an_unwritable_checkpoint_directory_fails_before_training(tmp_path):
+    # a path under a regular file: unwritable even for root, where chmod stops nothing
+    (tmp_path / "file").write_text("x")
+    steps = []
+    cfg = _small(tmp_path)
+    cfg.checkpoint_path = str(tmp_path / "file" / "ck" / "m.ckpt")
+    with pytest.raises(CheckpointError, match="not writable") as info:
+        train(cfg, on_step=lambda step, loss: steps.append(step))
+    assert steps == [] and info.value.path == cfg.checkpoint_path
+
+
+def _failing_saves(monkeypatch, fail_steps):
+    """Make ``save_checkpoint`` fail (ENOSPC, as a full disk does) for the given steps."""
+    import errno
+
+    from abi.training import checkpoint as ck
+
+    real_open, calls = open, []
+
+    def save(path, tensors, meta):
+        calls.append(meta["step"])
+        if meta["step"] in fail_steps:
+            def no_space(*a, **k):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            monkeypatch.setattr(ck, "open", no_space, raising=False)
+        try:
+            return real_save(path, tensors, meta)
+        finally:
+            monkeypatch.setattr(ck, "open", real_open, raising=False)
+
+    real_save = ck.save_checkpoint
+    monkeypatch.setattr(ck, "save_checkpoint", save)
+    return calls
+
+
+def test_a_failed_save_aborts_with_the_path_and_reason_and_keeps_earlier_ones(tmp_path, monkeypatch):
+    calls = _failing_saves(monkeypatch, {6})
+    cfg = _small(tmp_path, checkpoint_interval=2)
+    with pytest.raises(CheckpointError) as info:
+        train(cfg)
+    assert "m-00000006.ckpt" in str(info.value) and os.strerror(28) in str(info.value)
+    assert info.value.path.endswith("m-00000006.ckpt") and calls == [2, 4, 6]
+    kept = sorted(p.name for p in (tmp_path / "ck").iterdir())
+    assert kept == ["m-00000002.ckpt", "m-00000004.ckpt"]   # no temporary file left behind
+    assert load_checkpoint(cfg.checkpoint_path).step == 4
+
+
+def test_retry_keeps_the_run_when_an_interval_save_fails(tmp_path, monkeypatch, caplog):
+    calls = _failing_saves(monkeypatch, {4})
+    report = train(_small(tmp_path, checkpoint_interval=2, on_save_error="retry"))
+    assert calls == [2, 4, 6, 8] and report.steps == 8
+    assert [os.path.basename(p) for p in report.checkpoints] == [
+        "m-00000002.ckpt", "m-00000006.ckpt", "m-00000008.ckpt"]
+    assert "m-00000004.ckpt" in caplog.text and "next checkpoint tries again" in caplog.text
+    # the continuation equals an uninterrupted run: nothing was lost to the failed save
+    plain = train(_small(tmp_path / "plain"))
+    for name, w in plain.weights.items():
+        np.testing.assert_array_equal(report.weights[name], w)
+
+
+def test_retry_tries_the_final_save_again_then_gives_up_with_the_error(tmp_path, monkeypatch):
+    calls = _failing_saves(monkeypatch, {8})
+    cfg = _small(tmp_path, on_save_error="retry", save_retries=2, save_retry_delay=0)
+    with pytest.raises(CheckpointError, match="m-00000008.ckpt"):
+        train(cfg)
+    assert calls == [8, 8, 8]
+
+
+def test_retry_succeeds_when_the_final_save_works_again(tmp_path, monkeypatch):
+    from abi.training import checkpoint as ck
+
+    real_save, calls = ck.save_checkpoint, []
+
+    def flaky(path, tensors, meta):   # the disk has room again on the second try
+        calls.append(meta["step"])
+        if len(calls) == 1:
+            raise CheckpointError(f"could not save checkpoint {str(path)!r}: full", str(path))
+        return real_save(path, tensors, meta)
+
+    monkeypatch.setattr(ck, "save_checkpoint", flaky)
+    report = train(_small(tmp_path, on_save_error="retry", save_retry_delay=0))
+    assert calls == [8, 8] and report.checkpoints[-1].endswith("m-00000008.ckpt")
+
+
+def test_on_save_error_is_validated():
+    with pytest.raises(ConfigError, match="on_save_error"):
+        TrainingConfig(on_save_error="ignore").validate()

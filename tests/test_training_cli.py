@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -84,3 +85,26 @@ def test_progress_bar_shows_loss_and_rate():
 def test_bad_options_fail_cleanly(argv, capsys):
     assert cli_main(argv) == 2
     assert capsys.readouterr().err
+
+
+def test_checkpoint_count_and_resuming_a_finished_run(tmp_path, capsys):
+    ckpt = tmp_path / "m.ckpt"
+    assert cli_main(["train", "run", "-e", "2", "-b", "16", "--sample-count", "64",
+                     "--checkpoint-interval", "2", "--max-checkpoints", "2", "--checkpoint-path",
+                     str(ckpt), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "checkpoints written: 4 (2 kept)" in out
+    listed = [line.strip() for line in out.splitlines() if line.startswith("  ")]
+    assert [os.path.basename(p) for p in listed] == ["m-00000006.ckpt", "m-00000008.ckpt"]
+    # a finished run is reported complete, not replayed
+    assert cli_main(["train", "resume", str(ckpt), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "the run is complete (epoch 2 of 2, step 8)" in out and "epoch   1" not in out
+
+
+def test_an_unwritable_checkpoint_path_is_a_clean_error_before_training(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    code = cli_main(["train", "run", "-e", "1", "--sample-count", "64", "--on-save-error",
+                     "retry", "--checkpoint-path", str(tmp_path / "file" / "m.ckpt")])
+    assert code == CheckpointError.exit_code
+    assert "is not writable" in capsys.readouterr().err

@@ -131,6 +131,9 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3, help="alternations of the two processes")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     args = p.parse_args()
+    if args.st_python and not (os.path.isfile(args.st_python) and os.access(args.st_python, os.X_OK)):
+        p.error(f"--st-python {args.st_python!r} is not an executable file (give the python of a "
+                "virtual environment with torch and sentence-transformers)")
     if args.worker:
         result = worker_abi(args) if args.worker == "abi" else worker_st(args)
         print(json.dumps(result))

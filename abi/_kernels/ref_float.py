@@ -27,7 +27,8 @@ def quantize_f32(x: np.ndarray) -> np.ndarray:
 
 
 def quantize_f16(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(x, dtype=np.float32).astype(np.float16).reshape(-1, 1).view(np.uint8)
+    with np.errstate(over="ignore"):  # past 65504 is inf, as ggml's conversion gives
+        return np.ascontiguousarray(x, dtype=np.float32).astype(np.float16).reshape(-1, 1).view(np.uint8)
 
 
 def quantize_bf16(x: np.ndarray) -> np.ndarray:

@@ -35,7 +35,8 @@ def _f16(raw: np.ndarray) -> np.ndarray:
 
 def _f16_bytes(v: np.ndarray) -> np.ndarray:
     """(n, 1) float32 -> (n, 2) uint8, rounded to nearest even."""
-    return np.ascontiguousarray(v.astype(np.float16)).view(np.uint8)
+    with np.errstate(over="ignore"):  # a scale past 65504 is inf, as in ggml's FP32_TO_FP16
+        return np.ascontiguousarray(v.astype(np.float16)).view(np.uint8)
 
 
 def _nibbles(qs: np.ndarray) -> np.ndarray:

@@ -123,6 +123,7 @@ class GpuResponse:
     explored: bool = False     # chosen for its exploration bonus, not its predicted speed
     failed_backends: list[str] = field(default_factory=list)  # tried first, failed
     result: Any = field(default=None, repr=False)  # embedding array, training report, ...
+    work_ms: float = 0.0       # the work alone: what the policy learns from and get_gpu_stats averages
 
 
 @dataclass
@@ -364,7 +365,8 @@ class GpuAgent:
                 self._record(workload, choice.arm, x, reward, choice.explored,
                              latency_ms=result.work_s * 1000.0)
                 return GpuResponse(result.content, choice.arm, latency_ms, result.tokens, reward,
-                                   workload, choice.explored, failed, result.result)
+                                   workload, choice.explored, failed, result.result,
+                                   work_ms=result.work_s * 1000.0)
             raise SchedulingError(f"{workload} request failed on every backend tried: "
                                   + "; ".join(errors))
 

@@ -52,7 +52,7 @@ def print_stats(agent, out: TextIO) -> None:
         lat = s.avg_latency_ms.get(name)
         here = any(b.name == name for b in agent.backends)
         out.write(f"  {name:<14} {s.backend_choices.get(name, 0):>6} choices"
-                  + (f", avg latency {lat:.1f} ms" if lat is not None else "")
+                  + (f", avg work {lat:.1f} ms (model loading excluded)" if lat is not None else "")
                   + ("" if here else "  (not on this machine)") + "\n")
 
 
@@ -62,7 +62,9 @@ def _run_one(agent, args, text: str, out: TextIO) -> None:
     r = agent.process(GpuRequest(text, workload_type=args.workload, priority=args.priority,
                                  max_tokens=args.max_tokens, memory_hint_mb=args.memory_hint_mb))
     out.write(r.content + "\n")
-    out.write(f"[backend: {r.gpu_backend_used}  latency: {r.latency_ms:.1f} ms  tokens: "
+    # latency counts one-off model loading; work is what --gpu-stats averages
+    out.write(f"[backend: {r.gpu_backend_used}  latency: {r.latency_ms:.1f} ms (work "
+              f"{r.work_ms:.1f} ms)  tokens: "
               f"{r.tokens}  reward: {r.reward:.4f}" + ("  (exploring)" if r.explored else "")
               + "]\n")
     out.flush()

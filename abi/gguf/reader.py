@@ -93,7 +93,8 @@ class _Cursor:
         n = self.u64(f"length of {what}")
         if n > self.remaining():
             raise GGUFValueError(
-                f"{what} claims {n} bytes but only {self.remaining()} remain in the file", start)
+                f"{what} claims {n} bytes but only {self.remaining()} remain in the file: "
+                "the file is truncated or corrupt", start)
         raw = self.buf[self.pos:self.pos + n].tobytes()
         self.pos += n
         try:
@@ -106,7 +107,8 @@ class _Cursor:
         n = self.u64(what)
         if n * min_element_bytes > self.remaining():
             raise GGUFValueError(
-                f"{what} is {n}, more than the {self.remaining()} bytes left can hold", start)
+                f"{what} is {n}, more than the {self.remaining()} bytes left can hold: the "
+                "file is truncated or corrupt", start)
         return n
 
 

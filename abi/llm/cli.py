@@ -168,12 +168,19 @@ def _bench(argv: list[str]) -> int:
     p.add_argument("-r", "--repetitions", type=int, default=3)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    from ..errors import ConfigError
+
+    for flag, name in (("-p", "n_prompt"), ("-n", "n_gen"), ("-r", "repetitions")):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {getattr(args, name)}", field=name)
     t0 = time.perf_counter()
     from .model import load_model
 
-    model = load_model(args.model, n_ctx=args.ctx or max(args.n_prompt + args.n_gen + 8, 256),
+    need = args.n_prompt + args.n_gen + 8
+    model = load_model(args.model, n_ctx=max(need, 256) if args.ctx is None else args.ctx,
                        kv_dtype=args.kv_dtype, check_finite=not args.no_check)
     load_s = time.perf_counter() - t0
+    model.check_context(args.n_prompt + args.n_gen)
     rng = np.random.default_rng(0)
     normal = [i for i, t in enumerate(model.tokenizer.token_types) if t == 1] or list(range(model.n_vocab))
     prefill, decode = [], []
@@ -207,8 +214,12 @@ SUBCOMMANDS = {"info": _info, "generate": _generate, "chat": _chat, "bench": _be
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUBCOMMANDS:
+        asked = not argv or argv[0] in ("-h", "--help")
+        if not asked:
+            print(f"abi llm: unknown subcommand {argv[0]!r}\n", file=sys.stderr)
         print("usage: python -m abi llm {" + ",".join(SUBCOMMANDS) + "} [ARGS...]\n\n"
               "  info      what a GGUF model is\n  generate  generate text from a prompt\n"
-              "  chat      interactive chat\n  bench     prefill and decode speed")
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+              "  chat      interactive chat\n  bench     prefill and decode speed",
+              file=sys.stdout if asked else sys.stderr)
+        return 0 if asked else 2
     return SUBCOMMANDS[argv[0]](argv[1:])

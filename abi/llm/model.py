@@ -2,6 +2,7 @@
 memory-mapped), tokenizer and chat template behind one object."""
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -19,6 +20,7 @@ from .hparams import require
 from .models import get_architecture
 from .weights import WeightLoader
 
+log = logging.getLogger(__name__)
 DEFAULT_BATCH = 512
 # architectures the compiled CPU forward (_decode.pyx) runs
 COMPILED_ARCHITECTURES = ("llama", "mistral", "qwen2", "gemma3")
@@ -42,9 +44,17 @@ class Model:
         # every id the tokenizer can produce must have an embedding row
         require(self.tokenizer.n_vocab <= self.n_vocab, f"{self.path}: the tokenizer has "
                 f"{self.tokenizer.n_vocab} tokens but the embedding only {self.n_vocab} rows")
-        self.n_ctx = int(n_ctx or self.args.n_ctx_train)
+        # None means the trained context; 0 is an error, not a silent default
+        self.n_ctx = int(self.args.n_ctx_train if n_ctx is None else n_ctx)
         if self.n_ctx <= 0:
             raise ConfigError(f"n_ctx must be positive, got {self.n_ctx}", "n_ctx")
+        if self.n_ctx > self.args.n_ctx_train:
+            scaled = getattr(self.args, "rope_freq_scale", 1.0) != 1.0 or \
+                getattr(self.args, "rope_yarn_orig_ctx", 0) > 0
+            log.warning("n_ctx %d is longer than the %d tokens this model was trained on%s; "
+                        "output past %d tokens degrades", self.n_ctx, self.args.n_ctx_train,
+                        "" if scaled else " and the file asks for no RoPE scaling",
+                        self.args.n_ctx_train)
         if n_batch <= 0:
             raise ConfigError(f"n_batch must be positive, got {n_batch}", "n_batch")
         self.n_batch = n_batch

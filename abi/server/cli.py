@@ -5,6 +5,7 @@ import argparse
 import logging
 import sys
 import threading
+import time
 
 from .. import config
 from ..errors import ConfigError
@@ -69,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     options = options_from_args(args)
+    from ..models_hub import KNOWN_MODELS, resolve_model
+
+    # a model file that does not exist is refused before the server starts (a known name
+    # not yet cached is fetched while /health answers 503)
+    if options.model is not None and options.model not in KNOWN_MODELS:
+        resolve_model(options.model, download=False)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     state = ServerState(options)
     app = create_app(state=state)
@@ -81,10 +88,18 @@ def main(argv: list[str] | None = None) -> int:
         if state.status == "error":
             server.should_exit = True
 
+    def announce():  # once bound, so that --port 0 shows the port it got
+        while not server.started and not server.should_exit:
+            time.sleep(0.05)
+        sockets = [s for srv in (getattr(server, "servers", None) or []) for s in srv.sockets]
+        port = sockets[0].getsockname()[1] if sockets else options.port
+        auth = "API key required" if options.api_key else "no API key"
+        if server.started:
+            print(f"abi serve: http://{options.host}:{port} ({auth}; loading "
+                  f"{options.model or 'the default model'})", file=sys.stderr, flush=True)
+
     threading.Thread(target=stop_if_loading_fails, daemon=True).start()
-    auth = "API key required" if options.api_key else "no API key"
-    print(f"abi serve: http://{options.host}:{options.port} ({auth}; loading "
-          f"{options.model or 'the default model'})", file=sys.stderr, flush=True)
+    threading.Thread(target=announce, daemon=True).start()
     server.run()
     if state.status == "error":
         raise state.error

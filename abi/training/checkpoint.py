@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,8 @@ import numpy as np
 
 from ..errors import CheckpointError
 
+log = logging.getLogger(__name__)
+ON_SAVE_ERROR = ("abort", "retry")  # what a trainer does when a checkpoint cannot be written
 MAGIC = b"ABICKPT\0"
 TRAILER_MAGIC = b"ABIEND\0\0"
 VERSION = 1
@@ -75,7 +79,6 @@ def _fsync_dir(path: Path) -> None:
 def save_checkpoint(path: str | os.PathLike, tensors: dict[str, np.ndarray], meta: dict) -> Path:
     """Write ``tensors`` and the JSON-able ``meta`` atomically to ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     entries, arrays, offset = [], [], 0
     for name, arr in tensors.items():
         arr = np.ascontiguousarray(arr)
@@ -93,6 +96,7 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, np.ndarray], met
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     hasher = hashlib.sha256()
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fh:
             _write_all(fh, hasher, head)
             for arr in arrays:
@@ -102,14 +106,34 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, np.ndarray], met
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             tmp.unlink()
         except OSError:
             pass
+        if isinstance(exc, OSError):  # full disk, read-only or missing directory, ...
+            raise CheckpointError(f"could not save checkpoint {str(path)!r}: "
+                                  f"{exc.strerror or exc}", str(path)) from exc
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Fail before training, not at the first save: create ``path``'s directory and write,
+    fsync and remove a probe file there."""
+    path = Path(path)
+    probe = path.with_name(f".{path.name}.probe{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as fh:
+            fh.write(b"abi")
+            fh.flush()
+            os.fsync(fh.fileno())
+        probe.unlink()
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint directory {str(path.parent)!r} is not writable: "
+                              f"{exc.strerror or exc}", str(path)) from exc
 
 
 @dataclass
@@ -210,6 +234,30 @@ class CheckpointManager:
             except OSError:
                 pass
         return path
+
+    def save_or_keep(self, step: int, tensors: dict[str, np.ndarray], meta: dict, *,
+                     final: bool, on_error: str = "abort", retries: int = 3,
+                     retry_delay: float = 10.0) -> Path | None:
+        """``save`` under a trainer's ``on_save_error`` policy. abort: a failed save raises.
+        retry: the run keeps its in-memory state; a failed interval save is logged and the
+        next one tries again, the final save is tried ``retries`` more times ``retry_delay``
+        seconds apart (time to free space) before the error is raised."""
+        if on_error not in ON_SAVE_ERROR:
+            raise CheckpointError(f"on_save_error must be one of {', '.join(ON_SAVE_ERROR)}, "
+                                  f"got {on_error!r}", str(self.base))
+        attempts = 1 + (retries if final and on_error == "retry" else 0)
+        for attempt in range(1, attempts + 1):
+            try:
+                return self.save(step, tensors, meta)
+            except CheckpointError as exc:
+                if on_error == "abort" or (final and attempt == attempts):
+                    raise
+                when = (f"retrying in {retry_delay:g} s ({attempt}/{attempts - 1})" if final
+                        else "training goes on; the next checkpoint tries again")
+                log.warning("%s; %s", exc, when)
+                if final:
+                    time.sleep(retry_delay)
+        return None
 
     def latest_valid(self) -> CheckpointFile:
         """The newest checkpoint that verifies; damaged newer ones are skipped (with a

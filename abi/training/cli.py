@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 
 from ..errors import ConfigError
@@ -39,6 +40,21 @@ options of train run:
 """
 
 
+def _add_save_error_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--on-save-error", choices=("abort", "retry"), default="abort",
+                   help="a checkpoint that cannot be written: abort (the default) stops the run; "
+                        "retry keeps training in memory and tries again (the final save "
+                        "several times, a few seconds apart)")
+
+
+def _print_checkpoints(paths: list[str]) -> None:
+    # older files are pruned to --max-checkpoints: list only those still on disk
+    kept = [p for p in paths if os.path.exists(p)]
+    print(f"checkpoints written: {len(paths)} ({len(kept)} kept)")
+    for path in kept:
+        print(f"  {path}")
+
+
 def _train_parser() -> argparse.ArgumentParser:
     from .trainer import TrainingConfig
 
@@ -57,6 +73,7 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-interval", type=int, default=d.checkpoint_interval)
     p.add_argument("--checkpoint-path", default=d.checkpoint_path)
     p.add_argument("--max-checkpoints", type=int, default=d.max_checkpoints)
+    _add_save_error_arg(p)
     p.add_argument("--mixed-precision", nargs="?", const="fp16", default="fp32",
                    choices=["fp16", "bf16", "fp32"])
     p.add_argument("--seed", type=int, default=d.seed)
@@ -83,9 +100,7 @@ def _print_report(report, as_json: bool) -> None:
           f"parameters: {report.parameter_count}")
     if report.loss_scale is not None:
         print(f"loss scale: {report.loss_scale:g}")
-    print(f"checkpoints written: {report.checkpoints_written}")
-    for path in report.checkpoints:
-        print(f"  {path}")
+    _print_checkpoints(report.checkpoints)
     print(f"wall time: {report.wall_time_s:.3f} s")
 
 
@@ -98,7 +113,8 @@ def _run(argv: list[str]) -> int:
         model_size=a.model_size, learning_rate=a.learning_rate, optimizer=a.optimizer,
         lr_schedule=a.lr_schedule, gradient_accumulation_steps=a.gradient_accumulation_steps,
         checkpoint_interval=a.checkpoint_interval, checkpoint_path=a.checkpoint_path,
-        max_checkpoints=a.max_checkpoints, mixed_precision=a.mixed_precision, seed=a.seed,
+        max_checkpoints=a.max_checkpoints, on_save_error=a.on_save_error,
+        mixed_precision=a.mixed_precision, seed=a.seed,
         weight_decay=a.weight_decay, momentum=a.momentum, nesterov=a.nesterov,
         grad_clip=a.grad_clip, warmup_steps=a.warmup_steps)
     report = train(cfg, progress=not (a.no_progress or a.json))
@@ -133,17 +149,27 @@ def _resume(argv: list[str]) -> int:
     if kind == "llm":
         from .llm_trainer import load_llm_checkpoint, train_llm
 
-        cfg = load_llm_checkpoint(a.path).config
+        ckpt = load_llm_checkpoint(a.path)
+        cfg = ckpt.config
         if a.steps:
             cfg.steps = a.steps
+        if ckpt.step >= cfg.steps:
+            print(f"{ckpt.path}: the run is complete (step {ckpt.step} of {cfg.steps}); "
+                  "pass --steps N to train further")
+            return 0
         report = train_llm(cfg, resume_from=a.path, progress=not a.no_progress)
         _print_llm_report(report)
         return 0
     from .trainer import load_checkpoint, train
 
-    cfg = load_checkpoint(a.path).config
+    ckpt = load_checkpoint(a.path)
+    cfg = ckpt.config
     if a.epochs:
         cfg.epochs = a.epochs
+    if ckpt.epoch >= cfg.epochs:
+        print(f"{ckpt.path}: the run is complete (epoch {ckpt.epoch} of {cfg.epochs}, step "
+              f"{ckpt.step}); pass --epochs N to train further")
+        return 0
     report = train(cfg, resume_from=a.path, progress=not (a.no_progress or a.json))
     print(f"resumed from {report.resumed_from}")
     _print_report(report, a.json)
@@ -187,6 +213,7 @@ def _llm_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-path")
     p.add_argument("--checkpoint-interval", type=int, default=C.checkpoint_interval)
     p.add_argument("--max-checkpoints", type=int, default=C.max_checkpoints)
+    _add_save_error_arg(p)
     p.add_argument("--export-gguf", metavar="OUT.gguf")
     p.add_argument("--export-type", default=C.export_type, choices=["f32", "f16", "q8_0"])
     p.add_argument("--no-progress", action="store_true")
@@ -196,9 +223,7 @@ def _llm_parser() -> argparse.ArgumentParser:
 def _print_llm_report(r) -> None:
     print(f"steps: {r.steps}  final loss: {r.final_loss:.4f}  perplexity: {r.perplexity:.2f}")
     print(f"tokens/s: {r.tokens_per_second:.1f}  wall time: {r.wall_time_s:.2f} s")
-    print(f"checkpoints written: {len(r.checkpoints)}")
-    for path in r.checkpoints:
-        print(f"  {path}")
+    _print_checkpoints(r.checkpoints)
     if r.export_path:
         print(f"exported GGUF: {r.export_path}")
 
@@ -218,7 +243,7 @@ def _llm(argv: list[str]) -> int:
         seed=a.seed, log_dir=a.log_dir, enable_tensorboard=a.tensorboard, enable_wandb=a.wandb,
         log_interval=a.log_interval, checkpoint_path=a.checkpoint_path,
         checkpoint_interval=a.checkpoint_interval, max_checkpoints=a.max_checkpoints,
-        export_gguf_path=a.export_gguf, export_type=a.export_type)
+        on_save_error=a.on_save_error, export_gguf_path=a.export_gguf, export_type=a.export_type)
     report = train_llm(cfg, progress=not a.no_progress)
     _print_llm_report(report)
     return 0

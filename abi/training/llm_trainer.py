@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import CheckpointError, ConfigError, DatasetError, TrainingError
-from .checkpoint import CheckpointFile, CheckpointManager, resolve_checkpoint
+from .checkpoint import CheckpointFile, CheckpointManager, check_writable, resolve_checkpoint
 from .datasets import read_tokenbin
 from .llama import LlamaConfig, LlamaModel, init_params
 from .optim import clip_grad_norm, make_optimizer
@@ -62,6 +62,9 @@ class LlmTrainingConfig:
     checkpoint_interval: int = 0        # steps between checkpoints; 0: only the final one
     checkpoint_path: str | None = None
     max_checkpoints: int = 3
+    on_save_error: str = "abort"        # abort | retry (CheckpointManager.save_or_keep)
+    save_retries: int = 3
+    save_retry_delay: float = 10.0
     log_dir: str | None = None
     enable_tensorboard: bool = False
     enable_wandb: bool = False
@@ -228,11 +231,13 @@ def train_llm(config: LlmTrainingConfig | None = None, *, resume_from: str | Non
         losses = list(ckpt.meta.get("losses", []))
         tokens_seen = int(ckpt.meta.get("tokens_seen", 0))
 
-    manager = CheckpointManager(config.checkpoint_path, config.max_checkpoints) \
-        if config.checkpoint_path else None
+    manager = None
+    if config.checkpoint_path:
+        check_writable(config.checkpoint_path)
+        manager = CheckpointManager(config.checkpoint_path, config.max_checkpoints)
     written: list[str] = []
 
-    def save() -> None:
+    def save(final: bool) -> bool:
         arrays, scalars = optimizer.state_dict()
         tensors = {f"weights/{k}": v for k, v in model.params.items()}
         tensors.update({f"optim/{k}": v for k, v in arrays.items()})
@@ -240,7 +245,12 @@ def train_llm(config: LlmTrainingConfig | None = None, *, resume_from: str | Non
                 "model_config": mcfg.to_dict(), "step": step, "rng_state": rng.bit_generator.state,
                 "optimizer": scalars, "losses": losses, "tokens_seen": tokens_seen,
                 "vocab_source": _vocab_source(config)}
-        written.append(str(manager.save(step, tensors, meta)))
+        path = manager.save_or_keep(step, tensors, meta, final=final,
+                                    on_error=config.on_save_error, retries=config.save_retries,
+                                    retry_delay=config.save_retry_delay)
+        if path is not None:
+            written.append(str(path))
+        return path is not None
 
     from .logging import MetricsLogger
 
@@ -288,12 +298,12 @@ def train_llm(config: LlmTrainingConfig | None = None, *, resume_from: str | Non
                 bar.set_postfix(loss=f"{step_loss:.3f}", ppl=f"{metrics['perplexity']:.1f}",
                                 tok_s=f"{metrics['tokens_per_second']:.0f}")
             if manager and config.checkpoint_interval and step % config.checkpoint_interval == 0:
-                save()
-                last_saved = step
+                if save(final=step == config.steps):
+                    last_saved = step
             if on_step is not None:
                 on_step(step, metrics)
         if manager and last_saved != step:
-            save()
+            save(final=True)
     finally:
         if bar is not None:
             bar.close()

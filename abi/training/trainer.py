@@ -20,7 +20,8 @@ import numpy as np
 from .. import __version__
 from ..errors import CheckpointError, ConfigError, TrainingError
 from . import mlp
-from .checkpoint import CheckpointFile, CheckpointManager, resolve_checkpoint
+from .checkpoint import (ON_SAVE_ERROR, CheckpointFile, CheckpointManager, check_writable,
+                         resolve_checkpoint)
 from .optim import OPTIMIZERS, clip_grad_norm, make_optimizer
 from .precision import LossScaler, Precision, all_finite, normalize_precision
 from .schedules import SCHEDULES, make_schedule
@@ -39,6 +40,11 @@ def check_run_settings(cfg, positive_ints) -> None:
         raise ConfigError("checkpoint_interval must be >= 0", field="checkpoint_interval")
     if cfg.checkpoint_interval > 0 and not cfg.checkpoint_path:
         raise ConfigError("checkpoint_interval needs a checkpoint_path", "checkpoint_path")
+    if cfg.on_save_error not in ON_SAVE_ERROR:
+        raise ConfigError(f"on_save_error must be one of {', '.join(ON_SAVE_ERROR)}, got "
+                          f"{cfg.on_save_error!r}", field="on_save_error")
+    if cfg.save_retries < 0 or not cfg.save_retry_delay >= 0:
+        raise ConfigError("save_retries and save_retry_delay must be >= 0", field="save_retries")
     if cfg.optimizer not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose one of "
                           f"{', '.join(OPTIMIZERS)}", field="optimizer")
@@ -62,6 +68,9 @@ class TrainingConfig:
     checkpoint_interval: int = 0   # optimizer steps between checkpoints; 0: only the final one
     max_checkpoints: int = 3
     checkpoint_path: str | None = None
+    on_save_error: str = "abort"   # abort | retry: keep the in-memory state (CheckpointManager.save_or_keep)
+    save_retries: int = 3          # retry: further tries of the final save
+    save_retry_delay: float = 10.0 # retry: seconds between them
     mixed_precision: bool | str = False  # False/"fp32", True/"fp16", "bf16"
     seed: int = 42
     # beyond the reference
@@ -212,10 +221,11 @@ def train(config: TrainingConfig | None = None, *, resume_from: str | None = Non
 
     manager = None
     if config.checkpoint_path:
+        check_writable(config.checkpoint_path)
         manager = CheckpointManager(config.checkpoint_path, config.max_checkpoints)
     written: list[str] = []
 
-    def save() -> None:
+    def save(final: bool) -> bool:
         arrays, scalars = optimizer.state_dict()
         tensors = {f"weights/{k_}": v for k_, v in params.items()}
         tensors.update({f"optim/{k_}": v for k_, v in arrays.items()})
@@ -226,7 +236,12 @@ def train(config: TrainingConfig | None = None, *, resume_from: str | None = Non
                 "rng_state": shuffle_rng.bit_generator.state, "optimizer": scalars,
                 "scaler": scaler.state() if scaler else None, "loss_sum": loss_sum,
                 "loss_count": loss_count, "loss_per_epoch": loss_per_epoch}
-        written.append(str(manager.save(step, tensors, meta)))
+        path = manager.save_or_keep(step, tensors, meta, final=final,
+                                    on_error=config.on_save_error, retries=config.save_retries,
+                                    retry_delay=config.save_retry_delay)
+        if path is not None:
+            written.append(str(path))
+        return path is not None
 
     bar = None
     if progress:
@@ -277,12 +292,12 @@ def train(config: TrainingConfig | None = None, *, resume_from: str | None = Non
                 bar.update(1)
                 bar.set_postfix(loss=f"{step_loss:.4f}", epoch=epoch)
             if manager and config.checkpoint_interval and step % config.checkpoint_interval == 0:
-                save()
-                last_saved = step
+                if save(final=step == total_steps):
+                    last_saved = step
             if on_step is not None:
                 on_step(step, step_loss)
         if manager and last_saved != step:
-            save()
+            save(final=True)
     finally:
         if bar is not None:
             bar.close()
