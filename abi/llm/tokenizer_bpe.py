@@ -10,6 +10,7 @@ classified by the regex engine's newer tables.
 """
 from __future__ import annotations
 
+import functools
 import gc
 from collections.abc import Mapping
 from typing import Any
@@ -145,6 +146,19 @@ class BPETokenizer(Tokenizer):
                 + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
             self._hf = hf
         return self._hf
+
+    # The BPE model skips byte characters outside its vocabulary (SmolLM2 lacks a few control
+    # bytes). A missing ASCII byte makes its character vanish; a missing continuation byte
+    # could make whole characters vanish, and then no length bound holds.
+    @functools.cached_property
+    def max_token_bytes(self) -> int | None:
+        if any(_BYTE_CHARS[b] not in self._text_to_id for b in range(0x80, 0xC0)):
+            return None
+        return super().max_token_bytes
+
+    @functools.cached_property
+    def vanishing_chars(self) -> str:
+        return "".join(chr(b) for b in range(0x80) if _BYTE_CHARS[b] not in self._text_to_id)
 
     def _encode_fragments(self, fragments: list[str | int], out: list[int]) -> None:
         hf = None

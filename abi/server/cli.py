@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--kv-dtype", choices=("f32", "f16"), default="f32")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per forward pass")
+    p.add_argument("--max-body-bytes", type=int, default=None, metavar="N",
+                   help="largest request body accepted; larger ones get 413 (default: "
+                        "$ABI_MAX_BODY_BYTES, else what the model's context can hold, a few "
+                        "hundred KB for the default model)")
     p.add_argument("--access-log", action="store_true", help="log every request")
     return p
 
@@ -53,10 +57,15 @@ def options_from_args(args):
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be in [0, 65535], got {args.port}", field="port")
     api_key = args.api_key or config.env("ABI_API_KEY", secret=True)
+    max_body = args.max_body_bytes
+    if max_body is None:
+        max_body = config.env("ABI_MAX_BODY_BYTES", cast=int)
+    if max_body is not None and max_body < 1:
+        raise ConfigError(f"--max-body-bytes must be >= 1, got {max_body}", field="max_body_bytes")
     return ServeOptions(model=args.model, embedding_model=args.embedding_model, host=args.host,
                         port=args.port, api_key=api_key, parallel=args.parallel, ctx=args.ctx,
                         queue=args.queue, max_tokens=args.max_tokens, backend=args.backend,
-                        kv_dtype=args.kv_dtype, threads=args.threads)
+                        kv_dtype=args.kv_dtype, threads=args.threads, max_body=max_body)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,11 @@ from .metrics import Metrics
 log = logging.getLogger("abi.server")
 
 DEFAULT_QUEUE = 64
-DEFAULT_MAX_BODY = 16 * 1024 * 1024
+# request bodies: the context's worth of text (tokens x the longest token's bytes) plus room
+# for the JSON around it; while the model loads, a fixed bound
+BODY_ENVELOPE = 64 * 1024
+BODY_BYTES_PER_TOKEN = 64  # where the vocabulary gives no bound of its own
+LOADING_MAX_BODY = 1024 * 1024
 
 
 @dataclass
@@ -33,7 +37,7 @@ class ServeOptions:
     backend: str = "auto"
     kv_dtype: str = "f32"
     threads: int | None = None
-    max_body: int = DEFAULT_MAX_BODY    # bytes per request body
+    max_body: int | None = None         # bytes per request body (None: from the context)
 
 
 def model_id(path: str) -> str:
@@ -57,6 +61,7 @@ class ServerState:
         self._embedding_aliases: dict[str, str] = {}
         self._describe_lock = threading.Lock()
         self._cards: list[dict] | None = None
+        self._max_body: int | None = None
 
     # -- loading --------------------------------------------------------------------------------
     def load(self) -> None:
@@ -77,6 +82,9 @@ class ServerState:
                 encoder = Encoder(name)
             from .scheduler import Scheduler
 
+            tok = engine.model.tokenizer
+            per_token = getattr(tok, "max_token_bytes", None) or BODY_BYTES_PER_TOKEN
+            self._max_body = engine.model.n_ctx * per_token + BODY_ENVELOPE
             self.engine, self.encoder = engine, encoder
             self.scheduler = Scheduler(engine, o.queue, self.metrics.record_generation,
                                        self.metrics.record_rejected)
@@ -103,6 +111,14 @@ class ServerState:
     def close(self) -> None:
         if self.scheduler is not None:
             self.scheduler.close()
+
+    @property
+    def max_body(self) -> int:
+        """Bytes a request body may hold: ``--max-body-bytes``, else what the model's context
+        can hold once it is loaded."""
+        if self.options.max_body is not None:
+            return self.options.max_body
+        return self._max_body or LOADING_MAX_BODY
 
     # -- readiness and names -----------------------------------------------------------------------
     @property
