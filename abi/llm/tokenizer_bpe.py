@@ -161,13 +161,15 @@ class BPETokenizer(Tokenizer):
         return "".join(chr(b) for b in range(0x80) if _BYTE_CHARS[b] not in self._text_to_id)
 
     def _encode_fragments(self, fragments: list[str | int], out: list[int]) -> None:
-        hf = None
+        texts = [frag for frag in fragments if not isinstance(frag, int)]
+        if not texts:
+            out.extend(fragments)
+            return
+        # one encode_batch call: unlike encode, it lets go of the GIL while it works, so a
+        # long text does not stall the other threads (a server's event loop)
+        encoded = iter(self._backend().encode_batch(texts, add_special_tokens=False))
         for frag in fragments:
-            if isinstance(frag, int):
-                out.append(frag)
-            else:
-                hf = hf or self._backend()
-                out.extend(hf.encode(frag, add_special_tokens=False).ids)
+            out.extend((frag,) if isinstance(frag, int) else next(encoded).ids)
 
     def _normal_piece(self, text: str) -> bytes:
         out = bytearray()

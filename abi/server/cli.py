@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import threading
 
@@ -76,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     options = options_from_args(args)
+    # tokenise in the server's one text thread: the tokenizers library's worker threads
+    # would each keep a malloc arena of their own, swollen after a long prompt
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     state = ServerState(options)
     app = create_app(state=state)

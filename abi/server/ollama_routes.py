@@ -17,7 +17,8 @@ from .errors import describe
 from .openai_routes import _dimensions
 from .scheduler import Done, Task, Token
 from .streams import (ClientGone, JobStreamingResponse, check_prompt, collect, finish_reason,
-                      gone_response, guard, make_config, now_ns, prompt_room)
+                      gone_response, guard, make_config, now_ns, prompt_room,
+                      text_work)
 
 router = APIRouter(tags=["Ollama"])
 
@@ -154,7 +155,7 @@ async def generate(body: s.OllamaGenerateRequest, request: Request):
         return model.chat_tokens(messages + [{"role": "user", "content": body.prompt}],
                                  max_tokens=room)
 
-    ids = context + await asyncio.to_thread(prompt_ids)
+    ids = context + await text_work(state, prompt_ids)
     check_prompt(state, ids, ctx_limit)
 
     def final(text, tokens, stats, job, lp):
@@ -181,8 +182,8 @@ async def chat(body: s.OllamaChatRequest, request: Request):
     model = state.model
     messages = [{"role": m.role, "content": m.content or ""} for m in body.messages]
     ctx_limit = body.options.num_ctx if body.options else None
-    ids = await asyncio.to_thread(model.chat_tokens, messages, tools=body.tools or None,
-                                  max_tokens=prompt_room(state, ctx_limit))
+    ids = await text_work(state, model.chat_tokens, messages, tools=body.tools or None,
+                         max_tokens=prompt_room(state, ctx_limit))
     check_prompt(state, ids, ctx_limit)
 
     def final(text, tokens, stats, job, lp):

@@ -482,6 +482,7 @@ class Props(Reply):
     queue_limit: int
     n_ctx: int
     n_vocab: int
+    max_body_bytes: int = Field(description="largest request body accepted (413 past it)")
     backend: str
     chat_template: str
     bos_token: str

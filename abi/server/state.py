@@ -7,6 +7,7 @@ import math
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,12 @@ class ServerState:
         self._describe_lock = threading.Lock()
         self._cards: list[dict] | None = None
         self._max_body: int | None = None
+        # rendering and tokenising prompts: off the event loop, one at a time, so that a burst
+        # of huge prompts queues here instead of taking every core and bloating a malloc
+        # arena per thread
+        self.text_pool = ThreadPoolExecutor(1, thread_name_prefix="abi-text")
+        self._text_queued = 0
+        self._text_lock = threading.Lock()
 
     # -- loading --------------------------------------------------------------------------------
     def load(self) -> None:
@@ -108,9 +115,25 @@ class ServerState:
         t.start()
         return t
 
+    def text_job(self, job):
+        """Run ``job`` (in the text thread). Tokenising a long text frees tens of MB in many
+        small blocks, which the allocator keeps; once no more work waits, hand the free
+        pages back, so that a burst of huge prompts leaves no lasting footprint."""
+        with self._text_lock:
+            self._text_queued += 1
+        try:
+            return job()
+        finally:
+            with self._text_lock:
+                self._text_queued -= 1
+                idle = self._text_queued == 0
+            if idle:
+                release_free_memory()
+
     def close(self) -> None:
         if self.scheduler is not None:
             self.scheduler.close()
+        self.text_pool.shutdown(wait=False, cancel_futures=True)
 
     @property
     def max_body(self) -> int:
@@ -218,6 +241,25 @@ class ServerState:
     @property
     def encoder_n_ctx(self) -> int:
         return int(self.encoder.max_tokens) if self.encoder else 0
+
+
+_libc = None
+
+
+def release_free_memory() -> None:
+    """Return the heap's free pages to the OS (glibc's malloc_trim); elsewhere nothing."""
+    global _libc
+    if _libc is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _libc.malloc_trim  # noqa: B018 (glibc only)
+        except (OSError, AttributeError):
+            _libc = False
+    if _libc:
+        _libc.malloc_trim(0)
 
 
 def _aliases(path: str, given: str | None) -> dict[str, str]:

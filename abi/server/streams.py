@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass, field
 
@@ -21,6 +22,14 @@ MIN_TEMPERATURE = 1e-4
 
 class ClientGone(Exception):
     """The client disconnected before its answer was ready."""
+
+
+async def text_work(state, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` in the server's text thread: chat templates, tokenising and
+    detokenising, which take seconds on large inputs and must not hold up /health."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(state.text_pool, state.text_job,
+                                      functools.partial(fn, *args, **kwargs))
 
 
 def context_size(state, ctx_limit: int | None = None) -> int:
