@@ -421,6 +421,7 @@ class RequestTooLarge(AbiError):
     exit_code = 2
     http_status = 413
     error_type = "invalid_request_error"
+    code = "request_too_large"
 
 
 # --- GPU-aware scheduling -------------------------------------------------------------

@@ -229,7 +229,7 @@ def test_tokenize_detokenize_props(server):
     back = requests.post(server.url + "/detokenize", headers=AUTH, json={"tokens": ids}, timeout=10)
     assert back.json() == {"content": "Hello world"}
     bad = requests.post(server.url + "/detokenize", headers=AUTH, json={"tokens": [-1]}, timeout=10)
-    assert bad.status_code == 400 and bad.json()["error"]["param"] == "tokens"
+    assert bad.status_code == 400 and bad.json()["error"]["param"].split(".")[0] == "tokens"
     props = requests.get(server.url + "/props", headers=AUTH, timeout=10).json()
     assert props["total_slots"] == 2 and props["n_ctx"] == 8192 and props["model"] == MODEL
     assert props["default_generation_settings"]["temperature"] == 0.7

@@ -86,7 +86,14 @@ class Model:
         self.load_seconds = time.perf_counter() - t0
 
     # -- text <-> ids --------------------------------------------------------------------
-    def tokenize(self, text: str, add_bos: bool | None = None, special: bool = False) -> list[int]:
+    def tokenize(self, text: str, add_bos: bool | None = None, special: bool = False,
+                 max_tokens: int | None = None) -> list[int]:
+        """``max_tokens``: refuse (ContextLengthExceeded) a text too long to fit in that many
+        tokens, judged from its length before any tokenising."""
+        if max_tokens is not None:
+            check = getattr(self.tokenizer, "check_length", None)
+            if check is not None:  # WordPiece vocabularies have no such bound
+                check(text, max_tokens)
         return self.tokenizer.encode(text, add_bos=add_bos, special=special)
 
     def detokenize(self, ids, special: bool = False) -> str:
@@ -95,12 +102,14 @@ class Model:
     def apply_chat_template(self, messages, add_generation_prompt: bool = True, tools=None) -> str:
         return self.template.render(messages, add_generation_prompt=add_generation_prompt, tools=tools)
 
-    def chat_tokens(self, messages, add_generation_prompt: bool = True, tools=None) -> list[int]:
-        """The prompt ids for a conversation; no second BOS when the template wrote one."""
+    def chat_tokens(self, messages, add_generation_prompt: bool = True, tools=None,
+                    max_tokens: int | None = None) -> list[int]:
+        """The prompt ids for a conversation; no second BOS when the template wrote one.
+        ``max_tokens`` as in ``tokenize``, checked on the rendered prompt."""
         text = self.apply_chat_template(messages, add_generation_prompt, tools)
         bos = self.template.bos_token
         add_bos = None if not (bos and text.startswith(bos)) else False
-        return self.tokenize(text, add_bos=add_bos, special=True)
+        return self.tokenize(text, add_bos=add_bos, special=True, max_tokens=max_tokens)
 
     # -- forward passes ------------------------------------------------------------------
     def new_cache(self) -> KVCache:

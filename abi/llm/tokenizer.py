@@ -15,6 +15,7 @@ a streaming detokeniser that only ever emits complete UTF-8.
 from __future__ import annotations
 
 import abc
+import functools
 import operator
 import os
 from itertools import compress
@@ -22,7 +23,7 @@ from types import SimpleNamespace
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..errors import TokenizerError
+from ..errors import ContextLengthExceeded, TokenizerError
 
 # GGUF token types (tokenizer.ggml.token_type)
 UNDEFINED, NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = range(7)
@@ -318,6 +319,34 @@ class Tokenizer(abc.ABC):
             else:
                 by_prefix.setdefault(entry[1][:_GRAM], []).append(entry)
         return short, by_prefix
+
+    @functools.cached_property
+    def max_token_bytes(self) -> int | None:
+        """The most bytes of text one token can stand for, so that a text longer than
+        ``n * max_token_bytes`` characters cannot fit in ``n`` tokens; None where no such
+        bound holds (tokens that strip the whitespace around them)."""
+        if any(a & (ATTR_LSTRIP | ATTR_RSTRIP) for a in self._attrs):
+            return None
+        return max(len(self.token_to_piece(i, special=True)) for i in range(self.n_vocab))
+
+    @functools.cached_property
+    def vanishing_chars(self) -> str:
+        """Characters that encode to no token at all (the vocabulary lacks their bytes)."""
+        return ""
+
+    def check_length(self, text: str, max_tokens: int) -> None:
+        """ContextLengthExceeded when ``text`` cannot fit in ``max_tokens`` tokens, judged from
+        its length alone: a cheap refusal before tokenising a huge text."""
+        per_token = self.max_token_bytes
+        if per_token is None or len(text) <= max(max_tokens, 0) * per_token:
+            return
+        # characters that leave a token <= their UTF-8 bytes <= tokens * the longest token
+        n = len(text) - sum(map(text.count, self.vanishing_chars))
+        if n > max(max_tokens, 0) * per_token:
+            raise ContextLengthExceeded(
+                f"the prompt is {len(text)} characters: more than {max(max_tokens, 0)} tokens can "
+                f"hold (at most {per_token} bytes each), so it cannot fit the context. Shorten "
+                "the prompt or use a larger context")
 
     # -- pieces and decoding -----------------------------------------------------------------
     def token_to_piece(self, token_id: int, special: bool = False) -> bytes:

@@ -10,6 +10,7 @@ classified by the regex engine's newer tables.
 """
 from __future__ import annotations
 
+import functools
 import gc
 from collections.abc import Mapping
 from typing import Any
@@ -146,14 +147,29 @@ class BPETokenizer(Tokenizer):
             self._hf = hf
         return self._hf
 
+    # The BPE model skips byte characters outside its vocabulary (SmolLM2 lacks a few control
+    # bytes). A missing ASCII byte makes its character vanish; a missing continuation byte
+    # could make whole characters vanish, and then no length bound holds.
+    @functools.cached_property
+    def max_token_bytes(self) -> int | None:
+        if any(_BYTE_CHARS[b] not in self._text_to_id for b in range(0x80, 0xC0)):
+            return None
+        return super().max_token_bytes
+
+    @functools.cached_property
+    def vanishing_chars(self) -> str:
+        return "".join(chr(b) for b in range(0x80) if _BYTE_CHARS[b] not in self._text_to_id)
+
     def _encode_fragments(self, fragments: list[str | int], out: list[int]) -> None:
-        hf = None
+        texts = [frag for frag in fragments if not isinstance(frag, int)]
+        if not texts:
+            out.extend(fragments)
+            return
+        # one encode_batch call: unlike encode, it lets go of the GIL while it works, so a
+        # long text does not stall the other threads (a server's event loop)
+        encoded = iter(self._backend().encode_batch(texts, add_special_tokens=False))
         for frag in fragments:
-            if isinstance(frag, int):
-                out.append(frag)
-            else:
-                hf = hf or self._backend()
-                out.extend(hf.encode(frag, add_special_tokens=False).ids)
+            out.extend((frag,) if isinstance(frag, int) else next(encoded).ids)
 
     def _normal_piece(self, text: str) -> bytes:
         out = bytearray()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import threading
 import time
@@ -37,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kv-dtype", choices=("f32", "f16"), default="f32")
     p.add_argument("--no-check", action="store_true", help="skip the load-time scan of the weights for NaN/Inf scales")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per forward pass")
+    p.add_argument("--max-body-bytes", type=int, default=None, metavar="N",
+                   help="largest request body accepted; larger ones get 413 (default: "
+                        "$ABI_MAX_BODY_BYTES, else what the model's context can hold, a few "
+                        "hundred KB for the default model)")
     p.add_argument("--access-log", action="store_true", help="log every request")
     return p
 
@@ -55,10 +60,15 @@ def options_from_args(args):
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be in [0, 65535], got {args.port}", field="port")
     api_key = args.api_key or config.env("ABI_API_KEY", secret=True)
+    max_body = args.max_body_bytes
+    if max_body is None:
+        max_body = config.env("ABI_MAX_BODY_BYTES", cast=int)
+    if max_body is not None and max_body < 1:
+        raise ConfigError(f"--max-body-bytes must be >= 1, got {max_body}", field="max_body_bytes")
     return ServeOptions(model=args.model, embedding_model=args.embedding_model, host=args.host,
                         port=args.port, api_key=api_key, parallel=args.parallel, ctx=args.ctx,
                         queue=args.queue, max_tokens=args.max_tokens, backend=args.backend,
-                        kv_dtype=args.kv_dtype, threads=args.threads,
+                        kv_dtype=args.kv_dtype, threads=args.threads, max_body=max_body,
                         check_finite=not args.no_check)
 
 
@@ -76,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     # not yet cached is fetched while /health answers 503)
     if options.model is not None and options.model not in KNOWN_MODELS:
         resolve_model(options.model, download=False)
+    # tokenise in the server's one text thread: the tokenizers library's worker threads
+    # would each keep a malloc arena of their own, swollen after a long prompt
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     state = ServerState(options)
     app = create_app(state=state)

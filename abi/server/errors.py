@@ -75,8 +75,10 @@ def error_response(path: str, exc: BaseException) -> JSONResponse:
     status, info = describe(exc)
     if status >= 500 and not isinstance(exc, AbiError):
         log.error("unhandled error on %s", path, exc_info=exc)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(error_body(path, info), status_code=status, headers=headers)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if isinstance(exc, StarletteHTTPException) and exc.headers:
+        headers.update(exc.headers)  # e.g. 405's Allow, which RFC 9110 requires
+    return JSONResponse(error_body(path, info), status_code=status, headers=headers or None)
 
 
 def error_bytes(path: str, exc: BaseException) -> tuple[int, bytes]:

@@ -1,8 +1,6 @@
 """llama.cpp-style extras: /health, /metrics, /tokenize, /detokenize, /props."""
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
@@ -11,6 +9,7 @@ from ..errors import ConfigError
 from ..llm.streaming import StreamingConfig
 from . import schemas as s
 from .metrics import CONTENT_TYPE
+from .streams import text_work
 
 router = APIRouter(tags=["Server"])
 _ERRORS = {400: {"model": s.ErrorResponse}, 401: {"model": s.ErrorResponse},
@@ -50,9 +49,10 @@ async def metrics(request: Request):
 @router.post("/tokenize", response_model=s.TokenizeResponse, responses=_ERRORS,
              summary="Text to token ids (optionally with each token's text)")
 async def tokenize(body: s.TokenizeRequest, request: Request):
-    model = request.app.state.abi.model
-    ids = await asyncio.to_thread(model.tokenize, body.content, None if body.add_special else False,
-                                  body.parse_special)
+    state = request.app.state.abi
+    model = state.model
+    ids = await text_work(state, model.tokenize, body.content,
+                          None if body.add_special else False, body.parse_special)
     if not body.with_pieces:
         return s.TokenizeResponse(tokens=ids)
     tok = model.tokenizer
@@ -64,10 +64,11 @@ async def tokenize(body: s.TokenizeRequest, request: Request):
 @router.post("/detokenize", response_model=s.DetokenizeResponse, responses=_ERRORS,
              summary="Token ids to text")
 async def detokenize(body: s.DetokenizeRequest, request: Request):
-    model = request.app.state.abi.model
+    state = request.app.state.abi
+    model = state.model
     if body.tokens and (min(body.tokens) < 0 or max(body.tokens) >= model.n_vocab):
         raise ConfigError(f"token ids must lie in [0, {model.n_vocab})", field="tokens")
-    text = await asyncio.to_thread(model.detokenize, body.tokens)
+    text = await text_work(state, model.detokenize, body.tokens)
     return s.DetokenizeResponse(content=text)
 
 
@@ -87,7 +88,8 @@ async def props(request: Request):
         frequency_penalty=d.frequency_penalty)
     return s.Props(model=state.model_id, model_path=model.path, embedding_model=state.embedding_id,
                    total_slots=state.scheduler.n_slots, queue_limit=state.options.queue,
-                   n_ctx=model.n_ctx, n_vocab=model.n_vocab, backend=str(model.backend),
+                   n_ctx=model.n_ctx, n_vocab=model.n_vocab, max_body_bytes=state.max_body,
+                   backend=str(model.backend),
                    chat_template=model.template.source, bos_token=text(tok.bos_id),
                    eos_token=text(tok.eos_id), default_generation_settings=settings,
                    build_info=f"abi {__version__}")

@@ -55,22 +55,35 @@ class ServerMiddleware:
                 await refuse(Unauthorized("missing or wrong API key: send 'Authorization: "
                                           "Bearer <key>'"))
                 return
-            limit = self.state.options.max_body
+            limit = self.state.max_body
+            too_large = RequestTooLarge(
+                f"the request body is over {limit} bytes, this server's limit (by default what "
+                "the model's context can hold; set it with --max-body-bytes)")
             for name, value in scope.get("headers", ()):
                 if name == b"content-length" and value.isdigit() and int(value) > limit:
-                    await refuse(RequestTooLarge(f"the request body is over {limit} bytes"))
+                    await refuse(too_large)  # before reading a byte of it
                     return
-            received = [0]
-
-            async def receive_limited():
+            # chunked bodies announce no length: read here, refusing as soon as the limit is
+            # passed, and hand the app the body whole
+            chunks, size = [], 0
+            while True:
                 message = await receive()
-                if message["type"] == "http.request":
-                    received[0] += len(message.get("body", b""))
-                    if received[0] > limit:  # chunked bodies announce no length
-                        raise RequestTooLarge(f"the request body is over {limit} bytes")
-                return message
+                if message["type"] != "http.request":  # the client left: nobody to answer
+                    status[0] = 499
+                    return
+                chunks.append(message.get("body", b""))
+                size += len(chunks[-1])
+                if size > limit:
+                    await refuse(too_large)
+                    return
+                if not message.get("more_body", False):
+                    break
+            pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
-            await self.app(scope, receive_limited, send_counted)
+            async def replay():
+                return pending.pop(0) if pending else await receive()
+
+            await self.app(scope, replay, send_counted)
         finally:
             metrics.request_finished()
             route = scope.get("route")

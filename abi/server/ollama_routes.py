@@ -17,7 +17,8 @@ from .errors import describe
 from .openai_routes import _dimensions
 from .scheduler import Done, Task, Token
 from .streams import (ClientGone, JobStreamingResponse, check_prompt, collect, finish_reason,
-                      gone_response, guard, make_config, now_ns)
+                      gone_response, guard, make_config, now_ns, prompt_room,
+                      text_work)
 
 router = APIRouter(tags=["Ollama"])
 
@@ -142,16 +143,19 @@ async def generate(body: s.OllamaGenerateRequest, request: Request):
     if context and (min(context) < 0 or max(context) >= model.n_vocab):
         raise ConfigError(f"context token ids must lie in [0, {model.n_vocab})", field="context")
 
-    def prompt_ids():
+    ctx_limit = body.options.num_ctx if body.options else None
+    room = prompt_room(state, ctx_limit, len(context))
+
+    def prompt_ids():  # rendering and tokenising a large prompt: off the event loop
         if not body.prompt:
             return []
         if body.raw:
-            return model.tokenize(body.prompt, add_bos=False if context else None)
+            return model.tokenize(body.prompt, add_bos=False if context else None, max_tokens=room)
         messages = ([{"role": "system", "content": body.system}] if body.system else [])
-        return model.chat_tokens(messages + [{"role": "user", "content": body.prompt}])
+        return model.chat_tokens(messages + [{"role": "user", "content": body.prompt}],
+                                 max_tokens=room)
 
-    ids = context + await asyncio.to_thread(prompt_ids)
-    ctx_limit = body.options.num_ctx if body.options else None
+    ids = context + await text_work(state, prompt_ids)
     check_prompt(state, ids, ctx_limit)
 
     def final(text, tokens, stats, job, lp):
@@ -177,8 +181,9 @@ async def chat(body: s.OllamaChatRequest, request: Request):
         return _loaded(name, chat=True)
     model = state.model
     messages = [{"role": m.role, "content": m.content or ""} for m in body.messages]
-    ids = await asyncio.to_thread(model.chat_tokens, messages, tools=body.tools or None)
     ctx_limit = body.options.num_ctx if body.options else None
+    ids = await text_work(state, model.chat_tokens, messages, tools=body.tools or None,
+                         max_tokens=prompt_room(state, ctx_limit))
     check_prompt(state, ids, ctx_limit)
 
     def final(text, tokens, stats, job, lp):

@@ -17,7 +17,8 @@ from . import schemas as s
 from .errors import describe
 from .scheduler import Done, Token
 from .streams import (ClientGone, JobStreamingResponse, check_prompt, choices, collect,
-                      finish_reason, gone_response, guard, make_config)
+                      finish_reason, gone_response, guard, make_config, prompt_room,
+                      text_work)
 
 router = APIRouter(tags=["OpenAI"])
 
@@ -105,7 +106,8 @@ async def chat_completions(body: s.ChatCompletionRequest, request: Request):
         raise NotSupported("response_format json_object/json_schema is not supported")
     model = state.model
     messages = _messages(body.messages)
-    ids = await asyncio.to_thread(model.chat_tokens, messages, tools=body.tools or None)
+    ids = await text_work(state, model.chat_tokens, messages, tools=body.tools or None,
+                         max_tokens=prompt_room(state))
     check_prompt(state, ids)
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     n_logprobs = (body.top_logprobs or 0) if body.logprobs else 0
@@ -174,8 +176,9 @@ async def _chat_stream(model, job, first, meta, n_prompt, logprobs, n_top, inclu
 
 # -- completions ---------------------------------------------------------------------------------------
 
-def _prompts(model, prompt) -> list[tuple[list[int], str]]:
-    """(token ids, text) per prompt of a completions request."""
+def _prompts(model, prompt, room: int) -> list[tuple[list[int], str]]:
+    """(token ids, text) per prompt of a completions request; texts longer than ``room``
+    tokens can hold are refused untokenised."""
     if isinstance(prompt, str):
         prompt = [prompt]
     if prompt and isinstance(prompt[0], int):
@@ -183,7 +186,7 @@ def _prompts(model, prompt) -> list[tuple[list[int], str]]:
     out = []
     for p in prompt:
         if isinstance(p, str):
-            out.append((model.tokenize(p), p))
+            out.append((model.tokenize(p, max_tokens=room), p))
         else:
             ids = [int(t) for t in p]
             if min(ids) < 0 or max(ids) >= model.n_vocab:
@@ -216,7 +219,7 @@ async def completions(body: s.CompletionRequest, request: Request):
     if body.suffix:
         raise NotSupported("suffix (fill-in-the-middle) is not supported")
     model = state.model
-    prompts = await asyncio.to_thread(_prompts, model, body.prompt)
+    prompts = await text_work(state, _prompts, model, body.prompt, prompt_room(state))
     tasks = []
     n_logprobs = body.logprobs or 0
     for ids, _ in prompts:

@@ -29,9 +29,13 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import AbiError, InvalidRequestError
 from ..personas import MultiPersonaConfig, MultiPersonaSystem, Persona, PersonaRequest
+from .schemas import ErrorResponse
 
 SystemSource = Union[MultiPersonaSystem, Callable[[], MultiPersonaSystem]]
 MAX_BODY_BYTES = 1_000_000
+
+# a malformed body or query is a 400 (not FastAPI's 422); a failing backend, its own status
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 429, 502, 503, 504)}
 
 _default: MultiPersonaSystem | None = None
 _default_lock = threading.Lock()
@@ -39,7 +43,9 @@ _default_lock = threading.Lock()
 _REQUEST_SCHEMA = {
     "requestBody": {"required": True, "content": {"application/json": {"schema": {
         "type": "object", "required": ["content"], "additionalProperties": False,
-        "properties": {"content": {"type": "string"}, "user_id": {"type": "string"},
+        # content must hold more than whitespace, as PersonaRequest checks
+        "properties": {"content": {"type": "string", "pattern": "\\S"},
+                       "user_id": {"type": "string", "minLength": 1},
                        "session_id": {"type": ["string", "null"]},
                        "persona": {"type": ["string", "null"], "enum": ["abi", "abbey", "aviva",
                                                                         None]}}}}}}}
@@ -124,31 +130,35 @@ def create_router(system: SystemSource | None = None) -> APIRouter:
             return error_response(exc)
         return JSONResponse(response.to_dict())
 
-    @router.post("/api/v1/chat", openapi_extra=_REQUEST_SCHEMA,
+    @router.post("/api/v1/chat", openapi_extra=_REQUEST_SCHEMA, responses=_ERRORS,
                  summary="Chat; Abi routes to the best persona")
     async def chat_auto(request: Request, target: MultiPersonaSystem = Depends(dependency)):
         return await chat(request, None, target)
 
-    @router.post("/api/v1/chat/abbey", openapi_extra=_REQUEST_SCHEMA, summary="Chat with Abbey")
+    @router.post("/api/v1/chat/abbey", openapi_extra=_REQUEST_SCHEMA, responses=_ERRORS,
+                 summary="Chat with Abbey")
     async def chat_abbey(request: Request, target: MultiPersonaSystem = Depends(dependency)):
         return await chat(request, Persona.ABBEY, target)
 
-    @router.post("/api/v1/chat/aviva", openapi_extra=_REQUEST_SCHEMA, summary="Chat with Aviva")
+    @router.post("/api/v1/chat/aviva", openapi_extra=_REQUEST_SCHEMA, responses=_ERRORS,
+                 summary="Chat with Aviva")
     async def chat_aviva(request: Request, target: MultiPersonaSystem = Depends(dependency)):
         return await chat(request, Persona.AVIVA, target)
 
-    @router.get("/api/v1/personas", summary="The personas")
+    @router.get("/api/v1/personas", responses=_ERRORS, summary="The personas")
     def personas(target: MultiPersonaSystem = Depends(dependency)):
         cfg = target.config
         return {"personas": target.list_personas(), "default_persona": cfg.default_persona.value,
                 "dynamic_routing": cfg.enable_dynamic_routing,
                 "routing_confidence_threshold": cfg.routing_confidence_threshold}
 
-    @router.get("/api/v1/personas/metrics", summary="Per-persona metrics and active alerts")
+    @router.get("/api/v1/personas/metrics", responses=_ERRORS,
+                summary="Per-persona metrics and active alerts")
     def metrics(target: MultiPersonaSystem = Depends(dependency)):
         return target.metrics_report()
 
-    @router.get("/api/v1/personas/health", summary="Health of the personas' backends")
+    @router.get("/api/v1/personas/health", responses=_ERRORS,
+                summary="Health of the personas' backends")
     def health(probe: bool = False, target: MultiPersonaSystem = Depends(dependency)):
         report = target.health_report(probe=probe)
         return JSONResponse(report, status_code=503 if report["status"] == "unhealthy" else 200)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 MAX_STOP = 16          # stop strings per request
 MAX_N = 8              # choices per request
@@ -408,8 +408,11 @@ class OllamaPs(Reply):
 
 
 class OllamaShowRequest(Request):
-    model: Optional[str] = None
-    name: Optional[str] = None  # older clients
+    # one of the two names the model (``name``: older clients)
+    model_config = ConfigDict(extra="ignore", json_schema_extra={
+        "anyOf": [{"required": ["model"]}, {"required": ["name"]}]})
+    model: Optional[str] = Field(None, min_length=1)
+    name: Optional[str] = Field(None, min_length=1)
     verbose: bool = False
 
 
@@ -431,9 +434,10 @@ class OllamaVersion(Reply):
 
 class TokenizeRequest(Request):
     content: str = Field(max_length=4_000_000)
-    add_special: bool = False
-    parse_special: bool = False
-    with_pieces: bool = False
+    # JSON booleans only: "false" or 0 would read as a switch the client did not mean
+    add_special: StrictBool = False
+    parse_special: StrictBool = False
+    with_pieces: StrictBool = False
 
 
 class TokenPiece(Reply):
@@ -446,7 +450,8 @@ class TokenizeResponse(Reply):
 
 
 class DetokenizeRequest(Request):
-    tokens: Annotated[list[int], Field(max_length=1_000_000)]
+    # the upper bound is the served vocabulary's size (/props n_vocab): past it, 400
+    tokens: Annotated[list[Annotated[StrictInt, Field(ge=0)]], Field(max_length=1_000_000)]
 
 
 class DetokenizeResponse(Reply):
@@ -482,6 +487,7 @@ class Props(Reply):
     queue_limit: int
     n_ctx: int
     n_vocab: int
+    max_body_bytes: int = Field(description="largest request body accepted (413 past it)")
     backend: str
     chat_template: str
     bos_token: str

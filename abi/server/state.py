@@ -7,6 +7,7 @@ import math
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,11 @@ from .metrics import Metrics
 log = logging.getLogger("abi.server")
 
 DEFAULT_QUEUE = 64
-DEFAULT_MAX_BODY = 16 * 1024 * 1024
+# request bodies: the context's worth of text (tokens x the longest token's bytes) plus room
+# for the JSON around it; while the model loads, a fixed bound
+BODY_ENVELOPE = 64 * 1024
+BODY_BYTES_PER_TOKEN = 64  # where the vocabulary gives no bound of its own
+LOADING_MAX_BODY = 1024 * 1024
 
 
 @dataclass
@@ -34,7 +39,7 @@ class ServeOptions:
     kv_dtype: str = "f32"
     check_finite: bool = True
     threads: int | None = None
-    max_body: int = DEFAULT_MAX_BODY    # bytes per request body
+    max_body: int | None = None         # bytes per request body (None: from the context)
 
 
 def model_id(path: str) -> str:
@@ -58,6 +63,13 @@ class ServerState:
         self._embedding_aliases: dict[str, str] = {}
         self._describe_lock = threading.Lock()
         self._cards: list[dict] | None = None
+        self._max_body: int | None = None
+        # rendering and tokenising prompts: off the event loop, one at a time, so that a burst
+        # of huge prompts queues here instead of taking every core and bloating a malloc
+        # arena per thread
+        self.text_pool = ThreadPoolExecutor(1, thread_name_prefix="abi-text")
+        self._text_queued = 0
+        self._text_lock = threading.Lock()
 
     # -- loading --------------------------------------------------------------------------------
     def load(self) -> None:
@@ -78,6 +90,9 @@ class ServerState:
                 encoder = Encoder(name)
             from .scheduler import Scheduler
 
+            tok = engine.model.tokenizer
+            per_token = getattr(tok, "max_token_bytes", None) or BODY_BYTES_PER_TOKEN
+            self._max_body = engine.model.n_ctx * per_token + BODY_ENVELOPE
             self.engine, self.encoder = engine, encoder
             self.scheduler = Scheduler(engine, o.queue, self.metrics.record_generation,
                                        self.metrics.record_rejected)
@@ -101,9 +116,33 @@ class ServerState:
         t.start()
         return t
 
+    def text_job(self, job):
+        """Run ``job`` (in the text thread). Tokenising a long text frees tens of MB in many
+        small blocks, which the allocator keeps; once no more work waits, hand the free
+        pages back, so that a burst of huge prompts leaves no lasting footprint."""
+        with self._text_lock:
+            self._text_queued += 1
+        try:
+            return job()
+        finally:
+            with self._text_lock:
+                self._text_queued -= 1
+                idle = self._text_queued == 0
+            if idle:
+                release_free_memory()
+
     def close(self) -> None:
         if self.scheduler is not None:
             self.scheduler.close()
+        self.text_pool.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def max_body(self) -> int:
+        """Bytes a request body may hold: ``--max-body-bytes``, else what the model's context
+        can hold once it is loaded."""
+        if self.options.max_body is not None:
+            return self.options.max_body
+        return self._max_body or LOADING_MAX_BODY
 
     # -- readiness and names -----------------------------------------------------------------------
     @property
@@ -203,6 +242,25 @@ class ServerState:
     @property
     def encoder_n_ctx(self) -> int:
         return int(self.encoder.max_tokens) if self.encoder else 0
+
+
+_libc = None
+
+
+def release_free_memory() -> None:
+    """Return the heap's free pages to the OS (glibc's malloc_trim); elsewhere nothing."""
+    global _libc
+    if _libc is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _libc.malloc_trim  # noqa: B018 (glibc only)
+        except (OSError, AttributeError):
+            _libc = False
+    if _libc:
+        _libc.malloc_trim(0)
 
 
 def _aliases(path: str, given: str | None) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass, field
 
@@ -23,13 +24,33 @@ class ClientGone(Exception):
     """The client disconnected before its answer was ready."""
 
 
+async def text_work(state, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` in the server's text thread: chat templates, tokenising and
+    detokenising, which take seconds on large inputs and must not hold up /health."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(state.text_pool, state.text_job,
+                                      functools.partial(fn, *args, **kwargs))
+
+
+def context_size(state, ctx_limit: int | None = None) -> int:
+    """Tokens of context a request has: the model's, or less when the request asks."""
+    n_ctx = state.model.n_ctx
+    return min(n_ctx, ctx_limit or n_ctx)
+
+
+def prompt_room(state, ctx_limit: int | None = None, used: int = 0) -> int:
+    """The most tokens a prompt may add after ``used`` ones (one is left to generate): what
+    ``Model.tokenize(max_tokens=...)`` takes, to refuse a hopeless text before tokenising it."""
+    return context_size(state, ctx_limit) - 1 - used
+
+
 def check_prompt(state, ids: list[int], ctx_limit: int | None = None) -> None:
     """A typed error for an empty prompt, one that leaves no room to generate, or ids
     outside the vocabulary."""
     model = state.model
     if not ids:
         raise ConfigError("the prompt is empty: give at least one token", field="prompt")
-    n_ctx = min(model.n_ctx, ctx_limit or model.n_ctx)
+    n_ctx = context_size(state, ctx_limit)
     if len(ids) >= n_ctx:
         raise ContextLengthExceeded(
             f"the prompt is {len(ids)} tokens; the context holds {n_ctx} tokens for the prompt "
@@ -44,7 +65,7 @@ def make_config(state, n_prompt: int, *, max_tokens: int | None = None,
     """A StreamingConfig from API options (None: abi's default), with max_tokens bounded by
     the room left in the context and by the server's --max-tokens."""
     model = state.model
-    room = min(model.n_ctx, ctx_limit or model.n_ctx) - n_prompt
+    room = context_size(state, ctx_limit) - n_prompt
     cap = room if state.options.max_tokens is None else min(room, state.options.max_tokens)
     limit = cap if max_tokens is None or max_tokens < 0 else min(max_tokens, cap)
     fields = {k: v for k, v in options.items() if v is not None}
