@@ -42,7 +42,9 @@ HPARAM_KEYS = (
 GEMMA_KEYS = ("attention.sliding_window", "attention.sliding_window_pattern", "rope.freq_base_swa",
               "final_logit_softcapping", "attn_logit_softcapping")
 TOKENIZER_KEYS = ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.model",
-                  "tokenizer.ggml.add_bos_token")
+                  "tokenizer.ggml.add_bos_token", "tokenizer.ggml.pre", "tokenizer.ggml.merges",
+                  "tokenizer.ggml.token_type", "tokenizer.ggml.padding_token_id",
+                  "tokenizer.ggml.unknown_token_id", "general.architecture")
 
 
 # -- the base model -------------------------------------------------------------------------
@@ -111,7 +113,7 @@ def _values(current, rng):
 
 def mutate(meta: dict, tensors: dict, rng) -> str:
     """Apply one random mutation in place; return its description."""
-    arch = meta["general.architecture"]
+    arch = meta.get("general.architecture")
     kind = rng.choice(["value", "value", "value", "delete", "shape", "swap", "drop", "nan",
                        "scale", "tokens", "f16"])
     names = sorted(tensors)
@@ -123,7 +125,7 @@ def mutate(meta: dict, tensors: dict, rng) -> str:
             return f"delete {key}"
         meta[key] = _values(meta.get(key, 8), rng)
         return f"{key} = {meta[key]!r}"
-    if kind == "tokens":
+    if kind == "tokens" and isinstance(meta.get("tokenizer.ggml.token_type"), list):
         toks = meta["tokenizer.ggml.tokens"]
         n = int(rng.choice([0, 1, 100, 259, 261, 300]))
         meta["tokenizer.ggml.tokens"] = (toks + [f"x{i}" for i in range(n - len(toks))])[:n]
@@ -174,9 +176,10 @@ def write(path: str, meta: dict, tensors: dict) -> None:
 
     w = GGUFWriter(path)
     for key, value in meta.items():
-        kind = GGUFValueType.INT32 if key == "tokenizer.ggml.token_type" else None
-        if isinstance(value, float):
-            kind = GGUFValueType.FLOAT32
+        kind = GGUFValueType.FLOAT32 if isinstance(value, float) else None
+        if key == "tokenizer.ggml.token_type" and isinstance(value, list) and value \
+                and all(isinstance(v, int) and abs(v) < 1 << 31 for v in value):
+            kind = GGUFValueType.INT32
         w.add_metadata(key, value, kind)
     for name, (data, t, shape) in tensors.items():
         w.add_tensor(name, data, t, shape=shape)

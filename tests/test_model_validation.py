@@ -180,3 +180,25 @@ def test_activation_quantisers_carry_nan_and_inf():
             y = _kernels.qmatmul(raw, t, (16, 512), x)
             assert not np.isfinite(y).any(), (t.name, bad)
 
+
+
+def test_server_ends_a_nan_generation_with_finish_reason_error(tmp_path):
+    """Served with --no-check, a model whose weights give NaN: the stream's choice ends with
+    finish_reason "error" and an error event; the plain request is a typed 500."""
+    import json
+
+    import requests
+    from serve_helpers import serve
+
+    def nan_norm(meta, tensors):
+        tensors["output_norm.weight"][0] = np.full(model_fuzz.D, np.nan, np.float32)
+    path = _tiny(tmp_path, edit=nan_norm)
+    with serve("--model", path, "--no-check") as server:
+        body = {"prompt": "ab", "max_tokens": 4, "temperature": 0}
+        plain = requests.post(server.url + "/v1/completions", json=body, timeout=60)
+        assert plain.status_code == 500 and "NaN" in plain.json()["error"]["message"]
+        stream = requests.post(server.url + "/v1/completions", json={**body, "stream": True}, timeout=60)
+        events = [json.loads(line[6:]) for line in stream.text.splitlines()
+                  if line.startswith("data: {")]
+    finishes = [c["finish_reason"] for e in events for c in e.get("choices", [])]
+    assert finishes == ["error"] and "NaN" in events[-1]["error"]["message"]

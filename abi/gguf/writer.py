@@ -115,7 +115,12 @@ class GGUFWriter:
         if is_array and type not in (None, GGUFValueType.ARRAY):
             type, element_type = GGUFValueType.ARRAY, type
         vtype = GGUFValueType(type) if type is not None else _infer_scalar_type(value)
-        self._kv[key] = struct.pack("<I", vtype) + _encode_value(value, vtype, element_type)
+        try:
+            encoded = _encode_value(value, vtype, element_type)
+        except (struct.error, TypeError, ValueError, OverflowError) as exc:
+            raise ConfigError(f"metadata {key!r}: {value!r:.80} cannot be written as "
+                              f"{vtype.name}: {exc}", field=key) from None
+        self._kv[key] = struct.pack("<I", vtype) + encoded
 
     def add_tensor(self, name: str, data: np.ndarray, ggml_type: GGMLType | None = None,
                    shape: tuple[int, ...] | None = None) -> None:

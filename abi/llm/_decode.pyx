@@ -479,14 +479,14 @@ cdef class Decoder:
         cdef cnp.ndarray ids = np.ascontiguousarray(tokens, dtype=np.int32)
         cdef int T = ids.shape[0]
         if T == 0:
-            raise ValueError("no tokens to run")
+            raise KernelInputError("no tokens to run")
         if ids.min() < 0 or ids.max() >= c.n_vocab:
-            raise ValueError(f"token ids must lie in [0, {c.n_vocab})")
+            raise KernelInputError(f"token ids must lie in [0, {c.n_vocab})")
         if output not in ("last", "all", "hidden", "none"):
-            raise ValueError(f"unknown output {output!r}")
+            raise KernelInputError(f"unknown output {output!r}")
         cache.reserve(cache.length + T)
         if cache.k.dtype != np.float32:
-            raise ValueError("the compiled forward needs a float32 KV cache")
+            raise KernelInputError("the compiled forward needs a float32 KV cache")
         shape = (c.n_layers, c.n_kv, cache.capacity, c.hd)
         for arr in (cache.k, cache.v):
             _need(arr.shape == shape and arr.dtype == np.float32 and arr.flags.c_contiguous,

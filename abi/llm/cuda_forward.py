@@ -409,12 +409,12 @@ class CudaDecoder:
     # -- the CPU Decoder's interface ---------------------------------------------------------------
     def _check(self, tokens, cache, output):
         if output not in ("last", "all", "hidden", "none"):
-            raise ValueError(f"unknown output {output!r}")
+            raise KernelInputError(f"unknown output {output!r}")
         ids = np.ascontiguousarray(tokens, dtype=np.int64)
         if ids.ndim != 1 or ids.size == 0:
-            raise ValueError("no tokens to run")
+            raise KernelInputError("no tokens to run")
         if ids.min() < 0 or ids.max() >= self.n_vocab:
-            raise ValueError(f"token ids must lie in [0, {self.n_vocab})")
+            raise KernelInputError(f"token ids must lie in [0, {self.n_vocab})")
         if cache.length + ids.size > cache.n_ctx:
             raise ContextLengthExceeded(f"{cache.length + ids.size} tokens do not fit the context "
                                         f"of {cache.n_ctx} tokens")

@@ -3,13 +3,14 @@ memory-mapped), tokenizer and chat template behind one object."""
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import threading
 import time
 
 import numpy as np
 
-from ..errors import ConfigError, ContextLengthExceeded, NonFiniteError
+from ..errors import ConfigError, ContextLengthExceeded, InvalidRequestError, NonFiniteError
 from ..gguf import GGUFFile, load
 from ..models_hub import resolve_model
 from .cache import KVCache
@@ -143,7 +144,16 @@ class Model:
     def forward(self, ids, cache: KVCache, output: str = "last", should_stop=None) -> np.ndarray:
         """Feed ``ids`` after the cache's contents in batches of ``n_batch``.
         ``should_stop()`` is polled between batches (cancellation of long prompts)."""
-        ids = list(ids)
+        try:
+            ids = [operator.index(t) for t in ids]
+        except TypeError:
+            raise InvalidRequestError("token ids must be integers") from None
+        if not ids:
+            raise InvalidRequestError("no tokens to run")
+        if min(ids) < 0 or max(ids) >= self.n_vocab:
+            raise InvalidRequestError(f"token ids must lie in [0, {self.n_vocab})")
+        if output not in ("last", "all", "hidden"):
+            raise InvalidRequestError(f"output must be 'last', 'all' or 'hidden', got {output!r}")
         self.check_context(cache.length + len(ids))
         with self._forward_lock:
             # the CUDA forward keeps its own f16 device cache, whatever the host cache dtype

@@ -114,7 +114,7 @@ class BPETokenizer(Tokenizer):
 
     def _pre_init(self, meta: Mapping[str, Any]) -> None:
         pre = meta.get("tokenizer.ggml.pre") or "default"
-        if pre not in PRE_TOKENIZERS:
+        if not isinstance(pre, str) or pre not in PRE_TOKENIZERS:
             raise TokenizerError(f"BPE pre-tokenizer {pre!r} is not supported; supported: "
                                  f"{', '.join(sorted(PRE_TOKENIZERS))}")
         self.pre = pre

@@ -90,6 +90,12 @@ async def _first(request, job):
     return await guard(request, job, job.next())
 
 
+def _unfinished(n: int, done: list) -> list[int]:
+    """The choices a failed stream never finished: they end with finish_reason "error"."""
+    finished = {d.index for d in done}
+    return [i for i in range(n) if i not in finished]
+
+
 def _error_event(exc) -> str:
     _, info = describe(exc)
     return _sse({"error": info})
@@ -166,6 +172,8 @@ async def _chat_stream(model, job, first, meta, n_prompt, logprobs, n_top, inclu
                 yield chunk(item.index, s.Delta(), finish=finish_reason(item.stats))
             item = await job.next()
     except Exception as exc:  # a later choice failed: say so in the stream, as OpenAI does
+        for i in _unfinished(n, stats):
+            yield chunk(i, s.Delta(), finish="error")
         yield _error_event(exc)
         return
     if include_usage:
@@ -284,6 +292,8 @@ async def _completion_stream(model, job, first, meta, echo, logprobs, n_top, usa
                 yield chunk(item.index, "", finish=finish_reason(item.stats))
             item = await job.next()
     except Exception as exc:
+        for i in _unfinished(len(offsets), stats):
+            yield chunk(i, "", finish="error")
         yield _error_event(exc)
         return
     if usage_prompt is not None:

@@ -17,7 +17,7 @@ ARCHITECTURES = {
 
 def get_architecture(name: str | None):
     """The module implementing ``name``, or UnsupportedModelError listing what is supported."""
-    if name not in ARCHITECTURES:
+    if not isinstance(name, str) or name not in ARCHITECTURES:
         raise UnsupportedModelError(
             f"architecture {name!r} is not supported; supported: {', '.join(sorted(ARCHITECTURES))}")
     return importlib.import_module(f"{__name__}.{ARCHITECTURES[name]}")
