@@ -183,22 +183,31 @@ def test_activation_quantisers_carry_nan_and_inf():
 
 
 def test_server_ends_a_nan_generation_with_finish_reason_error(tmp_path):
-    """Served with --no-check, a model whose weights give NaN: the stream's choice ends with
+    """Served with --no-check, a model whose first generated token has a NaN embedding: the
+    first token streams, the next forward is NaN, and the stream's choice ends with
     finish_reason "error" and an error event; the plain request is a typed 500."""
     import json
 
     import requests
     from serve_helpers import serve
 
-    def nan_norm(meta, tensors):
-        tensors["output_norm.weight"][0] = np.full(model_fuzz.D, np.nan, np.float32)
-    path = _tiny(tmp_path, edit=nan_norm)
+    path = _tiny(tmp_path)
+    model = abi.llm.load_model(path)
+    first = int(model.logits(model.tokenize("ab"))[-1].argmax())
+
+    def nan_row(meta, tensors):
+        raw = tensors["token_embd.weight"][0].copy().reshape(-1, 34)   # Q8_0: 34-byte blocks
+        per_row = model_fuzz.D // 32
+        raw[first * per_row:(first + 1) * per_row, 0:2] = [0x00, 0x7E]   # f16 NaN scales
+        tensors["token_embd.weight"][0] = raw
+    path = _tiny(tmp_path, edit=nan_row, name="nan.gguf")
     with serve("--model", path, "--no-check") as server:
-        body = {"prompt": "ab", "max_tokens": 4, "temperature": 0}
+        body = {"model": "nan", "prompt": "ab", "max_tokens": 4, "temperature": 0}
         plain = requests.post(server.url + "/v1/completions", json=body, timeout=60)
         assert plain.status_code == 500 and "NaN" in plain.json()["error"]["message"]
         stream = requests.post(server.url + "/v1/completions", json={**body, "stream": True}, timeout=60)
         events = [json.loads(line[6:]) for line in stream.text.splitlines()
                   if line.startswith("data: {")]
-    finishes = [c["finish_reason"] for e in events for c in e.get("choices", [])]
+    assert events[0]["choices"][0]["text"] == model.detokenize([first])
+    finishes = [c["finish_reason"] for e in events for c in e.get("choices", []) if c.get("finish_reason")]
     assert finishes == ["error"] and "NaN" in events[-1]["error"]["message"]

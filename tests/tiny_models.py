@@ -23,6 +23,22 @@ TINY_CASES += [(f"llama_{t.name.lower()}", "llama", t) for t in (
     T.IQ1_M, T.TQ1_0, T.TQ2_0, T.MXFP4)]
 TINY_CASES += [("qwen2_q8_0", "qwen2", T.Q8_0), ("gemma3_q8_0", "gemma3", T.Q8_0),
                ("llama_yarn_q8_0", "llama", T.Q8_0), ("qwen2_linear_q8_0", "qwen2", T.Q8_0)]
+# the families of the decoder recipe, in the tensor names and keys llama.cpp's converter writes
+FAMILIES = ("qwen3", "olmo2", "gemma2", "granite", "smollm3")
+TINY_CASES += [(f"{arch}_q8_0", arch, T.Q8_0) for arch in FAMILIES]
+N_LAYERS = {"smollm3": 4}
+SEPARATE_OUTPUT = {"olmo2"}   # llama.cpp requires output.weight for these   # enough layers for its RoPE-less fourth one
+# metadata of the families beyond the shared keys (after "{arch}.")
+EXTRA_KEYS = {
+    "qwen3": {"attention.key_length": HEAD_DIM, "attention.value_length": HEAD_DIM},
+    "gemma2": {"attention.key_length": HEAD_DIM, "attention.value_length": HEAD_DIM,
+               "attention.sliding_window": 8, "attn_logit_softcapping": 50.0,
+               "final_logit_softcapping": 30.0},
+    "gemma3": {"attention.key_length": HEAD_DIM, "attention.value_length": HEAD_DIM,
+               "attention.sliding_window": 8, "attention.sliding_window_pattern": 2},
+    "granite": {"embedding_scale": 12.0, "residual_scale": 0.22, "attention.scale": 0.0078125,
+                "logit_scale": 8.0},
+}
 # RoPE scaling of the cases that test it (metadata keys after "{arch}.")
 ROPE_SCALING = {
     "llama_yarn_q8_0": {"rope.scaling.type": "yarn", "rope.scaling.factor": 4.0,
@@ -106,17 +122,15 @@ def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str 
     w.add_metadata("general.name", f"tiny {arch} {qtype.name}")
     w.add_metadata(f"{arch}.context_length", 256)
     w.add_metadata(f"{arch}.embedding_length", N_EMBD)
-    w.add_metadata(f"{arch}.block_count", N_LAYER)
+    n_layer = N_LAYERS.get(arch, N_LAYER)
+    w.add_metadata(f"{arch}.block_count", n_layer)
     w.add_metadata(f"{arch}.feed_forward_length", N_FF)
     w.add_metadata(f"{arch}.attention.head_count", N_HEAD)
     w.add_metadata(f"{arch}.attention.head_count_kv", N_KV)
     w.add_metadata(f"{arch}.rope.freq_base", 10000.0)
     w.add_metadata(f"{arch}.attention.layer_norm_rms_epsilon", 1e-6)
-    if arch == "gemma3":
-        w.add_metadata("gemma3.attention.key_length", HEAD_DIM)
-        w.add_metadata("gemma3.attention.value_length", HEAD_DIM)
-        w.add_metadata("gemma3.attention.sliding_window", 8)
-        w.add_metadata("gemma3.attention.sliding_window_pattern", 2)
+    for key, value in EXTRA_KEYS.get(arch, {}).items():
+        w.add_metadata(f"{arch}.{key}", value)
     tokens, types = _vocab()
     w.add_metadata("tokenizer.ggml.model", "gpt2")
     w.add_metadata("tokenizer.ggml.pre", "default")
@@ -138,23 +152,33 @@ def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str 
     embd = (0.15 * rng.standard_normal((N_VOCAB, N_EMBD))).astype(np.float32)
     _weight(w, "token_embd.weight", embd, embd_type, rng)
     w.add_tensor("output_norm.weight", norm(N_EMBD))
-    for i in range(N_LAYER):
+    if arch in SEPARATE_OUTPUT:
+        _weight(w, "output.weight", (0.15 * rng.standard_normal((N_VOCAB, N_EMBD))).astype(np.float32), qtype, rng)
+    pre_norms = arch != "olmo2"
+    post_norms = arch in ("gemma2", "gemma3", "olmo2")
+    for i in range(n_layer):
         p = f"blk.{i}."
-        w.add_tensor(p + "attn_norm.weight", norm(N_EMBD))
+        if pre_norms:
+            w.add_tensor(p + "attn_norm.weight", norm(N_EMBD))
         _weight(w, p + "attn_q.weight", mat(N_HEAD * HEAD_DIM, N_EMBD, 2.0), qtype, rng)
         _weight(w, p + "attn_k.weight", mat(N_KV * HEAD_DIM, N_EMBD, 2.0), qtype, rng)
         _weight(w, p + "attn_v.weight", mat(N_KV * HEAD_DIM, N_EMBD), qtype, rng)
         _weight(w, p + "attn_output.weight", mat(N_EMBD, N_HEAD * HEAD_DIM), qtype, rng)
-        w.add_tensor(p + "ffn_norm.weight", norm(N_EMBD))
+        if pre_norms:
+            w.add_tensor(p + "ffn_norm.weight", norm(N_EMBD))
         _weight(w, p + "ffn_gate.weight", mat(N_FF, N_EMBD), qtype, rng)
         _weight(w, p + "ffn_up.weight", mat(N_FF, N_EMBD), qtype, rng)
         _weight(w, p + "ffn_down.weight", mat(N_EMBD, N_FF), qtype, rng)
         if arch == "qwen2":
             for n, size in (("attn_q", N_HEAD * HEAD_DIM), ("attn_k", N_KV * HEAD_DIM), ("attn_v", N_KV * HEAD_DIM)):
                 w.add_tensor(p + n + ".bias", (0.1 * rng.standard_normal(size)).astype(np.float32))
-        if arch == "gemma3":
+        if arch in ("gemma3", "qwen3"):
             w.add_tensor(p + "attn_q_norm.weight", norm(HEAD_DIM))
             w.add_tensor(p + "attn_k_norm.weight", norm(HEAD_DIM))
+        if arch == "olmo2":   # over all heads at once
+            w.add_tensor(p + "attn_q_norm.weight", norm(N_HEAD * HEAD_DIM))
+            w.add_tensor(p + "attn_k_norm.weight", norm(N_KV * HEAD_DIM))
+        if post_norms:
             w.add_tensor(p + "post_attention_norm.weight", norm(N_EMBD))
             w.add_tensor(p + "post_ffw_norm.weight", norm(N_EMBD))
     w.write()

@@ -127,6 +127,8 @@ def make_tiny(args) -> None:
     rng = np.random.default_rng(1234)
     ids = [int(i) for i in rng.integers(3, 250, size=40)]
     for name, arch, qtype in TINY_CASES:
+        if args.only and name not in args.only.split(","):
+            continue
         path = out_dir / f"{name}.gguf"
         digest = write_tiny_model(path, arch, qtype, seed=zlib.crc32(name.encode()), name=name)
         ref = run_worker({"kind": "logits", "model": str(path), "ids": ids, "topk": 16, "full": True})
@@ -145,6 +147,7 @@ if __name__ == "__main__":
     sys.path[:0] = [str(ROOT / "tools"), str(ROOT / "tests")]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["default", "tiny", "tokens", "all"])
+    parser.add_argument("--only", default="", help="tiny: only these cases (comma-separated names)")
     a = parser.parse_args()
     for step in (["default", "tiny", "tokens"] if a.what == "all" else [a.what]):
         {"default": make_default, "tiny": make_tiny, "tokens": make_tokens}[step](a)

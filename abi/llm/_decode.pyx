@@ -1,6 +1,6 @@
 # cython: language_level=3
-"""The compiled forward pass of llama-family and Gemma 3 models: a batch of T tokens
-(a prompt batch, or one token when decoding) in a single nogil call.
+"""The compiled forward pass of any decoder recipe (``abi/llm/models/decoder.py``): a batch
+of T tokens (a prompt batch, or one token when decoding) in a single nogil call.
 
 Why one call: at ~100 tokens/s a decode step has 10 ms, half of it for streaming the
 weights; Python-level calls per layer would spend the rest. The whole batch runs inside
@@ -23,7 +23,7 @@ import numpy as np
 cimport numpy as cnp
 
 from abi._kernels.registry import DEQUANTIZE_TYPES
-from abi.errors import KernelInputError, UnsupportedTensorType
+from abi.errors import KernelInputError, UnsupportedModelError, UnsupportedTensorType
 from abi.gguf.constants import GGMLType
 
 from abi._kernels._vec cimport axpy, barrier, dot
@@ -54,12 +54,13 @@ ctypedef struct Layer:
     QMat gate, up, down
     const float* post_ffn_norm
     int swa               # sliding-window layer
+    int use_rope          # 0: no position encoding in this layer (NoPE)
     const float* inv_freq
     float rope_mscale     # YaRN's magnitude factor on cos and sin (1 otherwise)
 
 ctypedef struct Ctx:
-    int n_layers, n_embd, n_head, n_kv, hd, n_ff, n_vocab, n_rot, neox, gelu, window
-    float eps, scale, embd_scale, attn_softcap, final_softcap
+    int n_layers, n_embd, n_head, n_kv, hd, n_ff, n_vocab, n_rot, neox, gelu, window, qk_full
+    float eps, scale, embd_scale, attn_softcap, final_softcap, residual_scale, logit_scale
     Layer* layers
     QMat output
     const uint8_t* embd
@@ -211,28 +212,44 @@ cdef void _qk(Ctx* c, Layer* L, int l, int t, int g, float* rot) noexcept nogil:
     cdef float* krow = c.k + t * KD + g * hd
     cdef float* qrow
     cdef Py_ssize_t off = ((<Py_ssize_t>l * c.n_kv + g) * c.cap + c.pos0 + t) * hd
-    _rope_angles(c, c.pos0 + t, L.inv_freq, L.rope_mscale, rot)
-    if L.k_norm != NULL:
+    if L.use_rope:
+        _rope_angles(c, c.pos0 + t, L.inv_freq, L.rope_mscale, rot)
+    if L.k_norm != NULL and not c.qk_full:
         _rms(krow, L.k_norm, krow, hd, c.eps)
-    _rope(c, krow, rot)
+    if L.use_rope:
+        _rope(c, krow, rot)
     memcpy(c.kcache + off, krow, hd * sizeof(float))
     memcpy(c.vcache + off, c.v + t * KD + g * hd, hd * sizeof(float))
     for hh in range(g * group, (g + 1) * group):
         qrow = c.q + t * QD + hh * hd
-        if L.q_norm != NULL:
+        if L.q_norm != NULL and not c.qk_full:
             _rms(qrow, L.q_norm, qrow, hd, c.eps)
-        _rope(c, qrow, rot)
+        if L.use_rope:
+            _rope(c, qrow, rot)
 
 
 cdef inline void _residual(Ctx* c, Priv* p, int t, const float* post_norm) noexcept nogil:
-    """x[t] += tmp[t], normalised first where the model has a post-norm (Gemma 3)."""
+    """x[t] += residual_scale * tmp[t], normalised first where the recipe has post-norms."""
     cdef int D = c.n_embd, i
     cdef const float* row = c.tmp + t * D
     if post_norm != NULL:
         _rms(row, post_norm, p.h + t * D, D, c.eps)
         row = p.h + t * D
-    for i in range(D):
-        p.x[t * D + i] += row[i]
+    if c.residual_scale != 1.0:
+        for i in range(D):
+            p.x[t * D + i] += row[i] * c.residual_scale
+    else:
+        for i in range(D):
+            p.x[t * D + i] += row[i]
+
+
+cdef inline void _norm_in(Ctx* c, Priv* p, int t, const float* norm) noexcept nogil:
+    """h[t] = the layer input: RMSNorm of x[t], or x[t] itself where the recipe has no pre-norm."""
+    cdef int D = c.n_embd
+    if norm != NULL:
+        _rms(p.x + t * D, norm, p.h + t * D, D, c.eps)
+    else:
+        memcpy(p.h + t * D, p.x + t * D, D * sizeof(float))
 
 
 cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
@@ -256,7 +273,7 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
     for l in range(c.n_layers):
         L = &c.layers[l]
         for t in range(T):
-            _rms(p.x + t * D, L.attn_norm, p.h + t * D, D, c.eps)
+            _norm_in(c, &p, t, L.attn_norm)
             _prep(c, &p, p.h + t * D, &L.wq, t)
             if L.wk.fmt != L.wq.fmt:
                 _prep(c, &p, p.h + t * D, &L.wk, t)
@@ -266,6 +283,13 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
         _matmul(c, &p, &L.wk, p.h, D, c.k, KD, 0, T, tid, nth)
         _matmul(c, &p, &L.wv, p.h, D, c.v, KD, 0, T, tid, nth)
         barrier()
+        if c.qk_full:   # Q and K normalised over all heads at once: whole rows, a token per thread
+            t = tid
+            while t < T:
+                _rms(c.q + t * QD, L.q_norm, c.q + t * QD, QD, c.eps)
+                _rms(c.k + t * KD, L.k_norm, c.k + t * KD, KD, c.eps)
+                t += nth
+            barrier()
         # each KV group belongs to one thread: it stores the group's keys and values, so
         # with a single token that thread can attend at once, with no barrier in between
         g = tid
@@ -292,7 +316,7 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
         barrier()
         for t in range(T):
             _residual(c, &p, t, L.post_attn_norm)
-            _rms(p.x + t * D, L.ffn_norm, p.h + t * D, D, c.eps)
+            _norm_in(c, &p, t, L.ffn_norm)
             _prep(c, &p, p.h + t * D, &L.gate, t)
             if L.up.fmt != L.gate.fmt:
                 _prep(c, &p, p.h + t * D, &L.up, t)
@@ -323,13 +347,15 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
         return
     _matmul(c, &p, &c.output, p.h, D, c.logits - <Py_ssize_t>c.out_from * c.n_vocab, c.n_vocab,
             c.out_from, T, tid, nth)
-    if c.final_softcap > 0:
+    if c.final_softcap > 0 or c.logit_scale != 1.0:
         r0 = c.output.rows * tid // nth
         r1 = c.output.rows * (tid + 1) // nth
         for t in range(c.out_from, T):
             row = c.logits + (t - c.out_from) * c.n_vocab
             for r in range(r0, r1):
-                row[r] = tanhf(row[r] / c.final_softcap) * c.final_softcap
+                row[r] *= c.logit_scale
+                if c.final_softcap > 0:
+                    row[r] = tanhf(row[r] / c.final_softcap) * c.final_softcap
 
 
 def _need(ok, what):
@@ -342,7 +368,7 @@ cdef const float* _fptr(object a):
 
 
 cdef class Decoder:
-    """Compiled forward over an ``abi.llm.models`` llama/qwen2/gemma3 Model's weights."""
+    """Compiled forward over an ``abi.llm.models.decoder.Model`` (any recipe)."""
 
     cdef Ctx c
     cdef list keep            # arrays the context points into
@@ -356,50 +382,57 @@ cdef class Decoder:
         cdef Ctx* c = &self.c
         cdef Layer* L
         a = model.args
-        gemma = hasattr(model, "rope_local")
         self.keep = []
         self.scratch = {}
         self.n_threads = max(1, n_threads)
         self.t_max = 0
         c.n_layers, c.n_embd, c.n_head, c.n_kv = a.n_layers, a.n_embd, a.n_heads, a.n_kv_heads
         c.hd, c.n_ff, c.n_vocab, c.n_rot = a.head_dim, a.n_ff, model.output.shape[0], a.n_rot
-        c.neox, c.gelu = int(a.rope_neox), int(gemma)
-        c.window = a.sliding_window if gemma else 0
-        c.eps, c.scale = a.norm_eps, model.scale
-        c.embd_scale = float(model.embd_scale) if gemma else 1.0
-        c.attn_softcap = a.attn_softcap if gemma else 0.0
-        c.final_softcap = a.final_softcap if gemma else 0.0
+        c.neox, c.gelu, c.qk_full = int(a.rope_neox), int(a.activation == "gelu"), int(a.qk_norm == "full")
+        c.window = a.sliding_window
+        c.eps, c.scale, c.embd_scale = a.norm_eps, a.kq_scale, a.embd_scale
+        c.attn_softcap, c.final_softcap = a.attn_softcap, a.final_softcap
+        c.residual_scale, c.logit_scale = a.residual_scale, a.logit_scale
+        if a.activation not in ("silu", "gelu"):
+            raise UnsupportedModelError(f"compiled forward: no {a.activation!r} activation")
         # every size the C code indexes with is checked here, once: a model object that
         # disagrees with its own hyperparameters is an error, never an out-of-bounds access
-        _need(c.n_layers > 0 and len(model.layers) == c.n_layers, "layer count")
+        _need(c.n_layers > 0 and len(model.layers) == c.n_layers == len(model.layer_ropes), "layer count")
         _need(c.n_head > 0 and c.n_kv > 0 and c.n_head % c.n_kv == 0, "head counts")
         _need(c.hd > 0 and c.n_rot > 0 and c.n_rot % 2 == 0 and c.n_rot <= c.hd, "head / RoPE size")
         _need(c.n_embd > 0 and c.n_ff > 0 and c.n_vocab > 0, "widths")
-        _need(not gemma or len(a.swa_pattern) == c.n_layers, "sliding-window pattern")
         c.layers = <Layer*>calloc(a.n_layers, sizeof(Layer))
         if c.layers == NULL:
             raise MemoryError()
-        ropes = (model.rope_global, model.rope_local) if gemma else (model.rope, model.rope)
-        for rope in ropes:
-            _need(rope.inv_freq.shape[0] >= c.n_rot // 2, "RoPE frequencies")
-        cdef const float* f_global = self._f(ropes[0].inv_freq, ropes[0].inv_freq.shape[0])
-        cdef const float* f_local = self._f(ropes[1].inv_freq, ropes[1].inv_freq.shape[0])
         cdef int D = c.n_embd, QD = c.n_head * c.hd, KD = c.n_kv * c.hd, F = c.n_ff
+        cdef Py_ssize_t qn = QD if c.qk_full else c.hd, kn = KD if c.qk_full else c.hd
+        tables = {}   # one cos/sin frequency table per distinct RoPE
         for l, blk in enumerate(model.layers):
             L = &c.layers[l]
             L.attn_norm, L.ffn_norm = self._f(blk.attn_norm, D), self._f(blk.ffn_norm, D)
             L.wq, L.wk = self._q(blk.wq, QD, D), self._q(blk.wk, KD, D)
             L.wv, L.wo = self._q(blk.wv, KD, D), self._q(blk.wo, D, QD)
             L.gate, L.up, L.down = self._q(blk.w_gate, F, D), self._q(blk.w_up, F, D), self._q(blk.w_down, D, F)
-            L.q_norm = self._f(getattr(blk, "q_norm", None), c.hd)
-            L.k_norm = self._f(getattr(blk, "k_norm", None), c.hd)
-            L.post_attn_norm = self._f(getattr(blk, "post_attn_norm", None), D)
-            L.post_ffn_norm = self._f(getattr(blk, "post_ffn_norm", None), D)
-            _need(not gemma or (L.q_norm != NULL and L.k_norm != NULL and L.post_attn_norm != NULL
-                                and L.post_ffn_norm != NULL), "Gemma 3 norms")
-            L.swa = int(gemma and a.swa_pattern[l])
-            L.inv_freq = f_local if L.swa else f_global
-            L.rope_mscale = ropes[1].mscale if L.swa else ropes[0].mscale
+            L.q_norm, L.k_norm = self._f(blk.q_norm, qn), self._f(blk.k_norm, kn)
+            L.post_attn_norm = self._f(blk.post_attn_norm, D)
+            L.post_ffn_norm = self._f(blk.post_ffn_norm, D)
+            # the recipe decides which steps exist: each must have its weights, and only those
+            _need((L.attn_norm != NULL) == a.attn_norm and (L.ffn_norm != NULL) == a.attn_norm, "pre-norms")
+            _need((L.post_attn_norm != NULL) == a.post_norms and (L.post_ffn_norm != NULL) == a.post_norms,
+                  "post-norms")
+            _need((L.q_norm != NULL) == (a.qk_norm != "none") and (L.k_norm != NULL) == (a.qk_norm != "none"),
+                  "Q/K norms")
+            L.swa = int(a.is_swa(l))
+            rope = model.layer_ropes[l]
+            L.use_rope = int(rope is not None)
+            L.inv_freq, L.rope_mscale = NULL, 1.0
+            if rope is not None:
+                _need(rope.inv_freq.shape[0] >= c.n_rot // 2, "RoPE frequencies")
+                if id(rope) not in tables:
+                    tables[id(rope)] = np.ascontiguousarray(rope.inv_freq, np.float32)
+                    self.keep.append(tables[id(rope)])
+                L.inv_freq = _fptr(tables[id(rope)])
+                L.rope_mscale = rope.mscale
         c.output = self._q(model.output, c.n_vocab, D)
         embd = model.tok_embd
         if GGMLType(int(embd.ggml_type)) not in DEQUANTIZE_TYPES:
@@ -413,8 +446,7 @@ cdef class Decoder:
         self.keep.append(raw)
         c.embd = <const uint8_t*>cnp.PyArray_DATA(raw)
         c.out_norm = self._f(model.output_norm, D)
-        _need(c.out_norm != NULL and all(c.layers[i].attn_norm != NULL and c.layers[i].ffn_norm != NULL
-                                         for i in range(c.n_layers)), "norms")
+        _need(c.out_norm != NULL, "output norm")
         self._reserve(1, 0)
 
     cdef QMat _q(self, lin, Py_ssize_t rows, Py_ssize_t cols):

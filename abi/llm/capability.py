@@ -76,9 +76,10 @@ def compiled_blocker(used: dict[str, tuple[GGMLType, str]]) -> tuple[str, GGMLTy
     return None
 
 
-def choose_cpu_forward(used: dict[str, tuple[GGMLType, str]], arch: str, compiled_archs) -> str:
-    """"compiled" or "numpy" for the CPU backend; the reason for numpy goes to the log."""
-    if arch not in compiled_archs:
+def choose_cpu_forward(used: dict[str, tuple[GGMLType, str]], arch: str, is_decoder: bool) -> str:
+    """"compiled" or "numpy" for the CPU backend (the compiled forward runs any decoder
+    recipe); the reason for numpy goes to the log."""
+    if not is_decoder:
         log.info("%s: no compiled forward for architecture %r; using the numpy forward", arch, arch)
         return "numpy"
     blocker = compiled_blocker(used)

@@ -1,5 +1,5 @@
 """The CUDA forward pass: ``CudaDecoder`` mirrors the CPU ``_decode.Decoder``
-(``forward(tokens, cache, output)``) for llama, qwen2 and gemma3 models, on numba-cuda
+(``forward(tokens, cache, output)``) for decoder recipes (``abi/llm/models/decoder.py``), on numba-cuda
 kernels (``abi._kernels.cuda``), and adds ``steps()``, generation with sampling on the
 device so each decode step returns a single token id to the host.
 
@@ -98,14 +98,14 @@ def _check_sizes(model, d) -> None:
         if found != shape:
             raise KernelInputError(f"cuda forward: {what} has shape {found}, expected {shape}")
 
-    ok = d.n_layers == len(model.layers) and d.n_rot % 2 == 0 and 0 < d.n_rot <= d.hd
-    if not ok or (d.gemma and len(model.args.swa_pattern) != d.n_layers):
+    a = model.args
+    ok = d.n_layers == len(model.layers) == len(model.layer_ropes) and d.n_rot % 2 == 0 and 0 < d.n_rot <= d.hd
+    if not ok:
         raise KernelInputError("cuda forward: layer count or RoPE size inconsistent with the weights")
     need(model.tok_embd, (V, D), "token_embd")
     need(model.output, (V, D), "output")
     need(model.output_norm, (D,), "output_norm")
-    ropes = (model.rope_global, model.rope_local) if d.gemma else (model.rope,)
-    for r in ropes:
+    for r in model.layer_ropes:
         if r.inv_freq.shape[0] < d.n_rot // 2:
             raise KernelInputError("cuda forward: fewer RoPE frequencies than rotated pairs")
     for i, b in enumerate(model.layers):
@@ -115,15 +115,25 @@ def _check_sizes(model, d) -> None:
             need(lin, shape, f"layer {i} {name}")
             if lin.bias is not None:
                 need(lin.bias, (shape[0],), f"layer {i} {name} bias")
-        for name in ("attn_norm", "ffn_norm") + (("post_attn_norm", "post_ffn_norm") if d.gemma else ()):
+        for name in ("attn_norm", "ffn_norm") + (("post_attn_norm", "post_ffn_norm") if a.post_norms else ()):
             need(getattr(b, name), (D,), f"layer {i} {name}")
-        if d.gemma:
+        if a.qk_norm == "head":
             need(b.q_norm, (d.hd,), f"layer {i} q_norm")
             need(b.k_norm, (d.hd,), f"layer {i} k_norm")
 
 
+def unsupported_recipe(a) -> str | None:
+    """The first step of the recipe the device kernels do not implement, or None."""
+    checks = (("a layer without pre-norms", not a.attn_norm), ("Q/K norms over all heads", a.qk_norm == "full"),
+              ("layers without RoPE", any(a.nope_layers)), ("a residual scale", a.residual_scale != 1.0),
+              ("a logit scale", a.logit_scale != 1.0),
+              (f"the {a.activation} activation", a.activation not in ("silu", "gelu")))
+    return next((name for name, missing in checks if missing), None)
+
+
 class CudaDecoder:
-    """Forward passes of an ``abi.llm.models`` llama/qwen2/gemma3 model on a CUDA device."""
+    """Forward passes of a decoder recipe on a CUDA device (``unsupported_recipe`` lists the
+    steps it has no kernel for)."""
 
     def __init__(self, model, n_batch: int = 512, use_graphs: bool | None = None):
         from numba import cuda
@@ -133,22 +143,26 @@ class CudaDecoder:
         if not device.SIM and not cuda.is_available():
             raise BackendUnavailable("no usable CUDA device for the cuda backend; use --backend cpu")
         a = model.args
-        if a.arch not in ("llama", "mistral", "qwen2", "gemma3"):
-            raise UnsupportedModelError(f"the cuda backend does not run architecture {a.arch!r}")
+        missing = unsupported_recipe(a) or next(
+            (f"a bias on {lin.name!r}" for b in model.layers for lin in (b.wo, b.w_gate, b.w_up, b.w_down)
+             if lin.bias is not None), None)
+        if missing is not None:   # fail closed: the device kernels would skip the step
+            raise UnsupportedModelError(f"the cuda backend does not run {a.arch!r}: it has no kernel for "
+                                        f"{missing}; use --backend cpu")
         if a.head_dim > device.HD_MAX or a.n_heads % a.n_kv_heads:
             raise UnsupportedModelError(f"cuda attention needs head_dim <= {device.HD_MAX} and "
                                         f"n_heads a multiple of n_kv_heads ({a.head_dim}, {a.n_heads}, {a.n_kv_heads})")
         if n_batch <= 0:
             raise ConfigError(f"n_batch must be positive, got {n_batch}", "n_batch")
-        self.gemma = gemma = hasattr(model, "rope_local")
         self.n_layers, self.n_embd, self.n_head, self.n_kv = a.n_layers, a.n_embd, a.n_heads, a.n_kv_heads
         self.hd, self.n_ff, self.n_rot, self.neox = a.head_dim, a.n_ff, a.n_rot, int(a.rope_neox)
         self.n_vocab = model.output.shape[0]
-        self.eps, self.scale = np.float32(a.norm_eps), np.float32(model.scale)
-        self.embd_scale = np.float32(model.embd_scale) if gemma else np.float32(1.0)
-        self.window = int(a.sliding_window) if gemma else 0
-        self.attn_softcap = np.float32(a.attn_softcap if gemma else 0.0)
-        self.final_softcap = np.float32(a.final_softcap if gemma else 0.0)
+        self.eps, self.scale = np.float32(a.norm_eps), np.float32(a.kq_scale)
+        self.embd_scale = np.float32(a.embd_scale)
+        self.window = int(a.sliding_window)
+        self.attn_softcap = np.float32(a.attn_softcap)
+        self.final_softcap = np.float32(a.final_softcap)
+        self.geglu = a.activation == "gelu"
         self.n_batch = n_batch
         self.lock = threading.Lock()
         self.stream = cuda.stream()
@@ -190,20 +204,18 @@ class CudaDecoder:
         tied = model.output.raw is model.tok_embd.raw
         self.output = self.embd if tied else self._weight(_pack(model.output))
         self.out_norm = self._vec(model.output_norm)
-        ropes = (model.rope_global, model.rope_local) if self.gemma else (model.rope, model.rope)
-        self.inv_freq = [self._vec(r.inv_freq) for r in ropes]
-        self.rope_mscale = [float(r.mscale) for r in ropes]
+        tables = {}   # one device table per distinct RoPE
         self.layers = []
         for i, blk in enumerate(model.layers):
             L = _Layer()
             L.attn_norm, L.ffn_norm = self._vec(blk.attn_norm), self._vec(blk.ffn_norm)
-            L.q_norm = self._vec(getattr(blk, "q_norm", None))
-            L.k_norm = self._vec(getattr(blk, "k_norm", None))
-            L.post_attn = self._vec(getattr(blk, "post_attn_norm", None))
-            L.post_ffn = self._vec(getattr(blk, "post_ffn_norm", None))
-            L.swa = bool(self.gemma and model.args.swa_pattern[i])
-            L.inv_freq = self.inv_freq[1 if L.swa else 0]
-            L.rope_mscale = self.rope_mscale[1 if L.swa else 0]
+            L.q_norm, L.k_norm = self._vec(blk.q_norm), self._vec(blk.k_norm)
+            L.post_attn, L.post_ffn = self._vec(blk.post_attn_norm), self._vec(blk.post_ffn_norm)
+            L.swa = model.args.is_swa(i)
+            rope = model.layer_ropes[i]
+            if id(rope) not in tables:
+                tables[id(rope)] = self._vec(rope.inv_freq)
+            L.inv_freq, L.rope_mscale = tables[id(rope)], float(rope.mscale)
             qkv = [_pack(blk.wq), _pack(blk.wk), _pack(blk.wv)]
             biases = [lin.bias for lin in (blk.wq, blk.wk, blk.wv)]
             if any(b is not None for b in biases):
@@ -332,7 +344,7 @@ class CudaDecoder:
             plan.append((ops.residual_norm, T, NT,
                          (self.x, self.delta, 1, _or(L.post_attn, dummy), int(L.post_attn is not None),
                           L.ffn_norm, self.h, self.eps, D, 0)))
-            mode = matmul.MODE_GEGLU if self.gemma else matmul.MODE_SWIGLU
+            mode = matmul.MODE_GEGLU if self.geglu else matmul.MODE_SWIGLU
             if L.gate_up is not None:
                 self._matmul(plan, L.gate_up, self.h, 0, self.gu if T > 1 else self.g, 0, T, mode)
             else:

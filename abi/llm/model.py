@@ -18,13 +18,11 @@ from .capability import check_finite as check_finite_weights
 from .capability import check_loadable, choose_cpu_forward, weights_used
 from .chat_template import ChatTemplate
 from .hparams import require
-from .models import get_architecture
+from .models import decoder, get_architecture
 from .weights import WeightLoader
 
 log = logging.getLogger(__name__)
 DEFAULT_BATCH = 512
-# architectures the compiled CPU forward (_decode.pyx) runs
-COMPILED_ARCHITECTURES = ("llama", "mistral", "qwen2", "gemma3")
 
 
 class Model:
@@ -79,7 +77,7 @@ class Model:
         if check_finite:
             check_finite_weights(self.gguf)
         self.forward_path = "cuda" if self.backend == "cuda" else \
-            choose_cpu_forward(used, self.args.arch, COMPILED_ARCHITECTURES)
+            choose_cpu_forward(used, self.args.arch, isinstance(self.arch, decoder.Model))
         self._compiled = None  # the compiled forward, built on first use
         # the compiled forward keeps one set of scratch buffers: slots (threads) sharing this
         # model take turns, one batch at a time

@@ -48,6 +48,11 @@ class WeightLoader:
 
     def __init__(self, gguf: GGUFFile):
         self.gguf = gguf
+        self.read: set[str] = set()   # the tensors an architecture asked for
+
+    def unread(self, prefix: str = "blk.") -> list[str]:
+        """Tensors under ``prefix`` that nothing read: weights of a step the recipe lacks."""
+        return [n for n in self.gguf.tensors if n.startswith(prefix) and n not in self.read]
 
     def has(self, name: str) -> bool:
         return name in self.gguf.tensors
@@ -55,6 +60,7 @@ class WeightLoader:
     def _info(self, name: str, shape: tuple[int, ...]):
         """The tensor's entry, refused unless its shape is the one the hyperparameters imply."""
         info = self.gguf.tensors.get(name)
+        self.read.add(name)
         if info is None:
             raise UnsupportedModelError(
                 f"{self.gguf.path}: tensor {name!r} is missing for architecture "
@@ -84,7 +90,7 @@ class WeightLoader:
     def linear(self, name: str, shape: tuple[int, int], bias: str | None = None) -> Linear:
         """A (out, in) matrix, with an optional (out,) bias."""
         info = self._info(name, shape)
-        b = self.optional_vector(bias, shape[0]) if bias else None
+        b = self.vector(bias, shape[0]) if bias else None
         return Linear(self.gguf.tensor_data(name), info.ggml_type, info.shape, b, name)
 
     def embedding(self, name: str, shape: tuple[int, int]) -> Embedding:

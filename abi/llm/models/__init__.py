@@ -10,7 +10,12 @@ ARCHITECTURES = {
     "llama": "llama",
     "mistral": "llama",
     "qwen2": "qwen2",
+    "qwen3": "qwen3",
+    "gemma2": "gemma2",
     "gemma3": "gemma3",
+    "olmo2": "olmo2",
+    "granite": "granite",
+    "smollm3": "smollm3",
     "bert": "bert",
 }
 

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import llama
+from . import decoder
+from .decoder import Model
+
+__all__ = ["Model", "ModelArgs"]
 
 
 @dataclass(frozen=True)
-class ModelArgs(llama.ModelArgs):
+class ModelArgs(decoder.ModelArgs):
     rope_neox: bool = True
 
-
-class Model(llama.Model):
-    qkv_bias = True
+    @classmethod
+    def from_gguf(cls, metadata: dict) -> "ModelArgs":
+        return super().from_gguf(metadata).with_recipe(qkv_bias=True)
