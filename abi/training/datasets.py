@@ -375,12 +375,8 @@ def wdbx_to_tokenbin(src, dst) -> Path:
 
 def tokenize_text_file(model_path, text_path, out_path, add_bos: bool | None = None) -> TokenBin:
     """Tokenise a UTF-8 text file with a GGUF model's tokenizer into a TokenBin."""
-    try:
-        from ..llm.tokenizer import Tokenizer
-    except ImportError as exc:
-        raise DatasetError(f"tokenizing needs abi.llm.tokenizer, which is not available: {exc}") \
-            from exc
     from .. import gguf
+    from ..llm.tokenizer import Tokenizer
 
     text_path = Path(text_path)
     if not text_path.is_file():
