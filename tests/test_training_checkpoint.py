@@ -194,6 +194,7 @@ def _failing_saves(monkeypatch, fail_steps):
     """Make ``save_checkpoint`` fail (ENOSPC, as a full disk does) for the given steps."""
     import errno
 
+    from abi import fileio
     from abi.training import checkpoint as ck
 
     real_open, calls = open, []
@@ -203,11 +204,11 @@ def _failing_saves(monkeypatch, fail_steps):
         if meta["step"] in fail_steps:
             def no_space(*a, **k):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            monkeypatch.setattr(ck, "open", no_space, raising=False)
+            monkeypatch.setattr(fileio, "open", no_space, raising=False)
         try:
             return real_save(path, tensors, meta)
         finally:
-            monkeypatch.setattr(ck, "open", real_open, raising=False)
+            monkeypatch.setattr(fileio, "open", real_open, raising=False)
 
     real_save = ck.save_checkpoint
     monkeypatch.setattr(ck, "save_checkpoint", save)

@@ -53,6 +53,7 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import DatasetError
+from ..fileio import atomic_write
 
 # --- TokenBin -----------------------------------------------------------------------------
 
@@ -82,20 +83,9 @@ class TokenBin:
 
 def _atomic_write(path: Path, chunks: Iterable[bytes]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            for c in chunks:
-                fh.write(c)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
+    with atomic_write(path) as fh:
+        for c in chunks:
+            fh.write(c)
 
 
 def token_dtype_for(max_id: int) -> np.dtype:
