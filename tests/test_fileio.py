@@ -3,15 +3,13 @@ the writing process is killed mid-write."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import textwrap
 import threading
 
 import pytest
 
 from abi.fileio import atomic_write, remove_stale_temps, write_text
+from kill_helpers import killed_at
 
 
 def _temps(directory):
@@ -85,20 +83,11 @@ def test_sigkill_mid_write_leaves_the_old_file_or_none(tmp_path, existing):
     target = tmp_path / "state.bin"
     if existing:
         target.write_bytes(b"old contents")
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(target)], stdout=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-    try:
-        assert proc.stdout.readline().strip() == "MIDWRITE"
+    with killed_at(_CHILD, str(target), ready="MIDWRITE"):
         (temp,) = _temps(tmp_path)
         assert (tmp_path / temp).stat().st_size == 1 << 20
         remove_stale_temps(tmp_path, "state\\.bin")   # its writer is alive: kept
         assert _temps(tmp_path) == [temp]
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     if existing:
         assert target.read_bytes() == b"old contents"
     else:
