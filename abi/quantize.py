@@ -9,9 +9,9 @@ The kernels are llama.cpp's quantisation searches (``abi._kernels.quantize_rows`
 files match llama-quantize's bit for bit on the same source.
 
 Memory stays bounded: tensors are read from the memory-mapped input and converted a slab of
-rows at a time straight into the output file, which appears atomically (temporary file in
-the target directory, fsync, rename; removed on failure or Ctrl-C). The input is opened
-read-only.
+rows at a time straight into the output file, which appears atomically
+(``abi.fileio.atomic_write``: a temporary file beside it, fsynced and renamed; removed on
+failure or Ctrl-C). The input is opened read-only.
 
 Requantising: sources in F32 / F16 / BF16 are converted freely. A tensor already in a
 quantised type is only re-quantised with ``allow_requantize`` (llama.cpp's

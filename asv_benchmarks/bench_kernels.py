@@ -1,30 +1,17 @@
 """Quantised kernels: T = 1 products (time and GB/s of weight read, next to the machine's
 memory bandwidth), prefill products, dequantisation and quantisation.
 tools/bench_kernels.py prints the same figures as a table (or --json)."""
-import importlib.util
-import math
-from pathlib import Path
-
 import numpy as np
 
 from abi import _kernels
-from abi._kernels import dequant, matmul
+from abi._kernels import dequant
 from abi.gguf.constants import GGMLType
 
+from ._tools import load
 
-def _tool():
-    """tools/bench_kernels.py: one definition of the test weights and the streamed size."""
-    path = Path(__file__).resolve().parent.parent / "tools" / "bench_kernels.py"
-    spec = importlib.util.spec_from_file_location("abi_tools_bench_kernels", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_TOOL = _tool()
+_TOOL = load("bench_kernels")   # the test weights, the streamed product, the yardstick
 DECODE_TYPES = [t.name for t in _kernels.MATMUL_TYPES]
 SHAPES = ["1536x576", "576x1536", "49152x576", "16384x4096"]
-STREAM_BYTES = _TOOL.STREAM_BYTES
 _weight = _TOOL.random_weight
 
 
@@ -57,7 +44,6 @@ class DecodeProduct:
         rng = np.random.default_rng(0)
         self.raw = _weight(self.t, self.rows, self.cols, rng)
         self.x = rng.standard_normal(self.cols, dtype=np.float32)
-        self.y = np.empty(self.rows, np.float32)
         self.n_threads = _kernels.default_num_threads()
         _kernels.qmatmul(self.raw, self.t, (self.rows, self.cols), self.x)   # OpenMP start-up
 
@@ -66,14 +52,10 @@ class DecodeProduct:
 
     def track_stream_gbs(self, type_name, shape):
         """GB/s of weight read when each call reads a different copy (>= 512 MB in all)."""
-        n_copies = max(1, math.ceil(STREAM_BYTES / self.raw.nbytes))
-        stream = np.tile(self.raw, n_copies)
-        calls = max(2 * n_copies, 64)
-        matmul._bench_gemv(stream, int(self.t), self.rows, self.cols, n_copies, self.x, self.y,
-                           self.n_threads, n_copies)
-        best = min(matmul._bench_gemv(stream, int(self.t), self.rows, self.cols, n_copies, self.x,
-                                      self.y, self.n_threads, calls) / calls for _ in range(3))
-        return self.raw.nbytes / best / 1e9
+        stream, n_copies = _TOOL.streamed(self.raw)
+        seconds = _TOOL.time_gemv(stream, self.t, self.rows, self.cols, n_copies, self.n_threads,
+                                  min_time=0.05)
+        return self.raw.nbytes / seconds / 1e9
 
     track_stream_gbs.unit = "GB/s"
 
@@ -101,9 +83,7 @@ class Dequantize:
 
     def setup(self, type_name):
         self.t = GGMLType[type_name]
-        nb = (1 << 22) // self.t.block_size
-        self.raw = np.random.default_rng(0).integers(0, 256, nb * self.t.type_size, dtype=np.uint8)
-        self.out = np.empty(nb * self.t.block_size, np.float32)
+        self.raw, self.out = _TOOL.dequant_case(self.t, 1 << 22, np.random.default_rng(0))
         self.n_threads = _kernels.default_num_threads()
 
     def time_dequantize(self, type_name):

@@ -1,11 +1,12 @@
-"""The language-model runtime on the default model: load, prefill and decode speed.
-(Ratios against llama.cpp come from tools/bench_vs_llamacpp.py; asv tracks our history.)"""
-import time
-
-import numpy as np
-
+"""The language-model runtime on the default model: load, prefill and decode speed, measured
+by tools/bench_vs_llamacpp.py's functions (which also give the ratios against llama.cpp;
+asv tracks our history)."""
 import abi.llm
 from abi.models_hub import resolve_model
+
+from ._tools import load
+
+_TOOL = load("bench_vs_llamacpp")
 
 
 class Load:
@@ -25,22 +26,14 @@ class Speed:
 
     def setup(self):
         self.model = abi.llm.load_model(resolve_model(None), n_ctx=1024)
-        types = self.model.tokenizer.token_types
-        normal = [i for i, t in enumerate(types) if t == 1]
-        self.prompt = [int(i) for i in np.random.default_rng(0).choice(normal, 512)]
+        self.prompt = _TOOL.prompt_ids(self.model.tokenizer.token_types, 512)
         self.model.forward(self.prompt[:8], self.model.new_cache())  # compile, fault pages in
 
     def track_prefill_512(self):
-        t = time.perf_counter()
-        self.model.forward(self.prompt, self.model.new_cache())
-        return 512 / (time.perf_counter() - t)
+        return _TOOL.abi_prefill_tps(self.model, self.prompt)
 
     def track_decode_128(self):
-        cache = self.model.new_cache()
-        logits = self.model.forward(self.prompt[:4], cache)
-        t = time.perf_counter()
-        for _ in range(128):
-            logits = self.model.forward([int(np.argmax(logits[0]))], cache)
-        return 128 / (time.perf_counter() - t)
+        stats, _ = _TOOL.abi_decode(self.model, _TOOL.PROMPT, 128)
+        return stats.tokens_per_second()
 
     track_prefill_512.unit = track_decode_128.unit = "tokens/s"

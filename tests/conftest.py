@@ -13,6 +13,14 @@ def default_model_path():
 
 
 @pytest.fixture(scope="session")
+def embedding_model_path():
+    """Path of the default embedding model's GGUF (fetched and converted on first use)."""
+    from abi.models_hub import resolve_model
+
+    return str(resolve_model("all-minilm-l6-v2"))
+
+
+@pytest.fixture(scope="session")
 def default_gguf(default_model_path):
     import abi.gguf
 

@@ -14,6 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
+from abi.llm.sse import SSE_DONE, sse_event  # the fakes speak SSE through abi's one encoder
+
 
 @dataclass
 class Recorded:
@@ -186,10 +188,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def sse(obj) -> str:
-    return f"data: {obj if isinstance(obj, str) else json.dumps(obj)}\n\n"
-
-
 def split_text(text: str, n: int = 3) -> list[str]:
     return [text[i:i + n] for i in range(0, len(text), n)] or [""]
 
@@ -285,7 +283,7 @@ class FakeOpenAI(FakeServer):
                                  "finish_reason": finish}] if choices else [])}
             if usage is not None:
                 obj["usage"] = usage
-            return sse(obj)
+            return sse_event(obj)
 
         events = [chunk({"role": "assistant", "content": "", "refusal": None})]
         if tool_call:
@@ -307,7 +305,7 @@ class FakeOpenAI(FakeServer):
         if mode == "malformed":
             events.insert(2, "data: {\"id\": \"chatcmpl-1\", \"choi\n\n")
         if mode not in ("no_done", "stall"):  # a stall comes before the end marker
-            events.append(sse("[DONE]"))
+            events.append(SSE_DONE)
         data = "".join(events).encode()
         if mode == "cut":
             return Stream([data], cut=len(data) // 2)
@@ -450,7 +448,7 @@ class FakeHuggingFace(FakeServer):
         events = []
         for i, p in enumerate(pieces):
             final = i == len(pieces) - 1
-            events.append(sse({"index": i + 1, "token": {"id": 100 + i, "text": p,
+            events.append(sse_event({"index": i + 1, "token": {"id": 100 + i, "text": p,
                                                          "logprob": -0.5, "special": False},
                                "generated_text": text if final else None,
                                "details": {"finish_reason": "stop_sequence",
@@ -458,7 +456,7 @@ class FakeHuggingFace(FakeServer):
         if self.stream_mode == "no_final":
             events.pop()
         if self.stream_mode == "error":
-            events.insert(1, sse({"error": "Input validation error", "error_type": "validation"}))
+            events.insert(1, sse_event({"error": "Input validation error", "error_type": "validation"}))
         return Stream(events)
 
 

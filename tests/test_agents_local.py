@@ -1,16 +1,9 @@
-"""The ``local`` backend on the embedded runtime and the default model. These need
-``abi.llm.Engine`` (issues 4/5); until it exists they skip, saying so."""
+"""The ``local`` backend on the embedded runtime (``abi.llm.Engine``) and the default model."""
 from __future__ import annotations
 
 import pytest
 
-from abi.agents import Agent
-
-llm = pytest.importorskip("abi.llm", reason="abi.llm (the embedded runtime) is not written yet")
-if not hasattr(llm, "Engine"):
-    pytest.skip("abi.llm.Engine is not written yet (issues 4/5)", allow_module_level=True)
-
-from abi.agents import backends  # noqa: E402
+from abi.agents import Agent, backends
 
 pytestmark = pytest.mark.model
 

@@ -1,6 +1,5 @@
 """The OpenAI and Ollama connectors (and agents on them) against our own server,
-``python -m abi serve``. Skipped until the server exists (issue 7). Assumes the server
-takes ``--host`` and ``--port``."""
+``python -m abi serve`` (started with ``--host`` and ``--port``)."""
 from __future__ import annotations
 
 import subprocess
@@ -10,16 +9,11 @@ import time
 import pytest
 import requests
 
-from abi.cli import COMMANDS
-
-if "serve" not in COMMANDS:
-    pytest.skip("'python -m abi serve' does not exist yet (issue 7)", allow_module_level=True)
-
-from abi.agents import Agent  # noqa: E402
-from abi.connectors.http import RetryPolicy  # noqa: E402
-from abi.connectors.ollama import OllamaClient  # noqa: E402
-from abi.connectors.openai import OpenAIClient, collect_stream  # noqa: E402
-from fake_providers import free_port  # noqa: E402
+from abi.agents import Agent
+from abi.connectors.http import RetryPolicy
+from abi.connectors.ollama import OllamaClient
+from abi.connectors.openai import OpenAIClient, collect_stream
+from fake_providers import free_port
 
 pytestmark = pytest.mark.model
 ONCE = RetryPolicy(max_attempts=1)

@@ -119,14 +119,6 @@ def test_bad_arguments(encoder):
 
 
 def test_decoder_model_serves_embeddings(default_model_path):
-    import abi.llm
-
-    try:
-        model_cls = abi.llm.Model
-    except AttributeError:
-        pytest.skip("abi.llm.Model is not available yet")
-    if not hasattr(model_cls, "hidden_states"):
-        pytest.skip("abi.llm.Model.hidden_states is not available yet")
     texts = ["The cat sat.", "Rates rose."]
     enc = Encoder(default_model_path, normalize=False)
     model = enc._backend.model

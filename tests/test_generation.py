@@ -228,3 +228,17 @@ def test_prompt_longer_than_context(default_model_path):
 def test_unknown_option_is_a_config_error(engine):
     with pytest.raises(ConfigError, match="unknown generation option"):
         engine.generate("x", max_tokenz=3)
+
+
+def test_pick_slot_prefers_the_longest_shared_prefix_among_the_free():
+    from types import SimpleNamespace
+
+    engine = Engine(backend="cpu")
+    engine.slots = [Slot(SimpleNamespace(tokens=t)) for t in ([5, 6], [1, 2, 3, 9], [1, 2], [])]
+    assert engine.pick_slot([1, 2, 3, 4]) == 1
+    engine.slots[1].lock.acquire()                 # busy: the next best free slot
+    assert engine.pick_slot([1, 2, 3, 4]) == 2
+    assert engine.pick_slot([1, 2, 3, 4], among=[0, 3]) == 0   # a tie: the first
+    for s in engine.slots:
+        s.lock.acquire(blocking=False)
+    assert engine.pick_slot([1, 2, 3, 4]) == 1      # none free: the best of all

@@ -144,13 +144,8 @@ def test_embedding_without_a_local_model_is_refused(tiny_llama, tmp_path):
         agent.process(GpuRequest("text", workload_type="embedding"))
 
 
-def test_embedding_with_the_cached_model(tmp_path):
-    from abi.models_hub import resolve_model
-
-    try:
-        resolve_model("all-minilm-l6-v2", download=False)
-    except Exception:
-        pytest.skip("all-MiniLM-L6-v2 is not in the model cache")
+@pytest.mark.model
+def test_embedding_with_the_cached_model(tmp_path, embedding_model_path):
     agent = GpuAgent(persist=False)
     r = agent.process(GpuRequest("a sentence\nanother one", workload_type="embedding"))
     assert r.result.shape == (2, 384)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-gguf = pytest.importorskip("gguf")
+import gguf  # the oracle: a test dependency, never skipped
 
-import abi._kernels as K  # noqa: E402
-from abi.errors import KernelInputError, UnsupportedTensorType  # noqa: E402
-from abi.gguf.constants import GGMLType  # noqa: E402
-from kernel_blocks import random_blocks, same_bits, sane_blocks  # noqa: E402
+import abi._kernels as K
+from abi.errors import KernelInputError, UnsupportedTensorType
+from abi.gguf.constants import GGMLType
+from kernel_blocks import random_blocks, same_bits, sane_blocks
 
 REQUIRED = [GGMLType[n] for n in ("F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K "
                                    "Q6_K Q8_K IQ4_NL IQ4_XS IQ2_XXS IQ2_XS IQ2_S IQ3_XXS IQ3_S "

@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-gguf = pytest.importorskip("gguf")
+import gguf  # the oracle: a test dependency, never skipped
 
-import abi._kernels as K  # noqa: E402
-from abi._kernels import quant  # noqa: E402
-from abi._kernels.ref_kquants import _q3_k_scales, unpack_scale_min_k4  # noqa: E402
-from abi.errors import KernelInputError, UnsupportedTensorType  # noqa: E402
-from abi.gguf.constants import GGMLType  # noqa: E402
+import abi._kernels as K
+from abi._kernels import quant
+from abi._kernels.ref_kquants import _q3_k_scales, unpack_scale_min_k4
+from abi.errors import KernelInputError, UnsupportedTensorType
+from abi.gguf.constants import GGMLType
 
 REQUIRED = [GGMLType[n] for n in "Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q8_1 Q4_K Q6_K Q8_K".split()]
 GGUF_QUANTISES = [GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5_1, GGMLType.Q8_0,

@@ -228,13 +228,7 @@ def test_auto_retrieval_never_downloads(monkeypatch, tmp_path):
 
 
 @pytest.mark.model
-def test_embedding_search_with_the_default_embedding_model():
-    from abi.models_hub import resolve_model
-
-    try:
-        resolve_model("all-minilm-l6-v2", download=False)
-    except Exception:
-        pytest.skip("the embedding model is not in the model cache")
+def test_embedding_search_with_the_default_embedding_model(embedding_model_path):
     store = _store(retrieval="embedding")
     hits = store.search("Which peak is the highest on Earth?")
     assert hits[0].passage.doc_id == "everest" and hits[0].method == "embedding"

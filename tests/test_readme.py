@@ -119,6 +119,18 @@ def test_every_readme_example_is_classified():
     assert set(python_blocks()) == set(PY_BLOCKS)
 
 
+def test_one_public_namespace():
+    """The examples use abi.<part>; abi.ai (the reference's alias) is shown once, in one
+    paragraph, and is what it says."""
+    import abi.agents
+    import abi.ai
+
+    assert not [b for b in python_blocks().values() if "abi.ai" in b]
+    paragraphs = [p for p in README.split("\n\n") if "abi.ai" in p]
+    assert len(paragraphs) == 1, paragraphs
+    assert abi.ai.agents is abi.agents and abi.ai.GpuAgent is abi.agents.GpuAgent
+
+
 @pytest.fixture(scope="module")
 def fakes():
     openai, ollama = FakeOpenAI(), FakeOllama()
@@ -219,11 +231,11 @@ def test_python_block(workdir, name, capsys):
 PY_BLOCKS = {
     "import abi.llm": RUN,
     "from abi.agents import Agent": RUN,                     # backend openai: FakeOpenAI
-    "from abi.ai import GpuAgent, GpuRequest": RUN,
+    "from abi.agents import GpuAgent, GpuRequest": RUN,
     "from abi.embeddings import Encoder": RUN,
     "from openai import OpenAI": SERVE,                      # test_server_commands_and_client_blocks
-    "from abi.ai.personas import MultiPersonaSystem, MultiPersonaConfig, PersonaRequest": RUN,
-    "from abi.ai import training": RUN,
+    "from abi.personas import MultiPersonaSystem, MultiPersonaConfig, PersonaRequest": RUN,
+    "from abi import training": RUN,
 }
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import requests
 
-ollama = pytest.importorskip("ollama")
+import ollama
 
-from serve_helpers import serve  # noqa: E402
+from serve_helpers import serve
 
 pytestmark = pytest.mark.model
 MODEL = "smollm2-135m-instruct"

@@ -88,8 +88,9 @@ def test_api_key_guards_every_route_but_health(server):
 
 
 def test_official_clients_with_the_key(server):
-    openai = pytest.importorskip("openai")
-    ollama = pytest.importorskip("ollama")
+    import ollama
+    import openai
+
     good = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0)
     assert [m.id for m in good.models.list()] == [MODEL]
     bad = openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0)

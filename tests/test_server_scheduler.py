@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from abi.errors import ConfigError, ServerBusy
+from abi.llm.engine import Engine
 from abi.llm.streaming import StreamingConfig, StreamingStats, TokenEvent
 from abi.server.scheduler import Done, Scheduler, Task, Token
 
@@ -59,6 +60,8 @@ class FakeResponse:
 
 
 class FakeEngine:
+    pick_slot = Engine.pick_slot  # the runtime's own slot choice
+
     def __init__(self, slot_tokens):
         self.slots = [FakeSlot(t) for t in slot_tokens]
         self.step = threading.Semaphore(0)

@@ -4,15 +4,13 @@ with a non-5xx status, and a response that fits the spec's own models."""
 from __future__ import annotations
 
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.generation import GenerationMode
+from schemathesis.specs.openapi.checks import response_schema_conformance
 
-schemathesis = pytest.importorskip("schemathesis")
-
-from hypothesis import HealthCheck, settings  # noqa: E402
-from schemathesis.checks import not_a_server_error  # noqa: E402
-from schemathesis.generation import GenerationMode  # noqa: E402
-from schemathesis.specs.openapi.checks import response_schema_conformance  # noqa: E402
-
-from serve_helpers import serve  # noqa: E402
+from serve_helpers import serve
 
 pytestmark = pytest.mark.model
 MODEL, EMBED = "smollm2-135m-instruct", "all-minilm-l6-v2"

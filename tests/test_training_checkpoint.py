@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -14,6 +11,7 @@ from abi.errors import CheckpointError, ConfigError
 from abi.training import TrainingConfig, load_checkpoint, train
 from abi.training.checkpoint import (CheckpointManager, read_checkpoint, resolve_checkpoint,
                                      save_checkpoint)
+from kill_helpers import killed_at
 
 
 def test_round_trip_and_metadata(tmp_path):
@@ -139,19 +137,9 @@ _CHILD = textwrap.dedent("""
 
 def test_process_killed_mid_save_loses_nothing_already_saved(tmp_path):
     base = tmp_path / "run.ckpt"
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(base)], stdout=subprocess.PIPE,
-                            text=True)
-    try:
-        line = proc.stdout.readline()
-        assert line.strip() == "MIDSAVE"
+    with killed_at(_CHILD, str(base), ready="MIDSAVE"):
         temps = [p for p in tmp_path.iterdir() if ".tmp" in p.name]
         assert len(temps) == 1 and temps[0].stat().st_size > 0
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     m = CheckpointManager(base, max_checkpoints=2)
     assert [s for s, _ in m.list()] == [1]          # the half-written step 2 never appeared
     good = m.latest_valid()
@@ -194,6 +182,7 @@ def _failing_saves(monkeypatch, fail_steps):
     """Make ``save_checkpoint`` fail (ENOSPC, as a full disk does) for the given steps."""
     import errno
 
+    from abi import fileio
     from abi.training import checkpoint as ck
 
     real_open, calls = open, []
@@ -203,11 +192,11 @@ def _failing_saves(monkeypatch, fail_steps):
         if meta["step"] in fail_steps:
             def no_space(*a, **k):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            monkeypatch.setattr(ck, "open", no_space, raising=False)
+            monkeypatch.setattr(fileio, "open", no_space, raising=False)
         try:
             return real_save(path, tensors, meta)
         finally:
-            monkeypatch.setattr(ck, "open", real_open, raising=False)
+            monkeypatch.setattr(fileio, "open", real_open, raising=False)
 
     real_save = ck.save_checkpoint
     monkeypatch.setattr(ck, "save_checkpoint", save)

@@ -131,11 +131,6 @@ def test_convert_dataset_cli_round_trip(tmp_path, capsys):
                      "--format", "to-csv"]) == 2
 
 
-def test_convert_hf_to_gguf_dispatches_or_explains(tmp_path, capsys):
-    code = cli_main(["convert", "hf-to-gguf", "--help"])
-    try:
-        import abi.embeddings.convert  # noqa: F401
-    except ImportError:
-        assert code != 0 and "not available yet" in capsys.readouterr().err
-    else:
-        assert code == 0
+def test_convert_hf_to_gguf_dispatches(tmp_path, capsys):
+    assert cli_main(["convert", "hf-to-gguf", "--help"]) == 0
+    assert "--outtype" in capsys.readouterr().out

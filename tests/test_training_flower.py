@@ -11,10 +11,10 @@ import sys
 import numpy as np
 import pytest
 
-flwr = pytest.importorskip("flwr", reason="Flower is the optional extra 'train'")
+import flwr  # in the test extra as well as train
 
-from abi.training import mlp  # noqa: E402
-from abi.training.federated import Coordinator, FederatedConfig  # noqa: E402
+from abi.training import mlp
+from abi.training.federated import Coordinator, FederatedConfig
 
 
 def _free_port() -> int:

@@ -13,7 +13,6 @@ from abi.training.gguf_export import load_llama_gguf
 from abi.training.llm_trainer import train_llm
 
 pytestmark = pytest.mark.model
-pytest.importorskip("abi.llm.tokenizer", reason="needs abi.llm.tokenizer (issue 4)")
 
 TEXT = ("The quick brown fox jumps over the lazy dog. "
         "Pack my box with five dozen liquor jugs. "
@@ -66,8 +65,6 @@ def test_exported_model_generates_the_learned_text_in_abi(memorised, corpus, def
     import abi.llm
     from abi.training.gguf_export import export_gguf
 
-    if export_type == "q8_0":
-        pytest.importorskip("abi._kernels")
     path = export_gguf(corpus / f"m-{export_type}.gguf", memorised.model, default_model_path,
                        export_type)
     assert memorised.final_loss < 0.5, memorised.losses[-5:]
@@ -77,7 +74,6 @@ def test_exported_model_generates_the_learned_text_in_abi(memorised, corpus, def
 
 
 def test_fine_tune_the_default_model(tmp_path, default_model_path, corpus):
-    pytest.importorskip("abi._kernels", reason="dequantising Q4_1 weights needs abi._kernels")
     toks = read_tokenbin(corpus / "data.bin").tokens[:17]
     from abi.training.datasets import write_tokenbin
 

@@ -52,7 +52,7 @@ def texts(join: int) -> list[str]:
     return [" ".join(SENTENCES[(i + k) % len(SENTENCES)] for k in range(join)) for i in range(BATCH)]
 
 
-def _measure(encode, batches: int, rounds: int, join: int, per_call: int) -> tuple[list[float], list[float]]:
+def measure(encode, batches: int, rounds: int, join: int, per_call: int) -> tuple[list[float], list[float]]:
     """Texts per wall-clock second and per CPU second (all threads) for each round; the 32
     texts of a batch go ``per_call`` at a time (1: one request at a time, as a server sees)."""
     batch = texts(join)
@@ -79,7 +79,7 @@ def worker_abi(args) -> dict:
     t0 = time.perf_counter()
     enc = Encoder(args.gguf, batch_size=BATCH, n_threads=args.threads)
     load = time.perf_counter() - t0
-    rates, cpu = _measure(enc.encode_batch, args.batches, args.rounds, args.join, args.per_call)
+    rates, cpu = measure(enc.encode_batch, args.batches, args.rounds, args.join, args.per_call)
     return {"rates": rates, "cpu_rates": cpu, "load_s": load}
 
 
@@ -93,7 +93,7 @@ def worker_st(args) -> dict:
     load = time.perf_counter() - t0
     encode = lambda s: model.encode(s, batch_size=BATCH, normalize_embeddings=True)
     with torch.inference_mode():
-        rates, cpu = _measure(encode, args.batches, args.rounds, args.join, args.per_call)
+        rates, cpu = measure(encode, args.batches, args.rounds, args.join, args.per_call)
     return {"rates": rates, "cpu_rates": cpu, "load_s": load, "torch": torch.__version__}
 
 

@@ -97,6 +97,13 @@ def random_weight(t: GGMLType, rows: int, cols: int, rng) -> np.ndarray:
     return raw.reshape(-1)
 
 
+def streamed(one: np.ndarray) -> tuple[np.ndarray, int]:
+    """Copies of the weight ``one`` totalling >= STREAM_BYTES, and their count: a product
+    that reads a different copy each call reads its weight from DRAM."""
+    n_copies = max(1, math.ceil(STREAM_BYTES / one.nbytes))
+    return np.tile(one, n_copies), n_copies
+
+
 def time_gemv(raw: np.ndarray, t: GGMLType, rows: int, cols: int, n_copies: int, n_threads: int,
               min_time: float) -> float:
     """Seconds per product: best of 3 runs, each of >= 2 passes over the copies and >= min_time."""
@@ -138,8 +145,7 @@ def bench_products(n_threads: int, sizes, types, min_time: float, repeat: int, y
             if cols % t.block_size:
                 continue    # e.g. 576 columns cannot be k-quants (llama.cpp stores them in 32-blocks)
             one = random_weight(t, rows, cols, rng)
-            n_copies = max(1, math.ceil(STREAM_BYTES / one.nbytes))
-            stream = np.tile(one, n_copies)
+            stream, n_copies = streamed(one)
             best = None
             for _ in range(repeat):
                 quiet = wait_until_quiet(wait_idle) if wait_idle > 0 else None
@@ -157,13 +163,18 @@ def bench_products(n_threads: int, sizes, types, min_time: float, repeat: int, y
     return rows_out
 
 
+def dequant_case(t: GGMLType, n_out: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Random stored blocks of type t for ``n_out`` values, and the float32 output buffer."""
+    nb = n_out // t.block_size
+    return (rng.integers(0, 256, nb * t.type_size, dtype=np.uint8),
+            np.empty(nb * t.block_size, np.float32))
+
+
 def bench_dequant(n_threads: int, n_out: int = 1 << 22) -> list[dict]:
     rng = np.random.default_rng(0)
     out = []
     for t in _kernels.DEQUANTIZE_TYPES:
-        nb = n_out // t.block_size
-        raw = rng.integers(0, 256, nb * t.type_size, dtype=np.uint8)
-        y = np.empty(nb * t.block_size, np.float32)
+        raw, y = dequant_case(t, n_out, rng)
         dequant.dequantize_into(raw, int(t), t.block_size, t.type_size, y, n_threads)
         best = math.inf
         for _ in range(5):

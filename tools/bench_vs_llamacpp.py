@@ -22,7 +22,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,25 +31,14 @@ ABI_SCRIPT = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
 cfg = json.loads(sys.argv[1])
-sys.path.insert(0, cfg["root"])
-import numpy as np
+sys.path[:0] = [cfg["root"], cfg["root"] + "/tools"]
 import abi.llm
+import bench_vs_llamacpp as tool
 model = abi.llm.load_model(cfg["model"], n_ctx=1024, n_threads=cfg["threads"])
-engine = abi.llm.Engine.from_model(model)
-resp = engine.create_streaming_response(cfg["prompt"], max_tokens=cfg["n_gen"], temperature=0.0,
-                                        repetition_penalty=1.0)
-first = None
-for i, event in enumerate(resp):
-    if i == 0:
-        first = time.perf_counter() - t0
-stats = resp.get_stats()
-decode = stats.tokens_per_second()
-cache = model.new_cache()
-t = time.perf_counter()
-model.forward(cfg["prefill_ids"], cache)
-prefill = len(cfg["prefill_ids"]) / (time.perf_counter() - t)
-print(json.dumps({"first_token_s": first, "decode_tps": decode, "prefill_tps": prefill,
-                  "n_decoded": stats.tokens_generated,
+stats, first = tool.abi_decode(model, cfg["prompt"], cfg["n_gen"], t0)
+prefill = tool.abi_prefill_tps(model, cfg["prefill_ids"])
+print(json.dumps({"first_token_s": first, "decode_tps": stats.tokens_per_second(),
+                  "prefill_tps": prefill, "n_decoded": stats.tokens_generated,
                   "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -81,6 +69,42 @@ print(json.dumps({"first_token_s": first, "decode_tps": decode, "prefill_tps": p
 """
 
 
+def prompt_ids(token_types, n: int) -> list[int]:
+    """``n`` ids of normal tokens (type 1), the same on every run: the prefill prompt."""
+    import numpy as np
+
+    normal = [i for i, t in enumerate(token_types) if t == 1]
+    return [int(i) for i in np.random.default_rng(0).choice(normal, size=n)]
+
+
+def abi_decode(model, prompt: str, n_gen: int, t0: float | None = None):
+    """Greedy generation of ``n_gen`` tokens through the engine's stream: its StreamingStats,
+    and the seconds from ``t0`` (a perf_counter reading; default: now) to the first token."""
+    import time
+
+    import abi.llm
+
+    t0 = time.perf_counter() if t0 is None else t0
+    engine = abi.llm.Engine.from_model(model)
+    resp = engine.create_streaming_response(prompt, max_tokens=n_gen, temperature=0.0,
+                                            repetition_penalty=1.0)
+    first = None
+    for event in resp:
+        if first is None:
+            first = time.perf_counter() - t0
+    return resp.get_stats(), first
+
+
+def abi_prefill_tps(model, ids: list[int]) -> float:
+    """Tokens per second of one forward over ``ids`` from an empty cache."""
+    import time
+
+    cache = model.new_cache()
+    t = time.perf_counter()
+    model.forward(ids, cache)
+    return len(ids) / (time.perf_counter() - t)
+
+
 def _run(python: str, script: str, cfg: dict) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(cfg["threads"]), ABI_NUM_THREADS=str(cfg["threads"]),
                OPENBLAS_NUM_THREADS="1")
@@ -101,8 +125,6 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    import numpy as np
-
     from abi.gguf import load
     from abi.models_hub import resolve_model
 
@@ -110,9 +132,7 @@ def main(argv=None) -> int:
     if not llama_python:
         raise SystemExit("set ABI_LLAMACPP_PYTHON to a Python with llama-cpp-python installed")
     model = str(resolve_model(args.model))
-    types = load(model).metadata.get("tokenizer.ggml.token_type") or []
-    normal = [i for i, t in enumerate(types) if t == 1]
-    ids = [int(i) for i in np.random.default_rng(0).choice(normal, size=args.n_prompt)]
+    ids = prompt_ids(load(model).metadata.get("tokenizer.ggml.token_type") or [], args.n_prompt)
     cfg = {"model": model, "threads": args.threads, "prompt": PROMPT, "n_gen": args.n_gen,
            "prefill_ids": ids, "root": str(ROOT)}
     runs = {"abi": [], "llama.cpp": []}

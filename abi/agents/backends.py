@@ -11,7 +11,7 @@ from typing import Any, Iterator, Sequence
 
 from abi.agents.config import AgentConfig
 from abi.agents.prompts import render_transcript, transcript_stops
-from abi.errors import AbiError, BackendUnavailable, ErrorContext, GenerationFailed
+from abi.errors import AbiError, ErrorContext, GenerationFailed
 
 Messages = Sequence[dict]
 
@@ -109,20 +109,6 @@ _ENGINES: dict[str, _EngineSlot] = {}
 _ENGINES_LOCK = threading.Lock()
 
 
-def _engine_class():
-    try:
-        import abi.llm as llm
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("abi.llm",):
-            raise
-        llm = None
-    engine = getattr(llm, "Engine", None)
-    if engine is None:
-        raise BackendUnavailable("the local backend needs the embedded runtime "
-                                 "(abi.llm.Engine), which this install does not have yet")
-    return engine
-
-
 def shared_engine(model: str | None) -> _EngineSlot:
     """The process-wide engine for ``model`` (a path or name; None: the default model),
     loaded on first use."""
@@ -132,7 +118,9 @@ def shared_engine(model: str | None) -> _EngineSlot:
     with _ENGINES_LOCK:
         slot = _ENGINES.get(key)
         if slot is None:
-            engine = _engine_class()()
+            from ..llm import Engine  # imported on first use: importing agents stays fast
+
+            engine = Engine()
             engine.load_model(model)
             slot = _ENGINES[key] = _EngineSlot(engine)
         return slot

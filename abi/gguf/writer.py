@@ -1,6 +1,6 @@
 """GGUF writer (version 3): metadata of every value type, float or raw-quantised tensors,
-aligned and padded as the specification requires. The file appears atomically: it is
-written to a temporary name beside the target and renamed when complete."""
+aligned and padded as the specification requires. The file appears atomically
+(``abi.fileio.atomic_write``): a reader never sees part of it."""
 from __future__ import annotations
 
 import os
@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from ..fileio import atomic_write
 from .constants import GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, SCALAR_FORMATS, GGMLType, GGUFValueType
 
 _FLOAT_TYPES = {
@@ -185,23 +186,14 @@ class GGUFWriter:
             header += struct.pack("<IQ", ggml_type, offset)
             offset += data.nbytes + self._pad(data.nbytes)
         header += bytes(self._pad(len(header)))
-        tmp = f"{self.path}.tmp{os.getpid()}"
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(header)
-                for name, _, _, data in self._tensors:
-                    if isinstance(data, _Source):
-                        data.write_to(fh, name)
-                    else:
-                        fh.write(memoryview(data.reshape(-1)))
-                    fh.write(bytes(self._pad(data.nbytes)))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        with atomic_write(self.path) as fh:
+            fh.write(header)
+            for name, _, _, data in self._tensors:
+                if isinstance(data, _Source):
+                    data.write_to(fh, name)
+                else:
+                    fh.write(memoryview(data.reshape(-1)))
+                fh.write(bytes(self._pad(data.nbytes)))
 
 
 class _Source:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from typing import Callable
+from typing import Callable, Iterable, Sequence
 
 from ..errors import ConfigError
-from .generation import StreamingResponse
+from .generation import StreamingResponse, common_prefix
 from .streaming import StreamingConfig, StreamingStats
 
 log = logging.getLogger("abi.llm")
@@ -87,12 +87,14 @@ class Engine:
             return model.tokenize(prompt)
         return [int(t) for t in prompt]
 
-    def _pick_slot(self, ids: list[int]) -> Slot:
-        """A free slot, preferring the one whose cache shares the longest prefix."""
-        from .generation import common_prefix
-
-        free = [s for s in self.slots if not s.lock.locked()] or self.slots
-        return max(free, key=lambda s: common_prefix(s.cache.tokens, ids))
+    def pick_slot(self, ids: Sequence[int], among: Iterable[int] | None = None) -> int:
+        """The slot for a prompt: of the slots ``among`` (default: the free ones, or all when
+        none is free), the one whose cache shares the longest prefix with ``ids`` (the
+        first on a tie). The one rule of slot choice; the server's scheduler uses it too."""
+        if among is None:
+            among = [i for i, s in enumerate(self.slots) if not s.lock.locked()] \
+                or range(len(self.slots))
+        return max(among, key=lambda i: common_prefix(self.slots[i].cache.tokens, ids))
 
     def count_chat_tokens(self, messages) -> int:
         return len(self._require_model().chat_tokens(messages))
@@ -104,7 +106,7 @@ class Engine:
         ``slot`` pins the generation to one KV-cache slot (a server's worker, say)."""
         cfg = make_config(config, **options)
         ids = self._prompt_ids(prompt)
-        chosen = self.slots[slot] if slot is not None else self._pick_slot(ids)
+        chosen = self.slots[slot if slot is not None else self.pick_slot(ids)]
         return StreamingResponse(self.model, chosen, ids, cfg)
 
     def generate_streaming(self, prompt, on_token: Callable[[str], None], **options) -> StreamingStats:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import time
 import uuid
 
@@ -13,6 +12,7 @@ from fastapi.responses import Response
 
 from .. import __version__
 from ..errors import ConfigError, NotSupported, UnknownModel
+from ..llm.sse import SSE_DONE, sse_event
 from . import schemas as s
 from .errors import describe
 from .scheduler import Done, Token
@@ -30,8 +30,7 @@ _SSE = {200: {"content": {"text/event-stream": {}}}}
 
 
 def _sse(obj) -> str:
-    data = obj.model_dump_json(exclude_none=True) if hasattr(obj, "model_dump_json") else json.dumps(obj)
-    return f"data: {data}\n\n"
+    return sse_event(obj.model_dump_json(exclude_none=True) if hasattr(obj, "model_dump_json") else obj)
 
 
 def _piece(model, token_id: int) -> tuple[str, list[int]]:
@@ -179,7 +178,7 @@ async def _chat_stream(model, job, first, meta, n_prompt, logprobs, n_top, inclu
     if include_usage:
         usage = _usage(n_prompt, stats)
         yield _sse(s.ChatCompletionChunk(**meta, choices=[], usage=usage))
-    yield "data: [DONE]\n\n"
+    yield SSE_DONE
 
 
 # -- completions ---------------------------------------------------------------------------------------
@@ -298,7 +297,7 @@ async def _completion_stream(model, job, first, meta, echo, logprobs, n_top, usa
         return
     if usage_prompt is not None:
         yield _sse(s.Completion(**meta, choices=[], usage=_usage(usage_prompt, stats)))
-    yield "data: [DONE]\n\n"
+    yield SSE_DONE
 
 
 # -- embeddings and models ----------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Generation slots and a bounded waiting queue.
 
 One worker thread per engine slot (each slot is one KV cache; every slot shares the one
-loaded model). A request becomes a ``Job``: it goes to a free slot (the one whose cache
-shares the longest prefix with its prompt) or waits in a FIFO queue of bounded length;
+loaded model). A request becomes a ``Job``: it goes to a free slot (``Engine.pick_slot``: the
+one whose cache shares the longest prefix with its prompt) or waits in a FIFO queue of bounded length;
 past that, ``ServerBusy``. The worker runs the job's generations and hands each event to
 the asyncio consumer through ``loop.call_soon_threadsafe``; ``Job.cancel()`` (a client that
 went away) stops the generation at the next token, or drops the job from the queue.
@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import ServerBusy
-from ..llm.generation import common_prefix
 from ..llm.streaming import StreamingConfig, StreamingStats, TokenEvent
 
 log = logging.getLogger("abi.server")
@@ -190,8 +189,7 @@ class Scheduler:
             free = [i for i, running in enumerate(self._running) if running is None]
             if free:
                 ids = tasks[0].prompt_ids
-                slot = max(free, key=lambda i: common_prefix(self.engine.slots[i].cache.tokens, ids))
-                self._assign(slot, job)
+                self._assign(self.engine.pick_slot(ids, free), job)
                 return job
             if len(self._pending) < self.max_queue:
                 self._pending.append(job)

@@ -12,9 +12,9 @@ File layout (little-endian)::
     end-40  8   b"ABIEND\\0\\0"
     end-32 32   SHA-256 of every byte before the trailer
 
-A save writes a temporary file beside the target, fsyncs it, renames it into place and
-fsyncs the directory, so a reader sees either the old file or the complete new one; a
-process killed mid-save leaves only a ``.tmp`` file, which is ignored and later removed.
+A save goes through ``abi.fileio.atomic_write``, so a reader sees either the old file or the
+complete new one; a process killed mid-save leaves only a ``.tmp`` file, which is ignored and
+removed by the manager's next save.
 A load recomputes the digest before trusting any byte, so a truncated or corrupted file is
 a ``CheckpointError``, never garbage weights.
 
@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CheckpointError
+from ..fileio import atomic_write, remove_stale_temps
 
 log = logging.getLogger(__name__)
 ON_SAVE_ERROR = ("abort", "retry")  # what a trainer does when a checkpoint cannot be written
@@ -63,19 +64,6 @@ def _write_all(fh, hasher, data) -> None:
         fh.write(chunk)
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return  # not every platform lets us open a directory; the rename is still atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(path: str | os.PathLike, tensors: dict[str, np.ndarray], meta: dict) -> Path:
     """Write ``tensors`` and the JSON-able ``meta`` atomically to ``path``."""
     path = Path(path)
@@ -93,29 +81,18 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, np.ndarray], met
     head = _PREFIX.pack(MAGIC, VERSION, 0, len(header)) + header
     head += bytes(_pad(len(head)))
 
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     hasher = hashlib.sha256()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
+        with atomic_write(path) as fh:
             _write_all(fh, hasher, head)
             for arr in arrays:
                 _write_all(fh, hasher, arr.reshape(-1).view(np.uint8))
                 _write_all(fh, hasher, bytes(_pad(arr.nbytes)))
             fh.write(TRAILER_MAGIC + hasher.digest())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        if isinstance(exc, OSError):  # full disk, read-only or missing directory, ...
-            raise CheckpointError(f"could not save checkpoint {str(path)!r}: "
-                                  f"{exc.strerror or exc}", str(path)) from exc
-        raise
-    _fsync_dir(path.parent)
+    except OSError as exc:  # full disk, read-only or missing directory, ...
+        raise CheckpointError(f"could not save checkpoint {str(path)!r}: "
+                              f"{exc.strerror or exc}", str(path)) from exc
     return path
 
 
@@ -275,28 +252,7 @@ class CheckpointManager:
         raise CheckpointError(f"no usable checkpoint for {str(self.base)!r}{detail}", str(self.base))
 
     def _remove_stale_temps(self) -> None:
-        if not self.base.parent.is_dir():
-            return
-        temp = re.compile(self._pattern.pattern[:-1] + r"\.tmp\d+$")
-        for p in self.base.parent.iterdir():
-            if temp.match(p.name):
-                pid = int(p.name.rsplit(".tmp", 1)[1])
-                if pid != os.getpid() and _pid_alive(pid):
-                    continue  # another live process is writing it
-                try:
-                    p.unlink()
-                except OSError:
-                    pass
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        remove_stale_temps(self.base.parent, self._pattern.pattern[:-1])  # less its "$"
 
 
 def resolve_checkpoint(path: str | os.PathLike, max_checkpoints: int = 3) -> CheckpointFile:

@@ -317,12 +317,8 @@ def _convert_tokenize(argv: list[str]) -> int:
 
 
 def _convert_hf_to_gguf(argv: list[str]) -> int:
-    try:
-        from ..embeddings import convert
-    except ImportError as exc:
-        print(f"abi convert: hf-to-gguf is not available yet (abi.embeddings.convert: {exc})",
-              file=sys.stderr)
-        return 2
+    from ..embeddings import convert
+
     return int(convert.main(argv) or 0)
 
 

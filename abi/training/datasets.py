@@ -53,6 +53,7 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import DatasetError
+from ..fileio import atomic_write
 
 # --- TokenBin -----------------------------------------------------------------------------
 
@@ -82,20 +83,9 @@ class TokenBin:
 
 def _atomic_write(path: Path, chunks: Iterable[bytes]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            for c in chunks:
-                fh.write(c)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
+    with atomic_write(path) as fh:
+        for c in chunks:
+            fh.write(c)
 
 
 def token_dtype_for(max_id: int) -> np.dtype:
@@ -375,12 +365,8 @@ def wdbx_to_tokenbin(src, dst) -> Path:
 
 def tokenize_text_file(model_path, text_path, out_path, add_bos: bool | None = None) -> TokenBin:
     """Tokenise a UTF-8 text file with a GGUF model's tokenizer into a TokenBin."""
-    try:
-        from ..llm.tokenizer import Tokenizer
-    except ImportError as exc:
-        raise DatasetError(f"tokenizing needs abi.llm.tokenizer, which is not available: {exc}") \
-            from exc
     from .. import gguf
+    from ..llm.tokenizer import Tokenizer
 
     text_path = Path(text_path)
     if not text_path.is_file():

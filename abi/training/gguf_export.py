@@ -26,11 +26,7 @@ def tensor_as_float32(gf, name: str) -> np.ndarray:
     if info.ggml_type == GGMLType.BF16:
         bits = gf.tensor_data(name).view(np.uint16).astype(np.uint32) << 16
         return bits.view(np.float32).reshape(info.shape).copy()
-    try:
-        from .._kernels import dequantize
-    except ImportError as exc:
-        raise UnsupportedModelError(f"tensor {name!r} is {info.ggml_type.name}; dequantising it "
-                                    f"needs abi._kernels ({exc})") from exc
+    from .._kernels import dequantize
     return np.asarray(dequantize(gf.tensor_data(name), info.ggml_type, info.shape),
                       dtype=np.float32).reshape(info.shape)
 

@@ -1,14 +1,14 @@
-"""The scheduler's state file: JSON written atomically (temporary file, fsync, rename), so a
-crash mid-write leaves the previous state, never half of one."""
+"""The scheduler's state file: JSON written with ``abi.fileio.atomic_write``, so a crash
+mid-write leaves the previous state, never half of one."""
 from __future__ import annotations
 
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 from ...errors import SchedulingError
+from ...fileio import atomic_write
 
 log = logging.getLogger("abi.agents")
 
@@ -20,19 +20,8 @@ def save_state(path: str | os.PathLike, state: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, **state}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh)
 
 
 def load_state(path: str | os.PathLike) -> dict | None:
