@@ -99,10 +99,25 @@ class Engine:
 
     # -- the reference's API ------------------------------------------------------------------
     def create_streaming_response(self, prompt, config: StreamingConfig | None = None,
-                                  slot: int | None = None, **options) -> StreamingResponse:
+                                  slot: int | None = None, response_format=None,
+                                  **options) -> StreamingResponse:
         """A pull iterator of TokenEvents for ``prompt`` (text, or a list of token ids).
-        ``slot`` pins the generation to one KV-cache slot (a server's worker, say)."""
+        ``slot`` pins the generation to one KV-cache slot (a server's worker, say).
+        ``response_format``: OpenAI's (``{"type": "json_object"}``, ``{"type": "json_schema",
+        "json_schema": {"schema": ...}}``) or a pydantic model class; it sets the grammar."""
+        if response_format is not None:
+            from .constrain import from_response_format
+
+            grammar = from_response_format(response_format)
+            if grammar is not None:
+                if options.get("grammar") is not None or (config and config.grammar is not None):
+                    raise ConfigError("give response_format or grammar, not both", field="grammar")
+                options["grammar"] = grammar
         cfg = make_config(config, **options)
+        if cfg.grammar is not None:  # a grammar that cannot compile fails here, not mid-stream
+            from .constrain import check
+
+            check(cfg.grammar, self._require_model().tokenizer, self.model.n_vocab)
         ids = self._prompt_ids(prompt)
         chosen = self.slots[slot] if slot is not None else self._pick_slot(ids)
         return StreamingResponse(self.model, chosen, ids, cfg)
