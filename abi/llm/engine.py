@@ -147,6 +147,27 @@ class Engine:
             pass
         return response.text
 
+    def chat_turn(self, messages, tools=None, tool_choice=None, slot: int | None = None,
+                  **options):
+        """One assistant turn with tools: ``(ParsedReply, StreamingStats)``, the reply's
+        ``content`` and ``tool_calls`` parsed by the chat template's family. ``tool_choice``:
+        ``auto`` (default), ``none``, ``required`` or a function's name, the last two
+        enforced with the constraint engine."""
+        from .tools import reply_of
+
+        model = self._require_model()
+        plan = model.tool_plan(tools, tool_choice)
+        if plan.grammar is not None:
+            if options.get("grammar") is not None or options.get("response_format") is not None:
+                raise ConfigError("tool_choice required/named constrains the output already: "
+                                  "give no grammar or response_format with it", field="tool_choice")
+            options["grammar"] = plan.grammar
+        ids = model.chat_tokens(messages, plan=plan)
+        response = self.create_streaming_response(ids, slot=slot, **options)
+        for _ in response:
+            pass
+        return reply_of(plan, model, response.tokens, response.text), response.get_stats()
+
     def chat(self, messages, stream: bool = False, tools=None, slot: int | None = None, **options):
         """Apply the chat template and generate: the reply text, or with ``stream=True`` a
         StreamingResponse. Earlier turns already in a slot's cache are not recomputed."""
