@@ -18,7 +18,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 
-from ..errors import NotSupported, ToolCallError
+from ..errors import GrammarError, NotSupported, ToolCallError
 from .constrain import Grammar, _check_schema
 
 FAMILIES = ("hermes", "llama3", "mistral", "gpt-oss", "generic")
@@ -64,7 +64,7 @@ def check_tools(tools) -> list[dict]:
         fn = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(fn, dict) or tool.get("type", "function") != "function":
             raise ToolCallError(f"tools[{i}] must be {{type: 'function', function: {{name, "
-                                "parameters}}}}", field="tools")
+                                "parameters}}", field="tools")
         name = fn.get("name")
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ToolCallError(f"tools[{i}].function.name must be 1-64 letters, digits, '_', "
@@ -78,7 +78,10 @@ def check_tools(tools) -> list[dict]:
         if not isinstance(params, dict):
             raise ToolCallError(f"tools[{i}].function.parameters must be a JSON schema object",
                                 field="tools")
-        _check_schema(params, "tools")
+        try:
+            _check_schema(params, "tools")
+        except GrammarError as exc:
+            raise ToolCallError(f"tools[{i}].function.parameters: {exc}", field="tools") from None
         entry = {"name": name}
         if fn.get("description") is not None:
             entry["description"] = str(fn["description"])
