@@ -415,6 +415,20 @@ class NotSupported(AbiError):
     code = "not_supported"
 
 
+class GrammarError(ConfigError):
+    """A response format, JSON schema or grammar the constraint engine cannot enforce: the
+    message names the unsupported or malformed part. Never a silently unconstrained run."""
+
+    code = "invalid_grammar"
+
+
+class ToolCallError(ConfigError):
+    """Tools or a tool choice that cannot be honoured (an unknown tool, a malformed
+    definition, a tool_choice naming no given tool)."""
+
+    code = "invalid_tools"
+
+
 class RequestTooLarge(AbiError):
     """A request body is over the server's size limit."""
 

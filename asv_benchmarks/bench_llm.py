@@ -37,3 +37,35 @@ class Speed:
         return stats.tokens_per_second()
 
     track_prefill_512.unit = track_decode_128.unit = "tokens/s"
+
+
+class Constrained:
+    """The cost of a JSON-schema constraint: mask time per token, and its share of the generation time (prefill and decode)."""
+
+    timeout = 300
+    SCHEMA = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 30},
+                                               "population": {"type": "integer", "minimum": 0}},
+              "required": ["city", "population"], "additionalProperties": False}
+
+    def setup(self):
+        self.engine = abi.llm.Engine.from_model(abi.llm.load_model(resolve_model(None), n_ctx=1024))
+        self.run()  # builds the vocabulary trie once
+
+    def run(self):
+        fmt = {"type": "json_schema", "json_schema": {"name": "c", "schema": self.SCHEMA}}
+        response = self.engine.chat([{"role": "user", "content": "A big city as JSON."}],
+                                    stream=True, response_format=fmt, max_tokens=64, temperature=0)
+        for _ in response:
+            pass
+        return response.get_stats()
+
+    def track_mask_us_per_token(self):
+        stats = self.run()
+        return stats.constraint_time_ns / 1e3 / max(stats.tokens_generated, 1)
+
+    def track_mask_percent_of_generation(self):
+        stats = self.run()
+        return 100.0 * stats.constraint_time_ns / max(stats.decode_time_ns + stats.prefill_time_ns, 1)
+
+    track_mask_us_per_token.unit = "us"
+    track_mask_percent_of_generation.unit = "percent"

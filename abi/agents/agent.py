@@ -20,11 +20,27 @@ MAX_INPUT_CHARS = 1_000_000  # one message; beyond this no model's context could
 
 @dataclass(frozen=True)
 class Message:
-    role: str      # "user" or "assistant" ("system" only in what is sent, never in history)
-    content: str
+    # "user", "assistant" or "tool" ("system" only in what is sent, never in history)
+    role: str
+    content: str | None
+    tool_calls: tuple = ()            # an assistant's calls (OpenAI-style dicts)
+    tool_call_id: str | None = None   # the call a tool message answers
+    name: str | None = None           # the tool that answered
 
     def to_dict(self) -> dict:
-        return {"role": self.role, "content": self.content}
+        out = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [dict(c) for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            out["name"] = self.name
+        return out
+
+    @classmethod
+    def from_dict(cls, m: dict) -> "Message":
+        return cls(m["role"], m.get("content"), tuple(m.get("tool_calls") or ()),
+                   m.get("tool_call_id"), m.get("name"))
 
 
 class Agent:
@@ -52,6 +68,9 @@ class Agent:
         self._backend: Backend = make_backend(config, client)
         self._history: list[Message] = []
         self._lock = threading.Lock()
+        from abi.agents.tools import Tool
+
+        self._tools = {t.name: t for t in map(Tool.of, config.tools or [])}
 
     def __repr__(self) -> str:
         return (f"Agent(name={self.config.name!r}, backend={self.config.backend!r}, "
@@ -97,11 +116,13 @@ class Agent:
         with self._lock:
             self._history.clear()
 
-    def _record(self, user: str, reply: str) -> None:
+    def _record(self, user: str, reply: str, turn: list[Message] | None = None) -> None:
+        """Keep a user turn and what answered it (``turn``: every message of a tool
+        exchange, the final answer last)."""
         if not self.config.enable_history:
             return
         with self._lock:
-            self._history += [Message("user", user), Message("assistant", reply)]
+            self._history += [Message("user", user)] + (turn or [Message("assistant", reply)])
             excess = len(self._history) - self.config.max_history
             if excess > 0:
                 del self._history[:excess]
@@ -114,9 +135,33 @@ class Agent:
         """Send ``input`` (with the history) and return the reply."""
         text = self._check_input(input)
         messages, params = self.build_request(text)
+        if self._tools:
+            return self._chat_with_tools(text, messages, params)
         reply = self._backend.complete(messages, params)
         self._record(text, reply)
         return reply
+
+    def _chat_with_tools(self, text: str, messages: list[dict], params: GenerationParams) -> str:
+        """Call -> execute -> observe until the model answers without calls, at most
+        ``max_tool_steps`` rounds; then one more turn in which it may not call."""
+        definitions = [t.definition() for t in self._tools.values()]
+        turn: list[dict] = []
+        for step in range(self.config.max_tool_steps + 1):
+            choice = "auto" if step < self.config.max_tool_steps else "none"
+            reply = self._backend.complete_turn(messages + turn, params, definitions, choice)
+            turn.append(reply)
+            if not reply.get("tool_calls"):
+                break
+            for call in reply["tool_calls"]:
+                name = call["function"]["name"]
+                tool = self._tools.get(name)
+                result = (tool.run(call["function"]["arguments"]) if tool is not None else
+                          f"error: there is no tool named {name!r}")
+                turn.append({"role": "tool", "tool_call_id": call["id"], "name": name,
+                             "content": result})
+        answer = turn[-1].get("content") or ""
+        self._record(text, answer, [Message.from_dict(m) for m in turn])
+        return answer
 
     def process(self, input: str) -> str:
         """The same as ``chat`` (the reference has both names)."""
@@ -126,6 +171,10 @@ class Agent:
         """The reply as text pieces as they are produced. The turn is recorded when the
         stream ends, or with what was produced if the caller stops early; not on error."""
         text = self._check_input(input)
+        if self._tools:
+            from abi.errors import NotSupported
+
+            raise NotSupported("an agent with tools answers whole: use chat()")
         messages, params = self.build_request(text)
         return self._stream(text, messages, params)
 

@@ -40,6 +40,14 @@ class Backend(abc.ABC):
     def stream(self, messages: Messages, params: GenerationParams) -> Iterator[str]:
         yield self.complete(messages, params)
 
+    def complete_turn(self, messages: Messages, params: GenerationParams, tools: list[dict],
+                      tool_choice: str = "auto") -> dict:
+        """One assistant turn with tools: an OpenAI-style message (``content``,
+        ``tool_calls`` with ids and JSON-text arguments)."""
+        from abi.errors import NotSupported
+
+        raise NotSupported(f"the {self.name} backend does not support tools")
+
     def context_length(self) -> int | None:
         """Tokens the model accepts, or None when unknown."""
         return None
@@ -173,6 +181,19 @@ class LocalBackend(Backend):
             raise self._failed(TypeError(f"chat() returned {type(text).__name__}"))
         return text
 
+    def complete_turn(self, messages: Messages, params: GenerationParams, tools: list[dict],
+                      tool_choice: str = "auto") -> dict:
+        with self.slot as engine:
+            try:
+                reply, _ = engine.chat_turn(list(messages), tools=tools, tool_choice=tool_choice,
+                                            **self._kwargs(params))
+            except AbiError:
+                raise
+            except Exception as exc:
+                raise self._failed(exc) from exc
+        return {"role": "assistant", "content": reply.content,
+                "tool_calls": [c.to_openai() for c in reply.tool_calls]}
+
     def stream(self, messages: Messages, params: GenerationParams) -> Iterator[str]:
         slot = self.slot
         with slot as engine:
@@ -208,6 +229,14 @@ class OpenAIBackend(_WithContextLength):
         return self.client.chat(messages, self.model, temperature=params.temperature,
                                 top_p=params.top_p, max_tokens=params.max_tokens).text
 
+    def complete_turn(self, messages: Messages, params: GenerationParams, tools: list[dict],
+                      tool_choice: str = "auto") -> dict:
+        message = self.client.chat(messages, self.model, temperature=params.temperature,
+                                   top_p=params.top_p, max_tokens=params.max_tokens, tools=tools,
+                                   tool_choice=tool_choice).choices[0].message
+        return {"role": "assistant", "content": message.content,
+                "tool_calls": [t.to_dict() for t in message.tool_calls]}
+
     def stream(self, messages: Messages, params: GenerationParams) -> Iterator[str]:
         for chunk in self.client.chat_stream(messages, self.model, include_usage=False,
                                              temperature=params.temperature, top_p=params.top_p,
@@ -233,10 +262,50 @@ class OllamaBackend(_WithContextLength):
     def complete(self, messages: Messages, params: GenerationParams) -> str:
         return self.client.chat(messages, self.model, options=self._options(params)).text
 
+    def complete_turn(self, messages: Messages, params: GenerationParams, tools: list[dict],
+                      tool_choice: str = "auto") -> dict:
+        import json
+        import uuid
+
+        if tool_choice not in ("auto", "none"):
+            from abi.errors import NotSupported
+
+            raise NotSupported("Ollama has no tool_choice: the ollama backend offers tools "
+                               "('auto') or none")
+        msg = self.client.chat(_ollama_messages(messages), self.model,
+                               tools=tools if tool_choice == "auto" else None,
+                               options=self._options(params)).message
+        calls = [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+                  "function": {"name": c.name, "arguments": json.dumps(c.arguments)}}
+                 for c in msg.tool_calls]
+        return {"role": "assistant", "content": msg.content or None, "tool_calls": calls}
+
     def stream(self, messages: Messages, params: GenerationParams) -> Iterator[str]:
         for part in self.client.chat_stream(messages, self.model, options=self._options(params)):
             if part.text:
                 yield part.text
+
+
+def _ollama_messages(messages: Messages) -> list[dict]:
+    """OpenAI-style tool turns as Ollama writes them: calls with object arguments, results
+    named by their tool."""
+    import json
+
+    names, out = {}, []
+    for m in messages:
+        if m.get("tool_calls"):
+            calls = []
+            for c in m["tool_calls"]:
+                names[c["id"]] = c["function"]["name"]
+                calls.append({"function": {"name": c["function"]["name"],
+                                           "arguments": json.loads(c["function"]["arguments"] or "{}")}})
+            out.append({"role": "assistant", "content": m.get("content") or "", "tool_calls": calls})
+        elif m.get("role") == "tool":
+            out.append({"role": "tool", "content": m.get("content") or "",
+                        "tool_name": names.get(m.get("tool_call_id"), m.get("name", ""))})
+        else:
+            out.append({"role": m["role"], "content": m.get("content") or ""})
+    return out
 
 
 class StopFilter:

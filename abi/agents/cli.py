@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-url", help="server URL for the openai, ollama or huggingface backend")
     p.add_argument("--name", default="cli-agent", help="the agent's name")
     p.add_argument("--no-stream", action="store_true", help="print each reply when complete")
+    p.add_argument("--tool", action="append", default=[], metavar="MODULE:FUNCTION",
+                   help="a Python function the model may call (repeatable; replies then "
+                        "come whole)")
     p.add_argument("--no-history", action="store_true",
                    help="answer each message on its own")
     gpu_cli.add_arguments(p)
@@ -91,6 +94,22 @@ def _interactive(agent: Agent, stream: bool, stdin: TextIO, out: TextIO, err: Te
             err.write(f"abi: error: {exc}\n")
 
 
+def _load_tool(spec: str):
+    """``module:function`` imported; anything else is a ConfigError naming it."""
+    import importlib
+
+    from abi.errors import ConfigError
+
+    module, _, name = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), name) if module and name else None
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"--tool {spec!r}: {exc}", field="tool") from None
+    if not callable(fn):
+        raise ConfigError(f"--tool {spec!r} must name a function as module:function", field="tool")
+    return fn
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.gpu_aware or args.gpu_stats:
@@ -98,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     agent = Agent(AgentConfig(
         name=args.name, backend=args.backend, model=args.model, system_prompt=args.system,
         temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
-        enable_history=not args.no_history, base_url=args.base_url))
-    stream = not args.no_stream
+        enable_history=not args.no_history, base_url=args.base_url,
+        tools=[_load_tool(t) for t in args.tool] or None))
+    stream = not args.no_stream and not args.tool
     if args.message is not None:
         text = sys.stdin.read() if args.message == "-" else args.message
         _reply(agent, text, stream, sys.stdout)

@@ -52,6 +52,9 @@ class AgentConfig:
         the model's context (``context_length``, for local the model's own).
     context_length: tokens the model accepts; None: the local model's, unknown elsewhere.
     base_url: overrides the backend's server (openai, ollama, huggingface).
+    tools: Python callables or (definition, callable) pairs the model may call (local,
+        openai and ollama backends); ``max_tool_steps`` bounds the call -> result rounds of
+        one ``chat``, after which the model answers without tools.
     """
 
     name: str
@@ -65,6 +68,8 @@ class AgentConfig:
     max_tokens: int = 1024
     context_length: int | None = None
     base_url: str | None = None
+    tools: list | None = None
+    max_tool_steps: int = 8
 
     def __post_init__(self):
         self.validate()
@@ -95,6 +100,10 @@ class AgentConfig:
         check_int("max_tokens", self.max_tokens, 1, MAX_TOKENS_LIMIT)
         if self.context_length is not None:
             check_int("context_length", self.context_length, 16, 10_000_000)
+        check_int("max_tool_steps", self.max_tool_steps, 1, 100)
+        if self.tools is not None and not isinstance(self.tools, (list, tuple)):
+            raise _config_error("tools must be a list of callables or (definition, callable) "
+                                "pairs", "tools")
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

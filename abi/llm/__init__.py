@@ -16,6 +16,7 @@ _EXPORTS = {
     "make_sampler": "sampling", "make_logits_processors": "sampling",
     "ChatTemplate": "chat_template",
     "model_info": "info",
+    "Grammar": "constrain",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -101,10 +101,25 @@ class Engine:
 
     # -- the reference's API ------------------------------------------------------------------
     def create_streaming_response(self, prompt, config: StreamingConfig | None = None,
-                                  slot: int | None = None, **options) -> StreamingResponse:
+                                  slot: int | None = None, response_format=None,
+                                  **options) -> StreamingResponse:
         """A pull iterator of TokenEvents for ``prompt`` (text, or a list of token ids).
-        ``slot`` pins the generation to one KV-cache slot (a server's worker, say)."""
+        ``slot`` pins the generation to one KV-cache slot (a server's worker, say).
+        ``response_format``: OpenAI's (``{"type": "json_object"}``, ``{"type": "json_schema",
+        "json_schema": {"schema": ...}}``) or a pydantic model class; it sets the grammar."""
+        if response_format is not None:
+            from .constrain import from_response_format
+
+            grammar = from_response_format(response_format)
+            if grammar is not None:
+                if options.get("grammar") is not None or (config and config.grammar is not None):
+                    raise ConfigError("give response_format or grammar, not both", field="grammar")
+                options["grammar"] = grammar
         cfg = make_config(config, **options)
+        if cfg.grammar is not None:  # a grammar that cannot compile fails here, not mid-stream
+            from .constrain import check
+
+            check(cfg.grammar, self._require_model().tokenizer, self.model.n_vocab)
         ids = self._prompt_ids(prompt)
         chosen = self.slots[slot if slot is not None else self.pick_slot(ids)]
         return StreamingResponse(self.model, chosen, ids, cfg)
@@ -133,6 +148,27 @@ class Engine:
         for _ in response:
             pass
         return response.text
+
+    def chat_turn(self, messages, tools=None, tool_choice=None, slot: int | None = None,
+                  **options):
+        """One assistant turn with tools: ``(ParsedReply, StreamingStats)``, the reply's
+        ``content`` and ``tool_calls`` parsed by the chat template's family. ``tool_choice``:
+        ``auto`` (default), ``none``, ``required`` or a function's name, the last two
+        enforced with the constraint engine."""
+        from .tools import reply_of
+
+        model = self._require_model()
+        plan = model.tool_plan(tools, tool_choice)
+        if plan.grammar is not None:
+            if options.get("grammar") is not None or options.get("response_format") is not None:
+                raise ConfigError("tool_choice required/named constrains the output already: "
+                                  "give no grammar or response_format with it", field="tool_choice")
+            options["grammar"] = plan.grammar
+        ids = model.chat_tokens(messages, plan=plan)
+        response = self.create_streaming_response(ids, slot=slot, **options)
+        for _ in response:
+            pass
+        return reply_of(plan, model, response.tokens, response.text), response.get_stats()
 
     def chat(self, messages, stream: bool = False, tools=None, slot: int | None = None, **options):
         """Apply the chat template and generate: the reply text, or with ``stream=True`` a

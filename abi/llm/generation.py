@@ -24,10 +24,13 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 def generate_step(model, cache: KVCache, new_ids: Sequence[int], sampler, processors,
-                  logprobs: int = 0, should_stop=None) -> Iterator[tuple[int, dict | None]]:
+                  logprobs: int = 0, should_stop=None,
+                  constraint=None) -> Iterator[tuple[int, dict | None]]:
     """Prefill ``new_ids`` after what ``cache`` holds, then yield sampled tokens one by one,
-    feeding each back. Stops early (yielding nothing more) when ``should_stop()`` is true."""
-    if getattr(model, "backend", "cpu") == "cuda" and not logprobs:
+    feeding each back. Stops early (yielding nothing more) when ``should_stop()`` is true.
+    ``constraint`` (a ``constrain.Constraint``) masks the logits before each draw; its next
+    mask is computed while the forward pass runs."""
+    if getattr(model, "backend", "cpu") == "cuda" and not logprobs and constraint is None:
         # sampling on the GPU: one token id per step crosses to the host, not the logits
         from .cuda_forward import device_steps
 
@@ -35,6 +38,8 @@ def generate_step(model, cache: KVCache, new_ids: Sequence[int], sampler, proces
         if steps is not None:
             yield from steps
             return
+    if constraint is not None:
+        constraint.begin()
     logits = model.forward(new_ids, cache, "last", should_stop)
     history = list(cache.tokens)
     while logits is not None:
@@ -42,7 +47,11 @@ def generate_step(model, cache: KVCache, new_ids: Sequence[int], sampler, proces
         adjusted = raw.copy()
         for proc in processors:
             adjusted = proc(history, adjusted)
+        if constraint is not None:
+            adjusted = constraint.apply(adjusted)
         token = sampler(adjusted)
+        if constraint is not None:
+            constraint.advance(token)
         yield token, (top_logprobs(raw, token, logprobs) if logprobs else None)
         history.append(token)
         if should_stop is not None and should_stop():
@@ -151,6 +160,12 @@ class StreamingResponse:
             return self._cancel.is_set()
 
         stop_ids = set(tok.eog_ids if cfg.stop_tokens is None else cfg.stop_tokens)
+        constraint = None
+        if cfg.grammar is not None:
+            from .constrain import Constraint
+
+            constraint = Constraint(cfg.grammar, tok, model.n_vocab)
+            stop_ids |= tok.eog_ids  # the grammar ends on the vocabulary's end-of-generation set
         sampler = make_sampler(cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, cfg.seed)
         processors = make_logits_processors(cfg.repetition_penalty, cfg.repetition_window,
                                             cfg.presence_penalty, cfg.frequency_penalty,
@@ -176,7 +191,7 @@ class StreamingResponse:
             stops = StopStrings(cfg.stop)
             self.state = StreamingState.PREFILLING
             steps = generate_step(model, cache, new_ids, sampler, processors, cfg.logprobs,
-                                  should_stop)
+                                  should_stop, constraint)
             t_prev = start
             try:
                 for i, (token, info) in enumerate(steps):
@@ -198,16 +213,22 @@ class StreamingResponse:
                         if detok:
                             text, hit = stops.feed(detok.push(token))
                             reason = "stop" if hit else None
+                    ended = False  # ended by the grammar: only the end of generation could follow
+                    if reason is None and constraint is not None and constraint.stopped:
+                        reason, ended = "stop", True
                     if reason is None and (stats.tokens_generated >= cfg.max_tokens
                                            or position + 1 >= model.n_ctx):
                         reason = "length"
-                    if detok and (token in stop_ids or reason == "length"):
+                    if detok and (token in stop_ids or ended or reason == "length"):
                         text = (text or "") + _drain(detok, stops)
                     if text:
                         self.text += text
                     event = TokenEvent(token, text, position, time.time_ns(), reason is not None, info)
                     if reason is not None:
                         stats.finish_reason = reason
+                        if constraint is not None:
+                            # a stop string or the length limit may cut a match short
+                            stats.constraint_complete = constraint.accepting
                         stats.total_time_ns = time.perf_counter_ns() - start
                         self.state = StreamingState.COMPLETED
                         yield event
@@ -215,6 +236,9 @@ class StreamingResponse:
                     yield event
             finally:
                 steps.close()
+                if constraint is not None:
+                    constraint.close()
+                    stats.constraint_time_ns = constraint.wait_ns
                 if stats.finish_reason is None:
                     stats.total_time_ns = time.perf_counter_ns() - start
                     stats.finish_reason = "timeout" if timed_out[0] else "cancelled"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from ..errors import ConfigError
 
@@ -40,6 +40,8 @@ class StreamingConfig:
     repetition_window: int = 64
     logit_bias: Optional[dict] = None
     logprobs: int = 0                         # top-N log-probabilities per token (0: off)
+    # constrained output: an abi.llm.Grammar, or grammar text (GBNF, or Lark with a start rule)
+    grammar: Optional[Any] = None
 
     def __post_init__(self):
         if not isinstance(self.max_tokens, int) or self.max_tokens < 0:
@@ -53,6 +55,10 @@ class StreamingConfig:
             raise ConfigError("stop strings must be non-empty strings", field="stop")
         if not 0 <= self.logprobs <= 20:
             raise ConfigError(f"logprobs must be in [0, 20], got {self.logprobs}", field="logprobs")
+        if self.grammar is not None:
+            from .constrain import as_grammar
+
+            self.grammar = as_grammar(self.grammar)
 
 
 @dataclass
@@ -76,6 +82,10 @@ class StreamingStats:
     decode_time_ns: int = 0
     decode_steps: int = 0
     finish_reason: Optional[str] = None  # stop, length, cancelled, timeout
+    # with a grammar: whether the output is a complete match (False when the length limit or
+    # a stop string cut it), and the decode time spent on token masks
+    constraint_complete: Optional[bool] = None
+    constraint_time_ns: int = 0
 
     def prefill_tokens_per_second(self) -> float:
         n = self.prompt_tokens - self.cached_tokens

@@ -16,9 +16,10 @@ from . import schemas as s
 from .errors import describe
 from .openai_routes import _dimensions
 from .scheduler import Done, Task, Token
-from .streams import (ClientGone, JobStreamingResponse, check_prompt, collect, finish_reason,
-                      gone_response, guard, make_config, now_ns, prompt_room,
-                      text_work)
+from ..llm.tools import ParsedReply, ToolCall, reply_of
+from .streams import (ClientGone, JobStreamingResponse, check_grammar, check_prompt, collect,
+                      finish_reason, gone_response, grammar_of, guard, make_config, now_ns,
+                      prompt_room, text_work)
 
 router = APIRouter(tags=["Ollama"])
 
@@ -37,7 +38,8 @@ def _line(obj) -> str:
             else json.dumps(obj)) + "\n"
 
 
-def _config(state, n_prompt: int, opts: s.OllamaOptions | None, logprobs: bool, top: int | None):
+def _config(state, n_prompt: int, opts: s.OllamaOptions | None, logprobs: bool, top: int | None,
+            grammar=None):
     o = opts or s.OllamaOptions()
     penalty, window = o.repeat_penalty, o.repeat_last_n
     if window == 0:       # Ollama: 0 turns the repeat penalty off
@@ -49,14 +51,43 @@ def _config(state, n_prompt: int, opts: s.OllamaOptions | None, logprobs: bool, 
                        seed=o.seed, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p,
                        min_p=o.min_p, repetition_penalty=penalty, repetition_window=window,
                        presence_penalty=o.presence_penalty, frequency_penalty=o.frequency_penalty,
-                       stop=o.stop or None, logprobs=n_logprobs)
+                       stop=o.stop or None, logprobs=n_logprobs, grammar=grammar)
 
 
-def _unsupported(images, fmt) -> None:
+def _unsupported(images) -> None:
     if images:
         raise NotSupported("images are not supported: the served model reads text only")
-    if fmt:
-        raise NotSupported("format (JSON or schema-constrained output) is not supported")
+
+
+def _messages(items: list[s.OllamaMessageIn]) -> list[dict]:
+    """Ollama messages in the runtime's (OpenAI's) shape: calls get ids, and a tool result
+    answers the latest unanswered call of its tool (Ollama names tools, not calls)."""
+    out, open_calls = [], []
+    for i, m in enumerate(items):
+        if m.thinking:
+            raise NotSupported(f"messages[{i}].thinking is not supported")
+        msg = {"role": m.role, "content": m.content or ""}
+        if m.tool_calls:
+            if m.role != "assistant":
+                raise ConfigError(f"messages[{i}]: only assistant messages carry tool_calls",
+                                  field="messages")
+            calls = [ToolCall(c.function.name, json.dumps(c.function.arguments, ensure_ascii=False))
+                     for c in m.tool_calls]
+            msg["tool_calls"] = [c.to_openai() for c in calls]
+            open_calls += calls
+        if m.role == "tool":
+            match = next((c for c in reversed(open_calls)
+                          if m.tool_name is None or c.name == m.tool_name), None)
+            if match is not None:
+                open_calls.remove(match)
+                msg["tool_call_id"] = match.id
+            msg["name"] = m.tool_name or (match.name if match else None)
+            if msg["name"] is None:
+                del msg["name"]
+        elif m.tool_name is not None:
+            raise ConfigError(f"messages[{i}]: only tool messages carry tool_name", field="messages")
+        out.append(msg)
+    return out
 
 
 def _logprobs(model, events, top: int) -> list[s.OllamaLogprob]:
@@ -93,17 +124,23 @@ def _loaded(model_name: str, chat: bool):
     return s.OllamaGenerateResponse(**base, response="")
 
 
-async def _run(request, state, body, ids, make_final, make_part, t0):
-    """Submit one generation; a JSON reply, or an NDJSON stream ending in the final object."""
+async def _run(request, state, body, ids, make_final, make_part, t0, grammar=None, plan=None):
+    """Submit one generation; a JSON reply, or an NDJSON stream ending in the final object.
+    With tools (``plan``) the reply is parsed whole: a streamed one arrives as one part."""
     model = state.model
     top = body.top_logprobs or 0
-    config = _config(state, len(ids), body.options, body.logprobs, body.top_logprobs)
+    tools = plan is not None and plan.active
+    if tools and body.stream and body.logprobs:
+        raise NotSupported("logprobs are not streamed with tools; ask with stream false")
+    await check_grammar(state, grammar)
+    config = _config(state, len(ids), body.options, body.logprobs, body.top_logprobs, grammar)
     job = state.scheduler.submit([Task(ids, config)])
     try:
         if not body.stream:
             (result,) = await guard(request, job, collect(job))
             lp = _logprobs(model, result.events, top) if body.logprobs else None
-            return make_final(result.text, result.tokens, result.stats, job, lp)
+            parsed = reply_of(plan, model, result.tokens, result.text)
+            return make_final(parsed, result.tokens, result.stats, job, lp)
         first = await guard(request, job, job.next())
     except ClientGone:
         return gone_response()
@@ -112,13 +149,17 @@ async def _run(request, state, body, ids, make_final, make_part, t0):
         item = first
         try:
             while item is not None:
-                if isinstance(item, Token):
+                if isinstance(item, Token) and not tools:
                     ev = item.event
                     lp = _logprobs(model, [ev], top) if body.logprobs else None
                     if ev.text or lp:
-                        yield _line(make_part(ev.text or "", lp or None))
+                        yield _line(make_part(ParsedReply(ev.text or ""), lp or None))
                 elif isinstance(item, Done):
-                    yield _line(make_final("", item.tokens, item.stats, job, None))
+                    if tools:
+                        parsed = reply_of(plan, model, item.tokens, item.text)
+                        if parsed.content or parsed.tool_calls or parsed.parse_error:
+                            yield _line(make_part(parsed, None))
+                    yield _line(make_final(ParsedReply(""), item.tokens, item.stats, job, None))
                 item = await job.next()
         except Exception as exc:
             yield json.dumps({"error": describe(exc)[1]["message"]}) + "\n"
@@ -133,7 +174,8 @@ async def generate(body: s.OllamaGenerateRequest, request: Request):
     t0 = now_ns()
     state = request.app.state.abi
     name = state.check_model(body.model)
-    _unsupported(body.images, body.format)
+    _unsupported(body.images)
+    grammar = grammar_of(ollama_format=body.format)
     if body.suffix:
         raise NotSupported("suffix (fill-in-the-middle) is not supported")
     if not body.prompt and not body.context:
@@ -158,15 +200,15 @@ async def generate(body: s.OllamaGenerateRequest, request: Request):
     ids = context + await text_work(state, prompt_ids)
     check_prompt(state, ids, ctx_limit)
 
-    def final(text, tokens, stats, job, lp):
-        return s.OllamaGenerateResponse(**_timings(name, stats, job, t0), response=text,
+    def final(reply, tokens, stats, job, lp):
+        return s.OllamaGenerateResponse(**_timings(name, stats, job, t0), response=reply.content or "",
                                         context=ids + list(tokens), logprobs=lp)
 
-    def part(text, lp):
-        return s.OllamaGenerateResponse(model=name, created_at=_now(), done=False, response=text,
-                                        logprobs=lp)
+    def part(reply, lp):
+        return s.OllamaGenerateResponse(model=name, created_at=_now(), done=False,
+                                        response=reply.content or "", logprobs=lp)
 
-    return await _run(request, state, body, ids, final, part, t0)
+    return await _run(request, state, body, ids, final, part, t0, grammar)
 
 
 @router.post("/api/chat", response_model=s.OllamaChatResponse, responses={**_ERRORS, **_NDJSON},
@@ -176,25 +218,32 @@ async def chat(body: s.OllamaChatRequest, request: Request):
     t0 = now_ns()
     state = request.app.state.abi
     name = state.check_model(body.model)
-    _unsupported([m for m in body.messages if m.images], body.format)
+    _unsupported([m for m in body.messages if m.images])
+    model = state.model
+    plan = model.tool_plan(body.tools, body.tool_choice)
+    grammar = grammar_of(ollama_format=body.format, tool_plan=plan)
     if not body.messages:
         return _loaded(name, chat=True)
-    model = state.model
-    messages = [{"role": m.role, "content": m.content or ""} for m in body.messages]
+    messages = _messages(body.messages)
     ctx_limit = body.options.num_ctx if body.options else None
-    ids = await text_work(state, model.chat_tokens, messages, tools=body.tools or None,
+    ids = await text_work(state, model.chat_tokens, messages, plan=plan,
                          max_tokens=prompt_room(state, ctx_limit))
     check_prompt(state, ids, ctx_limit)
 
-    def final(text, tokens, stats, job, lp):
-        return s.OllamaChatResponse(**_timings(name, stats, job, t0),
-                                    message=s.OllamaMessageOut(content=text), logprobs=lp)
+    def message(reply):
+        calls = [c.to_ollama() for c in reply.tool_calls] or None
+        return s.OllamaMessageOut(content=reply.content or "", tool_calls=calls,
+                                  tool_call_error=reply.parse_error)
 
-    def part(text, lp):
+    def final(reply, tokens, stats, job, lp):
+        timings = _timings(name, stats, job, t0)
+        return s.OllamaChatResponse(**timings, message=message(reply), logprobs=lp)
+
+    def part(reply, lp):
         return s.OllamaChatResponse(model=name, created_at=_now(), done=False,
-                                    message=s.OllamaMessageOut(content=text), logprobs=lp)
+                                    message=message(reply), logprobs=lp)
 
-    return await _run(request, state, body, ids, final, part, t0)
+    return await _run(request, state, body, ids, final, part, t0, grammar, plan)
 
 
 @router.post("/api/embed", response_model=s.OllamaEmbedResponse, responses=_ERRORS,

@@ -16,9 +16,10 @@ from ..llm.sse import SSE_DONE, sse_event
 from . import schemas as s
 from .errors import describe
 from .scheduler import Done, Token
-from .streams import (ClientGone, JobStreamingResponse, check_prompt, choices, collect,
-                      finish_reason, gone_response, guard, make_config, prompt_room,
-                      text_work)
+from ..llm.tools import finish_reason_of, reply_of
+from .streams import (ClientGone, JobStreamingResponse, check_grammar, check_prompt, choices,
+                      collect, finish_reason, gone_response, grammar_of, guard, make_config,
+                      prompt_room, text_work)
 
 router = APIRouter(tags=["OpenAI"])
 
@@ -61,7 +62,9 @@ def _sampling(body: s.SamplingParams) -> dict:
 
 
 def _messages(items: list[s.ChatMessageIn]) -> list[dict]:
-    out = []
+    """Messages for the chat template, every field carried: tool calls of assistant turns,
+    tool_call_id of tool results (which must answer an earlier call)."""
+    out, call_ids = [], set()
     for i, m in enumerate(items):
         content = m.content
         if isinstance(content, list):
@@ -70,9 +73,38 @@ def _messages(items: list[s.ChatMessageIn]) -> list[dict]:
                     raise NotSupported(f"messages[{i}]: content parts of type {part.type!r} are not "
                                        "supported (text only)")
             content = "".join(p.text or "" for p in content)
+        for name in ("audio", "function_call", "annotations"):
+            if getattr(m, name):
+                raise NotSupported(f"messages[{i}].{name} is not supported"
+                                   + ("; send tool_calls" if name == "function_call" else ""))
+        if m.refusal and not content:  # an earlier refusal, replayed: it is what was said
+            content = m.refusal
         role = "system" if m.role == "developer" else m.role
-        out.append({"role": role, "content": content or ""})
+        msg = {"role": role, "content": content or ""}
+        if m.name is not None:
+            msg["name"] = m.name
+        if m.tool_calls:
+            if role != "assistant":
+                raise ConfigError(f"messages[{i}]: only assistant messages carry tool_calls",
+                                  field="messages")
+            msg["tool_calls"] = [c.model_dump() for c in m.tool_calls]
+            call_ids.update(c.id for c in m.tool_calls)
+        if role == "tool":
+            if m.tool_call_id is None:
+                raise ConfigError(f"messages[{i}]: a tool message needs tool_call_id", field="messages")
+            if m.tool_call_id not in call_ids:
+                raise ConfigError(f"messages[{i}].tool_call_id {m.tool_call_id!r} answers no earlier "
+                                  "assistant tool call", field="messages")
+            msg["tool_call_id"] = m.tool_call_id
+        elif m.tool_call_id is not None:
+            raise ConfigError(f"messages[{i}]: only tool messages carry tool_call_id", field="messages")
+        out.append(msg)
     return out
+
+
+def _tool_calls(parsed) -> list[s.ToolCall] | None:
+    return [s.ToolCall(id=c.id, function=s.FunctionCall(name=c.name, arguments=c.arguments))
+            for c in parsed.tool_calls] or None
 
 
 def _usage(n_prompt_tokens: int, results) -> s.Usage:
@@ -107,17 +139,23 @@ def _error_event(exc) -> str:
 async def chat_completions(body: s.ChatCompletionRequest, request: Request):
     state = request.app.state.abi
     name = state.check_model(body.model)
-    if body.response_format is not None and body.response_format.type != "text":
-        raise NotSupported("response_format json_object/json_schema is not supported")
     model = state.model
+    plan = model.tool_plan(body.tools, body.tool_choice)
+    grammar = grammar_of(response_format=body.response_format, grammar=body.grammar,
+                         json_schema=body.json_schema, tool_plan=plan)
+    if plan.active and body.stream and body.logprobs:
+        raise NotSupported("logprobs are not streamed with tools (the reply is parsed whole); "
+                           "ask without stream")
     messages = _messages(body.messages)
-    ids = await text_work(state, model.chat_tokens, messages, tools=body.tools or None,
+    ids = await text_work(state, model.chat_tokens, messages, plan=plan,
                          max_tokens=prompt_room(state))
     check_prompt(state, ids)
+    await check_grammar(state, grammar)
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     n_logprobs = (body.top_logprobs or 0) if body.logprobs else 0
     config = make_config(state, len(ids), max_tokens=max_tokens, seed=body.seed,
-                         logit_bias=body.logit_bias, logprobs=n_logprobs, **_sampling(body))
+                         logit_bias=body.logit_bias, logprobs=n_logprobs, grammar=grammar,
+                         **_sampling(body))
     if body.logprobs and n_logprobs == 0:  # logprobs of the chosen tokens only
         config.logprobs = 1
     job = state.scheduler.submit(choices(ids, config, body.n))
@@ -129,15 +167,18 @@ async def chat_completions(body: s.ChatCompletionRequest, request: Request):
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return JobStreamingResponse(
                 _chat_stream(model, job, first, meta, len(ids), body.logprobs, n_logprobs, include_usage,
-                             body.n), job, "text/event-stream")
+                             body.n, plan), job, "text/event-stream")
         results = await guard(request, job, collect(job))
     except ClientGone:
         return gone_response()
     out = []
     for i, r in enumerate(results):
         lp = _trim_top(_chat_logprobs(model, r.events), n_logprobs) if body.logprobs else None
-        out.append(s.ChatChoice(index=i, message=s.AssistantMessage(content=r.text), logprobs=lp,
-                                finish_reason=r.finish_reason))
+        parsed = reply_of(plan, model, r.tokens, r.text)
+        message = s.AssistantMessage(content=parsed.content, tool_calls=_tool_calls(parsed),
+                                     tool_call_error=parsed.parse_error)
+        out.append(s.ChatChoice(index=i, message=message, logprobs=lp,
+                                finish_reason=finish_reason_of(parsed, r.finish_reason)))
     return s.ChatCompletion(**meta, choices=out, usage=_usage(len(ids), results))
 
 
@@ -148,7 +189,7 @@ def _trim_top(lp: s.ChoiceLogprobs, n: int) -> s.ChoiceLogprobs:
     return lp
 
 
-async def _chat_stream(model, job, first, meta, n_prompt, logprobs, n_top, include_usage, n):
+async def _chat_stream(model, job, first, meta, n_prompt, logprobs, n_top, include_usage, n, plan):
     def chunk(index, delta, lp=None, finish=None):
         return _sse(s.ChatCompletionChunk(**meta, choices=[s.ChunkChoice(
             index=index, delta=delta, logprobs=lp, finish_reason=finish)]))
@@ -159,7 +200,7 @@ async def _chat_stream(model, job, first, meta, n_prompt, logprobs, n_top, inclu
     item = first
     try:
         while item is not None:
-            if isinstance(item, Token):
+            if isinstance(item, Token) and not plan.active:
                 ev = item.event
                 lp = _trim_top(_chat_logprobs(model, [ev]), n_top) if logprobs else None
                 if lp is not None and not lp.content:
@@ -168,7 +209,13 @@ async def _chat_stream(model, job, first, meta, n_prompt, logprobs, n_top, inclu
                     yield chunk(item.index, s.Delta(content=ev.text or ""), lp)
             elif isinstance(item, Done):
                 stats.append(item)
-                yield chunk(item.index, s.Delta(), finish=finish_reason(item.stats))
+                reason = finish_reason(item.stats)
+                if plan.active:  # with tools the turn is parsed whole, then sent as deltas
+                    parsed = reply_of(plan, model, item.tokens, item.text)
+                    for piece in _tool_deltas(parsed):
+                        yield chunk(item.index, piece)
+                    reason = finish_reason_of(parsed, reason)
+                yield chunk(item.index, s.Delta(), finish=reason)
             item = await job.next()
     except Exception as exc:  # a later choice failed: say so in the stream, as OpenAI does
         for i in _unfinished(n, stats):
@@ -179,6 +226,18 @@ async def _chat_stream(model, job, first, meta, n_prompt, logprobs, n_top, inclu
         usage = _usage(n_prompt, stats)
         yield _sse(s.ChatCompletionChunk(**meta, choices=[], usage=usage))
     yield SSE_DONE
+
+
+def _tool_deltas(parsed):
+    """A parsed turn as OpenAI streams it: the content, then per call (index k) a delta with
+    its id and name and one with its arguments."""
+    if parsed.content or parsed.parse_error:
+        yield s.Delta(content=parsed.content or "", tool_call_error=parsed.parse_error)
+    for k, call in enumerate(parsed.tool_calls):
+        yield s.Delta(tool_calls=[s.ToolCallDelta(index=k, id=call.id, type="function",
+                                                  function=s.FunctionCall(name=call.name))])
+        yield s.Delta(tool_calls=[s.ToolCallDelta(index=k, function=s.FunctionCall(
+            arguments=call.arguments))])
 
 
 # -- completions ---------------------------------------------------------------------------------------
@@ -226,13 +285,17 @@ async def completions(body: s.CompletionRequest, request: Request):
     if body.suffix:
         raise NotSupported("suffix (fill-in-the-middle) is not supported")
     model = state.model
+    grammar = grammar_of(response_format=body.response_format, grammar=body.grammar,
+                         json_schema=body.json_schema)
     prompts = await text_work(state, _prompts, model, body.prompt, prompt_room(state))
+    await check_grammar(state, grammar)
     tasks = []
     n_logprobs = body.logprobs or 0
     for ids, _ in prompts:
         check_prompt(state, ids)
         config = make_config(state, len(ids), max_tokens=body.max_tokens, seed=body.seed,
-                             logit_bias=body.logit_bias, logprobs=n_logprobs, **_sampling(body))
+                             logit_bias=body.logit_bias, logprobs=n_logprobs, grammar=grammar,
+                             **_sampling(body))
         if body.logprobs is not None and n_logprobs == 0:
             config.logprobs = 1
         tasks += choices(ids, config, body.n)

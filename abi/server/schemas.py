@@ -2,8 +2,10 @@
 completions, embeddings, models, errors), Ollama's (generate, chat, embed, tags, show,
 version, ps) and the llama.cpp-style extras (tokenize, detokenize, props, health).
 
-Requests ignore fields they do not know (clients send many optional ones); the ranges
-here are the APIs' own, so out-of-range values are 400s before any work starts.
+Requests ignore top-level fields they do not know (clients send many optional ones), but
+messages, tool calls and response formats refuse them: a conversation is never silently
+mangled. The ranges here are the APIs' own, so out-of-range values are 400s before any work
+starts.
 """
 from __future__ import annotations
 
@@ -91,17 +93,59 @@ class ContentPart(Request):
     text: Optional[str] = None
 
 
-class ChatMessageIn(Request):
-    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+class Strict(BaseModel):
+    """Parts of a request whose every field matters: an unknown one is an error, not dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class FunctionCallIn(Strict):
+    name: str
+    arguments: str = Field(description="the arguments as JSON text")
+
+
+class ToolCallIn(Strict):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
+class ChatMessageIn(Strict):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Optional[Union[str, list[ContentPart]]] = None
     name: Optional[str] = None
+    tool_calls: Optional[list[ToolCallIn]] = None
+    tool_call_id: Optional[str] = None
+    # what clients send back from an earlier reply: a refusal stands for the content; the
+    # others are refused unless empty
+    refusal: Optional[str] = None
+    annotations: Optional[list[Any]] = None
+    audio: Optional[Any] = None
+    function_call: Optional[Any] = None
 
 
-class ResponseFormat(Request):
+class JsonSchemaFormat(Strict):
+    name: str = "response"
+    description: Optional[str] = None
+    schema_: Optional[dict[str, Any]] = Field(None, alias="schema")
+    strict: Optional[bool] = None
+
+
+class ResponseFormat(Strict):
     type: Literal["text", "json_object", "json_schema"] = "text"
+    json_schema: Optional[JsonSchemaFormat] = None
 
 
-class ChatCompletionRequest(SamplingParams):
+class GrammarParams(Request):
+    """Constrained output: OpenAI's response_format, and llama-server's grammar (GBNF, or
+    Lark with a start rule) and json_schema; one of them at most."""
+
+    response_format: Optional[ResponseFormat] = None
+    grammar: Optional[str] = Field(None, max_length=200_000)
+    json_schema: Optional[dict[str, Any]] = None
+
+
+class ChatCompletionRequest(SamplingParams, GrammarParams):
     model: str
     messages: list[ChatMessageIn] = Field(min_length=1)
     max_completion_tokens: Optional[int] = Field(None, ge=0)
@@ -109,7 +153,7 @@ class ChatCompletionRequest(SamplingParams):
     top_logprobs: Optional[int] = Field(None, ge=0, le=20)
     tools: Optional[list[dict[str, Any]]] = None
     tool_choice: Optional[Union[str, dict[str, Any]]] = None
-    response_format: Optional[ResponseFormat] = None
+    parallel_tool_calls: Optional[bool] = None
 
 
 class TopLogprob(Reply):
@@ -126,9 +170,23 @@ class ChoiceLogprobs(Reply):
     content: Optional[list[TokenLogprob]] = None
 
 
+class FunctionCall(Reply):
+    name: Optional[str] = None
+    arguments: str = ""
+
+
+class ToolCall(Reply):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class AssistantMessage(Reply):
     role: Literal["assistant"] = "assistant"
     content: Optional[str] = None
+    tool_calls: Optional[list[ToolCall]] = None
+    # abi's: why text that looked like a tool call came back as content
+    tool_call_error: Optional[str] = None
 
 
 class ChatChoice(Reply):
@@ -148,9 +206,18 @@ class ChatCompletion(Reply):
     usage: Usage
 
 
+class ToolCallDelta(Reply):
+    index: int
+    id: Optional[str] = None
+    type: Optional[Literal["function"]] = None
+    function: Optional[FunctionCall] = None
+
+
 class Delta(Reply):
     role: Optional[str] = None
     content: Optional[str] = None
+    tool_calls: Optional[list[ToolCallDelta]] = None
+    tool_call_error: Optional[str] = None
 
 
 class ChunkChoice(Reply):
@@ -178,7 +245,7 @@ PromptField = Union[str, Annotated[list[str], Field(min_length=1, max_length=MAX
                               Field(min_length=1, max_length=MAX_PROMPTS)]]
 
 
-class CompletionRequest(SamplingParams):
+class CompletionRequest(SamplingParams, GrammarParams):
     model: str
     prompt: PromptField
     max_tokens: Optional[int] = Field(16, ge=0, description="tokens to generate at most (default 16)")
@@ -271,10 +338,23 @@ class OllamaOptions(Request):
     num_ctx: Optional[int] = Field(None, ge=1)
 
 
-class OllamaMessageIn(Request):
+class OllamaFunctionCall(Strict):
+    name: str
+    arguments: dict[str, Any] = {}
+    index: Optional[int] = None
+
+
+class OllamaToolCall(Strict):
+    function: OllamaFunctionCall
+
+
+class OllamaMessageIn(Strict):
     role: Literal["system", "user", "assistant", "tool"]
     content: Optional[str] = ""
     images: Optional[list[str]] = None
+    tool_calls: Optional[list[OllamaToolCall]] = None
+    tool_name: Optional[str] = None
+    thinking: Optional[str] = None  # only an empty value is accepted
 
 
 class OllamaGenerateRequest(Request):
@@ -299,6 +379,8 @@ class OllamaChatRequest(Request):
     stream: bool = True
     format: Optional[Union[str, dict[str, Any]]] = None
     tools: Optional[list[dict[str, Any]]] = None
+    tool_choice: Optional[Union[str, dict[str, Any]]] = Field(
+        None, description="abi's extension, as in OpenAI: auto, none, required or a function")
     options: Optional[OllamaOptions] = None
     keep_alive: Optional[Union[float, str]] = None
     logprobs: bool = False
@@ -338,6 +420,8 @@ class OllamaGenerateResponse(OllamaTimings):
 class OllamaMessageOut(Reply):
     role: Literal["assistant"] = "assistant"
     content: str
+    tool_calls: Optional[list[dict[str, Any]]] = None
+    tool_call_error: Optional[str] = None  # abi's, as in the OpenAI reply
 
 
 class OllamaChatResponse(OllamaTimings):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from starlette.responses import Response, StreamingResponse
 
-from ..errors import ConfigError, ContextLengthExceeded
+from ..errors import ConfigError, ContextLengthExceeded, GrammarError
 from ..llm.sampling import make_logits_processors, make_sampler
 from ..llm.streaming import StreamingConfig, StreamingStats, TokenEvent
 from .scheduler import Done, Job, Task, Token
@@ -88,6 +88,47 @@ def make_config(state, n_prompt: int, *, max_tokens: int | None = None,
     make_logits_processors(cfg.repetition_penalty, cfg.repetition_window, cfg.presence_penalty,
                            cfg.frequency_penalty, cfg.logit_bias)
     return cfg
+
+
+def grammar_of(*, response_format=None, grammar=None, json_schema=None, ollama_format=None,
+               tool_plan=None):
+    """The one constraint a request asks for (None: none), from whichever field gives it;
+    two at once are an error, as is anything the constraint engine cannot enforce."""
+    from ..llm.constrain import Grammar, as_grammar, from_response_format
+
+    found = []
+    if response_format is not None:
+        spec = response_format.model_dump(by_alias=True, exclude_none=True)
+        g = from_response_format(spec)
+        if g is not None:
+            found.append(("response_format", g))
+    if grammar is not None:
+        found.append(("grammar", as_grammar(grammar)))
+    if json_schema is not None:
+        found.append(("json_schema", Grammar.json_schema(json_schema, field="json_schema")))
+    if ollama_format is not None and ollama_format != "":
+        if ollama_format == "json":
+            found.append(("format", Grammar.json_object(field="format")))
+        elif isinstance(ollama_format, dict):
+            found.append(("format", Grammar.json_schema(ollama_format, field="format")))
+        else:
+            raise GrammarError(f"format must be \"json\" or a JSON schema object, got "
+                               f"{ollama_format!r}", field="format")
+    if tool_plan is not None and tool_plan.grammar is not None:
+        found.append(("tool_choice", tool_plan.grammar))
+    if len(found) > 1:
+        raise ConfigError(f"{' and '.join(n for n, _ in found)} each constrain the output: "
+                          "give one of them", field=found[1][0])
+    return found[0][1] if found else None
+
+
+async def check_grammar(state, grammar) -> None:
+    """Compile a request's grammar now (off the event loop): a 400 before it queues."""
+    if grammar is not None:
+        from ..llm.constrain import check
+
+        model = state.model
+        await text_work(state, check, grammar, model.tokenizer, model.n_vocab)
 
 
 def choices(ids: list[int], config: StreamingConfig, n: int) -> list[Task]:
