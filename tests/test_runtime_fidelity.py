@@ -76,6 +76,21 @@ def test_batched_and_token_by_token_are_bit_identical(model, reference):
     assert np.array_equal(batched, stepped)
 
 
+RECIPE_CASES = [c for c in TINY_CASES if c[1] != "llama" or c[0] == "llama_moe_q8_0"]
+
+
+@pytest.mark.parametrize("name, arch, qtype", RECIPE_CASES, ids=[c[0] for c in RECIPE_CASES])
+def test_every_recipe_prefills_as_it_decodes(tmp_path, name, arch, qtype):
+    """The compiled forward of each family: a batch gives the same bits as token by token."""
+    path = tmp_path / f"{name}.gguf"
+    write_tiny_model(path, arch, qtype, seed=zlib.crc32(name.encode()), name=name)
+    m = abi.llm.load_model(path)
+    ids = [int(i) for i in np.random.default_rng(5).integers(3, 250, 24)]
+    cache = m.new_cache()
+    stepped = np.concatenate([m.forward([t], cache) for t in ids])
+    assert np.array_equal(m.logits(ids), stepped)
+
+
 def test_hidden_states_and_batches(model, reference):
     ids = [int(i) for i in reference["ids"][:70]]
     small = abi.llm.load_model(model.path, n_batch=16)  # five prompt batches

@@ -26,11 +26,15 @@ TINY_CASES += [("qwen2_q8_0", "qwen2", T.Q8_0), ("gemma3_q8_0", "gemma3", T.Q8_0
 # the families of the decoder recipe, in the tensor names and keys llama.cpp's converter writes
 FAMILIES = ("qwen3", "olmo2", "gemma2", "granite", "smollm3")
 TINY_CASES += [(f"{arch}_q8_0", arch, T.Q8_0) for arch in FAMILIES]
+# mixtures of experts: (experts, used per token, expert FFN width) by case
+MOE = {"qwen3moe_q8_0": (4, 2, 128), "llama_moe_q8_0": (4, 2, N_FF)}
+TINY_CASES += [("qwen3moe_q8_0", "qwen3moe", T.Q8_0), ("llama_moe_q8_0", "llama", T.Q8_0)]
 N_LAYERS = {"smollm3": 4}
 SEPARATE_OUTPUT = {"olmo2"}   # llama.cpp requires output.weight for these   # enough layers for its RoPE-less fourth one
 # metadata of the families beyond the shared keys (after "{arch}.")
 EXTRA_KEYS = {
     "qwen3": {"attention.key_length": HEAD_DIM, "attention.value_length": HEAD_DIM},
+    "qwen3moe": {"attention.key_length": HEAD_DIM, "attention.value_length": HEAD_DIM},
     "gemma2": {"attention.key_length": HEAD_DIM, "attention.value_length": HEAD_DIM,
                "attention.sliding_window": 8, "attn_logit_softcapping": 50.0,
                "final_logit_softcapping": 30.0},
@@ -131,6 +135,12 @@ def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str 
     w.add_metadata(f"{arch}.attention.layer_norm_rms_epsilon", 1e-6)
     for key, value in EXTRA_KEYS.get(arch, {}).items():
         w.add_metadata(f"{arch}.{key}", value)
+    if name in MOE:
+        n_exp, n_used, n_ff_exp = MOE[name]
+        w.add_metadata(f"{arch}.expert_count", n_exp)
+        w.add_metadata(f"{arch}.expert_used_count", n_used)
+        if arch != "llama":
+            w.add_metadata(f"{arch}.expert_feed_forward_length", n_ff_exp)
     tokens, types = _vocab()
     w.add_metadata("tokenizer.ggml.model", "gpt2")
     w.add_metadata("tokenizer.ggml.pre", "default")
@@ -166,13 +176,20 @@ def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str 
         _weight(w, p + "attn_output.weight", mat(N_EMBD, N_HEAD * HEAD_DIM), qtype, rng)
         if pre_norms:
             w.add_tensor(p + "ffn_norm.weight", norm(N_EMBD))
-        _weight(w, p + "ffn_gate.weight", mat(N_FF, N_EMBD), qtype, rng)
-        _weight(w, p + "ffn_up.weight", mat(N_FF, N_EMBD), qtype, rng)
-        _weight(w, p + "ffn_down.weight", mat(N_EMBD, N_FF), qtype, rng)
+        if name in MOE:   # a router (kept F32, as llama.cpp's converter does) and stacked experts
+            w.add_tensor(p + "ffn_gate_inp.weight", mat(n_exp, N_EMBD, 4.0))
+            for part, rows, cols in (("gate", n_ff_exp, N_EMBD), ("up", n_ff_exp, N_EMBD), ("down", N_EMBD, n_ff_exp)):
+                stack = np.concatenate([mat(rows, cols) for _ in range(n_exp)])
+                w.add_tensor(p + f"ffn_{part}_exps.weight", _kernels.quantize(stack, qtype), qtype,
+                             shape=(n_exp, rows, cols))
+        else:
+            _weight(w, p + "ffn_gate.weight", mat(N_FF, N_EMBD), qtype, rng)
+            _weight(w, p + "ffn_up.weight", mat(N_FF, N_EMBD), qtype, rng)
+            _weight(w, p + "ffn_down.weight", mat(N_EMBD, N_FF), qtype, rng)
         if arch == "qwen2":
             for n, size in (("attn_q", N_HEAD * HEAD_DIM), ("attn_k", N_KV * HEAD_DIM), ("attn_v", N_KV * HEAD_DIM)):
                 w.add_tensor(p + n + ".bias", (0.1 * rng.standard_normal(size)).astype(np.float32))
-        if arch in ("gemma3", "qwen3"):
+        if arch in ("gemma3", "qwen3", "qwen3moe"):
             w.add_tensor(p + "attn_q_norm.weight", norm(HEAD_DIM))
             w.add_tensor(p + "attn_k_norm.weight", norm(HEAD_DIM))
         if arch == "olmo2":   # over all heads at once

@@ -47,11 +47,13 @@ ctypedef struct QMat:
 ctypedef struct Layer:
     const float* attn_norm
     QMat wq, wk, wv, wo
-    const float* q_norm   # Gemma 3 only (NULL otherwise)
+    const float* q_norm   # NULL where the recipe has no Q/K norm
     const float* k_norm
     const float* post_attn_norm
     const float* ffn_norm
     QMat gate, up, down
+    int moe               # the FFN is a mixture of experts: router + Ctx.experts
+    QMat router
     const float* post_ffn_norm
     int swa               # sliding-window layer
     int use_rope          # 0: no position encoding in this layer (NoPE)
@@ -61,6 +63,9 @@ ctypedef struct Layer:
 ctypedef struct Ctx:
     int n_layers, n_embd, n_head, n_kv, hd, n_ff, n_vocab, n_rot, neox, gelu, window, qk_full
     float eps, scale, embd_scale, attn_softcap, final_softcap, residual_scale, logit_scale
+    int n_exp, n_used, n_ff_exp, exp_norm   # mixture of experts (n_exp 0: dense FFNs)
+    float exp_scale
+    QMat* experts           # (n_layers, n_exp, 3): gate, up, down of every expert
     Layer* layers
     QMat output
     const uint8_t* embd
@@ -89,6 +94,12 @@ ctypedef struct Ctx:
     float* rot              # cos, sin (n_rot)
     float* scores           # cap
     float* logits           # (T - out_from, n_vocab)
+    float* route            # (T, n_exp) router logits
+    int* sel                # (T, n_used) the chosen experts
+    float* selw             # (T, n_used) their weights
+    float* eg               # (T * n_used, n_ff_exp) expert gate / activation
+    float* eu               # (T * n_used, n_ff_exp) expert up
+    float* eo               # (T * n_used, n_embd) expert outputs
 
 
 ctypedef struct Priv:       # one thread's view of its private scratch
@@ -252,6 +263,110 @@ cdef inline void _norm_in(Ctx* c, Priv* p, int t, const float* norm) noexcept no
         memcpy(p.h + t * D, p.x + t * D, D * sizeof(float))
 
 
+cdef inline float _glu(Ctx* c, float g, float u) noexcept nogil:
+    if c.gelu:
+        return _gelu(g) * u
+    return g / (1.0 + expf(-g)) * u
+
+
+cdef void _route(Ctx* c, int t) noexcept nogil:
+    """Token t's top-k experts by the router's softmax (descending), with their weights
+    renormalised (sum clamped at f16's smallest normal, as llama.cpp) and scaled."""
+    cdef int E = c.n_exp, K = c.n_used, e, j, best
+    cdef float* z = c.route + t * E
+    cdef float m = z[0], total = 0.0, picked = 0.0, p
+    cdef int* sel = c.sel + t * K
+    cdef float* w = c.selw + t * K
+    for e in range(E):
+        if z[e] > m:
+            m = z[e]
+    for e in range(E):
+        z[e] = expf(z[e] - m)
+        total += z[e]
+    for j in range(K):
+        best = -1
+        for e in range(E):   # the largest not yet taken, the lowest index on ties
+            if z[e] >= 0 and (best < 0 or z[e] > z[best]):
+                best = e
+        sel[j] = best
+        w[j] = z[best] / total
+        picked += w[j]
+        z[best] = -1.0    # taken
+    for j in range(K):
+        if c.exp_norm:
+            w[j] = w[j] / (picked if picked > 6.103515625e-5 else <float>6.103515625e-5)
+        if c.exp_scale != 0.0 and c.exp_scale != 1.0:
+            w[j] *= c.exp_scale
+
+
+cdef void _moe_ffn(Ctx* c, Priv* p, Layer* L, int l, int tid, int nth) noexcept nogil:
+    """The FFN of a mixture of experts for the batch, into tmp (this thread's rows of it):
+    the router, each token's top-k, then expert by expert over the tokens that chose it
+    (an expert's rows are read once per batch; experts nobody chose are not read)."""
+    cdef int D = c.n_embd, T = c.T, E = c.n_exp, K = c.n_used, FE = c.n_ff_exp, t, j, e, q
+    cdef QMat* X = c.experts + <Py_ssize_t>l * E * 3
+    cdef QMat* G
+    cdef QMat* U
+    cdef QMat* W
+    cdef Py_ssize_t r, r0 = <Py_ssize_t>FE * tid // nth, r1 = <Py_ssize_t>FE * (tid + 1) // nth
+    cdef Py_ssize_t d0 = <Py_ssize_t>D * tid // nth, d1 = <Py_ssize_t>D * (tid + 1) // nth
+    cdef float acc
+    _matmul(c, p, &L.router, p.h, D, c.route, E, 0, T, tid, nth)
+    barrier()
+    t = tid
+    while t < T:
+        _route(c, t)
+        t += nth
+    barrier()
+    for e in range(E):
+        G, U = &X[e * 3], &X[e * 3 + 1]
+        for q in range(T * K):
+            if c.sel[q] != e:
+                continue
+            t = q // K
+            gemv_rows(G.type, G.w, r0, r1, D, p.act[G.fmt] + t * c.act_stride if G.fmt >= 0 else NULL,
+                      p.h + t * D, c.eg + <Py_ssize_t>q * FE)
+            gemv_rows(U.type, U.w, r0, r1, D, p.act[U.fmt] + t * c.act_stride if U.fmt >= 0 else NULL,
+                      p.h + t * D, c.eu + <Py_ssize_t>q * FE)
+            for r in range(r0, r1):
+                c.eg[q * FE + r] = _glu(c, c.eg[q * FE + r], c.eu[q * FE + r])
+    barrier()
+    for q in range(T * K):   # every thread quantises every expert input into its own copy
+        _prep(c, p, c.eg + <Py_ssize_t>q * FE, &X[c.sel[q] * 3 + 2], q)
+    for e in range(E):
+        W = &X[e * 3 + 2]
+        for q in range(T * K):
+            if c.sel[q] == e:
+                gemv_rows(W.type, W.w, d0, d1, FE, p.act[W.fmt] + q * c.act_stride if W.fmt >= 0 else NULL,
+                          c.eg + <Py_ssize_t>q * FE, c.eo + <Py_ssize_t>q * D)
+    for t in range(T):   # this thread's rows of the weighted sum, in the order of the choice
+        for r in range(d0, d1):
+            acc = 0.0
+            for j in range(K):
+                acc = acc + c.selw[t * K + j] * c.eo[(t * K + j) * D + r]
+            c.tmp[t * D + r] = acc
+
+
+cdef void _dense_ffn(Ctx* c, Priv* p, Layer* L, int tid, int nth) noexcept nogil:
+    """SwiGLU / GeGLU FFN for the batch into tmp."""
+    cdef int D = c.n_embd, T = c.T, F = c.n_ff, t
+    cdef Py_ssize_t r, r0, r1
+    cdef float* row
+    _matmul(c, p, &L.gate, p.h, D, c.g, F, 0, T, tid, nth)
+    _matmul(c, p, &L.up, p.h, D, c.u, F, 0, T, tid, nth)
+    # the gated activation is per element: each thread finishes its own rows
+    r0 = L.gate.rows * tid // nth
+    r1 = L.gate.rows * (tid + 1) // nth
+    for t in range(T):
+        row = c.g + t * F
+        for r in range(r0, r1):
+            row[r] = _glu(c, row[r], c.u[t * F + r])
+    barrier()
+    for t in range(T):
+        _prep(c, p, c.g + t * F, &L.down, t)
+    _matmul(c, p, &L.down, c.g, F, c.tmp, D, 0, T, tid, nth)
+
+
 cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
     cdef int D = c.n_embd, hd = c.hd, T = c.T, l, i, hh, t, g, task
     cdef int QD = c.n_head * hd, KD = c.n_kv * hd, F = c.n_ff, group = c.n_head // c.n_kv
@@ -264,7 +379,7 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
     p.x = c.xp + <Py_ssize_t>tid * T * D
     p.h = c.hp + <Py_ssize_t>tid * T * D
     for i in range(3):
-        p.act[i] = c.actp[i] + <Py_ssize_t>tid * T * c.act_stride
+        p.act[i] = c.actp[i] + <Py_ssize_t>tid * T * (c.n_used if c.n_used > 1 else 1) * c.act_stride
     for t in range(T):
         dequant_rows(c.embd_type, c.embd, c.tokens[t], c.tokens[t] + 1, D, p.x + t * D)
         if c.embd_scale != 1.0:
@@ -317,25 +432,18 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
         for t in range(T):
             _residual(c, &p, t, L.post_attn_norm)
             _norm_in(c, &p, t, L.ffn_norm)
-            _prep(c, &p, p.h + t * D, &L.gate, t)
-            if L.up.fmt != L.gate.fmt:
-                _prep(c, &p, p.h + t * D, &L.up, t)
-        _matmul(c, &p, &L.gate, p.h, D, c.g, F, 0, T, tid, nth)
-        _matmul(c, &p, &L.up, p.h, D, c.u, F, 0, T, tid, nth)
-        # the gated activation is per element: each thread finishes its own rows
-        r0 = L.gate.rows * tid // nth
-        r1 = L.gate.rows * (tid + 1) // nth
-        for t in range(T):
-            row = c.g + t * F
-            for r in range(r0, r1):
-                if c.gelu:
-                    row[r] = _gelu(row[r]) * c.u[t * F + r]
-                else:
-                    row[r] = row[r] / (1.0 + expf(-row[r])) * c.u[t * F + r]
-        barrier()
-        for t in range(T):
-            _prep(c, &p, c.g + t * F, &L.down, t)
-        _matmul(c, &p, &L.down, c.g, F, c.tmp, D, 0, T, tid, nth)
+            if L.moe:   # the router's input, and the experts' (one type per stacked tensor)
+                _prep(c, &p, p.h + t * D, &L.router, t)
+                _prep(c, &p, p.h + t * D, &c.experts[<Py_ssize_t>l * c.n_exp * 3], t)
+                _prep(c, &p, p.h + t * D, &c.experts[<Py_ssize_t>l * c.n_exp * 3 + 1], t)
+            else:
+                _prep(c, &p, p.h + t * D, &L.gate, t)
+                if L.up.fmt != L.gate.fmt:
+                    _prep(c, &p, p.h + t * D, &L.up, t)
+        if L.moe:
+            _moe_ffn(c, &p, L, l, tid, nth)
+        else:
+            _dense_ffn(c, &p, L, tid, nth)
         barrier()
         for t in range(T):
             _residual(c, &p, t, L.post_ffn_norm)
@@ -377,6 +485,11 @@ cdef class Decoder:
 
     def __cinit__(self):
         self.c.layers = NULL
+        self.c.experts = NULL
+
+    def __dealloc__(self):
+        free(self.c.layers)
+        free(self.c.experts)
 
     def __init__(self, model, int n_threads, int max_batch=512):
         cdef Ctx* c = &self.c
@@ -393,6 +506,9 @@ cdef class Decoder:
         c.eps, c.scale, c.embd_scale = a.norm_eps, a.kq_scale, a.embd_scale
         c.attn_softcap, c.final_softcap = a.attn_softcap, a.final_softcap
         c.residual_scale, c.logit_scale = a.residual_scale, a.logit_scale
+        c.n_exp, c.n_used, c.n_ff_exp = a.n_expert, a.n_expert_used, a.n_ff_exp
+        c.exp_norm, c.exp_scale = int(a.expert_norm), a.expert_weights_scale
+        _need(c.n_exp == 0 or (0 < c.n_used <= c.n_exp and c.n_ff_exp > 0), "expert counts")
         if a.activation not in ("silu", "gelu"):
             raise UnsupportedModelError(f"compiled forward: no {a.activation!r} activation")
         # every size the C code indexes with is checked here, once: a model object that
@@ -402,7 +518,9 @@ cdef class Decoder:
         _need(c.hd > 0 and c.n_rot > 0 and c.n_rot % 2 == 0 and c.n_rot <= c.hd, "head / RoPE size")
         _need(c.n_embd > 0 and c.n_ff > 0 and c.n_vocab > 0, "widths")
         c.layers = <Layer*>calloc(a.n_layers, sizeof(Layer))
-        if c.layers == NULL:
+        if c.n_exp:
+            c.experts = <QMat*>calloc(<size_t>a.n_layers * c.n_exp * 3, sizeof(QMat))
+        if c.layers == NULL or (c.n_exp and c.experts == NULL):
             raise MemoryError()
         cdef int D = c.n_embd, QD = c.n_head * c.hd, KD = c.n_kv * c.hd, F = c.n_ff
         cdef Py_ssize_t qn = QD if c.qk_full else c.hd, kn = KD if c.qk_full else c.hd
@@ -412,7 +530,18 @@ cdef class Decoder:
             L.attn_norm, L.ffn_norm = self._f(blk.attn_norm, D), self._f(blk.ffn_norm, D)
             L.wq, L.wk = self._q(blk.wq, QD, D), self._q(blk.wk, KD, D)
             L.wv, L.wo = self._q(blk.wv, KD, D), self._q(blk.wo, D, QD)
-            L.gate, L.up, L.down = self._q(blk.w_gate, F, D), self._q(blk.w_up, F, D), self._q(blk.w_down, D, F)
+            L.moe = int(c.n_exp > 0)
+            if L.moe:
+                L.router = self._q(blk.router, c.n_exp, D)
+                stacks = (blk.gate_exps, blk.up_exps, blk.down_exps)
+                _need(all(len(st) == c.n_exp for st in stacks), "expert count")
+                for e in range(c.n_exp):
+                    for k, (st, rows, cols) in enumerate(((blk.gate_exps, c.n_ff_exp, D),
+                                                          (blk.up_exps, c.n_ff_exp, D),
+                                                          (blk.down_exps, D, c.n_ff_exp))):
+                        c.experts[(<Py_ssize_t>l * c.n_exp + e) * 3 + k] = self._q(st[e], rows, cols)
+            else:
+                L.gate, L.up, L.down = self._q(blk.w_gate, F, D), self._q(blk.w_up, F, D), self._q(blk.w_down, D, F)
             L.q_norm, L.k_norm = self._f(blk.q_norm, qn), self._f(blk.k_norm, kn)
             L.post_attn_norm = self._f(blk.post_attn_norm, D)
             L.post_ffn_norm = self._f(blk.post_ffn_norm, D)
@@ -493,13 +622,19 @@ cdef class Decoder:
         c.k, c.v = self._buf("k", T * c.n_kv * c.hd), self._buf("v", T * c.n_kv * c.hd)
         c.g, c.u = self._buf("g", T * c.n_ff), self._buf("u", T * c.n_ff)
         c.tmp = self._buf("tmp", T * c.n_embd)
+        cdef int K = max(c.n_used, 1)
+        if c.n_exp:
+            c.route, c.selw = self._buf("route", T * c.n_exp), self._buf("selw", T * K)
+            c.sel = <int*>self._buf("sel", T * K)   # int32 and float32 are the same size
+            c.eg, c.eu = self._buf("eg", T * K * c.n_ff_exp), self._buf("eu", T * K * c.n_ff_exp)
+            c.eo = self._buf("eo", T * K * c.n_embd)
         c.xp, c.hp = self._buf("x", nth * T * c.n_embd), self._buf("h", nth * T * c.n_embd)
         c.rot = self._buf("rot", nth * c.n_rot)
         c.scores = self._buf("scores", nth * max(cap, 1))
         # bytes per token: more than any Q8 format needs for the widest input
-        c.act_stride = 2 * max(c.n_embd, c.n_ff, c.n_head * c.hd) + 64
-        for i, name in enumerate(("act0", "act1", "act2")):
-            c.actp[i] = <uint8_t*>self._buf(name, (nth * T * c.act_stride) // 4 + 1)
+        c.act_stride = 2 * max(c.n_embd, c.n_ff, c.n_ff_exp, c.n_head * c.hd) + 64
+        for i, name in enumerate(("act0", "act1", "act2")):   # a row per token (per expert slot)
+            c.actp[i] = <uint8_t*>self._buf(name, (nth * T * K * c.act_stride) // 4 + 1)
         return 0
 
     def forward(self, tokens, cache, str output="last", int n_threads=0):

@@ -126,7 +126,7 @@ def unsupported_recipe(a) -> str | None:
     """The first step of the recipe the device kernels do not implement, or None."""
     checks = (("a layer without pre-norms", not a.attn_norm), ("Q/K norms over all heads", a.qk_norm == "full"),
               ("layers without RoPE", any(a.nope_layers)), ("a residual scale", a.residual_scale != 1.0),
-              ("a logit scale", a.logit_scale != 1.0),
+              ("a logit scale", a.logit_scale != 1.0), ("a mixture of experts", a.n_expert > 0),
               (f"the {a.activation} activation", a.activation not in ("silu", "gelu")))
     return next((name for name, missing in checks if missing), None)
 

@@ -24,6 +24,15 @@ def model_info(model: str | os.PathLike | GGUFFile | None = None) -> dict:
         entry = types.setdefault(t.ggml_type.name, {"count": 0, "bytes": 0})
         entry["count"] += 1
         entry["bytes"] += t.nbytes
+    recipe, refusal = None, None
+    try:   # the layer recipe abi would run this file with
+        from ..errors import AbiError
+        from .models import get_architecture
+
+        args = get_architecture(arch).ModelArgs.from_gguf(f.metadata)
+        recipe = args.recipe() if hasattr(args, "recipe") else None
+    except AbiError as exc:
+        refusal = str(exc)
     rope = {k: f.arch_get(f"rope.{k}") for k in
             ("freq_base", "dimension_count", "scaling.type", "scaling.factor",
              "scaling.original_context_length")}
@@ -48,6 +57,8 @@ def model_info(model: str | os.PathLike | GGUFFile | None = None) -> dict:
         "has_chat_template": isinstance(f.get("tokenizer.chat_template"), str),
         "tensor_count": len(f.tensors),
         "tensor_types": dict(sorted(types.items(), key=lambda kv: -kv[1]["bytes"])),
+        "recipe": recipe,
+        "unsupported": refusal,
     }
 
 
@@ -78,6 +89,14 @@ def format_info(info: dict) -> str:
         row("special tokens", ", ".join(f"{k}={v['id']} {v['text']!r}"
                                         for k, v in info["special_tokens"].items()) or "-"),
         row("chat template", "yes" if info["has_chat_template"] else "no"),
+    ]
+    if info.get("unsupported"):
+        lines.append(row("runs in abi", f"no: {info['unsupported']}"))
+    for key, value in (info.get("recipe") or {}).items():
+        if isinstance(value, tuple):   # per-layer flags: the layers where they hold
+            value = ",".join(str(i) for i, v in enumerate(value) if v) or "-"
+        lines.append(row(f"recipe.{key}", value))
+    lines += [
         "",
         f"{'tensor type':<12} {'count':>6} {'bytes':>14}",
     ]

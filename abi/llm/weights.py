@@ -93,6 +93,12 @@ class WeightLoader:
         b = self.vector(bias, shape[0]) if bias else None
         return Linear(self.gguf.tensor_data(name), info.ggml_type, info.shape, b, name)
 
+    def experts(self, name: str, shape: tuple[int, int, int]) -> list[Linear]:
+        """An (n_expert, out, in) stack of matrices, one ``Linear`` view per expert."""
+        info = self._info(name, shape)
+        raw = self.gguf.tensor_data(name).reshape(shape[0], -1)
+        return [Linear(raw[e], info.ggml_type, shape[1:], None, f"{name}[{e}]") for e in range(shape[0])]
+
     def embedding(self, name: str, shape: tuple[int, int]) -> Embedding:
         """A (n_vocab, n_embd) table."""
         info = self._info(name, shape)

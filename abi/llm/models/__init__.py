@@ -11,6 +11,7 @@ ARCHITECTURES = {
     "mistral": "llama",
     "qwen2": "qwen2",
     "qwen3": "qwen3",
+    "qwen3moe": "qwen3moe",
     "gemma2": "gemma2",
     "gemma3": "gemma3",
     "olmo2": "olmo2",

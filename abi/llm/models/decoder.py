@@ -73,6 +73,11 @@ class ModelArgs:
     rope_base_swa: float = 0.0       # the windowed layers' RoPE base (0: rope_base)
     swa_rope_scaled: bool = True     # whether the windowed layers keep the RoPE scaling
     nope_layers: tuple = ()          # True where a layer has no RoPE
+    n_expert: int = 0                # > 0: the FFN is a mixture of experts
+    n_expert_used: int = 0           # experts per token (top-k of the router's softmax)
+    n_ff_exp: int = 0                # an expert's FFN width
+    expert_norm: bool = True         # the top-k weights renormalised to sum to 1
+    expert_weights_scale: float = 0.0  # a multiplier on the weights (0: none)
 
     @classmethod
     def from_gguf(cls, metadata: dict) -> "ModelArgs":
@@ -106,7 +111,16 @@ class ModelArgs:
         elif scaling != "none":
             raise UnsupportedModelError(f"RoPE scaling type {scaling!r} is not supported "
                                         f"(supported: none, linear, yarn, per-frequency factors)")
+        n_expert = m.int("expert_count", 0, lo=0, hi=1 << 16)
+        n_used = m.int("expert_used_count", 0, lo=0, hi=max(n_expert, 0))
+        require((n_expert == 0) == (n_used == 0), f"{arch}.expert_count {n_expert} and "
+                f"{arch}.expert_used_count {n_used}: both or neither must be set")
+        if m.int("expert_gating_func", 1, lo=0) != 1:
+            raise UnsupportedModelError(f"{arch}.expert_gating_func: only softmax gating (1) is supported")
         return cls(
+            n_expert=n_expert, n_expert_used=n_used,
+            n_ff_exp=m.int("expert_feed_forward_length", m.int("feed_forward_length")) if n_expert else 0,
+            expert_weights_scale=m.float("expert_weights_scale", 0.0, lo_open=False),
             arch=arch, n_vocab=vocab_size(metadata, arch), n_embd=n_embd,
             n_layers=m.int("block_count", hi=MAX_LAYERS), n_heads=n_heads, n_kv_heads=n_kv,
             head_dim=head_dim, n_ff=m.int("feed_forward_length"), n_ctx_train=m.int("context_length"),
@@ -156,6 +170,22 @@ def every_nth_global(n_layers: int, n: int) -> tuple:
     return tuple(n == 0 or i % n < n - 1 for i in range(n_layers))
 
 
+def route(logits: np.ndarray, a: ModelArgs) -> tuple[np.ndarray, np.ndarray]:
+    """(weights, experts), each (T, n_expert_used): the router's softmax, its top-k in
+    descending order, renormalised (sum clamped below at f16's smallest normal, as
+    llama.cpp) and scaled where the recipe says."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    probs = np.exp(z)
+    probs /= probs.sum(axis=-1, keepdims=True)
+    chosen = np.argsort(-probs, axis=-1, kind="stable")[:, :a.n_expert_used]
+    weights = np.take_along_axis(probs, chosen, axis=-1)
+    if a.expert_norm:
+        weights = weights / np.maximum(weights.sum(axis=-1, keepdims=True), np.float32(6.103515625e-5))
+    if a.expert_weights_scale not in (0.0, 1.0):
+        weights = weights * np.float32(a.expert_weights_scale)
+    return weights.astype(np.float32), chosen
+
+
 class Block:
     """One layer's weights; a step the recipe does not have is None."""
 
@@ -176,9 +206,18 @@ class Block:
         self.wo = w.linear(p + "attn_output.weight", (D, Q), bias("attn_output"))
         self.post_attn_norm = norm("post_attention_norm.weight", D) if a.post_norms else None
         self.ffn_norm = norm("ffn_norm.weight", D) if a.attn_norm else None
-        self.w_gate = w.linear(p + "ffn_gate.weight", (F, D), bias("ffn_gate"))
-        self.w_up = w.linear(p + "ffn_up.weight", (F, D), bias("ffn_up"))
-        self.w_down = w.linear(p + "ffn_down.weight", (D, F), bias("ffn_down"))
+        self.router = self.gate_exps = self.up_exps = self.down_exps = None
+        self.w_gate = self.w_up = self.w_down = None
+        if a.n_expert:
+            E, FE = a.n_expert, a.n_ff_exp
+            self.router = w.linear(p + "ffn_gate_inp.weight", (E, D))
+            self.gate_exps = w.experts(p + "ffn_gate_exps.weight", (E, FE, D))
+            self.up_exps = w.experts(p + "ffn_up_exps.weight", (E, FE, D))
+            self.down_exps = w.experts(p + "ffn_down_exps.weight", (E, D, FE))
+        else:
+            self.w_gate = w.linear(p + "ffn_gate.weight", (F, D), bias("ffn_gate"))
+            self.w_up = w.linear(p + "ffn_up.weight", (F, D), bias("ffn_up"))
+            self.w_down = w.linear(p + "ffn_down.weight", (D, F), bias("ffn_down"))
         self.post_ffn_norm = norm("post_ffw_norm.weight", D) if a.post_norms else None
 
 
@@ -202,6 +241,19 @@ class Model:
             raise UnsupportedModelError(
                 f"{weights.gguf.path}: {len(unread)} layer tensors are not part of the {a.arch!r} "
                 f"recipe abi runs (first: {unread[0]!r}); refusing rather than ignoring them")
+
+    def _moe(self, layer: Block, h: np.ndarray) -> np.ndarray:
+        """Mixture of experts: each token's top-k experts by the router's softmax, their
+        outputs summed with the (renormalised) probabilities; only selected experts run."""
+        a = self.args
+        weights, chosen = route(layer.router(h), a)
+        out = np.zeros((len(h), a.n_embd), np.float32)
+        for e in np.unique(chosen):
+            rows, slots = np.nonzero(chosen == e)
+            x = h[rows]
+            y = layer.down_exps[e](self.act(layer.gate_exps[e](x)) * layer.up_exps[e](x))
+            out[rows] += weights[rows, slots, None] * y
+        return out
 
     def new_cache(self, n_ctx: int, dtype=np.float32) -> KVCache:
         a = self.args
@@ -239,7 +291,7 @@ class Model:
                 att = rms_norm(att, layer.post_attn_norm, a.norm_eps)
             x = x + (att * residual if a.residual_scale != 1.0 else att)
             h = rms_norm(x, layer.ffn_norm, a.norm_eps) if layer.ffn_norm is not None else x
-            ffn = layer.w_down(self.act(layer.w_gate(h)) * layer.w_up(h))
+            ffn = self._moe(layer, h) if a.n_expert else layer.w_down(self.act(layer.w_gate(h)) * layer.w_up(h))
             if layer.post_ffn_norm is not None:
                 ffn = rms_norm(ffn, layer.post_ffn_norm, a.norm_eps)
             x = x + (ffn * residual if a.residual_scale != 1.0 else ffn)
