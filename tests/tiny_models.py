@@ -24,11 +24,12 @@ TINY_CASES += [(f"llama_{t.name.lower()}", "llama", t) for t in (
 TINY_CASES += [("qwen2_q8_0", "qwen2", T.Q8_0), ("gemma3_q8_0", "gemma3", T.Q8_0),
                ("llama_yarn_q8_0", "llama", T.Q8_0), ("qwen2_linear_q8_0", "qwen2", T.Q8_0)]
 # the families of the decoder recipe, in the tensor names and keys llama.cpp's converter writes
-FAMILIES = ("qwen3", "olmo2", "gemma2", "granite", "smollm3")
+FAMILIES = ("qwen3", "olmo2", "gemma2", "granite", "smollm3", "phi3")
 TINY_CASES += [(f"{arch}_q8_0", arch, T.Q8_0) for arch in FAMILIES]
 # mixtures of experts: (experts, used per token, expert FFN width) by case
-MOE = {"qwen3moe_q8_0": (4, 2, 128), "llama_moe_q8_0": (4, 2, N_FF)}
-TINY_CASES += [("qwen3moe_q8_0", "qwen3moe", T.Q8_0), ("llama_moe_q8_0", "llama", T.Q8_0)]
+MOE = {"qwen3moe_q8_0": (4, 2, 128), "llama_moe_q8_0": (4, 2, N_FF), "granitemoe_q8_0": (4, 2, N_FF)}
+TINY_CASES += [("qwen3moe_q8_0", "qwen3moe", T.Q8_0), ("llama_moe_q8_0", "llama", T.Q8_0),
+               ("granitemoe_q8_0", "granitemoe", T.Q8_0)]
 N_LAYERS = {"smollm3": 4}
 SEPARATE_OUTPUT = {"olmo2"}   # llama.cpp requires output.weight for these   # enough layers for its RoPE-less fourth one
 # metadata of the families beyond the shared keys (after "{arch}.")
@@ -42,6 +43,9 @@ EXTRA_KEYS = {
                "attention.sliding_window": 8, "attention.sliding_window_pattern": 2},
     "granite": {"embedding_scale": 12.0, "residual_scale": 0.22, "attention.scale": 0.0078125,
                 "logit_scale": 8.0},
+    "phi3": {"rope.scaling.original_context_length": 32, "rope.scaling.attn_factor": 1.19},
+    "granitemoe": {"embedding_scale": 12.0, "residual_scale": 0.22, "attention.scale": 0.0078125,
+                   "logit_scale": 8.0},
 }
 # RoPE scaling of the cases that test it (metadata keys after "{arch}.")
 ROPE_SCALING = {
@@ -123,7 +127,8 @@ def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str 
     for key, value in ROPE_SCALING.get(name, {}).items():
         w.add_metadata(f"{arch}.{key}", value)
     w.add_metadata("general.architecture", arch)
-    w.add_metadata("general.name", f"tiny {arch} {qtype.name}")
+    # llama.cpp sets token attributes by model name ("phi3": "</s>", ...), which this vocabulary lacks
+    w.add_metadata("general.name", f"tiny {'p3' if arch == 'phi3' else arch} {qtype.name}")
     w.add_metadata(f"{arch}.context_length", 256)
     w.add_metadata(f"{arch}.embedding_length", N_EMBD)
     n_layer = N_LAYERS.get(arch, N_LAYER)
@@ -139,7 +144,7 @@ def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str 
         n_exp, n_used, n_ff_exp = MOE[name]
         w.add_metadata(f"{arch}.expert_count", n_exp)
         w.add_metadata(f"{arch}.expert_used_count", n_used)
-        if arch != "llama":
+        if arch == "qwen3moe":   # the others' experts are feed_forward_length wide
             w.add_metadata(f"{arch}.expert_feed_forward_length", n_ff_exp)
     tokens, types = _vocab()
     w.add_metadata("tokenizer.ggml.model", "gpt2")
@@ -162,6 +167,10 @@ def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str 
     embd = (0.15 * rng.standard_normal((N_VOCAB, N_EMBD))).astype(np.float32)
     _weight(w, "token_embd.weight", embd, embd_type, rng)
     w.add_tensor("output_norm.weight", norm(N_EMBD))
+    if arch == "phi3":   # LongRoPE factors (the long ones apply: contexts past 32 tokens)
+        for kind, spread in (("long", 3.0), ("short", 0.5)):
+            w.add_tensor(f"rope_factors_{kind}.weight",
+                         (1.0 + spread * rng.random(HEAD_DIM // 2)).astype(np.float32))
     if arch in SEPARATE_OUTPUT:
         _weight(w, "output.weight", (0.15 * rng.standard_normal((N_VOCAB, N_EMBD))).astype(np.float32), qtype, rng)
     pre_norms = arch != "olmo2"
@@ -170,9 +179,13 @@ def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str 
         p = f"blk.{i}."
         if pre_norms:
             w.add_tensor(p + "attn_norm.weight", norm(N_EMBD))
-        _weight(w, p + "attn_q.weight", mat(N_HEAD * HEAD_DIM, N_EMBD, 2.0), qtype, rng)
-        _weight(w, p + "attn_k.weight", mat(N_KV * HEAD_DIM, N_EMBD, 2.0), qtype, rng)
-        _weight(w, p + "attn_v.weight", mat(N_KV * HEAD_DIM, N_EMBD), qtype, rng)
+        q, k, v = mat(N_HEAD * HEAD_DIM, N_EMBD, 2.0), mat(N_KV * HEAD_DIM, N_EMBD, 2.0), mat(N_KV * HEAD_DIM, N_EMBD)
+        if arch == "phi3":   # fused, as its converter writes it
+            _weight(w, p + "attn_qkv.weight", np.concatenate([q, k, v]), qtype, rng)
+        else:
+            _weight(w, p + "attn_q.weight", q, qtype, rng)
+            _weight(w, p + "attn_k.weight", k, qtype, rng)
+            _weight(w, p + "attn_v.weight", v, qtype, rng)
         _weight(w, p + "attn_output.weight", mat(N_EMBD, N_HEAD * HEAD_DIM), qtype, rng)
         if pre_norms:
             w.add_tensor(p + "ffn_norm.weight", norm(N_EMBD))
@@ -182,6 +195,9 @@ def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str 
                 stack = np.concatenate([mat(rows, cols) for _ in range(n_exp)])
                 w.add_tensor(p + f"ffn_{part}_exps.weight", _kernels.quantize(stack, qtype), qtype,
                              shape=(n_exp, rows, cols))
+        elif arch == "phi3":   # gate rows, then up rows, in one tensor
+            _weight(w, p + "ffn_up.weight", np.concatenate([mat(N_FF, N_EMBD), mat(N_FF, N_EMBD)]), qtype, rng)
+            _weight(w, p + "ffn_down.weight", mat(N_EMBD, N_FF), qtype, rng)
         else:
             _weight(w, p + "ffn_gate.weight", mat(N_FF, N_EMBD), qtype, rng)
             _weight(w, p + "ffn_up.weight", mat(N_FF, N_EMBD), qtype, rng)

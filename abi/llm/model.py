@@ -35,14 +35,6 @@ class Model:
         self.gguf: GGUFFile = load(self.path)
         arch = get_architecture(self.gguf.architecture)
         self.args = arch.ModelArgs.from_gguf(self.gguf.metadata)
-        self.arch = arch.Model(self.args, WeightLoader(self.gguf))
-        from .tokenizer import load_tokenizer
-
-        self.tokenizer = load_tokenizer(self.gguf)
-        self.n_vocab = self.args.n_vocab
-        # every id the tokenizer can produce must have an embedding row
-        require(self.tokenizer.n_vocab <= self.n_vocab, f"{self.path}: the tokenizer has "
-                f"{self.tokenizer.n_vocab} tokens but the embedding only {self.n_vocab} rows")
         # None means the trained context; 0 is an error, not a silent default
         self.n_ctx = int(self.args.n_ctx_train if n_ctx is None else n_ctx)
         if self.n_ctx <= 0:
@@ -54,6 +46,16 @@ class Model:
                         "output past %d tokens degrades", self.n_ctx, self.args.n_ctx_train,
                         "" if scaled else " and the file asks for no RoPE scaling",
                         self.args.n_ctx_train)
+        # a decoder picks its RoPE factors by the context it will run (LongRoPE)
+        context = {"n_ctx": self.n_ctx} if issubclass(arch.Model, decoder.Model) else {}
+        self.arch = arch.Model(self.args, WeightLoader(self.gguf), **context)
+        from .tokenizer import load_tokenizer
+
+        self.tokenizer = load_tokenizer(self.gguf)
+        self.n_vocab = self.args.n_vocab
+        # every id the tokenizer can produce must have an embedding row
+        require(self.tokenizer.n_vocab <= self.n_vocab, f"{self.path}: the tokenizer has "
+                f"{self.tokenizer.n_vocab} tokens but the embedding only {self.n_vocab} rows")
         if n_batch <= 0:
             raise ConfigError(f"n_batch must be positive, got {n_batch}", "n_batch")
         self.n_batch = n_batch

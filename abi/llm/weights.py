@@ -93,6 +93,20 @@ class WeightLoader:
         b = self.vector(bias, shape[0]) if bias else None
         return Linear(self.gguf.tensor_data(name), info.ggml_type, info.shape, b, name)
 
+    def split(self, name: str, parts: tuple[int, ...], cols: int) -> list[Linear]:
+        """A fused matrix (sum(parts), cols) as one ``Linear`` view per block of rows (a fused
+        QKV or gate-up tensor), with its bias split the same way where the file has one."""
+        info = self._info(name, (sum(parts), cols))
+        raw = self.gguf.tensor_data(name).reshape(sum(parts), -1)
+        bias_name = name.replace(".weight", ".bias")
+        bias = self.vector(bias_name, sum(parts)) if self.has(bias_name) else None
+        out, r = [], 0
+        for n in parts:
+            out.append(Linear(raw[r:r + n].reshape(-1), info.ggml_type, (n, cols),
+                              None if bias is None else bias[r:r + n], f"{name}[{r}:{r + n}]"))
+            r += n
+        return out
+
     def experts(self, name: str, shape: tuple[int, int, int]) -> list[Linear]:
         """An (n_expert, out, in) stack of matrices, one ``Linear`` view per expert."""
         info = self._info(name, shape)

@@ -15,7 +15,9 @@ ARCHITECTURES = {
     "gemma2": "gemma2",
     "gemma3": "gemma3",
     "olmo2": "olmo2",
+    "phi3": "phi3",
     "granite": "granite",
+    "granitemoe": "granite",
     "smollm3": "smollm3",
     "bert": "bert",
 }

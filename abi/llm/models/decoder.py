@@ -78,6 +78,8 @@ class ModelArgs:
     n_ff_exp: int = 0                # an expert's FFN width
     expert_norm: bool = True         # the top-k weights renormalised to sum to 1
     expert_weights_scale: float = 0.0  # a multiplier on the weights (0: none)
+    gate_up_fused: bool = False      # one ffn_up tensor holding the gate rows, then the up rows
+    rope_orig_ctx: int = 0           # LongRoPE: contexts beyond it use the long factors
 
     @classmethod
     def from_gguf(cls, metadata: dict) -> "ModelArgs":
@@ -197,9 +199,12 @@ class Block:
         def bias(n, required=False):   # llama.cpp reads any product's bias a file has
             name = p + n + ".bias"
             return name if required or w.has(name) else None
-        self.wq = w.linear(p + "attn_q.weight", (Q, D), bias("attn_q", a.qkv_bias))
-        self.wk = w.linear(p + "attn_k.weight", (KV, D), bias("attn_k", a.qkv_bias))
-        self.wv = w.linear(p + "attn_v.weight", (KV, D), bias("attn_v", a.qkv_bias))
+        if w.has(p + "attn_qkv.weight"):   # fused, as llama.cpp accepts for any architecture
+            self.wq, self.wk, self.wv = w.split(p + "attn_qkv.weight", (Q, KV, KV), D)
+        else:
+            self.wq = w.linear(p + "attn_q.weight", (Q, D), bias("attn_q", a.qkv_bias))
+            self.wk = w.linear(p + "attn_k.weight", (KV, D), bias("attn_k", a.qkv_bias))
+            self.wv = w.linear(p + "attn_v.weight", (KV, D), bias("attn_v", a.qkv_bias))
         qn, kn = {"none": (0, 0), "head": (a.head_dim, a.head_dim), "full": (Q, KV)}[a.qk_norm]
         self.q_norm = norm("attn_q_norm.weight", qn) if qn else None
         self.k_norm = norm("attn_k_norm.weight", kn) if kn else None
@@ -214,6 +219,9 @@ class Block:
             self.gate_exps = w.experts(p + "ffn_gate_exps.weight", (E, FE, D))
             self.up_exps = w.experts(p + "ffn_up_exps.weight", (E, FE, D))
             self.down_exps = w.experts(p + "ffn_down_exps.weight", (E, D, FE))
+        elif a.gate_up_fused:
+            self.w_gate, self.w_up = w.split(p + "ffn_up.weight", (F, F), D)
+            self.w_down = w.linear(p + "ffn_down.weight", (D, F), bias("ffn_down"))
         else:
             self.w_gate = w.linear(p + "ffn_gate.weight", (F, D), bias("ffn_gate"))
             self.w_up = w.linear(p + "ffn_up.weight", (F, D), bias("ffn_up"))
@@ -222,7 +230,7 @@ class Block:
 
 
 class Model:
-    def __init__(self, args: ModelArgs, weights: WeightLoader):
+    def __init__(self, args: ModelArgs, weights: WeightLoader, n_ctx: int | None = None):
         a = self.args = args
         self.tok_embd = weights.embedding("token_embd.weight", (a.n_vocab, a.n_embd))
         self.layers = [Block(weights, i, a) for i in range(a.n_layers)]
@@ -230,6 +238,12 @@ class Model:
         self.output = weights.linear("output.weight", (a.n_vocab, a.n_embd)) \
             if weights.has("output.weight") else self.tok_embd.as_linear()
         factors = weights.optional_vector("rope_freqs.weight", a.n_rot // 2)
+        if factors is None and weights.has("rope_factors_long.weight"):
+            # LongRoPE: the long factors where the context runs past the original one
+            long = (n_ctx or a.n_ctx_train) > (a.rope_orig_ctx or a.n_ctx_train)
+            factors = weights.vector("rope_factors_long.weight", a.n_rot // 2) if long else \
+                weights.vector("rope_factors_short.weight", a.n_rot // 2)
+            weights.read.update(("rope_factors_long.weight", "rope_factors_short.weight"))
         rope = Rope(rope_config(a, a.rope_base, factors))
         swa_rope = Rope(rope_config(a, a.rope_base_swa or a.rope_base, factors, scaled=a.swa_rope_scaled))
         # each layer's RoPE (None: no position encoding), shared objects so tables grow once

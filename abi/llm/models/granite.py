@@ -1,4 +1,5 @@
-"""Granite (dense): the llama recipe with four multipliers from the file: on the embeddings
+"""Granite and Granite-MoE (the experts read from the file's expert keys, as for any
+recipe): the llama recipe with four multipliers from the file: on the embeddings
 (``embedding_scale``), on each residual branch (``residual_scale``), on the attention scores
 (``attention.scale``, replacing 1/sqrt(head size)) and a divisor of the logits (``logit_scale``)."""
 from __future__ import annotations
