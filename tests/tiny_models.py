@@ -179,13 +179,13 @@ def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str 
         p = f"blk.{i}."
         if pre_norms:
             w.add_tensor(p + "attn_norm.weight", norm(N_EMBD))
-        q, k, v = mat(N_HEAD * HEAD_DIM, N_EMBD, 2.0), mat(N_KV * HEAD_DIM, N_EMBD, 2.0), mat(N_KV * HEAD_DIM, N_EMBD)
         if arch == "phi3":   # fused, as its converter writes it
-            _weight(w, p + "attn_qkv.weight", np.concatenate([q, k, v]), qtype, rng)
+            qkv = [mat(N_HEAD * HEAD_DIM, N_EMBD, 2.0), mat(N_KV * HEAD_DIM, N_EMBD, 2.0), mat(N_KV * HEAD_DIM, N_EMBD)]
+            _weight(w, p + "attn_qkv.weight", np.concatenate(qkv), qtype, rng)
         else:
-            _weight(w, p + "attn_q.weight", q, qtype, rng)
-            _weight(w, p + "attn_k.weight", k, qtype, rng)
-            _weight(w, p + "attn_v.weight", v, qtype, rng)
+            _weight(w, p + "attn_q.weight", mat(N_HEAD * HEAD_DIM, N_EMBD, 2.0), qtype, rng)
+            _weight(w, p + "attn_k.weight", mat(N_KV * HEAD_DIM, N_EMBD, 2.0), qtype, rng)
+            _weight(w, p + "attn_v.weight", mat(N_KV * HEAD_DIM, N_EMBD), qtype, rng)
         _weight(w, p + "attn_output.weight", mat(N_EMBD, N_HEAD * HEAD_DIM), qtype, rng)
         if pre_norms:
             w.add_tensor(p + "ffn_norm.weight", norm(N_EMBD))
