@@ -213,7 +213,8 @@ _AGE = re.compile(r"\b(\d{1,2})\s*(?:-\s*)?(?:years?|yrs?|y)\s*(?:-\s*)?(?:old|o
 
 
 def sexual_minors_score(text: str) -> float:
-    """How clearly ``text`` asks for sexual content involving a minor (0 or 0.75..0.95)."""
+    """0.95 when ``text`` asks to produce sexual content involving a minor, else 0 (other
+    questions that mention both, mostly protective ones, are left to the classifier)."""
     low = text.lower()
     words = set(tokenize(low))
     sexual = bool(words & _SEXUAL) and not any(p in low for p in ("sex education", "sex ed ",
@@ -222,7 +223,7 @@ def sexual_minors_score(text: str) -> float:
     minor = bool(words & _MINOR) or any(a < 18 for a in ages)
     if not (sexual and minor) or any(p in low for p in _PROTECTIVE):
         return 0.0
-    return 0.95 if words & _PRODUCE else 0.75
+    return 0.95 if words & _PRODUCE else 0.0
 
 
 # --- the trained categories ------------------------------------------------------------
