@@ -101,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
               f"({v['caught']}/{v['flagged']} flagged)")
         print(f"benign look-alikes blocked or redirected: {la['rate']:.3f} "
               f"({la['flagged']}/{la['items']})")
-        print(f"\nquery type accuracy: {report['query_type_accuracy']:.3f}")
-        print(_table("query type", report["query_types"]))
+        if report["query_types"]:   # only sets that label query types
+            print(f"\nquery type accuracy: {report['query_type_accuracy']:.3f}")
+            print(_table("query type", report["query_types"]))
         print(f"\npolicy accuracy (category or none): {report['policy_accuracy']:.3f}")
         print(_table("policy category", report["policy"]))
         for key, title in (("cv_query_types", "query classifier"), ("cv_policy", "policy model")):
