@@ -1,6 +1,7 @@
 """The Ray path: Ray Data holds the remaining shards as a dataset (one row per shard) and
 ``map_batches`` runs them through a pool of actors, each loading the model once and writing
-the shards it computes. Ray restarts an actor that dies and retries the batch it held; as a
+the shards it computes. Ray Data's actor pool restarts an actor that dies and retries the
+batch it held (its default fault tolerance); as a
 shard is written whole under its own name, a retried batch replaces its shard and the output
 holds every input exactly once. Scheduling, retries and placement are Ray's, not ours."""
 from __future__ import annotations
@@ -13,11 +14,6 @@ from typing import Callable
 from ..errors import BackendUnavailable, ConfigError
 from . import shards
 from .work import JobSpec, Runner
-
-# an actor (or the batch it ran) is retried this often before the job fails: a batch that
-# kills its worker every time must stop the job, not loop forever
-MAX_RETRIES = 3
-
 
 class ShardWorker:
     """One Ray actor: the model, loaded once, and the shards given to it."""
@@ -59,6 +55,8 @@ def run_on_ray(spec: JobSpec, items: list[dict], todo: list[tuple[int, int, int]
         else:
             ray.init(address=opts.address, **common)
         started = True
+    level = logging.getLogger("ray.data").level
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # our bar reports progress
     try:
         cpus = ray.cluster_resources().get("CPU", 0)
         if cpus < opts.cpus_per_worker:
@@ -74,10 +72,10 @@ def run_on_ray(spec: JobSpec, items: list[dict], todo: list[tuple[int, int, int]
         ds = ray.data.from_items(records, override_num_blocks=len(records))
         ds = ds.map_batches(ShardWorker, fn_constructor_args=(spec, out, fmt), batch_size=1,
                             compute=ActorPoolStrategy(size=min(opts.workers, len(records))),
-                            num_cpus=opts.cpus_per_worker, max_restarts=MAX_RETRIES,
-                            max_task_retries=MAX_RETRIES)
+                            num_cpus=opts.cpus_per_worker)
         for row in ds.iter_rows():
             on_done(int(row["rows"]))
     finally:
+        logging.getLogger("ray.data").setLevel(level)
         if started:
             ray.shutdown()
