@@ -215,3 +215,28 @@ def test_cli_generates_json_for_chats(tmp_path, default_model_path):
         if r["finish_reason"] == "stop":
             assert isinstance(json.loads(r["text"]), dict)
         assert json.loads(r["settings"])["grammar"]["kind"] == "json_object"
+
+
+def test_structured_output_flags_are_those_of_llm_generate(tmp_path):
+    """batch generate and llm generate share one parser: each flag gives its grammar."""
+    import argparse
+
+    from abi.errors import GrammarError
+    from abi.llm.cli import _add_structured_args, _structured_options
+
+    p = argparse.ArgumentParser()
+    _add_structured_args(p)
+    schema = tmp_path / "schema.json"
+    schema.write_text('{"type": "object", "properties": {"a": {"type": "integer"}}}')
+    cases = {("--json",): ("json_object", '{"type": "object"}'),
+             ("--json-schema", str(schema)): ("json_schema", json.dumps(json.loads(schema.read_text()))),
+             ("--regex", "[0-9]+"): ("regex", "[0-9]+"),
+             ("--grammar", 'root ::= "yes" | "no"'): ("gbnf", 'root ::= "yes" | "no"')}
+    for argv, (kind, source) in cases.items():
+        grammar = _structured_options(p.parse_args(list(argv)))["grammar"]
+        assert (grammar.kind, grammar.source) == (kind, source)
+    assert _structured_options(p.parse_args([])) == {}
+    with pytest.raises(SystemExit):
+        p.parse_args(["--json", "--regex", "x"])  # one at a time
+    with pytest.raises(GrammarError, match="not valid JSON"):
+        _structured_options(p.parse_args(["--json-schema", "{nope"]))
