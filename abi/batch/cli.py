@@ -90,6 +90,11 @@ def _generate(argv: list[str]) -> int:
     _add_sampling_args(p)
     _add_structured_args(p)
     args = p.parse_args(argv)
+    if args.messages_field and (args.chat or args.system):
+        from ..errors import ConfigError
+
+        raise ConfigError("--chat and --system wrap prompts; a chat from --messages-field holds "
+                          "its own system message", "system")
     options = {**_sampling_options(args), **_structured_options(args)}
     if args.chat or args.system:
         options.update(chat=True, system=args.system)

@@ -59,7 +59,7 @@ def prepare(out, manifest: dict, resume: bool) -> set[int]:
             old = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise DatasetError(f"{path}: unreadable job manifest ({exc})") from None
-        for key, value in manifest.items():
+        for key, value in json.loads(json.dumps(manifest)).items():  # as JSON keeps them
             if old.get(key) != value:
                 raise ConfigError(f"cannot resume {str(out)!r}: its {key} was {old.get(key)!r}, this "
                                   f"job's is {value!r}; run with the same options or another --out", key)
