@@ -25,17 +25,29 @@ def _add_job_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="run on Ray: alone, a local cluster started for the job; 'auto' or an "
                         "address, an existing cluster")
-    g.add_argument("--workers", type=int, default=2, help="actors, each loading the model once")
-    g.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs (threads) per actor")
+    g.add_argument("--workers", type=int, default=None,
+                   help="actors, each loading the model once (default 2)")
+    g.add_argument("--cpus-per-worker", type=int, default=None,
+                   help="CPUs (threads) per actor (default 1)")
 
 
 def _ray_options(args):
-    if args.ray is None:
-        return None
     from .job import RayOptions
 
-    return RayOptions(address=None if args.ray == "local" else args.ray, workers=args.workers,
-                      cpus_per_worker=args.cpus_per_worker)
+    if args.ray is None:
+        if args.workers is not None or args.cpus_per_worker is not None:
+            from ..errors import ConfigError
+
+            raise ConfigError("--workers and --cpus-per-worker size a Ray job: add --ray", "ray")
+        return None
+    return RayOptions(address=None if args.ray == "local" else args.ray,
+                      workers=2 if args.workers is None else args.workers,
+                      cpus_per_worker=1 if args.cpus_per_worker is None else args.cpus_per_worker)
+
+
+def _threads(args) -> int | None:
+    """An actor uses the CPUs Ray gives it; the local process, every core."""
+    return _ray_options(args).cpus_per_worker if args.ray is not None else None
 
 
 def _run(spec, args) -> int:
@@ -67,7 +79,7 @@ def _embed(argv: list[str]) -> int:
     opts = {"normalize": not args.no_normalize, "batch_size": args.batch_size,
             "pooling": args.pooling, "truncate": args.truncate, "max_tokens": args.max_tokens}
     spec = JobSpec("embed", args.text_field, "text", args.model, opts,
-                   n_threads=args.cpus_per_worker if args.ray is not None else None)
+                   n_threads=_threads(args))
     return _run(spec, args)
 
 
@@ -103,7 +115,7 @@ def _generate(argv: list[str]) -> int:
     model_opts = {"backend": args.backend, "n_ctx": args.ctx, "kv_dtype": args.kv_dtype,
                   "check_finite": not args.no_check}
     spec = JobSpec("generate", field, kind, args.model, model_opts, options,
-                   n_threads=args.cpus_per_worker if args.ray is not None else None)
+                   n_threads=_threads(args))
     return _run(spec, args)
 
 
