@@ -1,9 +1,9 @@
 """The Ray path: Ray Data holds the remaining shards as a dataset (one row per shard) and
 ``map_batches`` runs them through a pool of actors, each loading the model once and writing
 the shards it computes. Ray Data's actor pool restarts an actor that dies and retries the
-batch it held (its default fault tolerance); as a
-shard is written whole under its own name, a retried batch replaces its shard and the output
-holds every input exactly once. Scheduling, retries and placement are Ray's, not ours."""
+batch it held (its default fault tolerance); as a shard is written whole under its own name, a
+retried batch replaces its shard and the output holds every input exactly once. Scheduling,
+retries and placement are Ray's, not ours."""
 from __future__ import annotations
 
 import json
@@ -14,6 +14,7 @@ from typing import Callable
 from ..errors import BackendUnavailable, ConfigError
 from . import shards
 from .work import JobSpec, Runner
+
 
 class ShardWorker:
     """One Ray actor: the model, loaded once, and the shards given to it."""
