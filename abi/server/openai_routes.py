@@ -68,11 +68,7 @@ def _messages(items: list[s.ChatMessageIn]) -> list[dict]:
     out, call_ids = [], set()
     for i, m in enumerate(items):
         content = m.content
-        if isinstance(content, list):
-            for part in content:
-                if part.type != "text":
-                    raise NotSupported(f"messages[{i}]: content parts of type {part.type!r} are not "
-                                       "supported (text only)")
+        if isinstance(content, list):   # text parts only: the schema refuses the others
             content = "".join(p.text or "" for p in content)
         for name in ("audio", "function_call", "annotations"):
             if getattr(m, name):

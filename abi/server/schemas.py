@@ -89,7 +89,8 @@ class Usage(Reply):
 # -- OpenAI: chat -----------------------------------------------------------------------------------
 
 class ContentPart(Request):
-    type: str
+    # text is all abi reads: the schema says so, rather than accepting an image to refuse it
+    type: Literal["text"]
     text: Optional[str] = None
 
 
@@ -247,7 +248,8 @@ class ChatCompletionChunk(Reply):
 
 # -- OpenAI: completions ------------------------------------------------------------------------------
 
-PromptField = Union[str, Annotated[list[str], Field(min_length=1, max_length=MAX_PROMPTS)],
+NonEmpty = Annotated[str, Field(min_length=1)]   # an empty prompt has nothing to continue
+PromptField = Union[NonEmpty, Annotated[list[NonEmpty], Field(min_length=1, max_length=MAX_PROMPTS)],
                     Annotated[list[int], Field(min_length=1)],
                     Annotated[list[Annotated[list[int], Field(min_length=1)]],
                               Field(min_length=1, max_length=MAX_PROMPTS)]]
