@@ -16,10 +16,7 @@ import ray  # noqa: E402  (the "ray" extra; CI installs it)
 
 from abi.batch import JobSpec, RayOptions, read_results, run_job  # noqa: E402
 from abi.cli import main as cli_main  # noqa: E402
-from abi.gguf import GGMLType  # noqa: E402
-from test_batch import PROMPTS, TEXTS  # noqa: E402
-from test_embeddings_tiny import make_hf_dir  # noqa: E402
-from tiny_models import write_tiny_model  # noqa: E402
+from test_batch import PROMPTS, TEXTS, tiny_bert, tiny_llama  # noqa: E402,F401  (shared fixtures)
 
 WORKER_TITLE = "ray::MapWorker(MapBatches(ShardWorker))"  # the process title Ray gives our actors
 
@@ -29,21 +26,6 @@ def cluster():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    from abi.embeddings.convert import convert_hf_to_gguf
-
-    d = tmp_path_factory.mktemp("bert")
-    return str(convert_hf_to_gguf(make_hf_dir(d / "hf"), d / "bert.gguf", "f32"))
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    path = tmp_path_factory.mktemp("llama") / "llama.gguf"
-    write_tiny_model(path, "llama", GGMLType.Q8_0)
-    return str(path)
 
 
 def _strip(rows):
