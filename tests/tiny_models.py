@@ -120,8 +120,14 @@ def _weight(w: GGUFWriter, name: str, x: np.ndarray, qtype: GGMLType, rng) -> No
         w.add_tensor(name, _random_blocks_like(x, qtype, rng), qtype, shape=x.shape)
 
 
-def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str = "") -> str:
-    """Write the model and return its sha256 (fixtures record it to detect drift)."""
+def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str = "", dims: dict | None = None) -> str:
+    """Write the model and return its sha256 (fixtures record it to detect drift). ``dims``
+    overrides sizes (n_embd, n_ff, n_head, n_kv, n_layer, n_ff_exp) for smaller models; the
+    recorded fixtures use the defaults."""
+    dims = dims or {}
+    N_EMBD, N_FF = dims.get("n_embd", globals()["N_EMBD"]), dims.get("n_ff", globals()["N_FF"])
+    N_HEAD, N_KV = dims.get("n_head", globals()["N_HEAD"]), dims.get("n_kv", globals()["N_KV"])
+    HEAD_DIM = N_EMBD // N_HEAD
     rng = np.random.default_rng(seed)
     w = GGUFWriter(path)
     for key, value in ROPE_SCALING.get(name, {}).items():
@@ -131,7 +137,7 @@ def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str 
     w.add_metadata("general.name", f"tiny {'p3' if arch == 'phi3' else arch} {qtype.name}")
     w.add_metadata(f"{arch}.context_length", 256)
     w.add_metadata(f"{arch}.embedding_length", N_EMBD)
-    n_layer = N_LAYERS.get(arch, N_LAYER)
+    n_layer = dims.get("n_layer", N_LAYERS.get(arch, N_LAYER))
     w.add_metadata(f"{arch}.block_count", n_layer)
     w.add_metadata(f"{arch}.feed_forward_length", N_FF)
     w.add_metadata(f"{arch}.attention.head_count", N_HEAD)
@@ -139,9 +145,12 @@ def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str 
     w.add_metadata(f"{arch}.rope.freq_base", 10000.0)
     w.add_metadata(f"{arch}.attention.layer_norm_rms_epsilon", 1e-6)
     for key, value in EXTRA_KEYS.get(arch, {}).items():
+        if key in ("attention.key_length", "attention.value_length"):
+            value = HEAD_DIM
         w.add_metadata(f"{arch}.{key}", value)
     if name in MOE:
         n_exp, n_used, n_ff_exp = MOE[name]
+        n_ff_exp = dims.get("n_ff_exp", n_ff_exp) if arch == "qwen3moe" else N_FF
         w.add_metadata(f"{arch}.expert_count", n_exp)
         w.add_metadata(f"{arch}.expert_used_count", n_used)
         if arch == "qwen3moe":   # the others' experts are feed_forward_length wide
