@@ -1,13 +1,15 @@
 """The CUDA forward pass and device sampling against the numpy forward, end to end, on tiny
 random-weight models (llama, qwen2, gemma3; legacy quants, and K-quants with the unfused
-paths). In CI this runs in numba's CUDA simulator; ``pytest --backend cuda`` on a GPU.
+paths; every family of the decoder recipe, mixtures of experts included, at reduced sizes).
+In CI this runs in numba's CUDA simulator; ``pytest --backend cuda`` on a GPU.
 
 Tolerances, against each architecture's numpy ``forward`` on the same weights:
 - with an f16 KV cache (what the device stores): max |delta logit| <= 1e-3 * max |logit|
   and the same argmax at every position. Float32 results agree to ~1e-7, but a key that
   differs in its last float32 bit can round to the neighbouring f16 value; one such key
   moves the logits by up to ~2e-4 of their scale [measured in the simulator: 1e-7 where no
-  key flips, <= 1.6e-4 with flips];
+  key flips, <= 1.6e-4 with flips; the recipe families 9e-8 .. 1.1e-4, against a numpy
+  forward whose one-row products are exact (``exact_products``)];
 - with the CPU's f32 KV cache: <= 5e-3 * max |logit| [measured <= 1.5e-3];
 - against the CPU backend's compiled forward (``Model.logits``, which rounds activations to
   8 bits inside its products): mean KL <= 1e-3 [measured <= 1.4e-5]."""
@@ -147,8 +149,8 @@ CASES = {  # arch, tensor types, model dims, (prompt tokens, n_batch, prompt out
                       dict(D=256, F=256, H=4, KV=1, L=1, output=True), (3, 4, "last", 1)),
     # a bias on every product (llama.cpp reads any a file has): the fused gate-up gemv adds
     # the up rows' bias too
-    "llama_biases": ("llama", {"*": T.Q8_0}, dict(L=1, biases=("attn_q", "attn_v", "attn_output", "ffn_gate",
-                                                              "ffn_up", "ffn_down")), (3, 4, "all", 1)),
+    "llama_biases": ("llama", {"*": T.Q8_0}, dict(D=32, F=64, H=2, KV=1, L=1, biases=(
+        "attn_q", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")), (3, 4, "all", 1)),
 }
 
 
@@ -180,7 +182,9 @@ def test_forward_matches_the_numpy_forward(tmp_path, case):
 # and post-norms: gemma2; residual, logit and embedding scales: granite; RoPE-less layers:
 # smollm3; LongRoPE and fused tensors: phi3; mixtures of experts: qwen3moe, Mixtral-style llama,
 # granitemoe), as tests/tiny_models.py writes them for the llama.cpp fixtures, but smaller
-FAMILY_CASES = [c for c in TINY_CASES if c[1] in FAMILIES or c[0] in MOE]
+FAMILY_CASES = [(*c, None) for c in TINY_CASES if c[1] in FAMILIES or c[0] in MOE]
+# expert gate and up stacks of different types: separate expert products, then the GLU
+FAMILY_CASES += [("qwen3moe_q8_0", "qwen3moe", T.Q8_0, {"ffn_up_exps": T.Q4_0})]
 SMALL = dict(n_embd=32, n_ff=32, n_head=2, n_kv=1, n_ff_exp=32)
 
 
@@ -201,20 +205,36 @@ def exact_products(monkeypatch):
     monkeypatch.setattr(_kernels, "qmatmul", exact)
 
 
-@pytest.mark.parametrize("name,arch,qtype", FAMILY_CASES, ids=[c[0] for c in FAMILY_CASES])
-def test_every_family_matches_the_numpy_forward(tmp_path, name, arch, qtype, exact_products):
-    """Three prompt tokens (gemm, tiled attention), then one decoded (gemv, split attention):
+@pytest.mark.parametrize("name,arch,qtype,types", FAMILY_CASES,
+                         ids=[c[0] + ("_up_q4_0" if c[3] else "") for c in FAMILY_CASES])
+def test_every_family_matches_the_numpy_forward(tmp_path, name, arch, qtype, types, exact_products):
+    """Two prompt tokens (gemm, tiled attention), then one decoded (gemv, split attention):
     the tolerances of the module docstring against the numpy forward with an f16 cache."""
     path = str(tmp_path / f"{name}.gguf")
-    write_tiny_model(path, arch, qtype, seed=zlib.crc32(name.encode()), name=name, dims=SMALL)
+    write_tiny_model(path, arch, qtype, seed=zlib.crc32(name.encode()), name=name, dims=SMALL, stack_types=types)
     model = load_model(path, n_ctx=64)
-    ids = [5, 17, 200, 33]
+    ids = [17, 200, 33]
     ref = model.arch.forward(ids, model.arch.new_cache(64, np.float16), "all")
     dec = CudaDecoder(model.arch, n_batch=4)
     cache = model.new_cache()
-    got = np.concatenate([dec.forward(ids[:3], cache, "all"), dec.forward(ids[3:], cache, "last")])
+    got = np.concatenate([dec.forward(ids[:2], cache, "all"), dec.forward(ids[2:], cache, "last")])
     assert np.abs(got - ref).max() <= 1e-3 * np.abs(ref).max()
     assert np.array_equal(got.argmax(axis=1), ref.argmax(axis=1))
+
+
+def test_a_recipe_step_without_a_kernel_is_refused(tmp_path):
+    """Fail closed: a step the device cannot compute is a typed error at load, naming it."""
+    import dataclasses
+
+    from abi.errors import UnsupportedModelError
+    from abi.llm.cuda_forward import unsupported_recipe
+
+    path = write_model(tmp_path / "m.gguf", "llama", {"*": T.Q8_0}, D=32, F=32, H=2, KV=1, L=1)
+    model = load_model(path, n_ctx=64)
+    assert unsupported_recipe(model.arch.args) is None
+    model.arch.args = dataclasses.replace(model.arch.args, activation="relu")
+    with pytest.raises(UnsupportedModelError, match="relu activation"):
+        CudaDecoder(model.arch, n_batch=4)
 
 
 def test_outputs_prefix_reuse_and_truncation(tmp_path):

@@ -120,10 +120,11 @@ def _weight(w: GGUFWriter, name: str, x: np.ndarray, qtype: GGMLType, rng) -> No
         w.add_tensor(name, _random_blocks_like(x, qtype, rng), qtype, shape=x.shape)
 
 
-def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str = "", dims: dict | None = None) -> str:
+def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str = "", dims: dict | None = None,
+                     stack_types: dict | None = None) -> str:
     """Write the model and return its sha256 (fixtures record it to detect drift). ``dims``
-    overrides sizes (n_embd, n_ff, n_head, n_kv, n_layer, n_ff_exp) for smaller models; the
-    recorded fixtures use the defaults."""
+    overrides sizes (n_embd, n_ff, n_head, n_kv, n_layer, n_ff_exp) for smaller models, ``stack_types``
+    the type of expert stacks by name ("ffn_up_exps": Q4_0); the recorded fixtures use neither."""
     dims = dims or {}
     N_EMBD, N_FF = dims.get("n_embd", globals()["N_EMBD"]), dims.get("n_ff", globals()["N_FF"])
     N_HEAD, N_KV = dims.get("n_head", globals()["N_HEAD"]), dims.get("n_kv", globals()["N_KV"])
@@ -202,7 +203,8 @@ def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str 
             w.add_tensor(p + "ffn_gate_inp.weight", mat(n_exp, N_EMBD, 4.0))
             for part, rows, cols in (("gate", n_ff_exp, N_EMBD), ("up", n_ff_exp, N_EMBD), ("down", N_EMBD, n_ff_exp)):
                 stack = np.concatenate([mat(rows, cols) for _ in range(n_exp)])
-                w.add_tensor(p + f"ffn_{part}_exps.weight", _kernels.quantize(stack, qtype), qtype,
+                t = (stack_types or {}).get(f"ffn_{part}_exps", qtype)
+                w.add_tensor(p + f"ffn_{part}_exps.weight", _kernels.quantize(stack, t), t,
                              shape=(n_exp, rows, cols))
         elif arch == "phi3":   # gate rows, then up rows, in one tensor
             _weight(w, p + "ffn_up.weight", np.concatenate([mat(N_FF, N_EMBD), mat(N_FF, N_EMBD)]), qtype, rng)

@@ -10,8 +10,13 @@ n_ctx like the host cache (so a decode step allocates only when it crosses a pow
 two); the host ``KVCache`` keeps only ``length`` and ``tokens`` (prefix reuse and
 truncation work as on the CPU).
 
-Launches: a decode step is ~9 kernels per layer with fixed arguments -- the position
-and the input token are read from device memory -- so on numba-cuda with cuda.core the
+Every step of the recipe has a kernel (``unsupported_recipe`` names any that would not).
+A mixture of experts routes on the device (``ops.moe_route``); the expert products are
+gemvs over the (token, expert) pairs, each reading its expert's rows of the stacked
+weights, and the weighted sum is part of the next residual add.
+
+Launches: a decode step is ~9 kernels per layer with fixed arguments -- the position,
+the input token and the chosen experts are read from device memory -- so on numba-cuda with cuda.core the
 step is captured once into a CUDA graph and replayed (one launch per token instead of
 hundreds of Python-level launches). Prompts run eagerly, batch by batch.
 """
@@ -185,8 +190,8 @@ class CudaDecoder:
         self.stream = cuda.stream()
         try:
             self.n_sm = int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
-        except Exception:  # the simulator's device has no attributes
-            self.n_sm = 2
+        except Exception:  # the simulator's device has no attributes: one SM, the fewest blocks
+            self.n_sm = 1
         self.n_split = max(2, min(64, -(-2 * self.n_sm // self.n_head)))
         self.weight_bytes = 0
         _check_sizes(model, self)
