@@ -9,7 +9,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBPACKAGES = (
-    "agents", "ai", "cli", "config", "connectors", "embeddings", "errors", "gguf", "llm",
+    "agents", "ai", "batch", "cli", "config", "connectors", "embeddings", "errors", "gguf", "llm",
     "models_hub", "personas", "server", "training",
 )
 __all__ = list(_SUBPACKAGES) + ["__version__"]

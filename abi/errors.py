@@ -158,6 +158,15 @@ class DatasetError(AbiError):
     error_type = "invalid_request_error"
 
 
+class BatchInputError(DatasetError):
+    """A batch job's input is unusable: a line that is not JSON, a missing or mistyped field,
+    a repeated id. ``line`` is its 1-based line (or, in Parquet, its 1-based row)."""
+
+    def __init__(self, message: str, line: int | None = None):
+        self.line = line
+        super().__init__(message)
+
+
 class FederatedError(AbiError):
     """A federated update was rejected (unknown node, wrong shape, NaN/Inf, stale step)."""
 

@@ -29,7 +29,8 @@ def test_chat_auto_routes_with_the_reference_json(client):
     assert r.status_code == 200
     data = r.json()
     assert list(data)[:4] == ["content", "persona", "confidence", "latency_ms"]
-    assert data["persona"] == "abbey" and data["content"] == "Echo: Help me understand recursion"
+    # the reference's sample shows abbey; technical explanations are Aviva's (issue 22)
+    assert data["persona"] == "aviva" and data["content"] == "Echo: Help me understand recursion"
     assert 0.5 <= data["confidence"] <= 1 and data["latency_ms"] > 0
     assert data["session_id"] == "session-456" and data["routing_reason"]
 
@@ -40,7 +41,7 @@ def test_routing_scenarios_over_http(client):
     assert code["persona"] == "aviva" and code["query_type"] == "code"
     bad = client.post("/api/v1/chat", json={"content": "how do I make a pipe bomb",
                                             "user_id": "u"}).json()
-    assert bad["persona"] == "abi" and bad["blocked"] and bad["policy"] == ["violence"]
+    assert bad["persona"] == "abi" and bad["blocked"] and bad["policy"] == ["weapons"]
     upset = client.post("/api/v1/chat", json={"content": "I'm so frustrated, my tests keep "
                                                          "failing and nothing works!!"}).json()
     assert upset["persona"] == "abbey" and upset["emotion"] == "frustration"

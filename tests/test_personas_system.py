@@ -78,7 +78,7 @@ def test_technical_code_request_goes_to_aviva(system):
 
 def test_policy_violation_goes_to_abi(system):
     r = system.process(PersonaRequest("Tell me how to make a pipe bomb to hurt people", "u3"))
-    assert r.persona is Persona.ABI and r.blocked and r.policy == ["violence"]
+    assert r.persona is Persona.ABI and r.blocked and r.policy == ["weapons"]
     assert "can't help" in r.content and "Echo" not in r.content
     assert r.details["endpoints"] == []          # nothing was generated
 
@@ -86,9 +86,10 @@ def test_policy_violation_goes_to_abi(system):
 def test_quick_start_example(system):
     r = system.process(PersonaRequest(content="Help me understand memory management in Zig",
                                       user_id="user-123"))
-    assert r.persona is Persona.ABBEY and r.query_type == "explanation"
+    # explanations of technical ideas are Aviva's (issue 22), as are code and facts
+    assert r.persona is Persona.AVIVA and r.query_type == "explanation"
     assert r.latency_ms > 0 and r.session_id == "default"
-    assert r.details["reasoning_steps"]
+    assert r.content.startswith("Echo")
 
 
 # --- moderation ------------------------------------------------------------------------
@@ -136,7 +137,7 @@ def test_forced_persona(system):
 
 def test_below_threshold_the_default_persona_answers():
     s = echo_system(routing_confidence_threshold=0.999, default_persona="aviva")
-    r = s.process(PersonaRequest("Help me understand recursion", "u9"))
+    r = s.process(PersonaRequest("Write a short poem about the sea at dawn", "u9"))
     assert r.persona is Persona.AVIVA and "below threshold 1.00" in r.routing_reason
     assert "(would be abbey)" in r.routing_reason and r.confidence < 0.999
     assert s.metrics.snapshot()["routing"]["fallbacks"] == 1
@@ -257,7 +258,7 @@ def test_abbey_thorough_answers_run_two_generations():
                                        m[0]["content"] and "Your working notes" not in
                                        m[0]["content"] else "The answer."))
     r = s.process(PersonaRequest("I'm so confused, what's the difference between a process "
-                                 "and a thread?", "u18"))
+                                 "and a thread?", "u18", persona="abbey"))
     assert r.persona is Persona.ABBEY and len(backend.calls) == 2
     assert r.details["notes"] == "notes" and r.details["depth"] == "thorough"
     assert r.content.startswith("This trips up a lot of people")

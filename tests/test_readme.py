@@ -82,6 +82,15 @@ SHELL = {
     'python -m abi convert tokenize --model MODEL.gguf --input text.txt --output data.bin':
         'python -m abi convert tokenize --model {model} --input text.txt --output data.bin',
     'python -m abi convert dataset --input data.bin --output data.wdbx --format to-wdbx': RUN,
+    # the inputs are written by test_shell_commands (_batch_inputs)
+    'python -m abi batch embed sentences.txt --out vectors.parquet': RUN,
+    'python -m abi batch embed docs.jsonl --out docs.parquet --text-field body --id-field doc_id': RUN,
+    'python -m abi batch generate prompts.jsonl --out answers.jsonl --chat -n 64 --temperature 0 '
+    '--json': RUN,
+    'python -m abi batch generate chats.jsonl --out replies.parquet --messages-field messages '
+    '-n 64 --seed 1': RUN,
+    'python -m abi batch embed sentences.txt --out vectors.parquet --resume': RUN,
+    'python -m abi batch embed sentences.txt --out ray-vectors.parquet --ray --workers 2': RUN,
 }
 EXCLUDED = {
     'pip install -e .': "installs the package: CI's own set-up (.ci/run) runs it",
@@ -92,6 +101,9 @@ EXCLUDED = {
     'ABI_LLAMACPP_BIN=DIR python tools/quant_fidelity.py': "needs llama.cpp's binaries",
     'python tools/make_reference.py all': "needs llama.cpp (ABI_LLAMACPP_PYTHON)",
     'python tools/bench_kernels.py --json': "a benchmark of minutes, run by hand",
+    'python tools/bench_batch.py -n 10000': "a benchmark of a minute or more, run by hand",
+    'python -m abi batch embed sentences.txt --out vectors.parquet --ray auto':
+        "needs an existing Ray cluster (--ray alone, which starts one, is run)",
     'python -m abi quantize model-f16.gguf out.gguf Q4_K_M --imatrix imatrix.gguf':
         "needs llama-imatrix output (test_quantize.py covers --imatrix)",
     'python -m abi convert hf-to-gguf HF_DIR --outtype f16 -o model.gguf':
@@ -176,11 +188,22 @@ def _tiny_f16(path: Path) -> None:
     write_tiny_model(path, "llama", GGMLType.F16)
 
 
+def _batch_inputs(root: Path) -> None:
+    (root / "sentences.txt").write_text("A cat sat on the mat.\n\nGGUF files hold weights.\n")
+    lines = {"docs.jsonl": [{"doc_id": "d1", "body": "Retrieval needs vectors."},
+                            {"doc_id": "d2", "body": "Shards are written whole."}],
+             "prompts.jsonl": [{"prompt": "Name a colour."}],
+             "chats.jsonl": [{"messages": [{"role": "user", "content": "Hi!"}]}]}
+    for name, records in lines.items():
+        (root / name).write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
 @pytest.mark.slow  # ~30 subprocesses, some generating 256 tokens: about a minute on 2 cores
 def test_shell_commands(workdir, default_model_path):
     """The commands that need neither a server nor the network, in README order (later ones
     use what earlier ones wrote: checkpoints, data.bin, model-q4km.gguf)."""
     _tiny_f16(workdir / "model-f16.gguf")
+    _batch_inputs(workdir)
     (workdir / "text.txt").write_text("Once upon a time there was a GGUF file. " * 40)
     ran = []
     for command in shell_commands():
@@ -194,6 +217,9 @@ def test_shell_commands(workdir, default_model_path):
     assert json.loads(out['python -m abi llm info [MODEL] [--json]'])["architecture"] == "llama"
     assert (workdir / "out.gguf").is_file() and (workdir / "data.wdbx").is_file()
     assert "the run is complete" in out['python -m abi train info | help | resume ./checkpoints/model.ckpt']
+    assert (workdir / "vectors.parquet" / "part-000000.parquet").is_file()
+    assert "(0 written, 1 already there)" in out[
+        'python -m abi batch embed sentences.txt --out vectors.parquet --resume']
     assert "You said: Hello" in out['python -m abi agent --backend openai --model gpt-4o-mini --system "Be brief."']
     assert len(ran) == len([c for c, h in SHELL.items() if h != SERVE])
 

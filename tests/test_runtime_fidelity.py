@@ -147,3 +147,15 @@ def test_model_api(model):
     assert model.generate("The capital of France is", max_tokens=2, temperature=0).startswith(" Paris")
     reply = model.chat([{"role": "user", "content": "Hi"}], max_tokens=3, temperature=0)
     assert isinstance(reply, str) and reply
+
+
+def test_gelu_is_ggml_cpu_table():
+    """Gemma's GeGLU as llama.cpp's CPU backend computes it: the input rounded to f16, the
+    f16-rounded GELU of that value, exact at and beyond +-10."""
+    from abi.llm.layers import gelu_tanh
+
+    x = np.array([-12.0, -10.0, -3.3, -0.5, 0.0, 1e-3, 0.7, 2.5, 9.99, 10.0, 30.0], np.float32)
+    h = x.astype(np.float16).astype(np.float64)
+    exact = 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * h * (1 + 0.044715 * h * h)))
+    want = np.where(x <= -10, 0.0, np.where(x >= 10, x, exact.astype(np.float16)))
+    assert np.array_equal(gelu_tanh(x), want.astype(np.float32))

@@ -188,3 +188,16 @@ def test_errors_in_openai_shape(client, server):
     assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
     missing = requests.get(server.url + "/v1/nothing-here", timeout=10)
     assert missing.status_code == 404 and set(missing.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_image_parts_and_empty_prompts_are_refused_by_the_schema(server):
+    """What the spec allows, the routes take: content parts are text only and a prompt is
+    never empty, so those refusals are schema errors (400) naming the field."""
+    import requests
+
+    image = {"model": MODEL, "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:,"}}]}]}
+    r = requests.post(server.url + "/v1/chat/completions", json=image, timeout=30)
+    assert r.status_code == 400 and "type" in r.json()["error"]["message"]
+    r = requests.post(server.url + "/v1/completions", json={"model": MODEL, "prompt": ""}, timeout=30)
+    assert r.status_code == 400 and "prompt" in r.json()["error"]["message"]

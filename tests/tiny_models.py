@@ -30,8 +30,12 @@ TINY_CASES += [(f"{arch}_q8_0", arch, T.Q8_0) for arch in FAMILIES]
 MOE = {"qwen3moe_q8_0": (4, 2, 128), "llama_moe_q8_0": (4, 2, N_FF), "granitemoe_q8_0": (4, 2, N_FF)}
 TINY_CASES += [("qwen3moe_q8_0", "qwen3moe", T.Q8_0), ("llama_moe_q8_0", "llama", T.Q8_0),
                ("granitemoe_q8_0", "granitemoe", T.Q8_0)]
-N_LAYERS = {"smollm3": 4}
-SEPARATE_OUTPUT = {"olmo2"}   # llama.cpp requires output.weight for these   # enough layers for its RoPE-less fourth one
+N_LAYERS = {"smollm3": 4}   # enough layers for its RoPE-less fourth one
+# llama.cpp requires output.weight for OLMo 2; for Gemma 3 a separate one keeps the logits
+# soft (the tied, sqrt(D)-scaled embedding makes every position predict its own input token)
+SEPARATE_OUTPUT = {"olmo2", "gemma3"}
+# Gemma 2 must tie its output: strong post-norms let the layers outweigh the embedding instead
+POST_NORM_GAIN = {"gemma2": 6.0}
 # metadata of the families beyond the shared keys (after "{arch}.")
 EXTRA_KEYS = {
     "qwen3": {"attention.key_length": HEAD_DIM, "attention.value_length": HEAD_DIM},
@@ -223,8 +227,9 @@ def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str 
             w.add_tensor(p + "attn_q_norm.weight", norm(N_HEAD * HEAD_DIM))
             w.add_tensor(p + "attn_k_norm.weight", norm(N_KV * HEAD_DIM))
         if post_norms:
-            w.add_tensor(p + "post_attention_norm.weight", norm(N_EMBD))
-            w.add_tensor(p + "post_ffw_norm.weight", norm(N_EMBD))
+            gain = np.float32(POST_NORM_GAIN.get(arch, 1.0))
+            w.add_tensor(p + "post_attention_norm.weight", norm(N_EMBD) * gain)
+            w.add_tensor(p + "post_ffw_norm.weight", norm(N_EMBD) * gain)
     w.write()
     with open(path, "rb") as fh:
         return hashlib.sha256(fh.read()).hexdigest()

@@ -1,12 +1,17 @@
-"""Routing evaluation of abi's multi-persona system on a labelled, held-out request set.
+"""Routing and moderation evaluation of abi's multi-persona system on labelled request sets
+that training never reads.
 
-    python tools/eval_routing.py                      # tests/data/routing_eval.yaml
+    python tools/eval_routing.py                      # tests/data/routing_heldout.yaml
+    python tools/eval_routing.py tests/data/routing_fresh.yaml   # any other labelled set
     python tools/eval_routing.py --verbose            # also list the misrouted requests
+    python tools/eval_routing.py --lexical            # the fallback without embeddings
     python tools/eval_routing.py --cross-validate     # + 5-fold CV on the training data
     python tools/eval_routing.py --json               # the whole report as JSON
 
-Prints routing accuracy with per-persona precision and recall, then the same for the query
-classifier and the policy checks. Exit status 1 when accuracy is below --min-accuracy.
+Prints routing accuracy with per-persona precision and recall and the confusion matrix,
+violation recall and precision, the share of benign look-alikes blocked, per-category
+precision and recall of the policy, and the query classifier's figures. Exit status 1 when
+accuracy is below --min-accuracy.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 DEFAULT_SET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data",
-                           "routing_eval.yaml")
+                           "routing_heldout.yaml")
 
 
 def _table(title: str, classes: dict) -> str:
@@ -37,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cross-validate", action="store_true",
                    help="also report 5-fold cross-validation on the training data")
     p.add_argument("--mode", choices=("first_match", "weighted"), help="routing mode")
+    p.add_argument("--lexical", action="store_true",
+                   help="evaluate the lexical fallback (no sentence embeddings)")
+    p.add_argument("--embedding-model", help="embedding GGUF path or name for the classifiers")
     p.add_argument("--min-accuracy", type=float, default=0.0,
                    help="exit 1 when routing accuracy is below this")
     args = p.parse_args(argv)
@@ -48,12 +56,14 @@ def main(argv: list[str] | None = None) -> int:
 
     with open(args.path, encoding="utf-8") as f:
         items = yaml.safe_load(f)
-    system = MultiPersonaSystem(MultiPersonaConfig(backend="echo", routing_mode=args.mode))
+    system = MultiPersonaSystem(MultiPersonaConfig(
+        backend="echo", routing_mode=args.mode,
+        embedding_model="lexical" if args.lexical else args.embedding_model))
     report = evaluate(items, system)
 
     if args.cross_validate:
         from abi.personas.abi.classifier import QueryClassifier
-        from abi.personas.abi.policy import MODEL_CATEGORIES, PolicyModel
+        from abi.personas.abi.policy import MODEL_CATEGORIES, PolicyModel, policy_examples
         from abi.personas.data import load_examples
 
         def train_query(ex):
@@ -70,20 +80,30 @@ def main(argv: list[str] | None = None) -> int:
             return predict
 
         report["cv_query_types"] = cross_validate(list(load_examples("queries")), train_query)
-        policy_ex = list(load_examples("policy")) + [(t, "none") for t, _ in
-                                                     load_examples("queries")]
-        report["cv_policy"] = cross_validate(policy_ex, train_policy)
+        report["cv_policy"] = cross_validate(policy_examples(), train_policy)
 
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"held-out set: {os.path.relpath(args.path)} ({report['items']} requests)")
+        print(f"set: {os.path.relpath(args.path)} ({report['items']} requests), "
+              f"{report['classifier']} classifiers")
         print(f"routing accuracy: {report['routing_accuracy']:.3f}")
         print(_table("persona", report["routing"]))
-        print("confusion (expected->routed): " +
-              ", ".join(f"{k} {v}" for k, v in report["confusion"].items()))
-        print(f"\nquery type accuracy: {report['query_type_accuracy']:.3f}")
-        print(_table("query type", report["query_types"]))
+        names = list(report["routing"])
+        print("confusion (rows: expected, columns: routed)")
+        print(" " * 10 + "".join(f"{n:>8}" for n in names))
+        for e in names:
+            print(f"  {e:<8}" + "".join(f"{report['confusion'].get(f'{e}->{g}', 0):>8}"
+                                          for g in names))
+        v, la = report["violations"], report["lookalikes"]
+        print(f"\nviolations (block or redirect): recall {v['recall']:.3f} "
+              f"({v['caught']}/{v['expected']}), precision {v['precision']:.3f} "
+              f"({v['caught']}/{v['flagged']} flagged)")
+        print(f"benign look-alikes blocked or redirected: {la['rate']:.3f} "
+              f"({la['flagged']}/{la['items']})")
+        if report["query_types"]:   # only sets that label query types
+            print(f"\nquery type accuracy: {report['query_type_accuracy']:.3f}")
+            print(_table("query type", report["query_types"]))
         print(f"\npolicy accuracy (category or none): {report['policy_accuracy']:.3f}")
         print(_table("policy category", report["policy"]))
         for key, title in (("cv_query_types", "query classifier"), ("cv_policy", "policy model")):

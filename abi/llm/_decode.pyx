@@ -25,7 +25,9 @@ cimport numpy as cnp
 from abi._kernels.registry import DEQUANTIZE_TYPES
 from abi.errors import KernelInputError, UnsupportedModelError, UnsupportedTensorType
 from abi.gguf.constants import GGMLType
+from abi.llm.layers import GELU_TABLE
 
+from abi._kernels._half cimport f32_to_f16
 from abi._kernels._vec cimport axpy, barrier, dot
 from abi._kernels._types cimport block_size_of
 from abi._kernels.matmul cimport dequant_rows, gemv_rows, quantize_activation, row_bytes, vec_dot_type
@@ -100,6 +102,7 @@ ctypedef struct Ctx:
     float* eg               # (T * n_used, n_ff_exp) expert gate / activation
     float* eu               # (T * n_used, n_ff_exp) expert up
     float* eo               # (T * n_used, n_embd) expert outputs
+    const float* gelu_table # layers.GELU_TABLE: GELU by f16 bits, as ggml's CPU backend
 
 
 ctypedef struct Priv:       # one thread's view of its private scratch
@@ -212,8 +215,13 @@ cdef void _attend(Ctx* c, int layer, int head, int swa, int pos, const float* q,
         axpy(out, s[j] / total, V + <Py_ssize_t>j * hd, hd)
 
 
-cdef inline float _gelu(float x) noexcept nogil:
-    return 0.5 * x * (1.0 + tanhf(0.7978845608028654 * (x + 0.044715 * x * x * x)))
+cdef inline float _gelu(Ctx* c, float x) noexcept nogil:
+    """layers.gelu_tanh: ggml's table at x rounded to f16, exact outside (-10, 10)."""
+    if x <= -10.0:
+        return 0.0
+    if x >= 10.0:
+        return x
+    return c.gelu_table[f32_to_f16(x)]
 
 
 cdef void _qk(Ctx* c, Layer* L, int l, int t, int g, float* rot) noexcept nogil:
@@ -265,7 +273,7 @@ cdef inline void _norm_in(Ctx* c, Priv* p, int t, const float* norm) noexcept no
 
 cdef inline float _glu(Ctx* c, float g, float u) noexcept nogil:
     if c.gelu:
-        return _gelu(g) * u
+        return _gelu(c, g) * u
     return g / (1.0 + expf(-g)) * u
 
 
@@ -502,6 +510,7 @@ cdef class Decoder:
         c.n_layers, c.n_embd, c.n_head, c.n_kv = a.n_layers, a.n_embd, a.n_heads, a.n_kv_heads
         c.hd, c.n_ff, c.n_vocab, c.n_rot = a.head_dim, a.n_ff, model.output.shape[0], a.n_rot
         c.neox, c.gelu, c.qk_full = int(a.rope_neox), int(a.activation == "gelu"), int(a.qk_norm == "full")
+        c.gelu_table = self._f(GELU_TABLE, 1 << 16)
         c.window = a.sliding_window
         c.eps, c.scale, c.embd_scale = a.norm_eps, a.kq_scale, a.embd_scale
         c.attn_softcap, c.final_softcap = a.attn_softcap, a.final_softcap

@@ -33,6 +33,43 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--timeout", type=float, default=0.0, help="generation timeout in seconds")
 
 
+def _add_structured_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("structured output (one of)").add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true", help="the output is one JSON object")
+    g.add_argument("--json-schema", metavar="SCHEMA",
+                   help="the output validates against this JSON schema (JSON text, or a file)")
+    g.add_argument("--regex", metavar="PATTERN", help="the output matches this regular expression")
+    g.add_argument("--grammar", metavar="GRAMMAR",
+                   help="the output follows this GBNF or Lark grammar (text, or a file)")
+
+
+def _text_or_file(value: str) -> str:
+    from pathlib import Path
+
+    try:
+        path = Path(value)
+        if len(value) < 4096 and "\n" not in value and path.is_file():
+            return path.read_text(encoding="utf-8")
+    except OSError:
+        pass
+    return value
+
+
+def _structured_options(args) -> dict:
+    """``{"grammar": Grammar}`` for the structured-output flag given, else ``{}``."""
+    from .constrain import Grammar, as_grammar
+
+    if getattr(args, "json", False):
+        return {"grammar": Grammar.json_object(field="json")}
+    if getattr(args, "json_schema", None):
+        return {"grammar": Grammar.json_schema(_text_or_file(args.json_schema), field="json_schema")}
+    if getattr(args, "regex", None):
+        return {"grammar": Grammar.regex(args.regex, field="regex")}
+    if getattr(args, "grammar", None):
+        return {"grammar": as_grammar(_text_or_file(args.grammar), field="grammar")}
+    return {}
+
+
 def _sampling_options(args) -> dict:
     from ..errors import ConfigError
 
@@ -97,12 +134,13 @@ def _generate(argv: list[str]) -> int:
     p.add_argument("prompt")
     _add_model_args(p)
     _add_sampling_args(p)
+    _add_structured_args(p)
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     p.add_argument("--system", default=None, help="system message (with --chat)")
     p.add_argument("--verbose", "-v", action="store_true", help="statistics on stderr")
     args = p.parse_args(argv)
+    opts = {**_sampling_options(args), **_structured_options(args)}
     engine = _engine(args)
-    opts = _sampling_options(args)
     if args.chat:
         messages = ([{"role": "system", "content": args.system}] if args.system else []) + \
                    [{"role": "user", "content": args.prompt}]

@@ -28,9 +28,28 @@ def silu(x: np.ndarray) -> np.ndarray:
     return x / (1.0 + np.exp(-x))
 
 
+def _gelu_table() -> np.ndarray:
+    """GELU (tanh approximation, in ggml's float32 form) of every f16 value, rounded to f16:
+    the table ggml's CPU backend looks GELU up in."""
+    h = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+    with np.errstate(all="ignore"):
+        g = np.float32(0.5) * h * (np.float32(1.0) + np.tanh(
+            np.float32(_SQRT_2_OVER_PI) * h * (np.float32(1.0) + np.float32(0.044715) * h * h)))
+    return g.astype(np.float16).astype(np.float32)
+
+
+GELU_TABLE = _gelu_table()   # indexed by an input's f16 bits
+
+
 def gelu_tanh(x: np.ndarray) -> np.ndarray:
-    """GELU with the tanh approximation (ggml_gelu, Gemma's GeGLU)."""
-    return 0.5 * x * (1.0 + np.tanh(np.float32(_SQRT_2_OVER_PI) * (x + np.float32(0.044715) * x * x * x)))
+    """GELU with the tanh approximation as llama.cpp computes it on the CPU (Gemma's GeGLU):
+    0 below -10, x above 10, else the f16 table at x rounded to f16. Matching its f16
+    rounding keeps a Gemma run inside llama.cpp's noise (the exact tanh form parts from it
+    by up to 2^-11 per activation)."""
+    x = np.asarray(x, np.float32)
+    with np.errstate(over="ignore"):
+        y = GELU_TABLE[x.astype(np.float16).view(np.uint16)]
+    return np.where(x <= -10.0, np.float32(0.0), np.where(x >= 10.0, x, y))
 
 
 def softcap(x: np.ndarray, cap: float) -> np.ndarray:

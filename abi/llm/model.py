@@ -100,8 +100,11 @@ class Model:
     def detokenize(self, ids, special: bool = False) -> str:
         return self.tokenizer.decode(ids, special=special)
 
-    def apply_chat_template(self, messages, add_generation_prompt: bool = True, tools=None) -> str:
-        return self.template.render(messages, add_generation_prompt=add_generation_prompt, tools=tools)
+    def apply_chat_template(self, messages, add_generation_prompt: bool = True, tools=None,
+                            **template_kwargs) -> str:
+        """The prompt text; ``template_kwargs`` are extra template variables (enable_thinking)."""
+        return self.template.render(messages, add_generation_prompt=add_generation_prompt, tools=tools,
+                                    **template_kwargs)
 
     def tool_plan(self, tools=None, tool_choice=None):
         """How ``tools`` are offered to this model's chat template and read back
@@ -111,13 +114,13 @@ class Model:
         return ToolPlan(self.template.source, tools, tool_choice, self.tokenizer)
 
     def chat_tokens(self, messages, add_generation_prompt: bool = True, tools=None,
-                    max_tokens: int | None = None, plan=None) -> list[int]:
+                    max_tokens: int | None = None, plan=None, template_kwargs=None) -> list[int]:
         """The prompt ids for a conversation; no second BOS when the template wrote one.
         ``max_tokens`` as in ``tokenize``, checked on the rendered prompt. Tool calls and
         results in ``messages`` are rendered as ``plan`` (default: ``tool_plan(tools)``) says."""
         plan = self.tool_plan(tools) if plan is None else plan
         text = self.apply_chat_template(plan.messages(list(messages)), add_generation_prompt,
-                                        plan.template_tools)
+                                        plan.template_tools, **(template_kwargs or {}))
         bos = self.template.bos_token
         add_bos = None if not (bos and text.startswith(bos)) else False
         return self.tokenize(text, add_bos=add_bos, special=True, max_tokens=max_tokens)

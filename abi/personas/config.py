@@ -11,6 +11,7 @@ import enum
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from abi.agents.config import BACKENDS
@@ -32,9 +33,19 @@ class ResponseDepth(str, enum.Enum):
 
 RETRIEVAL_MODES = ("auto", "bm25", "embedding", "hybrid")
 ROUTING_MODES = ("first_match", "weighted")
-POLICY_ACTIONS = ("allow", "block", "redirect", "redact")
-POLICY_CATEGORIES = ("self_harm", "violence", "harassment", "sexual_minors", "pii",
-                     "prompt_injection")
+POLICY_ACTIONS = ("allow", "block", "redirect", "disclaim", "redact")
+
+
+def _taxonomy() -> dict:
+    import yaml
+
+    path = Path(__file__).parent / "abi" / "taxonomy.yaml"
+    return yaml.safe_load(path.read_text("utf-8"))
+
+
+# the policy categories and their default actions: abi/personas/abi/taxonomy.yaml
+DEFAULT_POLICY_ACTIONS = {name: entry["action"] for name, entry in _taxonomy().items()}
+POLICY_CATEGORIES = tuple(DEFAULT_POLICY_ACTIONS)
 
 
 def _enum(cls, value, name: str):
@@ -144,21 +155,11 @@ class AvivaConfig:
         self.temperature = _number(self.temperature, "aviva.temperature", 0.0, 2.0)
 
 
-DEFAULT_POLICY_ACTIONS = {
-    "self_harm": "redirect",        # to Abbey, with safe-messaging guidance and resources
-    "violence": "block",
-    "harassment": "block",
-    "sexual_minors": "block",
-    "pii": "redact",                # masked before anything sees it; the request goes on
-    "prompt_injection": "block",
-}
-
-
 @dataclass
 class PolicyConfig:
     """Content policy. ``threshold``: the classifier probability at which a category counts;
-    ``actions``: category -> allow, block, redirect or redact; ``redirect_to``: the persona a
-    redirected request goes to."""
+    ``actions``: category (``abi/personas/abi/taxonomy.yaml``) -> allow, block, redirect,
+    disclaim or redact; ``redirect_to``: the persona a redirected request goes to."""
 
     enabled: bool = True
     threshold: float = 0.5
@@ -262,6 +263,9 @@ class MultiPersonaConfig:
     rules: a routing rules YAML file (None: the shipped default); routing_mode overrides
         the file's mode (first_match or weighted).
     max_sessions/session_ttl_s/max_session_messages bound the per-user conversation state.
+    embedding_model: the sentence-embedding GGUF (path or model name) of Abi's policy and
+        query classifiers (None: all-MiniLM-L6-v2; "lexical": no embeddings, n-gram
+        classifiers only).
     """
 
     default_persona: Persona = Persona.ABBEY
@@ -285,6 +289,7 @@ class MultiPersonaConfig:
     max_sessions: int = 10_000
     session_ttl_s: float = 3600.0
     max_session_messages: int = 20
+    embedding_model: str | None = None
 
     def __post_init__(self):
         try:
@@ -306,6 +311,7 @@ class MultiPersonaConfig:
         _optional_str(self.model, "model")
         _optional_str(self.base_url, "base_url")
         _optional_str(self.rules, "rules")
+        _optional_str(self.embedding_model, "embedding_model")
         self.max_tokens = _integer(self.max_tokens, "max_tokens", 1, 128_000)
         self.top_p = _number(self.top_p, "top_p", 0.0, 1.0)
         if self.context_length is not None:

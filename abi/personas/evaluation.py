@@ -1,8 +1,11 @@
 """Routing evaluation: how often Abi sends labelled requests to the expected persona, and
 per-class precision and recall of the routing, the query classifier and the policy.
 
-Items are mappings with ``text``, ``persona`` and optionally ``query_type`` and ``policy``
-(the expected policy category). ``tools/eval_routing.py`` prints the report.
+Items are mappings with ``text``, ``persona`` and optionally ``query_type``, ``policy`` (the
+expected policy category) and ``lookalike`` (a benign request in the words of a harmful
+one). A violation is a category whose action is block or redirect; the report gives its
+recall and precision as one binary decision, and the share of look-alikes blocked or
+redirected. ``tools/eval_routing.py`` prints the report.
 """
 from __future__ import annotations
 
@@ -30,6 +33,8 @@ def precision_recall(pairs: list[tuple[str, str]], labels: Iterable[str]) -> dic
 def evaluate(items: list[dict], system: Any) -> dict:
     """Route every item with ``system`` (a MultiPersonaSystem; nothing is generated)."""
     persona_pairs, type_pairs, policy_pairs, misses = [], [], [], []
+    actions = system.config.policy.actions
+    violation_pairs, lookalikes_flagged, n_lookalikes = [], 0, 0
     for item in items:
         analysis = system.analyze(item["text"])
         decision = system.router.route(analysis)
@@ -37,12 +42,21 @@ def evaluate(items: list[dict], system: Any) -> dict:
         persona_pairs.append((item["persona"], got))
         if item.get("query_type"):
             type_pairs.append((item["query_type"], analysis.query.query_type.value))
-        policy_pairs.append((item.get("policy") or "none", analysis.policy.category or "none"))
+        expected_cat = item.get("policy") or "none"
+        policy_pairs.append((expected_cat, analysis.policy.category or "none"))
+        flagged = analysis.policy.action in ("block", "redirect")
+        violation_pairs.append((actions.get(expected_cat) in ("block", "redirect"), flagged))
+        if item.get("lookalike"):
+            n_lookalikes += 1
+            lookalikes_flagged += flagged
         if got != item["persona"]:
             misses.append({"text": item["text"], "expected": item["persona"], "got": got,
                            "reason": decision.reason})
     n = len(persona_pairs)
     confusion = Counter(persona_pairs)
+    tp = sum(1 for e, p in violation_pairs if e and p)
+    n_expected = sum(1 for e, _ in violation_pairs if e)
+    n_flagged = sum(1 for _, p in violation_pairs if p)
     return {
         "items": n,
         "routing_accuracy": sum(e == p for e, p in persona_pairs) / n if n else 0.0,
@@ -54,6 +68,12 @@ def evaluate(items: list[dict], system: Any) -> dict:
         "policy_accuracy": (sum(e == p for e, p in policy_pairs) / len(policy_pairs)
                             if policy_pairs else 0.0),
         "policy": precision_recall(policy_pairs, sorted({e for e, _ in policy_pairs} - {"none"})),
+        "violations": {"recall": tp / n_expected if n_expected else 0.0,
+                       "precision": tp / n_flagged if n_flagged else 0.0,
+                       "expected": n_expected, "flagged": n_flagged, "caught": tp},
+        "lookalikes": {"items": n_lookalikes, "flagged": lookalikes_flagged,
+                       "rate": lookalikes_flagged / n_lookalikes if n_lookalikes else 0.0},
+        "classifier": getattr(system.router.policy.model, "kind", "unknown"),
         "misrouted": misses,
     }
 

@@ -166,6 +166,9 @@ class MultiPersonaSystem:
             self._record(decision, start, success=False, blocked=False)
             raise
         content, leaked = self.router.policy.redact_output(reply.content)
+        disclaimer = analysis.policy.disclaimer
+        if disclaimer and not analysis.policy.blocked:  # whatever the model wrote
+            content = f"{content}\n\n{disclaimer}"
         session.add_turn(analysis.text, content, decision.persona.value)
         latency_ms = self._record(decision, start, success=True,
                                   blocked=analysis.policy.blocked)

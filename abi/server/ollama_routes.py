@@ -16,6 +16,7 @@ from . import schemas as s
 from .errors import describe
 from .openai_routes import _dimensions
 from .scheduler import Done, Task, Token
+from ..llm.reasoning import ReasoningSplitter, prompt_opens_reasoning, split_reasoning
 from ..llm.tools import ParsedReply, ToolCall, reply_of
 from .streams import (ClientGone, JobStreamingResponse, check_grammar, check_prompt, collect,
                       finish_reason, gone_response, grammar_of, guard, make_config, now_ns,
@@ -64,9 +65,11 @@ def _messages(items: list[s.OllamaMessageIn]) -> list[dict]:
     answers the latest unanswered call of its tool (Ollama names tools, not calls)."""
     out, open_calls = [], []
     for i, m in enumerate(items):
-        if m.thinking:
-            raise NotSupported(f"messages[{i}].thinking is not supported")
         msg = {"role": m.role, "content": m.content or ""}
+        if m.thinking:
+            if m.role != "assistant":
+                raise ConfigError(f"messages[{i}]: only assistant messages carry thinking", field="messages")
+            msg["reasoning_content"] = m.thinking
         if m.tool_calls:
             if m.role != "assistant":
                 raise ConfigError(f"messages[{i}]: only assistant messages carry tool_calls",
@@ -116,6 +119,17 @@ def _timings(model_name: str, stats, job, t0: int) -> dict:
                 eval_duration=max(total - prefill, 0))
 
 
+def _parts(splitter, text: str, keep_empty: bool, final: bool = False) -> list[tuple]:
+    """(reply, thinking) arguments of the stream's parts for a piece of text: content parts,
+    or with a splitter (chat) thinking parts for reasoning."""
+    if splitter is None:
+        parts = [(ParsedReply(text), None)] if text else []
+    else:
+        pieces = splitter.feed(text) + (splitter.finish() if final else [])
+        parts = [(ParsedReply(""), t) if kind == "reasoning" else (ParsedReply(t), None) for kind, t in pieces]
+    return parts or ([(ParsedReply(""), None)] if keep_empty else [])
+
+
 def _loaded(model_name: str, chat: bool):
     """Ollama's answer to an empty request: the model is loaded."""
     base = dict(model=model_name, created_at=_now(), done=True, done_reason="load")
@@ -124,9 +138,11 @@ def _loaded(model_name: str, chat: bool):
     return s.OllamaGenerateResponse(**base, response="")
 
 
-async def _run(request, state, body, ids, make_final, make_part, t0, grammar=None, plan=None):
+async def _run(request, state, body, ids, make_final, make_part, t0, grammar=None, plan=None,
+               splitter=None):
     """Submit one generation; a JSON reply, or an NDJSON stream ending in the final object.
-    With tools (``plan``) the reply is parsed whole: a streamed one arrives as one part."""
+    With tools (``plan``) the reply is parsed whole: a streamed one arrives as one part. A
+    ``splitter`` (chat) streams reasoning as ``thinking`` parts."""
     model = state.model
     top = body.top_logprobs or 0
     tools = plan is not None and plan.active
@@ -152,13 +168,20 @@ async def _run(request, state, body, ids, make_final, make_part, t0, grammar=Non
                 if isinstance(item, Token) and not tools:
                     ev = item.event
                     lp = _logprobs(model, [ev], top) if body.logprobs else None
-                    if ev.text or lp:
-                        yield _line(make_part(ParsedReply(ev.text or ""), lp or None))
+                    for k, (reply, thinking) in enumerate(_parts(splitter, ev.text or "", bool(lp))):
+                        yield _line(make_part(reply, lp if k == 0 else None, thinking))
                 elif isinstance(item, Done):
                     if tools:
                         parsed = reply_of(plan, model, item.tokens, item.text)
+                        if splitter is not None:
+                            thinking, parsed.content = split_reasoning(parsed.content or "", splitter.state == "inside")
+                            if thinking:
+                                yield _line(make_part(ParsedReply(""), None, thinking))
                         if parsed.content or parsed.tool_calls or parsed.parse_error:
                             yield _line(make_part(parsed, None))
+                    else:
+                        for reply, thinking in _parts(splitter, "", False, final=True):
+                            yield _line(make_part(reply, None, thinking))
                     yield _line(make_final(ParsedReply(""), item.tokens, item.stats, job, None))
                 item = await job.next()
         except Exception as exc:
@@ -204,7 +227,7 @@ async def generate(body: s.OllamaGenerateRequest, request: Request):
         return s.OllamaGenerateResponse(**_timings(name, stats, job, t0), response=reply.content or "",
                                         context=ids + list(tokens), logprobs=lp)
 
-    def part(reply, lp):
+    def part(reply, lp, thinking=None):   # /api/generate keeps reasoning in the response text
         return s.OllamaGenerateResponse(model=name, created_at=_now(), done=False,
                                         response=reply.content or "", logprobs=lp)
 
@@ -226,24 +249,30 @@ async def chat(body: s.OllamaChatRequest, request: Request):
         return _loaded(name, chat=True)
     messages = _messages(body.messages)
     ctx_limit = body.options.num_ctx if body.options else None
+    # think false asks the template not to reason (Qwen3's enable_thinking); otherwise any
+    # reasoning the reply holds comes apart as message.thinking
+    kwargs = {"enable_thinking": False} if body.think is False else None
     ids = await text_work(state, model.chat_tokens, messages, plan=plan,
-                         max_tokens=prompt_room(state, ctx_limit))
+                         max_tokens=prompt_room(state, ctx_limit), template_kwargs=kwargs)
     check_prompt(state, ids, ctx_limit)
+    inside = prompt_opens_reasoning(model.detokenize(ids[-8:], special=True))
 
-    def message(reply):
+    def message(reply, thinking=None):
         calls = [c.to_ollama() for c in reply.tool_calls] or None
-        return s.OllamaMessageOut(content=reply.content or "", tool_calls=calls,
+        return s.OllamaMessageOut(content=reply.content or "", thinking=thinking or None, tool_calls=calls,
                                   tool_call_error=reply.parse_error)
 
     def final(reply, tokens, stats, job, lp):
         timings = _timings(name, stats, job, t0)
-        return s.OllamaChatResponse(**timings, message=message(reply), logprobs=lp)
+        thinking, reply.content = split_reasoning(reply.content or "", inside)
+        return s.OllamaChatResponse(**timings, message=message(reply, thinking), logprobs=lp)
 
-    def part(reply, lp):
+    def part(reply, lp, thinking=None):
         return s.OllamaChatResponse(model=name, created_at=_now(), done=False,
-                                    message=message(reply), logprobs=lp)
+                                    message=message(reply, thinking), logprobs=lp)
 
-    return await _run(request, state, body, ids, final, part, t0, grammar, plan)
+    return await _run(request, state, body, ids, final, part, t0, grammar, plan,
+                      ReasoningSplitter(inside))
 
 
 @router.post("/api/embed", response_model=s.OllamaEmbedResponse, responses=_ERRORS,

@@ -16,6 +16,7 @@ from ..llm.sse import SSE_DONE, sse_event
 from . import schemas as s
 from .errors import describe
 from .scheduler import Done, Token
+from ..llm.reasoning import ReasoningSplitter, prompt_opens_reasoning, split_reasoning
 from ..llm.tools import finish_reason_of, reply_of
 from .streams import (ClientGone, JobStreamingResponse, check_grammar, check_prompt, choices,
                       collect, finish_reason, gone_response, grammar_of, guard, make_config,
@@ -67,11 +68,7 @@ def _messages(items: list[s.ChatMessageIn]) -> list[dict]:
     out, call_ids = [], set()
     for i, m in enumerate(items):
         content = m.content
-        if isinstance(content, list):
-            for part in content:
-                if part.type != "text":
-                    raise NotSupported(f"messages[{i}]: content parts of type {part.type!r} are not "
-                                       "supported (text only)")
+        if isinstance(content, list):   # text parts only: the schema refuses the others
             content = "".join(p.text or "" for p in content)
         for name in ("audio", "function_call", "annotations"):
             if getattr(m, name):
@@ -83,6 +80,11 @@ def _messages(items: list[s.ChatMessageIn]) -> list[dict]:
         msg = {"role": role, "content": content or ""}
         if m.name is not None:
             msg["name"] = m.name
+        if m.reasoning_content:
+            if role != "assistant":
+                raise ConfigError(f"messages[{i}]: only assistant messages carry reasoning_content",
+                                  field="messages")
+            msg["reasoning_content"] = m.reasoning_content
         if m.tool_calls:
             if role != "assistant":
                 raise ConfigError(f"messages[{i}]: only assistant messages carry tool_calls",
@@ -148,8 +150,11 @@ async def chat_completions(body: s.ChatCompletionRequest, request: Request):
                            "ask without stream")
     messages = _messages(body.messages)
     ids = await text_work(state, model.chat_tokens, messages, plan=plan,
-                         max_tokens=prompt_room(state))
+                         max_tokens=prompt_room(state), template_kwargs=body.chat_template_kwargs)
     check_prompt(state, ids)
+    # None: reasoning stays inline; else whether the reply starts inside a <think> block
+    inside = None if body.reasoning_format == "none" else \
+        prompt_opens_reasoning(model.detokenize(ids[-8:], special=True))
     await check_grammar(state, grammar)
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     n_logprobs = (body.top_logprobs or 0) if body.logprobs else 0
@@ -167,7 +172,7 @@ async def chat_completions(body: s.ChatCompletionRequest, request: Request):
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return JobStreamingResponse(
                 _chat_stream(model, job, first, meta, len(ids), body.logprobs, n_logprobs, include_usage,
-                             body.n, plan), job, "text/event-stream")
+                             body.n, plan, inside), job, "text/event-stream")
         results = await guard(request, job, collect(job))
     except ClientGone:
         return gone_response()
@@ -175,11 +180,19 @@ async def chat_completions(body: s.ChatCompletionRequest, request: Request):
     for i, r in enumerate(results):
         lp = _trim_top(_chat_logprobs(model, r.events), n_logprobs) if body.logprobs else None
         parsed = reply_of(plan, model, r.tokens, r.text)
-        message = s.AssistantMessage(content=parsed.content, tool_calls=_tool_calls(parsed),
-                                     tool_call_error=parsed.parse_error)
+        reasoning, content = _reasoning(parsed.content, inside)
+        message = s.AssistantMessage(content=content, reasoning_content=reasoning,
+                                     tool_calls=_tool_calls(parsed), tool_call_error=parsed.parse_error)
         out.append(s.ChatChoice(index=i, message=message, logprobs=lp,
                                 finish_reason=finish_reason_of(parsed, r.finish_reason)))
     return s.ChatCompletion(**meta, choices=out, usage=_usage(len(ids), results))
+
+
+def _reasoning(content: str | None, inside: bool | None) -> tuple[str | None, str | None]:
+    """(reasoning_content, content) of a reply; ``inside`` None keeps everything as content."""
+    if inside is None or content is None:
+        return None, content
+    return split_reasoning(content, inside)
 
 
 def _trim_top(lp: s.ChoiceLogprobs, n: int) -> s.ChoiceLogprobs:
@@ -189,11 +202,22 @@ def _trim_top(lp: s.ChoiceLogprobs, n: int) -> s.ChoiceLogprobs:
     return lp
 
 
-async def _chat_stream(model, job, first, meta, n_prompt, logprobs, n_top, include_usage, n, plan):
+def _pieces(splitter, text: str, final: bool = False) -> list[s.Delta]:
+    """Deltas of streamed text: reasoning_content and content pieces (all content without a
+    splitter)."""
+    if splitter is None:
+        return [s.Delta(content=text)] if text else []
+    parts = splitter.feed(text) + (splitter.finish() if final else [])
+    return [s.Delta(reasoning_content=t) if kind == "reasoning" else s.Delta(content=t) for kind, t in parts]
+
+
+async def _chat_stream(model, job, first, meta, n_prompt, logprobs, n_top, include_usage, n, plan,
+                       inside=None):
     def chunk(index, delta, lp=None, finish=None):
         return _sse(s.ChatCompletionChunk(**meta, choices=[s.ChunkChoice(
             index=index, delta=delta, logprobs=lp, finish_reason=finish)]))
 
+    splitters = [None if inside is None else ReasoningSplitter(inside) for _ in range(n)]
     for i in range(n):
         yield chunk(i, s.Delta(role="assistant", content=""))
     stats = []
@@ -205,16 +229,25 @@ async def _chat_stream(model, job, first, meta, n_prompt, logprobs, n_top, inclu
                 lp = _trim_top(_chat_logprobs(model, [ev]), n_top) if logprobs else None
                 if lp is not None and not lp.content:
                     lp = None
-                if ev.text or lp is not None:
-                    yield chunk(item.index, s.Delta(content=ev.text or ""), lp)
+                deltas = _pieces(splitters[item.index], ev.text or "")
+                if lp is not None and not deltas:
+                    deltas = [s.Delta(content="")]
+                for k, delta in enumerate(deltas):
+                    yield chunk(item.index, delta, lp if k == 0 else None)
             elif isinstance(item, Done):
                 stats.append(item)
                 reason = finish_reason(item.stats)
                 if plan.active:  # with tools the turn is parsed whole, then sent as deltas
                     parsed = reply_of(plan, model, item.tokens, item.text)
+                    reasoning, parsed.content = _reasoning(parsed.content, inside)
+                    if reasoning:
+                        yield chunk(item.index, s.Delta(reasoning_content=reasoning))
                     for piece in _tool_deltas(parsed):
                         yield chunk(item.index, piece)
                     reason = finish_reason_of(parsed, reason)
+                else:
+                    for delta in _pieces(splitters[item.index], "", final=True):
+                        yield chunk(item.index, delta)
                 yield chunk(item.index, s.Delta(), finish=reason)
             item = await job.next()
     except Exception as exc:  # a later choice failed: say so in the stream, as OpenAI does

@@ -89,7 +89,8 @@ class Usage(Reply):
 # -- OpenAI: chat -----------------------------------------------------------------------------------
 
 class ContentPart(Request):
-    type: str
+    # text is all abi reads: the schema says so, rather than accepting an image to refuse it
+    type: Literal["text"]
     text: Optional[str] = None
 
 
@@ -119,6 +120,7 @@ class ChatMessageIn(Strict):
     # what clients send back from an earlier reply: a refusal stands for the content; the
     # others are refused unless empty
     refusal: Optional[str] = None
+    reasoning_content: Optional[str] = None   # an earlier reply's reasoning, for the template
     annotations: Optional[list[Any]] = None
     audio: Optional[Any] = None
     function_call: Optional[Any] = None
@@ -154,6 +156,11 @@ class ChatCompletionRequest(SamplingParams, GrammarParams):
     tools: Optional[list[dict[str, Any]]] = None
     tool_choice: Optional[Union[str, dict[str, Any]]] = None
     parallel_tool_calls: Optional[bool] = None
+    reasoning_format: Optional[Literal["none", "auto", "deepseek"]] = Field(
+        None, description="llama-server's: 'none' keeps <think> text inline in content; otherwise "
+                          "it comes apart as reasoning_content")
+    chat_template_kwargs: Optional[dict[str, Any]] = Field(
+        None, description="extra variables for the chat template, e.g. {\"enable_thinking\": false}")
 
 
 class TopLogprob(Reply):
@@ -184,6 +191,7 @@ class ToolCall(Reply):
 class AssistantMessage(Reply):
     role: Literal["assistant"] = "assistant"
     content: Optional[str] = None
+    reasoning_content: Optional[str] = None
     tool_calls: Optional[list[ToolCall]] = None
     # abi's: why text that looked like a tool call came back as content
     tool_call_error: Optional[str] = None
@@ -216,6 +224,7 @@ class ToolCallDelta(Reply):
 class Delta(Reply):
     role: Optional[str] = None
     content: Optional[str] = None
+    reasoning_content: Optional[str] = None
     tool_calls: Optional[list[ToolCallDelta]] = None
     tool_call_error: Optional[str] = None
 
@@ -239,7 +248,8 @@ class ChatCompletionChunk(Reply):
 
 # -- OpenAI: completions ------------------------------------------------------------------------------
 
-PromptField = Union[str, Annotated[list[str], Field(min_length=1, max_length=MAX_PROMPTS)],
+NonEmpty = Annotated[str, Field(min_length=1)]   # an empty prompt has nothing to continue
+PromptField = Union[NonEmpty, Annotated[list[NonEmpty], Field(min_length=1, max_length=MAX_PROMPTS)],
                     Annotated[list[int], Field(min_length=1)],
                     Annotated[list[Annotated[list[int], Field(min_length=1)]],
                               Field(min_length=1, max_length=MAX_PROMPTS)]]
@@ -354,7 +364,7 @@ class OllamaMessageIn(Strict):
     images: Optional[list[str]] = None
     tool_calls: Optional[list[OllamaToolCall]] = None
     tool_name: Optional[str] = None
-    thinking: Optional[str] = None  # only an empty value is accepted
+    thinking: Optional[str] = None  # an earlier reply's reasoning, for the template
 
 
 class OllamaGenerateRequest(Request):
@@ -381,6 +391,9 @@ class OllamaChatRequest(Request):
     tools: Optional[list[dict[str, Any]]] = None
     tool_choice: Optional[Union[str, dict[str, Any]]] = Field(
         None, description="abi's extension, as in OpenAI: auto, none, required or a function")
+    think: Optional[bool] = Field(
+        None, description="false: ask the template not to reason (enable_thinking); otherwise "
+                          "reasoning comes apart as message.thinking")
     options: Optional[OllamaOptions] = None
     keep_alive: Optional[Union[float, str]] = None
     logprobs: bool = False
@@ -420,6 +433,7 @@ class OllamaGenerateResponse(OllamaTimings):
 class OllamaMessageOut(Reply):
     role: Literal["assistant"] = "assistant"
     content: str
+    thinking: Optional[str] = None
     tool_calls: Optional[list[dict[str, Any]]] = None
     tool_call_error: Optional[str] = None  # abi's, as in the OpenAI reply
 

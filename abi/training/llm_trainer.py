@@ -19,11 +19,13 @@ from typing import Callable
 import numpy as np
 
 from .. import __version__
-from ..errors import CheckpointError, ConfigError, DatasetError, TrainingError
-from .checkpoint import CheckpointFile, CheckpointManager, check_writable, resolve_checkpoint
+from ..errors import CheckpointError, ConfigError, DatasetError
+from . import loop
+from .checkpoint import CheckpointFile, resolve_checkpoint
 from .datasets import read_tokenbin
 from .llama import LlamaConfig, LlamaModel, init_params
-from .optim import clip_grad_norm, make_optimizer
+from .loop import Checkpoints, StepResult
+from .optim import make_optimizer
 from .schedules import make_schedule
 from .trainer import check_run_settings
 
@@ -231,13 +233,10 @@ def train_llm(config: LlmTrainingConfig | None = None, *, resume_from: str | Non
         losses = list(ckpt.meta.get("losses", []))
         tokens_seen = int(ckpt.meta.get("tokens_seen", 0))
 
-    manager = None
-    if config.checkpoint_path:
-        check_writable(config.checkpoint_path)
-        manager = CheckpointManager(config.checkpoint_path, config.max_checkpoints)
-    written: list[str] = []
+    checkpoints = Checkpoints(config.checkpoint_path, config.max_checkpoints, config.on_save_error,
+                              config.save_retries, config.save_retry_delay)
 
-    def save(final: bool) -> bool:
+    def snapshot():
         arrays, scalars = optimizer.state_dict()
         tensors = {f"weights/{k}": v for k, v in model.params.items()}
         tensors.update({f"optim/{k}": v for k, v in arrays.items()})
@@ -245,69 +244,50 @@ def train_llm(config: LlmTrainingConfig | None = None, *, resume_from: str | Non
                 "model_config": mcfg.to_dict(), "step": step, "rng_state": rng.bit_generator.state,
                 "optimizer": scalars, "losses": losses, "tokens_seen": tokens_seen,
                 "vocab_source": _vocab_source(config)}
-        path = manager.save_or_keep(step, tensors, meta, final=final,
-                                    on_error=config.on_save_error, retries=config.save_retries,
-                                    retry_delay=config.save_retry_delay)
-        if path is not None:
-            written.append(str(path))
-        return path is not None
+        return tensors, meta
 
     from .logging import MetricsLogger
 
     logger = MetricsLogger(config.log_dir, tensorboard=config.enable_tensorboard,
                            wandb=config.enable_wandb, config=config.to_dict(),
                            project=config.wandb_project)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=config.steps, initial=step, unit="step", desc="train llm",
-                   dynamic_ncols=True)
     tokens = data.tokens
     B, T, k = config.batch_size, config.seq_len, config.gradient_accumulation_steps
-    last_saved = step if ckpt is not None else -1
     train_time = 0.0
+
+    def one_step(at: int) -> StepResult:
+        """k random windows of seq_len + 1 tokens: their mean next-token gradient."""
+        nonlocal step, tokens_seen, train_time
+        t0 = time.perf_counter()
+        grads = {name: np.zeros_like(p) for name, p in model.params.items()}
+        step_loss = 0.0
+        for _ in range(k):
+            starts = rng.integers(0, data.count - need + 1, size=B)
+            window = np.stack([np.asarray(tokens[s:s + need], dtype=np.int64) for s in starts])
+            loss, _ = model.loss_and_grads(window[:, :-1], window[:, 1:], grads, 1.0 / k)
+            step_loss += loss / k
+        dt = time.perf_counter() - t0   # the forward and backward passes
+        step, train_time, tokens_seen = at + 1, train_time + dt, tokens_seen + B * T * k
+        losses.append(step_loss)
+        return StepResult(step_loss, grads, {"loss": step_loss, "perplexity": math.exp(min(step_loss, 50.0)),
+                                             "tokens_per_second": B * T * k / dt})
+
+    def after(at: int, result: StepResult) -> None:
+        if at % config.log_interval == 0 or at == config.steps:
+            logger.log(at, result.metrics)
+        if on_step is not None:
+            on_step(at, result.metrics)
+
     try:
-        while step < config.steps:
-            t0 = time.perf_counter()
-            grads = {name: np.zeros_like(p) for name, p in model.params.items()}
-            step_loss = 0.0
-            for _ in range(k):
-                starts = rng.integers(0, data.count - need + 1, size=B)
-                window = np.stack([np.asarray(tokens[s:s + need], dtype=np.int64) for s in starts])
-                loss, _ = model.loss_and_grads(window[:, :-1], window[:, 1:], grads, 1.0 / k)
-                step_loss += loss / k
-            if not (math.isfinite(step_loss) and all(np.isfinite(g).all() for g in grads.values())):
-                raise TrainingError(f"training diverged at step {step}: non-finite loss or "
-                                    "gradient; lower the learning rate")
-            grad_norm = clip_grad_norm(grads, config.grad_clip)
-            lr = schedule(step)
-            optimizer.step(grads, lr)
-            del grads
-            step += 1
-            dt = time.perf_counter() - t0
-            train_time += dt
-            tokens_seen += B * T * k
-            losses.append(step_loss)
-            metrics = {"loss": step_loss, "perplexity": math.exp(min(step_loss, 50.0)),
-                       "tokens_per_second": B * T * k / dt, "grad_norm": grad_norm, "lr": lr}
-            if step % config.log_interval == 0 or step == config.steps:
-                logger.log(step, metrics)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{step_loss:.3f}", ppl=f"{metrics['perplexity']:.1f}",
-                                tok_s=f"{metrics['tokens_per_second']:.0f}")
-            if manager and config.checkpoint_interval and step % config.checkpoint_interval == 0:
-                if save(final=step == config.steps):
-                    last_saved = step
-            if on_step is not None:
-                on_step(step, metrics)
-        if manager and last_saved != step:
-            save(final=True)
+        step = loop.run(one_step, optimizer=optimizer, schedule=schedule, grad_clip=config.grad_clip,
+                        start=step, total=config.steps, checkpoints=checkpoints,
+                        interval=config.checkpoint_interval, snapshot=snapshot, on_step=after,
+                        progress=progress, desc="train llm", resumed=ckpt is not None,
+                        postfix=lambda r: {"loss": f"{r.loss:.3f}", "ppl": f"{r.metrics['perplexity']:.1f}",
+                                           "tok_s": f"{r.metrics['tokens_per_second']:.0f}"})
     finally:
-        if bar is not None:
-            bar.close()
         logger.close()
+    written = checkpoints.written
 
     export_path = None
     if config.export_gguf_path:

@@ -19,10 +19,10 @@ import numpy as np
 
 from .. import __version__
 from ..errors import CheckpointError, ConfigError, TrainingError
-from . import mlp
-from .checkpoint import (ON_SAVE_ERROR, CheckpointFile, CheckpointManager, check_writable,
-                         resolve_checkpoint)
-from .optim import OPTIMIZERS, clip_grad_norm, make_optimizer
+from . import loop, mlp
+from .checkpoint import ON_SAVE_ERROR, CheckpointFile, resolve_checkpoint
+from .loop import Checkpoints, StepResult
+from .optim import OPTIMIZERS, make_optimizer
 from .precision import LossScaler, Precision, all_finite, normalize_precision
 from .schedules import SCHEDULES, make_schedule
 
@@ -219,13 +219,10 @@ def train(config: TrainingConfig | None = None, *, resume_from: str | None = Non
             scaler.load_state(m["scaler"])
         perm = None if ckpt.perm is None else ckpt.perm.copy()
 
-    manager = None
-    if config.checkpoint_path:
-        check_writable(config.checkpoint_path)
-        manager = CheckpointManager(config.checkpoint_path, config.max_checkpoints)
-    written: list[str] = []
+    checkpoints = Checkpoints(config.checkpoint_path, config.max_checkpoints, config.on_save_error,
+                              config.save_retries, config.save_retry_delay)
 
-    def save(final: bool) -> bool:
+    def snapshot():
         arrays, scalars = optimizer.state_dict()
         tensors = {f"weights/{k_}": v for k_, v in params.items()}
         tensors.update({f"optim/{k_}": v for k_, v in arrays.items()})
@@ -236,71 +233,54 @@ def train(config: TrainingConfig | None = None, *, resume_from: str | None = Non
                 "rng_state": shuffle_rng.bit_generator.state, "optimizer": scalars,
                 "scaler": scaler.state() if scaler else None, "loss_sum": loss_sum,
                 "loss_count": loss_count, "loss_per_epoch": loss_per_epoch}
-        path = manager.save_or_keep(step, tensors, meta, final=final,
-                                    on_error=config.on_save_error, retries=config.save_retries,
-                                    retry_delay=config.save_retry_delay)
-        if path is not None:
-            written.append(str(path))
-        return path is not None
+        return tensors, meta
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    def one_step(at: int) -> StepResult:
+        """One optimizer step's window of micro-batches: their mean gradient (None when the
+        loss scale overflowed), and the epoch bookkeeping the checkpoint records."""
+        nonlocal perm, micro, epoch, loss_sum, loss_count, step
+        step = at + 1   # what a checkpoint taken after this step records
+        if perm is None:
+            perm = shuffle_rng.permutation(n)
+        window_end = min(micro + k, micro_per_epoch)
+        scale = scaler.scale if scaler else 1.0
+        acc = {name: np.zeros_like(p) for name, p in params.items()}
+        window_samples, window_loss, overflow = 0, 0.0, False
+        for mb in range(micro, window_end):
+            idx = perm[mb * config.batch_size:(mb + 1) * config.batch_size]
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow is handled
+                loss, grads, _ = mlp.loss_and_grads(params, task.x[idx], task.y[idx], precision, scale)
+            if not (math.isfinite(loss) and all_finite(grads.values())):
+                overflow = True
+            else:
+                for name, g in grads.items():
+                    acc[name] += g.astype(np.float32) * np.float32(len(idx))
+            window_samples += len(idx)
+            window_loss += loss * len(idx)
+        if overflow and scaler is None:
+            raise TrainingError(f"training diverged: non-finite gradient at step {at}; "
+                                "lower the learning rate")
+        apply = scaler.update(overflow) if scaler else True
+        if apply:
+            inv = np.float32(1.0 / (scale * window_samples))
+            for g in acc.values():
+                g *= inv
+        loss_sum += window_loss
+        loss_count += window_samples
+        micro = window_end
+        if micro == micro_per_epoch:
+            loss_per_epoch.append(loss_sum / loss_count)
+            loss_sum, loss_count = 0.0, 0
+            epoch, micro, perm = epoch + 1, 0, None
+        return StepResult(window_loss / window_samples, acc if apply else None, {"epoch": epoch})
 
-        bar = tqdm(total=total_steps, initial=step, unit="step", desc="train", dynamic_ncols=True)
-    last_saved = step if ckpt is not None else -1
-    try:
-        while epoch < config.epochs:
-            if perm is None:
-                perm = shuffle_rng.permutation(n)
-            window_end = min(micro + k, micro_per_epoch)
-            scale = scaler.scale if scaler else 1.0
-            acc = {name: np.zeros_like(p) for name, p in params.items()}
-            window_samples, window_loss, overflow = 0, 0.0, False
-            for mb in range(micro, window_end):
-                idx = perm[mb * config.batch_size:(mb + 1) * config.batch_size]
-                with np.errstate(over="ignore", invalid="ignore"):  # overflow is handled
-                    loss, grads, _ = mlp.loss_and_grads(params, task.x[idx], task.y[idx],
-                                                        precision, scale)
-                if not (math.isfinite(loss) and all_finite(grads.values())):
-                    overflow = True
-                else:
-                    for name, g in grads.items():
-                        acc[name] += g.astype(np.float32) * np.float32(len(idx))
-                window_samples += len(idx)
-                window_loss += loss * len(idx)
-            if overflow and scaler is None:
-                raise TrainingError(f"training diverged: non-finite gradient at step {step}; "
-                                    "lower the learning rate")
-            apply = scaler.update(overflow) if scaler else True
-            if apply:
-                inv = np.float32(1.0 / (scale * window_samples))
-                for g in acc.values():
-                    g *= inv
-                clip_grad_norm(acc, config.grad_clip)
-                optimizer.step(acc, schedule(step))
-            step += 1
-            loss_sum += window_loss
-            loss_count += window_samples
-            micro = window_end
-            if micro == micro_per_epoch:
-                loss_per_epoch.append(loss_sum / loss_count)
-                loss_sum, loss_count = 0.0, 0
-                epoch, micro, perm = epoch + 1, 0, None
-            step_loss = window_loss / window_samples
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{step_loss:.4f}", epoch=epoch)
-            if manager and config.checkpoint_interval and step % config.checkpoint_interval == 0:
-                if save(final=step == total_steps):
-                    last_saved = step
-            if on_step is not None:
-                on_step(step, step_loss)
-        if manager and last_saved != step:
-            save(final=True)
-    finally:
-        if bar is not None:
-            bar.close()
+    step = loop.run(one_step, optimizer=optimizer, schedule=schedule, grad_clip=config.grad_clip,
+                    start=step, total=total_steps, checkpoints=checkpoints,
+                    interval=config.checkpoint_interval, snapshot=snapshot,
+                    on_step=None if on_step is None else (lambda s, r: on_step(s, r.loss)),
+                    progress=progress, resumed=ckpt is not None,
+                    postfix=lambda r: {"loss": f"{r.loss:.4f}", "epoch": r.metrics["epoch"]})
+    written = checkpoints.written
 
     final_loss, _, logits = mlp.loss_and_grads(params, task.x, task.y)
     accuracy = float((logits.argmax(axis=1) == task.y).mean())

@@ -1,13 +1,15 @@
 """Query classification: code, factual, explanation, emotional_support, creative or
-chit_chat, by a logistic-regression model on n-gram features plus sentiment scores and
-cue-lexicon counts (``cues.yaml``),
-trained at first use on ``personas/data/queries.yaml`` (about a second, deterministic)."""
+chit_chat, trained at first use on ``personas/data/queries.yaml``: a calibrated classifier
+on the sentence embedding plus sentiment scores and cue-lexicon counts (``cues.yaml``,
+``semantic.py``), or, when the embedding model cannot be loaded, a logistic regression on
+n-grams and the same lexical features (``textmodel.py``)."""
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
 
 from abi.personas.abi.cues import cue_features
+from abi.personas.abi.semantic import LEXICAL_MODEL, Embedder, SemanticClassifier, load_embedder
 from abi.personas.abi.sentiment import analyze as analyze_sentiment
 from abi.personas.data import load_examples
 from abi.personas.textmodel import TextClassifier
@@ -41,33 +43,52 @@ class QueryClassification:
 
 
 class QueryClassifier:
-    """``classify(text) -> QueryClassification``; ``model`` is the trained TextClassifier."""
+    """``classify(text) -> QueryClassification``. ``kind``: "semantic" or "lexical"."""
 
-    def __init__(self, model: TextClassifier):
+    def __init__(self, model: TextClassifier | SemanticClassifier):
         self.model = model
+        self.kind = "semantic" if isinstance(model, SemanticClassifier) else "lexical"
+
+    @staticmethod
+    def _examples(examples) -> list[tuple[str, str]]:
+        examples = list(examples if examples is not None else load_examples("queries"))
+        for _, lab in examples:
+            QueryType(lab)  # every label is a query type
+        return examples
 
     @classmethod
     def train(cls, examples=None, l2: float = L2) -> "QueryClassifier":
-        examples = list(examples if examples is not None else load_examples("queries"))
-        texts = [t for t, _ in examples]
-        labels = [lab for _, lab in examples]
-        for lab in set(labels):
-            QueryType(lab)  # every label is a query type
-        return cls(TextClassifier.train(texts, labels, l2=l2, extra=query_features))
+        """The lexical classifier (n-grams and lexicon features)."""
+        examples = cls._examples(examples)
+        return cls(TextClassifier.train([t for t, _ in examples], [lab for _, lab in examples],
+                                        l2=l2, extra=query_features))
+
+    @classmethod
+    def train_semantic(cls, embedder: Embedder, examples=None) -> "QueryClassifier":
+        """The embedding classifier (sentence embedding and lexicon features)."""
+        return cls(SemanticClassifier.train("queries", embedder, cls._examples(examples),
+                                            query_features))
 
     def classify(self, text: str) -> QueryClassification:
-        p = self.model.predict(text)
-        return QueryClassification(QueryType(p.label), p.probability, p.probabilities)
+        if self.kind == "semantic":
+            probs = self.model.predict(text)
+        else:
+            probs = self.model.predict(text).probabilities
+        label = max(probs, key=probs.get)
+        return QueryClassification(QueryType(label), probs[label], probs)
 
 
-_SHARED: QueryClassifier | None = None
+_SHARED: dict[str, QueryClassifier] = {}
 _LOCK = threading.Lock()
 
 
-def shared_classifier() -> QueryClassifier:
-    """The process-wide classifier, trained on first use."""
-    global _SHARED
+def shared_classifier(embedding_model: str | None = None) -> QueryClassifier:
+    """The process-wide classifier for ``embedding_model`` (None: the default embedding
+    model; "lexical": none), trained on first use; lexical when embeddings cannot load."""
+    key = embedding_model or ""
     with _LOCK:
-        if _SHARED is None:
-            _SHARED = QueryClassifier.train()
-        return _SHARED
+        if key not in _SHARED:
+            embedder = None if embedding_model == LEXICAL_MODEL else load_embedder(embedding_model)
+            _SHARED[key] = (QueryClassifier.train_semantic(embedder) if embedder is not None
+                            else QueryClassifier.train())
+        return _SHARED[key]

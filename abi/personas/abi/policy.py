@@ -1,19 +1,22 @@
-"""Content policy: self-harm, violence, harassment, sexual content involving minors, PII
-leakage and prompt injection.
+"""Content policy: the categories of ``taxonomy.yaml`` (violent and non-violent crimes,
+weapons, sex crimes, hate, harassment, privacy, self-harm, sexual content, prompt injection,
+specialised advice), personal data in the message, and sexual content involving minors.
 
-- self_harm, violence, harassment, prompt_injection: a logistic-regression model on n-grams
-  and the negation-aware cue counts of ``policy_cues.yaml``, trained at first use on
-  ``personas/data/policy.yaml`` (the "none" class also takes every query-classifier
-  example, so ordinary requests, "kill the process" included, teach it what is fine);
+- the model categories: a calibrated classifier on the message's sentence embedding and the
+  negation-aware cue counts of ``policy_cues.yaml`` (``semantic.py``), trained at first use
+  on ``personas/data/policy.yaml`` (the "none" class also takes every query-classifier
+  example, so ordinary requests teach it what is fine); when the embedding model cannot be
+  loaded, a logistic regression on n-grams and the same cues (``textmodel.py``);
 - pii: detectors for e-mail addresses, phone numbers, payment cards (Luhn-checked), US
   social security numbers, IBANs (mod-97-checked) and API keys/secrets; matches are masked;
-- sexual_minors: sexual terms together with a minor (words, or a stated age under 18),
-  unless the message is protective or educational (talking to a child about puberty,
-  reporting abuse).
+- sex_crimes is also raised by a rule: sexual terms together with a minor (words, or a
+  stated age under 18), unless the message is protective or educational.
 
-Each category has an action (``PolicyConfig.actions``): block (Abi answers with a safe
-reply), redirect (to ``redirect_to`` with safety guidance), redact (PII masked, the request
-goes on) or allow.
+Each category has an action (``PolicyConfig.actions``, defaults in ``taxonomy.yaml``):
+block (Abi answers with a safe reply), redirect (to ``redirect_to`` with safety guidance),
+disclaim (answered, with a disclaimer), redact (PII masked, the request goes on) or allow.
+The probabilities of every block or redirect category add up to the violation score, so a
+request torn between two harmful categories is still caught.
 """
 from __future__ import annotations
 
@@ -22,14 +25,17 @@ import threading
 from dataclasses import dataclass, field
 
 from abi.personas.abi.cues import cue_lexicon
+from abi.personas.abi.semantic import LEXICAL_MODEL, Embedder, SemanticClassifier, load_embedder
 from abi.personas.abi.sentiment import _lexicon as sentiment_lexicon
 from abi.personas.config import PolicyConfig
 from abi.personas.data import load_examples
 from abi.personas.textmodel import TextClassifier, tokenize
 from abi.personas.types import Persona
 
-MODEL_CATEGORIES = ("self_harm", "violence", "harassment", "prompt_injection")
-_ACTION_RANK = {"allow": 0, "redact": 1, "redirect": 2, "block": 3}
+MODEL_CATEGORIES = ("violent_crimes", "nonviolent_crimes", "weapons", "sex_crimes", "hate",
+                    "harassment", "privacy", "self_harm", "sexual_content", "prompt_injection",
+                    "specialized_advice")
+_ACTION_RANK = {"allow": 0, "disclaim": 1, "redact": 2, "redirect": 3, "block": 4}
 
 SAFE_ANSWERS = {
     "self_harm": (
@@ -38,18 +44,35 @@ SAFE_ANSWERS = {
         "call or text 988 (Suicide & Crisis Lifeline), in the UK and Ireland call Samaritans "
         "on 116 123, or find a local line at findahelpline.com. If you are in immediate "
         "danger, call your local emergency number. If you'd like, we can keep talking."),
-    "violence": (
+    "violent_crimes": (
         "I can't help with anything meant to hurt someone. If you or someone else is in "
         "danger right now, please contact local emergency services. If you're dealing with "
         "anger or a conflict, I'm glad to talk it through or help find a safer way forward."),
+    "nonviolent_crimes": (
+        "I can't help with that: it would help commit fraud, theft, a break-in, unauthorised "
+        "access, malware, counterfeiting or drug crime. I'm glad to help with the legitimate "
+        "side, such as protecting yourself or your organisation, or how the law works."),
+    "weapons": (
+        "I can't help make, convert, acquire or use weapons, explosives or chemical, "
+        "biological, radiological or nuclear agents. I can talk about their history, the "
+        "law, or safety."),
+    "hate": (
+        "I won't write content that demeans people for who they are. I'm happy to discuss "
+        "the topic itself, its history, or how to respond to prejudice."),
+    "privacy": (
+        "I can't look up, track or surveil a private person or expose their personal "
+        "details. If you're worried about your own privacy or safety, I can help with that."),
+    "sexual_content": (
+        "I don't write explicit sexual content. I'm glad to help with romance that keeps "
+        "the details off the page, or with questions about relationships and sexual health."),
     "harassment": (
         "I won't help write something meant to demean, threaten or target a person. If "
         "you're in a conflict with someone, I can help you put your concerns into words "
         "respectfully, or think through how to handle the situation."),
-    "sexual_minors": (
-        "I can't help with that. Sexual content involving minors is never acceptable. If a "
-        "child may be at risk, please contact local authorities or a child-protection "
-        "hotline."),
+    "sex_crimes": (
+        "I can't help with that. Sexual content involving minors, sexual assault, coercion, "
+        "exploitation and non-consensual images are never acceptable. If someone may be at "
+        "risk, please contact local authorities or a child-protection or assault hotline."),
     "prompt_injection": (
         "I can't set aside or reveal my instructions, but I'm happy to help with your actual "
         "question."),
@@ -62,6 +85,13 @@ CRISIS_RESOURCES = (
     "If you're thinking about suicide or self-harm, please reach out now: in the US call or "
     "text 988, in the UK and Ireland call Samaritans on 116 123, or find a local line at "
     "findahelpline.com. In immediate danger, call your local emergency number.")
+
+DISCLAIMERS = {
+    "specialized_advice": (
+        "This is general information, not professional medical, legal or financial advice; "
+        "for your own situation, please consult a qualified doctor, lawyer or financial "
+        "adviser."),
+}
 
 SAFETY_GUIDANCE = {
     "self_harm": (
@@ -183,7 +213,8 @@ _AGE = re.compile(r"\b(\d{1,2})\s*(?:-\s*)?(?:years?|yrs?|y)\s*(?:-\s*)?(?:old|o
 
 
 def sexual_minors_score(text: str) -> float:
-    """How clearly ``text`` asks for sexual content involving a minor (0 or 0.75..0.95)."""
+    """0.95 when ``text`` asks to produce sexual content involving a minor, else 0 (other
+    questions that mention both, mostly protective ones, are left to the classifier)."""
     low = text.lower()
     words = set(tokenize(low))
     sexual = bool(words & _SEXUAL) and not any(p in low for p in ("sex education", "sex ed ",
@@ -192,7 +223,7 @@ def sexual_minors_score(text: str) -> float:
     minor = bool(words & _MINOR) or any(a < 18 for a in ages)
     if not (sexual and minor) or any(p in low for p in _PROTECTIVE):
         return 0.0
-    return 0.95 if words & _PRODUCE else 0.75
+    return 0.95 if words & _PRODUCE else 0.0
 
 
 # --- the trained categories ------------------------------------------------------------
@@ -220,37 +251,68 @@ def policy_features(text: str) -> dict[str, float]:
 
 
 class PolicyModel:
-    """The trained classifier of MODEL_CATEGORIES (plus "none")."""
+    """The lexical classifier of MODEL_CATEGORIES (plus "none"): the fallback when the
+    embedding model cannot be loaded, and the baseline the evaluation compares with."""
+
+    kind = "lexical"
 
     def __init__(self, model: TextClassifier):
         self.model = model
 
     @classmethod
     def train(cls, examples=None, l2: float = 1e-4) -> "PolicyModel":
-        if examples is None:
-            examples = list(load_examples("policy")) + [
-                (t, "none") for t, _ in load_examples("queries")]
+        examples = policy_examples() if examples is None else examples
         texts = [t for t, _ in examples]
         labels = [lab for _, lab in examples]
-        bad = set(labels) - set(MODEL_CATEGORIES) - {"none"}
-        if bad:
-            raise ValueError(f"unknown policy labels: {sorted(bad)}")
+        _check_labels(labels)
         return cls(TextClassifier.train(texts, labels, l2=l2, extra=policy_features))
 
     def scores(self, text: str) -> dict[str, float]:
         return self.model.predict(text).probabilities
 
 
-_SHARED: PolicyModel | None = None
+class SemanticPolicyModel:
+    """The embedding classifier of MODEL_CATEGORIES (plus "none")."""
+
+    kind = "semantic"
+
+    def __init__(self, model: SemanticClassifier):
+        self.model = model
+
+    @classmethod
+    def train(cls, embedder: Embedder, examples=None) -> "SemanticPolicyModel":
+        examples = policy_examples() if examples is None else examples
+        _check_labels([lab for _, lab in examples])
+        return cls(SemanticClassifier.train("policy", embedder, examples, policy_features))
+
+    def scores(self, text: str) -> dict[str, float]:
+        return self.model.predict(text)
+
+
+def policy_examples() -> list[tuple[str, str]]:
+    return list(load_examples("policy")) + [(t, "none") for t, _ in load_examples("queries")]
+
+
+def _check_labels(labels) -> None:
+    bad = set(labels) - set(MODEL_CATEGORIES) - {"none"}
+    if bad:
+        raise ValueError(f"unknown policy labels: {sorted(bad)}")
+
+
+_SHARED: dict[str, PolicyModel | SemanticPolicyModel] = {}
 _LOCK = threading.Lock()
 
 
-def shared_policy_model() -> PolicyModel:
-    global _SHARED
+def shared_policy_model(embedding_model: str | None = None):
+    """The process-wide policy model for ``embedding_model`` (None: the default embedding
+    model; "lexical": none), trained on first use; lexical when embeddings cannot load."""
+    key = embedding_model or ""
     with _LOCK:
-        if _SHARED is None:
-            _SHARED = PolicyModel.train()
-        return _SHARED
+        if key not in _SHARED:
+            embedder = None if embedding_model == LEXICAL_MODEL else load_embedder(embedding_model)
+            _SHARED[key] = (SemanticPolicyModel.train(embedder) if embedder is not None
+                            else PolicyModel.train())
+        return _SHARED[key]
 
 
 # --- the checker -------------------------------------------------------------------------
@@ -286,8 +348,16 @@ class PolicyResult:
     def categories(self) -> list[str]:
         return [v.category for v in self.violations]
 
+    @property
+    def disclaimer(self) -> str | None:
+        """The disclaimer the answer must carry (specialised advice), or None."""
+        for v in self.violations:
+            if v.action == "disclaim":
+                return DISCLAIMERS.get(v.category, DISCLAIMERS["specialized_advice"])
+        return None
+
     def safe_answer(self) -> str:
-        return SAFE_ANSWERS.get(self.category or "", SAFE_ANSWERS["violence"])
+        return SAFE_ANSWERS.get(self.category or "", SAFE_ANSWERS["violent_crimes"])
 
     def to_dict(self) -> dict:
         return {"action": self.action, "category": self.category, "score": round(self.score, 4),
@@ -299,14 +369,16 @@ class PolicyResult:
 class PolicyChecker:
     """``check(text) -> PolicyResult`` under a ``PolicyConfig``."""
 
-    def __init__(self, config: PolicyConfig | None = None, model: PolicyModel | None = None):
+    def __init__(self, config: PolicyConfig | None = None, model=None,
+                 embedding_model: str | None = None):
         self.config = config or PolicyConfig()
         self._model = model
+        self.embedding_model = embedding_model
 
     @property
-    def model(self) -> PolicyModel:
+    def model(self) -> PolicyModel | SemanticPolicyModel:
         if self._model is None:
-            self._model = shared_policy_model()
+            self._model = shared_policy_model(self.embedding_model)
         return self._model
 
     def check(self, text: str) -> PolicyResult:
@@ -315,15 +387,23 @@ class PolicyChecker:
             return PolicyResult(text=text)
         violations: list[PolicyViolation] = []
         scores = self.model.scores(text)
+        # harmful categories share their probability mass: a request split between
+        # "weapons" and "violent_crimes" is still a violation, named by the larger
+        harmful = [c for c in MODEL_CATEGORIES if cfg.actions[c] in ("block", "redirect")]
+        p_harm = sum(scores.get(c, 0.0) for c in harmful)
+        if harmful and p_harm >= cfg.threshold:
+            top = max(harmful, key=lambda c: scores.get(c, 0.0))
+            violations.append(PolicyViolation(
+                top, p_harm, cfg.actions[top],
+                f"classifier probability {scores.get(top, 0.0):.2f} ({p_harm:.2f} harmful)"))
         for category in MODEL_CATEGORIES:
             p = scores.get(category, 0.0)
-            if p >= cfg.threshold:
+            if category not in harmful and p >= cfg.threshold:
                 violations.append(PolicyViolation(category, p, cfg.actions[category],
                                                   f"classifier probability {p:.2f}"))
         s = sexual_minors_score(text)
-        scores["sexual_minors"] = s
         if s >= cfg.threshold:
-            violations.append(PolicyViolation("sexual_minors", s, cfg.actions["sexual_minors"],
+            violations.append(PolicyViolation("sex_crimes", s, cfg.actions["sex_crimes"],
                                               "sexual terms together with a minor"))
         pii = find_pii(text)
         scores["pii"] = 1.0 if pii else 0.0

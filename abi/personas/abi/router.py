@@ -47,13 +47,14 @@ class AbiRouter:
         self.config = config or MultiPersonaConfig()
         self.rules = rules or RulesEngine.from_yaml(self.config.rules, self.config.routing_mode)
         self._classifier = classifier
-        self.policy = policy or PolicyChecker(self.config.policy)
+        self.policy = policy or PolicyChecker(self.config.policy,
+                                              embedding_model=self.config.embedding_model)
         self.sentiment = SentimentAnalyzer()
 
     @property
     def classifier(self) -> QueryClassifier:
         if self._classifier is None:
-            self._classifier = shared_classifier()
+            self._classifier = shared_classifier(self.config.embedding_model)
         return self._classifier
 
     def warm_up(self) -> None:
