@@ -16,9 +16,9 @@ gemvs over the (token, expert) pairs, each reading its expert's rows of the stac
 weights, and the weighted sum is part of the next residual add.
 
 Launches: a decode step is ~9 kernels per layer with fixed arguments -- the position,
-the input token and the chosen experts are read from device memory -- so on numba-cuda with cuda.core the
-step is captured once into a CUDA graph and replayed (one launch per token instead of
-hundreds of Python-level launches). Prompts run eagerly, batch by batch.
+the input token and the chosen experts are read from device memory -- so on numba-cuda
+with cuda.core the step is captured once into a CUDA graph and replayed (one launch per
+token instead of hundreds of Python-level launches). Prompts run eagerly, batch by batch.
 """
 from __future__ import annotations
 
@@ -251,7 +251,8 @@ class CudaDecoder:
                 L.router = self._weight(_pack(blk.router), blk.router.bias)
                 gates, ups = [_pack(x) for x in blk.gate_exps], [_pack(x) for x in blk.up_exps]
                 if gates[0].ggml_type == ups[0].ggml_type:
-                    L.gate_up, L.gate, L.up = self._weight(_concat([p for g, u in zip(gates, ups) for p in (g, u)])), None, None
+                    interleaved = [p for g, u in zip(gates, ups) for p in (g, u)]
+                    L.gate_up, L.gate, L.up = self._weight(_concat(interleaved)), None, None
                 else:
                     L.gate_up, L.gate, L.up = None, self._weight(_concat(gates)), self._weight(_concat(ups))
                 L.down = self._weight(_concat([_pack(x) for x in blk.down_exps]))

@@ -27,7 +27,8 @@ _GELU_C = float32(math.sqrt(2.0 / math.pi))
 
 @cuda.jit(device=True)
 def activate(mode, g, u):
-    """The gated unit: silu(g) * u or gelu_tanh(g) * u, as layers.silu / layers.gelu_tanh."""
+    """The gated unit: silu(g) * u, as layers.silu, or gelu(g) * u in GELU's float32 tanh form
+    (layers.gelu_tanh looks it up in llama.cpp's CPU f16 table: up to 2^-11 apart)."""
     if mode == MODE_SWIGLU:
         return g / (float32(1.0) + math.exp(-g)) * u
     inner = _GELU_C * (g + float32(0.044715) * g * g * g)
