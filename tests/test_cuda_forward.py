@@ -1,13 +1,17 @@
 """The CUDA forward pass and device sampling against the numpy forward, end to end, on tiny
 random-weight models (llama, qwen2, gemma3; legacy quants, and K-quants with the unfused
-paths). In CI this runs in numba's CUDA simulator; ``pytest --backend cuda`` on a GPU.
+paths; every family of the decoder recipe, mixtures of experts included, at reduced sizes).
+In CI this runs in numba's CUDA simulator; ``pytest --backend cuda`` on a GPU.
 
 Tolerances, against each architecture's numpy ``forward`` on the same weights:
 - with an f16 KV cache (what the device stores): max |delta logit| <= 1e-3 * max |logit|
   and the same argmax at every position. Float32 results agree to ~1e-7, but a key that
   differs in its last float32 bit can round to the neighbouring f16 value; one such key
   moves the logits by up to ~2e-4 of their scale [measured in the simulator: 1e-7 where no
-  key flips, <= 1.6e-4 with flips];
+  key flips, <= 1.6e-4 with flips; the recipe families 9e-8 .. 1.1e-4, against a numpy
+  forward whose one-row products are exact (``exact_products``), and 5e-4 for gemma2,
+  whose numpy GeGLU reads llama.cpp's CPU f16 table where the device computes the float32
+  tanh form];
 - with the CPU's f32 KV cache: <= 5e-3 * max |logit| [measured <= 1.5e-3];
 - against the CPU backend's compiled forward (``Model.logits``, which rounds activations to
   8 bits inside its products): mean KL <= 1e-3 [measured <= 1.4e-5]."""
@@ -17,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -40,7 +45,7 @@ from abi.llm import load_model, sampling as host_sampling  # noqa: E402
 from abi.llm.fidelity import log_softmax  # noqa: E402
 from abi.llm.cuda_forward import CudaDecoder, DeviceSampling  # noqa: E402
 from abi.llm.engine import Engine  # noqa: E402
-from tiny_models import _vocab  # noqa: E402
+from tiny_models import FAMILIES, MOE, TINY_CASES, _vocab, write_tiny_model  # noqa: E402
 
 SIM = BACKEND != "cuda"
 
@@ -53,9 +58,10 @@ def _fast_simulator():
     sys.setswitchinterval(old)
 
 
-def write_model(path, arch, types, D=64, F=128, H=4, KV=2, L=2, seed=0, output=None, extra=None):
+def write_model(path, arch, types, D=64, F=128, H=4, KV=2, L=2, seed=0, output=None, extra=None, biases=()):
     """A tiny random model; ``types`` maps a tensor role (attn_q, ffn_down, token_embd ...)
-    to its GGML type, ``"*"`` the default; ``output``: the type of a separate output matrix."""
+    to its GGML type, ``"*"`` the default; ``output``: the type of a separate output matrix;
+    ``biases``: the products given a bias."""
     rng = np.random.default_rng(seed)
     hd = D // H
     w = GGUFWriter(path)
@@ -108,6 +114,10 @@ def write_model(path, arch, types, D=64, F=128, H=4, KV=2, L=2, seed=0, output=N
         if arch == "qwen2":
             for n, size in (("attn_q", H * hd), ("attn_k", KV * hd), ("attn_v", KV * hd)):
                 w.add_tensor(p + n + ".bias", (0.1 * rng.standard_normal(size)).astype(np.float32))
+        sizes = {"attn_q": H * hd, "attn_k": KV * hd, "attn_v": KV * hd, "attn_output": D, "ffn_gate": F,
+                 "ffn_up": F, "ffn_down": D}
+        for n in biases:
+            w.add_tensor(p + n + ".bias", (0.3 * rng.standard_normal(sizes[n])).astype(np.float32))
         if arch == "gemma3":
             for n, size in (("attn_q_norm", hd), ("attn_k_norm", hd), ("post_attention_norm", D),
                             ("post_ffw_norm", D)):
@@ -139,6 +149,10 @@ CASES = {  # arch, tensor types, model dims, (prompt tokens, n_batch, prompt out
     "llama_kquants": ("llama", {"*": T.Q4_K, "attn_v": T.Q6_K, "ffn_up": T.Q5_1, "ffn_down": T.Q6_K,
                                 "token_embd": T.Q8_0, "output": T.F16},
                       dict(D=256, F=256, H=4, KV=1, L=1, output=True), (3, 4, "last", 1)),
+    # a bias on every product (llama.cpp reads any a file has): the fused gate-up gemv adds
+    # the up rows' bias too
+    "llama_biases": ("llama", {"*": T.Q8_0}, dict(D=32, F=64, H=2, KV=1, L=1, biases=(
+        "attn_q", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")), (3, 4, "all", 1)),
 }
 
 
@@ -164,6 +178,65 @@ def test_forward_matches_the_numpy_forward(tmp_path, case):
     assert np.abs(got - ref32).max() <= 5e-3 * scale
     p, q = log_softmax(model.logits(ids)[rows]), log_softmax(got)  # the CPU backend's compiled path
     assert (np.exp(p) * (p - q)).sum(-1).mean() <= 1e-3
+
+
+# every family of the decoder recipe (no pre-norms and Q/K norms over all heads: olmo2; soft-caps
+# and post-norms: gemma2; residual, logit and embedding scales: granite; RoPE-less layers:
+# smollm3; LongRoPE and fused tensors: phi3; mixtures of experts: qwen3moe, Mixtral-style llama,
+# granitemoe), as tests/tiny_models.py writes them for the llama.cpp fixtures, but smaller
+FAMILY_CASES = [(*c, None) for c in TINY_CASES if c[1] in FAMILIES or c[0] in MOE]
+# expert gate and up stacks of different types: separate expert products, then the GLU
+FAMILY_CASES += [("qwen3moe_q8_0", "qwen3moe", T.Q8_0, {"ffn_up_exps": T.Q4_0})]
+SMALL = dict(n_embd=32, n_ff=32, n_head=2, n_kv=1, n_ff_exp=32)
+
+
+@pytest.fixture
+def exact_products(monkeypatch):
+    """The numpy forward's products without the one-row path's 8-bit activations (a mixture of
+    experts runs an expert on the one token that chose it): dequantised, exact in float32,
+    as the device computes them."""
+    qmatmul = _kernels.qmatmul
+
+    def exact(raw, ggml_type, shape, x, n_threads=None):
+        x = np.asarray(x, np.float32)
+        if x.ndim == 2 and x.shape[0] > 1:
+            return qmatmul(raw, ggml_type, shape, x, n_threads)
+        y = qmatmul(raw, ggml_type, shape, np.repeat(x.reshape(1, -1), 2, axis=0), n_threads)
+        return y[0] if x.ndim == 1 else y[:1]
+
+    monkeypatch.setattr(_kernels, "qmatmul", exact)
+
+
+@pytest.mark.parametrize("name,arch,qtype,types", FAMILY_CASES,
+                         ids=[c[0] + ("_up_q4_0" if c[3] else "") for c in FAMILY_CASES])
+def test_every_family_matches_the_numpy_forward(tmp_path, name, arch, qtype, types, exact_products):
+    """Two prompt tokens (gemm, tiled attention), then one decoded (gemv, split attention):
+    the tolerances of the module docstring against the numpy forward with an f16 cache."""
+    path = str(tmp_path / f"{name}.gguf")
+    write_tiny_model(path, arch, qtype, seed=zlib.crc32(name.encode()), name=name, dims=SMALL, stack_types=types)
+    model = load_model(path, n_ctx=64)
+    ids = [17, 200, 33]
+    ref = model.arch.forward(ids, model.arch.new_cache(64, np.float16), "all")
+    dec = CudaDecoder(model.arch, n_batch=4)
+    cache = model.new_cache()
+    got = np.concatenate([dec.forward(ids[:2], cache, "all"), dec.forward(ids[2:], cache, "last")])
+    assert np.abs(got - ref).max() <= 1e-3 * np.abs(ref).max()
+    assert np.array_equal(got.argmax(axis=1), ref.argmax(axis=1))
+
+
+def test_a_recipe_step_without_a_kernel_is_refused(tmp_path):
+    """Fail closed: a step the device cannot compute is a typed error at load, naming it."""
+    import dataclasses
+
+    from abi.errors import UnsupportedModelError
+    from abi.llm.cuda_forward import unsupported_recipe
+
+    path = write_model(tmp_path / "m.gguf", "llama", {"*": T.Q8_0}, D=32, F=32, H=2, KV=1, L=1)
+    model = load_model(path, n_ctx=64)
+    assert unsupported_recipe(model.arch.args) is None
+    model.arch.args = dataclasses.replace(model.arch.args, activation="relu")
+    with pytest.raises(UnsupportedModelError, match="relu activation"):
+        CudaDecoder(model.arch, n_batch=4)
 
 
 def test_outputs_prefix_reuse_and_truncation(tmp_path):

@@ -152,6 +152,16 @@ def test_dequant_rows_matches_reference_bits(t):
         np.testing.assert_allclose(got, ref[pick], rtol=2.0 ** -22, atol=2.0 ** -22 * np.abs(ref).max())
 
 
+def _gelu_f32(x):
+    """GELU's tanh form in float32, as the device computes it (``layers.gelu_tanh`` reads
+    llama.cpp's CPU f16 table instead: up to 2^-11 apart, within the forward's tolerance)."""
+    c = np.float32(np.sqrt(2.0 / np.pi))
+    return np.float32(0.5) * x * (np.float32(1.0) + np.tanh(c * (x + np.float32(0.044715) * x * x * x)))
+
+
+_NO_SEL = cuda.to_device(np.zeros(1, np.int32))  # gemv's expert selection, unused (rstride 0)
+
+
 def _bound(w, x):
     return 2e-5 * (np.abs(w).astype(np.float64) @ np.abs(x).astype(np.float64).T).T + 1e-30
 
@@ -168,7 +178,7 @@ def test_gemv_matches_dequantised_product(t):
     grid, tpr, nrows = M.gemv_shape(rows, pw.units, n_sm=2)
     k, planes = _dev(pw)
     k.gemv[grid, M.GEMV_THREADS](*planes, rows, pw.units, cuda.to_device(x), 2, y, 1, 5,
-                                cuda.to_device(bias), 1, M.MODE_PLAIN, tpr, nrows, np.float32(0.0))
+                                cuda.to_device(bias), 1, M.MODE_PLAIN, tpr, nrows, np.float32(0.0), _NO_SEL, 0, 1)
     got = y.copy_to_host()
     want = w.astype(np.float64) @ x[2].astype(np.float64) + bias
     assert np.all(np.abs(got[1, 5:] - want) <= _bound(w, x[2:3])[0] + 1e-6 * np.abs(bias))
@@ -187,11 +197,36 @@ def test_gemv_fuses_gated_units_and_softcap(mode):
     cap = np.float32(0.5)
     k, planes = _dev(pw)
     k.gemv[grid, M.GEMV_THREADS](*planes, n_ff, pw.units, cuda.to_device(x), 0, y, 0, 0,
-                                cuda.to_device(np.zeros(1, np.float32)), 0, mode, tpr, nrows, cap)
+                                cuda.to_device(np.zeros(1, np.float32)), 0, mode, tpr, nrows, cap, _NO_SEL, 0, 1)
     gu = (w @ x[0]).astype(np.float32)
-    act = layers.silu(gu[:n_ff]) if mode == M.MODE_SWIGLU else layers.gelu_tanh(gu[:n_ff])
+    act = layers.silu(gu[:n_ff]) if mode == M.MODE_SWIGLU else _gelu_f32(gu[:n_ff])
     want = layers.softcap(act * gu[n_ff:], float(cap))
     np.testing.assert_allclose(y.copy_to_host()[0], want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", [M.MODE_PLAIN, M.MODE_SWIGLU])
+def test_gemv_reads_the_selected_experts_rows(mode):
+    """Expert products: pair p reads expert sel[p]'s rows of a stack (gate rows then up rows
+    per expert where gated, with the up rows' bias), x row p // xdiv, and writes y row p."""
+    rng = np.random.default_rng(13)
+    n_exp, k, n_tok, n_out, cols = 3, 2, 2, 8, 64
+    rows = n_out * (2 if mode else 1)           # one expert's rows
+    raw, w = _weights(T.Q8_0, n_exp * rows, cols, rng)
+    pw = layout.pack(raw, T.Q8_0, (n_exp * rows, cols))
+    bias = rng.standard_normal(n_exp * rows).astype(np.float32)
+    x = rng.standard_normal((n_tok, cols)).astype(np.float32)
+    sel = np.array([2, 0, 1, 2], np.int32)      # token 0: experts 2, 0; token 1: 1, 2
+    y = cuda.to_device(np.zeros((n_tok * k, n_out), np.float32))
+    grid, tpr, nrows = M.gemv_shape(n_out, pw.units, n_sm=1)
+    kern, planes = _dev(pw)
+    kern.gemv[(grid, n_tok * k), M.GEMV_THREADS](*planes, n_out, pw.units, cuda.to_device(x), 0, y, 0, 0,
+                                                cuda.to_device(bias), 1, mode, tpr, nrows, np.float32(0.0),
+                                                cuda.to_device(sel), rows, k)
+    got = y.copy_to_host()
+    for p, e in enumerate(sel):
+        out = w[e * rows:(e + 1) * rows] @ x[p // k] + bias[e * rows:(e + 1) * rows]
+        want = layers.silu(out[:n_out]) * out[n_out:] if mode else out
+        np.testing.assert_allclose(got[p], want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("t", NATIVE, ids=lambda t: t.name)
@@ -218,28 +253,57 @@ def test_glu_kernel():
     gu = rng.standard_normal((3, 2 * 24)).astype(np.float32)
     out = cuda.to_device(np.zeros((4, 24), np.float32))
     M.glu[3, dev.NORM_THREADS](cuda.to_device(gu), 3, 24, M.MODE_GEGLU, out)
-    np.testing.assert_allclose(out.copy_to_host()[:3], layers.gelu_tanh(gu[:, :24]) * gu[:, 24:], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(out.copy_to_host()[:3], _gelu_f32(gu[:, :24]) * gu[:, 24:], rtol=1e-5, atol=1e-7)
 
 
 # --- norms and RoPE ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("post", [False, True])
-def test_residual_norm(post):
+@pytest.mark.parametrize("post,n_sel,res_scale,has_norm,hscale", [
+    (False, 0, 1.0, True, 1.0), (True, 0, 1.0, True, 1.0),
+    (True, 2, 0.25, True, 3.0),      # experts' rows weighted, scaled residual, scaled output
+    (True, 0, 1.0, False, 1.0)])     # no norm: h is x
+def test_residual_norm(post, n_sel, res_scale, has_norm, hscale):
     rng = np.random.default_rng(6)
     D = 48
     x = rng.standard_normal((3, D)).astype(np.float32)
-    delta = rng.standard_normal((3, D)).astype(np.float32)
+    delta = rng.standard_normal((3 * max(1, n_sel), D)).astype(np.float32)
+    selw = rng.random(3 * max(1, n_sel)).astype(np.float32)
     post_w = (1 + 0.1 * rng.standard_normal(D)).astype(np.float32)
     norm_w = (1 + 0.1 * rng.standard_normal(D)).astype(np.float32)
     dx, dh = cuda.to_device(x), cuda.to_device(np.zeros((3, D), np.float32))
-    O.residual_norm[2, dev.NORM_THREADS](dx, cuda.to_device(delta), 1, cuda.to_device(post_w), int(post),
-                                         cuda.to_device(norm_w), dh, np.float32(1e-6), D, 1)
+    O.residual_norm[2, dev.NORM_THREADS](dx, cuda.to_device(delta), 1, n_sel, cuda.to_device(selw),
+                                         np.float32(res_scale), cuda.to_device(post_w), int(post),
+                                         cuda.to_device(norm_w), int(has_norm), np.float32(hscale), dh,
+                                         np.float32(1e-6), D, 1)
+    branch = delta if n_sel == 0 else (selw[:, None] * delta).reshape(3, n_sel, D).sum(1)
     want_x = x.copy()
-    want_x[1:] += layers.rms_norm(delta[1:], post_w, 1e-6) if post else delta[1:]
+    want_x[1:] += res_scale * (layers.rms_norm(branch[1:], post_w, 1e-6) if post else branch[1:])
     np.testing.assert_allclose(dx.copy_to_host(), want_x, rtol=1e-5, atol=1e-6)
     h = dh.copy_to_host()
-    np.testing.assert_allclose(h[1:], layers.rms_norm(want_x[1:], norm_w, 1e-6), rtol=1e-5, atol=1e-6)
+    want_h = hscale * layers.rms_norm(want_x[1:], norm_w, 1e-6) if has_norm else want_x[1:]
+    np.testing.assert_allclose(h[1:], want_h, rtol=1e-5, atol=1e-6)
     assert np.all(h[0] == 0)  # row0 = 1: row 0 untouched
+
+
+@pytest.mark.parametrize("renorm,wscale", [(True, 0.0), (False, 2.5)])
+def test_moe_route_matches_the_recipe(renorm, wscale):
+    """Top-k of the router's softmax as ``decoder.route`` (ties to the lower expert), bit for
+    bit on the experts and within 1e-6 on the weights (float32 exp and sums)."""
+    from abi.llm.models.decoder import ModelArgs, route
+
+    rng = np.random.default_rng(14)
+    n_tok, n_exp, k = 5, 6, 3
+    logits = rng.standard_normal((n_tok, n_exp)).astype(np.float32)
+    logits[1, [1, 4]] = logits[1].max() + 1.0   # a tie for the first place
+    logits[2] = 0.5                              # all tied
+    a = ModelArgs("t", 1, 1, 1, 1, 1, 1, 1, 1, 1e-6, 1e4, 1, n_expert=n_exp, n_expert_used=k,
+                  expert_norm=renorm, expert_weights_scale=wscale)
+    want_w, want_e = route(logits, a)
+    sel, selw = cuda.to_device(np.zeros(n_tok * k, np.int32)), cuda.to_device(np.zeros(n_tok * k, np.float32))
+    O.moe_route[1, dev.NORM_THREADS](cuda.to_device(logits), n_tok, n_exp, k, int(renorm), np.float32(wscale),
+                                     sel, selw)
+    np.testing.assert_array_equal(sel.copy_to_host().reshape(n_tok, k), want_e)
+    np.testing.assert_allclose(selw.copy_to_host().reshape(n_tok, k), want_w, rtol=1e-6, atol=0)
 
 
 @pytest.mark.parametrize("neox,qk_norm,n_rot", [(False, False, 16), (True, True, 16), (True, False, 8)])

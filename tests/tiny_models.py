@@ -124,8 +124,15 @@ def _weight(w: GGUFWriter, name: str, x: np.ndarray, qtype: GGMLType, rng) -> No
         w.add_tensor(name, _random_blocks_like(x, qtype, rng), qtype, shape=x.shape)
 
 
-def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str = "") -> str:
-    """Write the model and return its sha256 (fixtures record it to detect drift)."""
+def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str = "", dims: dict | None = None,
+                     stack_types: dict | None = None) -> str:
+    """Write the model and return its sha256 (fixtures record it to detect drift). ``dims``
+    overrides sizes (n_embd, n_ff, n_head, n_kv, n_layer, n_ff_exp) for smaller models, ``stack_types``
+    the type of expert stacks by name ("ffn_up_exps": Q4_0); the recorded fixtures use neither."""
+    dims = dims or {}
+    N_EMBD, N_FF = dims.get("n_embd", globals()["N_EMBD"]), dims.get("n_ff", globals()["N_FF"])
+    N_HEAD, N_KV = dims.get("n_head", globals()["N_HEAD"]), dims.get("n_kv", globals()["N_KV"])
+    HEAD_DIM = N_EMBD // N_HEAD
     rng = np.random.default_rng(seed)
     w = GGUFWriter(path)
     for key, value in ROPE_SCALING.get(name, {}).items():
@@ -135,7 +142,7 @@ def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str 
     w.add_metadata("general.name", f"tiny {'p3' if arch == 'phi3' else arch} {qtype.name}")
     w.add_metadata(f"{arch}.context_length", 256)
     w.add_metadata(f"{arch}.embedding_length", N_EMBD)
-    n_layer = N_LAYERS.get(arch, N_LAYER)
+    n_layer = dims.get("n_layer", N_LAYERS.get(arch, N_LAYER))
     w.add_metadata(f"{arch}.block_count", n_layer)
     w.add_metadata(f"{arch}.feed_forward_length", N_FF)
     w.add_metadata(f"{arch}.attention.head_count", N_HEAD)
@@ -143,9 +150,12 @@ def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str 
     w.add_metadata(f"{arch}.rope.freq_base", 10000.0)
     w.add_metadata(f"{arch}.attention.layer_norm_rms_epsilon", 1e-6)
     for key, value in EXTRA_KEYS.get(arch, {}).items():
+        if key in ("attention.key_length", "attention.value_length"):
+            value = HEAD_DIM
         w.add_metadata(f"{arch}.{key}", value)
     if name in MOE:
         n_exp, n_used, n_ff_exp = MOE[name]
+        n_ff_exp = dims.get("n_ff_exp", n_ff_exp) if arch == "qwen3moe" else N_FF
         w.add_metadata(f"{arch}.expert_count", n_exp)
         w.add_metadata(f"{arch}.expert_used_count", n_used)
         if arch == "qwen3moe":   # the others' experts are feed_forward_length wide
@@ -197,7 +207,8 @@ def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str 
             w.add_tensor(p + "ffn_gate_inp.weight", mat(n_exp, N_EMBD, 4.0))
             for part, rows, cols in (("gate", n_ff_exp, N_EMBD), ("up", n_ff_exp, N_EMBD), ("down", N_EMBD, n_ff_exp)):
                 stack = np.concatenate([mat(rows, cols) for _ in range(n_exp)])
-                w.add_tensor(p + f"ffn_{part}_exps.weight", _kernels.quantize(stack, qtype), qtype,
+                t = (stack_types or {}).get(f"ffn_{part}_exps", qtype)
+                w.add_tensor(p + f"ffn_{part}_exps.weight", _kernels.quantize(stack, t), t,
                              shape=(n_exp, rows, cols))
         elif arch == "phi3":   # gate rows, then up rows, in one tensor
             _weight(w, p + "ffn_up.weight", np.concatenate([mat(N_FF, N_EMBD), mat(N_FF, N_EMBD)]), qtype, rng)

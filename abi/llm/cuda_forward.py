@@ -10,10 +10,15 @@ n_ctx like the host cache (so a decode step allocates only when it crosses a pow
 two); the host ``KVCache`` keeps only ``length`` and ``tokens`` (prefix reuse and
 truncation work as on the CPU).
 
-Launches: a decode step is ~9 kernels per layer with fixed arguments -- the position
-and the input token are read from device memory -- so on numba-cuda with cuda.core the
-step is captured once into a CUDA graph and replayed (one launch per token instead of
-hundreds of Python-level launches). Prompts run eagerly, batch by batch.
+Every step of the recipe has a kernel (``unsupported_recipe`` names any that would not).
+A mixture of experts routes on the device (``ops.moe_route``); the expert products are
+gemvs over the (token, expert) pairs, each reading its expert's rows of the stacked
+weights, and the weighted sum is part of the next residual add.
+
+Launches: a decode step is ~9 kernels per layer with fixed arguments -- the position,
+the input token and the chosen experts are read from device memory -- so on numba-cuda
+with cuda.core the step is captured once into a CUDA graph and replayed (one launch per
+token instead of hundreds of Python-level launches). Prompts run eagerly, batch by batch.
 """
 from __future__ import annotations
 
@@ -92,6 +97,7 @@ def _check_sizes(model, d) -> None:
     """Every weight the kernels index has the shape the decoder's sizes say (``pack`` checks
     each one's bytes against its shape): device kernels do not check their bounds."""
     D, F, QD, KD, V = d.n_embd, d.n_ff, d.n_head * d.hd, d.n_kv * d.hd, d.n_vocab
+    E, FE = d.n_expert, d.n_ff_exp
 
     def need(obj, shape, what):
         found = None if obj is None else tuple(obj.shape)
@@ -106,28 +112,39 @@ def _check_sizes(model, d) -> None:
     need(model.output, (V, D), "output")
     need(model.output_norm, (D,), "output_norm")
     for r in model.layer_ropes:
-        if r.inv_freq.shape[0] < d.n_rot // 2:
+        if r is not None and r.inv_freq.shape[0] < d.n_rot // 2:
             raise KernelInputError("cuda forward: fewer RoPE frequencies than rotated pairs")
+    if E and not 0 < d.n_used <= E:
+        raise KernelInputError(f"cuda forward: {d.n_used} experts used of {E}")
     for i, b in enumerate(model.layers):
-        for name, shape in (("wq", (QD, D)), ("wk", (KD, D)), ("wv", (KD, D)), ("wo", (D, QD)),
-                            ("w_gate", (F, D)), ("w_up", (F, D)), ("w_down", (D, F))):
+        mats = [("wq", (QD, D)), ("wk", (KD, D)), ("wv", (KD, D)), ("wo", (D, QD))]
+        if E:
+            mats.append(("router", (E, D)))
+            for name, shape in (("gate_exps", (FE, D)), ("up_exps", (FE, D)), ("down_exps", (D, FE))):
+                experts = getattr(b, name) or []
+                if len(experts) != E:
+                    raise KernelInputError(f"cuda forward: layer {i} {name} has {len(experts)} experts, expected {E}")
+                for e, lin in enumerate(experts):
+                    need(lin, shape, f"layer {i} {name}[{e}]")
+        else:
+            mats += [("w_gate", (F, D)), ("w_up", (F, D)), ("w_down", (D, F))]
+        for name, shape in mats:
             lin = getattr(b, name)
             need(lin, shape, f"layer {i} {name}")
             if lin.bias is not None:
                 need(lin.bias, (shape[0],), f"layer {i} {name} bias")
-        for name in ("attn_norm", "ffn_norm") + (("post_attn_norm", "post_ffn_norm") if a.post_norms else ()):
-            need(getattr(b, name), (D,), f"layer {i} {name}")
-        if a.qk_norm == "head":
-            need(b.q_norm, (d.hd,), f"layer {i} q_norm")
-            need(b.k_norm, (d.hd,), f"layer {i} k_norm")
+        norms = (("attn_norm", D), ("ffn_norm", D)) if a.attn_norm else ()
+        norms += (("post_attn_norm", D), ("post_ffn_norm", D)) if a.post_norms else ()
+        norms += {"none": (), "head": (("q_norm", d.hd), ("k_norm", d.hd)),
+                  "full": (("q_norm", QD), ("k_norm", KD))}[a.qk_norm]
+        for name, n in norms:
+            need(getattr(b, name), (n,), f"layer {i} {name}")
 
 
 def unsupported_recipe(a) -> str | None:
     """The first step of the recipe the device kernels do not implement, or None."""
-    checks = (("a layer without pre-norms", not a.attn_norm), ("Q/K norms over all heads", a.qk_norm == "full"),
-              ("layers without RoPE", any(a.nope_layers)), ("a residual scale", a.residual_scale != 1.0),
-              ("a logit scale", a.logit_scale != 1.0), ("a mixture of experts", a.n_expert > 0),
-              (f"the {a.activation} activation", a.activation not in ("silu", "gelu")))
+    checks = ((f"the {a.activation} activation", a.activation not in ("silu", "gelu")),
+              (f"the Q/K norm {a.qk_norm!r}", a.qk_norm not in ("none", "head", "full")))
     return next((name for name, missing in checks if missing), None)
 
 
@@ -143,9 +160,10 @@ class CudaDecoder:
         if not device.SIM and not cuda.is_available():
             raise BackendUnavailable("no usable CUDA device for the cuda backend; use --backend cpu")
         a = model.args
+        # the expert products read no bias (no recipe has one; refused should a file carry one)
         missing = unsupported_recipe(a) or next(
-            (f"a bias on {lin.name!r}" for b in model.layers for lin in (b.wo, b.w_gate, b.w_up, b.w_down)
-             if lin.bias is not None), None)
+            (f"a bias on {lin.name!r}" for b in model.layers if a.n_expert
+             for lin in (b.gate_exps or []) + (b.up_exps or []) + (b.down_exps or []) if lin.bias is not None), None)
         if missing is not None:   # fail closed: the device kernels would skip the step
             raise UnsupportedModelError(f"the cuda backend does not run {a.arch!r}: it has no kernel for "
                                         f"{missing}; use --backend cpu")
@@ -163,13 +181,17 @@ class CudaDecoder:
         self.attn_softcap = np.float32(a.attn_softcap)
         self.final_softcap = np.float32(a.final_softcap)
         self.geglu = a.activation == "gelu"
+        self.res_scale, self.logit_scale = np.float32(a.residual_scale), np.float32(a.logit_scale)
+        self.qk_norm = a.qk_norm
+        self.n_expert, self.n_used, self.n_ff_exp = a.n_expert, a.n_expert_used, a.n_ff_exp
+        self.expert_norm, self.expert_wscale = int(a.expert_norm), np.float32(a.expert_weights_scale)
         self.n_batch = n_batch
         self.lock = threading.Lock()
         self.stream = cuda.stream()
         try:
             self.n_sm = int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
-        except Exception:  # the simulator's device has no attributes
-            self.n_sm = 2
+        except Exception:  # the simulator's device has no attributes: one SM, the fewest blocks
+            self.n_sm = 1
         self.n_split = max(2, min(64, -(-2 * self.n_sm // self.n_head)))
         self.weight_bytes = 0
         _check_sizes(model, self)
@@ -213,41 +235,68 @@ class CudaDecoder:
             L.post_attn, L.post_ffn = self._vec(blk.post_attn_norm), self._vec(blk.post_ffn_norm)
             L.swa = model.args.is_swa(i)
             rope = model.layer_ropes[i]
-            if id(rope) not in tables:
-                tables[id(rope)] = self._vec(rope.inv_freq)
-            L.inv_freq, L.rope_mscale = tables[id(rope)], float(rope.mscale)
-            qkv = [_pack(blk.wq), _pack(blk.wk), _pack(blk.wv)]
-            biases = [lin.bias for lin in (blk.wq, blk.wk, blk.wv)]
-            if any(b is not None for b in biases):
-                biases = [b if b is not None else np.zeros(lin.out_features, np.float32)
-                          for b, lin in zip(biases, (blk.wq, blk.wk, blk.wv))]
+            if rope is None:   # NoPE: qk_prep rotates no pair
+                L.inv_freq, L.rope_mscale, L.n_rot = self.dummy, 1.0, 0
             else:
-                biases = [None] * 3
-            # (weight, bias, first output column) of the products writing the qkv buffer
-            if len({p.ggml_type for p in qkv}) == 1:
-                bias = None if biases[0] is None else np.concatenate(biases)
-                L.qkv = [(self._weight(_concat(qkv), bias), 0)]
+                if id(rope) not in tables:
+                    tables[id(rope)] = self._vec(rope.inv_freq)
+                L.inv_freq, L.rope_mscale, L.n_rot = tables[id(rope)], float(rope.mscale), self.n_rot
+            L.qkv = self._products([blk.wq, blk.wk, blk.wv])
+            L.wo = self._weight(_pack(blk.wo), blk.wo.bias)
+            L.router = None
+            if blk.router is not None:
+                # the experts as stacks: expert e's rows from e * (rows of one expert) on;
+                # gate and up interleaved per expert, so the fused gemv finds e's up rows
+                # n_ff_exp after its gate rows
+                L.router = self._weight(_pack(blk.router), blk.router.bias)
+                gates, ups = [_pack(x) for x in blk.gate_exps], [_pack(x) for x in blk.up_exps]
+                if gates[0].ggml_type == ups[0].ggml_type:
+                    interleaved = [p for g, u in zip(gates, ups) for p in (g, u)]
+                    L.gate_up, L.gate, L.up = self._weight(_concat(interleaved)), None, None
+                else:
+                    L.gate_up, L.gate, L.up = None, self._weight(_concat(gates)), self._weight(_concat(ups))
+                L.down = self._weight(_concat([_pack(x) for x in blk.down_exps]))
             else:
-                offsets = np.cumsum([0] + [p.rows for p in qkv])[:3]
-                L.qkv = [(self._weight(p, b), int(o)) for p, b, o in zip(qkv, biases, offsets)]
-            gate, up = _pack(blk.w_gate), _pack(blk.w_up)
-            L.gate_up = self._weight(_concat([gate, up])) if gate.ggml_type == up.ggml_type else None
-            L.gate = L.up = None
-            if L.gate_up is None:
-                L.gate, L.up = self._weight(gate), self._weight(up)
-            L.wo, L.down = self._weight(_pack(blk.wo)), self._weight(_pack(blk.w_down))
+                gate_up = self._products([blk.w_gate, blk.w_up])
+                L.gate_up = gate_up[0][0] if len(gate_up) == 1 else None
+                L.gate, L.up = (None, None) if L.gate_up is not None else (gate_up[0][0], gate_up[1][0])
+                L.down = self._weight(_pack(blk.w_down), blk.w_down.bias)
             self.layers.append(L)
+
+    def _products(self, lins) -> list:
+        """[(weight, first output column)] computing the products ``lins`` side by side: one
+        stacked weight where they share a type, else one each; biases stacked alike (zeros
+        for a product without one, where another has one)."""
+        packed = [_pack(lin) for lin in lins]
+        biases = [lin.bias for lin in lins]
+        if any(b is not None for b in biases):
+            biases = [b if b is not None else np.zeros(lin.out_features, np.float32) for b, lin in zip(biases, lins)]
+        else:
+            biases = [None] * len(lins)
+        if len({p.ggml_type for p in packed}) == 1:
+            bias = None if biases[0] is None else np.concatenate(biases)
+            return [(self._weight(_concat(packed), bias), 0)]
+        offsets = np.cumsum([0] + [p.rows for p in packed])[:len(lins)]
+        return [(self._weight(p, b), int(o)) for p, b, o in zip(packed, biases, offsets)]
 
     def _alloc_scratch(self) -> None:
         cuda, n = self.cuda, self.n_batch
-        D, F, QD, KD = self.n_embd, self.n_ff, self.n_head * self.hd, self.n_kv * self.hd
+        D, QD, KD = self.n_embd, self.n_head * self.hd, self.n_kv * self.hd
+        # a mixture of experts runs n_used (token, expert) pairs per token through the FFN
+        F = self.n_ff_exp if self.n_expert else self.n_ff
+        nk = n * max(1, self.n_used)
         f32 = np.float32
         self.tokens = cuda.to_device(np.zeros(n, np.int32))
-        self.x, self.h, self.delta = (cuda.device_array((n, D), f32) for _ in range(3))
+        self.x, self.h = (cuda.device_array((n, D), f32) for _ in range(2))
+        self.delta = cuda.device_array((nk, D), f32)
         self.qkv = cuda.device_array((n, QD + 2 * KD), f32)
+        self.q_view, self.k_view = self.qkv[:, :QD], self.qkv[:, QD:QD + KD]
         self.att = cuda.device_array((n, QD), f32)
-        self.gu = cuda.device_array((n, 2 * F), f32)
-        self.g = cuda.device_array((n, F), f32)
+        self.gu = cuda.device_array((nk, 2 * F), f32)
+        self.g = cuda.device_array((nk, F), f32)
+        self.rlog = cuda.device_array((n, max(1, self.n_expert)), f32)
+        self.sel = cuda.to_device(np.zeros(nk, np.int32))     # each pair's expert
+        self.selw = cuda.to_device(np.zeros(nk, np.float32))  # and its weight
         self.logits = cuda.device_array((1, self.n_vocab), f32)
         self.logits_all = None  # made on the first output="all" (_logits_all)
         self.part_m = cuda.device_array((self.n_head, self.n_split), f32)
@@ -300,7 +349,8 @@ class CudaDecoder:
         if T == 1:
             grid, tpr, nrows = matmul.gemv_shape(n_out, w.units, self.n_sm)
             plan.append((w.kernels.gemv, grid, matmul.GEMV_THREADS,
-                         (*w.args, n_out, w.units, x, xrow, y, 0, ycol, bias, has_bias, mode, tpr, nrows, softcap)))
+                         (*w.args, n_out, w.units, x, xrow, y, 0, ycol, bias, has_bias, mode, tpr, nrows, softcap,
+                          self.sel, 0, 1)))
             return
         dev = self.k[0]
         grid = (-(-w.rows // dev.GEMM_TM), -(-T // dev.GEMM_TN))
@@ -309,25 +359,67 @@ class CudaDecoder:
         if mode:
             plan.append((matmul.glu, T, dev.NORM_THREADS, (y, T, n_out, mode, self.g)))
 
+    def _experts(self, plan, w: DeviceWeight, x, xdiv, y, ycol, pairs, rstride, mode=0):
+        """y[p, ycol:] = (expert sel[p]'s rows of the stack w) @ x[p // xdiv] for the (token,
+        expert) pairs p < pairs; an expert's rows start at sel[p] * rstride."""
+        matmul = self.k[1]
+        n_out = rstride // 2 if mode else rstride
+        grid, tpr, nrows = matmul.gemv_shape(n_out, w.units, self.n_sm)
+        bias = w.bias if w.bias is not None else self.dummy
+        plan.append((w.kernels.gemv, (grid, pairs), matmul.GEMV_THREADS,
+                     (*w.args, n_out, w.units, x, 0, y, 0, ycol, bias, int(w.bias is not None), mode, tpr, nrows,
+                      np.float32(0.0), self.sel, rstride, xdiv)))
+
+    def _residual(self, rows, has_delta, n_sel, post, norm, hscale=np.float32(1.0), row0=0):
+        """The residual_norm launch: x += the branch in delta (n_sel experts' rows per token,
+        or one), post-normed where ``post``, then h = norm(x) (x itself where norm is None)."""
+        ops, dummy = self.k[2], self.dummy
+        return (ops.residual_norm, rows, self.k[0].NORM_THREADS,
+                (self.x, self.delta, has_delta, n_sel, self.selw, self.res_scale, _or(post, dummy),
+                 int(post is not None), _or(norm, dummy), int(norm is not None), hscale, self.h, self.eps,
+                 self.n_embd, row0))
+
+    def _moe(self, plan, L, T) -> None:
+        """The mixture of experts for T tokens: the router's product, the routing (each
+        token's experts into sel, weights into selw), each (token, expert) pair's gated
+        unit into g and its down product into delta row p; the weighted sum over a
+        token's experts happens in the next residual_norm."""
+        matmul, ops, NT = self.k[1], self.k[2], self.k[0].NORM_THREADS
+        k, FE = self.n_used, self.n_ff_exp
+        self._matmul(plan, L.router, self.h, 0, self.rlog, 0, T)
+        plan.append((ops.moe_route, -(-T // NT), NT, (self.rlog, T, self.n_expert, k, self.expert_norm,
+                                                     self.expert_wscale, self.sel, self.selw)))
+        mode = matmul.MODE_GEGLU if self.geglu else matmul.MODE_SWIGLU
+        pairs = T * k
+        if L.gate_up is not None:
+            self._experts(plan, L.gate_up, self.h, k, self.g, 0, pairs, 2 * FE, mode)
+        else:
+            self._experts(plan, L.gate, self.h, k, self.gu, 0, pairs, FE)
+            self._experts(plan, L.up, self.h, k, self.gu, FE, pairs, FE)
+            plan.append((matmul.glu, pairs, NT, (self.gu, pairs, FE, mode, self.g)))
+        self._experts(plan, L.down, self.g, 1, self.delta, 0, pairs, self.n_embd)
+
     def _plan(self, T: int, dc: _DeviceCache, output: str) -> list:
         """Every launch of a batch of T tokens: (kernel, grid, block, args)."""
         device, matmul, ops, attention, _ = self.k
         plan = []
-        D, F = self.n_embd, self.n_ff
+        F = self.n_ff
         NT = device.NORM_THREADS
-        dummy = self.dummy
+        dummy, one = self.dummy, np.float32(1.0)
         e = self.embd
         plan.append((e.kernels.dequant_rows, T, NT, (*e.args, e.units, self.tokens, T, self.embd_scale, self.x)))
-        prev_post = None
+        prev_post, prev_sel = None, 0   # the last FFN's post-norm and expert count
         for li, L in enumerate(self.layers):
-            plan.append((ops.residual_norm, T, NT,
-                         (self.x, self.delta, int(li > 0), _or(prev_post, dummy), int(prev_post is not None),
-                          L.attn_norm, self.h, self.eps, D, 0)))
+            plan.append(self._residual(T, int(li > 0), prev_sel, prev_post, L.attn_norm))
             for w, col in L.qkv:
                 self._matmul(plan, w, self.h, 0, self.qkv, col, T)
+            if self.qk_norm == "full":  # over all heads at once: in place, before the per-head work
+                for view, norm in ((self.q_view, L.q_norm), (self.k_view, L.k_norm)):
+                    plan.append((ops.residual_norm, T, NT, (view, self.delta, 0, 0, self.selw, one, dummy, 0,
+                                                            norm, 1, one, view, self.eps, view.shape[1], 0)))
             plan.append((ops.qk_prep, (T, self.n_head + self.n_kv), NT,
                          (self.qkv, self.n_head, self.n_kv, self.hd, _or(L.q_norm, dummy), _or(L.k_norm, dummy),
-                          int(L.q_norm is not None), self.eps, L.inv_freq, self.n_rot, self.neox,
+                          int(self.qk_norm == "head"), self.eps, L.inv_freq, L.n_rot, self.neox,
                           L.rope_mscale, dc.k, dc.v, li, dc.state)))
             window = self.window if L.swa else 0
             if T == 1:
@@ -341,24 +433,27 @@ class CudaDecoder:
                              (self.qkv, T, self.n_head, self.n_kv, self.hd, dc.k, dc.v, li, dc.state, self.scale,
                               window, self.attn_softcap, self.att)))
             self._matmul(plan, L.wo, self.att, 0, self.delta, 0, T)
-            plan.append((ops.residual_norm, T, NT,
-                         (self.x, self.delta, 1, _or(L.post_attn, dummy), int(L.post_attn is not None),
-                          L.ffn_norm, self.h, self.eps, D, 0)))
-            mode = matmul.MODE_GEGLU if self.geglu else matmul.MODE_SWIGLU
-            if L.gate_up is not None:
-                self._matmul(plan, L.gate_up, self.h, 0, self.gu if T > 1 else self.g, 0, T, mode)
+            plan.append(self._residual(T, 1, 0, L.post_attn, L.ffn_norm))
+            if L.router is not None:
+                self._moe(plan, L, T)
+                prev_sel = self.n_used
             else:
-                self._matmul(plan, L.gate, self.h, 0, self.gu, 0, T)
-                self._matmul(plan, L.up, self.h, 0, self.gu, F, T)
-                plan.append((matmul.glu, T, NT, (self.gu, T, F, mode, self.g)))
-            self._matmul(plan, L.down, self.g, 0, self.delta, 0, T)
+                mode = matmul.MODE_GEGLU if self.geglu else matmul.MODE_SWIGLU
+                if L.gate_up is not None:
+                    self._matmul(plan, L.gate_up, self.h, 0, self.gu if T > 1 else self.g, 0, T, mode)
+                else:
+                    self._matmul(plan, L.gate, self.h, 0, self.gu, 0, T)
+                    self._matmul(plan, L.up, self.h, 0, self.gu, F, T)
+                    plan.append((matmul.glu, T, NT, (self.gu, T, F, mode, self.g)))
+                self._matmul(plan, L.down, self.g, 0, self.delta, 0, T)
+                prev_sel = 0
             prev_post = L.post_ffn
         if output == "none":
             return plan
         row0 = T - 1 if output == "last" else 0
-        plan.append((ops.residual_norm, T - row0, NT,
-                     (self.x, self.delta, 1, _or(prev_post, dummy), int(prev_post is not None),
-                      self.out_norm, self.h, self.eps, D, row0)))
+        # the logit scale rides on the final norm's output, except where that is the result
+        hscale = one if output == "hidden" else self.logit_scale
+        plan.append(self._residual(T - row0, 1, prev_sel, prev_post, self.out_norm, hscale, row0))
         if output == "last":
             self._matmul(plan, self.output, self.h, T - 1, self.logits, 0, 1, softcap=self.final_softcap)
         elif output == "all":
@@ -539,13 +634,19 @@ class CudaDecoder:
         self.fparams.copy_to_device(fp, stream=s)
 
     def decode_bytes(self) -> int:
-        """Weight bytes one decode step reads: every layer matrix and vector, the output
-        matrix (the embedding table is read only where it doubles as the output) and the
-        final norm. The numerator of the bandwidth bound in tools/bench_gpu.py."""
+        """Weight bytes one decode step reads: every layer matrix and vector (of the expert
+        stacks, the n_used experts' share), the output matrix (the embedding table is read
+        only where it doubles as the output) and the final norm. The numerator of the
+        bandwidth bound in tools/bench_gpu.py."""
+        def size(w):
+            return w.nbytes + (w.bias.nbytes if w.bias is not None else 0)
+
         total = self.output.nbytes + self.out_norm.nbytes
         for L in self.layers:
-            mats = [w for w, _ in L.qkv] + [L.wo, L.down] + [w for w in (L.gate_up, L.gate, L.up) if w is not None]
-            total += sum(w.nbytes + (w.bias.nbytes if w.bias is not None else 0) for w in mats)
+            mats = [w for w, _ in L.qkv] + [L.wo] + ([L.router] if L.router is not None else [])
+            ffn = [L.down] + [w for w in (L.gate_up, L.gate, L.up) if w is not None]
+            share = self.n_used / self.n_expert if L.router is not None else 1.0
+            total += sum(size(w) for w in mats) + share * sum(size(w) for w in ffn)
             total += sum(v.nbytes for v in (L.attn_norm, L.ffn_norm, L.q_norm, L.k_norm, L.post_attn, L.post_ffn)
                          if v is not None)
         return int(total)

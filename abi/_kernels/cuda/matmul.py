@@ -27,7 +27,8 @@ _GELU_C = float32(math.sqrt(2.0 / math.pi))
 
 @cuda.jit(device=True)
 def activate(mode, g, u):
-    """The gated unit: silu(g) * u or gelu_tanh(g) * u, as layers.silu / layers.gelu_tanh."""
+    """The gated unit: silu(g) * u, as layers.silu, or gelu(g) * u in GELU's float32 tanh form
+    (layers.gelu_tanh looks it up in llama.cpp's CPU f16 table: up to 2^-11 apart)."""
     if mode == MODE_SWIGLU:
         return g / (float32(1.0) + math.exp(-g)) * u
     inner = _GELU_C * (g + float32(0.044715) * g * g * g)
@@ -68,9 +69,13 @@ def typed(t: int) -> SimpleNamespace:
                 out[i, c1 + k] = v[4 + k] * scale
 
     def gemv(qs, aux, dm, fw, n_out, units, x, xrow, y, yrow, ycol, bias, has_bias, mode, tpr, nrows,
-             softcap):
+             softcap, sel, rstride, xdiv):
         """y[yrow, ycol + r] = W[r] . x[xrow] for r < n_out; with mode SWIGLU/GEGLU, W holds the gate
         rows then the up rows (2 n_out) and y = act(gate) * up. Optional bias and tanh softcap.
+
+        Expert products (rstride > 0): grid row p = blockIdx.y reads the rows of W from
+        sel[p] * rstride on (one expert of a stack; no other expert's rows are read), x row
+        xrow + p // xdiv and writes y row yrow + p. Otherwise the grid has one row and p = 0.
 
         A block is GEMV_THREADS threads in groups of ``tpr`` lanes; a group owns ``nrows`` (<=
         RMAX) consecutive rows. Lanes stride over the row's units, load the unit's 8 x values
@@ -79,7 +84,14 @@ def typed(t: int) -> SimpleNamespace:
         tid = cuda.threadIdx.x
         lane = tid % tpr
         groups = GEMV_THREADS // tpr
+        p = cuda.blockIdx.y
+        rb = 0
+        if rstride > 0:
+            rb = sel[p] * rstride
+        xr = xrow + p // xdiv
+        yr = yrow + p
         r0 = (cuda.blockIdx.x * groups + tid // tpr) * nrows
+        w0 = rb + r0  # the group's first row in W
         xv = cuda.local.array(8, float32)
         # a scalar per row (gate rows in a0..a3, up rows in u0..u3): registers, where a local
         # array indexed inside a loop would live in (cached) local memory
@@ -89,24 +101,24 @@ def typed(t: int) -> SimpleNamespace:
         for u in range(lane, units, tpr):
             c0, c1 = unit_cols(t, u)
             for k in range(4):
-                xv[k] = x[xrow, c0 + k]
-                xv[4 + k] = x[xrow, c1 + k]
+                xv[k] = x[xr, c0 + k]
+                xv[4 + k] = x[xr, c1 + k]
             if n > 0:
-                a0 += _dot8(t, qs, aux, dm, fw, r0, u, xv)
+                a0 += _dot8(t, qs, aux, dm, fw, w0, u, xv)
                 if gated:
-                    u0 += _dot8(t, qs, aux, dm, fw, r0 + n_out, u, xv)
+                    u0 += _dot8(t, qs, aux, dm, fw, w0 + n_out, u, xv)
             if n > 1:
-                a1 += _dot8(t, qs, aux, dm, fw, r0 + 1, u, xv)
+                a1 += _dot8(t, qs, aux, dm, fw, w0 + 1, u, xv)
                 if gated:
-                    u1 += _dot8(t, qs, aux, dm, fw, r0 + 1 + n_out, u, xv)
+                    u1 += _dot8(t, qs, aux, dm, fw, w0 + 1 + n_out, u, xv)
             if n > 2:
-                a2 += _dot8(t, qs, aux, dm, fw, r0 + 2, u, xv)
+                a2 += _dot8(t, qs, aux, dm, fw, w0 + 2, u, xv)
                 if gated:
-                    u2 += _dot8(t, qs, aux, dm, fw, r0 + 2 + n_out, u, xv)
+                    u2 += _dot8(t, qs, aux, dm, fw, w0 + 2 + n_out, u, xv)
             if n > 3:
-                a3 += _dot8(t, qs, aux, dm, fw, r0 + 3, u, xv)
+                a3 += _dot8(t, qs, aux, dm, fw, w0 + 3, u, xv)
                 if gated:
-                    u3 += _dot8(t, qs, aux, dm, fw, r0 + 3 + n_out, u, xv)
+                    u3 += _dot8(t, qs, aux, dm, fw, w0 + 3 + n_out, u, xv)
         red[0, tid] = a0
         red[1, tid] = a1
         red[2, tid] = a2
@@ -129,12 +141,15 @@ def typed(t: int) -> SimpleNamespace:
                 if i < nrows and r < n_out:
                     val = red[i, tid]
                     if has_bias:
-                        val += bias[r]
+                        val += bias[rb + r]
                     if mode != MODE_PLAIN:
-                        val = activate(mode, val, red[RMAX + i, tid])
+                        up = red[RMAX + i, tid]
+                        if has_bias:  # the up rows' bias follows the gate rows'
+                            up += bias[rb + n_out + r]
+                        val = activate(mode, val, up)
                     if softcap > float32(0.0):
                         val = math.tanh(val / softcap) * softcap
-                    y[yrow, ycol + r] = val
+                    y[yr, ycol + r] = val
 
     def gemm(qs, aux, dm, fw, n_rows, cols, x, n_tok, y, ycol, bias, has_bias, softcap):
         """y[tok, ycol + r] = W[r] . x[tok] (+ bias, tanh softcap) for tok < n_tok, r < n_rows.

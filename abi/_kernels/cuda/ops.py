@@ -1,11 +1,12 @@
-"""Row-wise kernels of a transformer block: the residual add fused with RMSNorm, and the
+"""Row-wise kernels of a transformer block: the residual add fused with RMSNorm, the
 per-head preparation of Q and K (QK-norm, RoPE) with the store of K and V into the f16 KV
-cache. Each block owns one row (or one head of one token), so nothing crosses blocks."""
+cache, and the mixture of experts' routing. Each block owns one row (or one head of one
+token, or tokens), so nothing crosses blocks."""
 from __future__ import annotations
 
 import math
 
-from .device import HD_MAX, NORM_THREADS, cuda, float32, jit
+from .device import HD_MAX, NORM_THREADS, cuda, float32, jit, vmax
 
 
 @cuda.jit(device=True)
@@ -27,31 +28,97 @@ def block_sum(val, red):
     return total
 
 
+@cuda.jit(device=True)
+def _branch(delta, r, i, n_sel, selw):
+    """Element i of row r's residual branch: delta[r, i], or with n_sel > 0 (a mixture of
+    experts) the weighted sum of the token's n_sel expert rows delta[r * n_sel + j, i]."""
+    if n_sel == 0:
+        return delta[r, i]
+    s = float32(0.0)
+    for j in range(n_sel):
+        s += selw[r * n_sel + j] * delta[r * n_sel + j, i]
+    return s
+
+
 @jit
-def residual_norm(x, delta, has_delta, post_w, has_post, norm_w, h, eps, dim, row0):
-    """For row r = row0 + block: x[r] += (rms_norm(delta[r]) * post_w if has_post else
-    delta[r]) when has_delta; then h[r] = rms_norm(x[r]) * norm_w. One block per row."""
+def residual_norm(x, delta, has_delta, n_sel, selw, res_scale, post_w, has_post, norm_w, has_norm, hscale,
+                  h, eps, dim, row0):
+    """For row r = row0 + block: with has_delta, x[r] += res_scale * (rms_norm(d) * post_w if
+    has_post else d), d the row's branch (``_branch``); then h[r] = rms_norm(x[r]) * norm_w *
+    hscale, or h[r] = x[r] without has_norm (a recipe without pre-norms). One block per row.
+    hscale carries the logit scale into the final norm (the output product is linear); x and
+    h may be the same array (an in-place norm: the Q/K norms over all heads)."""
     red = cuda.shared.array(NORM_THREADS, float32)
     r = row0 + cuda.blockIdx.x
     tid = cuda.threadIdx.x
     if has_delta:
-        s = float32(1.0)
+        s = res_scale
         if has_post:
             ss = float32(0.0)
             for i in range(tid, dim, NORM_THREADS):
-                ss += delta[r, i] * delta[r, i]
-            s = float32(1.0) / math.sqrt(block_sum(ss, red) / float32(dim) + eps)
+                d = _branch(delta, r, i, n_sel, selw)
+                ss += d * d
+            s = res_scale / math.sqrt(block_sum(ss, red) / float32(dim) + eps)
         for i in range(tid, dim, NORM_THREADS):
+            d = _branch(delta, r, i, n_sel, selw)
             if has_post:
-                x[r, i] += delta[r, i] * s * post_w[i]
+                x[r, i] += d * s * post_w[i]
             else:
-                x[r, i] += delta[r, i]
-    ss = float32(0.0)
-    for i in range(tid, dim, NORM_THREADS):
-        ss += x[r, i] * x[r, i]
-    s = float32(1.0) / math.sqrt(block_sum(ss, red) / float32(dim) + eps)
-    for i in range(tid, dim, NORM_THREADS):
-        h[r, i] = x[r, i] * s * norm_w[i]
+                x[r, i] += d * s
+    if has_norm:
+        ss = float32(0.0)
+        for i in range(tid, dim, NORM_THREADS):
+            ss += x[r, i] * x[r, i]
+        s = hscale / math.sqrt(block_sum(ss, red) / float32(dim) + eps)
+        for i in range(tid, dim, NORM_THREADS):
+            h[r, i] = x[r, i] * s * norm_w[i]
+    else:
+        for i in range(tid, dim, NORM_THREADS):
+            h[r, i] = x[r, i]
+
+
+@jit
+def moe_route(logits, n_tok, n_exp, k, renorm, wscale, sel, selw):
+    """One thread per token t: the softmax of the router's logits[t, :n_exp], its k largest
+    probabilities in descending order (ties: the lower expert first) into sel[t*k + j] and
+    selw[t*k + j], renormalised to sum 1 (the sum clamped below at f16's smallest normal)
+    where renorm, times wscale where it is not 0 or 1 -- as ``decoder.route``."""
+    t = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    if t >= n_tok:
+        return
+    m = logits[t, 0]
+    for e in range(1, n_exp):
+        m = vmax(m, logits[t, e])
+    total = float32(0.0)
+    for e in range(n_exp):
+        total += math.exp(logits[t, e] - m)
+    # selection sort without marks: the next pick is the best strictly after the previous
+    # one in (probability descending, index ascending) order
+    prev_p = float32(math.inf)
+    prev_e = -1
+    wsum = float32(0.0)
+    for j in range(k):
+        best_p = float32(-1.0)
+        best_e = 0
+        for e in range(n_exp):
+            p = math.exp(logits[t, e] - m) / total
+            after = p < prev_p or (p == prev_p and e > prev_e)
+            if after and p > best_p:
+                best_p = p
+                best_e = e
+        sel[t * k + j] = best_e
+        selw[t * k + j] = best_p
+        wsum += best_p
+        prev_p = best_p
+        prev_e = best_e
+    denom = vmax(wsum, float32(6.103515625e-5))
+    for j in range(k):
+        w = selw[t * k + j]
+        if renorm:
+            w = w / denom
+        if wscale != float32(0.0) and wscale != float32(1.0):
+            w = w * wscale
+        selw[t * k + j] = w
 
 
 @jit

@@ -44,7 +44,8 @@ _I, _F = ["scalar", "int64"], ["scalar", "float32"]
 _PLANES = [["array", "uint32", 2, "C"], ["array", "uint32", 2, "C"], ["array", "float16", 2, "C"], _A]
 # what cuda_forward passes (ints as int64, float32 scalars; bias and token ids are vectors)
 MATMUL_SIGNATURES = {
-    "gemv": _PLANES + [_I, _I, _A, _I, _A, _I, _I, ["array", "float32", 1, "C"], _I, _I, _I, _I, _F],
+    "gemv": _PLANES + [_I, _I, _A, _I, _A, _I, _I, ["array", "float32", 1, "C"], _I, _I, _I, _I, _F,
+                       ["array", "int32", 1, "C"], _I, _I],
     "gemm": _PLANES + [_I, _I, _A, _I, _A, _I, ["array", "float32", 1, "C"], _I, _F],
     "dequant_rows": _PLANES + [_I, ["array", "int32", 1, "C"], _I, _F, _A],
 }
