@@ -27,19 +27,23 @@ TINY_CASES += [("qwen2_q8_0", "qwen2", T.Q8_0), ("gemma3_q8_0", "gemma3", T.Q8_0
 FAMILIES = ("qwen3", "olmo2", "gemma2", "granite", "smollm3", "phi3")
 TINY_CASES += [(f"{arch}_q8_0", arch, T.Q8_0) for arch in FAMILIES]
 # mixtures of experts: (experts, used per token, expert FFN width) by case
-MOE = {"qwen3moe_q8_0": (4, 2, 128), "llama_moe_q8_0": (4, 2, N_FF), "granitemoe_q8_0": (4, 2, N_FF)}
+MOE = {"qwen3moe_q8_0": (4, 2, 128), "llama_moe_q8_0": (4, 2, N_FF), "granitemoe_q8_0": (4, 2, N_FF),
+       "gpt-oss_q8_0": (8, 4, 128)}
 TINY_CASES += [("qwen3moe_q8_0", "qwen3moe", T.Q8_0), ("llama_moe_q8_0", "llama", T.Q8_0),
-               ("granitemoe_q8_0", "granitemoe", T.Q8_0)]
+               ("granitemoe_q8_0", "granitemoe", T.Q8_0), ("gpt-oss_q8_0", "gpt-oss", T.Q8_0)]
+OWN_EXPERT_WIDTH = ("qwen3moe", "gpt-oss")   # the others' experts are feed_forward_length wide
 N_LAYERS = {"smollm3": 4}   # enough layers for its RoPE-less fourth one
 # llama.cpp requires output.weight for OLMo 2; for Gemma 3 a separate one keeps the logits
 # soft (the tied, sqrt(D)-scaled embedding makes every position predict its own input token)
-SEPARATE_OUTPUT = {"olmo2", "gemma3"}
+SEPARATE_OUTPUT = {"olmo2", "gemma3", "gpt-oss"}
 # Gemma 2 must tie its output: strong post-norms let the layers outweigh the embedding instead
 POST_NORM_GAIN = {"gemma2": 6.0}
 # metadata of the families beyond the shared keys (after "{arch}.")
 EXTRA_KEYS = {
     "qwen3": {"attention.key_length": HEAD_DIM, "attention.value_length": HEAD_DIM},
     "qwen3moe": {"attention.key_length": HEAD_DIM, "attention.value_length": HEAD_DIM},
+    "gpt-oss": {"attention.key_length": HEAD_DIM, "attention.value_length": HEAD_DIM,
+                "attention.sliding_window": 8},
     "gemma2": {"attention.key_length": HEAD_DIM, "attention.value_length": HEAD_DIM,
                "attention.sliding_window": 8, "attn_logit_softcapping": 50.0,
                "final_logit_softcapping": 30.0},
@@ -53,6 +57,8 @@ EXTRA_KEYS = {
 }
 # RoPE scaling of the cases that test it (metadata keys after "{arch}.")
 ROPE_SCALING = {
+    "gpt-oss_q8_0": {"rope.scaling.type": "yarn", "rope.scaling.factor": 4.0,
+                     "rope.scaling.original_context_length": 64},
     "llama_yarn_q8_0": {"rope.scaling.type": "yarn", "rope.scaling.factor": 4.0,
                         "rope.scaling.original_context_length": 64},
     "qwen2_linear_q8_0": {"rope.scaling.type": "linear", "rope.scaling.factor": 2.0},
@@ -155,10 +161,10 @@ def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str 
         w.add_metadata(f"{arch}.{key}", value)
     if name in MOE:
         n_exp, n_used, n_ff_exp = MOE[name]
-        n_ff_exp = dims.get("n_ff_exp", n_ff_exp) if arch == "qwen3moe" else N_FF
+        n_ff_exp = dims.get("n_ff_exp", n_ff_exp) if arch in OWN_EXPERT_WIDTH else N_FF
         w.add_metadata(f"{arch}.expert_count", n_exp)
         w.add_metadata(f"{arch}.expert_used_count", n_used)
-        if arch == "qwen3moe":   # the others' experts are feed_forward_length wide
+        if arch in OWN_EXPERT_WIDTH:
             w.add_metadata(f"{arch}.expert_feed_forward_length", n_ff_exp)
     tokens, types = _vocab()
     w.add_metadata("tokenizer.ggml.model", "gpt2")
@@ -201,8 +207,8 @@ def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str 
             _weight(w, p + "attn_k.weight", mat(N_KV * HEAD_DIM, N_EMBD, 2.0), qtype, rng)
             _weight(w, p + "attn_v.weight", mat(N_KV * HEAD_DIM, N_EMBD), qtype, rng)
         _weight(w, p + "attn_output.weight", mat(N_EMBD, N_HEAD * HEAD_DIM), qtype, rng)
-        if pre_norms:
-            w.add_tensor(p + "ffn_norm.weight", norm(N_EMBD))
+        if pre_norms:   # gpt-oss stores its pre-FFN norm under the post-attention name
+            w.add_tensor(p + ("post_attention_norm" if arch == "gpt-oss" else "ffn_norm") + ".weight", norm(N_EMBD))
         if name in MOE:   # a router (kept F32, as llama.cpp's converter does) and stacked experts
             w.add_tensor(p + "ffn_gate_inp.weight", mat(n_exp, N_EMBD, 4.0))
             for part, rows, cols in (("gate", n_ff_exp, N_EMBD), ("up", n_ff_exp, N_EMBD), ("down", N_EMBD, n_ff_exp)):
@@ -217,6 +223,13 @@ def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str 
             _weight(w, p + "ffn_gate.weight", mat(N_FF, N_EMBD), qtype, rng)
             _weight(w, p + "ffn_up.weight", mat(N_FF, N_EMBD), qtype, rng)
             _weight(w, p + "ffn_down.weight", mat(N_EMBD, N_FF), qtype, rng)
+        if arch == "gpt-oss":   # biases on every product, the router's included, and the sinks
+            for n, size in (("attn_q", N_HEAD * HEAD_DIM), ("attn_k", N_KV * HEAD_DIM), ("attn_v", N_KV * HEAD_DIM),
+                            ("attn_output", N_EMBD), ("ffn_gate_inp", n_exp)):
+                w.add_tensor(p + n + ".bias", (0.1 * rng.standard_normal(size)).astype(np.float32))
+            for part, rows in (("gate", n_ff_exp), ("up", n_ff_exp), ("down", N_EMBD)):
+                w.add_tensor(p + f"ffn_{part}_exps.bias", (0.1 * rng.standard_normal((n_exp, rows))).astype(np.float32))
+            w.add_tensor(p + "attn_sinks.weight", rng.standard_normal(N_HEAD).astype(np.float32))
         if arch == "qwen2":
             for n, size in (("attn_q", N_HEAD * HEAD_DIM), ("attn_k", N_KV * HEAD_DIM), ("attn_v", N_KV * HEAD_DIM)):
                 w.add_tensor(p + n + ".bias", (0.1 * rng.standard_normal(size)).astype(np.float32))

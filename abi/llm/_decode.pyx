@@ -12,7 +12,7 @@ whatever the batch around it (activations quantised per token, the same row dot
 products, attention per query), so a prompt prefix reused from the cache gives the same
 output as a cold run, and decoding matches prefill bit for bit. Float32 KV cache only
 (the numpy forward of each architecture handles f16 caches)."""
-from libc.math cimport cos, expf, sin, sqrt, tanhf
+from libc.math cimport NAN, cos, expf, sin, sqrt, tanhf
 from libc.stdint cimport uint8_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
@@ -59,11 +59,12 @@ ctypedef struct Layer:
     const float* post_ffn_norm
     int swa               # sliding-window layer
     int use_rope          # 0: no position encoding in this layer (NoPE)
+    const float* sinks    # a learned logit per head in every softmax (NULL: none)
     const float* inv_freq
     float rope_mscale     # YaRN's magnitude factor on cos and sin (1 otherwise)
 
 ctypedef struct Ctx:
-    int n_layers, n_embd, n_head, n_kv, hd, n_ff, n_vocab, n_rot, neox, gelu, window, qk_full
+    int n_layers, n_embd, n_head, n_kv, hd, n_ff, n_vocab, n_rot, neox, act, window, qk_full
     float eps, scale, embd_scale, attn_softcap, final_softcap, residual_scale, logit_scale
     int n_exp, n_used, n_ff_exp, exp_norm   # mixture of experts (n_exp 0: dense FFNs)
     float exp_scale
@@ -186,9 +187,10 @@ cdef void _rope(Ctx* c, float* p, const float* rot) noexcept nogil:
             p[2 * i + 1] = a * sn + b * cs
 
 
-cdef void _attend(Ctx* c, int layer, int head, int swa, int pos, const float* q,
+cdef void _attend(Ctx* c, Layer* L, int layer, int head, int swa, int pos, const float* q,
                   float* out, float* s) noexcept nogil:
-    """out = softmax(q . K[0..pos]^T * scale) V for one query head at position pos."""
+    """out = softmax(q . K[0..pos]^T * scale) V for one query head at position pos; a sink
+    logit, where the layer has one, takes its share of the softmax and attends to nothing."""
     cdef int hd = c.hd
     cdef int kvh = head // (c.n_head // c.n_kv)
     cdef Py_ssize_t base = ((<Py_ssize_t>layer * c.n_kv + kvh) * c.cap) * hd
@@ -206,9 +208,13 @@ cdef void _attend(Ctx* c, int layer, int head, int swa, int pos, const float* q,
         s[j] = acc
         if acc > m:
             m = acc
+    if L.sinks != NULL and L.sinks[head] > m:
+        m = L.sinks[head]
     for j in range(j0, pos + 1):
         s[j] = expf(s[j] - m)
         total += s[j]
+    if L.sinks != NULL:
+        total += expf(L.sinks[head] - m)
     for i in range(hd):
         out[i] = 0.0
     for j in range(j0, pos + 1):
@@ -272,17 +278,24 @@ cdef inline void _norm_in(Ctx* c, Priv* p, int t, const float* norm) noexcept no
 
 
 cdef inline float _glu(Ctx* c, float g, float u) noexcept nogil:
-    if c.gelu:
+    cdef float x, y
+    if c.act == 1:
         return _gelu(c, g) * u
+    if c.act == 2:   # layers.swiglu_oai
+        x = g if g < 7.0 else <float>7.0
+        y = u if u < 7.0 else <float>7.0
+        y = y if y > -7.0 else <float>-7.0
+        return x / (1.0 + expf(<float>-1.702 * x)) * (y + 1.0)
     return g / (1.0 + expf(-g)) * u
 
 
 cdef void _route(Ctx* c, int t) noexcept nogil:
-    """Token t's top-k experts by the router's softmax (descending), with their weights
-    renormalised (sum clamped at f16's smallest normal, as llama.cpp) and scaled."""
+    """Token t's top-k experts (descending) and their weights, as ``decoder.route``: the
+    router's softmax, renormalised (sum clamped at f16's smallest normal, as llama.cpp), and
+    scaled."""
     cdef int E = c.n_exp, K = c.n_used, e, j, best
     cdef float* z = c.route + t * E
-    cdef float m = z[0], total = 0.0, picked = 0.0, p
+    cdef float m = z[0], total = 0.0, picked = 0.0
     cdef int* sel = c.sel + t * K
     cdef float* w = c.selw + t * K
     for e in range(E):
@@ -291,15 +304,18 @@ cdef void _route(Ctx* c, int t) noexcept nogil:
     for e in range(E):
         z[e] = expf(z[e] - m)
         total += z[e]
+    for e in range(E):
+        z[e] = z[e] / total
     for j in range(K):
         best = -1
-        for e in range(E):   # the largest not yet taken, the lowest index on ties
-            if z[e] >= 0 and (best < 0 or z[e] > z[best]):
+        for e in range(E):   # the largest not yet taken (NaN marks taken), the lowest index on ties
+            if z[e] == z[e] and (best < 0 or z[e] > z[best]):
                 best = e
         sel[j] = best
-        w[j] = z[best] / total
+        w[j] = z[best]
+        z[best] = NAN
+    for j in range(K):
         picked += w[j]
-        z[best] = -1.0    # taken
     for j in range(K):
         if c.exp_norm:
             w[j] = w[j] / (picked if picked > 6.103515625e-5 else <float>6.103515625e-5)
@@ -336,6 +352,12 @@ cdef void _moe_ffn(Ctx* c, Priv* p, Layer* L, int l, int tid, int nth) noexcept 
                       p.h + t * D, c.eg + <Py_ssize_t>q * FE)
             gemv_rows(U.type, U.w, r0, r1, D, p.act[U.fmt] + t * c.act_stride if U.fmt >= 0 else NULL,
                       p.h + t * D, c.eu + <Py_ssize_t>q * FE)
+            if G.bias != NULL:
+                for r in range(r0, r1):
+                    c.eg[q * FE + r] += G.bias[r]
+            if U.bias != NULL:
+                for r in range(r0, r1):
+                    c.eu[q * FE + r] += U.bias[r]
             for r in range(r0, r1):
                 c.eg[q * FE + r] = _glu(c, c.eg[q * FE + r], c.eu[q * FE + r])
     barrier()
@@ -347,6 +369,9 @@ cdef void _moe_ffn(Ctx* c, Priv* p, Layer* L, int l, int tid, int nth) noexcept 
             if c.sel[q] == e:
                 gemv_rows(W.type, W.w, d0, d1, FE, p.act[W.fmt] + q * c.act_stride if W.fmt >= 0 else NULL,
                           c.eg + <Py_ssize_t>q * FE, c.eo + <Py_ssize_t>q * D)
+                if W.bias != NULL:
+                    for r in range(d0, d1):
+                        c.eo[q * D + r] += W.bias[r]
     for t in range(T):   # this thread's rows of the weighted sum, in the order of the choice
         for r in range(d0, d1):
             acc = 0.0
@@ -421,7 +446,7 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
                 _qk(c, L, l, t, g, rot)
             if T == 1:
                 for hh in range(g * group, (g + 1) * group):
-                    _attend(c, l, hh, L.swa, c.pos0, c.q + hh * hd, c.att + hh * hd, scores)
+                    _attend(c, L, l, hh, L.swa, c.pos0, c.q + hh * hd, c.att + hh * hd, scores)
             g += nth
         if T > 1:
             barrier()
@@ -429,7 +454,7 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
             while task < T * c.n_head:
                 t = task // c.n_head
                 hh = task % c.n_head
-                _attend(c, l, hh, L.swa, c.pos0 + t, c.q + t * QD + hh * hd,
+                _attend(c, L, l, hh, L.swa, c.pos0 + t, c.q + t * QD + hh * hd,
                         c.att + t * QD + hh * hd, scores)
                 task += nth
         barrier()
@@ -509,7 +534,8 @@ cdef class Decoder:
         self.t_max = 0
         c.n_layers, c.n_embd, c.n_head, c.n_kv = a.n_layers, a.n_embd, a.n_heads, a.n_kv_heads
         c.hd, c.n_ff, c.n_vocab, c.n_rot = a.head_dim, a.n_ff, model.output.shape[0], a.n_rot
-        c.neox, c.gelu, c.qk_full = int(a.rope_neox), int(a.activation == "gelu"), int(a.qk_norm == "full")
+        c.neox, c.qk_full = int(a.rope_neox), int(a.qk_norm == "full")
+        c.act = {"silu": 0, "gelu": 1, "swiglu_oai": 2}.get(a.activation, -1)
         c.gelu_table = self._f(GELU_TABLE, 1 << 16)
         c.window = a.sliding_window
         c.eps, c.scale, c.embd_scale = a.norm_eps, a.kq_scale, a.embd_scale
@@ -518,7 +544,7 @@ cdef class Decoder:
         c.n_exp, c.n_used, c.n_ff_exp = a.n_expert, a.n_expert_used, a.n_ff_exp
         c.exp_norm, c.exp_scale = int(a.expert_norm), a.expert_weights_scale
         _need(c.n_exp == 0 or (0 < c.n_used <= c.n_exp and c.n_ff_exp > 0), "expert counts")
-        if a.activation not in ("silu", "gelu"):
+        if c.act < 0:
             raise UnsupportedModelError(f"compiled forward: no {a.activation!r} activation")
         # every size the C code indexes with is checked here, once: a model object that
         # disagrees with its own hyperparameters is an error, never an out-of-bounds access
@@ -561,6 +587,8 @@ cdef class Decoder:
             _need((L.q_norm != NULL) == (a.qk_norm != "none") and (L.k_norm != NULL) == (a.qk_norm != "none"),
                   "Q/K norms")
             L.swa = int(a.is_swa(l))
+            L.sinks = self._f(blk.sinks, c.n_head)
+            _need((L.sinks != NULL) == a.attn_sinks, "attention sinks")
             rope = model.layer_ropes[l]
             L.use_rope = int(rope is not None)
             L.inv_freq, L.rope_mscale = NULL, 1.0

@@ -144,7 +144,8 @@ def _check_sizes(model, d) -> None:
 def unsupported_recipe(a) -> str | None:
     """The first step of the recipe the device kernels do not implement, or None."""
     checks = ((f"the {a.activation} activation", a.activation not in ("silu", "gelu")),
-              (f"the Q/K norm {a.qk_norm!r}", a.qk_norm not in ("none", "head", "full")))
+              (f"the Q/K norm {a.qk_norm!r}", a.qk_norm not in ("none", "head", "full")),
+              ("attention sinks", a.attn_sinks))
     return next((name for name, missing in checks if missing), None)
 
 

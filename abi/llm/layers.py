@@ -152,8 +152,16 @@ class Rope:
         return x
 
 
+def swiglu_oai(g: np.ndarray, u: np.ndarray, alpha: float = 1.702, limit: float = 7.0) -> np.ndarray:
+    """gpt-oss's gated unit: the gate clamped above, the up input clamped both ways and
+    shifted by one, and a sigmoid of alpha * gate (llama.cpp's swiglu_oai)."""
+    x = np.minimum(g, np.float32(limit))
+    y = np.clip(u, np.float32(-limit), np.float32(limit))
+    return x / (np.float32(1.0) + np.exp(np.float32(-alpha) * x)) * (y + np.float32(1.0))
+
+
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int, scale: float,
-              window: int = 0, softcap_value: float = 0.0) -> np.ndarray:
+              window: int = 0, softcap_value: float = 0.0, sinks: np.ndarray | None = None) -> np.ndarray:
     """Causal grouped-query attention.
 
     q (T, n_head, hd) for positions start..start+T-1; k, v (n_kv, S, hd) holding positions
@@ -179,8 +187,15 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int, scale: fl
         masked |= qpos - kpos >= window
     if masked.any():
         scores[:, :, masked] = -np.inf
-    scores -= scores.max(axis=-1, keepdims=True)
+    top = scores.max(axis=-1, keepdims=True)
+    if sinks is not None:   # a learned logit per head in every softmax, itself attending to nothing
+        sink = np.asarray(sinks, np.float32).reshape(n_kv, group, 1, 1)
+        top = np.maximum(top, sink)
+    scores -= top
     np.exp(scores, out=scores)
-    scores /= scores.sum(axis=-1, keepdims=True)
+    total = scores.sum(axis=-1, keepdims=True)
+    if sinks is not None:
+        total = total + np.exp(sink - top)
+    scores /= total
     out = np.matmul(scores.reshape(n_kv, group * T, S - lo), vv)  # (n_kv, group*T, hd)
     return out.reshape(n_head, T, hd).transpose(1, 0, 2).reshape(T, n_head * hd)

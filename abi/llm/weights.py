@@ -108,10 +108,14 @@ class WeightLoader:
         return out
 
     def experts(self, name: str, shape: tuple[int, int, int]) -> list[Linear]:
-        """An (n_expert, out, in) stack of matrices, one ``Linear`` view per expert."""
+        """An (n_expert, out, in) stack of matrices, one ``Linear`` view per expert, each with
+        its row of the (n_expert, out) bias where the file has one."""
         info = self._info(name, shape)
         raw = self.gguf.tensor_data(name).reshape(shape[0], -1)
-        return [Linear(raw[e], info.ggml_type, shape[1:], None, f"{name}[{e}]") for e in range(shape[0])]
+        bias_name = name.replace(".weight", ".bias")
+        bias = self.dense(bias_name, shape[:2]) if self.has(bias_name) else None
+        return [Linear(raw[e], info.ggml_type, shape[1:], None if bias is None else bias[e], f"{name}[{e}]")
+                for e in range(shape[0])]
 
     def embedding(self, name: str, shape: tuple[int, int]) -> Embedding:
         """A (n_vocab, n_embd) table."""

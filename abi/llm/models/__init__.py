@@ -18,6 +18,7 @@ ARCHITECTURES = {
     "phi3": "phi3",
     "granite": "granite",
     "granitemoe": "granite",
+    "gpt-oss": "gpt_oss",
     "smollm3": "smollm3",
     "bert": "bert",
 }

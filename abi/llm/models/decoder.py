@@ -30,10 +30,12 @@ import numpy as np
 from ...errors import UnsupportedModelError
 from ..cache import KVCache
 from ..hparams import MAX_LAYERS, Metadata, require, vocab_size
-from ..layers import Rope, attention, gelu_tanh, rms_norm, rope_config, silu, softcap
+from ..layers import Rope, attention, gelu_tanh, rms_norm, rope_config, silu, softcap, swiglu_oai
 from ..weights import WeightLoader
 
-ACTIVATIONS = {"silu": silu, "gelu": gelu_tanh}
+# the gated unit of the FFN: f(gate, up)
+ACTIVATIONS = {"silu": lambda g, u: silu(g) * u, "gelu": lambda g, u: gelu_tanh(g) * u,
+               "swiglu_oai": swiglu_oai}
 QK_NORMS = ("none", "head", "full")
 
 
@@ -78,6 +80,8 @@ class ModelArgs:
     n_ff_exp: int = 0                # an expert's FFN width
     expert_norm: bool = True         # the top-k weights renormalised to sum to 1
     expert_weights_scale: float = 0.0  # a multiplier on the weights (0: none)
+    attn_sinks: bool = False         # a learned per-head logit in every attention softmax
+    ffn_norm_tensor: str = "ffn_norm"  # the pre-FFN norm's tensor name (gpt-oss: post_attention_norm)
     gate_up_fused: bool = False      # one ffn_up tensor holding the gate rows, then the up rows
     rope_orig_ctx: int = 0           # LongRoPE: contexts beyond it use the long factors
 
@@ -210,12 +214,13 @@ class Block:
         self.k_norm = norm("attn_k_norm.weight", kn) if kn else None
         self.wo = w.linear(p + "attn_output.weight", (D, Q), bias("attn_output"))
         self.post_attn_norm = norm("post_attention_norm.weight", D) if a.post_norms else None
-        self.ffn_norm = norm("ffn_norm.weight", D) if a.attn_norm else None
+        self.ffn_norm = norm(a.ffn_norm_tensor + ".weight", D) if a.attn_norm else None
+        self.sinks = norm("attn_sinks.weight", a.n_heads) if a.attn_sinks else None
         self.router = self.gate_exps = self.up_exps = self.down_exps = None
         self.w_gate = self.w_up = self.w_down = None
         if a.n_expert:
             E, FE = a.n_expert, a.n_ff_exp
-            self.router = w.linear(p + "ffn_gate_inp.weight", (E, D))
+            self.router = w.linear(p + "ffn_gate_inp.weight", (E, D), bias("ffn_gate_inp"))
             self.gate_exps = w.experts(p + "ffn_gate_exps.weight", (E, FE, D))
             self.up_exps = w.experts(p + "ffn_up_exps.weight", (E, FE, D))
             self.down_exps = w.experts(p + "ffn_down_exps.weight", (E, D, FE))
@@ -265,7 +270,7 @@ class Model:
         for e in np.unique(chosen):
             rows, slots = np.nonzero(chosen == e)
             x = h[rows]
-            y = layer.down_exps[e](self.act(layer.gate_exps[e](x)) * layer.up_exps[e](x))
+            y = layer.down_exps[e](self.act(layer.gate_exps[e](x), layer.up_exps[e](x)))
             out[rows] += weights[rows, slots, None] * y
         return out
 
@@ -300,12 +305,12 @@ class Model:
             keys, values = cache.store(i, start, k, v)  # (n_kv, start+T, hd)
             att = layer.wo(attention(q, keys, values, start, a.kq_scale,
                                      window=a.sliding_window if a.is_swa(i) else 0,
-                                     softcap_value=a.attn_softcap))
+                                     softcap_value=a.attn_softcap, sinks=layer.sinks))
             if layer.post_attn_norm is not None:
                 att = rms_norm(att, layer.post_attn_norm, a.norm_eps)
             x = x + (att * residual if a.residual_scale != 1.0 else att)
             h = rms_norm(x, layer.ffn_norm, a.norm_eps) if layer.ffn_norm is not None else x
-            ffn = self._moe(layer, h) if a.n_expert else layer.w_down(self.act(layer.w_gate(h)) * layer.w_up(h))
+            ffn = self._moe(layer, h) if a.n_expert else layer.w_down(self.act(layer.w_gate(h), layer.w_up(h)))
             if layer.post_ffn_norm is not None:
                 ffn = rms_norm(ffn, layer.post_ffn_norm, a.norm_eps)
             x = x + (ffn * residual if a.residual_scale != 1.0 else ffn)
