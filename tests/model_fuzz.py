@@ -31,14 +31,15 @@ ROOT = Path(__file__).resolve().parents[1]
 D, H, KV, HD, F, L, CTX = 64, 4, 2, 16, 128, 2, 64
 MEMORY_LIMIT = 4 << 30          # address space of a worker
 CASE_TIMEOUT = 30.0             # seconds without progress before a worker counts as hung
-ARCHS = ("llama", "qwen2", "gemma3")
+ARCHS = ("llama", "qwen2", "gemma3", "qwen3moe", "gpt-oss")
+N_EXP, N_USED, F_EXP = 4, 2, 32   # the mixtures of experts
 HPARAM_KEYS = (
     "context_length", "embedding_length", "block_count", "feed_forward_length",
     "attention.head_count", "attention.head_count_kv", "rope.freq_base",
     "attention.layer_norm_rms_epsilon", "attention.key_length", "attention.value_length",
     "rope.dimension_count", "vocab_size", "rope.scaling.type", "rope.scaling.factor",
     "rope.scaling.original_context_length", "rope.scaling.attn_factor",
-    "rope.scaling.yarn_log_multiplier")
+    "rope.scaling.yarn_log_multiplier", "expert_count", "expert_used_count", "expert_feed_forward_length")
 GEMMA_KEYS = ("attention.sliding_window", "attention.sliding_window_pattern", "rope.freq_base_swa",
               "final_logit_softcapping", "attn_logit_softcapping")
 TOKENIZER_KEYS = ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.model",
@@ -66,9 +67,13 @@ def base_model(arch: str, rng) -> tuple[dict, dict]:
             "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types,
             "tokenizer.ggml.merges": ["Ġ t", "Ġ a"], "tokenizer.ggml.eos_token_id": 258,
             "tokenizer.ggml.bos_token_id": 258, "tokenizer.ggml.add_bos_token": False}
-    if arch == "gemma3":
-        meta.update({f"{arch}.attention.key_length": HD, f"{arch}.attention.value_length": HD,
-                     f"{arch}.attention.sliding_window": 8, f"{arch}.attention.sliding_window_pattern": 2})
+    if arch in ("gemma3", "qwen3moe", "gpt-oss"):
+        meta.update({f"{arch}.attention.key_length": HD, f"{arch}.attention.value_length": HD})
+    if arch in ("gemma3", "gpt-oss"):
+        meta.update({f"{arch}.attention.sliding_window": 8, f"{arch}.attention.sliding_window_pattern": 2})
+    if arch in ("qwen3moe", "gpt-oss"):
+        meta.update({f"{arch}.expert_count": N_EXP, f"{arch}.expert_used_count": N_USED,
+                     f"{arch}.expert_feed_forward_length": F_EXP})
     f32 = GGMLType.F32
 
     def mat(rows, cols):
@@ -87,9 +92,26 @@ def base_model(arch: str, rng) -> tuple[dict, dict]:
         p = f"blk.{i}."
         tensors.update({p + "attn_norm.weight": vec(D), p + "attn_q.weight": mat(H * HD, D),
                         p + "attn_k.weight": mat(KV * HD, D), p + "attn_v.weight": mat(KV * HD, D),
-                        p + "attn_output.weight": mat(D, H * HD), p + "ffn_norm.weight": vec(D),
-                        p + "ffn_gate.weight": mat(F, D), p + "ffn_up.weight": mat(F, D),
-                        p + "ffn_down.weight": mat(D, F)})
+                        p + "attn_output.weight": mat(D, H * HD),
+                        p + ("post_attention_norm" if arch == "gpt-oss" else "ffn_norm") + ".weight": vec(D)})
+        if arch in ("qwen3moe", "gpt-oss"):   # a router and (experts, rows, cols) stacks
+            tensors[p + "ffn_gate_inp.weight"] = mat(N_EXP, D)
+            for part, rows, cols in (("gate", F_EXP, D), ("up", F_EXP, D), ("down", D, F_EXP)):
+                stack = mat(N_EXP * rows, cols)
+                tensors[p + f"ffn_{part}_exps.weight"] = [stack[0], f32, (N_EXP, rows, cols)]
+        else:
+            tensors.update({p + "ffn_gate.weight": mat(F, D), p + "ffn_up.weight": mat(F, D),
+                            p + "ffn_down.weight": mat(D, F)})
+        if arch == "qwen3moe":
+            tensors.update({p + "attn_q_norm.weight": vec(HD), p + "attn_k_norm.weight": vec(HD)})
+        if arch == "gpt-oss":
+            for n, size in (("attn_q", H * HD), ("attn_k", KV * HD), ("attn_v", KV * HD), ("attn_output", D),
+                            ("ffn_gate_inp", N_EXP)):
+                tensors[p + n + ".bias"] = vec(size, 1.0)
+            for part, rows in (("gate", F_EXP), ("up", F_EXP), ("down", D)):
+                tensors[p + f"ffn_{part}_exps.bias"] = [0.1 * rng.standard_normal((N_EXP, rows)).astype(np.float32),
+                                                        f32, (N_EXP, rows)]
+            tensors[p + "attn_sinks.weight"] = vec(H, 1.0)
         if arch == "qwen2":
             for n, size in (("attn_q", H * HD), ("attn_k", KV * HD), ("attn_v", KV * HD)):
                 tensors[p + n + ".bias"] = vec(size, 1.0)
@@ -134,7 +156,10 @@ def mutate(meta: dict, tensors: dict, rng) -> str:
     name = str(rng.choice(names))
     data, t, shape = tensors[name]
     if kind == "shape":
-        if len(shape) == 2:
+        if len(shape) == 3:
+            a, b, c = shape
+            options = [(b, a, c), (a, c, b), (a * b, c), (a, b * c), (1, a * b, c)]
+        elif len(shape) == 2:
             a, b = shape
             options = [(b, a), (a * 2, b // 2), (a // 2, b * 2), (a * b,), (1, a * b)]
         else:

@@ -83,6 +83,22 @@ def test_inconsistent_header_is_refused_in_a_subprocess(tmp_path, case):
     assert "refused:" in run.stdout
 
 
+@pytest.mark.parametrize("arch", ["qwen3moe", "gpt-oss"])
+def test_nan_states_in_a_mixture_of_experts_are_a_typed_error(tmp_path, arch):
+    """A RoPE factor of 1e30 makes every state NaN: the router then ranks nothing, and the
+    compiled forward once read expert -1 out of bounds. Now: a NonFiniteError, in a subprocess."""
+    meta, tensors = model_fuzz.base_model(arch, np.random.default_rng(0))
+    meta[f"{arch}.rope.scaling.attn_factor"] = 1e30
+    path = str(tmp_path / "nan_moe.gguf")
+    model_fuzz.write(path, meta, tensors)
+    code = ("import sys, abi.llm\nfrom abi.errors import NonFiniteError\n"
+            "try:\n    abi.llm.load_model(sys.argv[1]).logits([1, 2, 3])\n"
+            "except NonFiniteError:\n    sys.exit(0)\nsys.exit('no error')")
+    run = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=120,
+                         preexec_fn=model_fuzz._limit_memory)
+    assert run.returncode == 0, (run.returncode, run.stderr[-2000:])
+
+
 def test_refusal_names_the_tensor_and_both_shapes(tmp_path):
     path = _tiny(tmp_path, edit=_declare("blk.0.attn_k.weight", (D, KVD)))
     with pytest.raises(InvalidModelError) as err:

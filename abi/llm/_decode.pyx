@@ -311,6 +311,8 @@ cdef void _route(Ctx* c, int t) noexcept nogil:
         for e in range(E):   # the largest not yet taken (NaN marks taken), the lowest index on ties
             if z[e] == z[e] and (best < 0 or z[e] > z[best]):
                 best = e
+        if best < 0:   # NaN logits (NaN states): a valid expert, a NaN weight, NaN logits out
+            best = j
         sel[j] = best
         w[j] = z[best]
         z[best] = NAN
