@@ -183,12 +183,13 @@ def test_forward_matches_the_numpy_forward(tmp_path, case):
 # every family of the decoder recipe (no pre-norms and Q/K norms over all heads: olmo2; soft-caps
 # and post-norms: gemma2; residual, logit and embedding scales: granite; RoPE-less layers:
 # smollm3; LongRoPE and fused tensors: phi3; mixtures of experts: qwen3moe, Mixtral-style llama,
-# granitemoe), as tests/tiny_models.py writes them for the llama.cpp fixtures, but smaller
-# gpt-oss's sinks, clamped SwiGLU and expert biases have no device kernels yet: refused below
-DEVICE_REFUSES = {"gpt-oss"}
-FAMILY_CASES = [(*c, None) for c in TINY_CASES if (c[1] in FAMILIES or c[0] in MOE) and c[1] not in DEVICE_REFUSES]
-# expert gate and up stacks of different types: separate expert products, then the GLU
-FAMILY_CASES += [("qwen3moe_q8_0", "qwen3moe", T.Q8_0, {"ffn_up_exps": T.Q4_0})]
+# granitemoe; attention sinks, the clamped SwiGLU and biases on every expert: gpt-oss), as
+# tests/tiny_models.py writes them for the llama.cpp fixtures, but smaller
+FAMILY_CASES = [(*c, None) for c in TINY_CASES if c[1] in FAMILIES or c[0] in MOE]
+# expert gate and up stacks of different types: separate expert products (gpt-oss: each stack
+# with its own biases), then the GLU kernel
+FAMILY_CASES += [("qwen3moe_q8_0", "qwen3moe", T.Q8_0, {"ffn_up_exps": T.Q4_0}),
+                 ("gpt-oss_q8_0", "gpt-oss", T.Q8_0, {"ffn_up_exps": T.Q4_0})]
 SMALL = dict(n_embd=32, n_ff=32, n_head=2, n_kv=1, n_ff_exp=32)
 
 
@@ -239,16 +240,6 @@ def test_a_recipe_step_without_a_kernel_is_refused(tmp_path):
     model.arch.args = dataclasses.replace(model.arch.args, activation="relu")
     with pytest.raises(UnsupportedModelError, match="relu activation"):
         CudaDecoder(model.arch, n_batch=4)
-
-
-@pytest.mark.parametrize("name,arch,qtype", [c for c in TINY_CASES if c[1] in DEVICE_REFUSES])
-def test_families_without_device_kernels_are_refused(tmp_path, name, arch, qtype):
-    from abi.errors import UnsupportedModelError
-
-    path = tmp_path / f"{name}.gguf"
-    write_tiny_model(path, arch, qtype, name=name, dims=SMALL)
-    with pytest.raises(UnsupportedModelError, match="cuda backend"):
-        CudaDecoder(load_model(path, n_ctx=64).arch, n_batch=4)
 
 
 def test_outputs_prefix_reuse_and_truncation(tmp_path):

@@ -185,13 +185,19 @@ def test_gemv_matches_dequantised_product(t):
     assert np.all(got[0] == 7.0) and np.all(got[1, :5] == 7.0)  # nothing outside its slot
 
 
-@pytest.mark.parametrize("mode", [M.MODE_SWIGLU, M.MODE_GEGLU])
+def _glu_ref(mode, g, u):
+    return {M.MODE_SWIGLU: lambda: layers.silu(g) * u, M.MODE_GEGLU: lambda: _gelu_f32(g) * u,
+            M.MODE_SWIGLU_OAI: lambda: layers.swiglu_oai(g, u)}[mode]()
+
+
+@pytest.mark.parametrize("mode", [M.MODE_SWIGLU, M.MODE_GEGLU, M.MODE_SWIGLU_OAI])
 def test_gemv_fuses_gated_units_and_softcap(mode):
     rng = np.random.default_rng(3)
     n_ff, cols = 40, 64
     raw, w = _weights(T.Q8_0, 2 * n_ff, cols, rng)
     pw = layout.pack(raw, T.Q8_0, (2 * n_ff, cols))
-    x = rng.standard_normal((1, cols)).astype(np.float32)
+    # wide enough that gpt-oss's clamps at +-7 bite on some rows
+    x = 3 * rng.standard_normal((1, cols)).astype(np.float32)
     y = cuda.to_device(np.zeros((1, n_ff), np.float32))
     grid, tpr, nrows = M.gemv_shape(n_ff, pw.units, n_sm=1)
     cap = np.float32(0.5)
@@ -199,12 +205,13 @@ def test_gemv_fuses_gated_units_and_softcap(mode):
     k.gemv[grid, M.GEMV_THREADS](*planes, n_ff, pw.units, cuda.to_device(x), 0, y, 0, 0,
                                 cuda.to_device(np.zeros(1, np.float32)), 0, mode, tpr, nrows, cap, _NO_SEL, 0, 1)
     gu = (w @ x[0]).astype(np.float32)
-    act = layers.silu(gu[:n_ff]) if mode == M.MODE_SWIGLU else _gelu_f32(gu[:n_ff])
-    want = layers.softcap(act * gu[n_ff:], float(cap))
+    if mode == M.MODE_SWIGLU_OAI:
+        assert (gu[:n_ff] > 7).any() and (np.abs(gu[n_ff:]) > 7).any()
+    want = layers.softcap(_glu_ref(mode, gu[:n_ff], gu[n_ff:]), float(cap))
     np.testing.assert_allclose(y.copy_to_host()[0], want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("mode", [M.MODE_PLAIN, M.MODE_SWIGLU])
+@pytest.mark.parametrize("mode", [M.MODE_PLAIN, M.MODE_SWIGLU, M.MODE_SWIGLU_OAI])
 def test_gemv_reads_the_selected_experts_rows(mode):
     """Expert products: pair p reads expert sel[p]'s rows of a stack (gate rows then up rows
     per expert where gated, with the up rows' bias), x row p // xdiv, and writes y row p."""
@@ -225,7 +232,7 @@ def test_gemv_reads_the_selected_experts_rows(mode):
     got = y.copy_to_host()
     for p, e in enumerate(sel):
         out = w[e * rows:(e + 1) * rows] @ x[p // k] + bias[e * rows:(e + 1) * rows]
-        want = layers.silu(out[:n_out]) * out[n_out:] if mode else out
+        want = _glu_ref(mode, out[:n_out], out[n_out:]) if mode else out
         np.testing.assert_allclose(got[p], want, rtol=1e-5, atol=1e-5)
 
 
@@ -248,12 +255,16 @@ def test_gemm_matches_dequantised_product(t):
     assert np.all(got[:, :3] == 0)
 
 
-def test_glu_kernel():
+@pytest.mark.parametrize("mode", [M.MODE_GEGLU, M.MODE_SWIGLU_OAI])
+def test_glu_kernel(mode):
     rng = np.random.default_rng(5)
     gu = rng.standard_normal((3, 2 * 24)).astype(np.float32)
+    if mode == M.MODE_SWIGLU_OAI:  # past the clamps at +-7; a NaN stays NaN through them, as in numpy
+        gu *= 6
+        gu[0, :2], gu[0, 24:26] = np.nan, np.nan
     out = cuda.to_device(np.zeros((4, 24), np.float32))
-    M.glu[3, dev.NORM_THREADS](cuda.to_device(gu), 3, 24, M.MODE_GEGLU, out)
-    np.testing.assert_allclose(out.copy_to_host()[:3], _gelu_f32(gu[:, :24]) * gu[:, 24:], rtol=1e-5, atol=1e-7)
+    M.glu[3, dev.NORM_THREADS](cuda.to_device(gu), 3, 24, mode, out)
+    np.testing.assert_allclose(out.copy_to_host()[:3], _glu_ref(mode, gu[:, :24], gu[:, 24:]), rtol=1e-5, atol=1e-6)
 
 
 # --- norms and RoPE ------------------------------------------------------------------------------
@@ -355,26 +366,42 @@ def _attention_case(rng, n_tok, pos0, hd=16, n_head=4, n_kv=2, cap=40):
     return qkv, kc, vc, q, k, v, state
 
 
-@pytest.mark.parametrize("window,cap", [(0, 0.0), (4, 0.0), (0, 30.0)])
-def test_attention_prefill(window, cap):
+def _sinks(rng, with_sinks, n_head=4):
+    """Per-head sinks (gpt-oss) from well below to well above the scores (-> (array, flag))."""
+    if not with_sinks:
+        return None, cuda.to_device(np.zeros(1, np.float32)), 0
+    s = np.array([-4.0, 0.5, 3.0, 8.0], np.float32)[:n_head]
+    return s, cuda.to_device(s), 1
+
+
+@pytest.mark.parametrize("window,cap,with_sinks", [(0, 0.0, False), (4, 0.0, False), (0, 30.0, False),
+                                                   (0, 0.0, True), (4, 0.0, True)])
+def test_attention_prefill(window, cap, with_sinks):
+    """Against layers.attention; sinks enter each query's softmax once (the tiles' online
+    softmax starts from them), whatever the number of key tiles."""
     rng = np.random.default_rng(8)
     n_tok, pos0, hd, n_head = 7, 5, 16, 4
     qkv, kc, vc, q, k, v, state = _attention_case(rng, n_tok, pos0)
+    sinks, d_sinks, has = _sinks(rng, with_sinks)
     out = cuda.to_device(np.zeros((n_tok, n_head * hd), np.float32))
     scale = np.float32(0.25)
     A.attn_prefill[(-(-n_tok // dev.ATT_BQ), n_head), dev.ATT_THREADS](
         cuda.to_device(qkv), n_tok, n_head, 2, hd, cuda.to_device(kc), cuda.to_device(vc), 1, state,
-        scale, window, np.float32(cap), out)
-    want = layers.attention(q.copy(), k, v, pos0, float(scale), window=window, softcap_value=cap)
+        scale, window, np.float32(cap), d_sinks, has, out)
+    want = layers.attention(q.copy(), k, v, pos0, float(scale), window=window, softcap_value=cap, sinks=sinks)
     got = out.copy_to_host()
     assert np.abs(got - want).max() <= 2e-5 * np.abs(want).max()
 
 
-@pytest.mark.parametrize("pos,window,n_split", [(0, 0, 3), (37, 0, 3), (37, 8, 2), (20, 0, 7)])
-def test_attention_decode_splits_and_combines(pos, window, n_split):
+@pytest.mark.parametrize("pos,window,n_split,with_sinks", [(0, 0, 3, False), (37, 0, 3, False), (37, 8, 2, False),
+                                                            (20, 0, 7, False), (0, 0, 3, True), (37, 8, 3, True)])
+def test_attention_decode_splits_and_combines(pos, window, n_split, with_sinks):
+    """Split-K decode against layers.attention; a sink is added in the combine step, once
+    (splits with no keys included: pos 0 leaves all but one empty)."""
     rng = np.random.default_rng(9)
     hd, n_head = 16, 4
     qkv, kc, vc, q, k, v, state = _attention_case(rng, 1, pos)
+    sinks, d_sinks, has = _sinks(rng, with_sinks)
     pm = cuda.to_device(np.zeros((n_head, n_split), np.float32))
     pl = cuda.to_device(np.zeros((n_head, n_split), np.float32))
     po = cuda.to_device(np.zeros((n_head, n_split, hd), np.float32))
@@ -383,8 +410,8 @@ def test_attention_decode_splits_and_combines(pos, window, n_split):
     A.attn_decode[(n_head, n_split), dev.DEC_THREADS](cuda.to_device(qkv), n_head, 2, hd, cuda.to_device(kc),
                                                       cuda.to_device(vc), 1, state, scale, window,
                                                       np.float32(0.0), pm, pl, po)
-    A.attn_combine[n_head, 32](pm, pl, po, hd, out)
-    want = layers.attention(q.copy(), k, v, pos, float(scale), window=window)
+    A.attn_combine[n_head, 32](pm, pl, po, hd, d_sinks, has, out)
+    want = layers.attention(q.copy(), k, v, pos, float(scale), window=window, sinks=sinks)
     got = out.copy_to_host()
     assert np.abs(got - want).max() <= 2e-5 * np.abs(want).max()
 

@@ -53,7 +53,7 @@ class DeviceWeight:
         self.nbytes = packed.nbytes
         self.kernels = kernels
         self.args = tuple(cuda.to_device(np.ascontiguousarray(a)) for a in (packed.qs, packed.aux, packed.dm, packed.fw))
-        self.bias = None if bias is None else cuda.to_device(np.ascontiguousarray(bias, np.float32))
+        self.bias = None if bias is None else cuda.to_device(np.ascontiguousarray(bias, np.float32).reshape(-1))
 
 
 def _concat(parts: list[layout.PackedWeight]) -> layout.PackedWeight:
@@ -74,6 +74,15 @@ def _pack(lin) -> layout.PackedWeight:
 
 class _Layer:
     pass
+
+
+def _expert_biases(experts):
+    """The experts' biases as (n_expert, rows) float32 (zeros for an expert without one, where
+    another has one), or None where no expert has one."""
+    if all(lin.bias is None for lin in experts):
+        return None
+    return np.stack([np.zeros(lin.out_features, np.float32) if lin.bias is None else
+                     np.asarray(lin.bias, np.float32) for lin in experts])
 
 
 def _or(a, default):
@@ -126,6 +135,8 @@ def _check_sizes(model, d) -> None:
                     raise KernelInputError(f"cuda forward: layer {i} {name} has {len(experts)} experts, expected {E}")
                 for e, lin in enumerate(experts):
                     need(lin, shape, f"layer {i} {name}[{e}]")
+                    if lin.bias is not None:
+                        need(lin.bias, (shape[0],), f"layer {i} {name}[{e}] bias")
         else:
             mats += [("w_gate", (F, D)), ("w_up", (F, D)), ("w_down", (D, F))]
         for name, shape in mats:
@@ -137,15 +148,19 @@ def _check_sizes(model, d) -> None:
         norms += (("post_attn_norm", D), ("post_ffn_norm", D)) if a.post_norms else ()
         norms += {"none": (), "head": (("q_norm", d.hd), ("k_norm", d.hd)),
                   "full": (("q_norm", QD), ("k_norm", KD))}[a.qk_norm]
+        norms += (("sinks", d.n_head),) if a.attn_sinks else ()
         for name, n in norms:
             need(getattr(b, name), (n,), f"layer {i} {name}")
 
 
+# the recipe's activation -> the gated unit's mode in matmul (named: the kernels load lazily)
+_GLU_MODES = {"silu": "MODE_SWIGLU", "gelu": "MODE_GEGLU", "swiglu_oai": "MODE_SWIGLU_OAI"}
+
+
 def unsupported_recipe(a) -> str | None:
     """The first step of the recipe the device kernels do not implement, or None."""
-    checks = ((f"the {a.activation} activation", a.activation not in ("silu", "gelu")),
-              (f"the Q/K norm {a.qk_norm!r}", a.qk_norm not in ("none", "head", "full")),
-              ("attention sinks", a.attn_sinks))
+    checks = ((f"the {a.activation} activation", a.activation not in _GLU_MODES),
+              (f"the Q/K norm {a.qk_norm!r}", a.qk_norm not in ("none", "head", "full")))
     return next((name for name, missing in checks if missing), None)
 
 
@@ -161,10 +176,7 @@ class CudaDecoder:
         if not device.SIM and not cuda.is_available():
             raise BackendUnavailable("no usable CUDA device for the cuda backend; use --backend cpu")
         a = model.args
-        # the expert products read no bias (no recipe has one; refused should a file carry one)
-        missing = unsupported_recipe(a) or next(
-            (f"a bias on {lin.name!r}" for b in model.layers if a.n_expert
-             for lin in (b.gate_exps or []) + (b.up_exps or []) + (b.down_exps or []) if lin.bias is not None), None)
+        missing = unsupported_recipe(a)
         if missing is not None:   # fail closed: the device kernels would skip the step
             raise UnsupportedModelError(f"the cuda backend does not run {a.arch!r}: it has no kernel for "
                                         f"{missing}; use --backend cpu")
@@ -181,7 +193,7 @@ class CudaDecoder:
         self.window = int(a.sliding_window)
         self.attn_softcap = np.float32(a.attn_softcap)
         self.final_softcap = np.float32(a.final_softcap)
-        self.geglu = a.activation == "gelu"
+        self.glu_mode = getattr(matmul, _GLU_MODES[a.activation])
         self.res_scale, self.logit_scale = np.float32(a.residual_scale), np.float32(a.logit_scale)
         self.qk_norm = a.qk_norm
         self.n_expert, self.n_used, self.n_ff_exp = a.n_expert, a.n_expert_used, a.n_ff_exp
@@ -235,6 +247,7 @@ class CudaDecoder:
             L.q_norm, L.k_norm = self._vec(blk.q_norm), self._vec(blk.k_norm)
             L.post_attn, L.post_ffn = self._vec(blk.post_attn_norm), self._vec(blk.post_ffn_norm)
             L.swa = model.args.is_swa(i)
+            L.sinks = self._vec(blk.sinks)
             rope = model.layer_ropes[i]
             if rope is None:   # NoPE: qk_prep rotates no pair
                 L.inv_freq, L.rope_mscale, L.n_rot = self.dummy, 1.0, 0
@@ -248,15 +261,17 @@ class CudaDecoder:
             if blk.router is not None:
                 # the experts as stacks: expert e's rows from e * (rows of one expert) on;
                 # gate and up interleaved per expert, so the fused gemv finds e's up rows
-                # n_ff_exp after its gate rows
+                # n_ff_exp after its gate rows; their biases stacked alike (bias[row] is that row's)
                 L.router = self._weight(_pack(blk.router), blk.router.bias)
                 gates, ups = [_pack(x) for x in blk.gate_exps], [_pack(x) for x in blk.up_exps]
+                gb, ub, db = (_expert_biases(x) for x in (blk.gate_exps, blk.up_exps, blk.down_exps))
                 if gates[0].ggml_type == ups[0].ggml_type:
                     interleaved = [p for g, u in zip(gates, ups) for p in (g, u)]
-                    L.gate_up, L.gate, L.up = self._weight(_concat(interleaved)), None, None
+                    bias = None if gb is None else np.concatenate([gb, ub], axis=1)
+                    L.gate_up, L.gate, L.up = self._weight(_concat(interleaved), bias), None, None
                 else:
-                    L.gate_up, L.gate, L.up = None, self._weight(_concat(gates)), self._weight(_concat(ups))
-                L.down = self._weight(_concat([_pack(x) for x in blk.down_exps]))
+                    L.gate_up, L.gate, L.up = None, self._weight(_concat(gates), gb), self._weight(_concat(ups), ub)
+                L.down = self._weight(_concat([_pack(x) for x in blk.down_exps]), db)
             else:
                 gate_up = self._products([blk.w_gate, blk.w_up])
                 L.gate_up = gate_up[0][0] if len(gate_up) == 1 else None
@@ -390,7 +405,7 @@ class CudaDecoder:
         self._matmul(plan, L.router, self.h, 0, self.rlog, 0, T)
         plan.append((ops.moe_route, -(-T // NT), NT, (self.rlog, T, self.n_expert, k, self.expert_norm,
                                                      self.expert_wscale, self.sel, self.selw)))
-        mode = matmul.MODE_GEGLU if self.geglu else matmul.MODE_SWIGLU
+        mode = self.glu_mode
         pairs = T * k
         if L.gate_up is not None:
             self._experts(plan, L.gate_up, self.h, k, self.g, 0, pairs, 2 * FE, mode)
@@ -423,23 +438,24 @@ class CudaDecoder:
                           int(self.qk_norm == "head"), self.eps, L.inv_freq, L.n_rot, self.neox,
                           L.rope_mscale, dc.k, dc.v, li, dc.state)))
             window = self.window if L.swa else 0
+            sinks = (_or(L.sinks, dummy), int(L.sinks is not None))
             if T == 1:
                 plan.append((attention.attn_decode, (self.n_head, self.n_split), device.DEC_THREADS,
                              (self.qkv, self.n_head, self.n_kv, self.hd, dc.k, dc.v, li, dc.state, self.scale,
                               window, self.attn_softcap, self.part_m, self.part_l, self.part_o)))
                 plan.append((attention.attn_combine, self.n_head, min(128, device.DEC_THREADS),
-                             (self.part_m, self.part_l, self.part_o, self.hd, self.att)))
+                             (self.part_m, self.part_l, self.part_o, self.hd, *sinks, self.att)))
             else:
                 plan.append((attention.attn_prefill, (-(-T // device.ATT_BQ), self.n_head), device.ATT_THREADS,
                              (self.qkv, T, self.n_head, self.n_kv, self.hd, dc.k, dc.v, li, dc.state, self.scale,
-                              window, self.attn_softcap, self.att)))
+                              window, self.attn_softcap, *sinks, self.att)))
             self._matmul(plan, L.wo, self.att, 0, self.delta, 0, T)
             plan.append(self._residual(T, 1, 0, L.post_attn, L.ffn_norm))
             if L.router is not None:
                 self._moe(plan, L, T)
                 prev_sel = self.n_used
             else:
-                mode = matmul.MODE_GEGLU if self.geglu else matmul.MODE_SWIGLU
+                mode = self.glu_mode
                 if L.gate_up is not None:
                     self._matmul(plan, L.gate_up, self.h, 0, self.gu if T > 1 else self.g, 0, T, mode)
                 else:
@@ -648,7 +664,7 @@ class CudaDecoder:
             ffn = [L.down] + [w for w in (L.gate_up, L.gate, L.up) if w is not None]
             share = self.n_used / self.n_expert if L.router is not None else 1.0
             total += sum(size(w) for w in mats) + share * sum(size(w) for w in ffn)
-            total += sum(v.nbytes for v in (L.attn_norm, L.ffn_norm, L.q_norm, L.k_norm, L.post_attn, L.post_ffn)
+            total += sum(v.nbytes for v in (L.attn_norm, L.ffn_norm, L.q_norm, L.k_norm, L.post_attn, L.post_ffn, L.sinks)
                          if v is not None)
         return int(total)
 

@@ -6,7 +6,10 @@ walks the keys in tiles of ATT_BK staged in shared memory and keeps a running ma
 per query (online softmax), so scores never reach global memory.
 Decoding: ``attn_decode`` splits the keys of the one query over ``n_split`` blocks per head
 (enough blocks to fill the device even with few heads); ``attn_combine`` merges the
-partial (max, sum, output) triples. Positions come from state[0] on the device, so a
+partial (max, sum, output) triples. Attention sinks (gpt-oss: a learned logit per head that
+joins each softmax's max and denominator but attends to nothing) enter once per softmax: as
+the starting max and sum of the prefill's online softmax, and in the decode's combine step
+(not per split, which would count it n_split times). Positions come from state[0] on the device, so a
 captured decode step replays unchanged at every position."""
 from __future__ import annotations
 
@@ -25,8 +28,10 @@ def _score(s, scale, softcap):
 
 
 @jit
-def attn_prefill(qkv, n_tok, n_head, n_kv, hd, kc, vc, layer, state, scale, window, softcap, out):
-    """out[t, h*hd:(h+1)*hd] for the queries of tokens t (positions state[0] + t)."""
+def attn_prefill(qkv, n_tok, n_head, n_kv, hd, kc, vc, layer, state, scale, window, softcap, sinks,
+                 has_sinks, out):
+    """out[t, h*hd:(h+1)*hd] for the queries of tokens t (positions state[0] + t); with
+    has_sinks, head h's softmax also holds the logit sinks[h]."""
     qs = cuda.shared.array((ATT_BQ, HD_MAX), float32)
     ks = cuda.shared.array((ATT_BK, HD_PAD), float32)
     p = cuda.shared.array((ATT_BQ, ATT_BK), float32)
@@ -44,8 +49,12 @@ def attn_prefill(qkv, n_tok, n_head, n_kv, hd, kc, vc, layer, state, scale, wind
         d = e % hd
         qs[r, d] = qkv[t0 + r, h * hd + d] if t0 + r < n_tok else float32(0.0)
     for r in range(tid, ATT_BQ, ATT_THREADS):
-        m_run[r] = NEG_INF
-        l_run[r] = float32(0.0)
+        if has_sinks:  # the sink as a key seen first: max sinks[h], sum exp(0), no value
+            m_run[r] = sinks[h]
+            l_run[r] = float32(1.0)
+        else:
+            m_run[r] = NEG_INF
+            l_run[r] = float32(0.0)
     for i in range(ATT_ACC):
         acc[i] = float32(0.0)
     t_last = vmin(t0 + ATT_BQ, n_tok) - 1
@@ -193,14 +202,18 @@ def attn_decode(qkv, n_head, n_kv, hd, kc, vc, layer, state, scale, window, soft
 
 
 @jit
-def attn_combine(part_m, part_l, part_o, hd, out):
-    """out[0, h*hd + d] from the splits' partials of head h (grid n_head)."""
+def attn_combine(part_m, part_l, part_o, hd, sinks, has_sinks, out):
+    """out[0, h*hd + d] from the splits' partials of head h (grid n_head); with has_sinks,
+    the softmax also holds the logit sinks[h] (here only: once, not once per split)."""
     h = cuda.blockIdx.x
     n_split = part_m.shape[1]
     mx = NEG_INF
     for s in range(n_split):
         mx = vmax(mx, part_m[h, s])
     total = float32(0.0)
+    if has_sinks:
+        mx = vmax(mx, sinks[h])
+        total = math.exp(sinks[h] - mx)
     for s in range(n_split):
         if part_m[h, s] != NEG_INF:
             total += part_l[h, s] * math.exp(part_m[h, s] - mx)

@@ -21,16 +21,23 @@ from .device import (GEMM_KT, GEMM_KTP, GEMM_OUT, GEMM_RPT, GEMM_TM, GEMM_TN, GE
                      GEMV_THREADS, NORM_THREADS, RMAX, RMAX2, cuda, float32, jit)
 from .qdecode import col_unit, unit_cols, unit_decode
 
-MODE_PLAIN, MODE_SWIGLU, MODE_GEGLU = 0, 1, 2
+MODE_PLAIN, MODE_SWIGLU, MODE_GEGLU, MODE_SWIGLU_OAI = 0, 1, 2, 3
 _GELU_C = float32(math.sqrt(2.0 / math.pi))
+_OAI_ALPHA, _OAI_LIMIT = float32(1.702), float32(7.0)   # gpt-oss's constants (layers.swiglu_oai)
 
 
 @cuda.jit(device=True)
 def activate(mode, g, u):
-    """The gated unit: silu(g) * u, as layers.silu, or gelu(g) * u in GELU's float32 tanh form
-    (layers.gelu_tanh looks it up in llama.cpp's CPU f16 table: up to 2^-11 apart)."""
+    """The gated unit: silu(g) * u, as layers.silu; gpt-oss's clamped SwiGLU, as
+    layers.swiglu_oai; or gelu(g) * u in GELU's float32 tanh form (layers.gelu_tanh looks it
+    up in llama.cpp's CPU f16 table: up to 2^-11 apart)."""
     if mode == MODE_SWIGLU:
         return g / (float32(1.0) + math.exp(-g)) * u
+    if mode == MODE_SWIGLU_OAI:
+        # clamps written so a NaN passes through, as np.minimum/np.clip pass it
+        x = _OAI_LIMIT if g > _OAI_LIMIT else g
+        y = _OAI_LIMIT if u > _OAI_LIMIT else (-_OAI_LIMIT if u < -_OAI_LIMIT else u)
+        return x / (float32(1.0) + math.exp(-_OAI_ALPHA * x)) * (y + float32(1.0))
     inner = _GELU_C * (g + float32(0.044715) * g * g * g)
     return float32(0.5) * g * (float32(1.0) + math.tanh(inner)) * u
 
