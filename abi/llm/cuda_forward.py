@@ -53,7 +53,8 @@ class DeviceWeight:
         self.nbytes = packed.nbytes
         self.kernels = kernels
         self.args = tuple(cuda.to_device(np.ascontiguousarray(a)) for a in (packed.qs, packed.aux, packed.dm, packed.fw))
-        self.bias = None if bias is None else cuda.to_device(np.ascontiguousarray(bias, np.float32).reshape(-1))
+        # an expert stack's biases come as (n_expert, rows): flat, bias[row] is that row's
+        self.bias = None if bias is None else cuda.to_device(np.ascontiguousarray(bias, np.float32).ravel())
 
 
 def _concat(parts: list[layout.PackedWeight]) -> layout.PackedWeight:
@@ -664,8 +665,8 @@ class CudaDecoder:
             ffn = [L.down] + [w for w in (L.gate_up, L.gate, L.up) if w is not None]
             share = self.n_used / self.n_expert if L.router is not None else 1.0
             total += sum(size(w) for w in mats) + share * sum(size(w) for w in ffn)
-            total += sum(v.nbytes for v in (L.attn_norm, L.ffn_norm, L.q_norm, L.k_norm, L.post_attn, L.post_ffn, L.sinks)
-                         if v is not None)
+            vecs = (L.attn_norm, L.ffn_norm, L.q_norm, L.k_norm, L.post_attn, L.post_ffn, L.sinks)
+            total += sum(v.nbytes for v in vecs if v is not None)
         return int(total)
 
 
