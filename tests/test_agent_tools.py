@@ -115,3 +115,40 @@ def test_cli_tool_option_loads_functions():
     assert _load_tool("json:dumps") is json.dumps
     with pytest.raises(ConfigError):
         _load_tool("json:nothing_here")
+
+
+@pytest.fixture(scope="module")
+def served(default_model_path):
+    from serve_helpers import serve
+
+    with serve("--model", default_model_path, "--ctx", "2048") as srv:
+        yield srv
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("kind", ["openai", "ollama"])
+def test_remote_backends_round_trip_a_tool_call(served, kind):
+    """The openai and ollama backends against abi's own server (it speaks both APIs): a
+    required call comes back as a call (Ollama's API has no tool_choice, so there the call is
+    the one the OpenAI route made), its result goes back as a tool message, and the model then
+    answers in text -- the exchange an agent's loop runs."""
+    from abi.agents.backends import GenerationParams, make_backend
+
+    base = served.url + ("/v1" if kind == "openai" else "")
+    backend = make_backend(AgentConfig(name="t", backend=kind, model="smollm2-135m-instruct", base_url=base))
+    tools = [Tool.of(get_weather).definition()]
+    params = GenerationParams(0.0, 1.0, 60)
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    caller = backend if kind == "openai" else make_backend(AgentConfig(
+        name="t", backend="openai", model="smollm2-135m-instruct", base_url=served.url + "/v1"))
+    turn = caller.complete_turn(messages, params, tools, "required")
+    (call,) = turn["tool_calls"]
+    assert call["function"]["name"] == "get_weather"
+    args = call["function"]["arguments"]
+    args = json.loads(args) if isinstance(args, str) else args
+    assert isinstance(args.get("city"), str)
+    result = {"role": "tool", "content": get_weather(**args), "tool_call_id": call.get("id"),
+              "name": "get_weather"}
+    answer = backend.complete_turn(messages + [turn, result], params, tools,
+                                   "none" if kind == "openai" else "auto")
+    assert not answer.get("tool_calls") and answer["content"].strip()
