@@ -13,6 +13,18 @@ from dataclasses import dataclass
 import requests
 
 
+@contextlib.contextmanager
+def openai_client(server: "Server"):
+    """The official openai client on the server's /v1 (no retries: a failure shows at once)."""
+    import openai
+
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -11,7 +11,7 @@ import requests
 
 import openai
 
-from serve_helpers import serve
+from serve_helpers import openai_client, serve
 
 pytestmark = pytest.mark.model
 MODEL = "smollm2-135m-instruct"
@@ -27,9 +27,8 @@ def server(default_model_path):
 
 @pytest.fixture(scope="module")
 def client(server):
-    c = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
-    yield c
-    c.close()
+    with openai_client(server) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,11 @@ from __future__ import annotations
 import json
 
 import jsonschema
+import ollama
 import pytest
 import requests
 
-openai = pytest.importorskip("openai")
-ollama = pytest.importorskip("ollama")
-
-from serve_helpers import serve  # noqa: E402
+from serve_helpers import openai_client, serve
 
 pytestmark = pytest.mark.model
 MODEL = "smollm2-135m-instruct"
@@ -33,9 +31,8 @@ def server(default_model_path):
 
 @pytest.fixture(scope="module")
 def client(server):
-    c = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
-    yield c
-    c.close()
+    with openai_client(server) as c:
+        yield c
 
 
 def test_openai_parse_with_pydantic_model(client):

@@ -404,7 +404,7 @@ cdef void _dense_ffn(Ctx* c, Priv* p, Layer* L, int tid, int nth) noexcept nogil
 
 cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
     cdef int D = c.n_embd, hd = c.hd, T = c.T, l, i, hh, t, g, task
-    cdef int QD = c.n_head * hd, KD = c.n_kv * hd, F = c.n_ff, group = c.n_head // c.n_kv
+    cdef int QD = c.n_head * hd, KD = c.n_kv * hd, group = c.n_head // c.n_kv
     cdef Layer* L
     cdef Py_ssize_t r, r0, r1
     cdef float* row

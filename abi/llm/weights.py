@@ -93,13 +93,17 @@ class WeightLoader:
         b = self.vector(bias, shape[0]) if bias else None
         return Linear(self.gguf.tensor_data(name), info.ggml_type, info.shape, b, name)
 
+    def _bias_of(self, weight_name: str, shape: tuple[int, ...]) -> np.ndarray | None:
+        """The ``.bias`` beside a ``.weight`` tensor, where the file has one."""
+        name = weight_name.replace(".weight", ".bias")
+        return self.dense(name, shape) if self.has(name) else None
+
     def split(self, name: str, parts: tuple[int, ...], cols: int) -> list[Linear]:
         """A fused matrix (sum(parts), cols) as one ``Linear`` view per block of rows (a fused
         QKV or gate-up tensor), with its bias split the same way where the file has one."""
         info = self._info(name, (sum(parts), cols))
         raw = self.gguf.tensor_data(name).reshape(sum(parts), -1)
-        bias_name = name.replace(".weight", ".bias")
-        bias = self.vector(bias_name, sum(parts)) if self.has(bias_name) else None
+        bias = self._bias_of(name, (sum(parts),))
         out, r = [], 0
         for n in parts:
             out.append(Linear(raw[r:r + n].reshape(-1), info.ggml_type, (n, cols),
@@ -112,8 +116,7 @@ class WeightLoader:
         its row of the (n_expert, out) bias where the file has one."""
         info = self._info(name, shape)
         raw = self.gguf.tensor_data(name).reshape(shape[0], -1)
-        bias_name = name.replace(".weight", ".bias")
-        bias = self.dense(bias_name, shape[:2]) if self.has(bias_name) else None
+        bias = self._bias_of(name, shape[:2])
         return [Linear(raw[e], info.ggml_type, shape[1:], None if bias is None else bias[e], f"{name}[{e}]")
                 for e in range(shape[0])]
 

@@ -31,6 +31,17 @@ def swa_pattern(m: Metadata, metadata: dict, n_layers: int, window: int, default
     return swa
 
 
+def gemma_recipe(base, m: Metadata, metadata: dict, *, layers_27b: int, window: int,
+                 default_pattern: int) -> dict:
+    """What Gemma 2 and 3 share: norms before and after both blocks, GeGLU, embeddings scaled
+    by sqrt(D), windowed layers, and llama.cpp's attention scale (its 27B model, recognised by
+    the layer count as llama.cpp does, by the width per head; the others by the head size)."""
+    width = base.n_embd // base.n_heads if base.n_layers == layers_27b else base.head_dim
+    return dict(post_norms=True, activation="gelu", embd_scale=math.sqrt(base.n_embd),
+                attn_scale=1.0 / math.sqrt(width), sliding_window=window,
+                swa_layers=swa_pattern(m, metadata, base.n_layers, window, default_pattern))
+
+
 @dataclass(frozen=True)
 class ModelArgs(decoder.ModelArgs):
     rope_neox: bool = True
@@ -40,12 +51,8 @@ class ModelArgs(decoder.ModelArgs):
         base = super().from_gguf(metadata)
         m = Metadata(metadata, base.arch)
         window = m.int("attention.sliding_window", 0, lo=0)
-        # llama.cpp scales the 27B model (62 layers) by the width per head, the others by the head size
-        width = base.n_embd // base.n_heads if base.n_layers == 62 else base.head_dim
         return base.with_recipe(
-            post_norms=True, qk_norm="head", activation="gelu", embd_scale=math.sqrt(base.n_embd),
-            attn_scale=1.0 / math.sqrt(width), sliding_window=window,
-            swa_layers=swa_pattern(m, metadata, base.n_layers, window, 6),
-            rope_base_swa=m.float("rope.freq_base_swa", 10000.0), swa_rope_scaled=False,
+            **gemma_recipe(base, m, metadata, layers_27b=62, window=window, default_pattern=6),
+            qk_norm="head", rope_base_swa=m.float("rope.freq_base_swa", 10000.0), swa_rope_scaled=False,
             final_softcap=m.float("final_logit_softcapping", 0.0, lo_open=False),
             attn_softcap=m.float("attn_logit_softcapping", 0.0, lo_open=False))
