@@ -47,7 +47,8 @@ def test_held_out_lookalike_target(system):
     assert evaluate(items, system)["lookalikes"]["rate"] <= 0.05
 
 
-@pytest.mark.parametrize("name", ["routing_heldout.yaml", "routing_fresh.yaml"])
+@pytest.mark.parametrize("name", ["routing_heldout.yaml", "routing_fresh.yaml",
+                                  "routing_blind.yaml"])
 def test_held_out_sets_are_not_training_data(name):
     train = {t.lower().strip() for f in ("queries", "policy") for t, _ in load_examples(f)}
     items = yaml.safe_load((DATA / name).read_text())
