@@ -132,8 +132,9 @@ def _info(argv: list[str]) -> int:
     parser.add_argument("model", nargs="?", default=None,
                         help="path or model name (default: the default model)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_lora_arg(parser)
     args = parser.parse_args(argv)
-    info = model_info(args.model)
+    info = model_info(args.model, args.lora)
     print(json.dumps(info, indent=2) if args.json else format_info(info))
     return 0
 
