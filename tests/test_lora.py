@@ -232,3 +232,30 @@ def test_default_model_adapter_matches_llamacpp(default_model_path, tmp_path):
     assert m["top1_agreement_confident"] >= 0.99, m
     base = compare_logits(ref, abi.llm.load_model(default_model_path).logits(ids))
     assert base["mean_kl"] > 0.03, base   # the adapter's effect is far above the tolerance
+
+
+def test_server_and_agent_load_adapters(tiny):
+    """serve --lora reaches the server's model; a bad adapter is the loading error (HTTP 400
+    class); agents take them on the local backend only."""
+    from abi.agents import Agent
+    from abi.server.cli import build_parser, options_from_args
+    from abi.server.state import ServerState
+
+    spec = f"{tiny / 'a.gguf'}:0.7"
+    state = ServerState(options_from_args(build_parser().parse_args(
+        ["--model", str(tiny / "q8.gguf"), "--lora", spec, "--backend", "cpu"])))
+    state.load()
+    assert state.status == "ready", state.error
+    assert state.engine.model.adapters == [LoraSpec(str(tiny / "a.gguf"), 0.7)]
+    assert state.engine.model.arch.layers[0].wq.lora is not None
+    bad = ServerState(options_from_args(build_parser().parse_args(
+        ["--model", str(tiny / "q8.gguf"), "--lora", str(tiny / "f32.gguf")])))
+    bad.load()
+    assert bad.status == "error" and isinstance(bad.error, AdapterError) and bad.error.http_status == 400
+    agent = Agent(name="a", backend="local", model=str(tiny / "q8.gguf"), lora=[spec],
+                  temperature=0, max_tokens=4)
+    assert agent.backend.slot.engine.model.adapters == [LoraSpec(str(tiny / "a.gguf"), 0.7)]
+    plain = Agent(name="p", backend="local", model=str(tiny / "q8.gguf"), temperature=0, max_tokens=4)
+    assert plain.backend.slot is not agent.backend.slot   # one shared engine per model and adapters
+    with pytest.raises(ConfigError):
+        Agent(name="b", backend="echo", lora=[spec])
