@@ -57,6 +57,23 @@ def test_compiled_and_numpy_forwards_match_the_merged_weights(tiny):
     assert np.abs(compiled - base).max() > 1.0
 
 
+def test_mixture_of_experts_router_and_attention(tmp_path):
+    """A qwen3moe (F32): adapters on the router (ffn_gate_inp) and attention, compiled ==
+    numpy within 1e-3, prefill == decode bit for bit; expert stacks are refused."""
+    base = tmp_path / "moe.gguf"
+    write_tiny_model(base, "qwen3moe", GGMLType.F32, name="qwen3moe_q8_0")
+    write_random_adapter(base, tmp_path / "a.gguf", std=0.5, targets=("attn_q", "ffn_gate_inp", "attn_output"))
+    m = abi.llm.load_model(base, lora=[tmp_path / "a.gguf"])
+    full = m.logits(IDS)
+    assert np.abs(full - m.arch.forward(IDS, m.new_cache(), "all")).max() <= 1e-3
+    assert np.abs(full - abi.llm.load_model(base).logits(IDS)).max() > 1.0
+    cache = m.new_cache()
+    assert np.array_equal(np.concatenate([m.forward([t], cache) for t in IDS]), full)
+    _adapter(tmp_path / "exps.gguf", {"blk.0.ffn_up_exps.weight": _pair(128, 256)}, arch="qwen3moe")
+    with pytest.raises(AdapterError, match="ffn_up_exps"):
+        abi.llm.load_model(base, lora=[tmp_path / "exps.gguf"])
+
+
 def test_prefill_equals_decode_and_any_thread_count(tiny):
     """Bit for bit: the LoRA term is computed per token, the same whatever the batch or the
     threads."""
