@@ -247,8 +247,10 @@ def test_default_model_adapter_matches_llamacpp(default_model_path, tmp_path):
     m = compare_logits(ref, abi.llm.load_model(default_model_path, lora=[(adapter, DEFAULT_SCALE)]).logits(ids))
     assert m["mean_kl"] <= 0.005, m
     assert m["top1_agreement_confident"] >= 0.99, m
-    base = compare_logits(ref, abi.llm.load_model(default_model_path).logits(ids))
-    assert base["mean_kl"] > 0.03, base   # the adapter's effect is far above the tolerance
+    # the adapter's effect is far above the tolerance (the first 128 positions suffice)
+    head = {k: ref[k][:128] for k in ("ids", "top_ids", "top_logprobs", "margin", "next_logprob")}
+    base = compare_logits(head, abi.llm.load_model(default_model_path).logits(ids[:128]))
+    assert base["mean_kl"] > 0.03, base
 
 
 def test_server_and_agent_load_adapters(tiny):
