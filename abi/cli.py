@@ -14,6 +14,7 @@ COMMANDS = {
     "train": ("abi.training.cli", "train models (run, info, resume, llm) with checkpoints"),
     "convert": ("abi.training.cli", "convert datasets (TokenBin <-> WDBX), tokenize text, hf-to-gguf"),
     "quantize": ("abi.quantize", "quantise a GGUF model (Q4_K_M, Q8_0, ...) with llama.cpp's rules"),
+    "lora": ("abi.lora_fuse", "merge LoRA adapters into a GGUF model (fuse)"),
     "batch": ("abi.batch.cli", "embed or generate over a corpus, locally or on a Ray cluster (--ray)"),
     "serve": ("abi.server.cli", "OpenAI- and Ollama-compatible HTTP server (streaming, slots, metrics)"),
 }

@@ -67,6 +67,16 @@ class InvalidModelError(UnsupportedModelError):
     kernel runs."""
 
 
+class AdapterError(UnsupportedModelError):
+    """A LoRA adapter does not fit its base model or asks for what abi does not run (another
+    architecture, a tensor the base lacks or of another shape, an aLoRA, an adapted
+    embedding). ``tensor`` names the offending tensor where there is one."""
+
+    def __init__(self, message: str, tensor: str | None = None):
+        self.tensor = tensor
+        super().__init__(message)
+
+
 class NonFiniteError(AbiError):
     """A forward pass produced NaN or Inf: the weights or the inputs are broken."""
 

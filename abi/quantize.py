@@ -354,13 +354,13 @@ class QuantizeResult:
 class _Progress:
     """tqdm on a terminal; otherwise one plain line per tensor (to stderr)."""
 
-    def __init__(self, enabled: bool, n_tensors: int, total_bytes: int):
+    def __init__(self, enabled: bool, n_tensors: int, total_bytes: int, desc: str = "quantize"):
         self.enabled, self.n, self.done = enabled, n_tensors, 0
         self.bar = None
         if enabled and sys.stderr.isatty():
             try:
                 from tqdm import tqdm
-                self.bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="quantize")
+                self.bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc=desc)
             except ImportError:
                 pass
 

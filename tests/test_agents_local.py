@@ -16,7 +16,7 @@ def test_lazy_load_and_shared_engine():
     assert isinstance(reply, str) and reply.strip()
     b.chat("Say hello.")
     assert a.backend.slot is b.backend.slot  # one engine per model in the process
-    assert backends._ENGINES[""] is a.backend.slot  # keyed by model; "" is the default
+    assert backends._ENGINES[("", ())] is a.backend.slot  # keyed by model and adapters; "" is the default
 
 
 def test_stream_pieces_make_the_recorded_reply():

@@ -57,6 +57,11 @@ SHELL = {
     'python -m abi quantize model-f16.gguf model-q4km.gguf Q4_K_M': RUN,
     'python -m abi quantize model.gguf out.gguf Q8_0 --allow-requantize':
         'python -m abi quantize model-q4km.gguf out.gguf Q8_0 --allow-requantize',
+    # adapter.gguf: a random adapter for the default model, written by test_shell_commands
+    'python -m abi llm generate --lora adapter.gguf:0.5 "Once upon a time" -n 32': RUN,
+    'python -m abi llm info MODEL.gguf --lora adapter.gguf': 'python -m abi llm info {model} --lora adapter.gguf',
+    'python -m abi lora fuse MODEL.gguf adapter.gguf fused.gguf [--type f16|same]':
+        'python -m abi lora fuse {model} adapter.gguf fused.gguf --type f16',
     'python -m abi agent': RUN,                                          # stdin: end of file
     'python -m abi agent --backend ollama -m "Hello"': RUN,              # FakeOllama
     'python -m abi agent --backend openai --model gpt-4o-mini --system "Be brief."': RUN,  # FakeOpenAI
@@ -204,6 +209,9 @@ def test_shell_commands(workdir, default_model_path):
     use what earlier ones wrote: checkpoints, data.bin, model-q4km.gguf)."""
     _tiny_f16(workdir / "model-f16.gguf")
     _batch_inputs(workdir)
+    from random_adapters import write_random_adapter
+
+    write_random_adapter(default_model_path, workdir / "adapter.gguf")
     (workdir / "text.txt").write_text("Once upon a time there was a GGUF file. " * 40)
     ran = []
     for command in shell_commands():
@@ -216,6 +224,8 @@ def test_shell_commands(workdir, default_model_path):
     out = {c: p.stdout for c, p in ran}
     assert json.loads(out['python -m abi llm info [MODEL] [--json]'])["architecture"] == "llama"
     assert (workdir / "out.gguf").is_file() and (workdir / "data.wdbx").is_file()
+    assert (workdir / "fused.gguf").is_file()
+    assert "LoRA adapter" in out['python -m abi llm info MODEL.gguf --lora adapter.gguf']
     assert "the run is complete" in out['python -m abi train info | help | resume ./checkpoints/model.ckpt']
     assert (workdir / "vectors.parquet" / "part-000000.parquet").is_file()
     assert "(0 written, 1 already there)" in out[

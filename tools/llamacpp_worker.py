@@ -4,6 +4,7 @@ abi): evaluates a GGUF the way llama.cpp does and writes what the reference fixt
     python tools/llamacpp_worker.py REQUEST.json OUT.npz
 
 REQUEST: {"model": path, "kind": "logits"|"greedy"|"tokenize", ...}; see make_reference.py.
+An optional "lora": [path, scale] runs the model with that LoRA adapter (--lora-scaled).
 """
 import json
 import sys
@@ -11,11 +12,12 @@ import sys
 import numpy as np
 
 
-def _llama(path, n_ctx=2048):
+def _llama(path, n_ctx=2048, lora=None):
     from llama_cpp import Llama
 
+    extra = {"lora_path": lora[0], "lora_scale": float(lora[1])} if lora else {}
     return Llama(model_path=path, n_ctx=n_ctx, n_batch=512, n_ubatch=512, n_threads=2,
-                 logits_all=True, verbose=False)
+                 logits_all=True, verbose=False, **extra)
 
 
 def _log_softmax(x):
@@ -28,7 +30,7 @@ def logits(req):
     """Batched evaluation of ``ids``: per position the top-K log-probabilities, the log-prob
     of the actual next token, and the top-2 logit margin; optionally the full logits."""
     ids, k = req["ids"], req.get("topk", 32)
-    llm = _llama(req["model"], n_ctx=max(len(ids) + 8, 64))
+    llm = _llama(req["model"], n_ctx=max(len(ids) + 8, 64), lora=req.get("lora"))
     llm.eval(ids)
     raw = np.array(llm.scores[:len(ids)], dtype=np.float32)
     lp = _log_softmax(raw)
@@ -48,7 +50,7 @@ def logits(req):
 
 def greedy(req):
     """Greedy continuation of each prompt, one token at a time, with each step's margin."""
-    llm = _llama(req["model"], n_ctx=req.get("n_ctx", 1024))
+    llm = _llama(req["model"], n_ctx=req.get("n_ctx", 1024), lora=req.get("lora"))
     n_gen, tokens, margins, lengths = req["n_gen"], [], [], []
     for prompt in req["prompts"]:
         llm.reset()

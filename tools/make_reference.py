@@ -7,6 +7,7 @@ ABI_LLAMACPP_PYTHON at that interpreter. abi itself never needs it.
     python tools/make_reference.py default     # fidelity fixture of the default model
     python tools/make_reference.py tiny        # tiny random-weight models per arch / quant type
     python tools/make_reference.py tokens      # tokenizer fixtures (tools/reference_tokens.py)
+    python tools/make_reference.py lora        # random LoRA adapters on a tiny model and the default
 """
 from __future__ import annotations
 
@@ -137,6 +138,44 @@ def make_tiny(args) -> None:
         print(f"{name}: {path.stat().st_size // 1024} KiB")
 
 
+# LoRA agreement: (case, adapter seed, rank, B's std, scale); the tiny base is the recorded tiny case
+LORA_TINY = ("llama_q8_0", 7, 4, 0.5, 0.7)
+LORA_DEFAULT = (11, 4, 0.05, 1.0)
+
+
+def make_lora(args) -> None:
+    """llama.cpp's logits with a random adapter (tests/random_adapters.py), which the tests
+    regenerate bit for bit (checked by sha256): for a tiny model (full logits) and for the
+    default model (top-K of FIDELITY_TEXT)."""
+    from random_adapters import write_random_adapter
+    from tiny_models import write_tiny_model
+
+    from abi.gguf import GGMLType
+    from abi.models_hub import resolve_model
+
+    out_dir = FIXTURES / "lora"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1234)
+    ids = [int(i) for i in rng.integers(3, 250, size=40)]
+    with tempfile.TemporaryDirectory() as tmp:
+        name, seed, rank, std, scale = LORA_TINY
+        base, adapter = f"{tmp}/{name}.gguf", f"{tmp}/adapter.gguf"
+        model_digest = write_tiny_model(base, "llama", GGMLType.Q8_0, seed=zlib.crc32(name.encode()), name=name)
+        digest = write_random_adapter(base, adapter, rank=rank, std=std, seed=seed)
+        ref = run_worker({"kind": "logits", "model": base, "ids": ids, "topk": 16, "full": True,
+                          "lora": [adapter, scale]})
+        np.savez_compressed(out_dir / f"tiny_{name}.npz", ids=ref["ids"], logits=ref["logits"].astype(np.float32),
+                            margin=ref["margin"], sha256=np.array(digest), model_sha256=np.array(model_digest))
+        seed, rank, std, scale = LORA_DEFAULT
+        model = str(resolve_model(None))
+        digest = write_random_adapter(model, adapter, rank=rank, std=std, seed=seed)
+        text_ids = llamacpp_tokenize(model, [FIDELITY_TEXT], special=False)[0]
+        ref = run_worker({"kind": "logits", "model": model, "ids": text_ids, "topk": 64, "lora": [adapter, scale]})
+        ref.pop("logits", None)
+        np.savez_compressed(out_dir / "smollm2.npz", sha256=np.array(digest), **ref)
+    print(f"wrote {out_dir}")
+
+
 def make_tokens(args) -> None:
     import reference_tokens
 
@@ -146,8 +185,8 @@ def make_tokens(args) -> None:
 if __name__ == "__main__":
     sys.path[:0] = [str(ROOT / "tools"), str(ROOT / "tests")]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["default", "tiny", "tokens", "all"])
+    parser.add_argument("what", choices=["default", "tiny", "tokens", "lora", "all"])
     parser.add_argument("--only", default="", help="tiny: only these cases (comma-separated names)")
     a = parser.parse_args()
-    for step in (["default", "tiny", "tokens"] if a.what == "all" else [a.what]):
-        {"default": make_default, "tiny": make_tiny, "tokens": make_tokens}[step](a)
+    for step in (["default", "tiny", "tokens", "lora"] if a.what == "all" else [a.what]):
+        {"default": make_default, "tiny": make_tiny, "tokens": make_tokens, "lora": make_lora}[step](a)

@@ -117,18 +117,19 @@ _ENGINES: dict[str, _EngineSlot] = {}
 _ENGINES_LOCK = threading.Lock()
 
 
-def shared_engine(model: str | None) -> _EngineSlot:
-    """The process-wide engine for ``model`` (a path or name; None: the default model),
-    loaded on first use."""
+def shared_engine(model: str | None, lora: tuple = ()) -> _EngineSlot:
+    """The process-wide engine for ``model`` (a path or name; None: the default model) with
+    the LoRA adapters ``lora`` (``LoraSpec``s), loaded on first use."""
     import os
 
     key = os.path.realpath(model) if model and os.path.exists(model) else (model or "")
+    key = (key, tuple((os.path.realpath(s.path), s.scale) for s in lora))
     with _ENGINES_LOCK:
         slot = _ENGINES.get(key)
         if slot is None:
             from ..llm import Engine  # imported on first use: importing agents stays fast
 
-            engine = Engine()
+            engine = Engine(lora=list(lora))
             engine.load_model(model)
             slot = _ENGINES[key] = _EngineSlot(engine)
         return slot
@@ -142,13 +143,14 @@ class LocalBackend(Backend):
 
     def __init__(self, config: AgentConfig):
         self.model = config.model
+        self.lora = tuple(config.lora)
         self._context_override = config.context_length
         self._slot: _EngineSlot | None = None
 
     @property
     def slot(self) -> _EngineSlot:
         if self._slot is None:
-            self._slot = shared_engine(self.model)
+            self._slot = shared_engine(self.model, self.lora)
         return self._slot
 
     def context_length(self) -> int | None:

@@ -10,6 +10,7 @@ from abi.agents import gpu_cli
 from abi.agents.agent import Agent
 from abi.agents.config import BACKENDS, AgentConfig
 from abi.errors import AbiError
+from abi.llm.cli import add_lora_arg
 
 HELP = """commands: /clear (forget the conversation), /history (show it), /help, /exit"""
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "come whole)")
     p.add_argument("--no-history", action="store_true",
                    help="answer each message on its own")
+    add_lora_arg(p)
     gpu_cli.add_arguments(p)
     return p
 
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         name=args.name, backend=args.backend, model=args.model, system_prompt=args.system,
         temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
         enable_history=not args.no_history, base_url=args.base_url,
-        tools=[_load_tool(t) for t in args.tool] or None))
+        tools=[_load_tool(t) for t in args.tool] or None, lora=tuple(args.lora)))
     stream = not args.no_stream and not args.tool
     if args.message is not None:
         text = sys.stdin.read() if args.message == "-" else args.message

@@ -55,6 +55,8 @@ class AgentConfig:
     tools: Python callables or (definition, callable) pairs the model may call (local,
         openai and ollama backends); ``max_tool_steps`` bounds the call -> result rounds of
         one ``chat``, after which the model answers without tools.
+    lora: LoRA adapters the local backend runs on its model, unmerged: paths or
+        ``(path, scale)`` pairs (``abi.llm.load_model``'s ``lora``).
     """
 
     name: str
@@ -70,6 +72,7 @@ class AgentConfig:
     base_url: str | None = None
     tools: list | None = None
     max_tool_steps: int = 8
+    lora: tuple = ()
 
     def __post_init__(self):
         self.validate()
@@ -101,6 +104,12 @@ class AgentConfig:
         if self.context_length is not None:
             check_int("context_length", self.context_length, 16, 10_000_000)
         check_int("max_tool_steps", self.max_tool_steps, 1, 100)
+        if self.lora:
+            if self.backend != "local":
+                raise _config_error(f"lora: adapters run on the local backend, not {self.backend!r}", "lora")
+            from ..llm.lora import lora_specs
+
+            self.lora = tuple(lora_specs(self.lora))
         if self.tools is not None and not isinstance(self.tools, (list, tuple)):
             raise _config_error("tools must be a list of callables or (definition, callable) "
                                 "pairs", "tools")

@@ -45,6 +45,9 @@ ctypedef struct QMat:
     Py_ssize_t rows
     Py_ssize_t cols
     const float* bias
+    const float* la       # LoRA (abi.llm.lora): A (lrank, cols), scaled B (rows, lrank); NULL: none
+    const float* lb
+    int lrank
 
 ctypedef struct Layer:
     const float* attn_norm
@@ -96,6 +99,8 @@ ctypedef struct Ctx:
     Py_ssize_t act_stride   # bytes per token row
     float* rot              # cos, sin (n_rot)
     float* scores           # cap
+    float* lorap            # per thread: A x of one token (max_rank)
+    int max_rank
     float* logits           # (T - out_from, n_vocab)
     float* route            # (T, n_exp) router logits
     int* sel                # (T, n_used) the chosen experts
@@ -109,6 +114,7 @@ ctypedef struct Ctx:
 ctypedef struct Priv:       # one thread's view of its private scratch
     float* x
     float* h
+    float* lu               # A x (the LoRA rank)
     uint8_t* act[3]
 
 
@@ -158,6 +164,12 @@ cdef void _matmul(Ctx* c, Priv* p, QMat* m, const float* x, Py_ssize_t x_stride,
                 for r in range(rb, re):
                     y[t * y_stride + r] += m.bias[r]
         rb = re
+    if m.lrank > 0:   # + B (A x): every thread forms A x itself, then adds it to its own rows
+        for t in range(t0, t1):
+            for r in range(m.lrank):
+                p.lu[r] = dot(m.la + r * m.cols, x + t * x_stride, <int>m.cols)
+            for r in range(r0, r1):
+                y[t * y_stride + r] += dot(m.lb + r * m.lrank, p.lu, m.lrank)
 
 
 cdef void _rope_angles(Ctx* c, int pos, const float* inv_freq, float mscale, float* rot) noexcept nogil:
@@ -413,6 +425,7 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
     cdef Priv p
     p.x = c.xp + <Py_ssize_t>tid * T * D
     p.h = c.hp + <Py_ssize_t>tid * T * D
+    p.lu = c.lorap + <Py_ssize_t>tid * c.max_rank
     for i in range(3):
         p.act[i] = c.actp[i] + <Py_ssize_t>tid * T * (c.n_used if c.n_used > 1 else 1) * c.act_stride
     for t in range(T):
@@ -519,6 +532,7 @@ cdef class Decoder:
     cdef int n_threads, t_max
 
     def __cinit__(self):
+        self.c.max_rank = 0
         self.c.layers = NULL
         self.c.experts = NULL
 
@@ -633,6 +647,15 @@ cdef class Decoder:
         m.fmt = _fmt(m.type)
         m.rows, m.cols = rows, cols
         m.bias = NULL if lin.bias is None else self._f(lin.bias, rows)
+        m.la, m.lb, m.lrank = NULL, NULL, 0
+        lora = getattr(lin, "lora", None)
+        if lora is not None:
+            a, b = lora
+            _need(a.ndim == 2 and b.ndim == 2 and a.shape[1] == cols and b.shape[0] == rows
+                  and a.shape[0] == b.shape[1] > 0, f"LoRA factors of {lin.name!r}")
+            m.lrank = a.shape[0]
+            m.la, m.lb = self._f(a, m.lrank * cols), self._f(b, rows * m.lrank)
+            self.c.max_rank = max(self.c.max_rank, m.lrank)
         return m
 
     cdef const float* _f(self, a, Py_ssize_t n):
@@ -669,6 +692,7 @@ cdef class Decoder:
             c.eo = self._buf("eo", T * K * c.n_embd)
         c.xp, c.hp = self._buf("x", nth * T * c.n_embd), self._buf("h", nth * T * c.n_embd)
         c.rot = self._buf("rot", nth * c.n_rot)
+        c.lorap = self._buf("lora", nth * max(c.max_rank, 1))
         c.scores = self._buf("scores", nth * max(cap, 1))
         # bytes per token: more than any Q8 format needs for the widest input
         c.act_stride = 2 * max(c.n_embd, c.n_ff, c.n_ff_exp, c.n_head * c.hd) + 64

@@ -13,6 +13,16 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--kv-dtype", choices=("f32", "f16"), default="f32", help="KV cache precision")
     p.add_argument("--no-check", action="store_true", help="skip the load-time scan of the weights for NaN/Inf scales")
+    add_lora_arg(p)
+
+
+def add_lora_arg(p: argparse.ArgumentParser) -> None:
+    """``--lora PATH[:SCALE]`` (repeatable), as llama.cpp's --lora / --lora-scaled."""
+    from .lora import parse_lora
+
+    p.add_argument("--lora", action="append", default=[], type=parse_lora, metavar="PATH[:SCALE]",
+                   help="LoRA adapter (llama.cpp's GGUF format) run unmerged, with an optional "
+                        "scale (default 1); repeatable, the adapters' terms add up")
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -91,7 +101,7 @@ def _engine(args):
     from .engine import Engine
 
     return Engine(backend=args.backend, n_ctx=args.ctx, kv_dtype=args.kv_dtype,
-                  check_finite=not args.no_check).load_model(args.model)
+                  check_finite=not args.no_check, lora=args.lora).load_model(args.model)
 
 
 def _print_stats(stats, out=sys.stderr) -> None:
@@ -122,8 +132,9 @@ def _info(argv: list[str]) -> int:
     parser.add_argument("model", nargs="?", default=None,
                         help="path or model name (default: the default model)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_lora_arg(parser)
     args = parser.parse_args(argv)
-    info = model_info(args.model)
+    info = model_info(args.model, args.lora)
     print(json.dumps(info, indent=2) if args.json else format_info(info))
     return 0
 
@@ -216,7 +227,7 @@ def _bench(argv: list[str]) -> int:
 
     need = args.n_prompt + args.n_gen + 8
     model = load_model(args.model, n_ctx=max(need, 256) if args.ctx is None else args.ctx,
-                       kv_dtype=args.kv_dtype, check_finite=not args.no_check)
+                       kv_dtype=args.kv_dtype, check_finite=not args.no_check, lora=args.lora)
     load_s = time.perf_counter() - t0
     model.check_context(args.n_prompt + args.n_gen)
     rng = np.random.default_rng(0)

@@ -47,6 +47,8 @@ class Engine:
             raise ConfigError("n_slots must be >= 1", field="n_slots")
         from .backend import select_backend
 
+        if backend == "auto" and model_opts.get("lora"):
+            backend = "cpu"   # the one backend that runs unmerged LoRA adapters
         self.backend = select_backend(backend)
         self.n_slots = n_slots
         self.model_opts = model_opts

@@ -10,8 +10,30 @@ _SPECIAL_TOKEN_KEYS = ("bos", "eos", "eot", "eom", "unknown", "separator", "padd
                        "fim_pre", "fim_suf", "fim_mid")
 
 
-def model_info(model: str | os.PathLike | GGUFFile | None = None) -> dict:
+def adapter_info(f: GGUFFile, scale: float | None = None) -> dict:
+    """A LoRA adapter file's facts: alpha, ranks and the weights it adapts (by kind)."""
+    pairs = [n[:-len(".lora_a")] for n in f.tensors if n.endswith(".lora_a")]
+    ranks = sorted({f.tensors[n + ".lora_a"].shape[0] for n in pairs})
+    kinds = sorted({n.rsplit(".", 1)[0].split(".")[-1] for n in pairs})
+    info = {"path": f.path, "architecture": f.architecture, "type": f.get("adapter.type"),
+            "alpha": f.get("adapter.lora.alpha"), "ranks": ranks, "tensors": len(pairs), "targets": kinds}
+    if scale is not None:
+        info["scale"] = scale
+    return info
+
+
+def model_info(model: str | os.PathLike | GGUFFile | None = None, lora=()) -> dict:
+    """``lora``: adapters (``load_model``'s option) to check against the model and list."""
     f = model if isinstance(model, GGUFFile) else load(resolve_model(model))
+    if f.get("general.type") == "adapter":
+        return {"path": f.path, "adapter": adapter_info(f)}
+    adapters = []
+    if lora:
+        from .lora import lora_specs, read_adapter
+
+        for spec in lora_specs(lora):
+            read_adapter(spec, f)   # refused (AdapterError) unless it fits this model
+            adapters.append(adapter_info(load(spec.path), spec.scale))
     arch = f.architecture or "?"
     tokens = f.get("tokenizer.ggml.tokens") or []
     special = {}
@@ -59,6 +81,7 @@ def model_info(model: str | os.PathLike | GGUFFile | None = None) -> dict:
         "tensor_types": dict(sorted(types.items(), key=lambda kv: -kv[1]["bytes"])),
         "recipe": recipe,
         "unsupported": refusal,
+        "adapters": adapters,
     }
 
 
@@ -66,9 +89,19 @@ def _size(n: int) -> str:
     return f"{n / 2**20:.1f} MiB" if n < 2**30 else f"{n / 2**30:.2f} GiB"
 
 
+def _adapter_line(a: dict) -> str:
+    scale = f"scale {a['scale']:g}, " if "scale" in a else ""
+    return (f"{a['path']} ({scale}{a['type']}, alpha {a['alpha']}, rank "
+            f"{'/'.join(map(str, a['ranks']))}, {a['tensors']} tensors: {', '.join(a['targets'])})")
+
+
 def format_info(info: dict) -> str:
     def row(label, value):
         return f"{label:<18} {value}"
+
+    if "adapter" in info:   # the file is an adapter, not a model
+        return "\n".join([row("adapter", _adapter_line(info["adapter"])),
+                          row("for architecture", info["adapter"]["architecture"])])
 
     params = info["n_params"]
     rope = ", ".join(f"{k}={v}" for k, v in info["rope"].items()) or "-"
@@ -92,6 +125,8 @@ def format_info(info: dict) -> str:
     ]
     if info.get("unsupported"):
         lines.append(row("runs in abi", f"no: {info['unsupported']}"))
+    for a in info.get("adapters", ()):
+        lines.append(row("LoRA adapter", _adapter_line(a)))
     for key, value in (info.get("recipe") or {}).items():
         if isinstance(value, tuple):   # per-layer flags: the layers where they hold
             value = ",".join(str(i) for i, v in enumerate(value) if v) or "-"

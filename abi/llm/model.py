@@ -18,6 +18,7 @@ from .capability import check_finite as check_finite_weights
 from .capability import check_loadable, choose_cpu_forward, weights_used
 from .chat_template import ChatTemplate
 from .hparams import require
+from .lora import attach_adapters, lora_specs
 from .models import decoder, get_architecture
 from .weights import WeightLoader
 
@@ -29,7 +30,7 @@ class Model:
     def __init__(self, path: str | os.PathLike | None = None, *, n_ctx: int | None = None,
                  n_batch: int = DEFAULT_BATCH, kv_dtype: str = "f32",
                  chat_template: str | None = None, n_threads: int | None = None,
-                 backend: str = "cpu", check_finite: bool = True):
+                 backend: str = "cpu", check_finite: bool = True, lora=None):
         t0 = time.perf_counter()
         self.path = str(resolve_model(path))
         self.gguf: GGUFFile = load(self.path)
@@ -49,6 +50,14 @@ class Model:
         # a decoder picks its RoPE factors by the context it will run (LongRoPE)
         context = {"n_ctx": self.n_ctx} if issubclass(arch.Model, decoder.Model) else {}
         self.arch = arch.Model(self.args, WeightLoader(self.gguf), **context)
+        # LoRA adapters, unmerged: each adapted product adds its low-rank term
+        self.adapters = lora_specs(lora)
+        if self.adapters and backend == "cuda":
+            raise ConfigError("LoRA adapters (lora=...) run on the CPU backend only, not 'cuda'; "
+                              "fuse them into the model (abi lora fuse) to run on the GPU", "lora")
+        if self.adapters and backend == "auto":
+            backend = "cpu"   # the one backend that runs unmerged adapters
+        attach_adapters(self.arch, self.gguf, self.adapters)
         from .tokenizer import load_tokenizer
 
         self.tokenizer = load_tokenizer(self.gguf)
@@ -229,5 +238,6 @@ class Model:
 
 
 def load_model(path: str | os.PathLike | None = None, **opts) -> Model:
-    """Load a GGUF model by path or cache name (None: the default model)."""
+    """Load a GGUF model by path or cache name (None: the default model). ``lora``: LoRA
+    adapters to run unmerged, each a path or ``(path, scale)`` (``abi.llm.lora``)."""
     return Model(path, **opts)

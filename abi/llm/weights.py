@@ -10,17 +10,23 @@ from ..gguf import GGMLType, GGUFFile
 
 
 class Linear:
-    """y = x @ W.T (+ b) for a stored weight W of shape (out, in)."""
+    """y = x @ W.T (+ b) (+ the LoRA term (x @ A.T) @ B.T) for a stored weight W of shape
+    (out, in); ``lora`` is (A (rank, in), B (out, rank)) with the adapters' scales in B
+    (``abi.llm.lora``), or None."""
 
-    __slots__ = ("raw", "ggml_type", "shape", "bias", "name")
+    __slots__ = ("raw", "ggml_type", "shape", "bias", "name", "lora")
 
     def __init__(self, raw: np.ndarray, ggml_type: GGMLType, shape, bias=None, name=""):
         self.raw, self.ggml_type, self.shape, self.bias, self.name = raw, ggml_type, tuple(shape), bias, name
+        self.lora = None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         y = _kernels.qmatmul(self.raw, self.ggml_type, self.shape, x)
         if self.bias is not None:
             y += self.bias
+        if self.lora is not None:
+            a, b = self.lora
+            y += (np.asarray(x, np.float32) @ a.T) @ b.T
         return y
 
     @property

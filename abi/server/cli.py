@@ -10,6 +10,7 @@ import time
 
 from .. import config
 from ..errors import ConfigError
+from ..llm.cli import add_lora_arg
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kv-dtype", choices=("f32", "f16"), default="f32")
     p.add_argument("--no-check", action="store_true", help="skip the load-time scan of the weights for NaN/Inf scales")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per forward pass")
+    add_lora_arg(p)
     p.add_argument("--max-body-bytes", type=int, default=None, metavar="N",
                    help="largest request body accepted; larger ones get 413 (default: "
                         "$ABI_MAX_BODY_BYTES, else what the model's context can hold, a few "
@@ -69,7 +71,7 @@ def options_from_args(args):
                         port=args.port, api_key=api_key, parallel=args.parallel, ctx=args.ctx,
                         queue=args.queue, max_tokens=args.max_tokens, backend=args.backend,
                         kv_dtype=args.kv_dtype, threads=args.threads, max_body=max_body,
-                        check_finite=not args.no_check)
+                        check_finite=not args.no_check, lora=tuple(args.lora))
 
 
 def main(argv: list[str] | None = None) -> int:

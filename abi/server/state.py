@@ -40,6 +40,7 @@ class ServeOptions:
     check_finite: bool = True
     threads: int | None = None
     max_body: int | None = None         # bytes per request body (None: from the context)
+    lora: tuple = ()                    # LoRA adapters (abi.llm.lora.LoraSpec), run unmerged
 
 
 def model_id(path: str) -> str:
@@ -78,7 +79,8 @@ class ServerState:
 
         o = self.options
         try:
-            model_opts = {"n_ctx": o.ctx, "kv_dtype": o.kv_dtype, "check_finite": o.check_finite}
+            model_opts = {"n_ctx": o.ctx, "kv_dtype": o.kv_dtype, "check_finite": o.check_finite,
+                          "lora": list(o.lora)}
             if o.threads is not None:
                 model_opts["n_threads"] = o.threads
             engine = Engine(n_slots=o.parallel, backend=o.backend, **model_opts).load_model(o.model)
