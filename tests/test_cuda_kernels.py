@@ -269,11 +269,12 @@ def test_glu_kernel(mode):
 
 # --- norms and RoPE ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("post,n_sel,res_scale,has_norm,hscale", [
-    (False, 0, 1.0, True, 1.0), (True, 0, 1.0, True, 1.0),
-    (True, 2, 0.25, True, 3.0),      # experts' rows weighted, scaled residual, scaled output
-    (True, 0, 1.0, False, 1.0)])     # no norm: h is x
-def test_residual_norm(post, n_sel, res_scale, has_norm, hscale):
+@pytest.mark.parametrize("post,n_sel,res_scale,has_norm,hscale,shared", [
+    (False, 0, 1.0, True, 1.0, False), (True, 0, 1.0, True, 1.0, False),
+    (True, 2, 0.25, True, 3.0, False),  # experts' rows weighted, scaled residual, scaled output
+    (False, 2, 1.0, True, 1.0, True),   # and a shared expert's row times its gate
+    (True, 0, 1.0, False, 1.0, False)])  # no norm: h is x
+def test_residual_norm(post, n_sel, res_scale, has_norm, hscale, shared):
     rng = np.random.default_rng(6)
     D = 48
     x = rng.standard_normal((3, D)).astype(np.float32)
@@ -281,12 +282,17 @@ def test_residual_norm(post, n_sel, res_scale, has_norm, hscale):
     selw = rng.random(3 * max(1, n_sel)).astype(np.float32)
     post_w = (1 + 0.1 * rng.standard_normal(D)).astype(np.float32)
     norm_w = (1 + 0.1 * rng.standard_normal(D)).astype(np.float32)
+    shared_out = rng.standard_normal((3, D)).astype(np.float32)
+    shw = rng.random(3).astype(np.float32)
     dx, dh = cuda.to_device(x), cuda.to_device(np.zeros((3, D), np.float32))
     O.residual_norm[2, dev.NORM_THREADS](dx, cuda.to_device(delta), 1, n_sel, cuda.to_device(selw),
+                                         cuda.to_device(shared_out), int(shared), cuda.to_device(shw),
                                          np.float32(res_scale), cuda.to_device(post_w), int(post),
                                          cuda.to_device(norm_w), int(has_norm), np.float32(hscale), dh,
                                          np.float32(1e-6), D, 1)
     branch = delta if n_sel == 0 else (selw[:, None] * delta).reshape(3, n_sel, D).sum(1)
+    if shared:
+        branch = branch + shw[:, None] * shared_out
     want_x = x.copy()
     want_x[1:] += res_scale * (layers.rms_norm(branch[1:], post_w, 1e-6) if post else branch[1:])
     np.testing.assert_allclose(dx.copy_to_host(), want_x, rtol=1e-5, atol=1e-6)
@@ -296,25 +302,34 @@ def test_residual_norm(post, n_sel, res_scale, has_norm, hscale):
     assert np.all(h[0] == 0)  # row0 = 1: row 0 untouched
 
 
-@pytest.mark.parametrize("renorm,wscale", [(True, 0.0), (False, 2.5)])
-def test_moe_route_matches_the_recipe(renorm, wscale):
-    """Top-k of the router's softmax as ``decoder.route`` (ties to the lower expert), bit for
-    bit on the experts and within 1e-6 on the weights (float32 exp and sums)."""
+@pytest.mark.parametrize("renorm,wscale,gating,biased", [
+    (True, 0.0, "softmax", False), (False, 2.5, "softmax", False),
+    (True, 2.5, "sigmoid", True), (False, 0.0, "sigmoid", False)])
+def test_moe_route_matches_the_recipe(renorm, wscale, gating, biased):
+    """Top-k of the router's softmax or sigmoid (plus a selection bias) as ``decoder.route``
+    (ties to the lower expert), bit for bit on the experts and within 1e-6 on the weights
+    (float32 exp and sums); the shared expert's gate, the sigmoid of the logit after the
+    router's, within 1e-6."""
     from abi.llm.models.decoder import ModelArgs, route
 
     rng = np.random.default_rng(14)
     n_tok, n_exp, k = 5, 6, 3
-    logits = rng.standard_normal((n_tok, n_exp)).astype(np.float32)
+    logits = rng.standard_normal((n_tok, n_exp + 1)).astype(np.float32)
     logits[1, [1, 4]] = logits[1].max() + 1.0   # a tie for the first place
-    logits[2] = 0.5                              # all tied
+    logits[2, :n_exp] = 0.5                      # all tied
+    bias = (0.3 * rng.standard_normal(n_exp)).astype(np.float32)
     a = ModelArgs("t", 1, 1, 1, 1, 1, 1, 1, 1, 1e-6, 1e4, 1, n_expert=n_exp, n_expert_used=k,
-                  expert_norm=renorm, expert_weights_scale=wscale)
-    want_w, want_e = route(logits, a)
+                  expert_norm=renorm, expert_weights_scale=wscale, expert_gating=gating)
+    want_w, want_e = route(logits[:, :n_exp], a, bias if biased else None)
     sel, selw = cuda.to_device(np.zeros(n_tok * k, np.int32)), cuda.to_device(np.zeros(n_tok * k, np.float32))
+    shw = cuda.to_device(np.zeros(n_tok, np.float32))
     O.moe_route[1, dev.NORM_THREADS](cuda.to_device(logits), n_tok, n_exp, k, int(renorm), np.float32(wscale),
+                                     int(gating == "sigmoid"), cuda.to_device(bias), int(biased), 1, shw,
                                      sel, selw)
     np.testing.assert_array_equal(sel.copy_to_host().reshape(n_tok, k), want_e)
     np.testing.assert_allclose(selw.copy_to_host().reshape(n_tok, k), want_w, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(shw.copy_to_host(), 1 / (1 + np.exp(-logits[:, n_exp].astype(np.float64))),
+                               rtol=1e-6)
 
 
 @pytest.mark.parametrize("neox,qk_norm,n_rot", [(False, False, 16), (True, True, 16), (True, False, 8)])
