@@ -236,6 +236,39 @@ def test_gemv_reads_the_selected_experts_rows(mode):
         np.testing.assert_allclose(got[p], want, rtol=1e-5, atol=1e-5)
 
 
+def test_grouped_expert_gemm_reads_each_experts_pairs():
+    """Prompt batches: ``moe_group`` lists the (token, expert) pairs by expert; the tiled
+    product then runs per expert (block z) over its pairs: expert e's rows of the stack (and
+    of its bias), x row p // xdiv, y row p -- as the per-pair gemv, within float32 rounding.
+    An expert nobody chose (1) is skipped; more pairs than one tile of tokens (GEMM_TN)."""
+    rng = np.random.default_rng(15)
+    n_exp, k, rows, cols = 4, 2, 20, 64
+    n_tok = dev.GEMM_TN + 3
+    raw, w = _weights(T.Q8_0, n_exp * rows, cols, rng)
+    pw = layout.pack(raw, T.Q8_0, (n_exp * rows, cols))
+    bias = rng.standard_normal(n_exp * rows).astype(np.float32)
+    x = rng.standard_normal((n_tok, cols)).astype(np.float32)
+    sel = np.stack([rng.choice([0, 2, 3], 2, replace=False) for _ in range(n_tok)]).astype(np.int32).ravel()
+    sel[1::2] = np.where(sel[::2] == 3, 0, 3)   # expert 3 in every token but those that start with it
+    pairs = n_tok * k
+    perm, offsets = cuda.to_device(np.zeros(pairs, np.int32)), cuda.to_device(np.zeros(n_exp + 1, np.int32))
+    O.moe_group[1, dev.NORM_THREADS](cuda.to_device(sel), pairs, n_exp, offsets, perm)
+    got_perm, got_off = perm.copy_to_host(), offsets.copy_to_host()
+    want = [p for e in range(n_exp) for p in range(pairs) if sel[p] == e]
+    np.testing.assert_array_equal(got_perm, want)
+    np.testing.assert_array_equal(got_off, np.concatenate([[0], np.cumsum(np.bincount(sel, minlength=n_exp))]))
+    y = cuda.to_device(np.full((pairs, rows + 2), 7.0, np.float32))
+    kern, planes = _dev(pw)
+    grid = (-(-rows // dev.GEMM_TM), -(-n_tok // dev.GEMM_TN), n_exp)
+    kern.gemm[grid, (dev.GEMM_TX, dev.GEMM_TY)](*planes, rows, cols, cuda.to_device(x), 0, y, 2,
+                                                cuda.to_device(bias), 1, np.float32(0.0), perm, offsets, rows, k)
+    got = y.copy_to_host()
+    for p, e in enumerate(sel):
+        want_row = w[e * rows:(e + 1) * rows].astype(np.float64) @ x[p // k] + bias[e * rows:(e + 1) * rows]
+        np.testing.assert_allclose(got[p, 2:], want_row, rtol=1e-5, atol=1e-5)
+    assert np.all(got[:, :2] == 7.0)
+
+
 @pytest.mark.parametrize("t", NATIVE, ids=lambda t: t.name)
 def test_gemm_matches_dequantised_product(t):
     rng = np.random.default_rng(4)
@@ -248,7 +281,8 @@ def test_gemm_matches_dequantised_product(t):
     grid = (-(-rows // dev.GEMM_TM), -(-n_tok // dev.GEMM_TN))
     k, planes = _dev(pw)
     k.gemm[grid, (dev.GEMM_TX, dev.GEMM_TY)](*planes, rows, cols, cuda.to_device(x), n_tok, y, 3,
-                                            cuda.to_device(np.zeros(1, np.float32)), 0, np.float32(0.0))
+                                            cuda.to_device(np.zeros(1, np.float32)), 0, np.float32(0.0),
+                                            _NO_SEL, _NO_SEL, 0, 1)
     got = y.copy_to_host()
     want = x.astype(np.float64) @ w.astype(np.float64).T
     assert np.all(np.abs(got[:, 3:] - want) <= _bound(w, x))

@@ -11,10 +11,11 @@ two); the host ``KVCache`` keeps only ``length`` and ``tokens`` (prefix reuse an
 truncation work as on the CPU).
 
 Every step of the recipe has a kernel (``unsupported_recipe`` names any that would not).
-A mixture of experts routes on the device (``ops.moe_route``); the expert products are
-gemvs over the (token, expert) pairs, each reading its expert's rows of the stacked
-weights, and the weighted sum is part of the next residual add, as is a shared expert's
-output (a dense FFN over the batch) times its gate.
+A mixture of experts routes on the device (``ops.moe_route``); when decoding, the expert
+products are gemvs over the (token, expert) pairs, each reading its expert's rows of the
+stacked weights; a prompt batch groups the pairs by expert (``ops.moe_group``) and runs one
+tiled product per expert over the tokens that chose it. The weighted sum is part of the
+next residual add, as is a shared expert's output (a dense FFN over the batch) times its gate.
 
 Launches: a decode step is ~9 kernels per layer with fixed arguments -- the position,
 the input token and the chosen experts are read from device memory -- so on numba-cuda
@@ -339,6 +340,8 @@ class CudaDecoder:
         self.shared = cuda.device_array((n, D) if self.n_ff_shexp else (1, 1), f32)  # its output
         self.shw = cuda.to_device(np.ones(n, np.float32))   # and its gate
         self.sel = cuda.to_device(np.zeros(nk, np.int32))     # each pair's expert
+        self.perm = cuda.to_device(np.zeros(nk, np.int32))    # the pairs grouped by expert
+        self.offsets = cuda.to_device(np.zeros(self.n_expert + 1, np.int32))   # each expert's first
         self.selw = cuda.to_device(np.zeros(nk, np.float32))  # and its weight
         self.logits = cuda.device_array((1, self.n_vocab), f32)
         self.logits_all = None  # made on the first output="all" (_logits_all)
@@ -398,17 +401,28 @@ class CudaDecoder:
         dev = self.k[0]
         grid = (-(-w.rows // dev.GEMM_TM), -(-T // dev.GEMM_TN))
         plan.append((w.kernels.gemm, grid, (dev.GEMM_TX, dev.GEMM_TY),
-                     (*w.args, w.rows, w.cols, x, T, y, ycol, bias, has_bias, softcap)))
+                     (*w.args, w.rows, w.cols, x, T, y, ycol, bias, has_bias, softcap, self.perm, self.offsets, 0, 1)))
         if mode:
             plan.append((matmul.glu, T, dev.NORM_THREADS, (y, T, n_out, mode, self.g)))
 
     def _experts(self, plan, w: DeviceWeight, x, xdiv, y, ycol, pairs, rstride, mode=0):
         """y[p, ycol:] = (expert sel[p]'s rows of the stack w) @ x[p // xdiv] for the (token,
-        expert) pairs p < pairs; an expert's rows start at sel[p] * rstride."""
+        expert) pairs p < pairs; an expert's rows start at sel[p] * rstride. A prompt batch
+        (more than one token) runs a tiled product per expert over the pairs that chose it
+        (``moe_group``'s perm), so each expert's weights are decoded once per tile of its
+        tokens rather than once per token; decoding runs a gemv per pair (mode: the gated
+        unit fused, as for a dense product)."""
         matmul = self.k[1]
+        bias = w.bias if w.bias is not None else self.dummy
+        if pairs > self.n_used:
+            dev = self.k[0]
+            grid = (-(-rstride // dev.GEMM_TM), -(-(pairs // self.n_used) // dev.GEMM_TN), self.n_expert)
+            plan.append((w.kernels.gemm, grid, (dev.GEMM_TX, dev.GEMM_TY),
+                         (*w.args, rstride, w.cols, x, 0, y, ycol, bias, int(w.bias is not None), np.float32(0.0),
+                          self.perm, self.offsets, rstride, xdiv)))
+            return
         n_out = rstride // 2 if mode else rstride
         grid, tpr, nrows = matmul.gemv_shape(n_out, w.units, self.n_sm)
-        bias = w.bias if w.bias is not None else self.dummy
         plan.append((w.kernels.gemv, (grid, pairs), matmul.GEMV_THREADS,
                      (*w.args, n_out, w.units, x, 0, y, 0, ycol, bias, int(w.bias is not None), mode, tpr, nrows,
                       np.float32(0.0), self.sel, rstride, xdiv)))
@@ -441,7 +455,12 @@ class CudaDecoder:
             self.shw, self.sel, self.selw)))
         mode = self.glu_mode
         pairs = T * k
-        if L.gate_up is not None:
+        if T > 1:
+            plan.append((ops.moe_group, 1, NT, (self.sel, pairs, self.n_expert, self.offsets, self.perm)))
+        if L.gate_up is not None and T > 1:   # the tiled products have no fused gated unit
+            self._experts(plan, L.gate_up, self.h, k, self.gu, 0, pairs, 2 * FE)
+            plan.append((matmul.glu, pairs, NT, (self.gu, pairs, FE, mode, self.g)))
+        elif L.gate_up is not None:
             self._experts(plan, L.gate_up, self.h, k, self.g, 0, pairs, 2 * FE, mode)
         else:
             self._experts(plan, L.gate, self.h, k, self.gu, 0, pairs, FE)

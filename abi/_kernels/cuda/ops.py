@@ -187,3 +187,30 @@ def qk_prep(qkv, n_head, n_kv, hd, q_norm, k_norm, has_qk_norm, eps, inv_freq, n
         for i in range(tid, hd, NORM_THREADS):
             kc[layer, g, pos, i] = buf[i]
             vc[layer, g, pos, i] = qkv[t, vbase + i]
+
+
+@jit
+def moe_group(sel, n_pairs, n_exp, offsets, perm):
+    """One block: the (token, expert) pairs grouped by expert for the grouped expert
+    products (``matmul`` gemm with rstride): perm[offsets[e] .. offsets[e + 1]] are the pairs
+    p with sel[p] == e, in ascending order. A thread per expert counts, thread 0 sums the
+    counts, then each expert's thread lists its pairs."""
+    tid = cuda.threadIdx.x
+    for e in range(tid, n_exp, cuda.blockDim.x):
+        c = 0
+        for p in range(n_pairs):
+            if sel[p] == e:
+                c += 1
+        offsets[e + 1] = c
+    cuda.syncthreads()
+    if tid == 0:
+        offsets[0] = 0
+        for e in range(n_exp):
+            offsets[e + 1] += offsets[e]
+    cuda.syncthreads()
+    for e in range(tid, n_exp, cuda.blockDim.x):
+        o = offsets[e]
+        for p in range(n_pairs):
+            if sel[p] == e:
+                perm[o] = p
+                o += 1
