@@ -385,10 +385,20 @@ def test_kernels_compile_for_sm80_and_sm90(tmp_path):
     dec.forward([1, 2, 3], cache, "all")
     steps = dec.steps(cache, [4], DeviceSampling(0.8, 5, 0.9, repetition_penalty=1.1, window=4, seed=1))
     next(steps), next(steps)
+    # a mixture of experts' launches: routing, grouping, the grouped and per-pair products
+    moe_path = str(tmp_path / "moe.gguf")
+    write_tiny_model(moe_path, "dots1", T.Q8_0, name="dots1_q8_0", dims=SMALL)
+    moe = load_model(moe_path, n_ctx=64)
+    moe_dec = CudaDecoder(moe.arch, n_batch=8)
+    launch = moe_dec._launch   # what record() calls
+    moe_dec._launch = record
+    cache = moe.new_cache()
+    moe_dec.forward([1, 2, 3], cache, "all")
+    moe_dec.forward([4], cache, "last")
     # the matrix kernels are compiled per weight type: gemv[Q8_0], gemm[Q4_1] ...
     assert {name.split("[")[0] for name, _ in items} == {
         "dequant_rows", "residual_norm", "gemm", "gemv", "glu", "qk_prep", "attn_prefill", "attn_decode",
-        "attn_combine", "penalize", "sample"}
+        "attn_combine", "penalize", "sample", "moe_route", "moe_group"}
     sigs = tmp_path / "sigs.json"
     sigs.write_text(json.dumps(items))
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
@@ -399,5 +409,5 @@ def test_kernels_compile_for_sm80_and_sm90(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     reports = [json.loads(line) for line in res.stdout.splitlines()]
     assert {r["cc"] for r in reports} == {"sm_80", "sm_90"}
-    assert len({r["kernel"].split("[")[0] for r in reports}) == 11
+    assert len({r["kernel"].split("[")[0] for r in reports}) == 13
     assert all(" 0 bytes spill stores" in r.get("ptxas", " 0 bytes spill stores") for r in reports)
