@@ -53,13 +53,17 @@ def test_route_matches_a_plain_loop(gating, biased, norm, scale):
         assert not np.array_equal(np.sort(unbiased, 1), np.sort(want_e, 1))
 
 
-@pytest.mark.parametrize("func", [0, 3, 4])
-def test_other_gating_functions_are_refused(func):
-    meta = {"general.architecture": "qwen3moe", "qwen3moe.embedding_length": 64,
-            "qwen3moe.attention.head_count": 4, "qwen3moe.block_count": 1, "qwen3moe.context_length": 64,
-            "qwen3moe.feed_forward_length": 64, "qwen3moe.expert_count": 4, "qwen3moe.expert_used_count": 2,
-            "qwen3moe.expert_gating_func": func, "tokenizer.ggml.tokens": ["a"] * 8}
+@pytest.mark.parametrize("func", [0, 3, 4, None])
+def test_other_or_missing_gating_functions_are_refused(func):
+    """dots1 routes by the file's expert_gating_func (llama.cpp aborts without one)."""
     from abi.llm.models import get_architecture
 
-    with pytest.raises(UnsupportedModelError, match=f"expert_gating_func {func}"):
-        get_architecture("qwen3moe").ModelArgs.from_gguf(meta)
+    meta = {"general.architecture": "dots1", "dots1.embedding_length": 64, "dots1.attention.head_count": 4,
+            "dots1.block_count": 1, "dots1.context_length": 64, "dots1.feed_forward_length": 64,
+            "dots1.expert_count": 4, "dots1.expert_used_count": 2, "dots1.expert_feed_forward_length": 32,
+            "dots1.expert_shared_count": 1, "dots1.expert_gating_func": func, "tokenizer.ggml.tokens": ["a"] * 8}
+    with pytest.raises(UnsupportedModelError, match=f"expert_gating_func {func}" if func is not None
+                       else "'dots1.expert_gating_func' is missing"):
+        get_architecture("dots1").ModelArgs.from_gguf(meta)
+    meta["dots1.expert_gating_func"] = 2
+    assert get_architecture("dots1").ModelArgs.from_gguf(meta).expert_gating == "sigmoid"

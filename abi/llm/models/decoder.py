@@ -126,12 +126,8 @@ class ModelArgs:
         n_used = m.int("expert_used_count", 0, lo=0, hi=max(n_expert, 0))
         require((n_expert == 0) == (n_used == 0), f"{arch}.expert_count {n_expert} and "
                 f"{arch}.expert_used_count {n_used}: both or neither must be set")
-        gating = m.int("expert_gating_func", 1, lo=0)
-        if gating not in GATING_FUNCS:
-            raise UnsupportedModelError(f"{arch}.expert_gating_func {gating}: abi supports softmax (1) "
-                                        f"and sigmoid (2) gating")
         return cls(
-            n_expert=n_expert, n_expert_used=n_used, expert_gating=GATING_FUNCS[gating],
+            n_expert=n_expert, n_expert_used=n_used,
             n_ff_exp=m.int("expert_feed_forward_length", m.int("feed_forward_length")) if n_expert else 0,
             expert_weights_scale=m.float("expert_weights_scale", 0.0, lo_open=False),
             arch=arch, n_vocab=vocab_size(metadata, arch), n_embd=n_embd,
@@ -185,6 +181,16 @@ class ModelArgs:
 
 RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(ModelArgs))[
     [f.name for f in dataclasses.fields(ModelArgs)].index("attn_norm"):]
+
+
+def expert_gating(m: Metadata) -> str:
+    """The file's ``expert_gating_func`` (required), for the families whose llama.cpp graph
+    reads it (the others' graphs fix their gating, as their recipes do)."""
+    gating = m.int("expert_gating_func", lo=0)
+    if gating not in GATING_FUNCS:
+        raise UnsupportedModelError(f"{m.arch}.expert_gating_func {gating}: abi supports softmax (1) "
+                                    f"and sigmoid (2) gating")
+    return GATING_FUNCS[gating]
 
 
 def every_nth_global(n_layers: int, n: int) -> tuple:

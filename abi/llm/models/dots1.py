@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ...errors import UnsupportedModelError
 from ..hparams import Metadata
-from .decoder import Model
+from .decoder import Model, expert_gating
 from .qwen3 import ModelArgs as Qwen3Args
 
 __all__ = ["Model", "ModelArgs"]
@@ -25,9 +25,8 @@ class ModelArgs(Qwen3Args):
     def from_gguf(cls, metadata: dict) -> "ModelArgs":
         base = super().from_gguf(metadata)
         arch = base.arch
-        for key in ("expert_count", "expert_feed_forward_length", "expert_gating_func"):
-            if f"{arch}.{key}" not in metadata:   # llama.cpp needs each (no gating: it aborts)
-                raise UnsupportedModelError(f"metadata key '{arch}.{key}' is missing")
+        if f"{arch}.expert_feed_forward_length" not in metadata:   # llama.cpp needs it
+            raise UnsupportedModelError(f"metadata key '{arch}.expert_feed_forward_length' is missing")
         if not base.n_expert:
             raise UnsupportedModelError(f"{arch}: expert_count and expert_used_count must be > 0")
         if base.n_kv_heads != base.n_heads:   # llama.cpp loads K and V as wide as Q
@@ -35,6 +34,7 @@ class ModelArgs(Qwen3Args):
                                         f"{base.n_heads}, which llama.cpp does not load")
         m = Metadata(metadata, arch)
         return base.with_recipe(
+            expert_gating=expert_gating(m),   # without the key llama.cpp aborts: required
             expert_norm=m.flag("expert_weights_norm", False),
             n_dense_lead=m.int("leading_dense_block_count", 0, lo=0, hi=base.n_layers),
             n_ff_shexp=base.n_ff_exp * m.int("expert_shared_count"))

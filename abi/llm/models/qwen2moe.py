@@ -3,7 +3,7 @@ RoPE) with a mixture of experts: a softmax router whose top-k probabilities weig
 experts as they are (not renormalised), beside a shared expert
 (``expert_shared_feed_forward_length`` wide, else ``feed_forward_length``) scaled by the
 sigmoid of its own one-row gate, ``ffn_gate_inp_shexp``. As llama.cpp, the gating is
-softmax whatever ``expert_gating_func`` says."""
+softmax whatever ``expert_gating_func`` says (the recipe's default)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,5 +27,5 @@ class ModelArgs(Qwen2Args):
         return base.with_recipe(
             # without the key, llama.cpp splits feed_forward_length among the used experts
             n_ff_exp=m.int("expert_feed_forward_length", base.n_ff // base.n_expert_used),
-            expert_gating="softmax", expert_norm=False, shexp_gate=True,
+            expert_norm=False, shexp_gate=True,
             n_ff_shexp=m.int("expert_shared_feed_forward_length", base.n_ff))
