@@ -81,6 +81,7 @@ class ModelArgs:
     n_ff_exp: int = 0                # an expert's FFN width
     expert_gating: str = "softmax"   # the router's probabilities: softmax or sigmoid of its logits
     expert_norm: bool = True         # the top-k weights renormalised to sum to 1
+    expert_probs_bias: bool = False  # experts selected by probability + exp_probs_b, where a layer has it
     expert_weights_scale: float = 0.0  # a multiplier on the weights (0: none)
     n_dense_lead: int = 0            # the first layers have a dense FFN (n_ff wide), not experts
     n_ff_shexp: int = 0              # > 0: a shared expert this wide runs beside the routed ones
@@ -147,7 +148,8 @@ class ModelArgs:
         require(args.activation in ACTIVATIONS, f"unknown activation {args.activation!r}")
         require(args.expert_gating in GATING_FUNCS.values(), f"unknown expert gating {args.expert_gating!r}")
         require(0 <= args.n_dense_lead <= args.n_layers and args.n_ff_shexp >= 0
-                and (args.n_expert or not (args.n_dense_lead or args.n_ff_shexp or args.shexp_gate))
+                and (args.n_expert or not (args.n_dense_lead or args.n_ff_shexp or args.shexp_gate
+                                           or args.expert_probs_bias))
                 and (args.n_ff_shexp or not args.shexp_gate),
                 f"{args.arch}: inconsistent mixture of experts (dense lead {args.n_dense_lead}, shared "
                 f"expert width {args.n_ff_shexp}, gated {args.shexp_gate})")
@@ -249,7 +251,7 @@ class Block:
         if a.is_moe(i):
             E, FE, FS = a.n_expert, a.n_ff_exp, a.n_ff_shexp
             self.router = w.linear(p + "ffn_gate_inp.weight", (E, D), bias("ffn_gate_inp"))
-            self.probs_bias = w.optional_vector(p + "exp_probs_b.bias", E)
+            self.probs_bias = w.optional_vector(p + "exp_probs_b.bias", E) if a.expert_probs_bias else None
             self.gate_exps = w.experts(p + "ffn_gate_exps.weight", (E, FE, D))
             self.up_exps = w.experts(p + "ffn_up_exps.weight", (E, FE, D))
             self.down_exps = w.experts(p + "ffn_down_exps.weight", (E, D, FE))

@@ -35,6 +35,6 @@ class ModelArgs(Qwen3Args):
         m = Metadata(metadata, arch)
         return base.with_recipe(
             expert_gating=expert_gating(m),   # without the key llama.cpp aborts: required
-            expert_norm=m.flag("expert_weights_norm", False),
+            expert_norm=m.flag("expert_weights_norm", False), expert_probs_bias=True,
             n_dense_lead=m.int("leading_dense_block_count", 0, lo=0, hi=base.n_layers),
             n_ff_shexp=base.n_ff_exp * m.int("expert_shared_count"))
