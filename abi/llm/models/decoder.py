@@ -15,7 +15,9 @@ One layer, with every optional step of the recipe (x: the residual stream)::
     a = Wo attention(q, k, v; scale, window_l, softcap)
     x = x + residual_scale * post_attn_norm(a)      # post-norm only where post_norms
     h = ffn_norm(x)
-    f = W_down (act(W_gate h) * W_up h)      # or a mixture of experts (``Model._moe``)
+    f = W_down (act(W_gate h) * W_up h)    # dense: the first n_dense_lead layers, or no experts
+    f = sum_j w_j expert_j(h)              # else: the router's top-k (``route``) ...
+        + sigmoid(g_s . h) * shared(h)     # ... and a shared expert, gated where shexp_gate
     x = x + residual_scale * post_ffn_norm(f)
     logits = softcap(logit_scale * W_out out_norm(x))
 """
