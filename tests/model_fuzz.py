@@ -31,15 +31,23 @@ ROOT = Path(__file__).resolve().parents[1]
 D, H, KV, HD, F, L, CTX = 64, 4, 2, 16, 128, 2, 64
 MEMORY_LIMIT = 4 << 30          # address space of a worker
 CASE_TIMEOUT = 30.0             # seconds without progress before a worker counts as hung
-ARCHS = ("llama", "qwen2", "gemma3", "qwen3moe", "gpt-oss")
+ARCHS = ("llama", "qwen2", "gemma3", "qwen3moe", "gpt-oss", "qwen2moe", "dots1")
+MOE_ARCHS = ("qwen3moe", "gpt-oss", "qwen2moe", "dots1")
 N_EXP, N_USED, F_EXP = 4, 2, 32   # the mixtures of experts
+# the shared experts: qwen2moe's gated one, dots1's (2 * F_EXP wide) beside sigmoid routing
+# with a selection bias, after a dense first layer
+SHARED = {"qwen2moe": {"expert_shared_feed_forward_length": 48},
+          "dots1": {"expert_shared_count": 2, "leading_dense_block_count": 1, "expert_gating_func": 2,
+                    "expert_weights_norm": True, "expert_weights_scale": 2.5}}
 HPARAM_KEYS = (
     "context_length", "embedding_length", "block_count", "feed_forward_length",
     "attention.head_count", "attention.head_count_kv", "rope.freq_base",
     "attention.layer_norm_rms_epsilon", "attention.key_length", "attention.value_length",
     "rope.dimension_count", "vocab_size", "rope.scaling.type", "rope.scaling.factor",
     "rope.scaling.original_context_length", "rope.scaling.attn_factor",
-    "rope.scaling.yarn_log_multiplier", "expert_count", "expert_used_count", "expert_feed_forward_length")
+    "rope.scaling.yarn_log_multiplier", "expert_count", "expert_used_count", "expert_feed_forward_length",
+    "expert_gating_func", "expert_weights_scale", "expert_weights_norm", "expert_shared_count",
+    "expert_shared_feed_forward_length", "leading_dense_block_count")
 GEMMA_KEYS = ("attention.sliding_window", "attention.sliding_window_pattern", "rope.freq_base_swa",
               "final_logit_softcapping", "attn_logit_softcapping")
 TOKENIZER_KEYS = ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.model",
@@ -61,19 +69,21 @@ def base_model(arch: str, rng) -> tuple[dict, dict]:
     meta = {"general.architecture": arch, f"{arch}.context_length": CTX,
             f"{arch}.embedding_length": D, f"{arch}.block_count": L,
             f"{arch}.feed_forward_length": F, f"{arch}.attention.head_count": H,
-            f"{arch}.attention.head_count_kv": KV, f"{arch}.rope.freq_base": 10000.0,
+            f"{arch}.attention.head_count_kv": H if arch == "dots1" else KV, f"{arch}.rope.freq_base": 10000.0,
             f"{arch}.attention.layer_norm_rms_epsilon": 1e-6,
             "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "default",
             "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types,
             "tokenizer.ggml.merges": ["Ġ t", "Ġ a"], "tokenizer.ggml.eos_token_id": 258,
             "tokenizer.ggml.bos_token_id": 258, "tokenizer.ggml.add_bos_token": False}
-    if arch in ("gemma3", "qwen3moe", "gpt-oss"):
+    if arch in ("gemma3", "qwen3moe", "gpt-oss", "dots1"):
         meta.update({f"{arch}.attention.key_length": HD, f"{arch}.attention.value_length": HD})
     if arch in ("gemma3", "gpt-oss"):
         meta.update({f"{arch}.attention.sliding_window": 8, f"{arch}.attention.sliding_window_pattern": 2})
-    if arch in ("qwen3moe", "gpt-oss"):
+    if arch in MOE_ARCHS:
         meta.update({f"{arch}.expert_count": N_EXP, f"{arch}.expert_used_count": N_USED,
                      f"{arch}.expert_feed_forward_length": F_EXP})
+        meta.update({f"{arch}.{k}": v for k, v in SHARED.get(arch, {}).items()})
+    kv = H if arch == "dots1" else KV   # llama.cpp loads dots1's K and V as wide as Q
     f32 = GGMLType.F32
 
     def mat(rows, cols):
@@ -91,18 +101,26 @@ def base_model(arch: str, rng) -> tuple[dict, dict]:
     for i in range(L):
         p = f"blk.{i}."
         tensors.update({p + "attn_norm.weight": vec(D), p + "attn_q.weight": mat(H * HD, D),
-                        p + "attn_k.weight": mat(KV * HD, D), p + "attn_v.weight": mat(KV * HD, D),
+                        p + "attn_k.weight": mat(kv * HD, D), p + "attn_v.weight": mat(kv * HD, D),
                         p + "attn_output.weight": mat(D, H * HD),
                         p + ("post_attention_norm" if arch == "gpt-oss" else "ffn_norm") + ".weight": vec(D)})
-        if arch in ("qwen3moe", "gpt-oss"):   # a router and (experts, rows, cols) stacks
-            tensors[p + "ffn_gate_inp.weight"] = mat(N_EXP, D)
+        if arch in MOE_ARCHS and i >= SHARED.get(arch, {}).get("leading_dense_block_count", 0):
+            tensors[p + "ffn_gate_inp.weight"] = mat(N_EXP, D)   # a router and (experts, rows, cols) stacks
             for part, rows, cols in (("gate", F_EXP, D), ("up", F_EXP, D), ("down", D, F_EXP)):
                 stack = mat(N_EXP * rows, cols)
                 tensors[p + f"ffn_{part}_exps.weight"] = [stack[0], f32, (N_EXP, rows, cols)]
+            fs = {"qwen2moe": 48, "dots1": 2 * F_EXP}.get(arch, 0)
+            if fs:
+                tensors.update({p + "ffn_gate_shexp.weight": mat(fs, D), p + "ffn_up_shexp.weight": mat(fs, D),
+                                p + "ffn_down_shexp.weight": mat(D, fs)})
+            if arch == "qwen2moe":
+                tensors[p + "ffn_gate_inp_shexp.weight"] = vec(D, 1.0)
+            if arch == "dots1":
+                tensors[p + "exp_probs_b.bias"] = vec(N_EXP, 1.0)
         else:
             tensors.update({p + "ffn_gate.weight": mat(F, D), p + "ffn_up.weight": mat(F, D),
                             p + "ffn_down.weight": mat(D, F)})
-        if arch == "qwen3moe":
+        if arch in ("qwen3moe", "dots1"):
             tensors.update({p + "attn_q_norm.weight": vec(HD), p + "attn_k_norm.weight": vec(HD)})
         if arch == "gpt-oss":
             for n, size in (("attn_q", H * HD), ("attn_k", KV * HD), ("attn_v", KV * HD), ("attn_output", D),
@@ -112,7 +130,7 @@ def base_model(arch: str, rng) -> tuple[dict, dict]:
                 tensors[p + f"ffn_{part}_exps.bias"] = [0.1 * rng.standard_normal((N_EXP, rows)).astype(np.float32),
                                                         f32, (N_EXP, rows)]
             tensors[p + "attn_sinks.weight"] = vec(H, 1.0)
-        if arch == "qwen2":
+        if arch in ("qwen2", "qwen2moe"):
             for n, size in (("attn_q", H * HD), ("attn_k", KV * HD), ("attn_v", KV * HD)):
                 tensors[p + n + ".bias"] = vec(size, 1.0)
         if arch == "gemma3":

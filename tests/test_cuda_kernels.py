@@ -236,6 +236,39 @@ def test_gemv_reads_the_selected_experts_rows(mode):
         np.testing.assert_allclose(got[p], want, rtol=1e-5, atol=1e-5)
 
 
+def test_grouped_expert_gemm_reads_each_experts_pairs():
+    """Prompt batches: ``moe_group`` lists the (token, expert) pairs by expert; the tiled
+    product then runs per expert (block z) over its pairs: expert e's rows of the stack (and
+    of its bias), x row p // xdiv, y row p -- as the per-pair gemv, within float32 rounding.
+    An expert nobody chose (1) is skipped; more pairs than one tile of tokens (GEMM_TN)."""
+    rng = np.random.default_rng(15)
+    n_exp, k, rows, cols = 4, 2, 20, 64
+    n_tok = dev.GEMM_TN + 3
+    raw, w = _weights(T.Q8_0, n_exp * rows, cols, rng)
+    pw = layout.pack(raw, T.Q8_0, (n_exp * rows, cols))
+    bias = rng.standard_normal(n_exp * rows).astype(np.float32)
+    x = rng.standard_normal((n_tok, cols)).astype(np.float32)
+    sel = np.stack([rng.choice([0, 2, 3], 2, replace=False) for _ in range(n_tok)]).astype(np.int32).ravel()
+    sel[1::2] = np.where(sel[::2] == 3, 0, 3)   # expert 3 in every token but those that start with it
+    pairs = n_tok * k
+    perm, offsets = cuda.to_device(np.zeros(pairs, np.int32)), cuda.to_device(np.zeros(n_exp + 1, np.int32))
+    O.moe_group[1, dev.NORM_THREADS](cuda.to_device(sel), pairs, n_exp, offsets, perm)
+    got_perm, got_off = perm.copy_to_host(), offsets.copy_to_host()
+    want = [p for e in range(n_exp) for p in range(pairs) if sel[p] == e]
+    np.testing.assert_array_equal(got_perm, want)
+    np.testing.assert_array_equal(got_off, np.concatenate([[0], np.cumsum(np.bincount(sel, minlength=n_exp))]))
+    y = cuda.to_device(np.full((pairs, rows + 2), 7.0, np.float32))
+    kern, planes = _dev(pw)
+    grid = (-(-rows // dev.GEMM_TM), -(-n_tok // dev.GEMM_TN), n_exp)
+    kern.gemm[grid, (dev.GEMM_TX, dev.GEMM_TY)](*planes, rows, cols, cuda.to_device(x), 0, y, 2,
+                                                cuda.to_device(bias), 1, np.float32(0.0), perm, offsets, rows, k)
+    got = y.copy_to_host()
+    for p, e in enumerate(sel):
+        want_row = w[e * rows:(e + 1) * rows].astype(np.float64) @ x[p // k] + bias[e * rows:(e + 1) * rows]
+        np.testing.assert_allclose(got[p, 2:], want_row, rtol=1e-5, atol=1e-5)
+    assert np.all(got[:, :2] == 7.0)
+
+
 @pytest.mark.parametrize("t", NATIVE, ids=lambda t: t.name)
 def test_gemm_matches_dequantised_product(t):
     rng = np.random.default_rng(4)
@@ -248,7 +281,8 @@ def test_gemm_matches_dequantised_product(t):
     grid = (-(-rows // dev.GEMM_TM), -(-n_tok // dev.GEMM_TN))
     k, planes = _dev(pw)
     k.gemm[grid, (dev.GEMM_TX, dev.GEMM_TY)](*planes, rows, cols, cuda.to_device(x), n_tok, y, 3,
-                                            cuda.to_device(np.zeros(1, np.float32)), 0, np.float32(0.0))
+                                            cuda.to_device(np.zeros(1, np.float32)), 0, np.float32(0.0),
+                                            _NO_SEL, _NO_SEL, 0, 1)
     got = y.copy_to_host()
     want = x.astype(np.float64) @ w.astype(np.float64).T
     assert np.all(np.abs(got[:, 3:] - want) <= _bound(w, x))
@@ -269,11 +303,12 @@ def test_glu_kernel(mode):
 
 # --- norms and RoPE ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("post,n_sel,res_scale,has_norm,hscale", [
-    (False, 0, 1.0, True, 1.0), (True, 0, 1.0, True, 1.0),
-    (True, 2, 0.25, True, 3.0),      # experts' rows weighted, scaled residual, scaled output
-    (True, 0, 1.0, False, 1.0)])     # no norm: h is x
-def test_residual_norm(post, n_sel, res_scale, has_norm, hscale):
+@pytest.mark.parametrize("post,n_sel,res_scale,has_norm,hscale,shared", [
+    (False, 0, 1.0, True, 1.0, False), (True, 0, 1.0, True, 1.0, False),
+    (True, 2, 0.25, True, 3.0, False),  # experts' rows weighted, scaled residual, scaled output
+    (False, 2, 1.0, True, 1.0, True),   # and a shared expert's row times its gate
+    (True, 0, 1.0, False, 1.0, False)])  # no norm: h is x
+def test_residual_norm(post, n_sel, res_scale, has_norm, hscale, shared):
     rng = np.random.default_rng(6)
     D = 48
     x = rng.standard_normal((3, D)).astype(np.float32)
@@ -281,12 +316,17 @@ def test_residual_norm(post, n_sel, res_scale, has_norm, hscale):
     selw = rng.random(3 * max(1, n_sel)).astype(np.float32)
     post_w = (1 + 0.1 * rng.standard_normal(D)).astype(np.float32)
     norm_w = (1 + 0.1 * rng.standard_normal(D)).astype(np.float32)
+    shared_out = rng.standard_normal((3, D)).astype(np.float32)
+    shw = rng.random(3).astype(np.float32)
     dx, dh = cuda.to_device(x), cuda.to_device(np.zeros((3, D), np.float32))
     O.residual_norm[2, dev.NORM_THREADS](dx, cuda.to_device(delta), 1, n_sel, cuda.to_device(selw),
+                                         cuda.to_device(shared_out), int(shared), cuda.to_device(shw),
                                          np.float32(res_scale), cuda.to_device(post_w), int(post),
                                          cuda.to_device(norm_w), int(has_norm), np.float32(hscale), dh,
                                          np.float32(1e-6), D, 1)
     branch = delta if n_sel == 0 else (selw[:, None] * delta).reshape(3, n_sel, D).sum(1)
+    if shared:
+        branch = branch + shw[:, None] * shared_out
     want_x = x.copy()
     want_x[1:] += res_scale * (layers.rms_norm(branch[1:], post_w, 1e-6) if post else branch[1:])
     np.testing.assert_allclose(dx.copy_to_host(), want_x, rtol=1e-5, atol=1e-6)
@@ -296,25 +336,34 @@ def test_residual_norm(post, n_sel, res_scale, has_norm, hscale):
     assert np.all(h[0] == 0)  # row0 = 1: row 0 untouched
 
 
-@pytest.mark.parametrize("renorm,wscale", [(True, 0.0), (False, 2.5)])
-def test_moe_route_matches_the_recipe(renorm, wscale):
-    """Top-k of the router's softmax as ``decoder.route`` (ties to the lower expert), bit for
-    bit on the experts and within 1e-6 on the weights (float32 exp and sums)."""
+@pytest.mark.parametrize("renorm,wscale,gating,biased", [
+    (True, 0.0, "softmax", False), (False, 2.5, "softmax", False),
+    (True, 2.5, "sigmoid", True), (False, 0.0, "sigmoid", False)])
+def test_moe_route_matches_the_recipe(renorm, wscale, gating, biased):
+    """Top-k of the router's softmax or sigmoid (plus a selection bias) as ``decoder.route``
+    (ties to the lower expert), bit for bit on the experts and within 1e-6 on the weights
+    (float32 exp and sums); the shared expert's gate, the sigmoid of the logit after the
+    router's, within 1e-6."""
     from abi.llm.models.decoder import ModelArgs, route
 
     rng = np.random.default_rng(14)
     n_tok, n_exp, k = 5, 6, 3
-    logits = rng.standard_normal((n_tok, n_exp)).astype(np.float32)
+    logits = rng.standard_normal((n_tok, n_exp + 1)).astype(np.float32)
     logits[1, [1, 4]] = logits[1].max() + 1.0   # a tie for the first place
-    logits[2] = 0.5                              # all tied
+    logits[2, :n_exp] = 0.5                      # all tied
+    bias = (0.3 * rng.standard_normal(n_exp)).astype(np.float32)
     a = ModelArgs("t", 1, 1, 1, 1, 1, 1, 1, 1, 1e-6, 1e4, 1, n_expert=n_exp, n_expert_used=k,
-                  expert_norm=renorm, expert_weights_scale=wscale)
-    want_w, want_e = route(logits, a)
+                  expert_norm=renorm, expert_weights_scale=wscale, expert_gating=gating)
+    want_w, want_e = route(logits[:, :n_exp], a, bias if biased else None)
     sel, selw = cuda.to_device(np.zeros(n_tok * k, np.int32)), cuda.to_device(np.zeros(n_tok * k, np.float32))
+    shw = cuda.to_device(np.zeros(n_tok, np.float32))
     O.moe_route[1, dev.NORM_THREADS](cuda.to_device(logits), n_tok, n_exp, k, int(renorm), np.float32(wscale),
+                                     int(gating == "sigmoid"), cuda.to_device(bias), int(biased), 1, shw,
                                      sel, selw)
     np.testing.assert_array_equal(sel.copy_to_host().reshape(n_tok, k), want_e)
     np.testing.assert_allclose(selw.copy_to_host().reshape(n_tok, k), want_w, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(shw.copy_to_host(), 1 / (1 + np.exp(-logits[:, n_exp].astype(np.float64))),
+                               rtol=1e-6)
 
 
 @pytest.mark.parametrize("neox,qk_norm,n_rot", [(False, False, 16), (True, True, 16), (True, False, 8)])

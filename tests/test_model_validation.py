@@ -83,7 +83,7 @@ def test_inconsistent_header_is_refused_in_a_subprocess(tmp_path, case):
     assert "refused:" in run.stdout
 
 
-@pytest.mark.parametrize("arch", ["qwen3moe", "gpt-oss"])
+@pytest.mark.parametrize("arch", ["qwen3moe", "gpt-oss", "dots1"])
 def test_nan_states_in_a_mixture_of_experts_are_a_typed_error(tmp_path, arch):
     """A RoPE factor of 1e30 makes every state NaN: the router then ranks nothing, and the
     compiled forward once read expert -1 out of bounds. Now: a NonFiniteError, in a subprocess."""

@@ -28,20 +28,28 @@ FAMILIES = ("qwen3", "olmo2", "gemma2", "granite", "smollm3", "phi3")
 TINY_CASES += [(f"{arch}_q8_0", arch, T.Q8_0) for arch in FAMILIES]
 # mixtures of experts: (experts, used per token, expert FFN width) by case
 MOE = {"qwen3moe_q8_0": (4, 2, 128), "llama_moe_q8_0": (4, 2, N_FF), "granitemoe_q8_0": (4, 2, N_FF),
-       "gpt-oss_q8_0": (8, 4, 128)}
+       "gpt-oss_q8_0": (8, 4, 128), "qwen2moe_q8_0": (4, 2, 128), "dots1_q8_0": (8, 2, 128)}
 TINY_CASES += [("qwen3moe_q8_0", "qwen3moe", T.Q8_0), ("llama_moe_q8_0", "llama", T.Q8_0),
-               ("granitemoe_q8_0", "granitemoe", T.Q8_0), ("gpt-oss_q8_0", "gpt-oss", T.Q8_0)]
-OWN_EXPERT_WIDTH = ("qwen3moe", "gpt-oss")   # the others' experts are feed_forward_length wide
-N_LAYERS = {"smollm3": 4}   # enough layers for its RoPE-less fourth one
-# llama.cpp requires output.weight for OLMo 2; for Gemma 3 a separate one keeps the logits
+               ("granitemoe_q8_0", "granitemoe", T.Q8_0), ("gpt-oss_q8_0", "gpt-oss", T.Q8_0),
+               ("qwen2moe_q8_0", "qwen2moe", T.Q8_0), ("dots1_q8_0", "dots1", T.Q8_0)]
+# the others' experts are feed_forward_length wide
+OWN_EXPERT_WIDTH = ("qwen3moe", "gpt-oss", "qwen2moe", "dots1")
+# shared experts: the width key qwen2moe's converter writes, the count dots1's does
+SHARED_EXPERT = {"qwen2moe": {"expert_shared_feed_forward_length": 192},
+                 "dots1": {"expert_shared_count": 2, "leading_dense_block_count": 1,
+                           "expert_gating_func": 2, "expert_weights_norm": True,
+                           "expert_weights_scale": 2.5}}
+N_LAYERS = {"smollm3": 4, "dots1": 3}   # smollm3's RoPE-less fourth; dots1's dense first
+# llama.cpp requires output.weight for OLMo 2, Qwen2-MoE and dots1; for Gemma 3 a separate one keeps the logits
 # soft (the tied, sqrt(D)-scaled embedding makes every position predict its own input token)
-SEPARATE_OUTPUT = {"olmo2", "gemma3", "gpt-oss"}
+SEPARATE_OUTPUT = {"olmo2", "gemma3", "gpt-oss", "qwen2moe", "dots1"}
 # Gemma 2 must tie its output: strong post-norms let the layers outweigh the embedding instead
 POST_NORM_GAIN = {"gemma2": 6.0}
 # metadata of the families beyond the shared keys (after "{arch}.")
 EXTRA_KEYS = {
     "qwen3": {"attention.key_length": HEAD_DIM, "attention.value_length": HEAD_DIM},
     "qwen3moe": {"attention.key_length": HEAD_DIM, "attention.value_length": HEAD_DIM},
+    "dots1": {"attention.key_length": HEAD_DIM, "attention.value_length": HEAD_DIM},
     "gpt-oss": {"attention.key_length": HEAD_DIM, "attention.value_length": HEAD_DIM,
                 "attention.sliding_window": 8},
     "gemma2": {"attention.key_length": HEAD_DIM, "attention.value_length": HEAD_DIM,
@@ -138,6 +146,8 @@ def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str 
     dims = dims or {}
     N_EMBD, N_FF = dims.get("n_embd", globals()["N_EMBD"]), dims.get("n_ff", globals()["N_FF"])
     N_HEAD, N_KV = dims.get("n_head", globals()["N_HEAD"]), dims.get("n_kv", globals()["N_KV"])
+    if arch == "dots1":   # llama.cpp loads its K and V as wide as Q: no grouped queries
+        N_KV = N_HEAD
     HEAD_DIM = N_EMBD // N_HEAD
     rng = np.random.default_rng(seed)
     w = GGUFWriter(path)
@@ -166,6 +176,10 @@ def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str 
         w.add_metadata(f"{arch}.expert_used_count", n_used)
         if arch in OWN_EXPERT_WIDTH:
             w.add_metadata(f"{arch}.expert_feed_forward_length", n_ff_exp)
+        for key, value in SHARED_EXPERT.get(arch, {}).items():
+            w.add_metadata(f"{arch}.{key}", value)
+        n_ff_shexp = {"qwen2moe": SHARED_EXPERT["qwen2moe"]["expert_shared_feed_forward_length"],
+                      "dots1": n_ff_exp * SHARED_EXPERT["dots1"]["expert_shared_count"]}.get(arch, 0)
     tokens, types = _vocab()
     w.add_metadata("tokenizer.ggml.model", "gpt2")
     w.add_metadata("tokenizer.ggml.pre", "default")
@@ -209,13 +223,22 @@ def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str 
         _weight(w, p + "attn_output.weight", mat(N_EMBD, N_HEAD * HEAD_DIM), qtype, rng)
         if pre_norms:   # gpt-oss stores its pre-FFN norm under the post-attention name
             w.add_tensor(p + ("post_attention_norm" if arch == "gpt-oss" else "ffn_norm") + ".weight", norm(N_EMBD))
-        if name in MOE:   # a router (kept F32, as llama.cpp's converter does) and stacked experts
+        if name in MOE and i >= SHARED_EXPERT.get(arch, {}).get("leading_dense_block_count", 0):
+            # a router (kept F32, as llama.cpp's converter does) and stacked experts
             w.add_tensor(p + "ffn_gate_inp.weight", mat(n_exp, N_EMBD, 4.0))
             for part, rows, cols in (("gate", n_ff_exp, N_EMBD), ("up", n_ff_exp, N_EMBD), ("down", N_EMBD, n_ff_exp)):
                 stack = np.concatenate([mat(rows, cols) for _ in range(n_exp)])
                 t = (stack_types or {}).get(f"ffn_{part}_exps", qtype)
                 w.add_tensor(p + f"ffn_{part}_exps.weight", _kernels.quantize(stack, t), t,
                              shape=(n_exp, rows, cols))
+            if n_ff_shexp:   # the shared expert, its one-row gate kept F32 as the converter does
+                _weight(w, p + "ffn_gate_shexp.weight", mat(n_ff_shexp, N_EMBD), qtype, rng)
+                _weight(w, p + "ffn_up_shexp.weight", mat(n_ff_shexp, N_EMBD), qtype, rng)
+                _weight(w, p + "ffn_down_shexp.weight", mat(N_EMBD, n_ff_shexp), qtype, rng)
+            if arch == "qwen2moe":
+                w.add_tensor(p + "ffn_gate_inp_shexp.weight", mat(1, N_EMBD, 4.0).reshape(-1))
+            if arch == "dots1":   # the selection bias, of the scale of sigmoid probabilities
+                w.add_tensor(p + "exp_probs_b.bias", (0.2 * rng.standard_normal(n_exp)).astype(np.float32))
         elif arch == "phi3":   # gate rows, then up rows, in one tensor
             _weight(w, p + "ffn_up.weight", np.concatenate([mat(N_FF, N_EMBD), mat(N_FF, N_EMBD)]), qtype, rng)
             _weight(w, p + "ffn_down.weight", mat(N_EMBD, N_FF), qtype, rng)
@@ -230,10 +253,10 @@ def write_tiny_model(path, arch: str, qtype: GGMLType, seed: int = 0, name: str 
             for part, rows in (("gate", n_ff_exp), ("up", n_ff_exp), ("down", N_EMBD)):
                 w.add_tensor(p + f"ffn_{part}_exps.bias", (0.1 * rng.standard_normal((n_exp, rows))).astype(np.float32))
             w.add_tensor(p + "attn_sinks.weight", rng.standard_normal(N_HEAD).astype(np.float32))
-        if arch == "qwen2":
+        if arch in ("qwen2", "qwen2moe"):
             for n, size in (("attn_q", N_HEAD * HEAD_DIM), ("attn_k", N_KV * HEAD_DIM), ("attn_v", N_KV * HEAD_DIM)):
                 w.add_tensor(p + n + ".bias", (0.1 * rng.standard_normal(size)).astype(np.float32))
-        if arch in ("gemma3", "qwen3", "qwen3moe"):
+        if arch in ("gemma3", "qwen3", "qwen3moe", "dots1"):
             w.add_tensor(p + "attn_q_norm.weight", norm(HEAD_DIM))
             w.add_tensor(p + "attn_k_norm.weight", norm(HEAD_DIM))
         if arch == "olmo2":   # over all heads at once

@@ -12,7 +12,7 @@ whatever the batch around it (activations quantised per token, the same row dot
 products, attention per query), so a prompt prefix reused from the cache gives the same
 output as a cold run, and decoding matches prefill bit for bit. Float32 KV cache only
 (the numpy forward of each architecture handles f16 caches)."""
-from libc.math cimport NAN, cos, expf, sin, sqrt, tanhf
+from libc.math cimport cos, expf, sin, sqrt, tanhf
 from libc.stdint cimport uint8_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
@@ -59,6 +59,11 @@ ctypedef struct Layer:
     QMat gate, up, down
     int moe               # the FFN is a mixture of experts: router + Ctx.experts
     QMat router
+    const float* probs_bias  # the experts' selection bias (NULL: none)
+    int shared            # a shared expert beside the routed ones: sgate, sup, sdown
+    QMat sgate, sup, sdown
+    int shared_gated      # its output scaled by sigmoid(shg . h)
+    QMat shg
     const float* post_ffn_norm
     int swa               # sliding-window layer
     int use_rope          # 0: no position encoding in this layer (NoPE)
@@ -70,6 +75,9 @@ ctypedef struct Ctx:
     int n_layers, n_embd, n_head, n_kv, hd, n_ff, n_vocab, n_rot, neox, act, window, qk_full
     float eps, scale, embd_scale, attn_softcap, final_softcap, residual_scale, logit_scale
     int n_exp, n_used, n_ff_exp, exp_norm   # mixture of experts (n_exp 0: dense FFNs)
+    int sigmoid_gating      # the router's probabilities: sigmoid (else softmax) of its logits
+    int n_ff_shexp          # the shared expert's width (0: none)
+    int n_slots             # activation rows per token: n_used, one more for a shared expert
     float exp_scale
     QMat* experts           # (n_layers, n_exp, 3): gate, up, down of every expert
     Layer* layers
@@ -108,6 +116,8 @@ ctypedef struct Ctx:
     float* eg               # (T * n_used, n_ff_exp) expert gate / activation
     float* eu               # (T * n_used, n_ff_exp) expert up
     float* eo               # (T * n_used, n_embd) expert outputs
+    float* shw              # (T) the shared expert's gate
+    float* sho              # (T, n_embd) the shared expert's output
     const float* gelu_table # layers.GELU_TABLE: GELU by f16 bits, as ggml's CPU backend
 
 
@@ -301,33 +311,43 @@ cdef inline float _glu(Ctx* c, float g, float u) noexcept nogil:
     return g / (1.0 + expf(-g)) * u
 
 
-cdef void _route(Ctx* c, int t) noexcept nogil:
+cdef void _route(Ctx* c, const float* bias, int t) noexcept nogil:
     """Token t's top-k experts (descending) and their weights, as ``decoder.route``: the
-    router's softmax, renormalised (sum clamped at f16's smallest normal, as llama.cpp), and
-    scaled."""
-    cdef int E = c.n_exp, K = c.n_used, e, j, best
+    router's softmax or sigmoid, the top-k of those plus the selection bias (where the layer
+    has one), their unbiased probabilities renormalised (sum clamped at f16's smallest
+    normal, as llama.cpp) and scaled."""
+    cdef int E = c.n_exp, K = c.n_used, e, j, best, i
     cdef float* z = c.route + t * E
-    cdef float m = z[0], total = 0.0, picked = 0.0
+    cdef float m = z[0], total = 0.0, picked = 0.0, key, best_key = 0.0
     cdef int* sel = c.sel + t * K
     cdef float* w = c.selw + t * K
-    for e in range(E):
-        if z[e] > m:
-            m = z[e]
-    for e in range(E):
-        z[e] = expf(z[e] - m)
-        total += z[e]
-    for e in range(E):
-        z[e] = z[e] / total
+    if c.sigmoid_gating:
+        for e in range(E):
+            z[e] = 1.0 / (1.0 + expf(-z[e]))
+    else:
+        for e in range(E):
+            if z[e] > m:
+                m = z[e]
+        for e in range(E):
+            z[e] = expf(z[e] - m)
+            total += z[e]
+        for e in range(E):
+            z[e] = z[e] / total
     for j in range(K):
         best = -1
-        for e in range(E):   # the largest not yet taken (NaN marks taken), the lowest index on ties
-            if z[e] == z[e] and (best < 0 or z[e] > z[best]):
-                best = e
+        for e in range(E):   # the largest key not yet taken, the lowest index on ties (NaN: never)
+            for i in range(j):
+                if sel[i] == e:
+                    break
+            else:
+                key = z[e] + bias[e] if bias != NULL else z[e]
+                if key == key and (best < 0 or key > best_key):
+                    best = e
+                    best_key = key
         if best < 0:   # NaN logits (NaN states): a valid expert, a NaN weight, NaN logits out
             best = j
         sel[j] = best
         w[j] = z[best]
-        z[best] = NAN
     for j in range(K):
         picked += w[j]
     for j in range(K):
@@ -340,8 +360,9 @@ cdef void _route(Ctx* c, int t) noexcept nogil:
 cdef void _moe_ffn(Ctx* c, Priv* p, Layer* L, int l, int tid, int nth) noexcept nogil:
     """The FFN of a mixture of experts for the batch, into tmp (this thread's rows of it):
     the router, each token's top-k, then expert by expert over the tokens that chose it
-    (an expert's rows are read once per batch; experts nobody chose are not read)."""
-    cdef int D = c.n_embd, T = c.T, E = c.n_exp, K = c.n_used, FE = c.n_ff_exp, t, j, e, q
+    (an expert's rows are read once per batch; experts nobody chose are not read); a shared
+    expert, where the layer has one, is a dense FFN over the batch, added with its gate."""
+    cdef int D = c.n_embd, T = c.T, E = c.n_exp, K = c.n_used, FE = c.n_ff_exp, FS = c.n_ff_shexp, t, j, e, q, i
     cdef QMat* X = c.experts + <Py_ssize_t>l * E * 3
     cdef QMat* G
     cdef QMat* U
@@ -349,11 +370,18 @@ cdef void _moe_ffn(Ctx* c, Priv* p, Layer* L, int l, int tid, int nth) noexcept 
     cdef Py_ssize_t r, r0 = <Py_ssize_t>FE * tid // nth, r1 = <Py_ssize_t>FE * (tid + 1) // nth
     cdef Py_ssize_t d0 = <Py_ssize_t>D * tid // nth, d1 = <Py_ssize_t>D * (tid + 1) // nth
     cdef float acc
+    cdef Priv ps   # the shared expert's activation rows: after the routed experts' T * K
     _matmul(c, p, &L.router, p.h, D, c.route, E, 0, T, tid, nth)
+    if L.shared:   # its gate and up products, while the inputs quantised for them are intact
+        _glu_products(c, p, &L.sgate, &L.sup, FS, tid, nth)
     barrier()
     t = tid
     while t < T:
-        _route(c, t)
+        _route(c, L.probs_bias, t)
+        c.shw[t] = 1.0
+        if L.shared_gated:
+            _matmul(c, p, &L.shg, p.h, D, c.shw, 1, t, t + 1, 0, 1)
+            c.shw[t] = 1.0 / (1.0 + expf(-c.shw[t]))
         t += nth
     barrier()
     for e in range(E):
@@ -377,6 +405,12 @@ cdef void _moe_ffn(Ctx* c, Priv* p, Layer* L, int l, int tid, int nth) noexcept 
     barrier()
     for q in range(T * K):   # every thread quantises every expert input into its own copy
         _prep(c, p, c.eg + <Py_ssize_t>q * FE, &X[c.sel[q] * 3 + 2], q)
+    if L.shared:
+        for i in range(3):
+            ps.act[i] = p.act[i] + <Py_ssize_t>T * K * c.act_stride
+        for t in range(T):
+            _prep(c, &ps, c.g + <Py_ssize_t>t * FS, &L.sdown, t)
+        _matmul(c, &ps, &L.sdown, c.g, FS, c.sho, D, 0, T, tid, nth)
     for e in range(E):
         W = &X[e * 3 + 2]
         for q in range(T * K):
@@ -391,23 +425,31 @@ cdef void _moe_ffn(Ctx* c, Priv* p, Layer* L, int l, int tid, int nth) noexcept 
             acc = 0.0
             for j in range(K):
                 acc = acc + c.selw[t * K + j] * c.eo[(t * K + j) * D + r]
+            if L.shared:   # this thread's rows of the shared output: its own share of the product
+                acc = acc + c.sho[t * D + r] * c.shw[t]
             c.tmp[t * D + r] = acc
+
+
+cdef void _glu_products(Ctx* c, Priv* p, QMat* gate, QMat* up, int F, int tid, int nth) noexcept nogil:
+    """g[t] = act(gate h[t]) * (up h[t]) for the batch, this thread's rows (F wide)."""
+    cdef int D = c.n_embd, T = c.T, t
+    cdef Py_ssize_t r, r0, r1
+    cdef float* row
+    _matmul(c, p, gate, p.h, D, c.g, F, 0, T, tid, nth)
+    _matmul(c, p, up, p.h, D, c.u, F, 0, T, tid, nth)
+    # the gated activation is per element: each thread finishes its own rows
+    r0 = gate.rows * tid // nth
+    r1 = gate.rows * (tid + 1) // nth
+    for t in range(T):
+        row = c.g + t * F
+        for r in range(r0, r1):
+            row[r] = _glu(c, row[r], c.u[t * F + r])
 
 
 cdef void _dense_ffn(Ctx* c, Priv* p, Layer* L, int tid, int nth) noexcept nogil:
     """SwiGLU / GeGLU FFN for the batch into tmp."""
     cdef int D = c.n_embd, T = c.T, F = c.n_ff, t
-    cdef Py_ssize_t r, r0, r1
-    cdef float* row
-    _matmul(c, p, &L.gate, p.h, D, c.g, F, 0, T, tid, nth)
-    _matmul(c, p, &L.up, p.h, D, c.u, F, 0, T, tid, nth)
-    # the gated activation is per element: each thread finishes its own rows
-    r0 = L.gate.rows * tid // nth
-    r1 = L.gate.rows * (tid + 1) // nth
-    for t in range(T):
-        row = c.g + t * F
-        for r in range(r0, r1):
-            row[r] = _glu(c, row[r], c.u[t * F + r])
+    _glu_products(c, p, &L.gate, &L.up, F, tid, nth)
     barrier()
     for t in range(T):
         _prep(c, p, c.g + t * F, &L.down, t)
@@ -427,7 +469,7 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
     p.h = c.hp + <Py_ssize_t>tid * T * D
     p.lu = c.lorap + <Py_ssize_t>tid * c.max_rank
     for i in range(3):
-        p.act[i] = c.actp[i] + <Py_ssize_t>tid * T * (c.n_used if c.n_used > 1 else 1) * c.act_stride
+        p.act[i] = c.actp[i] + <Py_ssize_t>tid * T * c.n_slots * c.act_stride
     for t in range(T):
         dequant_rows(c.embd_type, c.embd, c.tokens[t], c.tokens[t] + 1, D, p.x + t * D)
         if c.embd_scale != 1.0:
@@ -484,6 +526,11 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
                 _prep(c, &p, p.h + t * D, &L.router, t)
                 _prep(c, &p, p.h + t * D, &c.experts[<Py_ssize_t>l * c.n_exp * 3], t)
                 _prep(c, &p, p.h + t * D, &c.experts[<Py_ssize_t>l * c.n_exp * 3 + 1], t)
+                if L.shared:
+                    _prep(c, &p, p.h + t * D, &L.sgate, t)
+                    _prep(c, &p, p.h + t * D, &L.sup, t)
+                if L.shared_gated:
+                    _prep(c, &p, p.h + t * D, &L.shg, t)
             else:
                 _prep(c, &p, p.h + t * D, &L.gate, t)
                 if L.up.fmt != L.gate.fmt:
@@ -559,7 +606,11 @@ cdef class Decoder:
         c.residual_scale, c.logit_scale = a.residual_scale, a.logit_scale
         c.n_exp, c.n_used, c.n_ff_exp = a.n_expert, a.n_expert_used, a.n_ff_exp
         c.exp_norm, c.exp_scale = int(a.expert_norm), a.expert_weights_scale
+        c.sigmoid_gating, c.n_ff_shexp = int(a.expert_gating == "sigmoid"), a.n_ff_shexp
+        c.n_slots = max(c.n_used, 1) + (1 if c.n_ff_shexp else 0)
         _need(c.n_exp == 0 or (0 < c.n_used <= c.n_exp and c.n_ff_exp > 0), "expert counts")
+        if a.expert_gating not in ("softmax", "sigmoid"):
+            raise UnsupportedModelError(f"compiled forward: no {a.expert_gating!r} expert gating")
         if c.act < 0:
             raise UnsupportedModelError(f"compiled forward: no {a.activation!r} activation")
         # every size the C code indexes with is checked here, once: a model object that
@@ -581,7 +632,18 @@ cdef class Decoder:
             L.attn_norm, L.ffn_norm = self._f(blk.attn_norm, D), self._f(blk.ffn_norm, D)
             L.wq, L.wk = self._q(blk.wq, QD, D), self._q(blk.wk, KD, D)
             L.wv, L.wo = self._q(blk.wv, KD, D), self._q(blk.wo, D, QD)
-            L.moe = int(c.n_exp > 0)
+            L.moe = int(blk.router is not None)
+            _need(L.moe == a.is_moe(l), "expert layers")
+            L.shared = int(blk.gate_shexp is not None)
+            L.shared_gated = int(blk.shexp_gate is not None)
+            _need(L.shared == (L.moe and c.n_ff_shexp > 0) and L.shared_gated == (L.shared and a.shexp_gate),
+                  "shared expert")
+            L.probs_bias = self._f(blk.probs_bias, c.n_exp) if L.moe else NULL
+            if L.shared:
+                L.sgate, L.sup = self._q(blk.gate_shexp, c.n_ff_shexp, D), self._q(blk.up_shexp, c.n_ff_shexp, D)
+                L.sdown = self._q(blk.down_shexp, D, c.n_ff_shexp)
+            if L.shared_gated:
+                L.shg = self._q(blk.shexp_gate, 1, D)
             if L.moe:
                 L.router = self._q(blk.router, c.n_exp, D)
                 stacks = (blk.gate_exps, blk.up_exps, blk.down_exps)
@@ -682,7 +744,8 @@ cdef class Decoder:
         self.t_max = T
         c.q, c.att = self._buf("q", T * c.n_head * c.hd), self._buf("att", T * c.n_head * c.hd)
         c.k, c.v = self._buf("k", T * c.n_kv * c.hd), self._buf("v", T * c.n_kv * c.hd)
-        c.g, c.u = self._buf("g", T * c.n_ff), self._buf("u", T * c.n_ff)
+        c.g = self._buf("g", T * max(c.n_ff, c.n_ff_shexp))
+        c.u = self._buf("u", T * max(c.n_ff, c.n_ff_shexp))
         c.tmp = self._buf("tmp", T * c.n_embd)
         cdef int K = max(c.n_used, 1)
         if c.n_exp:
@@ -690,14 +753,15 @@ cdef class Decoder:
             c.sel = <int*>self._buf("sel", T * K)   # int32 and float32 are the same size
             c.eg, c.eu = self._buf("eg", T * K * c.n_ff_exp), self._buf("eu", T * K * c.n_ff_exp)
             c.eo = self._buf("eo", T * K * c.n_embd)
+            c.shw, c.sho = self._buf("shw", T), self._buf("sho", T * c.n_embd)
         c.xp, c.hp = self._buf("x", nth * T * c.n_embd), self._buf("h", nth * T * c.n_embd)
         c.rot = self._buf("rot", nth * c.n_rot)
         c.lorap = self._buf("lora", nth * max(c.max_rank, 1))
         c.scores = self._buf("scores", nth * max(cap, 1))
         # bytes per token: more than any Q8 format needs for the widest input
-        c.act_stride = 2 * max(c.n_embd, c.n_ff, c.n_ff_exp, c.n_head * c.hd) + 64
+        c.act_stride = 2 * max(c.n_embd, c.n_ff, c.n_ff_exp, c.n_ff_shexp, c.n_head * c.hd) + 64
         for i, name in enumerate(("act0", "act1", "act2")):   # a row per token (per expert slot)
-            c.actp[i] = <uint8_t*>self._buf(name, (nth * T * K * c.act_stride) // 4 + 1)
+            c.actp[i] = <uint8_t*>self._buf(name, (nth * T * c.n_slots * c.act_stride) // 4 + 1)
         return 0
 
     def forward(self, tokens, cache, str output="last", int n_threads=0):

@@ -11,9 +11,11 @@ two); the host ``KVCache`` keeps only ``length`` and ``tokens`` (prefix reuse an
 truncation work as on the CPU).
 
 Every step of the recipe has a kernel (``unsupported_recipe`` names any that would not).
-A mixture of experts routes on the device (``ops.moe_route``); the expert products are
-gemvs over the (token, expert) pairs, each reading its expert's rows of the stacked
-weights, and the weighted sum is part of the next residual add.
+A mixture of experts routes on the device (``ops.moe_route``); when decoding, the expert
+products are gemvs over the (token, expert) pairs, each reading its expert's rows of the
+stacked weights; a prompt batch groups the pairs by expert (``ops.moe_group``) and runs one
+tiled product per expert over the tokens that chose it. The weighted sum is part of the
+next residual add, as is a shared expert's output (a dense FFN over the batch) times its gate.
 
 Launches: a decode step is ~9 kernels per layer with fixed arguments -- the position,
 the input token and the chosen experts are read from device memory -- so on numba-cuda
@@ -126,10 +128,20 @@ def _check_sizes(model, d) -> None:
             raise KernelInputError("cuda forward: fewer RoPE frequencies than rotated pairs")
     if E and not 0 < d.n_used <= E:
         raise KernelInputError(f"cuda forward: {d.n_used} experts used of {E}")
+    FS = a.n_ff_shexp
     for i, b in enumerate(model.layers):
         mats = [("wq", (QD, D)), ("wk", (KD, D)), ("wv", (KD, D)), ("wo", (D, QD))]
-        if E:
+        if (b.router is not None) != a.is_moe(i) or (b.gate_shexp is not None) != bool(a.is_moe(i) and FS) \
+                or (b.shexp_gate is not None) != bool(a.is_moe(i) and a.shexp_gate):
+            raise KernelInputError(f"cuda forward: layer {i}'s experts disagree with the recipe")
+        if a.is_moe(i):
             mats.append(("router", (E, D)))
+            if FS:
+                mats += [("gate_shexp", (FS, D)), ("up_shexp", (FS, D)), ("down_shexp", (D, FS))]
+            if a.shexp_gate:
+                mats.append(("shexp_gate", (1, D)))
+            if b.probs_bias is not None:
+                need(b.probs_bias, (E,), f"layer {i} probs_bias")
             for name, shape in (("gate_exps", (FE, D)), ("up_exps", (FE, D)), ("down_exps", (D, FE))):
                 experts = getattr(b, name) or []
                 if len(experts) != E:
@@ -161,7 +173,8 @@ _GLU_MODES = {"silu": "MODE_SWIGLU", "gelu": "MODE_GEGLU", "swiglu_oai": "MODE_S
 def unsupported_recipe(a) -> str | None:
     """The first step of the recipe the device kernels do not implement, or None."""
     checks = ((f"the {a.activation} activation", a.activation not in _GLU_MODES),
-              (f"the Q/K norm {a.qk_norm!r}", a.qk_norm not in ("none", "head", "full")))
+              (f"the Q/K norm {a.qk_norm!r}", a.qk_norm not in ("none", "head", "full")),
+              (f"{a.expert_gating} expert gating", a.expert_gating not in ("softmax", "sigmoid")))
     return next((name for name, missing in checks if missing), None)
 
 
@@ -199,6 +212,8 @@ class CudaDecoder:
         self.qk_norm = a.qk_norm
         self.n_expert, self.n_used, self.n_ff_exp = a.n_expert, a.n_expert_used, a.n_ff_exp
         self.expert_norm, self.expert_wscale = int(a.expert_norm), np.float32(a.expert_weights_scale)
+        self.sigmoid_gating = int(a.expert_gating == "sigmoid")
+        self.n_ff_shexp = a.n_ff_shexp
         self.n_batch = n_batch
         self.lock = threading.Lock()
         self.stream = cuda.stream()
@@ -258,12 +273,17 @@ class CudaDecoder:
                 L.inv_freq, L.rope_mscale, L.n_rot = tables[id(rope)], float(rope.mscale), self.n_rot
             L.qkv = self._products([blk.wq, blk.wk, blk.wv])
             L.wo = self._weight(_pack(blk.wo), blk.wo.bias)
-            L.router = None
+            L.router = L.shared = L.probs_bias = None
             if blk.router is not None:
                 # the experts as stacks: expert e's rows from e * (rows of one expert) on;
                 # gate and up interleaved per expert, so the fused gemv finds e's up rows
-                # n_ff_exp after its gate rows; their biases stacked alike (bias[row] is that row's)
-                L.router = self._weight(_pack(blk.router), blk.router.bias)
+                # n_ff_exp after its gate rows; their biases stacked alike (bias[row] is that row's).
+                # The shared expert's one-row gate is the router's row n_expert.
+                L.router = self._products([blk.router] + ([blk.shexp_gate] if blk.shexp_gate is not None else []))
+                L.probs_bias = self._vec(blk.probs_bias)
+                L.shared_gated = blk.shexp_gate is not None
+                if blk.gate_shexp is not None:
+                    L.shared = self._ffn_weights(blk.gate_shexp, blk.up_shexp, blk.down_shexp)
                 gates, ups = [_pack(x) for x in blk.gate_exps], [_pack(x) for x in blk.up_exps]
                 gb, ub, db = (_expert_biases(x) for x in (blk.gate_exps, blk.up_exps, blk.down_exps))
                 if gates[0].ggml_type == ups[0].ggml_type:
@@ -274,11 +294,16 @@ class CudaDecoder:
                     L.gate_up, L.gate, L.up = None, self._weight(_concat(gates), gb), self._weight(_concat(ups), ub)
                 L.down = self._weight(_concat([_pack(x) for x in blk.down_exps]), db)
             else:
-                gate_up = self._products([blk.w_gate, blk.w_up])
-                L.gate_up = gate_up[0][0] if len(gate_up) == 1 else None
-                L.gate, L.up = (None, None) if L.gate_up is not None else (gate_up[0][0], gate_up[1][0])
-                L.down = self._weight(_pack(blk.w_down), blk.w_down.bias)
+                L.gate_up, L.gate, L.up, L.down = self._ffn_weights(blk.w_gate, blk.w_up, blk.w_down)
             self.layers.append(L)
+
+    def _ffn_weights(self, gate, up, down) -> tuple:
+        """(gate_up, gate, up, down) of a dense FFN: gate and up as one stacked weight where
+        they share a type (gate and up None), else each its own (gate_up None)."""
+        gate_up = self._products([gate, up])
+        fused = gate_up[0][0] if len(gate_up) == 1 else None
+        g, u = (None, None) if fused is not None else (gate_up[0][0], gate_up[1][0])
+        return fused, g, u, self._weight(_pack(down), down.bias)
 
     def _products(self, lins) -> list:
         """[(weight, first output column)] computing the products ``lins`` side by side: one
@@ -300,7 +325,7 @@ class CudaDecoder:
         cuda, n = self.cuda, self.n_batch
         D, QD, KD = self.n_embd, self.n_head * self.hd, self.n_kv * self.hd
         # a mixture of experts runs n_used (token, expert) pairs per token through the FFN
-        F = self.n_ff_exp if self.n_expert else self.n_ff
+        F = max(self.n_ff_exp, self.n_ff_shexp, self.n_ff)
         nk = n * max(1, self.n_used)
         f32 = np.float32
         self.tokens = cuda.to_device(np.zeros(n, np.int32))
@@ -311,8 +336,12 @@ class CudaDecoder:
         self.att = cuda.device_array((n, QD), f32)
         self.gu = cuda.device_array((nk, 2 * F), f32)
         self.g = cuda.device_array((nk, F), f32)
-        self.rlog = cuda.device_array((n, max(1, self.n_expert)), f32)
+        self.rlog = cuda.device_array((n, self.n_expert + 1), f32)   # the last: a shared expert's gate
+        self.shared = cuda.device_array((n, D) if self.n_ff_shexp else (1, 1), f32)  # its output
+        self.shw = cuda.to_device(np.ones(n, np.float32))   # and its gate
         self.sel = cuda.to_device(np.zeros(nk, np.int32))     # each pair's expert
+        self.perm = cuda.to_device(np.zeros(nk, np.int32))    # the pairs grouped by expert
+        self.offsets = cuda.to_device(np.zeros(self.n_expert + 1, np.int32))   # each expert's first
         self.selw = cuda.to_device(np.zeros(nk, np.float32))  # and its weight
         self.logits = cuda.device_array((1, self.n_vocab), f32)
         self.logits_all = None  # made on the first output="all" (_logits_all)
@@ -372,67 +401,104 @@ class CudaDecoder:
         dev = self.k[0]
         grid = (-(-w.rows // dev.GEMM_TM), -(-T // dev.GEMM_TN))
         plan.append((w.kernels.gemm, grid, (dev.GEMM_TX, dev.GEMM_TY),
-                     (*w.args, w.rows, w.cols, x, T, y, ycol, bias, has_bias, softcap)))
+                     (*w.args, w.rows, w.cols, x, T, y, ycol, bias, has_bias, softcap, self.perm, self.offsets, 0, 1)))
         if mode:
             plan.append((matmul.glu, T, dev.NORM_THREADS, (y, T, n_out, mode, self.g)))
 
     def _experts(self, plan, w: DeviceWeight, x, xdiv, y, ycol, pairs, rstride, mode=0):
         """y[p, ycol:] = (expert sel[p]'s rows of the stack w) @ x[p // xdiv] for the (token,
-        expert) pairs p < pairs; an expert's rows start at sel[p] * rstride."""
+        expert) pairs p < pairs; an expert's rows start at sel[p] * rstride. A prompt batch
+        (more than one token) runs a tiled product per expert over the pairs that chose it
+        (``moe_group``'s perm), so each expert's weights are decoded once per tile of its
+        tokens rather than once per token; decoding runs a gemv per pair (mode: the gated
+        unit fused, as for a dense product)."""
         matmul = self.k[1]
+        bias = w.bias if w.bias is not None else self.dummy
+        if pairs > self.n_used:
+            dev = self.k[0]
+            grid = (-(-rstride // dev.GEMM_TM), -(-(pairs // self.n_used) // dev.GEMM_TN), self.n_expert)
+            plan.append((w.kernels.gemm, grid, (dev.GEMM_TX, dev.GEMM_TY),
+                         (*w.args, rstride, w.cols, x, 0, y, ycol, bias, int(w.bias is not None), np.float32(0.0),
+                          self.perm, self.offsets, rstride, xdiv)))
+            return
         n_out = rstride // 2 if mode else rstride
         grid, tpr, nrows = matmul.gemv_shape(n_out, w.units, self.n_sm)
-        bias = w.bias if w.bias is not None else self.dummy
         plan.append((w.kernels.gemv, (grid, pairs), matmul.GEMV_THREADS,
                      (*w.args, n_out, w.units, x, 0, y, 0, ycol, bias, int(w.bias is not None), mode, tpr, nrows,
                       np.float32(0.0), self.sel, rstride, xdiv)))
 
-    def _residual(self, rows, has_delta, n_sel, post, norm, hscale=np.float32(1.0), row0=0):
+    def _residual(self, rows, has_delta, n_sel, shared, post, norm, hscale=np.float32(1.0), row0=0):
         """The residual_norm launch: x += the branch in delta (n_sel experts' rows per token,
-        or one), post-normed where ``post``, then h = norm(x) (x itself where norm is None)."""
+        or one; with ``shared``, plus the shared expert's output times its gate), post-normed
+        where ``post``, then h = norm(x) (x itself where norm is None)."""
         ops, dummy = self.k[2], self.dummy
         return (ops.residual_norm, rows, self.k[0].NORM_THREADS,
-                (self.x, self.delta, has_delta, n_sel, self.selw, self.res_scale, _or(post, dummy),
+                (self.x, self.delta, has_delta, n_sel, self.selw, self.shared, int(shared), self.shw,
+                 self.res_scale, _or(post, dummy),
                  int(post is not None), _or(norm, dummy), int(norm is not None), hscale, self.h, self.eps,
                  self.n_embd, row0))
 
     def _moe(self, plan, L, T) -> None:
         """The mixture of experts for T tokens: the router's product, the routing (each
         token's experts into sel, weights into selw), each (token, expert) pair's gated
-        unit into g and its down product into delta row p; the weighted sum over a
-        token's experts happens in the next residual_norm."""
+        unit into g and its down product into delta row p; then a shared expert's FFN into
+        ``shared``. The weighted sum over a token's experts (and the shared expert's output
+        times its gate) happens in the next residual_norm."""
         matmul, ops, NT = self.k[1], self.k[2], self.k[0].NORM_THREADS
         k, FE = self.n_used, self.n_ff_exp
-        self._matmul(plan, L.router, self.h, 0, self.rlog, 0, T)
-        plan.append((ops.moe_route, -(-T // NT), NT, (self.rlog, T, self.n_expert, k, self.expert_norm,
-                                                     self.expert_wscale, self.sel, self.selw)))
+        for w, col in L.router:
+            self._matmul(plan, w, self.h, 0, self.rlog, col, T)
+        has_bias = L.probs_bias is not None
+        plan.append((ops.moe_route, -(-T // NT), NT, (
+            self.rlog, T, self.n_expert, k, self.expert_norm, self.expert_wscale, self.sigmoid_gating,
+            _or(L.probs_bias, self.dummy), int(has_bias), int(L.shared_gated),
+            self.shw, self.sel, self.selw)))
         mode = self.glu_mode
         pairs = T * k
-        if L.gate_up is not None:
+        if T > 1:
+            plan.append((ops.moe_group, 1, NT, (self.sel, pairs, self.n_expert, self.offsets, self.perm)))
+        if L.gate_up is not None and T > 1:   # the tiled products have no fused gated unit
+            self._experts(plan, L.gate_up, self.h, k, self.gu, 0, pairs, 2 * FE)
+            plan.append((matmul.glu, pairs, NT, (self.gu, pairs, FE, mode, self.g)))
+        elif L.gate_up is not None:
             self._experts(plan, L.gate_up, self.h, k, self.g, 0, pairs, 2 * FE, mode)
         else:
             self._experts(plan, L.gate, self.h, k, self.gu, 0, pairs, FE)
             self._experts(plan, L.up, self.h, k, self.gu, FE, pairs, FE)
             plan.append((matmul.glu, pairs, NT, (self.gu, pairs, FE, mode, self.g)))
         self._experts(plan, L.down, self.g, 1, self.delta, 0, pairs, self.n_embd)
+        if L.shared is not None:
+            self._ffn(plan, *L.shared, self.n_ff_shexp, T, self.shared)
+
+    def _ffn(self, plan, gate_up, gate, up, down, F, T, out) -> None:
+        """A dense FFN (F wide) of h for T tokens into out."""
+        matmul, NT = self.k[1], self.k[0].NORM_THREADS
+        mode = self.glu_mode
+        if gate_up is not None:
+            self._matmul(plan, gate_up, self.h, 0, self.gu if T > 1 else self.g, 0, T, mode)
+        else:
+            self._matmul(plan, gate, self.h, 0, self.gu, 0, T)
+            self._matmul(plan, up, self.h, 0, self.gu, F, T)
+            plan.append((matmul.glu, T, NT, (self.gu, T, F, mode, self.g)))
+        self._matmul(plan, down, self.g, 0, out, 0, T)
 
     def _plan(self, T: int, dc: _DeviceCache, output: str) -> list:
         """Every launch of a batch of T tokens: (kernel, grid, block, args)."""
         device, matmul, ops, attention, _ = self.k
         plan = []
-        F = self.n_ff
         NT = device.NORM_THREADS
         dummy, one = self.dummy, np.float32(1.0)
         e = self.embd
         plan.append((e.kernels.dequant_rows, T, NT, (*e.args, e.units, self.tokens, T, self.embd_scale, self.x)))
-        prev_post, prev_sel = None, 0   # the last FFN's post-norm and expert count
+        prev_post, prev_sel, prev_shared = None, 0, False   # the last FFN's post-norm and experts
         for li, L in enumerate(self.layers):
-            plan.append(self._residual(T, int(li > 0), prev_sel, prev_post, L.attn_norm))
+            plan.append(self._residual(T, int(li > 0), prev_sel, prev_shared, prev_post, L.attn_norm))
             for w, col in L.qkv:
                 self._matmul(plan, w, self.h, 0, self.qkv, col, T)
             if self.qk_norm == "full":  # over all heads at once: in place, before the per-head work
                 for view, norm in ((self.q_view, L.q_norm), (self.k_view, L.k_norm)):
-                    plan.append((ops.residual_norm, T, NT, (view, self.delta, 0, 0, self.selw, one, dummy, 0,
+                    plan.append((ops.residual_norm, T, NT, (view, self.delta, 0, 0, self.selw, self.shared, 0,
+                                                            self.shw, one, dummy, 0,
                                                             norm, 1, one, view, self.eps, view.shape[1], 0)))
             plan.append((ops.qk_prep, (T, self.n_head + self.n_kv), NT,
                          (self.qkv, self.n_head, self.n_kv, self.hd, _or(L.q_norm, dummy), _or(L.k_norm, dummy),
@@ -451,27 +517,20 @@ class CudaDecoder:
                              (self.qkv, T, self.n_head, self.n_kv, self.hd, dc.k, dc.v, li, dc.state, self.scale,
                               window, self.attn_softcap, *sinks, self.att)))
             self._matmul(plan, L.wo, self.att, 0, self.delta, 0, T)
-            plan.append(self._residual(T, 1, 0, L.post_attn, L.ffn_norm))
+            plan.append(self._residual(T, 1, 0, False, L.post_attn, L.ffn_norm))
             if L.router is not None:
                 self._moe(plan, L, T)
-                prev_sel = self.n_used
+                prev_sel, prev_shared = self.n_used, L.shared is not None
             else:
-                mode = self.glu_mode
-                if L.gate_up is not None:
-                    self._matmul(plan, L.gate_up, self.h, 0, self.gu if T > 1 else self.g, 0, T, mode)
-                else:
-                    self._matmul(plan, L.gate, self.h, 0, self.gu, 0, T)
-                    self._matmul(plan, L.up, self.h, 0, self.gu, F, T)
-                    plan.append((matmul.glu, T, NT, (self.gu, T, F, mode, self.g)))
-                self._matmul(plan, L.down, self.g, 0, self.delta, 0, T)
-                prev_sel = 0
+                self._ffn(plan, L.gate_up, L.gate, L.up, L.down, self.n_ff, T, self.delta)
+                prev_sel, prev_shared = 0, False
             prev_post = L.post_ffn
         if output == "none":
             return plan
         row0 = T - 1 if output == "last" else 0
         # the logit scale rides on the final norm's output, except where that is the result
         hscale = one if output == "hidden" else self.logit_scale
-        plan.append(self._residual(T - row0, 1, prev_sel, prev_post, self.out_norm, hscale, row0))
+        plan.append(self._residual(T - row0, 1, prev_sel, prev_shared, prev_post, self.out_norm, hscale, row0))
         if output == "last":
             self._matmul(plan, self.output, self.h, T - 1, self.logits, 0, 1, softcap=self.final_softcap)
         elif output == "all":
@@ -661,11 +720,12 @@ class CudaDecoder:
 
         total = self.output.nbytes + self.out_norm.nbytes
         for L in self.layers:
-            mats = [w for w, _ in L.qkv] + [L.wo] + ([L.router] if L.router is not None else [])
+            mats = [w for w, _ in L.qkv + (L.router or [])] + [L.wo]
+            mats += [w for w in (L.shared or ()) if w is not None]
             ffn = [L.down] + [w for w in (L.gate_up, L.gate, L.up) if w is not None]
             share = self.n_used / self.n_expert if L.router is not None else 1.0
             total += sum(size(w) for w in mats) + share * sum(size(w) for w in ffn)
-            vecs = (L.attn_norm, L.ffn_norm, L.q_norm, L.k_norm, L.post_attn, L.post_ffn, L.sinks)
+            vecs = (L.attn_norm, L.ffn_norm, L.q_norm, L.k_norm, L.post_attn, L.post_ffn, L.sinks, L.probs_bias)
             total += sum(v.nbytes for v in vecs if v is not None)
         return int(total)
 

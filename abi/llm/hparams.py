@@ -48,6 +48,13 @@ class Metadata:
                                     f"{'' if hi == math.inf else f' and <= {hi}'}, found {value}")
         return value
 
+    def flag(self, key: str, default=_MISSING) -> bool:
+        """A GGUF bool."""
+        full, value = self._raw(key, default)
+        if not isinstance(value, bool):
+            raise InvalidModelError(f"metadata key '{full}' must be a bool, found {value!r}")
+        return value
+
     def str(self, key: str, default=_MISSING) -> str:
         full, value = self._raw(key, default)
         if not isinstance(value, str):

@@ -158,13 +158,20 @@ def typed(t: int) -> SimpleNamespace:
                         val = math.tanh(val / softcap) * softcap
                     y[yr, ycol + r] = val
 
-    def gemm(qs, aux, dm, fw, n_rows, cols, x, n_tok, y, ycol, bias, has_bias, softcap):
+    def gemm(qs, aux, dm, fw, n_rows, cols, x, n_tok, y, ycol, bias, has_bias, softcap, perm, offsets,
+             rstride, xdiv):
         """y[tok, ycol + r] = W[r] . x[tok] (+ bias, tanh softcap) for tok < n_tok, r < n_rows.
 
         Block (GEMM_TX, GEMM_TY) computes a GEMM_TM x GEMM_TN tile of (rows x tokens): per
         K-tile of GEMM_KT columns the block decodes W's tile into shared memory a run of 4
         columns at a time and stages x's tile beside it; each thread then accumulates
-        GEMM_RPT x GEMM_TPT outputs (rows ty + TY*i, tokens tx + TX*j) from shared memory."""
+        GEMM_RPT x GEMM_TPT outputs (rows ty + TY*i, tokens tx + TX*j) from shared memory.
+
+        Expert products grouped by expert (rstride > 0): block z is expert e, whose rows of
+        the stack W start at e * rstride (n_rows of them, the bias alike); its "tokens" are
+        the (token, expert) pairs p = perm[s] for s in offsets[e] .. offsets[e + 1] (those
+        that chose e, ``ops.moe_group``): x row p // xdiv in, y row p out. Each expert's
+        weights are decoded once per tile of its pairs, not once per pair."""
         ws = cuda.shared.array((GEMM_TM, GEMM_KTP), float32)
         xs = cuda.shared.array((GEMM_TN, GEMM_KTP), float32)
         tx = cuda.threadIdx.x
@@ -173,6 +180,15 @@ def typed(t: int) -> SimpleNamespace:
         nth = GEMM_TX * GEMM_TY
         row0 = cuda.blockIdx.x * GEMM_TM
         tok0 = cuda.blockIdx.y * GEMM_TN
+        wrow = 0      # the first row of W this product reads
+        first = 0     # the first slot of perm (grouped)
+        if rstride > 0:
+            expert = cuda.blockIdx.z
+            wrow = expert * rstride
+            first = offsets[expert]
+            n_tok = offsets[expert + 1] - first
+            if tok0 >= n_tok:   # the whole block: no pairs of e in this tile
+                return
         acc = cuda.local.array(GEMM_OUT, float32)
         wv = cuda.local.array(8, float32)
         wr = cuda.local.array(GEMM_RPT, float32)
@@ -188,7 +204,7 @@ def typed(t: int) -> SimpleNamespace:
                 c = k0 + cc
                 if r < n_rows and c < cols:
                     u, half = col_unit(t, c)
-                    unit_decode(t, qs, aux, dm, fw, r, u, wv)
+                    unit_decode(t, qs, aux, dm, fw, wrow + r, u, wv)
                     if half == 0:
                         for k in range(4):
                             ws[rr, cc + k] = wv[k]
@@ -202,7 +218,8 @@ def typed(t: int) -> SimpleNamespace:
                 tt = e // GEMM_KT
                 cc = e % GEMM_KT
                 if tok0 + tt < n_tok and k0 + cc < cols:
-                    xs[tt, cc] = x[tok0 + tt, k0 + cc]
+                    xr0 = tok0 + tt if rstride == 0 else perm[first + tok0 + tt] // xdiv
+                    xs[tt, cc] = x[xr0, k0 + cc]
                 else:
                     xs[tt, cc] = float32(0.0)
             cuda.syncthreads()
@@ -223,10 +240,10 @@ def typed(t: int) -> SimpleNamespace:
                     if tok < n_tok:
                         val = acc[i * GEMM_TPT + j]
                         if has_bias:
-                            val += bias[r]
+                            val += bias[wrow + r]
                         if softcap > float32(0.0):
                             val = math.tanh(val / softcap) * softcap
-                        y[tok, ycol + r] = val
+                        y[tok if rstride == 0 else perm[first + tok], ycol + r] = val
 
     for fn in (dequant_rows, gemv, gemm):  # distinct names: launches, the PTX check and the cache
         fn.__name__ = fn.__qualname__ = f"{fn.__name__}[{name}]"

@@ -29,20 +29,23 @@ def block_sum(val, red):
 
 
 @cuda.jit(device=True)
-def _branch(delta, r, i, n_sel, selw):
+def _branch(delta, r, i, n_sel, selw, shared, has_shared, shw):
     """Element i of row r's residual branch: delta[r, i], or with n_sel > 0 (a mixture of
-    experts) the weighted sum of the token's n_sel expert rows delta[r * n_sel + j, i]."""
+    experts) the weighted sum of the token's n_sel expert rows delta[r * n_sel + j, i], plus
+    with has_shared the shared expert's shared[r, i] times its gate shw[r]."""
     if n_sel == 0:
         return delta[r, i]
     s = float32(0.0)
     for j in range(n_sel):
         s += selw[r * n_sel + j] * delta[r * n_sel + j, i]
+    if has_shared:
+        s += shared[r, i] * shw[r]
     return s
 
 
 @jit
-def residual_norm(x, delta, has_delta, n_sel, selw, res_scale, post_w, has_post, norm_w, has_norm, hscale,
-                  h, eps, dim, row0):
+def residual_norm(x, delta, has_delta, n_sel, selw, shared, has_shared, shw, res_scale, post_w, has_post,
+                  norm_w, has_norm, hscale, h, eps, dim, row0):
     """For row r = row0 + block: with has_delta, x[r] += res_scale * (rms_norm(d) * post_w if
     has_post else d), d the row's branch (``_branch``); then h[r] = rms_norm(x[r]) * norm_w *
     hscale, or h[r] = x[r] without has_norm (a recipe without pre-norms). One block per row.
@@ -56,11 +59,11 @@ def residual_norm(x, delta, has_delta, n_sel, selw, res_scale, post_w, has_post,
         if has_post:
             ss = float32(0.0)
             for i in range(tid, dim, NORM_THREADS):
-                d = _branch(delta, r, i, n_sel, selw)
+                d = _branch(delta, r, i, n_sel, selw, shared, has_shared, shw)
                 ss += d * d
             s = res_scale / math.sqrt(block_sum(ss, red) / float32(dim) + eps)
         for i in range(tid, dim, NORM_THREADS):
-            d = _branch(delta, r, i, n_sel, selw)
+            d = _branch(delta, r, i, n_sel, selw, shared, has_shared, shw)
             if has_post:
                 x[r, i] += d * s * post_w[i]
             else:
@@ -78,11 +81,22 @@ def residual_norm(x, delta, has_delta, n_sel, selw, res_scale, post_w, has_post,
 
 
 @jit
-def moe_route(logits, n_tok, n_exp, k, renorm, wscale, sel, selw):
-    """One thread per token t: the softmax of the router's logits[t, :n_exp], its k largest
-    probabilities in descending order (ties: the lower expert first) into sel[t*k + j] and
-    selw[t*k + j], renormalised to sum 1 (the sum clamped below at f16's smallest normal)
-    where renorm, times wscale where it is not 0 or 1 -- as ``decoder.route``."""
+@cuda.jit(device=True)
+def _prob(logits, t, e, sigmoid, m, total):
+    if sigmoid:
+        return float32(1.0) / (float32(1.0) + math.exp(-logits[t, e]))
+    return math.exp(logits[t, e] - m) / total
+
+
+@jit
+def moe_route(logits, n_tok, n_exp, k, renorm, wscale, sigmoid, bias, has_bias, gated, shw, sel, selw):
+    """One thread per token t: the probabilities of the router's logits[t, :n_exp] (softmax,
+    or sigmoid), the k largest of probability + bias[e] (with has_bias: the selection bias)
+    in descending order (ties: the lower expert first) into sel[t*k + j], their unbiased
+    probabilities into selw[t*k + j], renormalised to sum 1 (the sum clamped below at f16's
+    smallest normal) where renorm, times wscale where it is not 0 or 1 -- as
+    ``decoder.route``. shw[t]: the shared expert's gate, sigmoid(logits[t, n_exp]) with
+    gated, else 1."""
     t = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
     if t >= n_tok:
         return
@@ -92,24 +106,30 @@ def moe_route(logits, n_tok, n_exp, k, renorm, wscale, sel, selw):
     total = float32(0.0)
     for e in range(n_exp):
         total += math.exp(logits[t, e] - m)
+    shw[t] = float32(1.0) / (float32(1.0) + math.exp(-logits[t, n_exp])) if gated else float32(1.0)
     # selection sort without marks: the next pick is the best strictly after the previous
-    # one in (probability descending, index ascending) order
-    prev_p = float32(math.inf)
+    # one in (key descending, index ascending) order
+    prev_key = float32(math.inf)
     prev_e = -1
     wsum = float32(0.0)
     for j in range(k):
-        best_p = float32(-1.0)
-        best_e = 0
+        best_key = float32(-math.inf)
+        best_e = -1
         for e in range(n_exp):
-            p = math.exp(logits[t, e] - m) / total
-            after = p < prev_p or (p == prev_p and e > prev_e)
-            if after and p > best_p:
-                best_p = p
+            key = _prob(logits, t, e, sigmoid, m, total)
+            if has_bias:
+                key += bias[e]
+            after = key < prev_key or (key == prev_key and e > prev_e)
+            if after and (best_e < 0 or key > best_key):
+                best_key = key
                 best_e = e
+        if best_e < 0:   # NaN logits: a valid expert, a NaN weight
+            best_e = j
+        p = _prob(logits, t, best_e, sigmoid, m, total)
         sel[t * k + j] = best_e
-        selw[t * k + j] = best_p
-        wsum += best_p
-        prev_p = best_p
+        selw[t * k + j] = p
+        wsum += p
+        prev_key = best_key
         prev_e = best_e
     denom = vmax(wsum, float32(6.103515625e-5))
     for j in range(k):
@@ -167,3 +187,30 @@ def qk_prep(qkv, n_head, n_kv, hd, q_norm, k_norm, has_qk_norm, eps, inv_freq, n
         for i in range(tid, hd, NORM_THREADS):
             kc[layer, g, pos, i] = buf[i]
             vc[layer, g, pos, i] = qkv[t, vbase + i]
+
+
+@jit
+def moe_group(sel, n_pairs, n_exp, offsets, perm):
+    """One block: the (token, expert) pairs grouped by expert for the grouped expert
+    products (``matmul`` gemm with rstride): perm[offsets[e] .. offsets[e + 1]] are the pairs
+    p with sel[p] == e, in ascending order. A thread per expert counts, thread 0 sums the
+    counts, then each expert's thread lists its pairs."""
+    tid = cuda.threadIdx.x
+    for e in range(tid, n_exp, cuda.blockDim.x):
+        c = 0
+        for p in range(n_pairs):
+            if sel[p] == e:
+                c += 1
+        offsets[e + 1] = c
+    cuda.syncthreads()
+    if tid == 0:
+        offsets[0] = 0
+        for e in range(n_exp):
+            offsets[e + 1] += offsets[e]
+    cuda.syncthreads()
+    for e in range(tid, n_exp, cuda.blockDim.x):
+        o = offsets[e]
+        for p in range(n_pairs):
+            if sel[p] == e:
+                perm[o] = p
+                o += 1

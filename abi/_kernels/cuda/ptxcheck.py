@@ -46,7 +46,8 @@ _PLANES = [["array", "uint32", 2, "C"], ["array", "uint32", 2, "C"], ["array", "
 MATMUL_SIGNATURES = {
     "gemv": _PLANES + [_I, _I, _A, _I, _A, _I, _I, ["array", "float32", 1, "C"], _I, _I, _I, _I, _F,
                        ["array", "int32", 1, "C"], _I, _I],
-    "gemm": _PLANES + [_I, _I, _A, _I, _A, _I, ["array", "float32", 1, "C"], _I, _F],
+    "gemm": _PLANES + [_I, _I, _A, _I, _A, _I, ["array", "float32", 1, "C"], _I, _F,
+                       ["array", "int32", 1, "C"], ["array", "int32", 1, "C"], _I, _I],
     "dequant_rows": _PLANES + [_I, ["array", "int32", 1, "C"], _I, _F, _A],
 }
 

@@ -12,6 +12,8 @@ ARCHITECTURES = {
     "qwen2": "qwen2",
     "qwen3": "qwen3",
     "qwen3moe": "qwen3moe",
+    "qwen2moe": "qwen2moe",
+    "dots1": "dots1",
     "gemma2": "gemma2",
     "gemma3": "gemma3",
     "olmo2": "olmo2",

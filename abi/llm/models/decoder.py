@@ -15,7 +15,9 @@ One layer, with every optional step of the recipe (x: the residual stream)::
     a = Wo attention(q, k, v; scale, window_l, softcap)
     x = x + residual_scale * post_attn_norm(a)      # post-norm only where post_norms
     h = ffn_norm(x)
-    f = W_down (act(W_gate h) * W_up h)
+    f = W_down (act(W_gate h) * W_up h)    # dense: the first n_dense_lead layers, or no experts
+    f = sum_j w_j expert_j(h)              # else: the router's top-k (``route``) ...
+        + sigmoid(g_s . h) * shared(h)     # ... and a shared expert, gated where shexp_gate
     x = x + residual_scale * post_ffn_norm(f)
     logits = softcap(logit_scale * W_out out_norm(x))
 """
@@ -31,12 +33,13 @@ from ...errors import UnsupportedModelError
 from ..cache import KVCache
 from ..hparams import MAX_LAYERS, Metadata, require, vocab_size
 from ..layers import Rope, attention, gelu_tanh, rms_norm, rope_config, silu, softcap, swiglu_oai
-from ..weights import WeightLoader
+from ..weights import Linear, WeightLoader
 
 # the gated unit of the FFN: f(gate, up)
 ACTIVATIONS = {"silu": lambda g, u: silu(g) * u, "gelu": lambda g, u: gelu_tanh(g) * u,
                "swiglu_oai": swiglu_oai}
 QK_NORMS = ("none", "head", "full")
+GATING_FUNCS = {1: "softmax", 2: "sigmoid"}   # llama.cpp's expert_gating_func values
 
 
 @dataclass(frozen=True)
@@ -76,10 +79,15 @@ class ModelArgs:
     swa_rope_scaled: bool = True     # whether the windowed layers keep the RoPE scaling
     nope_layers: tuple = ()          # True where a layer has no RoPE
     n_expert: int = 0                # > 0: the FFN is a mixture of experts
-    n_expert_used: int = 0           # experts per token (top-k of the router's softmax)
+    n_expert_used: int = 0           # experts per token (top-k of the router's probabilities)
     n_ff_exp: int = 0                # an expert's FFN width
+    expert_gating: str = "softmax"   # the router's probabilities: softmax or sigmoid of its logits
     expert_norm: bool = True         # the top-k weights renormalised to sum to 1
+    expert_probs_bias: bool = False  # experts selected by probability + exp_probs_b, where a layer has it
     expert_weights_scale: float = 0.0  # a multiplier on the weights (0: none)
+    n_dense_lead: int = 0            # the first layers have a dense FFN (n_ff wide), not experts
+    n_ff_shexp: int = 0              # > 0: a shared expert this wide runs beside the routed ones
+    shexp_gate: bool = False         # the shared expert scaled by sigmoid(ffn_gate_inp_shexp . h)
     attn_sinks: bool = False         # a learned per-head logit in every attention softmax
     ffn_norm_tensor: str = "ffn_norm"  # the pre-FFN norm's tensor name (gpt-oss: post_attention_norm)
     gate_up_fused: bool = False      # one ffn_up tensor holding the gate rows, then the up rows
@@ -121,8 +129,6 @@ class ModelArgs:
         n_used = m.int("expert_used_count", 0, lo=0, hi=max(n_expert, 0))
         require((n_expert == 0) == (n_used == 0), f"{arch}.expert_count {n_expert} and "
                 f"{arch}.expert_used_count {n_used}: both or neither must be set")
-        if m.int("expert_gating_func", 1, lo=0) != 1:
-            raise UnsupportedModelError(f"{arch}.expert_gating_func: only softmax gating (1) is supported")
         return cls(
             n_expert=n_expert, n_expert_used=n_used,
             n_ff_exp=m.int("expert_feed_forward_length", m.int("feed_forward_length")) if n_expert else 0,
@@ -142,6 +148,13 @@ class ModelArgs:
         args = dataclasses.replace(self, **fields)
         require(args.qk_norm in QK_NORMS, f"unknown Q/K norm {args.qk_norm!r}")
         require(args.activation in ACTIVATIONS, f"unknown activation {args.activation!r}")
+        require(args.expert_gating in GATING_FUNCS.values(), f"unknown expert gating {args.expert_gating!r}")
+        require(0 <= args.n_dense_lead <= args.n_layers and args.n_ff_shexp >= 0
+                and (args.n_expert or not (args.n_dense_lead or args.n_ff_shexp or args.shexp_gate
+                                           or args.expert_probs_bias))
+                and (args.n_ff_shexp or not args.shexp_gate),
+                f"{args.arch}: inconsistent mixture of experts (dense lead {args.n_dense_lead}, shared "
+                f"expert width {args.n_ff_shexp}, gated {args.shexp_gate})")
         for name in ("swa_layers", "nope_layers"):
             layers = getattr(args, name)
             require(len(layers) in (0, args.n_layers), f"{args.arch}: {name} has {len(layers)} "
@@ -154,6 +167,9 @@ class ModelArgs:
     # -- per-layer views of the recipe ------------------------------------------------------
     def is_swa(self, layer: int) -> bool:
         return bool(self.sliding_window > 0 and self.swa_layers and self.swa_layers[layer])
+
+    def is_moe(self, layer: int) -> bool:
+        return bool(self.n_expert and layer >= self.n_dense_lead)
 
     def has_rope(self, layer: int) -> bool:
         return not (self.nope_layers and self.nope_layers[layer])
@@ -171,19 +187,34 @@ RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(ModelArgs))[
     [f.name for f in dataclasses.fields(ModelArgs)].index("attn_norm"):]
 
 
+def expert_gating(m: Metadata) -> str:
+    """The file's ``expert_gating_func`` (required), for the families whose llama.cpp graph
+    reads it (the others' graphs fix their gating, as their recipes do)."""
+    gating = m.int("expert_gating_func", lo=0)
+    if gating not in GATING_FUNCS:
+        raise UnsupportedModelError(f"{m.arch}.expert_gating_func {gating}: abi supports softmax (1) "
+                                    f"and sigmoid (2) gating")
+    return GATING_FUNCS[gating]
+
+
 def every_nth_global(n_layers: int, n: int) -> tuple:
     """llama.cpp's set_swa_pattern(n): every n-th layer global, the others windowed."""
     return tuple(n == 0 or i % n < n - 1 for i in range(n_layers))
 
 
-def route(logits: np.ndarray, a: ModelArgs) -> tuple[np.ndarray, np.ndarray]:
-    """(weights, experts), each (T, n_expert_used): the router's softmax, its top-k in
-    descending order, renormalised (sum clamped below at f16's smallest normal, as
-    llama.cpp) and scaled where the recipe says."""
-    z = logits - logits.max(axis=-1, keepdims=True)
-    probs = np.exp(z)
-    probs /= probs.sum(axis=-1, keepdims=True)
-    chosen = np.argsort(-probs, axis=-1, kind="stable")[:, :a.n_expert_used]
+def route(logits: np.ndarray, a: ModelArgs, bias: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(weights, experts), each (T, n_expert_used), in llama.cpp's order (build_moe_ffn): the
+    router's probabilities (softmax or sigmoid), the top-k of probabilities + ``bias`` (the
+    selection bias exp_probs_b, where the layer has one) in descending order, their unbiased
+    probabilities, renormalised (sum clamped below at f16's smallest normal) and scaled where
+    the recipe says."""
+    if a.expert_gating == "sigmoid":
+        probs = np.float32(1.0) / (np.float32(1.0) + np.exp(-logits))
+    else:
+        probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        probs /= probs.sum(axis=-1, keepdims=True)
+    select = probs if bias is None else probs + bias
+    chosen = np.argsort(-select, axis=-1, kind="stable")[:, :a.n_expert_used]
     weights = np.take_along_axis(probs, chosen, axis=-1)
     if a.expert_norm:
         weights = weights / np.maximum(weights.sum(axis=-1, keepdims=True), np.float32(6.103515625e-5))
@@ -216,14 +247,24 @@ class Block:
         self.post_attn_norm = norm("post_attention_norm.weight", D) if a.post_norms else None
         self.ffn_norm = norm(a.ffn_norm_tensor + ".weight", D) if a.attn_norm else None
         self.sinks = norm("attn_sinks.weight", a.n_heads) if a.attn_sinks else None
-        self.router = self.gate_exps = self.up_exps = self.down_exps = None
+        self.router = self.gate_exps = self.up_exps = self.down_exps = self.probs_bias = None
         self.w_gate = self.w_up = self.w_down = None
-        if a.n_expert:
-            E, FE = a.n_expert, a.n_ff_exp
+        self.shexp_gate = self.gate_shexp = self.up_shexp = self.down_shexp = None
+        if a.is_moe(i):
+            E, FE, FS = a.n_expert, a.n_ff_exp, a.n_ff_shexp
             self.router = w.linear(p + "ffn_gate_inp.weight", (E, D), bias("ffn_gate_inp"))
+            self.probs_bias = w.optional_vector(p + "exp_probs_b.bias", E) if a.expert_probs_bias else None
             self.gate_exps = w.experts(p + "ffn_gate_exps.weight", (E, FE, D))
             self.up_exps = w.experts(p + "ffn_up_exps.weight", (E, FE, D))
             self.down_exps = w.experts(p + "ffn_down_exps.weight", (E, D, FE))
+            if FS:
+                self.gate_shexp = w.linear(p + "ffn_gate_shexp.weight", (FS, D))
+                self.up_shexp = w.linear(p + "ffn_up_shexp.weight", (FS, D))
+                self.down_shexp = w.linear(p + "ffn_down_shexp.weight", (D, FS))
+            if a.shexp_gate:   # a (D,) vector: a one-row product
+                name = p + "ffn_gate_inp_shexp.weight"
+                w.vector(name, D)
+                self.shexp_gate = Linear(w.gguf.tensor_data(name), w.gguf.tensors[name].ggml_type, (1, D), name=name)
         elif a.gate_up_fused:
             self.w_gate, self.w_up = w.split(p + "ffn_up.weight", (F, F), D)
             self.w_down = w.linear(p + "ffn_down.weight", (D, F), bias("ffn_down"))
@@ -262,16 +303,22 @@ class Model:
                 f"recipe abi runs (first: {unread[0]!r}); refusing rather than ignoring them")
 
     def _moe(self, layer: Block, h: np.ndarray) -> np.ndarray:
-        """Mixture of experts: each token's top-k experts by the router's softmax, their
-        outputs summed with the (renormalised) probabilities; only selected experts run."""
+        """Mixture of experts: each token's top-k experts by the router (``route``), their
+        outputs summed with the routing weights; only selected experts run. Then the shared
+        expert's output is added (times its sigmoid gate, where the recipe has one)."""
         a = self.args
-        weights, chosen = route(layer.router(h), a)
+        weights, chosen = route(layer.router(h), a, layer.probs_bias)
         out = np.zeros((len(h), a.n_embd), np.float32)
         for e in np.unique(chosen):
             rows, slots = np.nonzero(chosen == e)
             x = h[rows]
             y = layer.down_exps[e](self.act(layer.gate_exps[e](x), layer.up_exps[e](x)))
             out[rows] += weights[rows, slots, None] * y
+        if layer.gate_shexp is not None:
+            shared = layer.down_shexp(self.act(layer.gate_shexp(h), layer.up_shexp(h)))
+            if layer.shexp_gate is not None:
+                shared *= np.float32(1.0) / (np.float32(1.0) + np.exp(-layer.shexp_gate(h)))
+            out += shared
         return out
 
     def new_cache(self, n_ctx: int, dtype=np.float32) -> KVCache:
@@ -310,7 +357,10 @@ class Model:
                 att = rms_norm(att, layer.post_attn_norm, a.norm_eps)
             x = x + (att * residual if a.residual_scale != 1.0 else att)
             h = rms_norm(x, layer.ffn_norm, a.norm_eps) if layer.ffn_norm is not None else x
-            ffn = self._moe(layer, h) if a.n_expert else layer.w_down(self.act(layer.w_gate(h), layer.w_up(h)))
+            if layer.router is not None:
+                ffn = self._moe(layer, h)
+            else:
+                ffn = layer.w_down(self.act(layer.w_gate(h), layer.w_up(h)))
             if layer.post_ffn_norm is not None:
                 ffn = rms_norm(ffn, layer.post_ffn_norm, a.norm_eps)
             x = x + (ffn * residual if a.residual_scale != 1.0 else ffn)
