@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from ..errors import GrammarError, NotSupported, ToolCallError
-from .constrain import Grammar, _check_schema
+from .constrain import _JSON_OPTIONS, Grammar, _check_schema
 
 FAMILIES = ("hermes", "llama3", "mistral", "gpt-oss", "generic")
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -214,8 +214,9 @@ class ToolPlan:
         options = [self._call_schema(n, key) for n in names]
         one = options[0] if len(options) == 1 else {"anyOf": options}
         many = {"type": "array", "items": one, "minItems": 1, "maxItems": _MAX_CALLS}
-        if self.family == "hermes":
-            block = '"<tool_call>\\n" %json ' + json.dumps(one) + ' "\\n</tool_call>"'
+        if self.family == "hermes":   # %json inside Lark: the compact JSON options in the schema
+            block = '"<tool_call>\\n" %json ' + json.dumps({**one, "x-guidance": _JSON_OPTIONS}) + \
+                ' "\\n</tool_call>"'
             rest = ' ("\\n" call)?' * (_MAX_CALLS - 1) if self.choice == "required" else ""
             return Grammar.lark(f"start: call{rest}\ncall: {block}", field="tool_choice")
         if self.family == "mistral":
@@ -223,7 +224,8 @@ class ToolPlan:
             if tid is None:
                 raise NotSupported("tool_choice required/named: this vocabulary has no "
                                    "[TOOL_CALLS] token")
-            return Grammar.lark(f"start: <[{tid}]> %json " + json.dumps(many), field="tool_choice")
+            return Grammar.lark(f"start: <[{tid}]> %json " + json.dumps({**many, "x-guidance": _JSON_OPTIONS}),
+                                field="tool_choice")
         if self.family == "gpt-oss":
             raise NotSupported("tool_choice 'required' or a named function is not supported for "
                                "gpt-oss templates; use 'auto'")
