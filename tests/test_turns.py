@@ -37,6 +37,10 @@ CASES = [
      None, '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Par', [], True),
     ("hermes", "Paris is sunny, no tool needed. <tool_ is not a tag", None,
      "Paris is sunny, no tool needed. <tool_ is not a tag", [], False),
+    # Qwen2.5-Coder-1.5B-Instruct Q4_K_M, greedy, asked for the weather in Paris and Rome and 2 + 3
+    ("hermes", '```json\n{\n  "name": "get_weather",\n  "arguments": {\n    "city": "Paris"\n  }\n}\n```',
+     None, None, [PARIS], False),
+    ("hermes", '{"answer": 42}', None, '{"answer": 42}', [], False),
     ("mistral", '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}}, '
                 '{"name": "add", "arguments": "{\\"a\\": 1, \\"b\\": 2}"}]', None, None, [PARIS, ONE_TWO], False),
     ("mistral", 'Checking.[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}[TOOL_CALLS]add[ARGS]{"a": 1, "b": 2}',

@@ -13,10 +13,12 @@ does for ``</think>``). A call is held until it is complete (its closing marker,
 call's marker, or the end of the turn) and sent whole once its JSON parses and names one of
 the tools given; a call that does not parse is never announced: an ``error`` event says why
 and its text follows as content, so nothing sent before contradicts the outcome. Calls that
-parsed stay calls when a later one fails. Families whose calls are bare JSON (Llama 3,
-generic) hold a turn that begins like JSON until it ends: only the whole text tells a call
-from a JSON answer. With tools, whitespace at the start and end of the content is dropped,
-and a call's surroundings keep one run of whitespace between the texts on either side.
+parsed stay calls when a later one fails. A turn that begins like JSON (an object, an array,
+a ```json fence) is held until it ends, since only the whole text tells a call from a JSON
+answer: the call syntax of Llama 3 and of templates without tools, and what small Hermes/Qwen
+models write instead of ``<tool_call>``. With tools, whitespace at the start and end of the
+content is dropped, and a call's surroundings keep one run of whitespace between the texts on
+either side.
 
 gpt-oss writes harmony messages: ``<|channel|>analysis<|message|>…<|end|>`` (reasoning),
 ``<|start|>assistant<|channel|>final<|message|>…`` (the answer) and
@@ -114,7 +116,8 @@ def _first(text: str, markers) -> tuple[int, str | None]:
     return best, found
 
 
-# -- call syntax of each family: text -> ("text", t) and ("block", raw, body) segments ------------
+# -- call syntax of each family: text -> ("text", t), ("block", raw, body) segments (a call in
+# the family's markers) and ("json", raw, body) (a whole turn that began like JSON) -------------
 
 class _Markers:
     """Calls between an opening marker and a closing one (``close`` None: until the next
@@ -179,7 +182,7 @@ class _JsonTurn:
         if self.whole is False:
             return self.then.finish() if self.then else []
         held, self.held = self.held, ""
-        return [("block", held, held)] if held else []
+        return [("json", held, held)] if held else []
 
 
 def _json_start(text: str, prefixes=()) -> bool | None:
@@ -221,15 +224,15 @@ def _body_json(body: str):
 
 
 def _scanner(family: str):
-    """(segmenter, body parser) of a family's call syntax."""
-    if family == "hermes":
-        return _Markers(("<tool_call>",), "</tool_call>"), _body_hermes
+    """(segmenter, parser of a marked call's body) of a family's call syntax."""
+    if family == "hermes":   # small Qwen models also answer with a bare (fenced) JSON call
+        return _JsonTurn(_json_start, _Markers(("<tool_call>",), "</tool_call>")), _body_hermes
     if family == "mistral":
         return _Markers(("[TOOL_CALLS]",), None), _body_mistral
     if family == "llama3":
         tag = "<|python_tag|>"
         return _JsonTurn(lambda t: _json_start(t, (tag,)), _Markers((tag,), None)), _body_json
-    return _JsonTurn(_json_start, None), _body_json
+    return _JsonTurn(_json_start, None), None
 
 
 # -- harmony (gpt-oss) -------------------------------------------------------------------------------
@@ -383,7 +386,8 @@ class TurnReader:
             if seg[0] == "text":
                 self._content(seg[1], out)
             else:
-                self._block(seg[1], lambda body=seg[2]: self.body(body), out)
+                parse = self.body if seg[0] == "block" else _body_json
+                self._block(seg[1], lambda body=seg[2], parse=parse: parse(body), out)
 
     def _harmony(self, segments, out):
         for seg in segments:
