@@ -22,6 +22,17 @@ TEMPLATES = {"hermes": "<tool_call>", "mistral": "[TOOL_CALLS]",
              "generic": None}
 PARIS, ONE_TWO = ("get_weather", {"city": "Paris"}), ("add", {"a": 1, "b": 2})
 
+SMOL_PLAIN = ("The weather in Paris can vary greatly depending on the time of year and local "
+              "conditions. The city's climate is influenced by the position of the sun during the "
+              "summer months (June to August) and the cold winter months, which are known as the "
+              "\"Arc de Triomphe\" or \"Montmartre\". However, it also has a unique seasonal "
+              "variation that can be observed in Paris' weather patterns.\n\nThe city's climate is "
+              "influenced by the position of the sun during the summer months")
+SMOL_CALL_LIKE = ('You can call this tool (JSON schema):\n{"name": "get_weather", "description": '
+                  '"Current weather of a city", "parameters": {\n    "type": "object",\n    '
+                  '"properties": {\n        "city": {"type": "string"},\n        "temperature": 25,\n'
+                  '        "humidity": 70.146893e-21,\n        "windSpeed": 1.2,\n        '
+                  '"weatherCondition": "Clouds')
 # (family, text as the model wrote it, reasoning, content, calls, parse error expected)
 CASES = [
     ("hermes", 'Let me look.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n'
@@ -40,6 +51,8 @@ CASES = [
     # Qwen2.5-Coder-1.5B-Instruct Q4_K_M, greedy, asked for the weather in Paris and Rome and 2 + 3
     ("hermes", '```json\n{\n  "name": "get_weather",\n  "arguments": {\n    "city": "Paris"\n  }\n}\n```',
      None, None, [PARIS], False),
+    ("hermes", '```json\n{\n  "name": "add",\n  "arguments": {\n    "a": 2,\n    "b": 3\n  }\n}\n```',
+     None, None, [("add", {"a": 2, "b": 3})], False),
     ("hermes", '{"answer": 42}', None, '{"answer": 42}', [], False),
     ("mistral", '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}}, '
                 '{"name": "add", "arguments": "{\\"a\\": 1, \\"b\\": 2}"}]', None, None, [PARIS, ONE_TWO], False),
@@ -52,6 +65,9 @@ CASES = [
     ("llama3", "It is sunny in Paris today.", None, "It is sunny in Paris today.", [], False),
     ("generic", '```json\n[{"name": "get_weather", "arguments": {"city": "Paris"}}, '
                 '{"name": "add", "arguments": {"a": 1, "b": 2}}]\n```', None, None, [PARIS, ONE_TWO], False),
+    # SmolLM2-135M-Instruct Q4_1, greedy, 100 tokens: no call, and a call-like text that is not JSON
+    ("generic", SMOL_PLAIN, None, SMOL_PLAIN, [], False),
+    ("generic", SMOL_CALL_LIKE, None, SMOL_CALL_LIKE, [], False),
     ("generic", '{"city": "Paris", "sunny": true}', None, '{"city": "Paris", "sunny": true}', [], False),
     ("generic", '{"name": "get_weather", "arguments": {"city": ', None,
      '{"name": "get_weather", "arguments": {"city":', [], True),
