@@ -152,7 +152,7 @@ class Engine:
     def chat_turn(self, messages, tools=None, tool_choice=None, slot: int | None = None,
                   **options):
         """One assistant turn with tools: ``(ParsedReply, StreamingStats)``, the reply's
-        ``content`` and ``tool_calls`` parsed by the chat template's family. ``tool_choice``:
+        ``content``, ``tool_calls`` (parsed by the chat template's family) and ``reasoning``. ``tool_choice``:
         ``auto`` (default), ``none``, ``required`` or a function's name, the last two
         enforced with the constraint engine."""
         from .reasoning import prompt_opens_reasoning

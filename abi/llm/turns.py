@@ -453,6 +453,8 @@ def turn_reader(model, plan=None, inside: bool | None = False) -> TurnReader:
 
 
 def needs_special_text(model, plan=None) -> bool:
-    """Whether replies must be generated with control tokens rendered: call markers and
-    harmony channels are control tokens."""
-    return (plan is not None and plan.active) or is_harmony(model.template.source)
+    """Whether replies must be generated with control tokens rendered: call markers
+    (``[TOOL_CALLS]``, ``<|python_tag|>``, ...) and harmony channels may be control tokens.
+    Templates without tools get plain JSON calls, and control tokens stay unseen."""
+    tools = plan is not None and plan.active and plan.family != "generic"
+    return tools or is_harmony(model.template.source)
