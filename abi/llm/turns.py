@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import re
 
-from .reasoning import ReasoningSplitter, _partial_suffix
+from .reasoning import ReasoningSplitter, partial_suffix
 from .tools import ParsedReply, ToolCall
 
 _START, _CHANNEL, _MESSAGE = "<|start|>", "<|channel|>", "<|message|>"
@@ -103,7 +103,7 @@ def _parse_json_calls(text: str):
 
 def _held(text: str, markers) -> int:
     """How much of the end of ``text`` could begin one of ``markers``."""
-    return max((_partial_suffix(text, m) for m in markers), default=0)
+    return max((partial_suffix(text, m) for m in markers), default=0)
 
 
 def _first(text: str, markers) -> tuple[int, str | None]:
