@@ -9,7 +9,8 @@ import pytest
 import requests
 
 import abi.llm
-from abi.llm.reasoning import ReasoningSplitter, prompt_opens_reasoning, split_reasoning
+from abi.llm.reasoning import ReasoningSplitter, prompt_opens_reasoning
+from abi.llm.turns import TurnReader, read_turn
 
 REPLIES = [
     ("<think>step one\nstep two</think>\n\nThe answer.", False, ("step one\nstep two", "The answer.")),
@@ -25,7 +26,8 @@ REPLIES = [
 
 @pytest.mark.parametrize("text, inside, expected", REPLIES)
 def test_split_whole_reply(text, inside, expected):
-    assert split_reasoning(text, inside) == expected
+    reply = read_turn(TurnReader(None, inside), text)
+    assert (reply.reasoning, reply.content) == (expected[0] or None, expected[1])
 
 
 @pytest.mark.parametrize("text, inside, expected", REPLIES)

@@ -154,10 +154,11 @@ class Engine:
     def chat_turn(self, messages, tools=None, tool_choice=None, slot: int | None = None,
                   **options):
         """One assistant turn with tools: ``(ParsedReply, StreamingStats)``, the reply's
-        ``content`` and ``tool_calls`` parsed by the chat template's family. ``tool_choice``:
+        ``content``, ``tool_calls`` (parsed by the chat template's family) and ``reasoning``. ``tool_choice``:
         ``auto`` (default), ``none``, ``required`` or a function's name, the last two
         enforced with the constraint engine."""
-        from .tools import reply_of
+        from .reasoning import prompt_opens_reasoning
+        from .turns import needs_special_text, read_turn, turn_reader
 
         model = self._require_model()
         plan = model.tool_plan(tools, tool_choice)
@@ -167,10 +168,12 @@ class Engine:
                                   "give no grammar or response_format with it", field="tool_choice")
             options["grammar"] = plan.grammar
         ids = model.chat_tokens(messages, plan=plan)
+        options.setdefault("special_text", needs_special_text(model, plan))
         response = self.create_streaming_response(ids, slot=slot, **options)
         for _ in response:
             pass
-        return reply_of(plan, model, response.tokens, response.text), response.get_stats()
+        inside = prompt_opens_reasoning(model.detokenize(ids[-8:], special=True))
+        return read_turn(turn_reader(model, plan, inside), response.text), response.get_stats()
 
     def chat(self, messages, stream: bool = False, tools=None, slot: int | None = None, **options):
         """Apply the chat template and generate: the reply text, or with ``stream=True`` a

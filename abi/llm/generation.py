@@ -187,7 +187,7 @@ class StreamingResponse:
             new_ids = self.prompt_ids[cache.length:]
             from .tokenizer import StreamingDetokenizer
 
-            detok = StreamingDetokenizer(tok) if cfg.decode_tokens else None
+            detok = StreamingDetokenizer(tok, cfg.special_text) if cfg.decode_tokens else None
             stops = StopStrings(cfg.stop)
             self.state = StreamingState.PREFILLING
             steps = generate_step(model, cache, new_ids, sampler, processors, cfg.logprobs,

@@ -46,7 +46,7 @@ class ReasoningSplitter:
                         out.append(("reasoning", self.held[:end]))
                     self.state, self.held = "after", self.held[end + len(CLOSE):]
                     continue
-                keep = _partial_suffix(self.held, CLOSE)
+                keep = partial_suffix(self.held, CLOSE)
                 if len(self.held) > keep:
                     out.append(("reasoning", self.held[:len(self.held) - keep]))
                     self.held = self.held[len(self.held) - keep:]
@@ -69,19 +69,9 @@ class ReasoningSplitter:
         return [("reasoning" if self.state == "inside" else "content", held)]
 
 
-def _partial_suffix(text: str, tag: str) -> int:
+def partial_suffix(text: str, tag: str) -> int:
     """The length of the longest end of ``text`` that begins ``tag``."""
     for n in range(min(len(tag) - 1, len(text)), 0, -1):
         if tag.startswith(text[-n:]):
             return n
     return 0
-
-
-def split_reasoning(text: str, inside: bool = False) -> tuple[str | None, str]:
-    """(reasoning or None, answer) of a whole reply."""
-    splitter = ReasoningSplitter(inside)
-    parts = splitter.feed(text) + splitter.finish()
-    reasoning = "".join(t for kind, t in parts if kind == "reasoning")
-    content = "".join(t for kind, t in parts if kind == "content")
-    opened = inside or text.lstrip().startswith(OPEN)
-    return (reasoning if opened else None), content

@@ -42,6 +42,8 @@ class StreamingConfig:
     logprobs: int = 0                         # top-N log-probabilities per token (0: off)
     # constrained output: an abi.llm.Grammar, or grammar text (GBNF, or Lark with a start rule)
     grammar: Optional[Any] = None
+    # render control tokens' text (tool-call markers, gpt-oss's harmony channels)
+    special_text: bool = False
 
     def __post_init__(self):
         if not isinstance(self.max_tokens, int) or self.max_tokens < 0:

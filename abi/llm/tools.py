@@ -1,6 +1,6 @@
 """Tool (function) calling in the runtime: tool definitions checked, ``tool_choice`` turned
-into a constraint, conversations with calls and results handed to the chat template, and
-calls parsed out of the model's output by the template's family:
+into a constraint, and conversations with calls and results handed to the chat template.
+Calls are read out of the model's output (abi.llm.turns) by the template's family:
 
 - ``hermes``  (Hermes, Qwen 2.5+): ``<tool_call>{"name", "arguments"}</tool_call>`` blocks
 - ``llama3``  (Llama 3.x): a JSON object ``{"name", "parameters"}``, maybe after ``<|python_tag|>``
@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from ..errors import GrammarError, NotSupported, ToolCallError
-from .constrain import Grammar, _check_schema
+from .constrain import _JSON_OPTIONS, Grammar, _check_schema
 
 FAMILIES = ("hermes", "llama3", "mistral", "gpt-oss", "generic")
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -42,12 +42,13 @@ class ToolCall:
 
 @dataclass
 class ParsedReply:
-    """An assistant turn: text content and tool calls. ``parse_error`` says why text that
-    looked like a call was returned as content instead."""
+    """An assistant turn: text content, tool calls and reasoning. ``parse_error`` says why
+    text that looked like a call was returned as content instead."""
 
     content: str | None
     tool_calls: list[ToolCall] = field(default_factory=list)
     parse_error: str | None = None
+    reasoning: str | None = None
 
 
 # -- requests -----------------------------------------------------------------------------------
@@ -213,8 +214,9 @@ class ToolPlan:
         options = [self._call_schema(n, key) for n in names]
         one = options[0] if len(options) == 1 else {"anyOf": options}
         many = {"type": "array", "items": one, "minItems": 1, "maxItems": _MAX_CALLS}
-        if self.family == "hermes":
-            block = '"<tool_call>\\n" %json ' + json.dumps(one) + ' "\\n</tool_call>"'
+        if self.family == "hermes":   # %json inside Lark: the compact JSON options in the schema
+            block = '"<tool_call>\\n" %json ' + json.dumps({**one, "x-guidance": _JSON_OPTIONS}) + \
+                ' "\\n</tool_call>"'
             rest = ' ("\\n" call)?' * (_MAX_CALLS - 1) if self.choice == "required" else ""
             return Grammar.lark(f"start: call{rest}\ncall: {block}", field="tool_choice")
         if self.family == "mistral":
@@ -222,154 +224,14 @@ class ToolPlan:
             if tid is None:
                 raise NotSupported("tool_choice required/named: this vocabulary has no "
                                    "[TOOL_CALLS] token")
-            return Grammar.lark(f"start: <[{tid}]> %json " + json.dumps(many), field="tool_choice")
+            return Grammar.lark(f"start: <[{tid}]> %json " + json.dumps({**many, "x-guidance": _JSON_OPTIONS}),
+                                field="tool_choice")
         if self.family == "gpt-oss":
             raise NotSupported("tool_choice 'required' or a named function is not supported for "
                                "gpt-oss templates; use 'auto'")
         if self.family == "llama3" or self.choice != "required":
             return Grammar.json_schema(one, field="tool_choice")
         return Grammar.json_schema({"anyOf": [one, many]}, field="tool_choice")
-
-    # -- reading calls back ------------------------------------------------------------------------
-    def parse(self, text: str) -> ParsedReply:
-        """Calls out of ``text`` (the output with special tokens rendered)."""
-        if not self.active:
-            return ParsedReply(text)
-        try:
-            found = _PARSERS[self.family](text)
-        except (_NotACall, IndexError) as exc:
-            return ParsedReply(text, [], str(exc) or "a tool call without arguments")
-        if found is None:
-            return ParsedReply(text)
-        content, raw_calls = found
-        calls = []
-        for raw in raw_calls:
-            if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
-                return ParsedReply(text, [], "a tool call lacks a function name")
-            if raw["name"] not in self.names:
-                return ParsedReply(text, [], f"the model called {raw['name']!r}, which is not "
-                                   f"among the tools given")
-            args = raw.get("arguments", raw.get("parameters", {}))
-            if isinstance(args, str):
-                try:
-                    args = json.loads(args)
-                except ValueError:
-                    return ParsedReply(text, [], f"the arguments of {raw['name']!r} are not JSON")
-            if not isinstance(args, dict):
-                return ParsedReply(text, [], f"the arguments of {raw['name']!r} are not an object")
-            calls.append(ToolCall(raw["name"], json.dumps(args, ensure_ascii=False)))
-        return ParsedReply(content or None, calls)
-
-
-class _NotACall(ValueError):
-    """Text that starts like a call but does not parse as one."""
-
-
-def _json_values(text: str) -> list:
-    """Consecutive JSON values in ``text`` (separated by whitespace, ';' or ','); the
-    rest of the text must be empty."""
-    dec, values, i = json.JSONDecoder(), [], 0
-    while True:
-        while i < len(text) and text[i] in " \t\r\n;,":
-            i += 1
-        if i >= len(text):
-            return values
-        try:
-            value, i = dec.raw_decode(text, i)
-        except ValueError as exc:
-            raise _NotACall(f"a tool call is not valid JSON: {exc}") from None
-        values.append(value)
-
-
-def _flatten(values: list) -> list:
-    out = []
-    for v in values:
-        if isinstance(v, list):
-            out += v
-        elif isinstance(v, dict) and isinstance(v.get("tool_calls"), list):
-            out += [c.get("function", c) if isinstance(c, dict) else c for c in v["tool_calls"]]
-        else:
-            out.append(v)
-    return out
-
-
-_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
-
-
-def _parse_json_calls(text: str):
-    body = text.strip()
-    fenced = _FENCE.match(body)
-    if fenced:
-        body = fenced.group(1)
-    if not body.startswith(("{", "[")):
-        return None
-    try:
-        values = _flatten(_json_values(body))
-    except _NotACall:
-        if '"name"' in body:
-            raise
-        return None
-    if not values or not all(isinstance(v, dict) and "name" in v for v in values):
-        if '"name"' in body and any(isinstance(v, dict) for v in values):
-            raise _NotACall("JSON that names no function where a tool call was expected")
-        return None  # plain JSON content (a structured answer), not a call
-    return "", values
-
-
-def _parse_hermes(text: str):
-    if "<tool_call>" not in text:
-        return None
-    blocks = re.findall(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", text, re.S)
-    values = []
-    for b in blocks:
-        values += _flatten(_json_values(b))
-    content = re.sub(r"<tool_call>.*?(?:</tool_call>|$)", "", text, flags=re.S).strip()
-    return content, values
-
-
-def _parse_llama3(text: str):
-    return _parse_json_calls(text.replace("<|python_tag|>", ""))
-
-
-def _parse_mistral(text: str):
-    if "[TOOL_CALLS]" not in text:
-        return None
-    content, _, rest = text.partition("[TOOL_CALLS]")
-    rest = rest.strip()
-    m = re.match(r"([A-Za-z0-9_.-]+)\[ARGS\](.*)$", rest, re.S)  # the v11 form: name[ARGS]{...}
-    if m:
-        return content.strip(), [{"name": m.group(1), "arguments": _json_values(m.group(2))[0]}]
-    return content.strip(), _flatten(_json_values(rest))
-
-
-_GPT_OSS = re.compile(r"to=functions\.([A-Za-z0-9_.-]+)[^<]*(?:<\|constrain\|>\w*)?"
-                      r"<\|message\|>(.*?)(?:<\|call\|>|$)", re.S)
-
-
-def _parse_gpt_oss(text: str):
-    if "to=functions." not in text:
-        return None
-    calls = [{"name": n, "arguments": _json_values(a)[0] if a.strip() else {}}
-             for n, a in _GPT_OSS.findall(text)]
-    if not calls:
-        raise _NotACall("a gpt-oss tool call without a message")
-    final = re.search(r"<\|channel\|>final<\|message\|>(.*?)(?:<\|end\|>|<\|return\|>|$)", text, re.S)
-    return (final.group(1).strip() if final else ""), calls
-
-
-_PARSERS = {"hermes": _parse_hermes, "llama3": _parse_llama3, "mistral": _parse_mistral,
-            "gpt-oss": _parse_gpt_oss, "generic": _parse_json_calls}
-
-
-def reply_of(plan: ToolPlan | None, model, tokens, text: str) -> ParsedReply:
-    """The assistant turn of a finished generation: calls parsed from its tokens rendered
-    with special tokens (some families mark calls with control tokens), else its text."""
-    if plan is None or not plan.active:
-        return ParsedReply(text)
-    parsed = plan.parse(model.detokenize(tokens, special=True))
-    if not parsed.tool_calls:
-        return ParsedReply(text, [], parsed.parse_error)
-    return parsed
 
 
 def finish_reason_of(parsed: ParsedReply, reason: str) -> str:

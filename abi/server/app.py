@@ -34,10 +34,11 @@ def create_app(options: ServeOptions | None = None, state: ServerState | None = 
                   description="OpenAI- and Ollama-compatible API over abi's GGUF runtime.")
     app.state.abi = state
     from .extras_routes import router as extras
+    from .llama_routes import router as llama
     from .ollama_routes import router as ollama
     from .openai_routes import router as openai
 
-    for router in (openai, ollama, extras):
+    for router in (openai, ollama, llama, extras):
         app.include_router(router)
     # the persona API (issue 8) lands on its own; include it once it exists
     if importlib.util.find_spec(f"{__package__}.persona_routes") is not None:

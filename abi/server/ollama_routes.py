@@ -16,8 +16,9 @@ from . import schemas as s
 from .errors import describe
 from .openai_routes import _dimensions
 from .scheduler import Done, Task, Token
-from ..llm.reasoning import ReasoningSplitter, prompt_opens_reasoning, split_reasoning
-from ..llm.tools import ParsedReply, ToolCall, reply_of
+from ..llm.reasoning import prompt_opens_reasoning
+from ..llm.tools import ParsedReply, ToolCall
+from ..llm.turns import needs_special_text, read_turn, turn_reader
 from .streams import (ClientGone, JobStreamingResponse, check_grammar, check_prompt, collect,
                       finish_reason, gone_response, grammar_of, guard, make_config, now_ns,
                       prompt_room, text_work)
@@ -40,7 +41,7 @@ def _line(obj) -> str:
 
 
 def _config(state, n_prompt: int, opts: s.OllamaOptions | None, logprobs: bool, top: int | None,
-            grammar=None):
+            grammar=None, special_text: bool = False):
     o = opts or s.OllamaOptions()
     penalty, window = o.repeat_penalty, o.repeat_last_n
     if window == 0:       # Ollama: 0 turns the repeat penalty off
@@ -52,7 +53,8 @@ def _config(state, n_prompt: int, opts: s.OllamaOptions | None, logprobs: bool, 
                        seed=o.seed, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p,
                        min_p=o.min_p, repetition_penalty=penalty, repetition_window=window,
                        presence_penalty=o.presence_penalty, frequency_penalty=o.frequency_penalty,
-                       stop=o.stop or None, logprobs=n_logprobs, grammar=grammar)
+                       stop=o.stop or None, logprobs=n_logprobs, grammar=grammar,
+                       special_text=special_text)
 
 
 def _unsupported(images) -> None:
@@ -119,14 +121,19 @@ def _timings(model_name: str, stats, job, t0: int) -> dict:
                 eval_duration=max(total - prefill, 0))
 
 
-def _parts(splitter, text: str, keep_empty: bool, final: bool = False) -> list[tuple]:
-    """(reply, thinking) arguments of the stream's parts for a piece of text: content parts,
-    or with a splitter (chat) thinking parts for reasoning."""
-    if splitter is None:
-        parts = [(ParsedReply(text), None)] if text else []
-    else:
-        pieces = splitter.feed(text) + (splitter.finish() if final else [])
-        parts = [(ParsedReply(""), t) if kind == "reasoning" else (ParsedReply(t), None) for kind, t in pieces]
+def _parts(events, keep_empty: bool) -> list[tuple]:
+    """(reply, thinking) arguments of the stream's parts for a turn's events: each call whole
+    in its own part, as Ollama streams them."""
+    parts = []
+    for kind, value in events:
+        if kind == "reasoning":
+            parts.append((ParsedReply(""), value))
+        elif kind == "content":
+            parts.append((ParsedReply(value), None))
+        elif kind == "call":
+            parts.append((ParsedReply("", [value]), None))
+        else:
+            parts.append((ParsedReply("", parse_error=value), None))
     return parts or ([(ParsedReply(""), None)] if keep_empty else [])
 
 
@@ -138,50 +145,44 @@ def _loaded(model_name: str, chat: bool):
     return s.OllamaGenerateResponse(**base, response="")
 
 
-async def _run(request, state, body, ids, make_final, make_part, t0, grammar=None, plan=None,
-               splitter=None):
+async def _run(request, state, body, ids, make_final, make_part, t0, grammar=None, reader=None,
+               special_text=False):
     """Submit one generation; a JSON reply, or an NDJSON stream ending in the final object.
-    With tools (``plan``) the reply is parsed whole: a streamed one arrives as one part. A
-    ``splitter`` (chat) streams reasoning as ``thinking`` parts."""
+    A ``reader`` (chat: abi.llm.turns) splits the reply into content, ``thinking`` and tool
+    calls; without one the text is the reply."""
     model = state.model
     top = body.top_logprobs or 0
-    tools = plan is not None and plan.active
-    if tools and body.stream and body.logprobs:
-        raise NotSupported("logprobs are not streamed with tools; ask with stream false")
     await check_grammar(state, grammar)
-    config = _config(state, len(ids), body.options, body.logprobs, body.top_logprobs, grammar)
+    config = _config(state, len(ids), body.options, body.logprobs, body.top_logprobs, grammar,
+                     special_text)
     job = state.scheduler.submit([Task(ids, config)])
     try:
         if not body.stream:
             (result,) = await guard(request, job, collect(job))
             lp = _logprobs(model, result.events, top) if body.logprobs else None
-            parsed = reply_of(plan, model, result.tokens, result.text)
+            parsed = ParsedReply(result.text) if reader is None else read_turn(reader, result.text)
             return make_final(parsed, result.tokens, result.stats, job, lp)
         first = await guard(request, job, job.next())
     except ClientGone:
         return gone_response()
 
+    def events(text: str, final: bool = False) -> list[tuple]:
+        if reader is None:
+            return [("content", text)] if text else []
+        return reader.finish() if final else reader.feed(text)
+
     async def lines():
         item = first
         try:
             while item is not None:
-                if isinstance(item, Token) and not tools:
+                if isinstance(item, Token):
                     ev = item.event
                     lp = _logprobs(model, [ev], top) if body.logprobs else None
-                    for k, (reply, thinking) in enumerate(_parts(splitter, ev.text or "", bool(lp))):
+                    for k, (reply, thinking) in enumerate(_parts(events(ev.text or ""), bool(lp))):
                         yield _line(make_part(reply, lp if k == 0 else None, thinking))
                 elif isinstance(item, Done):
-                    if tools:
-                        parsed = reply_of(plan, model, item.tokens, item.text)
-                        if splitter is not None:
-                            thinking, parsed.content = split_reasoning(parsed.content or "", splitter.state == "inside")
-                            if thinking:
-                                yield _line(make_part(ParsedReply(""), None, thinking))
-                        if parsed.content or parsed.tool_calls or parsed.parse_error:
-                            yield _line(make_part(parsed, None))
-                    else:
-                        for reply, thinking in _parts(splitter, "", False, final=True):
-                            yield _line(make_part(reply, None, thinking))
+                    for reply, thinking in _parts(events("", final=True), False):
+                        yield _line(make_part(reply, None, thinking))
                     yield _line(make_final(ParsedReply(""), item.tokens, item.stats, job, None))
                 item = await job.next()
         except Exception as exc:
@@ -264,15 +265,14 @@ async def chat(body: s.OllamaChatRequest, request: Request):
 
     def final(reply, tokens, stats, job, lp):
         timings = _timings(name, stats, job, t0)
-        thinking, reply.content = split_reasoning(reply.content or "", inside)
-        return s.OllamaChatResponse(**timings, message=message(reply, thinking), logprobs=lp)
+        return s.OllamaChatResponse(**timings, message=message(reply, reply.reasoning), logprobs=lp)
 
     def part(reply, lp, thinking=None):
         return s.OllamaChatResponse(model=name, created_at=_now(), done=False,
                                     message=message(reply, thinking), logprobs=lp)
 
-    return await _run(request, state, body, ids, final, part, t0, grammar, plan,
-                      ReasoningSplitter(inside))
+    return await _run(request, state, body, ids, final, part, t0, grammar,
+                      turn_reader(model, plan, inside), needs_special_text(model, plan))
 
 
 @router.post("/api/embed", response_model=s.OllamaEmbedResponse, responses=_ERRORS,

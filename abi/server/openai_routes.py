@@ -16,8 +16,9 @@ from ..llm.sse import SSE_DONE, sse_event
 from . import schemas as s
 from .errors import describe
 from .scheduler import Done, Token
-from ..llm.reasoning import ReasoningSplitter, prompt_opens_reasoning, split_reasoning
-from ..llm.tools import finish_reason_of, reply_of
+from ..llm.reasoning import prompt_opens_reasoning
+from ..llm.tools import finish_reason_of
+from ..llm.turns import join_turn, needs_special_text, read_turn, turn_reader
 from .streams import (ClientGone, JobStreamingResponse, check_grammar, check_prompt, choices,
                       collect, finish_reason, gone_response, grammar_of, guard, make_config,
                       prompt_room, text_work)
@@ -145,9 +146,6 @@ async def chat_completions(body: s.ChatCompletionRequest, request: Request):
     plan = model.tool_plan(body.tools, body.tool_choice)
     grammar = grammar_of(response_format=body.response_format, grammar=body.grammar,
                          json_schema=body.json_schema, tool_plan=plan)
-    if plan.active and body.stream and body.logprobs:
-        raise NotSupported("logprobs are not streamed with tools (the reply is parsed whole); "
-                           "ask without stream")
     messages = _messages(body.messages)
     ids = await text_work(state, model.chat_tokens, messages, plan=plan,
                          max_tokens=prompt_room(state), template_kwargs=body.chat_template_kwargs)
@@ -160,7 +158,7 @@ async def chat_completions(body: s.ChatCompletionRequest, request: Request):
     n_logprobs = (body.top_logprobs or 0) if body.logprobs else 0
     config = make_config(state, len(ids), max_tokens=max_tokens, seed=body.seed,
                          logit_bias=body.logit_bias, logprobs=n_logprobs, grammar=grammar,
-                         **_sampling(body))
+                         special_text=needs_special_text(model, plan), **_sampling(body))
     if body.logprobs and n_logprobs == 0:  # logprobs of the chosen tokens only
         config.logprobs = 1
     job = state.scheduler.submit(choices(ids, config, body.n))
@@ -170,29 +168,22 @@ async def chat_completions(body: s.ChatCompletionRequest, request: Request):
         if body.stream:
             first = await _first(request, job)
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            readers = [turn_reader(model, plan, inside) for _ in range(body.n)]
             return JobStreamingResponse(
                 _chat_stream(model, job, first, meta, len(ids), body.logprobs, n_logprobs, include_usage,
-                             body.n, plan, inside), job, "text/event-stream")
+                             readers), job, "text/event-stream")
         results = await guard(request, job, collect(job))
     except ClientGone:
         return gone_response()
     out = []
     for i, r in enumerate(results):
         lp = _trim_top(_chat_logprobs(model, r.events), n_logprobs) if body.logprobs else None
-        parsed = reply_of(plan, model, r.tokens, r.text)
-        reasoning, content = _reasoning(parsed.content, inside)
-        message = s.AssistantMessage(content=content, reasoning_content=reasoning,
+        parsed = read_turn(turn_reader(model, plan, inside), r.text)
+        message = s.AssistantMessage(content=parsed.content, reasoning_content=parsed.reasoning,
                                      tool_calls=_tool_calls(parsed), tool_call_error=parsed.parse_error)
         out.append(s.ChatChoice(index=i, message=message, logprobs=lp,
                                 finish_reason=finish_reason_of(parsed, r.finish_reason)))
     return s.ChatCompletion(**meta, choices=out, usage=_usage(len(ids), results))
-
-
-def _reasoning(content: str | None, inside: bool | None) -> tuple[str | None, str | None]:
-    """(reasoning_content, content) of a reply; ``inside`` None keeps everything as content."""
-    if inside is None or content is None:
-        return None, content
-    return split_reasoning(content, inside)
 
 
 def _trim_top(lp: s.ChoiceLogprobs, n: int) -> s.ChoiceLogprobs:
@@ -202,53 +193,63 @@ def _trim_top(lp: s.ChoiceLogprobs, n: int) -> s.ChoiceLogprobs:
     return lp
 
 
-def _pieces(splitter, text: str, final: bool = False) -> list[s.Delta]:
-    """Deltas of streamed text: reasoning_content and content pieces (all content without a
-    splitter)."""
-    if splitter is None:
-        return [s.Delta(content=text)] if text else []
-    parts = splitter.feed(text) + (splitter.finish() if final else [])
-    return [s.Delta(reasoning_content=t) if kind == "reasoning" else s.Delta(content=t) for kind, t in parts]
+def _deltas(events, calls: list) -> list[s.Delta]:
+    """Deltas of a turn's events; ``calls`` (the choice's calls so far) gives their index.
+    A call comes as OpenAI streams one: a delta with its id, type and name, then its
+    arguments (sent once the call is complete and valid: abi.llm.turns)."""
+    out = []
+    for kind, value in events:
+        if kind == "reasoning":
+            out.append(s.Delta(reasoning_content=value))
+        elif kind == "content":
+            out.append(s.Delta(content=value))
+        elif kind == "error":
+            out.append(s.Delta(content="", tool_call_error=value))
+        else:
+            k = len(calls)
+            calls.append(value)
+            out.append(s.Delta(tool_calls=[s.ToolCallDelta(index=k, id=value.id, type="function",
+                                                           function=s.FunctionCall(name=value.name))]))
+            out.append(s.Delta(tool_calls=[s.ToolCallDelta(index=k, function=s.FunctionCall(
+                arguments=value.arguments))]))
+    return out
 
 
-async def _chat_stream(model, job, first, meta, n_prompt, logprobs, n_top, include_usage, n, plan,
-                       inside=None):
+async def _chat_stream(model, job, first, meta, n_prompt, logprobs, n_top, include_usage, readers):
     def chunk(index, delta, lp=None, finish=None):
         return _sse(s.ChatCompletionChunk(**meta, choices=[s.ChunkChoice(
             index=index, delta=delta, logprobs=lp, finish_reason=finish)]))
 
-    splitters = [None if inside is None else ReasoningSplitter(inside) for _ in range(n)]
+    n = len(readers)
+    events = [[] for _ in range(n)]   # each choice's events, for its finish reason
+    calls = [[] for _ in range(n)]
     for i in range(n):
         yield chunk(i, s.Delta(role="assistant", content=""))
     stats = []
     item = first
     try:
         while item is not None:
-            if isinstance(item, Token) and not plan.active:
-                ev = item.event
+            if isinstance(item, Token):
+                ev, i = item.event, item.index
                 lp = _trim_top(_chat_logprobs(model, [ev]), n_top) if logprobs else None
                 if lp is not None and not lp.content:
                     lp = None
-                deltas = _pieces(splitters[item.index], ev.text or "")
+                new = readers[i].feed(ev.text or "")
+                events[i] += new
+                deltas = _deltas(new, calls[i])
                 if lp is not None and not deltas:
                     deltas = [s.Delta(content="")]
                 for k, delta in enumerate(deltas):
-                    yield chunk(item.index, delta, lp if k == 0 else None)
+                    yield chunk(i, delta, lp if k == 0 else None)
             elif isinstance(item, Done):
                 stats.append(item)
-                reason = finish_reason(item.stats)
-                if plan.active:  # with tools the turn is parsed whole, then sent as deltas
-                    parsed = reply_of(plan, model, item.tokens, item.text)
-                    reasoning, parsed.content = _reasoning(parsed.content, inside)
-                    if reasoning:
-                        yield chunk(item.index, s.Delta(reasoning_content=reasoning))
-                    for piece in _tool_deltas(parsed):
-                        yield chunk(item.index, piece)
-                    reason = finish_reason_of(parsed, reason)
-                else:
-                    for delta in _pieces(splitters[item.index], "", final=True):
-                        yield chunk(item.index, delta)
-                yield chunk(item.index, s.Delta(), finish=reason)
+                i = item.index
+                new = readers[i].finish()
+                events[i] += new
+                for delta in _deltas(new, calls[i]):
+                    yield chunk(i, delta)
+                yield chunk(i, s.Delta(), finish=finish_reason_of(join_turn(events[i]),
+                                                                  finish_reason(item.stats)))
             item = await job.next()
     except Exception as exc:  # a later choice failed: say so in the stream, as OpenAI does
         for i in _unfinished(n, stats):
@@ -259,18 +260,6 @@ async def _chat_stream(model, job, first, meta, n_prompt, logprobs, n_top, inclu
         usage = _usage(n_prompt, stats)
         yield _sse(s.ChatCompletionChunk(**meta, choices=[], usage=usage))
     yield SSE_DONE
-
-
-def _tool_deltas(parsed):
-    """A parsed turn as OpenAI streams it: the content, then per call (index k) a delta with
-    its id and name and one with its arguments."""
-    if parsed.content or parsed.parse_error:
-        yield s.Delta(content=parsed.content or "", tool_call_error=parsed.parse_error)
-    for k, call in enumerate(parsed.tool_calls):
-        yield s.Delta(tool_calls=[s.ToolCallDelta(index=k, id=call.id, type="function",
-                                                  function=s.FunctionCall(name=call.name))])
-        yield s.Delta(tool_calls=[s.ToolCallDelta(index=k, function=s.FunctionCall(
-            arguments=call.arguments))])
 
 
 # -- completions ---------------------------------------------------------------------------------------

@@ -592,3 +592,79 @@ class Props(Reply):
     eos_token: str
     default_generation_settings: GenerationSettings
     build_info: str
+
+
+# -- llama-server's own /completion ------------------------------------------------------------------
+
+class LlamaCompletionRequest(Strict):
+    """llama-server's ``/completion`` fields that abi honours; any other field is an error
+    naming it (a sampler abi lacks must not be dropped silently)."""
+
+    prompt: Union[str,
+                  Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]]
+    model: Optional[str] = None
+    n_predict: int = Field(-1, ge=-1, description="tokens to generate at most; -1: until the context is full")
+    temperature: float = Field(0.8, ge=0, le=2)
+    top_k: int = Field(40, ge=0)
+    top_p: float = Field(0.95, ge=0, le=1)
+    min_p: float = Field(0.05, ge=0, le=1)
+    repeat_penalty: float = Field(1.1, ge=0.01, le=10)
+    repeat_last_n: int = Field(64, ge=-1)
+    presence_penalty: float = Field(0.0, ge=-2, le=2)
+    frequency_penalty: float = Field(0.0, ge=-2, le=2)
+    stop: list[Annotated[str, Field(min_length=1, max_length=1000)]] = Field(default_factory=list,
+                                                                            max_length=MAX_STOP)
+    seed: int = Field(-1, description="-1: a random seed")
+    ignore_eos: bool = False
+    logit_bias: Optional[Union[list[tuple[int, Union[float, bool]]], dict[str, Union[float, bool]]]] = None
+    n_probs: int = Field(0, ge=0, le=20)
+    grammar: Optional[str] = Field(None, max_length=200_000)
+    json_schema: Optional[dict[str, Any]] = None
+    stream: bool = False
+    cache_prompt: bool = Field(True, description="the common prefix with a slot's cache is always reused")
+    return_tokens: bool = False
+
+
+class LlamaTimings(Reply):
+    cache_n: int
+    prompt_n: int
+    prompt_ms: float
+    prompt_per_token_ms: float
+    prompt_per_second: float
+    predicted_n: int
+    predicted_ms: float
+    predicted_per_token_ms: float
+    predicted_per_second: float
+
+
+class LlamaTokenProb(Reply):
+    id: int
+    logprob: float
+    token: str
+    bytes: list[int]
+
+
+class LlamaProbs(LlamaTokenProb):
+    top_logprobs: list[LlamaTokenProb]
+
+
+class LlamaCompletion(Reply):
+    """A /completion answer: the whole one, a streamed piece (``stop`` false) or the last
+    streamed object (``stop`` true, ``content`` empty)."""
+
+    index: int = 0
+    content: str
+    tokens: list[int]
+    stop: bool
+    id_slot: int = -1
+    model: Optional[str] = None
+    tokens_predicted: int
+    tokens_evaluated: int
+    prompt: Optional[str] = None
+    has_new_line: Optional[bool] = None
+    truncated: Optional[bool] = None
+    stop_type: Optional[Literal["none", "eos", "limit", "word"]] = None
+    stopping_word: Optional[str] = None
+    tokens_cached: Optional[int] = None
+    timings: Optional[LlamaTimings] = None
+    completion_probabilities: Optional[list[LlamaProbs]] = None
