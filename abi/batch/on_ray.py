@@ -205,6 +205,9 @@ def _reraise_ours(exc: Exception) -> None:
     not as Ray's wrapper of it (a ``RayTaskError`` subclassing it, its message a traceback)."""
     for e in _causes(exc):
         if isinstance(e, AbiError) and not isinstance(e, ray.exceptions.RayError):
+            # Ray Data appends its advice on transient errors to the message; ours is not one
+            if e.args and isinstance(e.args[0], str) and "\nFailed to " in e.args[0]:
+                e.args = (e.args[0][:e.args[0].index("\nFailed to ")],) + e.args[1:]
             raise e from None
 
 
