@@ -10,6 +10,8 @@ import threading
 import time
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import ray  # noqa: E402  (the "ray" extra; CI installs it)
@@ -51,8 +53,8 @@ def test_embeddings_on_ray_equal_the_local_path(tmp_path, tiny_bert):
 @pytest.mark.parametrize("options", [{"temperature": 0.0}, {"temperature": 0.9, "seed": 5}],
                          ids=["greedy", "seeded"])
 def test_generations_on_ray_equal_the_local_path(tmp_path, tiny_llama, options):
-    path = tmp_path / "in.jsonl"
-    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    path = tmp_path / "in.parquet"  # text and JSONL are read on Ray in the other tests
+    pq.write_table(pa.table({"prompt": PROMPTS, "other": list(range(len(PROMPTS)))}), path)
     spec = JobSpec("generate", "prompt", model=tiny_llama, options={"max_tokens": 8, **options})
     run_job(spec, path, tmp_path / "local.jsonl", shard_size=2, progress=False)
     report = run_job(spec, path, tmp_path / "ray.jsonl", shard_size=2, progress=False,

@@ -2,20 +2,20 @@
 path's own reader (``iter_items``) on a worker, so rows are numbered, checked and hashed alike,
 and the driver receives only the item count and hash, never the items. The rows are
 partitioned by shard (a hash exchange, which keeps a shard's rows in one block, as Ray's
-``map_groups`` relies on) and materialized in the object store before the actors start, so that the actors'
-CPUs never starve the read and the exchange; then ``map_batches`` hands each block, whole
-shards, to a pool of actors, each loading the model once and writing the shards it computes.
+``map_groups`` relies on) and materialized in the object store before the actors start, so
+that the actors' CPUs never starve the read and the exchange; then ``map_batches`` hands each
+block, whole shards, to a pool of actors, each loading the model once and writing the shards
+it computes.
 
 Exactly once, under retries: a row's shard is a function of its row alone (``row //
 shard_size``), never of Ray's blocks; a call sees whole shards (checked: a partial one fails
-the job, never writes), and a shard is written whole
-through a rename under its own name. So a call retried after its actor died, or run twice,
-rewrites the same complete file, and the output holds every input exactly once whichever
-attempts finish. A dead actor is restarted and its batch retried ``max_retries`` times
-(``max_task_retries``; restarts are not capped, so deaths spread over many shards do not end a
-long job); a shard that kills its worker every time ends the job with a ``BatchWorkerError``
-naming it, and the shards written stay for ``--resume``. Scheduling, retries and placement are
-Ray's, not ours."""
+the job, never writes), and a shard is written whole through a rename under its own name. So
+a call retried after its actor died, or run twice, rewrites the same complete file, and the
+output holds every input exactly once whichever attempts finish. A dead actor is restarted and
+its batch retried ``max_retries`` times (``max_task_retries``; restarts are not capped, so
+deaths spread over many shards do not end a long job); a shard that kills its worker every
+time ends the job with a ``BatchWorkerError`` naming it, and the shards written stay for
+``--resume``. Scheduling, retries and placement are Ray's, not ours."""
 from __future__ import annotations
 
 import json
