@@ -151,6 +151,7 @@ def cluster(opts):
 
 def survey_on_ray(source: dict) -> tuple[int, str]:
     """The input's item count and hash, read and checked by a Ray task."""
+    source = dict(source, path=os.path.abspath(source["path"]))  # the workers' folder is not ours
     try:
         [row] = ray.data.read_datasource(InputDatasource(source)).take_all()
     except Exception as exc:
@@ -161,7 +162,8 @@ def survey_on_ray(source: dict) -> tuple[int, str]:
 
 def run_on_ray(spec: JobSpec, source: dict, rows: int, shard_size: int, todo: list[int],
                out: str, fmt: str, opts, on_done: Callable[[int], None]) -> None:
-    out = os.path.abspath(out)  # the actors' working folder is not ours
+    out = os.path.abspath(out)  # the workers' folder is not ours
+    source = dict(source, path=os.path.abspath(source["path"]))
     for k in todo:
         shards.clear_attempts(out, k)
     try:
