@@ -68,8 +68,8 @@ def run_job(spec: JobSpec, input_path, out, *, input_format: str | None = None,
 
 
 def _run(spec, source, out, fmt, shard_size, resume, progress, ray) -> JobReport:
-    """Survey the input (count and hash it: the driver holds no item), check the job against
-    ``out``, then compute the shards still missing."""
+    """Survey the input (count and hash it; on Ray the driver receives nothing more), check the
+    job against ``out``, then compute the shards still missing."""
     import time
 
     if ray is None:
@@ -97,8 +97,8 @@ def _run(spec, source, out, fmt, shard_size, resume, progress, ray) -> JobReport
         elif todo:
             from .on_ray import run_on_ray
 
-            run_on_ray(spec, source, rows, shard_size, [k for k, _, _ in todo], str(out),
-                              fmt, ray, bar.update)
+            run_on_ray(spec, source, rows, shard_size, [k for k, _, _ in todo], str(out), fmt,
+                       ray, bar.update)
     finally:
         bar.close()
     return JobReport(str(out), rows, len(ranges), len(ranges) - len(todo), len(todo),
