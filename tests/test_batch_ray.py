@@ -18,7 +18,7 @@ import ray  # noqa: E402  (the "ray" extra; CI installs it)
 
 from abi.batch import JobSpec, RayOptions, on_ray, read_results, run_job  # noqa: E402
 from abi.cli import main as cli_main  # noqa: E402
-from abi.errors import BatchInputError, BatchWorkerError, ConfigError  # noqa: E402
+from abi.errors import BatchInputError, BatchWorkerError  # noqa: E402
 from test_batch import PROMPTS, TEXTS, tiny_bert, tiny_llama  # noqa: E402,F401  (shared fixtures)
 
 WORKER_TITLE = "ray::MapWorker(MapBatches(ShardWorker))"  # the process title Ray gives our actors
