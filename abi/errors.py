@@ -177,6 +177,18 @@ class BatchInputError(DatasetError):
         super().__init__(message)
 
 
+class BatchWorkerError(AbiError):
+    """A batch job's worker died on the same shards until their retries ran out. ``shards``
+    names them; the shards already written stay, so the job resumes once they are fixed."""
+
+    exit_code = 12
+    http_status = 500
+
+    def __init__(self, message: str, shards: list[int]):
+        self.shards = shards
+        super().__init__(message)
+
+
 class FederatedError(AbiError):
     """A federated update was rejected (unknown node, wrong shape, NaN/Inf, stale step)."""
 

@@ -112,7 +112,8 @@ def test_cli_reports_a_bad_line_as_a_typed_error(tmp_path, capsys):
 def test_cli_refuses_options_that_would_be_ignored(tmp_path, capsys):
     path = tmp_path / "in.jsonl"
     path.write_text('{"text": "a", "messages": [{"role": "user", "content": "a"}]}\n')
-    for argv in (["embed", "--workers", "4"], ["generate", "--messages-field", "messages", "--system", "x"],
+    for argv in (["embed", "--workers", "4"], ["embed", "--max-retries", "2"],
+                 ["generate", "--messages-field", "messages", "--system", "x"],
                  ["embed", "--ray", "--workers", "0"]):
         assert cli_main(["batch", argv[0], str(path), "--out", str(tmp_path / "o"), *argv[1:]]) \
             == ConfigError.exit_code

@@ -29,20 +29,24 @@ def _add_job_args(p: argparse.ArgumentParser) -> None:
                    help="actors, each loading the model once (default 2)")
     g.add_argument("--cpus-per-worker", type=int, default=None,
                    help="CPUs (threads) per actor (default 1)")
+    g.add_argument("--max-retries", type=int, default=None,
+                   help="times a batch is retried after its actor died (default 3); then the "
+                        "job fails, keeping the shards written")
 
 
 def _ray_options(args):
     from .job import RayOptions
 
     if args.ray is None:
-        if args.workers is not None or args.cpus_per_worker is not None:
+        if (args.workers, args.cpus_per_worker, args.max_retries) != (None, None, None):
             from ..errors import ConfigError
 
-            raise ConfigError("--workers and --cpus-per-worker size a Ray job: add --ray", "ray")
+            raise ConfigError("--workers, --cpus-per-worker and --max-retries shape a Ray job: "
+                              "add --ray", "ray")
         return None
-    return RayOptions(address=None if args.ray == "local" else args.ray,
-                      workers=2 if args.workers is None else args.workers,
-                      cpus_per_worker=1 if args.cpus_per_worker is None else args.cpus_per_worker)
+    given = {k: v for k, v in (("workers", args.workers), ("cpus_per_worker", args.cpus_per_worker),
+                               ("max_retries", args.max_retries)) if v is not None}
+    return RayOptions(address=None if args.ray == "local" else args.ray, **given)
 
 
 def _threads(args) -> int | None:

@@ -1,10 +1,14 @@
 """A batch job's input: JSONL, Parquet or plain text (one item per line), read into items
 ``{"row", "id", <field>}``. Every defect is a ``BatchInputError`` naming the line (or Parquet
-row) before any model work starts, so a job never fails half-way on its input."""
+row) before any model work starts, so a job never fails half-way on its input. The local path
+and the Ray path (whose read task runs ``iter_items`` on a worker) read through this one code,
+so they number, check and hash the items alike."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
+from typing import Iterable, Iterator
 
 from ..errors import BatchInputError, ConfigError
 
@@ -28,6 +32,22 @@ def read_items(path, field: str, kind: str = "text", *, fmt: str | None = None,
     what the value must be: ``text`` (a string) or ``messages`` (a chat: a list of
     ``{"role", "content"}``). Blank lines of text and JSONL files are skipped; ``row`` counts
     items, ``id`` is the ``id_field`` value or, without one, the row."""
+    return list(iter_items(path, field, kind, fmt=fmt, id_field=id_field))
+
+
+def survey(items: Iterable[dict]) -> tuple[int, str]:
+    """How many items there are and a SHA-256 of them in order (a resumed job must see the
+    same input), reading them once without holding them."""
+    digest, n = hashlib.sha256(), 0
+    for item in items:
+        digest.update(json.dumps(item, ensure_ascii=False).encode() + b"\n")
+        n += 1
+    return n, digest.hexdigest()
+
+
+def iter_items(path, field: str, kind: str = "text", *, fmt: str | None = None,
+               id_field: str | None = None) -> Iterator[dict]:
+    """``read_items``, one item at a time (the file is streamed, never held whole)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"input {str(path)!r} is not a file", "input")
@@ -41,7 +61,7 @@ def read_items(path, field: str, kind: str = "text", *, fmt: str | None = None,
         records = _jsonl(path)
     else:
         records = _parquet(path, [f for f in (field, id_field) if f])
-    items, seen = [], {}
+    seen, row = {}, 0
     for line, record in records:
         if field not in record or record[field] is None:
             raise BatchInputError(f"{path}:{line}: no {field!r} field", line)
@@ -51,7 +71,6 @@ def read_items(path, field: str, kind: str = "text", *, fmt: str | None = None,
                                   f"{type(value).__name__}", line)
         if kind == "messages":
             value = _messages(value, path, line, field)
-        row = len(items)
         if id_field is None:
             ident = str(row)
         else:
@@ -64,8 +83,8 @@ def read_items(path, field: str, kind: str = "text", *, fmt: str | None = None,
                 raise BatchInputError(f"{path}:{line}: id {ident!r} repeats line {seen[ident]}",
                                       line)
             seen[ident] = line
-        items.append({"row": row, "id": ident, field: value})
-    return items
+        yield {"row": row, "id": ident, field: value}
+        row += 1
 
 
 def _lines(path: Path):
@@ -95,15 +114,24 @@ def _parquet(path: Path, columns: list[str]):
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        pf = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises ArrowInvalid and OSError for a bad file
         raise BatchInputError(f"{path}: not a readable Parquet file: {exc}") from None
-    missing = [c for c in columns if c not in table.column_names]
+    names = pf.schema_arrow.names
+    missing = [c for c in columns if c not in names]
     if missing:
-        raise BatchInputError(f"{path}: no column {missing[0]!r} (columns: "
-                              f"{', '.join(table.column_names)})")
-    for n, record in enumerate(table.select(columns).to_pylist(), 1):
-        yield n, record
+        raise BatchInputError(f"{path}: no column {missing[0]!r} (columns: {', '.join(names)})")
+    n, batches = 0, pf.iter_batches(batch_size=4096, columns=columns)
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as exc:  # a corrupt page shows only when it is read
+            raise BatchInputError(f"{path}: unreadable Parquet after row {n}: {exc}", n + 1) from None
+        if batch is None:
+            return
+        for record in batch.to_pylist():
+            n += 1
+            yield n, record
 
 
 def _messages(value, path, line, field):

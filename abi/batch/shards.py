@@ -88,6 +88,28 @@ def write_shard(out, index: int, fmt: str, rows: list[dict]) -> Path:
     return path
 
 
+def _attempts_path(out, index: int) -> Path:
+    return Path(out) / f"part-{index:06d}.attempts"
+
+
+def note_attempt(out, index: int, note: str) -> None:
+    """Note one try at shard ``index`` (a line), before its work starts."""
+    with open(_attempts_path(out, index), "a", encoding="utf-8") as fh:
+        fh.write(note + "\n")
+
+
+def attempts(out, index: int) -> list[str]:
+    """The tries at shard ``index`` not followed by its shard being written."""
+    try:
+        return _attempts_path(out, index).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def clear_attempts(out, index: int) -> None:
+    _attempts_path(out, index).unlink(missing_ok=True)
+
+
 def _schema(rows: list[dict]):
     import pyarrow as pa
 
