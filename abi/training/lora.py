@@ -82,7 +82,7 @@ def _rms(x, w, eps):
 
 def _gelu(g):
     """GELU, tanh form, and its derivative (the runtime's table is this, rounded to f16)."""
-    u = _SQRT_2_OVER_PI * (g + 0.044715 * g ** 2)
+    u = _SQRT_2_OVER_PI * (g + 0.044715 * g ** 3)
     t = np.tanh(u)
     d = 0.5 * (1 + t) + 0.5 * g * (1 - t * t) * _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * g * g)
     return 0.5 * g * (1 + t), d
