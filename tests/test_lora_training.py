@@ -76,7 +76,9 @@ def test_length_batcher_groups_by_length():
 
 
 def test_trains_validates_and_writes_adapter(tiny, tmp_path):
-    r = train_lora(_cfg(tiny, tmp_path, steps=12, val_split=0.25, val_every=4))
+    r = train_lora(_cfg(tiny, tmp_path, steps=12, val_split=0.25, val_every=4, threads=1,
+                        log_dir=str(tmp_path / "logs"), enable_tensorboard=True))
+    assert list((tmp_path / "logs").rglob("events.out.tfevents*"))
     assert r.losses[-1] < r.losses[0]
     assert [s for s, _ in r.val_losses] == [4, 8, 12] and r.n_val == 4
     alpha, pairs = read_lora_adapter(r.out, arch="llama")

@@ -24,10 +24,10 @@ import numpy as np
 
 from .. import _kernels
 from ..errors import ConfigError, TrainingError
-from ..gguf import load as load_gguf
+from ..gguf import GGMLType, load as load_gguf
 from ..llm.models import get_architecture
 from ..llm.models import decoder
-from ..llm.weights import WeightLoader
+from ..llm.weights import Linear, WeightLoader
 from .llama import _rms_back
 
 # --targets names -> the runtime Block's attributes
@@ -54,8 +54,8 @@ def check_recipe(a: decoder.ModelArgs) -> None:
 class WeightCache:
     """Dequantised base matrices, most recent first, within ``budget`` bytes."""
 
-    def __init__(self, dtype, budget: int):
-        self.dtype, self.budget, self.used = np.dtype(dtype), int(budget), 0
+    def __init__(self, dtype, budget: int, n_threads: int | None = None):
+        self.dtype, self.budget, self.used, self.n_threads = np.dtype(dtype), int(budget), 0, n_threads
         self._d: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def get(self, lin) -> np.ndarray:
@@ -63,7 +63,7 @@ class WeightCache:
         if w is not None:
             self._d.move_to_end(lin.name)
             return w
-        w = _kernels.dequantize(lin.raw, lin.ggml_type, lin.shape).reshape(lin.shape)
+        w = _kernels.dequantize(lin.raw, lin.ggml_type, lin.shape, self.n_threads).reshape(lin.shape)
         w = np.ascontiguousarray(w, dtype=self.dtype)
         if w.nbytes <= self.budget:
             self._d[lin.name] = w
@@ -113,7 +113,8 @@ class LoraModel:
 
     def __init__(self, model_path: str, *, rank: int = 8, alpha: float = 16.0, dropout: float = 0.0,
                  targets=("q", "v"), lora_layers: int | None = None, seed: int = 0,
-                 dtype=np.float32, cache_bytes: int = 64 << 20, init_b: float = 0.0):
+                 dtype=np.float32, cache_bytes: int = 64 << 20, init_b: float = 0.0,
+                 n_threads: int | None = None):
         if rank < 1:
             raise ConfigError(f"rank must be >= 1, got {rank}", "rank")
         if not 0.0 <= dropout < 1.0:
@@ -132,7 +133,7 @@ class LoraModel:
         check_recipe(a)
         self.base = decoder.Model(a, WeightLoader(self.gguf))   # raw quantised views only
         self.dtype = np.dtype(dtype)
-        self.weights = WeightCache(self.dtype, cache_bytes)
+        self.weights = WeightCache(self.dtype, cache_bytes, n_threads)
         self.rank, self.alpha, self.dropout = int(rank), float(alpha), float(dropout)
         self.targets = tuple(targets)
         n = a.n_layers if lora_layers is None else int(lora_layers)
@@ -352,7 +353,8 @@ class LoraModel:
         rows = out.raw.reshape(out.shape[0], -1)
         for r0 in range(0, out.shape[0], tile):
             r1 = min(r0 + tile, out.shape[0])
-            w = _kernels.dequantize(rows[r0:r1], out.ggml_type, (r1 - r0, out.shape[1]))
+            w = _kernels.dequantize(rows[r0:r1], out.ggml_type, (r1 - r0, out.shape[1]),
+                                    self.weights.n_threads)
             yield r0, r1, np.asarray(w, self.dtype).reshape(r1 - r0, -1)
 
     def loss_and_grads(self, ids: np.ndarray, targets: np.ndarray, mask: np.ndarray,
@@ -412,3 +414,35 @@ class LoraModel:
     def adapter_tensors(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """``{base_name: (A, B)}`` for ``write_lora_adapter``."""
         return {ad.name: (ad.a, ad.b) for layer in self.adapters for ad in layer.values()}
+
+    def merged_runtime(self) -> decoder.Model:
+        """The runtime's numpy reference model with the adapters merged into float32 copies of
+        the adapted matrices only (the rest stays quantised), for evaluating a run."""
+        import copy
+
+        merged = copy.copy(self.base)
+        merged.layers = [copy.copy(block) for block in self.base.layers]
+        for i, ads in enumerate(self.adapters):
+            for t, ad in ads.items():
+                lin = getattr(merged.layers[i], TARGETS[t])
+                w = _kernels.dequantize(lin.raw, lin.ggml_type, lin.shape).reshape(lin.shape)
+                w = np.ascontiguousarray(w + ad.scale * (ad.b @ ad.a), np.float32)
+                setattr(merged.layers[i], TARGETS[t],
+                        Linear(w.view(np.uint8).reshape(-1), GGMLType.F32, lin.shape, lin.bias, lin.name))
+        return merged
+
+
+def greedy_reply(runtime: decoder.Model, encoder, messages, max_tokens: int = 32) -> str:
+    """The greedy reply of a runtime model (``LoraModel.base`` or ``merged_runtime()``) to a
+    chat, rendered by ``encoder`` (a lora_data.Encoder): for evaluating a run."""
+    ids = encoder.chat_ids(messages, True)
+    cache = runtime.new_cache(len(ids) + max_tokens)
+    logits = runtime.forward(ids, cache, "last")
+    out = []
+    for _ in range(max_tokens):
+        token = int(np.argmax(logits[-1]))
+        if encoder.tok.is_eog(token):
+            break
+        out.append(token)
+        logits = runtime.forward([token], cache, "last")
+    return encoder.tok.decode(out)

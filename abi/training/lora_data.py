@@ -99,7 +99,7 @@ class Encoder:
         self.template = ChatTemplate(source if isinstance(source, str) else None,
                                      text(tok.bos_id), text(tok.eos_id))
 
-    def _chat_ids(self, messages, add_generation_prompt: bool) -> list[int]:
+    def chat_ids(self, messages, add_generation_prompt: bool) -> list[int]:
         text = self.template.render(messages, add_generation_prompt=add_generation_prompt)
         bos = self.template.bos_token
         add_bos = False if bos and text.startswith(bos) else None
@@ -116,13 +116,13 @@ class Encoder:
         msgs = rec["messages"] if "messages" in rec else [
             {"role": "user", "content": rec["prompt"]}, {"role": "assistant", "content": rec["completion"]}]
         try:
-            full = self._chat_ids(msgs, False)
+            full = self.chat_ids(msgs, False)
             mask = np.zeros(len(full), bool)
             for i, m in enumerate(msgs):
                 if m["role"] != "assistant":
                     continue
-                before = self._chat_ids(msgs[:i], True) if i else []
-                through = self._chat_ids(msgs[:i + 1], False)
+                before = self.chat_ids(msgs[:i], True) if i else []
+                through = self.chat_ids(msgs[:i + 1], False)
                 if full[:len(through)] != through or through[:len(before)] != before:
                     raise DatasetError(f"{where}: the chat template does not render this chat as a "
                                        "growing prefix; cannot find the assistant's tokens")

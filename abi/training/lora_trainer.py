@@ -9,6 +9,7 @@ every ``val_every`` steps and at the end.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ class LoraConfig:
     val_split: float = 0.0
     val_every: int = 0                  # steps between validation losses (0: only at the end)
     seed: int = 42
+    threads: int | None = None          # BLAS and dequantising threads (None: the libraries' default)
     weight_cache_mb: int = 64           # dequantised base matrices kept between uses
     prefix_cache_mb: int = 256          # streams entering the first adapted layer, per example
     checkpoint_dir: str | None = None   # base path of the checkpoints (numbered beside it)
@@ -80,6 +82,8 @@ class LoraConfig:
                               f"{', '.join(TARGETS)}", "targets")
         if self.val_every < 0 or (self.val_every and not self.val_split):
             raise ConfigError("val_every needs a val_split > 0", "val_every")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}", "threads")
         if (self.enable_tensorboard or self.enable_wandb) and not self.log_dir:
             raise ConfigError("enable_tensorboard/enable_wandb need a log_dir", field="log_dir")
 
@@ -143,7 +147,7 @@ def train_lora(config: LoraConfig | None = None, *, resume_from: str | None = No
     config.validate()
     model = LoraModel(config.model, rank=config.rank, alpha=config.alpha, dropout=config.dropout,
                       targets=config.targets, lora_layers=config.lora_layers, seed=config.seed,
-                      cache_bytes=config.weight_cache_mb << 20)
+                      cache_bytes=config.weight_cache_mb << 20, n_threads=config.threads)
     if config.max_seq_len > model.args.n_ctx_train:
         raise ConfigError(f"max_seq_len {config.max_seq_len} exceeds the model's context "
                           f"{model.args.n_ctx_train}", "max_seq_len")
@@ -243,13 +247,19 @@ def train_lora(config: LoraConfig | None = None, *, resume_from: str | None = No
         if on_step is not None:
             on_step(at, result.metrics)
 
+    limit = contextlib.nullcontext()
+    if config.threads:
+        from threadpoolctl import threadpool_limits
+
+        limit = threadpool_limits(config.threads, "blas")
     try:
-        step = loop.run(one_step, optimizer=optimizer, schedule=schedule, grad_clip=config.grad_clip,
-                        start=step, total=config.steps, checkpoints=checkpoints,
-                        interval=config.checkpoint_interval, snapshot=snapshot, on_step=after,
-                        progress=progress, desc="train lora", resumed=ckpt is not None,
-                        postfix=lambda r: {"loss": f"{r.loss:.3f}",
-                                           "tok_s": f"{r.metrics['tokens_per_second']:.0f}"})
+        with limit:
+            step = loop.run(one_step, optimizer=optimizer, schedule=schedule, grad_clip=config.grad_clip,
+                            start=step, total=config.steps, checkpoints=checkpoints,
+                            interval=config.checkpoint_interval, snapshot=snapshot, on_step=after,
+                            progress=progress, desc="train lora", resumed=ckpt is not None,
+                            postfix=lambda r: {"loss": f"{r.loss:.3f}",
+                                               "tok_s": f"{r.metrics['tokens_per_second']:.0f}"})
     finally:
         logger.close()
     if config.out:
