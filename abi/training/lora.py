@@ -388,13 +388,17 @@ class LoraModel:
             tl = np.tanh(logits / a.final_softcap)
             logits = tl * a.final_softcap
         tgt = np.asarray(targets)[mask]
-        z = logits - logits.max(axis=-1, keepdims=True)
-        lse = np.log(np.exp(z).sum(axis=-1))
-        loss = float(np.mean(lse - z[np.arange(n_tok), tgt]))
+        rows = np.arange(n_tok)
+        logits -= logits.max(axis=-1, keepdims=True)      # in place: (N, V) is the largest array
+        picked = logits[rows, tgt]
+        np.exp(logits, out=logits)
+        total = logits.sum(axis=-1)
+        loss = float(np.mean(np.log(total) - picked))
         if grads is None:
             return loss, n_tok
-        dl = np.exp(z - lse[:, None])                                       # softmax
-        dl[np.arange(n_tok), tgt] -= 1.0
+        dl = logits
+        dl /= total[:, None]                               # the softmax
+        dl[rows, tgt] -= 1.0
         dl *= weight / n_tok
         if a.final_softcap:
             dl *= 1 - tl ** 2
