@@ -24,7 +24,7 @@ def held_out():
 
 
 def answers(runtime, encoder):
-    return [greedy_reply(runtime, encoder, [{"role": "user", "content": h["question"]}], 24)
+    return [greedy_reply(runtime, encoder, [{"role": "user", "content": h["question"]}], 20)
             for h in held_out()]
 
 

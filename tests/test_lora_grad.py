@@ -65,3 +65,17 @@ def test_refuses_what_it_cannot_train(tmp_path):
                      dims={**DIMS, "n_ff_exp": 32})
     with pytest.raises(TrainingError, match="mixture of experts"):
         LoraModel(str(path))
+
+
+def test_fused_tensors_run_but_are_not_targets(tmp_path):
+    """Phi-3 stores QKV and gate-up fused: the forward reads their parts, but an adapter on a
+    part would not be a llama.cpp adapter of a file tensor, so it is refused."""
+    path = tmp_path / "phi3.gguf"
+    write_tiny_model(path, "phi3", GGMLType.Q8_0, name="phi3_q8_0", dims=DIMS)
+    with pytest.raises(TrainingError, match="'q'"):
+        LoraModel(str(path), targets=("q",))
+    m = LoraModel(str(path), targets=("o", "down"), dtype=np.float64, init_b=0.5)
+    ids = np.arange(1, 9)[None]
+    grads = {k: np.zeros_like(v) for k, v in m.params.items()}
+    loss, n = m.loss_and_grads(ids, ids, np.ones_like(ids, bool), grads)
+    assert n == 8 and np.isfinite(loss) and all(np.abs(g).max() > 0 for g in grads.values())

@@ -10,7 +10,8 @@ process so that each peak RSS is its own; the ratio LoRA / full, and the model f
 The first step of each run is warm-up and not timed.
 
 ``demo``: the demonstration of tests/test_lora_demo.py (the same settings): the held-out
-questions' greedy answers before and after training, the hits, the training speed.
+questions' greedy answers before and after training, the hits, the training speed; with
+``ABI_LLAMACPP_PYTHON`` set, also llama.cpp's greedy answers with the adapter file.
 """
 from __future__ import annotations
 
@@ -116,15 +117,41 @@ def demo(args) -> None:
     os.environ["ABI_NUM_THREADS"] = "1"
     _kernels.default_num_threads(refresh=True)
     with tempfile.TemporaryDirectory() as d:
+        adapter = str(Path(d) / "a.gguf")
         r = train_lora(LoraConfig(model=args.model, data=str(DATA / "lora_product.jsonl"),
-                                  out=str(Path(d) / "a.gguf"), **DEMO))
-    enc = Encoder(r.model.gguf)
-    before, after = answers(r.model.base, enc), answers(r.model.merged_runtime(), enc)
-    for h, b, a in zip(held_out(), before, after):
+                                  out=adapter, **DEMO))
+        enc = Encoder(r.model.gguf)
+        before, after = answers(r.model.base, enc), answers(r.model.merged_runtime(), enc)
+        theirs = _llamacpp_answers(args.model, adapter, [h["question"] for h in held_out()])
+    for i, (h, b, a) in enumerate(zip(held_out(), before, after)):
         print(f"Q: {h['question']}  (expect {h['expect']!r})\n  before: {b}\n  after:  {a}")
-    print(f"hits before {hits(before)}/{len(before)}, after {hits(after)}/{len(after)}; "
-          f"{r.steps} steps, loss {r.losses[0]:.3f} -> {r.losses[-1]:.3f}, "
+        if theirs:
+            print(f"  llama.cpp with the adapter: {theirs[i]}")
+    print(f"hits before {hits(before)}/{len(before)}, after {hits(after)}/{len(after)}"
+          + (f", llama.cpp with the adapter {hits(theirs)}/{len(theirs)}, same text as abi "
+             f"{sum(x.strip() == y.strip() for x, y in zip(after, theirs))}/{len(after)}" if theirs else "")
+          + f"; {r.steps} steps, loss {r.losses[0]:.3f} -> {r.losses[-1]:.3f}, "
           f"{r.tokens_per_second:.0f} tokens/s, {r.wall_time_s:.0f} s")
+
+
+_LLAMACPP = """
+import json, sys
+import llama_cpp
+model, adapter, questions = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+llm = llama_cpp.Llama(model, lora_path=adapter, verbose=False, n_ctx=256, seed=0)
+print(json.dumps([llm.create_chat_completion([{"role": "user", "content": q}], temperature=0.0, top_k=1,
+                  max_tokens=24)["choices"][0]["message"]["content"] for q in questions]))
+"""
+
+
+def _llamacpp_answers(model: str, adapter: str, questions: list[str]) -> list[str] | None:
+    """llama.cpp's greedy replies with the adapter (None without ABI_LLAMACPP_PYTHON)."""
+    python = os.environ.get("ABI_LLAMACPP_PYTHON")
+    if not python:
+        return None
+    out = subprocess.run([python, "-c", _LLAMACPP, model, adapter, json.dumps(questions)],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:

@@ -44,8 +44,6 @@ def check_recipe(a: decoder.ModelArgs) -> None:
         unsupported.append("attention sinks")
     if a.activation not in ("silu", "gelu"):
         unsupported.append(f"activation {a.activation!r}")
-    if a.gate_up_fused:
-        unsupported.append("fused gate-up tensor")
     if unsupported:
         raise TrainingError(f"LoRA training does not support {', '.join(unsupported)} "
                             f"(architecture {a.arch!r})")
