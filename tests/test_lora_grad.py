@@ -6,8 +6,7 @@ import pytest
 
 from abi.errors import TrainingError
 from abi.gguf import GGMLType
-from abi.llm.cache import KVCache
-from abi.training.lora import LoraModel
+from abi.training.lora import LoraModel, _rms
 from tests.tiny_models import write_tiny_model
 
 DIMS = {"n_embd": 32, "n_ff": 64, "n_head": 4, "n_kv": 2, "n_layer": 2}
@@ -52,7 +51,6 @@ def test_forward_matches_runtime(tmp_path, arch):
     m = _model(tmp_path, arch, rank=2)
     ids = np.arange(1, 13)[None]
     x = m.hidden_before(ids, m.args.n_layers)
-    from abi.training.lora import _rms
     y, _, _ = _rms(x[0], m.base.output_norm, m.args.norm_eps)
     ours = y @ np.asarray(next(m._head_rows(10 ** 6))[2]).T
     ref = m.base.forward(ids[0], m.base.new_cache(32), output="all")

@@ -114,3 +114,12 @@ def test_cli(tiny, tmp_path, capsys):
     assert rc == 0 and out.exists()
     assert "adapter:" in capsys.readouterr().out
     assert set(read_lora_adapter(out)[1]) == {"blk.1.attn_q.weight", "blk.1.ffn_gate.weight"}
+
+
+@pytest.mark.parametrize("bad,field", [({"targets": ("qq",)}, "targets"), ({"val_every": 2}, "val_every"),
+                                       ({"rank": 0}, "rank"), ({"lora_layers": 3}, "lora_layers"),
+                                       ({"max_seq_len": 4096}, "max_seq_len")])
+def test_refuses_bad_settings(tiny, tmp_path, bad, field):
+    with pytest.raises(ConfigError) as e:
+        train_lora(_cfg(tiny, tmp_path, **bad))
+    assert e.value.field == field

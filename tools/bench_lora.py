@@ -1,6 +1,6 @@
 """LoRA training against the full-parameter trainer, and the LoRA demonstration.
 
-    python tools/bench_lora.py speed [--model M] [--seq-len 512] [--steps 2] [--threads N]
+    python tools/bench_lora.py speed [--model M] [--seq-len 512] [--steps 2] [--threads N] [--repeat 2]
     python tools/bench_lora.py demo  [--model M]
 
 ``speed``: tokens/s and peak RSS of ``train lora`` (all layers; q, k, v, o) and of
@@ -88,16 +88,21 @@ def child_full(model: str, seq_len: int, steps: int, threads: int | None) -> dic
 
 
 def speed(args) -> None:
-    results = {}
-    for kind in ("lora", "full"):
-        cmd = [sys.executable, __file__, "_child", kind, "--model", args.model, "--seq-len",
-               str(args.seq_len), "--steps", str(args.steps)] + (["--threads", str(args.threads)] if args.threads else [])
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-        results[kind] = json.loads(out.stdout.strip().splitlines()[-1])
+    results: dict[str, dict] = {}
+    for _ in range(args.repeat):   # alternating, the best of each: shared machines drift
+        for kind in ("lora", "full"):
+            cmd = [sys.executable, __file__, "_child", kind, "--model", args.model, "--seq-len",
+                   str(args.seq_len), "--steps", str(args.steps)] + (
+                       ["--threads", str(args.threads)] if args.threads else [])
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            best = results.setdefault(kind, r)
+            best["tokens_per_second"] = max(best["tokens_per_second"], r["tokens_per_second"])
     file_mb = os.path.getsize(args.model) / 2 ** 20
     lo, fu = results["lora"], results["full"]
     print(f"model {Path(args.model).name} ({file_mb:.0f} MiB), seq len {args.seq_len}, batch 1, "
-          f"{args.steps} timed steps, threads {args.threads or 'default'}")
+          f"{args.steps} timed steps, best of {args.repeat}, threads {args.threads or 'default'}")
     print(f"{'trainer':<28}{'tokens/s':>10}{'peak RSS MiB':>14}")
     print(f"{'train lora (r8, q,k,v,o)':<28}{lo['tokens_per_second']:>10.1f}{lo['peak_rss_mb']:>14.0f}")
     print(f"{'train llm (full, float32)':<28}{fu['tokens_per_second']:>10.1f}{fu['peak_rss_mb']:>14.0f}")
@@ -164,6 +169,7 @@ def main() -> None:
     p.add_argument("--seq-len", type=int, default=512)
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--repeat", type=int, default=2, help="speed: alternating runs of each trainer")
     args = p.parse_args()
     args.model = str(resolve_model(args.model))
     if args.what == "_child":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -96,13 +95,6 @@ class Adapter:
 
     def __init__(self, name: str, a: np.ndarray, b: np.ndarray, scale: float):
         self.name, self.a, self.b, self.scale = name, a, b, scale
-
-
-@dataclass
-class _Ctx:
-    """What a layer's backward needs from its forward (one layer at a time)."""
-
-    vals: dict
 
 
 class LoraModel:
