@@ -17,6 +17,7 @@ DATA = Path(__file__).parent / "data"
 DEMO = dict(rank=8, alpha=16.0, lora_layers=8, targets=("q", "k", "v", "o", "gate", "up", "down"),
             steps=30, batch_size=4, learning_rate=2e-3, lr_schedule="constant", max_seq_len=128,
             seed=0, threads=1)
+MAX_TOKENS = 20   # of each greedy reply
 
 
 def held_out():
@@ -24,7 +25,7 @@ def held_out():
 
 
 def answers(runtime, encoder):
-    return [greedy_reply(runtime, encoder, [{"role": "user", "content": h["question"]}], 20)
+    return [greedy_reply(runtime, encoder, [{"role": "user", "content": h["question"]}], MAX_TOKENS)
             for h in held_out()]
 
 

@@ -125,7 +125,7 @@ def speed(args) -> None:
 
 def demo(args) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
-    from test_lora_demo import DATA, DEMO, answers, held_out, hits
+    from test_lora_demo import DATA, DEMO, MAX_TOKENS, answers, held_out, hits
 
     from abi import _kernels
     from abi.training.lora_data import Encoder
@@ -139,7 +139,7 @@ def demo(args) -> None:
                                   out=adapter, **DEMO))
         enc = Encoder(r.model.gguf)
         before, after = answers(r.model.base, enc), answers(r.model.merged_runtime(), enc)
-        theirs = _llamacpp_answers(args.model, adapter, [h["question"] for h in held_out()])
+        theirs = _llamacpp_answers(args.model, adapter, [h["question"] for h in held_out()], MAX_TOKENS)
     for i, (h, b, a) in enumerate(zip(held_out(), before, after)):
         print(f"Q: {h['question']}  (expect {h['expect']!r})\n  before: {b}\n  after:  {a}")
         if theirs:
@@ -154,19 +154,19 @@ def demo(args) -> None:
 _LLAMACPP = """
 import json, sys
 import llama_cpp
-model, adapter, questions = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+model, adapter, questions, n = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
 llm = llama_cpp.Llama(model, lora_path=adapter, verbose=False, n_ctx=256, seed=0)
 print(json.dumps([llm.create_chat_completion([{"role": "user", "content": q}], temperature=0.0, top_k=1,
-                  max_tokens=24)["choices"][0]["message"]["content"] for q in questions]))
+                  max_tokens=n)["choices"][0]["message"]["content"] for q in questions]))
 """
 
 
-def _llamacpp_answers(model: str, adapter: str, questions: list[str]) -> list[str] | None:
+def _llamacpp_answers(model: str, adapter: str, questions: list[str], max_tokens: int) -> list[str] | None:
     """llama.cpp's greedy replies with the adapter (None without ABI_LLAMACPP_PYTHON)."""
     python = os.environ.get("ABI_LLAMACPP_PYTHON")
     if not python:
         return None
-    out = subprocess.run([python, "-c", _LLAMACPP, model, adapter, json.dumps(questions)],
+    out = subprocess.run([python, "-c", _LLAMACPP, model, adapter, json.dumps(questions), str(max_tokens)],
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
