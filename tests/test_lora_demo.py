@@ -16,7 +16,7 @@ DATA = Path(__file__).parent / "data"
 # the demonstration's settings (tools/bench_lora.py reports the same run)
 DEMO = dict(rank=8, alpha=16.0, lora_layers=8, targets=("q", "k", "v", "o", "gate", "up", "down"),
             steps=30, batch_size=4, learning_rate=2e-3, lr_schedule="constant", max_seq_len=128,
-            seed=0, threads=1)
+            seed=0, threads=1, recompute=False)
 MAX_TOKENS = 20   # of each greedy reply
 
 

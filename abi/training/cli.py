@@ -289,6 +289,9 @@ def _lora_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="CHECKPOINT", help="continue a run from its checkpoint")
     p.add_argument("--threads", type=int, default=None,
                    help="BLAS and dequantising threads (default: the libraries' own)")
+    p.add_argument("--no-recompute", action="store_true",
+                   help="keep every adapted layer's activations instead of recomputing them in "
+                        "the backward: a forward less per step, more memory")
     p.add_argument("--seed", type=int, default=C.seed)
     p.add_argument("--log-dir")
     p.add_argument("--tensorboard", action="store_true", help="TensorBoard event files in --log-dir")
@@ -312,7 +315,7 @@ def _lora(argv: list[str]) -> int:
         val_split=a.val_split, val_every=a.val_every, seed=a.seed, checkpoint_dir=a.checkpoint_dir,
         checkpoint_interval=a.checkpoint_interval, max_checkpoints=a.max_checkpoints,
         on_save_error=a.on_save_error, log_dir=a.log_dir, enable_tensorboard=a.tensorboard,
-        enable_wandb=a.wandb, threads=a.threads)
+        enable_wandb=a.wandb, threads=a.threads, recompute=not a.no_recompute)
     r = train_lora(cfg, resume_from=a.resume, progress=not a.no_progress)
     print(f"steps: {r.steps}  final loss: {r.final_loss:.4f}  tokens/s: {r.tokens_per_second:.1f}  "
           f"wall time: {r.wall_time_s:.1f} s")

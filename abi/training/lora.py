@@ -3,9 +3,10 @@
 
 Each base matrix is dequantised when a layer needs it and dropped after (a bounded cache
 keeps the most recent ones): never a float copy of the whole model. Only the adapters get
-gradients. The backward recomputes each layer's forward from its saved input (activation
-checkpointing), so the activations kept are one (B, T, D) state per adapted layer plus one
-layer's intermediates. Layers below the first adapted one run forward only.
+gradients. By default the backward recomputes each layer's forward from its saved input
+(activation checkpointing), so the activations kept are one (B, T, D) state per adapted layer
+plus one layer's intermediates; ``recompute=False`` keeps every adapted layer's
+intermediates instead (a forward less per step, for short sequences or few layers). Layers below the first adapted one run forward only.
 
 Recipe steps the backward covers: pre-norms (or none), post-norms, Q/K biases and any other
 bias, Q/K norm per head or over all heads, RoPE of each layer (the runtime's tables: scaled,
@@ -104,7 +105,7 @@ class LoraModel:
     def __init__(self, model_path: str, *, rank: int = 8, alpha: float = 16.0, dropout: float = 0.0,
                  targets=("q", "v"), lora_layers: int | None = None, seed: int = 0,
                  dtype=np.float32, cache_bytes: int = 64 << 20, init_b: float = 0.0,
-                 n_threads: int | None = None):
+                 n_threads: int | None = None, recompute: bool = True):
         if rank < 1:
             raise ConfigError(f"rank must be >= 1, got {rank}", "rank")
         if not 0.0 <= dropout < 1.0:
@@ -125,6 +126,7 @@ class LoraModel:
         self.dtype = np.dtype(dtype)
         self.weights = WeightCache(self.dtype, cache_bytes, n_threads)
         self.rank, self.alpha, self.dropout = int(rank), float(alpha), float(dropout)
+        self.recompute = bool(recompute)   # False: keep every adapted layer's intermediates
         self.targets = tuple(targets)
         n = a.n_layers if lora_layers is None else int(lora_layers)
         if not 1 <= n <= a.n_layers:
@@ -363,10 +365,11 @@ class LoraModel:
             self.hidden_before(ids, self.first)
         seeds = (np.random.SeedSequence(drop_seed).generate_state(a.n_layers)
                  if drop_seed is not None and self.dropout else [None] * a.n_layers)
-        inputs = []
+        inputs, kept = [], []
         for i in range(self.first, a.n_layers):
             inputs.append(x)
-            x, _ = self._layer(i, x, seeds[i], False)
+            x, saved = self._layer(i, x, seeds[i], grads is not None and not self.recompute)
+            kept.append(saved if grads is not None and not self.recompute else None)
         xs = x[mask]                                                        # (N, D)
         y, n, r = _rms(xs, self._vec(self.base.output_norm), a.norm_eps)
         logits = np.empty((n_tok, a.n_vocab), self.dtype)
@@ -401,7 +404,10 @@ class LoraModel:
         dx = np.zeros_like(x)
         dx[mask] = dxs
         for i in range(a.n_layers - 1, self.first - 1, -1):
-            _, saved = self._layer(i, inputs[i - self.first], seeds[i], True)   # recompute
+            saved = kept[i - self.first]
+            if saved is None:    # recompute the layer from its input (same dropout seed)
+                _, saved = self._layer(i, inputs[i - self.first], seeds[i], True)
+            kept[i - self.first] = None
             dx = self._layer_back(i, saved, dx, grads)
         return loss, n_tok
 

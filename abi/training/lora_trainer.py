@@ -57,6 +57,7 @@ class LoraConfig:
     val_every: int = 0                  # steps between validation losses (0: only at the end)
     seed: int = 42
     threads: int | None = None          # BLAS and dequantising threads (None: the libraries' default)
+    recompute: bool = True              # activation checkpointing (False: faster, more memory)
     weight_cache_mb: int = 32           # dequantised base matrices kept between uses
     prefix_cache_mb: int = 256          # streams entering the first adapted layer, per example
     checkpoint_dir: str | None = None   # base path of the checkpoints (numbered beside it)
@@ -143,7 +144,8 @@ def train_lora(config: LoraConfig | None = None, *, resume_from: str | None = No
     config.validate()
     model = LoraModel(config.model, rank=config.rank, alpha=config.alpha, dropout=config.dropout,
                       targets=config.targets, lora_layers=config.lora_layers, seed=config.seed,
-                      cache_bytes=config.weight_cache_mb << 20, n_threads=config.threads)
+                      cache_bytes=config.weight_cache_mb << 20, n_threads=config.threads,
+                      recompute=config.recompute)
     if config.max_seq_len > model.args.n_ctx_train:
         raise ConfigError(f"max_seq_len {config.max_seq_len} exceeds the model's context "
                           f"{model.args.n_ctx_train}", "max_seq_len")
