@@ -17,6 +17,7 @@ tensors as targets, other activations) is refused with a TrainingError naming it
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import OrderedDict
 
@@ -35,18 +36,28 @@ TARGETS = {"q": "wq", "k": "wk", "v": "wv", "o": "wo", "gate": "w_gate", "up": "
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
+# the recipe fields whose every value the backward follows (RoPE's fields, before the
+# recipe's, come with the runtime's tables); any other field away from its default is refused
+HANDLED = frozenset({"attn_norm", "post_norms", "qk_norm", "qkv_bias", "embd_scale", "attn_scale",
+                     "residual_scale", "logit_scale", "attn_softcap", "final_softcap",
+                     "sliding_window", "swa_layers", "rope_base_swa", "swa_rope_scaled",
+                     "nope_layers", "ffn_norm_tensor", "gate_up_fused", "rope_orig_ctx"})
+ACTIVATIONS = ("silu", "gelu")
+
+
 def check_recipe(a: decoder.ModelArgs) -> None:
-    """Refuse (TrainingError naming it) a recipe feature the LoRA backward does not have."""
-    unsupported = []
-    if a.n_expert:
-        unsupported.append("mixture of experts")
-    if a.attn_sinks:
-        unsupported.append("attention sinks")
-    if a.activation not in ("silu", "gelu"):
-        unsupported.append(f"activation {a.activation!r}")
+    """Refuse (TrainingError naming it) a recipe feature the LoRA backward does not have:
+    an activation it lacks, or any other field (mixtures of experts, attention sinks, and
+    whatever the recipe gains later) set away from its default."""
+    defaults = {f.name: f.default for f in dataclasses.fields(decoder.ModelArgs)}
+    unsupported = [f"{name}={getattr(a, name)!r}" for name in decoder.RECIPE_FIELDS
+                   if name not in HANDLED and name != "activation" and getattr(a, name) != defaults[name]]
+    if a.activation not in ACTIVATIONS:
+        unsupported.append(f"activation={a.activation!r}")
     if unsupported:
-        raise TrainingError(f"LoRA training does not support {', '.join(unsupported)} "
-                            f"(architecture {a.arch!r})")
+        raise TrainingError(f"LoRA training does not support the recipe's {', '.join(unsupported)} "
+                            f"(architecture {a.arch!r}); it trains dense decoders with "
+                            f"{' or '.join(ACTIVATIONS)} gated FFNs")
 
 
 class WeightCache:
