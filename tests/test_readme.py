@@ -121,6 +121,14 @@ EXCLUDED = {
         "about 7 minutes (test_training_llm.py trains the same way, smaller)",
     'python -m abi train llm --data data.bin --init MODEL.gguf --steps 20 ...':
         "about 8 minutes and 2.8 GB (test_training_llm.py fine-tunes a tiny model)",
+    'python -m abi train lora --model smollm2-135m-instruct --data chats.jsonl --out adapter.gguf '
+    '--steps 100 --rank 8 --alpha 16 --targets q,k,v,o --lora-layers 8 --lr 1e-4 --batch-size 4 '
+    '--grad-accum 1 --max-seq-len 512 --val-split 0.1 --val-every 20 --checkpoint-dir ck/run '
+    '--checkpoint-interval 20 --log-dir runs --tensorboard':
+        "minutes on 2 cores (test_lora_training.py runs the same options on a tiny model, "
+        "test_lora_demo.py trains SmolLM2)",
+    'python -m abi train lora --model MODEL.gguf --data chats.jsonl --out adapter.gguf --resume ck/run':
+        "needs the run above (test_lora_training.py resumes bit for bit)",
 }
 STDIN = {'python -m abi llm chat': "/exit\n",
          'python -m abi agent --backend openai --model gpt-4o-mini --system "Be brief."': "Hello\n"}

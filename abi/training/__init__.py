@@ -1,5 +1,6 @@
 """Training: the reference's ``train`` loop, optimisers, schedules, crash-safe checkpoints,
-LLM training with GGUF export, federated averaging and datasets.
+LLM training with GGUF export, LoRA fine-tuning of GGUF models, federated averaging and
+datasets.
 
 Names load on first use, so ``import abi.training`` pulls in none of the heavy optional
 libraries (tensorboardX, wandb, flwr).
@@ -14,6 +15,8 @@ _EXPORTS = {
     "LlmTrainingConfig": "llm_trainer", "LlmTrainingReport": "llm_trainer",
     "train_llm": "llm_trainer", "load_llm_checkpoint": "llm_trainer",
     "LlmCheckpoint": "llm_trainer",
+    "LoraConfig": "lora_trainer", "LoraReport": "lora_trainer", "train_lora": "lora_trainer",
+    "write_lora_adapter": "lora_file", "read_lora_adapter": "lora_file",
     "make_optimizer": "optim", "make_schedule": "schedules",
     "TokenBin": "datasets", "read_tokenbin": "datasets", "write_tokenbin": "datasets",
     "read_wdbx": "datasets", "write_wdbx": "datasets",
@@ -21,7 +24,7 @@ _EXPORTS = {
 }
 _SUBMODULES = ("trainer", "llm_trainer", "optim", "schedules", "checkpoint", "llm_checkpoint",
                "logging", "federated", "datasets", "precision", "mlp", "llama", "gguf_export",
-               "flower", "cli")
+               "flower", "cli", "lora", "lora_data", "lora_file", "lora_trainer")
 
 __all__ = sorted(_EXPORTS)
 

@@ -18,6 +18,7 @@ commands:
   info      show the default configuration
   resume    resume training from a checkpoint: train resume PATH
   llm       train a llama-architecture LLM on a TokenBin dataset (see train llm --help)
+  lora      fine-tune a GGUF model with LoRA on JSONL data (see train lora --help)
   help      show this help and every option
 
 options of train run:
@@ -249,15 +250,94 @@ def _llm(argv: list[str]) -> int:
     return 0
 
 
+def _lora_parser() -> argparse.ArgumentParser:
+    from .lora_trainer import LoraConfig as C
+
+    p = argparse.ArgumentParser(
+        prog="python -m abi train lora",
+        description="LoRA fine-tuning of a GGUF model (llama, qwen2, gemma3, ... any quant type): "
+                    "the base stays frozen and quantised; writes an adapter GGUF in llama.cpp's "
+                    "format (llama-cli --lora, abi --lora).")
+    p.add_argument("--model", required=True, help="base model: a GGUF path or a model name")
+    p.add_argument("--data", required=True,
+                   help='JSONL: {"messages": [...]}, {"prompt", "completion"} or {"text"} per line')
+    p.add_argument("--out", required=True, metavar="ADAPTER.gguf")
+    p.add_argument("--steps", type=int, default=C.steps)
+    p.add_argument("--rank", type=int, default=C.rank)
+    p.add_argument("--alpha", type=float, default=C.alpha)
+    p.add_argument("--dropout", type=float, default=C.dropout)
+    p.add_argument("--lora-layers", type=int, default=None, help="adapt the last N layers (default: all)")
+    p.add_argument("--targets", default=",".join(C.targets),
+                   help="comma-separated projections to adapt: q,k,v,o,gate,up,down "
+                        f"(default: {','.join(C.targets)})")
+    p.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float, default=C.learning_rate)
+    p.add_argument("--optimizer", default=C.optimizer, choices=["sgd", "adam", "adamw"])
+    p.add_argument("--lr-schedule", default=C.lr_schedule,
+                   choices=["constant", "cosine", "warmup_cosine", "step", "polynomial"])
+    p.add_argument("--warmup-steps", type=int, default=None)
+    p.add_argument("--weight-decay", type=float, default=C.weight_decay)
+    p.add_argument("--grad-clip", type=float, default=C.grad_clip)
+    p.add_argument("--batch-size", type=int, default=C.batch_size)
+    p.add_argument("--grad-accum", type=int, default=C.grad_accum)
+    p.add_argument("--max-seq-len", type=int, default=C.max_seq_len)
+    p.add_argument("--val-split", type=float, default=C.val_split, help="fraction held out for validation")
+    p.add_argument("--val-every", type=int, default=C.val_every, help="steps between validation losses")
+    p.add_argument("--checkpoint-dir", help="checkpoint base path (numbered files beside it)")
+    p.add_argument("--checkpoint-interval", type=int, default=C.checkpoint_interval)
+    p.add_argument("--max-checkpoints", type=int, default=C.max_checkpoints)
+    _add_save_error_arg(p)
+    p.add_argument("--resume", metavar="CHECKPOINT", help="continue a run from its checkpoint")
+    p.add_argument("--threads", type=int, default=None,
+                   help="BLAS and dequantising threads (default: the libraries' own)")
+    p.add_argument("--no-recompute", action="store_true",
+                   help="keep every adapted layer's activations instead of recomputing them in "
+                        "the backward: a forward less per step, more memory")
+    p.add_argument("--seed", type=int, default=C.seed)
+    p.add_argument("--log-dir")
+    p.add_argument("--tensorboard", action="store_true", help="TensorBoard event files in --log-dir")
+    p.add_argument("--wandb", action="store_true", help="W&B offline run in --log-dir/wandb/")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _lora(argv: list[str]) -> int:
+    from ..models_hub import resolve_model
+    from .lora_trainer import LoraConfig, train_lora
+
+    a = _lora_parser().parse_args(argv)
+    cfg = LoraConfig(
+        model=str(resolve_model(a.model)), data=a.data, out=a.out, rank=a.rank, alpha=a.alpha,
+        dropout=a.dropout, lora_layers=a.lora_layers,
+        targets=tuple(t.strip() for t in a.targets.split(",") if t.strip()), steps=a.steps,
+        batch_size=a.batch_size, grad_accum=a.grad_accum, max_seq_len=a.max_seq_len,
+        learning_rate=a.learning_rate, optimizer=a.optimizer, lr_schedule=a.lr_schedule,
+        warmup_steps=a.warmup_steps, weight_decay=a.weight_decay, grad_clip=a.grad_clip,
+        val_split=a.val_split, val_every=a.val_every, seed=a.seed, checkpoint_dir=a.checkpoint_dir,
+        checkpoint_interval=a.checkpoint_interval, max_checkpoints=a.max_checkpoints,
+        on_save_error=a.on_save_error, log_dir=a.log_dir, enable_tensorboard=a.tensorboard,
+        enable_wandb=a.wandb, threads=a.threads, recompute=not a.no_recompute)
+    r = train_lora(cfg, resume_from=a.resume, progress=not a.no_progress)
+    print(f"steps: {r.steps}  final loss: {r.final_loss:.4f}  tokens/s: {r.tokens_per_second:.1f}  "
+          f"wall time: {r.wall_time_s:.1f} s")
+    print(f"examples: {r.n_train} train, {r.n_val} validation ({r.truncated} cut to --max-seq-len)")
+    for at, v in r.val_losses:
+        print(f"  validation loss at step {at}: {v:.4f}")
+    _print_checkpoints(r.checkpoints)
+    print(f"adapter: {r.out} ({r.n_params} parameters)")
+    return 0
+
+
 def main_train(argv: list[str]) -> int:
     if not argv or argv[0] in ("help", "-h", "--help"):
         print(_TRAIN_USAGE)
         if argv and argv[0] == "help":
             print("options of train llm:")
             print(_llm_parser().format_help())
+            print("options of train lora:")
+            print(_lora_parser().format_help())
         return 0
     command, rest = argv[0], argv[1:]
-    handlers = {"run": _run, "info": _info, "resume": _resume, "llm": _llm}
+    handlers = {"run": _run, "info": _info, "resume": _resume, "llm": _llm, "lora": _lora}
     if command not in handlers:
         print(f"abi train: unknown command {command!r}\n\n{_TRAIN_USAGE}", file=sys.stderr)
         return 2
