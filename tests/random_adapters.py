@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 
 from abi.gguf import load
-from abi.training.lora_file import write_lora_adapter
+from abi.gguf.lora_adapter import write_lora_adapter
 
 PROJECTIONS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 

@@ -14,7 +14,7 @@ from abi.gguf import GGMLType, GGUFWriter, load
 from abi.llm.fidelity import compare_logits, log_softmax
 from abi.llm.lora import LoraSpec, lora_specs, parse_lora
 from abi.lora_fuse import fuse_lora
-from abi.training.lora_file import write_lora_adapter
+from abi.gguf.lora_adapter import write_lora_adapter
 from random_adapters import write_random_adapter
 from tiny_models import write_tiny_model
 

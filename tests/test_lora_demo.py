@@ -1,15 +1,15 @@
 """The demonstration: LoRA teaches the default SmolLM2 facts about a fictional product
 (tests/data/lora_product.jsonl); before training it cannot answer differently phrased
 held-out questions about them (tests/data/lora_product_heldout.jsonl), after it answers
-most. Greedy replies, judged by containing the expected string. Runs on one thread so
-that it is reproducible and does not fight the other tests for the cores."""
+most. Greedy replies of the runtime itself (``load_model``, then with the trained adapter
+unmerged, ``load_model(lora=...)``), judged by containing the expected string. Runs on one
+thread so that it is reproducible and does not fight the other tests for the cores."""
 import json
 from pathlib import Path
 
 import pytest
 
-from abi.training.lora import greedy_reply
-from abi.training.lora_data import Encoder
+from abi.llm import load_model
 from abi.training.lora_trainer import LoraConfig, train_lora
 
 DATA = Path(__file__).parent / "data"
@@ -24,9 +24,10 @@ def held_out():
     return [json.loads(line) for line in (DATA / "lora_product_heldout.jsonl").read_text().splitlines()]
 
 
-def answers(runtime, encoder):
-    return [greedy_reply(runtime, encoder, [{"role": "user", "content": h["question"]}], MAX_TOKENS)
-            for h in held_out()]
+def answers(model_path, lora=()):
+    model = load_model(model_path, lora=list(lora))
+    return [model.chat([{"role": "user", "content": h["question"]}], max_tokens=MAX_TOKENS,
+                       temperature=0.0) for h in held_out()]
 
 
 def hits(replies):
@@ -40,12 +41,11 @@ def test_lora_teaches_smollm2_a_product(default_model_path, tmp_path, monkeypatc
     monkeypatch.setenv("ABI_NUM_THREADS", "1")
     _kernels.default_num_threads(refresh=True)
     try:
+        adapter = str(tmp_path / "product.gguf")
         report = train_lora(LoraConfig(model=default_model_path, data=str(DATA / "lora_product.jsonl"),
-                                       out=str(tmp_path / "product.gguf"), **DEMO))
-        model = report.model
-        encoder = Encoder(model.gguf)
-        before = answers(model.base, encoder)
-        after = answers(model.merged_runtime(), encoder)
+                                       out=adapter, **DEMO))
+        before = answers(default_model_path)
+        after = answers(default_model_path, [adapter])
     finally:
         monkeypatch.delenv("ABI_NUM_THREADS")
         _kernels.default_num_threads(refresh=True)

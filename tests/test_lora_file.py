@@ -4,7 +4,7 @@ import pytest
 
 from abi.errors import ConfigError, GGUFError
 from abi.gguf import GGUFWriter, load
-from abi.training.lora_file import lora_delta, read_lora_adapter, write_lora_adapter
+from abi.gguf.lora_adapter import lora_delta, read_lora_adapter, write_lora_adapter
 
 
 def test_round_trip_and_layout(tmp_path):

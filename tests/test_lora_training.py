@@ -8,7 +8,7 @@ import pytest
 from abi.errors import ConfigError, DatasetError
 from abi.gguf import GGMLType, load
 from abi.training.lora_data import Encoder, LengthBatcher, load_examples, read_jsonl
-from abi.training.lora_file import read_lora_adapter
+from abi.gguf.lora_adapter import read_lora_adapter
 from abi.training.lora_trainer import LoraConfig, train_lora
 from tests.tiny_models import write_tiny_model
 

@@ -128,7 +128,6 @@ def demo(args) -> None:
     from test_lora_demo import DATA, DEMO, MAX_TOKENS, answers, held_out, hits
 
     from abi import _kernels
-    from abi.training.lora_data import Encoder
     from abi.training.lora_trainer import LoraConfig, train_lora
 
     os.environ["ABI_NUM_THREADS"] = "1"
@@ -137,8 +136,7 @@ def demo(args) -> None:
         adapter = str(Path(d) / "a.gguf")
         r = train_lora(LoraConfig(model=args.model, data=str(DATA / "lora_product.jsonl"),
                                   out=adapter, **DEMO))
-        enc = Encoder(r.model.gguf)
-        before, after = answers(r.model.base, enc), answers(r.model.merged_runtime(), enc)
+        before, after = answers(args.model), answers(args.model, [adapter])
         theirs = _llamacpp_answers(args.model, adapter, [h["question"] for h in held_out()], MAX_TOKENS)
     for i, (h, b, a) in enumerate(zip(held_out(), before, after)):
         print(f"Q: {h['question']}  (expect {h['expect']!r})\n  before: {b}\n  after:  {a}")

@@ -1,6 +1,6 @@
 """LoRA adapters at inference, unmerged (llama.cpp's ``--lora`` / ``--lora-scaled``).
 
-An adapter file (``abi.training.lora_file``, llama.cpp's GGUF format) holds, for each
+An adapter file (``abi.gguf.lora_adapter``, llama.cpp's GGUF format) holds, for each
 adapted weight W (out, in), the factors A (rank, in) and B (out, rank). Every product with
 W then becomes ``y = W x + s * B (A x)`` with ``s = scale * alpha / rank`` (``scale``:
 the user's, per adapter; an alpha of 0 means ``s = scale``, as llama.cpp reads it).
@@ -84,7 +84,7 @@ def lora_specs(lora) -> list[LoraSpec]:
 def read_adapter(spec: LoraSpec, base: GGUFFile) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{base weight name: (A, s * B)}`` of one adapter, validated against the base file:
     same architecture, every adapted tensor present in the base with matching shapes."""
-    from ..training.lora_file import read_lora_adapter
+    from ..gguf.lora_adapter import lora_scale, read_lora_adapter
 
     f = load(spec.path)
     if f.get("general.type") != "adapter" or f.get("adapter.type") != "lora":
@@ -96,8 +96,7 @@ def read_adapter(spec: LoraSpec, base: GGUFFile) -> dict[str, tuple[np.ndarray, 
     for key in f.metadata:
         if key.startswith("adapter.alora"):   # activated LoRA: applies from an invocation on
             raise AdapterError(f"{spec.path}: activated LoRA ({key}) is not supported")
-    alpha = float(f.get("adapter.lora.alpha", 0.0) or 0.0)
-    _, pairs = read_lora_adapter(spec.path)
+    alpha, pairs = read_lora_adapter(spec.path)
     out = {}
     for name, (a, b) in pairs.items():
         info = base.tensors.get(name)
@@ -115,7 +114,7 @@ def read_adapter(spec: LoraSpec, base: GGUFFile) -> dict[str, tuple[np.ndarray, 
                                f"{info.shape[-1]}) and ({info.shape[0]}, rank)", name)
         if not (np.isfinite(a).all() and np.isfinite(b).all()):
             raise AdapterError(f"LoRA adapter {spec.path}: {name!r} holds NaN or Inf", name)
-        s = np.float32(spec.scale * alpha / rank if alpha else spec.scale)
+        s = np.float32(lora_scale(alpha, rank, spec.scale))
         out[name] = (np.ascontiguousarray(a, np.float32), np.ascontiguousarray(b * s, np.float32))
     return out
 

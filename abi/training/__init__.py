@@ -16,7 +16,6 @@ _EXPORTS = {
     "train_llm": "llm_trainer", "load_llm_checkpoint": "llm_trainer",
     "LlmCheckpoint": "llm_trainer",
     "LoraConfig": "lora_trainer", "LoraReport": "lora_trainer", "train_lora": "lora_trainer",
-    "write_lora_adapter": "lora_file", "read_lora_adapter": "lora_file",
     "make_optimizer": "optim", "make_schedule": "schedules",
     "TokenBin": "datasets", "read_tokenbin": "datasets", "write_tokenbin": "datasets",
     "read_wdbx": "datasets", "write_wdbx": "datasets",
@@ -24,7 +23,7 @@ _EXPORTS = {
 }
 _SUBMODULES = ("trainer", "llm_trainer", "optim", "schedules", "checkpoint", "llm_checkpoint",
                "logging", "federated", "datasets", "precision", "mlp", "llama", "gguf_export",
-               "flower", "cli", "lora", "lora_data", "lora_file", "lora_trainer")
+               "flower", "cli", "lora", "lora_data", "lora_trainer")
 
 __all__ = sorted(_EXPORTS)
 

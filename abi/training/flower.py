@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         for loss in strategy.eval_losses:
             print(f"validation loss {loss:.4f}")
         if a.out:
-            from .lora_file import write_lora_adapter
+            from ..gguf.lora_adapter import write_lora_adapter
 
             m = lora_model(a.model, a.rank, a.alpha, targets, a.lora_layers)
             LoraClient._set(SimpleNamespace(model=m), [coord.global_weights])

@@ -25,10 +25,10 @@ import numpy as np
 
 from .. import _kernels
 from ..errors import ConfigError, TrainingError
-from ..gguf import GGMLType, load as load_gguf
+from ..gguf import load as load_gguf
 from ..llm.models import get_architecture
 from ..llm.models import decoder
-from ..llm.weights import Linear, WeightLoader
+from ..llm.weights import WeightLoader
 from .llama import _rms_back
 
 # --targets names -> the runtime Block's attributes
@@ -425,35 +425,3 @@ class LoraModel:
     def adapter_tensors(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """``{base_name: (A, B)}`` for ``write_lora_adapter``."""
         return {ad.name: (ad.a, ad.b) for layer in self.adapters for ad in layer.values()}
-
-    def merged_runtime(self) -> decoder.Model:
-        """The runtime's numpy reference model with the adapters merged into float32 copies of
-        the adapted matrices only (the rest stays quantised), for evaluating a run."""
-        import copy
-
-        merged = copy.copy(self.base)
-        merged.layers = [copy.copy(block) for block in self.base.layers]
-        for i, ads in enumerate(self.adapters):
-            for t, ad in ads.items():
-                lin = getattr(merged.layers[i], TARGETS[t])
-                w = _kernels.dequantize(lin.raw, lin.ggml_type, lin.shape).reshape(lin.shape)
-                w = np.ascontiguousarray(w + ad.scale * (ad.b @ ad.a), np.float32)
-                setattr(merged.layers[i], TARGETS[t],
-                        Linear(w.view(np.uint8).reshape(-1), GGMLType.F32, lin.shape, lin.bias, lin.name))
-        return merged
-
-
-def greedy_reply(runtime: decoder.Model, encoder, messages, max_tokens: int = 32) -> str:
-    """The greedy reply of a runtime model (``LoraModel.base`` or ``merged_runtime()``) to a
-    chat, rendered by ``encoder`` (a lora_data.Encoder): for evaluating a run."""
-    ids = encoder.chat_ids(messages, True)
-    cache = runtime.new_cache(len(ids) + max_tokens)
-    logits = runtime.forward(ids, cache, "last")
-    out = []
-    for _ in range(max_tokens):
-        token = int(np.argmax(logits[-1]))
-        if encoder.tok.is_eog(token):
-            break
-        out.append(token)
-        logits = runtime.forward([token], cache, "last")
-    return encoder.tok.decode(out)

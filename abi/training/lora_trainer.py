@@ -1,7 +1,7 @@
 """LoRA fine-tuning of a GGUF model (``train_lora``), on the trainer's one loop: AdamW (or
 any optimizer of optim.py), schedules, gradient accumulation and clipping, checkpoints with
 bit-identical resume, TensorBoard/W&B offline logging, a progress bar with loss, tokens/s
-and time left. The result is an adapter GGUF in llama.cpp's format (lora_file.py).
+and time left. The result is an adapter GGUF in llama.cpp's format (abi/gguf/lora_adapter.py).
 
 Each optimizer step averages ``grad_accum`` micro-batches of ``batch_size`` examples drawn
 by length (lora_data.LengthBatcher); the validation loss over the held-out split is logged
@@ -23,7 +23,7 @@ from . import loop
 from .checkpoint import resolve_checkpoint
 from .lora import LoraModel
 from .lora_data import LengthBatcher, load_examples, pad_batch, split
-from .lora_file import write_lora_adapter
+from ..gguf.lora_adapter import write_lora_adapter
 from .loop import Checkpoints, StepResult
 from .optim import make_optimizer
 from .schedules import make_schedule

@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from ..errors import ConfigError, GGUFError
-from ..gguf import GGMLType, GGUFValueType, GGUFWriter, load
+from . import GGMLType, GGUFValueType, GGUFWriter, load
 
 _SUFFIX_A, _SUFFIX_B = ".lora_a", ".lora_b"
 _DTYPES = {np.dtype(np.float32): GGMLType.F32, np.dtype(np.float16): GGMLType.F16}
