@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import ConfigError, ContextLengthExceeded, InvalidRequestError, NonFiniteError
 from ..gguf import GGUFFile, load
 from ..models_hub import resolve_model
-from .cache import KVCache
+from .cache import KVCache, check_kv_dtype
 from .capability import check_finite as check_finite_weights
 from .capability import check_loadable, choose_cpu_forward, weights_used
 from .chat_template import ChatTemplate
@@ -59,9 +59,7 @@ class Model:
         if n_batch <= 0:
             raise ConfigError(f"n_batch must be positive, got {n_batch}", "n_batch")
         self.n_batch = n_batch
-        if kv_dtype not in ("f32", "f16"):
-            raise ConfigError(f"kv_dtype must be 'f32' or 'f16', got {kv_dtype!r}", "kv_dtype")
-        self.kv_dtype = np.float16 if kv_dtype == "f16" else np.float32
+        self.kv_dtype = check_kv_dtype(kv_dtype, [d for d in (getattr(self.args, "head_dim", 0),) if d])
         source = chat_template or self.gguf.get("tokenizer.chat_template")
         tok = self.tokenizer
         text = lambda i: tok.tokens[i] if i is not None and 0 <= i < tok.n_vocab else ""
@@ -78,6 +76,9 @@ class Model:
         check_loadable(used, self.path)
         if check_finite:
             check_finite_weights(self.gguf)
+        if self.backend == "cuda" and self.kv_dtype == "q8_0":
+            raise ConfigError("the CUDA forward keeps an f16 KV cache on the device; kv_dtype "
+                              "'q8_0' runs on the CPU backend only", "kv_dtype")
         self.forward_path = "cuda" if self.backend == "cuda" else \
             choose_cpu_forward(used, self.args.arch, isinstance(self.arch, decoder.Model))
         self._compiled = None  # the compiled forward, built on first use
@@ -169,8 +170,9 @@ class Model:
             raise InvalidRequestError(f"output must be 'last', 'all' or 'hidden', got {output!r}")
         self.check_context(cache.length + len(ids))
         with self._forward_lock:
-            # the CUDA forward keeps its own f16 device cache, whatever the host cache dtype
-            compiled = self._decoder() if cache.dtype == np.float32 or self.backend == "cuda" else None
+            # the compiled forward reads and writes every kv_dtype; the CUDA forward keeps
+            # its own f16 device cache, whatever the host cache dtype
+            compiled = self._decoder()
         outs = []
         for s in range(0, len(ids), self.n_batch):
             if should_stop is not None and s and should_stop():

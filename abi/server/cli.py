@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=None, metavar="N",
                    help="cap on tokens generated per request (default: the context's room)")
     p.add_argument("--backend", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--kv-dtype", choices=("f32", "f16"), default="f32")
+    p.add_argument("--kv-dtype", choices=("f32", "f16", "q8_0"), default="f32",
+                   help="KV cache precision (q8_0: blocks of 32 with an f16 scale, as llama.cpp)")
     p.add_argument("--no-check", action="store_true", help="skip the load-time scan of the weights for NaN/Inf scales")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per forward pass")
     p.add_argument("--max-body-bytes", type=int, default=None, metavar="N",
