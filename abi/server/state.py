@@ -40,6 +40,8 @@ class ServeOptions:
     check_finite: bool = True
     threads: int | None = None
     max_body: int | None = None         # bytes per request body (None: from the context)
+    max_memory: int | None = None       # bytes the memory plan may take (None: what is available)
+    fit: bool = False                   # shrink the context to fit instead of refusing
 
 
 def model_id(path: str) -> str:
@@ -81,7 +83,8 @@ class ServerState:
             model_opts = {"n_ctx": o.ctx, "kv_dtype": o.kv_dtype, "check_finite": o.check_finite}
             if o.threads is not None:
                 model_opts["n_threads"] = o.threads
-            engine = Engine(n_slots=o.parallel, backend=o.backend, **model_opts).load_model(o.model)
+            engine = Engine(n_slots=o.parallel, backend=o.backend, max_memory=o.max_memory, fit=o.fit,
+                            preallocate=True, **model_opts).load_model(o.model)
             encoder = None
             if o.embedding_model is not None:
                 from ..embeddings import Encoder
