@@ -62,6 +62,7 @@ class Engine:
         self.model_opts = model_opts
         self.model = None
         self.memory_plan = None
+        self.batcher = None
         self.slots: list[Slot] = []
 
     # -- loading ----------------------------------------------------------------------------
@@ -84,6 +85,7 @@ class Engine:
         log.info("%s", fitted.describe())
         self.model = load_model(path, backend=self.backend, **self.model_opts)
         self.slots = [Slot(self.model.new_cache()) for _ in range(self.n_slots)]
+        self._start_batcher()
         if self.preallocate:
             self._allocate()
         log.info("loaded %s (%.2f s, backend %s)", self.model.path, self.model.load_seconds,
@@ -107,7 +109,21 @@ class Engine:
         engine = cls(n_slots=n_slots, backend=model.backend)
         engine.model = model
         engine.slots = [Slot(model.new_cache()) for _ in range(n_slots)]
+        engine._start_batcher()
         return engine
+
+    def _start_batcher(self) -> None:
+        """Several slots on the compiled CPU forward: their steps are batched together."""
+        from .batcher import Batcher
+
+        m = self.model
+        self.batcher = Batcher(m) if self.n_slots > 1 and m.backend == "cpu" and \
+            m.forward_path == "compiled" else None
+
+    def close(self) -> None:
+        """Stop the batcher's thread (an engine that is dropped stops it with the process)."""
+        if self.batcher is not None:
+            self.batcher.close()
 
     def _require_model(self):
         if self.model is None:
@@ -160,7 +176,7 @@ class Engine:
             check(cfg.grammar, self._require_model().tokenizer, self.model.n_vocab)
         ids = self._prompt_ids(prompt)
         chosen = self.slots[slot if slot is not None else self.pick_slot(ids)]
-        return StreamingResponse(self.model, chosen, ids, cfg)
+        return StreamingResponse(self.model, chosen, ids, cfg, self.batcher)
 
     def generate_streaming(self, prompt, on_token: Callable[[str], None], **options) -> StreamingStats:
         """Call ``on_token(text)`` for each piece of generated text."""

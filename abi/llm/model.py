@@ -158,17 +158,7 @@ class Model:
     def forward(self, ids, cache: KVCache, output: str = "last", should_stop=None) -> np.ndarray:
         """Feed ``ids`` after the cache's contents in batches of ``n_batch``.
         ``should_stop()`` is polled between batches (cancellation of long prompts)."""
-        try:
-            ids = [operator.index(t) for t in ids]
-        except TypeError:
-            raise InvalidRequestError("token ids must be integers") from None
-        if not ids:
-            raise InvalidRequestError("no tokens to run")
-        if min(ids) < 0 or max(ids) >= self.n_vocab:
-            raise InvalidRequestError(f"token ids must lie in [0, {self.n_vocab})")
-        if output not in ("last", "all", "hidden"):
-            raise InvalidRequestError(f"output must be 'last', 'all' or 'hidden', got {output!r}")
-        self.check_context(cache.length + len(ids))
+        ids = self.check_request(ids, cache, output)
         with self._forward_lock:
             # the compiled forward reads and writes every kv_dtype; the CUDA forward keeps
             # its own f16 device cache, whatever the host cache dtype
@@ -189,7 +179,24 @@ class Model:
                     out = compiled.forward(chunk, cache, want)
             if output != "last" or last:
                 outs.append(out)
-        out = outs[0] if len(outs) == 1 else np.concatenate(outs)
+        return self.check_finite(outs[0] if len(outs) == 1 else np.concatenate(outs), output, cache)
+
+    def check_request(self, ids, cache: KVCache, output: str) -> list[int]:
+        """``ids`` as a list of valid token ids that fit after the cache's contents."""
+        try:
+            ids = [operator.index(t) for t in ids]
+        except TypeError:
+            raise InvalidRequestError("token ids must be integers") from None
+        if not ids:
+            raise InvalidRequestError("no tokens to run")
+        if min(ids) < 0 or max(ids) >= self.n_vocab:
+            raise InvalidRequestError(f"token ids must lie in [0, {self.n_vocab})")
+        if output not in ("last", "all", "hidden"):
+            raise InvalidRequestError(f"output must be 'last', 'all' or 'hidden', got {output!r}")
+        self.check_context(cache.length + len(ids))
+        return ids
+
+    def check_finite(self, out, output: str, cache: KVCache):
         if out is not None and not np.isfinite(out).all():
             # fail closed: a NaN would be sampled as token 0 or an empty answer
             row = int(np.flatnonzero(~np.isfinite(out).all(axis=-1))[0])
@@ -197,6 +204,16 @@ class Model:
                                  f"{cache.length} tokens in the cache): the model's weights or "
                                  f"hyperparameters are broken")
         return out
+
+    def forward_many(self, parts):
+        """One compiled forward over several sequences' tokens: ``parts`` is a list of
+        ``(ids, cache, output)`` with output "last", "all" or "none" (see ``abi.llm.batcher``)."""
+        with self._forward_lock:
+            compiled = self._decoder()
+            if compiled is None or self.backend != "cpu":
+                raise ConfigError("batching several sequences needs the compiled CPU forward "
+                                  f"(this model runs the {self.forward_path} path)", "n_slots")
+            return compiled.forward_many(parts)
 
     def logits(self, ids) -> np.ndarray:
         """float32 (len(ids), n_vocab): one forward pass from an empty cache."""

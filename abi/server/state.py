@@ -137,6 +137,8 @@ class ServerState:
     def close(self) -> None:
         if self.scheduler is not None:
             self.scheduler.close()
+        if self.engine is not None:
+            self.engine.close()
         self.text_pool.shutdown(wait=False, cancel_futures=True)
 
     @property
