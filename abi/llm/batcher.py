@@ -12,8 +12,9 @@ cache. Sequences join and leave between steps. A long prompt goes in chunks of
 ``prefill_chunk`` tokens, one chunk per step beside the decode tokens, so it does not stall
 the streams already running (each of their tokens waits at most one chunk's time more).
 
-The step waits a moment (``gather_s``) for members that are still sampling their previous
-token, so that all decode tokens meet in one step instead of alternating half-batches. A
+The step waits a moment for members that are still sampling their previous token (at least
+``gather_s``, at most half the last step's time), so that all decode tokens meet in one step
+instead of alternating half-batches. A
 token's arithmetic does not depend on the batch (see ``_decode.pyx``), so a request's output
 is the same alone or beside others.
 """
@@ -53,6 +54,7 @@ class Batcher:
         self.steps = 0                 # forward steps run, and the tokens they held
         self.step_tokens = 0
         self.max_sequences = 0         # the most sequences seen in one step
+        self._last_step_s = 0.0
         self._thread = threading.Thread(target=self._loop, name="abi-batcher", daemon=True)
         self._thread.start()
 
@@ -112,7 +114,7 @@ class Batcher:
             self._cv.wait()
         if self._closed and not self._pending:
             return None
-        deadline = time.monotonic() + self.gather_s
+        deadline = time.monotonic() + max(self.gather_s, self._last_step_s / 2)
         while len(self._pending) < self._members and not self._closed:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -136,6 +138,7 @@ class Batcher:
                 batch = self._take()
             if batch is None:
                 return
+            t0 = time.perf_counter()
             try:
                 results = self.model.forward_many([(r.ids, r.cache, r.output) for r in batch])
             except BaseException as exc:   # every waiting generation gets the error
@@ -143,6 +146,7 @@ class Batcher:
                     r.error = exc
                     r.done.set()
                 continue
+            self._last_step_s = time.perf_counter() - t0
             self.steps += 1
             self.step_tokens += sum(len(r.ids) for r in batch)
             self.max_sequences = max(self.max_sequences, len(batch))
