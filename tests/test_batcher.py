@@ -110,3 +110,43 @@ def test_cancelling_one_stream_leaves_the_others(engine):
     t.join(120)
     assert r1.get_stats().finish_reason == "cancelled"
     assert r2.get_stats().finish_reason in ("stop", "length") and got
+
+
+@pytest.mark.model
+def test_the_server_batches_streams_and_a_seeded_stream_is_unchanged(default_model_path):
+    """Through HTTP: a seeded streamed chat alone, then beside three other streams (one
+    not streamed) on a --parallel 4 server, gives the same text."""
+    import json
+
+    import requests
+
+    from serve_helpers import serve
+
+    def chat(url, content, seed, stream=True):
+        body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": content}],
+                "max_tokens": 20, "temperature": 0.8, "seed": seed, "stream": stream}
+        r = requests.post(url + "/v1/chat/completions", json=body, timeout=300, stream=stream)
+        if not stream:
+            return r.json()["choices"][0]["message"]["content"]
+        text = ""
+        for line in r.iter_lines():
+            if line.startswith(b"data: {"):
+                for c in json.loads(line[6:])["choices"]:
+                    text += (c.get("delta") or {}).get("content") or ""
+        return text
+
+    with serve("--model", default_model_path, "--parallel", "4", "--ctx", "512") as srv:
+        alone = chat(srv.url, "Describe a forest.", 5)
+        jobs = [("Describe a forest.", 5, True), ("Name three rivers.", 1, True),
+                ("What is rain?", 2, False), ("Tell me about owls.", 3, True)]
+        out = [None] * 4
+
+        def run(i):
+            out[i] = chat(srv.url, *jobs[i])
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        assert out[0] == alone and all(out)

@@ -86,3 +86,12 @@ def test_q8_0_needs_whole_blocks_per_head():
 def test_an_unknown_kv_dtype_is_refused_at_load(tmp_path):
     with pytest.raises(ConfigError, match="kv_dtype"):
         _model(tmp_path, "llama_q8_0", "llama", kv_dtype="bf16")
+
+
+def test_q8_0_on_the_cuda_forward_is_a_typed_error(tmp_path, monkeypatch):
+    """The CUDA forward keeps its own f16 device cache: q8_0 is refused at load, not ignored."""
+    import abi.llm.backend
+
+    monkeypatch.setattr(abi.llm.backend, "select_backend", lambda name: "cuda")
+    with pytest.raises(ConfigError, match="CUDA"):
+        _model(tmp_path, "llama_q8_0", "llama", kv_dtype="q8_0")
