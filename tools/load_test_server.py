@@ -256,11 +256,16 @@ def start_bench_server(kind: str, n: int, args) -> tuple[subprocess.Popen, str]:
     return proc, url
 
 
-async def bench_stream(client: httpx.AsyncClient, i: int, args) -> dict:
+LONG_PROMPT = "Summarise this report. " + " ".join(
+    f"Section {i}: the {TOPICS[i % len(TOPICS)]} survey found {i * 7 % 100} items of note." for i in range(130))
+
+
+async def bench_stream(client: httpx.AsyncClient, i: int, args, content: str | None = None,
+                       max_tokens: int | None = None) -> dict:
     """One streaming chat completion: its token arrival times."""
-    body = {"model": args.model_id, "max_tokens": args.max_tokens, "temperature": 0.7, "seed": i,
-            "stream": True, "messages": [{"role": "user", "content":
-                                          f"Write a long story about {TOPICS[i % len(TOPICS)]}."}]}
+    content = content or f"Write a long story about {TOPICS[i % len(TOPICS)]}."
+    body = {"model": args.model_id, "max_tokens": max_tokens or args.max_tokens, "temperature": 0.7,
+            "seed": i, "stream": True, "messages": [{"role": "user", "content": content}]}
     t0 = time.perf_counter()
     times = []
     async with client.stream("POST", "/v1/chat/completions", json=body, timeout=args.timeout) as r:
@@ -288,6 +293,15 @@ async def bench_round(url: str, n: int, args) -> dict:
         t0 = time.perf_counter()
         streams = await asyncio.gather(*(bench_stream(client, i, args) for i in range(n)))
         wall = time.perf_counter() - t0
+        stall = None
+        if args.long_prompt and n > 1:
+            # n - 1 streams decoding, then a ~2,000-token prompt arrives: their worst gap
+            async def arrive():
+                await asyncio.sleep(args.long_prompt_delay)
+                return await bench_stream(client, 0, args, LONG_PROMPT, max_tokens=1)
+
+            run = await asyncio.gather(arrive(), *(bench_stream(client, i, args) for i in range(1, n)))
+            stall = 1000 * max(b - a for s in run[1:] for a, b in zip(s["times"], s["times"][1:]))
     tokens = sum(len(s["times"]) for s in streams)
     ttft = [s["times"][0] for s in streams if s["times"]]
     gaps = [b - a for s in streams for a, b in zip(s["times"], s["times"][1:])]
@@ -296,7 +310,7 @@ async def bench_round(url: str, n: int, args) -> dict:
     return {"streams": n, "tokens": tokens, "aggregate_tok_s": tokens / wall,
             "per_stream_tok_s": statistics.mean(per_stream) if per_stream else float("nan"),
             "ttft_p50_s": _pct(ttft, 0.5), "ttft_p99_s": _pct(ttft, 0.99),
-            "itl_p99_ms": 1000 * _pct(gaps, 0.99)}
+            "itl_p99_ms": 1000 * _pct(gaps, 0.99), "itl_max_long_prompt_ms": stall}
 
 
 def bench(args) -> dict:
@@ -316,7 +330,9 @@ def bench(args) -> dict:
             r = rows[kind][-1]
             print(f"{kind:>12} {n} streams: {r['tokens']:4d} tokens, aggregate {r['aggregate_tok_s']:6.1f} "
                   f"tok/s, per stream {r['per_stream_tok_s']:5.1f} tok/s, TTFT p50 {r['ttft_p50_s']:.2f} s "
-                  f"p99 {r['ttft_p99_s']:.2f} s, inter-token p99 {r['itl_p99_ms']:.0f} ms", flush=True)
+                  f"p99 {r['ttft_p99_s']:.2f} s, inter-token p99 {r['itl_p99_ms']:.0f} ms"
+                  + (f", worst gap while a long prompt arrives {r['itl_max_long_prompt_ms']:.0f} ms"
+                     if r["itl_max_long_prompt_ms"] is not None else ""), flush=True)
     ratios = {}
     ours = {r["streams"]: r for r in rows["abi"]}
     theirs = {r["streams"]: r for r in rows.get("llama-server", [])}
@@ -341,7 +357,12 @@ def main(argv=None) -> int:
     p.add_argument("--llama-server", default=None, help="llama-server binary for --bench")
     p.add_argument("--streams", default="1,2,4,8", help="--bench: concurrent clients per round")
     p.add_argument("--threads", type=int, default=2, help="--bench: threads of both servers")
-    p.add_argument("--ctx", type=int, default=1024, help="--bench: context per slot")
+    p.add_argument("--ctx", type=int, default=4096, help="--bench: context per slot")
+    p.add_argument("--long-prompt", action="store_true",
+                   help="--bench: also let a ~2,000-token prompt arrive beside N-1 running streams "
+                        "and report their worst inter-token gap")
+    p.add_argument("--long-prompt-delay", type=float, default=3.0,
+                   help="--bench: seconds after the streams start that the long prompt arrives")
     p.add_argument("--url", help="a running server (default: start one)")
     p.add_argument("--pid", type=int, help="the running server's pid (for its RSS)")
     p.add_argument("--model", default=None, help="model for the server this script starts")

@@ -41,7 +41,7 @@ class _Request:
 
 
 class Batcher:
-    def __init__(self, model, prefill_chunk: int = 128, gather_s: float = 0.004):
+    def __init__(self, model, prefill_chunk: int = 64, gather_s: float = 0.004):
         if prefill_chunk < 1:
             raise ValueError("prefill_chunk must be >= 1")
         self.model = model

@@ -45,13 +45,17 @@ class Engine:
     n_slots + scratch) is checked against ``max_memory`` (bytes or "4GiB") and the machine's
     available memory: over either, ``MemoryBudgetExceeded``, or with ``fit`` a smaller
     context. ``preallocate`` holds every cache and buffer from the start (a server), so no
-    request can fail to get memory later.
+    request can fail to get memory later. With several slots, generations are batched
+    (``abi.llm.batcher``), prompts prefilled ``prefill_chunk`` tokens per step.
     """
 
     def __init__(self, n_slots: int = 1, backend: str = "auto", max_memory=None, fit: bool = False,
-                 preallocate: bool = False, **model_opts):
+                 preallocate: bool = False, prefill_chunk: int = 64, **model_opts):
         if n_slots < 1:
             raise ConfigError("n_slots must be >= 1", field="n_slots")
+        if prefill_chunk < 1:
+            raise ConfigError("prefill_chunk must be >= 1", field="prefill_chunk")
+        self.prefill_chunk = prefill_chunk
         from .backend import select_backend
         from .memory import parse_size
 
@@ -117,7 +121,7 @@ class Engine:
         from .batcher import Batcher
 
         m = self.model
-        self.batcher = Batcher(m) if self.n_slots > 1 and m.backend == "cpu" and \
+        self.batcher = Batcher(m, self.prefill_chunk) if self.n_slots > 1 and m.backend == "cpu" and \
             m.forward_path == "compiled" else None
 
     def close(self) -> None:

@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-memory", default=None, metavar="SIZE",
                    help="refuse to start when weights + KV caches (ctx x parallel) + scratch "
                         "exceed SIZE, e.g. 4GiB (always: when they exceed the available memory)")
+    p.add_argument("--prefill-chunk", type=int, default=64, metavar="N",
+                   help="prompt tokens per batched step beside the running streams: larger "
+                        "prefills faster, smaller delays the streams' tokens less (default 64)")
     p.add_argument("--fit", action="store_true",
                    help="shrink the context to fit the memory instead of refusing")
     p.add_argument("--no-check", action="store_true", help="skip the load-time scan of the weights for NaN/Inf scales")
@@ -56,7 +59,7 @@ def options_from_args(args):
     from ..llm.memory import parse_size
     from .state import ServeOptions
 
-    for name in ("parallel", "ctx", "threads"):
+    for name in ("parallel", "ctx", "threads", "prefill_chunk"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name} must be >= 1, got {value}", field=name)
@@ -76,7 +79,7 @@ def options_from_args(args):
                         port=args.port, api_key=api_key, parallel=args.parallel, ctx=args.ctx,
                         queue=args.queue, max_tokens=args.max_tokens, backend=args.backend,
                         kv_dtype=args.kv_dtype, threads=args.threads, max_body=max_body,
-                        check_finite=not args.no_check, fit=args.fit,
+                        check_finite=not args.no_check, fit=args.fit, prefill_chunk=args.prefill_chunk,
                         max_memory=None if args.max_memory is None else parse_size(args.max_memory))
 
 

@@ -42,6 +42,7 @@ class ServeOptions:
     max_body: int | None = None         # bytes per request body (None: from the context)
     max_memory: int | None = None       # bytes the memory plan may take (None: what is available)
     fit: bool = False                   # shrink the context to fit instead of refusing
+    prefill_chunk: int = 64             # prompt tokens per batched step
 
 
 def model_id(path: str) -> str:
@@ -84,7 +85,7 @@ class ServerState:
             if o.threads is not None:
                 model_opts["n_threads"] = o.threads
             engine = Engine(n_slots=o.parallel, backend=o.backend, max_memory=o.max_memory, fit=o.fit,
-                            preallocate=True, **model_opts).load_model(o.model)
+                            preallocate=True, prefill_chunk=o.prefill_chunk, **model_opts).load_model(o.model)
             encoder = None
             if o.embedding_model is not None:
                 from ..embeddings import Encoder
