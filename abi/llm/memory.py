@@ -119,7 +119,8 @@ def plan_memory(gguf, n_ctx: int | None = None, n_slots: int = 1, kv_dtype: str 
     weights = sum(t.nbytes for t in gguf.tensors.values())
     threads = n_threads or os.cpu_count() or 1
     return MemoryPlan(weights, kv_bytes_per_token(args, kv_dtype), n_ctx, n_slots, kv_dtype,
-                      scratch_bytes(args, min(n_batch, max(n_ctx, 1)), n_ctx, threads, n_slots))
+                      # as Engine preallocates: a prompt batch beside every slot's decode token
+                      scratch_bytes(args, min(n_batch, max(n_ctx, 1)) + n_slots, n_ctx, threads, n_slots))
 
 
 def check_plan(plan: MemoryPlan, max_memory: int | None = None, fit: bool = False,
