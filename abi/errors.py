@@ -128,6 +128,15 @@ class ConfigError(AbiError):
         super().__init__(message)
 
 
+class MemoryBudgetExceeded(AbiError):
+    """A model's weights, KV caches and scratch would not fit the memory allowed
+    (``--max-memory``) or available; the message lists the numbers."""
+
+    exit_code = 12
+    http_status = 507
+    error_type = "insufficient_storage"
+
+
 class BackendUnavailable(AbiError):
     """The requested compute backend (e.g. CUDA) cannot be used on this machine."""
 

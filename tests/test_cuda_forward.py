@@ -163,7 +163,7 @@ def test_forward_matches_the_numpy_forward(tmp_path, case):
     model = load_model(path, n_ctx=64)
     ids = [5, 17, 200, 33, 9, 41, 120, 7, 8, 99, 250, 3][:n_prompt + n_decode]
     ref32 = model.arch.forward(ids, model.arch.new_cache(64), "all")
-    ref16 = model.arch.forward(ids, model.arch.new_cache(64, np.float16), "all")
+    ref16 = model.arch.forward(ids, model.arch.new_cache(64, "f16"), "all")
     dec = CudaDecoder(model.arch, n_batch=n_batch)
     cache = model.new_cache()
     prompt = dec.forward(ids[:n_prompt], cache, prompt_output)  # prefill kernels
@@ -220,7 +220,7 @@ def test_every_family_matches_the_numpy_forward(tmp_path, name, arch, qtype, typ
     write_tiny_model(path, arch, qtype, seed=zlib.crc32(name.encode()), name=name, dims=SMALL, stack_types=types)
     model = load_model(path, n_ctx=64)
     ids = [17, 200, 33]
-    ref = model.arch.forward(ids, model.arch.new_cache(64, np.float16), "all")
+    ref = model.arch.forward(ids, model.arch.new_cache(64, "f16"), "all")
     dec = CudaDecoder(model.arch, n_batch=4)
     cache = model.new_cache()
     got = np.concatenate([dec.forward(ids[:2], cache, "all"), dec.forward(ids[2:], cache, "last")])
@@ -278,7 +278,7 @@ def test_outputs_prefix_reuse_and_truncation(tmp_path):
     cache = model.new_cache()
     assert dec.forward(ids[:4], cache, "none") is None and cache.length == 4
     hidden = dec.forward(ids[4:], cache, "hidden")
-    want = model.arch.forward(ids, model.arch.new_cache(64, np.float16), "hidden")[4:]
+    want = model.arch.forward(ids, model.arch.new_cache(64, "f16"), "hidden")[4:]
     assert hidden.shape == (3, 64) and np.abs(hidden - want).max() <= 1e-3 * np.abs(want).max()
     last = dec.forward([9], cache, "last")
     cache.truncate(5)                                   # keep the first 5, recompute the rest
@@ -299,13 +299,13 @@ def test_a_cache_filled_on_the_cpu_continues_on_the_device(tmp_path):
     cache = model.new_cache()
     model.arch.forward(ids[:4], cache, "none")          # numpy forward, f32 host cache
     got = CudaDecoder(model.arch, n_batch=8).forward(ids[4:], cache, "all")
-    want = model.arch.forward(ids, model.arch.new_cache(64, np.float16), "all")[4:]
+    want = model.arch.forward(ids, model.arch.new_cache(64, "f16"), "all")[4:]
     assert np.abs(got - want).max() <= 1e-3 * np.abs(want).max()
 
 
 def test_generation_samples_on_the_device(tmp_path, monkeypatch, cuda_backend):
     path = write_model(tmp_path / "g.gguf", "llama", {"*": T.Q8_0}, D=32, F=64, H=2, KV=1, L=1)
-    reference = load_model(path, n_ctx=64, kv_dtype="f16")   # numpy forward, f16 cache, CPU sampler
+    reference = load_model(path, n_ctx=64, kv_dtype="f16")   # compiled CPU forward, f16 cache, CPU sampler
 
     def host_logits(*a, **k):
         raise AssertionError("logits were fetched to the host")

@@ -7,6 +7,14 @@ that the server's memory stays flat from round to round.
     python tools/load_test_server.py --url http://127.0.0.1:8080 --pid 1234
     python tools/load_test_server.py --clients 32 --rounds 3 --parallel 2 --max-tokens 32
 
+``--bench``: throughput against llama.cpp's ``llama-server`` in the same run. For 1, 2, 4 and 8
+concurrent streaming clients (each server started with ``--parallel N``, the same threads and
+the same context per slot), the aggregate tokens/s, per-stream tokens/s, time to first token
+p50/p99 and inter-token latency p99, and the ratios the serving issue asks for:
+
+    python tools/load_test_server.py --bench --llama-server /work/llamacpp/build/bin/llama-server \
+        --threads 2 --max-tokens 128
+
 Traffic goes only to the loopback address; every loop is bounded in count and time.
 """
 from __future__ import annotations
@@ -214,8 +222,147 @@ async def run(args, url: str, pid: int | None) -> dict:
     }
 
 
+# -- the throughput bench ------------------------------------------------------------------------
+
+def _wait_healthy(proc, url: str, log_name: str, seconds: float = 240) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited ({proc.returncode}); log: {log_name}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise SystemExit(f"the server did not become healthy within {seconds:.0f} s; log: {log_name}")
+
+
+def start_bench_server(kind: str, n: int, args) -> tuple[subprocess.Popen, str]:
+    """abi or llama-server with N slots, ``args.threads`` threads and ``args.ctx`` per slot."""
+    port = free_port()
+    log = tempfile.NamedTemporaryFile("w", prefix=f"bench-{kind}-", suffix=".log", delete=False)
+    if kind == "abi":
+        cmd = [sys.executable, "-m", "abi", "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--parallel", str(n), "--threads", str(args.threads), "--ctx", str(args.ctx),
+               "--model", args.model_path]
+    else:   # llama-server splits -c over its slots
+        cmd = [args.llama_server, "-m", args.model_path, "--host", "127.0.0.1", "--port", str(port),
+               "--parallel", str(n), "--threads", str(args.threads), "-c", str(args.ctx * n)]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    _wait_healthy(proc, url, log.name)
+    return proc, url
+
+
+LONG_PROMPT = "Summarise this report. " + " ".join(
+    f"Section {i}: the {TOPICS[i % len(TOPICS)]} survey found {i * 7 % 100} items of note." for i in range(130))
+
+
+async def bench_stream(client: httpx.AsyncClient, i: int, args, content: str | None = None,
+                       max_tokens: int | None = None) -> dict:
+    """One streaming chat completion: its token arrival times."""
+    content = content or f"Write a long story about {TOPICS[i % len(TOPICS)]}."
+    body = {"model": args.model_id, "max_tokens": max_tokens or args.max_tokens, "temperature": 0.7,
+            "seed": i, "stream": True, "messages": [{"role": "user", "content": content}]}
+    t0 = time.perf_counter()
+    times = []
+    async with client.stream("POST", "/v1/chat/completions", json=body, timeout=args.timeout) as r:
+        if r.status_code != 200:
+            raise SystemExit(f"bench request failed: {r.status_code} {(await r.aread())[:200]!r}")
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            obj = json.loads(line[6:])
+            for choice in obj.get("choices") or []:
+                if (choice.get("delta") or {}).get("content"):
+                    times.append(time.perf_counter() - t0)
+    return {"start": t0, "times": times}
+
+
+def _pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+async def bench_round(url: str, n: int, args) -> dict:
+    limits = httpx.Limits(max_connections=n + 4)
+    async with httpx.AsyncClient(base_url=url, limits=limits) as client:
+        await bench_stream(client, 999, args)   # warm-up
+        t0 = time.perf_counter()
+        streams = await asyncio.gather(*(bench_stream(client, i, args) for i in range(n)))
+        wall = time.perf_counter() - t0
+        stall = None
+        if args.long_prompt and n > 1:
+            # n - 1 streams decoding, then a ~2,000-token prompt arrives: their worst gap
+            async def arrive():
+                await asyncio.sleep(args.long_prompt_delay)
+                return await bench_stream(client, 0, args, LONG_PROMPT, max_tokens=1)
+
+            run = await asyncio.gather(arrive(), *(bench_stream(client, i, args) for i in range(1, n)))
+            stall = 1000 * max(b - a for s in run[1:] for a, b in zip(s["times"], s["times"][1:]))
+    tokens = sum(len(s["times"]) for s in streams)
+    ttft = [s["times"][0] for s in streams if s["times"]]
+    gaps = [b - a for s in streams for a, b in zip(s["times"], s["times"][1:])]
+    per_stream = [(len(s["times"]) - 1) / (s["times"][-1] - s["times"][0])
+                  for s in streams if len(s["times"]) > 1]
+    return {"streams": n, "tokens": tokens, "aggregate_tok_s": tokens / wall,
+            "per_stream_tok_s": statistics.mean(per_stream) if per_stream else float("nan"),
+            "ttft_p50_s": _pct(ttft, 0.5), "ttft_p99_s": _pct(ttft, 0.99),
+            "itl_p99_ms": 1000 * _pct(gaps, 0.99), "itl_max_long_prompt_ms": stall}
+
+
+def bench(args) -> dict:
+    kinds = ["abi"] + (["llama-server"] if args.llama_server else [])
+    rows: dict[str, list[dict]] = {k: [] for k in kinds}
+    for n in args.streams:
+        for kind in kinds:
+            proc, url = start_bench_server(kind, n, args)
+            try:
+                rows[kind].append(asyncio.run(bench_round(url, n, args)))
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            r = rows[kind][-1]
+            print(f"{kind:>12} {n} streams: {r['tokens']:4d} tokens, aggregate {r['aggregate_tok_s']:6.1f} "
+                  f"tok/s, per stream {r['per_stream_tok_s']:5.1f} tok/s, TTFT p50 {r['ttft_p50_s']:.2f} s "
+                  f"p99 {r['ttft_p99_s']:.2f} s, inter-token p99 {r['itl_p99_ms']:.0f} ms"
+                  + (f", worst gap while a long prompt arrives {r['itl_max_long_prompt_ms']:.0f} ms"
+                     if r["itl_max_long_prompt_ms"] is not None else ""), flush=True)
+    ratios = {}
+    ours = {r["streams"]: r for r in rows["abi"]}
+    theirs = {r["streams"]: r for r in rows.get("llama-server", [])}
+    for n in args.streams:
+        if n in (4, 8) and 1 in ours:
+            ratios[f"abi {n} streams / abi 1 stream (target >= 2.5)"] = \
+                ours[n]["aggregate_tok_s"] / ours[1]["aggregate_tok_s"]
+        if n in (4, 8) and n in theirs:
+            ratios[f"abi / llama-server aggregate at {n} (target >= 1.2)"] = \
+                ours[n]["aggregate_tok_s"] / theirs[n]["aggregate_tok_s"]
+            ratios[f"abi / llama-server TTFT p99 at {n} (target <= 1)"] = \
+                ours[n]["ttft_p99_s"] / theirs[n]["ttft_p99_s"]
+    for k, v in ratios.items():
+        print(f"{k}: {v:.2f}")
+    return {"rows": rows, "ratios": ratios, "threads": args.threads, "ctx": args.ctx,
+            "max_tokens": args.max_tokens}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bench", action="store_true", help="throughput vs llama-server (see above)")
+    p.add_argument("--llama-server", default=None, help="llama-server binary for --bench")
+    p.add_argument("--streams", default="1,2,4,8", help="--bench: concurrent clients per round")
+    p.add_argument("--threads", type=int, default=2, help="--bench: threads of both servers")
+    p.add_argument("--ctx", type=int, default=4096, help="--bench: context per slot")
+    p.add_argument("--long-prompt", action="store_true",
+                   help="--bench: also let a ~2,000-token prompt arrive beside N-1 running streams "
+                        "and report their worst inter-token gap")
+    p.add_argument("--long-prompt-delay", type=float, default=3.0,
+                   help="--bench: seconds after the streams start that the long prompt arrives")
     p.add_argument("--url", help="a running server (default: start one)")
     p.add_argument("--pid", type=int, help="the running server's pid (for its RSS)")
     p.add_argument("--model", default=None, help="model for the server this script starts")
@@ -229,6 +376,17 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
     p.add_argument("--json", help="write the figures here too")
     args = p.parse_args(argv)
+    if args.bench:
+        from abi.models_hub import resolve_model
+
+        args.model_path = str(resolve_model(args.model))
+        args.model_id = os.path.splitext(os.path.basename(args.model_path))[0]
+        args.streams = [int(x) for x in args.streams.split(",")]
+        result = bench(args)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=2)
+        return 0
     if args.url and not re.match(r"^http://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?$", args.url):
         raise SystemExit("--url must be a loopback address (127.x.x.x, localhost, [::1])")
     proc = None

@@ -10,9 +10,13 @@ tokens of every per-token stage, and meet at barriers between dependent stages.
 Why batch-independent numerics: every token goes through exactly the same arithmetic
 whatever the batch around it (activations quantised per token, the same row dot
 products, attention per query), so a prompt prefix reused from the cache gives the same
-output as a cold run, and decoding matches prefill bit for bit. Float32 KV cache only
-(the numpy forward of each architecture handles f16 caches)."""
-from libc.math cimport cos, expf, sin, sqrt, tanhf
+output as a cold run, and decoding matches prefill bit for bit.
+
+One call may hold tokens of several sequences (``forward_many``: a continuous batch), each
+attending only to its own cache at its own position; the weights are read once for all.
+KV caches in f32, f16 or q8_0 (``abi.llm.cache``): rows are converted as attention reads
+them and written as each token's keys and values are computed, never copied whole."""
+from libc.math cimport NAN, cos, expf, sin, sqrt, tanhf
 from libc.stdint cimport uint8_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
@@ -27,7 +31,8 @@ from abi.errors import KernelInputError, UnsupportedModelError, UnsupportedTenso
 from abi.gguf.constants import GGMLType
 from abi.llm.layers import GELU_TABLE
 
-from abi._kernels._half cimport f32_to_f16
+from abi._kernels._half cimport f16_to_f32, f32_to_f16, ld16, st16
+from abi._kernels.quant cimport quantize_row_q8_0
 from abi._kernels._vec cimport axpy, barrier, dot
 from abi._kernels._types cimport block_size_of
 from abi._kernels.matmul cimport dequant_rows, gemv_rows, quantize_activation, row_bytes, vec_dot_type
@@ -37,6 +42,9 @@ cnp.import_array()
 
 cdef enum:
     ROW_BLOCK = 16        # weight rows kept hot in cache while every token of the batch uses them
+    MAX_HD = 1024         # the widest head a cached row is converted into (on the stack)
+
+KV_TYPES = {"f32": 0, "f16": 1, "q8_0": 2}
 
 ctypedef struct QMat:
     const uint8_t* w
@@ -85,12 +93,18 @@ ctypedef struct Ctx:
     const uint8_t* embd
     int embd_type
     const float* out_norm
-    # this call
-    int T, pos0, out_from   # tokens, position of the first, first token whose logits are wanted
+    # this call: T tokens of one or more sequences
+    int T, n_out
     const int* tokens
-    float* kcache           # (n_layers, n_kv, cap, hd)
-    float* vcache
-    Py_ssize_t cap
+    const int* tpos         # (T,) each token's position in its sequence
+    const int* tseq         # (T,) each token's sequence
+    const int* tout         # (T,) each token's output row (logits or hidden), -1 for none
+    uint8_t** kseq          # per sequence: its K and V caches (n_layers, n_kv, cap, kv_row bytes)
+    uint8_t** vseq
+    const Py_ssize_t* capseq
+    Py_ssize_t max_cap
+    int kv_type             # KV_TYPES: 0 f32, 1 f16, 2 q8_0
+    Py_ssize_t kv_row       # bytes of one cached head row
     # shared scratch, one row per token: matrix-product outputs
     float* q
     float* k
@@ -106,10 +120,10 @@ ctypedef struct Ctx:
     uint8_t* actp[3]        # per format: 0 Q8_0, 1 Q8_1, 2 Q8_K
     Py_ssize_t act_stride   # bytes per token row
     float* rot              # cos, sin (n_rot)
-    float* scores           # cap
+    float* scores           # max_cap
     float* lorap            # per thread: A x of one token (max_rank)
     int max_rank
-    float* logits           # (T - out_from, n_vocab)
+    float* logits           # (n_out, n_vocab)
     float* route            # (T, n_exp) router logits
     int* sel                # (T, n_used) the chosen experts
     float* selw             # (T, n_used) their weights
@@ -209,22 +223,61 @@ cdef void _rope(Ctx* c, float* p, const float* rot) noexcept nogil:
             p[2 * i + 1] = a * sn + b * cs
 
 
-cdef void _attend(Ctx* c, Layer* L, int layer, int head, int swa, int pos, const float* q,
+cdef inline uint8_t* _kv_at(Ctx* c, uint8_t** caches, int t, int layer, int g, Py_ssize_t j) noexcept nogil:
+    """Token t's sequence: the cached row of layer, KV head g, position j."""
+    cdef int s = c.tseq[t]
+    return caches[s] + ((<Py_ssize_t>layer * c.n_kv + g) * c.capseq[s] + j) * c.kv_row
+
+
+cdef void _kv_put(Ctx* c, uint8_t* dst, const float* x) noexcept nogil:
+    """Store one head row in the cache's format (f16: round to nearest even, as numpy)."""
+    cdef int i
+    if c.kv_type == 0:
+        memcpy(dst, x, c.hd * sizeof(float))
+    elif c.kv_type == 1:
+        for i in range(c.hd):
+            st16(dst + 2 * i, f32_to_f16(x[i]))
+    else:
+        quantize_row_q8_0(x, dst, c.hd)
+
+
+cdef inline const float* _kv_get(Ctx* c, const uint8_t* row, float* buf) noexcept nogil:
+    """One cached head row as float32: the row itself (f32), or converted into buf."""
+    cdef int i, b
+    cdef float d
+    cdef const signed char* qs
+    if c.kv_type == 0:
+        return <const float*>row
+    if c.kv_type == 1:
+        for i in range(c.hd):
+            buf[i] = f16_to_f32(ld16(row + 2 * i))
+    else:   # q8_0 blocks: f16 scale, 32 int8
+        for b in range(c.hd // 32):
+            d = f16_to_f32(ld16(row + 34 * b))
+            qs = <const signed char*>(row + 34 * b + 2)
+            for i in range(32):
+                buf[32 * b + i] = d * <float>qs[i]
+    return buf
+
+
+cdef void _attend(Ctx* c, Layer* L, int layer, int head, int swa, int t, const float* q,
                   float* out, float* s) noexcept nogil:
-    """out = softmax(q . K[0..pos]^T * scale) V for one query head at position pos; a sink
-    logit, where the layer has one, takes its share of the softmax and attends to nothing."""
+    """out = softmax(q . K[0..pos]^T * scale) V for one query head of token t, at its position
+    in its own sequence; a sink logit, where the layer has one, takes its share of the
+    softmax and attends to nothing."""
     cdef int hd = c.hd
     cdef int kvh = head // (c.n_head // c.n_kv)
-    cdef Py_ssize_t base = ((<Py_ssize_t>layer * c.n_kv + kvh) * c.cap) * hd
-    cdef const float* K = c.kcache + base
-    cdef const float* V = c.vcache + base
+    cdef int pos = c.tpos[t]
+    cdef const uint8_t* K = _kv_at(c, c.kseq, t, layer, kvh, 0)
+    cdef const uint8_t* V = _kv_at(c, c.vseq, t, layer, kvh, 0)
+    cdef float buf[MAX_HD]
     cdef int j0 = 0
     cdef int j, i
     cdef float acc, m = -1e30, total = 0.0, w
     if swa and c.window > 0 and pos - c.window + 1 > 0:
         j0 = pos - c.window + 1
     for j in range(j0, pos + 1):
-        acc = dot(q, K + <Py_ssize_t>j * hd, hd) * c.scale
+        acc = dot(q, _kv_get(c, K + j * c.kv_row, buf), hd) * c.scale
         if c.attn_softcap > 0:
             acc = tanhf(acc / c.attn_softcap) * c.attn_softcap
         s[j] = acc
@@ -240,7 +293,7 @@ cdef void _attend(Ctx* c, Layer* L, int layer, int head, int swa, int pos, const
     for i in range(hd):
         out[i] = 0.0
     for j in range(j0, pos + 1):
-        axpy(out, s[j] / total, V + <Py_ssize_t>j * hd, hd)
+        axpy(out, s[j] / total, _kv_get(c, V + j * c.kv_row, buf), hd)
 
 
 cdef inline float _gelu(Ctx* c, float x) noexcept nogil:
@@ -258,15 +311,15 @@ cdef void _qk(Ctx* c, Layer* L, int l, int t, int g, float* rot) noexcept nogil:
     cdef int QD = c.n_head * hd, KD = c.n_kv * hd
     cdef float* krow = c.k + t * KD + g * hd
     cdef float* qrow
-    cdef Py_ssize_t off = ((<Py_ssize_t>l * c.n_kv + g) * c.cap + c.pos0 + t) * hd
+    cdef int pos = c.tpos[t]
     if L.use_rope:
-        _rope_angles(c, c.pos0 + t, L.inv_freq, L.rope_mscale, rot)
+        _rope_angles(c, pos, L.inv_freq, L.rope_mscale, rot)
     if L.k_norm != NULL and not c.qk_full:
         _rms(krow, L.k_norm, krow, hd, c.eps)
     if L.use_rope:
         _rope(c, krow, rot)
-    memcpy(c.kcache + off, krow, hd * sizeof(float))
-    memcpy(c.vcache + off, c.v + t * KD + g * hd, hd * sizeof(float))
+    _kv_put(c, _kv_at(c, c.kseq, t, l, g, pos), krow)
+    _kv_put(c, _kv_at(c, c.vseq, t, l, g, pos), c.v + t * KD + g * hd)
     for hh in range(g * group, (g + 1) * group):
         qrow = c.q + t * QD + hh * hd
         if L.q_norm != NULL and not c.qk_full:
@@ -457,13 +510,13 @@ cdef void _dense_ffn(Ctx* c, Priv* p, Layer* L, int tid, int nth) noexcept nogil
 
 
 cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
-    cdef int D = c.n_embd, hd = c.hd, T = c.T, l, i, hh, t, g, task
+    cdef int D = c.n_embd, hd = c.hd, T = c.T, l, i, hh, t, g, task, o
     cdef int QD = c.n_head * hd, KD = c.n_kv * hd, group = c.n_head // c.n_kv
     cdef Layer* L
     cdef Py_ssize_t r, r0, r1
     cdef float* row
     cdef float* rot = c.rot + tid * c.n_rot
-    cdef float* scores = c.scores + tid * c.cap
+    cdef float* scores = c.scores + tid * c.max_cap
     cdef Priv p
     p.x = c.xp + <Py_ssize_t>tid * T * D
     p.h = c.hp + <Py_ssize_t>tid * T * D
@@ -503,7 +556,7 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
                 _qk(c, L, l, t, g, rot)
             if T == 1:
                 for hh in range(g * group, (g + 1) * group):
-                    _attend(c, L, l, hh, L.swa, c.pos0, c.q + hh * hd, c.att + hh * hd, scores)
+                    _attend(c, L, l, hh, L.swa, 0, c.q + hh * hd, c.att + hh * hd, scores)
             g += nth
         if T > 1:
             barrier()
@@ -511,7 +564,7 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
             while task < T * c.n_head:
                 t = task // c.n_head
                 hh = task % c.n_head
-                _attend(c, L, l, hh, L.swa, c.pos0 + t, c.q + t * QD + hh * hd,
+                _attend(c, L, l, hh, L.swa, t, c.q + t * QD + hh * hd,
                         c.att + t * QD + hh * hd, scores)
                 task += nth
         barrier()
@@ -542,19 +595,23 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
         barrier()
         for t in range(T):
             _residual(c, &p, t, L.post_ffn_norm)
-    for t in range(c.out_from, T):
-        _rms(p.x + t * D, c.out_norm, p.h + t * D, D, c.eps)
+    # the wanted tokens' final states, packed into rows 0..n_out-1 (row o <= token t, so
+    # nothing still needed is overwritten): the output matrix is read once for all of them
+    for t in range(T):
+        o = c.tout[t]
+        if o < 0:
+            continue
+        _rms(p.x + t * D, c.out_norm, p.h + o * D, D, c.eps)
         if c.logits != NULL:
-            _prep(c, &p, p.h + t * D, &c.output, t)
+            _prep(c, &p, p.h + o * D, &c.output, o)
     if c.logits == NULL:
         return
-    _matmul(c, &p, &c.output, p.h, D, c.logits - <Py_ssize_t>c.out_from * c.n_vocab, c.n_vocab,
-            c.out_from, T, tid, nth)
+    _matmul(c, &p, &c.output, p.h, D, c.logits, c.n_vocab, 0, c.n_out, tid, nth)
     if c.final_softcap > 0 or c.logit_scale != 1.0:
         r0 = c.output.rows * tid // nth
         r1 = c.output.rows * (tid + 1) // nth
-        for t in range(c.out_from, T):
-            row = c.logits + (t - c.out_from) * c.n_vocab
+        for t in range(c.n_out):
+            row = c.logits + t * c.n_vocab
             for r in range(r0, r1):
                 row[r] *= c.logit_scale
                 if c.final_softcap > 0:
@@ -618,6 +675,7 @@ cdef class Decoder:
         _need(c.n_layers > 0 and len(model.layers) == c.n_layers == len(model.layer_ropes), "layer count")
         _need(c.n_head > 0 and c.n_kv > 0 and c.n_head % c.n_kv == 0, "head counts")
         _need(c.hd > 0 and c.n_rot > 0 and c.n_rot % 2 == 0 and c.n_rot <= c.hd, "head / RoPE size")
+        _need(c.hd <= MAX_HD, f"head size {c.hd} above {MAX_HD}")
         _need(c.n_embd > 0 and c.n_ff > 0 and c.n_vocab > 0, "widths")
         c.layers = <Layer*>calloc(a.n_layers, sizeof(Layer))
         if c.n_exp:
@@ -764,43 +822,95 @@ cdef class Decoder:
             c.actp[i] = <uint8_t*>self._buf(name, (nth * T * c.n_slots * c.act_stride) // 4 + 1)
         return 0
 
+    def reserve(self, int T, Py_ssize_t cap):
+        """Allocate the scratch for batches of T tokens over caches of ``cap`` positions now
+        (a server does this at start-up, so no request has to)."""
+        self._reserve(T, cap)
+
     def forward(self, tokens, cache, str output="last", int n_threads=0):
         """Run ``tokens`` after the cache's contents. ``output``: "last" -> logits (1, V) of
         the last token; "all" -> (T, V); "hidden" -> final-norm states (T, D); "none".
         ``n_threads`` (1..the constructor's count; 0 = all) only changes the speed."""
-        cdef Ctx* c = &self.c
-        cdef int nth = self.n_threads if n_threads <= 0 else min(n_threads, self.n_threads)
-        cdef cnp.ndarray ids = np.ascontiguousarray(tokens, dtype=np.int32)
-        cdef int T = ids.shape[0]
-        if T == 0:
-            raise KernelInputError("no tokens to run")
-        if ids.min() < 0 or ids.max() >= c.n_vocab:
-            raise KernelInputError(f"token ids must lie in [0, {c.n_vocab})")
         if output not in ("last", "all", "hidden", "none"):
             raise KernelInputError(f"unknown output {output!r}")
-        cache.reserve(cache.length + T)
-        if cache.k.dtype != np.float32:
-            raise KernelInputError("the compiled forward needs a float32 KV cache")
-        shape = (c.n_layers, c.n_kv, cache.capacity, c.hd)
-        for arr in (cache.k, cache.v):
-            _need(arr.shape == shape and arr.dtype == np.float32 and arr.flags.c_contiguous,
-                  f"KV cache of shape {arr.shape}, expected {shape}")
-        _need(0 <= cache.length and cache.length + T <= cache.capacity, "KV cache length")
-        self._reserve(T, cache.capacity)
-        c.T, c.pos0, c.tokens = T, cache.length, <const int*>cnp.PyArray_DATA(ids)
-        c.kcache = <float*>cnp.PyArray_DATA(cache.k)
-        c.vcache = <float*>cnp.PyArray_DATA(cache.v)
-        c.cap = cache.capacity
-        c.out_from = T - 1 if output == "last" else (T if output == "none" else 0)
-        result = None
+        return self._run([(tokens, cache, output)], n_threads)[0]
+
+    def forward_many(self, parts, int n_threads=0):
+        """One forward over the tokens of several sequences: ``parts`` is a list of
+        ``(tokens, cache, output)`` (output "last", "all" or "none"; one distinct cache each,
+        all of one kv_dtype). Each token's arithmetic is the same as in ``forward`` alone:
+        the weights are shared, attention is per sequence. Returns one result per part."""
+        for _, _, output in parts:
+            if output not in ("last", "all", "none"):
+                raise KernelInputError(f"unknown output {output!r} in a batch of sequences")
+        return self._run(parts, n_threads)
+
+    def _run(self, parts, int n_threads):
+        cdef Ctx* c = &self.c
+        cdef int nth = self.n_threads if n_threads <= 0 else min(n_threads, self.n_threads)
+        if not parts:
+            raise KernelInputError("no sequences to run")
+        caches = [cache for _, cache, _ in parts]
+        if len({id(x) for x in caches}) != len(caches):
+            raise KernelInputError("a sequence's cache appears twice in one batch")
+        kv = caches[0].kv_dtype
+        if kv not in KV_TYPES or any(x.kv_dtype != kv for x in caches):
+            raise KernelInputError(f"the caches of one batch must share a kv_dtype of "
+                                   f"{', '.join(KV_TYPES)}; got {sorted({x.kv_dtype for x in caches})}")
+        if kv == "q8_0" and c.hd % 32:
+            raise KernelInputError(f"a q8_0 KV cache needs head sizes divisible by 32, not {c.hd}")
+        kv_row = {"f32": 4 * c.hd, "f16": 2 * c.hd, "q8_0": c.hd // 32 * 34}[kv]
+        ids_list, pos, seq, out, spans = [], [], [], [], []
+        n_out = 0
+        for s_i, (tokens, cache, output) in enumerate(parts):
+            ids = np.ascontiguousarray(tokens, dtype=np.int32).reshape(-1)
+            n = ids.shape[0]
+            if n == 0:
+                raise KernelInputError("no tokens to run")
+            if ids.min() < 0 or ids.max() >= c.n_vocab:
+                raise KernelInputError(f"token ids must lie in [0, {c.n_vocab})")
+            cache.reserve(cache.length + n)
+            for arr in (cache.k, cache.v):
+                _need(arr.shape[:3] == (c.n_layers, c.n_kv, cache.capacity) and arr.flags.c_contiguous
+                      and arr.shape[3] * arr.itemsize == kv_row,
+                      f"KV cache of shape {arr.shape} ({arr.dtype}), expected rows of {kv_row} bytes")
+            _need(0 <= cache.length and cache.length + n <= cache.capacity, "KV cache length")
+            first = n - 1 if output == "last" else (n if output == "none" else 0)
+            ids_list.append(ids)
+            pos.append(np.arange(cache.length, cache.length + n, dtype=np.int32))
+            seq.append(np.full(n, s_i, np.int32))
+            o = np.full(n, -1, np.int32)
+            o[first:] = np.arange(n_out, n_out + n - first, dtype=np.int32)
+            out.append(o)
+            spans.append((n_out, n_out + n - first))
+            n_out += n - first
+        cdef cnp.ndarray all_ids = np.concatenate(ids_list)
+        cdef cnp.ndarray tpos = np.concatenate(pos)
+        cdef cnp.ndarray tseq = np.concatenate(seq)
+        cdef cnp.ndarray tout = np.concatenate(out)
+        cdef cnp.ndarray kptr = np.array([x.k.ctypes.data for x in caches], np.uintp)
+        cdef cnp.ndarray vptr = np.array([x.v.ctypes.data for x in caches], np.uintp)
+        cdef cnp.ndarray caps = np.array([x.capacity for x in caches], np.intp)
+        cdef int T = all_ids.shape[0]
+        self._reserve(T, max(x.capacity for x in caches))
+        c.T, c.n_out, c.tokens = T, n_out, <const int*>cnp.PyArray_DATA(all_ids)
+        c.tpos, c.tseq = <const int*>cnp.PyArray_DATA(tpos), <const int*>cnp.PyArray_DATA(tseq)
+        c.tout = <const int*>cnp.PyArray_DATA(tout)
+        c.kseq, c.vseq = <uint8_t**>cnp.PyArray_DATA(kptr), <uint8_t**>cnp.PyArray_DATA(vptr)
+        c.capseq = <const Py_ssize_t*>cnp.PyArray_DATA(caps)
+        c.max_cap = max(x.capacity for x in caches)
+        c.kv_type, c.kv_row = KV_TYPES[kv], kv_row
+        hidden = parts[0][2] == "hidden"
+        logits = None
         c.logits = NULL
-        if output in ("last", "all"):
-            result = np.empty((T - c.out_from, c.n_vocab), np.float32)
-            c.logits = <float*>cnp.PyArray_DATA(result)
+        if n_out and not hidden:
+            logits = np.empty((n_out, c.n_vocab), np.float32)
+            c.logits = <float*>cnp.PyArray_DATA(logits)
         with nogil, parallel(num_threads=nth):
             _forward(c, openmp.omp_get_thread_num(), openmp.omp_get_num_threads())
-        cache.length += T
-        cache.tokens.extend(int(t) for t in tokens)
-        if output == "hidden":
-            result = self.scratch["h"][:T * c.n_embd].reshape(T, c.n_embd).copy()  # thread 0's
-        return result
+        for ids, (_, cache, _) in zip(ids_list, parts):
+            cache.length += ids.shape[0]
+            cache.tokens.extend(ids.tolist())
+        if hidden:   # thread 0's copy
+            return [self.scratch["h"][:n_out * c.n_embd].reshape(n_out, c.n_embd).copy()]
+        return [None if a == b else logits[a:b] for a, b in spans]

@@ -11,7 +11,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", default=None, help="GGUF path or model name (default model if omitted)")
     p.add_argument("--ctx", type=int, default=None, help="context length (default: the model's)")
     p.add_argument("--backend", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--kv-dtype", choices=("f32", "f16"), default="f32", help="KV cache precision")
+    p.add_argument("--kv-dtype", choices=("f32", "f16", "q8_0"), default="f32",
+                   help="KV cache precision (q8_0: blocks of 32 with an f16 scale, as llama.cpp)")
     p.add_argument("--no-check", action="store_true", help="skip the load-time scan of the weights for NaN/Inf scales")
     add_lora_arg(p)
 
@@ -133,8 +134,11 @@ def _info(argv: list[str]) -> int:
                         help="path or model name (default: the default model)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     add_lora_arg(parser)
+    parser.add_argument("--ctx", type=int, default=None,
+                        help="context length for the memory plan (default: the model's)")
+    parser.add_argument("--parallel", type=int, default=1, help="KV cache slots for the memory plan")
     args = parser.parse_args(argv)
-    info = model_info(args.model, args.lora)
+    info = model_info(args.model, args.lora, n_ctx=args.ctx, n_slots=args.parallel)
     print(json.dumps(info, indent=2) if args.json else format_info(info))
     return 0
 

@@ -40,30 +40,74 @@ class Engine:
 
     ``model_opts`` go to :func:`abi.llm.load_model` (``n_ctx``, ``n_batch``, ``kv_dtype``,
     ``chat_template``); ``n_slots`` sets how many sequences keep their own KV cache.
+
+    Before loading, the memory plan (``abi.llm.memory``: weights + KV caches for n_ctx x
+    n_slots + scratch) is checked against ``max_memory`` (bytes or "4GiB") and the machine's
+    available memory: over either, ``MemoryBudgetExceeded``, or with ``fit`` a smaller
+    context. ``preallocate`` holds every cache and buffer from the start (a server), so no
+    request can fail to get memory later. With several slots, generations are batched
+    (``abi.llm.batcher``), prompts prefilled ``prefill_chunk`` tokens per step.
     """
 
-    def __init__(self, n_slots: int = 1, backend: str = "auto", **model_opts):
+    def __init__(self, n_slots: int = 1, backend: str = "auto", max_memory=None, fit: bool = False,
+                 preallocate: bool = False, prefill_chunk: int = 64, **model_opts):
         if n_slots < 1:
             raise ConfigError("n_slots must be >= 1", field="n_slots")
+        if prefill_chunk < 1:
+            raise ConfigError("prefill_chunk must be >= 1", field="prefill_chunk")
+        self.prefill_chunk = prefill_chunk
         from .backend import select_backend
+        from .memory import parse_size
 
         if backend == "auto" and model_opts.get("lora"):
             backend = "cpu"   # the one backend that runs unmerged LoRA adapters
         self.backend = select_backend(backend)
         self.n_slots = n_slots
+        self.max_memory = None if max_memory is None else parse_size(max_memory)
+        self.fit, self.preallocate = fit, preallocate
         self.model_opts = model_opts
         self.model = None
+        self.memory_plan = None
+        self.batcher = None
         self.slots: list[Slot] = []
 
     # -- loading ----------------------------------------------------------------------------
     def load_model(self, path=None) -> "Engine":
-        from .model import load_model
+        from ..gguf import load
+        from ..models_hub import resolve_model
+        from .memory import check_plan, plan_memory
+        from .model import DEFAULT_BATCH, load_model
 
+        path = resolve_model(path)
+        o = self.model_opts
+        plan = plan_memory(load(path), o.get("n_ctx"), self.n_slots, o.get("kv_dtype", "f32"),
+                           o.get("n_batch", DEFAULT_BATCH), o.get("n_threads"))
+        fitted = check_plan(plan, self.max_memory, self.fit)
+        if fitted.n_ctx != plan.n_ctx:
+            log.warning("--fit: context shrunk from %d to %d tokens to fit the memory allowed",
+                        plan.n_ctx, fitted.n_ctx)
+            self.model_opts = {**o, "n_ctx": fitted.n_ctx}
+        self.memory_plan = fitted
+        log.info("%s", fitted.describe())
         self.model = load_model(path, backend=self.backend, **self.model_opts)
         self.slots = [Slot(self.model.new_cache()) for _ in range(self.n_slots)]
+        self._start_batcher()
+        if self.preallocate:
+            self._allocate()
         log.info("loaded %s (%.2f s, backend %s)", self.model.path, self.model.load_seconds,
                  self.backend)
         return self
+
+    def _allocate(self) -> None:
+        """Every slot's whole cache and the forward's scratch, held now."""
+        model = self.model
+        for slot in self.slots:
+            slot.cache.reserve(model.n_ctx)
+            slot.cache.commit()
+        decoder = model._decoder() if model.backend == "cpu" else None
+        if decoder is not None:
+            # a prompt batch beside every other slot's decode token
+            decoder.reserve(model.n_batch + self.n_slots, model.n_ctx)
 
     @classmethod
     def from_model(cls, model, n_slots: int = 1) -> "Engine":
@@ -71,7 +115,21 @@ class Engine:
         engine = cls(n_slots=n_slots, backend=model.backend)
         engine.model = model
         engine.slots = [Slot(model.new_cache()) for _ in range(n_slots)]
+        engine._start_batcher()
         return engine
+
+    def _start_batcher(self) -> None:
+        """Several slots on the compiled CPU forward: their steps are batched together."""
+        from .batcher import Batcher
+
+        m = self.model
+        self.batcher = Batcher(m, self.prefill_chunk) if self.n_slots > 1 and m.backend == "cpu" and \
+            m.forward_path == "compiled" else None
+
+    def close(self) -> None:
+        """Stop the batcher's thread (an engine that is dropped stops it with the process)."""
+        if self.batcher is not None:
+            self.batcher.close()
 
     def _require_model(self):
         if self.model is None:
@@ -124,7 +182,7 @@ class Engine:
             check(cfg.grammar, self._require_model().tokenizer, self.model.n_vocab)
         ids = self._prompt_ids(prompt)
         chosen = self.slots[slot if slot is not None else self.pick_slot(ids)]
-        return StreamingResponse(self.model, chosen, ids, cfg)
+        return StreamingResponse(self.model, chosen, ids, cfg, self.batcher)
 
     def generate_streaming(self, prompt, on_token: Callable[[str], None], **options) -> StreamingStats:
         """Call ``on_token(text)`` for each piece of generated text."""

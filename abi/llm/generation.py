@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import nullcontext
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -25,11 +26,13 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 def generate_step(model, cache: KVCache, new_ids: Sequence[int], sampler, processors,
                   logprobs: int = 0, should_stop=None,
-                  constraint=None) -> Iterator[tuple[int, dict | None]]:
+                  constraint=None, batcher=None) -> Iterator[tuple[int, dict | None]]:
     """Prefill ``new_ids`` after what ``cache`` holds, then yield sampled tokens one by one,
     feeding each back. Stops early (yielding nothing more) when ``should_stop()`` is true.
     ``constraint`` (a ``constrain.Constraint``) masks the logits before each draw; its next
-    mask is computed while the forward pass runs."""
+    mask is computed while the forward pass runs. ``batcher`` (an ``abi.llm.batcher.Batcher``)
+    runs the forward passes in steps shared with the other sequences on the model."""
+    forward = model.forward if batcher is None else batcher.forward
     if getattr(model, "backend", "cpu") == "cuda" and not logprobs and constraint is None:
         # sampling on the GPU: one token id per step crosses to the host, not the logits
         from .cuda_forward import device_steps
@@ -40,7 +43,7 @@ def generate_step(model, cache: KVCache, new_ids: Sequence[int], sampler, proces
             return
     if constraint is not None:
         constraint.begin()
-    logits = model.forward(new_ids, cache, "last", should_stop)
+    logits = forward(new_ids, cache, "last", should_stop)
     history = list(cache.tokens)
     while logits is not None:
         raw = logits[0]
@@ -56,7 +59,7 @@ def generate_step(model, cache: KVCache, new_ids: Sequence[int], sampler, proces
         history.append(token)
         if should_stop is not None and should_stop():
             return
-        logits = model.forward([token], cache, "last")
+        logits = forward([token], cache, "last")
 
 
 class StopStrings:
@@ -104,8 +107,8 @@ class StreamingResponse:
     any thread and is honoured between prompt batches and between tokens.
     """
 
-    def __init__(self, model, slot, prompt_ids: list[int], config: StreamingConfig):
-        self.model, self.slot, self.config = model, slot, config
+    def __init__(self, model, slot, prompt_ids: list[int], config: StreamingConfig, batcher=None):
+        self.model, self.slot, self.config, self.batcher = model, slot, config, batcher
         self.prompt_ids = list(prompt_ids)
         self.state = StreamingState.IDLE
         self.stats = StreamingStats(prompt_tokens=len(self.prompt_ids))
@@ -178,7 +181,7 @@ class StreamingResponse:
         if len(self.prompt_ids) >= model.n_ctx:
             raise ContextLengthExceeded(
                 f"the prompt has {len(self.prompt_ids)} tokens; the context holds {model.n_ctx}")
-        with self.slot.lock:
+        with self.slot.lock, (self.batcher.member() if self.batcher else nullcontext()):
             cache = self.slot.cache
             # keep the longest cached prefix, but always recompute the last prompt token
             keep = min(common_prefix(cache.tokens, self.prompt_ids), len(self.prompt_ids) - 1)
@@ -191,7 +194,7 @@ class StreamingResponse:
             stops = StopStrings(cfg.stop)
             self.state = StreamingState.PREFILLING
             steps = generate_step(model, cache, new_ids, sampler, processors, cfg.logprobs,
-                                  should_stop, constraint)
+                                  should_stop, constraint, self.batcher)
             t_prev = start
             try:
                 for i, (token, info) in enumerate(steps):

@@ -22,8 +22,10 @@ def adapter_info(f: GGUFFile, scale: float | None = None) -> dict:
     return info
 
 
-def model_info(model: str | os.PathLike | GGUFFile | None = None, lora=()) -> dict:
-    """``lora``: adapters (``load_model``'s option) to check against the model and list."""
+def model_info(model: str | os.PathLike | GGUFFile | None = None, lora=(), n_ctx: int | None = None,
+               n_slots: int = 1) -> dict:
+    """``lora``: adapters (``load_model``'s option) to check against the model and list;
+    ``n_ctx``, ``n_slots``: the context and slots of the memory plan per KV dtype."""
     f = model if isinstance(model, GGUFFile) else load(resolve_model(model))
     if f.get("general.type") == "adapter":
         return {"path": f.path, "adapter": adapter_info(f)}
@@ -55,6 +57,19 @@ def model_info(model: str | os.PathLike | GGUFFile | None = None, lora=()) -> di
         recipe = args.recipe() if hasattr(args, "recipe") else None
     except AbiError as exc:
         refusal = str(exc)
+    memory = {}
+    if refusal is None:
+        from .cache import KV_DTYPES
+        from .memory import plan_memory
+
+        for kv in KV_DTYPES:
+            try:
+                plan = plan_memory(f, n_ctx, n_slots, kv)
+            except AbiError:   # q8_0 on heads that are not whole blocks
+                continue
+            memory[kv] = {"n_ctx": plan.n_ctx, "n_slots": plan.n_slots, "weights": plan.weights,
+                          "kv_per_token": plan.kv_per_token, "kv": plan.kv,
+                          "scratch": plan.scratch, "total": plan.total}
     rope = {k: f.arch_get(f"rope.{k}") for k in
             ("freq_base", "dimension_count", "scaling.type", "scaling.factor",
              "scaling.original_context_length")}
@@ -82,6 +97,7 @@ def model_info(model: str | os.PathLike | GGUFFile | None = None, lora=()) -> di
         "recipe": recipe,
         "unsupported": refusal,
         "adapters": adapters,
+        "memory": memory,
     }
 
 
@@ -127,6 +143,11 @@ def format_info(info: dict) -> str:
         lines.append(row("runs in abi", f"no: {info['unsupported']}"))
     for a in info.get("adapters", ()):
         lines.append(row("LoRA adapter", _adapter_line(a)))
+    for kv, p in (info.get("memory") or {}).items():
+        lines.append(row(f"memory ({kv} KV)", f"{_size(p['kv_per_token'] * 1024)}/1k tokens "
+                         f"({p['kv_per_token']:,} B/token); KV {_size(p['kv'])} for {p['n_ctx']} ctx "
+                         f"x {p['n_slots']} slot(s); total {_size(p['total'])} with weights "
+                         f"{_size(p['weights'])} + scratch {_size(p['scratch'])}"))
     for key, value in (info.get("recipe") or {}).items():
         if isinstance(value, tuple):   # per-layer flags: the layers where they hold
             value = ",".join(str(i) for i, v in enumerate(value) if v) or "-"

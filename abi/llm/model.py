@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import ConfigError, ContextLengthExceeded, InvalidRequestError, NonFiniteError
 from ..gguf import GGUFFile, load
 from ..models_hub import resolve_model
-from .cache import KVCache
+from .cache import KVCache, check_kv_dtype
 from .capability import check_finite as check_finite_weights
 from .capability import check_loadable, choose_cpu_forward, weights_used
 from .chat_template import ChatTemplate
@@ -68,9 +68,7 @@ class Model:
         if n_batch <= 0:
             raise ConfigError(f"n_batch must be positive, got {n_batch}", "n_batch")
         self.n_batch = n_batch
-        if kv_dtype not in ("f32", "f16"):
-            raise ConfigError(f"kv_dtype must be 'f32' or 'f16', got {kv_dtype!r}", "kv_dtype")
-        self.kv_dtype = np.float16 if kv_dtype == "f16" else np.float32
+        self.kv_dtype = check_kv_dtype(kv_dtype, [d for d in (getattr(self.args, "head_dim", 0),) if d])
         source = chat_template or self.gguf.get("tokenizer.chat_template")
         tok = self.tokenizer
         text = lambda i: tok.tokens[i] if i is not None and 0 <= i < tok.n_vocab else ""
@@ -87,6 +85,9 @@ class Model:
         check_loadable(used, self.path)
         if check_finite:
             check_finite_weights(self.gguf)
+        if self.backend == "cuda" and self.kv_dtype == "q8_0":
+            raise ConfigError("the CUDA forward keeps an f16 KV cache on the device; kv_dtype "
+                              "'q8_0' runs on the CPU backend only", "kv_dtype")
         self.forward_path = "cuda" if self.backend == "cuda" else \
             choose_cpu_forward(used, self.args.arch, isinstance(self.arch, decoder.Model))
         self._compiled = None  # the compiled forward, built on first use
@@ -166,20 +167,11 @@ class Model:
     def forward(self, ids, cache: KVCache, output: str = "last", should_stop=None) -> np.ndarray:
         """Feed ``ids`` after the cache's contents in batches of ``n_batch``.
         ``should_stop()`` is polled between batches (cancellation of long prompts)."""
-        try:
-            ids = [operator.index(t) for t in ids]
-        except TypeError:
-            raise InvalidRequestError("token ids must be integers") from None
-        if not ids:
-            raise InvalidRequestError("no tokens to run")
-        if min(ids) < 0 or max(ids) >= self.n_vocab:
-            raise InvalidRequestError(f"token ids must lie in [0, {self.n_vocab})")
-        if output not in ("last", "all", "hidden"):
-            raise InvalidRequestError(f"output must be 'last', 'all' or 'hidden', got {output!r}")
-        self.check_context(cache.length + len(ids))
+        ids = self.check_request(ids, cache, output)
         with self._forward_lock:
-            # the CUDA forward keeps its own f16 device cache, whatever the host cache dtype
-            compiled = self._decoder() if cache.dtype == np.float32 or self.backend == "cuda" else None
+            # the compiled forward reads and writes every kv_dtype; the CUDA forward keeps
+            # its own f16 device cache, whatever the host cache dtype
+            compiled = self._decoder()
         outs = []
         for s in range(0, len(ids), self.n_batch):
             if should_stop is not None and s and should_stop():
@@ -196,7 +188,24 @@ class Model:
                     out = compiled.forward(chunk, cache, want)
             if output != "last" or last:
                 outs.append(out)
-        out = outs[0] if len(outs) == 1 else np.concatenate(outs)
+        return self.check_finite(outs[0] if len(outs) == 1 else np.concatenate(outs), output, cache)
+
+    def check_request(self, ids, cache: KVCache, output: str) -> list[int]:
+        """``ids`` as a list of valid token ids that fit after the cache's contents."""
+        try:
+            ids = [operator.index(t) for t in ids]
+        except TypeError:
+            raise InvalidRequestError("token ids must be integers") from None
+        if not ids:
+            raise InvalidRequestError("no tokens to run")
+        if min(ids) < 0 or max(ids) >= self.n_vocab:
+            raise InvalidRequestError(f"token ids must lie in [0, {self.n_vocab})")
+        if output not in ("last", "all", "hidden"):
+            raise InvalidRequestError(f"output must be 'last', 'all' or 'hidden', got {output!r}")
+        self.check_context(cache.length + len(ids))
+        return ids
+
+    def check_finite(self, out, output: str, cache: KVCache):
         if out is not None and not np.isfinite(out).all():
             # fail closed: a NaN would be sampled as token 0 or an empty answer
             row = int(np.flatnonzero(~np.isfinite(out).all(axis=-1))[0])
@@ -204,6 +213,16 @@ class Model:
                                  f"{cache.length} tokens in the cache): the model's weights or "
                                  f"hyperparameters are broken")
         return out
+
+    def forward_many(self, parts):
+        """One compiled forward over several sequences' tokens: ``parts`` is a list of
+        ``(ids, cache, output)`` with output "last", "all" or "none" (see ``abi.llm.batcher``)."""
+        with self._forward_lock:
+            compiled = self._decoder()
+            if compiled is None or self.backend != "cpu":
+                raise ConfigError("batching several sequences needs the compiled CPU forward "
+                                  f"(this model runs the {self.forward_path} path)", "n_slots")
+            return compiled.forward_many(parts)
 
     def logits(self, ids) -> np.ndarray:
         """float32 (len(ids), n_vocab): one forward pass from an empty cache."""

@@ -36,7 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=None, metavar="N",
                    help="cap on tokens generated per request (default: the context's room)")
     p.add_argument("--backend", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--kv-dtype", choices=("f32", "f16"), default="f32")
+    p.add_argument("--kv-dtype", choices=("f32", "f16", "q8_0"), default="f32",
+                   help="KV cache precision (q8_0: blocks of 32 with an f16 scale, as llama.cpp)")
+    p.add_argument("--max-memory", default=None, metavar="SIZE",
+                   help="refuse to start when weights + KV caches (ctx x parallel) + scratch "
+                        "exceed SIZE, e.g. 4GiB (always: when they exceed the available memory)")
+    p.add_argument("--prefill-chunk", type=int, default=64, metavar="N",
+                   help="prompt tokens per batched step beside the running streams: larger "
+                        "prefills faster, smaller delays the streams' tokens less (default 64)")
+    p.add_argument("--fit", action="store_true",
+                   help="shrink the context to fit the memory instead of refusing")
     p.add_argument("--no-check", action="store_true", help="skip the load-time scan of the weights for NaN/Inf scales")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per forward pass")
     add_lora_arg(p)
@@ -49,9 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from_args(args):
+    from ..llm.memory import parse_size
     from .state import ServeOptions
 
-    for name in ("parallel", "ctx", "threads"):
+    for name in ("parallel", "ctx", "threads", "prefill_chunk"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name} must be >= 1, got {value}", field=name)
@@ -71,7 +81,9 @@ def options_from_args(args):
                         port=args.port, api_key=api_key, parallel=args.parallel, ctx=args.ctx,
                         queue=args.queue, max_tokens=args.max_tokens, backend=args.backend,
                         kv_dtype=args.kv_dtype, threads=args.threads, max_body=max_body,
-                        check_finite=not args.no_check, lora=tuple(args.lora))
+                        check_finite=not args.no_check, lora=tuple(args.lora), fit=args.fit,
+                        prefill_chunk=args.prefill_chunk,
+                        max_memory=None if args.max_memory is None else parse_size(args.max_memory))
 
 
 def main(argv: list[str] | None = None) -> int:

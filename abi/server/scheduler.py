@@ -1,7 +1,9 @@
 """Generation slots and a bounded waiting queue.
 
 One worker thread per engine slot (each slot is one KV cache; every slot shares the one
-loaded model). A request becomes a ``Job``: it goes to a free slot (``Engine.pick_slot``: the
+loaded model). The workers run each sequence's own loop (sampling, stops, events); their
+forward passes meet in the engine's ``abi.llm.batcher.Batcher``, which runs one compiled
+step over the next token of every running sequence. A request becomes a ``Job``: it goes to a free slot (``Engine.pick_slot``: the
 one whose cache shares the longest prefix with its prompt) or waits in a FIFO queue of bounded length;
 past that, ``ServerBusy``. The worker runs the job's generations and hands each event to
 the asyncio consumer through ``loop.call_soon_threadsafe``; ``Job.cancel()`` (a client that

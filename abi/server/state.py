@@ -41,6 +41,9 @@ class ServeOptions:
     threads: int | None = None
     max_body: int | None = None         # bytes per request body (None: from the context)
     lora: tuple = ()                    # LoRA adapters (abi.llm.lora.LoraSpec), run unmerged
+    max_memory: int | None = None       # bytes the memory plan may take (None: what is available)
+    fit: bool = False                   # shrink the context to fit instead of refusing
+    prefill_chunk: int = 64             # prompt tokens per batched step
 
 
 def model_id(path: str) -> str:
@@ -83,7 +86,8 @@ class ServerState:
                           "lora": list(o.lora)}
             if o.threads is not None:
                 model_opts["n_threads"] = o.threads
-            engine = Engine(n_slots=o.parallel, backend=o.backend, **model_opts).load_model(o.model)
+            engine = Engine(n_slots=o.parallel, backend=o.backend, max_memory=o.max_memory, fit=o.fit,
+                            preallocate=True, prefill_chunk=o.prefill_chunk, **model_opts).load_model(o.model)
             encoder = None
             if o.embedding_model is not None:
                 from ..embeddings import Encoder
@@ -136,6 +140,8 @@ class ServerState:
     def close(self) -> None:
         if self.scheduler is not None:
             self.scheduler.close()
+        if self.engine is not None:
+            self.engine.close()
         self.text_pool.shutdown(wait=False, cancel_futures=True)
 
     @property

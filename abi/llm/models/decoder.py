@@ -321,9 +321,9 @@ class Model:
             out += shared
         return out
 
-    def new_cache(self, n_ctx: int, dtype=np.float32) -> KVCache:
+    def new_cache(self, n_ctx: int, kv_dtype: str = "f32") -> KVCache:
         a = self.args
-        return KVCache(a.n_layers, a.n_kv_heads, a.head_dim, n_ctx, dtype)
+        return KVCache(a.n_layers, a.n_kv_heads, a.head_dim, n_ctx, kv_dtype)
 
     def forward(self, ids, cache: KVCache, output: str = "last") -> np.ndarray:
         """Run tokens ``ids`` after the cache's contents. ``output``: "last" -> logits of the

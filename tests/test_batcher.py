@@ -1,0 +1,152 @@
+"""Continuous batching (abi/llm/batcher.py): one compiled forward per step over every
+sequence's next token; a token's arithmetic does not depend on the batch."""
+import threading
+import zlib
+
+import numpy as np
+import pytest
+
+import abi.llm
+from abi.gguf import GGMLType
+from abi.llm import Engine
+from tiny_models import write_tiny_model
+
+
+@pytest.mark.parametrize("kv", ["f32", "f16", "q8_0"])
+@pytest.mark.parametrize("name, arch", [("llama_q8_0", "llama"), ("gemma3_q8_0", "gemma3"),
+                                        ("qwen3moe_q8_0", "qwen3moe")])
+def test_forward_many_gives_each_sequence_its_own_bits(tmp_path, name, arch, kv):
+    path = tmp_path / f"{name}.gguf"
+    write_tiny_model(path, arch, GGMLType.Q8_0, seed=zlib.crc32(name.encode()), name=name)
+    m = abi.llm.load_model(path, kv_dtype=kv)
+    rng = np.random.default_rng(1)
+    prompts = [[int(t) for t in rng.integers(3, 250, n)] for n in (9, 30, 1, 17)]
+    alone = []
+    for p in prompts:   # each sequence alone: prefill, then two decode steps
+        cache = m.new_cache()
+        alone.append([m.forward(p, cache, "all"), m.forward([5], cache), m.forward([7], cache)])
+    caches = [m.new_cache() for _ in prompts]
+    # prompts of different lengths in one call, then decode tokens of all four together
+    first = m.forward_many([(p, c, "all") for p, c in zip(prompts, caches)])
+    second = m.forward_many([([5], c, "last") for c in caches])
+    third = m.forward_many([([7], c, "last") for c in caches[::-1]])[::-1]
+    for i in range(len(prompts)):
+        assert np.array_equal(first[i], alone[i][0])
+        assert np.array_equal(second[i], alone[i][1])
+        assert np.array_equal(third[i], alone[i][2])
+
+
+@pytest.fixture(scope="module")
+def engine(default_model_path):
+    e = Engine(n_slots=4, backend="cpu").load_model(default_model_path)
+    yield e
+    e.close()
+
+
+def _run_together(engine, jobs):
+    """Run (prompt, options) jobs at once, each on its own thread and slot."""
+    out = [None] * len(jobs)
+
+    def work(i, prompt, options):
+        out[i] = engine.generate(prompt, **options)
+
+    threads = [threading.Thread(target=work, args=(i, p, o)) for i, (p, o) in enumerate(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    return out
+
+
+def test_same_seed_same_output_alone_and_beside_three_streams(engine):
+    opts = dict(max_tokens=24, temperature=0.9, seed=1234, repetition_penalty=1.2)
+    prompt = "Write a short poem about the sea."
+    for slot in engine.slots:
+        slot.cache.clear()
+    alone = engine.generate(prompt, **opts)
+    assert engine.batcher is not None
+    for slot in engine.slots:   # no cached prefix helps either run
+        slot.cache.clear()
+    steps0 = engine.batcher.steps
+    others = [("Tell me about Paris. " * 20, dict(max_tokens=30, temperature=0.7, seed=7)),
+              ("List three colours.", dict(max_tokens=30, temperature=0, stop=["\n\n"])),
+              ("What is 2 + 2?", dict(max_tokens=30, temperature=1.0, seed=99, top_k=5))]
+    together = _run_together(engine, [(prompt, opts)] + others)
+    assert together[0] == alone
+    assert engine.batcher.max_sequences >= 3   # they really shared steps
+    assert engine.batcher.steps - steps0 < 24 + 30 * 3
+
+
+def test_a_long_prompt_is_prefilled_in_chunks_between_decode_steps(engine):
+    for slot in engine.slots:
+        slot.cache.clear()
+    long_prompt = "The history of the printing press is long. " * 60   # ~600 tokens
+    short = ("Say hello.", dict(max_tokens=20, temperature=0))
+    expect = engine.generate(short[0], **short[1])
+    for slot in engine.slots:
+        slot.cache.clear()
+    res = _run_together(engine, [short, (long_prompt, dict(max_tokens=4, temperature=0))])
+    assert res[0] == expect
+    assert engine.batcher.prefill_chunk < 600
+
+
+def test_cancelling_one_stream_leaves_the_others(engine):
+    for slot in engine.slots:
+        slot.cache.clear()
+    r1 = engine.create_streaming_response("Count to one hundred.", max_tokens=200, temperature=0,
+                                          stop_tokens=[], slot=0)
+    r2 = engine.create_streaming_response("Name a fruit.", max_tokens=12, temperature=0, slot=1)
+    got = []
+
+    def consume():
+        for ev in r2:
+            got.append(ev)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    for i, _ in enumerate(r1):
+        if i == 3:
+            r1.cancel()
+    t.join(120)
+    assert r1.get_stats().finish_reason == "cancelled"
+    assert r2.get_stats().finish_reason in ("stop", "length") and got
+
+
+@pytest.mark.model
+def test_the_server_batches_streams_and_a_seeded_stream_is_unchanged(default_model_path):
+    """Through HTTP: a seeded streamed chat alone, then beside three other streams (one
+    not streamed) on a --parallel 4 server, gives the same text."""
+    import json
+
+    import requests
+
+    from serve_helpers import serve
+
+    def chat(url, content, seed, stream=True):
+        body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": content}],
+                "max_tokens": 20, "temperature": 0.8, "seed": seed, "stream": stream}
+        r = requests.post(url + "/v1/chat/completions", json=body, timeout=300, stream=stream)
+        if not stream:
+            return r.json()["choices"][0]["message"]["content"]
+        text = ""
+        for line in r.iter_lines():
+            if line.startswith(b"data: {"):
+                for c in json.loads(line[6:])["choices"]:
+                    text += (c.get("delta") or {}).get("content") or ""
+        return text
+
+    with serve("--model", default_model_path, "--parallel", "4", "--ctx", "512") as srv:
+        alone = chat(srv.url, "Describe a forest.", 5)
+        jobs = [("Describe a forest.", 5, True), ("Name three rivers.", 1, True),
+                ("What is rain?", 2, False), ("Tell me about owls.", 3, True)]
+        out = [None] * 4
+
+        def run(i):
+            out[i] = chat(srv.url, *jobs[i])
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        assert out[0] == alone and all(out)
