@@ -127,6 +127,30 @@ def test_calibrated_classifier_learns_separable_classes():
     assert p[0, 0] > 0.9 and p[1, 1] > 0.9 and m.temperature > 0
 
 
+def test_neighbour_features_average_the_nearest_of_each_class_and_leave_self_out():
+    E = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [0.2, 0.8]], np.float32)
+    y = np.array([0, 0, 1, 1, 1])
+    nn, where = semantic.Neighbours.build(E, y, 2, k=2)
+    f = nn.features(np.array([[1.0, 0.0]]))
+    assert f[0, 0] > 0.99 and f[0, 1] < 0.3
+    nn1 = semantic.Neighbours(nn.vectors, nn.bounds, 1)
+    assert nn1.features(E[:1])[0, 0] == pytest.approx(1.0)           # itself
+    cos = E[1] @ E[0] / np.linalg.norm(E[1])
+    assert nn1.features(E[:1], where[:1])[0, 0] == pytest.approx(cos)  # itself left out
+
+
+def test_violation_curve_picks_the_highest_recall_at_the_precision_floor():
+    from abi.personas.evaluation import violation_curve
+
+    oof = ([("weapons", {"weapons": 0.9})] * 8 + [("weapons", {"weapons": 0.3})] * 2
+           + [("none", {"weapons": 0.6})] + [("none", {"weapons": 0.1})] * 9)
+    v = violation_curve(oof, ["weapons"])
+    best = v["best"]
+    assert best["threshold"] == 0.2 and best["recall"] == 1.0 and best["precision"] == pytest.approx(10 / 11)
+    low = next(c for c in v["curve"] if c["threshold"] == 0.65)
+    assert low["recall"] == 0.8 and low["precision"] == 1.0 and low["none_flagged"] == 0.0
+
+
 def test_without_the_embedding_model_routing_falls_back_to_lexical(tmp_path, caplog):
     missing = str(tmp_path / "no-such-model.gguf")
     with caplog.at_level(logging.WARNING, logger="abi.personas"):
