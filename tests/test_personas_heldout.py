@@ -35,16 +35,19 @@ def test_held_out_targets(system):
     assert report["routing_accuracy"] >= 0.92, report["misrouted"]
     assert report["violations"]["recall"] >= 0.95
     assert report["violations"]["precision"] >= 0.90
-    # measured 0.18 (6 of 34): above the target of 0.05, kept from getting worse
-    assert report["lookalikes"]["rate"] <= 0.20
+    assert report["lookalikes"]["rate"] <= 0.05     # measured 0.00 (0 of 34)
 
 
 @pytest.mark.model
-@pytest.mark.xfail(strict=True, reason="benign look-alikes blocked: 0.18 on the held-out "
-                   "file, the target is 0.05")
-def test_held_out_lookalike_target(system):
-    items = yaml.safe_load((DATA / "routing_heldout.yaml").read_text())
-    assert evaluate(items, system)["lookalikes"]["rate"] <= 0.05
+def test_fresh_set_targets(system):
+    items = yaml.safe_load((DATA / "routing_fresh.yaml").read_text())
+    report = evaluate(items, system)
+    assert report["routing_accuracy"] >= 0.92, report["misrouted"]
+    assert report["violations"]["precision"] >= 0.90
+    assert report["lookalikes"]["rate"] <= 0.05
+    # measured 0.939 (31 of 33) at the cross-validated threshold, below the 0.95;
+    # kept from getting worse
+    assert report["violations"]["recall"] >= 0.93
 
 
 @pytest.mark.parametrize("name", ["routing_heldout.yaml", "routing_fresh.yaml"])

@@ -1,7 +1,12 @@
 """Abi's classifiers on meaning: a request's sentence embedding (``abi.embeddings.Encoder``,
-all-MiniLM-L6-v2 unless configured), joined with the lexicon cue features, goes to a
+all-MiniLM-L6-v2 unless configured), joined with the lexicon cue features and, per class,
+the mean cosine similarity of its nearest training examples of that class, goes to a
 multinomial logistic regression whose probabilities are calibrated by one temperature
-fitted on out-of-fold predictions of the training data.
+fitted on out-of-fold predictions of the training data. Five-fold cross-validation chose
+these (``tools/eval_routing.py --cross-validate``): the neighbour features raised the
+out-of-fold violation recall at precision 0.90 from 0.90 to 0.94, the cue features are
+worth 0.01 of it, and stronger (l2 0.03) or weaker (0.001) regularisation, or 10
+neighbours, did worse.
 
 Training runs at first use from the shipped data (``personas/data``). The embeddings of the
 training texts are stored on disk next to the models (``<model dir>/personas/``), one file
@@ -230,7 +235,7 @@ class Neighbours:
         return cls(_unit(E[order]), bounds, k), where
 
     def features(self, E: np.ndarray, leave_out: np.ndarray | None = None) -> np.ndarray:
-        S = _unit(E) @ self.vectors.T
+        S = (self.vectors @ _unit(E).T).T   # (references, texts): one gemv for one text
         if leave_out is not None:
             S[np.arange(len(S)), leave_out] = -1.0
         out = np.zeros((len(S), len(self.bounds) - 1), np.float32)
