@@ -5,7 +5,9 @@ that training never reads.
     python tools/eval_routing.py tests/data/routing_fresh.yaml   # any other labelled set
     python tools/eval_routing.py --verbose            # also list the misrouted requests
     python tools/eval_routing.py --lexical            # the fallback without embeddings
-    python tools/eval_routing.py --cross-validate     # + 5-fold CV on the training data
+    python tools/eval_routing.py --cross-validate     # + 5-fold CV on the training data:
+                                                      # per-class figures and the
+                                                      # out-of-fold threshold curve
     python tools/eval_routing.py --json               # the whole report as JSON
 
 Prints routing accuracy with per-persona precision and recall and the confusion matrix,
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     from abi.personas import MultiPersonaConfig, MultiPersonaSystem
-    from abi.personas.evaluation import cross_validate, evaluate
+    from abi.personas.evaluation import evaluate
 
     with open(args.path, encoding="utf-8") as f:
         items = yaml.safe_load(f)
