@@ -136,6 +136,8 @@ def test_neighbour_features_average_the_nearest_of_each_class_and_leave_self_out
     nn, where = semantic.Neighbours.build(E, y, 2, k=2)
     f = nn.features(np.array([[1.0, 0.0]]))
     assert f[0, 0] > 0.99 and f[0, 1] < 0.3
+    one_by_one = np.vstack([nn.features(e[None]) for e in E])   # the routing path
+    np.testing.assert_allclose(nn.features(E), one_by_one, atol=1e-6)
     nn1 = semantic.Neighbours(nn.vectors, nn.bounds, 1)
     assert nn1.features(E[:1])[0, 0] == pytest.approx(1.0)           # itself
     cos = E[1] @ E[0] / np.linalg.norm(E[1])
