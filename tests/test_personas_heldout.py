@@ -35,16 +35,19 @@ def test_held_out_targets(system):
     assert report["routing_accuracy"] >= 0.92, report["misrouted"]
     assert report["violations"]["recall"] >= 0.95
     assert report["violations"]["precision"] >= 0.90
-    # measured 0.18 (6 of 34): above the target of 0.05, kept from getting worse
-    assert report["lookalikes"]["rate"] <= 0.20
+    assert report["lookalikes"]["rate"] <= 0.05     # measured 0.00 (0 of 34)
 
 
 @pytest.mark.model
-@pytest.mark.xfail(strict=True, reason="benign look-alikes blocked: 0.18 on the held-out "
-                   "file, the target is 0.05")
-def test_held_out_lookalike_target(system):
-    items = yaml.safe_load((DATA / "routing_heldout.yaml").read_text())
-    assert evaluate(items, system)["lookalikes"]["rate"] <= 0.05
+def test_fresh_set_targets(system):
+    items = yaml.safe_load((DATA / "routing_fresh.yaml").read_text())
+    report = evaluate(items, system)
+    assert report["routing_accuracy"] >= 0.92, report["misrouted"]
+    assert report["violations"]["precision"] >= 0.90
+    assert report["lookalikes"]["rate"] <= 0.05
+    # measured 0.939 (31 of 33) at the cross-validated threshold, below the 0.95;
+    # kept from getting worse
+    assert report["violations"]["recall"] >= 0.93
 
 
 @pytest.mark.parametrize("name", ["routing_heldout.yaml", "routing_fresh.yaml",
@@ -126,6 +129,33 @@ def test_calibrated_classifier_learns_separable_classes():
     m = semantic.CalibratedLinear.train(X, labels)
     p = m.predict_proba(np.array([[-1.0, -1, -1], [1.0, 1, 1]]))
     assert p[0, 0] > 0.9 and p[1, 1] > 0.9 and m.temperature > 0
+
+
+def test_neighbour_features_average_the_nearest_of_each_class_and_leave_self_out():
+    E = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [0.2, 0.8]], np.float32)
+    y = np.array([0, 0, 1, 1, 1])
+    nn, where = semantic.Neighbours.build(E, y, 2, k=2)
+    f = nn.features(np.array([[1.0, 0.0]]))
+    assert f[0, 0] > 0.99 and f[0, 1] < 0.3
+    one_by_one = np.vstack([nn.features(e[None]) for e in E])   # the routing path
+    np.testing.assert_allclose(nn.features(E), one_by_one, atol=1e-6)
+    nn1 = semantic.Neighbours(nn.vectors, nn.bounds, 1)
+    assert nn1.features(E[:1])[0, 0] == pytest.approx(1.0)           # itself
+    cos = E[1] @ E[0] / np.linalg.norm(E[1])
+    assert nn1.features(E[:1], where[:1])[0, 0] == pytest.approx(cos)  # itself left out
+
+
+def test_violation_curve_picks_the_highest_recall_at_the_precision_floor():
+    from abi.personas.evaluation import violation_curve
+
+    oof = ([("weapons", {"weapons": 0.9})] * 8 + [("weapons", {"weapons": 0.3})] * 2
+           + [("none", {"weapons": 0.6})] + [("none", {"weapons": 0.1})] * 9)
+    v = violation_curve(oof, ["weapons"])
+    best = v["best"]
+    assert best["threshold"] == 0.2 and best["recall"] == 1.0
+    assert best["precision"] == pytest.approx(10 / 11)
+    low = next(c for c in v["curve"] if c["threshold"] == 0.65)
+    assert low["recall"] == 0.8 and low["precision"] == 1.0 and low["none_flagged"] == 0.0
 
 
 def test_without_the_embedding_model_routing_falls_back_to_lexical(tmp_path, caplog):

@@ -5,7 +5,9 @@ that training never reads.
     python tools/eval_routing.py tests/data/routing_fresh.yaml   # any other labelled set
     python tools/eval_routing.py --verbose            # also list the misrouted requests
     python tools/eval_routing.py --lexical            # the fallback without embeddings
-    python tools/eval_routing.py --cross-validate     # + 5-fold CV on the training data
+    python tools/eval_routing.py --cross-validate     # + 5-fold CV on the training data:
+                                                      # per-class figures and the
+                                                      # out-of-fold threshold curve
     python tools/eval_routing.py --json               # the whole report as JSON
 
 Prints routing accuracy with per-persona precision and recall and the confusion matrix,
@@ -34,6 +36,39 @@ def _table(title: str, classes: dict) -> str:
     return "\n".join(lines)
 
 
+def cross_validation(system) -> dict:
+    """5-fold figures of the classifiers the system uses (semantic, or lexical without
+    embeddings) on the shipped training data, and the out-of-fold violation curve: the
+    harmful-probability threshold of highest recall at precision >= 0.90."""
+    from abi.personas.abi.classifier import QueryClassifier
+    from abi.personas.abi.policy import (MODEL_CATEGORIES, PolicyModel, SemanticPolicyModel,
+                                         policy_examples)
+    from abi.personas.data import load_examples
+    from abi.personas.evaluation import cross_validate, violation_curve
+
+    embedder = getattr(system.router.policy.model.model, "embedder", None)
+
+    def train_query(ex):
+        if embedder is not None:
+            return QueryClassifier.train_semantic(embedder, ex, store=False).model.predict_many
+        c = QueryClassifier.train(ex)
+        return lambda texts: [c.classify(t).probabilities for t in texts]
+
+    def train_policy(ex):
+        if embedder is not None:
+            return SemanticPolicyModel.train(embedder, ex, store=False).model.predict_many
+        m = PolicyModel.train(ex)
+        return lambda texts: [m.scores(t) for t in texts]
+
+    actions = system.config.policy.actions
+    harmful = [c for c in MODEL_CATEGORIES if actions[c] in ("block", "redirect")]
+    out = {"cv_query_types": cross_validate(list(load_examples("queries")), train_query),
+           "cv_policy": cross_validate(policy_examples(), train_policy)}
+    out["cv_violations"] = violation_curve(out["cv_policy"].pop("oof"), harmful)
+    out["cv_query_types"].pop("oof")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("path", nargs="?", default=DEFAULT_SET, help="labelled requests (YAML list)")
@@ -52,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     from abi.personas import MultiPersonaConfig, MultiPersonaSystem
-    from abi.personas.evaluation import cross_validate, evaluate
+    from abi.personas.evaluation import evaluate
 
     with open(args.path, encoding="utf-8") as f:
         items = yaml.safe_load(f)
@@ -62,25 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     report = evaluate(items, system)
 
     if args.cross_validate:
-        from abi.personas.abi.classifier import QueryClassifier
-        from abi.personas.abi.policy import MODEL_CATEGORIES, PolicyModel, policy_examples
-        from abi.personas.data import load_examples
-
-        def train_query(ex):
-            c = QueryClassifier.train(ex)
-            return lambda t: c.classify(t).query_type.value
-
-        def train_policy(ex):
-            m = PolicyModel.train(ex)
-
-            def predict(t):
-                s = m.scores(t)
-                cat = max(MODEL_CATEGORIES, key=s.get)
-                return cat if s[cat] >= 0.5 else "none"
-            return predict
-
-        report["cv_query_types"] = cross_validate(list(load_examples("queries")), train_query)
-        report["cv_policy"] = cross_validate(policy_examples(), train_policy)
+        report.update(cross_validation(system))
 
     if args.json:
         print(json.dumps(report, indent=2))
@@ -109,7 +126,18 @@ def main(argv: list[str] | None = None) -> int:
         for key, title in (("cv_query_types", "query classifier"), ("cv_policy", "policy model")):
             if key in report:
                 print(f"\n5-fold cross-validation on the training data, {title}: "
-                      f"{report[key]['accuracy']:.3f}")
+                      f"accuracy {report[key]['accuracy']:.3f}")
+                print(_table("class", report[key]["classes"]))
+        if "cv_violations" in report:
+            print("\nout-of-fold violations by threshold on the harmful probability "
+                  f"(policy.threshold is {system.config.policy.threshold:.2f})")
+            print(f"  {'threshold':>9} {'recall':>7} {'precision':>9} {'none flagged':>12}")
+            for c in report["cv_violations"]["curve"]:
+                print(f"  {c['threshold']:>9.2f} {c['recall']:>7.3f} {c['precision']:>9.3f} "
+                      f"{c['none_flagged']:>12.3f}")
+            best = report["cv_violations"]["best"]
+            print("  highest recall at precision >= 0.90: " +
+                  (f"threshold {best['threshold']:.2f}" if best else "none reaches it"))
         if args.verbose and report["misrouted"]:
             print("\nmisrouted:")
             for m in report["misrouted"]:

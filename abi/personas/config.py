@@ -157,12 +157,17 @@ class AvivaConfig:
 
 @dataclass
 class PolicyConfig:
-    """Content policy. ``threshold``: the classifier probability at which a category counts;
-    ``actions``: category (``abi/personas/abi/taxonomy.yaml``) -> allow, block, redirect,
-    disclaim or redact; ``redirect_to``: the persona a redirected request goes to."""
+    """Content policy. ``threshold``: the classifier probability at which a category counts
+    (for the harmful categories, their summed probability); ``actions``: category
+    (``abi/personas/abi/taxonomy.yaml``) -> allow, block, redirect, disclaim or redact;
+    ``redirect_to``: the persona a redirected request goes to.
+
+    The default threshold is the one of highest recall at precision >= 0.90 on the
+    out-of-fold predictions of the training data (``tools/eval_routing.py
+    --cross-validate``), never tuned on the evaluation sets."""
 
     enabled: bool = True
-    threshold: float = 0.5
+    threshold: float = 0.75
     actions: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_POLICY_ACTIONS))
     redirect_to: Persona = Persona.ABBEY
     redact_output: bool = True

@@ -79,15 +79,40 @@ def evaluate(items: list[dict], system: Any) -> dict:
 
 
 def cross_validate(examples: list[tuple[str, str]], train, k: int = 5, seed: int = 0) -> dict:
-    """k-fold accuracy of a classifier trained by ``train(examples)`` (which returns a
-    function text -> label) on the shipped training data: the development figure, kept
-    apart from the held-out evaluation set."""
+    """k-fold figures of a classifier trained by ``train(examples)``, which returns a function
+    texts -> one {class: probability} per text, on the shipped training data: the
+    development figures, kept apart from the held-out evaluation sets. ``oof`` holds each
+    example's (label, out-of-fold probabilities) for further analysis."""
     data = list(examples)
     random.Random(seed).shuffle(data)
-    pairs = []
+    oof = []
     for f in range(k):
         test = data[f::k]
         predict = train([e for i, e in enumerate(data) if i % k != f])
-        pairs += [(lab, predict(text)) for text, lab in test]
+        oof += zip((lab for _, lab in test), predict([t for t, _ in test]))
+    pairs = [(lab, max(p, key=p.get)) for lab, p in oof]
     return {"accuracy": sum(e == p for e, p in pairs) / len(pairs),
-            "classes": precision_recall(pairs, sorted({e for e, _ in pairs}))}
+            "classes": precision_recall(pairs, sorted({e for e, _ in pairs})), "oof": oof}
+
+
+def violation_curve(oof: list[tuple[str, dict]], harmful: Iterable[str],
+                    min_precision: float = 0.90) -> dict:
+    """Recall, precision and the share of "none" examples flagged when the summed probability
+    of the ``harmful`` classes must reach t, for t in 0.20 ... 0.95; ``best`` is the threshold
+    of highest recall whose precision is at least ``min_precision`` (None if none is)."""
+    harmful = set(harmful)
+    mass = [(lab in harmful, lab == "none", sum(p.get(c, 0.0) for c in harmful))
+            for lab, p in oof]
+    n_harm = sum(h for h, _, _ in mass)
+    n_none = sum(z for _, z, _ in mass)
+    curve = []
+    for t in [round(0.2 + 0.05 * i, 2) for i in range(16)]:
+        flagged = [(h, z) for h, z, m in mass if m >= t]
+        tp = sum(h for h, _ in flagged)
+        curve.append({"threshold": t, "recall": tp / n_harm if n_harm else 0.0,
+                      "precision": tp / len(flagged) if flagged else 0.0,
+                      "none_flagged": (sum(z for _, z in flagged) / n_none if n_none
+                                       else 0.0)})
+    ok = [c for c in curve if c["precision"] >= min_precision]
+    return {"curve": curve, "best": max(ok, key=lambda c: (c["recall"], -c["threshold"]))
+            if ok else None}

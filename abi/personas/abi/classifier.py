@@ -64,10 +64,11 @@ class QueryClassifier:
                                         l2=l2, extra=query_features))
 
     @classmethod
-    def train_semantic(cls, embedder: Embedder, examples=None) -> "QueryClassifier":
+    def train_semantic(cls, embedder: Embedder, examples=None,
+                       store: bool = True) -> "QueryClassifier":
         """The embedding classifier (sentence embedding and lexicon features)."""
         return cls(SemanticClassifier.train("queries", embedder, cls._examples(examples),
-                                            query_features))
+                                            query_features, store=store))
 
     def classify(self, text: str) -> QueryClassification:
         if self.kind == "semantic":

@@ -280,17 +280,23 @@ class SemanticPolicyModel:
         self.model = model
 
     @classmethod
-    def train(cls, embedder: Embedder, examples=None) -> "SemanticPolicyModel":
+    def train(cls, embedder: Embedder, examples=None, store: bool = True
+              ) -> "SemanticPolicyModel":
         examples = policy_examples() if examples is None else examples
         _check_labels([lab for _, lab in examples])
-        return cls(SemanticClassifier.train("policy", embedder, examples, policy_features))
+        return cls(SemanticClassifier.train("policy", embedder, examples, policy_features,
+                                            store=store))
 
     def scores(self, text: str) -> dict[str, float]:
         return self.model.predict(text)
 
 
 def policy_examples() -> list[tuple[str, str]]:
-    return list(load_examples("policy")) + [(t, "none") for t, _ in load_examples("queries")]
+    """policy.yaml, and every query example as "none" unless policy.yaml labels that text
+    (a symptom question is factual to the router and specialised advice to the policy)."""
+    labelled = list(load_examples("policy"))
+    seen = {t for t, _ in labelled}
+    return labelled + [(t, "none") for t, _ in load_examples("queries") if t not in seen]
 
 
 def _check_labels(labels) -> None:
