@@ -251,6 +251,10 @@ cdef extern from *:
     #define ABI_IQ_VBMI 0
     #endif
 
+    /* gcc left the block sums out of line (a call per block, the lookup tables and constants
+       reloaded each time); inlined into the row loop they stay in registers */
+    #define ABI_IQ_BLOCK static inline __attribute__((always_inline))
+
     /* acc + 4-wide sums of u8 u * s8 s */
     static inline __m256i abi_iq_dpbusd(__m256i acc, __m256i u, __m256i s) {
     #if defined(__AVXVNNI__)
@@ -373,7 +377,7 @@ cdef extern from *:
 
     #if ABI_IQ_Z
     /* all 32 row codes looked up in registers (no scalar grid loads), two groups a step */
-    static inline __m256i abi_iqv_iq2_xxs(const uint8_t* w, const uint8_t* x) {
+    ABI_IQ_BLOCK __m256i abi_iqv_iq2_xxs(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         uint64_t sg[4];
         const __m512i raw = _mm512_loadu_si512((const void*)(w + 2));
@@ -400,7 +404,7 @@ cdef extern from *:
         return abi_iq_fold512(acc);
     }
     #else
-    static inline __m256i abi_iqv_iq2_xxs(const uint8_t* w, const uint8_t* x) {
+    ABI_IQ_BLOCK __m256i abi_iqv_iq2_xxs(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         uint32_t sg[8];
     #if ABI_IQ_VBMI
@@ -421,7 +425,7 @@ cdef extern from *:
 
     #if ABI_IQ_Z
     /* the 32 row codes looked up in 16 registers, two groups a 512-bit step */
-    static inline __m256i abi_iqv_iq2_xs(const uint8_t* w, const uint8_t* x) {
+    ABI_IQ_BLOCK __m256i abi_iqv_iq2_xs(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         uint64_t sg[4];
         const __m512i qs = _mm512_loadu_si512((const void*)(w + 2));
@@ -443,7 +447,7 @@ cdef extern from *:
         return abi_iq_fold512(acc);
     }
     #else
-    static inline __m256i abi_iqv_iq2_xs(const uint8_t* w, const uint8_t* x) {
+    ABI_IQ_BLOCK __m256i abi_iqv_iq2_xs(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         uint32_t sg[8];
         uint16_t gi[32];
@@ -474,7 +478,7 @@ cdef extern from *:
 
     #if ABI_IQ_Z
     /* the 32 row codes looked up in 32 table vectors, two groups a 512-bit step */
-    static inline __m256i abi_iqv_iq2_s(const uint8_t* w, const uint8_t* x) {
+    ABI_IQ_BLOCK __m256i abi_iqv_iq2_s(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         /* index l: qs[l] | bits 2 (l % 4) of qh[l / 4] as bits 8, 9 */
         __m512i qh = _mm512_permutexvar_epi16(_mm512_srli_epi16(_mm512_set_epi16(31,30,29,28,27,26,25,24,23,22,21,20,19,18,17,16,
@@ -499,7 +503,7 @@ cdef extern from *:
         return abi_iq_fold512(acc);
     }
     #else
-    static inline __m256i abi_iqv_iq2_s(const uint8_t* w, const uint8_t* x) {
+    ABI_IQ_BLOCK __m256i abi_iqv_iq2_s(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
     #if ABI_IQ_VBMI
         uint16_t gi[32];
@@ -532,7 +536,7 @@ cdef extern from *:
 
     #if ABI_IQ_Z
     /* the 64 row codes looked up in registers, two groups a 512-bit step */
-    static inline __m256i abi_iqv_iq3_xxs(const uint8_t* w, const uint8_t* x) {
+    ABI_IQ_BLOCK __m256i abi_iqv_iq3_xxs(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         uint64_t sg[4];
         const __m256i aux = _mm256_loadu_si256((const __m256i*)(w + 66));
@@ -554,7 +558,7 @@ cdef extern from *:
         return abi_iq_fold512(acc);
     }
     #else
-    static inline __m256i abi_iqv_iq3_xxs(const uint8_t* w, const uint8_t* x) {
+    ABI_IQ_BLOCK __m256i abi_iqv_iq3_xxs(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         uint32_t sg[8];
         const __m256i aux = _mm256_loadu_si256((const __m256i*)(w + 66));
@@ -582,7 +586,7 @@ cdef extern from *:
 
     #if ABI_IQ_Z
     /* the 64 row codes looked up in 16 registers, two groups a 512-bit step */
-    static inline __m256i abi_iqv_iq3_s(const uint8_t* w, const uint8_t* x) {
+    ABI_IQ_BLOCK __m256i abi_iqv_iq3_s(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         /* index 8 g + l: qs | bit l of qh[g] as bit 8 */
         const uint64_t qh = (uint64_t)abi_ld32(w + 66) | ((uint64_t)abi_ld32(w + 70) << 32);
@@ -604,7 +608,7 @@ cdef extern from *:
         return abi_iq_fold512(acc);
     }
     #else
-    static inline __m256i abi_iqv_iq3_s(const uint8_t* w, const uint8_t* x) {
+    ABI_IQ_BLOCK __m256i abi_iqv_iq3_s(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         /* index 8 g + l: qs | bit l of qh[g] as bit 8 */
     #if ABI_IQ_K
@@ -645,7 +649,7 @@ cdef extern from *:
     #if ABI_IQ_Z
     /* grid rows by scalar loads as below (the 2048-row table is too big for registers and
        gathers were slower), the rest two groups a 512-bit step */
-    static inline __m256i abi_iqv_iq1_s(const uint8_t* w, const uint8_t* x) {
+    ABI_IQ_BLOCK __m256i abi_iqv_iq1_s(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         const __m128i qh = _mm_loadu_si128((const __m128i*)(w + 34));
         const __m128i sc = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(qh, 11), _mm_set1_epi16(14)), _mm_set1_epi16(1));
@@ -674,7 +678,7 @@ cdef extern from *:
         return _mm256_add_epi32(acc0, abi_iq_fold512(acc));
     }
     #else
-    static inline __m256i abi_iqv_iq1_s(const uint8_t* w, const uint8_t* x) {
+    ABI_IQ_BLOCK __m256i abi_iqv_iq1_s(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         const __m128i qh = _mm_loadu_si128((const __m128i*)(w + 34));
         /* per group: 2 s + 1 and its bsum weight -9 (2 s + 1) */
@@ -697,7 +701,7 @@ cdef extern from *:
 
     #if ABI_IQ_Z
     /* as below, two groups a 512-bit step; a row's delta sign by one mask test */
-    static inline __m256i abi_iqv_iq1_m(const uint8_t* w, const uint8_t* x) {
+    ABI_IQ_BLOCK __m256i abi_iqv_iq1_m(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         const __m256i sw = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_loadl_epi64((const __m128i*)(w + 48))),
                                                        _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
@@ -730,7 +734,7 @@ cdef extern from *:
         return _mm256_add_epi32(acc0, abi_iq_fold512(acc));
     }
     #else
-    static inline __m256i abi_iqv_iq1_m(const uint8_t* w, const uint8_t* x) {
+    ABI_IQ_BLOCK __m256i abi_iqv_iq1_m(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         /* 16 scales of 3 bits, 4 per u16 at w + 48: int16 j = 2 s_j + 1 */
         const __m256i sw = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_loadl_epi64((const __m128i*)(w + 48))),
@@ -784,7 +788,7 @@ cdef extern from *:
                                   _mm256_set_m128i(_mm_set1_epi16((short)d), _mm_set1_epi16((short)c)), 1);
     }
     /* the 256 trits in 4 steps of 64: qs[0..31] twice per step, then qs[32..47] and qh */
-    static inline __m256i abi_iqv_tq1_0(const uint8_t* w, const uint8_t* x) {
+    ABI_IQ_BLOCK __m256i abi_iqv_tq1_0(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         const __m256i b0 = _mm256_loadu_si256((const __m256i*)w);
         const __m256i b1 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(w + 32)));
@@ -803,7 +807,7 @@ cdef extern from *:
         return _mm256_sub_epi32(r, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(x + 260)), _mm256_set1_epi16(1)));
     }
     #else
-    static inline __m256i abi_iqv_tq1_0(const uint8_t* w, const uint8_t* x) {
+    ABI_IQ_BLOCK __m256i abi_iqv_tq1_0(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         const __m256i hb = _mm256_set1_epi16((short)0xFF00);
         /* minus the bsums, then qs[0..31] (5 trits), qs[32..47] twice, qs[32..47] | qh x 4 */
@@ -830,7 +834,7 @@ cdef extern from *:
 
     #if ABI_IQ_Z
     /* two 2-bit planes a 512-bit step */
-    static inline __m256i abi_iqv_tq2_0(const uint8_t* w, const uint8_t* x) {
+    ABI_IQ_BLOCK __m256i abi_iqv_tq2_0(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         const __m512i m3 = _mm512_set1_epi8(3);
         const __m256i b0 = _mm256_loadu_si256((const __m256i*)w), b1 = _mm256_loadu_si256((const __m256i*)(w + 32));
@@ -844,7 +848,7 @@ cdef extern from *:
         return _mm256_sub_epi32(r, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(x + 260)), _mm256_set1_epi16(1)));
     }
     #else
-    static inline __m256i abi_iqv_tq2_0(const uint8_t* w, const uint8_t* x) {
+    ABI_IQ_BLOCK __m256i abi_iqv_tq2_0(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         const __m256i m3 = _mm256_set1_epi8(3);
         __m256i acc = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(x + 260)), _mm256_set1_epi16(1)));
@@ -861,7 +865,7 @@ cdef extern from *:
     }
     #endif
 
-    static inline __m256i abi_iqv_mxfp4(const uint8_t* w, const uint8_t* x) {
+    ABI_IQ_BLOCK __m256i abi_iqv_mxfp4(const uint8_t* w, const uint8_t* x) {
         const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)abi_kvalues_mxfp4));
         __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(w + 1)));
         __m256i nib = _mm256_and_si256(_mm256_blend_epi32(q, _mm256_srli_epi16(q, 4), 0xF0), _mm256_set1_epi8(15));
