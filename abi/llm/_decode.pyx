@@ -30,7 +30,8 @@ from abi.llm.layers import GELU_TABLE
 from abi._kernels._half cimport f32_to_f16
 from abi._kernels._vec cimport axpy, barrier, dot
 from abi._kernels._types cimport block_size_of
-from abi._kernels.matmul cimport dequant_rows, gemv_rows, quantize_activation, row_bytes, vec_dot_type
+from abi._kernels.matmul cimport (dequant_rows, gemm_rows, gemv_rows, has_tile, quantize_activation,
+                                  row_bytes, vec_dot_type)
 
 cnp.import_array()
 
@@ -148,6 +149,14 @@ cdef void _matmul(Ctx* c, Priv* p, QMat* m, const float* x, Py_ssize_t x_stride,
     cdef Py_ssize_t rb, re, r
     cdef int t
     cdef const uint8_t* xq
+    if t1 - t0 > 1 and has_tile(m.type):   # register tiles of rows x tokens, the same bits
+        gemm_rows(m.type, m.w, r0, r1, m.cols, p.act[m.fmt] + t0 * c.act_stride, c.act_stride,
+                  t1 - t0, y + t0 * y_stride, y_stride)
+        if m.bias != NULL:
+            for t in range(t0, t1):
+                for r in range(r0, r1):
+                    y[t * y_stride + r] += m.bias[r]
+        return
     rb = r0
     while rb < r1:
         re = rb + ROW_BLOCK if rb + ROW_BLOCK < r1 else r1
