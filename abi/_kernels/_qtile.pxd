@@ -26,6 +26,9 @@ cdef extern from *:
     #define ABI_TILE_R 4     /* rows per tile */
     #define ABI_TILE_N 4     /* tokens per tile */
     #define ABI_AINL static inline __attribute__((always_inline))
+    /* the small loops over a tile's rows and tokens unrolled whole, so that its
+       accumulators live in registers */
+    #define ABI_UNROLL _Pragma("GCC unroll 16")
 
     /* [a | b]: two 256-bit halves */
     ABI_AINL __m512i abi_zi(__m256i a, __m256i b) { return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1); }
@@ -53,32 +56,32 @@ cdef extern from *:
                                    Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
         __m512 acc[ABI_TILE_R][ABI_TILE_N];
         float accm[ABI_TILE_R][ABI_TILE_N];
-        for (int r = 0; r < R; ++r) for (int t = 0; t < N; ++t) { acc[r][t] = _mm512_setzero_ps(); accm[r][t] = 0.0f; }
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) { acc[r][t] = _mm512_setzero_ps(); accm[r][t] = 0.0f; }
         Py_ssize_t i = 0;
         for (; i + 1 < nb; i += 2) {
             __m512i u[ABI_TILE_R]; __m512 dw[ABI_TILE_R]; float m0[ABI_TILE_R], m1[ABI_TILE_R];
-            for (int r = 0; r < R; ++r) {
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
                 const uint8_t* wr = w + r * rb + 20 * i;
                 u[r] = abi_zi(abi_nibbles32(wr + 4), abi_nibbles32(wr + 24));
                 dw[r] = abi_zf2(abi_f16t(wr), abi_f16t(wr + 20));
                 m0[r] = abi_f16t(wr + 2); m1[r] = abi_f16t(wr + 22);
             }
-            for (int t = 0; t < N; ++t) {
+            ABI_UNROLL for (int t = 0; t < N; ++t) {
                 const uint8_t* xt = x + t * xs + 36 * i;
                 const __m512i s = abi_zld(xt + 4, xt + 40);
                 const __m512 dx = abi_zf2(abi_f16t(xt), abi_f16t(xt + 36));
                 const float s0 = abi_f16t(xt + 2), s1 = abi_f16t(xt + 38);
-                for (int r = 0; r < R; ++r) {
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
                     acc[r][t] = _mm512_fmadd_ps(_mm512_mul_ps(dw[r], dx), _mm512_cvtepi32_ps(abi_dpbusd_z(u[r], s)), acc[r][t]);
                     accm[r][t] += m0[r] * s0 + m1[r] * s1;
                 }
             }
         }
         if (i < nb) {   /* an odd last block goes to acc0 only */
-            for (int r = 0; r < R; ++r) {
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
                 const uint8_t* wr = w + r * rb + 20 * i;
                 const __m256i u0 = abi_nibbles32(wr + 4);
-                for (int t = 0; t < N; ++t) {
+                ABI_UNROLL for (int t = 0; t < N; ++t) {
                     const uint8_t* xt = x + t * xs + 36 * i;
                     __m256i p0 = abi_dpbusd(u0, _mm256_loadu_si256((const __m256i*)(xt + 4)));
                     __m256 a0 = _mm256_fmadd_ps(abi_scale2(wr, xt), _mm256_cvtepi32_ps(p0), abi_zlo(acc[r][t]));
@@ -87,7 +90,7 @@ cdef extern from *:
                 }
             }
         }
-        for (int r = 0; r < R; ++r) for (int t = 0; t < N; ++t) y[t * ys + r] = abi_zsum(acc[r][t]) + accm[r][t];
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_zsum(acc[r][t]) + accm[r][t];
     }
 
     /* ------------------------------------------------------------------ Q8_0 x Q8_0
@@ -97,31 +100,31 @@ cdef extern from *:
                                    Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
         const __m512i off = _mm512_set1_epi8((char)0x80);
         __m512 acc[ABI_TILE_R][ABI_TILE_N];
-        for (int r = 0; r < R; ++r) for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
         Py_ssize_t i = 0;
         for (; i + 1 < nb; i += 2) {
             __m512i u[ABI_TILE_R]; __m512 dw[ABI_TILE_R];
-            for (int r = 0; r < R; ++r) {
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
                 const uint8_t* wr = w + r * rb + 34 * i;
                 u[r] = _mm512_xor_si512(abi_zld(wr + 2, wr + 36), off);
                 dw[r] = abi_zf2(abi_f16t(wr), abi_f16t(wr + 34));
             }
-            for (int t = 0; t < N; ++t) {
+            ABI_UNROLL for (int t = 0; t < N; ++t) {
                 const uint8_t* xt = x + t * xs + 34 * i;
                 const __m512i s = abi_zld(xt + 2, xt + 36);
                 const __m512i c = abi_dpbusd_z(off, s);
                 const __m512 dx = abi_zf2(abi_f16t(xt), abi_f16t(xt + 34));
-                for (int r = 0; r < R; ++r) {
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
                     const __m512i p = _mm512_sub_epi32(abi_dpbusd_z(u[r], s), c);
                     acc[r][t] = _mm512_fmadd_ps(_mm512_mul_ps(dw[r], dx), _mm512_cvtepi32_ps(p), acc[r][t]);
                 }
             }
         }
         if (i < nb) {
-            for (int r = 0; r < R; ++r) {
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
                 const uint8_t* wr = w + r * rb + 34 * i;
                 const __m256i q = _mm256_loadu_si256((const __m256i*)(wr + 2));
-                for (int t = 0; t < N; ++t) {
+                ABI_UNROLL for (int t = 0; t < N; ++t) {
                     const uint8_t* xt = x + t * xs + 34 * i;
                     __m256i p0 = abi_dpbssd(q, _mm256_loadu_si256((const __m256i*)(xt + 2)));
                     __m256 a0 = _mm256_fmadd_ps(abi_scale2(wr, xt), _mm256_cvtepi32_ps(p0), abi_zlo(acc[r][t]));
@@ -129,7 +132,7 @@ cdef extern from *:
                 }
             }
         }
-        for (int r = 0; r < R; ++r) for (int t = 0; t < N; ++t) y[t * ys + r] = abi_zsum(acc[r][t]);
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_zsum(acc[r][t]);
     }
 
     /* ------------------------------------------------------------------ Q5_0 x Q8_0
@@ -143,29 +146,29 @@ cdef extern from *:
         const __m512i sixteen = _mm512_set1_epi8(16);
         const __m256i b4 = _mm256_set1_epi8(16);
         __m512 acc[ABI_TILE_R][P];
-        for (int r = 0; r < R; ++r) for (int j = 0; j < NP; ++j) acc[r][j] = _mm512_setzero_ps();
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int j = 0; j < NP; ++j) acc[r][j] = _mm512_setzero_ps();
         for (Py_ssize_t i = 0; i < nb; ++i) {
             __m512i u[ABI_TILE_R]; __m512 dw[ABI_TILE_R];
-            for (int r = 0; r < R; ++r) {
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
                 const uint8_t* wr = w + r * rb + 22 * i;
                 const __m256i q = _mm256_or_si256(abi_nibbles32(wr + 6), _mm256_and_si256(abi_bitmask32(wr + 2), b4));
                 u[r] = abi_zi(q, q);
                 dw[r] = _mm512_set1_ps(abi_f16t(wr));
             }
-            for (int j = 0; j < NP; ++j) {
+            ABI_UNROLL for (int j = 0; j < NP; ++j) {
                 const uint8_t* xa = x + (2 * j) * xs + 34 * i;
                 const uint8_t* xb = 2 * j + 1 < N ? xa + xs : xa;
                 const __m512i s = abi_zld(xa + 2, xb + 2);
                 const __m512i c = abi_dpbusd_z(sixteen, s);
                 const __m512 dx = abi_zf2(abi_f16t(xa), abi_f16t(xb));
-                for (int r = 0; r < R; ++r) {
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
                     const __m512i p = _mm512_sub_epi32(abi_dpbusd_z(u[r], s), c);
                     acc[r][j] = _mm512_fmadd_ps(_mm512_mul_ps(dw[r], dx), _mm512_cvtepi32_ps(p), acc[r][j]);
                 }
             }
         }
-        for (int r = 0; r < R; ++r)
-            for (int j = 0; j < NP; ++j) {
+        ABI_UNROLL for (int r = 0; r < R; ++r)
+            ABI_UNROLL for (int j = 0; j < NP; ++j) {
                 y[(2 * j) * ys + r] = abi_hsum8(abi_zlo(acc[r][j]));
                 if (2 * j + 1 < N) y[(2 * j + 1) * ys + r] = abi_hsum8(abi_zhi(acc[r][j]));
             }
@@ -178,13 +181,13 @@ cdef extern from *:
                                    Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
         const __m512i m4 = _mm512_set1_epi8(15);
         __m512 acc[ABI_TILE_R][ABI_TILE_N];
-        for (int r = 0; r < R; ++r) for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
         for (Py_ssize_t i = 0; i < nb; ++i) {
             __m512i sum[ABI_TILE_R][ABI_TILE_N];
             __m256i mins16[ABI_TILE_R];
             float d[ABI_TILE_R], dmin[ABI_TILE_R];
             uint8_t sc[ABI_TILE_R][8];
-            for (int r = 0; r < R; ++r) {
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
                 const uint8_t* wr = w + r * rb + 144 * i;
                 uint8_t mn[8];
                 abi_k4_scales(wr + 4, sc[r], mn);
@@ -192,34 +195,34 @@ cdef extern from *:
                 mins16[r] = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins, mins));
                 d[r] = abi_f16_to_f32(abi_ld16(wr));
                 dmin[r] = abi_f16_to_f32(abi_ld16(wr + 2));
-                for (int t = 0; t < N; ++t) sum[r][t] = _mm512_setzero_si512();
+                ABI_UNROLL for (int t = 0; t < N; ++t) sum[r][t] = _mm512_setzero_si512();
             }
-            for (int c = 0; c < 4; ++c) {
+            ABI_UNROLL for (int c = 0; c < 4; ++c) {
                 __m512i u[ABI_TILE_R], s16[ABI_TILE_R];
-                for (int r = 0; r < R; ++r) {
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
                     const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)(w + r * rb + 144 * i + 16 + 32 * c)));
                     u[r] = _mm512_and_si512(_mm512_mask_srli_epi16(q, (__mmask32)0xFFFF0000u, q, 4), m4);
                     s16[r] = abi_zi(_mm256_set1_epi16(sc[r][2 * c]), _mm256_set1_epi16(sc[r][2 * c + 1]));
                 }
-                for (int t = 0; t < N; ++t) {
+                ABI_UNROLL for (int t = 0; t < N; ++t) {
                     const __m512i s = _mm512_loadu_si512((const void*)(x + t * xs + 292 * i + 4 + 64 * c));
-                    for (int r = 0; r < R; ++r)
+                    ABI_UNROLL for (int r = 0; r < R; ++r)
                         sum[r][t] = _mm512_dpwssd_epi32(sum[r][t], _mm512_maddubs_epi16(u[r], s), s16[r]);
                 }
             }
-            for (int t = 0; t < N; ++t) {
+            ABI_UNROLL for (int t = 0; t < N; ++t) {
                 const uint8_t* xt = x + t * xs + 292 * i;
                 const float dx = abi_ldf32(xt);
                 const __m256i bs = _mm256_loadu_si256((const __m256i*)(xt + 260));
-                for (int r = 0; r < R; ++r) {
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
                     const __m512i v = abi_zi(abi_zfold(sum[r][t]), _mm256_madd_epi16(bs, mins16[r]));
                     acc[r][t] = _mm512_fmadd_ps(abi_zf(_mm256_set1_ps(d[r] * dx), _mm256_set1_ps(dmin[r] * dx)),
                                                 _mm512_cvtepi32_ps(v), acc[r][t]);
                 }
             }
         }
-        for (int r = 0; r < R; ++r)
-            for (int t = 0; t < N; ++t) y[t * ys + r] = abi_hsum8(abi_zlo(acc[r][t])) - abi_hsum8(abi_zhi(acc[r][t]));
+        ABI_UNROLL for (int r = 0; r < R; ++r)
+            ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_hsum8(abi_zlo(acc[r][t])) - abi_hsum8(abi_zhi(acc[r][t]));
     }
 
     /* ------------------------------------------------------------------ Q6_K x Q8_K
@@ -229,24 +232,24 @@ cdef extern from *:
                                    Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
         const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3 << 4);
         __m256 acc[ABI_TILE_R][ABI_TILE_N];
-        for (int r = 0; r < R; ++r) for (int t = 0; t < N; ++t) acc[r][t] = _mm256_setzero_ps();
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm256_setzero_ps();
         for (Py_ssize_t i = 0; i < nb; ++i) {
             __m512i sum[ABI_TILE_R][ABI_TILE_N];
             __m256i sc16[ABI_TILE_R];
             float d[ABI_TILE_R];
-            for (int r = 0; r < R; ++r) {
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
                 const uint8_t* wr = w + r * rb + 210 * i;
                 sc16[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(wr + 192)));
                 d[r] = abi_f16_to_f32(abi_ld16(wr + 208));
-                for (int t = 0; t < N; ++t) sum[r][t] = _mm512_setzero_si512();
+                ABI_UNROLL for (int t = 0; t < N; ++t) sum[r][t] = _mm512_setzero_si512();
             }
-            for (int g = 0; g < 4; ++g) {   /* groups k = 2(g & 1), + 1 of half h = g >> 1 */
+            ABI_UNROLL for (int g = 0; g < 4; ++g) {   /* groups k = 2(g & 1), + 1 of half h = g >> 1 */
                 const int h = g >> 1;
                 /* int16 lanes of 128-bit lane L: scale 8h + 4(g & 1) + L */
                 const __m512i idx = _mm512_add_epi16(_mm512_set1_epi16((short)(8 * h + 4 * (g & 1))),
                     _mm512_set_epi16(3,3,3,3,3,3,3,3, 2,2,2,2,2,2,2,2, 1,1,1,1,1,1,1,1, 0,0,0,0,0,0,0,0));
                 __m512i u[ABI_TILE_R], s16[ABI_TILE_R];
-                for (int r = 0; r < R; ++r) {
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
                     const uint8_t* wr = w + r * rb + 210 * i;
                     const __m256i ql0 = _mm256_loadu_si256((const __m256i*)(wr + 64 * h));
                     const __m256i ql1 = _mm256_loadu_si256((const __m256i*)(wr + 64 * h + 32));
@@ -259,24 +262,24 @@ cdef extern from *:
                                       _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2)));
                     s16[r] = _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(sc16[r]));
                 }
-                for (int t = 0; t < N; ++t) {
+                ABI_UNROLL for (int t = 0; t < N; ++t) {
                     const __m512i s = _mm512_loadu_si512((const void*)(x + t * xs + 292 * i + 4 + 128 * h + 64 * (g & 1)));
-                    for (int r = 0; r < R; ++r)
+                    ABI_UNROLL for (int r = 0; r < R; ++r)
                         sum[r][t] = _mm512_dpwssd_epi32(sum[r][t], _mm512_maddubs_epi16(u[r], s), s16[r]);
                 }
             }
-            for (int t = 0; t < N; ++t) {
+            ABI_UNROLL for (int t = 0; t < N; ++t) {
                 const uint8_t* xt = x + t * xs + 292 * i;
                 const float dx = abi_ldf32(xt);
                 const __m256i bs = _mm256_loadu_si256((const __m256i*)(xt + 260));
-                for (int r = 0; r < R; ++r) {
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
                     const __m256i corr = _mm256_madd_epi16(bs, sc16[r]);
                     const __m256i v = _mm256_sub_epi32(abi_zfold(sum[r][t]), _mm256_slli_epi32(corr, 5));
                     acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(d[r] * dx), _mm256_cvtepi32_ps(v), acc[r][t]);
                 }
             }
         }
-        for (int r = 0; r < R; ++r) for (int t = 0; t < N; ++t) y[t * ys + r] = abi_hsum8(acc[r][t]);
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_hsum8(acc[r][t]);
     }
 
     /* full R x N tiles, then the leftover rows one at a time, then the leftover tokens */
