@@ -38,6 +38,7 @@ cnp.import_array()
 
 cdef enum:
     ROW_BLOCK = 16        # weight rows kept hot in cache while every token of the batch uses them
+    ATT_Q = 16            # prompt queries attended together: each key and value row read once for all
 
 ctypedef struct QMat:
     const uint8_t* w
@@ -230,6 +231,67 @@ cdef void _attend(Ctx* c, Layer* L, int layer, int head, int swa, int pos, const
         axpy(out, s[j] / total, V + <Py_ssize_t>j * hd, hd)
 
 
+cdef void _attend_block(Ctx* c, Layer* L, int layer, int g, int h0, int h1, int t0, int t1,
+                        float* s) noexcept nogil:
+    """The queries of heads h0..h1-1 (all of KV group g) for tokens t0..t1-1, at most ATT_Q,
+    each computed exactly as _attend computes it (the same dot products, softmax and sums,
+    in the same order of keys), with the keys and values streamed once for all of them
+    rather than once per query. s: ATT_Q rows of cap scores."""
+    cdef int hd = c.hd, QD = c.n_head * hd, nh = h1 - h0
+    cdef int nq = (t1 - t0) * nh, i, j, t, hh, jlo, jhi
+    cdef Py_ssize_t base = ((<Py_ssize_t>layer * c.n_kv + g) * c.cap) * hd
+    cdef const float* K = c.kcache + base
+    cdef const float* V = c.vcache + base
+    cdef int j0[ATT_Q]
+    cdef int pos[ATT_Q]
+    cdef int head[ATT_Q]
+    cdef float m[ATT_Q]
+    cdef float total[ATT_Q]
+    cdef float* qp[ATT_Q]
+    cdef float* op[ATT_Q]
+    cdef float* si
+    cdef float acc
+    jlo = c.pos0 + t0
+    jhi = c.pos0 + t1 - 1
+    for i in range(nq):
+        t = t0 + i // nh
+        hh = h0 + i % nh
+        head[i] = hh
+        pos[i] = c.pos0 + t
+        j0[i] = 0
+        if L.swa and c.window > 0 and pos[i] - c.window + 1 > 0:
+            j0[i] = pos[i] - c.window + 1
+        jlo = min(jlo, j0[i])
+        qp[i] = c.q + t * QD + hh * hd
+        op[i] = c.att + t * QD + hh * hd
+        m[i] = -1e30
+        total[i] = 0.0
+    for j in range(jlo, jhi + 1):
+        for i in range(nq):
+            if j0[i] <= j <= pos[i]:
+                acc = dot(qp[i], K + <Py_ssize_t>j * hd, hd) * c.scale
+                if c.attn_softcap > 0:
+                    acc = tanhf(acc / c.attn_softcap) * c.attn_softcap
+                s[i * c.cap + j] = acc
+                if acc > m[i]:
+                    m[i] = acc
+    for i in range(nq):
+        si = s + i * c.cap
+        if L.sinks != NULL and L.sinks[head[i]] > m[i]:
+            m[i] = L.sinks[head[i]]
+        for j in range(j0[i], pos[i] + 1):
+            si[j] = expf(si[j] - m[i])
+            total[i] += si[j]
+        if L.sinks != NULL:
+            total[i] += expf(L.sinks[head[i]] - m[i])
+        for j in range(hd):
+            op[i][j] = 0.0
+    for j in range(jlo, jhi + 1):
+        for i in range(nq):
+            if j0[i] <= j <= pos[i]:
+                axpy(op[i], s[i * c.cap + j] / total[i], V + <Py_ssize_t>j * hd, hd)
+
+
 cdef inline float _gelu(Ctx* c, float x) noexcept nogil:
     """layers.gelu_tanh: ggml's table at x rounded to f16, exact outside (-10, 10)."""
     if x <= -10.0:
@@ -418,7 +480,10 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
     cdef Py_ssize_t r, r0, r1
     cdef float* row
     cdef float* rot = c.rot + tid * c.n_rot
-    cdef float* scores = c.scores + tid * c.cap
+    cdef float* scores = c.scores + <Py_ssize_t>tid * ATT_Q * c.cap
+    # prompt attention tasks: hb heads (within one KV group) x tb tokens, at most ATT_Q queries
+    cdef int hb = min(group, <int>ATT_Q), tb = max(1, <int>ATT_Q // group)
+    cdef int cpg = (group + hb - 1) // hb, n_hc = c.n_kv * cpg, n_tasks = n_hc * ((T + tb - 1) // tb)
     cdef Priv p
     p.x = c.xp + <Py_ssize_t>tid * T * D
     p.h = c.hp + <Py_ssize_t>tid * T * D
@@ -459,14 +524,14 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
                 for hh in range(g * group, (g + 1) * group):
                     _attend(c, L, l, hh, L.swa, c.pos0, c.q + hh * hd, c.att + hh * hd, scores)
             g += nth
-        if T > 1:
+        if T > 1:   # tasks of up to ATT_Q queries: a block of tokens x heads of one KV group
             barrier()
             task = tid
-            while task < T * c.n_head:
-                t = task // c.n_head
-                hh = task % c.n_head
-                _attend(c, L, l, hh, L.swa, c.pos0 + t, c.q + t * QD + hh * hd,
-                        c.att + t * QD + hh * hd, scores)
+            while task < n_tasks:
+                t = (task // n_hc) * tb
+                g = (task % n_hc) // cpg
+                hh = g * group + (task % cpg) * hb
+                _attend_block(c, L, l, g, hh, min(hh + hb, (g + 1) * group), t, min(t + tb, T), scores)
                 task += nth
         barrier()
         for t in range(T):
@@ -678,7 +743,7 @@ cdef class Decoder:
             c.eo = self._buf("eo", T * K * c.n_embd)
         c.xp, c.hp = self._buf("x", nth * T * c.n_embd), self._buf("h", nth * T * c.n_embd)
         c.rot = self._buf("rot", nth * c.n_rot)
-        c.scores = self._buf("scores", nth * max(cap, 1))
+        c.scores = self._buf("scores", nth * ATT_Q * max(cap, 1))
         # bytes per token: more than any Q8 format needs for the widest input
         c.act_stride = 2 * max(c.n_embd, c.n_ff, c.n_ff_exp, c.n_head * c.hd) + 64
         for i, name in enumerate(("act0", "act1", "act2")):   # a row per token (per expert slot)
