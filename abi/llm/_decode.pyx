@@ -28,7 +28,7 @@ from abi.gguf.constants import GGMLType
 from abi.llm.layers import GELU_TABLE
 
 from abi._kernels._half cimport f32_to_f16
-from abi._kernels._vec cimport axpy, barrier, dot
+from abi._kernels._vec cimport axpy, axpy4, barrier, dot, dot4
 from abi._kernels._types cimport block_size_of
 from abi._kernels.matmul cimport (dequant_rows, gemm_rows, gemv_rows, has_tile, quantize_activation,
                                   row_bytes, vec_dot_type)
@@ -250,7 +250,9 @@ cdef void _attend_block(Ctx* c, Layer* L, int layer, int g, int h0, int h1, int 
     cdef float* qp[ATT_Q]
     cdef float* op[ATT_Q]
     cdef float* si
-    cdef float acc
+    cdef float* wp[ATT_Q]
+    cdef float four[4]
+    cdef int clo, chi, k
     jlo = c.pos0 + t0
     jhi = c.pos0 + t1 - 1
     for i in range(nq):
@@ -266,17 +268,27 @@ cdef void _attend_block(Ctx* c, Layer* L, int layer, int g, int h0, int h1, int 
         op[i] = c.att + t * QD + hh * hd
         m[i] = -1e30
         total[i] = 0.0
+    # keys every query sees ([clo, chi]) go four queries at a time; the edges one by one
+    clo = jlo
+    chi = jhi
+    for i in range(nq):
+        clo = max(clo, j0[i])
+        chi = min(chi, pos[i])
     for j in range(jlo, jhi + 1):
-        for i in range(nq):
+        i = 0
+        if clo <= j <= chi:
+            while i + 4 <= nq:
+                dot4(<const float**>&qp[i], K + <Py_ssize_t>j * hd, hd, four)
+                for k in range(4):
+                    _score(c, m, s, i + k, j, four[k])
+                i += 4
+        while i < nq:
             if j0[i] <= j <= pos[i]:
-                acc = dot(qp[i], K + <Py_ssize_t>j * hd, hd) * c.scale
-                if c.attn_softcap > 0:
-                    acc = tanhf(acc / c.attn_softcap) * c.attn_softcap
-                s[i * c.cap + j] = acc
-                if acc > m[i]:
-                    m[i] = acc
+                _score(c, m, s, i, j, dot(qp[i], K + <Py_ssize_t>j * hd, hd))
+            i += 1
     for i in range(nq):
         si = s + i * c.cap
+        wp[i] = si
         if L.sinks != NULL and L.sinks[head[i]] > m[i]:
             m[i] = L.sinks[head[i]]
         for j in range(j0[i], pos[i] + 1):
@@ -284,12 +296,37 @@ cdef void _attend_block(Ctx* c, Layer* L, int layer, int g, int h0, int h1, int 
             total[i] += si[j]
         if L.sinks != NULL:
             total[i] += expf(L.sinks[head[i]] - m[i])
+        for j in range(j0[i], pos[i] + 1):
+            si[j] = si[j] / total[i]
         for j in range(hd):
             op[i][j] = 0.0
-    for j in range(jlo, jhi + 1):
-        for i in range(nq):
-            if j0[i] <= j <= pos[i]:
-                axpy(op[i], s[i * c.cap + j] / total[i], V + <Py_ssize_t>j * hd, hd)
+    # every query's sum in the order of its keys: the edge before [clo, chi], then [clo, chi]
+    # (four queries at a time), then the edge after
+    for i in range(nq):
+        for j in range(j0[i], min(clo, pos[i] + 1)):
+            axpy(op[i], wp[i][j], V + <Py_ssize_t>j * hd, hd)
+    i = 0
+    if clo <= chi:
+        while i + 4 <= nq:
+            axpy4(&op[i], <const float**>&wp[i], V, hd, clo, chi + 1, hd)
+            i += 4
+        while i < nq:
+            for j in range(clo, chi + 1):
+                axpy(op[i], wp[i][j], V + <Py_ssize_t>j * hd, hd)
+            i += 1
+    for i in range(nq):
+        for j in range(max(j0[i], chi + 1, clo), pos[i] + 1):
+            axpy(op[i], wp[i][j], V + <Py_ssize_t>j * hd, hd)
+
+
+cdef inline void _score(Ctx* c, float* m, float* s, int i, int j, float d) noexcept nogil:
+    """Query i's score for key j from its dot product, as _attend computes it."""
+    cdef float acc = d * c.scale
+    if c.attn_softcap > 0:
+        acc = tanhf(acc / c.attn_softcap) * c.attn_softcap
+    s[i * c.cap + j] = acc
+    if acc > m[i]:
+        m[i] = acc
 
 
 cdef inline float _gelu(Ctx* c, float x) noexcept nogil:
