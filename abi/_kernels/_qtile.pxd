@@ -24,7 +24,7 @@ cdef extern from *:
     #if ABI_QDOT_SIMD && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
     #define ABI_QTILE 1
     #define ABI_TILE_R 4     /* rows per tile */
-    #define ABI_TILE_N 4     /* tokens per tile */
+    #define ABI_TILE_N 8     /* tokens per tile, at most (Q5_0 packs two per register) */
     #define ABI_AINL static inline __attribute__((always_inline))
     /* the small loops over a tile's rows and tokens unrolled whole, so that its
        accumulators live in registers */
@@ -112,10 +112,10 @@ cdef extern from *:
             ABI_UNROLL for (int t = 0; t < N; ++t) {
                 const uint8_t* xt = x + t * xs + 34 * i;
                 const __m512i s = abi_zld(xt + 2, xt + 36);
-                const __m512i c = abi_dpbusd_z(off, s);
+                const __m512i c = _mm512_sub_epi32(_mm512_setzero_si512(), abi_dpbusd_z(off, s));
                 const __m512 dx = abi_zf2(abi_f16t(xt), abi_f16t(xt + 34));
                 ABI_UNROLL for (int r = 0; r < R; ++r) {
-                    const __m512i p = _mm512_sub_epi32(abi_dpbusd_z(u[r], s), c);
+                    const __m512i p = _mm512_dpbusd_epi32(c, u[r], s);   /* - 128 sums + (w + 128) x */
                     acc[r][t] = _mm512_fmadd_ps(_mm512_mul_ps(dw[r], dx), _mm512_cvtepi32_ps(p), acc[r][t]);
                 }
             }
@@ -159,10 +159,10 @@ cdef extern from *:
                 const uint8_t* xa = x + (2 * j) * xs + 34 * i;
                 const uint8_t* xb = 2 * j + 1 < N ? xa + xs : xa;
                 const __m512i s = abi_zld(xa + 2, xb + 2);
-                const __m512i c = abi_dpbusd_z(sixteen, s);
+                const __m512i c = _mm512_sub_epi32(_mm512_setzero_si512(), abi_dpbusd_z(sixteen, s));
                 const __m512 dx = abi_zf2(abi_f16t(xa), abi_f16t(xb));
                 ABI_UNROLL for (int r = 0; r < R; ++r) {
-                    const __m512i p = _mm512_sub_epi32(abi_dpbusd_z(u[r], s), c);
+                    const __m512i p = _mm512_dpbusd_epi32(c, u[r], s);   /* - 16 sums + q x */
                     acc[r][j] = _mm512_fmadd_ps(_mm512_mul_ps(dw[r], dx), _mm512_cvtepi32_ps(p), acc[r][j]);
                 }
             }
@@ -283,16 +283,16 @@ cdef extern from *:
     }
 
     /* full R x N tiles, then the leftover rows one at a time, then the leftover tokens */
-    #define ABI_TILE_DRIVER(name)                                                                   \\
+    #define ABI_TILE_DRIVER(name, TN)                                                               \\
     static void abi_tile_##name(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x,   \\
                                 Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) { \\
         Py_ssize_t t = 0;                                                                           \\
-        for (; t + ABI_TILE_N <= nt; t += ABI_TILE_N) {                                             \\
+        for (; t + TN <= nt; t += TN) {                                                             \\
             Py_ssize_t r = 0;                                                                       \\
             for (; r + ABI_TILE_R <= nr; r += ABI_TILE_R)                                           \\
-                abi_tile_##name##_rn(w + r * rb, rb, x + t * xs, xs, nb, y + t * ys + r, ys, ABI_TILE_R, ABI_TILE_N); \\
+                abi_tile_##name##_rn(w + r * rb, rb, x + t * xs, xs, nb, y + t * ys + r, ys, ABI_TILE_R, TN); \\
             for (; r < nr; ++r)                                                                     \\
-                abi_tile_##name##_rn(w + r * rb, rb, x + t * xs, xs, nb, y + t * ys + r, ys, 1, ABI_TILE_N); \\
+                abi_tile_##name##_rn(w + r * rb, rb, x + t * xs, xs, nb, y + t * ys + r, ys, 1, TN); \\
         }                                                                                           \\
         for (; t < nt; ++t) {                                                                       \\
             Py_ssize_t r = 0;                                                                       \\
@@ -302,11 +302,12 @@ cdef extern from *:
                 abi_tile_##name##_rn(w + r * rb, rb, x + t * xs, xs, nb, y + t * ys + r, ys, 1, 1); \\
         }                                                                                           \\
     }
-    ABI_TILE_DRIVER(q4_1)
-    ABI_TILE_DRIVER(q8_0)
-    ABI_TILE_DRIVER(q5_0)
-    ABI_TILE_DRIVER(q4_k)
-    ABI_TILE_DRIVER(q6_k)
+    /* tokens per tile: as many as keep the accumulators within the 32 registers */
+    ABI_TILE_DRIVER(q4_1, 4)
+    ABI_TILE_DRIVER(q8_0, 4)
+    ABI_TILE_DRIVER(q5_0, 8)
+    ABI_TILE_DRIVER(q4_k, 4)
+    ABI_TILE_DRIVER(q6_k, 4)
 
     #else
     #define ABI_QTILE 0
