@@ -8,7 +8,10 @@
 # same fused multiply-adds, in block order, and reduces them the same way at the end. The
 # integer sums may be formed differently (here 512-bit VNNI, with the signed weights
 # offset to unsigned and the offset taken back out through the activation's sums): they
-# are exact, so every lane holds the same integer.
+# are exact, so every lane holds the same integer. Where the T = 1 kernel sums scalars in
+# an expression the compiler contracts (Q4_1's m_w s_x terms), the tile spells out the
+# same fused multiply-add; tests/test_kernels_matmul.py checks every tile against the T = 1
+# kernel bit for bit, so a compiler that contracts otherwise is caught there.
 #
 #   abi_tile_<w>(w, rb, nr, x, xs, nt, nb, y, ys): y[t * ys + r] = row r . token t for
 #   r < nr (rows rb bytes apart from w), t < nt (activation rows xs bytes apart from x),
@@ -29,6 +32,8 @@ cdef extern from *:
     /* the small loops over a tile's rows and tokens unrolled whole, so that its
        accumulators live in registers */
     #define ABI_UNROLL _Pragma("GCC unroll 16")
+    /* m_w0 s_x0 + m_w1 s_x1 with the product gcc fuses in the T = 1 kernel's expression */
+    #define ABI_Q41_PAIR m0, vs0, _mm_mul_ps(m1, vs1)
 
     /* [a | b]: two 256-bit halves */
     ABI_AINL __m512i abi_zi(__m256i a, __m256i b) { return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1); }
@@ -54,30 +59,41 @@ cdef extern from *:
        T = 1: acc0 (even blocks), acc1 (odd), accm (scalar); here [acc0 | acc1] */
     ABI_AINL void abi_tile_q4_1_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
                                    Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        /* accm of the N (<= 4) tokens side by side, lane t: lane-wise the same mul, fma and
+           add as the T = 1 kernel's scalar accm, whose expression gcc contracts the same way */
         __m512 acc[ABI_TILE_R][ABI_TILE_N];
-        float accm[ABI_TILE_R][ABI_TILE_N];
-        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) { acc[r][t] = _mm512_setzero_ps(); accm[r][t] = 0.0f; }
+        __m128 accm[ABI_TILE_R];
+        float s0[4] = {0, 0, 0, 0}, s1[4] = {0, 0, 0, 0};
+        ABI_UNROLL for (int r = 0; r < R; ++r) {
+            accm[r] = _mm_setzero_ps();
+            ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
+        }
         Py_ssize_t i = 0;
         for (; i + 1 < nb; i += 2) {
-            __m512i u[ABI_TILE_R]; __m512 dw[ABI_TILE_R]; float m0[ABI_TILE_R], m1[ABI_TILE_R];
+            __m512i u[ABI_TILE_R]; __m512 dw[ABI_TILE_R];
             ABI_UNROLL for (int r = 0; r < R; ++r) {
                 const uint8_t* wr = w + r * rb + 20 * i;
                 u[r] = abi_zi(abi_nibbles32(wr + 4), abi_nibbles32(wr + 24));
                 dw[r] = abi_zf2(abi_f16t(wr), abi_f16t(wr + 20));
-                m0[r] = abi_f16t(wr + 2); m1[r] = abi_f16t(wr + 22);
             }
             ABI_UNROLL for (int t = 0; t < N; ++t) {
                 const uint8_t* xt = x + t * xs + 36 * i;
                 const __m512i s = abi_zld(xt + 4, xt + 40);
                 const __m512 dx = abi_zf2(abi_f16t(xt), abi_f16t(xt + 36));
-                const float s0 = abi_f16t(xt + 2), s1 = abi_f16t(xt + 38);
-                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                s0[t] = abi_f16t(xt + 2); s1[t] = abi_f16t(xt + 38);
+                ABI_UNROLL for (int r = 0; r < R; ++r)
                     acc[r][t] = _mm512_fmadd_ps(_mm512_mul_ps(dw[r], dx), _mm512_cvtepi32_ps(abi_dpbusd_z(u[r], s)), acc[r][t]);
-                    accm[r][t] += m0[r] * s0 + m1[r] * s1;
-                }
+            }
+            const __m128 vs0 = _mm_loadu_ps(s0), vs1 = _mm_loadu_ps(s1);
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
+                const uint8_t* wr = w + r * rb + 20 * i;
+                const __m128 m0 = _mm_set1_ps(abi_f16t(wr + 2)), m1 = _mm_set1_ps(abi_f16t(wr + 22));
+                accm[r] = _mm_add_ps(accm[r], _mm_fmadd_ps(ABI_Q41_PAIR));
             }
         }
         if (i < nb) {   /* an odd last block goes to acc0 only */
+            ABI_UNROLL for (int t = 0; t < N; ++t) s0[t] = abi_f16t(x + t * xs + 36 * i + 2);
+            const __m128 vs0 = _mm_loadu_ps(s0);
             ABI_UNROLL for (int r = 0; r < R; ++r) {
                 const uint8_t* wr = w + r * rb + 20 * i;
                 const __m256i u0 = abi_nibbles32(wr + 4);
@@ -86,11 +102,15 @@ cdef extern from *:
                     __m256i p0 = abi_dpbusd(u0, _mm256_loadu_si256((const __m256i*)(xt + 4)));
                     __m256 a0 = _mm256_fmadd_ps(abi_scale2(wr, xt), _mm256_cvtepi32_ps(p0), abi_zlo(acc[r][t]));
                     acc[r][t] = abi_zf(a0, abi_zhi(acc[r][t]));
-                    accm[r][t] += abi_f16t(wr + 2) * abi_f16t(xt + 2);
                 }
+                accm[r] = _mm_fmadd_ps(_mm_set1_ps(abi_f16t(wr + 2)), vs0, accm[r]);
             }
         }
-        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_zsum(acc[r][t]) + accm[r][t];
+        ABI_UNROLL for (int r = 0; r < R; ++r) {
+            float m[4];
+            _mm_storeu_ps(m, accm[r]);
+            ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_zsum(acc[r][t]) + m[t];
+        }
     }
 
     /* ------------------------------------------------------------------ Q8_0 x Q8_0
