@@ -2,6 +2,8 @@
 Q8 activation) and for many (dequantised tiles + sgemm), against float64 references."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -247,3 +249,49 @@ def test_default_model_weights(default_model_path):
         y3 = K.qmatmul(raw, info.ggml_type, info.shape, x)
         assert np.all(np.abs(y3 - x @ w.T) <= SGEMM_RTOL * (np.abs(x) @ np.abs(w).T)), name
     assert {t for t, _ in seen} == {GGMLType.Q4_1, GGMLType.Q8_0}
+
+
+TILED = [GGMLType(t) for t in matmul.tiled_types()]
+
+
+@pytest.mark.parametrize("t", TILED, ids=lambda t: t.name)
+def test_tiled_prompt_products_give_each_token_its_single_token_bits(t):
+    """gemm_rows (register tiles of rows x tokens) against gemv_rows token by token, bit for
+    bit, and against the exact product; row ranges and token counts leave every remainder
+    of the 4 x 4 tile, and more tokens than one pass over the rows takes."""
+    rng = np.random.default_rng(11)
+    for rows, cols in sizes(t)[:2]:
+        raw = weight(t, rows, cols, rng)
+        for T in (1, 2, 3, 4, 5, 7, 9, 70):
+            x = (rng.standard_normal((T, cols)) * rng.uniform(0.05, 20, (T, 1))).astype(np.float32)
+            r0, r1 = 2, rows - 1      # 34 rows (8 tiles + 2) and 61 (15 + 1)
+            tiled = np.full((T, rows), np.nan, np.float32)
+            matmul._gemm_rows_into(raw, int(t), r0, r1, cols, x, tiled)
+            assert np.isnan(tiled[:, :r0]).all() and np.isnan(tiled[:, r1:]).all()
+            for i in range(T):
+                single = np.full(rows, np.nan, np.float32)
+                matmul._gemv_rows_into(raw, int(t), r0, r1, cols, x[i], single)
+                assert np.array_equal(tiled[i], single, equal_nan=True), (rows, cols, T, i)
+                expected, scale = exact_kernel_result(raw, t, rows, cols, x[i])
+                assert np.all(np.abs(tiled[i, r0:r1] - expected[r0:r1]) <= KERNEL_RTOL * scale[r0:r1])
+
+
+def test_tiled_products_where_the_machine_has_avx512_vnni():
+    """The tiles exist exactly where the build targets AVX-512 VNNI (else prompts take the
+    single-token products), and the tile pass length changes no bit."""
+    flags = open("/proc/cpuinfo").read() if sys.platform.startswith("linux") else ""
+    if matmul.SIMD and all(f in flags for f in (" avx512f", " avx512bw", " avx512vl", " avx512_vnni")):
+        assert {GGMLType(t).name for t in matmul.tiled_types()} == {"Q4_1", "Q8_0", "Q5_0", "Q4_K", "Q6_K"}
+    for t in TILED:
+        rng = np.random.default_rng(12)
+        rows, cols = sizes(t)[0]
+        raw = weight(t, rows, cols, rng)
+        x = rng.standard_normal((19, cols)).astype(np.float32)
+        a, b = (np.empty((19, rows), np.float32) for _ in range(2))
+        matmul._gemm_rows_into(raw, int(t), 0, rows, cols, x, a)
+        old = matmul._set_tile_tokens(5)
+        try:
+            matmul._gemm_rows_into(raw, int(t), 0, rows, cols, x, b)
+        finally:
+            matmul._set_tile_tokens(old)
+        assert np.array_equal(a, b)

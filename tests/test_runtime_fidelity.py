@@ -13,6 +13,7 @@ import pytest
 import abi.llm
 from abi.errors import ContextLengthExceeded, UnsupportedModelError
 from abi.gguf import GGUFWriter
+from abi.gguf.constants import GGMLType
 from abi.llm.fidelity import compare_greedy, compare_logits, log_softmax
 from tiny_models import TINY_CASES, write_tiny_model
 
@@ -159,3 +160,24 @@ def test_gelu_is_ggml_cpu_table():
     exact = 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * h * (1 + 0.044715 * h * h)))
     want = np.where(x <= -10, 0.0, np.where(x >= 10, x, exact.astype(np.float16)))
     assert np.array_equal(gelu_tanh(x), want.astype(np.float32))
+
+
+PROMPT_TILE_CASES = [("llama", GGMLType.Q4_1, None), ("llama", GGMLType.Q4_K, None), ("llama", GGMLType.Q6_K, None),
+                     ("gemma3", GGMLType.Q5_0, None),                       # sliding-window layers
+                     ("llama", GGMLType.Q8_0, {"n_head": 32, "n_kv": 1})]   # a KV group wider than a task
+
+
+@pytest.mark.parametrize("arch, qtype, dims", PROMPT_TILE_CASES,
+                         ids=[f"{a}-{q.name}-{'wide' if d else 'std'}" for a, q, d in PROMPT_TILE_CASES])
+def test_prompt_chunks_after_a_cached_prefix_give_the_token_by_token_bits(tmp_path, arch, qtype, dims):
+    """Prompt batches (tiled products, attention over blocks of queries), whether they start
+    at position 0 or after a cached prefix, give each token exactly its decode-step logits."""
+    path = tmp_path / "m.gguf"
+    write_tiny_model(path, arch, qtype, seed=7, dims=dims)
+    m = abi.llm.load_model(path)
+    ids = [int(i) for i in np.random.default_rng(9).integers(3, 250, 45)]
+    cache = m.new_cache()
+    stepped = np.concatenate([m.forward([t], cache) for t in ids])
+    cache = m.new_cache()
+    chunks = [m.forward(ids[a:b], cache, output="all") for a, b in ((0, 5), (5, 22), (22, 45))]
+    assert np.array_equal(np.concatenate(chunks), stepped)

@@ -34,7 +34,7 @@ cfg = json.loads(sys.argv[1])
 sys.path[:0] = [cfg["root"], cfg["root"] + "/tools"]
 import abi.llm
 import bench_vs_llamacpp as tool
-model = abi.llm.load_model(cfg["model"], n_ctx=1024, n_threads=cfg["threads"])
+model = abi.llm.load_model(cfg["model"], n_ctx=cfg["n_ctx"], n_threads=cfg["threads"])
 stats, first = tool.abi_decode(model, cfg["prompt"], cfg["n_gen"], t0)
 prefill = tool.abi_prefill_tps(model, cfg["prefill_ids"])
 print(json.dumps({"first_token_s": first, "decode_tps": stats.tokens_per_second(),
@@ -47,7 +47,7 @@ import json, resource, sys, time
 t0 = time.perf_counter()
 cfg = json.loads(sys.argv[1])
 from llama_cpp import Llama
-llm = Llama(model_path=cfg["model"], n_ctx=1024, n_batch=512, n_threads=cfg["threads"],
+llm = Llama(model_path=cfg["model"], n_ctx=cfg["n_ctx"], n_batch=512, n_threads=cfg["threads"],
             n_threads_batch=cfg["threads"], verbose=False)
 ids = llm.tokenize(cfg["prompt"].encode(), add_bos=True)
 gen = llm.generate(ids, temp=0.0, top_k=1, repeat_penalty=1.0, reset=True)
@@ -134,7 +134,8 @@ def main(argv=None) -> int:
     model = str(resolve_model(args.model))
     ids = prompt_ids(load(model).metadata.get("tokenizer.ggml.token_type") or [], args.n_prompt)
     cfg = {"model": model, "threads": args.threads, "prompt": PROMPT, "n_gen": args.n_gen,
-           "prefill_ids": ids, "root": str(ROOT)}
+           "prefill_ids": ids, "root": str(ROOT),
+           "n_ctx": max(1024, args.n_prompt + 64)}   # room for the longest prompt
     runs = {"abi": [], "llama.cpp": []}
     for _ in range(args.reps):
         runs["llama.cpp"].append(_run(llama_python, LLAMACPP_SCRIPT, cfg))

@@ -1,5 +1,6 @@
 # Small float32 helpers as inline C, emitted into every module that cimports this: an
-# OpenMP barrier, a dot product and y += a*x (AVX2 with a portable fallback), and exact
+# OpenMP barrier, a dot product and y += a*x (AVX2 with a portable fallback; four-query
+# versions of both for prompt attention), and exact
 # (erf) GELU as a loop gcc vectorises.
 
 cdef extern from *:
@@ -34,6 +35,42 @@ cdef extern from *:
             _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
         for (; i < n; ++i) y[i] += a * x[i];
     }
+    /* s[q] = abi_dot(a[q], b, n) for q < 4, bit for bit (the same lanes, sum and tail),
+       with the four chains interleaved and b loaded once */
+    static inline void abi_dot4(const float* const* a, const float* b, int n, float* s) {
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        int i = 0;
+        for (; i + 8 <= n; i += 8) {
+            const __m256 vb = _mm256_loadu_ps(b + i);
+            for (int q = 0; q < 4; ++q) acc[q] = _mm256_fmadd_ps(_mm256_loadu_ps(a[q] + i), vb, acc[q]);
+        }
+        for (int q = 0; q < 4; ++q) {
+            __m128 t = _mm_add_ps(_mm256_castps256_ps128(acc[q]), _mm256_extractf128_ps(acc[q], 1));
+            t = _mm_add_ps(t, _mm_movehl_ps(t, t));
+            t = _mm_add_ss(t, _mm_movehdup_ps(t));
+            float r = _mm_cvtss_f32(t);
+            for (int k = i; k < n; ++k) r += a[q][k] * b[k];
+            s[q] = r;
+        }
+    }
+    /* abi_axpy(y[q], w[q][j], x + j * ldx, n) for j = ja .. jb - 1 in order, for q < 4, bit for
+       bit, 8 lanes at a time held in registers over all j */
+    static inline void abi_axpy4(float* const* y, const float* const* w, const float* x, Py_ssize_t ldx,
+                                 int ja, int jb, int n) {
+        int i = 0;
+        for (; i + 8 <= n; i += 8) {
+            __m256 acc[4];
+            for (int q = 0; q < 4; ++q) acc[q] = _mm256_loadu_ps(y[q] + i);
+            for (int j = ja; j < jb; ++j) {
+                const __m256 v = _mm256_loadu_ps(x + (Py_ssize_t)j * ldx + i);
+                for (int q = 0; q < 4; ++q) acc[q] = _mm256_fmadd_ps(_mm256_set1_ps(w[q][j]), v, acc[q]);
+            }
+            for (int q = 0; q < 4; ++q) _mm256_storeu_ps(y[q] + i, acc[q]);
+        }
+        for (int j = ja; j < jb; ++j)
+            for (int q = 0; q < 4; ++q)
+                for (int k = i; k < n; ++k) y[q][k] += w[q][j] * x[(Py_ssize_t)j * ldx + k];
+    }
     #else
     static inline float abi_dot(const float* a, const float* b, int n) {
         float p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -46,6 +83,14 @@ cdef extern from *:
     }
     static inline void abi_axpy(float* y, float a, const float* x, int n) {
         for (int i = 0; i < n; ++i) y[i] += a * x[i];
+    }
+    static inline void abi_dot4(const float* const* a, const float* b, int n, float* s) {
+        for (int q = 0; q < 4; ++q) s[q] = abi_dot(a[q], b, n);
+    }
+    static inline void abi_axpy4(float* const* y, const float* const* w, const float* x, Py_ssize_t ldx,
+                                 int ja, int jb, int n) {
+        for (int j = ja; j < jb; ++j)
+            for (int q = 0; q < 4; ++q) abi_axpy(y[q], w[q][j], x + (Py_ssize_t)j * ldx, n);
     }
     #endif
 
@@ -74,4 +119,8 @@ cdef extern from *:
     void barrier "abi_barrier" () noexcept nogil
     float dot "abi_dot" (const float* a, const float* b, int n) noexcept nogil
     void axpy "abi_axpy" (float* y, float a, const float* x, int n) noexcept nogil
+    # four queries at once, each bit for bit as dot / axpy (attention over blocks of queries)
+    void dot4 "abi_dot4" (const float** a, const float* b, int n, float* s) noexcept nogil
+    void axpy4 "abi_axpy4" (float** y, const float** w, const float* x, Py_ssize_t ldx,
+                            int ja, int jb, int n) noexcept nogil
     void gelu_erf "abi_gelu_erf" (float* x, Py_ssize_t n) noexcept nogil

@@ -2,6 +2,8 @@
 
 Decode (one x row): the activation is quantised once to the weight type's Q8 partner
 format and each row is an integer dot product (``_qdot.pxd``), rows split over threads.
+Prompts through the compiled forward (many x rows, each quantised): ``gemm_rows`` runs
+register tiles of rows x tokens (``_qtile.pxd``) that give each token the T = 1 bits.
 Prefill (many x rows): tiles of W are dequantised to float32 and multiplied by BLAS sgemm.
 """
 from libc.stdint cimport uint8_t, uintptr_t
@@ -11,6 +13,7 @@ from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
 
 from abi._kernels._qdot cimport *
 from abi._kernels._qdot_iq cimport *
+from abi._kernels._qtile cimport *
 from abi._kernels._types cimport *
 from abi._kernels.quant cimport quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k
 from abi._kernels.dequant cimport dequantize_blocks
@@ -266,6 +269,35 @@ cdef void _gemv_rows_scalar(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r
             y[r] = dot_f32_scalar(w + r * rb, x, cols)
 
 
+cdef bint has_tile(int t) noexcept nogil:
+    return QTILE and (t == T_Q4_1 or t == T_Q8_0 or t == T_Q5_0 or t == T_Q4_K or t == T_Q6_K)
+
+
+# Tokens per pass over a range of rows: their activations stay in L2 while the rows stream by.
+cdef Py_ssize_t TILE_TOKENS = 64
+
+
+cdef void gemm_rows(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t cols,
+                    const uint8_t* xq, Py_ssize_t xs, Py_ssize_t T, float* y, Py_ssize_t ys) noexcept nogil:
+    cdef Py_ssize_t rb = row_bytes(t, cols), nb = cols // block_size_of(t), t0, n
+    cdef const uint8_t* wr = w + r0 * rb
+    cdef float* yr = y + r0
+    t0 = 0
+    while t0 < T:
+        n = min(TILE_TOKENS, T - t0)
+        if t == T_Q4_1:
+            tile_q4_1(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
+        elif t == T_Q8_0:
+            tile_q8_0(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
+        elif t == T_Q5_0:
+            tile_q5_0(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
+        elif t == T_Q4_K:
+            tile_q4_k(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
+        elif t == T_Q6_K:
+            tile_q6_k(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
+        t0 += n
+
+
 cdef inline int _threads_for(Py_ssize_t n_elements, Py_ssize_t rows, int n_threads) noexcept nogil:
     if n_threads <= 1 or n_elements < PARALLEL_MIN_ELEMENTS:
         return 1
@@ -399,6 +431,38 @@ def _gemv_rows_into(const uint8_t[::1] w, int ggml_type, Py_ssize_t row_start, P
         else:
             gemv_rows(ggml_type, &w[0], row_start, row_end, cols, xq, &x[0], &y[0])
     free(xq)
+
+
+def _gemm_rows_into(const uint8_t[::1] w, int ggml_type, Py_ssize_t row_start, Py_ssize_t row_end,
+                    Py_ssize_t cols, const float[:, ::1] x, float[:, ::1] y):
+    """Test hook: gemm_rows over rows [row_start, row_end) for every row of x (y[t, r], r
+    absolute); each x row is quantised as the T = 1 product quantises it."""
+    cdef Py_ssize_t nq = activation_bytes(ggml_type, cols), T = x.shape[0], i
+    if (not has_tile(ggml_type) or x.shape[1] != cols or y.shape[0] != T
+            or not 0 <= row_start <= row_end <= y.shape[1] or w.shape[0] < row_end * row_bytes(ggml_type, cols)):
+        raise ValueError("_gemm_rows_into: bad arguments or no tiled product for this type")
+    cdef uint8_t* xq = <uint8_t*>malloc(max(nq * T, 1))
+    if xq == NULL:
+        raise MemoryError()
+    with nogil:
+        for i in range(T):
+            quantize_activation(ggml_type, &x[i, 0], cols, xq + i * nq)
+        gemm_rows(ggml_type, &w[0], row_start, row_end, cols, xq, nq, T, &y[0, 0], y.shape[1])
+    free(xq)
+
+
+def tiled_types():
+    """GGML type ids whose prompt products run as register tiles on this build (empty
+    without AVX-512 VNNI: those prompts take the T = 1 products token by token)."""
+    return [t for t in (T_Q4_1, T_Q8_0, T_Q5_0, T_Q4_K, T_Q6_K) if has_tile(t)]
+
+
+def _set_tile_tokens(Py_ssize_t n):
+    """Tuning hook: tokens per pass of gemm_rows over its rows."""
+    global TILE_TOKENS
+    old = TILE_TOKENS
+    TILE_TOKENS = max(n, 1)
+    return old
 
 
 def _set_parallel_min_elements(Py_ssize_t n):

@@ -33,9 +33,10 @@ from abi.llm.layers import GELU_TABLE
 
 from abi._kernels._half cimport f16_to_f32, f32_to_f16, ld16, st16
 from abi._kernels.quant cimport quantize_row_q8_0
-from abi._kernels._vec cimport axpy, barrier, dot
+from abi._kernels._vec cimport axpy, axpy4, barrier, dot, dot4
 from abi._kernels._types cimport block_size_of
-from abi._kernels.matmul cimport dequant_rows, gemv_rows, quantize_activation, row_bytes, vec_dot_type
+from abi._kernels.matmul cimport (dequant_rows, gemm_rows, gemv_rows, has_tile, quantize_activation,
+                                  row_bytes, vec_dot_type)
 
 cnp.import_array()
 
@@ -43,6 +44,7 @@ cnp.import_array()
 cdef enum:
     ROW_BLOCK = 16        # weight rows kept hot in cache while every token of the batch uses them
     MAX_HD = 1024         # the widest head a cached row is converted into (on the stack)
+    ATT_Q = 16            # prompt queries attended together: each key and value row read once for all
 
 KV_TYPES = {"f32": 0, "f16": 1, "q8_0": 2}
 
@@ -178,16 +180,24 @@ cdef void _matmul(Ctx* c, Priv* p, QMat* m, const float* x, Py_ssize_t x_stride,
     cdef Py_ssize_t rb, re, r
     cdef int t
     cdef const uint8_t* xq
-    rb = r0
-    while rb < r1:
-        re = rb + ROW_BLOCK if rb + ROW_BLOCK < r1 else r1
-        for t in range(t0, t1):
-            xq = p.act[m.fmt] + t * c.act_stride if m.fmt >= 0 else NULL
-            gemv_rows(m.type, m.w, rb, re, m.cols, xq, x + t * x_stride, y + t * y_stride)
-            if m.bias != NULL:
-                for r in range(rb, re):
+    if t1 - t0 > 1 and has_tile(m.type):   # register tiles of rows x tokens, the same bits
+        gemm_rows(m.type, m.w, r0, r1, m.cols, p.act[m.fmt] + t0 * c.act_stride, c.act_stride,
+                  t1 - t0, y + t0 * y_stride, y_stride)
+        if m.bias != NULL:
+            for t in range(t0, t1):
+                for r in range(r0, r1):
                     y[t * y_stride + r] += m.bias[r]
-        rb = re
+    else:
+        rb = r0
+        while rb < r1:
+            re = rb + ROW_BLOCK if rb + ROW_BLOCK < r1 else r1
+            for t in range(t0, t1):
+                xq = p.act[m.fmt] + t * c.act_stride if m.fmt >= 0 else NULL
+                gemv_rows(m.type, m.w, rb, re, m.cols, xq, x + t * x_stride, y + t * y_stride)
+                if m.bias != NULL:
+                    for r in range(rb, re):
+                        y[t * y_stride + r] += m.bias[r]
+            rb = re
     if m.lrank > 0:   # + B (A x): every thread forms A x itself, then adds it to its own rows
         for t in range(t0, t1):
             for r in range(m.lrank):
@@ -294,6 +304,116 @@ cdef void _attend(Ctx* c, Layer* L, int layer, int head, int swa, int t, const f
         out[i] = 0.0
     for j in range(j0, pos + 1):
         axpy(out, s[j] / total, _kv_get(c, V + j * c.kv_row, buf), hd)
+
+
+cdef inline bint _one_run(Ctx* c, int t0, int t1) noexcept nogil:
+    """Tokens t0..t1-1 are consecutive positions of one sequence over an f32 cache: what
+    _attend_block needs (it reads cached rows in place)."""
+    cdef int t
+    if c.kv_type != 0:
+        return False
+    for t in range(t0 + 1, t1):
+        if c.tseq[t] != c.tseq[t0] or c.tpos[t] != c.tpos[t0] + (t - t0):
+            return False
+    return True
+
+
+cdef void _attend_block(Ctx* c, Layer* L, int layer, int g, int h0, int h1, int t0, int t1,
+                        float* s) noexcept nogil:
+    """The queries of heads h0..h1-1 (all of KV group g) for tokens t0..t1-1 (one run, see
+    _one_run), at most ATT_Q, each computed exactly as _attend computes it (the same dot
+    products, softmax and sums, in the same order of keys), with the keys and values
+    streamed once for all of them rather than once per query. s: ATT_Q rows of max_cap
+    scores."""
+    cdef int hd = c.hd, QD = c.n_head * hd, nh = h1 - h0
+    cdef int nq = (t1 - t0) * nh, i, j, t, hh, jlo, jhi
+    cdef const float* K = <const float*>_kv_at(c, c.kseq, t0, layer, g, 0)
+    cdef const float* V = <const float*>_kv_at(c, c.vseq, t0, layer, g, 0)
+    cdef int j0[ATT_Q]
+    cdef int pos[ATT_Q]
+    cdef int head[ATT_Q]
+    cdef float m[ATT_Q]
+    cdef float total[ATT_Q]
+    cdef float* qp[ATT_Q]
+    cdef float* op[ATT_Q]
+    cdef float* si
+    cdef float* wp[ATT_Q]
+    cdef float four[4]
+    cdef int clo, chi, k
+    jlo = c.tpos[t0]
+    jhi = c.tpos[t1 - 1]
+    for i in range(nq):
+        t = t0 + i // nh
+        hh = h0 + i % nh
+        head[i] = hh
+        pos[i] = c.tpos[t]
+        j0[i] = 0
+        if L.swa and c.window > 0 and pos[i] - c.window + 1 > 0:
+            j0[i] = pos[i] - c.window + 1
+        jlo = min(jlo, j0[i])
+        qp[i] = c.q + t * QD + hh * hd
+        op[i] = c.att + t * QD + hh * hd
+        m[i] = -1e30
+        total[i] = 0.0
+    # keys every query sees ([clo, chi]) go four queries at a time; the edges one by one
+    clo = jlo
+    chi = jhi
+    for i in range(nq):
+        clo = max(clo, j0[i])
+        chi = min(chi, pos[i])
+    for j in range(jlo, jhi + 1):
+        i = 0
+        if clo <= j <= chi:
+            while i + 4 <= nq:
+                dot4(<const float**>&qp[i], K + <Py_ssize_t>j * hd, hd, four)
+                for k in range(4):
+                    _score(c, m, s, i + k, j, four[k])
+                i += 4
+        while i < nq:
+            if j0[i] <= j <= pos[i]:
+                _score(c, m, s, i, j, dot(qp[i], K + <Py_ssize_t>j * hd, hd))
+            i += 1
+    for i in range(nq):
+        si = s + i * c.max_cap
+        wp[i] = si
+        if L.sinks != NULL and L.sinks[head[i]] > m[i]:
+            m[i] = L.sinks[head[i]]
+        for j in range(j0[i], pos[i] + 1):
+            si[j] = expf(si[j] - m[i])
+            total[i] += si[j]
+        if L.sinks != NULL:
+            total[i] += expf(L.sinks[head[i]] - m[i])
+        for j in range(j0[i], pos[i] + 1):
+            si[j] = si[j] / total[i]
+        for j in range(hd):
+            op[i][j] = 0.0
+    # every query's sum in the order of its keys: the edge before [clo, chi], then [clo, chi]
+    # (four queries at a time), then the edge after
+    for i in range(nq):
+        for j in range(j0[i], min(clo, pos[i] + 1)):
+            axpy(op[i], wp[i][j], V + <Py_ssize_t>j * hd, hd)
+    i = 0
+    if clo <= chi:
+        while i + 4 <= nq:
+            axpy4(&op[i], <const float**>&wp[i], V, hd, clo, chi + 1, hd)
+            i += 4
+        while i < nq:
+            for j in range(clo, chi + 1):
+                axpy(op[i], wp[i][j], V + <Py_ssize_t>j * hd, hd)
+            i += 1
+    for i in range(nq):
+        for j in range(max(j0[i], chi + 1, clo), pos[i] + 1):
+            axpy(op[i], wp[i][j], V + <Py_ssize_t>j * hd, hd)
+
+
+cdef inline void _score(Ctx* c, float* m, float* s, int i, int j, float d) noexcept nogil:
+    """Query i's score for key j from its dot product, as _attend computes it."""
+    cdef float acc = d * c.scale
+    if c.attn_softcap > 0:
+        acc = tanhf(acc / c.attn_softcap) * c.attn_softcap
+    s[i * c.max_cap + j] = acc
+    if acc > m[i]:
+        m[i] = acc
 
 
 cdef inline float _gelu(Ctx* c, float x) noexcept nogil:
@@ -516,7 +636,11 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
     cdef Py_ssize_t r, r0, r1
     cdef float* row
     cdef float* rot = c.rot + tid * c.n_rot
-    cdef float* scores = c.scores + tid * c.max_cap
+    cdef float* scores = c.scores + <Py_ssize_t>tid * ATT_Q * c.max_cap
+    # prompt attention tasks: hb heads (within one KV group) x tb tokens, at most ATT_Q queries
+    cdef int hb = min(group, <int>ATT_Q), tb = max(1, <int>ATT_Q // group)
+    cdef int cpg = (group + hb - 1) // hb, n_hc = c.n_kv * cpg, n_tasks = n_hc * ((T + tb - 1) // tb)
+    cdef int te, he, t2, h2
     cdef Priv p
     p.x = c.xp + <Py_ssize_t>tid * T * D
     p.h = c.hp + <Py_ssize_t>tid * T * D
@@ -558,14 +682,22 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
                 for hh in range(g * group, (g + 1) * group):
                     _attend(c, L, l, hh, L.swa, 0, c.q + hh * hd, c.att + hh * hd, scores)
             g += nth
-        if T > 1:
+        if T > 1:   # tasks of up to ATT_Q queries: a block of tokens x heads of one KV group
             barrier()
             task = tid
-            while task < T * c.n_head:
-                t = task // c.n_head
-                hh = task % c.n_head
-                _attend(c, L, l, hh, L.swa, t, c.q + t * QD + hh * hd,
-                        c.att + t * QD + hh * hd, scores)
+            while task < n_tasks:
+                t = (task // n_hc) * tb
+                g = (task % n_hc) // cpg
+                hh = g * group + (task % cpg) * hb
+                te = min(t + tb, T)
+                he = min(hh + hb, (g + 1) * group)
+                if _one_run(c, t, te):
+                    _attend_block(c, L, l, g, hh, he, t, te, scores)
+                else:   # tokens of several sequences, or a converted cache: query by query
+                    for t2 in range(t, te):
+                        for h2 in range(hh, he):
+                            _attend(c, L, l, h2, L.swa, t2, c.q + t2 * QD + h2 * hd,
+                                    c.att + t2 * QD + h2 * hd, scores)
                 task += nth
         barrier()
         for t in range(T):
@@ -815,7 +947,7 @@ cdef class Decoder:
         c.xp, c.hp = self._buf("x", nth * T * c.n_embd), self._buf("h", nth * T * c.n_embd)
         c.rot = self._buf("rot", nth * c.n_rot)
         c.lorap = self._buf("lora", nth * max(c.max_rank, 1))
-        c.scores = self._buf("scores", nth * max(cap, 1))
+        c.scores = self._buf("scores", nth * ATT_Q * max(cap, 1))
         # bytes per token: more than any Q8 format needs for the widest input
         c.act_stride = 2 * max(c.n_embd, c.n_ff, c.n_ff_exp, c.n_ff_shexp, c.n_head * c.hd) + 64
         for i, name in enumerate(("act0", "act1", "act2")):   # a row per token (per expert slot)

@@ -1,0 +1,354 @@
+# Prompt (T > 1) products over tiles of R weight rows x N tokens, as inline C: each weight
+# block is unpacked once per tile and each activation block loaded once per tile, where the
+# T = 1 kernels (_qdot.pxd) redo both for every (row, token) pair.
+#
+# Bit for bit the T = 1 result: a (row, token) pair keeps the T = 1 kernel's float
+# accumulators lane for lane (two 8-lane accumulators packed into one 16-lane register),
+# adds the same exact integer block sums into them with the same scale products and the
+# same fused multiply-adds, in block order, and reduces them the same way at the end. The
+# integer sums may be formed differently (here 512-bit VNNI, with the signed weights
+# offset to unsigned and the offset taken back out through the activation's sums): they
+# are exact, so every lane holds the same integer. Where the T = 1 kernel sums scalars in
+# an expression the compiler contracts (Q4_1's m_w s_x terms), the tile spells out the
+# same fused multiply-add; tests/test_kernels_matmul.py checks every tile against the T = 1
+# kernel bit for bit, so a compiler that contracts otherwise is caught there.
+#
+#   abi_tile_<w>(w, rb, nr, x, xs, nt, nb, y, ys): y[t * ys + r] = row r . token t for
+#   r < nr (rows rb bytes apart from w), t < nt (activation rows xs bytes apart from x),
+#   nb blocks per row. Present where ABI_QTILE is 1 (AVX-512 F/BW/VL + VNNI).
+from libc.stdint cimport uint8_t
+
+from abi._kernels._qdot cimport QDOT_SIMD   # its C (abi_f16t, abi_hsum8, abi_nibbles32) first
+
+cdef extern from *:
+    """
+    #ifndef ABI_QTILE_H
+    #define ABI_QTILE_H
+    #if ABI_QDOT_SIMD && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
+    #define ABI_QTILE 1
+    #define ABI_TILE_R 4     /* rows per tile */
+    #define ABI_TILE_N 8     /* tokens per tile, at most (Q5_0 packs two per register) */
+    #define ABI_AINL static inline __attribute__((always_inline))
+    /* the small loops over a tile's rows and tokens unrolled whole, so that its
+       accumulators live in registers */
+    #define ABI_UNROLL _Pragma("GCC unroll 16")
+    /* m_w0 s_x0 + m_w1 s_x1 with the product gcc fuses in the T = 1 kernel's expression */
+    #define ABI_Q41_PAIR m0, vs0, _mm_mul_ps(m1, vs1)
+
+    /* [a | b]: two 256-bit halves */
+    ABI_AINL __m512i abi_zi(__m256i a, __m256i b) { return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1); }
+    ABI_AINL __m512 abi_zf(__m256 a, __m256 b) {
+        return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(a)), _mm256_castps_pd(b), 1));
+    }
+    ABI_AINL __m512i abi_zld(const uint8_t* a, const uint8_t* b) {
+        return abi_zi(_mm256_loadu_si256((const __m256i*)a), _mm256_loadu_si256((const __m256i*)b));
+    }
+    /* [a x 8 | b x 8] */
+    ABI_AINL __m512 abi_zf2(float a, float b) { return abi_zf(_mm256_set1_ps(a), _mm256_set1_ps(b)); }
+    ABI_AINL __m256 abi_zlo(__m512 v) { return _mm512_castps512_ps256(v); }
+    ABI_AINL __m256 abi_zhi(__m512 v) { return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)); }
+    /* the 8-lane sum the T = 1 kernels reduce: acc0 + acc1 lane by lane, then abi_hsum8 */
+    ABI_AINL float abi_zsum(__m512 v) { return abi_hsum8(_mm256_add_ps(abi_zlo(v), abi_zhi(v))); }
+    /* int32 lane i of the low half plus lane i of the high half */
+    ABI_AINL __m256i abi_zfold(__m512i v) {
+        return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+    }
+    ABI_AINL __m512i abi_dpbusd_z(__m512i u, __m512i s) { return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, s); }
+
+    /* ------------------------------------------------------------------ Q4_1 x Q8_1
+       T = 1: acc0 (even blocks), acc1 (odd), accm (scalar); here [acc0 | acc1] */
+    ABI_AINL void abi_tile_q4_1_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        /* accm of the N (<= 4) tokens side by side, lane t: lane-wise the same mul, fma and
+           add as the T = 1 kernel's scalar accm, whose expression gcc contracts the same way */
+        __m512 acc[ABI_TILE_R][ABI_TILE_N];
+        __m128 accm[ABI_TILE_R];
+        float s0[4] = {0, 0, 0, 0}, s1[4] = {0, 0, 0, 0};
+        ABI_UNROLL for (int r = 0; r < R; ++r) {
+            accm[r] = _mm_setzero_ps();
+            ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
+        }
+        Py_ssize_t i = 0;
+        for (; i + 1 < nb; i += 2) {
+            __m512i u[ABI_TILE_R]; __m512 dw[ABI_TILE_R];
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
+                const uint8_t* wr = w + r * rb + 20 * i;
+                u[r] = abi_zi(abi_nibbles32(wr + 4), abi_nibbles32(wr + 24));
+                dw[r] = abi_zf2(abi_f16t(wr), abi_f16t(wr + 20));
+            }
+            ABI_UNROLL for (int t = 0; t < N; ++t) {
+                const uint8_t* xt = x + t * xs + 36 * i;
+                const __m512i s = abi_zld(xt + 4, xt + 40);
+                const __m512 dx = abi_zf2(abi_f16t(xt), abi_f16t(xt + 36));
+                s0[t] = abi_f16t(xt + 2); s1[t] = abi_f16t(xt + 38);
+                ABI_UNROLL for (int r = 0; r < R; ++r)
+                    acc[r][t] = _mm512_fmadd_ps(_mm512_mul_ps(dw[r], dx), _mm512_cvtepi32_ps(abi_dpbusd_z(u[r], s)), acc[r][t]);
+            }
+            const __m128 vs0 = _mm_loadu_ps(s0), vs1 = _mm_loadu_ps(s1);
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
+                const uint8_t* wr = w + r * rb + 20 * i;
+                const __m128 m0 = _mm_set1_ps(abi_f16t(wr + 2)), m1 = _mm_set1_ps(abi_f16t(wr + 22));
+                accm[r] = _mm_add_ps(accm[r], _mm_fmadd_ps(ABI_Q41_PAIR));
+            }
+        }
+        if (i < nb) {   /* an odd last block goes to acc0 only */
+            ABI_UNROLL for (int t = 0; t < N; ++t) s0[t] = abi_f16t(x + t * xs + 36 * i + 2);
+            const __m128 vs0 = _mm_loadu_ps(s0);
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
+                const uint8_t* wr = w + r * rb + 20 * i;
+                const __m256i u0 = abi_nibbles32(wr + 4);
+                ABI_UNROLL for (int t = 0; t < N; ++t) {
+                    const uint8_t* xt = x + t * xs + 36 * i;
+                    __m256i p0 = abi_dpbusd(u0, _mm256_loadu_si256((const __m256i*)(xt + 4)));
+                    __m256 a0 = _mm256_fmadd_ps(abi_scale2(wr, xt), _mm256_cvtepi32_ps(p0), abi_zlo(acc[r][t]));
+                    acc[r][t] = abi_zf(a0, abi_zhi(acc[r][t]));
+                }
+                accm[r] = _mm_fmadd_ps(_mm_set1_ps(abi_f16t(wr + 2)), vs0, accm[r]);
+            }
+        }
+        ABI_UNROLL for (int r = 0; r < R; ++r) {
+            float m[4];
+            _mm_storeu_ps(m, accm[r]);
+            ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_zsum(acc[r][t]) + m[t];
+        }
+    }
+
+    /* ------------------------------------------------------------------ Q8_0 x Q8_0
+       T = 1: acc0 (even blocks), acc1 (odd); here [acc0 | acc1]. w + 128 is unsigned, and
+       128 * (the activation's 4-byte sums) takes the offset back out. */
+    ABI_AINL void abi_tile_q8_0_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        const __m512i off = _mm512_set1_epi8((char)0x80);
+        __m512 acc[ABI_TILE_R][ABI_TILE_N];
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
+        Py_ssize_t i = 0;
+        for (; i + 1 < nb; i += 2) {
+            __m512i u[ABI_TILE_R]; __m512 dw[ABI_TILE_R];
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
+                const uint8_t* wr = w + r * rb + 34 * i;
+                u[r] = _mm512_xor_si512(abi_zld(wr + 2, wr + 36), off);
+                dw[r] = abi_zf2(abi_f16t(wr), abi_f16t(wr + 34));
+            }
+            ABI_UNROLL for (int t = 0; t < N; ++t) {
+                const uint8_t* xt = x + t * xs + 34 * i;
+                const __m512i s = abi_zld(xt + 2, xt + 36);
+                const __m512i c = _mm512_sub_epi32(_mm512_setzero_si512(), abi_dpbusd_z(off, s));
+                const __m512 dx = abi_zf2(abi_f16t(xt), abi_f16t(xt + 34));
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                    const __m512i p = _mm512_dpbusd_epi32(c, u[r], s);   /* - 128 sums + (w + 128) x */
+                    acc[r][t] = _mm512_fmadd_ps(_mm512_mul_ps(dw[r], dx), _mm512_cvtepi32_ps(p), acc[r][t]);
+                }
+            }
+        }
+        if (i < nb) {
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
+                const uint8_t* wr = w + r * rb + 34 * i;
+                const __m256i q = _mm256_loadu_si256((const __m256i*)(wr + 2));
+                ABI_UNROLL for (int t = 0; t < N; ++t) {
+                    const uint8_t* xt = x + t * xs + 34 * i;
+                    __m256i p0 = abi_dpbssd(q, _mm256_loadu_si256((const __m256i*)(xt + 2)));
+                    __m256 a0 = _mm256_fmadd_ps(abi_scale2(wr, xt), _mm256_cvtepi32_ps(p0), abi_zlo(acc[r][t]));
+                    acc[r][t] = abi_zf(a0, abi_zhi(acc[r][t]));
+                }
+            }
+        }
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_zsum(acc[r][t]);
+    }
+
+    /* ------------------------------------------------------------------ Q5_0 x Q8_0
+       T = 1: one accumulator over the blocks in order; here two tokens side by side,
+       [token 2j | token 2j + 1] (an odd last token is computed twice, stored once). The
+       unsigned 5-bit q times x, less 16 * (the activation's 4-byte sums), is sum (q - 16) x. */
+    ABI_AINL void abi_tile_q5_0_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        enum { P = (ABI_TILE_N + 1) / 2 };
+        const int NP = (N + 1) / 2;
+        const __m512i sixteen = _mm512_set1_epi8(16);
+        const __m256i b4 = _mm256_set1_epi8(16);
+        __m512 acc[ABI_TILE_R][P];
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int j = 0; j < NP; ++j) acc[r][j] = _mm512_setzero_ps();
+        for (Py_ssize_t i = 0; i < nb; ++i) {
+            __m512i u[ABI_TILE_R]; __m512 dw[ABI_TILE_R];
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
+                const uint8_t* wr = w + r * rb + 22 * i;
+                const __m256i q = _mm256_or_si256(abi_nibbles32(wr + 6), _mm256_and_si256(abi_bitmask32(wr + 2), b4));
+                u[r] = abi_zi(q, q);
+                dw[r] = _mm512_set1_ps(abi_f16t(wr));
+            }
+            ABI_UNROLL for (int j = 0; j < NP; ++j) {
+                const uint8_t* xa = x + (2 * j) * xs + 34 * i;
+                const uint8_t* xb = 2 * j + 1 < N ? xa + xs : xa;
+                const __m512i s = abi_zld(xa + 2, xb + 2);
+                const __m512i c = _mm512_sub_epi32(_mm512_setzero_si512(), abi_dpbusd_z(sixteen, s));
+                const __m512 dx = abi_zf2(abi_f16t(xa), abi_f16t(xb));
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                    const __m512i p = _mm512_dpbusd_epi32(c, u[r], s);   /* - 16 sums + q x */
+                    acc[r][j] = _mm512_fmadd_ps(_mm512_mul_ps(dw[r], dx), _mm512_cvtepi32_ps(p), acc[r][j]);
+                }
+            }
+        }
+        ABI_UNROLL for (int r = 0; r < R; ++r)
+            ABI_UNROLL for (int j = 0; j < NP; ++j) {
+                y[(2 * j) * ys + r] = abi_hsum8(abi_zlo(acc[r][j]));
+                if (2 * j + 1 < N) y[(2 * j + 1) * ys + r] = abi_hsum8(abi_zhi(acc[r][j]));
+            }
+    }
+
+    /* ------------------------------------------------------------------ Q4_K x Q8_K
+       T = 1: acc (scales) and accm (mins), 8 lanes each; here [acc | accm]. The block's
+       integer sum: [sub-block 2c | 2c + 1] per 64 activation bytes, lanes folded at the end. */
+    ABI_AINL void abi_tile_q4_k_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        const __m512i m4 = _mm512_set1_epi8(15);
+        __m512 acc[ABI_TILE_R][ABI_TILE_N];
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
+        for (Py_ssize_t i = 0; i < nb; ++i) {
+            __m512i sum[ABI_TILE_R][ABI_TILE_N];
+            __m256i mins16[ABI_TILE_R];
+            float d[ABI_TILE_R], dmin[ABI_TILE_R];
+            uint8_t sc[ABI_TILE_R][8];
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
+                const uint8_t* wr = w + r * rb + 144 * i;
+                uint8_t mn[8];
+                abi_k4_scales(wr + 4, sc[r], mn);
+                const __m128i mins = _mm_loadl_epi64((const __m128i*)mn);
+                mins16[r] = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins, mins));
+                d[r] = abi_f16_to_f32(abi_ld16(wr));
+                dmin[r] = abi_f16_to_f32(abi_ld16(wr + 2));
+                ABI_UNROLL for (int t = 0; t < N; ++t) sum[r][t] = _mm512_setzero_si512();
+            }
+            ABI_UNROLL for (int c = 0; c < 4; ++c) {
+                __m512i u[ABI_TILE_R], s16[ABI_TILE_R];
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                    const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)(w + r * rb + 144 * i + 16 + 32 * c)));
+                    u[r] = _mm512_and_si512(_mm512_mask_srli_epi16(q, (__mmask32)0xFFFF0000u, q, 4), m4);
+                    s16[r] = abi_zi(_mm256_set1_epi16(sc[r][2 * c]), _mm256_set1_epi16(sc[r][2 * c + 1]));
+                }
+                ABI_UNROLL for (int t = 0; t < N; ++t) {
+                    const __m512i s = _mm512_loadu_si512((const void*)(x + t * xs + 292 * i + 4 + 64 * c));
+                    ABI_UNROLL for (int r = 0; r < R; ++r)
+                        sum[r][t] = _mm512_dpwssd_epi32(sum[r][t], _mm512_maddubs_epi16(u[r], s), s16[r]);
+                }
+            }
+            ABI_UNROLL for (int t = 0; t < N; ++t) {
+                const uint8_t* xt = x + t * xs + 292 * i;
+                const float dx = abi_ldf32(xt);
+                const __m256i bs = _mm256_loadu_si256((const __m256i*)(xt + 260));
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                    const __m512i v = abi_zi(abi_zfold(sum[r][t]), _mm256_madd_epi16(bs, mins16[r]));
+                    acc[r][t] = _mm512_fmadd_ps(abi_zf(_mm256_set1_ps(d[r] * dx), _mm256_set1_ps(dmin[r] * dx)),
+                                                _mm512_cvtepi32_ps(v), acc[r][t]);
+                }
+            }
+        }
+        ABI_UNROLL for (int r = 0; r < R; ++r)
+            ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_hsum8(abi_zlo(acc[r][t])) - abi_hsum8(abi_zhi(acc[r][t]));
+    }
+
+    /* ------------------------------------------------------------------ Q6_K x Q8_K
+       T = 1: one 8-lane accumulator; the block's integer sum here over pairs of 32-element
+       groups (64 activation bytes at a time), lanes folded at the end. */
+    ABI_AINL void abi_tile_q6_k_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3 << 4);
+        __m256 acc[ABI_TILE_R][ABI_TILE_N];
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm256_setzero_ps();
+        for (Py_ssize_t i = 0; i < nb; ++i) {
+            __m512i sum[ABI_TILE_R][ABI_TILE_N];
+            __m256i sc16[ABI_TILE_R];
+            float d[ABI_TILE_R];
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
+                const uint8_t* wr = w + r * rb + 210 * i;
+                sc16[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(wr + 192)));
+                d[r] = abi_f16_to_f32(abi_ld16(wr + 208));
+                ABI_UNROLL for (int t = 0; t < N; ++t) sum[r][t] = _mm512_setzero_si512();
+            }
+            ABI_UNROLL for (int g = 0; g < 4; ++g) {   /* groups k = 2(g & 1), + 1 of half h = g >> 1 */
+                const int h = g >> 1;
+                /* int16 lanes of 128-bit lane L: scale 8h + 4(g & 1) + L */
+                const __m512i idx = _mm512_add_epi16(_mm512_set1_epi16((short)(8 * h + 4 * (g & 1))),
+                    _mm512_set_epi16(3,3,3,3,3,3,3,3, 2,2,2,2,2,2,2,2, 1,1,1,1,1,1,1,1, 0,0,0,0,0,0,0,0));
+                __m512i u[ABI_TILE_R], s16[ABI_TILE_R];
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                    const uint8_t* wr = w + r * rb + 210 * i;
+                    const __m256i ql0 = _mm256_loadu_si256((const __m256i*)(wr + 64 * h));
+                    const __m256i ql1 = _mm256_loadu_si256((const __m256i*)(wr + 64 * h + 32));
+                    const __m256i qh = _mm256_loadu_si256((const __m256i*)(wr + 128 + 32 * h));
+                    if ((g & 1) == 0)
+                        u[r] = abi_zi(_mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2)),
+                                      _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2)));
+                    else
+                        u[r] = abi_zi(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m2)),
+                                      _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2)));
+                    s16[r] = _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(sc16[r]));
+                }
+                ABI_UNROLL for (int t = 0; t < N; ++t) {
+                    const __m512i s = _mm512_loadu_si512((const void*)(x + t * xs + 292 * i + 4 + 128 * h + 64 * (g & 1)));
+                    ABI_UNROLL for (int r = 0; r < R; ++r)
+                        sum[r][t] = _mm512_dpwssd_epi32(sum[r][t], _mm512_maddubs_epi16(u[r], s), s16[r]);
+                }
+            }
+            ABI_UNROLL for (int t = 0; t < N; ++t) {
+                const uint8_t* xt = x + t * xs + 292 * i;
+                const float dx = abi_ldf32(xt);
+                const __m256i bs = _mm256_loadu_si256((const __m256i*)(xt + 260));
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                    const __m256i corr = _mm256_madd_epi16(bs, sc16[r]);
+                    const __m256i v = _mm256_sub_epi32(abi_zfold(sum[r][t]), _mm256_slli_epi32(corr, 5));
+                    acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(d[r] * dx), _mm256_cvtepi32_ps(v), acc[r][t]);
+                }
+            }
+        }
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_hsum8(acc[r][t]);
+    }
+
+    /* full R x N tiles, then the leftover rows one at a time, then the leftover tokens */
+    #define ABI_TILE_DRIVER(name, TN)                                                               \\
+    static void abi_tile_##name(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x,   \\
+                                Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) { \\
+        Py_ssize_t t = 0;                                                                           \\
+        for (; t + TN <= nt; t += TN) {                                                             \\
+            Py_ssize_t r = 0;                                                                       \\
+            for (; r + ABI_TILE_R <= nr; r += ABI_TILE_R)                                           \\
+                abi_tile_##name##_rn(w + r * rb, rb, x + t * xs, xs, nb, y + t * ys + r, ys, ABI_TILE_R, TN); \\
+            for (; r < nr; ++r)                                                                     \\
+                abi_tile_##name##_rn(w + r * rb, rb, x + t * xs, xs, nb, y + t * ys + r, ys, 1, TN); \\
+        }                                                                                           \\
+        for (; t < nt; ++t) {                                                                       \\
+            Py_ssize_t r = 0;                                                                       \\
+            for (; r + ABI_TILE_R <= nr; r += ABI_TILE_R)                                           \\
+                abi_tile_##name##_rn(w + r * rb, rb, x + t * xs, xs, nb, y + t * ys + r, ys, ABI_TILE_R, 1); \\
+            for (; r < nr; ++r)                                                                     \\
+                abi_tile_##name##_rn(w + r * rb, rb, x + t * xs, xs, nb, y + t * ys + r, ys, 1, 1); \\
+        }                                                                                           \\
+    }
+    /* tokens per tile: as many as keep the accumulators within the 32 registers */
+    ABI_TILE_DRIVER(q4_1, 4)
+    ABI_TILE_DRIVER(q8_0, 4)
+    ABI_TILE_DRIVER(q5_0, 8)
+    ABI_TILE_DRIVER(q4_k, 4)
+    ABI_TILE_DRIVER(q6_k, 4)
+
+    #else
+    #define ABI_QTILE 0
+    #define ABI_TILE_STUB(name) static void abi_tile_##name(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, \\
+        const uint8_t* x, Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {}
+    ABI_TILE_STUB(q4_1)
+    ABI_TILE_STUB(q8_0)
+    ABI_TILE_STUB(q5_0)
+    ABI_TILE_STUB(q4_k)
+    ABI_TILE_STUB(q6_k)
+    #endif
+    #endif /* ABI_QTILE_H */
+    """
+    bint QTILE "ABI_QTILE"
+    void tile_q4_1 "abi_tile_q4_1"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_q8_0 "abi_tile_q8_0"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_q5_0 "abi_tile_q5_0"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_q4_k "abi_tile_q4_k"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_q6_k "abi_tile_q6_k"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
