@@ -156,6 +156,19 @@ class Engine:
                 or range(len(self.slots))
         return max(among, key=lambda i: common_prefix(self.slots[i].cache.tokens, ids))
 
+    def share_prefix(self, src: int, dst: int, ids: Sequence[int]) -> bool:
+        """Give slot ``dst`` the keys and values of ``ids[:-1]`` held by slot ``src`` (copied
+        rows: the choices of one prompt prefill it once). False where they cannot be shared:
+        ``src`` does not hold them, or the model keeps its cache on a device."""
+        n = len(ids) - 1
+        source, target = self.slots[src].cache, self.slots[dst].cache
+        if self.model.backend != "cpu" or n < 1 or common_prefix(source.tokens, ids) < n:
+            return False
+        if common_prefix(target.tokens, ids) < n:
+            with self.slots[dst].lock:
+                target.copy_prefix(source, n)
+        return True
+
     def count_chat_tokens(self, messages) -> int:
         return len(self._require_model().chat_tokens(messages))
 

@@ -94,7 +94,7 @@ class ServerState:
 
                 name = None if o.embedding_model in ("", "default") else o.embedding_model
                 encoder = Encoder(name)
-            from .scheduler import Scheduler
+            from ..llm.scheduler import Scheduler
 
             tok = engine.model.tokenizer
             per_token = getattr(tok, "max_token_bytes", None) or BODY_BYTES_PER_TOKEN
