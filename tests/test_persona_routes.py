@@ -155,3 +155,13 @@ def test_openapi_lists_the_six_routes(client):
     for p in ("/api/v1/chat", "/api/v1/chat/abbey", "/api/v1/chat/aviva", "/api/v1/personas",
               "/api/v1/personas/metrics", "/api/v1/personas/health"):
         assert p in paths
+
+
+def test_a_given_local_backend_answers_local_endpoints_and_no_other_model_is_named():
+    from abi.errors import ConfigError
+
+    local = object()
+    system = MultiPersonaSystem(MultiPersonaConfig(), local=local)
+    assert all(b.endpoints[0].backend is local for b in system.balancers.values())
+    with pytest.raises(ConfigError, match="other.gguf"):
+        MultiPersonaSystem(MultiPersonaConfig(model="other.gguf"), local=local)

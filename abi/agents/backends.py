@@ -221,10 +221,12 @@ class ScheduledBackend(Backend):
 
     name = "local"
 
-    def __init__(self, engine: Any, scheduler: Any, context_length: int | None = None):
+    def __init__(self, engine: Any, scheduler: Any, context_length: int | None = None,
+                 max_tokens: int | None = None):
         self.engine, self.scheduler = engine, scheduler
         self.model = engine.model.path
         self._context_override = context_length
+        self.max_tokens = max_tokens   # a cap over what callers ask (a server's --max-tokens)
 
     def context_length(self) -> int | None:
         n_ctx = int(self.engine.n_ctx)
@@ -238,8 +240,9 @@ class ScheduledBackend(Backend):
         from ..llm.scheduler import GenerationRequest
 
         ids = self.engine.model.chat_tokens(list(messages))
-        config = make_config(max_tokens=params.max_tokens, temperature=params.temperature,
-                             top_p=params.top_p)
+        limit = params.max_tokens if self.max_tokens is None else min(params.max_tokens,
+                                                                       self.max_tokens)
+        config = make_config(max_tokens=limit, temperature=params.temperature, top_p=params.top_p)
         (result,) = self.scheduler.run(GenerationRequest(ids, config))
         return result.text
 

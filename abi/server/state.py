@@ -150,7 +150,8 @@ class ServerState:
                 from ..personas import MultiPersonaConfig, MultiPersonaSystem
 
                 self._personas = MultiPersonaSystem(
-                    MultiPersonaConfig.from_env(), local=ScheduledBackend(self.engine, self.scheduler))
+                    MultiPersonaConfig.from_env(), local=ScheduledBackend(
+                        self.engine, self.scheduler, max_tokens=self.options.max_tokens))
             return self._personas
 
     def close(self) -> None:
