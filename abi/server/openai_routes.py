@@ -111,6 +111,9 @@ def _tool_calls(parsed) -> list[s.ToolCall] | None:
 
 
 def _usage(n_prompt_tokens: int, results) -> s.Usage:
+    """Usage of every choice; cached tokens: the first choice's (the others share its prompt).
+    ``results``: Results in choice order, or Done items in the order they finished."""
+    results = sorted(results, key=lambda r: getattr(r, "index", 0))
     done = [r.stats for r in results if r.stats is not None]
     completion = sum(st.tokens_generated for st in done)
     cached = done[0].cached_tokens if done else 0
