@@ -150,7 +150,7 @@ class Engine:
     def pick_slot(self, ids: Sequence[int], among: Iterable[int] | None = None) -> int:
         """The slot for a prompt: of the slots ``among`` (default: the free ones, or all when
         none is free), the one whose cache shares the longest prefix with ``ids`` (the
-        first on a tie). The one rule of slot choice; the server's scheduler uses it too."""
+        first on a tie). The one rule of slot choice; the scheduler (``abi.llm.scheduler``) uses it."""
         if among is None:
             among = [i for i, s in enumerate(self.slots) if not s.lock.locked()] \
                 or range(len(self.slots))
