@@ -76,6 +76,11 @@ def task(first_id: int, n_tokens: int = 2) -> list[GenerationRequest]:
     return [GenerationRequest([first_id, 1, 2], StreamingConfig(max_tokens=n_tokens))]
 
 
+def submit(sched, requests):
+    """Submit from the running event loop, which reads the job's items."""
+    return sched.submit(requests, loop=asyncio.get_running_loop())
+
+
 async def wait_until(predicate, timeout=5.0):
     for _ in range(int(timeout / 0.01)):
         if predicate():
@@ -92,7 +97,7 @@ def test_a_free_slot_sharing_the_prompt_prefix_is_chosen():
     async def main():
         engine = FakeEngine([[9, 9], [7, 1, 2, 3]])
         sched = Scheduler(engine, max_queue=4)
-        job = sched.submit(loop=asyncio.get_running_loop(), requests=task(7))
+        job = submit(sched, task(7))
         assert job.slot == 1
         engine.step.release(2)
         items = [item async for item in job]
@@ -108,10 +113,10 @@ def test_queue_is_fifo_and_bounded():
         engine = FakeEngine([[]])
         rejected = []
         sched = Scheduler(engine, max_queue=2, on_rejected=lambda: rejected.append(1))
-        jobs = [sched.submit(loop=asyncio.get_running_loop(), requests=task(i, 1)) for i in (10, 11, 12)]
+        jobs = [submit(sched, task(i, 1)) for i in (10, 11, 12)]
         assert sched.busy_slots == 1 and sched.queue_depth == 2
         with pytest.raises(ServerBusy):
-            sched.submit(loop=asyncio.get_running_loop(), requests=task(13))
+            submit(sched, task(13))
         assert rejected == [1]
         engine.step.release(3)
         for job in jobs:
@@ -127,7 +132,7 @@ def test_cancelling_queued_and_running_jobs_frees_everything():
         engine = FakeEngine([[]])
         stats = []
         sched = Scheduler(engine, max_queue=2, on_generation=stats.append)
-        running, queued, after = (sched.submit(loop=asyncio.get_running_loop(), requests=task(i, 50)) for i in (20, 21, 22))
+        running, queued, after = (submit(sched, task(i, 50)) for i in (20, 21, 22))
         await wait_until(lambda: engine.started == [(20, 0)])
         queued.cancel()
         assert sched.queue_depth == 1
@@ -149,7 +154,7 @@ def test_a_failing_generation_raises_in_the_consumer_and_releases_the_slot():
         engine = FakeEngine([[]])
         engine.fail_ids = {30}
         sched = Scheduler(engine, max_queue=1)
-        bad, good = sched.submit(loop=asyncio.get_running_loop(), requests=task(30)), sched.submit(loop=asyncio.get_running_loop(), requests=task(31, 1))
+        bad, good = submit(sched, task(30)), submit(sched, task(31, 1))
         engine.step.release(2)
         with pytest.raises(ConfigError):
             async for _ in bad:
@@ -164,7 +169,7 @@ def test_several_tasks_run_in_order_on_one_slot():
     async def main():
         engine = FakeEngine([[], []])
         sched = Scheduler(engine, max_queue=0)
-        job = sched.submit(loop=asyncio.get_running_loop(), requests=task(40, 1) + task(41, 1) + task(42, 1))
+        job = submit(sched, task(40, 1) + task(41, 1) + task(42, 1))
         engine.step.release(3)
         done = [item.index for item in [i async for i in job] if isinstance(item, Done)]
         assert done == [0, 1, 2]
@@ -178,7 +183,7 @@ def test_a_job_cancelled_as_it_takes_its_slot_counts_as_one_cancelled_generation
         engine = FakeEngine([[]])
         stats = []
         sched = Scheduler(engine, max_queue=0, on_generation=stats.append)
-        job = sched.submit(loop=asyncio.get_running_loop(), requests=task(50, 50))
+        job = submit(sched, task(50, 50))
         job.cancel()  # usually before the worker starts the generation, sometimes after
         assert [item async for item in job][-1:] in ([], [Done(0, stats[0], "", [])])
         await wait_until(lambda: sched.busy_slots == 0)

@@ -72,7 +72,6 @@ class Runner:
             self.model = self.encoder.path
         else:
             from ..llm import Engine
-
             from ..llm.scheduler import Scheduler
 
             self.engine = Engine(**spec.model_opts, **threads).load_model(spec.model)
