@@ -260,3 +260,16 @@ def test_a_failing_choice_stops_its_siblings_and_fails_the_job():
         threading.Event().wait(0.01)
     assert sched.busy_slots == 0
     sched.close()
+
+
+def test_a_job_of_several_prompts_runs_them_in_turn_each_with_its_choices_together():
+    engine = SharingEngine([[], [], []])
+    sched = Scheduler(engine, max_queue=0)
+    job = sched.submit([GenerationRequest([90, 1, 2], StreamingConfig(max_tokens=1), n=2),
+                        GenerationRequest([91, 1, 2], StreamingConfig(max_tokens=1), n=2)])
+    assert job.width == 2 and sched.busy_slots == 2
+    engine.step.release(4)
+    results = job.results_sync()
+    assert [r.text for r in results] == ["x"] * 4 and all(r.stats for r in results)
+    assert [i for i, _ in engine.started] == [90, 90, 91, 91]
+    sched.close()
