@@ -150,6 +150,19 @@ def test_n_choices_run_together_and_keep_each_seeds_output(server):
     assert [c["message"]["content"] for c in many["choices"]] == \
         [a["choices"][0]["message"]["content"] for a in alone]
     assert [c["index"] for c in many["choices"]] == [0, 1, 2]
+    # streamed, the choices' chunks interleave; each joins to its whole answer
+    r = requests.post(url, json={**body, "n": 3, "stream": True,
+                                 "stream_options": {"include_usage": True}},
+                      headers=AUTH, timeout=60, stream=True)
+    text, usage = ["", "", ""], None
+    for line in r.iter_lines():
+        if line.startswith(b"data: {"):
+            chunk = json.loads(line[6:])
+            usage = chunk.get("usage") or usage
+            for c in chunk["choices"]:
+                text[c["index"]] += c["delta"].get("content") or ""
+    assert text == [c["message"]["content"] for c in many["choices"]]
+    assert usage["completion_tokens"] == many["usage"]["completion_tokens"]
 
 
 def test_health_and_metrics_answer_during_a_generation(server, no_eos):
