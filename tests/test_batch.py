@@ -189,12 +189,15 @@ def test_resume_refuses_another_job(tmp_path, tiny_bert):
 
 # -- generation ----------------------------------------------------------------------------
 
-def test_generate_equals_the_engine(tmp_path, tiny_llama):
+@pytest.mark.parametrize("slots", [1, 3])
+def test_generate_equals_the_engine(tmp_path, tiny_llama, slots):
     from abi.llm import Engine
 
     path = _jsonl(tmp_path / "in.jsonl", [{"prompt": p} for p in PROMPTS])
     options = {"max_tokens": 6, "temperature": 0.8, "seed": 11}
-    report = run_job(JobSpec("generate", "prompt", model=tiny_llama, options=options), path,
+    # with several slots the items decode together, through the runtime's scheduler
+    report = run_job(JobSpec("generate", "prompt", model=tiny_llama, options=options,
+                             model_opts={"n_slots": slots}), path,
                      tmp_path / "out.jsonl", shard_size=2, progress=False)
     assert report.written == 3
     rows = read_results(tmp_path / "out.jsonl")

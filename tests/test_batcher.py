@@ -112,6 +112,33 @@ def test_cancelling_one_stream_leaves_the_others(engine):
     assert r2.get_stats().finish_reason in ("stop", "length") and got
 
 
+def test_n_choices_share_one_prefill_and_match_separate_seeded_runs(engine):
+    from abi.llm.engine import make_config
+    from abi.llm.scheduler import GenerationRequest, Scheduler
+
+    prompt = "Write one line about autumn leaves."
+    opts = dict(max_tokens=12, temperature=1.0, top_p=1.0, seed=4321, stop_tokens=[])
+    expect = []
+    for i in range(3):   # what choice i gave before: its own run with seed + i
+        for slot in engine.slots:
+            slot.cache.clear()
+        expect.append(engine.generate(prompt, **{**opts, "seed": opts["seed"] + i}))
+    for slot in engine.slots:
+        slot.cache.clear()
+    sched = Scheduler(engine, max_queue=0)
+    ids = engine.model.tokenize(prompt)
+    engine.batcher.max_sequences = 0
+    before = engine.batcher.step_tokens
+    results = sched.run(GenerationRequest(ids, make_config(**opts), n=3))
+    sched.close()
+    assert [r.text for r in results] == expect
+    assert engine.batcher.max_sequences == 3   # the choices decoded in shared steps
+    # the prompt ran once; the two other choices recomputed only its last token
+    fed = sum(r.stats.tokens_generated - 1 for r in results)
+    assert engine.batcher.step_tokens - before == len(ids) + 2 + fed
+    assert [r.stats.cached_tokens for r in results] == [0, len(ids) - 1, len(ids) - 1]
+
+
 @pytest.mark.model
 def test_the_server_batches_streams_and_a_seeded_stream_is_unchanged(default_model_path):
     """Through HTTP: a seeded streamed chat alone, then beside three other streams (one

@@ -8,7 +8,15 @@ from fastapi.testclient import TestClient
 
 from abi.errors import Timeout
 from abi.personas import MultiPersonaConfig, MultiPersonaSystem
-from abi.server import persona_routes
+from abi.server import errors, persona_routes
+
+
+def make_app(router) -> FastAPI:
+    """An app with the persona routes and the server's error mapping."""
+    app = FastAPI()
+    app.include_router(router)
+    errors.install(app)
+    return app
 
 
 def make_system(**kwargs) -> MultiPersonaSystem:
@@ -17,9 +25,7 @@ def make_system(**kwargs) -> MultiPersonaSystem:
 
 @pytest.fixture()
 def client():
-    app = FastAPI()
-    app.include_router(persona_routes.create_router(make_system))
-    return TestClient(app)
+    return TestClient(make_app(persona_routes.create_router(make_system)))
 
 
 def test_chat_auto_routes_with_the_reference_json(client):
@@ -57,12 +63,12 @@ def test_forced_persona_routes(client):
 
 @pytest.mark.parametrize("payload,message", [
     (b"{not json", "not valid JSON"),
-    (b"[1, 2]", "JSON object"),
-    (b"{}", "'content' is required"),
+    (b"[1, 2]", "valid dictionary"),
+    (b"{}", "content: Field required"),
     (b'{"content": "", "user_id": "u"}', "content is empty"),
     (b'{"content": "hi", "user_id": "u", "persona": "bob"}', "persona must be one of"),
-    (b'{"content": "hi", "mood": "happy"}', "unknown field(s): mood"),
-    (b'{"content": 12}', "content must be a string"),
+    (b'{"content": "hi", "mood": "happy"}', "mood: Extra inputs are not permitted"),
+    (b'{"content": 12}', "content: Input should be a valid string"),
 ])
 def test_bad_requests_are_400_with_a_typed_error(client, payload, message):
     r = client.post("/api/v1/chat", content=payload, headers={"content-type": "application/json"})
@@ -83,9 +89,7 @@ def test_backend_errors_keep_their_status():
 
     for balancer in system.balancers.values():
         balancer.endpoints[0].backend = Down()
-    app = FastAPI()
-    app.include_router(persona_routes.create_router(system))
-    c = TestClient(app)
+    c = TestClient(make_app(persona_routes.create_router(system)))
     r = c.post("/api/v1/chat/aviva", json={"content": "hi", "user_id": "u"})
     assert r.status_code == 504 and "did not answer" in r.json()["error"]["message"]
     m = c.get("/api/v1/personas/metrics").json()
@@ -114,9 +118,7 @@ def test_metrics_route(client):
 
 def test_health_route_healthy_then_unhealthy():
     system = make_system(health={"failure_threshold": 1, "cooldown_s": 600})
-    app = FastAPI()
-    app.include_router(persona_routes.create_router(system))
-    c = TestClient(app)
+    c = TestClient(make_app(persona_routes.create_router(system)))
     r = c.get("/api/v1/personas/health")
     assert r.status_code == 200 and r.json()["status"] == "healthy"
     probe = c.get("/api/v1/personas/health", params={"probe": "true"}).json()
@@ -153,3 +155,13 @@ def test_openapi_lists_the_six_routes(client):
     for p in ("/api/v1/chat", "/api/v1/chat/abbey", "/api/v1/chat/aviva", "/api/v1/personas",
               "/api/v1/personas/metrics", "/api/v1/personas/health"):
         assert p in paths
+
+
+def test_a_given_local_backend_answers_local_endpoints_and_no_other_model_is_named():
+    from abi.errors import ConfigError
+
+    local = object()
+    system = MultiPersonaSystem(MultiPersonaConfig(), local=local)
+    assert all(b.endpoints[0].backend is local for b in system.balancers.values())
+    with pytest.raises(ConfigError, match="other.gguf"):
+        MultiPersonaSystem(MultiPersonaConfig(model="other.gguf"), local=local)

@@ -139,6 +139,32 @@ def test_two_slots_generate_at_once_with_unchanged_results(server, no_eos):
     assert max(seen_busy) == 2
 
 
+def test_n_choices_run_together_and_keep_each_seeds_output(server):
+    body = dict(model=MODEL, messages=[{"role": "user", "content": "Name a colour."}],
+                max_tokens=6, temperature=1.0, top_p=1.0, seed=1234)
+    url = server.url + "/v1/chat/completions"
+    alone = [requests.post(url, json={**body, "seed": 1234 + i}, headers=AUTH, timeout=60).json()
+             for i in range(3)]
+    # three choices on two slots: two decode together, the third follows on a freed slot
+    many = requests.post(url, json={**body, "n": 3}, headers=AUTH, timeout=60).json()
+    assert [c["message"]["content"] for c in many["choices"]] == \
+        [a["choices"][0]["message"]["content"] for a in alone]
+    assert [c["index"] for c in many["choices"]] == [0, 1, 2]
+    # streamed, the choices' chunks interleave; each joins to its whole answer
+    r = requests.post(url, json={**body, "n": 3, "stream": True,
+                                 "stream_options": {"include_usage": True}},
+                      headers=AUTH, timeout=60, stream=True)
+    text, usage = ["", "", ""], None
+    for line in r.iter_lines():
+        if line.startswith(b"data: {"):
+            chunk = json.loads(line[6:])
+            usage = chunk.get("usage") or usage
+            for c in chunk["choices"]:
+                text[c["index"]] += c["delta"].get("content") or ""
+    assert text == [c["message"]["content"] for c in many["choices"]]
+    assert usage["completion_tokens"] == many["usage"]["completion_tokens"]
+
+
 def test_health_and_metrics_answer_during_a_generation(server, no_eos):
     sock = open_request(server, "/v1/chat/completions", long_chat(no_eos))
     try:

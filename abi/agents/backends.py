@@ -215,6 +215,38 @@ class LocalBackend(Backend):
                 raise self._failed(exc) from exc
 
 
+class ScheduledBackend(Backend):
+    """The embedded runtime through a running scheduler (``abi.llm.scheduler``): a server's
+    loaded model, with its slots, queue and metrics (the persona routes of ``abi serve``)."""
+
+    name = "local"
+
+    def __init__(self, engine: Any, scheduler: Any, context_length: int | None = None,
+                 max_tokens: int | None = None):
+        self.engine, self.scheduler = engine, scheduler
+        self.model = engine.model.path
+        self._context_override = context_length
+        self.max_tokens = max_tokens   # a cap over what callers ask (a server's --max-tokens)
+
+    def context_length(self) -> int | None:
+        n_ctx = int(self.engine.n_ctx)
+        return min(n_ctx, self._context_override) if self._context_override else n_ctx
+
+    def count_tokens(self, messages: Messages) -> int:
+        return int(self.engine.count_chat_tokens(list(messages)))
+
+    def complete(self, messages: Messages, params: GenerationParams) -> str:
+        from ..llm.engine import make_config
+        from ..llm.scheduler import GenerationRequest
+
+        ids = self.engine.model.chat_tokens(list(messages))
+        limit = params.max_tokens if self.max_tokens is None else min(params.max_tokens,
+                                                                       self.max_tokens)
+        config = make_config(max_tokens=limit, temperature=params.temperature, top_p=params.top_p)
+        (result,) = self.scheduler.run(GenerationRequest(ids, config))
+        return result.text
+
+
 # --- remote providers -----------------------------------------------------------------
 
 class OpenAIBackend(_WithContextLength):

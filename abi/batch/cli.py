@@ -102,6 +102,9 @@ def _generate(argv: list[str]) -> int:
                         help="field holding a chat: a list of {role, content}")
     p.add_argument("--chat", action="store_true", help="wrap each prompt in the chat template")
     p.add_argument("--system", default=None, help="system message (with --chat)")
+    p.add_argument("--parallel", type=int, default=1, metavar="N",
+                   help="items decoded together in batched steps, per worker (default 1; the "
+                        "results do not depend on it)")
     _add_model_args(p)
     _add_sampling_args(p)
     _add_structured_args(p)
@@ -117,7 +120,7 @@ def _generate(argv: list[str]) -> int:
     kind, field = ("messages", args.messages_field) if args.messages_field else \
         ("text", args.prompt_field or "prompt")
     model_opts = {"backend": args.backend, "n_ctx": args.ctx, "kv_dtype": args.kv_dtype,
-                  "check_finite": not args.no_check}
+                  "check_finite": not args.no_check, "n_slots": args.parallel}
     spec = JobSpec("generate", field, kind, args.model, model_opts, options,
                    n_threads=_threads(args))
     return _run(spec, args)

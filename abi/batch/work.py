@@ -72,8 +72,10 @@ class Runner:
             self.model = self.encoder.path
         else:
             from ..llm import Engine
+            from ..llm.scheduler import Scheduler
 
             self.engine = Engine(**spec.model_opts, **threads).load_model(spec.model)
+            self.scheduler = Scheduler(self.engine, max_queue=1 << 30)  # a job queues every item
             self.model = str(self.engine.model.path)
         self.settings = json.dumps(settings_of(spec), sort_keys=True)
 
@@ -90,30 +92,41 @@ class Runner:
                 if on_done:
                     on_done(len(chunk))
             return rows
-        for it in items:
-            rows.append(self._generate(it))
-            if on_done:
-                on_done(1)
+        # every item queued at once: with n_slots > 1 they decode together (batched steps),
+        # each with its own seed, so the results do not depend on the slots
+        jobs = [self.scheduler.submit(self._request(it)) for it in items]
+        try:
+            for it, job in zip(items, jobs):
+                (result,) = job.results_sync()
+                stats = result.stats
+                rows.append({"row": it["row"], "id": it["id"], "text": result.text,
+                             "finish_reason": stats.finish_reason,
+                             "prompt_tokens": stats.prompt_tokens,
+                             "completion_tokens": stats.tokens_generated, "model": self.model,
+                             "settings": self.settings})
+                if on_done:
+                    on_done(1)
+        finally:
+            for job in jobs:   # a failure stops the items still queued
+                job.cancel()
         return rows
 
-    def _generate(self, item: dict) -> dict:
+    def _request(self, item: dict):
+        from ..llm.engine import make_config
+        from ..llm.scheduler import GenerationRequest
+
         opts = dict(self.spec.options)
         chat, system = opts.pop("chat", False), opts.pop("system", None)
         if opts.get("seed") is not None:
             # one seed per item: the same sample wherever and in whatever order it runs
             opts["seed"] = int(opts["seed"]) + item["row"]
         value = item[self.spec.field]
+        model = self.engine.model
         if self.spec.kind == "messages" or chat:
             messages = value if self.spec.kind == "messages" else \
                 ([{"role": "system", "content": system}] if system else []) + \
                 [{"role": "user", "content": value}]
-            response = self.engine.chat(messages, stream=True, **opts)
+            ids = model.chat_tokens(messages)
         else:
-            response = self.engine.create_streaming_response(value, **opts)
-        for _ in response:
-            pass
-        stats = response.get_stats()
-        return {"row": item["row"], "id": item["id"], "text": response.text,
-                "finish_reason": stats.finish_reason, "prompt_tokens": stats.prompt_tokens,
-                "completion_tokens": stats.tokens_generated, "model": self.model,
-                "settings": self.settings}
+            ids = model.tokenize(value)
+        return GenerationRequest(ids, make_config(**opts))

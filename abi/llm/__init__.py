@@ -17,6 +17,7 @@ _EXPORTS = {
     "ChatTemplate": "chat_template",
     "model_info": "info",
     "Grammar": "constrain",
+    "Scheduler": "scheduler", "GenerationRequest": "scheduler",
 }
 __all__ = sorted(_EXPORTS)
 

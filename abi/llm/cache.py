@@ -110,6 +110,18 @@ class KVCache:
         return (self._decode(self.k[layer][:, :end], self.head_dim),
                 self._decode(self.v[layer][:, :end], self.head_dim_v))
 
+    def copy_prefix(self, src: "KVCache", n: int) -> None:
+        """Hold ``src``'s first ``n`` positions (its rows copied; a prompt shared by several
+        choices is prefilled once). ``src`` may keep writing positions >= n meanwhile."""
+        if n > src.length:
+            raise ValueError(f"the source cache holds {src.length} positions, not {n}")
+        self.truncate(0)
+        self.reserve(n)
+        self.k[:, :, :n] = src.k[:, :, :n]
+        self.v[:, :, :n] = src.v[:, :, :n]
+        self.length = n
+        self.tokens[:] = src.tokens[:n]
+
     def truncate(self, n: int) -> None:
         """Forget positions n.. (keeping the first n for reuse)."""
         self.length = min(self.length, n)

@@ -150,11 +150,24 @@ class Engine:
     def pick_slot(self, ids: Sequence[int], among: Iterable[int] | None = None) -> int:
         """The slot for a prompt: of the slots ``among`` (default: the free ones, or all when
         none is free), the one whose cache shares the longest prefix with ``ids`` (the
-        first on a tie). The one rule of slot choice; the server's scheduler uses it too."""
+        first on a tie). The one rule of slot choice; the scheduler (``abi.llm.scheduler``) uses it."""
         if among is None:
             among = [i for i, s in enumerate(self.slots) if not s.lock.locked()] \
                 or range(len(self.slots))
         return max(among, key=lambda i: common_prefix(self.slots[i].cache.tokens, ids))
+
+    def share_prefix(self, src: int, dst: int, ids: Sequence[int]) -> bool:
+        """Give slot ``dst`` the keys and values of ``ids[:-1]`` held by slot ``src`` (copied
+        rows: the choices of one prompt prefill it once). False where they cannot be shared:
+        ``src`` does not hold them, or the model keeps its cache on a device."""
+        n = len(ids) - 1
+        source, target = self.slots[src].cache, self.slots[dst].cache
+        if self.model.backend != "cpu" or n < 1 or common_prefix(source.tokens, ids) < n:
+            return False
+        if common_prefix(target.tokens, ids) < n:
+            with self.slots[dst].lock:
+                target.copy_prefix(source, n)
+        return True
 
     def count_chat_tokens(self, messages) -> int:
         return len(self._require_model().chat_tokens(messages))

@@ -10,7 +10,7 @@ from typing import Any
 
 from abi.agents.backends import GenerationParams, make_backend
 from abi.agents.config import AgentConfig
-from abi.errors import AbiError, ContextLengthExceeded, InvalidRequestError
+from abi.errors import AbiError, ConfigError, ContextLengthExceeded, InvalidRequestError
 from abi.personas.abbey.persona import AbbeyPersona
 from abi.personas.abi.persona import AbiPersona
 from abi.personas.abi.router import AbiRouter, Analysis
@@ -59,13 +59,15 @@ class MultiPersonaSystem:
     """The multi-persona assistant (the reference's ``personas.MultiPersonaSystem``).
 
     ``MultiPersonaSystem(MultiPersonaConfig(backend="echo"))``; ``process(request)`` answers
-    one ``PersonaRequest``. ``client`` replaces the connector of remote backends;
+    one ``PersonaRequest``. ``client`` replaces the connector of remote backends; ``local``
+    answers every local endpoint (a server passes its scheduled model, ``ScheduledBackend``);
     ``knowledge`` gives Aviva a ready document store. ``metrics`` is None when metrics are
     disabled.
     """
 
     def __init__(self, config: MultiPersonaConfig | None = None, *, client: Any = None,
-                 knowledge: KnowledgeStore | None = None, router: AbiRouter | None = None):
+                 knowledge: KnowledgeStore | None = None, router: AbiRouter | None = None,
+                 local: Any = None):
         if config is not None and not isinstance(config, MultiPersonaConfig):
             raise TypeError(f"config must be a MultiPersonaConfig, not {type(config).__name__}")
         self.config = cfg = config or MultiPersonaConfig()
@@ -79,6 +81,7 @@ class MultiPersonaSystem:
         self.health = HealthChecker(cfg.health)
         self.alerts = AlertManager(cfg.alerts)
         self._client = client
+        self._local = local
         self._backends: dict[tuple, Any] = {}
         self.balancers: dict[Persona, LoadBalancer] = {
             p: LoadBalancer([self._endpoint(p, e) for e in cfg.endpoint_pool(p)]) for p in Persona}
@@ -91,6 +94,13 @@ class MultiPersonaSystem:
     def _endpoint(self, persona: Persona, e: EndpointConfig) -> Endpoint:
         key = (e.backend, e.model, e.base_url)
         backend = self._backends.get(key)
+        if backend is None and e.backend == "local" and self._local is not None:
+            if e.model:
+                raise ConfigError(f"the {persona.value} persona's local endpoint names the model "
+                                  f"{e.model!r}, but local endpoints here generate with the "
+                                  "server's loaded model: drop its model, or serve that model",
+                                  field="model")
+            backend = self._local
         if backend is None:   # one backend per distinct endpoint, shared by the personas
             agent_cfg = AgentConfig(name=f"personas-{e.backend}", backend=e.backend,
                                     model=e.model, base_url=e.base_url,

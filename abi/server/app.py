@@ -1,11 +1,9 @@
-"""The FastAPI application: OpenAI, Ollama and llama.cpp-style routes over one
+"""The FastAPI application: OpenAI, Ollama, llama.cpp-style and persona routes over one
 ServerState, behind the API-key / body-size / metrics middleware. The OpenAPI spec is at
 /openapi.json. Routes reach the state as ``request.app.state.abi``."""
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
 
 from fastapi import FastAPI
 
@@ -37,13 +35,10 @@ def create_app(options: ServeOptions | None = None, state: ServerState | None = 
     from .llama_routes import router as llama
     from .ollama_routes import router as ollama
     from .openai_routes import router as openai
+    from .persona_routes import router as personas
 
-    for router in (openai, ollama, llama, extras):
+    for router in (openai, ollama, llama, extras, personas):
         app.include_router(router)
-    # the persona API (issue 8) lands on its own; include it once it exists
-    if importlib.util.find_spec(f"{__package__}.persona_routes") is not None:
-        personas = importlib.import_module(f"{__package__}.persona_routes")
-        app.include_router(personas.router)
     errors.install(app)
     app.add_middleware(ServerMiddleware, state=state)
     return app

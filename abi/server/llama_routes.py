@@ -3,14 +3,16 @@
 streamed as SSE ``data:`` lines, the last with ``stop`` true, and no ``[DONE]``)."""
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 
 from ..errors import ConfigError
 from ..llm.sse import sse_event
 from . import schemas as s
 from .errors import describe
-from .scheduler import Done, Task, Token
-from .streams import (ClientGone, JobStreamingResponse, check_grammar, check_prompt, collect,
+from ..llm.scheduler import Done, GenerationRequest, Token
+from .streams import (ClientGone, JobStreamingResponse, check_grammar, check_prompt,
                       gone_response, grammar_of, guard, make_config, prompt_room, text_work)
 
 router = APIRouter(tags=["llama-server"])
@@ -100,7 +102,7 @@ async def completion(body: s.LlamaCompletionRequest, request: Request):
                          frequency_penalty=body.frequency_penalty, stop=body.stop or None,
                          logprobs=body.n_probs, grammar=grammar,
                          stop_tokens=[] if body.ignore_eos else None)
-    job = state.scheduler.submit([Task(ids, config)])
+    job = state.scheduler.submit(GenerationRequest(ids, config), loop=asyncio.get_running_loop())
 
     def final(done: Done, content: str, events) -> s.LlamaCompletion:
         stop_type, word = _stop_type(model, body.stop, done)
@@ -115,7 +117,7 @@ async def completion(body: s.LlamaCompletionRequest, request: Request):
 
     try:
         if not body.stream:
-            (result,) = await guard(request, job, collect(job))
+            (result,) = await guard(request, job, job.results())
             done = Done(0, result.stats, result.text, result.tokens)
             return final(done, result.text, result.events)
         first = await guard(request, job, job.next())

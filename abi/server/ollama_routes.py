@@ -15,11 +15,11 @@ from ..errors import ConfigError, NotSupported
 from . import schemas as s
 from .errors import describe
 from .openai_routes import _dimensions
-from .scheduler import Done, Task, Token
+from ..llm.scheduler import Done, GenerationRequest, Token
 from ..llm.reasoning import prompt_opens_reasoning
 from ..llm.tools import ParsedReply, ToolCall
 from ..llm.turns import needs_special_text, read_turn, turn_reader
-from .streams import (ClientGone, JobStreamingResponse, check_grammar, check_prompt, collect,
+from .streams import (ClientGone, JobStreamingResponse, check_grammar, check_prompt,
                       finish_reason, gone_response, grammar_of, guard, make_config, now_ns,
                       prompt_room, text_work)
 
@@ -155,10 +155,10 @@ async def _run(request, state, body, ids, make_final, make_part, t0, grammar=Non
     await check_grammar(state, grammar)
     config = _config(state, len(ids), body.options, body.logprobs, body.top_logprobs, grammar,
                      special_text)
-    job = state.scheduler.submit([Task(ids, config)])
+    job = state.scheduler.submit(GenerationRequest(ids, config), loop=asyncio.get_running_loop())
     try:
         if not body.stream:
-            (result,) = await guard(request, job, collect(job))
+            (result,) = await guard(request, job, job.results())
             lp = _logprobs(model, result.events, top) if body.logprobs else None
             parsed = ParsedReply(result.text) if reader is None else read_turn(reader, result.text)
             return make_final(parsed, result.tokens, result.stats, job, lp)

@@ -15,12 +15,12 @@ from ..errors import ConfigError, NotSupported, UnknownModel
 from ..llm.sse import SSE_DONE, sse_event
 from . import schemas as s
 from .errors import describe
-from .scheduler import Done, Token
+from ..llm.scheduler import Done, GenerationRequest, Token
 from ..llm.reasoning import prompt_opens_reasoning
 from ..llm.tools import finish_reason_of
 from ..llm.turns import join_turn, needs_special_text, read_turn, turn_reader
-from .streams import (ClientGone, JobStreamingResponse, check_grammar, check_prompt, choices,
-                      collect, finish_reason, gone_response, grammar_of, guard, make_config,
+from .streams import (ClientGone, JobStreamingResponse, check_grammar, check_prompt,
+                      finish_reason, gone_response, grammar_of, guard, make_config,
                       prompt_room, text_work)
 
 router = APIRouter(tags=["OpenAI"])
@@ -111,6 +111,9 @@ def _tool_calls(parsed) -> list[s.ToolCall] | None:
 
 
 def _usage(n_prompt_tokens: int, results) -> s.Usage:
+    """Usage of every choice; cached tokens: the first choice's (the others share its prompt).
+    ``results``: Results in choice order, or Done items in the order they finished."""
+    results = sorted(results, key=lambda r: getattr(r, "index", 0))
     done = [r.stats for r in results if r.stats is not None]
     completion = sum(st.tokens_generated for st in done)
     cached = done[0].cached_tokens if done else 0
@@ -161,7 +164,7 @@ async def chat_completions(body: s.ChatCompletionRequest, request: Request):
                          special_text=needs_special_text(model, plan), **_sampling(body))
     if body.logprobs and n_logprobs == 0:  # logprobs of the chosen tokens only
         config.logprobs = 1
-    job = state.scheduler.submit(choices(ids, config, body.n))
+    job = state.scheduler.submit(GenerationRequest(ids, config, body.n), loop=asyncio.get_running_loop())
     meta = dict(id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=name,
                 system_fingerprint=FINGERPRINT)
     try:
@@ -172,7 +175,7 @@ async def chat_completions(body: s.ChatCompletionRequest, request: Request):
             return JobStreamingResponse(
                 _chat_stream(model, job, first, meta, len(ids), body.logprobs, n_logprobs, include_usage,
                              readers), job, "text/event-stream")
-        results = await guard(request, job, collect(job))
+        results = await guard(request, job, job.results())
     except ClientGone:
         return gone_response()
     out = []
@@ -182,7 +185,7 @@ async def chat_completions(body: s.ChatCompletionRequest, request: Request):
         message = s.AssistantMessage(content=parsed.content, reasoning_content=parsed.reasoning,
                                      tool_calls=_tool_calls(parsed), tool_call_error=parsed.parse_error)
         out.append(s.ChatChoice(index=i, message=message, logprobs=lp,
-                                finish_reason=finish_reason_of(parsed, r.finish_reason)))
+                                finish_reason=finish_reason_of(parsed, finish_reason(r.stats))))
     return s.ChatCompletion(**meta, choices=out, usage=_usage(len(ids), results))
 
 
@@ -311,7 +314,7 @@ async def completions(body: s.CompletionRequest, request: Request):
                          json_schema=body.json_schema)
     prompts = await text_work(state, _prompts, model, body.prompt, prompt_room(state))
     await check_grammar(state, grammar)
-    tasks = []
+    requests = []
     n_logprobs = body.logprobs or 0
     for ids, _ in prompts:
         check_prompt(state, ids)
@@ -320,8 +323,8 @@ async def completions(body: s.CompletionRequest, request: Request):
                              **_sampling(body))
         if body.logprobs is not None and n_logprobs == 0:
             config.logprobs = 1
-        tasks += choices(ids, config, body.n)
-    job = state.scheduler.submit(tasks)
+        requests.append(GenerationRequest(ids, config, body.n))
+    job = state.scheduler.submit(requests, loop=asyncio.get_running_loop())
     meta = dict(id=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()), model=name,
                 system_fingerprint=FINGERPRINT)
     n_prompt = sum(len(ids) for ids, _ in prompts)
@@ -334,7 +337,7 @@ async def completions(body: s.CompletionRequest, request: Request):
                 _completion_stream(model, job, first, meta, echo, body.logprobs is not None,
                                    n_logprobs, n_prompt if include_usage else None),
                 job, "text/event-stream")
-        results = await guard(request, job, collect(job))
+        results = await guard(request, job, job.results())
     except ClientGone:
         return gone_response()
     out = []
@@ -344,7 +347,7 @@ async def completions(body: s.CompletionRequest, request: Request):
             lp = _completion_logprobs(model, r.events, len(echo[i]))
             lp.top_logprobs = [dict(list(t.items())[:n_logprobs]) for t in lp.top_logprobs]
         out.append(s.CompletionChoice(index=i, text=echo[i] + r.text, logprobs=lp,
-                                      finish_reason=r.finish_reason))
+                                      finish_reason=finish_reason(r.stats)))
     return s.Completion(**meta, choices=out, usage=_usage(n_prompt, results))
 
 

@@ -7,19 +7,21 @@
     GET  /api/v1/personas/metrics  requests, success rate, latency percentiles, alerts
     GET  /api/v1/personas/health   overall and per-persona health (503 when unhealthy)
 
-Request: ``{"content", "user_id", "session_id", "persona"}`` (user_id defaults to
-"anonymous"); response: ``PersonaResponse.to_dict()`` (content, persona, confidence,
-latency_ms first). Errors: ``{"error": {"message", "type", "param", "code"}}`` with the
-status of the typed error.
+Request: ``schemas.PersonaChatRequest`` (``content``, ``user_id`` defaulting to "anonymous",
+``session_id``, ``persona``; an unknown field is a 400); response:
+``PersonaResponse.to_dict()`` (content, persona, confidence, latency_ms first). Errors go
+through the app's one error mapping (``server/errors.py``): ``{"error": {"message", "type",
+"param", "code"}}`` with the status of the typed error.
 
 Which system answers: the one ``create_router(system)`` was given (an instance or a
-factory); else ``app.state.personas`` (an instance or a factory); else one built on first
-use from the environment (``MultiPersonaConfig.from_env()``). Tests can also override the
-``get_persona_system`` dependency.
+factory); else ``app.state.personas`` (an instance or a factory); else, in ``abi serve``, the
+server's own (``ServerState.personas``: its local endpoints generate with the loaded model
+through the scheduler, so persona requests share the slots, queue, metrics and API key);
+else one built on first use from the environment (``MultiPersonaConfig.from_env()``). Tests
+can also override the ``get_persona_system`` dependency.
 """
 from __future__ import annotations
 
-import json
 import threading
 from typing import Any, Callable, Union
 
@@ -27,28 +29,16 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import AbiError, InvalidRequestError
 from ..personas import MultiPersonaConfig, MultiPersonaSystem, Persona, PersonaRequest
-from .schemas import ErrorResponse
+from .schemas import ErrorResponse, PersonaChatRequest
 
 SystemSource = Union[MultiPersonaSystem, Callable[[], MultiPersonaSystem]]
-MAX_BODY_BYTES = 1_000_000
 
 # a malformed body or query is a 400 (not FastAPI's 422); a failing backend, its own status
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 429, 502, 503, 504)}
 
 _default: MultiPersonaSystem | None = None
 _default_lock = threading.Lock()
-
-_REQUEST_SCHEMA = {
-    "requestBody": {"required": True, "content": {"application/json": {"schema": {
-        "type": "object", "required": ["content"], "additionalProperties": False,
-        # content must hold more than whitespace, as PersonaRequest checks
-        "properties": {"content": {"type": "string", "pattern": "\\S"},
-                       "user_id": {"type": "string", "minLength": 1},
-                       "session_id": {"type": ["string", "null"]},
-                       "persona": {"type": ["string", "null"], "enum": ["abi", "abbey", "aviva",
-                                                                        None]}}}}}}}
 
 
 def _resolve(source: Any) -> MultiPersonaSystem:
@@ -70,40 +60,17 @@ def default_system() -> MultiPersonaSystem:
 
 
 def get_persona_system(request: Request) -> MultiPersonaSystem:
-    """The system for this request: ``app.state.personas``, else the default one."""
+    """The system for this request: ``app.state.personas``, else the server's, else the
+    default one."""
     source = getattr(request.app.state, "personas", None)
     if source is not None:
         system = _resolve(source)
         request.app.state.personas = system   # a factory runs once
         return system
+    server = getattr(request.app.state, "abi", None)
+    if server is not None:
+        return server.personas()
     return default_system()
-
-
-def error_response(exc: AbiError) -> JSONResponse:
-    body = {"error": {"message": str(exc) or type(exc).__name__, "type": exc.error_type,
-                      "param": getattr(exc, "field", None), "code": getattr(exc, "code", None)}}
-    return JSONResponse(body, status_code=int(exc.http_status))
-
-
-async def _read_request(request: Request, persona: Persona | None) -> PersonaRequest:
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise InvalidRequestError(f"the request body is {len(raw)} bytes; at most "
-                                  f"{MAX_BODY_BYTES} are accepted")
-    try:
-        data = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequestError("the request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise InvalidRequestError("the request body must be a JSON object with 'content'")
-    unknown = set(data) - {"content", "user_id", "session_id", "persona"}
-    if unknown:
-        raise InvalidRequestError(f"unknown field(s): {', '.join(sorted(unknown))}")
-    if "content" not in data:
-        raise InvalidRequestError("'content' is required")
-    chosen = persona if persona is not None else data.get("persona")
-    return PersonaRequest(content=data["content"], user_id=data.get("user_id", "anonymous"),
-                          session_id=data.get("session_id"), persona=chosen)
 
 
 def create_router(system: SystemSource | None = None) -> APIRouter:
@@ -121,29 +88,25 @@ def create_router(system: SystemSource | None = None) -> APIRouter:
                     held.append(_resolve(system))
                 return held[0]
 
-    async def chat(request: Request, persona: Persona | None,
+    async def chat(body: PersonaChatRequest, persona: Persona | None,
                    target: MultiPersonaSystem) -> JSONResponse:
-        try:
-            req = await _read_request(request, persona)
-            response = await run_in_threadpool(target.process, req)
-        except AbiError as exc:
-            return error_response(exc)
+        req = PersonaRequest(content=body.content, user_id=body.user_id,
+                             session_id=body.session_id,
+                             persona=persona if persona is not None else body.persona)
+        response = await run_in_threadpool(target.process, req)
         return JSONResponse(response.to_dict())
 
-    @router.post("/api/v1/chat", openapi_extra=_REQUEST_SCHEMA, responses=_ERRORS,
-                 summary="Chat; Abi routes to the best persona")
-    async def chat_auto(request: Request, target: MultiPersonaSystem = Depends(dependency)):
-        return await chat(request, None, target)
+    @router.post("/api/v1/chat", responses=_ERRORS, summary="Chat; Abi routes to the best persona")
+    async def chat_auto(body: PersonaChatRequest, target: MultiPersonaSystem = Depends(dependency)):
+        return await chat(body, None, target)
 
-    @router.post("/api/v1/chat/abbey", openapi_extra=_REQUEST_SCHEMA, responses=_ERRORS,
-                 summary="Chat with Abbey")
-    async def chat_abbey(request: Request, target: MultiPersonaSystem = Depends(dependency)):
-        return await chat(request, Persona.ABBEY, target)
+    @router.post("/api/v1/chat/abbey", responses=_ERRORS, summary="Chat with Abbey")
+    async def chat_abbey(body: PersonaChatRequest, target: MultiPersonaSystem = Depends(dependency)):
+        return await chat(body, Persona.ABBEY, target)
 
-    @router.post("/api/v1/chat/aviva", openapi_extra=_REQUEST_SCHEMA, responses=_ERRORS,
-                 summary="Chat with Aviva")
-    async def chat_aviva(request: Request, target: MultiPersonaSystem = Depends(dependency)):
-        return await chat(request, Persona.AVIVA, target)
+    @router.post("/api/v1/chat/aviva", responses=_ERRORS, summary="Chat with Aviva")
+    async def chat_aviva(body: PersonaChatRequest, target: MultiPersonaSystem = Depends(dependency)):
+        return await chat(body, Persona.AVIVA, target)
 
     @router.get("/api/v1/personas", responses=_ERRORS, summary="The personas")
     def personas(target: MultiPersonaSystem = Depends(dependency)):

@@ -1,6 +1,7 @@
 """Pydantic models of every request and response the server speaks: OpenAI's (chat,
 completions, embeddings, models, errors), Ollama's (generate, chat, embed, tags, show,
-version, ps) and the llama.cpp-style extras (tokenize, detokenize, props, health).
+version, ps), the llama.cpp-style extras (tokenize, detokenize, props, health) and the persona
+API's chat body.
 
 Requests ignore top-level fields they do not know (clients send many optional ones), but
 messages, tool calls and response formats refuse them: a conversation is never silently
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 MAX_STOP = 16          # stop strings per request
 MAX_N = 8              # choices per request
@@ -668,3 +669,16 @@ class LlamaCompletion(Reply):
     tokens_cached: Optional[int] = None
     timings: Optional[LlamaTimings] = None
     completion_probabilities: Optional[list[LlamaProbs]] = None
+
+
+# -- personas -------------------------------------------------------------------------------------
+
+class PersonaChatRequest(Strict):
+    """The persona API's chat body (the reference's): an unknown field is an error. The
+    content's own checks (not blank, its length) and the persona's name are the persona
+    system's, so they read the same from every surface."""
+
+    content: StrictStr
+    user_id: str = "anonymous"
+    session_id: Optional[str] = None
+    persona: Optional[str] = None

@@ -68,6 +68,8 @@ class ServerState:
         self._describe_lock = threading.Lock()
         self._cards: list[dict] | None = None
         self._max_body: int | None = None
+        self._personas = None
+        self._personas_lock = threading.Lock()
         # rendering and tokenising prompts: off the event loop, one at a time, so that a burst
         # of huge prompts queues here instead of taking every core and bloating a malloc
         # arena per thread
@@ -94,7 +96,7 @@ class ServerState:
 
                 name = None if o.embedding_model in ("", "default") else o.embedding_model
                 encoder = Encoder(name)
-            from .scheduler import Scheduler
+            from ..llm.scheduler import Scheduler
 
             tok = engine.model.tokenizer
             per_token = getattr(tok, "max_token_bytes", None) or BODY_BYTES_PER_TOKEN
@@ -136,6 +138,21 @@ class ServerState:
                 idle = self._text_queued == 0
             if idle:
                 release_free_memory()
+
+    def personas(self):
+        """The persona system, built on first use: its behaviour from the environment
+        (``MultiPersonaConfig.from_env``), its local endpoints answered by this server's model
+        through the scheduler (slots, queue, metrics)."""
+        self.require_ready()
+        with self._personas_lock:
+            if self._personas is None:
+                from ..agents.backends import ScheduledBackend
+                from ..personas import MultiPersonaConfig, MultiPersonaSystem
+
+                self._personas = MultiPersonaSystem(
+                    MultiPersonaConfig.from_env(), local=ScheduledBackend(
+                        self.engine, self.scheduler, max_tokens=self.options.max_tokens))
+            return self._personas
 
     def close(self) -> None:
         if self.scheduler is not None:

@@ -1,22 +1,20 @@
-"""What the OpenAI and Ollama routes share: a request's options as a StreamingConfig, prompt
-checks, submitting a job, waiting on it while watching for the client to leave, and a
-streamed response that cancels its job however it ends."""
+"""What the OpenAI, Ollama and llama.cpp routes share around the runtime's scheduler
+(``abi.llm.scheduler``): a request's options as a StreamingConfig, prompt checks, waiting on
+a job while watching for the client to leave, and a streamed response that cancels its job
+however it ends."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import time
-from dataclasses import dataclass, field
 
 from starlette.responses import Response, StreamingResponse
 
 from ..errors import ConfigError, ContextLengthExceeded, GrammarError
 from ..llm.sampling import make_logits_processors, make_sampler
-from ..llm.streaming import StreamingConfig, StreamingStats, TokenEvent
-from .scheduler import Done, Job, Task, Token
+from ..llm.streaming import StreamingConfig, StreamingStats
+from ..llm.scheduler import SEED_MASK, Job
 
-SEED_MASK = (1 << 64) - 1
 MIN_TEMPERATURE = 1e-4
 
 
@@ -131,47 +129,10 @@ async def check_grammar(state, grammar) -> None:
         await text_work(state, check, grammar, model.tokenizer, model.n_vocab)
 
 
-def choices(ids: list[int], config: StreamingConfig, n: int) -> list[Task]:
-    """``n`` tasks on one prompt; with a seed, choice i samples with seed + i."""
-    tasks = []
-    for i in range(n):
-        cfg = config
-        if i and config.seed is not None:
-            cfg = dataclasses.replace(config, seed=(config.seed + i) & SEED_MASK)
-        tasks.append(Task(list(ids), cfg))
-    return tasks
-
-
-# -- results --------------------------------------------------------------------------------------
-
-@dataclass
-class Result:
-    """One finished generation, joined."""
-
-    text: str = ""
-    events: list[TokenEvent] = field(default_factory=list)
-    stats: StreamingStats | None = None
-    tokens: list[int] = field(default_factory=list)
-
-    @property
-    def finish_reason(self) -> str:
-        return finish_reason(self.stats)
-
-
 def finish_reason(stats: StreamingStats | None) -> str:
+    """OpenAI's and Ollama's finish reason for a choice's stats."""
     reason = stats.finish_reason if stats else None
     return "length" if reason in ("length", "timeout") else "stop"
-
-
-async def collect(job: Job) -> list[Result]:
-    results = [Result() for _ in job.tasks]
-    async for item in job:
-        r = results[item.index]
-        if isinstance(item, Token):
-            r.events.append(item.event)
-        elif isinstance(item, Done):
-            r.text, r.stats, r.tokens = item.text, item.stats, item.tokens
-    return results
 
 
 async def _until_disconnected(request) -> None:

@@ -1,4 +1,4 @@
-"""The server's scheduler on a fake engine whose generations advance only when the test says:
+"""The runtime's scheduler on a fake engine whose generations advance only when the test says:
 slot choice by prompt prefix, FIFO queueing, 429 past the queue, cancelling queued and running
 jobs, failures reaching the consumer, slots always released."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from abi.errors import ConfigError, ServerBusy
 from abi.llm.engine import Engine
 from abi.llm.streaming import StreamingConfig, StreamingStats, TokenEvent
-from abi.server.scheduler import Done, Scheduler, Task, Token
+from abi.llm.scheduler import Done, GenerationRequest, Scheduler, Token
 
 
 class FakeCache:
@@ -72,8 +72,13 @@ class FakeEngine:
         return FakeResponse(self, ids, slot, config.max_tokens, ids[0] in self.fail_ids)
 
 
-def task(first_id: int, n_tokens: int = 2) -> list[Task]:
-    return [Task([first_id, 1, 2], StreamingConfig(max_tokens=n_tokens))]
+def task(first_id: int, n_tokens: int = 2) -> list[GenerationRequest]:
+    return [GenerationRequest([first_id, 1, 2], StreamingConfig(max_tokens=n_tokens))]
+
+
+def submit(sched, requests):
+    """Submit from the running event loop, which reads the job's items."""
+    return sched.submit(requests, loop=asyncio.get_running_loop())
 
 
 async def wait_until(predicate, timeout=5.0):
@@ -92,7 +97,7 @@ def test_a_free_slot_sharing_the_prompt_prefix_is_chosen():
     async def main():
         engine = FakeEngine([[9, 9], [7, 1, 2, 3]])
         sched = Scheduler(engine, max_queue=4)
-        job = sched.submit(task(7))
+        job = submit(sched, task(7))
         assert job.slot == 1
         engine.step.release(2)
         items = [item async for item in job]
@@ -108,10 +113,10 @@ def test_queue_is_fifo_and_bounded():
         engine = FakeEngine([[]])
         rejected = []
         sched = Scheduler(engine, max_queue=2, on_rejected=lambda: rejected.append(1))
-        jobs = [sched.submit(task(i, 1)) for i in (10, 11, 12)]
+        jobs = [submit(sched, task(i, 1)) for i in (10, 11, 12)]
         assert sched.busy_slots == 1 and sched.queue_depth == 2
         with pytest.raises(ServerBusy):
-            sched.submit(task(13))
+            submit(sched, task(13))
         assert rejected == [1]
         engine.step.release(3)
         for job in jobs:
@@ -127,7 +132,7 @@ def test_cancelling_queued_and_running_jobs_frees_everything():
         engine = FakeEngine([[]])
         stats = []
         sched = Scheduler(engine, max_queue=2, on_generation=stats.append)
-        running, queued, after = (sched.submit(task(i, 50)) for i in (20, 21, 22))
+        running, queued, after = (submit(sched, task(i, 50)) for i in (20, 21, 22))
         await wait_until(lambda: engine.started == [(20, 0)])
         queued.cancel()
         assert sched.queue_depth == 1
@@ -149,7 +154,7 @@ def test_a_failing_generation_raises_in_the_consumer_and_releases_the_slot():
         engine = FakeEngine([[]])
         engine.fail_ids = {30}
         sched = Scheduler(engine, max_queue=1)
-        bad, good = sched.submit(task(30)), sched.submit(task(31, 1))
+        bad, good = submit(sched, task(30)), submit(sched, task(31, 1))
         engine.step.release(2)
         with pytest.raises(ConfigError):
             async for _ in bad:
@@ -164,7 +169,7 @@ def test_several_tasks_run_in_order_on_one_slot():
     async def main():
         engine = FakeEngine([[], []])
         sched = Scheduler(engine, max_queue=0)
-        job = sched.submit(task(40, 1) + task(41, 1) + task(42, 1))
+        job = submit(sched, task(40, 1) + task(41, 1) + task(42, 1))
         engine.step.release(3)
         done = [item.index for item in [i async for i in job] if isinstance(item, Done)]
         assert done == [0, 1, 2]
@@ -178,10 +183,93 @@ def test_a_job_cancelled_as_it_takes_its_slot_counts_as_one_cancelled_generation
         engine = FakeEngine([[]])
         stats = []
         sched = Scheduler(engine, max_queue=0, on_generation=stats.append)
-        job = sched.submit(task(50, 50))
+        job = submit(sched, task(50, 50))
         job.cancel()  # usually before the worker starts the generation, sometimes after
         assert [item async for item in job][-1:] in ([], [Done(0, stats[0], "", [])])
         await wait_until(lambda: sched.busy_slots == 0)
         assert [s.finish_reason for s in stats] == ["cancelled"]
         sched.close()
     run(main())
+
+
+class SharingEngine(FakeEngine):
+    """Records the seeds its generations get and the prefixes shared between slots."""
+
+    def __init__(self, slot_tokens):
+        super().__init__(slot_tokens)
+        self.seeds, self.shared = {}, []
+
+    def create_streaming_response(self, ids, config, slot):
+        self.seeds[slot] = self.seeds.get(slot, []) + [config.seed]
+        return super().create_streaming_response(ids, config, slot)
+
+    def share_prefix(self, src, dst, ids):
+        self.shared.append((src, dst))
+        return True
+
+
+def test_n_choices_decode_at_once_on_their_own_slots_after_one_prefill():
+    async def main():
+        engine = SharingEngine([[], [], [], []])
+        sched = Scheduler(engine, max_queue=0)
+        job = sched.submit(GenerationRequest([60, 1, 2], StreamingConfig(max_tokens=2, seed=7), n=3),
+                           loop=asyncio.get_running_loop())
+        assert len(job.slots) == 3 and sched.busy_slots == 3
+        await wait_until(lambda: len(engine.started) == 1)
+        await asyncio.sleep(0.05)
+        assert engine.shared == []       # the other choices wait for choice 0's prefill
+        engine.step.release(1)           # choice 0's first token: its prompt is cached
+        await wait_until(lambda: len(engine.started) == 3)
+        first = job.slots[0]
+        assert sorted(engine.shared) == sorted((first, s) for s in job.slots[1:])
+        engine.step.release(5)
+        done = [i for i in [item async for item in job] if isinstance(i, Done)]
+        assert sorted(d.index for d in done) == [0, 1, 2]
+        assert sorted(seed for s in job.slots for seed in engine.seeds[s]) == [7, 8, 9]
+        assert engine.seeds[first] == [7]
+        await wait_until(lambda: sched.busy_slots == 0)
+        sched.close()
+    run(main())
+
+
+def test_more_choices_than_slots_take_the_slots_as_they_free_and_wait_for_two():
+    engine = SharingEngine([[], []])
+    sched = Scheduler(engine, max_queue=1)
+    job = sched.submit(GenerationRequest([70, 1, 2], StreamingConfig(max_tokens=1), n=3))
+    assert job.width == 2
+    single = sched.submit(GenerationRequest([71, 1, 2], StreamingConfig(max_tokens=1)))
+    assert sched.queue_depth == 1     # FIFO: it waits behind the job holding both slots
+    engine.step.release(4)
+    assert sorted(r.text for r in job.results_sync()) == ["x", "x", "x"]
+    assert [r.text for r in single.results_sync()] == ["x"]
+    assert [i for i, _ in engine.started] == [70, 70, 70, 71]
+    sched.close()
+
+
+def test_a_failing_choice_stops_its_siblings_and_fails_the_job():
+    engine = SharingEngine([[], []])
+    sched = Scheduler(engine, max_queue=0)
+    engine.fail_ids = {80}
+    job = sched.submit(GenerationRequest([80, 1, 2], StreamingConfig(max_tokens=3), n=2))
+    engine.step.release(1)
+    with pytest.raises(ConfigError):
+        job.results_sync()
+    for _ in range(500):
+        if sched.busy_slots == 0:
+            break
+        threading.Event().wait(0.01)
+    assert sched.busy_slots == 0
+    sched.close()
+
+
+def test_a_job_of_several_prompts_runs_them_in_turn_each_with_its_choices_together():
+    engine = SharingEngine([[], [], []])
+    sched = Scheduler(engine, max_queue=0)
+    job = sched.submit([GenerationRequest([90, 1, 2], StreamingConfig(max_tokens=1), n=2),
+                        GenerationRequest([91, 1, 2], StreamingConfig(max_tokens=1), n=2)])
+    assert job.width == 2 and sched.busy_slots == 2
+    engine.step.release(4)
+    results = job.results_sync()
+    assert [r.text for r in results] == ["x"] * 4 and all(r.stats for r in results)
+    assert [i for i, _ in engine.started] == [90, 90, 91, 91]
+    sched.close()

@@ -1,0 +1,410 @@
+"""The runtime's request scheduler: which slots a request gets, a bounded FIFO queue for the
+rest, cancellation, and hooks for metrics. The server, the CLI, agents and batch jobs share
+it; it knows no HTTP (routes translate their API's shapes to ``GenerationRequest`` and from
+the items a ``Job`` yields).
+
+A ``GenerationRequest`` is one prompt and its ``n`` choices (choice i samples with seed + i).
+A job (one or more requests, run one after another) takes ``min(n, slots)`` slots at once,
+the first the free slot whose cache shares the longest prefix with its prompt
+(``Engine.pick_slot``); while they are not free it waits in the queue (FIFO: a job behind it
+waits too), past ``max_queue`` waiting jobs ``ServerBusy``. Its choices decode together:
+choice 0 prefills the prompt, the others copy its keys and values (``Engine.share_prefix``)
+and recompute only the last prompt token, and all of them meet in the engine's batcher's
+steps (``abi.llm.batcher``). With fewer slots than choices, the rest follow as the job's
+slots come free, reusing the prompt left in their caches.
+
+Items: ``Token(index, event)`` per token, ``Done(index, stats, text, tokens)`` per finished
+choice (index counts choices across the job's requests), then the end; a failure raises in
+the consumer. Read them with ``for item in job`` (a job submitted without an event loop) or
+``async for`` (``submit(..., loop=...)``), or whole with ``Scheduler.run`` / ``Job.results``.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..errors import ConfigError, ServerBusy
+from .streaming import StreamingConfig, StreamingStats, TokenEvent
+
+log = logging.getLogger("abi.llm")
+
+SEED_MASK = (1 << 64) - 1
+
+
+@dataclass
+class GenerationRequest:
+    """One prompt (token ids) and ``n`` choices sampled with ``config``."""
+
+    prompt_ids: list[int]
+    config: StreamingConfig
+    n: int = 1
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise ConfigError(f"n must be >= 1, got {self.n}", field="n")
+
+    def choice_configs(self) -> list[StreamingConfig]:
+        """Each choice's configuration: with a seed, choice i samples with seed + i."""
+        seed = self.config.seed
+        return [self.config if i == 0 or seed is None else
+                dataclasses.replace(self.config, seed=(seed + i) & SEED_MASK) for i in range(self.n)]
+
+
+# -- what a job hands its consumer ----------------------------------------------------------
+
+@dataclass
+class Token:
+    index: int           # which choice of the job
+    event: TokenEvent
+
+
+@dataclass
+class Done:
+    index: int
+    stats: StreamingStats
+    text: str
+    tokens: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Failed:
+    error: BaseException
+
+
+END = object()
+
+
+@dataclass
+class Result:
+    """One finished choice, joined."""
+
+    text: str = ""
+    events: list[TokenEvent] = field(default_factory=list)
+    stats: StreamingStats | None = None
+    tokens: list[int] = field(default_factory=list)
+
+
+class Job:
+    """A submitted request list: iterate for Token and Done items (``async for`` when it
+    was submitted with an event loop); ``cancel()`` from any thread."""
+
+    def __init__(self, requests: list[GenerationRequest],
+                 loop: asyncio.AbstractEventLoop | None = None):
+        if not requests:
+            raise ValueError("a job needs at least one request")
+        self.requests = requests
+        self.n_choices = sum(r.n for r in requests)
+        self.loop = loop
+        self._items = asyncio.Queue() if loop is not None else queue.SimpleQueue()
+        self._cancel = threading.Event()
+        self._lock = threading.Lock()
+        self._running: set = set()       # the StreamingResponses now running
+        self._scheduler: Scheduler | None = None
+        self.width = 1                   # slots it runs on at once
+        self.slots: list[int] = []
+        self.enqueued_ns = time.perf_counter_ns()
+        self.started_ns: int | None = None
+        self.ended = False               # the consumer has seen the end
+
+    @property
+    def slot(self) -> int | None:
+        """The slot of its first choice (None while queued)."""
+        return self.slots[0] if self.slots else None
+
+    # -- any thread ----------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Stop this job: dropped from the queue, or stopped at its next token."""
+        if self._cancel.is_set():
+            return
+        self._cancel.set()
+        with self._lock:
+            running = list(self._running)
+        for response in running:
+            response.cancel()
+        if self._scheduler is not None:
+            self._scheduler._withdraw(self)
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    @property
+    def wait_ns(self) -> int:
+        """Time spent waiting for slots (so far, if still waiting)."""
+        end = self.started_ns if self.started_ns is not None else time.perf_counter_ns()
+        return end - self.enqueued_ns
+
+    def _put(self, item) -> None:
+        if self.loop is None:
+            self._items.put(item)
+            return
+        try:
+            self.loop.call_soon_threadsafe(self._items.put_nowait, item)
+        except RuntimeError:  # the event loop is closed: nobody is listening
+            self.cancel()
+
+    def _watch(self, response) -> None:
+        with self._lock:
+            self._running.add(response)
+        if self.cancelled:  # cancel() may have run before the response was registered
+            response.cancel()
+
+    def _unwatch(self, response) -> None:
+        with self._lock:
+            self._running.discard(response)
+
+    # -- the consumer --------------------------------------------------------------------
+    def _open(self, item):
+        if item is END:
+            self.ended = True
+            return None
+        if isinstance(item, Failed):
+            self.ended = True
+            raise item.error
+        return item
+
+    async def next(self):
+        """The next Token or Done; None at the end. A failed choice raises its error."""
+        return None if self.ended else self._open(await self._items.get())
+
+    def next_sync(self):
+        return None if self.ended else self._open(self._items.get())
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        item = await self.next()
+        if item is None:
+            raise StopAsyncIteration
+        return item
+
+    def __iter__(self):
+        while (item := self.next_sync()) is not None:
+            yield item
+
+    def _gather(self, results: list[Result], item) -> None:
+        r = results[item.index]
+        if isinstance(item, Token):
+            r.events.append(item.event)
+        else:
+            r.text, r.stats, r.tokens = item.text, item.stats, item.tokens
+
+    async def results(self) -> list[Result]:
+        """Every choice, joined (an async job)."""
+        results = [Result() for _ in range(self.n_choices)]
+        async for item in self:
+            self._gather(results, item)
+        return results
+
+    def results_sync(self) -> list[Result]:
+        results = [Result() for _ in range(self.n_choices)]
+        for item in self:
+            self._gather(results, item)
+        return results
+
+
+class Scheduler:
+    """Jobs over ``engine.slots`` and a waiting queue of ``max_queue`` jobs.
+
+    ``on_generation(stats)`` is called (in a worker thread) after every choice,
+    ``on_rejected()`` for every job turned away; metrics hang on them.
+    """
+
+    def __init__(self, engine, max_queue: int = 64,
+                 on_generation: Callable[[StreamingStats], None] | None = None,
+                 on_rejected: Callable[[], None] | None = None):
+        if max_queue < 0:
+            raise ValueError("max_queue must be >= 0")
+        self.engine = engine
+        self.max_queue = max_queue
+        self.on_generation = on_generation
+        self.on_rejected = on_rejected
+        n = len(engine.slots)
+        self._lock = threading.Lock()
+        self._owner: list[Job | None] = [None] * n
+        self._pending: deque[Job] = deque()
+        self._closed = False
+        # a running job's thread runs its first slot's choices, the pool its other slots'
+        self._jobs = concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="abi-job")
+        self._choices = concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="abi-choice")
+        self._futures: set = set()
+
+    # -- state -------------------------------------------------------------------------------
+    @property
+    def n_slots(self) -> int:
+        return len(self._owner)
+
+    @property
+    def busy_slots(self) -> int:
+        with self._lock:
+            return sum(job is not None for job in self._owner)
+
+    @property
+    def queue_depth(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    # -- submitting ----------------------------------------------------------------------------
+    def submit(self, requests: list[GenerationRequest] | GenerationRequest,
+               loop: asyncio.AbstractEventLoop | None = None) -> Job:
+        """Start or queue a job. ``loop``: the event loop that will read its items (then
+        ``async for``); None: read them from any thread with ``for``. Raises ServerBusy when
+        it cannot start and the queue is full."""
+        job = Job([requests] if isinstance(requests, GenerationRequest) else list(requests), loop)
+        job._scheduler = self
+        job.width = min(max(r.n for r in job.requests), self.n_slots)
+        with self._lock:
+            if self._closed:
+                raise ServerBusy("the scheduler is shutting down")
+            if not self._pending and self._free_count() >= job.width:
+                self._start(job)
+                return job
+            if len(self._pending) < self.max_queue:
+                self._pending.append(job)
+                return job
+        if self.on_rejected is not None:
+            self.on_rejected()
+        raise ServerBusy(f"all {self.n_slots} generation slot(s) are busy and {self.max_queue} "
+                         "request(s) are already waiting; retry later")
+
+    def run(self, requests: list[GenerationRequest] | GenerationRequest) -> list[Result]:
+        """Submit and wait: every choice joined (a blocking caller: the CLI, a batch job)."""
+        job = self.submit(requests)
+        try:
+            return job.results_sync()
+        finally:
+            job.cancel()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Cancel everything and stop the threads."""
+        with self._lock:
+            self._closed = True
+            jobs = list(self._pending) + [j for j in self._owner if j is not None]
+            futures = list(self._futures)
+        for job in jobs:
+            job.cancel()
+        concurrent.futures.wait(futures, timeout)
+        self._jobs.shutdown(wait=False, cancel_futures=True)
+        self._choices.shutdown(wait=False, cancel_futures=True)
+
+    # -- slots (under self._lock) -----------------------------------------------------------------
+    def _free_count(self) -> int:
+        return sum(job is None for job in self._owner)
+
+    def _start(self, job: Job) -> None:
+        free = [i for i, owner in enumerate(self._owner) if owner is None]
+        ids = job.requests[0].prompt_ids
+        for _ in range(job.width):  # each the free slot sharing the longest prefix
+            slot = self.engine.pick_slot(ids, free)
+            free.remove(slot)
+            job.slots.append(slot)
+            self._owner[slot] = job
+        future = self._jobs.submit(self._run, job)
+        self._futures.add(future)
+        future.add_done_callback(self._futures.discard)
+
+    def _withdraw(self, job: Job) -> None:
+        """A cancelled job leaves the queue (a running one stops by itself)."""
+        with self._lock:
+            try:
+                self._pending.remove(job)
+            except ValueError:
+                return
+        job._put(END)
+
+    def _release(self, job: Job) -> None:
+        with self._lock:
+            for slot in job.slots:
+                self._owner[slot] = None
+            while self._pending and not self._closed and \
+                    self._free_count() >= self._pending[0].width:
+                self._start(self._pending.popleft())
+
+    # -- running (a job's thread) ------------------------------------------------------------------
+    def _run(self, job: Job) -> None:
+        job.started_ns = time.perf_counter_ns()
+        try:
+            if job.cancelled:
+                # cancelled between taking its slots and starting: still a cancelled
+                # generation for the metrics (a client that left at once)
+                if self.on_generation is not None:
+                    self.on_generation(StreamingStats(finish_reason="cancelled"))
+                return
+            index = 0
+            for request in job.requests:
+                if job.cancelled:
+                    break
+                self._run_request(job, request, index)
+                index += request.n
+        except Exception as exc:
+            job._put(Failed(exc))
+        except BaseException:
+            log.exception("a job failed outside its generation")
+        finally:
+            job._put(END)
+            self._release(job)
+
+    def _run_request(self, job: Job, request: GenerationRequest, index: int) -> None:
+        configs = request.choice_configs()
+        slots = job.slots[:request.n]
+        if len(slots) == 1:
+            for i, config in enumerate(configs):
+                if job.cancelled:
+                    break
+                self._run_choice(job, slots[0], index + i, request.prompt_ids, config)
+            return
+        # choice 0 prefills on the first slot; the others wait for that, copy its rows, and
+        # decode beside it; slots that finish take the choices left
+        prefilled = threading.Event()
+        todo = deque(range(len(slots), request.n))
+        lock = threading.Lock()
+        errors: list[BaseException] = []
+
+        def work(slot: int, choice: int) -> None:
+            try:
+                while choice is not None and not job.cancelled:
+                    if choice:
+                        prefilled.wait()
+                        self.engine.share_prefix(slots[0], slot, request.prompt_ids)
+                    self._run_choice(job, slot, index + choice, request.prompt_ids,
+                                     configs[choice], prefilled.set if choice == 0 else None)
+                    with lock:
+                        choice = todo.popleft() if todo else None
+            except BaseException as exc:
+                errors.append(exc)
+                job.cancel()   # the job fails: its other choices stop
+            finally:
+                prefilled.set()
+
+        others = [self._choices.submit(work, slot, k) for k, slot in enumerate(slots) if k]
+        work(slots[0], 0)
+        concurrent.futures.wait(others)
+        if errors:
+            raise errors[0]
+
+    def _run_choice(self, job: Job, slot: int, index: int, ids: list[int],
+                    config: StreamingConfig, on_first: Callable[[], None] | None = None) -> None:
+        response = self.engine.create_streaming_response(ids, config, slot=slot)
+        job._watch(response)
+        try:
+            for event in response:
+                if on_first is not None:   # the prompt is in the cache now
+                    on_first()
+                    on_first = None
+                job._put(Token(index, event))
+        finally:
+            response.close()
+            job._unwatch(response)
+        stats = response.get_stats()
+        if self.on_generation is not None:
+            self.on_generation(stats)
+        job._put(Done(index, stats, response.text, list(response.tokens)))
