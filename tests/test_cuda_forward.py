@@ -239,7 +239,7 @@ def test_grouped_expert_prefill_matches(tmp_path, name, arch, exact_products):
     write_tiny_model(path, arch, T.Q8_0, seed=zlib.crc32(name.encode()), name=name, dims=SMALL)
     model = load_model(path, n_ctx=64)
     ids = [17, 200, 33, 5, 99, 120, 7, 41, 250, 3, 8]
-    ref = model.arch.forward(ids, model.arch.new_cache(64, np.float16), "all")
+    ref = model.arch.forward(ids, model.arch.new_cache(64, "f16"), "all")
     dec = CudaDecoder(model.arch, n_batch=16)
     cache = model.new_cache()
     got = np.concatenate([dec.forward(ids[:10], cache, "all"), dec.forward(ids[10:], cache, "last")])
