@@ -204,25 +204,27 @@ cdef extern from *:
         ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
         for (Py_ssize_t i = 0; i < nb; ++i) {
             __m512i sum[ABI_TILE_R][ABI_TILE_N];
+            __m512i sc16[ABI_TILE_R];    /* int16 lanes 0-7 the scales, 8-15 the mins */
             __m256i mins16[ABI_TILE_R];
-            float d[ABI_TILE_R], dmin[ABI_TILE_R];
-            uint8_t sc[ABI_TILE_R][8];
+            __m512 dd[ABI_TILE_R];       /* [d x 8 | dmin x 8] */
             ABI_UNROLL for (int r = 0; r < R; ++r) {
                 const uint8_t* wr = w + r * rb + 144 * i;
-                uint8_t mn[8];
-                abi_k4_scales(wr + 4, sc[r], mn);
-                const __m128i mins = _mm_loadl_epi64((const __m128i*)mn);
-                mins16[r] = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins, mins));
-                d[r] = abi_f16_to_f32(abi_ld16(wr));
-                dmin[r] = abi_f16_to_f32(abi_ld16(wr + 2));
+                uint32_t k[4];
+                abi_k4_words(wr + 4, k);
+                const __m128i scm = _mm_setr_epi32((int)k[0], (int)k[1], (int)k[2], (int)k[3]);
+                sc16[r] = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(scm));
+                mins16[r] = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(scm, scm));   /* m0 m0 m1 m1 ... */
+                dd[r] = abi_zf2(abi_f16_to_f32(abi_ld16(wr)), abi_f16_to_f32(abi_ld16(wr + 2)));
                 ABI_UNROLL for (int t = 0; t < N; ++t) sum[r][t] = _mm512_setzero_si512();
             }
             ABI_UNROLL for (int c = 0; c < 4; ++c) {
+                /* [scale 2c x 16 | scale 2c + 1 x 16] */
+                const __m512i idx = abi_zi(_mm256_set1_epi16((short)(2 * c)), _mm256_set1_epi16((short)(2 * c + 1)));
                 __m512i u[ABI_TILE_R], s16[ABI_TILE_R];
                 ABI_UNROLL for (int r = 0; r < R; ++r) {
                     const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)(w + r * rb + 144 * i + 16 + 32 * c)));
                     u[r] = _mm512_and_si512(_mm512_mask_srli_epi16(q, (__mmask32)0xFFFF0000u, q, 4), m4);
-                    s16[r] = abi_zi(_mm256_set1_epi16(sc[r][2 * c]), _mm256_set1_epi16(sc[r][2 * c + 1]));
+                    s16[r] = _mm512_permutexvar_epi16(idx, sc16[r]);
                 }
                 ABI_UNROLL for (int t = 0; t < N; ++t) {
                     const __m512i s = _mm512_loadu_si512((const void*)(x + t * xs + 292 * i + 4 + 64 * c));
@@ -232,12 +234,12 @@ cdef extern from *:
             }
             ABI_UNROLL for (int t = 0; t < N; ++t) {
                 const uint8_t* xt = x + t * xs + 292 * i;
-                const float dx = abi_ldf32(xt);
+                const __m512 dx = _mm512_set1_ps(abi_ldf32(xt));
                 const __m256i bs = _mm256_loadu_si256((const __m256i*)(xt + 260));
                 ABI_UNROLL for (int r = 0; r < R; ++r) {
                     const __m512i v = abi_zi(abi_zfold(sum[r][t]), _mm256_madd_epi16(bs, mins16[r]));
-                    acc[r][t] = _mm512_fmadd_ps(abi_zf(_mm256_set1_ps(d[r] * dx), _mm256_set1_ps(dmin[r] * dx)),
-                                                _mm512_cvtepi32_ps(v), acc[r][t]);
+                    /* d dx and dmin dx, the products the T = 1 kernel rounds */
+                    acc[r][t] = _mm512_fmadd_ps(_mm512_mul_ps(dd[r], dx), _mm512_cvtepi32_ps(v), acc[r][t]);
                 }
             }
         }
