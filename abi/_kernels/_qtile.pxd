@@ -248,21 +248,26 @@ cdef extern from *:
     }
 
     /* ------------------------------------------------------------------ Q6_K x Q8_K
-       T = 1: one 8-lane accumulator; the block's integer sum here over pairs of 32-element
-       groups (64 activation bytes at a time), lanes folded at the end. */
+       T = 1: one 8-lane accumulator; here two tokens side by side, [token 2j | 2j + 1]
+       (an odd last token is computed twice, stored once). The block's integer sum is
+       formed over pairs of 32-element groups (64 activation bytes at a time) and its lanes
+       folded at the end, two tokens in one shuffle. */
     ABI_AINL void abi_tile_q6_k_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
                                    Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        enum { P = (ABI_TILE_N + 1) / 2 };
+        const int NP = (N + 1) / 2;
         const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3 << 4);
-        __m256 acc[ABI_TILE_R][ABI_TILE_N];
-        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm256_setzero_ps();
+        __m512 acc[ABI_TILE_R][P];
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int j = 0; j < NP; ++j) acc[r][j] = _mm512_setzero_ps();
         for (Py_ssize_t i = 0; i < nb; ++i) {
             __m512i sum[ABI_TILE_R][ABI_TILE_N];
-            __m256i sc16[ABI_TILE_R];
-            float d[ABI_TILE_R];
+            __m512i sc16[ABI_TILE_R];   /* the 16 scales as int16, in both halves */
+            __m512 d[ABI_TILE_R];
             ABI_UNROLL for (int r = 0; r < R; ++r) {
                 const uint8_t* wr = w + r * rb + 210 * i;
-                sc16[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(wr + 192)));
-                d[r] = abi_f16_to_f32(abi_ld16(wr + 208));
+                const __m256i s = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(wr + 192)));
+                sc16[r] = abi_zi(s, s);
+                d[r] = _mm512_set1_ps(abi_f16_to_f32(abi_ld16(wr + 208)));
                 ABI_UNROLL for (int t = 0; t < N; ++t) sum[r][t] = _mm512_setzero_si512();
             }
             ABI_UNROLL for (int g = 0; g < 4; ++g) {   /* groups k = 2(g & 1), + 1 of half h = g >> 1 */
@@ -282,7 +287,7 @@ cdef extern from *:
                     else
                         u[r] = abi_zi(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m2)),
                                       _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2)));
-                    s16[r] = _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(sc16[r]));
+                    s16[r] = _mm512_permutexvar_epi16(idx, sc16[r]);
                 }
                 ABI_UNROLL for (int t = 0; t < N; ++t) {
                     const __m512i s = _mm512_loadu_si512((const void*)(x + t * xs + 292 * i + 4 + 128 * h + 64 * (g & 1)));
@@ -290,18 +295,26 @@ cdef extern from *:
                         sum[r][t] = _mm512_dpwssd_epi32(sum[r][t], _mm512_maddubs_epi16(u[r], s), s16[r]);
                 }
             }
-            ABI_UNROLL for (int t = 0; t < N; ++t) {
-                const uint8_t* xt = x + t * xs + 292 * i;
-                const float dx = abi_ldf32(xt);
-                const __m256i bs = _mm256_loadu_si256((const __m256i*)(xt + 260));
+            ABI_UNROLL for (int j = 0; j < NP; ++j) {
+                const uint8_t* xa = x + (2 * j) * xs + 292 * i;
+                const uint8_t* xb = 2 * j + 1 < N ? xa + xs : xa;
+                const __m512 dx = abi_zf2(abi_ldf32(xa), abi_ldf32(xb));
+                const __m512i bs = abi_zld(xa + 260, xb + 260);
                 ABI_UNROLL for (int r = 0; r < R; ++r) {
-                    const __m256i corr = _mm256_madd_epi16(bs, sc16[r]);
-                    const __m256i v = _mm256_sub_epi32(abi_zfold(sum[r][t]), _mm256_slli_epi32(corr, 5));
-                    acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(d[r] * dx), _mm256_cvtepi32_ps(v), acc[r][t]);
+                    const __m512i sa = sum[r][2 * j], sb = 2 * j + 1 < N ? sum[r][2 * j + 1] : sa;
+                    /* [lo a + hi a | lo b + hi b]: each token's 8 lanes as the T = 1 kernel sums them */
+                    const __m512i folded = _mm512_add_epi32(_mm512_shuffle_i64x2(sa, sb, 0x44), _mm512_shuffle_i64x2(sa, sb, 0xEE));
+                    const __m512i corr = _mm512_madd_epi16(bs, sc16[r]);
+                    const __m512i v = _mm512_sub_epi32(folded, _mm512_slli_epi32(corr, 5));
+                    acc[r][j] = _mm512_fmadd_ps(_mm512_mul_ps(d[r], dx), _mm512_cvtepi32_ps(v), acc[r][j]);
                 }
             }
         }
-        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_hsum8(acc[r][t]);
+        ABI_UNROLL for (int r = 0; r < R; ++r)
+            ABI_UNROLL for (int j = 0; j < NP; ++j) {
+                y[(2 * j) * ys + r] = abi_hsum8(abi_zlo(acc[r][j]));
+                if (2 * j + 1 < N) y[(2 * j + 1) * ys + r] = abi_hsum8(abi_zhi(acc[r][j]));
+            }
     }
 
     /* full R x N tiles, then the leftover rows one at a time, then the leftover tokens */
