@@ -140,6 +140,27 @@ def test_invalid_utf8_string_value_is_kept_as_bytes(tmp_path):
     assert _load_bytes(tmp_path, _header(n_kv=1) + kv).metadata["k"] == b"\xff\xfe"
 
 
+def _kv_string_array(key: str, items: list[bytes], count: int | None = None) -> bytes:
+    body = b"".join(struct.pack("<Q", len(b)) + b for b in items)
+    return (struct.pack("<Q", len(key)) + key.encode() + struct.pack("<IIQ", 9, 8, len(items) if count is None
+                                                                       else count) + body)
+
+
+def test_string_array_keeps_invalid_utf8_as_bytes(tmp_path):
+    items = [b"a", b"\xff\xfe", b"", "é".encode()]
+    f = _load_bytes(tmp_path, _header(n_kv=1) + _kv_string_array("k", items))
+    assert f.metadata["k"] == ["a", b"\xff\xfe", "", "é"]
+
+
+def test_string_array_cut_short_is_refused(tmp_path):
+    kv = _kv_string_array("k", [b"ab", b"cd"])
+    with pytest.raises(GGUFValueError, match="claims 2 bytes but only 1 remain"):
+        _load_bytes(tmp_path, _header(n_kv=1) + kv[:-1])
+    with pytest.raises(GGUFError, match="length of string in 'k'"):   # a length cut in two
+        _load_bytes(tmp_path, _header(n_kv=1) + _kv_string_array("k", [b"abcdefghijkl"], count=2)
+                    + b"\x01\x00")
+
+
 def test_every_error_is_gguf_error():
     for cls in (GGUFMagicError, GGUFVersionError, GGUFTruncatedError, GGUFValueError,
                 GGUFTensorError):

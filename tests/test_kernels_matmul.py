@@ -258,11 +258,12 @@ TILED = [GGMLType(t) for t in matmul.tiled_types()]
 def test_tiled_prompt_products_give_each_token_its_single_token_bits(t):
     """gemm_rows (register tiles of rows x tokens) against gemv_rows token by token, bit for
     bit, and against the exact product; row ranges and token counts leave every remainder
-    of the 4 x 4 tile, and more tokens than one pass over the rows takes."""
+    of the tiles (2 or 4 rows x 4 to 8 tokens), and more tokens than one pass over the rows
+    takes."""
     rng = np.random.default_rng(11)
     for rows, cols in sizes(t)[:2]:
         raw = weight(t, rows, cols, rng)
-        for T in (1, 2, 3, 4, 5, 7, 9, 70):
+        for T in (1, 2, 3, 4, 5, 7, 9, 17, 70):
             x = (rng.standard_normal((T, cols)) * rng.uniform(0.05, 20, (T, 1))).astype(np.float32)
             r0, r1 = 2, rows - 1      # 34 rows (8 tiles + 2) and 61 (15 + 1)
             tiled = np.full((T, rows), np.nan, np.float32)

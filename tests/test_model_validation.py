@@ -12,7 +12,7 @@ import pytest
 import abi.llm
 import model_fuzz
 from abi import _kernels
-from abi._kernels.finite import MXFP4_MAX_EXPONENT, nonfinite_blocks
+from abi._kernels.finite import F16_SCALES, MXFP4_MAX_EXPONENT, nonfinite_blocks
 from abi.errors import InvalidModelError, NonFiniteError
 from abi.gguf import GGMLType
 from kernel_blocks import sane_blocks
@@ -148,6 +148,24 @@ def test_scan_flags_exactly_the_blocks_that_dequantise_to_non_finite(t):
     else:
         assert np.array_equal(flagged, broken)
     assert len(broken) > 0  # random bytes do hit non-finite scales
+
+
+@pytest.mark.parametrize("t", [GGMLType.Q4_1, GGMLType.Q6_K], ids=lambda t: t.name)
+def test_threaded_scan_flags_the_same_blocks(t):
+    """A tensor large enough to be split over threads: the blocks flagged are those whose
+    scale fields (read here with numpy) have all exponent bits set, wherever they lie."""
+    rng = np.random.default_rng(5)
+    n = 3 * 65536 + 7
+    raw = sane_blocks(t, n, rng, 0.01).reshape(n, t.type_size).copy()
+    spots = rng.choice(n, 9, replace=False)
+    off = F16_SCALES[t][-1]
+    raw[spots, off:off + 2] = np.frombuffer(np.float16(np.inf).tobytes(), np.uint8)
+    raw[spots[:3], off + 1] |= 0x7E   # NaNs too
+    fields = [raw[:, o].astype(np.uint16) | (raw[:, o + 1].astype(np.uint16) << 8) for o in F16_SCALES[t]]
+    expected = np.flatnonzero(np.any([(f & 0x7C00) == 0x7C00 for f in fields], axis=0))
+    assert np.array_equal(expected, np.sort(spots))
+    for threads in (1, 2, 3):
+        assert np.array_equal(nonfinite_blocks(raw.reshape(-1), t, threads), expected)
 
 
 @pytest.mark.parametrize("t", SCANNED, ids=lambda t: t.name)

@@ -16,14 +16,24 @@ cdef extern from *:
     #define ABI_QDOT_H
 
     /* ---------------------------------------------------------------- shared helpers */
+    /* the 12-byte packing of 8 six-bit (scale, min) pairs of Q4_K / Q5_K, unpacked four
+       bytes at a time into u: bytes 0-7 the scales, 8-15 the mins. Byte j < 4 of each word
+       pair: sc[j] = s[j] & 63, mn[j] = s[j + 4] & 63, sc[j + 4] = (s[j + 8] & 15) |
+       (s[j] >> 6) << 4, mn[j + 4] = (s[j + 8] >> 4) | (s[j + 4] >> 6) << 4. */
+    static inline void abi_k4_words(const uint8_t* s, uint32_t* u) {
+        const uint32_t k6 = 0x3f3f3f3fu, k4 = 0x0f0f0f0fu, k2 = 0x03030303u;
+        uint32_t w[3];
+        memcpy(w, s, 12);
+        u[0] = w[0] & k6;
+        u[1] = (w[2] & k4) | (((w[0] >> 6) & k2) << 4);
+        u[2] = w[1] & k6;
+        u[3] = ((w[2] >> 4) & k4) | (((w[1] >> 6) & k2) << 4);
+    }
     static inline void abi_k4_scales(const uint8_t* s, uint8_t* sc, uint8_t* mn) {
-        /* the 12-byte packing of 8 six-bit (scale, min) pairs of Q4_K / Q5_K */
-        for (int j = 0; j < 4; ++j) {
-            sc[j] = s[j] & 63;
-            mn[j] = s[j + 4] & 63;
-            sc[j + 4] = (s[j + 8] & 15) | ((s[j] >> 6) << 4);
-            mn[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4);
-        }
+        uint32_t u[4];
+        abi_k4_words(s, u);
+        memcpy(sc, u, 8);
+        memcpy(mn, u + 2, 8);
     }
 
     #if defined(__AVX2__) && defined(__FMA__)

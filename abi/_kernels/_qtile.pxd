@@ -26,7 +26,7 @@ cdef extern from *:
     #define ABI_QTILE_H
     #if ABI_QDOT_SIMD && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
     #define ABI_QTILE 1
-    #define ABI_TILE_R 4     /* rows per tile */
+    #define ABI_TILE_R 4     /* rows per tile, at most */
     #define ABI_TILE_N 8     /* tokens per tile, at most (Q5_0 packs two per register) */
     #define ABI_AINL static inline __attribute__((always_inline))
     /* the small loops over a tile's rows and tokens unrolled whole, so that its
@@ -204,25 +204,27 @@ cdef extern from *:
         ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
         for (Py_ssize_t i = 0; i < nb; ++i) {
             __m512i sum[ABI_TILE_R][ABI_TILE_N];
+            __m512i sc16[ABI_TILE_R];    /* int16 lanes 0-7 the scales, 8-15 the mins */
             __m256i mins16[ABI_TILE_R];
-            float d[ABI_TILE_R], dmin[ABI_TILE_R];
-            uint8_t sc[ABI_TILE_R][8];
+            __m512 dd[ABI_TILE_R];       /* [d x 8 | dmin x 8] */
             ABI_UNROLL for (int r = 0; r < R; ++r) {
                 const uint8_t* wr = w + r * rb + 144 * i;
-                uint8_t mn[8];
-                abi_k4_scales(wr + 4, sc[r], mn);
-                const __m128i mins = _mm_loadl_epi64((const __m128i*)mn);
-                mins16[r] = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins, mins));
-                d[r] = abi_f16_to_f32(abi_ld16(wr));
-                dmin[r] = abi_f16_to_f32(abi_ld16(wr + 2));
+                uint32_t k[4];
+                abi_k4_words(wr + 4, k);
+                const __m128i scm = _mm_setr_epi32((int)k[0], (int)k[1], (int)k[2], (int)k[3]);
+                sc16[r] = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(scm));
+                mins16[r] = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(scm, scm));   /* m0 m0 m1 m1 ... */
+                dd[r] = abi_zf2(abi_f16_to_f32(abi_ld16(wr)), abi_f16_to_f32(abi_ld16(wr + 2)));
                 ABI_UNROLL for (int t = 0; t < N; ++t) sum[r][t] = _mm512_setzero_si512();
             }
             ABI_UNROLL for (int c = 0; c < 4; ++c) {
+                /* [scale 2c x 16 | scale 2c + 1 x 16] */
+                const __m512i idx = abi_zi(_mm256_set1_epi16((short)(2 * c)), _mm256_set1_epi16((short)(2 * c + 1)));
                 __m512i u[ABI_TILE_R], s16[ABI_TILE_R];
                 ABI_UNROLL for (int r = 0; r < R; ++r) {
                     const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)(w + r * rb + 144 * i + 16 + 32 * c)));
                     u[r] = _mm512_and_si512(_mm512_mask_srli_epi16(q, (__mmask32)0xFFFF0000u, q, 4), m4);
-                    s16[r] = abi_zi(_mm256_set1_epi16(sc[r][2 * c]), _mm256_set1_epi16(sc[r][2 * c + 1]));
+                    s16[r] = _mm512_permutexvar_epi16(idx, sc16[r]);
                 }
                 ABI_UNROLL for (int t = 0; t < N; ++t) {
                     const __m512i s = _mm512_loadu_si512((const void*)(x + t * xs + 292 * i + 4 + 64 * c));
@@ -232,12 +234,12 @@ cdef extern from *:
             }
             ABI_UNROLL for (int t = 0; t < N; ++t) {
                 const uint8_t* xt = x + t * xs + 292 * i;
-                const float dx = abi_ldf32(xt);
+                const __m512 dx = _mm512_set1_ps(abi_ldf32(xt));
                 const __m256i bs = _mm256_loadu_si256((const __m256i*)(xt + 260));
                 ABI_UNROLL for (int r = 0; r < R; ++r) {
                     const __m512i v = abi_zi(abi_zfold(sum[r][t]), _mm256_madd_epi16(bs, mins16[r]));
-                    acc[r][t] = _mm512_fmadd_ps(abi_zf(_mm256_set1_ps(d[r] * dx), _mm256_set1_ps(dmin[r] * dx)),
-                                                _mm512_cvtepi32_ps(v), acc[r][t]);
+                    /* d dx and dmin dx, the products the T = 1 kernel rounds */
+                    acc[r][t] = _mm512_fmadd_ps(_mm512_mul_ps(dd[r], dx), _mm512_cvtepi32_ps(v), acc[r][t]);
                 }
             }
         }
@@ -246,21 +248,26 @@ cdef extern from *:
     }
 
     /* ------------------------------------------------------------------ Q6_K x Q8_K
-       T = 1: one 8-lane accumulator; the block's integer sum here over pairs of 32-element
-       groups (64 activation bytes at a time), lanes folded at the end. */
+       T = 1: one 8-lane accumulator; here two tokens side by side, [token 2j | 2j + 1]
+       (an odd last token is computed twice, stored once). The block's integer sum is
+       formed over pairs of 32-element groups (64 activation bytes at a time) and its lanes
+       folded at the end, two tokens in one shuffle. */
     ABI_AINL void abi_tile_q6_k_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
                                    Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        enum { P = (ABI_TILE_N + 1) / 2 };
+        const int NP = (N + 1) / 2;
         const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3 << 4);
-        __m256 acc[ABI_TILE_R][ABI_TILE_N];
-        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm256_setzero_ps();
+        __m512 acc[ABI_TILE_R][P];
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int j = 0; j < NP; ++j) acc[r][j] = _mm512_setzero_ps();
         for (Py_ssize_t i = 0; i < nb; ++i) {
             __m512i sum[ABI_TILE_R][ABI_TILE_N];
-            __m256i sc16[ABI_TILE_R];
-            float d[ABI_TILE_R];
+            __m512i sc16[ABI_TILE_R];   /* the 16 scales as int16, in both halves */
+            __m512 d[ABI_TILE_R];
             ABI_UNROLL for (int r = 0; r < R; ++r) {
                 const uint8_t* wr = w + r * rb + 210 * i;
-                sc16[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(wr + 192)));
-                d[r] = abi_f16_to_f32(abi_ld16(wr + 208));
+                const __m256i s = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(wr + 192)));
+                sc16[r] = abi_zi(s, s);
+                d[r] = _mm512_set1_ps(abi_f16_to_f32(abi_ld16(wr + 208)));
                 ABI_UNROLL for (int t = 0; t < N; ++t) sum[r][t] = _mm512_setzero_si512();
             }
             ABI_UNROLL for (int g = 0; g < 4; ++g) {   /* groups k = 2(g & 1), + 1 of half h = g >> 1 */
@@ -280,7 +287,7 @@ cdef extern from *:
                     else
                         u[r] = abi_zi(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m2)),
                                       _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2)));
-                    s16[r] = _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(sc16[r]));
+                    s16[r] = _mm512_permutexvar_epi16(idx, sc16[r]);
                 }
                 ABI_UNROLL for (int t = 0; t < N; ++t) {
                     const __m512i s = _mm512_loadu_si512((const void*)(x + t * xs + 292 * i + 4 + 128 * h + 64 * (g & 1)));
@@ -288,46 +295,55 @@ cdef extern from *:
                         sum[r][t] = _mm512_dpwssd_epi32(sum[r][t], _mm512_maddubs_epi16(u[r], s), s16[r]);
                 }
             }
-            ABI_UNROLL for (int t = 0; t < N; ++t) {
-                const uint8_t* xt = x + t * xs + 292 * i;
-                const float dx = abi_ldf32(xt);
-                const __m256i bs = _mm256_loadu_si256((const __m256i*)(xt + 260));
+            ABI_UNROLL for (int j = 0; j < NP; ++j) {
+                const uint8_t* xa = x + (2 * j) * xs + 292 * i;
+                const uint8_t* xb = 2 * j + 1 < N ? xa + xs : xa;
+                const __m512 dx = abi_zf2(abi_ldf32(xa), abi_ldf32(xb));
+                const __m512i bs = abi_zld(xa + 260, xb + 260);
                 ABI_UNROLL for (int r = 0; r < R; ++r) {
-                    const __m256i corr = _mm256_madd_epi16(bs, sc16[r]);
-                    const __m256i v = _mm256_sub_epi32(abi_zfold(sum[r][t]), _mm256_slli_epi32(corr, 5));
-                    acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(d[r] * dx), _mm256_cvtepi32_ps(v), acc[r][t]);
+                    const __m512i sa = sum[r][2 * j], sb = 2 * j + 1 < N ? sum[r][2 * j + 1] : sa;
+                    /* [lo a + hi a | lo b + hi b]: each token's 8 lanes as the T = 1 kernel sums them */
+                    const __m512i folded = _mm512_add_epi32(_mm512_shuffle_i64x2(sa, sb, 0x44), _mm512_shuffle_i64x2(sa, sb, 0xEE));
+                    const __m512i corr = _mm512_madd_epi16(bs, sc16[r]);
+                    const __m512i v = _mm512_sub_epi32(folded, _mm512_slli_epi32(corr, 5));
+                    acc[r][j] = _mm512_fmadd_ps(_mm512_mul_ps(d[r], dx), _mm512_cvtepi32_ps(v), acc[r][j]);
                 }
             }
         }
-        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_hsum8(acc[r][t]);
+        ABI_UNROLL for (int r = 0; r < R; ++r)
+            ABI_UNROLL for (int j = 0; j < NP; ++j) {
+                y[(2 * j) * ys + r] = abi_hsum8(abi_zlo(acc[r][j]));
+                if (2 * j + 1 < N) y[(2 * j + 1) * ys + r] = abi_hsum8(abi_zhi(acc[r][j]));
+            }
     }
 
     /* full R x N tiles, then the leftover rows one at a time, then the leftover tokens */
-    #define ABI_TILE_DRIVER(name, TN)                                                               \\
+    #define ABI_TILE_DRIVER(name, TR, TN)                                                               \\
     static void abi_tile_##name(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x,   \\
                                 Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) { \\
         Py_ssize_t t = 0;                                                                           \\
         for (; t + TN <= nt; t += TN) {                                                             \\
             Py_ssize_t r = 0;                                                                       \\
-            for (; r + ABI_TILE_R <= nr; r += ABI_TILE_R)                                           \\
-                abi_tile_##name##_rn(w + r * rb, rb, x + t * xs, xs, nb, y + t * ys + r, ys, ABI_TILE_R, TN); \\
+            for (; r + TR <= nr; r += TR)                                           \\
+                abi_tile_##name##_rn(w + r * rb, rb, x + t * xs, xs, nb, y + t * ys + r, ys, TR, TN); \\
             for (; r < nr; ++r)                                                                     \\
                 abi_tile_##name##_rn(w + r * rb, rb, x + t * xs, xs, nb, y + t * ys + r, ys, 1, TN); \\
         }                                                                                           \\
         for (; t < nt; ++t) {                                                                       \\
             Py_ssize_t r = 0;                                                                       \\
-            for (; r + ABI_TILE_R <= nr; r += ABI_TILE_R)                                           \\
-                abi_tile_##name##_rn(w + r * rb, rb, x + t * xs, xs, nb, y + t * ys + r, ys, ABI_TILE_R, 1); \\
+            for (; r + TR <= nr; r += TR)                                           \\
+                abi_tile_##name##_rn(w + r * rb, rb, x + t * xs, xs, nb, y + t * ys + r, ys, TR, 1); \\
             for (; r < nr; ++r)                                                                     \\
                 abi_tile_##name##_rn(w + r * rb, rb, x + t * xs, xs, nb, y + t * ys + r, ys, 1, 1); \\
         }                                                                                           \\
     }
-    /* tokens per tile: as many as keep the accumulators within the 32 registers */
-    ABI_TILE_DRIVER(q4_1, 4)
-    ABI_TILE_DRIVER(q8_0, 4)
-    ABI_TILE_DRIVER(q5_0, 8)
-    ABI_TILE_DRIVER(q4_k, 4)
-    ABI_TILE_DRIVER(q6_k, 4)
+    /* rows x tokens per tile: as many as keep the accumulators within the 32 registers, the
+       shape measured fastest (Zen 4: 2 x 8 for the k-quants, whose unpacking is dear) */
+    ABI_TILE_DRIVER(q4_1, 4, 4)
+    ABI_TILE_DRIVER(q8_0, 4, 4)
+    ABI_TILE_DRIVER(q5_0, 4, 8)
+    ABI_TILE_DRIVER(q4_k, 2, 8)
+    ABI_TILE_DRIVER(q6_k, 2, 8)
 
     #else
     #define ABI_QTILE 0

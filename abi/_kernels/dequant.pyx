@@ -553,3 +553,24 @@ def dequantize_into(const uint8_t[::1] raw, int ggml_type, Py_ssize_t block_size
             start = c * chunk
             count = min(chunk, nb - start)
             dequantize_blocks(ggml_type, &raw[0] + start * type_size, &out[0] + start * block_size, count)
+
+
+def f16_fields_nonfinite(const uint8_t[::1] raw, Py_ssize_t type_size, tuple offsets,
+                         uint8_t[::1] out, int n_threads=1):
+    """out[i] = 1 where block i of ``raw`` (``type_size`` bytes each) has a float16 field
+    at one of ``offsets`` (one or two byte offsets) whose exponent bits are all set (NaN or
+    Inf), else 0: the scan of abi._kernels.finite in one pass, split over threads."""
+    cdef Py_ssize_t nb = raw.shape[0] // type_size, i, o0, o1
+    if not 1 <= len(offsets) <= 2:
+        raise ValueError("f16_fields_nonfinite: one or two offsets")
+    o0, o1 = offsets[0], offsets[len(offsets) - 1]
+    if (nb * type_size != raw.shape[0] or out.shape[0] != nb
+            or min(o0, o1) < 0 or max(o0, o1) + 2 > type_size):
+        raise ValueError("f16_fields_nonfinite: sizes or offsets do not match whole blocks")
+    if nb == 0:
+        return
+    cdef const uint8_t* b = &raw[0]
+    cdef int nt = max(1, n_threads) if nb >= (1 << 16) else 1   # small tensors: no thread start-up
+    for i in prange(nb, nogil=True, num_threads=nt, schedule="static"):
+        out[i] = ((ld16(b + i * type_size + o0) & 0x7C00) == 0x7C00) | \
+                 ((ld16(b + i * type_size + o1) & 0x7C00) == 0x7C00)

@@ -1,6 +1,7 @@
 """Which blocks of a stored tensor would dequantise to NaN or Inf, found without
 dequantising: only the fields that scale a block can be non-finite (the quants are
-integers), so a scan reads one or two scale fields per block, vectorised.
+integers), so a scan reads one or two scale fields per block (compiled, one pass over the
+blocks split over threads, for the float16 fields most types have; vectorised otherwise).
 
 Fields per type (byte offsets inside a block, from the layouts drawn in ref_legacy,
 ref_kquants and ref_iquants):
@@ -40,7 +41,7 @@ def _u16_at(blocks: np.ndarray, offset: int) -> np.ndarray:
     return blocks[:, offset].astype(np.uint16) | (blocks[:, offset + 1].astype(np.uint16) << np.uint16(8))
 
 
-def nonfinite_blocks(raw: np.ndarray, ggml_type: GGMLType) -> np.ndarray:
+def nonfinite_blocks(raw: np.ndarray, ggml_type: GGMLType, n_threads: int = 1) -> np.ndarray:
     """Indices of the blocks (elements, for float types) of ``raw`` (the tensor's bytes)
     that dequantise to a NaN or Inf. Types holding integers only return none."""
     t = GGMLType(ggml_type)
@@ -53,9 +54,10 @@ def nonfinite_blocks(raw: np.ndarray, ggml_type: GGMLType) -> np.ndarray:
         raise ValueError(f"{raw.size} bytes are not whole {t.name} blocks")
     blocks = raw.reshape(-1, t.type_size)
     if t in F16_SCALES:
-        bad = np.zeros(len(blocks), bool)
-        for offset in F16_SCALES[t]:
-            bad |= _f16_bad(_u16_at(blocks, offset))
+        from .dequant import f16_fields_nonfinite
+
+        bad = np.empty(len(blocks), np.uint8)
+        f16_fields_nonfinite(raw, t.type_size, F16_SCALES[t], bad, n_threads)
     elif t == _T.Q8_K:
         d = np.ascontiguousarray(blocks[:, 0:4]).view("<u4").reshape(-1)
         bad = (d & np.uint32(0x7F800000)) == np.uint32(0x7F800000)

@@ -125,25 +125,16 @@ _U64 = struct.Struct("<Q").unpack_from
 
 
 def _read_strings(cur: _Cursor, n: int, key: str) -> list:
-    """A string array (vocabularies hold 10^5 of them): one tight loop, same checks."""
-    buf, pos, size = cur.buf, cur.pos, cur.size
-    out = []
-    append = out.append
-    for _ in range(n):
-        if pos + 8 > size:
-            cur.pos = pos
-            cur.need(8, f"length of string in {key!r}")
-        length = _U64(buf, pos)[0]
-        pos += 8
-        if length > size - pos:
-            raise GGUFValueError(f"string in {key!r} claims {length} bytes but only "
-                                 f"{size - pos} remain in the file", pos - 8)
-        try:
-            append(str(buf[pos:pos + length], "utf-8"))
-        except UnicodeDecodeError:
-            append(buf[pos:pos + length].tobytes())  # kept as bytes rather than lost
-        pos += length
-    cur.pos = pos
+    """A string array (vocabularies hold 10^5 of them): one compiled loop, same checks."""
+    from ._strings import read_strings
+
+    out, cur.pos, status = read_strings(cur.buf, cur.pos, cur.size, n)
+    if status == 1:
+        cur.need(8, f"length of string in {key!r}")
+    if status == 2:
+        length = _U64(cur.buf, cur.pos)[0]
+        raise GGUFValueError(f"string in {key!r} claims {length} bytes but only "
+                             f"{cur.size - cur.pos - 8} remain in the file", cur.pos)
     return out
 
 
