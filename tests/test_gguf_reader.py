@@ -1,4 +1,3 @@
-import json
 import struct
 
 import numpy as np
@@ -7,7 +6,7 @@ import pytest
 import abi.gguf
 from abi.errors import (GGUFError, GGUFMagicError, GGUFTensorError, GGUFTruncatedError,
                         GGUFValueError, GGUFVersionError, ModelNotFoundError)
-from abi.gguf import GGMLType, GGUFWriter
+from abi.gguf import GGMLType
 from gguf_oracle import oracle_tables, our_tables
 
 

@@ -2,8 +2,6 @@
 noise floor (../shared/PERFORMANCE.md): mean KL(llama.cpp || abi) <= 0.005, top-1
 agreement >= 95% overall and >= 99.5% where llama.cpp's top-2 margin >= 0.5, perplexity
 within 1%, greedy continuations parting only at llama.cpp near-ties (margin < 0.5)."""
-import json
-import os
 import zlib
 from pathlib import Path
 

@@ -8,8 +8,6 @@ import time
 from contextlib import nullcontext
 from typing import Iterator, Sequence
 
-import numpy as np
-
 from ..errors import ConfigError, ContextLengthExceeded
 from .cache import KVCache
 from .sampling import make_logits_processors, make_sampler, top_logprobs
