@@ -17,7 +17,7 @@ from typing import Any
 from abi.personas.abi.classifier import QueryClassification, QueryClassifier, shared_classifier
 from abi.personas.abi.policy import PolicyChecker, PolicyResult
 from abi.personas.abi.rules import RulesEngine
-from abi.personas.abi.sentiment import SentimentAnalyzer, SentimentResult
+from abi.personas.abi.sentiment import SentimentResult, analyze as analyze_sentiment
 from abi.personas.config import MultiPersonaConfig
 from abi.personas.types import Persona, RoutingDecision
 
@@ -49,7 +49,6 @@ class AbiRouter:
         self._classifier = classifier
         self.policy = policy or PolicyChecker(self.config.policy,
                                               embedding_model=self.config.embedding_model)
-        self.sentiment = SentimentAnalyzer()
 
     @property
     def classifier(self) -> QueryClassifier:
@@ -66,7 +65,7 @@ class AbiRouter:
     def analyze(self, text: str, session: Any = None) -> Analysis:
         policy = self.policy.check(text)
         clean = policy.text
-        sentiment = self.sentiment.analyze(clean)
+        sentiment = analyze_sentiment(clean)
         query = self.classifier.classify(clean)
         signals: dict[str, Any] = {
             "policy_action": policy.action, "policy_category": policy.category,

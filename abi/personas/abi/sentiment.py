@@ -248,11 +248,18 @@ class SentimentAnalyzer:
 
 
 _DEFAULT: SentimentAnalyzer | None = None
+_LAST: tuple[str, SentimentResult] | None = None
 
 
 def analyze(text: str) -> SentimentResult:
-    """The shared analyzer's result for ``text``."""
-    global _DEFAULT
+    """The shared analyzer's result for ``text``. The last text's result is kept: routing
+    reads one message twice (the router's signals, the query classifier's features)."""
+    global _DEFAULT, _LAST
+    last = _LAST
+    if last is not None and last[0] == text:
+        return last[1]
     if _DEFAULT is None:
         _DEFAULT = SentimentAnalyzer()
-    return _DEFAULT.analyze(text)
+    result = _DEFAULT.analyze(text)
+    _LAST = (text, result)
+    return result
