@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from ..errors import ConfigError, GGUFError
-from . import GGMLType, GGUFValueType, GGUFWriter, load
+from . import GGMLType, GGUFFile, GGUFValueType, GGUFWriter, load
 
 _SUFFIX_A, _SUFFIX_B = ".lora_a", ".lora_b"
 _DTYPES = {np.dtype(np.float32): GGMLType.F32, np.dtype(np.float16): GGMLType.F16}
@@ -49,14 +49,16 @@ def write_lora_adapter(path: str | os.PathLike, arch: str, alpha: float,
     writer.write()
 
 
-def read_lora_adapter(path: str | os.PathLike, arch: str | None = None
+def read_lora_adapter(path: str | os.PathLike | GGUFFile, arch: str | None = None
                       ) -> tuple[float, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Read an adapter: ``(alpha, {base_name: (A, B)})`` as float32 arrays.
+    """Read an adapter (a path, or the file already opened): ``(alpha, {base_name: (A, B)})``
+    as float32 arrays.
 
     Raises GGUFError when the file is not a LoRA adapter, a factor is missing or the
     shapes do not pair up; with ``arch`` given, also when the architectures differ.
     An alpha of 0 (or absent) means scale 1, as llama.cpp reads it (see ``lora_scale``)."""
-    f = load(path)
+    f = path if isinstance(path, GGUFFile) else load(path)
+    path = f.path
     if f.get("general.type") != "adapter" or f.get("adapter.type") != "lora":
         raise GGUFError(f"{path} is not a LoRA adapter (general.type="
                         f"{f.get('general.type')!r}, adapter.type={f.get('adapter.type')!r})", None)

@@ -96,7 +96,7 @@ def read_adapter(spec: LoraSpec, base: GGUFFile) -> dict[str, tuple[np.ndarray, 
     for key in f.metadata:
         if key.startswith("adapter.alora"):   # activated LoRA: applies from an invocation on
             raise AdapterError(f"{spec.path}: activated LoRA ({key}) is not supported")
-    alpha, pairs = read_lora_adapter(spec.path)
+    alpha, pairs = read_lora_adapter(f)   # the file opened above, checked as an adapter
     out = {}
     for name, (a, b) in pairs.items():
         info = base.tensors.get(name)
