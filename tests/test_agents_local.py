@@ -11,12 +11,12 @@ pytestmark = pytest.mark.model
 def test_lazy_load_and_shared_engine():
     a = Agent(name="one", backend="local", temperature=0, max_tokens=4)
     b = Agent(name="two", backend="local", temperature=0, max_tokens=4)
-    assert a.backend._slot is None  # creating an agent loads nothing
+    assert a.backend._engine is None  # creating an agent loads nothing
     reply = a.chat("Say hello.")
     assert isinstance(reply, str) and reply.strip()
     b.chat("Say hello.")
-    assert a.backend.slot is b.backend.slot  # one engine per model in the process
-    assert backends._ENGINES[("", ())] is a.backend.slot  # keyed by model and adapters; "" is the default
+    assert a.backend.engine is b.backend.engine  # one engine per model in the process
+    assert backends._ENGINES[("", ())] is a.backend.engine  # keyed by model and adapters; "" is the default
 
 
 def test_stream_pieces_make_the_recorded_reply():
@@ -29,7 +29,7 @@ def test_stream_pieces_make_the_recorded_reply():
 
 def test_history_trimmed_to_the_model_context():
     a = Agent(name="t", backend="local", temperature=0, max_tokens=4, context_length=160)
-    engine = a.backend.slot.engine
+    engine = a.backend.engine
     long_turn = "Tell me about the sea. " * 6
     for _ in range(4):
         a.chat(long_turn)
@@ -43,4 +43,4 @@ def test_history_trimmed_to_the_model_context():
 
 def test_context_length_defaults_to_the_model():
     a = Agent(name="c", backend="local")
-    assert a.backend.context_length() == int(a.backend.slot.engine.n_ctx) > 0
+    assert a.backend.context_length() == int(a.backend.engine.n_ctx) > 0

@@ -114,7 +114,7 @@ def test_cancelling_one_stream_leaves_the_others(engine):
 
 def test_n_choices_share_one_prefill_and_match_separate_seeded_runs(engine):
     from abi.llm.engine import make_config
-    from abi.llm.scheduler import GenerationRequest, Scheduler
+    from abi.llm.scheduler import GenerationRequest
 
     prompt = "Write one line about autumn leaves."
     opts = dict(max_tokens=12, temperature=1.0, top_p=1.0, seed=4321, stop_tokens=[])
@@ -125,12 +125,10 @@ def test_n_choices_share_one_prefill_and_match_separate_seeded_runs(engine):
         expect.append(engine.generate(prompt, **{**opts, "seed": opts["seed"] + i}))
     for slot in engine.slots:
         slot.cache.clear()
-    sched = Scheduler(engine, max_queue=0)
     ids = engine.model.tokenize(prompt)
     engine.batcher.max_sequences = 0
     before = engine.batcher.step_tokens
-    results = sched.run(GenerationRequest(ids, make_config(**opts), n=3))
-    sched.close()
+    results = engine.scheduler.run(GenerationRequest(ids, make_config(**opts), n=3))
     assert [r.text for r in results] == expect
     assert engine.batcher.max_sequences == 3   # the choices decoded in shared steps
     # the prompt ran once; the two other choices recomputed only its last token

@@ -68,7 +68,7 @@ class FakeEngine:
         self.started: list[tuple[int, int]] = []
         self.fail_ids: set[int] = set()
 
-    def create_streaming_response(self, ids, config, slot):
+    def slot_response(self, ids, config, slot):
         return FakeResponse(self, ids, slot, config.max_tokens, ids[0] in self.fail_ids)
 
 
@@ -199,9 +199,9 @@ class SharingEngine(FakeEngine):
         super().__init__(slot_tokens)
         self.seeds, self.shared = {}, []
 
-    def create_streaming_response(self, ids, config, slot):
+    def slot_response(self, ids, config, slot):
         self.seeds[slot] = self.seeds.get(slot, []) + [config.seed]
-        return super().create_streaming_response(ids, config, slot)
+        return super().slot_response(ids, config, slot)
 
     def share_prefix(self, src, dst, ids):
         self.shared.append((src, dst))

@@ -91,142 +91,50 @@ class EchoBackend(_WithContextLength):
 
 # --- local: the embedded runtime --------------------------------------------------------
 
-class _EngineSlot:
-    """One loaded engine shared by every agent of the process that uses its model; one
-    generation at a time."""
-
-    def __init__(self, engine: Any):
-        self.engine = engine
-        self._lock = threading.Lock()
-        self._owner: int | None = None
-
-    def __enter__(self):
-        if self._owner == threading.get_ident():
-            raise GenerationFailed("the local engine is busy with a stream this thread has not "
-                                   "finished; finish or close that stream first")
-        self._lock.acquire()
-        self._owner = threading.get_ident()
-        return self.engine
-
-    def __exit__(self, *exc):
-        self._owner = None
-        self._lock.release()
-
-
-_ENGINES: dict[str, _EngineSlot] = {}
+_ENGINES: dict[tuple, Any] = {}
 _ENGINES_LOCK = threading.Lock()
 
 
-def shared_engine(model: str | None, lora: tuple = ()) -> _EngineSlot:
-    """The process-wide engine for ``model`` (a path or name; None: the default model) with
-    the LoRA adapters ``lora`` (``LoraSpec``s), loaded on first use."""
+def shared_engine(model: str | None, lora: tuple = ()):
+    """The process-wide ``Engine`` for ``model`` (a path or name; None: the default model)
+    with the LoRA adapters ``lora`` (``LoraSpec``s), loaded on first use. Its scheduler is
+    the one path to it: agents in several threads queue and decode together there."""
     import os
 
     key = os.path.realpath(model) if model and os.path.exists(model) else (model or "")
     key = (key, tuple((os.path.realpath(s.path), s.scale) for s in lora))
     with _ENGINES_LOCK:
-        slot = _ENGINES.get(key)
-        if slot is None:
+        engine = _ENGINES.get(key)
+        if engine is None:
             from ..llm import Engine  # imported on first use: importing agents stays fast
 
-            engine = Engine(lora=list(lora))
-            engine.load_model(model)
-            slot = _ENGINES[key] = _EngineSlot(engine)
-        return slot
+            engine = _ENGINES[key] = Engine(lora=list(lora)).load_model(model)
+        return engine
 
 
 class LocalBackend(Backend):
-    """The embedded runtime on a GGUF model (default: the default model), its chat template
-    applied by the engine. The model loads on first use and is shared between agents."""
+    """The embedded runtime: an ``Engine``'s chat template and its scheduler, which every
+    generation goes through (so agents and routes sharing the engine share its slots, queue
+    and metrics). The engine is ``engine`` (a server's loaded model; ``max_tokens`` caps
+    what callers ask), else the process-wide one for ``config.model``, loaded on first use."""
 
     name = "local"
 
-    def __init__(self, config: AgentConfig):
-        self.model = config.model
-        self.lora = tuple(config.lora)
-        self._context_override = config.context_length
-        self._slot: _EngineSlot | None = None
+    def __init__(self, config: AgentConfig | None = None, engine: Any = None,
+                 max_tokens: int | None = None):
+        if config is None and engine is None:
+            raise ValueError("give an agent config or an engine")
+        self._engine = engine
+        self.model = engine.model.path if engine is not None else config.model
+        self.lora = tuple(config.lora) if config is not None else ()
+        self._context_override = config.context_length if config is not None else None
+        self.max_tokens = max_tokens
 
     @property
-    def slot(self) -> _EngineSlot:
-        if self._slot is None:
-            self._slot = shared_engine(self.model, self.lora)
-        return self._slot
-
-    def context_length(self) -> int | None:
-        n_ctx = int(self.slot.engine.n_ctx)
-        return min(n_ctx, self._context_override) if self._context_override else n_ctx
-
-    def count_tokens(self, messages: Messages) -> int:
-        return int(self.slot.engine.count_chat_tokens(list(messages)))
-
-    def _kwargs(self, params: GenerationParams) -> dict:
-        return {"max_tokens": params.max_tokens, "temperature": params.temperature,
-                "top_p": params.top_p}
-
-    def _failed(self, exc: Exception) -> GenerationFailed:
-        err = GenerationFailed(f"the local engine failed: {type(exc).__name__}: {exc}")
-        err.context = ErrorContext.generation_error(err, self.name, self.model or "default",
-                                                    str(exc))
-        return err
-
-    def complete(self, messages: Messages, params: GenerationParams) -> str:
-        slot = self.slot
-        with slot as engine:
-            try:
-                text = engine.chat(list(messages), stream=False, **self._kwargs(params))
-            except AbiError:
-                raise
-            except Exception as exc:  # an engine bug must still reach the caller typed
-                raise self._failed(exc) from exc
-        if not isinstance(text, str):
-            raise self._failed(TypeError(f"chat() returned {type(text).__name__}"))
-        return text
-
-    def complete_turn(self, messages: Messages, params: GenerationParams, tools: list[dict],
-                      tool_choice: str = "auto") -> dict:
-        with self.slot as engine:
-            try:
-                reply, _ = engine.chat_turn(list(messages), tools=tools, tool_choice=tool_choice,
-                                            **self._kwargs(params))
-            except AbiError:
-                raise
-            except Exception as exc:
-                raise self._failed(exc) from exc
-        return {"role": "assistant", "content": reply.content,
-                "tool_calls": [c.to_openai() for c in reply.tool_calls]}
-
-    def stream(self, messages: Messages, params: GenerationParams) -> Iterator[str]:
-        slot = self.slot
-        with slot as engine:
-            try:
-                events = engine.chat(list(messages), stream=True, **self._kwargs(params))
-                for event in events:
-                    if event.text:
-                        yield event.text
-            except AbiError:
-                raise
-            except GeneratorExit:
-                close = getattr(events, "cancel", None) or getattr(events, "close", None)
-                if close is not None:
-                    close()
-                raise
-            except Exception as exc:
-                raise self._failed(exc) from exc
-
-
-class ScheduledBackend(Backend):
-    """The embedded runtime through a running scheduler (``abi.llm.scheduler``): a server's
-    loaded model, with its slots, queue and metrics (the persona routes of ``abi serve``)."""
-
-    name = "local"
-
-    def __init__(self, engine: Any, scheduler: Any, context_length: int | None = None,
-                 max_tokens: int | None = None):
-        self.engine, self.scheduler = engine, scheduler
-        self.model = engine.model.path
-        self._context_override = context_length
-        self.max_tokens = max_tokens   # a cap over what callers ask (a server's --max-tokens)
+    def engine(self):
+        if self._engine is None:
+            self._engine = shared_engine(self.model, self.lora)
+        return self._engine
 
     def context_length(self) -> int | None:
         n_ctx = int(self.engine.n_ctx)
@@ -235,16 +143,54 @@ class ScheduledBackend(Backend):
     def count_tokens(self, messages: Messages) -> int:
         return int(self.engine.count_chat_tokens(list(messages)))
 
-    def complete(self, messages: Messages, params: GenerationParams) -> str:
-        from ..llm.engine import make_config
-        from ..llm.scheduler import GenerationRequest
-
-        ids = self.engine.model.chat_tokens(list(messages))
+    def _kwargs(self, params: GenerationParams) -> dict:
         limit = params.max_tokens if self.max_tokens is None else min(params.max_tokens,
                                                                        self.max_tokens)
-        config = make_config(max_tokens=limit, temperature=params.temperature, top_p=params.top_p)
-        (result,) = self.scheduler.run(GenerationRequest(ids, config))
-        return result.text
+        return {"max_tokens": limit, "temperature": params.temperature, "top_p": params.top_p}
+
+    def _failed(self, exc: Exception) -> GenerationFailed:
+        err = GenerationFailed(f"the local engine failed: {type(exc).__name__}: {exc}")
+        err.context = ErrorContext.generation_error(err, self.name, self.model or "default",
+                                                    str(exc))
+        return err
+
+    def complete(self, messages: Messages, params: GenerationParams) -> str:
+        try:
+            text = self.engine.chat(list(messages), stream=False, **self._kwargs(params))
+        except AbiError:
+            raise
+        except Exception as exc:  # an engine bug must still reach the caller typed
+            raise self._failed(exc) from exc
+        if not isinstance(text, str):
+            raise self._failed(TypeError(f"chat() returned {type(text).__name__}"))
+        return text
+
+    def complete_turn(self, messages: Messages, params: GenerationParams, tools: list[dict],
+                      tool_choice: str = "auto") -> dict:
+        try:
+            reply, _ = self.engine.chat_turn(list(messages), tools=tools, tool_choice=tool_choice,
+                                             **self._kwargs(params))
+        except AbiError:
+            raise
+        except Exception as exc:
+            raise self._failed(exc) from exc
+        return {"role": "assistant", "content": reply.content,
+                "tool_calls": [c.to_openai() for c in reply.tool_calls]}
+
+    def stream(self, messages: Messages, params: GenerationParams) -> Iterator[str]:
+        events = None
+        try:
+            events = self.engine.chat(list(messages), stream=True, **self._kwargs(params))
+            for event in events:
+                if event.text:
+                    yield event.text
+        except AbiError:
+            raise
+        except Exception as exc:
+            raise self._failed(exc) from exc
+        finally:   # however the stream ends (GeneratorExit too): its job stops, its slot frees
+            if events is not None:
+                events.close()
 
 
 # --- remote providers -----------------------------------------------------------------

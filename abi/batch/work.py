@@ -72,10 +72,9 @@ class Runner:
             self.model = self.encoder.path
         else:
             from ..llm import Engine
-            from ..llm.scheduler import Scheduler
 
-            self.engine = Engine(**spec.model_opts, **threads).load_model(spec.model)
-            self.scheduler = Scheduler(self.engine, max_queue=1 << 30)  # a job queues every item
+            # a job queues every item at once in the engine's scheduler
+            self.engine = Engine(**spec.model_opts, **threads, max_queue=1 << 30).load_model(spec.model)
             self.model = str(self.engine.model.path)
         self.settings = json.dumps(settings_of(spec), sort_keys=True)
 
@@ -94,7 +93,7 @@ class Runner:
             return rows
         # every item queued at once: with n_slots > 1 they decode together (batched steps),
         # each with its own seed, so the results do not depend on the slots
-        jobs = [self.scheduler.submit(self._request(it)) for it in items]
+        jobs = [self.engine.scheduler.submit(self._request(it)) for it in items]
         try:
             for it, job in zip(items, jobs):
                 (result,) = job.results_sync()

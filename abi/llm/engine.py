@@ -1,5 +1,6 @@
 """``Engine``: a loaded model plus generation slots (a KV cache each, reused across calls
-for the longest common prompt prefix), and the reference's streaming API on top."""
+for the longest common prompt prefix), the scheduler every generation on them goes through,
+and the reference's streaming API on top."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,6 +10,7 @@ from typing import Callable, Iterable, Sequence
 
 from ..errors import ConfigError
 from .generation import StreamingResponse, common_prefix
+from .scheduler import GenerationRequest, JobStream, Scheduler
 from .streaming import StreamingConfig, StreamingStats
 
 log = logging.getLogger("abi.llm")
@@ -47,15 +49,23 @@ class Engine:
     context. ``preallocate`` holds every cache and buffer from the start (a server), so no
     request can fail to get memory later. With several slots, generations are batched
     (``abi.llm.batcher``), prompts prefilled ``prefill_chunk`` tokens per step.
+
+    Every generation (``generate``, ``chat``, ``chat_turn``, the streams) is a request to the
+    engine's one scheduler (``self.scheduler``, ``abi.llm.scheduler``): callers in several
+    threads (agents, a server's routes, a batch job) share its slots and decode together,
+    and up to ``max_queue`` requests wait for a slot, past that ``ServerBusy``.
     """
 
     def __init__(self, n_slots: int = 1, backend: str = "auto", max_memory=None, fit: bool = False,
-                 preallocate: bool = False, prefill_chunk: int = 64, **model_opts):
+                 preallocate: bool = False, prefill_chunk: int = 64, max_queue: int = 64,
+                 **model_opts):
         if n_slots < 1:
             raise ConfigError("n_slots must be >= 1", field="n_slots")
         if prefill_chunk < 1:
             raise ConfigError("prefill_chunk must be >= 1", field="prefill_chunk")
-        self.prefill_chunk = prefill_chunk
+        if max_queue < 0:
+            raise ConfigError("max_queue must be >= 0", field="max_queue")
+        self.prefill_chunk, self.max_queue = prefill_chunk, max_queue
         from .backend import select_backend
         from .memory import parse_size
 
@@ -70,6 +80,8 @@ class Engine:
         self.memory_plan = None
         self.batcher = None
         self.slots: list[Slot] = []
+        self._scheduler: Scheduler | None = None
+        self._scheduler_lock = threading.Lock()
 
     # -- loading ----------------------------------------------------------------------------
     def load_model(self, path=None) -> "Engine":
@@ -110,9 +122,9 @@ class Engine:
             decoder.reserve(model.n_batch + self.n_slots, model.n_ctx)
 
     @classmethod
-    def from_model(cls, model, n_slots: int = 1) -> "Engine":
+    def from_model(cls, model, n_slots: int = 1, max_queue: int = 64) -> "Engine":
         """An engine around an already loaded Model."""
-        engine = cls(n_slots=n_slots, backend=model.backend)
+        engine = cls(n_slots=n_slots, backend=model.backend, max_queue=max_queue)
         engine.model = model
         engine.slots = [Slot(model.new_cache()) for _ in range(n_slots)]
         engine._start_batcher()
@@ -126,8 +138,21 @@ class Engine:
         self.batcher = Batcher(m, self.prefill_chunk) if self.n_slots > 1 and m.backend == "cpu" and \
             m.forward_path == "compiled" else None
 
+    @property
+    def scheduler(self) -> Scheduler:
+        """The scheduler of this engine's slots (made on first use, the model loaded then)."""
+        if self._scheduler is None:
+            self._require_model()
+            with self._scheduler_lock:
+                if self._scheduler is None:
+                    self._scheduler = Scheduler(self, self.max_queue)
+        return self._scheduler
+
     def close(self) -> None:
-        """Stop the batcher's thread (an engine that is dropped stops it with the process)."""
+        """Cancel what is running and stop the scheduler's and the batcher's threads (an
+        engine that is dropped stops them with the process)."""
+        if self._scheduler is not None:
+            self._scheduler.close()
         if self.batcher is not None:
             self.batcher.close()
 
@@ -176,8 +201,9 @@ class Engine:
     def create_streaming_response(self, prompt, config: StreamingConfig | None = None,
                                   slot: int | None = None, response_format=None,
                                   **options) -> StreamingResponse:
-        """A pull iterator of TokenEvents for ``prompt`` (text, or a list of token ids).
-        ``slot`` pins the generation to one KV-cache slot (a server's worker, say).
+        """A pull iterator of TokenEvents for ``prompt`` (text, or a list of token ids): a
+        request to the scheduler, submitted on the first ``next()`` (``JobStream``).
+        ``slot`` pins the generation to one KV-cache slot (it waits for that slot).
         ``response_format``: OpenAI's (``{"type": "json_object"}``, ``{"type": "json_schema",
         "json_schema": {"schema": ...}}``) or a pydantic model class; it sets the grammar."""
         if response_format is not None:
@@ -194,8 +220,11 @@ class Engine:
 
             check(cfg.grammar, self._require_model().tokenizer, self.model.n_vocab)
         ids = self._prompt_ids(prompt)
-        chosen = self.slots[slot if slot is not None else self.pick_slot(ids)]
-        return StreamingResponse(self.model, chosen, ids, cfg, self.batcher)
+        return JobStream(self.scheduler, GenerationRequest(ids, cfg, slot=slot))
+
+    def slot_response(self, ids: list[int], config: StreamingConfig, slot: int) -> StreamingResponse:
+        """The generation itself, on ``slot``: what the scheduler's job threads run."""
+        return StreamingResponse(self.model, self.slots[slot], ids, config, self.batcher)
 
     def generate_streaming(self, prompt, on_token: Callable[[str], None], **options) -> StreamingStats:
         """Call ``on_token(text)`` for each piece of generated text."""

@@ -1,7 +1,9 @@
 """The runtime's request scheduler: which slots a request gets, a bounded FIFO queue for the
-rest, cancellation, and hooks for metrics. The server, the CLI, agents and batch jobs share
-it; it knows no HTTP (routes translate their API's shapes to ``GenerationRequest`` and from
-the items a ``Job`` yields).
+rest, cancellation, and hooks for metrics. Every generation goes through it: an ``Engine``
+owns one (``Engine.scheduler``), and ``Engine.generate``/``chat``/``create_streaming_response``
+submit to it, so the server, the CLI, agents and batch jobs on one engine share its slots,
+queue and hooks. It knows no HTTP (routes translate their API's shapes to
+``GenerationRequest`` and from the items a ``Job`` yields).
 
 A ``GenerationRequest`` is one prompt and its ``n`` choices (choice i samples with seed + i).
 A job (one or more requests, run one after another) takes ``min(n, slots)`` slots at once,
@@ -16,12 +18,19 @@ slots come free, reusing the prompt left in their caches.
 Items: ``Token(index, event)`` per token, ``Done(index, stats, text, tokens)`` per finished
 choice (index counts choices across the job's requests), then the end; a failure raises in
 the consumer. Read them with ``for item in job`` (a job submitted without an event loop) or
-``async for`` (``submit(..., loop=...)``), or whole with ``Scheduler.run`` / ``Job.results``.
+``async for`` (``submit(..., loop=...)``), or whole with ``Scheduler.run`` / ``Job.results``;
+``JobStream`` reads a one-choice job as the reference's ``StreamingResponse``.
+
+A ``CancelScope`` made current (``with scope.entered():``) collects the jobs submitted in its
+thread; ``scope.cancel()`` cancels them and any submitted later (a server request whose client
+left, whatever layers generate on its behalf: personas, agents).
 """
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import contextvars
 import dataclasses
 import logging
 import queue
@@ -32,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import ConfigError, ServerBusy
-from .streaming import StreamingConfig, StreamingStats, TokenEvent
+from .streaming import StreamingConfig, StreamingState, StreamingStats, TokenEvent
 
 log = logging.getLogger("abi.llm")
 
@@ -41,15 +50,19 @@ SEED_MASK = (1 << 64) - 1
 
 @dataclass
 class GenerationRequest:
-    """One prompt (token ids) and ``n`` choices sampled with ``config``."""
+    """One prompt (token ids) and ``n`` choices sampled with ``config``; ``slot`` pins a
+    one-choice request to that slot (it waits for that one)."""
 
     prompt_ids: list[int]
     config: StreamingConfig
     n: int = 1
+    slot: int | None = None
 
     def __post_init__(self):
         if self.n < 1:
             raise ConfigError(f"n must be >= 1, got {self.n}", field="n")
+        if self.slot is not None and self.n != 1:
+            raise ConfigError("a request pinned to a slot has one choice", field="slot")
 
     def choice_configs(self) -> list[StreamingConfig]:
         """Each choice's configuration: with a seed, choice i samples with seed + i."""
@@ -109,6 +122,7 @@ class Job:
         self._running: set = set()       # the StreamingResponses now running
         self._scheduler: Scheduler | None = None
         self.width = 1                   # slots it runs on at once
+        self.pin: int | None = None      # the one slot it must run on
         self.slots: list[int] = []
         self.enqueued_ns = time.perf_counter_ns()
         self.started_ns: int | None = None
@@ -212,6 +226,149 @@ class Job:
         return results
 
 
+class JobStream:
+    """A one-choice request read as the reference's ``StreamingResponse`` (what
+    ``Engine.create_streaming_response`` returns): iterate for TokenEvents; ``cancel()`` from
+    any thread; ``close()`` stops the job and waits for its end (its slot is free after);
+    ``get_stats()``, ``text``, ``tokens``, ``state``. The request is submitted on the first
+    ``next()``: like a StreamingResponse, a stream nobody reads does no work."""
+
+    def __init__(self, scheduler: "Scheduler", request: GenerationRequest):
+        self.scheduler, self.request = scheduler, request
+        self.prompt_ids, self.config = request.prompt_ids, request.config
+        self.job: Job | None = None
+        self.stats = StreamingStats(prompt_tokens=len(request.prompt_ids))
+        self.text = ""   # everything emitted so far
+        self.tokens: list[int] = []
+        self._cancel = threading.Event()
+        self._read_count = 0  # TokenEvents read
+        self._final = False   # the last one has been read
+        self._ended = False
+
+    # -- the reference's API ---------------------------------------------------------------
+    def cancel(self) -> None:
+        self._cancel.set()
+        if self.job is not None:
+            self.job.cancel()
+
+    def is_cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def get_stats(self) -> StreamingStats:
+        if self._final and not self._ended:   # the job's Done follows its last token at once
+            self._drain()
+        return self.stats
+
+    @property
+    def state(self) -> StreamingState:
+        if self._final or (self._ended and self.stats.finish_reason in ("stop", "length")):
+            return StreamingState.COMPLETED
+        if self._ended:
+            return StreamingState.CANCELLED
+        if self.job is None:
+            return StreamingState.IDLE
+        return StreamingState.GENERATING if self._read_count else StreamingState.PREFILLING
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> TokenEvent:
+        if self.job is None and not self._ended:
+            if self._cancel.is_set():
+                self._ended = True
+                self.stats.finish_reason = "cancelled"
+                raise StopIteration
+            self.job = self.scheduler.submit(self.request)
+            if self._cancel.is_set():   # cancel() ran while it was being submitted
+                self.job.cancel()
+        while not self._ended:
+            if self._cancel.is_set():
+                self._drain()
+                break
+            item = self._read()
+            if isinstance(item, Token):
+                self._read_count += 1
+                if item.event.text:
+                    self.text += item.event.text
+                self._final = item.event.is_final
+                return item.event
+        raise StopIteration
+
+    def close(self) -> None:
+        """Stop early and wait until the job has ended (also asked, without waiting, when
+        the stream is garbage-collected)."""
+        if self.job is None:
+            self._ended = True
+            return
+        if not self._ended:
+            self.job.cancel()
+            self._drain()
+
+    def __del__(self):
+        job = getattr(self, "job", None)
+        if job is not None and not self._ended:
+            job.cancel()
+
+    # -- reading the job -------------------------------------------------------------------
+    def _read(self):
+        try:
+            item = self.job.next_sync()
+        except BaseException:
+            self._ended = True
+            raise
+        if item is None:
+            self._ended = True
+            if self.stats.finish_reason is None:   # cancelled before it started
+                self.stats.finish_reason = "cancelled"
+        elif isinstance(item, Done):
+            self.stats = item.stats
+            if not self._cancel.is_set():
+                self.text, self.tokens = item.text, item.tokens
+            else:   # what the reader took before cancelling, not what the job ran on to
+                self.tokens = item.tokens[:self._read_count]
+        return item
+
+    def _drain(self) -> None:
+        while not self._ended:
+            self._read()
+
+
+class CancelScope:
+    """The jobs submitted while it is current (``with scope.entered():``, in that thread);
+    ``cancel()`` cancels them and every job submitted in it later."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._jobs: list[Job] = []
+        self.cancelled = False
+
+    @contextlib.contextmanager
+    def entered(self):
+        token = _SCOPE.set(self)
+        try:
+            yield self
+        finally:
+            _SCOPE.reset(token)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            jobs, self._jobs = self._jobs, []
+        for job in jobs:
+            job.cancel()
+
+    def _add(self, job: Job) -> None:
+        with self._lock:
+            if not self.cancelled:
+                self._jobs.append(job)
+                return
+        job.cancel()
+
+
+_SCOPE: contextvars.ContextVar[CancelScope | None] = contextvars.ContextVar("abi_cancel_scope",
+                                                                            default=None)
+
+
 class Scheduler:
     """Jobs over ``engine.slots`` and a waiting queue of ``max_queue`` jobs.
 
@@ -262,15 +419,24 @@ class Scheduler:
         job = Job([requests] if isinstance(requests, GenerationRequest) else list(requests), loop)
         job._scheduler = self
         job.width = min(max(r.n for r in job.requests), self.n_slots)
+        job.pin = job.requests[0].slot
+        if job.pin is not None and (len(job.requests) > 1 or not 0 <= job.pin < self.n_slots):
+            raise ConfigError(f"slot {job.pin} is not one of this engine's {self.n_slots} slot(s) "
+                              "(or pins a job of several requests)", field="slot")
         with self._lock:
             if self._closed:
                 raise ServerBusy("the scheduler is shutting down")
-            if not self._pending and self._free_count() >= job.width:
+            if not self._pending and self._fits(job):
                 self._start(job)
-                return job
-            if len(self._pending) < self.max_queue:
+            elif len(self._pending) < self.max_queue:
                 self._pending.append(job)
-                return job
+            else:
+                job = None
+        if job is not None:
+            scope = _SCOPE.get()
+            if scope is not None:
+                scope._add(job)
+            return job
         if self.on_rejected is not None:
             self.on_rejected()
         raise ServerBusy(f"all {self.n_slots} generation slot(s) are busy and {self.max_queue} "
@@ -300,11 +466,16 @@ class Scheduler:
     def _free_count(self) -> int:
         return sum(job is None for job in self._owner)
 
+    def _fits(self, job: Job) -> bool:
+        if job.pin is not None:
+            return self._owner[job.pin] is None
+        return self._free_count() >= job.width
+
     def _start(self, job: Job) -> None:
         free = [i for i, owner in enumerate(self._owner) if owner is None]
         ids = job.requests[0].prompt_ids
         for _ in range(job.width):  # each the free slot sharing the longest prefix
-            slot = self.engine.pick_slot(ids, free)
+            slot = job.pin if job.pin is not None else self.engine.pick_slot(ids, free)
             free.remove(slot)
             job.slots.append(slot)
             self._owner[slot] = job
@@ -325,8 +496,7 @@ class Scheduler:
         with self._lock:
             for slot in job.slots:
                 self._owner[slot] = None
-            while self._pending and not self._closed and \
-                    self._free_count() >= self._pending[0].width:
+            while self._pending and not self._closed and self._fits(self._pending[0]):
                 self._start(self._pending.popleft())
 
     # -- running (a job's thread) ------------------------------------------------------------------
@@ -393,7 +563,7 @@ class Scheduler:
 
     def _run_choice(self, job: Job, slot: int, index: int, ids: list[int],
                     config: StreamingConfig, on_first: Callable[[], None] | None = None) -> None:
-        response = self.engine.create_streaming_response(ids, config, slot=slot)
+        response = self.engine.slot_response(ids, config, slot)
         job._watch(response)
         try:
             for event in response:

@@ -60,7 +60,7 @@ class MultiPersonaSystem:
 
     ``MultiPersonaSystem(MultiPersonaConfig(backend="echo"))``; ``process(request)`` answers
     one ``PersonaRequest``. ``client`` replaces the connector of remote backends; ``local``
-    answers every local endpoint (a server passes its scheduled model, ``ScheduledBackend``);
+    answers every local endpoint (a server passes a ``LocalBackend`` on its engine);
     ``knowledge`` gives Aviva a ready document store. ``metrics`` is None when metrics are
     disabled.
     """

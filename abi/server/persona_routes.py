@@ -16,9 +16,14 @@ through the app's one error mapping (``server/errors.py``): ``{"error": {"messag
 Which system answers: the one ``create_router(system)`` was given (an instance or a
 factory); else ``app.state.personas`` (an instance or a factory); else, in ``abi serve``, the
 server's own (``ServerState.personas``: its local endpoints generate with the loaded model
-through the scheduler, so persona requests share the slots, queue, metrics and API key);
+through its engine's scheduler, so persona requests share the slots, queue, metrics and API
+key);
 else one built on first use from the environment (``MultiPersonaConfig.from_env()``). Tests
 can also override the ``get_persona_system`` dependency.
+
+A client that disconnects cancels its request: the generations the persona system started for
+it (through any scheduler, in the request's ``CancelScope``) stop and free their slots, and
+the ones it would start next are cancelled as they are submitted.
 """
 from __future__ import annotations
 
@@ -29,8 +34,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from ..llm.scheduler import CancelScope
 from ..personas import MultiPersonaConfig, MultiPersonaSystem, Persona, PersonaRequest
 from .schemas import ErrorResponse, PersonaChatRequest
+from .streams import ClientGone, gone_response, guard
 
 SystemSource = Union[MultiPersonaSystem, Callable[[], MultiPersonaSystem]]
 
@@ -88,25 +95,37 @@ def create_router(system: SystemSource | None = None) -> APIRouter:
                     held.append(_resolve(system))
                 return held[0]
 
-    async def chat(body: PersonaChatRequest, persona: Persona | None,
-                   target: MultiPersonaSystem) -> JSONResponse:
+    async def chat(request: Request, body: PersonaChatRequest, persona: Persona | None,
+                   target: MultiPersonaSystem):
         req = PersonaRequest(content=body.content, user_id=body.user_id,
                              session_id=body.session_id,
                              persona=persona if persona is not None else body.persona)
-        response = await run_in_threadpool(target.process, req)
+        scope = CancelScope()
+
+        def answer():
+            with scope.entered():
+                return target.process(req)
+
+        try:
+            response = await guard(request, scope, run_in_threadpool(answer))
+        except ClientGone:
+            return gone_response()
         return JSONResponse(response.to_dict())
 
     @router.post("/api/v1/chat", responses=_ERRORS, summary="Chat; Abi routes to the best persona")
-    async def chat_auto(body: PersonaChatRequest, target: MultiPersonaSystem = Depends(dependency)):
-        return await chat(body, None, target)
+    async def chat_auto(request: Request, body: PersonaChatRequest,
+                        target: MultiPersonaSystem = Depends(dependency)):
+        return await chat(request, body, None, target)
 
     @router.post("/api/v1/chat/abbey", responses=_ERRORS, summary="Chat with Abbey")
-    async def chat_abbey(body: PersonaChatRequest, target: MultiPersonaSystem = Depends(dependency)):
-        return await chat(body, Persona.ABBEY, target)
+    async def chat_abbey(request: Request, body: PersonaChatRequest,
+                         target: MultiPersonaSystem = Depends(dependency)):
+        return await chat(request, body, Persona.ABBEY, target)
 
     @router.post("/api/v1/chat/aviva", responses=_ERRORS, summary="Chat with Aviva")
-    async def chat_aviva(body: PersonaChatRequest, target: MultiPersonaSystem = Depends(dependency)):
-        return await chat(body, Persona.AVIVA, target)
+    async def chat_aviva(request: Request, body: PersonaChatRequest,
+                         target: MultiPersonaSystem = Depends(dependency)):
+        return await chat(request, body, Persona.AVIVA, target)
 
     @router.get("/api/v1/personas", responses=_ERRORS, summary="The personas")
     def personas(target: MultiPersonaSystem = Depends(dependency)):

@@ -89,21 +89,22 @@ class ServerState:
             if o.threads is not None:
                 model_opts["n_threads"] = o.threads
             engine = Engine(n_slots=o.parallel, backend=o.backend, max_memory=o.max_memory, fit=o.fit,
-                            preallocate=True, prefill_chunk=o.prefill_chunk, **model_opts).load_model(o.model)
+                            preallocate=True, prefill_chunk=o.prefill_chunk, max_queue=o.queue,
+                            **model_opts).load_model(o.model)
             encoder = None
             if o.embedding_model is not None:
                 from ..embeddings import Encoder
 
                 name = None if o.embedding_model in ("", "default") else o.embedding_model
                 encoder = Encoder(name)
-            from ..llm.scheduler import Scheduler
-
             tok = engine.model.tokenizer
             per_token = getattr(tok, "max_token_bytes", None) or BODY_BYTES_PER_TOKEN
             self._max_body = engine.model.n_ctx * per_token + BODY_ENVELOPE
             self.engine, self.encoder = engine, encoder
-            self.scheduler = Scheduler(engine, o.queue, self.metrics.record_generation,
-                                       self.metrics.record_rejected)
+            # the engine's one scheduler: every route, persona and agent on it is counted
+            self.scheduler = engine.scheduler
+            self.scheduler.on_generation = self.metrics.record_generation
+            self.scheduler.on_rejected = self.metrics.record_rejected
             self._aliases = _aliases(engine.model.path, o.model)
             if encoder is not None:
                 self._embedding_aliases = _aliases(encoder.path, o.embedding_model)
@@ -141,24 +142,22 @@ class ServerState:
 
     def personas(self):
         """The persona system, built on first use: its behaviour from the environment
-        (``MultiPersonaConfig.from_env``), its local endpoints answered by this server's model
-        through the scheduler (slots, queue, metrics)."""
+        (``MultiPersonaConfig.from_env``), its local endpoints answered by this server's engine
+        through its scheduler (slots, queue, metrics)."""
         self.require_ready()
         with self._personas_lock:
             if self._personas is None:
-                from ..agents.backends import ScheduledBackend
+                from ..agents.backends import LocalBackend
                 from ..personas import MultiPersonaConfig, MultiPersonaSystem
 
                 self._personas = MultiPersonaSystem(
-                    MultiPersonaConfig.from_env(), local=ScheduledBackend(
-                        self.engine, self.scheduler, max_tokens=self.options.max_tokens))
+                    MultiPersonaConfig.from_env(), local=LocalBackend(
+                        engine=self.engine, max_tokens=self.options.max_tokens))
             return self._personas
 
     def close(self) -> None:
-        if self.scheduler is not None:
-            self.scheduler.close()
         if self.engine is not None:
-            self.engine.close()
+            self.engine.close()   # its scheduler too
         self.text_pool.shutdown(wait=False, cancel_futures=True)
 
     @property

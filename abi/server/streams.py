@@ -13,7 +13,7 @@ from starlette.responses import Response, StreamingResponse
 from ..errors import ConfigError, ContextLengthExceeded, GrammarError
 from ..llm.sampling import make_logits_processors, make_sampler
 from ..llm.streaming import StreamingConfig, StreamingStats
-from ..llm.scheduler import SEED_MASK, Job
+from ..llm.scheduler import SEED_MASK, CancelScope, Job
 
 MIN_TEMPERATURE = 1e-4
 
@@ -142,9 +142,9 @@ async def _until_disconnected(request) -> None:
             return
 
 
-async def guard(request, job: Job, awaitable):
+async def guard(request, job: Job | CancelScope, awaitable):
     """Await ``awaitable``; if the client disconnects first, cancel the job (freeing its
-    slot or its place in the queue) and raise ClientGone."""
+    slot or its place in the queue; a scope: its jobs) and raise ClientGone."""
     work = asyncio.ensure_future(awaitable)
     watch = asyncio.ensure_future(_until_disconnected(request))
     try:
