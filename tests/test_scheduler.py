@@ -1,6 +1,8 @@
 """The runtime's scheduler on a fake engine whose generations advance only when the test says:
 slot choice by prompt prefix, FIFO queueing, 429 past the queue, cancelling queued and running
-jobs, failures reaching the consumer, slots always released."""
+jobs, failures reaching the consumer, slots always released; the reference's stream over a job,
+cancel scopes; and, on a tiny model, every surface of an engine (generate, chat, agents, the
+CLI) going through the engine's one scheduler."""
 from __future__ import annotations
 
 import asyncio
@@ -10,8 +12,8 @@ import pytest
 
 from abi.errors import ConfigError, ServerBusy
 from abi.llm.engine import Engine
-from abi.llm.streaming import StreamingConfig, StreamingStats, TokenEvent
-from abi.llm.scheduler import Done, GenerationRequest, Scheduler, Token
+from abi.llm.streaming import StreamingConfig, StreamingState, StreamingStats, TokenEvent
+from abi.llm.scheduler import CancelScope, Done, GenerationRequest, JobStream, Scheduler, Token
 
 
 class FakeCache:
@@ -273,3 +275,149 @@ def test_a_job_of_several_prompts_runs_them_in_turn_each_with_its_choices_togeth
     assert [r.text for r in results] == ["x"] * 4 and all(r.stats for r in results)
     assert [i for i, _ in engine.started] == [90, 90, 91, 91]
     sched.close()
+
+
+# -- the reference's stream over a job; cancel scopes ----------------------------------------------------
+
+def test_a_job_stream_reads_like_a_streaming_response_and_closing_frees_its_slot():
+    engine = FakeEngine([[]])
+    sched = Scheduler(engine, max_queue=1)
+    stream = JobStream(sched, task(30, 50)[0])
+    assert stream.state == StreamingState.IDLE and sched.busy_slots == 0   # nothing runs unread
+    engine.step.release(2)
+    first, second = next(stream), next(stream)
+    assert (first.text, second.position) == ("x", 4) and stream.text == "xx"
+    assert stream.state == StreamingState.GENERATING and sched.busy_slots == 1
+    stream.close()   # returns once the job has ended: its slot is free
+    assert sched.busy_slots == 0 and stream.state == StreamingState.CANCELLED
+    assert stream.get_stats().finish_reason == "cancelled" and list(stream) == []
+    whole = JobStream(sched, task(31, 3)[0])
+    engine.step.release(3)
+    assert [e.is_final for e in whole] == [False, False, True]
+    assert whole.get_stats().finish_reason == "length" and whole.tokens == [0, 1, 2]
+    assert whole.state == StreamingState.COMPLETED
+    engine.fail_ids.add(32)
+    failing = JobStream(sched, task(32)[0])
+    engine.step.release()
+    with pytest.raises(ConfigError):   # the generation's typed error, in the reader
+        next(failing)
+    sched.close()
+
+
+def test_a_cancel_scope_cancels_its_jobs_and_those_submitted_later():
+    engine = FakeEngine([[]])
+    sched = Scheduler(engine, max_queue=2)
+    scope, other = CancelScope(), sched.submit(task(40, 5))
+    with scope.entered():
+        queued = sched.submit(task(41, 5))
+    outside = sched.submit(task(42, 5))   # not in the scope
+    assert sched.queue_depth == 2
+    scope.cancel()
+    assert queued.cancelled and sched.queue_depth == 1 and not outside.cancelled
+    with scope.entered():
+        late = sched.submit(task(43, 5))
+    assert late.cancelled and sched.queue_depth == 1
+    other.cancel()
+    outside.cancel()
+    sched.close()
+
+
+# -- every surface on an engine goes through its scheduler ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory):
+    from tiny_models import write_tiny_model
+
+    from abi.gguf import GGMLType
+
+    path = tmp_path_factory.mktemp("tiny") / "llama.gguf"
+    write_tiny_model(path, "llama", GGMLType.Q8_0)
+    return str(path)
+
+
+@pytest.fixture
+def submitted(monkeypatch):
+    """Every (scheduler, job) submitted while the test runs."""
+    seen = []
+    real = Scheduler.submit
+
+    def submit(self, requests, loop=None):
+        job = real(self, requests, loop)
+        seen.append((self, job))
+        return job
+
+    monkeypatch.setattr(Scheduler, "submit", submit)
+    return seen
+
+
+def test_engine_generations_are_jobs_of_its_scheduler_with_unchanged_output(tiny_path, submitted):
+    from abi.llm.engine import make_config
+
+    engine = Engine(backend="cpu").load_model(tiny_path)
+    opts = dict(max_tokens=8, temperature=0.9, seed=5, stop_tokens=[])
+    text = engine.generate("hello there", **opts)
+    assert [s for s, _ in submitted] == [engine.scheduler]
+    # the same generation run straight on a slot, as before the scheduler was the one path
+    direct = engine.slot_response(engine.model.tokenize("hello there"), make_config(**opts), 0)
+    for _ in direct:
+        pass
+    assert text == direct.text
+    reply = engine.chat([{"role": "user", "content": "hi"}], max_tokens=3, temperature=0)
+    assert isinstance(reply, str) and len(submitted) == 2
+    stream = engine.chat([{"role": "user", "content": "hi"}], stream=True, max_tokens=200,
+                         temperature=0, stop_tokens=[])
+    next(stream)
+    stream.close()
+    assert stream.job.cancelled and engine.scheduler.busy_slots == 0 and len(submitted) == 3
+    engine.close()
+
+
+def test_two_agents_on_the_shared_engine_generate_at_once_through_its_scheduler(
+        tiny_path, submitted, monkeypatch):
+    from abi.agents import Agent, backends
+
+    monkeypatch.setenv("ABI_AGENT_SLOTS", "2")
+    monkeypatch.setattr(backends, "_ENGINES", {})
+    agents = [Agent(name=f"a{i}", backend="local", model=tiny_path, max_tokens=4, temperature=0)
+              for i in range(2)]
+    engine = agents[0].backend.engine
+    assert agents[1].backend.engine is engine and engine.scheduler.n_slots == 2
+    # each generation waits in its job thread until the other one runs too: taking turns
+    # (one lock, one slot) would break the barrier and fail both replies
+    both, busy = threading.Barrier(2, timeout=60), []
+    real = engine.slot_response
+
+    def meeting(ids, config, slot):
+        both.wait()
+        busy.append(engine.scheduler.busy_slots)
+        return real(ids, config, slot)
+
+    monkeypatch.setattr(engine, "slot_response", meeting)
+    replies = [None, None]
+
+    def chat(i):
+        replies[i] = agents[i].chat(f"hello {i}")
+
+    threads = [threading.Thread(target=chat, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert all(isinstance(r, str) for r in replies)
+    assert busy == [2, 2] and [s for s, _ in submitted] == [engine.scheduler] * 2
+    engine.close()
+
+
+def test_the_llm_cli_generates_through_the_engines_scheduler(tiny_path, submitted, capsys,
+                                                               monkeypatch):
+    from abi.llm.cli import main
+
+    argv = ["--model", tiny_path, "--backend", "cpu", "-n", "5", "--temperature", "0"]
+    assert main(["generate", "hello", *argv]) == 0
+    ((sched, job),) = submitted
+    assert job.ended and capsys.readouterr().out == \
+        Engine(backend="cpu").load_model(tiny_path).generate("hello", max_tokens=5, temperature=0) + "\n"
+    lines = iter(["hi", "/exit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
+    assert main(["chat", *argv]) == 0
+    assert len(submitted) == 3 and submitted[2][0] is not sched   # chat's own engine

@@ -1,5 +1,6 @@
 """The persona routes inside ``abi serve``: they generate with the server's loaded model
-through its scheduler (slots, queue, metrics), behind its API key and error mapping."""
+through its scheduler (slots, queue, metrics), behind its API key and error mapping; a
+client that leaves cancels its request."""
 from __future__ import annotations
 
 import re
@@ -64,3 +65,20 @@ def test_a_malformed_persona_body_is_400(server, payload):
     r = requests.post(server.url + "/api/v1/chat", data=payload, timeout=30,
                       headers={**AUTH, "Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_a_persona_client_that_leaves_is_cancelled(server, no_eos):
+    """Like the OpenAI routes: a persona request whose client disconnects stops its
+    generations (here it leaves the queue at once, while the slot's request runs on)."""
+    busy = open_request(server, "/v1/chat/completions", long_chat(no_eos))
+    try:
+        wait_for(lambda: health(server)["slots_processing"] == 1, what="the slot to be taken")
+        persona = open_request(server, "/api/v1/chat/abbey", {"content": "Say hi.", "user_id": "u"})
+        wait_for(lambda: health(server)["queue_depth"] == 1, what="the persona request to queue")
+        persona.close()
+        wait_for(lambda: health(server)["queue_depth"] == 0, timeout=10,
+                 what="the persona request to leave the queue")
+        assert health(server)["slots_processing"] == 1   # the other request runs on
+    finally:
+        busy.close()
+    wait_for(lambda: health(server)["slots_processing"] == 0, what="the slot to be freed")

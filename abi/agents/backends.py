@@ -97,9 +97,12 @@ _ENGINES_LOCK = threading.Lock()
 
 def shared_engine(model: str | None, lora: tuple = ()):
     """The process-wide ``Engine`` for ``model`` (a path or name; None: the default model)
-    with the LoRA adapters ``lora`` (``LoraSpec``s), loaded on first use. Its scheduler is
-    the one path to it: agents in several threads queue and decode together there."""
+    with the LoRA adapters ``lora`` (``LoraSpec``s), loaded on first use with
+    ``$ABI_AGENT_SLOTS`` slots (default 1). Its scheduler is the one path to it: agents in
+    several threads decode together on its slots, and queue when all are busy."""
     import os
+
+    from ..config import env
 
     key = os.path.realpath(model) if model and os.path.exists(model) else (model or "")
     key = (key, tuple((os.path.realpath(s.path), s.scale) for s in lora))
@@ -108,7 +111,8 @@ def shared_engine(model: str | None, lora: tuple = ()):
         if engine is None:
             from ..llm import Engine  # imported on first use: importing agents stays fast
 
-            engine = _ENGINES[key] = Engine(lora=list(lora)).load_model(model)
+            slots = env("ABI_AGENT_SLOTS", 1, cast=int)
+            engine = _ENGINES[key] = Engine(n_slots=slots, lora=list(lora)).load_model(model)
         return engine
 
 

@@ -519,9 +519,9 @@ class Scheduler:
             job._put(Failed(exc))
         except BaseException:
             log.exception("a job failed outside its generation")
-        finally:
-            job._put(END)
+        finally:   # its slots are free before its reader sees the end
             self._release(job)
+            job._put(END)
 
     def _run_request(self, job: Job, request: GenerationRequest, index: int) -> None:
         configs = request.choice_configs()
