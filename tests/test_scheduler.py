@@ -307,18 +307,20 @@ def test_a_job_stream_reads_like_a_streaming_response_and_closing_frees_its_slot
 def test_a_cancel_scope_cancels_its_jobs_and_those_submitted_later():
     engine = FakeEngine([[]])
     sched = Scheduler(engine, max_queue=2)
-    scope, other = CancelScope(), sched.submit(task(40, 5))
+    scope = CancelScope()
     with scope.entered():
-        queued = sched.submit(task(41, 5))
-    outside = sched.submit(task(42, 5))   # not in the scope
-    assert sched.queue_depth == 2
+        running, queued = sched.submit(task(40, 50)), sched.submit(task(41, 5))
+    outside = sched.submit(task(42, 2))   # submitted outside the scope
+    assert sched.queue_depth == 2 and not running.cancelled
     scope.cancel()
-    assert queued.cancelled and sched.queue_depth == 1 and not outside.cancelled
+    assert running.cancelled and queued.cancelled and not outside.cancelled
+    running.results_sync()   # the running one stops at its next token and frees its slot
+    engine.step.release(2)
+    assert [r.text for r in outside.results_sync()] == ["xx"]   # the other job runs on
+    assert [i for i, _ in engine.started] == [40, 42] and sched.queue_depth == 0
     with scope.entered():
         late = sched.submit(task(43, 5))
-    assert late.cancelled and sched.queue_depth == 1
-    other.cancel()
-    outside.cancel()
+    assert late.cancelled and late.results_sync()[0].text == ""
     sched.close()
 
 

@@ -1,4 +1,4 @@
-"""What the OpenAI, Ollama and llama.cpp routes share around the runtime's scheduler
+"""What the OpenAI, Ollama, llama.cpp and persona routes share around the runtime's scheduler
 (``abi.llm.scheduler``): a request's options as a StreamingConfig, prompt checks, waiting on
 a job while watching for the client to leave, and a streamed response that cancels its job
 however it ends."""
