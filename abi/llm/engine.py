@@ -200,7 +200,7 @@ class Engine:
     # -- the reference's API ------------------------------------------------------------------
     def create_streaming_response(self, prompt, config: StreamingConfig | None = None,
                                   slot: int | None = None, response_format=None,
-                                  **options) -> StreamingResponse:
+                                  **options) -> JobStream:
         """A pull iterator of TokenEvents for ``prompt`` (text, or a list of token ids): a
         request to the scheduler, submitted on the first ``next()`` (``JobStream``).
         ``slot`` pins the generation to one KV-cache slot (it waits for that slot).
@@ -276,8 +276,8 @@ class Engine:
         return read_turn(turn_reader(model, plan, inside), response.text), response.get_stats()
 
     def chat(self, messages, stream: bool = False, tools=None, slot: int | None = None, **options):
-        """Apply the chat template and generate: the reply text, or with ``stream=True`` a
-        StreamingResponse. Earlier turns already in a slot's cache are not recomputed."""
+        """Apply the chat template and generate: the reply text, or with ``stream=True`` the
+        stream (a ``JobStream``). Earlier turns already in a slot's cache are not recomputed."""
         ids = self._require_model().chat_tokens(messages, tools=tools)
         response = self.create_streaming_response(ids, slot=slot, **options)
         if stream:
