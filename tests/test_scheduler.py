@@ -371,6 +371,14 @@ def test_engine_generations_are_jobs_of_its_scheduler_with_unchanged_output(tiny
     next(stream)
     stream.close()
     assert stream.job.cancelled and engine.scheduler.busy_slots == 0 and len(submitted) == 3
+    # an agent's stream closed early (GeneratorExit) cancels its job the same way
+    from abi.agents.backends import GenerationParams, LocalBackend
+
+    pieces = LocalBackend(engine=engine).stream([{"role": "user", "content": "hi"}],
+                                                GenerationParams(0.0, 1.0, 200))
+    next(pieces)
+    pieces.close()
+    assert submitted[3][1].cancelled and engine.scheduler.busy_slots == 0
     engine.close()
 
 
