@@ -291,6 +291,7 @@ def test_a_job_stream_reads_like_a_streaming_response_and_closing_frees_its_slot
     stream.close()   # returns once the job has ended: its slot is free
     assert sched.busy_slots == 0 and stream.state == StreamingState.CANCELLED
     assert stream.get_stats().finish_reason == "cancelled" and list(stream) == []
+    assert stream.text == "xx" and stream.tokens == [0, 1]   # what was read
     whole = JobStream(sched, task(31, 3)[0])
     engine.step.release(3)
     assert [e.is_final for e in whole] == [False, False, True]

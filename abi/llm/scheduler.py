@@ -301,7 +301,7 @@ class JobStream:
             self._ended = True
             return
         if not self._ended:
-            self.job.cancel()
+            self.cancel()
             self._drain()
 
     def __del__(self):
