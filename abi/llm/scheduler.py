@@ -302,7 +302,10 @@ class JobStream:
             return
         if not self._ended:
             self.cancel()
-            self._drain()
+            try:
+                self._drain()
+            except Exception:   # a generation failing as it stops: its reader has left
+                log.debug("a closed stream's job failed", exc_info=True)
 
     def __del__(self):
         job = getattr(self, "job", None)
