@@ -273,8 +273,8 @@ def test_server_and_agent_load_adapters(tiny):
     assert bad.status == "error" and isinstance(bad.error, AdapterError) and bad.error.http_status == 400
     agent = Agent(name="a", backend="local", model=str(tiny / "q8.gguf"), lora=[spec],
                   temperature=0, max_tokens=4)
-    assert agent.backend.slot.engine.model.adapters == [LoraSpec(str(tiny / "a.gguf"), 0.7)]
+    assert agent.backend.engine.model.adapters == [LoraSpec(str(tiny / "a.gguf"), 0.7)]
     plain = Agent(name="p", backend="local", model=str(tiny / "q8.gguf"), temperature=0, max_tokens=4)
-    assert plain.backend.slot is not agent.backend.slot   # one shared engine per model and adapters
+    assert plain.backend.engine is not agent.backend.engine   # one shared engine per model and adapters
     with pytest.raises(ConfigError):
         Agent(name="b", backend="echo", lora=[spec])
