@@ -6,6 +6,10 @@ CLI) going through the engine's one scheduler."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 
 import pytest
@@ -432,3 +436,49 @@ def test_the_llm_cli_generates_through_the_engines_scheduler(tiny_path, submitte
     monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
     assert main(["chat", *argv]) == 0
     assert len(submitted) == 3 and submitted[2][0] is not sched   # chat's own engine
+
+
+def test_a_process_exits_with_a_generation_still_running():
+    # the job threads are joined at exit: without the scheduler's exit hook cancelling its
+    # jobs, this generation (which ends only when cancelled) would keep the process alive
+    script = textwrap.dedent("""
+        import threading
+        from abi.llm.scheduler import GenerationRequest, Scheduler
+        from abi.llm.streaming import StreamingConfig
+
+        class Endless:
+            def __init__(self):
+                self.cancelled = threading.Event()
+                self.text, self.tokens = "", []
+            def cancel(self):
+                self.cancelled.set()
+            def close(self):
+                pass
+            def get_stats(self):
+                from abi.llm.streaming import StreamingStats
+                return StreamingStats(finish_reason="cancelled")
+            def __iter__(self):
+                started.set()
+                self.cancelled.wait()
+                return iter(())
+
+        class Slot:
+            class cache:
+                tokens = []
+
+        class Engine:
+            slots = [Slot()]
+            def pick_slot(self, ids, free):
+                return free[0]
+            def slot_response(self, ids, config, slot):
+                return Endless()
+
+        started = threading.Event()
+        Scheduler(Engine()).submit(GenerationRequest([1], StreamingConfig(max_tokens=5)))
+        assert started.wait(10)
+        print("exiting", flush=True)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "exiting"

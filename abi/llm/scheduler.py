@@ -36,6 +36,7 @@ import logging
 import queue
 import threading
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
@@ -368,6 +369,19 @@ class CancelScope:
         job.cancel()
 
 
+# Schedulers whose jobs are cancelled when the interpreter exits: their worker threads are
+# joined at exit (concurrent.futures), so a stream left open would otherwise run on to its
+# max_tokens before the process could end. threading runs its exit hooks last registered
+# first, so the hook goes in after concurrent.futures' join (once its executors exist).
+_LIVE: "weakref.WeakSet[Scheduler]" = weakref.WeakSet()
+_LIVE_LOCK = threading.Lock()
+_exit_hooked = False
+
+
+def _cancel_all_at_exit() -> None:
+    for scheduler in list(_LIVE):
+        scheduler.close(timeout=0)
+
 _SCOPE: contextvars.ContextVar[CancelScope | None] = contextvars.ContextVar("abi_cancel_scope",
                                                                             default=None)
 
@@ -397,6 +411,12 @@ class Scheduler:
         self._jobs = concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="abi-job")
         self._choices = concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="abi-choice")
         self._futures: set = set()
+        global _exit_hooked
+        with _LIVE_LOCK:
+            if not _exit_hooked:
+                threading._register_atexit(_cancel_all_at_exit)
+                _exit_hooked = True
+            _LIVE.add(self)
 
     # -- state -------------------------------------------------------------------------------
     @property
