@@ -133,7 +133,8 @@ cdef extern from *:
                         #pragma omp simd
                         for (int i = 0; i < ABI_NR; ++i) acc[j][i] += xb[c * ABI_MR + j] * w[c * ABI_NR + i];
                 for (int j = 0; j < m; ++j)
-                    for (int i = 0; i < valid; ++i) y[(Py_ssize_t)(t0 + j) * ldy + r + i] = acc[j][i] + b[r + i];
+                    for (int i = 0; i < valid; ++i)
+                        y[(Py_ssize_t)(t0 + j) * ldy + r + i] = acc[j][i] + b[r + i];
     #endif
             }
         }
@@ -350,13 +351,16 @@ cdef class Encoder:
         self.scratch = np.empty(0, np.float32)
         self.lock = threading.Lock()
         cdef Py_ssize_t D = n_embd, F = n_ff
+        cdef Layer* L
+        cdef Py_ssize_t l
         for l, b in enumerate(blocks):
-            self.layers[l].wqkv, self.layers[l].bqkv = self._packed(b.wqkv, 3 * D, D), self._vec(b.bqkv, 3 * D)
-            self.layers[l].wo, self.layers[l].bo = self._packed(b.wo, D, D), self._vec(b.bo, D)
-            self.layers[l].ln1_w, self.layers[l].ln1_b = self._vec(b.attn_norm[0], D), self._vec(b.attn_norm[1], D)
-            self.layers[l].wup, self.layers[l].bup = self._packed(b.w_up, F, D), self._vec(b.b_up, F)
-            self.layers[l].wdown, self.layers[l].bdown = self._packed(b.w_down, D, F), self._vec(b.b_down, D)
-            self.layers[l].ln2_w, self.layers[l].ln2_b = self._vec(b.out_norm[0], D), self._vec(b.out_norm[1], D)
+            L = self.layers + l
+            L.wqkv, L.bqkv = self._packed(b.wqkv, 3 * D, D), self._vec(b.bqkv, 3 * D)
+            L.wo, L.bo = self._packed(b.wo, D, D), self._vec(b.bo, D)
+            L.ln1_w, L.ln1_b = self._vec(b.attn_norm[0], D), self._vec(b.attn_norm[1], D)
+            L.wup, L.bup = self._packed(b.w_up, F, D), self._vec(b.b_up, F)
+            L.wdown, L.bdown = self._packed(b.w_down, D, F), self._vec(b.b_down, D)
+            L.ln2_w, L.ln2_b = self._vec(b.out_norm[0], D), self._vec(b.out_norm[1], D)
 
     cdef const float* _vec(self, arr, Py_ssize_t size) except NULL:
         cdef const float* ptr = _ptr(arr, size)
