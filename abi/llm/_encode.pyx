@@ -153,7 +153,8 @@ cdef extern from *:
 
 cdef enum:
     Q_BLOCK = 64          # queries per score block: bounds the scores to Q_BLOCK * max_len floats
-    FEW_TOKENS_MAX = 40   # batches up to this many tokens take the few-token pass (measured crossover)
+    FEW_TOKENS_MAX = 40   # batches up to this many tokens take the few-token pass (crossover
+                          # measured with BLAS products; one thread runs the same kernel either way)
     KEEP_SCRATCH = 4 << 20  # floats (16 MiB): batches of short texts reuse one buffer
     CHUNK_ROWS = 4 * ABI_MR   # tokens packed at a time: their panel products share each weight read
 
