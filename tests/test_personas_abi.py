@@ -245,3 +245,15 @@ def test_rules_from_yaml_file(tmp_path):
     assert engine.evaluate({"words": 2}).persona is Persona.AVIVA
     with pytest.raises(ConfigError):
         RulesEngine.from_yaml(path, mode="lottery")
+
+
+def test_cue_lexicon_counts_phrases_words_prefixes_and_negations():
+    from abi.personas.abi.cues import CueLexicon
+
+    lex = CueLexicon({"a": ["kill", "kill process", "hack*"], "b": ["process", "kill"]})
+    # a: kill, "kill process" (once, not also its words), hacking and hacker (prefix);
+    # b knows no phrase, so it counts each of the four words
+    assert lex.counts("please kill the process and kill process now, hacking hacker") == {"a": 4, "b": 4}
+    # a negation up to three tokens back, in the same clause, moves a cue to *_negated
+    assert lex.counts("do not kill the process, process it", negations=frozenset({"not"})) == {
+        "a": 0, "a_negated": 1, "b": 1, "b_negated": 2}

@@ -35,14 +35,18 @@ def main(argv=None) -> int:
     for i in range(20):   # warm-up
         system.route(TEXT.format(i=-i - 1))
     times = []
+    cpu = time.process_time()
     for i in range(args.n):
         t = time.perf_counter()
         system.route(TEXT.format(i=i))
         times.append((time.perf_counter() - t) * 1000.0)
+    cpu = (time.process_time() - cpu) * 1000.0 / args.n
     words = len(TEXT.format(i=0).split())
     p50, p99 = np.percentile(times, [50, 99])
+    # CPU time (all threads) tells a change's effect on a machine too busy for wall times
     print(f"{system.router.policy.model.kind} routing, {words}-word request, "
-          f"{args.threads} threads, n={args.n}: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+          f"{args.threads} threads, n={args.n}: p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
+          f"CPU {cpu:.2f} ms per decision, load average {os.getloadavg()[0]:.2f}")
     return 0
 
 

@@ -4,8 +4,8 @@ post-LayerNorm blocks, bidirectional attention, exact (erf) GELU feed-forward.
 ``Model.encode(ids, attention_mask)`` takes padded batches and runs only their real tokens,
 packed one sequence after another, through the compiled forward (``abi/llm/_encode.pyx``):
 padding costs nothing, and each sequence attends to its own tokens. Weights are turned into
-float32 once at load (the model is small): every product is a float32 BLAS sgemm, which is
-what the kernels' qmatmul does for T > 1 too, less its dequantising on every call.
+float32 once at load (the model is small) and packed for the compiled pass's own float32
+kernel; every product is computed in float32.
 """
 from __future__ import annotations
 
@@ -92,8 +92,9 @@ class Model:
         self.type_embd = weights.dense("token_types.weight", (a.n_token_types, D)) \
             if weights.has("token_types.weight") else np.zeros((1, D), np.float32)
         self.embd_norm = (weights.dense("token_embd_norm.weight", (D,)), weights.dense("token_embd_norm.bias", (D,)))
-        self.layers = [Block(weights, i, a) for i in range(a.n_layers)]
-        self.compiled = _encode.Encoder(self.layers, D, a.n_ff, a.n_heads, a.norm_eps)
+        # the compiled pass keeps its packed copy of the weights, not these
+        self.compiled = _encode.Encoder([Block(weights, i, a) for i in range(a.n_layers)],
+                                        D, a.n_ff, a.n_heads, a.norm_eps)
 
     def new_cache(self, *args, **kwargs):
         raise UnsupportedModelError("a bert model is an encoder for embeddings: it does not "

@@ -11,6 +11,7 @@ from pathlib import Path
 from abi.personas.textmodel import tokenize
 
 
+@lru_cache(maxsize=1 << 16)
 def stem(token: str) -> str:
     """A light suffix stripper, the same on lexicon and text, so "ending" meets "end",
     "killed" meets "kill" and "metres" meets "metre"."""
@@ -27,14 +28,16 @@ def stem(token: str) -> str:
     return token
 
 
-def _stems(text: str) -> list[str]:
-    return [stem(t) for t in tokenize(text)]
+@lru_cache(maxsize=64)   # the query and the policy lexicons read the same message
+def _stems(text: str) -> tuple[str, ...]:
+    return tuple(stem(t) for t in tokenize(text))
 
 
 class CueLexicon:
     """Categories of cue words and phrases; ``counts(text)`` per category."""
 
     def __init__(self, categories: dict[str, list]):
+        self.names = list(categories)
         self.words: dict[str, dict[str, None]] = {}
         self.prefixes: dict[str, tuple[str, ...]] = {}
         self.phrases: dict[str, set[tuple[str, ...]]] = {}
@@ -53,32 +56,55 @@ class CueLexicon:
                     phrases.add(toks)
                     self.max_phrase = max(self.max_phrase, len(toks))
             self.words[name], self.prefixes[name], self.phrases[name] = words, tuple(prefixes), phrases
+        # one look-up per token for every category at once (routing runs this per message)
+        self._phrase_names: dict[tuple[str, ...], list[str]] = {}
+        for name, phrases in self.phrases.items():
+            for ph in phrases:
+                self._phrase_names.setdefault(ph, []).append(name)
+        self._phrase_first = {ph[0] for ph in self._phrase_names}
+        self._token_names: dict[str, tuple[str, ...]] = {}
+
+    def _names_of(self, tok: str) -> tuple[str, ...]:
+        """The categories whose words or prefixes match the token ``tok``."""
+        names = self._token_names.get(tok)
+        if names is None:
+            names = tuple(n for n in self.names if tok in self.words[n]
+                          or (self.prefixes[n] and tok.startswith(self.prefixes[n])))
+            if len(self._token_names) > 1 << 16:  # bounded: texts bring new words forever
+                self._token_names.clear()
+            self._token_names[tok] = names
+        return names
 
     def counts(self, text: str, negations: frozenset | None = None) -> dict[str, int]:
         """How many cues of each category ``text`` holds (a phrase counts once, not also
         its words). With ``negations``, a cue that one of them precedes (within three
         tokens of the same clause) counts under ``<category>_negated`` instead."""
         toks = _stems(text)
-        out = {}
-        for name in self.words:
-            words, prefixes, phrases = self.words[name], self.prefixes[name], self.phrases[name]
-            n = n_neg = 0
-            i = 0
-            while i < len(toks):
-                span = 0
+        # per category, the cues that start at each token: (start, tokens spanned),
+        # the longest phrase first, else a word
+        hits: dict[str, list[tuple[int, int]]] = {}
+        for i, tok in enumerate(toks):
+            found: dict[str, int] = {}
+            if tok in self._phrase_first:
                 for m in range(min(self.max_phrase, len(toks) - i), 1, -1):
-                    if tuple(toks[i:i + m]) in phrases:
-                        span = m
-                        break
-                if not span:
-                    tok = toks[i]
-                    span = -1 if tok in words or (prefixes and tok.startswith(prefixes)) else 0
-                if span:
-                    if negations and _negated(toks, i, negations):
-                        n_neg += 1
-                    else:
-                        n += 1
-                i += abs(span) or 1
+                    for name in self._phrase_names.get(toks[i:i + m], ()):
+                        found.setdefault(name, m)
+            for name in self._names_of(tok):
+                found.setdefault(name, 1)
+            for name, m in found.items():
+                hits.setdefault(name, []).append((i, m))
+        out = {}
+        for name in self.names:
+            n = n_neg = 0
+            nxt = 0   # a cue covers its tokens: the next one starts after it
+            for i, m in hits.get(name, ()):
+                if i < nxt:
+                    continue
+                if negations and _negated(toks, i, negations):
+                    n_neg += 1
+                else:
+                    n += 1
+                nxt = i + m
             out[name] = n
             if negations is not None:
                 out[f"{name}_negated"] = n_neg
@@ -88,7 +114,7 @@ class CueLexicon:
 _CLAUSE_END = {".", ",", ";", "!", "?", "but", "and", "or"}
 
 
-def _negated(toks: list[str], i: int, negations: frozenset) -> bool:
+def _negated(toks: tuple[str, ...], i: int, negations: frozenset) -> bool:
     for j in range(i - 1, max(-1, i - 4), -1):
         if toks[j] in _CLAUSE_END:
             return False

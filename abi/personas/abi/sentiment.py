@@ -85,15 +85,21 @@ class _Table:
                 self.words[key] = float(value)
         self.prefixes.sort(key=lambda kv: -len(kv[0]))
         self.max_phrase = max((len(p) for p in self.phrases), default=1)
+        self.phrase_first = {p[0] for p in self.phrases}   # most tokens start no phrase
+        self._seen: dict[str, float | None] = {}           # token -> word(token)
 
     def word(self, token: str) -> float | None:
+        try:
+            return self._seen[token]
+        except KeyError:
+            pass
         value = self.words.get(token)
-        if value is not None:
-            return value
-        for prefix, v in self.prefixes:
-            if token.startswith(prefix):
-                return v
-        return None
+        if value is None:
+            value = next((v for prefix, v in self.prefixes if token.startswith(prefix)), None)
+        if len(self._seen) > 1 << 16:  # bounded: texts bring new words forever
+            self._seen.clear()
+        self._seen[token] = value
+        return value
 
 
 @dataclass
@@ -128,10 +134,11 @@ def _tokens(text: str) -> list[str]:
 def _match(table: _Table, low: list[str], i: int) -> tuple[float | None, int]:
     """The value of the longest phrase or word of ``table`` starting at token ``i``, and
     how many tokens it spans."""
-    for n in range(min(table.max_phrase, len(low) - i), 1, -1):
-        value = table.phrases.get(tuple(low[i:i + n]))
-        if value is not None:
-            return value, n
+    if low[i] in table.phrase_first:
+        for n in range(min(table.max_phrase, len(low) - i), 1, -1):
+            value = table.phrases.get(tuple(low[i:i + n]))
+            if value is not None:
+                return value, n
     return table.word(low[i]), 1
 
 
