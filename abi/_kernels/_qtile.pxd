@@ -317,6 +317,125 @@ cdef extern from *:
             }
     }
 
+    /* ------------------------------------------------------------------ IQ4_NL x Q8_0
+       T = 1: acc0 (even blocks), acc1 (odd); here [acc0 | acc1]. The table's values + 128
+       are unsigned (one shuffle per 32 nibbles), and 128 * (the activation's 4-byte sums)
+       takes the offset back out. */
+    ABI_AINL __m256i abi_iq4nl_u32(const uint8_t* qs, __m256i tblu) { return _mm256_shuffle_epi8(tblu, abi_nibbles32(qs)); }
+    ABI_AINL void abi_tile_iq4_nl_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                     Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        const __m512i off = _mm512_set1_epi8((char)0x80);
+        const __m256i tbl = abi_iq4nl_table(), tblu = _mm256_xor_si256(tbl, _mm512_castsi512_si256(off));
+        __m512 acc[ABI_TILE_R][ABI_TILE_N];
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
+        Py_ssize_t i = 0;
+        for (; i + 1 < nb; i += 2) {
+            __m512i u[ABI_TILE_R]; __m512 dw[ABI_TILE_R];
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
+                const uint8_t* wr = w + r * rb + 18 * i;
+                u[r] = abi_zi(abi_iq4nl_u32(wr + 2, tblu), abi_iq4nl_u32(wr + 20, tblu));
+                dw[r] = abi_zf2(abi_f16t(wr), abi_f16t(wr + 18));
+            }
+            ABI_UNROLL for (int t = 0; t < N; ++t) {
+                const uint8_t* xt = x + t * xs + 34 * i;
+                const __m512i s = abi_zld(xt + 2, xt + 36);
+                const __m512i c = _mm512_sub_epi32(_mm512_setzero_si512(), abi_dpbusd_z(off, s));
+                const __m512 dx = abi_zf2(abi_f16t(xt), abi_f16t(xt + 34));
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                    const __m512i p = _mm512_dpbusd_epi32(c, u[r], s);   /* - 128 sums + (v + 128) x */
+                    acc[r][t] = _mm512_fmadd_ps(_mm512_mul_ps(dw[r], dx), _mm512_cvtepi32_ps(p), acc[r][t]);
+                }
+            }
+        }
+        if (i < nb) {
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
+                const uint8_t* wr = w + r * rb + 18 * i;
+                const __m256i v = _mm256_shuffle_epi8(tbl, abi_nibbles32(wr + 2));
+                ABI_UNROLL for (int t = 0; t < N; ++t) {
+                    const uint8_t* xt = x + t * xs + 34 * i;
+                    __m256i p0 = abi_dpbssd(v, _mm256_loadu_si256((const __m256i*)(xt + 2)));
+                    __m256 a0 = _mm256_fmadd_ps(abi_scale2(wr, xt), _mm256_cvtepi32_ps(p0), abi_zlo(acc[r][t]));
+                    acc[r][t] = abi_zf(a0, abi_zhi(acc[r][t]));
+                }
+            }
+        }
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_zsum(acc[r][t]);
+    }
+
+    /* ------------------------------------------------------------------ IQ4_XS x Q8_K
+       T = 1: one 8-lane accumulator; here two tokens side by side, [token 2j | 2j + 1] (an
+       odd last token is computed twice, stored once). 64 activation bytes at a time (sub-
+       blocks 2c, 2c + 1) against the table values laid out to match; the sign of each value
+       moves onto the activation (a masked negation per row and token) so that maddubs takes
+       |v|, as the T = 1 kernel does. 128-bit lanes 0 + 1 of the sum are the T = 1 lanes 0-3,
+       lanes 2 + 3 its lanes 4-7. */
+    ABI_AINL void abi_tile_iq4_xs_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                     Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        enum { P = (ABI_TILE_N + 1) / 2 };
+        const int NP = (N + 1) / 2;
+        const __m512i m4 = _mm512_set1_epi8(15);
+        const __m512i tbl = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i*)abi_qdot_iq4nl));
+        const __m128i m4x = _mm_set1_epi8(15);
+        const __m128i hmul = _mm_setr_epi16(1 << 14, 1 << 12, 1 << 10, 1 << 8, 1 << 6, 1 << 4, 1 << 2, 1);
+        __m512 acc[ABI_TILE_R][P];
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int j = 0; j < NP; ++j) acc[r][j] = _mm512_setzero_ps();
+        for (Py_ssize_t i = 0; i < nb; ++i) {
+            __m512i sum[ABI_TILE_R][ABI_TILE_N];
+            __m512i ls[ABI_TILE_R];    /* the 8 scales as int16, lanes 0-7 */
+            __m512 d[ABI_TILE_R];
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
+                const uint8_t* wr = w + r * rb + 136 * i;
+                /* as the T = 1 kernel: nibbles of scales_l, top bits of scales_h, less 32 */
+                const __m128i sl = _mm_cvtsi32_si128((int)abi_ld32(wr + 4));
+                const __m128i lo4 = _mm_unpacklo_epi8(_mm_and_si128(sl, m4x), _mm_and_si128(_mm_srli_epi16(sl, 4), m4x));
+                const __m128i hi2 = _mm_srli_epi16(_mm_mullo_epi16(_mm_set1_epi16((short)abi_ld16(wr + 2)), hmul), 14);
+                ls[r] = _mm512_castsi128_si512(_mm_sub_epi16(_mm_or_si128(_mm_cvtepu8_epi16(lo4), _mm_slli_epi16(hi2, 4)), _mm_set1_epi16(32)));
+                d[r] = _mm512_set1_ps(abi_f16t(wr));
+                ABI_UNROLL for (int t = 0; t < N; ++t) sum[r][t] = _mm512_setzero_si512();
+            }
+            ABI_UNROLL for (int c = 0; c < 4; ++c) {
+                /* [scale 2c x 16 | scale 2c + 1 x 16] */
+                const __m512i idx = abi_zi(_mm256_set1_epi16((short)(2 * c)), _mm256_set1_epi16((short)(2 * c + 1)));
+                __m512i u[ABI_TILE_R], s16[ABI_TILE_R];
+                __mmask64 neg[ABI_TILE_R];
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                    /* 128-bit lanes [bytes 0-15 | 0-15 | 16-31 | 16-31], nibbles low, high, low, high:
+                       elements 0-15, 16-31 of sub-block 2c, then of 2c + 1 */
+                    const __m512i q = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)(w + r * rb + 136 * i + 8 + 32 * c)));
+                    const __m512i qq = _mm512_shuffle_i64x2(q, q, 0x50);
+                    const __m512i v = _mm512_shuffle_epi8(tbl, _mm512_and_si512(_mm512_mask_srli_epi16(qq, (__mmask32)0xFF00FF00u, qq, 4), m4));
+                    u[r] = _mm512_abs_epi8(v);
+                    neg[r] = _mm512_movepi8_mask(v);
+                    s16[r] = _mm512_permutexvar_epi16(idx, ls[r]);
+                }
+                ABI_UNROLL for (int t = 0; t < N; ++t) {
+                    const __m512i s = _mm512_loadu_si512((const void*)(x + t * xs + 292 * i + 4 + 64 * c));
+                    ABI_UNROLL for (int r = 0; r < R; ++r) {
+                        /* |v|, |q_x| <= 127: a pair of products stays below 2^15 */
+                        const __m512i sg = _mm512_mask_sub_epi8(s, neg[r], _mm512_setzero_si512(), s);
+                        sum[r][t] = _mm512_dpwssd_epi32(sum[r][t], _mm512_maddubs_epi16(u[r], sg), s16[r]);
+                    }
+                }
+            }
+            ABI_UNROLL for (int j = 0; j < NP; ++j) {
+                const uint8_t* xa = x + (2 * j) * xs + 292 * i;
+                const uint8_t* xb = 2 * j + 1 < N ? xa + xs : xa;
+                const __m512 dx = abi_zf2(abi_ldf32(xa), abi_ldf32(xb));
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                    const __m512i sa = sum[r][2 * j], sb = 2 * j + 1 < N ? sum[r][2 * j + 1] : sa;
+                    /* [a0 + a1, a2 + a3 | b0 + b1, b2 + b3] over 128-bit lanes */
+                    const __m512i v = _mm512_add_epi32(_mm512_shuffle_i64x2(sa, sb, 0x88), _mm512_shuffle_i64x2(sa, sb, 0xDD));
+                    acc[r][j] = _mm512_fmadd_ps(_mm512_mul_ps(d[r], dx), _mm512_cvtepi32_ps(v), acc[r][j]);
+                }
+            }
+        }
+        ABI_UNROLL for (int r = 0; r < R; ++r)
+            ABI_UNROLL for (int j = 0; j < NP; ++j) {
+                y[(2 * j) * ys + r] = abi_hsum8(abi_zlo(acc[r][j]));
+                if (2 * j + 1 < N) y[(2 * j + 1) * ys + r] = abi_hsum8(abi_zhi(acc[r][j]));
+            }
+    }
+
     /* full R x N tiles, then the leftover rows one at a time, then the leftover tokens */
     #define ABI_TILE_DRIVER(name, TR, TN)                                                               \\
     static void abi_tile_##name(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x,   \\
@@ -344,6 +463,8 @@ cdef extern from *:
     ABI_TILE_DRIVER(q5_0, 4, 8)
     ABI_TILE_DRIVER(q4_k, 2, 8)
     ABI_TILE_DRIVER(q6_k, 2, 8)
+    ABI_TILE_DRIVER(iq4_nl, 4, 4)
+    ABI_TILE_DRIVER(iq4_xs, 2, 8)
 
     #else
     #define ABI_QTILE 0
@@ -354,6 +475,8 @@ cdef extern from *:
     ABI_TILE_STUB(q5_0)
     ABI_TILE_STUB(q4_k)
     ABI_TILE_STUB(q6_k)
+    ABI_TILE_STUB(iq4_nl)
+    ABI_TILE_STUB(iq4_xs)
     #endif
     #endif /* ABI_QTILE_H */
     """
@@ -368,3 +491,7 @@ cdef extern from *:
                                    Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
     void tile_q6_k "abi_tile_q6_k"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                                    Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_iq4_nl "abi_tile_iq4_nl"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                       Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_iq4_xs "abi_tile_iq4_xs"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                       Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
