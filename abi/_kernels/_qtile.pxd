@@ -436,6 +436,130 @@ cdef extern from *:
             }
     }
 
+    /* ------------------------------------------------------------------ Q5_K x Q8_K
+       The Q4_K tile with the fifth bit: T = 1: acc (scales) and accm (mins); here
+       [acc | accm], the block's integer sum [sub-block 2c | 2c + 1] per 64 activation bytes. */
+    ABI_AINL void abi_tile_q5_k_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        const __m256i m4 = _mm256_set1_epi8(15), b4 = _mm256_set1_epi8(16);
+        __m512 acc[ABI_TILE_R][ABI_TILE_N];
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
+        for (Py_ssize_t i = 0; i < nb; ++i) {
+            __m512i sum[ABI_TILE_R][ABI_TILE_N];
+            __m512i sc16[ABI_TILE_R];    /* int16 lanes 0-7 the scales, 8-15 the mins */
+            __m256i mins16[ABI_TILE_R];
+            __m512 dd[ABI_TILE_R];       /* [d x 8 | dmin x 8] */
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
+                const uint8_t* wr = w + r * rb + 176 * i;
+                uint32_t k[4];
+                abi_k4_words(wr + 4, k);
+                const __m128i scm = _mm_setr_epi32((int)k[0], (int)k[1], (int)k[2], (int)k[3]);
+                sc16[r] = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(scm));
+                mins16[r] = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(scm, scm));   /* m0 m0 m1 m1 ... */
+                dd[r] = abi_zf2(abi_f16_to_f32(abi_ld16(wr)), abi_f16_to_f32(abi_ld16(wr + 2)));
+                ABI_UNROLL for (int t = 0; t < N; ++t) sum[r][t] = _mm512_setzero_si512();
+            }
+            ABI_UNROLL for (int c = 0; c < 4; ++c) {
+                const __m512i idx = abi_zi(_mm256_set1_epi16((short)(2 * c)), _mm256_set1_epi16((short)(2 * c + 1)));
+                __m512i u[ABI_TILE_R], s16[ABI_TILE_R];
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                    const uint8_t* wr = w + r * rb + 176 * i;
+                    const __m256i q = _mm256_loadu_si256((const __m256i*)(wr + 48 + 32 * c));
+                    /* bit 2c of qh is bit 4 of sub-block 2c, bit 2c + 1 of sub-block 2c + 1 */
+                    const __m256i hb = _mm256_srli_epi16(_mm256_loadu_si256((const __m256i*)(wr + 16)), 2 * c);
+                    u[r] = abi_zi(_mm256_or_si256(_mm256_and_si256(q, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), b4)),
+                                  _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), _mm256_and_si256(_mm256_slli_epi16(hb, 3), b4)));
+                    s16[r] = _mm512_permutexvar_epi16(idx, sc16[r]);
+                }
+                ABI_UNROLL for (int t = 0; t < N; ++t) {
+                    const __m512i s = _mm512_loadu_si512((const void*)(x + t * xs + 292 * i + 4 + 64 * c));
+                    ABI_UNROLL for (int r = 0; r < R; ++r)
+                        sum[r][t] = _mm512_dpwssd_epi32(sum[r][t], _mm512_maddubs_epi16(u[r], s), s16[r]);
+                }
+            }
+            ABI_UNROLL for (int t = 0; t < N; ++t) {
+                const uint8_t* xt = x + t * xs + 292 * i;
+                const __m512 dx = _mm512_set1_ps(abi_ldf32(xt));
+                const __m256i bs = _mm256_loadu_si256((const __m256i*)(xt + 260));
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                    const __m512i v = abi_zi(abi_zfold(sum[r][t]), _mm256_madd_epi16(bs, mins16[r]));
+                    acc[r][t] = _mm512_fmadd_ps(_mm512_mul_ps(dd[r], dx), _mm512_cvtepi32_ps(v), acc[r][t]);
+                }
+            }
+        }
+        ABI_UNROLL for (int r = 0; r < R; ++r)
+            ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_hsum8(abi_zlo(acc[r][t])) - abi_hsum8(abi_zhi(acc[r][t]));
+    }
+
+    /* ------------------------------------------------------------------ Q3_K x Q8_K
+       The Q6_K tile's layout (two tokens per accumulator, pairs of 32-element groups, 16
+       scales) with Q3_K's values: q + 4 = low 2 bits | hmask bit << 2, unsigned 0..7, and
+       4 sum_j sc_j bsum_j taken back out at the end of the block, as the T = 1 kernel does. */
+    ABI_AINL __m256i abi_q3_k_group(__m256i q, __m256i hm, int h, int s) {
+        const int k = 4 * h + s;   /* elements 32k + 0..31 take bit k of hmask[0..31], moved to bit 2 */
+        __m256i hb = _mm256_and_si256(hm, _mm256_set1_epi8((char)(1 << k)));
+        hb = k < 2 ? _mm256_slli_epi16(hb, 2 - k) : _mm256_srli_epi16(hb, k - 2);
+        return _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * s), _mm256_set1_epi8(3)), hb);
+    }
+    ABI_AINL void abi_tile_q3_k_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        enum { P = (ABI_TILE_N + 1) / 2 };
+        const int NP = (N + 1) / 2;
+        __m512 acc[ABI_TILE_R][P];
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int j = 0; j < NP; ++j) acc[r][j] = _mm512_setzero_ps();
+        for (Py_ssize_t i = 0; i < nb; ++i) {
+            __m512i sum[ABI_TILE_R][ABI_TILE_N];
+            __m512i sc16[ABI_TILE_R];   /* the 16 scales - 32 as int16, in both halves */
+            __m512 d[ABI_TILE_R];
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
+                const uint8_t* wr = w + r * rb + 110 * i;
+                uint32_t a[4];
+                abi_q3_k_scales(wr + 96, a);
+                const __m256i s = _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_setr_epi32((int)a[0], (int)a[1], (int)a[2], (int)a[3]), _mm_set1_epi8(32)));
+                sc16[r] = abi_zi(s, s);
+                d[r] = _mm512_set1_ps(abi_f16t(wr + 108));
+                ABI_UNROLL for (int t = 0; t < N; ++t) sum[r][t] = _mm512_setzero_si512();
+            }
+            ABI_UNROLL for (int g = 0; g < 4; ++g) {   /* groups s = 2(g & 1), + 1 of half h = g >> 1 */
+                const int h = g >> 1;
+                /* int16 lanes of 128-bit lane L: scale 8h + 4(g & 1) + L */
+                const __m512i idx = _mm512_add_epi16(_mm512_set1_epi16((short)(8 * h + 4 * (g & 1))),
+                    _mm512_set_epi16(3,3,3,3,3,3,3,3, 2,2,2,2,2,2,2,2, 1,1,1,1,1,1,1,1, 0,0,0,0,0,0,0,0));
+                __m512i u[ABI_TILE_R], s16[ABI_TILE_R];
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                    const uint8_t* wr = w + r * rb + 110 * i;
+                    const __m256i hm = _mm256_loadu_si256((const __m256i*)wr);
+                    const __m256i q = _mm256_loadu_si256((const __m256i*)(wr + 32 + 32 * h));
+                    u[r] = abi_zi(abi_q3_k_group(q, hm, h, 2 * (g & 1)), abi_q3_k_group(q, hm, h, 2 * (g & 1) + 1));
+                    s16[r] = _mm512_permutexvar_epi16(idx, sc16[r]);
+                }
+                ABI_UNROLL for (int t = 0; t < N; ++t) {
+                    const __m512i s = _mm512_loadu_si512((const void*)(x + t * xs + 292 * i + 4 + 128 * h + 64 * (g & 1)));
+                    ABI_UNROLL for (int r = 0; r < R; ++r)
+                        sum[r][t] = _mm512_dpwssd_epi32(sum[r][t], _mm512_maddubs_epi16(u[r], s), s16[r]);
+                }
+            }
+            ABI_UNROLL for (int j = 0; j < NP; ++j) {
+                const uint8_t* xa = x + (2 * j) * xs + 292 * i;
+                const uint8_t* xb = 2 * j + 1 < N ? xa + xs : xa;
+                const __m512 dx = abi_zf2(abi_ldf32(xa), abi_ldf32(xb));
+                const __m512i bs = abi_zld(xa + 260, xb + 260);
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                    const __m512i sa = sum[r][2 * j], sb = 2 * j + 1 < N ? sum[r][2 * j + 1] : sa;
+                    const __m512i folded = _mm512_add_epi32(_mm512_shuffle_i64x2(sa, sb, 0x44), _mm512_shuffle_i64x2(sa, sb, 0xEE));
+                    const __m512i corr = _mm512_madd_epi16(bs, sc16[r]);
+                    const __m512i v = _mm512_sub_epi32(folded, _mm512_slli_epi32(corr, 2));
+                    acc[r][j] = _mm512_fmadd_ps(_mm512_mul_ps(d[r], dx), _mm512_cvtepi32_ps(v), acc[r][j]);
+                }
+            }
+        }
+        ABI_UNROLL for (int r = 0; r < R; ++r)
+            ABI_UNROLL for (int j = 0; j < NP; ++j) {
+                y[(2 * j) * ys + r] = abi_hsum8(abi_zlo(acc[r][j]));
+                if (2 * j + 1 < N) y[(2 * j + 1) * ys + r] = abi_hsum8(abi_zhi(acc[r][j]));
+            }
+    }
+
     /* full R x N tiles, then the leftover rows one at a time, then the leftover tokens */
     #define ABI_TILE_DRIVER(name, TR, TN)                                                               \\
     static void abi_tile_##name(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x,   \\
@@ -465,6 +589,8 @@ cdef extern from *:
     ABI_TILE_DRIVER(q6_k, 2, 8)
     ABI_TILE_DRIVER(iq4_nl, 4, 4)
     ABI_TILE_DRIVER(iq4_xs, 2, 8)
+    ABI_TILE_DRIVER(q5_k, 2, 8)
+    ABI_TILE_DRIVER(q3_k, 2, 8)
 
     #else
     #define ABI_QTILE 0
@@ -477,6 +603,8 @@ cdef extern from *:
     ABI_TILE_STUB(q6_k)
     ABI_TILE_STUB(iq4_nl)
     ABI_TILE_STUB(iq4_xs)
+    ABI_TILE_STUB(q5_k)
+    ABI_TILE_STUB(q3_k)
     #endif
     #endif /* ABI_QTILE_H */
     """
@@ -495,3 +623,7 @@ cdef extern from *:
                                        Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
     void tile_iq4_xs "abi_tile_iq4_xs"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                                        Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_q5_k "abi_tile_q5_k"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_q3_k "abi_tile_q3_k"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
