@@ -317,15 +317,14 @@ cdef extern from *:
             }
     }
 
-    /* ------------------------------------------------------------------ IQ4_NL x Q8_0
-       T = 1: acc0 (even blocks), acc1 (odd); here [acc0 | acc1]. The table's values + 128
-       are unsigned (one shuffle per 32 nibbles), and 128 * (the activation's 4-byte sums)
-       takes the offset back out. */
-    ABI_AINL __m256i abi_iq4nl_u32(const uint8_t* qs, __m256i tblu) { return _mm256_shuffle_epi8(tblu, abi_nibbles32(qs)); }
-    ABI_AINL void abi_tile_iq4_nl_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
-                                     Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
-        const __m512i off = _mm512_set1_epi8((char)0x80);
-        const __m256i tbl = abi_iq4nl_table(), tblu = _mm256_xor_si256(tbl, _mm512_castsi512_si256(off));
+    /* ------------------------------------------------------------------ IQ4_NL, Q4_0 x Q8_0
+       T = 1: acc0 (even blocks), acc1 (odd); here [acc0 | acc1]. The weights as unsigned
+       bytes, v + off (IQ4_NL: the table's values + 128, one shuffle per 32 nibbles; Q4_0: the
+       nibbles, q - 8 + 8), and off * (the activation's 4-byte sums) takes the offset back out. */
+    ABI_AINL void abi_tile_nib_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                  Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N, const int iq) {
+        const __m512i off = _mm512_set1_epi8(iq ? (char)0x80 : 8);
+        const __m256i tbl = abi_iq4nl_table(), tblu = _mm256_xor_si256(tbl, _mm256_set1_epi8((char)0x80));
         __m512 acc[ABI_TILE_R][ABI_TILE_N];
         ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
         Py_ssize_t i = 0;
@@ -333,7 +332,8 @@ cdef extern from *:
             __m512i u[ABI_TILE_R]; __m512 dw[ABI_TILE_R];
             ABI_UNROLL for (int r = 0; r < R; ++r) {
                 const uint8_t* wr = w + r * rb + 18 * i;
-                u[r] = abi_zi(abi_iq4nl_u32(wr + 2, tblu), abi_iq4nl_u32(wr + 20, tblu));
+                const __m256i n0 = abi_nibbles32(wr + 2), n1 = abi_nibbles32(wr + 20);
+                u[r] = iq ? abi_zi(_mm256_shuffle_epi8(tblu, n0), _mm256_shuffle_epi8(tblu, n1)) : abi_zi(n0, n1);
                 dw[r] = abi_zf2(abi_f16t(wr), abi_f16t(wr + 18));
             }
             ABI_UNROLL for (int t = 0; t < N; ++t) {
@@ -342,7 +342,7 @@ cdef extern from *:
                 const __m512i c = _mm512_sub_epi32(_mm512_setzero_si512(), abi_dpbusd_z(off, s));
                 const __m512 dx = abi_zf2(abi_f16t(xt), abi_f16t(xt + 34));
                 ABI_UNROLL for (int r = 0; r < R; ++r) {
-                    const __m512i p = _mm512_dpbusd_epi32(c, u[r], s);   /* - 128 sums + (v + 128) x */
+                    const __m512i p = _mm512_dpbusd_epi32(c, u[r], s);   /* - off sums + (v + off) x */
                     acc[r][t] = _mm512_fmadd_ps(_mm512_mul_ps(dw[r], dx), _mm512_cvtepi32_ps(p), acc[r][t]);
                 }
             }
@@ -350,7 +350,8 @@ cdef extern from *:
         if (i < nb) {
             ABI_UNROLL for (int r = 0; r < R; ++r) {
                 const uint8_t* wr = w + r * rb + 18 * i;
-                const __m256i v = _mm256_shuffle_epi8(tbl, abi_nibbles32(wr + 2));
+                const __m256i n0 = abi_nibbles32(wr + 2);
+                const __m256i v = iq ? _mm256_shuffle_epi8(tbl, n0) : _mm256_sub_epi8(n0, _mm256_set1_epi8(8));
                 ABI_UNROLL for (int t = 0; t < N; ++t) {
                     const uint8_t* xt = x + t * xs + 34 * i;
                     __m256i p0 = abi_dpbssd(v, _mm256_loadu_si256((const __m256i*)(xt + 2)));
@@ -360,6 +361,116 @@ cdef extern from *:
             }
         }
         ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_zsum(acc[r][t]);
+    }
+    ABI_AINL void abi_tile_iq4_nl_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                     Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        abi_tile_nib_rn(w, rb, x, xs, nb, y, ys, R, N, 1);
+    }
+    ABI_AINL void abi_tile_q4_0_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        abi_tile_nib_rn(w, rb, x, xs, nb, y, ys, R, N, 0);
+    }
+
+    /* ------------------------------------------------------------------ Q5_1 x Q8_1
+       T = 1: one accumulator over the blocks in order and a scalar accm (m_w s_x, one fused
+       multiply-add a block); here two tokens side by side, [token 2j | 2j + 1] (an odd last
+       token computed twice, stored once), and the accm of the N tokens in lanes 0..N-1. */
+    ABI_AINL void abi_tile_q5_1_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        enum { P = (ABI_TILE_N + 1) / 2 };
+        const int NP = (N + 1) / 2;
+        const __m256i b4 = _mm256_set1_epi8(16);
+        __m512 acc[ABI_TILE_R][P];
+        __m256 accm[ABI_TILE_R];
+        float sx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        ABI_UNROLL for (int r = 0; r < R; ++r) {
+            accm[r] = _mm256_setzero_ps();
+            ABI_UNROLL for (int j = 0; j < NP; ++j) acc[r][j] = _mm512_setzero_ps();
+        }
+        for (Py_ssize_t i = 0; i < nb; ++i) {
+            __m512i u[ABI_TILE_R]; __m512 dw[ABI_TILE_R];
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
+                const uint8_t* wr = w + r * rb + 24 * i;
+                const __m256i q = _mm256_or_si256(abi_nibbles32(wr + 8), _mm256_and_si256(abi_bitmask32(wr + 4), b4));
+                u[r] = abi_zi(q, q);
+                dw[r] = _mm512_set1_ps(abi_f16t(wr));
+            }
+            ABI_UNROLL for (int j = 0; j < NP; ++j) {
+                const uint8_t* xa = x + (2 * j) * xs + 36 * i;
+                const uint8_t* xb = 2 * j + 1 < N ? xa + xs : xa;
+                const __m512i s = abi_zld(xa + 4, xb + 4);
+                const __m512 dx = abi_zf2(abi_f16t(xa), abi_f16t(xb));
+                sx[2 * j] = abi_f16t(xa + 2);
+                if (2 * j + 1 < N) sx[2 * j + 1] = abi_f16t(xb + 2);
+                ABI_UNROLL for (int r = 0; r < R; ++r)
+                    acc[r][j] = _mm512_fmadd_ps(_mm512_mul_ps(dw[r], dx), _mm512_cvtepi32_ps(abi_dpbusd_z(u[r], s)), acc[r][j]);
+            }
+            const __m256 vs = _mm256_loadu_ps(sx);
+            ABI_UNROLL for (int r = 0; r < R; ++r)
+                accm[r] = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16t(w + r * rb + 24 * i + 2)), vs, accm[r]);
+        }
+        ABI_UNROLL for (int r = 0; r < R; ++r) {
+            float m[8];
+            _mm256_storeu_ps(m, accm[r]);
+            ABI_UNROLL for (int j = 0; j < NP; ++j) {
+                y[(2 * j) * ys + r] = abi_hsum8(abi_zlo(acc[r][j])) + m[2 * j];
+                if (2 * j + 1 < N) y[(2 * j + 1) * ys + r] = abi_hsum8(abi_zhi(acc[r][j])) + m[2 * j + 1];
+            }
+        }
+    }
+
+    /* ------------------------------------------------------------------ Q2_K x Q8_K
+       T = 1: acc (scales) and accm (mins); here [acc | accm] as the Q4_K tile, the block's
+       integer sum over pairs of 32-element groups as the Q3_K tile (16 scales, low nibbles;
+       the 16 mins, high nibbles, against the bsums). */
+    ABI_AINL void abi_tile_q2_k_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        const __m256i m3 = _mm256_set1_epi8(3);
+        const __m128i m4 = _mm_set1_epi8(15);
+        __m512 acc[ABI_TILE_R][ABI_TILE_N];
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
+        for (Py_ssize_t i = 0; i < nb; ++i) {
+            __m512i sum[ABI_TILE_R][ABI_TILE_N];
+            __m512i sc16[ABI_TILE_R];    /* the 16 scales as int16, in both halves */
+            __m256i mn16[ABI_TILE_R];
+            __m512 dd[ABI_TILE_R];       /* [d x 8 | dmin x 8] */
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
+                const uint8_t* wr = w + r * rb + 84 * i;
+                const __m128i sm = _mm_loadu_si128((const __m128i*)wr);
+                const __m256i s = _mm256_cvtepu8_epi16(_mm_and_si128(sm, m4));
+                sc16[r] = abi_zi(s, s);
+                mn16[r] = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sm, 4), m4));
+                dd[r] = abi_zf2(abi_f16t(wr + 80), abi_f16t(wr + 82));
+                ABI_UNROLL for (int t = 0; t < N; ++t) sum[r][t] = _mm512_setzero_si512();
+            }
+            ABI_UNROLL for (int g = 0; g < 4; ++g) {   /* groups s = 2(g & 1), + 1 of half h = g >> 1 */
+                const int h = g >> 1, s0 = 2 * (g & 1);
+                const __m512i idx = _mm512_add_epi16(_mm512_set1_epi16((short)(8 * h + 4 * (g & 1))),
+                    _mm512_set_epi16(3,3,3,3,3,3,3,3, 2,2,2,2,2,2,2,2, 1,1,1,1,1,1,1,1, 0,0,0,0,0,0,0,0));
+                __m512i u[ABI_TILE_R], s16[ABI_TILE_R];
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                    const __m256i q = _mm256_loadu_si256((const __m256i*)(w + r * rb + 84 * i + 16 + 32 * h));
+                    u[r] = abi_zi(_mm256_and_si256(_mm256_srli_epi16(q, 2 * s0), m3), _mm256_and_si256(_mm256_srli_epi16(q, 2 * s0 + 2), m3));
+                    s16[r] = _mm512_permutexvar_epi16(idx, sc16[r]);
+                }
+                ABI_UNROLL for (int t = 0; t < N; ++t) {
+                    const __m512i s = _mm512_loadu_si512((const void*)(x + t * xs + 292 * i + 4 + 128 * h + 64 * (g & 1)));
+                    ABI_UNROLL for (int r = 0; r < R; ++r)
+                        sum[r][t] = _mm512_dpwssd_epi32(sum[r][t], _mm512_maddubs_epi16(u[r], s), s16[r]);
+                }
+            }
+            ABI_UNROLL for (int t = 0; t < N; ++t) {
+                const uint8_t* xt = x + t * xs + 292 * i;
+                const __m512 dx = _mm512_set1_ps(abi_ldf32(xt));
+                const __m256i bs = _mm256_loadu_si256((const __m256i*)(xt + 260));
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                    const __m512i v = abi_zi(abi_zfold(sum[r][t]), _mm256_madd_epi16(mn16[r], bs));
+                    acc[r][t] = _mm512_fmadd_ps(_mm512_mul_ps(dd[r], dx), _mm512_cvtepi32_ps(v), acc[r][t]);
+                }
+            }
+        }
+        ABI_UNROLL for (int r = 0; r < R; ++r)
+            ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_hsum8(abi_zlo(acc[r][t])) - abi_hsum8(abi_zhi(acc[r][t]));
     }
 
     /* ------------------------------------------------------------------ IQ4_XS x Q8_K
@@ -591,6 +702,9 @@ cdef extern from *:
     ABI_TILE_DRIVER(iq4_xs, 2, 8)
     ABI_TILE_DRIVER(q5_k, 2, 8)
     ABI_TILE_DRIVER(q3_k, 2, 8)
+    ABI_TILE_DRIVER(q4_0, 4, 4)
+    ABI_TILE_DRIVER(q5_1, 4, 8)
+    ABI_TILE_DRIVER(q2_k, 2, 8)
 
     #else
     #define ABI_QTILE 0
@@ -605,6 +719,9 @@ cdef extern from *:
     ABI_TILE_STUB(iq4_xs)
     ABI_TILE_STUB(q5_k)
     ABI_TILE_STUB(q3_k)
+    ABI_TILE_STUB(q4_0)
+    ABI_TILE_STUB(q5_1)
+    ABI_TILE_STUB(q2_k)
     #endif
     #endif /* ABI_QTILE_H */
     """
@@ -626,4 +743,10 @@ cdef extern from *:
     void tile_q5_k "abi_tile_q5_k"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                                    Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
     void tile_q3_k "abi_tile_q3_k"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_q4_0 "abi_tile_q4_0"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_q5_1 "abi_tile_q5_1"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_q2_k "abi_tile_q2_k"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                                    Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
