@@ -450,10 +450,12 @@ def _gemv_rows_into(const uint8_t[::1] w, int ggml_type, Py_ssize_t row_start, P
 
 
 def _gemm_rows_into(const uint8_t[::1] w, int ggml_type, Py_ssize_t row_start, Py_ssize_t row_end,
-                    Py_ssize_t cols, const float[:, ::1] x, float[:, ::1] y):
-    """Test hook: gemm_rows over rows [row_start, row_end) for every row of x (y[t, r], r
-    absolute); each x row is quantised as the T = 1 product quantises it."""
-    cdef Py_ssize_t nq = activation_bytes(ggml_type, cols), T = x.shape[0], i
+                    Py_ssize_t cols, const float[:, ::1] x, float[:, ::1] y, bint tiles=True):
+    """Test and benchmark hook: gemm_rows over rows [row_start, row_end) for every row of x
+    (y[t, r], r absolute); each x row is quantised as the T = 1 product quantises it. With
+    tiles=False, the T = 1 products instead, a block of 16 rows at a time for every token (as
+    the forward runs a type without tiles)."""
+    cdef Py_ssize_t nq = activation_bytes(ggml_type, cols), T = x.shape[0], i, rb, re
     if (not has_tile(ggml_type) or x.shape[1] != cols or y.shape[0] != T
             or not 0 <= row_start <= row_end <= y.shape[1] or w.shape[0] < row_end * row_bytes(ggml_type, cols)):
         raise ValueError("_gemm_rows_into: bad arguments or no tiled product for this type")
@@ -463,7 +465,15 @@ def _gemm_rows_into(const uint8_t[::1] w, int ggml_type, Py_ssize_t row_start, P
     with nogil:
         for i in range(T):
             quantize_activation(ggml_type, &x[i, 0], cols, xq + i * nq)
-        gemm_rows(ggml_type, &w[0], row_start, row_end, cols, xq, nq, T, &y[0, 0], y.shape[1])
+        if tiles:
+            gemm_rows(ggml_type, &w[0], row_start, row_end, cols, xq, nq, T, &y[0, 0], y.shape[1])
+        else:
+            rb = row_start
+            while rb < row_end:
+                re = min(rb + 16, row_end)
+                for i in range(T):
+                    gemv_rows(ggml_type, &w[0], rb, re, cols, xq + i * nq, NULL, &y[i, 0])
+                rb = re
     free(xq)
 
 
