@@ -7,8 +7,8 @@
 # adds the same exact integer block sums into them with the same scale products and the
 # same fused multiply-adds, in block order, and reduces them the same way at the end. The
 # integer sums may be formed differently (here 512-bit VNNI, with the signed weights
-# offset to unsigned and the offset taken back out through the activation's sums): they
-# are exact, so every lane holds the same integer. Where the T = 1 kernel sums scalars in
+# offset to unsigned and the offset taken back out through the activation's sums, or their
+# signs moved onto the activation): they are exact, so every lane holds the same integer. Where the T = 1 kernel sums scalars in
 # an expression the compiler contracts (Q4_1's m_w s_x terms), the tile spells out the
 # same fused multiply-add; tests/test_kernels_matmul.py checks every tile against the T = 1
 # kernel bit for bit, so a compiler that contracts otherwise is caught there.
