@@ -8,9 +8,9 @@
 # same fused multiply-adds, in block order, and reduces them the same way at the end. The
 # integer sums may be formed differently (here 512-bit VNNI, with the signed weights
 # offset to unsigned and the offset taken back out through the activation's sums, or their
-# signs moved onto the activation): they are exact, so every lane holds the same integer. Where the T = 1 kernel sums scalars in
-# an expression the compiler contracts (Q4_1's m_w s_x terms), the tile spells out the
-# same fused multiply-add; tests/test_kernels_matmul.py checks every tile against the T = 1
+# signs moved onto the activation): they are exact, so every lane holds the same integer.
+# Where the T = 1 kernel sums scalars in an expression the compiler contracts (the m_w s_x
+# terms of Q4_1 and Q5_1), the tile spells out the same fused multiply-add; tests/test_kernels_matmul.py checks every tile against the T = 1
 # kernel bit for bit, so a compiler that contracts otherwise is caught there.
 #
 #   abi_tile_<w>(w, rb, nr, x, xs, nt, nb, y, ys): y[t * ys + r] = row r . token t for
