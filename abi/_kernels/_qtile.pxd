@@ -10,8 +10,9 @@
 # offset to unsigned and the offset taken back out through the activation's sums, or their
 # signs moved onto the activation): they are exact, so every lane holds the same integer.
 # Where the T = 1 kernel sums scalars in an expression the compiler contracts (the m_w s_x
-# terms of Q4_1 and Q5_1), the tile spells out the same fused multiply-add; tests/test_kernels_matmul.py checks every tile against the T = 1
-# kernel bit for bit, so a compiler that contracts otherwise is caught there.
+# terms of Q4_1 and Q5_1), the tile spells out the same fused multiply-add;
+# tests/test_kernels_matmul.py checks every tile against the T = 1 kernel bit for bit, so a
+# compiler that contracts otherwise is caught there.
 #
 #   abi_tile_<w>(w, rb, nr, x, xs, nt, nb, y, ys): y[t * ys + r] = row r . token t for
 #   r < nr (rows rb bytes apart from w), t < nt (activation rows xs bytes apart from x),
@@ -382,7 +383,7 @@ cdef extern from *:
         const __m256i b4 = _mm256_set1_epi8(16);
         __m512 acc[ABI_TILE_R][P];
         __m256 accm[ABI_TILE_R];
-        float sx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        float sx[ABI_TILE_N] = {0};
         ABI_UNROLL for (int r = 0; r < R; ++r) {
             accm[r] = _mm256_setzero_ps();
             ABI_UNROLL for (int j = 0; j < NP; ++j) acc[r][j] = _mm512_setzero_ps();
@@ -410,7 +411,7 @@ cdef extern from *:
                 accm[r] = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16t(w + r * rb + 24 * i + 2)), vs, accm[r]);
         }
         ABI_UNROLL for (int r = 0; r < R; ++r) {
-            float m[8];
+            float m[ABI_TILE_N];
             _mm256_storeu_ps(m, accm[r]);
             ABI_UNROLL for (int j = 0; j < NP; ++j) {
                 y[(2 * j) * ys + r] = abi_hsum8(abi_zlo(acc[r][j])) + m[2 * j];
