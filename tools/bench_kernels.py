@@ -235,12 +235,15 @@ def main(argv=None) -> int:
         rows = bench_prompt(args.prompt, types, args.repeat)
         load_after = os.getloadavg()
         if args.json:
-            print(json.dumps({"loadavg_before": load_before, "loadavg_after": load_after, "prompt": rows}, indent=1))
+            print(json.dumps({"loadavg_before": load_before, "loadavg_after": load_after, "prompt": rows},
+                             indent=1))
             return 0
-        print(f"{args.prompt}-token products, 1 thread, its CPU time; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
+        print(f"{args.prompt}-token products, 1 thread, its CPU time; "
+              f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
         print(f"{'type':7} {'rows x cols':>11} | {'T = 1 ms':>9} {'tiles ms':>9} {'speedup':>8}")
         for r in rows:
-            print(f"{r['type']:7} {r['rows']:>5}x{r['cols']:<5} | {r['ms_single']:9.2f} {r['ms_tiles']:9.2f} {r['speedup']:7.2f}x")
+            print(f"{r['type']:7} {r['rows']:>5}x{r['cols']:<5} | {r['ms_single']:9.2f} {r['ms_tiles']:9.2f} "
+                  f"{r['speedup']:7.2f}x")
         return 0
     sizes = SIZES[:3] if args.quick else SIZES
     types = list(TARGETS) if args.quick else TYPES
