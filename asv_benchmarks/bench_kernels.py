@@ -1,10 +1,10 @@
 """Quantised kernels: T = 1 products (time and GB/s of weight read, next to the machine's
-memory bandwidth), prefill products, dequantisation and quantisation.
+memory bandwidth), prefill products, prompt tiles, dequantisation and quantisation.
 tools/bench_kernels.py prints the same figures as a table (or --json)."""
 import numpy as np
 
 from abi import _kernels
-from abi._kernels import dequant
+from abi._kernels import dequant, matmul
 from abi.gguf.constants import GGMLType
 
 from ._tools import load
@@ -74,6 +74,29 @@ class PrefillProduct:
 
     def time_qmatmul_t64(self, type_name, shape):
         _kernels.qmatmul(self.raw, self.t, (self.rows, self.cols), self.x)
+
+
+class PromptTiles:
+    """64 tokens through the compiled forward's prompt products, one thread: the register tiles
+    against the T = 1 products (a block of 16 rows at a time for every token)."""
+    params = (["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
+               "IQ4_NL", "IQ4_XS"], ["1536x1536"])
+    param_names = ["type", "rows_x_cols"]
+
+    def setup(self, type_name, shape):
+        self.t, self.rows, self.cols = _parse(type_name, shape)
+        if int(self.t) not in matmul.tiled_types():
+            raise NotImplementedError(f"no {type_name} tiles on this build")   # asv: skipped
+        rng = np.random.default_rng(0)
+        self.raw = _weight(self.t, self.rows, self.cols, rng)
+        self.x = rng.standard_normal((64, self.cols), dtype=np.float32)
+        self.y = np.empty((64, self.rows), np.float32)
+
+    def time_tiles_t64(self, type_name, shape):
+        matmul._gemm_rows_into(self.raw, int(self.t), 0, self.rows, self.cols, self.x, self.y)
+
+    def time_single_token_t64(self, type_name, shape):
+        matmul._gemm_rows_into(self.raw, int(self.t), 0, self.rows, self.cols, self.x, self.y, False)
 
 
 class Dequantize:

@@ -279,10 +279,13 @@ def test_tiled_prompt_products_give_each_token_its_single_token_bits(t):
 
 def test_tiled_products_where_the_machine_has_avx512_vnni():
     """The tiles exist exactly where the build targets AVX-512 VNNI (else prompts take the
-    single-token products), and the tile pass length changes no bit."""
+    single-token products), the tile pass length changes no bit, and the benchmark's
+    single-token route (tiles=False) gives the same bits."""
     flags = open("/proc/cpuinfo").read() if sys.platform.startswith("linux") else ""
     if matmul.SIMD and all(f in flags for f in (" avx512f", " avx512bw", " avx512vl", " avx512_vnni")):
-        assert {GGMLType(t).name for t in matmul.tiled_types()} == {"Q4_1", "Q8_0", "Q5_0", "Q4_K", "Q6_K"}
+        assert {GGMLType(t).name for t in matmul.tiled_types()} == {"Q4_1", "Q8_0", "Q5_0", "Q4_K", "Q6_K",
+                                                                   "IQ4_NL", "IQ4_XS", "Q5_K", "Q3_K",
+                                                                   "Q4_0", "Q5_1", "Q2_K"}
     for t in TILED:
         rng = np.random.default_rng(12)
         rows, cols = sizes(t)[0]
@@ -295,4 +298,6 @@ def test_tiled_products_where_the_machine_has_avx512_vnni():
             matmul._gemm_rows_into(raw, int(t), 0, rows, cols, x, b)
         finally:
             matmul._set_tile_tokens(old)
+        assert np.array_equal(a, b)
+        matmul._gemm_rows_into(raw, int(t), 0, rows, cols, x, b, tiles=False)
         assert np.array_equal(a, b)

@@ -1,6 +1,7 @@
 """Kernel throughput next to this machine's memory read bandwidth, measured in the same run.
 
     python tools/bench_kernels.py [--threads N] [--quick] [--types T,...] [--repeat R] [--json]
+    python tools/bench_kernels.py --prompt T [--types T,...] [--repeat R] [--json]
 
 For each weight type and matrix size, the T = 1 product y = W @ x (activation quantisation
 included) as GB/s of quantised weight read, in two settings:
@@ -13,6 +14,12 @@ The yardstick is a numba ``prange`` sum over 512 MB of float32 with the same thr
 come and go, so each case is measured ``--repeat`` times, each time right after its own
 bandwidth measurement, and the best ratio is kept; the load average is printed alongside.
 Also: dequantisation GB/s of float32 output for every type.
+
+With --prompt T: for each type with prompt tiles, the product of T tokens on one thread through
+the register tiles against the T = 1 products (a block of 16 rows at a time for every token,
+as the forward runs a type without tiles), the two interleaved, best of --repeat each. Both run
+on the calling thread, and are timed in that thread's CPU time: on an oversubscribed machine a
+wall clock mostly measures the wait for a core, and longer calls wait more.
 """
 from __future__ import annotations
 
@@ -185,6 +192,31 @@ def bench_dequant(n_threads: int, n_out: int = 1 << 22) -> list[dict]:
     return out
 
 
+PROMPT_SIZES = [(1536, 1536), (1536, 8960)]   # a 1.5B model's attention and FFN-down shapes
+
+
+def bench_prompt(n_tokens: int, types, repeat: int) -> list[dict]:
+    rng = np.random.default_rng(0)
+    out = []
+    for t in types:
+        if int(t) not in matmul.tiled_types():
+            continue
+        for rows, cols in PROMPT_SIZES:
+            raw = random_weight(t, rows, cols, rng)
+            x = rng.standard_normal((n_tokens, cols), dtype=np.float32)
+            y = np.empty((n_tokens, rows), np.float32)
+            best = {True: math.inf, False: math.inf}
+            for _ in range(repeat):
+                for tiles in (False, True):
+                    t0 = time.thread_time()
+                    matmul._gemm_rows_into(raw, int(t), 0, rows, cols, x, y, tiles)
+                    best[tiles] = min(best[tiles], time.thread_time() - t0)
+            out.append({"type": t.name, "rows": rows, "cols": cols, "tokens": n_tokens,
+                        "ms_single": best[False] * 1e3, "ms_tiles": best[True] * 1e3,
+                        "speedup": best[False] / best[True]})
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=_kernels.default_num_threads())
@@ -194,7 +226,25 @@ def main(argv=None) -> int:
     ap.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
                     help="before each measurement wait up to S seconds for other processes to go idle")
     ap.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
+    ap.add_argument("--prompt", type=int, default=0, metavar="T",
+                    help="only the T-token products: register tiles against the T = 1 products")
     args = ap.parse_args(argv)
+    if args.prompt > 0:
+        types = [GGMLType[n.strip().upper()] for n in args.types.split(",")] if args.types else TYPES
+        load_before = os.getloadavg()
+        rows = bench_prompt(args.prompt, types, args.repeat)
+        load_after = os.getloadavg()
+        if args.json:
+            print(json.dumps({"loadavg_before": load_before, "loadavg_after": load_after, "prompt": rows},
+                             indent=1))
+            return 0
+        print(f"{args.prompt}-token products, 1 thread, its CPU time; "
+              f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
+        print(f"{'type':7} {'rows x cols':>11} | {'T = 1 ms':>9} {'tiles ms':>9} {'speedup':>8}")
+        for r in rows:
+            print(f"{r['type']:7} {r['rows']:>5}x{r['cols']:<5} | {r['ms_single']:9.2f} {r['ms_tiles']:9.2f} "
+                  f"{r['speedup']:7.2f}x")
+        return 0
     sizes = SIZES[:3] if args.quick else SIZES
     types = list(TARGETS) if args.quick else TYPES
     if args.types:

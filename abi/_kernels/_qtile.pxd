@@ -7,11 +7,12 @@
 # adds the same exact integer block sums into them with the same scale products and the
 # same fused multiply-adds, in block order, and reduces them the same way at the end. The
 # integer sums may be formed differently (here 512-bit VNNI, with the signed weights
-# offset to unsigned and the offset taken back out through the activation's sums): they
-# are exact, so every lane holds the same integer. Where the T = 1 kernel sums scalars in
-# an expression the compiler contracts (Q4_1's m_w s_x terms), the tile spells out the
-# same fused multiply-add; tests/test_kernels_matmul.py checks every tile against the T = 1
-# kernel bit for bit, so a compiler that contracts otherwise is caught there.
+# offset to unsigned and the offset taken back out through the activation's sums, or their
+# signs moved onto the activation): they are exact, so every lane holds the same integer.
+# Where the T = 1 kernel sums scalars in an expression the compiler contracts (the m_w s_x
+# terms of Q4_1 and Q5_1), the tile spells out the same fused multiply-add;
+# tests/test_kernels_matmul.py checks every tile against the T = 1 kernel bit for bit, so a
+# compiler that contracts otherwise is caught there.
 #
 #   abi_tile_<w>(w, rb, nr, x, xs, nt, nb, y, ys): y[t * ys + r] = row r . token t for
 #   r < nr (rows rb bytes apart from w), t < nt (activation rows xs bytes apart from x),
@@ -317,6 +318,360 @@ cdef extern from *:
             }
     }
 
+    /* ------------------------------------------------------------------ IQ4_NL, Q4_0 x Q8_0
+       T = 1: acc0 (even blocks), acc1 (odd); here [acc0 | acc1]. The weights as unsigned
+       bytes, v + off (IQ4_NL: the table's values + 128, one shuffle per 32 nibbles; Q4_0: the
+       nibbles, q - 8 + 8), and off * (the activation's 4-byte sums) takes the offset back out. */
+    ABI_AINL void abi_tile_nib_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                  Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N, const int iq) {
+        const __m512i off = _mm512_set1_epi8(iq ? (char)0x80 : 8);
+        const __m256i tbl = abi_iq4nl_table(), tblu = _mm256_xor_si256(tbl, _mm256_set1_epi8((char)0x80));
+        __m512 acc[ABI_TILE_R][ABI_TILE_N];
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
+        Py_ssize_t i = 0;
+        for (; i + 1 < nb; i += 2) {
+            __m512i u[ABI_TILE_R]; __m512 dw[ABI_TILE_R];
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
+                const uint8_t* wr = w + r * rb + 18 * i;
+                const __m256i n0 = abi_nibbles32(wr + 2), n1 = abi_nibbles32(wr + 20);
+                u[r] = iq ? abi_zi(_mm256_shuffle_epi8(tblu, n0), _mm256_shuffle_epi8(tblu, n1)) : abi_zi(n0, n1);
+                dw[r] = abi_zf2(abi_f16t(wr), abi_f16t(wr + 18));
+            }
+            ABI_UNROLL for (int t = 0; t < N; ++t) {
+                const uint8_t* xt = x + t * xs + 34 * i;
+                const __m512i s = abi_zld(xt + 2, xt + 36);
+                const __m512i c = _mm512_sub_epi32(_mm512_setzero_si512(), abi_dpbusd_z(off, s));
+                const __m512 dx = abi_zf2(abi_f16t(xt), abi_f16t(xt + 34));
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                    const __m512i p = _mm512_dpbusd_epi32(c, u[r], s);   /* - off sums + (v + off) x */
+                    acc[r][t] = _mm512_fmadd_ps(_mm512_mul_ps(dw[r], dx), _mm512_cvtepi32_ps(p), acc[r][t]);
+                }
+            }
+        }
+        if (i < nb) {
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
+                const uint8_t* wr = w + r * rb + 18 * i;
+                const __m256i n0 = abi_nibbles32(wr + 2);
+                const __m256i v = iq ? _mm256_shuffle_epi8(tbl, n0) : _mm256_sub_epi8(n0, _mm256_set1_epi8(8));
+                ABI_UNROLL for (int t = 0; t < N; ++t) {
+                    const uint8_t* xt = x + t * xs + 34 * i;
+                    __m256i p0 = abi_dpbssd(v, _mm256_loadu_si256((const __m256i*)(xt + 2)));
+                    __m256 a0 = _mm256_fmadd_ps(abi_scale2(wr, xt), _mm256_cvtepi32_ps(p0), abi_zlo(acc[r][t]));
+                    acc[r][t] = abi_zf(a0, abi_zhi(acc[r][t]));
+                }
+            }
+        }
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_zsum(acc[r][t]);
+    }
+    ABI_AINL void abi_tile_iq4_nl_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                     Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        abi_tile_nib_rn(w, rb, x, xs, nb, y, ys, R, N, 1);
+    }
+    ABI_AINL void abi_tile_q4_0_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        abi_tile_nib_rn(w, rb, x, xs, nb, y, ys, R, N, 0);
+    }
+
+    /* ------------------------------------------------------------------ Q5_1 x Q8_1
+       T = 1: one accumulator over the blocks in order and a scalar accm (m_w s_x, one fused
+       multiply-add a block); here two tokens side by side, [token 2j | 2j + 1] (an odd last
+       token computed twice, stored once), and the accm of the N tokens in lanes 0..N-1. */
+    ABI_AINL void abi_tile_q5_1_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        enum { P = (ABI_TILE_N + 1) / 2 };
+        const int NP = (N + 1) / 2;
+        const __m256i b4 = _mm256_set1_epi8(16);
+        __m512 acc[ABI_TILE_R][P];
+        __m256 accm[ABI_TILE_R];
+        float sx[ABI_TILE_N] = {0};
+        ABI_UNROLL for (int r = 0; r < R; ++r) {
+            accm[r] = _mm256_setzero_ps();
+            ABI_UNROLL for (int j = 0; j < NP; ++j) acc[r][j] = _mm512_setzero_ps();
+        }
+        for (Py_ssize_t i = 0; i < nb; ++i) {
+            __m512i u[ABI_TILE_R]; __m512 dw[ABI_TILE_R];
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
+                const uint8_t* wr = w + r * rb + 24 * i;
+                const __m256i q = _mm256_or_si256(abi_nibbles32(wr + 8), _mm256_and_si256(abi_bitmask32(wr + 4), b4));
+                u[r] = abi_zi(q, q);
+                dw[r] = _mm512_set1_ps(abi_f16t(wr));
+            }
+            ABI_UNROLL for (int j = 0; j < NP; ++j) {
+                const uint8_t* xa = x + (2 * j) * xs + 36 * i;
+                const uint8_t* xb = 2 * j + 1 < N ? xa + xs : xa;
+                const __m512i s = abi_zld(xa + 4, xb + 4);
+                const __m512 dx = abi_zf2(abi_f16t(xa), abi_f16t(xb));
+                sx[2 * j] = abi_f16t(xa + 2);
+                if (2 * j + 1 < N) sx[2 * j + 1] = abi_f16t(xb + 2);
+                ABI_UNROLL for (int r = 0; r < R; ++r)
+                    acc[r][j] = _mm512_fmadd_ps(_mm512_mul_ps(dw[r], dx), _mm512_cvtepi32_ps(abi_dpbusd_z(u[r], s)), acc[r][j]);
+            }
+            const __m256 vs = _mm256_loadu_ps(sx);
+            ABI_UNROLL for (int r = 0; r < R; ++r)
+                accm[r] = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16t(w + r * rb + 24 * i + 2)), vs, accm[r]);
+        }
+        ABI_UNROLL for (int r = 0; r < R; ++r) {
+            float m[ABI_TILE_N];
+            _mm256_storeu_ps(m, accm[r]);
+            ABI_UNROLL for (int j = 0; j < NP; ++j) {
+                y[(2 * j) * ys + r] = abi_hsum8(abi_zlo(acc[r][j])) + m[2 * j];
+                if (2 * j + 1 < N) y[(2 * j + 1) * ys + r] = abi_hsum8(abi_zhi(acc[r][j])) + m[2 * j + 1];
+            }
+        }
+    }
+
+    /* ------------------------------------------------------------------ Q2_K x Q8_K
+       T = 1: acc (scales) and accm (mins); here [acc | accm] as the Q4_K tile, the block's
+       integer sum over pairs of 32-element groups as the Q3_K tile (16 scales, low nibbles;
+       the 16 mins, high nibbles, against the bsums). */
+    ABI_AINL void abi_tile_q2_k_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        const __m256i m3 = _mm256_set1_epi8(3);
+        const __m128i m4 = _mm_set1_epi8(15);
+        __m512 acc[ABI_TILE_R][ABI_TILE_N];
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
+        for (Py_ssize_t i = 0; i < nb; ++i) {
+            __m512i sum[ABI_TILE_R][ABI_TILE_N];
+            __m512i sc16[ABI_TILE_R];    /* the 16 scales as int16, in both halves */
+            __m256i mn16[ABI_TILE_R];
+            __m512 dd[ABI_TILE_R];       /* [d x 8 | dmin x 8] */
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
+                const uint8_t* wr = w + r * rb + 84 * i;
+                const __m128i sm = _mm_loadu_si128((const __m128i*)wr);
+                const __m256i s = _mm256_cvtepu8_epi16(_mm_and_si128(sm, m4));
+                sc16[r] = abi_zi(s, s);
+                mn16[r] = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sm, 4), m4));
+                dd[r] = abi_zf2(abi_f16t(wr + 80), abi_f16t(wr + 82));
+                ABI_UNROLL for (int t = 0; t < N; ++t) sum[r][t] = _mm512_setzero_si512();
+            }
+            ABI_UNROLL for (int g = 0; g < 4; ++g) {   /* groups s = 2(g & 1), + 1 of half h = g >> 1 */
+                const int h = g >> 1, s0 = 2 * (g & 1);
+                const __m512i idx = _mm512_add_epi16(_mm512_set1_epi16((short)(8 * h + 4 * (g & 1))),
+                    _mm512_set_epi16(3,3,3,3,3,3,3,3, 2,2,2,2,2,2,2,2, 1,1,1,1,1,1,1,1, 0,0,0,0,0,0,0,0));
+                __m512i u[ABI_TILE_R], s16[ABI_TILE_R];
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                    const __m256i q = _mm256_loadu_si256((const __m256i*)(w + r * rb + 84 * i + 16 + 32 * h));
+                    u[r] = abi_zi(_mm256_and_si256(_mm256_srli_epi16(q, 2 * s0), m3), _mm256_and_si256(_mm256_srli_epi16(q, 2 * s0 + 2), m3));
+                    s16[r] = _mm512_permutexvar_epi16(idx, sc16[r]);
+                }
+                ABI_UNROLL for (int t = 0; t < N; ++t) {
+                    const __m512i s = _mm512_loadu_si512((const void*)(x + t * xs + 292 * i + 4 + 128 * h + 64 * (g & 1)));
+                    ABI_UNROLL for (int r = 0; r < R; ++r)
+                        sum[r][t] = _mm512_dpwssd_epi32(sum[r][t], _mm512_maddubs_epi16(u[r], s), s16[r]);
+                }
+            }
+            ABI_UNROLL for (int t = 0; t < N; ++t) {
+                const uint8_t* xt = x + t * xs + 292 * i;
+                const __m512 dx = _mm512_set1_ps(abi_ldf32(xt));
+                const __m256i bs = _mm256_loadu_si256((const __m256i*)(xt + 260));
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                    const __m512i v = abi_zi(abi_zfold(sum[r][t]), _mm256_madd_epi16(mn16[r], bs));
+                    acc[r][t] = _mm512_fmadd_ps(_mm512_mul_ps(dd[r], dx), _mm512_cvtepi32_ps(v), acc[r][t]);
+                }
+            }
+        }
+        ABI_UNROLL for (int r = 0; r < R; ++r)
+            ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_hsum8(abi_zlo(acc[r][t])) - abi_hsum8(abi_zhi(acc[r][t]));
+    }
+
+    /* ------------------------------------------------------------------ IQ4_XS x Q8_K
+       T = 1: one 8-lane accumulator; here two tokens side by side, [token 2j | 2j + 1] (an
+       odd last token is computed twice, stored once). 64 activation bytes at a time (sub-
+       blocks 2c, 2c + 1) against the table values laid out to match; the sign of each value
+       moves onto the activation (a masked negation per row and token) so that maddubs takes
+       |v|, as the T = 1 kernel does. 128-bit lanes 0 + 1 of the sum are the T = 1 lanes 0-3,
+       lanes 2 + 3 its lanes 4-7. */
+    ABI_AINL void abi_tile_iq4_xs_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                     Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        enum { P = (ABI_TILE_N + 1) / 2 };
+        const int NP = (N + 1) / 2;
+        const __m512i m4 = _mm512_set1_epi8(15);
+        const __m512i tbl = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i*)abi_qdot_iq4nl));
+        const __m128i m4x = _mm_set1_epi8(15);
+        const __m128i hmul = _mm_setr_epi16(1 << 14, 1 << 12, 1 << 10, 1 << 8, 1 << 6, 1 << 4, 1 << 2, 1);
+        __m512 acc[ABI_TILE_R][P];
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int j = 0; j < NP; ++j) acc[r][j] = _mm512_setzero_ps();
+        for (Py_ssize_t i = 0; i < nb; ++i) {
+            __m512i sum[ABI_TILE_R][ABI_TILE_N];
+            __m512i ls[ABI_TILE_R];    /* the 8 scales as int16, lanes 0-7 */
+            __m512 d[ABI_TILE_R];
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
+                const uint8_t* wr = w + r * rb + 136 * i;
+                /* as the T = 1 kernel: nibbles of scales_l, top bits of scales_h, less 32 */
+                const __m128i sl = _mm_cvtsi32_si128((int)abi_ld32(wr + 4));
+                const __m128i lo4 = _mm_unpacklo_epi8(_mm_and_si128(sl, m4x), _mm_and_si128(_mm_srli_epi16(sl, 4), m4x));
+                const __m128i hi2 = _mm_srli_epi16(_mm_mullo_epi16(_mm_set1_epi16((short)abi_ld16(wr + 2)), hmul), 14);
+                ls[r] = _mm512_castsi128_si512(_mm_sub_epi16(_mm_or_si128(_mm_cvtepu8_epi16(lo4), _mm_slli_epi16(hi2, 4)), _mm_set1_epi16(32)));
+                d[r] = _mm512_set1_ps(abi_f16t(wr));
+                ABI_UNROLL for (int t = 0; t < N; ++t) sum[r][t] = _mm512_setzero_si512();
+            }
+            ABI_UNROLL for (int c = 0; c < 4; ++c) {
+                /* [scale 2c x 16 | scale 2c + 1 x 16] */
+                const __m512i idx = abi_zi(_mm256_set1_epi16((short)(2 * c)), _mm256_set1_epi16((short)(2 * c + 1)));
+                __m512i u[ABI_TILE_R], s16[ABI_TILE_R];
+                __mmask64 neg[ABI_TILE_R];
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                    /* 128-bit lanes [bytes 0-15 | 0-15 | 16-31 | 16-31], nibbles low, high, low, high:
+                       elements 0-15, 16-31 of sub-block 2c, then of 2c + 1 */
+                    const __m512i q = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i*)(w + r * rb + 136 * i + 8 + 32 * c)));
+                    const __m512i qq = _mm512_shuffle_i64x2(q, q, 0x50);
+                    const __m512i v = _mm512_shuffle_epi8(tbl, _mm512_and_si512(_mm512_mask_srli_epi16(qq, (__mmask32)0xFF00FF00u, qq, 4), m4));
+                    u[r] = _mm512_abs_epi8(v);
+                    neg[r] = _mm512_movepi8_mask(v);
+                    s16[r] = _mm512_permutexvar_epi16(idx, ls[r]);
+                }
+                ABI_UNROLL for (int t = 0; t < N; ++t) {
+                    const __m512i s = _mm512_loadu_si512((const void*)(x + t * xs + 292 * i + 4 + 64 * c));
+                    ABI_UNROLL for (int r = 0; r < R; ++r) {
+                        /* |v|, |q_x| <= 127: a pair of products stays below 2^15 */
+                        const __m512i sg = _mm512_mask_sub_epi8(s, neg[r], _mm512_setzero_si512(), s);
+                        sum[r][t] = _mm512_dpwssd_epi32(sum[r][t], _mm512_maddubs_epi16(u[r], sg), s16[r]);
+                    }
+                }
+            }
+            ABI_UNROLL for (int j = 0; j < NP; ++j) {
+                const uint8_t* xa = x + (2 * j) * xs + 292 * i;
+                const uint8_t* xb = 2 * j + 1 < N ? xa + xs : xa;
+                const __m512 dx = abi_zf2(abi_ldf32(xa), abi_ldf32(xb));
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                    const __m512i sa = sum[r][2 * j], sb = 2 * j + 1 < N ? sum[r][2 * j + 1] : sa;
+                    /* [a0 + a1, a2 + a3 | b0 + b1, b2 + b3] over 128-bit lanes */
+                    const __m512i v = _mm512_add_epi32(_mm512_shuffle_i64x2(sa, sb, 0x88), _mm512_shuffle_i64x2(sa, sb, 0xDD));
+                    acc[r][j] = _mm512_fmadd_ps(_mm512_mul_ps(d[r], dx), _mm512_cvtepi32_ps(v), acc[r][j]);
+                }
+            }
+        }
+        ABI_UNROLL for (int r = 0; r < R; ++r)
+            ABI_UNROLL for (int j = 0; j < NP; ++j) {
+                y[(2 * j) * ys + r] = abi_hsum8(abi_zlo(acc[r][j]));
+                if (2 * j + 1 < N) y[(2 * j + 1) * ys + r] = abi_hsum8(abi_zhi(acc[r][j]));
+            }
+    }
+
+    /* ------------------------------------------------------------------ Q5_K x Q8_K
+       The Q4_K tile with the fifth bit: T = 1: acc (scales) and accm (mins); here
+       [acc | accm], the block's integer sum [sub-block 2c | 2c + 1] per 64 activation bytes. */
+    ABI_AINL void abi_tile_q5_k_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        const __m256i m4 = _mm256_set1_epi8(15), b4 = _mm256_set1_epi8(16);
+        __m512 acc[ABI_TILE_R][ABI_TILE_N];
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
+        for (Py_ssize_t i = 0; i < nb; ++i) {
+            __m512i sum[ABI_TILE_R][ABI_TILE_N];
+            __m512i sc16[ABI_TILE_R];    /* int16 lanes 0-7 the scales, 8-15 the mins */
+            __m256i mins16[ABI_TILE_R];
+            __m512 dd[ABI_TILE_R];       /* [d x 8 | dmin x 8] */
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
+                const uint8_t* wr = w + r * rb + 176 * i;
+                uint32_t k[4];
+                abi_k4_words(wr + 4, k);
+                const __m128i scm = _mm_setr_epi32((int)k[0], (int)k[1], (int)k[2], (int)k[3]);
+                sc16[r] = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(scm));
+                mins16[r] = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(scm, scm));   /* m0 m0 m1 m1 ... */
+                dd[r] = abi_zf2(abi_f16_to_f32(abi_ld16(wr)), abi_f16_to_f32(abi_ld16(wr + 2)));
+                ABI_UNROLL for (int t = 0; t < N; ++t) sum[r][t] = _mm512_setzero_si512();
+            }
+            ABI_UNROLL for (int c = 0; c < 4; ++c) {
+                const __m512i idx = abi_zi(_mm256_set1_epi16((short)(2 * c)), _mm256_set1_epi16((short)(2 * c + 1)));
+                __m512i u[ABI_TILE_R], s16[ABI_TILE_R];
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                    const uint8_t* wr = w + r * rb + 176 * i;
+                    const __m256i q = _mm256_loadu_si256((const __m256i*)(wr + 48 + 32 * c));
+                    /* bit 2c of qh is bit 4 of sub-block 2c, bit 2c + 1 of sub-block 2c + 1 */
+                    const __m256i hb = _mm256_srli_epi16(_mm256_loadu_si256((const __m256i*)(wr + 16)), 2 * c);
+                    u[r] = abi_zi(_mm256_or_si256(_mm256_and_si256(q, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), b4)),
+                                  _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), _mm256_and_si256(_mm256_slli_epi16(hb, 3), b4)));
+                    s16[r] = _mm512_permutexvar_epi16(idx, sc16[r]);
+                }
+                ABI_UNROLL for (int t = 0; t < N; ++t) {
+                    const __m512i s = _mm512_loadu_si512((const void*)(x + t * xs + 292 * i + 4 + 64 * c));
+                    ABI_UNROLL for (int r = 0; r < R; ++r)
+                        sum[r][t] = _mm512_dpwssd_epi32(sum[r][t], _mm512_maddubs_epi16(u[r], s), s16[r]);
+                }
+            }
+            ABI_UNROLL for (int t = 0; t < N; ++t) {
+                const uint8_t* xt = x + t * xs + 292 * i;
+                const __m512 dx = _mm512_set1_ps(abi_ldf32(xt));
+                const __m256i bs = _mm256_loadu_si256((const __m256i*)(xt + 260));
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                    const __m512i v = abi_zi(abi_zfold(sum[r][t]), _mm256_madd_epi16(bs, mins16[r]));
+                    acc[r][t] = _mm512_fmadd_ps(_mm512_mul_ps(dd[r], dx), _mm512_cvtepi32_ps(v), acc[r][t]);
+                }
+            }
+        }
+        ABI_UNROLL for (int r = 0; r < R; ++r)
+            ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_hsum8(abi_zlo(acc[r][t])) - abi_hsum8(abi_zhi(acc[r][t]));
+    }
+
+    /* ------------------------------------------------------------------ Q3_K x Q8_K
+       The Q6_K tile's layout (two tokens per accumulator, pairs of 32-element groups, 16
+       scales) with Q3_K's values: q + 4 = low 2 bits | hmask bit << 2, unsigned 0..7, and
+       4 sum_j sc_j bsum_j taken back out at the end of the block, as the T = 1 kernel does. */
+    ABI_AINL __m256i abi_q3_k_group(__m256i q, __m256i hm, int h, int s) {
+        const int k = 4 * h + s;   /* elements 32k + 0..31 take bit k of hmask[0..31], moved to bit 2 */
+        __m256i hb = _mm256_and_si256(hm, _mm256_set1_epi8((char)(1 << k)));
+        hb = k < 2 ? _mm256_slli_epi16(hb, 2 - k) : _mm256_srli_epi16(hb, k - 2);
+        return _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * s), _mm256_set1_epi8(3)), hb);
+    }
+    ABI_AINL void abi_tile_q3_k_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        enum { P = (ABI_TILE_N + 1) / 2 };
+        const int NP = (N + 1) / 2;
+        __m512 acc[ABI_TILE_R][P];
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int j = 0; j < NP; ++j) acc[r][j] = _mm512_setzero_ps();
+        for (Py_ssize_t i = 0; i < nb; ++i) {
+            __m512i sum[ABI_TILE_R][ABI_TILE_N];
+            __m512i sc16[ABI_TILE_R];   /* the 16 scales - 32 as int16, in both halves */
+            __m512 d[ABI_TILE_R];
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
+                const uint8_t* wr = w + r * rb + 110 * i;
+                uint32_t a[4];
+                abi_q3_k_scales(wr + 96, a);
+                const __m256i s = _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_setr_epi32((int)a[0], (int)a[1], (int)a[2], (int)a[3]), _mm_set1_epi8(32)));
+                sc16[r] = abi_zi(s, s);
+                d[r] = _mm512_set1_ps(abi_f16t(wr + 108));
+                ABI_UNROLL for (int t = 0; t < N; ++t) sum[r][t] = _mm512_setzero_si512();
+            }
+            ABI_UNROLL for (int g = 0; g < 4; ++g) {   /* groups s = 2(g & 1), + 1 of half h = g >> 1 */
+                const int h = g >> 1;
+                /* int16 lanes of 128-bit lane L: scale 8h + 4(g & 1) + L */
+                const __m512i idx = _mm512_add_epi16(_mm512_set1_epi16((short)(8 * h + 4 * (g & 1))),
+                    _mm512_set_epi16(3,3,3,3,3,3,3,3, 2,2,2,2,2,2,2,2, 1,1,1,1,1,1,1,1, 0,0,0,0,0,0,0,0));
+                __m512i u[ABI_TILE_R], s16[ABI_TILE_R];
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                    const uint8_t* wr = w + r * rb + 110 * i;
+                    const __m256i hm = _mm256_loadu_si256((const __m256i*)wr);
+                    const __m256i q = _mm256_loadu_si256((const __m256i*)(wr + 32 + 32 * h));
+                    u[r] = abi_zi(abi_q3_k_group(q, hm, h, 2 * (g & 1)), abi_q3_k_group(q, hm, h, 2 * (g & 1) + 1));
+                    s16[r] = _mm512_permutexvar_epi16(idx, sc16[r]);
+                }
+                ABI_UNROLL for (int t = 0; t < N; ++t) {
+                    const __m512i s = _mm512_loadu_si512((const void*)(x + t * xs + 292 * i + 4 + 128 * h + 64 * (g & 1)));
+                    ABI_UNROLL for (int r = 0; r < R; ++r)
+                        sum[r][t] = _mm512_dpwssd_epi32(sum[r][t], _mm512_maddubs_epi16(u[r], s), s16[r]);
+                }
+            }
+            ABI_UNROLL for (int j = 0; j < NP; ++j) {
+                const uint8_t* xa = x + (2 * j) * xs + 292 * i;
+                const uint8_t* xb = 2 * j + 1 < N ? xa + xs : xa;
+                const __m512 dx = abi_zf2(abi_ldf32(xa), abi_ldf32(xb));
+                const __m512i bs = abi_zld(xa + 260, xb + 260);
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                    const __m512i sa = sum[r][2 * j], sb = 2 * j + 1 < N ? sum[r][2 * j + 1] : sa;
+                    const __m512i folded = _mm512_add_epi32(_mm512_shuffle_i64x2(sa, sb, 0x44), _mm512_shuffle_i64x2(sa, sb, 0xEE));
+                    const __m512i corr = _mm512_madd_epi16(bs, sc16[r]);
+                    const __m512i v = _mm512_sub_epi32(folded, _mm512_slli_epi32(corr, 2));
+                    acc[r][j] = _mm512_fmadd_ps(_mm512_mul_ps(d[r], dx), _mm512_cvtepi32_ps(v), acc[r][j]);
+                }
+            }
+        }
+        ABI_UNROLL for (int r = 0; r < R; ++r)
+            ABI_UNROLL for (int j = 0; j < NP; ++j) {
+                y[(2 * j) * ys + r] = abi_hsum8(abi_zlo(acc[r][j]));
+                if (2 * j + 1 < N) y[(2 * j + 1) * ys + r] = abi_hsum8(abi_zhi(acc[r][j]));
+            }
+    }
+
     /* full R x N tiles, then the leftover rows one at a time, then the leftover tokens */
     #define ABI_TILE_DRIVER(name, TR, TN)                                                               \\
     static void abi_tile_##name(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x,   \\
@@ -344,6 +699,13 @@ cdef extern from *:
     ABI_TILE_DRIVER(q5_0, 4, 8)
     ABI_TILE_DRIVER(q4_k, 2, 8)
     ABI_TILE_DRIVER(q6_k, 2, 8)
+    ABI_TILE_DRIVER(iq4_nl, 4, 4)
+    ABI_TILE_DRIVER(iq4_xs, 2, 8)
+    ABI_TILE_DRIVER(q5_k, 2, 8)
+    ABI_TILE_DRIVER(q3_k, 2, 8)
+    ABI_TILE_DRIVER(q4_0, 4, 4)
+    ABI_TILE_DRIVER(q5_1, 4, 8)
+    ABI_TILE_DRIVER(q2_k, 2, 8)
 
     #else
     #define ABI_QTILE 0
@@ -354,6 +716,13 @@ cdef extern from *:
     ABI_TILE_STUB(q5_0)
     ABI_TILE_STUB(q4_k)
     ABI_TILE_STUB(q6_k)
+    ABI_TILE_STUB(iq4_nl)
+    ABI_TILE_STUB(iq4_xs)
+    ABI_TILE_STUB(q5_k)
+    ABI_TILE_STUB(q3_k)
+    ABI_TILE_STUB(q4_0)
+    ABI_TILE_STUB(q5_1)
+    ABI_TILE_STUB(q2_k)
     #endif
     #endif /* ABI_QTILE_H */
     """
@@ -367,4 +736,18 @@ cdef extern from *:
     void tile_q4_k "abi_tile_q4_k"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                                    Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
     void tile_q6_k "abi_tile_q6_k"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_iq4_nl "abi_tile_iq4_nl"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                       Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_iq4_xs "abi_tile_iq4_xs"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                       Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_q5_k "abi_tile_q5_k"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_q3_k "abi_tile_q3_k"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_q4_0 "abi_tile_q4_0"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_q5_1 "abi_tile_q5_1"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_q2_k "abi_tile_q2_k"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                                    Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil

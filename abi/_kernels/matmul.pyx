@@ -270,7 +270,9 @@ cdef void _gemv_rows_scalar(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r
 
 
 cdef bint has_tile(int t) noexcept nogil:
-    return QTILE and (t == T_Q4_1 or t == T_Q8_0 or t == T_Q5_0 or t == T_Q4_K or t == T_Q6_K)
+    return QTILE and (t == T_Q4_1 or t == T_Q8_0 or t == T_Q5_0 or t == T_Q4_K or t == T_Q6_K
+                      or t == T_IQ4_NL or t == T_IQ4_XS or t == T_Q5_K or t == T_Q3_K or t == T_Q4_0
+                      or t == T_Q5_1 or t == T_Q2_K)
 
 
 # Tokens per pass over a range of rows: their activations stay in L2 while the rows stream by.
@@ -295,6 +297,20 @@ cdef void gemm_rows(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r1, Py_ss
             tile_q4_k(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
         elif t == T_Q6_K:
             tile_q6_k(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
+        elif t == T_IQ4_NL:
+            tile_iq4_nl(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
+        elif t == T_IQ4_XS:
+            tile_iq4_xs(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
+        elif t == T_Q5_K:
+            tile_q5_k(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
+        elif t == T_Q3_K:
+            tile_q3_k(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
+        elif t == T_Q4_0:
+            tile_q4_0(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
+        elif t == T_Q5_1:
+            tile_q5_1(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
+        elif t == T_Q2_K:
+            tile_q2_k(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
         t0 += n
 
 
@@ -434,10 +450,12 @@ def _gemv_rows_into(const uint8_t[::1] w, int ggml_type, Py_ssize_t row_start, P
 
 
 def _gemm_rows_into(const uint8_t[::1] w, int ggml_type, Py_ssize_t row_start, Py_ssize_t row_end,
-                    Py_ssize_t cols, const float[:, ::1] x, float[:, ::1] y):
-    """Test hook: gemm_rows over rows [row_start, row_end) for every row of x (y[t, r], r
-    absolute); each x row is quantised as the T = 1 product quantises it."""
-    cdef Py_ssize_t nq = activation_bytes(ggml_type, cols), T = x.shape[0], i
+                    Py_ssize_t cols, const float[:, ::1] x, float[:, ::1] y, bint tiles=True):
+    """Test and benchmark hook: gemm_rows over rows [row_start, row_end) for every row of x
+    (y[t, r], r absolute); each x row is quantised as the T = 1 product quantises it. With
+    tiles=False, the T = 1 products instead, a block of 16 rows at a time for every token (as
+    the forward runs a type without tiles)."""
+    cdef Py_ssize_t nq = activation_bytes(ggml_type, cols), T = x.shape[0], i, rb, re
     if (not has_tile(ggml_type) or x.shape[1] != cols or y.shape[0] != T
             or not 0 <= row_start <= row_end <= y.shape[1] or w.shape[0] < row_end * row_bytes(ggml_type, cols)):
         raise ValueError("_gemm_rows_into: bad arguments or no tiled product for this type")
@@ -447,14 +465,23 @@ def _gemm_rows_into(const uint8_t[::1] w, int ggml_type, Py_ssize_t row_start, P
     with nogil:
         for i in range(T):
             quantize_activation(ggml_type, &x[i, 0], cols, xq + i * nq)
-        gemm_rows(ggml_type, &w[0], row_start, row_end, cols, xq, nq, T, &y[0, 0], y.shape[1])
+        if tiles:
+            gemm_rows(ggml_type, &w[0], row_start, row_end, cols, xq, nq, T, &y[0, 0], y.shape[1])
+        else:
+            rb = row_start
+            while rb < row_end:
+                re = min(rb + 16, row_end)
+                for i in range(T):
+                    gemv_rows(ggml_type, &w[0], rb, re, cols, xq + i * nq, NULL, &y[i, 0])
+                rb = re
     free(xq)
 
 
 def tiled_types():
     """GGML type ids whose prompt products run as register tiles on this build (empty
     without AVX-512 VNNI: those prompts take the T = 1 products token by token)."""
-    return [t for t in (T_Q4_1, T_Q8_0, T_Q5_0, T_Q4_K, T_Q6_K) if has_tile(t)]
+    return [t for t in (T_Q4_1, T_Q8_0, T_Q5_0, T_Q4_K, T_Q6_K, T_IQ4_NL, T_IQ4_XS, T_Q5_K, T_Q3_K,
+                               T_Q4_0, T_Q5_1, T_Q2_K) if has_tile(t)]
 
 
 def _set_tile_tokens(Py_ssize_t n):
