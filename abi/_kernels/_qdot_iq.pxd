@@ -489,8 +489,8 @@ cdef extern from *:
 
     #if ABI_IQ_Z
     /* a grid row is 8 bytes of a 1024-row table: 4 indices a 64-bit word by two pdep (qs
-       bytes low, qh's 2 bits above them), the rows by scalar loads (faster here than the
-       table in 32 registers, which the 256- and 512-row grids use), two groups a step */
+       bytes low, qh's 2 bits above them), each row one load (abi_iq_rows8: faster here than
+       the table in 32 registers, which the 256- and 512-row grids use), two groups a step */
     #define ABI_IQ2S_IX4(w, k) (_pdep_u64(abi_ld32((w) + 2 + 4 * (k)), 0x00FF00FF00FF00FFULL) | _pdep_u64((w)[66 + (k)], 0x0300030003000300ULL))
     ABI_IQ_BLOCK __m256i abi_iqv_iq2_s(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
@@ -657,7 +657,7 @@ cdef extern from *:
                                 (_pdep_u64(abi_ld16((w) + 32 + 2 * (k)), 0x0F000F000F000F00ULL) & 0x0700070007000700ULL))
     /* 8 grid + ds = 8 (grid + 1) + (ds - 8): per group of 32, (2 s + 1) (8 sum (grid + 1) q
        + (ds - 8) bsum), the bsum part once a block. The grid rows (2048, too many for
-       registers) by scalar loads: Zen 5's gathers and a stack round trip were slower. */
+       registers) one load each by abi_iq_rows8. */
     ABI_IQ_BLOCK __m256i abi_iqv_iq1_s(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         const __m128i qh = _mm_loadu_si128((const __m128i*)(w + 34));
