@@ -36,7 +36,7 @@ GRIDS = [
 
 # grids of three (eight) values, also stored as 2-bit (3-bit) codes per element (values in
 # code order)
-CODED = {"iq2xxs_grid": [8, 25, 43], "iq2xs_grid": [8, 25, 43], "iq2s_grid": [8, 25, 43],
+CODED = {"iq2xxs_grid": [8, 25, 43], "iq2xs_grid": [8, 25, 43],
          "iq3xxs_grid": [4, 12, 20, 28, 36, 44, 52, 62],
          "iq3s_grid": [1, 3, 5, 7, 9, 11, 13, 15]}
 

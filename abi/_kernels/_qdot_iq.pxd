@@ -266,6 +266,7 @@ cdef extern from *:
     #endif
     }
 
+    static inline uint64_t abi_iq_ld64(const uint8_t* p) { uint64_t v; memcpy(&v, p, 8); return v; }
     static inline __m256i abi_iq_q8(const int8_t* q) { return _mm256_loadu_si256((const __m256i*)q); }
 
     /* q with element e negated where bit e of bits is set (q is never -128) */
@@ -318,8 +319,8 @@ cdef extern from *:
     }
     #endif
 
-    #if ABI_IQ_VBMI
-    #define ABI_IQ_Z 1          /* 512-bit steps over two 32-element groups */
+    #if ABI_IQ_VBMI && defined(__BMI2__)
+    #define ABI_IQ_Z 1          /* 512-bit steps over two 32-element groups; pdep for grid indices */
     static inline __m512i abi_iq_dpwssd512(__m512i acc, __m512i a, __m512i b) {
     #if defined(__AVX512VNNI__)
         return _mm512_dpwssd_epi32(acc, a, b);
@@ -339,10 +340,6 @@ cdef extern from *:
     static inline __m512i abi_iq_code512(const __m512i* t, __m512i idx) {
         return _mm512_mask_blend_epi16(_mm512_test_epi16_mask(idx, _mm512_set1_epi16(256)), abi_iq_code256(t, idx), abi_iq_code256(t + 8, idx));
     }
-    /* and for 1024 rows, half of the table from memory operands */
-    static inline __m512i abi_iq_code1024(const __m512i* t, __m512i idx) {
-        return _mm512_mask_blend_epi16(_mm512_test_epi16_mask(idx, _mm512_set1_epi16(512)), abi_iq_code512(t, idx), abi_iq_code512(t + 16, idx));
-    }
     /* rows 8 p .. 8 p + 7 of the 32 codes (2 bits an element) -> their 64 elements, each
        the byte val[code & 3] (val: a 64-byte table repeating every 4) */
     static inline __m512i abi_iq_expand8(__m512i codes, int p, __m512i val) {
@@ -358,6 +355,20 @@ cdef extern from *:
             _mm512_set_epi16(15,14,15,14, 13,12,13,12, 11,10,11,10, 9,8,9,8, 7,6,7,6, 5,4,5,4, 3,2,3,2, 1,0,1,0)), codes);
         c = _mm512_multishift_epi64_epi8(_mm512_set1_epi64(0x1916131009060300LL), c);
         return _mm512_permutexvar_epi8(c, val);
+    }
+    /* 8 rows of an 8-byte grid, their indices 16 bits apart in a (rows 0-3) and b (rows
+       4-7): each a masked broadcast from memory, in two chains (faster on Zen 5 than vmovq /
+       vpinsrq / inserts, a stack round trip or a gather) */
+    #define ABI_IQ_ROW8(grid, v, j) _mm_loadl_epi64((const __m128i*)((grid) + (uint16_t)((v) >> (16 * (j)))))
+    static inline __m512i abi_iq_rows8(const uint64_t* grid, uint64_t a, uint64_t b) {
+        __m512i lo = _mm512_castsi128_si512(ABI_IQ_ROW8(grid, a, 0)), hi = _mm512_maskz_broadcastq_epi64(0x10, ABI_IQ_ROW8(grid, b, 0));
+        lo = _mm512_mask_broadcastq_epi64(lo, 0x02, ABI_IQ_ROW8(grid, a, 1));
+        hi = _mm512_mask_broadcastq_epi64(hi, 0x20, ABI_IQ_ROW8(grid, b, 1));
+        lo = _mm512_mask_broadcastq_epi64(lo, 0x04, ABI_IQ_ROW8(grid, a, 2));
+        hi = _mm512_mask_broadcastq_epi64(hi, 0x40, ABI_IQ_ROW8(grid, b, 2));
+        lo = _mm512_mask_broadcastq_epi64(lo, 0x08, ABI_IQ_ROW8(grid, a, 3));
+        hi = _mm512_mask_broadcastq_epi64(hi, 0x80, ABI_IQ_ROW8(grid, b, 3));
+        return _mm512_or_si512(lo, hi);
     }
     /* 64 activation bytes with the lanes set in ``signs`` negated */
     static inline __m512i abi_iq_sq512(const int8_t* q8, uint64_t signs) {
@@ -477,28 +488,20 @@ cdef extern from *:
     #endif
 
     #if ABI_IQ_Z
-    /* the 32 row codes looked up in 32 table vectors, two groups a 512-bit step */
+    /* a grid row is 8 bytes of a 1024-row table: 4 indices a 64-bit word by two pdep (qs
+       bytes low, qh's 2 bits above them), each row one load (abi_iq_rows8: faster here than
+       the table in 32 registers, which the 256- and 512-row grids use), two groups a step */
+    #define ABI_IQ2S_IX4(w, k) (_pdep_u64(abi_ld32((w) + 2 + 4 * (k)), 0x00FF00FF00FF00FFULL) | _pdep_u64((w)[66 + (k)], 0x0300030003000300ULL))
     ABI_IQ_BLOCK __m256i abi_iqv_iq2_s(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
-        /* index l: qs[l] | bits 2 (l % 4) of qh[l / 4] as bits 8, 9 */
-        __m512i qh = _mm512_permutexvar_epi16(_mm512_srli_epi16(_mm512_set_epi16(31,30,29,28,27,26,25,24,23,22,21,20,19,18,17,16,
-                                                                                  15,14,13,12,11,10,9,8,7,6,5,4,3,2,1,0), 2),
-                                              _mm512_cvtepu8_epi16(_mm256_zextsi128_si256(_mm_loadl_epi64((const __m128i*)(w + 66)))));
-        qh = _mm512_sllv_epi16(qh, _mm512_set4_epi64(0x0002000400060008LL, 0x0002000400060008LL, 0x0002000400060008LL, 0x0002000400060008LL));
-        qh = _mm512_and_si512(qh, _mm512_set1_epi16(0x300));
-        __m512i t[32];
-        for (int k = 0; k < 32; ++k) t[k] = _mm512_loadu_si512((const void*)(abi_iq2s_code + 32 * k));
-        const __m512i codes = abi_iq_code1024(t, _mm512_or_si512(qh, _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(w + 2)))));
-        uint64_t scp; memcpy(&scp, w + 74, 8);
-        const __m512i sc = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(abi_iq_nib_scales(scp))));
-        const __m512i val = abi_iq_val3(8, 25, 43);
+        const __m512i sc = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(abi_iq_nib_scales(abi_iq_ld64(w + 74)))));
         __m512i acc = _mm512_setzero_si512();
         for (int p = 0; p < 4; ++p) {
-            uint64_t sgp; memcpy(&sgp, w + 34 + 8 * p, 8);
-            const __m512i q = abi_iq_sq512(q8 + 64 * p, sgp);
+            const __m512i g = abi_iq_rows8(abi_iq2s_grid, ABI_IQ2S_IX4(w, 2 * p), ABI_IQ2S_IX4(w, 2 * p + 1));
+            const __m512i q = abi_iq_sq512(q8 + 64 * p, abi_iq_ld64(w + 34 + 8 * p));
             __m512i s = _mm512_permutexvar_epi16(_mm512_add_epi16(_mm512_set1_epi16((short)(4 * p)),
                 _mm512_set_epi16(3,3,3,3,3,3,3,3, 2,2,2,2,2,2,2,2, 1,1,1,1,1,1,1,1, 0,0,0,0,0,0,0,0)), sc);
-            acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(abi_iq_expand8(codes, p, val), q), s);
+            acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(g, q), s);
         }
         return abi_iq_fold512(acc);
     }
@@ -647,33 +650,30 @@ cdef extern from *:
     }
 
     #if ABI_IQ_Z
-    /* grid rows by scalar loads as below (the 2048-row table is too big for registers and
-       gathers were slower), the rest two groups a 512-bit step */
+    /* 4 indices of 11 bits a 64-bit word: qs bytes low, 3 bits of each qh word above them
+       (IQ1_M: bits 0-2 of each nibble) */
+    #define ABI_IQ1S_IX4(w, k) (_pdep_u64(abi_ld32((w) + 2 + 4 * (k)), 0x00FF00FF00FF00FFULL) | _pdep_u64(abi_ld16((w) + 34 + 2 * (k)), 0x0700070007000700ULL))
+    #define ABI_IQ1M_IX4(w, k) (_pdep_u64(abi_ld32((w) + 4 * (k)), 0x00FF00FF00FF00FFULL) | \\
+                                (_pdep_u64(abi_ld16((w) + 32 + 2 * (k)), 0x0F000F000F000F00ULL) & 0x0700070007000700ULL))
+    /* 8 grid + ds = 8 (grid + 1) + (ds - 8): per group of 32, (2 s + 1) (8 sum (grid + 1) q
+       + (ds - 8) bsum), the bsum part once a block. The grid rows (2048, too many for
+       registers) one load each by abi_iq_rows8. */
     ABI_IQ_BLOCK __m256i abi_iqv_iq1_s(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         const __m128i qh = _mm_loadu_si128((const __m128i*)(w + 34));
         const __m128i sc = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(qh, 11), _mm_set1_epi16(14)), _mm_set1_epi16(1));
-        const __m128i cf = _mm_mullo_epi16(sc, _mm_set1_epi16(-9));
+        const __m128i dm8 = _mm_sub_epi16(_mm_or_si128(_mm_srai_epi16(qh, 15), _mm_set1_epi16(1)), _mm_set1_epi16(8));
+        const __m128i cf = _mm_mullo_epi16(sc, dm8);        /* word g: the weight of group g's two bsums */
         const __m256i acc0 = abi_dpwssd(_mm256_setzero_si256(), _mm256_loadu_si256((const __m256i*)(x + 260)),
                                         _mm256_set_m128i(_mm_unpackhi_epi16(cf, cf), _mm_unpacklo_epi16(cf, cf)));
-        const __m512i qhz = _mm512_castsi128_si512(qh), scz = _mm512_castsi128_si512(sc);
-        const __m512i one = _mm512_set1_epi8(1), two = _mm512_set1_epi8(2);
+        const __m512i sc8 = _mm512_castsi128_si512(_mm_slli_epi16(sc, 3));
+        const __m512i one = _mm512_set1_epi8(1);
         __m512i acc = _mm512_setzero_si512();
         for (int p = 0; p < 4; ++p) {
-            const uint8_t* q = w + 2 + 8 * p;
-            const uint32_t h0 = abi_ld16(w + 34 + 4 * p), h1 = abi_ld16(w + 36 + 4 * p);
-            uint64_t rows[8] = {
-                abi_iq1s_grid[q[0] | ((h0 << 8) & 0x700)], abi_iq1s_grid[q[1] | ((h0 << 5) & 0x700)],
-                abi_iq1s_grid[q[2] | ((h0 << 2) & 0x700)], abi_iq1s_grid[q[3] | ((h0 >> 1) & 0x700)],
-                abi_iq1s_grid[q[4] | ((h1 << 8) & 0x700)], abi_iq1s_grid[q[5] | ((h1 << 5) & 0x700)],
-                abi_iq1s_grid[q[6] | ((h1 << 2) & 0x700)], abi_iq1s_grid[q[7] | ((h1 >> 1) & 0x700)]};
-            __m512i g = _mm512_loadu_si512((const void*)rows);
+            const __m512i g = abi_iq_rows8(abi_iq1s_grid, ABI_IQ1S_IX4(w, 2 * p), ABI_IQ1S_IX4(w, 2 * p + 1));
             const __m512i gp = _mm512_mask_blend_epi16(0xFFFF0000u, _mm512_set1_epi16((short)(2 * p)), _mm512_set1_epi16((short)(2 * p + 1)));
-            /* u = 8 (grid + 1) + 2, less 2 in a group whose delta is negative */
-            __m512i u = _mm512_add_epi8(_mm512_slli_epi16(_mm512_add_epi8(g, one), 3), two);
-            u = _mm512_sub_epi8(u, _mm512_and_si512(_mm512_srai_epi16(_mm512_permutexvar_epi16(gp, qhz), 15), two));
-            acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(u, _mm512_loadu_si512((const void*)(q8 + 64 * p))),
-                                   _mm512_permutexvar_epi16(gp, scz));
+            acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(_mm512_add_epi8(g, one), _mm512_loadu_si512((const void*)(q8 + 64 * p))),
+                                   _mm512_permutexvar_epi16(gp, sc8));
         }
         return _mm256_add_epi32(acc0, abi_iq_fold512(acc));
     }
@@ -700,7 +700,8 @@ cdef extern from *:
     #endif
 
     #if ABI_IQ_Z
-    /* as below, two groups a 512-bit step; a row's delta sign by one mask test */
+    /* as below with the grid rows as IQ1_S's, two groups a 512-bit step; a row's delta sign
+       by one mask test */
     ABI_IQ_BLOCK __m256i abi_iqv_iq1_m(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         const __m256i sw = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_loadl_epi64((const __m128i*)(w + 48))),
@@ -715,13 +716,8 @@ cdef extern from *:
         const __m512i nbit = _mm512_set_epi64(1LL << 31, 1LL << 27, 1LL << 23, 1LL << 19, 1LL << 15, 1LL << 11, 1LL << 7, 1LL << 3);
         __m512i acc = _mm512_setzero_si512();
         for (int p = 0; p < 4; ++p) {
-            const uint8_t* q = w + 8 * p;
             const uint8_t* h = w + 32 + 4 * p;     /* nibbles of rows 8 p .. 8 p + 7 */
-            __m512i g = _mm512_set_epi64(
-                (long long)abi_iq1s_grid[q[7] | ((h[3] << 4) & 0x700)], (long long)abi_iq1s_grid[q[6] | ((h[3] << 8) & 0x700)],
-                (long long)abi_iq1s_grid[q[5] | ((h[2] << 4) & 0x700)], (long long)abi_iq1s_grid[q[4] | ((h[2] << 8) & 0x700)],
-                (long long)abi_iq1s_grid[q[3] | ((h[1] << 4) & 0x700)], (long long)abi_iq1s_grid[q[2] | ((h[1] << 8) & 0x700)],
-                (long long)abi_iq1s_grid[q[1] | ((h[0] << 4) & 0x700)], (long long)abi_iq1s_grid[q[0] | ((h[0] << 8) & 0x700)]);
+            __m512i g = abi_iq_rows8(abi_iq1s_grid, ABI_IQ1M_IX4(w, 2 * p), ABI_IQ1M_IX4(w, 2 * p + 1));
             /* u = 8 (grid + 1) + 2, less 2 in the rows whose nibble has bit 3 (negative delta) */
             const __mmask8 neg = _mm512_test_epi64_mask(_mm512_set1_epi64((long long)abi_ld32(h)), nbit);
             __m512i u = _mm512_add_epi8(_mm512_slli_epi16(_mm512_add_epi8(g, one), 3), two);
