@@ -106,6 +106,7 @@ EXCLUDED = {
     'ABI_LLAMACPP_BIN=DIR python tools/quant_fidelity.py': "needs llama.cpp's binaries",
     'python tools/make_reference.py all': "needs llama.cpp (ABI_LLAMACPP_PYTHON)",
     'python tools/bench_kernels.py --json': "a benchmark of minutes, run by hand",
+    'python tools/bench_kernels.py --prompt 64': "a benchmark of minutes, run by hand",
     'python tools/bench_batch.py -n 10000': "a benchmark of a minute or more, run by hand",
     'python -m abi batch embed sentences.txt --out vectors.parquet --ray auto':
         "needs an existing Ray cluster (--ray alone, which starts one, is run)",
