@@ -223,9 +223,11 @@ class Model:
             if compiled is None or self.backend != "cpu":
                 raise ConfigError("batching several sequences needs the compiled CPU forward "
                                   f"(this model runs the {self.forward_path} path)", "n_slots")
+            chooser = self._batch_threads
             if all(len(ids) == 1 for ids, _, _ in parts):   # decode tokens only, as forward()
-                return self._batch_threads.timed(lambda n: compiled.forward_many(parts, n), len(parts))
-            return compiled.forward_many(parts)
+                return chooser.timed(lambda n: compiled.forward_many(parts, n), len(parts))
+            # with prompt chunks: too rare to judge, so the count the decode steps found faster
+            return compiled.forward_many(parts, chooser.current)
 
     def logits(self, ids) -> np.ndarray:
         """float32 (len(ids), n_vocab): one forward pass from an empty cache."""
