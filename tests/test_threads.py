@@ -30,3 +30,23 @@ def test_switches_to_one_thread_under_contention_and_back():
 def test_single_thread_has_nothing_to_choose():
     c = ThreadChooser(1)
     assert set(drive(c, lambda n, i: 0.01, 100)) == {1}
+
+
+def test_batched_steps_are_judged_per_token(monkeypatch):
+    """Steps of varying size (the batcher's): 2 threads are faster per token, so they stay
+    chosen even when the 1-thread probes happen to land on small steps."""
+    import abi.llm.threads as threads
+
+    clock = [0.0]
+    monkeypatch.setattr(threads.time, "perf_counter", lambda: clock[0])
+    c = ThreadChooser(2)
+    for i in range(3000):
+        n = c.pick()
+        tokens = 8 if n == 2 else 1   # the worst case: every probe a small step
+        c.pick = lambda: n            # timed() runs the count just picked
+
+        def run(n):
+            clock[0] += tokens * (0.002 if n == 2 else 0.003)
+        c.timed(run, tokens)
+        del c.pick
+    assert c.current == 2

@@ -672,24 +672,35 @@ cdef extern from *:
             }
     }
 
-    /* full R x N tiles, then the leftover rows one at a time, then the leftover tokens */
+    /* n (< TN) leftover tokens as one tile of that many: the rows are unpacked once for
+       all of them, not once per token (a continuous batch of 2, 3, 5... sequences); a case
+       k >= TN falls through to the full tile */
+    #define ABI_TILE_TAIL(name, R, TN, k) \\
+        case k: if (k < TN) { abi_tile_##name##_rn(w, rb, x, xs, nb, y, ys, R, (k < TN ? k : 1)); break; }
+    #define ABI_TILE_N_OF(name, R, TN)                                                                  \\
+    ABI_AINL void abi_tile_##name##_r##R(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs, \\
+                                         Py_ssize_t nb, float* y, Py_ssize_t ys, Py_ssize_t n) {   \\
+        switch (n) {                                                                                \\
+            ABI_TILE_TAIL(name, R, TN, 1) ABI_TILE_TAIL(name, R, TN, 2) ABI_TILE_TAIL(name, R, TN, 3) \\
+            ABI_TILE_TAIL(name, R, TN, 4) ABI_TILE_TAIL(name, R, TN, 5) ABI_TILE_TAIL(name, R, TN, 6) \\
+            ABI_TILE_TAIL(name, R, TN, 7)                                                           \\
+            default: abi_tile_##name##_rn(w, rb, x, xs, nb, y, ys, R, TN);                          \\
+        }                                                                                           \\
+    }
+    /* passes of TN tokens (the last one of what is left) over the rows: R x N tiles, then
+       the leftover rows one at a time */
     #define ABI_TILE_DRIVER(name, TR, TN)                                                               \\
+    ABI_TILE_N_OF(name, TR, TN)                                                                     \\
+    ABI_TILE_N_OF(name, 1, TN)                                                                      \\
     static void abi_tile_##name(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x,   \\
                                 Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) { \\
-        Py_ssize_t t = 0;                                                                           \\
-        for (; t + TN <= nt; t += TN) {                                                             \\
+        for (Py_ssize_t t = 0; t < nt; t += TN) {                                                   \\
+            const Py_ssize_t n = nt - t < TN ? nt - t : TN;                                         \\
             Py_ssize_t r = 0;                                                                       \\
-            for (; r + TR <= nr; r += TR)                                           \\
-                abi_tile_##name##_rn(w + r * rb, rb, x + t * xs, xs, nb, y + t * ys + r, ys, TR, TN); \\
+            for (; r + TR <= nr; r += TR)                                                           \\
+                abi_tile_##name##_r##TR(w + r * rb, rb, x + t * xs, xs, nb, y + t * ys + r, ys, n); \\
             for (; r < nr; ++r)                                                                     \\
-                abi_tile_##name##_rn(w + r * rb, rb, x + t * xs, xs, nb, y + t * ys + r, ys, 1, TN); \\
-        }                                                                                           \\
-        for (; t < nt; ++t) {                                                                       \\
-            Py_ssize_t r = 0;                                                                       \\
-            for (; r + TR <= nr; r += TR)                                           \\
-                abi_tile_##name##_rn(w + r * rb, rb, x + t * xs, xs, nb, y + t * ys + r, ys, TR, 1); \\
-            for (; r < nr; ++r)                                                                     \\
-                abi_tile_##name##_rn(w + r * rb, rb, x + t * xs, xs, nb, y + t * ys + r, ys, 1, 1); \\
+                abi_tile_##name##_r1(w + r * rb, rb, x + t * xs, xs, nb, y + t * ys + r, ys, n);   \\
         }                                                                                           \\
     }
     /* rows x tokens per tile: as many as keep the accumulators within the 32 registers, the

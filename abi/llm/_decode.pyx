@@ -40,6 +40,10 @@ from abi._kernels.matmul cimport (dequant_rows, gemm_rows, gemv_rows, has_tile, 
 
 cnp.import_array()
 
+cdef extern from *:
+    """#define abi_prefetch(p) __builtin_prefetch((p), 0, 3)"""
+    void prefetch "abi_prefetch"(const void* p) noexcept nogil
+
 
 cdef enum:
     ROW_BLOCK = 16        # weight rows kept hot in cache while every token of the batch uses them
@@ -324,9 +328,11 @@ cdef void _attend_block(Ctx* c, Layer* L, int layer, int g, int h0, int h1, int 
     _one_run), at most ATT_Q, each computed exactly as _attend computes it (the same dot
     products, softmax and sums, in the same order of keys), with the keys and values
     streamed once for all of them rather than once per query. s: ATT_Q rows of max_cap
-    scores."""
+    scores. Queries go four at a time; the last four are filled up with copies of the last
+    query (the same pointers: a copy's lanes compute and store the very same values), so
+    a decode token's three heads of a group take the four-query path too."""
     cdef int hd = c.hd, QD = c.n_head * hd, nh = h1 - h0
-    cdef int nq = (t1 - t0) * nh, i, j, t, hh, jlo, jhi
+    cdef int nq = (t1 - t0) * nh, i, j, t, hh, jlo, jhi, n4
     cdef const float* K = <const float*>_kv_at(c, c.kseq, t0, layer, g, 0)
     cdef const float* V = <const float*>_kv_at(c, c.vseq, t0, layer, g, 0)
     cdef int j0[ATT_Q]
@@ -334,10 +340,10 @@ cdef void _attend_block(Ctx* c, Layer* L, int layer, int g, int h0, int h1, int 
     cdef int head[ATT_Q]
     cdef float m[ATT_Q]
     cdef float total[ATT_Q]
-    cdef float* qp[ATT_Q]
-    cdef float* op[ATT_Q]
+    cdef float* qp[ATT_Q + 3]
+    cdef float* op[ATT_Q + 3]
     cdef float* si
-    cdef float* wp[ATT_Q]
+    cdef float* wp[ATT_Q + 3]
     cdef float four[4]
     cdef int clo, chi, k
     jlo = c.tpos[t0]
@@ -355,6 +361,10 @@ cdef void _attend_block(Ctx* c, Layer* L, int layer, int g, int h0, int h1, int 
         op[i] = c.att + t * QD + hh * hd
         m[i] = -1e30
         total[i] = 0.0
+    n4 = (nq + 3) // 4 * 4
+    for i in range(nq, n4):
+        qp[i] = qp[nq - 1]
+        op[i] = op[nq - 1]
     # keys every query sees ([clo, chi]) go four queries at a time; the edges one by one
     clo = jlo
     chi = jhi
@@ -362,11 +372,17 @@ cdef void _attend_block(Ctx* c, Layer* L, int layer, int g, int h0, int h1, int 
         clo = max(clo, j0[i])
         chi = min(chi, pos[i])
     for j in range(jlo, jhi + 1):
+        # key rows a few ahead, and the value row on its way while the scores are computed
+        # (the sums below read the rows eight lanes at a time, a stride met cold otherwise):
+        # a decode step's cache rows come from memory, not from a recent prompt's writes
+        for k in range(0, hd, 16):
+            prefetch(K + <Py_ssize_t>(j + 8) * hd + k)
+            prefetch(V + <Py_ssize_t>j * hd + k)
         i = 0
         if clo <= j <= chi:
-            while i + 4 <= nq:
+            while i < nq:
                 dot4(<const float**>&qp[i], K + <Py_ssize_t>j * hd, hd, four)
-                for k in range(4):
+                for k in range(min(4, nq - i)):
                     _score(c, m, s, i + k, j, four[k])
                 i += 4
         while i < nq:
@@ -376,6 +392,9 @@ cdef void _attend_block(Ctx* c, Layer* L, int layer, int g, int h0, int h1, int 
     for i in range(nq):
         si = s + i * c.max_cap
         wp[i] = si
+        if i == nq - 1:
+            for k in range(nq, n4):
+                wp[k] = si
         if L.sinks != NULL and L.sinks[head[i]] > m[i]:
             m[i] = L.sinks[head[i]]
         for j in range(j0[i], pos[i] + 1):
@@ -394,13 +413,9 @@ cdef void _attend_block(Ctx* c, Layer* L, int layer, int g, int h0, int h1, int 
             axpy(op[i], wp[i][j], V + <Py_ssize_t>j * hd, hd)
     i = 0
     if clo <= chi:
-        while i + 4 <= nq:
+        while i < nq:
             axpy4(&op[i], <const float**>&wp[i], V, hd, clo, chi + 1, hd)
             i += 4
-        while i < nq:
-            for j in range(clo, chi + 1):
-                axpy(op[i], wp[i][j], V + <Py_ssize_t>j * hd, hd)
-            i += 1
     for i in range(nq):
         for j in range(max(j0[i], chi + 1, clo), pos[i] + 1):
             axpy(op[i], wp[i][j], V + <Py_ssize_t>j * hd, hd)
@@ -693,6 +708,9 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
                 he = min(hh + hb, (g + 1) * group)
                 if _one_run(c, t, te):
                     _attend_block(c, L, l, g, hh, he, t, te, scores)
+                elif c.kv_type == 0:   # tokens of several sequences: each token's heads together
+                    for t2 in range(t, te):
+                        _attend_block(c, L, l, g, hh, he, t2, t2 + 1, scores)
                 else:   # tokens of several sequences, or a converted cache: query by query
                     for t2 in range(t, te):
                         for h2 in range(hh, he):

@@ -162,6 +162,7 @@ class Model:
                 threads = self.n_threads or _kernels.default_num_threads()
                 self._compiled = Decoder(self.arch, threads, self.n_batch)
                 self._decode_threads = ThreadChooser(threads)
+                self._batch_threads = ThreadChooser(threads)   # the batcher's decode steps
         return self._compiled or None
 
     def forward(self, ids, cache: KVCache, output: str = "last", should_stop=None) -> np.ndarray:
@@ -222,7 +223,11 @@ class Model:
             if compiled is None or self.backend != "cpu":
                 raise ConfigError("batching several sequences needs the compiled CPU forward "
                                   f"(this model runs the {self.forward_path} path)", "n_slots")
-            return compiled.forward_many(parts)
+            chooser = self._batch_threads
+            if all(len(ids) == 1 for ids, _, _ in parts):   # decode tokens only, as forward()
+                return chooser.timed(lambda n: compiled.forward_many(parts, n), len(parts))
+            # with prompt chunks: too rare to judge, so the count the decode steps found faster
+            return compiled.forward_many(parts, chooser.current)
 
     def logits(self, ids) -> np.ndarray:
         """float32 (len(ids), n_vocab): one forward pass from an empty cache."""

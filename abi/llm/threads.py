@@ -4,7 +4,9 @@ A step splits every matrix product over the threads and meets at barriers betwee
 When other processes keep a core busy, a thread can be descheduled while its partner
 waits at the barrier, and a 2-thread step becomes many times slower than a 1-thread one.
 So decode steps time both choices now and then and keep the faster, re-checking less
-often while the answer stays the same (under 1% of steps once settled)."""
+often while the answer stays the same (under 1% of steps once settled). A model keeps one
+chooser for single-sequence decode steps and one for the batcher's decode steps (several
+sequences' next tokens: judged per token, as their number varies)."""
 from __future__ import annotations
 
 import time
@@ -58,10 +60,11 @@ class ThreadChooser:
             self.current, self.period = best, self._first_period
         self._until_probe = self.period
 
-    def timed(self, run):
-        """Run ``run(n_threads)`` with the chosen count, learning from its duration."""
+    def timed(self, run, tokens: int = 1):
+        """Run ``run(n_threads)`` with the chosen count, learning from its duration per token
+        (a batched step of ``tokens`` sequences' next tokens: its size varies between steps)."""
         n = self.pick()
         t = time.perf_counter()
         out = run(n)
-        self.record(n, time.perf_counter() - t)
+        self.record(n, (time.perf_counter() - t) / tokens)
         return out
