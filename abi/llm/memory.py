@@ -1,7 +1,8 @@
 """Memory planning before a model is loaded: weights (the file's tensor bytes, memory-mapped)
 + KV caches (ctx x slots, by kv_dtype) + the compiled forward's scratch, all from the GGUF
 metadata. ``check_plan`` refuses a plan over ``max_memory`` or the machine's available
-memory with the numbers, or shrinks the context to fit when asked."""
+memory with the numbers, or shrinks the context to fit when asked. ``release_free_memory``
+hands freed heap pages back to the OS."""
 from __future__ import annotations
 
 import dataclasses
