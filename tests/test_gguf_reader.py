@@ -172,3 +172,21 @@ def test_a_file_cut_short_is_called_truncated(tmp_path, default_model_path):
         cut.write_bytes(f.read(1000))
     with pytest.raises(GGUFError, match="truncated"):
         abi.gguf.load(cut)
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"), reason="reads Linux's /proc")
+def test_release_drops_a_tensors_pages_and_keeps_its_values(default_model_path):
+    f = abi.gguf.load(default_model_path)
+
+    def resident_file_mib():
+        line = next(x for x in open("/proc/self/status") if x.startswith("RssFile:"))
+        return int(line.split()[1]) / 1024
+
+    data = f.tensor_data("token_embd.weight")   # 28.7 MiB
+    total = int(data.sum(dtype=np.uint64))       # every page mapped
+    before = resident_file_mib()
+    f.release("token_embd.weight")
+    assert before - resident_file_mib() > 20
+    assert int(data.sum(dtype=np.uint64)) == total   # read back from the file
+    with pytest.raises(GGUFTensorError):
+        f.release("no.such.tensor")

@@ -15,6 +15,7 @@ so no input can make the reader allocate much more than the file's own size.
 """
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -281,6 +282,15 @@ class GGUFFile:
         """The tensor's bytes as a read-only uint8 view of the memory map."""
         info = self._info(name)
         return self._map[info.offset:info.offset + info.nbytes]
+
+    def release(self, name: str) -> None:
+        """Drop the tensor's pages from this process's resident memory: they stay in the OS's
+        page cache, and reading the tensor again maps them back (a read-only shared map)."""
+        info = self._info(name)
+        start = -(-info.offset // mmap.PAGESIZE) * mmap.PAGESIZE   # whole pages inside it only
+        end = (info.offset + info.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
+        if end > start and hasattr(mmap, "MADV_DONTNEED"):
+            self._map._mmap.madvise(mmap.MADV_DONTNEED, start, end - start)
 
     def tensor_array(self, name: str) -> np.ndarray:
         """A float/int tensor as a typed view with its shape (no copy)."""

@@ -91,13 +91,16 @@ def choose_cpu_forward(used: dict[str, tuple[GGMLType, str]], arch: str, is_deco
     return "compiled"
 
 
-def check_finite(gguf) -> None:
+def check_finite(gguf, release=()) -> None:
     """Refuse a file with a NaN/Inf scale or float value in any tensor: such a tensor turns
     a whole generation into NaN (or into finite nonsense after an integer product), and it
-    is cheap to find at load (a pass over the scale fields, split over the threads)."""
+    is cheap to find at load (a pass over the scale fields, split over the threads).
+    The tensors named in ``release`` leave the resident memory once scanned."""
     threads = _kernels.default_num_threads()
     for name, info in gguf.tensors.items():
         bad = nonfinite_blocks(gguf.tensor_data(name), info.ggml_type, threads)
+        if name in release:
+            gguf.release(name)
         if len(bad):
             unit = "values" if info.ggml_type in (GGMLType.F32, GGMLType.F16, GGMLType.BF16,
                                                   GGMLType.F64) else "blocks whose scale is"

@@ -186,6 +186,10 @@ class StreamingResponse:
             cache.truncate(max(keep, 0))
             stats.cached_tokens = cache.length
             new_ids = self.prompt_ids[cache.length:]
+            if getattr(model, "backend", None) == "cpu":
+                # the whole generation's positions at once: growing by doubling after a long
+                # prompt would hold the old and the new cache together
+                cache.reserve(min(model.n_ctx, len(self.prompt_ids) + cfg.max_tokens))
             from .tokenizer import StreamingDetokenizer
 
             detok = StreamingDetokenizer(tok, cfg.special_text) if cfg.decode_tokens else None

@@ -1,7 +1,8 @@
 """Memory planning before a model is loaded: weights (the file's tensor bytes, memory-mapped)
 + KV caches (ctx x slots, by kv_dtype) + the compiled forward's scratch, all from the GGUF
 metadata. ``check_plan`` refuses a plan over ``max_memory`` or the machine's available
-memory with the numbers, or shrinks the context to fit when asked."""
+memory with the numbers, or shrinks the context to fit when asked. ``release_free_memory``
+hands freed heap pages back to the OS."""
 from __future__ import annotations
 
 import dataclasses
@@ -150,3 +151,22 @@ def check_plan(plan: MemoryPlan, max_memory: int | None = None, fit: bool = Fals
         + ("" if fit else "; lower --ctx, --parallel or use --kv-dtype q8_0 (or pass --fit to "
            "shrink the context to fit)")
         + (" even with the smallest context" if fit else ""))
+
+
+_libc = None
+
+
+def release_free_memory() -> None:
+    """Return the heap's free pages to the OS (glibc's malloc_trim); elsewhere nothing.
+    Freed C and Python memory otherwise stays in the process's resident set."""
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        try:   # the process's own symbols: no library search (ldconfig) on the way
+            _libc = ctypes.CDLL(None)
+            _libc.malloc_trim  # noqa: B018 (glibc only)
+        except (OSError, AttributeError):
+            _libc = False
+    if _libc:
+        _libc.malloc_trim(0)

@@ -84,7 +84,12 @@ class Model:
         used = weights_used(self.arch)
         check_loadable(used, self.path)
         if check_finite:
-            check_finite_weights(self.gguf)
+            # a token table that is not the output matrix too is read by rows: the scan lets
+            # go of its pages, so it never stays resident whole (llama.cpp maps only the rows used)
+            embd, out = getattr(self.arch, "tok_embd", None), getattr(self.arch, "output", None)
+            by_rows = embd is not None and out is not None and embd.name in self.gguf.tensors \
+                and not np.may_share_memory(embd.raw, out.raw)
+            check_finite_weights(self.gguf, release=(embd.name,) if by_rows else ())
         if self.backend == "cuda" and self.kv_dtype == "q8_0":
             raise ConfigError("the CUDA forward keeps an f16 KV cache on the device; kv_dtype "
                               "'q8_0' runs on the CPU backend only", "kv_dtype")
@@ -173,6 +178,10 @@ class Model:
             # the compiled forward reads and writes every kv_dtype; the CUDA forward keeps
             # its own f16 device cache, whatever the host cache dtype
             compiled = self._decoder()
+        if self.backend == "cpu":
+            # room for the whole request at once: growing batch by batch would hold the old
+            # and the new arrays together at each doubling (the CUDA forward keeps its own)
+            cache.reserve(cache.length + len(ids))
         outs = []
         for s in range(0, len(ids), self.n_batch):
             if should_stop is not None and s and should_stop():

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import AbiError, ModelLoading, NotSupported, UnknownModel
+from ..llm.memory import release_free_memory
 from .metrics import Metrics
 
 log = logging.getLogger("abi.server")
@@ -266,25 +267,6 @@ class ServerState:
     @property
     def encoder_n_ctx(self) -> int:
         return int(self.encoder.max_tokens) if self.encoder else 0
-
-
-_libc = None
-
-
-def release_free_memory() -> None:
-    """Return the heap's free pages to the OS (glibc's malloc_trim); elsewhere nothing."""
-    global _libc
-    if _libc is None:
-        import ctypes
-        import ctypes.util
-
-        try:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _libc.malloc_trim  # noqa: B018 (glibc only)
-        except (OSError, AttributeError):
-            _libc = False
-    if _libc:
-        _libc.malloc_trim(0)
 
 
 def _aliases(path: str, given: str | None) -> dict[str, str]:
