@@ -672,17 +672,24 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
                 _rms(c.k + t * KD, L.k_norm, c.k + t * KD, KD, c.eps)
                 t += nth
             barrier()
-        # each KV group belongs to one thread: it stores the group's keys and values, so
-        # with a single token that thread can attend at once, with no barrier in between
-        g = tid
-        while g < c.n_kv:
-            for t in range(T):
-                _qk(c, L, l, t, g, rot)
-            if T == 1:
+        if T == 1:
+            # each KV group belongs to one thread: it stores the group's keys and values,
+            # so that thread can attend at once, with no barrier in between
+            g = tid
+            while g < c.n_kv:
+                _qk(c, L, l, 0, g, rot)
                 for hh in range(g * group, (g + 1) * group):
                     _attend(c, L, l, hh, L.swa, 0, c.q + hh * hd, c.att + hh * hd, scores)
-            g += nth
-        if T > 1:   # tasks of up to ATT_Q queries: a block of tokens x heads of one KV group
+                g += nth
+        else:
+            # tokens split between the threads, every group of a token by one thread (with
+            # fewer KV groups than threads, as Gemma's one, a split by group leaves some idle)
+            t = tid
+            while t < T:
+                for g in range(c.n_kv):
+                    _qk(c, L, l, t, g, rot)
+                t += nth
+            # tasks of up to ATT_Q queries: a block of tokens x heads of one KV group
             barrier()
             task = tid
             while task < n_tasks:
