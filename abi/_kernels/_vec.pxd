@@ -1,6 +1,6 @@
 # Small float32 helpers as inline C, emitted into every module that cimports this: an
 # OpenMP barrier, a dot product and y += a*x (AVX2 with a portable fallback; four-query
-# versions of both for prompt attention), and exact
+# by four-key dot products and four-query y += a*x for prompt attention), and exact
 # (erf) GELU as a loop gcc vectorises.
 
 cdef extern from *:
@@ -35,29 +35,74 @@ cdef extern from *:
             _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
         for (; i < n; ++i) y[i] += a * x[i];
     }
-    /* s[q] = abi_dot(a[q], b, n) for q < 4, bit for bit (the same lanes, sum and tail),
-       with the four chains interleaved and b loaded once */
-    static inline void abi_dot4(const float* const* a, const float* b, int n, float* s) {
-        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-        int i = 0;
-        for (; i + 8 <= n; i += 8) {
-            const __m256 vb = _mm256_loadu_ps(b + i);
-            for (int q = 0; q < 4; ++q) acc[q] = _mm256_fmadd_ps(_mm256_loadu_ps(a[q] + i), vb, acc[q]);
+    /* s[4 q + k] = abi_dot(a[q], b + k * ldb, n) for q, k < 4, bit for bit: sixteen chains of
+       abi_dot's 8 lanes (two to a 512-bit register where there are such), each key row and
+       each query loaded once for four of them, reduced four at a time (a 4 x 4 transpose
+       puts each chain's lanes (x0, x1, x2, x3) in one column, then (x0 + x2) + (x1 + x3) as
+       abi_dot adds them); n a multiple of 8 */
+    static inline void abi_dot4x4(const float* const* a, const float* b, Py_ssize_t ldb, int n, float* s) {
+        __m128 t[4][4];   /* [q][k]: a chain's low and high 4 lanes added */
+    #if defined(__AVX512F__) && defined(__AVX512DQ__)
+        __m512 acc[4][2];   /* [q][p]: [chain (q, 2p) | chain (q, 2p + 1)] */
+        for (int q = 0; q < 4; ++q) acc[q][0] = acc[q][1] = _mm512_setzero_ps();
+        for (int i = 0; i + 8 <= n; i += 8) {
+            __m512 vb[2];
+            for (int p = 0; p < 2; ++p)
+                vb[p] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(b + 2 * p * ldb + i)),
+                                           _mm256_loadu_ps(b + (2 * p + 1) * ldb + i), 1);
+            for (int q = 0; q < 4; ++q) {
+                const __m512 va = _mm512_broadcast_f32x8(_mm256_loadu_ps(a[q] + i));
+                for (int p = 0; p < 2; ++p) acc[q][p] = _mm512_fmadd_ps(va, vb[p], acc[q][p]);
+            }
         }
+        for (int q = 0; q < 4; ++q)
+            for (int p = 0; p < 2; ++p) {
+                t[q][2 * p] = _mm_add_ps(_mm512_extractf32x4_ps(acc[q][p], 0), _mm512_extractf32x4_ps(acc[q][p], 1));
+                t[q][2 * p + 1] = _mm_add_ps(_mm512_extractf32x4_ps(acc[q][p], 2), _mm512_extractf32x4_ps(acc[q][p], 3));
+            }
+    #else
+        __m256 acc[4][4];
+        for (int q = 0; q < 4; ++q) for (int k = 0; k < 4; ++k) acc[q][k] = _mm256_setzero_ps();
+        for (int i = 0; i + 8 <= n; i += 8) {
+            __m256 vb[4];
+            for (int k = 0; k < 4; ++k) vb[k] = _mm256_loadu_ps(b + k * ldb + i);
+            for (int q = 0; q < 4; ++q) {
+                const __m256 va = _mm256_loadu_ps(a[q] + i);
+                for (int k = 0; k < 4; ++k) acc[q][k] = _mm256_fmadd_ps(va, vb[k], acc[q][k]);
+            }
+        }
+        for (int q = 0; q < 4; ++q)
+            for (int k = 0; k < 4; ++k)
+                t[q][k] = _mm_add_ps(_mm256_castps256_ps128(acc[q][k]), _mm256_extractf128_ps(acc[q][k], 1));
+    #endif
         for (int q = 0; q < 4; ++q) {
-            __m128 t = _mm_add_ps(_mm256_castps256_ps128(acc[q]), _mm256_extractf128_ps(acc[q], 1));
-            t = _mm_add_ps(t, _mm_movehl_ps(t, t));
-            t = _mm_add_ss(t, _mm_movehdup_ps(t));
-            float r = _mm_cvtss_f32(t);
-            for (int k = i; k < n; ++k) r += a[q][k] * b[k];
-            s[q] = r;
+            _MM_TRANSPOSE4_PS(t[q][0], t[q][1], t[q][2], t[q][3]);
+            _mm_storeu_ps(s + 4 * q, _mm_add_ps(_mm_add_ps(t[q][0], t[q][2]), _mm_add_ps(t[q][1], t[q][3])));
         }
     }
     /* abi_axpy(y[q], w[q][j], x + j * ldx, n) for j = ja .. jb - 1 in order, for q < 4, bit for
-       bit, 8 lanes at a time held in registers over all j */
+       bit (each lane its own chain of fused multiply-adds): 64 lanes at a time where there are
+       512-bit registers, then 8, held in registers over all j, each row of x loaded once for
+       the four */
     static inline void abi_axpy4(float* const* y, const float* const* w, const float* x, Py_ssize_t ldx,
                                  int ja, int jb, int n) {
         int i = 0;
+    #ifdef __AVX512F__
+        for (; i + 64 <= n; i += 64) {
+            __m512 acc[4][4];
+            for (int q = 0; q < 4; ++q) for (int c = 0; c < 4; ++c) acc[q][c] = _mm512_loadu_ps(y[q] + i + 16 * c);
+            for (int j = ja; j < jb; ++j) {
+                const float* xj = x + (Py_ssize_t)j * ldx + i;
+                __m512 v[4];
+                for (int c = 0; c < 4; ++c) v[c] = _mm512_loadu_ps(xj + 16 * c);
+                for (int q = 0; q < 4; ++q) {
+                    const __m512 a = _mm512_set1_ps(w[q][j]);
+                    for (int c = 0; c < 4; ++c) acc[q][c] = _mm512_fmadd_ps(a, v[c], acc[q][c]);
+                }
+            }
+            for (int q = 0; q < 4; ++q) for (int c = 0; c < 4; ++c) _mm512_storeu_ps(y[q] + i + 16 * c, acc[q][c]);
+        }
+    #endif
         for (; i + 8 <= n; i += 8) {
             __m256 acc[4];
             for (int q = 0; q < 4; ++q) acc[q] = _mm256_loadu_ps(y[q] + i);
@@ -84,8 +129,8 @@ cdef extern from *:
     static inline void abi_axpy(float* y, float a, const float* x, int n) {
         for (int i = 0; i < n; ++i) y[i] += a * x[i];
     }
-    static inline void abi_dot4(const float* const* a, const float* b, int n, float* s) {
-        for (int q = 0; q < 4; ++q) s[q] = abi_dot(a[q], b, n);
+    static inline void abi_dot4x4(const float* const* a, const float* b, Py_ssize_t ldb, int n, float* s) {
+        for (int q = 0; q < 4; ++q) for (int k = 0; k < 4; ++k) s[4 * q + k] = abi_dot(a[q], b + k * ldb, n);
     }
     static inline void abi_axpy4(float* const* y, const float* const* w, const float* x, Py_ssize_t ldx,
                                  int ja, int jb, int n) {
@@ -120,7 +165,7 @@ cdef extern from *:
     float dot "abi_dot" (const float* a, const float* b, int n) noexcept nogil
     void axpy "abi_axpy" (float* y, float a, const float* x, int n) noexcept nogil
     # four queries at once, each bit for bit as dot / axpy (attention over blocks of queries)
-    void dot4 "abi_dot4" (const float** a, const float* b, int n, float* s) noexcept nogil
+    void dot4x4 "abi_dot4x4" (const float** a, const float* b, Py_ssize_t ldb, int n, float* s) noexcept nogil
     void axpy4 "abi_axpy4" (float** y, const float** w, const float* x, Py_ssize_t ldx,
                             int ja, int jb, int n) noexcept nogil
     void gelu_erf "abi_gelu_erf" (float* x, Py_ssize_t n) noexcept nogil

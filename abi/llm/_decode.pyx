@@ -33,7 +33,7 @@ from abi.llm.layers import GELU_TABLE
 
 from abi._kernels._half cimport f16_to_f32, f32_to_f16, ld16, st16
 from abi._kernels.quant cimport quantize_row_q8_0
-from abi._kernels._vec cimport axpy, axpy4, barrier, dot, dot4
+from abi._kernels._vec cimport axpy, axpy4, barrier, dot, dot4x4
 from abi._kernels._types cimport block_size_of
 from abi._kernels.matmul cimport (dequant_rows, gemm_rows, gemv_rows, has_tile, quantize_activation,
                                   row_bytes, vec_dot_type)
@@ -324,22 +324,25 @@ cdef void _attend_block(Ctx* c, Layer* L, int layer, int g, int h0, int h1, int 
     _one_run), at most ATT_Q, each computed exactly as _attend computes it (the same dot
     products, softmax and sums, in the same order of keys), with the keys and values
     streamed once for all of them rather than once per query. s: ATT_Q rows of max_cap
-    scores."""
+    scores. Queries go four at a time (consecutive ones: mostly one token's heads), over
+    the keys all four see ([glo, ghi] of their group); the other keys one query at a time."""
     cdef int hd = c.hd, QD = c.n_head * hd, nh = h1 - h0
-    cdef int nq = (t1 - t0) * nh, i, j, t, hh, jlo, jhi
+    cdef int nq = (t1 - t0) * nh, i, j, t, hh, jlo, jhi, q, k, jb, je
     cdef const float* K = <const float*>_kv_at(c, c.kseq, t0, layer, g, 0)
     cdef const float* V = <const float*>_kv_at(c, c.vseq, t0, layer, g, 0)
     cdef int j0[ATT_Q]
     cdef int pos[ATT_Q]
     cdef int head[ATT_Q]
+    cdef int glo[ATT_Q]
+    cdef int ghi[ATT_Q]
     cdef float m[ATT_Q]
     cdef float total[ATT_Q]
     cdef float* qp[ATT_Q]
     cdef float* op[ATT_Q]
     cdef float* si
     cdef float* wp[ATT_Q]
-    cdef float four[4]
-    cdef int clo, chi, k
+    cdef float sixteen[16]
+    cdef bint tiled = hd % 8 == 0
     jlo = c.tpos[t0]
     jhi = c.tpos[t1 - 1]
     for i in range(nq):
@@ -355,24 +358,35 @@ cdef void _attend_block(Ctx* c, Layer* L, int layer, int g, int h0, int h1, int 
         op[i] = c.att + t * QD + hh * hd
         m[i] = -1e30
         total[i] = 0.0
-    # keys every query sees ([clo, chi]) go four queries at a time; the edges one by one
-    clo = jlo
-    chi = jhi
-    for i in range(nq):
-        clo = max(clo, j0[i])
-        chi = min(chi, pos[i])
-    for j in range(jlo, jhi + 1):
-        i = 0
-        if clo <= j <= chi:
-            while i + 4 <= nq:
-                dot4(<const float**>&qp[i], K + <Py_ssize_t>j * hd, hd, four)
-                for k in range(4):
-                    _score(c, m, s, i + k, j, four[k])
-                i += 4
-        while i < nq:
-            if j0[i] <= j <= pos[i]:
-                _score(c, m, s, i, j, dot(qp[i], K + <Py_ssize_t>j * hd, hd))
-            i += 1
+    # each full group of four queries: the keys all four see (empty for a partial group)
+    q = 0
+    while q < nq:
+        glo[q] = jlo
+        ghi[q] = jhi
+        if q + 4 <= nq:
+            for i in range(q, q + 4):
+                glo[q] = max(glo[q], j0[i])
+                ghi[q] = min(ghi[q], pos[i])
+        else:
+            ghi[q] = glo[q] - 1
+        q += 4
+    # scores: four keys at a time; a group takes them together where it sees all four
+    jb = jlo
+    while jb <= jhi:
+        je = min(jb + 4, jhi + 1)
+        q = 0
+        while q < nq:
+            if tiled and je - jb == 4 and glo[q] <= jb and je - 1 <= ghi[q]:
+                dot4x4(<const float**>&qp[q], K + <Py_ssize_t>jb * hd, hd, hd, sixteen)
+                for i in range(4):
+                    for k in range(4):
+                        _score(c, m, s, q + i, jb + k, sixteen[4 * i + k])
+            else:
+                for i in range(q, min(q + 4, nq)):
+                    for j in range(max(jb, j0[i]), min(je, pos[i] + 1)):
+                        _score(c, m, s, i, j, dot(qp[i], K + <Py_ssize_t>j * hd, hd))
+            q += 4
+        jb = je
     for i in range(nq):
         si = s + i * c.max_cap
         wp[i] = si
@@ -387,23 +401,19 @@ cdef void _attend_block(Ctx* c, Layer* L, int layer, int g, int h0, int h1, int 
             si[j] = si[j] / total[i]
         for j in range(hd):
             op[i][j] = 0.0
-    # every query's sum in the order of its keys: the edge before [clo, chi], then [clo, chi]
-    # (four queries at a time), then the edge after
-    for i in range(nq):
-        for j in range(j0[i], min(clo, pos[i] + 1)):
-            axpy(op[i], wp[i][j], V + <Py_ssize_t>j * hd, hd)
-    i = 0
-    if clo <= chi:
-        while i + 4 <= nq:
-            axpy4(&op[i], <const float**>&wp[i], V, hd, clo, chi + 1, hd)
-            i += 4
-        while i < nq:
-            for j in range(clo, chi + 1):
+    # every query's sum in the order of its keys: those before its group's [glo, ghi] one
+    # by one, then [glo, ghi] four queries at a time, then those after
+    q = 0
+    while q < nq:
+        for i in range(q, min(q + 4, nq)):
+            for j in range(j0[i], min(glo[q], pos[i] + 1)):
                 axpy(op[i], wp[i][j], V + <Py_ssize_t>j * hd, hd)
-            i += 1
-    for i in range(nq):
-        for j in range(max(j0[i], chi + 1, clo), pos[i] + 1):
-            axpy(op[i], wp[i][j], V + <Py_ssize_t>j * hd, hd)
+        if glo[q] <= ghi[q]:
+            axpy4(&op[q], <const float**>&wp[q], V, hd, glo[q], ghi[q] + 1, hd)
+        for i in range(q, min(q + 4, nq)):
+            for j in range(max(j0[i], ghi[q] + 1, glo[q]), pos[i] + 1):
+                axpy(op[i], wp[i][j], V + <Py_ssize_t>j * hd, hd)
+        q += 4
 
 
 cdef inline void _score(Ctx* c, float* m, float* s, int i, int j, float d) noexcept nogil:
