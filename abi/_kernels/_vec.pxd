@@ -16,6 +16,9 @@ cdef extern from *:
     /* attention's inner loops: a dot product with 8 partial sums, and y += a * x */
     #if defined(__AVX2__) && defined(__FMA__)
     #include <immintrin.h>
+    /* a loaded vector kept in a register: gcc would otherwise fold its load into every
+       multiply-add that uses it, loading it again each time */
+    #define ABI_KEEP(v) __asm__("" : "+v"(v))
     static inline float abi_dot(const float* a, const float* b, int n) {
         __m256 acc = _mm256_setzero_ps();
         int i = 0;
@@ -50,10 +53,14 @@ cdef extern from *:
             for (int p = 0; p < 2; ++p)
                 vb[p] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(b + 2 * p * ldb + i)),
                                            _mm256_loadu_ps(b + (2 * p + 1) * ldb + i), 1);
+            /* one load, used four times (gcc would fold it into each multiply-add) */
+            __m512 va[4];
             for (int q = 0; q < 4; ++q) {
-                const __m512 va = _mm512_broadcast_f32x8(_mm256_loadu_ps(a[q] + i));
-                for (int p = 0; p < 2; ++p) acc[q][p] = _mm512_fmadd_ps(va, vb[p], acc[q][p]);
+                va[q] = _mm512_broadcast_f32x8(_mm256_loadu_ps(a[q] + i));
+                ABI_KEEP(va[q]);
             }
+            for (int q = 0; q < 4; ++q)
+                for (int p = 0; p < 2; ++p) acc[q][p] = _mm512_fmadd_ps(va[q], vb[p], acc[q][p]);
         }
         for (int q = 0; q < 4; ++q)
             for (int p = 0; p < 2; ++p) {
@@ -94,7 +101,10 @@ cdef extern from *:
             for (int j = ja; j < jb; ++j) {
                 const float* xj = x + (Py_ssize_t)j * ldx + i;
                 __m512 v[4];
-                for (int c = 0; c < 4; ++c) v[c] = _mm512_loadu_ps(xj + 16 * c);
+                for (int c = 0; c < 4; ++c) {
+                    v[c] = _mm512_loadu_ps(xj + 16 * c);
+                    ABI_KEEP(v[c]);
+                }
                 for (int q = 0; q < 4; ++q) {
                     const __m512 a = _mm512_set1_ps(w[q][j]);
                     for (int c = 0; c < 4; ++c) acc[q][c] = _mm512_fmadd_ps(a, v[c], acc[q][c]);
