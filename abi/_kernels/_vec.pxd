@@ -1,12 +1,15 @@
 # Small float32 helpers as inline C, emitted into every module that cimports this: an
 # OpenMP barrier, a dot product and y += a*x (AVX2 with a portable fallback; four-query
-# by four-key dot products and four-query y += a*x for prompt attention), and exact
-# (erf) GELU as a loop gcc vectorises.
+# by four-key dot products and four-query y += a*x for prompt attention), softmax's
+# exponentials, and exact (erf) GELU as a loop gcc vectorises.
 
 cdef extern from *:
     """
     #ifndef ABI_VEC_H
     #define ABI_VEC_H
+    #include <math.h>
+    #include <stdint.h>
+    #include <string.h>
 
     static inline void abi_barrier(void) {
     #ifdef _OPENMP
@@ -149,6 +152,81 @@ cdef extern from *:
     }
     #endif
 
+    /* Softmax's exponentials: s[j] = e^(s[j] - m) for j < n, returning their sum (16 partial
+       sums, then a fixed tree). One function for prompt and decode attention, so both get
+       the same bits; 16 lanes where there are 512-bit registers, where a libm expf per key
+       took a tenth of a long prompt's attention. e^x: n = round(x / ln 2), r = x - n ln 2 in
+       two steps (Cephes' split), e^r by its Taylor series to r^7 (|r| <= ln 2 / 2: truncation
+       5e-9), times 2^n; within 2 ulp of e^x for -87 <= x <= 0 (below, where e^x < 2^-125,
+       0; a NaN stays NaN). */
+    #if defined(__AVX512F__)
+    static inline __m512 abi_exp16(__m512 x) {
+        const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+        r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+        __m512 p = _mm512_set1_ps(1.0f / 5040);
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+        const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+        /* x < -87 (not NaN): 0 */
+        return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_NLT_UQ),
+                                   _mm512_mul_ps(p, _mm512_castsi512_ps(e)));
+    }
+    static inline float abi_softmax_exp(float* s, int n, float m) {
+        const __m512 vm = _mm512_set1_ps(m);
+        __m512 acc = _mm512_setzero_ps();
+        int j = 0;
+        for (; j + 16 <= n; j += 16) {
+            const __m512 e = abi_exp16(_mm512_sub_ps(_mm512_loadu_ps(s + j), vm));
+            _mm512_storeu_ps(s + j, e);
+            acc = _mm512_add_ps(acc, e);
+        }
+        if (j < n) {
+            const __mmask16 k = (__mmask16)((1u << (n - j)) - 1);
+            const __m512 e = _mm512_maskz_mov_ps(k, abi_exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + j), vm)));
+            _mm512_mask_storeu_ps(s + j, k, e);
+            acc = _mm512_add_ps(acc, e);
+        }
+        float part[16];
+        _mm512_storeu_ps(part, acc);
+    #else
+    static inline float abi_exp1(float x) {
+        const float n = nearbyintf(x * 1.44269504088896341f);
+        float r = fmaf(-n, 0.693359375f, x);
+        r = fmaf(-n, -2.12194440e-4f, r);
+        float p = 1.0f / 5040;
+        p = fmaf(p, r, 1.0f / 720);
+        p = fmaf(p, r, 1.0f / 120);
+        p = fmaf(p, r, 1.0f / 24);
+        p = fmaf(p, r, 1.0f / 6);
+        p = fmaf(p, r, 0.5f);
+        p = fmaf(p, r, 1.0f);
+        p = fmaf(p, r, 1.0f);
+        if (x < -87.0f) return 0.0f;
+        uint32_t b = (uint32_t)((int)n + 127) << 23;
+        float two_n;
+        memcpy(&two_n, &b, 4);
+        return p * two_n;
+    }
+    static inline float abi_softmax_exp(float* s, int n, float m) {
+        float part[16] = {0};
+        for (int j = 0; j < n; ++j) {
+            s[j] = abi_exp1(s[j] - m);
+            part[j % 16] += s[j];
+        }
+    #endif
+        float a8[8], a4[4];
+        for (int i = 0; i < 8; ++i) a8[i] = part[i] + part[i + 8];
+        for (int i = 0; i < 4; ++i) a4[i] = a8[i] + a8[i + 4];
+        return (a4[0] + a4[2]) + (a4[1] + a4[3]);
+    }
+
     /* GELU with erf (Hugging Face's "gelu"): x * (1 + erf(x / sqrt 2)) / 2, erf from a
        float32 rational approximation on [-4, 4] (max error 5e-7), clamped outside it. */
     static void abi_gelu_erf(float* x, Py_ssize_t n) {
@@ -174,6 +252,7 @@ cdef extern from *:
     void barrier "abi_barrier" () noexcept nogil
     float dot "abi_dot" (const float* a, const float* b, int n) noexcept nogil
     void axpy "abi_axpy" (float* y, float a, const float* x, int n) noexcept nogil
+    float softmax_exp "abi_softmax_exp" (float* s, int n, float m) noexcept nogil
     # four queries at once, each bit for bit as dot / axpy (attention over blocks of queries)
     void dot4x4 "abi_dot4x4" (const float** a, const float* b, Py_ssize_t ldb, int n, float* s) noexcept nogil
     void axpy4 "abi_axpy4" (float** y, const float** w, const float* x, Py_ssize_t ldx,

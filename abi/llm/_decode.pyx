@@ -33,7 +33,7 @@ from abi.llm.layers import GELU_TABLE
 
 from abi._kernels._half cimport f16_to_f32, f32_to_f16, ld16, st16
 from abi._kernels.quant cimport quantize_row_q8_0
-from abi._kernels._vec cimport axpy, axpy4, barrier, dot, dot4x4
+from abi._kernels._vec cimport axpy, axpy4, barrier, dot, dot4x4, softmax_exp
 from abi._kernels._types cimport block_size_of
 from abi._kernels.matmul cimport (dequant_rows, gemm_rows, gemv_rows, has_tile, quantize_activation,
                                   row_bytes, vec_dot_type)
@@ -295,9 +295,7 @@ cdef void _attend(Ctx* c, Layer* L, int layer, int head, int swa, int t, const f
             m = acc
     if L.sinks != NULL and L.sinks[head] > m:
         m = L.sinks[head]
-    for j in range(j0, pos + 1):
-        s[j] = expf(s[j] - m)
-        total += s[j]
+    total = softmax_exp(s + j0, pos + 1 - j0, m)
     if L.sinks != NULL:
         total += expf(L.sinks[head] - m)
     for i in range(hd):
@@ -392,9 +390,7 @@ cdef void _attend_block(Ctx* c, Layer* L, int layer, int g, int h0, int h1, int 
         wp[i] = si
         if L.sinks != NULL and L.sinks[head[i]] > m[i]:
             m[i] = L.sinks[head[i]]
-        for j in range(j0[i], pos[i] + 1):
-            si[j] = expf(si[j] - m[i])
-            total[i] += si[j]
+        total[i] = softmax_exp(si + j0[i], pos[i] + 1 - j0[i], m[i])
         if L.sinks != NULL:
             total[i] += expf(L.sinks[head[i]] - m[i])
         for j in range(j0[i], pos[i] + 1):
