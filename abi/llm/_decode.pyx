@@ -645,9 +645,17 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
     cdef float* scores = c.scores + <Py_ssize_t>tid * ATT_Q * c.max_cap
     # prompt attention tasks: hb heads (within one KV group) x tb tokens, at most ATT_Q queries
     cdef int hb = min(group, <int>ATT_Q), tb = max(1, <int>ATT_Q // group)
-    cdef int cpg = (group + hb - 1) // hb, n_hc = c.n_kv * cpg, n_tasks = n_hc * ((T + tb - 1) // tb)
+    cdef int cpg = (group + hb - 1) // hb, n_hc = c.n_kv * cpg, n_tasks
     cdef int te, he, t2, h2
     cdef Priv p
+    # a multiple of four queries per block where the shape allows (SmolLM2's three heads a
+    # group: 4 tokens, not 5): _attend_block takes a partial four one query at a time
+    t2 = tb
+    while t2 > 0 and (t2 * hb) % 4:
+        t2 -= 1
+    if t2 > 0:
+        tb = t2
+    n_tasks = n_hc * ((T + tb - 1) // tb)
     p.x = c.xp + <Py_ssize_t>tid * T * D
     p.h = c.hp + <Py_ssize_t>tid * T * D
     p.lu = c.lorap + <Py_ssize_t>tid * c.max_rank
