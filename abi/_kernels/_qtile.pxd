@@ -27,6 +27,8 @@ cdef extern from *:
     #define ABI_QTILE_H
     #if ABI_QDOT_SIMD && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
     #define ABI_QTILE 1
+    #include <stdio.h>
+    #include <stdlib.h>
     #define ABI_TILE_R 4     /* rows per tile, at most */
     #define ABI_TILE_N 8     /* tokens per tile, at most (Q5_0 packs two per register) */
     #define ABI_AINL static inline __attribute__((always_inline))
@@ -159,29 +161,45 @@ cdef extern from *:
     /* ------------------------------------------------------------------ Q5_0 x Q8_0
        T = 1: one accumulator over the blocks in order; here two tokens side by side,
        [token 2j | token 2j + 1] (an odd last token is computed twice, stored once). The
-       unsigned 5-bit q times x, less 16 * (the activation's 4-byte sums), is sum (q - 16) x. */
-    ABI_AINL void abi_tile_q5_0_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
-                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+       unsigned 5-bit q times x, less 16 * (the activation's 4-byte sums), is sum (q - 16) x.
+       Both sides are prepared once and reused (the unpacking costs more than the products):
+       a chunk of ABI_Q5_TC tokens' pairs for all of a thread's rows, and a tile's rows for
+       all the chunk's tokens. */
+    #define ABI_Q5_TC 64
+    #define ABI_Q5_PAIR 192   /* a pair's block prepared: [s | c | dx], 64 bytes each */
+
+    /* the calling thread's scratch, grown as needed and kept for its next products */
+    static __thread uint8_t* abi_q5_buf = NULL;
+    static __thread size_t abi_q5_cap = 0;
+    static uint8_t* abi_q5_scratch(size_t n) {
+        if (n > abi_q5_cap) {
+            free(abi_q5_buf);
+            abi_q5_buf = (uint8_t*)aligned_alloc(64, (n + 63) / 64 * 64);
+            abi_q5_cap = abi_q5_buf ? n : 0;
+            if (!abi_q5_buf) { fputs("abi: out of memory for the Q5_0 prompt products' scratch\\n", stderr); abort(); }
+        }
+        return abi_q5_buf;
+    }
+
+    /* R rows (wu: 32 unpacked bytes a block, wd: the scales, nb blocks a row) x N tokens
+       (xp: (N + 1) / 2 prepared pairs, xps bytes apart) */
+    ABI_AINL void abi_tile_q5_0_rn(const uint8_t* wu, const float* wd, Py_ssize_t nb, const uint8_t* xp,
+                                   Py_ssize_t xps, float* y, Py_ssize_t ys, const int R, const int N) {
         enum { P = (ABI_TILE_N + 1) / 2 };
         const int NP = (N + 1) / 2;
-        const __m512i sixteen = _mm512_set1_epi8(16);
-        const __m256i b4 = _mm256_set1_epi8(16);
         __m512 acc[ABI_TILE_R][P];
         ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int j = 0; j < NP; ++j) acc[r][j] = _mm512_setzero_ps();
         for (Py_ssize_t i = 0; i < nb; ++i) {
             __m512i u[ABI_TILE_R]; __m512 dw[ABI_TILE_R];
             ABI_UNROLL for (int r = 0; r < R; ++r) {
-                const uint8_t* wr = w + r * rb + 22 * i;
-                const __m256i q = _mm256_or_si256(abi_nibbles32(wr + 6), _mm256_and_si256(abi_bitmask32(wr + 2), b4));
-                u[r] = abi_zi(q, q);
-                dw[r] = _mm512_set1_ps(abi_f16t(wr));
+                u[r] = _mm512_broadcast_i64x4(_mm256_load_si256((const __m256i*)(wu + 32 * (r * nb + i))));
+                dw[r] = _mm512_set1_ps(wd[r * nb + i]);
             }
             ABI_UNROLL for (int j = 0; j < NP; ++j) {
-                const uint8_t* xa = x + (2 * j) * xs + 34 * i;
-                const uint8_t* xb = 2 * j + 1 < N ? xa + xs : xa;
-                const __m512i s = abi_zld(xa + 2, xb + 2);
-                const __m512i c = _mm512_sub_epi32(_mm512_setzero_si512(), abi_dpbusd_z(sixteen, s));
-                const __m512 dx = abi_zf2(abi_f16t(xa), abi_f16t(xb));
+                const uint8_t* pp = xp + j * xps + ABI_Q5_PAIR * i;
+                const __m512i s = _mm512_load_si512((const void*)pp);
+                const __m512i c = _mm512_load_si512((const void*)(pp + 64));
+                const __m512 dx = _mm512_load_ps((const float*)(pp + 128));
                 ABI_UNROLL for (int r = 0; r < R; ++r) {
                     const __m512i p = _mm512_dpbusd_epi32(c, u[r], s);   /* - 16 sums + q x */
                     acc[r][j] = _mm512_fmadd_ps(_mm512_mul_ps(dw[r], dx), _mm512_cvtepi32_ps(p), acc[r][j]);
@@ -193,6 +211,55 @@ cdef extern from *:
                 y[(2 * j) * ys + r] = abi_hsum8(abi_zlo(acc[r][j]));
                 if (2 * j + 1 < N) y[(2 * j + 1) * ys + r] = abi_hsum8(abi_zhi(acc[r][j]));
             }
+    }
+
+    /* R rows of a tile's prepared weights x the nc tokens of a chunk: 8 at a time, then pairs,
+       then an odd last one */
+    ABI_AINL void abi_tile_q5_0_rows(const uint8_t* wu, const float* wd, Py_ssize_t nb, const uint8_t* xp,
+                                     Py_ssize_t xps, int nc, float* y, Py_ssize_t ys, const int R) {
+        int t = 0;
+        for (; t + 8 <= nc; t += 8) abi_tile_q5_0_rn(wu, wd, nb, xp + (t / 2) * xps, xps, y + t * ys, ys, R, 8);
+        for (; t + 2 <= nc; t += 2) abi_tile_q5_0_rn(wu, wd, nb, xp + (t / 2) * xps, xps, y + t * ys, ys, R, 2);
+        if (t < nc) abi_tile_q5_0_rn(wu, wd, nb, xp + (t / 2) * xps, xps, y + t * ys, ys, R, 1);
+    }
+
+    static void abi_tile_q5_0(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x,
+                              Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
+        const Py_ssize_t xps = ABI_Q5_PAIR * nb;
+        uint8_t* xp = abi_q5_scratch((size_t)(ABI_Q5_TC / 2) * xps + (size_t)ABI_TILE_R * nb * 36);
+        uint8_t* wu = xp + (ABI_Q5_TC / 2) * xps;
+        float* wd = (float*)(wu + ABI_TILE_R * nb * 32);
+        const __m512i sixteen = _mm512_set1_epi8(16);
+        const __m256i b4 = _mm256_set1_epi8(16);
+        for (Py_ssize_t t0 = 0; t0 < nt; t0 += ABI_Q5_TC) {
+            const int nc = nt - t0 < ABI_Q5_TC ? (int)(nt - t0) : ABI_Q5_TC;
+            for (int j = 0; 2 * j < nc; ++j) {
+                const uint8_t* xa = x + (t0 + 2 * j) * xs;
+                const uint8_t* xb = 2 * j + 1 < nc ? xa + xs : xa;
+                for (Py_ssize_t i = 0; i < nb; ++i) {
+                    uint8_t* pp = xp + j * xps + ABI_Q5_PAIR * i;
+                    const __m512i s = abi_zld(xa + 34 * i + 2, xb + 34 * i + 2);
+                    _mm512_store_si512((void*)pp, s);
+                    _mm512_store_si512((void*)(pp + 64), _mm512_sub_epi32(_mm512_setzero_si512(), abi_dpbusd_z(sixteen, s)));
+                    _mm512_store_ps((float*)(pp + 128), abi_zf2(abi_f16t(xa + 34 * i), abi_f16t(xb + 34 * i)));
+                }
+            }
+            for (Py_ssize_t r = 0; r < nr; r += ABI_TILE_R) {
+                const int R = nr - r < ABI_TILE_R ? (int)(nr - r) : ABI_TILE_R;
+                for (int k = 0; k < R; ++k)
+                    for (Py_ssize_t i = 0; i < nb; ++i) {
+                        const uint8_t* wr = w + (r + k) * rb + 22 * i;
+                        _mm256_store_si256((__m256i*)(wu + 32 * (k * nb + i)),
+                            _mm256_or_si256(abi_nibbles32(wr + 6), _mm256_and_si256(abi_bitmask32(wr + 2), b4)));
+                        wd[k * nb + i] = abi_f16t(wr);
+                    }
+                float* yr = y + t0 * ys + r;
+                if (R == ABI_TILE_R)
+                    abi_tile_q5_0_rows(wu, wd, nb, xp, xps, nc, yr, ys, ABI_TILE_R);
+                else
+                    for (int k = 0; k < R; ++k) abi_tile_q5_0_rows(wu + 32 * k * nb, wd + k * nb, nb, xp, xps, nc, yr + k, ys, 1);
+            }
+        }
     }
 
     /* ------------------------------------------------------------------ Q4_K x Q8_K
@@ -704,10 +771,10 @@ cdef extern from *:
         }                                                                                           \\
     }
     /* rows x tokens per tile: as many as keep the accumulators within the 32 registers, the
-       shape measured fastest (Zen 4: 2 x 8 for the k-quants, whose unpacking is dear) */
+       shape measured fastest (Zen 4: 2 x 8 for the k-quants, whose unpacking is dear; Q5_0,
+       4 x 8, has its own driver above) */
     ABI_TILE_DRIVER(q4_1, 4, 4)
     ABI_TILE_DRIVER(q8_0, 4, 4)
-    ABI_TILE_DRIVER(q5_0, 4, 8)
     ABI_TILE_DRIVER(q4_k, 2, 8)
     ABI_TILE_DRIVER(q6_k, 2, 8)
     ABI_TILE_DRIVER(iq4_nl, 4, 4)

@@ -1,12 +1,15 @@
 # Small float32 helpers as inline C, emitted into every module that cimports this: an
 # OpenMP barrier, a dot product and y += a*x (AVX2 with a portable fallback; four-query
-# versions of both for prompt attention), and exact
-# (erf) GELU as a loop gcc vectorises.
+# by four-key dot products and four-query y += a*x for prompt attention), softmax's
+# exponentials, and exact (erf) GELU as a loop gcc vectorises.
 
 cdef extern from *:
     """
     #ifndef ABI_VEC_H
     #define ABI_VEC_H
+    #include <math.h>
+    #include <stdint.h>
+    #include <string.h>
 
     static inline void abi_barrier(void) {
     #ifdef _OPENMP
@@ -16,6 +19,9 @@ cdef extern from *:
     /* attention's inner loops: a dot product with 8 partial sums, and y += a * x */
     #if defined(__AVX2__) && defined(__FMA__)
     #include <immintrin.h>
+    /* a loaded vector kept in a register: gcc would otherwise fold its load into every
+       multiply-add that uses it, loading it again each time */
+    #define ABI_KEEP(v) __asm__("" : "+v"(v))
     static inline float abi_dot(const float* a, const float* b, int n) {
         __m256 acc = _mm256_setzero_ps();
         int i = 0;
@@ -35,29 +41,81 @@ cdef extern from *:
             _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
         for (; i < n; ++i) y[i] += a * x[i];
     }
-    /* s[q] = abi_dot(a[q], b, n) for q < 4, bit for bit (the same lanes, sum and tail),
-       with the four chains interleaved and b loaded once */
-    static inline void abi_dot4(const float* const* a, const float* b, int n, float* s) {
-        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-        int i = 0;
-        for (; i + 8 <= n; i += 8) {
-            const __m256 vb = _mm256_loadu_ps(b + i);
-            for (int q = 0; q < 4; ++q) acc[q] = _mm256_fmadd_ps(_mm256_loadu_ps(a[q] + i), vb, acc[q]);
+    /* s[4 q + k] = abi_dot(a[q], b + k * ldb, n) for q, k < 4, bit for bit: sixteen chains of
+       abi_dot's 8 lanes (two to a 512-bit register where there are such), each key row and
+       each query loaded once for four of them, reduced four at a time (a 4 x 4 transpose
+       puts each chain's lanes (x0, x1, x2, x3) in one column, then (x0 + x2) + (x1 + x3) as
+       abi_dot adds them); n a multiple of 8 */
+    static inline void abi_dot4x4(const float* const* a, const float* b, Py_ssize_t ldb, int n, float* s) {
+        __m128 t[4][4];   /* [q][k]: a chain's low and high 4 lanes added */
+    #if defined(__AVX512F__) && defined(__AVX512DQ__)
+        __m512 acc[4][2];   /* [q][p]: [chain (q, 2p) | chain (q, 2p + 1)] */
+        for (int q = 0; q < 4; ++q) acc[q][0] = acc[q][1] = _mm512_setzero_ps();
+        for (int i = 0; i + 8 <= n; i += 8) {
+            __m512 vb[2];
+            for (int p = 0; p < 2; ++p)
+                vb[p] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(b + 2 * p * ldb + i)),
+                                           _mm256_loadu_ps(b + (2 * p + 1) * ldb + i), 1);
+            /* one load, used four times (gcc would fold it into each multiply-add) */
+            __m512 va[4];
+            for (int q = 0; q < 4; ++q) {
+                va[q] = _mm512_broadcast_f32x8(_mm256_loadu_ps(a[q] + i));
+                ABI_KEEP(va[q]);
+            }
+            for (int q = 0; q < 4; ++q)
+                for (int p = 0; p < 2; ++p) acc[q][p] = _mm512_fmadd_ps(va[q], vb[p], acc[q][p]);
         }
+        for (int q = 0; q < 4; ++q)
+            for (int p = 0; p < 2; ++p) {
+                t[q][2 * p] = _mm_add_ps(_mm512_extractf32x4_ps(acc[q][p], 0), _mm512_extractf32x4_ps(acc[q][p], 1));
+                t[q][2 * p + 1] = _mm_add_ps(_mm512_extractf32x4_ps(acc[q][p], 2), _mm512_extractf32x4_ps(acc[q][p], 3));
+            }
+    #else
+        __m256 acc[4][4];
+        for (int q = 0; q < 4; ++q) for (int k = 0; k < 4; ++k) acc[q][k] = _mm256_setzero_ps();
+        for (int i = 0; i + 8 <= n; i += 8) {
+            __m256 vb[4];
+            for (int k = 0; k < 4; ++k) vb[k] = _mm256_loadu_ps(b + k * ldb + i);
+            for (int q = 0; q < 4; ++q) {
+                const __m256 va = _mm256_loadu_ps(a[q] + i);
+                for (int k = 0; k < 4; ++k) acc[q][k] = _mm256_fmadd_ps(va, vb[k], acc[q][k]);
+            }
+        }
+        for (int q = 0; q < 4; ++q)
+            for (int k = 0; k < 4; ++k)
+                t[q][k] = _mm_add_ps(_mm256_castps256_ps128(acc[q][k]), _mm256_extractf128_ps(acc[q][k], 1));
+    #endif
         for (int q = 0; q < 4; ++q) {
-            __m128 t = _mm_add_ps(_mm256_castps256_ps128(acc[q]), _mm256_extractf128_ps(acc[q], 1));
-            t = _mm_add_ps(t, _mm_movehl_ps(t, t));
-            t = _mm_add_ss(t, _mm_movehdup_ps(t));
-            float r = _mm_cvtss_f32(t);
-            for (int k = i; k < n; ++k) r += a[q][k] * b[k];
-            s[q] = r;
+            _MM_TRANSPOSE4_PS(t[q][0], t[q][1], t[q][2], t[q][3]);
+            _mm_storeu_ps(s + 4 * q, _mm_add_ps(_mm_add_ps(t[q][0], t[q][2]), _mm_add_ps(t[q][1], t[q][3])));
         }
     }
     /* abi_axpy(y[q], w[q][j], x + j * ldx, n) for j = ja .. jb - 1 in order, for q < 4, bit for
-       bit, 8 lanes at a time held in registers over all j */
+       bit (each lane its own chain of fused multiply-adds): 64 lanes at a time where there are
+       512-bit registers, then 8, held in registers over all j, each row of x loaded once for
+       the four */
     static inline void abi_axpy4(float* const* y, const float* const* w, const float* x, Py_ssize_t ldx,
                                  int ja, int jb, int n) {
         int i = 0;
+    #ifdef __AVX512F__
+        for (; i + 64 <= n; i += 64) {
+            __m512 acc[4][4];
+            for (int q = 0; q < 4; ++q) for (int c = 0; c < 4; ++c) acc[q][c] = _mm512_loadu_ps(y[q] + i + 16 * c);
+            for (int j = ja; j < jb; ++j) {
+                const float* xj = x + (Py_ssize_t)j * ldx + i;
+                __m512 v[4];
+                for (int c = 0; c < 4; ++c) {
+                    v[c] = _mm512_loadu_ps(xj + 16 * c);
+                    ABI_KEEP(v[c]);
+                }
+                for (int q = 0; q < 4; ++q) {
+                    const __m512 a = _mm512_set1_ps(w[q][j]);
+                    for (int c = 0; c < 4; ++c) acc[q][c] = _mm512_fmadd_ps(a, v[c], acc[q][c]);
+                }
+            }
+            for (int q = 0; q < 4; ++q) for (int c = 0; c < 4; ++c) _mm512_storeu_ps(y[q] + i + 16 * c, acc[q][c]);
+        }
+    #endif
         for (; i + 8 <= n; i += 8) {
             __m256 acc[4];
             for (int q = 0; q < 4; ++q) acc[q] = _mm256_loadu_ps(y[q] + i);
@@ -84,8 +142,8 @@ cdef extern from *:
     static inline void abi_axpy(float* y, float a, const float* x, int n) {
         for (int i = 0; i < n; ++i) y[i] += a * x[i];
     }
-    static inline void abi_dot4(const float* const* a, const float* b, int n, float* s) {
-        for (int q = 0; q < 4; ++q) s[q] = abi_dot(a[q], b, n);
+    static inline void abi_dot4x4(const float* const* a, const float* b, Py_ssize_t ldb, int n, float* s) {
+        for (int q = 0; q < 4; ++q) for (int k = 0; k < 4; ++k) s[4 * q + k] = abi_dot(a[q], b + k * ldb, n);
     }
     static inline void abi_axpy4(float* const* y, const float* const* w, const float* x, Py_ssize_t ldx,
                                  int ja, int jb, int n) {
@@ -93,6 +151,81 @@ cdef extern from *:
             for (int q = 0; q < 4; ++q) abi_axpy(y[q], w[q][j], x + (Py_ssize_t)j * ldx, n);
     }
     #endif
+
+    /* Softmax's exponentials: s[j] = e^(s[j] - m) for j < n, returning their sum (16 partial
+       sums, then a fixed tree). One function for prompt and decode attention, so both get
+       the same bits; 16 lanes where there are 512-bit registers, where a libm expf per key
+       took a tenth of a long prompt's attention. e^x: n = round(x / ln 2), r = x - n ln 2 in
+       two steps (Cephes' split), e^r by its Taylor series to r^7 (|r| <= ln 2 / 2: truncation
+       5e-9), times 2^n; within 2 ulp of e^x for -87 <= x <= 0 (below, where e^x < 2^-125,
+       0; a NaN stays NaN). */
+    #if defined(__AVX512F__)
+    static inline __m512 abi_exp16(__m512 x) {
+        const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+        r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+        __m512 p = _mm512_set1_ps(1.0f / 5040);
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+        const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+        /* x < -87 (not NaN): 0 */
+        return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_NLT_UQ),
+                                   _mm512_mul_ps(p, _mm512_castsi512_ps(e)));
+    }
+    static inline float abi_softmax_exp(float* s, int n, float m) {
+        const __m512 vm = _mm512_set1_ps(m);
+        __m512 acc = _mm512_setzero_ps();
+        int j = 0;
+        for (; j + 16 <= n; j += 16) {
+            const __m512 e = abi_exp16(_mm512_sub_ps(_mm512_loadu_ps(s + j), vm));
+            _mm512_storeu_ps(s + j, e);
+            acc = _mm512_add_ps(acc, e);
+        }
+        if (j < n) {
+            const __mmask16 k = (__mmask16)((1u << (n - j)) - 1);
+            const __m512 e = _mm512_maskz_mov_ps(k, abi_exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + j), vm)));
+            _mm512_mask_storeu_ps(s + j, k, e);
+            acc = _mm512_add_ps(acc, e);
+        }
+        float part[16];
+        _mm512_storeu_ps(part, acc);
+    #else
+    static inline float abi_exp1(float x) {
+        const float n = nearbyintf(x * 1.44269504088896341f);
+        float r = fmaf(-n, 0.693359375f, x);
+        r = fmaf(-n, -2.12194440e-4f, r);
+        float p = 1.0f / 5040;
+        p = fmaf(p, r, 1.0f / 720);
+        p = fmaf(p, r, 1.0f / 120);
+        p = fmaf(p, r, 1.0f / 24);
+        p = fmaf(p, r, 1.0f / 6);
+        p = fmaf(p, r, 0.5f);
+        p = fmaf(p, r, 1.0f);
+        p = fmaf(p, r, 1.0f);
+        if (x < -87.0f) return 0.0f;
+        uint32_t b = (uint32_t)((int)n + 127) << 23;
+        float two_n;
+        memcpy(&two_n, &b, 4);
+        return p * two_n;
+    }
+    static inline float abi_softmax_exp(float* s, int n, float m) {
+        float part[16] = {0};
+        for (int j = 0; j < n; ++j) {
+            s[j] = abi_exp1(s[j] - m);
+            part[j % 16] += s[j];
+        }
+    #endif
+        float a8[8], a4[4];
+        for (int i = 0; i < 8; ++i) a8[i] = part[i] + part[i + 8];
+        for (int i = 0; i < 4; ++i) a4[i] = a8[i] + a8[i + 4];
+        return (a4[0] + a4[2]) + (a4[1] + a4[3]);
+    }
 
     /* GELU with erf (Hugging Face's "gelu"): x * (1 + erf(x / sqrt 2)) / 2, erf from a
        float32 rational approximation on [-4, 4] (max error 5e-7), clamped outside it. */
@@ -119,8 +252,9 @@ cdef extern from *:
     void barrier "abi_barrier" () noexcept nogil
     float dot "abi_dot" (const float* a, const float* b, int n) noexcept nogil
     void axpy "abi_axpy" (float* y, float a, const float* x, int n) noexcept nogil
+    float softmax_exp "abi_softmax_exp" (float* s, int n, float m) noexcept nogil
     # four queries at once, each bit for bit as dot / axpy (attention over blocks of queries)
-    void dot4 "abi_dot4" (const float** a, const float* b, int n, float* s) noexcept nogil
+    void dot4x4 "abi_dot4x4" (const float** a, const float* b, Py_ssize_t ldb, int n, float* s) noexcept nogil
     void axpy4 "abi_axpy4" (float** y, const float** w, const float* x, Py_ssize_t ldx,
                             int ja, int jb, int n) noexcept nogil
     void gelu_erf "abi_gelu_erf" (float* x, Py_ssize_t n) noexcept nogil

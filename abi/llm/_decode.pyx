@@ -33,16 +33,12 @@ from abi.llm.layers import GELU_TABLE
 
 from abi._kernels._half cimport f16_to_f32, f32_to_f16, ld16, st16
 from abi._kernels.quant cimport quantize_row_q8_0
-from abi._kernels._vec cimport axpy, axpy4, barrier, dot, dot4
+from abi._kernels._vec cimport axpy, axpy4, barrier, dot, dot4x4, softmax_exp
 from abi._kernels._types cimport block_size_of
 from abi._kernels.matmul cimport (dequant_rows, gemm_rows, gemv_rows, has_tile, quantize_activation,
                                   row_bytes, vec_dot_type)
 
 cnp.import_array()
-
-cdef extern from *:
-    """#define abi_prefetch(p) __builtin_prefetch((p), 0, 3)"""
-    void prefetch "abi_prefetch"(const void* p) noexcept nogil
 
 
 cdef enum:
@@ -299,9 +295,7 @@ cdef void _attend(Ctx* c, Layer* L, int layer, int head, int swa, int t, const f
             m = acc
     if L.sinks != NULL and L.sinks[head] > m:
         m = L.sinks[head]
-    for j in range(j0, pos + 1):
-        s[j] = expf(s[j] - m)
-        total += s[j]
+    total = softmax_exp(s + j0, pos + 1 - j0, m)
     if L.sinks != NULL:
         total += expf(L.sinks[head] - m)
     for i in range(hd):
@@ -328,24 +322,28 @@ cdef void _attend_block(Ctx* c, Layer* L, int layer, int g, int h0, int h1, int 
     _one_run), at most ATT_Q, each computed exactly as _attend computes it (the same dot
     products, softmax and sums, in the same order of keys), with the keys and values
     streamed once for all of them rather than once per query. s: ATT_Q rows of max_cap
-    scores. Queries go four at a time; the last four are filled up with copies of the last
-    query (the same pointers: a copy's lanes compute and store the very same values), so
-    a decode token's three heads of a group take the four-query path too."""
+    scores. Queries go four at a time (consecutive ones: mostly one token's heads), over
+    the keys all four see ([glo, ghi] of their group); the other keys one query at a time.
+    A last group of fewer than four is filled up with copies of its last query (the same
+    pointers: a copy's lanes compute and store the very same values; its scores are not
+    kept), so a decode token's three heads of a group take the four-query path too."""
     cdef int hd = c.hd, QD = c.n_head * hd, nh = h1 - h0
-    cdef int nq = (t1 - t0) * nh, i, j, t, hh, jlo, jhi, n4
+    cdef int nq = (t1 - t0) * nh, i, j, t, hh, jlo, jhi, q, k, jb, je, n4
     cdef const float* K = <const float*>_kv_at(c, c.kseq, t0, layer, g, 0)
     cdef const float* V = <const float*>_kv_at(c, c.vseq, t0, layer, g, 0)
-    cdef int j0[ATT_Q]
-    cdef int pos[ATT_Q]
+    cdef int j0[ATT_Q + 3]
+    cdef int pos[ATT_Q + 3]
     cdef int head[ATT_Q]
+    cdef int glo[ATT_Q]
+    cdef int ghi[ATT_Q]
     cdef float m[ATT_Q]
     cdef float total[ATT_Q]
     cdef float* qp[ATT_Q + 3]
     cdef float* op[ATT_Q + 3]
     cdef float* si
     cdef float* wp[ATT_Q + 3]
-    cdef float four[4]
-    cdef int clo, chi, k
+    cdef float sixteen[16]
+    cdef bint tiled = hd % 8 == 0
     jlo = c.tpos[t0]
     jhi = c.tpos[t1 - 1]
     for i in range(nq):
@@ -360,65 +358,70 @@ cdef void _attend_block(Ctx* c, Layer* L, int layer, int g, int h0, int h1, int 
         qp[i] = c.q + t * QD + hh * hd
         op[i] = c.att + t * QD + hh * hd
         m[i] = -1e30
-        total[i] = 0.0
-    n4 = (nq + 3) // 4 * 4
+    # copies complete the last group only where every lane's sums are whole 8-lane chains
+    # (axpy4's scalar tail adds into its outputs in place, which a copy would repeat)
+    n4 = (nq + 3) // 4 * 4 if tiled else nq
     for i in range(nq, n4):
         qp[i] = qp[nq - 1]
         op[i] = op[nq - 1]
-    # keys every query sees ([clo, chi]) go four queries at a time; the edges one by one
-    clo = jlo
-    chi = jhi
-    for i in range(nq):
-        clo = max(clo, j0[i])
-        chi = min(chi, pos[i])
-    for j in range(jlo, jhi + 1):
-        # key rows a few ahead, and the value row on its way while the scores are computed
-        # (the sums below read the rows eight lanes at a time, a stride met cold otherwise):
-        # a decode step's cache rows come from memory, not from a recent prompt's writes
-        for k in range(0, hd, 16):
-            prefetch(K + <Py_ssize_t>(j + 8) * hd + k)
-            prefetch(V + <Py_ssize_t>j * hd + k)
-        i = 0
-        if clo <= j <= chi:
-            while i < nq:
-                dot4(<const float**>&qp[i], K + <Py_ssize_t>j * hd, hd, four)
-                for k in range(min(4, nq - i)):
-                    _score(c, m, s, i + k, j, four[k])
-                i += 4
-        while i < nq:
-            if j0[i] <= j <= pos[i]:
-                _score(c, m, s, i, j, dot(qp[i], K + <Py_ssize_t>j * hd, hd))
-            i += 1
+        j0[i] = j0[nq - 1]
+        pos[i] = pos[nq - 1]
+    # each full group of four queries: the keys all four see (empty for a partial group)
+    q = 0
+    while q < nq:
+        glo[q] = jlo
+        ghi[q] = jhi
+        if q + 4 <= n4:
+            for i in range(q, q + 4):
+                glo[q] = max(glo[q], j0[i])
+                ghi[q] = min(ghi[q], pos[i])
+        else:
+            ghi[q] = glo[q] - 1
+        q += 4
+    # scores: four keys at a time; a group takes them together where it sees all four
+    jb = jlo
+    while jb <= jhi:
+        je = min(jb + 4, jhi + 1)
+        q = 0
+        while q < nq:
+            if tiled and je - jb == 4 and glo[q] <= jb and je - 1 <= ghi[q]:
+                dot4x4(<const float**>&qp[q], K + <Py_ssize_t>jb * hd, hd, hd, sixteen)
+                for i in range(min(4, nq - q)):
+                    for k in range(4):
+                        _score(c, m, s, q + i, jb + k, sixteen[4 * i + k])
+            else:
+                for i in range(q, min(q + 4, nq)):
+                    for j in range(max(jb, j0[i]), min(je, pos[i] + 1)):
+                        _score(c, m, s, i, j, dot(qp[i], K + <Py_ssize_t>j * hd, hd))
+            q += 4
+        jb = je
     for i in range(nq):
         si = s + i * c.max_cap
         wp[i] = si
-        if i == nq - 1:
-            for k in range(nq, n4):
-                wp[k] = si
         if L.sinks != NULL and L.sinks[head[i]] > m[i]:
             m[i] = L.sinks[head[i]]
-        for j in range(j0[i], pos[i] + 1):
-            si[j] = expf(si[j] - m[i])
-            total[i] += si[j]
+        total[i] = softmax_exp(si + j0[i], pos[i] + 1 - j0[i], m[i])
         if L.sinks != NULL:
             total[i] += expf(L.sinks[head[i]] - m[i])
         for j in range(j0[i], pos[i] + 1):
             si[j] = si[j] / total[i]
         for j in range(hd):
             op[i][j] = 0.0
-    # every query's sum in the order of its keys: the edge before [clo, chi], then [clo, chi]
-    # (four queries at a time), then the edge after
-    for i in range(nq):
-        for j in range(j0[i], min(clo, pos[i] + 1)):
-            axpy(op[i], wp[i][j], V + <Py_ssize_t>j * hd, hd)
-    i = 0
-    if clo <= chi:
-        while i < nq:
-            axpy4(&op[i], <const float**>&wp[i], V, hd, clo, chi + 1, hd)
-            i += 4
-    for i in range(nq):
-        for j in range(max(j0[i], chi + 1, clo), pos[i] + 1):
-            axpy(op[i], wp[i][j], V + <Py_ssize_t>j * hd, hd)
+    for i in range(nq, n4):
+        wp[i] = wp[nq - 1]
+    # every query's sum in the order of its keys: those before its group's [glo, ghi] one
+    # by one, then [glo, ghi] four queries at a time, then those after
+    q = 0
+    while q < nq:
+        for i in range(q, min(q + 4, nq)):
+            for j in range(j0[i], min(glo[q], pos[i] + 1)):
+                axpy(op[i], wp[i][j], V + <Py_ssize_t>j * hd, hd)
+        if glo[q] <= ghi[q]:
+            axpy4(&op[q], <const float**>&wp[q], V, hd, glo[q], ghi[q] + 1, hd)
+        for i in range(q, min(q + 4, nq)):
+            for j in range(max(j0[i], ghi[q] + 1, glo[q]), pos[i] + 1):
+                axpy(op[i], wp[i][j], V + <Py_ssize_t>j * hd, hd)
+        q += 4
 
 
 cdef inline void _score(Ctx* c, float* m, float* s, int i, int j, float d) noexcept nogil:
@@ -654,9 +657,17 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
     cdef float* scores = c.scores + <Py_ssize_t>tid * ATT_Q * c.max_cap
     # prompt attention tasks: hb heads (within one KV group) x tb tokens, at most ATT_Q queries
     cdef int hb = min(group, <int>ATT_Q), tb = max(1, <int>ATT_Q // group)
-    cdef int cpg = (group + hb - 1) // hb, n_hc = c.n_kv * cpg, n_tasks = n_hc * ((T + tb - 1) // tb)
+    cdef int cpg = (group + hb - 1) // hb, n_hc = c.n_kv * cpg, n_tasks
     cdef int te, he, t2, h2
     cdef Priv p
+    # a multiple of four queries per block where the shape allows (SmolLM2's three heads a
+    # group: 4 tokens, not 5): _attend_block takes a partial four one query at a time
+    t2 = tb
+    while t2 > 0 and (t2 * hb) % 4:
+        t2 -= 1
+    if t2 > 0:
+        tb = t2
+    n_tasks = n_hc * ((T + tb - 1) // tb)
     p.x = c.xp + <Py_ssize_t>tid * T * D
     p.h = c.hp + <Py_ssize_t>tid * T * D
     p.lu = c.lorap + <Py_ssize_t>tid * c.max_rank
@@ -687,17 +698,24 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
                 _rms(c.k + t * KD, L.k_norm, c.k + t * KD, KD, c.eps)
                 t += nth
             barrier()
-        # each KV group belongs to one thread: it stores the group's keys and values, so
-        # with a single token that thread can attend at once, with no barrier in between
-        g = tid
-        while g < c.n_kv:
-            for t in range(T):
-                _qk(c, L, l, t, g, rot)
-            if T == 1:
+        if T == 1:
+            # each KV group belongs to one thread: it stores the group's keys and values,
+            # so that thread can attend at once, with no barrier in between
+            g = tid
+            while g < c.n_kv:
+                _qk(c, L, l, 0, g, rot)
                 for hh in range(g * group, (g + 1) * group):
                     _attend(c, L, l, hh, L.swa, 0, c.q + hh * hd, c.att + hh * hd, scores)
-            g += nth
-        if T > 1:   # tasks of up to ATT_Q queries: a block of tokens x heads of one KV group
+                g += nth
+        else:
+            # tokens split between the threads, every group of a token by one thread (with
+            # fewer KV groups than threads, as Gemma's one, a split by group leaves some idle)
+            t = tid
+            while t < T:
+                for g in range(c.n_kv):
+                    _qk(c, L, l, t, g, rot)
+                t += nth
+            # tasks of up to ATT_Q queries: a block of tokens x heads of one KV group
             barrier()
             task = tid
             while task < n_tasks:
