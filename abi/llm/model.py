@@ -174,9 +174,6 @@ class Model:
         """Feed ``ids`` after the cache's contents in batches of ``n_batch``.
         ``should_stop()`` is polled between batches (cancellation of long prompts)."""
         ids = self.check_request(ids, cache, output)
-        # room for the whole prompt at once: grown batch by batch, the cache would be
-        # reallocated and copied at every doubling
-        cache.reserve(cache.length + len(ids))
         with self._forward_lock:
             # the compiled forward reads and writes every kv_dtype; the CUDA forward keeps
             # its own f16 device cache, whatever the host cache dtype
