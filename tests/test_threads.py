@@ -50,3 +50,30 @@ def test_batched_steps_are_judged_per_token(monkeypatch):
         c.timed(run, tokens)
         del c.pick
     assert c.current == 2
+
+
+def test_threads_done_with_parallel_work_let_their_openmp_pools_go(tmp_path, monkeypatch):
+    # an idle pool makes libgomp sleep at the barriers of the threads that compute (threads.py):
+    # the loading thread lets go after its scan, a prompt run outside a generation after it,
+    # a scheduler's job thread after its job, but not between a generation's steps
+    from tiny_models import write_tiny_model
+
+    from abi.gguf import GGMLType
+    from abi.llm import Engine, threads
+
+    released = []
+    monkeypatch.setattr(threads, "release_openmp_pool", lambda: released.append(1))
+    path = tmp_path / "llama.gguf"
+    write_tiny_model(path, "llama", GGMLType.Q8_0)
+    engine = Engine(backend="cpu").load_model(str(path))
+    assert len(released) == 1                       # after the load's scan
+    model = engine.model
+    model.logits([1, 2, 3])
+    assert len(released) == 2                       # a prompt outside a generation
+    with threads.computing():
+        model.logits([1, 2, 3])
+        model.forward([4], model.new_cache())
+        assert len(released) == 2                   # kept while computing
+    assert len(released) == 3                       # and let go at its end
+    engine.generate("hello", max_tokens=4)
+    assert len(released) == 4                       # one job: once, at its end

@@ -19,6 +19,7 @@ from .. import _kernels
 from .._kernels.finite import nonfinite_blocks
 from ..errors import InvalidModelError, UnsupportedTensorType
 from ..gguf import GGMLType
+from . import threads
 
 log = logging.getLogger("abi.llm")
 
@@ -96,15 +97,22 @@ def check_finite(gguf, release=()) -> None:
     a whole generation into NaN (or into finite nonsense after an integer product), and it
     is cheap to find at load (a pass over the scale fields, split over the threads).
     The tensors named in ``release`` leave the resident memory once scanned."""
-    threads = _kernels.default_num_threads()
-    for name, info in gguf.tensors.items():
-        bad = nonfinite_blocks(gguf.tensor_data(name), info.ggml_type, threads)
-        if name in release:
-            gguf.release(name)
-        if len(bad):
-            unit = "values" if info.ggml_type in (GGMLType.F32, GGMLType.F16, GGMLType.BF16,
-                                                  GGMLType.F64) else "blocks whose scale is"
-            raise InvalidModelError(
-                f"{gguf.path}: tensor {name!r} ({info.ggml_type.name}) has {len(bad)} {unit} NaN "
-                f"or Inf (the first at index {int(bad[0])}); the file is corrupt (load with "
-                f"check_finite=False / --no-check to skip this scan)")
+    n_threads = _kernels.default_num_threads()
+    try:
+        for name, info in gguf.tensors.items():
+            _check_tensor(gguf, name, info, n_threads, name in release)
+    finally:   # the loading thread is seldom the one that generates
+        threads.release_openmp_pool()
+
+
+def _check_tensor(gguf, name, info, n_threads, release) -> None:
+    bad = nonfinite_blocks(gguf.tensor_data(name), info.ggml_type, n_threads)
+    if release:
+        gguf.release(name)
+    if len(bad):
+        unit = "values" if info.ggml_type in (GGMLType.F32, GGMLType.F16, GGMLType.BF16,
+                                              GGMLType.F64) else "blocks whose scale is"
+        raise InvalidModelError(
+            f"{gguf.path}: tensor {name!r} ({info.ggml_type.name}) has {len(bad)} {unit} NaN "
+            f"or Inf (the first at index {int(bad[0])}); the file is corrupt (load with "
+            f"check_finite=False / --no-check to skip this scan)")

@@ -20,6 +20,7 @@ from .chat_template import ChatTemplate
 from .hparams import require
 from .lora import attach_adapters, lora_specs
 from .models import decoder, get_architecture
+from .threads import ThreadChooser, release_unless_computing
 from .weights import WeightLoader
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,6 @@ class Model:
                 from .. import _kernels
                 from ._decode import Decoder
 
-                from .threads import ThreadChooser
 
                 threads = self.n_threads or _kernels.default_num_threads()
                 self._compiled = Decoder(self.arch, threads, self.n_batch)
@@ -183,21 +183,25 @@ class Model:
             # and the new arrays together at each doubling (the CUDA forward keeps its own)
             cache.reserve(cache.length + len(ids))
         outs = []
-        for s in range(0, len(ids), self.n_batch):
-            if should_stop is not None and s and should_stop():
-                return None
-            chunk = ids[s:s + self.n_batch]
-            last = s + self.n_batch >= len(ids)
-            want = output if output != "last" or last else "none"
-            with self._forward_lock:
-                if compiled is None:
-                    out = self.arch.forward(chunk, cache, want)
-                elif len(chunk) == 1 and self.backend == "cpu":  # a decode step
-                    out = self._decode_threads.timed(lambda n: compiled.forward(chunk, cache, want, n))
-                else:
-                    out = compiled.forward(chunk, cache, want)
-            if output != "last" or last:
-                outs.append(out)
+        try:
+            for s in range(0, len(ids), self.n_batch):
+                if should_stop is not None and s and should_stop():
+                    return None
+                chunk = ids[s:s + self.n_batch]
+                last = s + self.n_batch >= len(ids)
+                want = output if output != "last" or last else "none"
+                with self._forward_lock:
+                    if compiled is None:
+                        out = self.arch.forward(chunk, cache, want)
+                    elif len(chunk) == 1 and self.backend == "cpu":  # a decode step
+                        out = self._decode_threads.timed(lambda n: compiled.forward(chunk, cache, want, n))
+                    else:
+                        out = compiled.forward(chunk, cache, want)
+                if output != "last" or last:
+                    outs.append(out)
+        finally:
+            if len(ids) > 1:   # a prompt: an idle pool slows the threads that compute (threads.py)
+                release_unless_computing()
         return self.check_finite(outs[0] if len(outs) == 1 else np.concatenate(outs), output, cache)
 
     def check_request(self, ids, cache: KVCache, output: str) -> list[int]:

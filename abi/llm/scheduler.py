@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import ConfigError, ServerBusy
+from .threads import computing
 from .streaming import StreamingConfig, StreamingState, StreamingStats, TokenEvent
 
 log = logging.getLogger("abi.llm")
@@ -524,6 +525,10 @@ class Scheduler:
 
     # -- running (a job's thread) ------------------------------------------------------------------
     def _run(self, job: Job) -> None:
+        with computing():   # the next job may run on another thread (see threads.py)
+            self._run_job(job)
+
+    def _run_job(self, job: Job) -> None:
         job.started_ns = time.perf_counter_ns()
         try:
             if job.cancelled:
@@ -564,14 +569,15 @@ class Scheduler:
 
         def work(slot: int, choice: int) -> None:
             try:
-                while choice is not None and not job.cancelled:
-                    if choice:
-                        prefilled.wait()
-                        self.engine.share_prefix(slots[0], slot, request.prompt_ids)
-                    self._run_choice(job, slot, index + choice, request.prompt_ids,
-                                     configs[choice], prefilled.set if choice == 0 else None)
-                    with lock:
-                        choice = todo.popleft() if todo else None
+                with computing():
+                    while choice is not None and not job.cancelled:
+                        if choice:
+                            prefilled.wait()
+                            self.engine.share_prefix(slots[0], slot, request.prompt_ids)
+                        self._run_choice(job, slot, index + choice, request.prompt_ids,
+                                         configs[choice], prefilled.set if choice == 0 else None)
+                        with lock:
+                            choice = todo.popleft() if todo else None
             except BaseException as exc:
                 errors.append(exc)
                 job.cancel()   # the job fails: its other choices stop

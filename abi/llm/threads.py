@@ -9,6 +9,8 @@ chooser for single-sequence decode steps and one for the batcher's decode steps 
 sequences' next tokens: judged per token, as their number varies)."""
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 
 
@@ -68,3 +70,50 @@ class ThreadChooser:
         out = run(n)
         self.record(n, (time.perf_counter() - t) / tokens)
         return out
+
+
+# -- OpenMP thread pools ---------------------------------------------------------------------
+# libgomp keeps a pool of idle threads for every thread that has started a parallel region,
+# and once it manages more threads than the process has CPUs it stops spinning at barriers
+# and sleeps in the kernel instead: a 2-thread decode step on 2 cores then takes ~2x as long
+# (measured: 3.8 -> 8.7 ms on the default model). So a thread that is done with parallel work
+# for a while (the loading thread after its scan, a scheduler thread after its job) lets its
+# pool go, leaving the pools of the threads that compute now. A scheduler's job threads
+# keep theirs while a job runs (``computing``); a forward called from any other thread (an
+# application's own ``Model.forward``, ``logits``, ``hidden_states``) lets go of it after.
+
+_gomp = None
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def computing():
+    """The calling thread runs one forward after another (a generation): its OpenMP pool
+    stays until the block ends, and is let go then."""
+    _local.computing = True
+    try:
+        yield
+    finally:
+        _local.computing = False
+        release_openmp_pool()
+
+
+def release_unless_computing() -> None:
+    """After a forward: let the pool go unless the thread is inside ``computing()``."""
+    if not getattr(_local, "computing", False):
+        release_openmp_pool()
+
+
+def release_openmp_pool() -> None:
+    """Free the idle OpenMP threads of the calling thread (no-op without libgomp)."""
+    global _gomp
+    if _gomp is None:
+        import ctypes
+
+        try:
+            _gomp = ctypes.CDLL("libgomp.so.1").omp_pause_resource_all   # OpenMP 5.0
+            _gomp.argtypes, _gomp.restype = [ctypes.c_int], ctypes.c_int
+        except (OSError, AttributeError):
+            _gomp = False
+    if _gomp:
+        _gomp(1)   # omp_pause_soft
