@@ -21,6 +21,7 @@ from .. import _encode
 from ...errors import ContextLengthExceeded, InvalidRequestError, UnsupportedModelError
 from ..hparams import MAX_LAYERS, Metadata, require, vocab_size
 from ..layers import layer_norm
+from .. import threads
 from ..threads import ThreadChooser
 
 POOLING_NAMES = {0: "none", 1: "mean", 2: "cls", 3: "last"}
@@ -148,6 +149,7 @@ class Model:
         with _single_threaded_blas():
             self.compiled.run(x, seq_lo, seq_hi, n)
         chooser.record(n, (time.perf_counter() - t0) / (len(x) + (8 if few else 0)))
+        threads.release_unless_computing()   # embeddings come from request threads (threads.py)
         out = np.zeros((B * T, a.n_embd), np.float32)
         out[sel] = x
         return out.reshape(B, T, a.n_embd)
