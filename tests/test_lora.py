@@ -10,7 +10,7 @@ import pytest
 import abi.llm
 from abi.cli import main as cli_main
 from abi.errors import AdapterError, ConfigError, QuantizeError
-from abi.gguf import GGMLType, GGUFWriter, load
+from abi.gguf import GGMLType, load
 from abi.llm.fidelity import compare_logits, log_softmax
 from abi.llm.lora import LoraSpec, lora_specs, parse_lora
 from abi.lora_fuse import fuse_lora
