@@ -315,16 +315,50 @@ cdef extern from *:
             ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_hsum8(abi_zlo(acc[r][t])) - abi_hsum8(abi_zhi(acc[r][t]));
     }
 
-    /* ------------------------------------------------------------------ Q6_K x Q8_K
+    /* ------------------------------------------------------------------ Q6_K, Q3_K x Q8_K
        T = 1: one 8-lane accumulator; here two tokens side by side, [token 2j | 2j + 1]
        (an odd last token is computed twice, stored once). The block's integer sum is
        formed over pairs of 32-element groups (64 activation bytes at a time) and its lanes
        folded at the end, two tokens in one shuffle. */
-    ABI_AINL void abi_tile_q6_k_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
-                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+    /* Q6_K's groups 2(g & 1), + 1 of half h as unsigned q + 32: low nibbles | 2 high bits << 4 */
+    ABI_AINL __m512i abi_q6_k_pair(const uint8_t* wr, int h, int g) {
+        const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3 << 4);
+        const __m256i ql0 = _mm256_loadu_si256((const __m256i*)(wr + 64 * h));
+        const __m256i ql1 = _mm256_loadu_si256((const __m256i*)(wr + 64 * h + 32));
+        const __m256i qh = _mm256_loadu_si256((const __m256i*)(wr + 128 + 32 * h));
+        if ((g & 1) == 0)
+            return abi_zi(_mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2)),
+                          _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2)));
+        return abi_zi(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m2)),
+                      _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2)));
+    }
+    /* Q3_K's values as q + 4 = low 2 bits | hmask bit << 2, unsigned 0..7; 4 sum_j sc_j bsum_j
+       is taken back out at the end of the block, as the T = 1 kernel does */
+    ABI_AINL __m256i abi_q3_k_group(__m256i q, __m256i hm, int h, int s) {
+        const int k = 4 * h + s;   /* elements 32k + 0..31 take bit k of hmask[0..31], moved to bit 2 */
+        __m256i hb = _mm256_and_si256(hm, _mm256_set1_epi8((char)(1 << k)));
+        hb = k < 2 ? _mm256_slli_epi16(hb, 2 - k) : _mm256_srli_epi16(hb, k - 2);
+        return _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * s), _mm256_set1_epi8(3)), hb);
+    }
+    /* the 16 scales - 32 as int16 */
+    ABI_AINL __m256i abi_q3_k_scales16(const uint8_t* wr) {
+        uint32_t a[4];
+        abi_q3_k_scales(wr + 96, a);
+        return _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_setr_epi32((int)a[0], (int)a[1], (int)a[2], (int)a[3]), _mm_set1_epi8(32)));
+    }
+    /* groups 2(g & 1), + 1 of half h as unsigned q + 4 */
+    ABI_AINL __m512i abi_q3_k_pair(const uint8_t* wr, int h, int g) {
+        const __m256i hm = _mm256_loadu_si256((const __m256i*)wr);
+        const __m256i q = _mm256_loadu_si256((const __m256i*)(wr + 32 + 32 * h));
+        return abi_zi(abi_q3_k_group(q, hm, h, 2 * (g & 1)), abi_q3_k_group(q, hm, h, 2 * (g & 1) + 1));
+    }
+    /* the shared tile: q3 (a constant where it is called, so inlined away) picks Q3_K's
+       block bytes, scales, values and offset over Q6_K's */
+    ABI_AINL void abi_tile_k16_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                  Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N, const int q3) {
+        const int bytes = q3 ? 110 : 210, shift = q3 ? 2 : 5;   /* offset 4 (Q3_K) or 32 (Q6_K) */
         enum { P = (ABI_TILE_N + 1) / 2 };
         const int NP = (N + 1) / 2;
-        const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3 << 4);
         __m512 acc[ABI_TILE_R][P];
         ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int j = 0; j < NP; ++j) acc[r][j] = _mm512_setzero_ps();
         for (Py_ssize_t i = 0; i < nb; ++i) {
@@ -332,10 +366,10 @@ cdef extern from *:
             __m512i sc16[ABI_TILE_R];   /* the 16 scales as int16, in both halves */
             __m512 d[ABI_TILE_R];
             ABI_UNROLL for (int r = 0; r < R; ++r) {
-                const uint8_t* wr = w + r * rb + 210 * i;
-                const __m256i s = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(wr + 192)));
+                const uint8_t* wr = w + r * rb + bytes * i;
+                const __m256i s = q3 ? abi_q3_k_scales16(wr) : _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(wr + 192)));
                 sc16[r] = abi_zi(s, s);
-                d[r] = _mm512_set1_ps(abi_f16_to_f32(abi_ld16(wr + 208)));
+                d[r] = _mm512_set1_ps(q3 ? abi_f16t(wr + 108) : abi_f16_to_f32(abi_ld16(wr + 208)));
                 ABI_UNROLL for (int t = 0; t < N; ++t) sum[r][t] = _mm512_setzero_si512();
             }
             ABI_UNROLL for (int g = 0; g < 4; ++g) {   /* groups k = 2(g & 1), + 1 of half h = g >> 1 */
@@ -345,16 +379,8 @@ cdef extern from *:
                     _mm512_set_epi16(3,3,3,3,3,3,3,3, 2,2,2,2,2,2,2,2, 1,1,1,1,1,1,1,1, 0,0,0,0,0,0,0,0));
                 __m512i u[ABI_TILE_R], s16[ABI_TILE_R];
                 ABI_UNROLL for (int r = 0; r < R; ++r) {
-                    const uint8_t* wr = w + r * rb + 210 * i;
-                    const __m256i ql0 = _mm256_loadu_si256((const __m256i*)(wr + 64 * h));
-                    const __m256i ql1 = _mm256_loadu_si256((const __m256i*)(wr + 64 * h + 32));
-                    const __m256i qh = _mm256_loadu_si256((const __m256i*)(wr + 128 + 32 * h));
-                    if ((g & 1) == 0)
-                        u[r] = abi_zi(_mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2)),
-                                      _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2)));
-                    else
-                        u[r] = abi_zi(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m2)),
-                                      _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2)));
+                    const uint8_t* wr = w + r * rb + bytes * i;
+                    u[r] = q3 ? abi_q3_k_pair(wr, h, g) : abi_q6_k_pair(wr, h, g);
                     s16[r] = _mm512_permutexvar_epi16(idx, sc16[r]);
                 }
                 ABI_UNROLL for (int t = 0; t < N; ++t) {
@@ -373,7 +399,7 @@ cdef extern from *:
                     /* [lo a + hi a | lo b + hi b]: each token's 8 lanes as the T = 1 kernel sums them */
                     const __m512i folded = _mm512_add_epi32(_mm512_shuffle_i64x2(sa, sb, 0x44), _mm512_shuffle_i64x2(sa, sb, 0xEE));
                     const __m512i corr = _mm512_madd_epi16(bs, sc16[r]);
-                    const __m512i v = _mm512_sub_epi32(folded, _mm512_slli_epi32(corr, 5));
+                    const __m512i v = _mm512_sub_epi32(folded, _mm512_slli_epi32(corr, shift));
                     acc[r][j] = _mm512_fmadd_ps(_mm512_mul_ps(d[r], dx), _mm512_cvtepi32_ps(v), acc[r][j]);
                 }
             }
@@ -383,6 +409,14 @@ cdef extern from *:
                 y[(2 * j) * ys + r] = abi_hsum8(abi_zlo(acc[r][j]));
                 if (2 * j + 1 < N) y[(2 * j + 1) * ys + r] = abi_hsum8(abi_zhi(acc[r][j]));
             }
+    }
+    ABI_AINL void abi_tile_q6_k_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        abi_tile_k16_rn(w, rb, x, xs, nb, y, ys, R, N, 0);
+    }
+    ABI_AINL void abi_tile_q3_k_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        abi_tile_k16_rn(w, rb, x, xs, nb, y, ys, R, N, 1);
     }
 
     /* ------------------------------------------------------------------ IQ4_NL, Q4_0 x Q8_0
@@ -668,75 +702,6 @@ cdef extern from *:
         }
         ABI_UNROLL for (int r = 0; r < R; ++r)
             ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_hsum8(abi_zlo(acc[r][t])) - abi_hsum8(abi_zhi(acc[r][t]));
-    }
-
-    /* ------------------------------------------------------------------ Q3_K x Q8_K
-       The Q6_K tile's layout (two tokens per accumulator, pairs of 32-element groups, 16
-       scales) with Q3_K's values: q + 4 = low 2 bits | hmask bit << 2, unsigned 0..7, and
-       4 sum_j sc_j bsum_j taken back out at the end of the block, as the T = 1 kernel does. */
-    ABI_AINL __m256i abi_q3_k_group(__m256i q, __m256i hm, int h, int s) {
-        const int k = 4 * h + s;   /* elements 32k + 0..31 take bit k of hmask[0..31], moved to bit 2 */
-        __m256i hb = _mm256_and_si256(hm, _mm256_set1_epi8((char)(1 << k)));
-        hb = k < 2 ? _mm256_slli_epi16(hb, 2 - k) : _mm256_srli_epi16(hb, k - 2);
-        return _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * s), _mm256_set1_epi8(3)), hb);
-    }
-    ABI_AINL void abi_tile_q3_k_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
-                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
-        enum { P = (ABI_TILE_N + 1) / 2 };
-        const int NP = (N + 1) / 2;
-        __m512 acc[ABI_TILE_R][P];
-        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int j = 0; j < NP; ++j) acc[r][j] = _mm512_setzero_ps();
-        for (Py_ssize_t i = 0; i < nb; ++i) {
-            __m512i sum[ABI_TILE_R][ABI_TILE_N];
-            __m512i sc16[ABI_TILE_R];   /* the 16 scales - 32 as int16, in both halves */
-            __m512 d[ABI_TILE_R];
-            ABI_UNROLL for (int r = 0; r < R; ++r) {
-                const uint8_t* wr = w + r * rb + 110 * i;
-                uint32_t a[4];
-                abi_q3_k_scales(wr + 96, a);
-                const __m256i s = _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_setr_epi32((int)a[0], (int)a[1], (int)a[2], (int)a[3]), _mm_set1_epi8(32)));
-                sc16[r] = abi_zi(s, s);
-                d[r] = _mm512_set1_ps(abi_f16t(wr + 108));
-                ABI_UNROLL for (int t = 0; t < N; ++t) sum[r][t] = _mm512_setzero_si512();
-            }
-            ABI_UNROLL for (int g = 0; g < 4; ++g) {   /* groups s = 2(g & 1), + 1 of half h = g >> 1 */
-                const int h = g >> 1;
-                /* int16 lanes of 128-bit lane L: scale 8h + 4(g & 1) + L */
-                const __m512i idx = _mm512_add_epi16(_mm512_set1_epi16((short)(8 * h + 4 * (g & 1))),
-                    _mm512_set_epi16(3,3,3,3,3,3,3,3, 2,2,2,2,2,2,2,2, 1,1,1,1,1,1,1,1, 0,0,0,0,0,0,0,0));
-                __m512i u[ABI_TILE_R], s16[ABI_TILE_R];
-                ABI_UNROLL for (int r = 0; r < R; ++r) {
-                    const uint8_t* wr = w + r * rb + 110 * i;
-                    const __m256i hm = _mm256_loadu_si256((const __m256i*)wr);
-                    const __m256i q = _mm256_loadu_si256((const __m256i*)(wr + 32 + 32 * h));
-                    u[r] = abi_zi(abi_q3_k_group(q, hm, h, 2 * (g & 1)), abi_q3_k_group(q, hm, h, 2 * (g & 1) + 1));
-                    s16[r] = _mm512_permutexvar_epi16(idx, sc16[r]);
-                }
-                ABI_UNROLL for (int t = 0; t < N; ++t) {
-                    const __m512i s = _mm512_loadu_si512((const void*)(x + t * xs + 292 * i + 4 + 128 * h + 64 * (g & 1)));
-                    ABI_UNROLL for (int r = 0; r < R; ++r)
-                        sum[r][t] = _mm512_dpwssd_epi32(sum[r][t], _mm512_maddubs_epi16(u[r], s), s16[r]);
-                }
-            }
-            ABI_UNROLL for (int j = 0; j < NP; ++j) {
-                const uint8_t* xa = x + (2 * j) * xs + 292 * i;
-                const uint8_t* xb = 2 * j + 1 < N ? xa + xs : xa;
-                const __m512 dx = abi_zf2(abi_ldf32(xa), abi_ldf32(xb));
-                const __m512i bs = abi_zld(xa + 260, xb + 260);
-                ABI_UNROLL for (int r = 0; r < R; ++r) {
-                    const __m512i sa = sum[r][2 * j], sb = 2 * j + 1 < N ? sum[r][2 * j + 1] : sa;
-                    const __m512i folded = _mm512_add_epi32(_mm512_shuffle_i64x2(sa, sb, 0x44), _mm512_shuffle_i64x2(sa, sb, 0xEE));
-                    const __m512i corr = _mm512_madd_epi16(bs, sc16[r]);
-                    const __m512i v = _mm512_sub_epi32(folded, _mm512_slli_epi32(corr, 2));
-                    acc[r][j] = _mm512_fmadd_ps(_mm512_mul_ps(d[r], dx), _mm512_cvtepi32_ps(v), acc[r][j]);
-                }
-            }
-        }
-        ABI_UNROLL for (int r = 0; r < R; ++r)
-            ABI_UNROLL for (int j = 0; j < NP; ++j) {
-                y[(2 * j) * ys + r] = abi_hsum8(abi_zlo(acc[r][j]));
-                if (2 * j + 1 < N) y[(2 * j + 1) * ys + r] = abi_hsum8(abi_zhi(acc[r][j]));
-            }
     }
 
     /* n (< TN) leftover tokens as one tile of that many: the rows are unpacked once for
