@@ -22,7 +22,6 @@ from ...errors import ContextLengthExceeded, InvalidRequestError, UnsupportedMod
 from ..hparams import MAX_LAYERS, Metadata, require, vocab_size
 from ..layers import layer_norm
 from .. import threads
-from ..threads import ThreadChooser
 
 POOLING_NAMES = {0: "none", 1: "mean", 2: "cls", 3: "last"}
 
@@ -86,7 +85,7 @@ class Model:
     def __init__(self, args: ModelArgs, weights, n_threads: int | None = None):
         a = self.args = args
         self.n_threads = max(1, int(n_threads or _kernels.default_num_threads()))
-        self._threads = {few: ThreadChooser(self.n_threads) for few in (False, True)}
+        self._threads = {few: threads.ThreadChooser(self.n_threads) for few in (False, True)}
         D = a.n_embd
         self.tok_embd = weights.dense("token_embd.weight", (a.n_vocab, D))
         self.pos_embd = weights.dense("position_embd.weight", (a.n_ctx_train, D))
