@@ -16,15 +16,20 @@
 #
 #   abi_tile_<w>(w, rb, nr, x, xs, nt, nb, y, ys): y[t * ys + r] = row r . token t for
 #   r < nr (rows rb bytes apart from w), t < nt (activation rows xs bytes apart from x),
-#   nb blocks per row. Present where ABI_QTILE is 1 (AVX-512 F/BW/VL + VNNI).
+#   nb blocks per row. Present where ABI_QTILE is 1 (AVX-512 F/BW/VL + VNNI); TQ1_0's
+#   where ABI_QTILE_TQ1 is 1 (also the VBMI/BITALG/BMI2 of its T = 1 kernel's 512-bit path).
 from libc.stdint cimport uint8_t
 
 from abi._kernels._qdot cimport QDOT_SIMD   # its C (abi_f16t, abi_hsum8, abi_nibbles32) first
+from abi._kernels._qdot_iq cimport QDOT_IQ_SIMD   # its C (abi_e8m0_half, abi_tq1_trits512) first
 
 cdef extern from *:
     """
     #ifndef ABI_QTILE_H
     #define ABI_QTILE_H
+    /* where a tile is not built: never called (has_tile is false), only linked */
+    #define ABI_TILE_STUB(name) static void abi_tile_##name(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, \\
+        const uint8_t* x, Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {}
     #if ABI_QDOT_SIMD && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
     #define ABI_QTILE 1
     #include <stdio.h>
@@ -419,24 +424,31 @@ cdef extern from *:
         abi_tile_k16_rn(w, rb, x, xs, nb, y, ys, R, N, 1);
     }
 
-    /* ------------------------------------------------------------------ IQ4_NL, Q4_0 x Q8_0
+    /* ------------------------------------------------------------------ IQ4_NL, Q4_0, MXFP4 x Q8_0
        T = 1: acc0 (even blocks), acc1 (odd); here [acc0 | acc1]. The weights as unsigned
-       bytes, v + off (IQ4_NL: the table's values + 128, one shuffle per 32 nibbles; Q4_0: the
-       nibbles, q - 8 + 8), and off * (the activation's 4-byte sums) takes the offset back out. */
+       bytes, v + off (IQ4_NL and MXFP4: the table's values + 128, one shuffle per 32 nibbles;
+       Q4_0: the nibbles, q - 8 + 8), and off * (the activation's 4-byte sums) takes the offset
+       back out. MXFP4's block is Q4_0's with a one-byte E8M0 scale for the f16 one. */
+    enum { ABI_NIB_Q4_0, ABI_NIB_IQ4_NL, ABI_NIB_MXFP4 };
+    ABI_AINL float abi_nib_d(const uint8_t* wr, const int kind) {
+        return kind == ABI_NIB_MXFP4 ? abi_e8m0_half(wr[0]) : abi_f16t(wr);
+    }
     ABI_AINL void abi_tile_nib_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
-                                  Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N, const int iq) {
-        const __m512i off = _mm512_set1_epi8(iq ? (char)0x80 : 8);
-        const __m256i tbl = abi_iq4nl_table(), tblu = _mm256_xor_si256(tbl, _mm256_set1_epi8((char)0x80));
+                                  Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N, const int kind) {
+        const int mx = kind == ABI_NIB_MXFP4, bytes = mx ? 17 : 18, qo = mx ? 1 : 2;
+        const __m512i off = _mm512_set1_epi8(kind != ABI_NIB_Q4_0 ? (char)0x80 : 8);
+        const __m256i tbl = mx ? _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)abi_kvalues_mxfp4)) : abi_iq4nl_table();
+        const __m256i tblu = _mm256_xor_si256(tbl, _mm256_set1_epi8((char)0x80));
         __m512 acc[ABI_TILE_R][ABI_TILE_N];
         ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
         Py_ssize_t i = 0;
         for (; i + 1 < nb; i += 2) {
             __m512i u[ABI_TILE_R]; __m512 dw[ABI_TILE_R];
             ABI_UNROLL for (int r = 0; r < R; ++r) {
-                const uint8_t* wr = w + r * rb + 18 * i;
-                const __m256i n0 = abi_nibbles32(wr + 2), n1 = abi_nibbles32(wr + 20);
-                u[r] = iq ? abi_zi(_mm256_shuffle_epi8(tblu, n0), _mm256_shuffle_epi8(tblu, n1)) : abi_zi(n0, n1);
-                dw[r] = abi_zf2(abi_f16t(wr), abi_f16t(wr + 18));
+                const uint8_t* wr = w + r * rb + bytes * i;
+                const __m256i n0 = abi_nibbles32(wr + qo), n1 = abi_nibbles32(wr + bytes + qo);
+                u[r] = kind != ABI_NIB_Q4_0 ? abi_zi(_mm256_shuffle_epi8(tblu, n0), _mm256_shuffle_epi8(tblu, n1)) : abi_zi(n0, n1);
+                dw[r] = abi_zf2(abi_nib_d(wr, kind), abi_nib_d(wr + bytes, kind));
             }
             ABI_UNROLL for (int t = 0; t < N; ++t) {
                 const uint8_t* xt = x + t * xs + 34 * i;
@@ -451,13 +463,14 @@ cdef extern from *:
         }
         if (i < nb) {
             ABI_UNROLL for (int r = 0; r < R; ++r) {
-                const uint8_t* wr = w + r * rb + 18 * i;
-                const __m256i n0 = abi_nibbles32(wr + 2);
-                const __m256i v = iq ? _mm256_shuffle_epi8(tbl, n0) : _mm256_sub_epi8(n0, _mm256_set1_epi8(8));
+                const uint8_t* wr = w + r * rb + bytes * i;
+                const __m256i n0 = abi_nibbles32(wr + qo);
+                const __m256i v = kind != ABI_NIB_Q4_0 ? _mm256_shuffle_epi8(tbl, n0) : _mm256_sub_epi8(n0, _mm256_set1_epi8(8));
                 ABI_UNROLL for (int t = 0; t < N; ++t) {
                     const uint8_t* xt = x + t * xs + 34 * i;
                     __m256i p0 = abi_dpbssd(v, _mm256_loadu_si256((const __m256i*)(xt + 2)));
-                    __m256 a0 = _mm256_fmadd_ps(abi_scale2(wr, xt), _mm256_cvtepi32_ps(p0), abi_zlo(acc[r][t]));
+                    const __m256 sc = mx ? _mm256_set1_ps(abi_nib_d(wr, kind) * abi_f16t(xt)) : abi_scale2(wr, xt);
+                    __m256 a0 = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(p0), abi_zlo(acc[r][t]));
                     acc[r][t] = abi_zf(a0, abi_zhi(acc[r][t]));
                 }
             }
@@ -466,11 +479,15 @@ cdef extern from *:
     }
     ABI_AINL void abi_tile_iq4_nl_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
                                      Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
-        abi_tile_nib_rn(w, rb, x, xs, nb, y, ys, R, N, 1);
+        abi_tile_nib_rn(w, rb, x, xs, nb, y, ys, R, N, ABI_NIB_IQ4_NL);
     }
     ABI_AINL void abi_tile_q4_0_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
                                    Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
-        abi_tile_nib_rn(w, rb, x, xs, nb, y, ys, R, N, 0);
+        abi_tile_nib_rn(w, rb, x, xs, nb, y, ys, R, N, ABI_NIB_Q4_0);
+    }
+    ABI_AINL void abi_tile_mxfp4_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                    Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        abi_tile_nib_rn(w, rb, x, xs, nb, y, ys, R, N, ABI_NIB_MXFP4);
     }
 
     /* ------------------------------------------------------------------ Q5_1 x Q8_1
@@ -704,6 +721,81 @@ cdef extern from *:
             ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_hsum8(abi_zlo(acc[r][t])) - abi_hsum8(abi_zhi(acc[r][t]));
     }
 
+    /* ------------------------------------------------------------------ TQ1_0, TQ2_0 x Q8_K
+       T = 1: acc0 (even blocks), acc1 (odd), 8 lanes each; here [acc0 | acc1]. Its block
+       lanes: lane k = sum t q over bytes 4k..4k+3 of every 32-byte group, less the bsums
+       2k, 2k + 1. Here the same 4 steps of 64 activation bytes against the trits (unpacked once
+       per tile in the T = 1 layout), started from [- bsums | 0]; a swap of the halves and an
+       add put the lanes in both halves, and a masked FMA adds them into the block's half. */
+    #if ABI_IQ_Z
+    #define ABI_QTILE_TQ1 1
+    /* the 4 steps' trits of a TQ1_0 block: qs[0..31] twice per step, then qs[32..47] and qh */
+    ABI_AINL void abi_tq1_unpack(const uint8_t* wr, __m512i* u) {
+        const __m256i b0 = _mm256_loadu_si256((const __m256i*)wr);
+        const __m256i b1 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(wr + 32)));
+        const __m256i b2 = _mm256_set_m128i(_mm_set1_epi32((int)abi_ld32(wr + 48)), _mm256_castsi256_si128(b1));
+        const __m512i bb = abi_zi(b0, b0);
+        u[0] = abi_tq1_trits512(bb, abi_pow3x4(1, 1, 3, 3));
+        u[1] = abi_tq1_trits512(bb, abi_pow3x4(9, 9, 27, 27));
+        u[2] = abi_tq1_trits512(abi_zi(b0, b1), abi_pow3x4(81, 81, 1, 3));
+        u[3] = abi_tq1_trits512(abi_zi(b1, b2), abi_zi(_mm256_set_m128i(_mm_set1_epi16(27), _mm_set1_epi16(9)),
+                                                      _mm256_setr_epi16(81, 81, 81, 81, 81, 81, 81, 81, 1, 1, 3, 3, 9, 9, 27, 27)));
+    }
+    #else
+    #define ABI_QTILE_TQ1 0   /* its trits take the T = 1 kernel's 512-bit helpers */
+    #endif
+    /* the 4 steps' 2-bit values of a TQ2_0 block: two planes a step */
+    ABI_AINL void abi_tq2_unpack(const uint8_t* wr, __m512i* u) {
+        const __m512i m3 = _mm512_set1_epi8(3);
+        const __m256i b0 = _mm256_loadu_si256((const __m256i*)wr), b1 = _mm256_loadu_si256((const __m256i*)(wr + 32));
+        const __m512i c0 = abi_zi(b0, _mm256_srli_epi16(b0, 2)), c1 = abi_zi(b1, _mm256_srli_epi16(b1, 2));
+        u[0] = _mm512_and_si512(c0, m3);
+        u[1] = _mm512_and_si512(_mm512_srli_epi16(c0, 4), m3);
+        u[2] = _mm512_and_si512(c1, m3);
+        u[3] = _mm512_and_si512(_mm512_srli_epi16(c1, 4), m3);
+    }
+    /* tq1 (a constant where it is called) picks TQ1_0's block over TQ2_0's */
+    ABI_AINL void abi_tile_tq_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                 Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N, const int tq1) {
+        const int bytes = tq1 ? 54 : 66;
+        __m512 acc[ABI_TILE_R][ABI_TILE_N];
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
+        for (Py_ssize_t i = 0; i < nb; ++i) {
+            const __mmask16 half = (i & 1) ? 0xFF00 : 0x00FF;
+            __m512i u[ABI_TILE_R][4]; __m512 dw[ABI_TILE_R];
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
+                const uint8_t* wr = w + r * rb + bytes * i;
+            #if ABI_QTILE_TQ1
+                if (tq1) abi_tq1_unpack(wr, u[r]); else
+            #endif
+                abi_tq2_unpack(wr, u[r]);
+                dw[r] = _mm512_set1_ps(abi_f16t(wr + bytes - 2));
+            }
+            ABI_UNROLL for (int t = 0; t < N; ++t) {
+                const uint8_t* xt = x + t * xs + 292 * i;
+                const __m512i c = _mm512_zextsi256_si512(_mm256_sub_epi32(_mm256_setzero_si256(),
+                    _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(xt + 260)), _mm256_set1_epi16(1))));
+                const __m512 dx = _mm512_set1_ps(abi_ldf32(xt));
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                    __m512i s = c;
+                    ABI_UNROLL for (int k = 0; k < 4; ++k)
+                        s = _mm512_dpbusd_epi32(s, u[r][k], _mm512_loadu_si512((const void*)(xt + 4 + 64 * k)));
+                    s = _mm512_add_epi32(s, _mm512_shuffle_i64x2(s, s, 0x4E));
+                    acc[r][t] = _mm512_mask3_fmadd_ps(_mm512_mul_ps(dw[r], dx), _mm512_cvtepi32_ps(s), acc[r][t], half);
+                }
+            }
+        }
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_zsum(acc[r][t]);
+    }
+    ABI_AINL void abi_tile_tq1_0_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                    Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        abi_tile_tq_rn(w, rb, x, xs, nb, y, ys, R, N, 1);
+    }
+    ABI_AINL void abi_tile_tq2_0_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                    Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        abi_tile_tq_rn(w, rb, x, xs, nb, y, ys, R, N, 0);
+    }
+
     /* n (< TN) leftover tokens as one tile of that many: the rows are unpacked once for
        all of them, not once per token (a continuous batch of 2, 3, 5... sequences); a case
        k >= TN falls through to the full tile */
@@ -749,11 +841,15 @@ cdef extern from *:
     ABI_TILE_DRIVER(q4_0, 4, 4)
     ABI_TILE_DRIVER(q5_1, 4, 8)
     ABI_TILE_DRIVER(q2_k, 2, 8)
+    ABI_TILE_DRIVER(mxfp4, 4, 4)
+    #if ABI_QTILE_TQ1
+    ABI_TILE_DRIVER(tq1_0, 2, 8)
+    #endif
+    ABI_TILE_DRIVER(tq2_0, 2, 8)
 
     #else
     #define ABI_QTILE 0
-    #define ABI_TILE_STUB(name) static void abi_tile_##name(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, \\
-        const uint8_t* x, Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {}
+    #define ABI_QTILE_TQ1 0
     ABI_TILE_STUB(q4_1)
     ABI_TILE_STUB(q8_0)
     ABI_TILE_STUB(q5_0)
@@ -766,10 +862,16 @@ cdef extern from *:
     ABI_TILE_STUB(q4_0)
     ABI_TILE_STUB(q5_1)
     ABI_TILE_STUB(q2_k)
+    ABI_TILE_STUB(mxfp4)
+    ABI_TILE_STUB(tq2_0)
+    #endif
+    #if !ABI_QTILE_TQ1
+    ABI_TILE_STUB(tq1_0)
     #endif
     #endif /* ABI_QTILE_H */
     """
     bint QTILE "ABI_QTILE"
+    bint QTILE_TQ1 "ABI_QTILE_TQ1"
     void tile_q4_1 "abi_tile_q4_1"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                                    Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
     void tile_q8_0 "abi_tile_q8_0"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
@@ -794,3 +896,9 @@ cdef extern from *:
                                    Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
     void tile_q2_k "abi_tile_q2_k"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                                    Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_mxfp4 "abi_tile_mxfp4"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                     Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_tq1_0 "abi_tile_tq1_0"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                     Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_tq2_0 "abi_tile_tq2_0"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                     Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
