@@ -768,7 +768,7 @@ cdef extern from *:
             #if ABI_QTILE_TQ1
                 if (tq1) abi_tq1_unpack(wr, u[r]); else
             #endif
-                abi_tq2_unpack(wr, u[r]);
+                abi_tq2_unpack(wr, u[r]);   /* (tq1 is never set where TQ1_0 has no tile) */
                 dw[r] = _mm512_set1_ps(abi_f16t(wr + bytes - 2));
             }
             ABI_UNROLL for (int t = 0; t < N; ++t) {
@@ -787,10 +787,12 @@ cdef extern from *:
         }
         ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_zsum(acc[r][t]);
     }
+    #if ABI_QTILE_TQ1
     ABI_AINL void abi_tile_tq1_0_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
                                     Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
         abi_tile_tq_rn(w, rb, x, xs, nb, y, ys, R, N, 1);
     }
+    #endif
     ABI_AINL void abi_tile_tq2_0_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
                                     Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
         abi_tile_tq_rn(w, rb, x, xs, nb, y, ys, R, N, 0);
