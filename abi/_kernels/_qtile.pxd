@@ -20,11 +20,15 @@
 from libc.stdint cimport uint8_t
 
 from abi._kernels._qdot cimport QDOT_SIMD   # its C (abi_f16t, abi_hsum8, abi_nibbles32) first
+from abi._kernels._qdot_iq cimport QDOT_IQ_SIMD   # its C (the lattice tables and unpacking) too
 
 cdef extern from *:
     """
     #ifndef ABI_QTILE_H
     #define ABI_QTILE_H
+    /* where a build has no tile for a type: never called (has_tile is 0) */
+    #define ABI_TILE_STUB(name) static void abi_tile_##name(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, \\
+        const uint8_t* x, Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {}
     #if ABI_QDOT_SIMD && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
     #define ABI_QTILE 1
     #include <stdio.h>
@@ -750,10 +754,131 @@ cdef extern from *:
     ABI_TILE_DRIVER(q5_1, 4, 8)
     ABI_TILE_DRIVER(q2_k, 2, 8)
 
+    /* ================================================================== IQ2_XS, IQ2_S, IQ3_XXS x Q8_K
+       Lattice weights: each element a grid byte (unsigned), a sign and a scale. T = 1
+       (_qdot_iq.pxd's ABI_IQ_ROW_SIMD): acc0 (even blocks) and acc1 (odd), and a block's 8
+       int32 lanes hold, lane L, its elements 32 g + 4 L .. 32 g + 4 L + 3 summed over the
+       groups g (the grid byte times the signed activation, times the element's scale). Here
+       [acc0 | acc1], and the two blocks of a pair are summed side by side in one register:
+       step g takes [group g of block i | group g of block i + 1], so after the 8 groups the
+       lanes are [block i's 8 | block i + 1's 8], the same integers. An odd last block pairs
+       with itself and updates acc0 only. The signs go onto the activation, as T = 1. Needs
+       the 512-bit lattice helpers of _qdot_iq.pxd (ABI_IQ_Z: VBMI, BITALG, BMI2). */
+    #if ABI_IQ_Z
+    #define ABI_QTILE_IQ 1
+    enum { ABI_TIQ_IQ2_XS, ABI_TIQ_IQ2_S, ABI_TIQ_IQ3_XXS };
+
+    /* one block unpacked as the T = 1 kernel does: g[p] the grid bytes of elements 64 p ..
+       64 p + 63, sg[p] their sign bits, sc the int16 scale (2 ls + 1) of elements 16 k ..
+       16 k + 15 in word k */
+    ABI_AINL void abi_tiq_unpack(const int kind, const uint8_t* w, __m512i g[4], uint64_t sg[4], __m256i* sc) {
+        if (kind == ABI_TIQ_IQ2_XS) {
+            const __m512i qs = _mm512_loadu_si512((const void*)(w + 2));
+            _mm256_storeu_si256((__m256i*)sg, abi_iq_ksbytes(_mm512_cvtepi16_epi8(_mm512_srli_epi16(qs, 9))));
+            __m512i t[16];
+            ABI_UNROLL for (int k = 0; k < 16; ++k) t[k] = _mm512_loadu_si512((const void*)(abi_iq2xs_code + 32 * k));
+            const __m512i codes = abi_iq_code512(t, _mm512_and_si512(qs, _mm512_set1_epi16(511)));
+            ABI_UNROLL for (int p = 0; p < 4; ++p) g[p] = abi_iq_expand8(codes, p, abi_iq_val3(8, 25, 43));
+            *sc = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(abi_iq_nib_scales(abi_iq_ld64(w + 66))));
+        } else if (kind == ABI_TIQ_IQ2_S) {
+            ABI_UNROLL for (int p = 0; p < 4; ++p) {
+                g[p] = abi_iq_rows8(abi_iq2s_grid, ABI_IQ2S_IX4(w, 2 * p), ABI_IQ2S_IX4(w, 2 * p + 1));
+                sg[p] = abi_iq_ld64(w + 34 + 8 * p);
+            }
+            *sc = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(abi_iq_nib_scales(abi_iq_ld64(w + 74))));
+        } else {
+            const __m256i aux = _mm256_loadu_si256((const __m256i*)(w + 66));
+            abi_iq_ks8(_mm512_cvtepu32_epi64(aux), 0, (uint32_t*)sg);
+            __m512i t[8];
+            ABI_UNROLL for (int k = 0; k < 8; ++k) t[k] = _mm512_loadu_si512((const void*)(abi_iq3xxs_code + 32 * k));
+            ABI_UNROLL for (int h = 0; h < 2; ++h) {
+                const __m512i codes = abi_iq_code256(t, _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(w + 2 + 32 * h))));
+                ABI_UNROLL for (int p = 0; p < 2; ++p) g[2 * h + p] = abi_iq_expand16x3(codes, p, _mm512_set1_epi64(0x3e342c241c140c04LL));
+            }
+            /* a scale per 32 elements: 2 (aux >> 28) + 1 of group k in words 2 k and 2 k + 1 */
+            const __m256i s = _mm256_or_si256(_mm256_slli_epi32(_mm256_srli_epi32(aux, 28), 1), _mm256_set1_epi32(1));
+            *sc = _mm256_or_si256(s, _mm256_slli_epi32(s, 16));
+        }
+    }
+
+    /* blocks i and ib (ib = i + 1, or i for an odd last block, then with lanes 0x00FF) of R
+       rows x N tokens into acc */
+    ABI_AINL void abi_tiq_pair(const int kind, const Py_ssize_t bs, const uint8_t* w, Py_ssize_t rb,
+                               const uint8_t* x, Py_ssize_t xs, Py_ssize_t i, Py_ssize_t ib,
+                               __m512 acc[ABI_TILE_R][ABI_TILE_N], const int R, const int N, const __mmask16 lanes) {
+        __m512i wg[ABI_TILE_R][8], wsc[ABI_TILE_R], sum[ABI_TILE_R][ABI_TILE_N];
+        uint64_t wm[ABI_TILE_R][8];
+        __m512 dd[ABI_TILE_R];
+        ABI_UNROLL for (int r = 0; r < R; ++r) {
+            const uint8_t* wa = w + r * rb + bs * i;
+            const uint8_t* wb = w + r * rb + bs * ib;
+            __m512i ga[4], gb[4];
+            uint64_t sa[4], sb[4];
+            __m256i ca, cb;
+            abi_tiq_unpack(kind, wa, ga, sa, &ca);
+            abi_tiq_unpack(kind, wb, gb, sb, &cb);
+            ABI_UNROLL for (int g = 0; g < 8; ++g) {
+                wg[r][g] = _mm512_shuffle_i64x2(ga[g >> 1], gb[g >> 1], g & 1 ? 0xEE : 0x44);
+                wm[r][g] = (uint32_t)(sa[g >> 1] >> (32 * (g & 1))) | (sb[g >> 1] >> (32 * (g & 1))) << 32;
+            }
+            wsc[r] = abi_zi(ca, cb);
+            dd[r] = kind == ABI_TIQ_IQ3_XXS ? abi_zf2(abi_iqt_iq3xxs(wa), abi_iqt_iq3xxs(wb))
+                                            : abi_zf2(abi_iqt_iq2(wa), abi_iqt_iq2(wb));
+            ABI_UNROLL for (int t = 0; t < N; ++t) sum[r][t] = _mm512_setzero_si512();
+        }
+        ABI_UNROLL for (int g = 0; g < 8; ++g) {
+            /* words [scale 2 g x 8 | 2 g + 1 x 8 | block ib's 2 g x 8 | 2 g + 1 x 8] */
+            const __m512i idx = _mm512_add_epi16(_mm512_set1_epi16((short)(2 * g)),
+                _mm512_set_epi16(17,17,17,17,17,17,17,17, 16,16,16,16,16,16,16,16, 1,1,1,1,1,1,1,1, 0,0,0,0,0,0,0,0));
+            __m512i s16[ABI_TILE_R];
+            ABI_UNROLL for (int r = 0; r < R; ++r) s16[r] = _mm512_permutexvar_epi16(idx, wsc[r]);
+            ABI_UNROLL for (int t = 0; t < N; ++t) {
+                const uint8_t* xt = x + t * xs + 4 + 32 * g;
+                const __m512i s = abi_zld(xt + 292 * i, xt + 292 * ib);
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                    const __m512i sq = _mm512_mask_sub_epi8(s, (__mmask64)wm[r][g], _mm512_setzero_si512(), s);
+                    sum[r][t] = _mm512_dpwssd_epi32(sum[r][t], _mm512_maddubs_epi16(wg[r][g], sq), s16[r]);
+                }
+            }
+        }
+        ABI_UNROLL for (int t = 0; t < N; ++t) {
+            const __m512 dx = abi_zf2(abi_ldf32(x + t * xs + 292 * i), abi_ldf32(x + t * xs + 292 * ib));
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
+                const __m512 d = _mm512_mul_ps(dd[r], dx);
+                acc[r][t] = lanes == 0xFFFF ? _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sum[r][t]), acc[r][t])
+                                            : _mm512_mask3_fmadd_ps(d, _mm512_cvtepi32_ps(sum[r][t]), acc[r][t], lanes);
+            }
+        }
+    }
+
+    ABI_AINL void abi_tiq_rn(const int kind, const Py_ssize_t bs, const uint8_t* w, Py_ssize_t rb, const uint8_t* x,
+                             Py_ssize_t xs, Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        __m512 acc[ABI_TILE_R][ABI_TILE_N];
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
+        Py_ssize_t i = 0;
+        for (; i + 1 < nb; i += 2) abi_tiq_pair(kind, bs, w, rb, x, xs, i, i + 1, acc, R, N, 0xFFFF);
+        if (i < nb) abi_tiq_pair(kind, bs, w, rb, x, xs, i, i, acc, R, N, 0x00FF);
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_zsum(acc[r][t]);
+    }
+    ABI_AINL void abi_tile_iq2_xs_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                     Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        abi_tiq_rn(ABI_TIQ_IQ2_XS, 74, w, rb, x, xs, nb, y, ys, R, N);
+    }
+    ABI_AINL void abi_tile_iq2_s_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                    Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        abi_tiq_rn(ABI_TIQ_IQ2_S, 82, w, rb, x, xs, nb, y, ys, R, N);
+    }
+    ABI_AINL void abi_tile_iq3_xxs_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                      Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        abi_tiq_rn(ABI_TIQ_IQ3_XXS, 98, w, rb, x, xs, nb, y, ys, R, N);
+    }
+    ABI_TILE_DRIVER(iq2_xs, 2, 8)
+    ABI_TILE_DRIVER(iq2_s, 2, 8)
+    ABI_TILE_DRIVER(iq3_xxs, 2, 8)
+    #endif /* ABI_IQ_Z */
+
     #else
     #define ABI_QTILE 0
-    #define ABI_TILE_STUB(name) static void abi_tile_##name(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, \\
-        const uint8_t* x, Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {}
     ABI_TILE_STUB(q4_1)
     ABI_TILE_STUB(q8_0)
     ABI_TILE_STUB(q5_0)
@@ -766,6 +891,12 @@ cdef extern from *:
     ABI_TILE_STUB(q4_0)
     ABI_TILE_STUB(q5_1)
     ABI_TILE_STUB(q2_k)
+    #endif
+    #ifndef ABI_QTILE_IQ     /* no lattice tiles: their prompts take the T = 1 products */
+    #define ABI_QTILE_IQ 0
+    ABI_TILE_STUB(iq2_xs)
+    ABI_TILE_STUB(iq2_s)
+    ABI_TILE_STUB(iq3_xxs)
     #endif
     #endif /* ABI_QTILE_H */
     """
@@ -794,3 +925,11 @@ cdef extern from *:
                                    Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
     void tile_q2_k "abi_tile_q2_k"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                                    Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    # the lattice tiles (IQ2_XS, IQ2_S, IQ3_XXS), where ABI_QTILE_IQ is 1
+    bint QTILE_IQ "ABI_QTILE_IQ"
+    void tile_iq2_xs "abi_tile_iq2_xs"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                       Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_iq2_s "abi_tile_iq2_s"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                     Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_iq3_xxs "abi_tile_iq3_xxs"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                         Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
