@@ -172,17 +172,18 @@ cdef extern from *:
     #define ABI_Q5_TC 64
     #define ABI_Q5_PAIR 192   /* a pair's block prepared: [s | c | dx], 64 bytes each */
 
-    /* the calling thread's scratch, grown as needed and kept for its next products */
-    static __thread uint8_t* abi_q5_buf = NULL;
-    static __thread size_t abi_q5_cap = 0;
-    static uint8_t* abi_q5_scratch(size_t n) {
-        if (n > abi_q5_cap) {
-            free(abi_q5_buf);
-            abi_q5_buf = (uint8_t*)aligned_alloc(64, (n + 63) / 64 * 64);
-            abi_q5_cap = abi_q5_buf ? n : 0;
-            if (!abi_q5_buf) { fputs("abi: out of memory for the Q5_0 prompt products' scratch\\n", stderr); abort(); }
+    /* the calling thread's scratch (Q5_0's and the lattice tiles' prepared activations),
+       grown as needed and kept for its next products */
+    static __thread uint8_t* abi_tile_buf = NULL;
+    static __thread size_t abi_tile_cap = 0;
+    static uint8_t* abi_tile_scratch(size_t n) {
+        if (n > abi_tile_cap) {
+            free(abi_tile_buf);
+            abi_tile_buf = (uint8_t*)aligned_alloc(64, (n + 63) / 64 * 64);
+            abi_tile_cap = abi_tile_buf ? n : 0;
+            if (!abi_tile_buf) { fputs("abi: out of memory for the prompt products' scratch\\n", stderr); abort(); }
         }
-        return abi_q5_buf;
+        return abi_tile_buf;
     }
 
     /* R rows (wu: 32 unpacked bytes a block, wd: the scales, nb blocks a row) x N tokens
@@ -230,7 +231,7 @@ cdef extern from *:
     static void abi_tile_q5_0(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x,
                               Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
         const Py_ssize_t xps = ABI_Q5_PAIR * nb;
-        uint8_t* xp = abi_q5_scratch((size_t)(ABI_Q5_TC / 2) * xps + (size_t)ABI_TILE_R * nb * 36);
+        uint8_t* xp = abi_tile_scratch((size_t)(ABI_Q5_TC / 2) * xps + (size_t)ABI_TILE_R * nb * 36);
         uint8_t* wu = xp + (ABI_Q5_TC / 2) * xps;
         float* wd = (float*)(wu + ABI_TILE_R * nb * 32);
         const __m512i sixteen = _mm512_set1_epi8(16);
@@ -762,8 +763,11 @@ cdef extern from *:
        [acc0 | acc1], and the two blocks of a pair are summed side by side in one register:
        step g takes [group g of block i | group g of block i + 1], so after the 8 groups the
        lanes are [block i's 8 | block i + 1's 8], the same integers. An odd last block pairs
-       with itself and updates acc0 only. The signs go onto the activation, as T = 1. Needs
-       the 512-bit lattice helpers of _qdot_iq.pxd (ABI_IQ_Z: VBMI, BITALG, BMI2). */
+       with itself and updates acc0 only. Unlike T = 1 the signs go onto the weights (signed
+       bytes, |v| <= 62) and the activation is offset to unsigned, q + 128 (a pair of
+       products stays below 2^15); 128 times the weights' scaled sums, a row's constant, is
+       taken back out before the tokens are added. Needs the 512-bit lattice helpers of
+       _qdot_iq.pxd (ABI_IQ_Z: VBMI, BITALG, BMI2). */
     #if ABI_IQ_Z
     #define ABI_QTILE_IQ 1
     enum { ABI_TIQ_IQ2_XS, ABI_TIQ_IQ2_S, ABI_TIQ_IQ3_XXS };
@@ -801,80 +805,114 @@ cdef extern from *:
         }
     }
 
-    /* blocks i and ib (ib = i + 1, or i for an odd last block, then with lanes 0x00FF) of R
-       rows x N tokens into acc */
-    ABI_AINL void abi_tiq_pair(const int kind, const Py_ssize_t bs, const uint8_t* w, Py_ssize_t rb,
-                               const uint8_t* x, Py_ssize_t xs, Py_ssize_t i, Py_ssize_t ib,
-                               __m512 acc[ABI_TILE_R][ABI_TILE_N], const int R, const int N, const __mmask16 lanes) {
-        __m512i wg[ABI_TILE_R][8], wsc[ABI_TILE_R], sum[ABI_TILE_R][ABI_TILE_N];
-        uint64_t wm[ABI_TILE_R][8];
-        __m512 dd[ABI_TILE_R];
-        ABI_UNROLL for (int r = 0; r < R; ++r) {
-            const uint8_t* wa = w + r * rb + bs * i;
-            const uint8_t* wb = w + r * rb + bs * ib;
-            __m512i ga[4], gb[4];
-            uint64_t sa[4], sb[4];
-            __m256i ca, cb;
-            abi_tiq_unpack(kind, wa, ga, sa, &ca);
-            abi_tiq_unpack(kind, wb, gb, sb, &cb);
-            ABI_UNROLL for (int g = 0; g < 8; ++g) {
-                wg[r][g] = _mm512_shuffle_i64x2(ga[g >> 1], gb[g >> 1], g & 1 ? 0xEE : 0x44);
-                wm[r][g] = (uint32_t)(sa[g >> 1] >> (32 * (g & 1))) | (sb[g >> 1] >> (32 * (g & 1))) << 32;
+    /* The activations of a pass of n <= 16 tokens, prepared once for all the rows: for pair j
+       (blocks 2 j and 2 j + 1, or the odd last block twice) at xp + 576 n j, 9 rows of n x 64
+       bytes: group g's [q + 128 of block 2 j | of 2 j + 1] (row g < 8), [d of 2 j x 8 | of
+       2 j + 1 x 8] (row 8). */
+    #define ABI_TIQ_PAIR 576
+    #define ABI_TIQ_N 16     /* tokens a pass: a row's unpacking is shared by all of them */
+    static const uint8_t* abi_tiq_prep(const uint8_t* x, Py_ssize_t xs, int n, Py_ssize_t nb) {
+        uint8_t* xp = abi_tile_scratch((size_t)ABI_TIQ_PAIR * n * ((nb + 1) / 2));
+        const __m512i off = _mm512_set1_epi8((char)0x80);
+        for (Py_ssize_t j = 0; 2 * j < nb; ++j) {
+            const Py_ssize_t ia = 2 * j, ib = 2 * j + 1 < nb ? 2 * j + 1 : 2 * j;
+            uint8_t* pp = xp + (size_t)ABI_TIQ_PAIR * n * j;
+            for (int t = 0; t < n; ++t) {
+                const uint8_t* xt = x + t * xs;
+                for (int g = 0; g < 8; ++g)
+                    _mm512_store_si512((void*)(pp + 64 * (g * n + t)),
+                                       _mm512_xor_si512(abi_zld(xt + 292 * ia + 4 + 32 * g, xt + 292 * ib + 4 + 32 * g), off));
+                _mm512_store_ps((float*)(pp + 64 * (8 * n + t)), abi_zf2(abi_ldf32(xt + 292 * ia), abi_ldf32(xt + 292 * ib)));
             }
-            wsc[r] = abi_zi(ca, cb);
-            dd[r] = kind == ABI_TIQ_IQ3_XXS ? abi_zf2(abi_iqt_iq3xxs(wa), abi_iqt_iq3xxs(wb))
-                                            : abi_zf2(abi_iqt_iq2(wa), abi_iqt_iq2(wb));
-            ABI_UNROLL for (int t = 0; t < N; ++t) sum[r][t] = _mm512_setzero_si512();
         }
+        return xp;
+    }
+
+    /* blocks i and ib (ib = i + 1, or i for an odd last block, then with lanes 0x00FF) of one
+       row x N tokens (pp: tokens of their prepared pair, a pass of n) into acc */
+    ABI_AINL void abi_tiq_pair(const int kind, const uint8_t* wa, const uint8_t* wb, const uint8_t* pp, int n,
+                               __m512 acc[ABI_TIQ_N], const int N, const __mmask16 lanes) {
+        const __m512i ones = _mm512_set1_epi8(1);
+        __m512i wv[8], ws[8], sum[ABI_TIQ_N];
+        __m512i ga[4], gb[4];
+        uint64_t sa[4], sb[4];
+        __m256i ca, cb;
+        abi_tiq_unpack(kind, wa, ga, sa, &ca);
+        abi_tiq_unpack(kind, wb, gb, sb, &cb);
+        const __m512i sc = abi_zi(ca, cb);
+        __m512i c = _mm512_setzero_si512();
         ABI_UNROLL for (int g = 0; g < 8; ++g) {
+            const __m512i u = _mm512_shuffle_i64x2(ga[g >> 1], gb[g >> 1], g & 1 ? 0xEE : 0x44);
+            const uint64_t m = (uint32_t)(sa[g >> 1] >> (32 * (g & 1))) | (sb[g >> 1] >> (32 * (g & 1))) << 32;
+            wv[g] = _mm512_mask_sub_epi8(u, (__mmask64)m, _mm512_setzero_si512(), u);
             /* words [scale 2 g x 8 | 2 g + 1 x 8 | block ib's 2 g x 8 | 2 g + 1 x 8] */
-            const __m512i idx = _mm512_add_epi16(_mm512_set1_epi16((short)(2 * g)),
-                _mm512_set_epi16(17,17,17,17,17,17,17,17, 16,16,16,16,16,16,16,16, 1,1,1,1,1,1,1,1, 0,0,0,0,0,0,0,0));
-            __m512i s16[ABI_TILE_R];
-            ABI_UNROLL for (int r = 0; r < R; ++r) s16[r] = _mm512_permutexvar_epi16(idx, wsc[r]);
-            ABI_UNROLL for (int t = 0; t < N; ++t) {
-                const uint8_t* xt = x + t * xs + 4 + 32 * g;
-                const __m512i s = abi_zld(xt + 292 * i, xt + 292 * ib);
-                ABI_UNROLL for (int r = 0; r < R; ++r) {
-                    const __m512i sq = _mm512_mask_sub_epi8(s, (__mmask64)wm[r][g], _mm512_setzero_si512(), s);
-                    sum[r][t] = _mm512_dpwssd_epi32(sum[r][t], _mm512_maddubs_epi16(wg[r][g], sq), s16[r]);
-                }
-            }
+            ws[g] = _mm512_permutexvar_epi16(_mm512_add_epi16(_mm512_set1_epi16((short)(2 * g)),
+                _mm512_set_epi16(17,17,17,17,17,17,17,17, 16,16,16,16,16,16,16,16, 1,1,1,1,1,1,1,1, 0,0,0,0,0,0,0,0)), sc);
+            c = _mm512_dpwssd_epi32(c, _mm512_maddubs_epi16(ones, wv[g]), ws[g]);
         }
+        /* 128 times the row's scaled weight sums, lane by lane: the offset's part */
+        c = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(c, 7));
+        ABI_UNROLL for (int t = 0; t < N; ++t) sum[t] = c;
+        ABI_UNROLL for (int g = 0; g < 8; ++g)
+            ABI_UNROLL for (int t = 0; t < N; ++t)
+                sum[t] = _mm512_dpwssd_epi32(sum[t], _mm512_maddubs_epi16(_mm512_load_si512((const void*)(pp + 64 * (g * n + t))), wv[g]), ws[g]);
+        const __m512 dd = kind == ABI_TIQ_IQ3_XXS ? abi_zf2(abi_iqt_iq3xxs(wa), abi_iqt_iq3xxs(wb))
+                                                  : abi_zf2(abi_iqt_iq2(wa), abi_iqt_iq2(wb));
         ABI_UNROLL for (int t = 0; t < N; ++t) {
-            const __m512 dx = abi_zf2(abi_ldf32(x + t * xs + 292 * i), abi_ldf32(x + t * xs + 292 * ib));
-            ABI_UNROLL for (int r = 0; r < R; ++r) {
-                const __m512 d = _mm512_mul_ps(dd[r], dx);
-                acc[r][t] = lanes == 0xFFFF ? _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sum[r][t]), acc[r][t])
-                                            : _mm512_mask3_fmadd_ps(d, _mm512_cvtepi32_ps(sum[r][t]), acc[r][t], lanes);
-            }
+            const __m512 d = _mm512_mul_ps(dd, _mm512_load_ps((const float*)(pp + 64 * (8 * n + t))));
+            acc[t] = lanes == 0xFFFF ? _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sum[t]), acc[t])
+                                     : _mm512_mask3_fmadd_ps(d, _mm512_cvtepi32_ps(sum[t]), acc[t], lanes);
         }
     }
 
-    ABI_AINL void abi_tiq_rn(const int kind, const Py_ssize_t bs, const uint8_t* w, Py_ssize_t rb, const uint8_t* x,
-                             Py_ssize_t xs, Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
-        __m512 acc[ABI_TILE_R][ABI_TILE_N];
-        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
+    /* row w x N tokens of a pass of n prepared at xp */
+    ABI_AINL void abi_tiq_rn(const int kind, const Py_ssize_t bs, const uint8_t* w, const uint8_t* xp, int n,
+                             Py_ssize_t nb, float* y, Py_ssize_t ys, const int N) {
+        __m512 acc[ABI_TIQ_N];
+        ABI_UNROLL for (int t = 0; t < N; ++t) acc[t] = _mm512_setzero_ps();
         Py_ssize_t i = 0;
-        for (; i + 1 < nb; i += 2) abi_tiq_pair(kind, bs, w, rb, x, xs, i, i + 1, acc, R, N, 0xFFFF);
-        if (i < nb) abi_tiq_pair(kind, bs, w, rb, x, xs, i, i, acc, R, N, 0x00FF);
-        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_zsum(acc[r][t]);
+        for (; i + 1 < nb; i += 2)
+            abi_tiq_pair(kind, w + bs * i, w + bs * (i + 1), xp + ABI_TIQ_PAIR * n * (i / 2), n, acc, N, 0xFFFF);
+        if (i < nb) abi_tiq_pair(kind, w + bs * i, w + bs * i, xp + ABI_TIQ_PAIR * n * (i / 2), n, acc, N, 0x00FF);
+        ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys] = abi_zsum(acc[t]);
     }
-    ABI_AINL void abi_tile_iq2_xs_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
-                                     Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
-        abi_tiq_rn(ABI_TIQ_IQ2_XS, 74, w, rb, x, xs, nb, y, ys, R, N);
+    /* passes of 16 tokens, each prepared once, over the rows one at a time (the unpacking
+       costs more than the products); a pass of fewer in tiles of 8 and one of what is left */
+    ABI_AINL void abi_tiq_tile(const int kind, const Py_ssize_t bs, const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr,
+                             const uint8_t* x, Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
+        for (Py_ssize_t t = 0; t < nt; t += ABI_TIQ_N) {
+            const int n = nt - t < ABI_TIQ_N ? (int)(nt - t) : ABI_TIQ_N;
+            const uint8_t* xp = abi_tiq_prep(x + t * xs, xs, n, nb);
+            for (Py_ssize_t r = 0; r < nr; ++r) {
+                const uint8_t* wr = w + r * rb;
+                float* yr = y + t * ys + r;
+                if (n == ABI_TIQ_N) { abi_tiq_rn(kind, bs, wr, xp, n, nb, yr, ys, ABI_TIQ_N); continue; }
+                int k = 0;
+                for (; k + 8 <= n; k += 8) abi_tiq_rn(kind, bs, wr, xp + 64 * k, n, nb, yr + k * ys, ys, 8);
+                switch (n - k) {
+                    case 1: abi_tiq_rn(kind, bs, wr, xp + 64 * k, n, nb, yr + k * ys, ys, 1); break;
+                    case 2: abi_tiq_rn(kind, bs, wr, xp + 64 * k, n, nb, yr + k * ys, ys, 2); break;
+                    case 3: abi_tiq_rn(kind, bs, wr, xp + 64 * k, n, nb, yr + k * ys, ys, 3); break;
+                    case 4: abi_tiq_rn(kind, bs, wr, xp + 64 * k, n, nb, yr + k * ys, ys, 4); break;
+                    case 5: abi_tiq_rn(kind, bs, wr, xp + 64 * k, n, nb, yr + k * ys, ys, 5); break;
+                    case 6: abi_tiq_rn(kind, bs, wr, xp + 64 * k, n, nb, yr + k * ys, ys, 6); break;
+                    case 7: abi_tiq_rn(kind, bs, wr, xp + 64 * k, n, nb, yr + k * ys, ys, 7); break;
+                }
+            }
+        }
     }
-    ABI_AINL void abi_tile_iq2_s_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
-                                    Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
-        abi_tiq_rn(ABI_TIQ_IQ2_S, 82, w, rb, x, xs, nb, y, ys, R, N);
+    static void abi_tile_iq2_xs(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x,
+                                Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
+        abi_tiq_tile(ABI_TIQ_IQ2_XS, 74, w, rb, nr, x, xs, nt, nb, y, ys);
     }
-    ABI_AINL void abi_tile_iq3_xxs_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
-                                      Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
-        abi_tiq_rn(ABI_TIQ_IQ3_XXS, 98, w, rb, x, xs, nb, y, ys, R, N);
+    static void abi_tile_iq2_s(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x,
+                               Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
+        abi_tiq_tile(ABI_TIQ_IQ2_S, 82, w, rb, nr, x, xs, nt, nb, y, ys);
     }
-    ABI_TILE_DRIVER(iq2_xs, 2, 8)
-    ABI_TILE_DRIVER(iq2_s, 2, 8)
-    ABI_TILE_DRIVER(iq3_xxs, 2, 8)
+    static void abi_tile_iq3_xxs(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x,
+                                 Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
+        abi_tiq_tile(ABI_TIQ_IQ3_XXS, 98, w, rb, nr, x, xs, nt, nb, y, ys);
+    }
     #endif /* ABI_IQ_Z */
 
     #else
