@@ -258,10 +258,10 @@ TILED = [GGMLType(t) for t in matmul.tiled_types()]
 def test_tiled_prompt_products_give_each_token_its_single_token_bits(t):
     """gemm_rows (register tiles of rows x tokens) against gemv_rows token by token, bit for
     bit, and against the exact product; row ranges and token counts leave every remainder
-    of the tiles (2 or 4 rows x 4 to 8 tokens), and more tokens than one pass over the rows
-    takes."""
+    of the tiles (1 to 4 rows x 4 to 16 tokens), and more tokens than one pass over the rows
+    takes; block counts 1 and 3 (an odd last block) and 2."""
     rng = np.random.default_rng(11)
-    for rows, cols in sizes(t)[:2]:
+    for rows, cols in sizes(t)[:2] + [(19, 2 * t.block_size)]:
         raw = weight(t, rows, cols, rng)
         for T in (1, 2, 3, 4, 5, 7, 9, 17, 70):
             x = (rng.standard_normal((T, cols)) * rng.uniform(0.05, 20, (T, 1))).astype(np.float32)
