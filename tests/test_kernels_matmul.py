@@ -258,10 +258,10 @@ TILED = [GGMLType(t) for t in matmul.tiled_types()]
 def test_tiled_prompt_products_give_each_token_its_single_token_bits(t):
     """gemm_rows (register tiles of rows x tokens) against gemv_rows token by token, bit for
     bit, and against the exact product; row ranges and token counts leave every remainder
-    of the tiles (2 or 4 rows x 4 to 8 tokens), and more tokens than one pass over the rows
-    takes."""
+    of the tiles (1 to 4 rows x 4 to 16 tokens), and more tokens than one pass over the rows
+    takes; block counts 1 and 3 (an odd last block) and 2."""
     rng = np.random.default_rng(11)
-    for rows, cols in sizes(t)[:2]:
+    for rows, cols in sizes(t)[:2] + [(19, 2 * t.block_size)]:
         raw = weight(t, rows, cols, rng)
         for T in (1, 2, 3, 4, 5, 7, 9, 17, 70):
             x = (rng.standard_normal((T, cols)) * rng.uniform(0.05, 20, (T, 1))).astype(np.float32)
@@ -283,12 +283,13 @@ def test_tiled_products_where_the_machine_has_avx512_vnni():
     single-token route (tiles=False) gives the same bits."""
     flags = open("/proc/cpuinfo").read() if sys.platform.startswith("linux") else ""
     if matmul.SIMD and all(f in flags for f in (" avx512f", " avx512bw", " avx512vl", " avx512_vnni")):
-        # TQ1_0's tile takes its T = 1 kernel's 512-bit trit helpers (VBMI, BITALG, BMI2 builds)
-        tq1 = {"TQ1_0"} if all(f in flags for f in (" avx512_vbmi", " avx512_bitalg", " bmi2")) else set()
+        # the lattice IQ and TQ1_0 tiles unpack with VBMI, BITALG and BMI2, as their T = 1 kernels do
+        lattice = {"IQ2_XS", "IQ2_S", "IQ3_XXS", "TQ1_0"} if all(
+            f in flags.split() for f in ("avx512vbmi", "avx512_bitalg", "bmi2")) else set()
         assert {GGMLType(t).name for t in matmul.tiled_types()} == {"Q4_1", "Q8_0", "Q5_0", "Q4_K", "Q6_K",
                                                                    "IQ4_NL", "IQ4_XS", "Q5_K", "Q3_K",
                                                                    "Q4_0", "Q5_1", "Q2_K", "MXFP4",
-                                                                   "TQ2_0"} | tq1
+                                                                   "TQ2_0"} | lattice
     for t in TILED:
         rng = np.random.default_rng(12)
         rows, cols = sizes(t)[0]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import abi.llm
+from abi._kernels import matmul
 from abi.errors import ContextLengthExceeded, UnsupportedModelError
 from abi.gguf import GGUFWriter
 from abi.gguf.constants import GGMLType
@@ -75,7 +76,9 @@ def test_batched_and_token_by_token_are_bit_identical(model, reference):
     assert np.array_equal(batched, stepped)
 
 
-RECIPE_CASES = [c for c in TINY_CASES if c[1] != "llama" or c[0] == "llama_moe_q8_0"]
+# every family, and a llama of each weight type whose prompts run as register tiles here
+RECIPE_CASES = [c for c in TINY_CASES if c[1] != "llama" or c[0] == "llama_moe_q8_0"
+                or int(c[2]) in matmul.tiled_types()]
 
 
 @pytest.mark.parametrize("name, arch, qtype", RECIPE_CASES, ids=[c[0] for c in RECIPE_CASES])

@@ -21,7 +21,7 @@
 from libc.stdint cimport uint8_t
 
 from abi._kernels._qdot cimport QDOT_SIMD   # its C (abi_f16t, abi_hsum8, abi_nibbles32) first
-from abi._kernels._qdot_iq cimport QDOT_IQ_SIMD   # its C (abi_e8m0_half, abi_tq1_trits512) first
+from abi._kernels._qdot_iq cimport QDOT_IQ_SIMD   # its C (abi_e8m0_half, the trit and lattice unpacking) too
 
 cdef extern from *:
     """
@@ -173,17 +173,18 @@ cdef extern from *:
     #define ABI_Q5_TC 64
     #define ABI_Q5_PAIR 192   /* a pair's block prepared: [s | c | dx], 64 bytes each */
 
-    /* the calling thread's scratch, grown as needed and kept for its next products */
-    static __thread uint8_t* abi_q5_buf = NULL;
-    static __thread size_t abi_q5_cap = 0;
-    static uint8_t* abi_q5_scratch(size_t n) {
-        if (n > abi_q5_cap) {
-            free(abi_q5_buf);
-            abi_q5_buf = (uint8_t*)aligned_alloc(64, (n + 63) / 64 * 64);
-            abi_q5_cap = abi_q5_buf ? n : 0;
-            if (!abi_q5_buf) { fputs("abi: out of memory for the Q5_0 prompt products' scratch\\n", stderr); abort(); }
+    /* the calling thread's scratch (Q5_0's and the lattice tiles' prepared activations),
+       grown as needed and kept for its next products */
+    static __thread uint8_t* abi_tile_buf = NULL;
+    static __thread size_t abi_tile_cap = 0;
+    static uint8_t* abi_tile_scratch(size_t n) {
+        if (n > abi_tile_cap) {
+            free(abi_tile_buf);
+            abi_tile_buf = (uint8_t*)aligned_alloc(64, (n + 63) / 64 * 64);
+            abi_tile_cap = abi_tile_buf ? n : 0;
+            if (!abi_tile_buf) { fputs("abi: out of memory for the prompt products' scratch\\n", stderr); abort(); }
         }
-        return abi_q5_buf;
+        return abi_tile_buf;
     }
 
     /* R rows (wu: 32 unpacked bytes a block, wd: the scales, nb blocks a row) x N tokens
@@ -231,7 +232,7 @@ cdef extern from *:
     static void abi_tile_q5_0(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x,
                               Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
         const Py_ssize_t xps = ABI_Q5_PAIR * nb;
-        uint8_t* xp = abi_q5_scratch((size_t)(ABI_Q5_TC / 2) * xps + (size_t)ABI_TILE_R * nb * 36);
+        uint8_t* xp = abi_tile_scratch((size_t)(ABI_Q5_TC / 2) * xps + (size_t)ABI_TILE_R * nb * 36);
         uint8_t* wu = xp + (ABI_Q5_TC / 2) * xps;
         float* wd = (float*)(wu + ABI_TILE_R * nb * 32);
         const __m512i sixteen = _mm512_set1_epi8(16);
@@ -849,6 +850,166 @@ cdef extern from *:
     #endif
     ABI_TILE_DRIVER(tq2_0, 2, 8)
 
+    /* ================================================================== IQ2_XS, IQ2_S, IQ3_XXS x Q8_K
+       Lattice weights: each element a grid byte (unsigned), a sign and a scale. T = 1
+       (_qdot_iq.pxd's ABI_IQ_ROW_SIMD): acc0 (even blocks) and acc1 (odd), and a block's 8
+       int32 lanes hold, lane L, its elements 32 g + 4 L .. 32 g + 4 L + 3 summed over the
+       groups g (the grid byte times the signed activation, times the element's scale). Here
+       [acc0 | acc1], and the two blocks of a pair are summed side by side in one register:
+       step g takes [group g of block i | group g of block i + 1], so after the 8 groups the
+       lanes are [block i's 8 | block i + 1's 8], the same integers. An odd last block pairs
+       with itself and updates acc0 only. Unlike T = 1 the signs go onto the weights (signed
+       bytes, |v| <= 62) and the activation is offset to unsigned, q + 128 (a pair of
+       products stays below 2^15); 128 times the weights' scaled sums, a row's constant, is
+       taken back out before the tokens are added. Needs the 512-bit lattice helpers of
+       _qdot_iq.pxd (ABI_IQ_Z: VBMI, BITALG, BMI2). */
+    #if ABI_IQ_Z
+    #define ABI_QTILE_IQ 1
+    enum { ABI_TIQ_IQ2_XS, ABI_TIQ_IQ2_S, ABI_TIQ_IQ3_XXS };
+
+    /* one block unpacked as the T = 1 kernel does: g[p] the grid bytes of elements 64 p ..
+       64 p + 63, sg[p] their sign bits, sc the int16 scale (2 ls + 1) of elements 16 k ..
+       16 k + 15 in word k */
+    ABI_AINL void abi_tiq_unpack(const int kind, const uint8_t* w, __m512i g[4], uint64_t sg[4], __m256i* sc) {
+        if (kind == ABI_TIQ_IQ2_XS) {
+            const __m512i qs = _mm512_loadu_si512((const void*)(w + 2));
+            _mm256_storeu_si256((__m256i*)sg, abi_iq_ksbytes(_mm512_cvtepi16_epi8(_mm512_srli_epi16(qs, 9))));
+            __m512i t[16];
+            ABI_UNROLL for (int k = 0; k < 16; ++k) t[k] = _mm512_loadu_si512((const void*)(abi_iq2xs_code + 32 * k));
+            const __m512i codes = abi_iq_code512(t, _mm512_and_si512(qs, _mm512_set1_epi16(511)));
+            ABI_UNROLL for (int p = 0; p < 4; ++p) g[p] = abi_iq_expand8(codes, p, abi_iq_val3(8, 25, 43));
+            *sc = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(abi_iq_nib_scales(abi_iq_ld64(w + 66))));
+        } else if (kind == ABI_TIQ_IQ2_S) {
+            ABI_UNROLL for (int p = 0; p < 4; ++p) {
+                g[p] = abi_iq_rows8(abi_iq2s_grid, ABI_IQ2S_IX4(w, 2 * p), ABI_IQ2S_IX4(w, 2 * p + 1));
+                sg[p] = abi_iq_ld64(w + 34 + 8 * p);
+            }
+            *sc = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(abi_iq_nib_scales(abi_iq_ld64(w + 74))));
+        } else {
+            const __m256i aux = _mm256_loadu_si256((const __m256i*)(w + 66));
+            abi_iq_ks8(_mm512_cvtepu32_epi64(aux), 0, (uint32_t*)sg);
+            __m512i t[8];
+            ABI_UNROLL for (int k = 0; k < 8; ++k) t[k] = _mm512_loadu_si512((const void*)(abi_iq3xxs_code + 32 * k));
+            ABI_UNROLL for (int h = 0; h < 2; ++h) {
+                const __m512i codes = abi_iq_code256(t, _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(w + 2 + 32 * h))));
+                ABI_UNROLL for (int p = 0; p < 2; ++p) g[2 * h + p] = abi_iq_expand16x3(codes, p, _mm512_set1_epi64(0x3e342c241c140c04LL));
+            }
+            /* a scale per 32 elements: 2 (aux >> 28) + 1 of group k in words 2 k and 2 k + 1 */
+            const __m256i s = _mm256_or_si256(_mm256_slli_epi32(_mm256_srli_epi32(aux, 28), 1), _mm256_set1_epi32(1));
+            *sc = _mm256_or_si256(s, _mm256_slli_epi32(s, 16));
+        }
+    }
+
+    /* The activations of a pass of n <= 16 tokens, prepared once for all the rows: for pair j
+       (blocks 2 j and 2 j + 1, or the odd last block twice) at xp + 576 n j, 9 rows of n x 64
+       bytes: group g's [q + 128 of block 2 j | of 2 j + 1] (row g < 8), [d of 2 j x 8 | of
+       2 j + 1 x 8] (row 8). */
+    #define ABI_TIQ_PAIR 576
+    #define ABI_TIQ_N 16     /* tokens a pass: a row's unpacking is shared by all of them */
+    static const uint8_t* abi_tiq_prep(const uint8_t* x, Py_ssize_t xs, int n, Py_ssize_t nb) {
+        uint8_t* xp = abi_tile_scratch((size_t)ABI_TIQ_PAIR * n * ((nb + 1) / 2));
+        const __m512i off = _mm512_set1_epi8((char)0x80);
+        for (Py_ssize_t j = 0; 2 * j < nb; ++j) {
+            const Py_ssize_t ia = 2 * j, ib = 2 * j + 1 < nb ? 2 * j + 1 : 2 * j;
+            uint8_t* pp = xp + (size_t)ABI_TIQ_PAIR * n * j;
+            for (int t = 0; t < n; ++t) {
+                const uint8_t* xt = x + t * xs;
+                for (int g = 0; g < 8; ++g)
+                    _mm512_store_si512((void*)(pp + 64 * (g * n + t)),
+                                       _mm512_xor_si512(abi_zld(xt + 292 * ia + 4 + 32 * g, xt + 292 * ib + 4 + 32 * g), off));
+                _mm512_store_ps((float*)(pp + 64 * (8 * n + t)), abi_zf2(abi_ldf32(xt + 292 * ia), abi_ldf32(xt + 292 * ib)));
+            }
+        }
+        return xp;
+    }
+
+    /* blocks i and ib (ib = i + 1, or i for an odd last block, then with lanes 0x00FF) of one
+       row x N tokens (pp: tokens of their prepared pair, a pass of n) into acc */
+    ABI_AINL void abi_tiq_pair(const int kind, const uint8_t* wa, const uint8_t* wb, const uint8_t* pp, int n,
+                               __m512 acc[ABI_TIQ_N], const int N, const __mmask16 lanes) {
+        const __m512i ones = _mm512_set1_epi8(1);
+        __m512i wv[8], ws[8], sum[ABI_TIQ_N];
+        __m512i ga[4], gb[4];
+        uint64_t sa[4], sb[4];
+        __m256i ca, cb;
+        abi_tiq_unpack(kind, wa, ga, sa, &ca);
+        abi_tiq_unpack(kind, wb, gb, sb, &cb);
+        const __m512i sc = abi_zi(ca, cb);
+        __m512i c = _mm512_setzero_si512();
+        ABI_UNROLL for (int g = 0; g < 8; ++g) {
+            const __m512i u = _mm512_shuffle_i64x2(ga[g >> 1], gb[g >> 1], g & 1 ? 0xEE : 0x44);
+            const uint64_t m = (uint32_t)(sa[g >> 1] >> (32 * (g & 1))) | (sb[g >> 1] >> (32 * (g & 1))) << 32;
+            wv[g] = _mm512_mask_sub_epi8(u, (__mmask64)m, _mm512_setzero_si512(), u);
+            /* words [scale 2 g x 8 | 2 g + 1 x 8 | block ib's 2 g x 8 | 2 g + 1 x 8] */
+            ws[g] = _mm512_permutexvar_epi16(_mm512_add_epi16(_mm512_set1_epi16((short)(2 * g)),
+                _mm512_set_epi16(17,17,17,17,17,17,17,17, 16,16,16,16,16,16,16,16, 1,1,1,1,1,1,1,1, 0,0,0,0,0,0,0,0)), sc);
+            c = _mm512_dpwssd_epi32(c, _mm512_maddubs_epi16(ones, wv[g]), ws[g]);
+        }
+        /* 128 times the row's scaled weight sums, lane by lane: the offset's part */
+        c = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(c, 7));
+        ABI_UNROLL for (int t = 0; t < N; ++t) sum[t] = c;
+        ABI_UNROLL for (int g = 0; g < 8; ++g)
+            ABI_UNROLL for (int t = 0; t < N; ++t)
+                sum[t] = _mm512_dpwssd_epi32(sum[t], _mm512_maddubs_epi16(_mm512_load_si512((const void*)(pp + 64 * (g * n + t))), wv[g]), ws[g]);
+        const __m512 dd = kind == ABI_TIQ_IQ3_XXS ? abi_zf2(abi_iqt_iq3xxs(wa), abi_iqt_iq3xxs(wb))
+                                                  : abi_zf2(abi_iqt_iq2(wa), abi_iqt_iq2(wb));
+        ABI_UNROLL for (int t = 0; t < N; ++t) {
+            const __m512 d = _mm512_mul_ps(dd, _mm512_load_ps((const float*)(pp + 64 * (8 * n + t))));
+            acc[t] = lanes == 0xFFFF ? _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sum[t]), acc[t])
+                                     : _mm512_mask3_fmadd_ps(d, _mm512_cvtepi32_ps(sum[t]), acc[t], lanes);
+        }
+    }
+
+    /* row w x N tokens of a pass of n prepared at xp */
+    ABI_AINL void abi_tiq_rn(const int kind, const Py_ssize_t bs, const uint8_t* w, const uint8_t* xp, int n,
+                             Py_ssize_t nb, float* y, Py_ssize_t ys, const int N) {
+        __m512 acc[ABI_TIQ_N];
+        ABI_UNROLL for (int t = 0; t < N; ++t) acc[t] = _mm512_setzero_ps();
+        Py_ssize_t i = 0;
+        for (; i + 1 < nb; i += 2)
+            abi_tiq_pair(kind, w + bs * i, w + bs * (i + 1), xp + ABI_TIQ_PAIR * n * (i / 2), n, acc, N, 0xFFFF);
+        if (i < nb) abi_tiq_pair(kind, w + bs * i, w + bs * i, xp + ABI_TIQ_PAIR * n * (i / 2), n, acc, N, 0x00FF);
+        ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys] = abi_zsum(acc[t]);
+    }
+    /* passes of 16 tokens, each prepared once, over the rows one at a time (the unpacking
+       costs more than the products); a pass of fewer in tiles of 8 and one of what is left */
+    ABI_AINL void abi_tiq_tile(const int kind, const Py_ssize_t bs, const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr,
+                             const uint8_t* x, Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
+        for (Py_ssize_t t = 0; t < nt; t += ABI_TIQ_N) {
+            const int n = nt - t < ABI_TIQ_N ? (int)(nt - t) : ABI_TIQ_N;
+            const uint8_t* xp = abi_tiq_prep(x + t * xs, xs, n, nb);
+            for (Py_ssize_t r = 0; r < nr; ++r) {
+                const uint8_t* wr = w + r * rb;
+                float* yr = y + t * ys + r;
+                if (n == ABI_TIQ_N) { abi_tiq_rn(kind, bs, wr, xp, n, nb, yr, ys, ABI_TIQ_N); continue; }
+                int k = 0;
+                for (; k + 8 <= n; k += 8) abi_tiq_rn(kind, bs, wr, xp + 64 * k, n, nb, yr + k * ys, ys, 8);
+                switch (n - k) {
+                    case 1: abi_tiq_rn(kind, bs, wr, xp + 64 * k, n, nb, yr + k * ys, ys, 1); break;
+                    case 2: abi_tiq_rn(kind, bs, wr, xp + 64 * k, n, nb, yr + k * ys, ys, 2); break;
+                    case 3: abi_tiq_rn(kind, bs, wr, xp + 64 * k, n, nb, yr + k * ys, ys, 3); break;
+                    case 4: abi_tiq_rn(kind, bs, wr, xp + 64 * k, n, nb, yr + k * ys, ys, 4); break;
+                    case 5: abi_tiq_rn(kind, bs, wr, xp + 64 * k, n, nb, yr + k * ys, ys, 5); break;
+                    case 6: abi_tiq_rn(kind, bs, wr, xp + 64 * k, n, nb, yr + k * ys, ys, 6); break;
+                    case 7: abi_tiq_rn(kind, bs, wr, xp + 64 * k, n, nb, yr + k * ys, ys, 7); break;
+                }
+            }
+        }
+    }
+    static void abi_tile_iq2_xs(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x,
+                                Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
+        abi_tiq_tile(ABI_TIQ_IQ2_XS, 74, w, rb, nr, x, xs, nt, nb, y, ys);
+    }
+    static void abi_tile_iq2_s(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x,
+                               Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
+        abi_tiq_tile(ABI_TIQ_IQ2_S, 82, w, rb, nr, x, xs, nt, nb, y, ys);
+    }
+    static void abi_tile_iq3_xxs(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x,
+                                 Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
+        abi_tiq_tile(ABI_TIQ_IQ3_XXS, 98, w, rb, nr, x, xs, nt, nb, y, ys);
+    }
+    #endif /* ABI_IQ_Z */
+
     #else
     #define ABI_QTILE 0
     #define ABI_QTILE_TQ1 0
@@ -869,6 +1030,12 @@ cdef extern from *:
     #endif
     #if !ABI_QTILE_TQ1
     ABI_TILE_STUB(tq1_0)
+    #endif
+    #ifndef ABI_QTILE_IQ     /* no lattice tiles: their prompts take the T = 1 products */
+    #define ABI_QTILE_IQ 0
+    ABI_TILE_STUB(iq2_xs)
+    ABI_TILE_STUB(iq2_s)
+    ABI_TILE_STUB(iq3_xxs)
     #endif
     #endif /* ABI_QTILE_H */
     """
@@ -904,3 +1071,11 @@ cdef extern from *:
                                      Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
     void tile_tq2_0 "abi_tile_tq2_0"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                                      Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    # the lattice tiles (IQ2_XS, IQ2_S, IQ3_XXS), where ABI_QTILE_IQ is 1
+    bint QTILE_IQ "ABI_QTILE_IQ"
+    void tile_iq2_xs "abi_tile_iq2_xs"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                       Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_iq2_s "abi_tile_iq2_s"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                     Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_iq3_xxs "abi_tile_iq3_xxs"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                         Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
