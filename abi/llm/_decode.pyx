@@ -443,15 +443,14 @@ cdef inline float _gelu(Ctx* c, float x) noexcept nogil:
     return c.gelu_table[f32_to_f16(x)]
 
 
-cdef void _qk(Ctx* c, Layer* L, int l, int t, int g, float* rot) noexcept nogil:
-    """Token t, KV group g: Q/K norms and RoPE of the group's heads, K and V into the cache."""
+cdef void _qk(Ctx* c, Layer* L, int l, int t, int g, const float* rot) noexcept nogil:
+    """Token t, KV group g: Q/K norms and RoPE (rot: token t's angles in this layer) of the
+    group's heads, K and V into the cache."""
     cdef int hd = c.hd, group = c.n_head // c.n_kv, hh
     cdef int QD = c.n_head * hd, KD = c.n_kv * hd
     cdef float* krow = c.k + t * KD + g * hd
     cdef float* qrow
     cdef int pos = c.tpos[t]
-    if L.use_rope:
-        _rope_angles(c, pos, L.inv_freq, L.rope_mscale, rot)
     if L.k_norm != NULL and not c.qk_full:
         _rms(krow, L.k_norm, krow, hd, c.eps)
     if L.use_rope:
@@ -701,6 +700,8 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
         if T == 1:
             # each KV group belongs to one thread: it stores the group's keys and values,
             # so that thread can attend at once, with no barrier in between
+            if L.use_rope:
+                _rope_angles(c, c.tpos[0], L.inv_freq, L.rope_mscale, rot)
             g = tid
             while g < c.n_kv:
                 _qk(c, L, l, 0, g, rot)
@@ -712,6 +713,8 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
             # fewer KV groups than threads, as Gemma's one, a split by group leaves some idle)
             t = tid
             while t < T:
+                if L.use_rope:   # once per token, for all its groups
+                    _rope_angles(c, c.tpos[t], L.inv_freq, L.rope_mscale, rot)
                 for g in range(c.n_kv):
                     _qk(c, L, l, t, g, rot)
                 t += nth
