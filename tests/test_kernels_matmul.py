@@ -283,9 +283,11 @@ def test_tiled_products_where_the_machine_has_avx512_vnni():
     single-token route (tiles=False) gives the same bits."""
     flags = open("/proc/cpuinfo").read() if sys.platform.startswith("linux") else ""
     if matmul.SIMD and all(f in flags for f in (" avx512f", " avx512bw", " avx512vl", " avx512_vnni")):
+        # the IQ1 tiles take the IQ1 block code's VBMI, BITALG and BMI2 besides
+        iq1 = {"IQ1_S", "IQ1_M"} if all(f in flags for f in (" avx512vbmi", " avx512_bitalg", " bmi2")) else set()
         assert {GGMLType(t).name for t in matmul.tiled_types()} == {"Q4_1", "Q8_0", "Q5_0", "Q4_K", "Q6_K",
                                                                    "IQ4_NL", "IQ4_XS", "Q5_K", "Q3_K",
-                                                                   "Q4_0", "Q5_1", "Q2_K"}
+                                                                   "Q4_0", "Q5_1", "Q2_K"} | iq1
     for t in TILED:
         rng = np.random.default_rng(12)
         rows, cols = sizes(t)[0]

@@ -667,16 +667,21 @@ cdef extern from *:
        scale, looked up per 128-bit lane with a shuffle: a dpbusd takes it as it is. The
        prompt tiles (_qtile.pxd) unpack a block once for many tokens and take the same
        lanes. The grid rows (2048, too many for registers) one load each by abi_iq_rows8. */
-    static inline __m256i abi_iq1_dot(const __m512i* u, __m256i cf, const uint8_t* x, int shift) {
-        const int8_t* q8 = (const int8_t*)(x + 4);
+    /* the 8 int32 lanes of S from the unpacked block and the activation's 4 x 64 q and bsums */
+    ABI_IQ_BLOCK __m256i abi_iq1_lanes(const __m512i* u, __m256i cf, const __m512i* q, __m256i bsums, int shift) {
         __m512i acc = _mm512_setzero_si512();
-        for (int p = 0; p < 4; ++p) acc = abi_iq_dpbusd512(acc, u[p], _mm512_loadu_si512((const void*)(q8 + 64 * p)));
-        return abi_dpwssd(_mm256_slli_epi32(abi_iq_fold512(acc), shift), _mm256_loadu_si256((const __m256i*)(x + 260)), cf);
+        for (int p = 0; p < 4; ++p) acc = abi_iq_dpbusd512(acc, u[p], q[p]);
+        return abi_dpwssd(_mm256_slli_epi32(abi_iq_fold512(acc), shift), bsums, cf);
+    }
+    ABI_IQ_BLOCK __m256i abi_iq1_dot(const __m512i* u, __m256i cf, const uint8_t* x, int shift) {
+        __m512i q[4];
+        for (int p = 0; p < 4; ++p) q[p] = _mm512_loadu_si512((const void*)(x + 4 + 64 * p));
+        return abi_iq1_lanes(u, cf, q, _mm256_loadu_si256((const __m256i*)(x + 260)), shift);
     }
     /* IQ1_S: 8 grid + ds = 8 (grid + 1) + (ds - 8): per group of 32, (2 s + 1) (8 sum
        (grid + 1) q + (ds - 8) bsum); u = (2 s + 1) (grid + 1), shift 3 */
     #define ABI_IQ1S_SHIFT 3
-    static inline __m256i abi_iq1s_unpack(const uint8_t* w, __m512i* u) {
+    ABI_IQ_BLOCK __m256i abi_iq1s_unpack(const uint8_t* w, __m512i* u) {
         const __m128i qh = _mm_loadu_si128((const __m128i*)(w + 34));
         const __m128i sc = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(qh, 11), _mm_set1_epi16(14)), _mm_set1_epi16(1));
         const __m128i dm8 = _mm_sub_epi16(_mm_or_si128(_mm_srai_epi16(qh, 15), _mm_set1_epi16(1)), _mm_set1_epi16(8));
@@ -723,7 +728,7 @@ cdef extern from *:
        the bsums weighted -9 (2 s + 1). v by a shuffle of the lane's table (2 s + 1) *
        [0, 4, 8, 1, 5, 9] with index grid + 1 + 3 h. */
     #define ABI_IQ1M_SHIFT 1
-    static inline __m256i abi_iq1m_unpack(const uint8_t* w, __m512i* u) {
+    ABI_IQ_BLOCK __m256i abi_iq1m_unpack(const uint8_t* w, __m512i* u) {
         const __m256i sw = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_loadl_epi64((const __m128i*)(w + 48))),
                                                        _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
         __m256i s = _mm256_shuffle_epi8(sw, _mm256_setr_epi8(0,1,0,1,0,1,0,1, 2,3,2,3,2,3,2,3, 0,1,0,1,0,1,0,1, 2,3,2,3,2,3,2,3));
