@@ -364,9 +364,10 @@ cdef extern from *:
         return _mm512_permutexvar_epi8(c, val);
     }
     /* 8 rows of an 8-byte grid, their indices 16 bits apart in a (rows 0-3) and b (rows
-       4-7): each a masked broadcast from memory, in two chains (faster on Zen 5 than vmovq /
-       vpinsrq / inserts, a stack round trip or a gather) */
-    #define ABI_IQ_ROW8(grid, v, j) _mm_loadl_epi64((const __m128i*)((grid) + (uint16_t)((v) >> (16 * (j)))))
+       4-7): each a plain 256-bit broadcast from memory, 4 merged by immediate blends. On
+       this Zen 5 (2 vector loads a cycle) that beat, in ns a block of IQ1_S: masked 512-bit
+       broadcasts (11.8 against 11.2), gathers (19), half the rows by scalar loads moved into
+       vector registers (12), indices built by vector ops and read back from memory (18) */
     #define ABI_IQ_BC8(grid, v, j) _mm256_set1_epi64x((long long)(grid)[(uint16_t)((v) >> (16 * (j)))])
     static inline __m256i abi_iq_rows4(const uint64_t* grid, uint64_t a) {
         __m256i r = _mm256_blend_epi32(ABI_IQ_BC8(grid, a, 0), ABI_IQ_BC8(grid, a, 1), 0x0C);
@@ -666,8 +667,9 @@ cdef extern from *:
        S = (sum_e u_e q_e << shift) + sum_j cf_j bsum_j. u is a grid row's value times its
        scale, looked up per 128-bit lane with a shuffle: a dpbusd takes it as it is. The
        prompt tiles (_qtile.pxd) unpack a block once for many tokens and take the same
-       lanes. The grid rows (2048, too many for registers) one load each by abi_iq_rows8. */
-    /* the 8 int32 lanes of S from the unpacked block and the activation's 4 x 64 q and bsums */
+       lanes. The grid rows (2048, too many for registers) one load each by abi_iq_rows8.
+       abi_iq1_lanes: the 8 int32 lanes of S from the unpacked block and the activation's
+       4 x 64 q and bsums (dpbusd does not saturate; u <= 135). */
     ABI_IQ_BLOCK __m256i abi_iq1_lanes(const __m512i* u, __m256i cf, const __m512i* q, __m256i bsums, int shift) {
         __m512i acc = _mm512_setzero_si512();
         for (int p = 0; p < 4; ++p) acc = abi_iq_dpbusd512(acc, u[p], q[p]);
