@@ -328,6 +328,13 @@ cdef extern from *:
         return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b));
     #endif
     }
+    static inline __m512i abi_iq_dpbusd512(__m512i acc, __m512i u, __m512i s) {
+    #if defined(__AVX512VNNI__)
+        return _mm512_dpbusd_epi32(acc, u, s);
+    #else
+        return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1)));
+    #endif
+    }
     /* 16-bit codes of up to 256 rows (idx words 0..255) from a table held in 8 registers */
     static inline __m512i abi_iq_code256(const __m512i* t, __m512i idx) {
         const __mmask32 m6 = _mm512_test_epi16_mask(idx, _mm512_set1_epi16(64));
@@ -357,18 +364,18 @@ cdef extern from *:
         return _mm512_permutexvar_epi8(c, val);
     }
     /* 8 rows of an 8-byte grid, their indices 16 bits apart in a (rows 0-3) and b (rows
-       4-7): each a masked broadcast from memory, in two chains (faster on Zen 5 than vmovq /
-       vpinsrq / inserts, a stack round trip or a gather) */
-    #define ABI_IQ_ROW8(grid, v, j) _mm_loadl_epi64((const __m128i*)((grid) + (uint16_t)((v) >> (16 * (j)))))
+       4-7): each a plain 256-bit broadcast from memory, 4 merged by immediate blends. On
+       this Zen 5 (2 vector loads a cycle) that beat, in ns a block of IQ1_S: masked 512-bit
+       broadcasts (11.8 against 11.2), gathers (19), half the rows by scalar loads moved into
+       vector registers (12), indices built by vector ops and read back from memory (18) */
+    #define ABI_IQ_BC8(grid, v, j) _mm256_set1_epi64x((long long)(grid)[(uint16_t)((v) >> (16 * (j)))])
+    static inline __m256i abi_iq_rows4(const uint64_t* grid, uint64_t a) {
+        __m256i r = _mm256_blend_epi32(ABI_IQ_BC8(grid, a, 0), ABI_IQ_BC8(grid, a, 1), 0x0C);
+        r = _mm256_blend_epi32(r, ABI_IQ_BC8(grid, a, 2), 0x30);
+        return _mm256_blend_epi32(r, ABI_IQ_BC8(grid, a, 3), 0xC0);
+    }
     static inline __m512i abi_iq_rows8(const uint64_t* grid, uint64_t a, uint64_t b) {
-        __m512i lo = _mm512_castsi128_si512(ABI_IQ_ROW8(grid, a, 0)), hi = _mm512_maskz_broadcastq_epi64(0x10, ABI_IQ_ROW8(grid, b, 0));
-        lo = _mm512_mask_broadcastq_epi64(lo, 0x02, ABI_IQ_ROW8(grid, a, 1));
-        hi = _mm512_mask_broadcastq_epi64(hi, 0x20, ABI_IQ_ROW8(grid, b, 1));
-        lo = _mm512_mask_broadcastq_epi64(lo, 0x04, ABI_IQ_ROW8(grid, a, 2));
-        hi = _mm512_mask_broadcastq_epi64(hi, 0x40, ABI_IQ_ROW8(grid, b, 2));
-        lo = _mm512_mask_broadcastq_epi64(lo, 0x08, ABI_IQ_ROW8(grid, a, 3));
-        hi = _mm512_mask_broadcastq_epi64(hi, 0x80, ABI_IQ_ROW8(grid, b, 3));
-        return _mm512_or_si512(lo, hi);
+        return _mm512_inserti64x4(_mm512_castsi256_si512(abi_iq_rows4(grid, a)), abi_iq_rows4(grid, b), 1);
     }
     /* 64 activation bytes with the lanes set in ``signs`` negated */
     static inline __m512i abi_iq_sq512(const int8_t* q8, uint64_t signs) {
@@ -655,27 +662,45 @@ cdef extern from *:
     #define ABI_IQ1S_IX4(w, k) (_pdep_u64(abi_ld32((w) + 2 + 4 * (k)), 0x00FF00FF00FF00FFULL) | _pdep_u64(abi_ld16((w) + 34 + 2 * (k)), 0x0700070007000700ULL))
     #define ABI_IQ1M_IX4(w, k) (_pdep_u64(abi_ld32((w) + 4 * (k)), 0x00FF00FF00FF00FFULL) | \\
                                 (_pdep_u64(abi_ld16((w) + 32 + 2 * (k)), 0x0F000F000F000F00ULL) & 0x0700070007000700ULL))
-    /* 8 grid + ds = 8 (grid + 1) + (ds - 8): per group of 32, (2 s + 1) (8 sum (grid + 1) q
-       + (ds - 8) bsum), the bsum part once a block. The grid rows (2048, too many for
-       registers) one load each by abi_iq_rows8. */
-    ABI_IQ_BLOCK __m256i abi_iqv_iq1_s(const uint8_t* w, const uint8_t* x) {
-        const int8_t* q8 = (const int8_t*)(x + 4);
+    /* An IQ1 block as 4 x 64 unsigned bytes u (elements 64 p .. 64 p + 63 in u[p]) and 16
+       int16 weights cf of the activation's 16 bsums, such that its integer sum is
+       S = (sum_e u_e q_e << shift) + sum_j cf_j bsum_j. u is a grid row's value times its
+       scale, looked up per 128-bit lane with a shuffle: a dpbusd takes it as it is. The
+       prompt tiles (_qtile.pxd) unpack a block once for many tokens and take the same
+       lanes. The grid rows (2048, too many for registers) one load each by abi_iq_rows8.
+       abi_iq1_lanes: the 8 int32 lanes of S from the unpacked block and the activation's
+       4 x 64 q and bsums (dpbusd does not saturate; u <= 135). */
+    ABI_IQ_BLOCK __m256i abi_iq1_lanes(const __m512i* u, __m256i cf, const __m512i* q, __m256i bsums, int shift) {
+        __m512i acc = _mm512_setzero_si512();
+        for (int p = 0; p < 4; ++p) acc = abi_iq_dpbusd512(acc, u[p], q[p]);
+        return abi_dpwssd(_mm256_slli_epi32(abi_iq_fold512(acc), shift), bsums, cf);
+    }
+    ABI_IQ_BLOCK __m256i abi_iq1_dot(const __m512i* u, __m256i cf, const uint8_t* x, int shift) {
+        __m512i q[4];
+        for (int p = 0; p < 4; ++p) q[p] = _mm512_loadu_si512((const void*)(x + 4 + 64 * p));
+        return abi_iq1_lanes(u, cf, q, _mm256_loadu_si256((const __m256i*)(x + 260)), shift);
+    }
+    /* IQ1_S: 8 grid + ds = 8 (grid + 1) + (ds - 8): per group of 32, (2 s + 1) (8 sum
+       (grid + 1) q + (ds - 8) bsum); u = (2 s + 1) (grid + 1), shift 3 */
+    #define ABI_IQ1S_SHIFT 3
+    ABI_IQ_BLOCK __m256i abi_iq1s_unpack(const uint8_t* w, __m512i* u) {
         const __m128i qh = _mm_loadu_si128((const __m128i*)(w + 34));
         const __m128i sc = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(qh, 11), _mm_set1_epi16(14)), _mm_set1_epi16(1));
         const __m128i dm8 = _mm_sub_epi16(_mm_or_si128(_mm_srai_epi16(qh, 15), _mm_set1_epi16(1)), _mm_set1_epi16(8));
         const __m128i cf = _mm_mullo_epi16(sc, dm8);        /* word g: the weight of group g's two bsums */
-        const __m256i acc0 = abi_dpwssd(_mm256_setzero_si256(), _mm256_loadu_si256((const __m256i*)(x + 260)),
-                                        _mm256_set_m128i(_mm_unpackhi_epi16(cf, cf), _mm_unpacklo_epi16(cf, cf)));
-        const __m512i sc8 = _mm512_castsi128_si512(_mm_slli_epi16(sc, 3));
-        const __m512i one = _mm512_set1_epi8(1);
-        __m512i acc = _mm512_setzero_si512();
+        /* word g: bytes 2 s + 1 and 2 (2 s + 1), picked by grid bytes 0 and 1; -1 (0xFF) gives 0 */
+        const __m512i st = _mm512_castsi128_si512(_mm_mullo_epi16(sc, _mm_set1_epi16(0x0201)));
         for (int p = 0; p < 4; ++p) {
             const __m512i g = abi_iq_rows8(abi_iq1s_grid, ABI_IQ1S_IX4(w, 2 * p), ABI_IQ1S_IX4(w, 2 * p + 1));
             const __m512i gp = _mm512_mask_blend_epi16(0xFFFF0000u, _mm512_set1_epi16((short)(2 * p)), _mm512_set1_epi16((short)(2 * p + 1)));
-            acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(_mm512_add_epi8(g, one), _mm512_loadu_si512((const void*)(q8 + 64 * p))),
-                                   _mm512_permutexvar_epi16(gp, sc8));
+            u[p] = _mm512_shuffle_epi8(_mm512_permutexvar_epi16(gp, st), g);
         }
-        return _mm256_add_epi32(acc0, abi_iq_fold512(acc));
+        return _mm256_set_m128i(_mm_unpackhi_epi16(cf, cf), _mm_unpacklo_epi16(cf, cf));
+    }
+    ABI_IQ_BLOCK __m256i abi_iqv_iq1_s(const uint8_t* w, const uint8_t* x) {
+        __m512i u[4];
+        const __m256i cf = abi_iq1s_unpack(w, u);
+        return abi_iq1_dot(u, cf, x, ABI_IQ1S_SHIFT);
     }
     #else
     ABI_IQ_BLOCK __m256i abi_iqv_iq1_s(const uint8_t* w, const uint8_t* x) {
@@ -700,34 +725,39 @@ cdef extern from *:
     #endif
 
     #if ABI_IQ_Z
-    /* as below with the grid rows as IQ1_S's, two groups a 512-bit step; a row's delta sign
-       by one mask test */
-    ABI_IQ_BLOCK __m256i abi_iqv_iq1_m(const uint8_t* w, const uint8_t* x) {
-        const int8_t* q8 = (const int8_t*)(x + 4);
+    /* IQ1_M: a scale per 16 elements (a 128-bit lane), a delta sign per row: 8 grid + ds =
+       2 v - 9 with v = 4 (grid + 1) + h, h = (ds + 1) / 2; u = (2 s + 1) v <= 135, shift 1,
+       the bsums weighted -9 (2 s + 1). v by a shuffle of the lane's table (2 s + 1) *
+       [0, 4, 8, 1, 5, 9] with index grid + 1 + 3 h. */
+    #define ABI_IQ1M_SHIFT 1
+    ABI_IQ_BLOCK __m256i abi_iq1m_unpack(const uint8_t* w, __m512i* u) {
         const __m256i sw = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_loadl_epi64((const __m128i*)(w + 48))),
                                                        _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
         __m256i s = _mm256_shuffle_epi8(sw, _mm256_setr_epi8(0,1,0,1,0,1,0,1, 2,3,2,3,2,3,2,3, 0,1,0,1,0,1,0,1, 2,3,2,3,2,3,2,3));
         s = _mm256_srli_epi16(_mm256_mullo_epi16(s, _mm256_setr_epi16(512, 64, 8, 1, 512, 64, 8, 1, 512, 64, 8, 1, 512, 64, 8, 1)), 9);
         s = _mm256_or_si256(_mm256_and_si256(_mm256_slli_epi16(s, 1), _mm256_set1_epi16(14)), _mm256_set1_epi16(1));
-        const __m256i acc0 = abi_dpwssd(_mm256_setzero_si256(), _mm256_loadu_si256((const __m256i*)(x + 260)),
-                                        _mm256_mullo_epi16(s, _mm256_set1_epi16(-9)));
         const __m512i sz = _mm512_castsi256_si512(s);
-        const __m512i one = _mm512_set1_epi8(1), two = _mm512_set1_epi8(2);
+        /* per lane words 0-2: bytes v = 0, 4, 8, 1, 5, 9, times 2 s + 1 (no word overflows) */
+        const __m512i vt = _mm512_broadcast_i32x4(_mm_setr_epi16(4 << 8, 8 | 1 << 8, 5 | 9 << 8, 0, 0, 0, 0, 0));
+        const __m512i one = _mm512_set1_epi8(1), four = _mm512_set1_epi8(4);
         const __m512i nbit = _mm512_set_epi64(1LL << 31, 1LL << 27, 1LL << 23, 1LL << 19, 1LL << 15, 1LL << 11, 1LL << 7, 1LL << 3);
-        __m512i acc = _mm512_setzero_si512();
         for (int p = 0; p < 4; ++p) {
             const uint8_t* h = w + 32 + 4 * p;     /* nibbles of rows 8 p .. 8 p + 7 */
-            __m512i g = abi_iq_rows8(abi_iq1s_grid, ABI_IQ1M_IX4(w, 2 * p), ABI_IQ1M_IX4(w, 2 * p + 1));
-            /* u = 8 (grid + 1) + 2, less 2 in the rows whose nibble has bit 3 (negative delta) */
+            const __m512i g = abi_iq_rows8(abi_iq1s_grid, ABI_IQ1M_IX4(w, 2 * p), ABI_IQ1M_IX4(w, 2 * p + 1));
+            /* grid + 1 + 3 h: h = 0 in the rows whose nibble has bit 3 (negative delta) */
             const __mmask8 neg = _mm512_test_epi64_mask(_mm512_set1_epi64((long long)abi_ld32(h)), nbit);
-            __m512i u = _mm512_add_epi8(_mm512_slli_epi16(_mm512_add_epi8(g, one), 3), two);
-            u = _mm512_sub_epi8(u, _mm512_maskz_mov_epi64(neg, two));
+            const __m512i ix = _mm512_add_epi8(g, _mm512_mask_blend_epi64(neg, four, one));
             /* scale j covers elements 16 j .. 16 j + 15 */
             const __m512i sc = _mm512_permutexvar_epi16(_mm512_add_epi16(_mm512_set1_epi16((short)(4 * p)),
                 _mm512_set_epi16(3,3,3,3,3,3,3,3, 2,2,2,2,2,2,2,2, 1,1,1,1,1,1,1,1, 0,0,0,0,0,0,0,0)), sz);
-            acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(u, _mm512_loadu_si512((const void*)(q8 + 64 * p))), sc);
+            u[p] = _mm512_shuffle_epi8(_mm512_mullo_epi16(sc, vt), ix);
         }
-        return _mm256_add_epi32(acc0, abi_iq_fold512(acc));
+        return _mm256_mullo_epi16(s, _mm256_set1_epi16(-9));
+    }
+    ABI_IQ_BLOCK __m256i abi_iqv_iq1_m(const uint8_t* w, const uint8_t* x) {
+        __m512i u[4];
+        const __m256i cf = abi_iq1m_unpack(w, u);
+        return abi_iq1_dot(u, cf, x, ABI_IQ1M_SHIFT);
     }
     #else
     ABI_IQ_BLOCK __m256i abi_iqv_iq1_m(const uint8_t* w, const uint8_t* x) {
@@ -771,13 +801,6 @@ cdef extern from *:
         __m512i te = _mm512_mulhi_epu16(_mm512_mullo_epi16(_mm512_slli_epi16(b, 8), p), three);
         __m512i to = _mm512_mulhi_epu16(_mm512_mullo_epi16(_mm512_and_si512(b, _mm512_set1_epi16((short)0xFF00)), p), three);
         return _mm512_or_si512(te, _mm512_slli_epi16(to, 8));
-    }
-    static inline __m512i abi_iq_dpbusd512(__m512i acc, __m512i u, __m512i s) {
-    #if defined(__AVX512VNNI__)
-        return _mm512_dpbusd_epi32(acc, u, s);
-    #else
-        return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1)));
-    #endif
     }
     static inline __m512i abi_pow3x4(int a, int b, int c, int d) {     /* int16 powers, 16 a quarter */
         return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16((short)b), _mm_set1_epi16((short)a))),

@@ -21,7 +21,7 @@
 from libc.stdint cimport uint8_t
 
 from abi._kernels._qdot cimport QDOT_SIMD   # its C (abi_f16t, abi_hsum8, abi_nibbles32) first
-from abi._kernels._qdot_iq cimport QDOT_IQ_SIMD   # its C (abi_e8m0_half, the trit and lattice unpacking) too
+from abi._kernels._qdot_iq cimport QDOT_IQ_SIMD   # its C (abi_e8m0_half, the trit, lattice and IQ1 unpacking) too
 
 cdef extern from *:
     """
@@ -799,6 +799,55 @@ cdef extern from *:
         abi_tile_tq_rn(w, rb, x, xs, nb, y, ys, R, N, 0);
     }
 
+    /* ------------------------------------------------------------------ IQ1_S, IQ1_M x Q8_K
+       T = 1 (ABI_IQ_ROW_SIMD of _qdot_iq.pxd): acc0 (even blocks), acc1 (odd); here
+       [acc0 | acc1]. A block is unpacked once per tile (abi_iq1s/m_unpack) and its 8 lanes
+       per token are the T = 1 kernel's (abi_iq1_lanes), added into the block's half by a
+       masked fused multiply-add. Needs the pdep/VBMI block code (ABI_IQ_Z). */
+    #if ABI_IQ_Z
+    #define ABI_QTILE_IQ1 1
+    ABI_AINL void abi_tile_iq1_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                  Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N, const int m) {
+        const Py_ssize_t wsize = m ? 56 : 50;
+        __m512 acc[ABI_TILE_R][ABI_TILE_N];
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
+        for (Py_ssize_t i = 0; i < nb; ++i) {
+            const __mmask16 half = i & 1 ? 0xFF00 : 0x00FF;
+            __m512i u[ABI_TILE_R][4];
+            __m256i cf[ABI_TILE_R];
+            float dw[ABI_TILE_R];
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
+                const uint8_t* wr = w + r * rb + wsize * i;
+                cf[r] = m ? abi_iq1m_unpack(wr, u[r]) : abi_iq1s_unpack(wr, u[r]);
+                dw[r] = m ? abi_iqs_iq1m(wr) : abi_iqt_iq2(wr);
+            }
+            ABI_UNROLL for (int t = 0; t < N; ++t) {
+                const uint8_t* xt = x + t * xs + 292 * i;
+                __m512i q[4];
+                ABI_UNROLL for (int p = 0; p < 4; ++p) q[p] = _mm512_loadu_si512((const void*)(xt + 4 + 64 * p));
+                const __m256i bs = _mm256_loadu_si256((const __m256i*)(xt + 260));
+                const float dx = abi_ldf32(xt);
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                    const __m256i v = abi_iq1_lanes(u[r], cf[r], q, bs, m ? ABI_IQ1M_SHIFT : ABI_IQ1S_SHIFT);
+                    acc[r][t] = _mm512_mask3_fmadd_ps(_mm512_set1_ps(dw[r] * dx), _mm512_cvtepi32_ps(_mm512_broadcast_i64x4(v)),
+                                                      acc[r][t], half);
+                }
+            }
+        }
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_zsum(acc[r][t]);
+    }
+    ABI_AINL void abi_tile_iq1_s_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                    Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        abi_tile_iq1_rn(w, rb, x, xs, nb, y, ys, R, N, 0);
+    }
+    ABI_AINL void abi_tile_iq1_m_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                    Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        abi_tile_iq1_rn(w, rb, x, xs, nb, y, ys, R, N, 1);
+    }
+    #else
+    #define ABI_QTILE_IQ1 0
+    #endif
+
     /* n (< TN) leftover tokens as one tile of that many: the rows are unpacked once for
        all of them, not once per token (a continuous batch of 2, 3, 5... sequences); a case
        k >= TN falls through to the full tile */
@@ -1010,8 +1059,17 @@ cdef extern from *:
     }
     #endif /* ABI_IQ_Z */
 
+    #if ABI_QTILE_IQ1
+    ABI_TILE_DRIVER(iq1_s, 2, 8)
+    ABI_TILE_DRIVER(iq1_m, 2, 8)
+    #else
+    ABI_TILE_STUB(iq1_s)
+    ABI_TILE_STUB(iq1_m)
+    #endif
+
     #else
     #define ABI_QTILE 0
+    #define ABI_QTILE_IQ1 0
     #define ABI_QTILE_TQ1 0
     ABI_TILE_STUB(q4_1)
     ABI_TILE_STUB(q8_0)
@@ -1027,6 +1085,8 @@ cdef extern from *:
     ABI_TILE_STUB(q2_k)
     ABI_TILE_STUB(mxfp4)
     ABI_TILE_STUB(tq2_0)
+    ABI_TILE_STUB(iq1_s)
+    ABI_TILE_STUB(iq1_m)
     #endif
     #if !ABI_QTILE_TQ1
     ABI_TILE_STUB(tq1_0)
@@ -1041,6 +1101,7 @@ cdef extern from *:
     """
     bint QTILE "ABI_QTILE"
     bint QTILE_TQ1 "ABI_QTILE_TQ1"
+    bint QTILE_IQ1 "ABI_QTILE_IQ1"
     void tile_q4_1 "abi_tile_q4_1"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                                    Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
     void tile_q8_0 "abi_tile_q8_0"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
@@ -1079,3 +1140,7 @@ cdef extern from *:
                                      Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
     void tile_iq3_xxs "abi_tile_iq3_xxs"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                                          Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_iq1_s "abi_tile_iq1_s"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                     Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_iq1_m "abi_tile_iq1_m"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                     Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
