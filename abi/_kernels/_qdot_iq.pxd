@@ -387,12 +387,22 @@ cdef extern from *:
     #endif
 
     #if ABI_IQ_Z
-    /* all 32 row codes looked up in registers (no scalar grid loads), two groups a step */
-    ABI_IQ_BLOCK __m256i abi_iqv_iq2_xxs(const uint8_t* w, const uint8_t* x) {
-        const int8_t* q8 = (const int8_t*)(x + 4);
-        uint64_t sg[4];
+    /* A block's weights unpacked for its dot with one activation block (the prompt tiles
+       unpack a block once for many tokens): step p covers groups 2p, 2p + 1, i.e. the
+       activation bytes 64 p .. 64 p + 63, as the grid magnitudes u, the sign bits sg (which
+       negate the activation) and the int16 scales s (2 ls + 1) of the maddubs pairs. */
+    typedef struct { __m512i u[4], s[4]; uint64_t sg[4]; } abi_iq_wb;
+    /* the block sum of an unpacked block with q8: 16 lanes folded to the 8 the row loop takes */
+    ABI_IQ_BLOCK __m256i abi_iq_wdot(const abi_iq_wb* b, const int8_t* q8) {
+        __m512i acc = _mm512_setzero_si512();
+        for (int p = 0; p < 4; ++p)
+            acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(b->u[p], abi_iq_sq512(q8 + 64 * p, b->sg[p])), b->s[p]);
+        return abi_iq_fold512(acc);
+    }
+    /* all 32 row codes looked up in registers (no scalar grid loads) */
+    ABI_IQ_BLOCK void abi_iqw_iq2_xxs(const uint8_t* w, abi_iq_wb* b) {
         const __m512i raw = _mm512_loadu_si512((const void*)(w + 2));
-        abi_iq_ks8(raw, 32, (uint32_t*)sg);
+        abi_iq_ks8(raw, 32, (uint32_t*)b->sg);
         __m512i t[8];
         for (int k = 0; k < 8; ++k) t[k] = _mm512_loadu_si512((const void*)(abi_iq2xxs_code + 32 * k));
         /* index byte 8 g + l (l < 4) -> word 4 g + l */
@@ -404,15 +414,17 @@ cdef extern from *:
         /* 2 ls + 1 of group g in word 4 g + 3 (top nibble of byte 8 g + 7) */
         const __m512i sc = _mm512_or_si512(_mm512_slli_epi16(_mm512_srli_epi16(raw, 12), 1), _mm512_set1_epi16(1));
         const __m512i val = abi_iq_val3(8, 25, 43);
-        __m512i acc = _mm512_setzero_si512();
         for (int p = 0; p < 4; ++p) {
-            const __m512i q = abi_iq_sq512(q8 + 64 * p, sg[p]);
-            __m512i s = _mm512_permutexvar_epi16(_mm512_set_epi16(
+            b->u[p] = abi_iq_expand8(codes, p, val);
+            b->s[p] = _mm512_permutexvar_epi16(_mm512_set_epi16(
                 8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,
                 8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3), sc);
-            acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(abi_iq_expand8(codes, p, val), q), s);
         }
-        return abi_iq_fold512(acc);
+    }
+    ABI_IQ_BLOCK __m256i abi_iqv_iq2_xxs(const uint8_t* w, const uint8_t* x) {
+        abi_iq_wb b;
+        abi_iqw_iq2_xxs(w, &b);
+        return abi_iq_wdot(&b, (const int8_t*)(x + 4));
     }
     #else
     ABI_IQ_BLOCK __m256i abi_iqv_iq2_xxs(const uint8_t* w, const uint8_t* x) {
@@ -588,9 +600,8 @@ cdef extern from *:
     #endif
 
     #if ABI_IQ_Z
-    /* the 64 row codes looked up in 16 registers, two groups a 512-bit step */
-    ABI_IQ_BLOCK __m256i abi_iqv_iq3_s(const uint8_t* w, const uint8_t* x) {
-        const int8_t* q8 = (const int8_t*)(x + 4);
+    /* the 64 row codes looked up in 16 registers */
+    ABI_IQ_BLOCK void abi_iqw_iq3_s(const uint8_t* w, abi_iq_wb* b) {
         /* index 8 g + l: qs | bit l of qh[g] as bit 8 */
         const uint64_t qh = (uint64_t)abi_ld32(w + 66) | ((uint64_t)abi_ld32(w + 70) << 32);
         const __m512i lo = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(w + 2)));
@@ -600,15 +611,17 @@ cdef extern from *:
         const __m512i codes[2] = {abi_iq_code512(t, _mm512_mask_add_epi16(lo, (__mmask32)qh, lo, _mm512_set1_epi16(256))),
                                   abi_iq_code512(t, _mm512_mask_add_epi16(hi, (__mmask32)(qh >> 32), hi, _mm512_set1_epi16(256)))};
         const __m512i val = _mm512_set1_epi64(0x0f0d0b0907050301LL);     /* 1, 3, .., 15 */
-        __m512i acc = _mm512_setzero_si512();
         for (int p = 0; p < 4; ++p) {
-            uint64_t sgp; memcpy(&sgp, w + 74 + 8 * p, 8);
-            const __m512i q = abi_iq_sq512(q8 + 64 * p, sgp);
-            const int b = w[106 + p];
-            __m512i s = _mm512_mask_blend_epi16(0xFFFF0000u, _mm512_set1_epi16((short)(2 * (b & 15) + 1)), _mm512_set1_epi16((short)(2 * (b >> 4) + 1)));
-            acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(abi_iq_expand16x3(codes[p >> 1], p & 1, val), q), s);
+            b->sg[p] = abi_iq_ld64(w + 74 + 8 * p);
+            const int c = w[106 + p];
+            b->s[p] = _mm512_mask_blend_epi16(0xFFFF0000u, _mm512_set1_epi16((short)(2 * (c & 15) + 1)), _mm512_set1_epi16((short)(2 * (c >> 4) + 1)));
+            b->u[p] = abi_iq_expand16x3(codes[p >> 1], p & 1, val);
         }
-        return abi_iq_fold512(acc);
+    }
+    ABI_IQ_BLOCK __m256i abi_iqv_iq3_s(const uint8_t* w, const uint8_t* x) {
+        abi_iq_wb b;
+        abi_iqw_iq3_s(w, &b);
+        return abi_iq_wdot(&b, (const int8_t*)(x + 4));
     }
     #else
     ABI_IQ_BLOCK __m256i abi_iqv_iq3_s(const uint8_t* w, const uint8_t* x) {
