@@ -283,9 +283,12 @@ def test_tiled_products_where_the_machine_has_avx512_vnni():
     single-token route (tiles=False) gives the same bits."""
     flags = open("/proc/cpuinfo").read() if sys.platform.startswith("linux") else ""
     if matmul.SIMD and all(f in flags for f in (" avx512f", " avx512bw", " avx512vl", " avx512_vnni")):
+        # the IQ2_XXS and IQ3_S tiles share the 512-bit IQ kernels, which need VBMI, BITALG and BMI2 too
+        iqz = all(f in flags for f in (" avx512_vbmi", " avx512_bitalg", " bmi2"))
         assert {GGMLType(t).name for t in matmul.tiled_types()} == {"Q4_1", "Q8_0", "Q5_0", "Q4_K", "Q6_K",
                                                                    "IQ4_NL", "IQ4_XS", "Q5_K", "Q3_K",
-                                                                   "Q4_0", "Q5_1", "Q2_K"}
+                                                                   "Q4_0", "Q5_1", "Q2_K",
+                                                                   *(("IQ2_XXS", "IQ3_S") if iqz else ())}
     for t in TILED:
         rng = np.random.default_rng(12)
         rows, cols = sizes(t)[0]

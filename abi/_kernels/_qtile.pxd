@@ -20,11 +20,14 @@
 from libc.stdint cimport uint8_t
 
 from abi._kernels._qdot cimport QDOT_SIMD   # its C (abi_f16t, abi_hsum8, abi_nibbles32) first
+from abi._kernels._qdot_iq cimport QDOT_IQ_SIMD   # its C (abi_iqw_*, abi_iq_wdot) first
 
 cdef extern from *:
     """
     #ifndef ABI_QTILE_H
     #define ABI_QTILE_H
+    #define ABI_TILE_STUB(name) static void abi_tile_##name(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, \\
+        const uint8_t* x, Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {}
     #if ABI_QDOT_SIMD && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
     #define ABI_QTILE 1
     #include <stdio.h>
@@ -752,8 +755,6 @@ cdef extern from *:
 
     #else
     #define ABI_QTILE 0
-    #define ABI_TILE_STUB(name) static void abi_tile_##name(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, \\
-        const uint8_t* x, Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {}
     ABI_TILE_STUB(q4_1)
     ABI_TILE_STUB(q8_0)
     ABI_TILE_STUB(q5_0)
@@ -767,9 +768,59 @@ cdef extern from *:
     ABI_TILE_STUB(q5_1)
     ABI_TILE_STUB(q2_k)
     #endif
+
+    /* ================================================================== IQ2_XXS, IQ3_S x Q8_K
+       T = 1 (_qdot_iq.pxd, its 512-bit path): acc0 (even blocks), acc1 (odd); here [acc0 |
+       acc1], a block's folded sum added into its half by a masked FMA. A row's block is
+       unpacked (abi_iqw_*: the grid lookups, signs and scales, most of the T = 1 work) once
+       for the N tokens, and each token's sum is the T = 1 kernel's abi_iq_wdot. */
+    #if ABI_QTILE && ABI_IQ_Z
+    #define ABI_QTILE_IQZ 1
+    enum { ABI_IQZ_IQ2_XXS, ABI_IQZ_IQ3_S };
+    ABI_AINL void abi_tile_iqz_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs, Py_ssize_t nb,
+                                  float* y, Py_ssize_t ys, const int R, const int N, const int type) {
+        const Py_ssize_t bs = type == ABI_IQZ_IQ3_S ? 110 : 66;
+        __m512 acc[ABI_TILE_R][ABI_TILE_N];
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
+        for (Py_ssize_t i = 0; i < nb; ++i) {
+            const __mmask16 half = i & 1 ? 0xFF00 : 0x00FF;
+            abi_iq_wb b[ABI_TILE_R];
+            float dw[ABI_TILE_R];
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
+                const uint8_t* wr = w + r * rb + bs * i;
+                if (type == ABI_IQZ_IQ3_S) { abi_iqw_iq3_s(wr, &b[r]); dw[r] = abi_iqt_d0(wr); }
+                else { abi_iqw_iq2_xxs(wr, &b[r]); dw[r] = abi_iqt_iq2(wr); }
+            }
+            ABI_UNROLL for (int t = 0; t < N; ++t) {
+                const uint8_t* xt = x + t * xs + 292 * i;
+                const float dx = abi_ldf32(xt);
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                    const __m256i v = abi_iq_wdot(&b[r], (const int8_t*)(xt + 4));
+                    acc[r][t] = _mm512_mask3_fmadd_ps(_mm512_set1_ps(dw[r] * dx), _mm512_cvtepi32_ps(abi_zi(v, v)), acc[r][t], half);
+                }
+            }
+        }
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_zsum(acc[r][t]);
+    }
+    ABI_AINL void abi_tile_iq2_xxs_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                      Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        abi_tile_iqz_rn(w, rb, x, xs, nb, y, ys, R, N, ABI_IQZ_IQ2_XXS);
+    }
+    ABI_AINL void abi_tile_iq3_s_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                    Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        abi_tile_iqz_rn(w, rb, x, xs, nb, y, ys, R, N, ABI_IQZ_IQ3_S);
+    }
+    ABI_TILE_DRIVER(iq2_xxs, 2, 4)
+    ABI_TILE_DRIVER(iq3_s, 2, 4)
+    #else
+    #define ABI_QTILE_IQZ 0     /* no 512-bit IQ kernels (VBMI, BITALG, BMI2) to share */
+    ABI_TILE_STUB(iq2_xxs)
+    ABI_TILE_STUB(iq3_s)
+    #endif
     #endif /* ABI_QTILE_H */
     """
     bint QTILE "ABI_QTILE"
+    bint QTILE_IQZ "ABI_QTILE_IQZ"
     void tile_q4_1 "abi_tile_q4_1"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                                    Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
     void tile_q8_0 "abi_tile_q8_0"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
@@ -794,3 +845,7 @@ cdef extern from *:
                                    Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
     void tile_q2_k "abi_tile_q2_k"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                                    Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_iq2_xxs "abi_tile_iq2_xxs"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                         Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_iq3_s "abi_tile_iq3_s"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                     Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
