@@ -392,13 +392,15 @@ cdef extern from *:
        activation bytes 64 p .. 64 p + 63, as the grid magnitudes u, the sign bits sg (which
        negate the activation) and the int16 scales s (2 ls + 1) of the maddubs pairs. */
     typedef struct { __m512i u[4], s[4]; uint64_t sg[4]; } abi_iq_wb;
-    /* the block sum of an unpacked block with q8: 16 lanes folded to the 8 the row loop takes */
-    ABI_IQ_BLOCK __m256i abi_iq_wdot(const abi_iq_wb* b, const int8_t* q8) {
+    /* the block sum of an unpacked block with q8 in 16 lanes; abi_iq_wdot folds them to the
+       8 the row loop takes */
+    ABI_IQ_BLOCK __m512i abi_iq_wdot16(const abi_iq_wb* b, const int8_t* q8) {
         __m512i acc = _mm512_setzero_si512();
         for (int p = 0; p < 4; ++p)
             acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(b->u[p], abi_iq_sq512(q8 + 64 * p, b->sg[p])), b->s[p]);
-        return abi_iq_fold512(acc);
+        return acc;
     }
+    ABI_IQ_BLOCK __m256i abi_iq_wdot(const abi_iq_wb* b, const int8_t* q8) { return abi_iq_fold512(abi_iq_wdot16(b, q8)); }
     /* all 32 row codes looked up in registers (no scalar grid loads) */
     ABI_IQ_BLOCK void abi_iqw_iq2_xxs(const uint8_t* w, abi_iq_wb* b) {
         const __m512i raw = _mm512_loadu_si512((const void*)(w + 2));
