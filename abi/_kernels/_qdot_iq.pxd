@@ -340,6 +340,13 @@ cdef extern from *:
     static inline __m512i abi_iq_code512(const __m512i* t, __m512i idx) {
         return _mm512_mask_blend_epi16(_mm512_test_epi16_mask(idx, _mm512_set1_epi16(256)), abi_iq_code256(t, idx), abi_iq_code256(t + 8, idx));
     }
+    /* bytes of 64 rows (index bytes idx, bits 7 and 8 in the masks b7, b8) from a 512-byte
+       table held in 8 registers */
+    static inline __m512i abi_iq_byte512(const __m512i* t, __m512i idx, __mmask64 b7, __mmask64 b8) {
+        return _mm512_mask_blend_epi8(b8,
+            _mm512_mask_blend_epi8(b7, _mm512_permutex2var_epi8(t[0], idx, t[1]), _mm512_permutex2var_epi8(t[2], idx, t[3])),
+            _mm512_mask_blend_epi8(b7, _mm512_permutex2var_epi8(t[4], idx, t[5]), _mm512_permutex2var_epi8(t[6], idx, t[7])));
+    }
     /* rows 8 p .. 8 p + 7 of the 32 codes (2 bits an element) -> their 64 elements, each
        the byte val[code & 3] (val: a 64-byte table repeating every 4) */
     static inline __m512i abi_iq_expand8(__m512i codes, int p, __m512i val) {
@@ -602,16 +609,27 @@ cdef extern from *:
     #endif
 
     #if ABI_IQ_Z
-    /* the 64 row codes looked up in 16 registers */
+    /* the 64 row codes looked up in 16 registers, their low and high bytes apart: a byte
+       permute takes 128 rows and 64 indices, so 8 of them (and 6 blends on index bits 7
+       and 8) replace 16 word permutes (and 14 blends) */
     ABI_IQ_BLOCK void abi_iqw_iq3_s(const uint8_t* w, abi_iq_wb* b) {
         /* index 8 g + l: qs | bit l of qh[g] as bit 8 */
-        const uint64_t qh = (uint64_t)abi_ld32(w + 66) | ((uint64_t)abi_ld32(w + 70) << 32);
-        const __m512i lo = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(w + 2)));
-        const __m512i hi = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(w + 34)));
-        __m512i t[16];
-        for (int k = 0; k < 16; ++k) t[k] = _mm512_loadu_si512((const void*)(abi_iq3s_code + 32 * k));
-        const __m512i codes[2] = {abi_iq_code512(t, _mm512_mask_add_epi16(lo, (__mmask32)qh, lo, _mm512_set1_epi16(256))),
-                                  abi_iq_code512(t, _mm512_mask_add_epi16(hi, (__mmask32)(qh >> 32), hi, _mm512_set1_epi16(256)))};
+        const __m512i qs = _mm512_loadu_si512((const void*)(w + 2));
+        const __mmask64 b8 = (__mmask64)abi_iq_ld64(w + 66), b7 = _mm512_movepi8_mask(qs);
+        __m512i tl[8], th[8];
+        for (int k = 0; k < 8; ++k) {
+            tl[k] = _mm512_loadu_si512((const void*)(abi_iq3s_code_lo + 64 * k));
+            th[k] = _mm512_loadu_si512((const void*)(abi_iq3s_code_hi + 64 * k));
+        }
+        const __m512i lo = abi_iq_byte512(tl, qs, b7, b8), hi = abi_iq_byte512(th, qs, b7, b8);
+        /* the 16-bit codes of rows 0-31 and 32-63: byte 2 k from lo, 2 k + 1 from hi */
+        const __m512i codes[2] = {
+            _mm512_permutex2var_epi8(lo, _mm512_set_epi8(
+                95,31,94,30,93,29,92,28, 91,27,90,26,89,25,88,24, 87,23,86,22,85,21,84,20, 83,19,82,18,81,17,80,16,
+                79,15,78,14,77,13,76,12, 75,11,74,10,73,9,72,8, 71,7,70,6,69,5,68,4, 67,3,66,2,65,1,64,0), hi),
+            _mm512_permutex2var_epi8(lo, _mm512_set_epi8(
+                127,63,126,62,125,61,124,60, 123,59,122,58,121,57,120,56, 119,55,118,54,117,53,116,52, 115,51,114,50,113,49,112,48,
+                111,47,110,46,109,45,108,44, 107,43,106,42,105,41,104,40, 103,39,102,38,101,37,100,36, 99,35,98,34,97,33,96,32), hi)};
         const __m512i val = _mm512_set1_epi64(0x0f0d0b0907050301LL);     /* 1, 3, .., 15 */
         for (int p = 0; p < 4; ++p) {
             b->sg[p] = abi_iq_ld64(w + 74 + 8 * p);
