@@ -39,9 +39,9 @@ GRIDS = [
 CODED = {"iq2xxs_grid": [8, 25, 43], "iq2xs_grid": [8, 25, 43],
          "iq3xxs_grid": [4, 12, 20, 28, 36, 44, 52, 62],
          "iq3s_grid": [1, 3, 5, 7, 9, 11, 13, 15]}
-# codes stored as two byte tables, low and high byte: IQ3_S's 512 rows are looked up 64 at a
-# time by byte permutes (vpermt2b) in 1.5 the time 16-bit permutes take for 32
-BYTE_PLANES = {"iq3s_grid"}
+# codes stored as two byte tables, low and high byte: the IQ2_XXS and IQ3_S kernels look
+# rows up 64 at a time by byte permutes (vpermt2b), 32 at a time by 16-bit ones
+BYTE_PLANES = {"iq2xxs_grid", "iq3s_grid"}
 
 
 def collect() -> dict[str, np.ndarray]:

@@ -340,12 +340,13 @@ cdef extern from *:
     static inline __m512i abi_iq_code512(const __m512i* t, __m512i idx) {
         return _mm512_mask_blend_epi16(_mm512_test_epi16_mask(idx, _mm512_set1_epi16(256)), abi_iq_code256(t, idx), abi_iq_code256(t + 8, idx));
     }
-    /* bytes of 64 rows (index bytes idx, bits 7 and 8 in the masks b7, b8) from a 512-byte
-       table held in 8 registers */
+    /* bytes of 64 rows (index bytes idx, bits 7 and 8 in the masks b7, b8) from a 256-byte
+       table held in 4 registers, or a 512-byte one in 8 */
+    static inline __m512i abi_iq_byte256(const __m512i* t, __m512i idx, __mmask64 b7) {
+        return _mm512_mask_blend_epi8(b7, _mm512_permutex2var_epi8(t[0], idx, t[1]), _mm512_permutex2var_epi8(t[2], idx, t[3]));
+    }
     static inline __m512i abi_iq_byte512(const __m512i* t, __m512i idx, __mmask64 b7, __mmask64 b8) {
-        return _mm512_mask_blend_epi8(b8,
-            _mm512_mask_blend_epi8(b7, _mm512_permutex2var_epi8(t[0], idx, t[1]), _mm512_permutex2var_epi8(t[2], idx, t[3])),
-            _mm512_mask_blend_epi8(b7, _mm512_permutex2var_epi8(t[4], idx, t[5]), _mm512_permutex2var_epi8(t[6], idx, t[7])));
+        return _mm512_mask_blend_epi8(b8, abi_iq_byte256(t, idx, b7), abi_iq_byte256(t + 4, idx, b7));
     }
     /* rows 8 p .. 8 p + 7 of the 32 codes (2 bits an element) -> their 64 elements, each
        the byte val[code & 3] (val: a 64-byte table repeating every 4) */
@@ -408,23 +409,30 @@ cdef extern from *:
         return acc;
     }
     ABI_IQ_BLOCK __m256i abi_iq_wdot(const abi_iq_wb* b, const int8_t* q8) { return abi_iq_fold512(abi_iq_wdot16(b, q8)); }
-    /* all 32 row codes looked up in registers (no scalar grid loads) */
+    /* all 32 row codes looked up in registers (no scalar grid loads), their low and high
+       bytes apart (byte permutes: every byte of the 64 read is looked up, the 32 that are
+       indices used), and each step's 8 codes picked from the two at once */
+    #define ABI_IQ2XXS_ROW(p, j) (long long)(((8ULL * (2 * (p) + (j) / 4) + (j) % 4) * 0x0101ULL + 0x4000ULL) * 0x0001000100010001ULL)
     ABI_IQ_BLOCK void abi_iqw_iq2_xxs(const uint8_t* w, abi_iq_wb* b) {
         const __m512i raw = _mm512_loadu_si512((const void*)(w + 2));
         abi_iq_ks8(raw, 32, (uint32_t*)b->sg);
-        __m512i t[8];
-        for (int k = 0; k < 8; ++k) t[k] = _mm512_loadu_si512((const void*)(abi_iq2xxs_code + 32 * k));
-        /* index byte 8 g + l (l < 4) -> word 4 g + l */
-        const __m512i pick = _mm512_set_epi8(
-            0,31,0,30,0,29,0,28, 0,27,0,26,0,25,0,24, 0,23,0,22,0,21,0,20, 0,19,0,18,0,17,0,16,
-            0,15,0,14,0,13,0,12, 0,11,0,10,0,9,0,8, 0,7,0,6,0,5,0,4, 0,3,0,2,0,1,0,0);
-        const __m512i pos = _mm512_add_epi8(pick, _mm512_and_si512(pick, _mm512_set1_epi8((char)0xFC)));
-        const __m512i codes = abi_iq_code256(t, _mm512_maskz_permutexvar_epi8(0x5555555555555555ULL, pos, raw));
+        __m512i tl[4], th[4];
+        for (int k = 0; k < 4; ++k) {
+            tl[k] = _mm512_loadu_si512((const void*)(abi_iq2xxs_code_lo + 64 * k));
+            th[k] = _mm512_loadu_si512((const void*)(abi_iq2xxs_code_hi + 64 * k));
+        }
+        const __mmask64 b7 = _mm512_movepi8_mask(raw);
+        const __m512i lo = abi_iq_byte256(tl, raw, b7), hi = abi_iq_byte256(th, raw, b7);
         /* 2 ls + 1 of group g in word 4 g + 3 (top nibble of byte 8 g + 7) */
         const __m512i sc = _mm512_or_si512(_mm512_slli_epi16(_mm512_srli_epi16(raw, 12), 1), _mm512_set1_epi16(1));
         const __m512i val = abi_iq_val3(8, 25, 43);
         for (int p = 0; p < 4; ++p) {
-            b->u[p] = abi_iq_expand8(codes, p, val);
+            /* row j of step p (group 2 p + j / 4, index byte 8 (2 p + j / 4) + j % 4): its
+               code 4 times in qword j, low byte from lo, high from hi; then 2 bits an element */
+            const __m512i pick = _mm512_set_epi64(ABI_IQ2XXS_ROW(p, 7), ABI_IQ2XXS_ROW(p, 6), ABI_IQ2XXS_ROW(p, 5), ABI_IQ2XXS_ROW(p, 4),
+                                                  ABI_IQ2XXS_ROW(p, 3), ABI_IQ2XXS_ROW(p, 2), ABI_IQ2XXS_ROW(p, 1), ABI_IQ2XXS_ROW(p, 0));
+            const __m512i c = _mm512_multishift_epi64_epi8(_mm512_set1_epi64(0x0e0c0a0806040200LL), _mm512_permutex2var_epi8(lo, pick, hi));
+            b->u[p] = _mm512_permutexvar_epi8(c, val);
             b->s[p] = _mm512_permutexvar_epi16(_mm512_set_epi16(
                 8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,
                 8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3), sc);
