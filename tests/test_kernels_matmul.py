@@ -284,8 +284,8 @@ def test_tiled_products_where_the_machine_has_avx512_vnni():
     a bit, and the benchmark's single-token route (tiles=False) gives the same bits."""
     flags = open("/proc/cpuinfo").read() if sys.platform.startswith("linux") else ""
     if matmul.SIMD and all(f in flags for f in (" avx512f", " avx512bw", " avx512vl", " avx512_vnni")):
-        # the lattice IQ, IQ1 and TQ1_0 tiles unpack with VBMI, BITALG and BMI2, as their T = 1 kernels do
-        lattice = {"IQ2_XS", "IQ2_S", "IQ3_XXS", "TQ1_0", "IQ1_S", "IQ1_M"} if all(
+        # the TQ1_0, IQ1 and IQ2/IQ3 tiles unpack with VBMI, BITALG and BMI2, as their T = 1 kernels do
+        lattice = {"TQ1_0", "IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S"} if all(
             f in flags.split() for f in ("avx512vbmi", "avx512_bitalg", "bmi2")) else set()
         assert {GGMLType(t).name for t in matmul.tiled_types()} == {"Q4_1", "Q8_0", "Q5_0", "Q4_K", "Q6_K",
                                                                    "IQ4_NL", "IQ4_XS", "Q5_K", "Q3_K",

@@ -39,6 +39,9 @@ GRIDS = [
 CODED = {"iq2xxs_grid": [8, 25, 43], "iq2xs_grid": [8, 25, 43],
          "iq3xxs_grid": [4, 12, 20, 28, 36, 44, 52, 62],
          "iq3s_grid": [1, 3, 5, 7, 9, 11, 13, 15]}
+# codes stored as two byte tables, low and high byte: the IQ2_XXS and IQ3_S kernels look
+# rows up 64 at a time by byte permutes (vpermt2b), 32 at a time by 16-bit ones
+BYTE_PLANES = {"iq2xxs_grid", "iq3s_grid"}
 
 
 def collect() -> dict[str, np.ndarray]:
@@ -110,9 +113,15 @@ def render_header(t: dict[str, np.ndarray]) -> str:
             raise SystemExit(f"{name}: not a grid of {len(vals)} values")
         cname = name.replace("_grid", "_code")
         lines.append(f"/* {name}: code k of an element stands for {', '.join(map(str, vals))}[k] */")
-        lines.append(f"static const uint16_t abi_{cname}[{len(code)}] = {{")
-        lines += _c_rows(code, 16, lambda w: f"0x{int(w):04x}")
-        lines += ["};", ""]
+        if name in BYTE_PLANES:
+            for plane, shift in (("lo", 0), ("hi", 8)):
+                lines.append(f"static const uint8_t abi_{cname}_{plane}[{len(code)}] = {{")
+                lines += _c_rows((code >> shift) & 0xFF, 16, lambda b: f"0x{int(b):02x}")
+                lines += ["};", ""]
+        else:
+            lines.append(f"static const uint16_t abi_{cname}[{len(code)}] = {{")
+            lines += _c_rows(code, 16, lambda w: f"0x{int(w):04x}")
+            lines += ["};", ""]
     lines.append("static const uint8_t abi_ksigns_iq2xs[128] = {")
     lines += _c_rows(t["ksigns_iq2xs"][:, 0], 16, lambda b: f"0x{int(b):02x}")
     lines += ["};", ""]

@@ -347,6 +347,14 @@ cdef extern from *:
     static inline __m512i abi_iq_code512(const __m512i* t, __m512i idx) {
         return _mm512_mask_blend_epi16(_mm512_test_epi16_mask(idx, _mm512_set1_epi16(256)), abi_iq_code256(t, idx), abi_iq_code256(t + 8, idx));
     }
+    /* bytes of 64 rows (index bytes idx, bits 7 and 8 in the masks b7, b8) from a 256-byte
+       table held in 4 registers, or a 512-byte one in 8 */
+    static inline __m512i abi_iq_byte256(const __m512i* t, __m512i idx, __mmask64 b7) {
+        return _mm512_mask_blend_epi8(b7, _mm512_permutex2var_epi8(t[0], idx, t[1]), _mm512_permutex2var_epi8(t[2], idx, t[3]));
+    }
+    static inline __m512i abi_iq_byte512(const __m512i* t, __m512i idx, __mmask64 b7, __mmask64 b8) {
+        return _mm512_mask_blend_epi8(b8, abi_iq_byte256(t, idx, b7), abi_iq_byte256(t + 4, idx, b7));
+    }
     /* rows 8 p .. 8 p + 7 of the 32 codes (2 bits an element) -> their 64 elements, each
        the byte val[code & 3] (val: a 64-byte table repeating every 4) */
     static inline __m512i abi_iq_expand8(__m512i codes, int p, __m512i val) {
@@ -394,32 +402,53 @@ cdef extern from *:
     #endif
 
     #if ABI_IQ_Z
-    /* all 32 row codes looked up in registers (no scalar grid loads), two groups a step */
-    ABI_IQ_BLOCK __m256i abi_iqv_iq2_xxs(const uint8_t* w, const uint8_t* x) {
-        const int8_t* q8 = (const int8_t*)(x + 4);
-        uint64_t sg[4];
+    /* A block's weights unpacked for its dot with one activation block (the prompt tiles
+       unpack a block once for many tokens): step p covers groups 2p, 2p + 1, i.e. the
+       activation bytes 64 p .. 64 p + 63, as the grid magnitudes u, the sign bits sg (which
+       negate the activation) and the int16 scales s (2 ls + 1) of the maddubs pairs. */
+    typedef struct { __m512i u[4], s[4]; uint64_t sg[4]; } abi_iq_wb;
+    /* the block sum of an unpacked block with q8 in 16 lanes; abi_iq_wdot folds them to the
+       8 the row loop takes */
+    ABI_IQ_BLOCK __m512i abi_iq_wdot16(const abi_iq_wb* b, const int8_t* q8) {
+        __m512i acc = _mm512_setzero_si512();
+        for (int p = 0; p < 4; ++p)
+            acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(b->u[p], abi_iq_sq512(q8 + 64 * p, b->sg[p])), b->s[p]);
+        return acc;
+    }
+    ABI_IQ_BLOCK __m256i abi_iq_wdot(const abi_iq_wb* b, const int8_t* q8) { return abi_iq_fold512(abi_iq_wdot16(b, q8)); }
+    /* all 32 row codes looked up in registers (no scalar grid loads), their low and high
+       bytes apart (byte permutes: every byte of the 64 read is looked up, the 32 that are
+       indices used), and each step's 8 codes picked from the two at once */
+    #define ABI_IQ2XXS_ROW(p, j) (long long)(((8ULL * (2 * (p) + (j) / 4) + (j) % 4) * 0x0101ULL + 0x4000ULL) * 0x0001000100010001ULL)
+    ABI_IQ_BLOCK void abi_iqw_iq2_xxs(const uint8_t* w, abi_iq_wb* b) {
         const __m512i raw = _mm512_loadu_si512((const void*)(w + 2));
-        abi_iq_ks8(raw, 32, (uint32_t*)sg);
-        __m512i t[8];
-        for (int k = 0; k < 8; ++k) t[k] = _mm512_loadu_si512((const void*)(abi_iq2xxs_code + 32 * k));
-        /* index byte 8 g + l (l < 4) -> word 4 g + l */
-        const __m512i pick = _mm512_set_epi8(
-            0,31,0,30,0,29,0,28, 0,27,0,26,0,25,0,24, 0,23,0,22,0,21,0,20, 0,19,0,18,0,17,0,16,
-            0,15,0,14,0,13,0,12, 0,11,0,10,0,9,0,8, 0,7,0,6,0,5,0,4, 0,3,0,2,0,1,0,0);
-        const __m512i pos = _mm512_add_epi8(pick, _mm512_and_si512(pick, _mm512_set1_epi8((char)0xFC)));
-        const __m512i codes = abi_iq_code256(t, _mm512_maskz_permutexvar_epi8(0x5555555555555555ULL, pos, raw));
+        abi_iq_ks8(raw, 32, (uint32_t*)b->sg);
+        __m512i tl[4], th[4];
+        for (int k = 0; k < 4; ++k) {
+            tl[k] = _mm512_loadu_si512((const void*)(abi_iq2xxs_code_lo + 64 * k));
+            th[k] = _mm512_loadu_si512((const void*)(abi_iq2xxs_code_hi + 64 * k));
+        }
+        const __mmask64 b7 = _mm512_movepi8_mask(raw);
+        const __m512i lo = abi_iq_byte256(tl, raw, b7), hi = abi_iq_byte256(th, raw, b7);
         /* 2 ls + 1 of group g in word 4 g + 3 (top nibble of byte 8 g + 7) */
         const __m512i sc = _mm512_or_si512(_mm512_slli_epi16(_mm512_srli_epi16(raw, 12), 1), _mm512_set1_epi16(1));
         const __m512i val = abi_iq_val3(8, 25, 43);
-        __m512i acc = _mm512_setzero_si512();
         for (int p = 0; p < 4; ++p) {
-            const __m512i q = abi_iq_sq512(q8 + 64 * p, sg[p]);
-            __m512i s = _mm512_permutexvar_epi16(_mm512_set_epi16(
+            /* row j of step p (group 2 p + j / 4, index byte 8 (2 p + j / 4) + j % 4): its
+               code 4 times in qword j, low byte from lo, high from hi; then 2 bits an element */
+            const __m512i pick = _mm512_set_epi64(ABI_IQ2XXS_ROW(p, 7), ABI_IQ2XXS_ROW(p, 6), ABI_IQ2XXS_ROW(p, 5), ABI_IQ2XXS_ROW(p, 4),
+                                                  ABI_IQ2XXS_ROW(p, 3), ABI_IQ2XXS_ROW(p, 2), ABI_IQ2XXS_ROW(p, 1), ABI_IQ2XXS_ROW(p, 0));
+            const __m512i c = _mm512_multishift_epi64_epi8(_mm512_set1_epi64(0x0e0c0a0806040200LL), _mm512_permutex2var_epi8(lo, pick, hi));
+            b->u[p] = _mm512_permutexvar_epi8(c, val);
+            b->s[p] = _mm512_permutexvar_epi16(_mm512_set_epi16(
                 8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,8*p+7,
                 8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3,8*p+3), sc);
-            acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(abi_iq_expand8(codes, p, val), q), s);
         }
-        return abi_iq_fold512(acc);
+    }
+    ABI_IQ_BLOCK __m256i abi_iqv_iq2_xxs(const uint8_t* w, const uint8_t* x) {
+        abi_iq_wb b;
+        abi_iqw_iq2_xxs(w, &b);
+        return abi_iq_wdot(&b, (const int8_t*)(x + 4));
     }
     #else
     ABI_IQ_BLOCK __m256i abi_iqv_iq2_xxs(const uint8_t* w, const uint8_t* x) {
@@ -595,27 +624,39 @@ cdef extern from *:
     #endif
 
     #if ABI_IQ_Z
-    /* the 64 row codes looked up in 16 registers, two groups a 512-bit step */
-    ABI_IQ_BLOCK __m256i abi_iqv_iq3_s(const uint8_t* w, const uint8_t* x) {
-        const int8_t* q8 = (const int8_t*)(x + 4);
+    /* the 64 row codes looked up in 16 registers, their low and high bytes apart: a byte
+       permute takes 128 rows and 64 indices, so 8 of them (and 6 blends on index bits 7
+       and 8) replace 16 word permutes (and 14 blends) */
+    ABI_IQ_BLOCK void abi_iqw_iq3_s(const uint8_t* w, abi_iq_wb* b) {
         /* index 8 g + l: qs | bit l of qh[g] as bit 8 */
-        const uint64_t qh = (uint64_t)abi_ld32(w + 66) | ((uint64_t)abi_ld32(w + 70) << 32);
-        const __m512i lo = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(w + 2)));
-        const __m512i hi = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(w + 34)));
-        __m512i t[16];
-        for (int k = 0; k < 16; ++k) t[k] = _mm512_loadu_si512((const void*)(abi_iq3s_code + 32 * k));
-        const __m512i codes[2] = {abi_iq_code512(t, _mm512_mask_add_epi16(lo, (__mmask32)qh, lo, _mm512_set1_epi16(256))),
-                                  abi_iq_code512(t, _mm512_mask_add_epi16(hi, (__mmask32)(qh >> 32), hi, _mm512_set1_epi16(256)))};
-        const __m512i val = _mm512_set1_epi64(0x0f0d0b0907050301LL);     /* 1, 3, .., 15 */
-        __m512i acc = _mm512_setzero_si512();
-        for (int p = 0; p < 4; ++p) {
-            uint64_t sgp; memcpy(&sgp, w + 74 + 8 * p, 8);
-            const __m512i q = abi_iq_sq512(q8 + 64 * p, sgp);
-            const int b = w[106 + p];
-            __m512i s = _mm512_mask_blend_epi16(0xFFFF0000u, _mm512_set1_epi16((short)(2 * (b & 15) + 1)), _mm512_set1_epi16((short)(2 * (b >> 4) + 1)));
-            acc = abi_iq_dpwssd512(acc, _mm512_maddubs_epi16(abi_iq_expand16x3(codes[p >> 1], p & 1, val), q), s);
+        const __m512i qs = _mm512_loadu_si512((const void*)(w + 2));
+        const __mmask64 b8 = (__mmask64)abi_iq_ld64(w + 66), b7 = _mm512_movepi8_mask(qs);
+        __m512i tl[8], th[8];
+        for (int k = 0; k < 8; ++k) {
+            tl[k] = _mm512_loadu_si512((const void*)(abi_iq3s_code_lo + 64 * k));
+            th[k] = _mm512_loadu_si512((const void*)(abi_iq3s_code_hi + 64 * k));
         }
-        return abi_iq_fold512(acc);
+        const __m512i lo = abi_iq_byte512(tl, qs, b7, b8), hi = abi_iq_byte512(th, qs, b7, b8);
+        /* the 16-bit codes of rows 0-31 and 32-63: byte 2 k from lo, 2 k + 1 from hi */
+        const __m512i codes[2] = {
+            _mm512_permutex2var_epi8(lo, _mm512_set_epi8(
+                95,31,94,30,93,29,92,28, 91,27,90,26,89,25,88,24, 87,23,86,22,85,21,84,20, 83,19,82,18,81,17,80,16,
+                79,15,78,14,77,13,76,12, 75,11,74,10,73,9,72,8, 71,7,70,6,69,5,68,4, 67,3,66,2,65,1,64,0), hi),
+            _mm512_permutex2var_epi8(lo, _mm512_set_epi8(
+                127,63,126,62,125,61,124,60, 123,59,122,58,121,57,120,56, 119,55,118,54,117,53,116,52, 115,51,114,50,113,49,112,48,
+                111,47,110,46,109,45,108,44, 107,43,106,42,105,41,104,40, 103,39,102,38,101,37,100,36, 99,35,98,34,97,33,96,32), hi)};
+        const __m512i val = _mm512_set1_epi64(0x0f0d0b0907050301LL);     /* 1, 3, .., 15 */
+        for (int p = 0; p < 4; ++p) {
+            b->sg[p] = abi_iq_ld64(w + 74 + 8 * p);
+            const int c = w[106 + p];
+            b->s[p] = _mm512_mask_blend_epi16(0xFFFF0000u, _mm512_set1_epi16((short)(2 * (c & 15) + 1)), _mm512_set1_epi16((short)(2 * (c >> 4) + 1)));
+            b->u[p] = abi_iq_expand16x3(codes[p >> 1], p & 1, val);
+        }
+    }
+    ABI_IQ_BLOCK __m256i abi_iqv_iq3_s(const uint8_t* w, const uint8_t* x) {
+        abi_iq_wb b;
+        abi_iqw_iq3_s(w, &b);
+        return abi_iq_wdot(&b, (const int8_t*)(x + 4));
     }
     #else
     ABI_IQ_BLOCK __m256i abi_iqv_iq3_s(const uint8_t* w, const uint8_t* x) {

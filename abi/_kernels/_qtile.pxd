@@ -16,12 +16,13 @@
 #
 #   abi_tile_<w>(w, rb, nr, x, xs, nt, nb, y, ys): y[t * ys + r] = row r . token t for
 #   r < nr (rows rb bytes apart from w), t < nt (activation rows xs bytes apart from x),
-#   nb blocks per row. Present where ABI_QTILE is 1 (AVX-512 F/BW/VL + VNNI); TQ1_0's
-#   where ABI_QTILE_TQ1 is 1 (also the VBMI/BITALG/BMI2 of its T = 1 kernel's 512-bit path).
+#   nb blocks per row. Present where ABI_QTILE is 1 (AVX-512 F/BW/VL + VNNI); those of
+#   TQ1_0, IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS and IQ3_S where ABI_QTILE_IQ is 1
+#   too (they unpack blocks with their T = 1 kernels' 512-bit code: VBMI, BITALG, BMI2).
 from libc.stdint cimport uint8_t
 
 from abi._kernels._qdot cimport QDOT_SIMD   # its C (abi_f16t, abi_hsum8, abi_nibbles32) first
-from abi._kernels._qdot_iq cimport QDOT_IQ_SIMD   # its C (abi_e8m0_half, the trit, lattice and IQ1 unpacking) too
+from abi._kernels._qdot_iq cimport QDOT_IQ_SIMD   # its C (abi_e8m0_half, the IQ block unpacking, abi_iq_wdot) too
 
 cdef extern from *:
     """
@@ -32,6 +33,7 @@ cdef extern from *:
         const uint8_t* x, Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {}
     #if ABI_QDOT_SIMD && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
     #define ABI_QTILE 1
+    #define ABI_QTILE_IQ ABI_IQ_Z
     #include <stdio.h>
     #include <stdlib.h>
     #define ABI_TILE_R 4     /* rows per tile, at most */
@@ -728,8 +730,7 @@ cdef extern from *:
        2k, 2k + 1. Here the same 4 steps of 64 activation bytes against the trits (unpacked once
        per tile in the T = 1 layout), started from [- bsums | 0]; a swap of the halves and an
        add put the lanes in both halves, and a masked FMA adds them into the block's half. */
-    #if ABI_IQ_Z
-    #define ABI_QTILE_TQ1 1
+    #if ABI_QTILE_IQ
     /* the 4 steps' trits of a TQ1_0 block: qs[0..31] twice per step, then qs[32..47] and qh */
     ABI_AINL void abi_tq1_unpack(const uint8_t* wr, __m512i* u) {
         const __m256i b0 = _mm256_loadu_si256((const __m256i*)wr);
@@ -742,8 +743,6 @@ cdef extern from *:
         u[3] = abi_tq1_trits512(abi_zi(b1, b2), abi_zi(_mm256_set_m128i(_mm_set1_epi16(27), _mm_set1_epi16(9)),
                                                       _mm256_setr_epi16(81, 81, 81, 81, 81, 81, 81, 81, 1, 1, 3, 3, 9, 9, 27, 27)));
     }
-    #else
-    #define ABI_QTILE_TQ1 0   /* its trits take the T = 1 kernel's 512-bit helpers */
     #endif
     /* the 4 steps' 2-bit values of a TQ2_0 block: two planes a step */
     ABI_AINL void abi_tq2_unpack(const uint8_t* wr, __m512i* u) {
@@ -766,7 +765,7 @@ cdef extern from *:
             __m512i u[ABI_TILE_R][4]; __m512 dw[ABI_TILE_R];
             ABI_UNROLL for (int r = 0; r < R; ++r) {
                 const uint8_t* wr = w + r * rb + bytes * i;
-            #if ABI_QTILE_TQ1
+            #if ABI_QTILE_IQ
                 if (tq1) abi_tq1_unpack(wr, u[r]); else
             #endif
                 abi_tq2_unpack(wr, u[r]);   /* (tq1 is never set where TQ1_0 has no tile) */
@@ -788,7 +787,7 @@ cdef extern from *:
         }
         ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_zsum(acc[r][t]);
     }
-    #if ABI_QTILE_TQ1
+    #if ABI_QTILE_IQ
     ABI_AINL void abi_tile_tq1_0_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
                                     Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
         abi_tile_tq_rn(w, rb, x, xs, nb, y, ys, R, N, 1);
@@ -804,8 +803,7 @@ cdef extern from *:
        [acc0 | acc1]. A block is unpacked once per tile (abi_iq1s/m_unpack) and its 8 lanes
        per token are the T = 1 kernel's (abi_iq1_lanes), added into the block's half by a
        masked fused multiply-add. Needs the pdep/VBMI block code (ABI_IQ_Z). */
-    #if ABI_IQ_Z
-    #define ABI_QTILE_IQ1 1
+    #if ABI_QTILE_IQ
     ABI_AINL void abi_tile_iq1_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N, const int m) {
         const Py_ssize_t wsize = m ? 56 : 50;
@@ -844,8 +842,6 @@ cdef extern from *:
                                     Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
         abi_tile_iq1_rn(w, rb, x, xs, nb, y, ys, R, N, 1);
     }
-    #else
-    #define ABI_QTILE_IQ1 0
     #endif
 
     /* n (< TN) leftover tokens as one tile of that many: the rows are unpacked once for
@@ -894,7 +890,7 @@ cdef extern from *:
     ABI_TILE_DRIVER(q5_1, 4, 8)
     ABI_TILE_DRIVER(q2_k, 2, 8)
     ABI_TILE_DRIVER(mxfp4, 4, 4)
-    #if ABI_QTILE_TQ1
+    #if ABI_QTILE_IQ
     ABI_TILE_DRIVER(tq1_0, 2, 8)
     #endif
     ABI_TILE_DRIVER(tq2_0, 2, 8)
@@ -912,8 +908,7 @@ cdef extern from *:
        products stays below 2^15); 128 times the weights' scaled sums, a row's constant, is
        taken back out before the tokens are added. Needs the 512-bit lattice helpers of
        _qdot_iq.pxd (ABI_IQ_Z: VBMI, BITALG, BMI2). */
-    #if ABI_IQ_Z
-    #define ABI_QTILE_IQ 1
+    #if ABI_QTILE_IQ
     enum { ABI_TIQ_IQ2_XS, ABI_TIQ_IQ2_S, ABI_TIQ_IQ3_XXS };
 
     /* one block unpacked as the T = 1 kernel does: g[p] the grid bytes of elements 64 p ..
@@ -1057,20 +1052,16 @@ cdef extern from *:
                                  Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
         abi_tiq_tile(ABI_TIQ_IQ3_XXS, 98, w, rb, nr, x, xs, nt, nb, y, ys);
     }
-    #endif /* ABI_IQ_Z */
+    #endif /* ABI_QTILE_IQ */
 
-    #if ABI_QTILE_IQ1
+    #if ABI_QTILE_IQ
     ABI_TILE_DRIVER(iq1_s, 2, 8)
     ABI_TILE_DRIVER(iq1_m, 2, 8)
-    #else
-    ABI_TILE_STUB(iq1_s)
-    ABI_TILE_STUB(iq1_m)
     #endif
 
     #else
     #define ABI_QTILE 0
-    #define ABI_QTILE_IQ1 0
-    #define ABI_QTILE_TQ1 0
+    #define ABI_QTILE_IQ 0
     ABI_TILE_STUB(q4_1)
     ABI_TILE_STUB(q8_0)
     ABI_TILE_STUB(q5_0)
@@ -1085,23 +1076,68 @@ cdef extern from *:
     ABI_TILE_STUB(q2_k)
     ABI_TILE_STUB(mxfp4)
     ABI_TILE_STUB(tq2_0)
+    #endif
+
+    /* ================================================================== IQ2_XXS, IQ3_S x Q8_K
+       T = 1 (_qdot_iq.pxd, its 512-bit path): acc0 (even blocks), acc1 (odd); here [acc0 |
+       acc1], a block's folded sum added into its half by a masked FMA. A row's block is
+       unpacked (abi_iqw_*: the grid lookups, signs and scales, most of the T = 1 work) once
+       for the N tokens, and each token's sum is the T = 1 kernel's (abi_iq_wdot16). 2 x 8
+       measured fastest on Zen 5 (2 x 4: 15-20 % slower; 4 x 8 and 3 x 8 spill more). */
+    #if ABI_QTILE_IQ
+    enum { ABI_IQZ_IQ2_XXS, ABI_IQZ_IQ3_S };
+    ABI_AINL void abi_tile_iqz_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs, Py_ssize_t nb,
+                                  float* y, Py_ssize_t ys, const int R, const int N, const int type) {
+        const Py_ssize_t bs = type == ABI_IQZ_IQ3_S ? 110 : 66;
+        __m512 acc[ABI_TILE_R][ABI_TILE_N];
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
+        for (Py_ssize_t i = 0; i < nb; ++i) {
+            const __mmask16 half = i & 1 ? 0xFF00 : 0x00FF;
+            abi_iq_wb b[ABI_TILE_R];
+            float dw[ABI_TILE_R];
+            ABI_UNROLL for (int r = 0; r < R; ++r) {
+                const uint8_t* wr = w + r * rb + bs * i;
+                if (type == ABI_IQZ_IQ3_S) { abi_iqw_iq3_s(wr, &b[r]); dw[r] = abi_iqt_d0(wr); }
+                else { abi_iqw_iq2_xxs(wr, &b[r]); dw[r] = abi_iqt_iq2(wr); }
+            }
+            ABI_UNROLL for (int t = 0; t < N; ++t) {
+                const uint8_t* xt = x + t * xs + 292 * i;
+                const float dx = abi_ldf32(xt);
+                ABI_UNROLL for (int r = 0; r < R; ++r) {
+                    /* [fold | fold]: the T = 1 kernel's 8 lanes (abi_iq_wdot) in both halves */
+                    const __m512i v = abi_iq_wdot16(&b[r], (const int8_t*)(xt + 4));
+                    const __m512i f = _mm512_add_epi32(v, _mm512_shuffle_i64x2(v, v, 0x4E));
+                    acc[r][t] = _mm512_mask3_fmadd_ps(_mm512_set1_ps(dw[r] * dx), _mm512_cvtepi32_ps(f), acc[r][t], half);
+                }
+            }
+        }
+        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_zsum(acc[r][t]);
+    }
+    ABI_AINL void abi_tile_iq2_xxs_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                      Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        abi_tile_iqz_rn(w, rb, x, xs, nb, y, ys, R, N, ABI_IQZ_IQ2_XXS);
+    }
+    ABI_AINL void abi_tile_iq3_s_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                    Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        abi_tile_iqz_rn(w, rb, x, xs, nb, y, ys, R, N, ABI_IQZ_IQ3_S);
+    }
+    ABI_TILE_DRIVER(iq2_xxs, 2, 8)
+    ABI_TILE_DRIVER(iq3_s, 2, 8)
+    #endif
+    #if !ABI_QTILE_IQ     /* no 512-bit IQ block code: these prompts take the T = 1 products */
+    ABI_TILE_STUB(tq1_0)
     ABI_TILE_STUB(iq1_s)
     ABI_TILE_STUB(iq1_m)
-    #endif
-    #if !ABI_QTILE_TQ1
-    ABI_TILE_STUB(tq1_0)
-    #endif
-    #ifndef ABI_QTILE_IQ     /* no lattice tiles: their prompts take the T = 1 products */
-    #define ABI_QTILE_IQ 0
     ABI_TILE_STUB(iq2_xs)
     ABI_TILE_STUB(iq2_s)
     ABI_TILE_STUB(iq3_xxs)
+    ABI_TILE_STUB(iq2_xxs)
+    ABI_TILE_STUB(iq3_s)
     #endif
     #endif /* ABI_QTILE_H */
     """
     bint QTILE "ABI_QTILE"
-    bint QTILE_TQ1 "ABI_QTILE_TQ1"
-    bint QTILE_IQ1 "ABI_QTILE_IQ1"
+    bint QTILE_IQ "ABI_QTILE_IQ"   # the TQ1_0, IQ1 and IQ2/IQ3 tiles
     void tile_q4_1 "abi_tile_q4_1"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                                    Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
     void tile_q8_0 "abi_tile_q8_0"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
@@ -1132,8 +1168,6 @@ cdef extern from *:
                                      Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
     void tile_tq2_0 "abi_tile_tq2_0"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                                      Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
-    # the lattice tiles (IQ2_XS, IQ2_S, IQ3_XXS), where ABI_QTILE_IQ is 1
-    bint QTILE_IQ "ABI_QTILE_IQ"
     void tile_iq2_xs "abi_tile_iq2_xs"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                                        Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
     void tile_iq2_s "abi_tile_iq2_s"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
@@ -1143,4 +1177,8 @@ cdef extern from *:
     void tile_iq1_s "abi_tile_iq1_s"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                                      Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
     void tile_iq1_m "abi_tile_iq1_m"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                     Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_iq2_xxs "abi_tile_iq2_xxs"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                         Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil
+    void tile_iq3_s "abi_tile_iq3_s"(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                                      Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) noexcept nogil

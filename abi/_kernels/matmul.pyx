@@ -271,11 +271,10 @@ cdef void _gemv_rows_scalar(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r
 
 cdef bint has_tile(int t) noexcept nogil:
     return ((QTILE and (t == T_Q4_1 or t == T_Q8_0 or t == T_Q5_0 or t == T_Q4_K or t == T_Q6_K
-                      or t == T_IQ4_NL or t == T_IQ4_XS or t == T_Q5_K or t == T_Q3_K or t == T_Q4_0
-                      or t == T_Q5_1 or t == T_Q2_K or t == T_MXFP4 or t == T_TQ2_0
-                      or (QTILE_TQ1 and t == T_TQ1_0))) or (QTILE_IQ and (t == T_IQ2_XS or t == T_IQ2_S
-                                                                          or t == T_IQ3_XXS))
-            or (QTILE_IQ1 and (t == T_IQ1_S or t == T_IQ1_M)))
+                        or t == T_IQ4_NL or t == T_IQ4_XS or t == T_Q5_K or t == T_Q3_K or t == T_Q4_0
+                        or t == T_Q5_1 or t == T_Q2_K or t == T_MXFP4 or t == T_TQ2_0))
+            or (QTILE_IQ and (t == T_TQ1_0 or t == T_IQ1_S or t == T_IQ1_M or t == T_IQ2_XXS
+                              or t == T_IQ2_XS or t == T_IQ2_S or t == T_IQ3_XXS or t == T_IQ3_S)))
 
 
 # Tokens per pass over a range of rows: their activations stay in L2 while the rows stream by.
@@ -351,6 +350,10 @@ cdef void _gemm_rows_chunk(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r1
             tile_iq1_s(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
         elif t == T_IQ1_M:
             tile_iq1_m(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
+        elif t == T_IQ2_XXS:
+            tile_iq2_xxs(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
+        elif t == T_IQ3_S:
+            tile_iq3_s(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
         t0 += n
 
 
@@ -519,11 +522,11 @@ def _gemm_rows_into(const uint8_t[::1] w, int ggml_type, Py_ssize_t row_start, P
 
 def tiled_types():
     """GGML type ids whose prompt products run as register tiles on this build (empty
-    without AVX-512 VNNI, and no lattice IQ types without VBMI, BITALG and BMI2: those
-    prompts take the T = 1 products token by token)."""
+    without AVX-512 VNNI, and no TQ1_0, IQ1 and IQ2/IQ3 types without VBMI, BITALG and BMI2:
+    those prompts take the T = 1 products token by token)."""
     return [t for t in (T_Q4_1, T_Q8_0, T_Q5_0, T_Q4_K, T_Q6_K, T_IQ4_NL, T_IQ4_XS, T_Q5_K, T_Q3_K,
-                               T_Q4_0, T_Q5_1, T_Q2_K, T_MXFP4, T_TQ1_0, T_TQ2_0, T_IQ2_XS, T_IQ2_S,
-                               T_IQ3_XXS, T_IQ1_S, T_IQ1_M) if has_tile(t)]
+                        T_Q4_0, T_Q5_1, T_Q2_K, T_MXFP4, T_TQ2_0, T_TQ1_0, T_IQ1_S, T_IQ1_M,
+                        T_IQ2_XXS, T_IQ2_XS, T_IQ2_S, T_IQ3_XXS, T_IQ3_S) if has_tile(t)]
 
 
 def _set_tile_tokens(Py_ssize_t n):
