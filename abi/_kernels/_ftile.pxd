@@ -30,6 +30,11 @@ cdef extern from *:
     #define ABI_FAINL static inline __attribute__((always_inline))
     #define ABI_FUNROLL _Pragma("GCC unroll 16")
     enum { ABI_FK_F32, ABI_FK_F16, ABI_FK_BF16 };
+    /* a loaded vector kept in a register: gcc would otherwise load it again for every
+       multiply-add that uses it, two loads per multiply-add (as _vec.pxd's ABI_KEEP) */
+    #ifndef ABI_KEEP
+    #define ABI_KEEP(v) __asm__("" : "+v"(v))
+    #endif
 
     /* 16 weights from p as float32 */
     ABI_FAINL __m512 abi_fw16(const uint8_t* p, const int K) {
@@ -63,9 +68,13 @@ cdef extern from *:
         for (; i + 16 * H <= n; i += 16 * H) {
             ABI_FUNROLL for (int h = 0; h < H; ++h) {
                 __m512 wv[ABI_FTILE_R];
-                ABI_FUNROLL for (int r = 0; r < R; ++r) wv[r] = abi_fw16(w + r * rb + ES * (i + 16 * h), K);
+                ABI_FUNROLL for (int r = 0; r < R; ++r) {
+                    wv[r] = abi_fw16(w + r * rb + ES * (i + 16 * h), K);
+                    ABI_KEEP(wv[r]);
+                }
                 ABI_FUNROLL for (int t = 0; t < N; ++t) {
-                    const __m512 xv = _mm512_loadu_ps((const float*)(x + t * xs) + i + 16 * h);
+                    __m512 xv = _mm512_loadu_ps((const float*)(x + t * xs) + i + 16 * h);
+                    ABI_KEEP(xv);
                     ABI_FUNROLL for (int r = 0; r < R; ++r) acc[h][r][t] = _mm512_fmadd_ps(wv[r], xv, acc[h][r][t]);
                 }
             }
