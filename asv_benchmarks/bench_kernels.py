@@ -79,7 +79,8 @@ class PrefillProduct:
 class PromptTiles:
     """64 tokens through the compiled forward's prompt products, one thread: the register tiles
     against the T = 1 products (a block of 16 rows at a time for every token)."""
-    params = (["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
+    params = (["F32", "F16", "BF16",
+               "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
                "IQ4_NL", "IQ4_XS"], ["1536x1536"])
     param_names = ["type", "rows_x_cols"]
 

@@ -252,16 +252,24 @@ def test_default_model_weights(default_model_path):
 
 
 TILED = [GGMLType(t) for t in matmul.tiled_types()]
+FLOATS = {GGMLType.F32, GGMLType.F16, GGMLType.BF16}
+# float rows: element counts past the last whole chunk of the T = 1 kernels (32, BF16 16), and
+# fewer than one chunk
+FLOAT_TILE_SIZES = [(37, 45), (64, 104), (37, 7)]
+
+
+def tile_sizes(t):
+    return FLOAT_TILE_SIZES if t in FLOATS else sizes(t)[:2] + [(19, 2 * t.block_size)]
 
 
 @pytest.mark.parametrize("t", TILED, ids=lambda t: t.name)
 def test_tiled_prompt_products_give_each_token_its_single_token_bits(t):
     """gemm_rows (register tiles of rows x tokens) against gemv_rows token by token, bit for
     bit, and against the exact product; row ranges and token counts leave every remainder
-    of the tiles (1 to 4 rows x 4 to 16 tokens), and more tokens than one pass over the rows
+    of the tiles (1 to 4 rows x 3 to 16 tokens), and more tokens than one pass over the rows
     takes; block counts 1 and 3 (an odd last block) and 2."""
     rng = np.random.default_rng(11)
-    for rows, cols in sizes(t)[:2] + [(19, 2 * t.block_size)]:
+    for rows, cols in tile_sizes(t):
         raw = weight(t, rows, cols, rng)
         for T in (1, 2, 3, 4, 5, 7, 9, 17, 70):
             x = (rng.standard_normal((T, cols)) * rng.uniform(0.05, 20, (T, 1))).astype(np.float32)
@@ -278,22 +286,25 @@ def test_tiled_prompt_products_give_each_token_its_single_token_bits(t):
 
 
 def test_tiled_products_where_the_machine_has_avx512_vnni():
-    """The tiles exist exactly where the build targets AVX-512 VNNI (else prompts take the
-    single-token products), neither the tile pass length nor the way a small batch runs
-    its rows (prefetched chunks; 19 tokens with passes of 5 take the prompt's way) changes
-    a bit, and the benchmark's single-token route (tiles=False) gives the same bits."""
+    """The tiles exist exactly where the build targets AVX-512 VNNI (float weights: AVX-512 F;
+    else prompts take the single-token products), neither the tile pass length nor the way a
+    small batch runs its rows (prefetched chunks; 19 tokens with passes of 5 take the prompt's
+    way) changes a bit, and the benchmark's single-token route (tiles=False) gives the same
+    bits."""
     flags = open("/proc/cpuinfo").read() if sys.platform.startswith("linux") else ""
+    tiled = {GGMLType(t).name for t in matmul.tiled_types()}
     if matmul.SIMD and all(f in flags for f in (" avx512f", " avx512bw", " avx512vl", " avx512_vnni")):
         # the TQ1_0, IQ1 and IQ2/IQ3 tiles unpack with VBMI, BITALG and BMI2, as their T = 1 kernels do
         lattice = {"TQ1_0", "IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S"} if all(
             f in flags.split() for f in ("avx512vbmi", "avx512_bitalg", "bmi2")) else set()
-        assert {GGMLType(t).name for t in matmul.tiled_types()} == {"Q4_1", "Q8_0", "Q5_0", "Q4_K", "Q6_K",
-                                                                   "IQ4_NL", "IQ4_XS", "Q5_K", "Q3_K",
-                                                                   "Q4_0", "Q5_1", "Q2_K", "MXFP4",
-                                                                   "TQ2_0"} | lattice
+        assert tiled - {t.name for t in FLOATS} == {"Q4_1", "Q8_0", "Q5_0", "Q4_K", "Q6_K", "IQ4_NL",
+                                                    "IQ4_XS", "Q5_K", "Q3_K", "Q4_0", "Q5_1", "Q2_K",
+                                                    "MXFP4", "TQ2_0"} | lattice
+    if matmul.SIMD and " avx512f" in flags:
+        assert {t.name for t in FLOATS} <= tiled
     for t in TILED:
         rng = np.random.default_rng(12)
-        rows, cols = sizes(t)[0]
+        rows, cols = tile_sizes(t)[0]
         raw = weight(t, rows, cols, rng)
         x = rng.standard_normal((19, cols)).astype(np.float32)
         a, b = (np.empty((19, rows), np.float32) for _ in range(2))

@@ -60,14 +60,17 @@ def test_the_cache_holds_what_its_dtype_says(tmp_path):
     assert np.array_equal(q8.k[:1, :, :n], q8._encode(exact))
 
 
-RECIPES = [("llama_q8_0", "llama"), ("gemma3_q8_0", "gemma3"), ("smollm3_q8_0", "smollm3"),
-           ("gpt-oss_q8_0", "gpt-oss"), ("qwen3moe_q8_0", "qwen3moe")]
+Q8 = GGMLType.Q8_0
+# float weights too: their prompts take their own tiles (_ftile.pxd)
+RECIPES = [("llama_q8_0", "llama", Q8), ("gemma3_q8_0", "gemma3", Q8), ("smollm3_q8_0", "smollm3", Q8),
+           ("gpt-oss_q8_0", "gpt-oss", Q8), ("qwen3moe_q8_0", "qwen3moe", Q8),
+           ("llama_f16", "llama", GGMLType.F16), ("gemma3_bf16", "gemma3", GGMLType.BF16)]
 
 
 @pytest.mark.parametrize("kv", ["f16", "q8_0"])
-@pytest.mark.parametrize("name, arch", RECIPES, ids=[r[0] for r in RECIPES])
-def test_prefill_is_decode_and_a_cached_prefix_is_a_cold_run(tmp_path, name, arch, kv):
-    m = _model(tmp_path, name, arch, kv_dtype=kv)
+@pytest.mark.parametrize("name, arch, qtype", RECIPES, ids=[r[0] for r in RECIPES])
+def test_prefill_is_decode_and_a_cached_prefix_is_a_cold_run(tmp_path, name, arch, qtype, kv):
+    m = _model(tmp_path, name, arch, qtype, kv_dtype=kv)
     batched = m.logits(IDS)
     cache = m.new_cache()
     stepped = np.concatenate([m.forward([t], cache) for t in IDS])

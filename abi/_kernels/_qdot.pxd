@@ -645,7 +645,10 @@ cdef extern from *:
         return acc;
     }
 
-    /* ---------------------------------------------------------------- float weights, float x */
+    /* ---------------------------------------------------------------- float weights, float x
+       The elements past the last whole chunk: one fmaf each, in order, spelled out, since
+       gcc contracts some such loops and vectorises others into multiplies then in-order
+       adds; the prompt tiles (_ftile.pxd) repeat it bit for bit. */
 
     #if ABI_QDOT_SIMD
     static inline float abi_dot_f32_simd(const uint8_t* w, const float* x, Py_ssize_t n) {
@@ -660,7 +663,7 @@ cdef extern from *:
             s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(x + i + 24), s3);
         }
         tail = abi_hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-        for (; i < n; ++i) tail += abi_ldf32(w + 4 * i) * x[i];
+        for (; i < n; ++i) tail = fmaf(abi_ldf32(w + 4 * i), x[i], tail);
         return tail;
     }
     #endif
@@ -684,7 +687,7 @@ cdef extern from *:
             s3 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(p + 3)), _mm256_loadu_ps(x + i + 24), s3);
         }
         tail = abi_hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-        for (; i < n; ++i) tail += abi_f16_to_f32(abi_ld16(w + 2 * i)) * x[i];
+        for (; i < n; ++i) tail = fmaf(abi_f16_to_f32(abi_ld16(w + 2 * i)), x[i], tail);
         return tail;
     }
     #endif
@@ -708,7 +711,7 @@ cdef extern from *:
             s1 = _mm256_fmadd_ps(a1, _mm256_loadu_ps(x + i + 8), s1);
         }
         tail = abi_hsum8(_mm256_add_ps(s0, s1));
-        for (; i < n; ++i) tail += abi_bf16_to_f32(abi_ld16(w + 2 * i)) * x[i];
+        for (; i < n; ++i) tail = fmaf(abi_bf16_to_f32(abi_ld16(w + 2 * i)), x[i], tail);
         return tail;
     }
     #endif

@@ -29,12 +29,13 @@ cdef void quantize_activation(int ggml_type, const float* x, Py_ssize_t cols, ui
 cdef void gemv_rows(int ggml_type, const uint8_t* w, Py_ssize_t row_start, Py_ssize_t row_end,
                     Py_ssize_t cols, const void* xq, const float* x, float* y) noexcept nogil
 
-# Whether gemm_rows has a tiled kernel for ggml_type on this build (AVX-512 VNNI; the lattice IQ
-# types also VBMI, BITALG and BMI2; see _qtile.pxd).
+# Whether gemm_rows has a tiled kernel for ggml_type on this build (AVX-512 VNNI; the TQ1_0, IQ1
+# and IQ2/IQ3 types also VBMI, BITALG and BMI2; see _qtile.pxd; float weights AVX-512 F, _ftile.pxd).
 cdef bint has_tile(int ggml_type) noexcept nogil
 
 # Prompt products: y[t * ys + r] = W[r] . x_t for row_start <= r < row_end, t < T, where
-# xq + t * xs is token t's quantised activation. Each token gets exactly gemv_rows's bits.
+# xq + t * xs is token t's quantised activation (float weights: its float32 row). Each token
+# gets exactly gemv_rows's bits.
 # Only for types where has_tile; single-threaded like gemv_rows.
 cdef void gemm_rows(int ggml_type, const uint8_t* w, Py_ssize_t row_start, Py_ssize_t row_end,
                     Py_ssize_t cols, const uint8_t* xq, Py_ssize_t xs, Py_ssize_t T, float* y,

@@ -3,7 +3,8 @@
 Decode (one x row): the activation is quantised once to the weight type's Q8 partner
 format and each row is an integer dot product (``_qdot.pxd``), rows split over threads.
 Prompts through the compiled forward (many x rows, each quantised): ``gemm_rows`` runs
-register tiles of rows x tokens (``_qtile.pxd``) that give each token the T = 1 bits.
+register tiles of rows x tokens (``_qtile.pxd``; float weights ``_ftile.pxd``) that give each
+token the T = 1 bits.
 Prefill (many x rows): tiles of W are dequantised to float32 and multiplied by BLAS sgemm.
 """
 from libc.stdint cimport uint8_t, uintptr_t
@@ -14,6 +15,7 @@ from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
 from abi._kernels._qdot cimport *
 from abi._kernels._qdot_iq cimport *
 from abi._kernels._qtile cimport *
+from abi._kernels._ftile cimport *
 from abi._kernels._types cimport *
 from abi._kernels.quant cimport quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k
 from abi._kernels.dequant cimport dequantize_blocks
@@ -270,6 +272,8 @@ cdef void _gemv_rows_scalar(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r
 
 
 cdef bint has_tile(int t) noexcept nogil:
+    if t == T_F32 or t == T_F16 or t == T_BF16:   # float weights: _ftile.pxd, AVX-512 F
+        return FTILE
     return ((QTILE and (t == T_Q4_1 or t == T_Q8_0 or t == T_Q5_0 or t == T_Q4_K or t == T_Q6_K
                         or t == T_IQ4_NL or t == T_IQ4_XS or t == T_Q5_K or t == T_Q3_K or t == T_Q4_0
                         or t == T_Q5_1 or t == T_Q2_K or t == T_MXFP4 or t == T_TQ2_0))
@@ -310,7 +314,14 @@ cdef void _gemm_rows_chunk(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r1
     t0 = 0
     while t0 < T:
         n = min(TILE_TOKENS, T - t0)
-        if t == T_Q4_1:
+        # float weights: xq is the tokens' float32 rows, nb the elements per row
+        if t == T_F32:
+            ftile_f32(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
+        elif t == T_F16:
+            ftile_f16(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
+        elif t == T_BF16:
+            ftile_bf16(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
+        elif t == T_Q4_1:
             tile_q4_1(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
         elif t == T_Q8_0:
             tile_q8_0(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
@@ -508,14 +519,17 @@ def _gemm_rows_into(const uint8_t[::1] w, int ggml_type, Py_ssize_t row_start, P
     with nogil:
         for i in range(T):
             quantize_activation(ggml_type, &x[i, 0], cols, xq + i * nq)
-        if tiles:
+        if tiles and nq == 0:   # float weights: the tiles read the float rows
+            gemm_rows(ggml_type, &w[0], row_start, row_end, cols, <const uint8_t*>&x[0, 0],
+                      cols * sizeof(float), T, &y[0, 0], y.shape[1])
+        elif tiles:
             gemm_rows(ggml_type, &w[0], row_start, row_end, cols, xq, nq, T, &y[0, 0], y.shape[1])
         else:
             rb = row_start
             while rb < row_end:
                 re = min(rb + 16, row_end)
                 for i in range(T):
-                    gemv_rows(ggml_type, &w[0], rb, re, cols, xq + i * nq, NULL, &y[i, 0])
+                    gemv_rows(ggml_type, &w[0], rb, re, cols, xq + i * nq, &x[i, 0], &y[i, 0])
                 rb = re
     free(xq)
 
@@ -523,8 +537,9 @@ def _gemm_rows_into(const uint8_t[::1] w, int ggml_type, Py_ssize_t row_start, P
 def tiled_types():
     """GGML type ids whose prompt products run as register tiles on this build (empty
     without AVX-512 VNNI, and no TQ1_0, IQ1 and IQ2/IQ3 types without VBMI, BITALG and BMI2:
-    those prompts take the T = 1 products token by token)."""
-    return [t for t in (T_Q4_1, T_Q8_0, T_Q5_0, T_Q4_K, T_Q6_K, T_IQ4_NL, T_IQ4_XS, T_Q5_K, T_Q3_K,
+    those prompts take the T = 1 products token by token; the float weights' tiles need
+    AVX-512 F only)."""
+    return [t for t in (T_F32, T_F16, T_BF16, T_Q4_1, T_Q8_0, T_Q5_0, T_Q4_K, T_Q6_K, T_IQ4_NL, T_IQ4_XS, T_Q5_K, T_Q3_K,
                         T_Q4_0, T_Q5_1, T_Q2_K, T_MXFP4, T_TQ2_0, T_TQ1_0, T_IQ1_S, T_IQ1_M,
                         T_IQ2_XXS, T_IQ2_XS, T_IQ2_S, T_IQ3_XXS, T_IQ3_S) if has_tile(t)]
 

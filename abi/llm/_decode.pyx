@@ -181,8 +181,12 @@ cdef void _matmul(Ctx* c, Priv* p, QMat* m, const float* x, Py_ssize_t x_stride,
     cdef int t
     cdef const uint8_t* xq
     if t1 - t0 > 1 and has_tile(m.type):   # register tiles of rows x tokens, the same bits
-        gemm_rows(m.type, m.w, r0, r1, m.cols, p.act[m.fmt] + t0 * c.act_stride, c.act_stride,
-                  t1 - t0, y + t0 * y_stride, y_stride)
+        if m.fmt >= 0:
+            gemm_rows(m.type, m.w, r0, r1, m.cols, p.act[m.fmt] + t0 * c.act_stride, c.act_stride,
+                      t1 - t0, y + t0 * y_stride, y_stride)
+        else:   # float weights: the tiles read the float rows
+            gemm_rows(m.type, m.w, r0, r1, m.cols, <const uint8_t*>(x + t0 * x_stride),
+                      x_stride * sizeof(float), t1 - t0, y + t0 * y_stride, y_stride)
         if m.bias != NULL:
             for t in range(t0, t1):
                 for r in range(r0, r1):
