@@ -157,3 +157,8 @@ def test_sampler_draws_as_with_a_whole_partition():
             y = min_p_filter(top_p_filter(x[ids], 0.9), 0.05).astype(np.float64)
             probs = softmax((y - y.max()) / 0.7)
             assert s(x) == int(ids[twin.choice(probs.shape[-1], p=probs)])
+
+
+def test_repetition_penalty_applies_once_per_repeated_token():
+    out = repetition_penalty(2.0)([1, 1, 1, 0, 1], np.array([8.0, -8.0, 3.0], np.float32))
+    assert out.tolist() == [4.0, -16.0, 3.0]

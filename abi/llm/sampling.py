@@ -25,7 +25,9 @@ def repetition_penalty(penalty: float, window: int = 64) -> LogitsProcessor:
     """llama.cpp/CTRL style: logits of recent tokens are divided by ``penalty`` when
     positive and multiplied when negative."""
     def apply(tokens, logits):
-        recent = np.unique(np.asarray(tokens[-window:] if window > 0 else tokens, np.int64))
+        # a repeated id is penalised once: every copy writes the same value, computed from
+        # the logit before any write (no need to sort the window for np.unique)
+        recent = np.asarray(tokens[-window:] if window > 0 else tokens, np.int64)
         if recent.size:
             sel = logits[recent]
             logits[recent] = np.where(sel > 0, sel / penalty, sel * penalty)
