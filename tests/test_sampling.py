@@ -138,6 +138,8 @@ def test_top_k_ids_match_a_whole_partition(n):
             x[rng.choice(n, min(n, 5), replace=False)] = rng.standard_normal(min(n, 5))
         if trial == 3:   # the best logits crowded into one column
             x[::512] += 40
+        if trial == 4:   # a NaN logit_bias
+            x[rng.choice(n, 3)] = np.nan
         for k in (1, 2, 40, 512, 513, n - 1):
             if 0 < k < n:
                 assert np.array_equal(top_k_ids(x, k), _top_k_ids_by_partition(x, k)), (trial, k)

@@ -108,8 +108,9 @@ def top_k_ids(logits: np.ndarray, k: int) -> np.ndarray:
         maxima = logits[:m].reshape(rows, _TOP_K_COLUMNS).max(axis=0)
         if m < n:
             maxima = np.concatenate((maxima, logits[m:]))
-        ids = np.flatnonzero(logits >= np.sort(maxima)[-k])
-        if ids.size >= k:   # fewer only with NaN logits: the whole partition below decides
+        maxima.sort()   # NaN last: a NaN logit (a NaN logit_bias) leaves it to the partition
+        if not np.isnan(maxima[-1]):
+            ids = np.flatnonzero(logits >= maxima[-k])
             vals = logits[ids]
             return ids[vals >= np.partition(vals, -k)[-k]]
     return np.flatnonzero(logits >= np.partition(logits, -k)[-k])
