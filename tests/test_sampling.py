@@ -118,3 +118,49 @@ def test_stop_string_prefix_is_held_then_flushed():
     text, hit = s.feed("answer </e")
     assert text == "answer " and not hit
     assert s.flush() == "</e"
+
+
+def _top_k_ids_by_partition(x, k):
+    return np.flatnonzero(x >= np.partition(x, -k)[-k])
+
+
+@pytest.mark.parametrize("n", [7, 2048, 2049, 49152, 151936 + 17])
+def test_top_k_ids_match_a_whole_partition(n):
+    from abi.llm.sampling import top_k_ids
+
+    rng = np.random.default_rng(n)
+    for trial in range(6):
+        x = (rng.standard_normal(n) * 3).astype(np.float32)
+        if trial == 1:   # heavy ties: few distinct values
+            x = rng.integers(0, 5, n).astype(np.float32)
+        if trial == 2:   # a constraint left a handful of tokens
+            x[:] = -np.inf
+            x[rng.choice(n, min(n, 5), replace=False)] = rng.standard_normal(min(n, 5))
+        if trial == 3:   # the best logits crowded into one column
+            x[::512] += 40
+        if trial == 4:   # a NaN logit_bias
+            x[rng.choice(n, 3)] = np.nan
+        for k in (1, 2, 40, 512, 513, n - 1):
+            if 0 < k < n:
+                assert np.array_equal(top_k_ids(x, k), _top_k_ids_by_partition(x, k)), (trial, k)
+
+
+def test_sampler_draws_as_with_a_whole_partition():
+    """The candidate search changes no draw: a twin sampling from the partition's ids."""
+    from abi.llm.sampling import softmax
+
+    rng = np.random.default_rng(3)
+    for seed in range(4):
+        s = make_sampler(0.7, 40, 0.9, 0.05, seed=seed)
+        twin = np.random.default_rng(seed)
+        for _ in range(25):
+            x = (rng.standard_normal(49152) * 3).astype(np.float32)
+            ids = _top_k_ids_by_partition(x, 40)
+            y = min_p_filter(top_p_filter(x[ids], 0.9), 0.05).astype(np.float64)
+            probs = softmax((y - y.max()) / 0.7)
+            assert s(x) == int(ids[twin.choice(probs.shape[-1], p=probs)])
+
+
+def test_repetition_penalty_applies_once_per_repeated_token():
+    out = repetition_penalty(2.0)([1, 1, 1, 0, 1], np.array([8.0, -8.0, 3.0], np.float32))
+    assert out.tolist() == [4.0, -16.0, 3.0]

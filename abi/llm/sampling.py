@@ -25,7 +25,9 @@ def repetition_penalty(penalty: float, window: int = 64) -> LogitsProcessor:
     """llama.cpp/CTRL style: logits of recent tokens are divided by ``penalty`` when
     positive and multiplied when negative."""
     def apply(tokens, logits):
-        recent = np.unique(np.asarray(tokens[-window:] if window > 0 else tokens, np.int64))
+        # a repeated id is penalised once: every copy writes the same value, computed from
+        # the logit before any write (no need to sort the window for np.unique)
+        recent = np.asarray(tokens[-window:] if window > 0 else tokens, np.int64)
         if recent.size:
             sel = logits[recent]
             logits[recent] = np.where(sel > 0, sel / penalty, sel * penalty)
@@ -90,11 +92,37 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return x - (m + np.log(np.exp(x - m).sum()))
 
 
+_TOP_K_COLUMNS = 512
+
+
+def top_k_ids(logits: np.ndarray, k: int) -> np.ndarray:
+    """Ascending indices of the logits at or above the k-th largest (ties kept), 0 < k < n:
+    what ``np.flatnonzero(logits >= np.partition(logits, -k)[-k])`` gives, without
+    partitioning the whole vocabulary (a millisecond per token on 49,152 logits)."""
+    n = logits.shape[-1]
+    rows = n // _TOP_K_COLUMNS
+    if rows >= 4 and k <= _TOP_K_COLUMNS:
+        # the columns' maxima are distinct logits, so at least k logits reach the k-th largest
+        # of them: the k-th largest logit is among those few
+        m = rows * _TOP_K_COLUMNS
+        maxima = logits[:m].reshape(rows, _TOP_K_COLUMNS).max(axis=0)
+        if m < n:
+            maxima = np.concatenate((maxima, logits[m:]))
+        maxima.sort()   # NaN last: a NaN logit (a NaN logit_bias) leaves it to the partition
+        if not np.isnan(maxima[-1]):
+            ids = np.flatnonzero(logits >= maxima[-k])
+            vals = logits[ids]
+            return ids[vals >= np.partition(vals, -k)[-k]]
+    return np.flatnonzero(logits >= np.partition(logits, -k)[-k])
+
+
 def top_k_filter(logits: np.ndarray, k: int) -> np.ndarray:
     """Keep the k largest logits (others -inf); k <= 0 keeps all."""
     if 0 < k < logits.shape[-1]:
-        cut = np.partition(logits, -k)[-k]
-        logits = np.where(logits >= cut, logits, -np.inf)
+        ids = top_k_ids(logits, k)
+        out = np.full_like(logits, -np.inf)
+        out[ids] = logits[ids]
+        logits = out
     return logits
 
 
@@ -137,8 +165,7 @@ def make_sampler(temperature: float = 0.7, top_k: int = 40, top_p: float = 0.9,
     def sample(logits: np.ndarray) -> int:
         # top-k first on the whole vocabulary, then the rest on the (few) candidates left
         if 0 < top_k < logits.shape[-1]:
-            cut = np.partition(logits, -top_k)[-top_k]
-            ids = np.flatnonzero(logits >= cut)
+            ids = top_k_ids(logits, top_k)
         else:
             ids = np.arange(logits.shape[-1])
         x = min_p_filter(top_p_filter(logits[ids], top_p), min_p).astype(np.float64)
