@@ -32,20 +32,16 @@ cdef void gemv_rows(int ggml_type, const uint8_t* w, Py_ssize_t row_start, Py_ss
 # Whether gemm_rows has a tiled kernel for ggml_type on this build (AVX-512 VNNI; see _qtile.pxd).
 cdef bint has_tile(int ggml_type) noexcept nogil
 
-# Whether gemm_rows at T = 1 is faster than gemv_rows for ggml_type (decode products take it).
-cdef bint tile_single(int ggml_type) noexcept nogil
-
-# Prompt (and, where tile_single, decode) products: y[t * ys + r] = W[r] . x_t for
-# row_start <= r < row_end, t < T, where xq + t * xs is token t's quantised activation. Each
-# token gets exactly gemv_rows's bits. Only for types where has_tile; single-threaded like
-# gemv_rows.
+# Prompt products: y[t * ys + r] = W[r] . x_t for row_start <= r < row_end, t < T, where
+# xq + t * xs is token t's quantised activation. Each token gets exactly gemv_rows's bits.
+# Only for types where has_tile; single-threaded like gemv_rows.
 cdef void gemm_rows(int ggml_type, const uint8_t* w, Py_ssize_t row_start, Py_ssize_t row_end,
                     Py_ssize_t cols, const uint8_t* xq, Py_ssize_t xs, Py_ssize_t T, float* y,
                     Py_ssize_t ys) noexcept nogil
 
 # Whole-matrix y = W @ x with rows split evenly over n_threads (one OpenMP region; none when
-# n_threads <= 1 or rows * cols < 96Ki, where a second thread costs more than it saves),
-# through gemm_rows where tile_single, else gemv_rows (the same bits). xq, x as for gemv_rows.
+# n_threads <= 1 or rows * cols < 96Ki, where a second thread costs more than it saves).
+# xq, x as for gemv_rows.
 cdef void gemv(int ggml_type, const uint8_t* w, Py_ssize_t rows, Py_ssize_t cols,
                const void* xq, const float* x, float* y, int n_threads) noexcept nogil
 

@@ -279,61 +279,38 @@ cdef bint has_tile(int t) noexcept nogil:
 cdef Py_ssize_t TILE_TOKENS = 64
 
 
-cdef inline void _tile(int t, const uint8_t* wr, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* xq,
-                       Py_ssize_t xs, Py_ssize_t n, Py_ssize_t nb, float* yr, Py_ssize_t ys) noexcept nogil:
-    """The tiles of type t over nr rows from wr and n tokens from xq."""
-    if t == T_Q4_1:
-        tile_q4_1(wr, rb, nr, xq, xs, n, nb, yr, ys)
-    elif t == T_Q8_0:
-        tile_q8_0(wr, rb, nr, xq, xs, n, nb, yr, ys)
-    elif t == T_Q5_0:
-        tile_q5_0(wr, rb, nr, xq, xs, n, nb, yr, ys)
-    elif t == T_Q4_K:
-        tile_q4_k(wr, rb, nr, xq, xs, n, nb, yr, ys)
-    elif t == T_Q6_K:
-        tile_q6_k(wr, rb, nr, xq, xs, n, nb, yr, ys)
-    elif t == T_IQ4_NL:
-        tile_iq4_nl(wr, rb, nr, xq, xs, n, nb, yr, ys)
-    elif t == T_IQ4_XS:
-        tile_iq4_xs(wr, rb, nr, xq, xs, n, nb, yr, ys)
-    elif t == T_Q5_K:
-        tile_q5_k(wr, rb, nr, xq, xs, n, nb, yr, ys)
-    elif t == T_Q3_K:
-        tile_q3_k(wr, rb, nr, xq, xs, n, nb, yr, ys)
-    elif t == T_Q4_0:
-        tile_q4_0(wr, rb, nr, xq, xs, n, nb, yr, ys)
-    elif t == T_Q5_1:
-        tile_q5_1(wr, rb, nr, xq, xs, n, nb, yr, ys)
-    elif t == T_Q2_K:
-        tile_q2_k(wr, rb, nr, xq, xs, n, nb, yr, ys)
-
-
-cdef bint tile_single(int t) noexcept nogil:
-    # 1.2-1.35x the row kernel's speed at one token (bench_kernels --prompt 1, 1536 x 1536 and
-    # 1536 x 8960, Zen 5): 512-bit unpacking of two rows at a time; the other types' row
-    # kernels are as fast or faster
-    return has_tile(t) and (t == T_Q4_K or t == T_Q6_K or t == T_Q5_K or t == T_Q8_0 or t == T_Q4_0)
-
-
 cdef void gemm_rows(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t cols,
                     const uint8_t* xq, Py_ssize_t xs, Py_ssize_t T, float* y, Py_ssize_t ys) noexcept nogil:
-    cdef Py_ssize_t rb = row_bytes(t, cols), nb = cols // block_size_of(t), t0, n, r, re, step
-    if T == 1:
-        # a decode product, rows streamed from memory: each tile's rows prefetched just before
-        # it, as gemv_rows does row by row (the prefetches of 16 rows at once made a decode
-        # of Qwen2.5 1.5B 1.5x slower); step: the rows of the type's tile
-        step = 4 if t == T_Q8_0 or t == T_Q4_0 else 2
-        r = r0
-        while r < r1:
-            re = min(r + step, r1)
-            _prefetch_row(w + r * rb, (re - r) * rb)
-            _tile(t, w + r * rb, rb, re - r, xq, xs, 1, nb, y + r, ys)
-            r = re
-        return
+    cdef Py_ssize_t rb = row_bytes(t, cols), nb = cols // block_size_of(t), t0, n
+    cdef const uint8_t* wr = w + r0 * rb
+    cdef float* yr = y + r0
     t0 = 0
     while t0 < T:
         n = min(TILE_TOKENS, T - t0)
-        _tile(t, w + r0 * rb, rb, r1 - r0, xq + t0 * xs, xs, n, nb, y + t0 * ys + r0, ys)
+        if t == T_Q4_1:
+            tile_q4_1(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
+        elif t == T_Q8_0:
+            tile_q8_0(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
+        elif t == T_Q5_0:
+            tile_q5_0(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
+        elif t == T_Q4_K:
+            tile_q4_k(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
+        elif t == T_Q6_K:
+            tile_q6_k(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
+        elif t == T_IQ4_NL:
+            tile_iq4_nl(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
+        elif t == T_IQ4_XS:
+            tile_iq4_xs(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
+        elif t == T_Q5_K:
+            tile_q5_k(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
+        elif t == T_Q3_K:
+            tile_q3_k(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
+        elif t == T_Q4_0:
+            tile_q4_0(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
+        elif t == T_Q5_1:
+            tile_q5_1(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
+        elif t == T_Q2_K:
+            tile_q2_k(wr, rb, r1 - r0, xq + t0 * xs, xs, n, nb, yr + t0 * ys, ys)
         t0 += n
 
 
@@ -348,19 +325,10 @@ cdef void gemv(int t, const uint8_t* w, Py_ssize_t rows, Py_ssize_t cols,
     cdef int nt = _threads_for(rows * cols, rows, n_threads)
     cdef Py_ssize_t c
     if nt == 1:
-        _gemv_part(t, w, 0, rows, cols, xq, x, y)
+        gemv_rows(t, w, 0, rows, cols, xq, x, y)
         return
     for c in prange(nt, num_threads=nt, schedule="static"):
-        _gemv_part(t, w, rows * c // nt, rows * (c + 1) // nt, cols, xq, x, y)
-
-
-cdef inline void _gemv_part(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t cols,
-                            const void* xq, const float* x, float* y) noexcept nogil:
-    """Rows r0..r1-1 of a T = 1 product, by the faster of the tiles and the row kernels."""
-    if tile_single(t):
-        gemm_rows(t, w, r0, r1, cols, <const uint8_t*>xq, 0, 1, y, 0)
-    else:
-        gemv_rows(t, w, r0, r1, cols, xq, x, y)
+        gemv_rows(t, w, rows * c // nt, rows * (c + 1) // nt, cols, xq, x, y)
 
 
 cdef void dequant_rows(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t cols,

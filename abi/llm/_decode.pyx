@@ -36,7 +36,7 @@ from abi._kernels.quant cimport quantize_row_q8_0
 from abi._kernels._vec cimport axpy, axpy4, barrier, dot, dot4x4, softmax_exp
 from abi._kernels._types cimport block_size_of
 from abi._kernels.matmul cimport (activation_bytes, dequant_rows, gemm_rows, gemv_rows, has_tile,
-                                  quantize_activation, row_bytes, tile_single, vec_dot_type)
+                                  quantize_activation, row_bytes, vec_dot_type)
 
 cnp.import_array()
 
@@ -180,7 +180,7 @@ cdef void _matmul(Ctx* c, Priv* p, QMat* m, const float* x, Py_ssize_t x_stride,
     cdef Py_ssize_t rb, re, r
     cdef int t
     cdef const uint8_t* xq
-    if has_tile(m.type) and (t1 - t0 > 1 or tile_single(m.type)):   # register tiles, the same bits
+    if t1 - t0 > 1 and has_tile(m.type):   # register tiles of rows x tokens, the same bits
         gemm_rows(m.type, m.w, r0, r1, m.cols, p.act[m.fmt] + t0 * c.act_stride, c.act_stride,
                   t1 - t0, y + t0 * y_stride, y_stride)
         if m.bias != NULL:
