@@ -9,7 +9,10 @@ figures), alternating abi and llama.cpp, and the median of the repetitions is re
   generated token of a short prompt
 - peak RSS: the whole process after loading, generating the 128 tokens and the prefill
   (its KV cache: llama.cpp's default f16 over the whole context; abi's --kv-dtype, f32 by
-  default as in the library, over the positions used)
+  default as in the library, over the positions used). Each side prefills in the cache it
+  generated in, emptied first: llama.cpp's context, the abi engine's slot (a cache of its
+  own would hold the engine's beside it until the engine, a reference cycle with its
+  scheduler, is collected)
 
 abi's modules are byte-compiled first, as pip does at install (with PYTHONDONTWRITEBYTECODE
 set, as in some shells, every process would otherwise compile them from source: ~50 ms).
@@ -42,8 +45,9 @@ import abi.llm
 import bench_vs_llamacpp as tool
 model = abi.llm.load_model(cfg["model"], n_ctx=cfg["n_ctx"], n_threads=cfg["threads"],
                            kv_dtype=cfg["kv_dtype"])
-stats, first = tool.abi_decode(model, cfg["prompt"], cfg["n_gen"], t0)
-prefill = tool.abi_prefill_tps(model, cfg["prefill_ids"])
+engine = abi.llm.Engine.from_model(model)
+stats, first = tool.abi_decode(model, cfg["prompt"], cfg["n_gen"], t0, engine)
+prefill = tool.abi_prefill_tps(model, cfg["prefill_ids"], engine.slots[0].cache)
 print(json.dumps({"first_token_s": first, "decode_tps": stats.tokens_per_second(),
                   "prefill_tps": prefill, "n_decoded": stats.tokens_generated,
                   "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -84,15 +88,16 @@ def prompt_ids(token_types, n: int) -> list[int]:
     return [int(i) for i in np.random.default_rng(0).choice(normal, size=n)]
 
 
-def abi_decode(model, prompt: str, n_gen: int, t0: float | None = None):
-    """Greedy generation of ``n_gen`` tokens through the engine's stream: its StreamingStats,
-    and the seconds from ``t0`` (a perf_counter reading; default: now) to the first token."""
+def abi_decode(model, prompt: str, n_gen: int, t0: float | None = None, engine=None):
+    """Greedy generation of ``n_gen`` tokens through ``engine``'s stream (default: a new
+    engine of ``model``): its StreamingStats, and the seconds from ``t0`` (a perf_counter
+    reading; default: now) to the first token."""
     import time
 
     import abi.llm
 
     t0 = time.perf_counter() if t0 is None else t0
-    engine = abi.llm.Engine.from_model(model)
+    engine = abi.llm.Engine.from_model(model) if engine is None else engine
     resp = engine.create_streaming_response(prompt, max_tokens=n_gen, temperature=0.0,
                                             repetition_penalty=1.0)
     first = None
@@ -102,11 +107,14 @@ def abi_decode(model, prompt: str, n_gen: int, t0: float | None = None):
     return resp.get_stats(), first
 
 
-def abi_prefill_tps(model, ids: list[int]) -> float:
-    """Tokens per second of one forward over ``ids`` from an empty cache."""
+def abi_prefill_tps(model, ids: list[int], cache=None) -> float:
+    """Tokens per second of one forward over ``ids`` from an empty cache: ``cache`` emptied
+    (as llama.cpp's context is reset), or a new one."""
     import time
 
-    cache = model.new_cache()
+    if cache is None:
+        cache = model.new_cache()
+    cache.clear()
     t = time.perf_counter()
     model.forward(ids, cache)
     return len(ids) / (time.perf_counter() - t)

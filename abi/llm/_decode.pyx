@@ -35,8 +35,8 @@ from abi._kernels._half cimport f16_to_f32, f32_to_f16, ld16, st16
 from abi._kernels.quant cimport quantize_row_q8_0
 from abi._kernels._vec cimport axpy, axpy4, barrier, dot, dot4x4, softmax_exp
 from abi._kernels._types cimport block_size_of
-from abi._kernels.matmul cimport (dequant_rows, gemm_rows, gemv_rows, has_tile, quantize_activation,
-                                  row_bytes, vec_dot_type)
+from abi._kernels.matmul cimport (activation_bytes, dequant_rows, gemm_rows, gemv_rows, has_tile,
+                                  quantize_activation, row_bytes, vec_dot_type)
 
 cnp.import_array()
 
@@ -809,6 +809,7 @@ cdef class Decoder:
     cdef list keep            # arrays the context points into
     cdef dict scratch
     cdef int n_threads, t_max
+    cdef Py_ssize_t act_max   # the largest quantised input row of any product, in bytes
 
     def __cinit__(self):
         self.c.max_rank = 0
@@ -827,6 +828,7 @@ cdef class Decoder:
         self.scratch = {}
         self.n_threads = max(1, n_threads)
         self.t_max = 0
+        self.act_max = 0
         c.n_layers, c.n_embd, c.n_head, c.n_kv = a.n_layers, a.n_embd, a.n_heads, a.n_kv_heads
         c.hd, c.n_ff, c.n_vocab, c.n_rot = a.head_dim, a.n_ff, model.output.shape[0], a.n_rot
         c.neox, c.qk_full = int(a.rope_neox), int(a.qk_norm == "full")
@@ -941,6 +943,7 @@ cdef class Decoder:
         m.w = <const uint8_t*>cnp.PyArray_DATA(raw)
         m.fmt = _fmt(m.type)
         m.rows, m.cols = rows, cols
+        self.act_max = max(self.act_max, activation_bytes(m.type, cols))
         m.bias = NULL if lin.bias is None else self._f(lin.bias, rows)
         m.la, m.lb, m.lrank = NULL, NULL, 0
         lora = getattr(lin, "lora", None)
@@ -991,10 +994,12 @@ cdef class Decoder:
         c.rot = self._buf("rot", nth * c.n_rot)
         c.lorap = self._buf("lora", nth * max(c.max_rank, 1))
         c.scores = self._buf("scores", nth * ATT_Q * max(cap, 1))
-        # bytes per token: more than any Q8 format needs for the widest input
-        c.act_stride = 2 * max(c.n_embd, c.n_ff, c.n_ff_exp, c.n_ff_shexp, c.n_head * c.hd) + 64
+        # bytes per token: the widest quantised input any product reads, in whole cache lines
+        # (no more: at 512 tokens these rows are a sixth of the scratch), and a line of slack
+        # after the last row for vector loads that run past a row's end
+        c.act_stride = max(64, (self.act_max + 63) // 64 * 64)
         for i, name in enumerate(("act0", "act1", "act2")):   # a row per token (per expert slot)
-            c.actp[i] = <uint8_t*>self._buf(name, (nth * T * c.n_slots * c.act_stride) // 4 + 1)
+            c.actp[i] = <uint8_t*>self._buf(name, (nth * T * c.n_slots * c.act_stride + 64) // 4)
         return 0
 
     def reserve(self, int T, Py_ssize_t cap):

@@ -106,8 +106,10 @@ def scratch_bytes(args, n_batch: int, n_ctx: int, n_threads: int, n_out: int = 1
         floats += T * (args.n_expert + 2 * k_used) + T * k_used * (2 * args.n_ff_exp + args.n_embd)
     floats += nth * (2 * T * args.n_embd + args.n_rot + n_ctx)   # x, h, rot, scores
     floats += n_out * args.n_vocab
-    act_stride = 2 * max(args.n_embd, args.n_ff, args.n_ff_exp, qd) + 64
-    return 4 * floats + 3 * nth * T * k_used * act_stride
+    # a quantised input row: at most Q8_K's 292 bytes per 256 values, in whole cache lines
+    widest = max(args.n_embd, args.n_ff, args.n_ff_exp, args.n_ff_shexp, qd)
+    act_stride = (292 * widest // 256 + 63) // 64 * 64
+    return 4 * floats + 3 * (nth * T * k_used * act_stride + 64)
 
 
 def plan_memory(gguf, n_ctx: int | None = None, n_slots: int = 1, kv_dtype: str = "f32",

@@ -27,7 +27,6 @@ left, whatever layers generate on its behalf: personas, agents).
 """
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
@@ -118,7 +117,13 @@ class Job:
         self.requests = requests
         self.n_choices = sum(r.n for r in requests)
         self.loop = loop
-        self._items = asyncio.Queue() if loop is not None else queue.SimpleQueue()
+        if loop is not None:
+            # imported here: asyncio (with ssl) adds ~7 MiB to a process that never runs a loop
+            import asyncio
+
+            self._items = asyncio.Queue()
+        else:
+            self._items = queue.SimpleQueue()
         self._cancel = threading.Event()
         self._lock = threading.Lock()
         self._running: set = set()       # the StreamingResponses now running
