@@ -38,11 +38,14 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import ConfigError, ServerBusy
 from .threads import computing
 from .streaming import StreamingConfig, StreamingState, StreamingStats, TokenEvent
+
+if TYPE_CHECKING:   # at run time only a job with an event loop imports asyncio (Job)
+    import asyncio
 
 log = logging.getLogger("abi.llm")
 
