@@ -474,7 +474,8 @@ def test_a_process_exits_with_a_generation_still_running():
                 return Endless()
 
         started = threading.Event()
-        Scheduler(Engine()).submit(GenerationRequest([1], StreamingConfig(max_tokens=5)))
+        engine = Engine()   # the scheduler holds it weakly
+        Scheduler(engine).submit(GenerationRequest([1], StreamingConfig(max_tokens=5)))
         assert started.wait(10)
         print("exiting", flush=True)
     """)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import weakref
 from typing import Callable, Iterable, Sequence
 
 from ..errors import ConfigError
@@ -137,6 +138,9 @@ class Engine:
         m = self.model
         self.batcher = Batcher(m, self.prefill_chunk) if self.n_slots > 1 and m.backend == "cpu" and \
             m.forward_path == "compiled" else None
+        if self.batcher is not None:
+            # its thread holds it (and the model): an engine freed unclosed stops it
+            weakref.finalize(self, self.batcher.close).atexit = False
 
     @property
     def scheduler(self) -> Scheduler:
@@ -150,7 +154,8 @@ class Engine:
 
     def close(self) -> None:
         """Cancel what is running and stop the scheduler's and the batcher's threads (an
-        engine that is dropped stops them with the process)."""
+        engine nobody refers to is freed at once and its threads stop by themselves, once
+        its generations have ended)."""
         if self._scheduler is not None:
             self._scheduler.close()
         if self.batcher is not None:
