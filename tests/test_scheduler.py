@@ -6,11 +6,13 @@ CLI) going through the engine's one scheduler."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import subprocess
 import sys
 import textwrap
 import threading
+import weakref
 
 import pytest
 
@@ -436,6 +438,42 @@ def test_the_llm_cli_generates_through_the_engines_scheduler(tiny_path, submitte
     monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
     assert main(["chat", *argv]) == 0
     assert len(submitted) == 3 and submitted[2][0] is not sched   # chat's own engine
+
+
+@pytest.fixture
+def no_cycle_collector():
+    """What a test frees must go by reference counting alone."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def test_a_dropped_engine_is_freed_at_once_and_its_threads_exit(tiny_path, no_cycle_collector):
+    engine = Engine(backend="cpu", n_slots=2).load_model(tiny_path)
+    engine.generate("hello", max_tokens=4, temperature=0)
+    sched = engine.scheduler
+    threads = [*sched._jobs._threads, *sched._choices._threads, engine.batcher._thread]
+    assert threads and all(t.is_alive() for t in threads)
+    dropped, model = weakref.ref(engine), weakref.ref(engine.model)
+    del engine, sched
+    assert dropped() is None and model() is None   # its KV caches and weights with it
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads)
+
+
+def test_a_temporary_engines_stream_runs_to_its_end_then_frees_it(tiny_path, no_cycle_collector):
+    messages, opts = [{"role": "user", "content": "hi"}], dict(max_tokens=6, temperature=0)
+    stream = Engine(backend="cpu").load_model(tiny_path).chat(messages, stream=True, **opts)
+    events = list(stream)   # submitted only now, the engine referred to by nothing else
+    assert stream.state is StreamingState.COMPLETED and events[-1].is_final
+    held = Engine(backend="cpu").load_model(tiny_path)
+    assert stream.text == held.chat(messages, **opts)
+    dropped = weakref.ref(stream.scheduler.engine)
+    del stream
+    assert dropped() is None
 
 
 def test_a_process_exits_with_a_generation_still_running():
