@@ -476,6 +476,21 @@ def test_a_temporary_engines_stream_runs_to_its_end_then_frees_it(tiny_path, no_
     assert dropped() is None
 
 
+def test_a_models_own_generations_keep_its_cache_and_a_dropped_model_is_freed(
+        tiny_path, no_cycle_collector):
+    from abi.llm import load_model
+
+    model = load_model(tiny_path, backend="cpu")
+    first = model.generate("hello there", max_tokens=4, temperature=0)
+    slot = model._default_slot
+    assert slot.cache.tokens[:3] == model.tokenize("hello there")[:3]
+    assert model.generate("hello there", max_tokens=4, temperature=0) == first
+    assert model._default_slot is slot   # the next call's engine runs on the same KV cache
+    dropped = weakref.ref(model)
+    del model, slot
+    assert dropped() is None
+
+
 def test_a_process_exits_with_a_generation_still_running():
     # the job threads are joined at exit: without the scheduler's exit hook cancelling its
     # jobs, this generation (which ends only when cancelled) would keep the process alive

@@ -123,11 +123,15 @@ class Engine:
             decoder.reserve(model.n_batch + self.n_slots, model.n_ctx)
 
     @classmethod
-    def from_model(cls, model, n_slots: int = 1, max_queue: int = 64) -> "Engine":
-        """An engine around an already loaded Model."""
+    def from_model(cls, model, n_slots: int = 1, max_queue: int = 64,
+                   slots: list[Slot] | None = None) -> "Engine":
+        """An engine around an already loaded Model; ``slots``: ``n_slots`` slots of an
+        earlier engine of it to run on (their caches reused), else new ones."""
         engine = cls(n_slots=n_slots, backend=model.backend, max_queue=max_queue)
         engine.model = model
-        engine.slots = [Slot(model.new_cache()) for _ in range(n_slots)]
+        if slots is not None and len(slots) != n_slots:
+            raise ConfigError(f"{len(slots)} slot(s) given for n_slots={n_slots}", field="slots")
+        engine.slots = slots or [Slot(model.new_cache()) for _ in range(n_slots)]
         engine._start_batcher()
         return engine
 
