@@ -6,11 +6,13 @@ CLI) going through the engine's one scheduler."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import subprocess
 import sys
 import textwrap
 import threading
+import weakref
 
 import pytest
 
@@ -438,6 +440,57 @@ def test_the_llm_cli_generates_through_the_engines_scheduler(tiny_path, submitte
     assert len(submitted) == 3 and submitted[2][0] is not sched   # chat's own engine
 
 
+@pytest.fixture
+def no_cycle_collector():
+    """What a test frees must go by reference counting alone."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def test_a_dropped_engine_is_freed_at_once_and_its_threads_exit(tiny_path, no_cycle_collector):
+    engine = Engine(backend="cpu", n_slots=2).load_model(tiny_path)
+    engine.generate("hello", max_tokens=4, temperature=0)
+    sched = engine.scheduler
+    threads = [*sched._jobs._threads, *sched._choices._threads, engine.batcher._thread]
+    assert threads and all(t.is_alive() for t in threads)
+    dropped, model = weakref.ref(engine), weakref.ref(engine.model)
+    del engine, sched
+    assert dropped() is None and model() is None   # its KV caches and weights with it
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads)
+
+
+def test_a_temporary_engines_stream_runs_to_its_end_then_frees_it(tiny_path, no_cycle_collector):
+    messages, opts = [{"role": "user", "content": "hi"}], dict(max_tokens=6, temperature=0)
+    stream = Engine(backend="cpu").load_model(tiny_path).chat(messages, stream=True, **opts)
+    events = list(stream)   # submitted only now, the engine referred to by nothing else
+    assert stream.state is StreamingState.COMPLETED and events[-1].is_final
+    held = Engine(backend="cpu").load_model(tiny_path)
+    assert stream.text == held.chat(messages, **opts)
+    dropped = weakref.ref(stream.scheduler.engine)
+    del stream
+    assert dropped() is None
+
+
+def test_a_models_own_generations_keep_its_cache_and_a_dropped_model_is_freed(
+        tiny_path, no_cycle_collector):
+    from abi.llm import load_model
+
+    model = load_model(tiny_path, backend="cpu")
+    first = model.generate("hello there", max_tokens=4, temperature=0)
+    slot = model._default_slot
+    assert slot.cache.tokens[:3] == model.tokenize("hello there")[:3]
+    assert model.generate("hello there", max_tokens=4, temperature=0) == first
+    assert model._default_slot is slot   # the next call's engine runs on the same KV cache
+    dropped = weakref.ref(model)
+    del model, slot
+    assert dropped() is None
+
+
 def test_a_process_exits_with_a_generation_still_running():
     # the job threads are joined at exit: without the scheduler's exit hook cancelling its
     # jobs, this generation (which ends only when cancelled) would keep the process alive
@@ -474,7 +527,8 @@ def test_a_process_exits_with_a_generation_still_running():
                 return Endless()
 
         started = threading.Event()
-        Scheduler(Engine()).submit(GenerationRequest([1], StreamingConfig(max_tokens=5)))
+        engine = Engine()   # the scheduler holds it weakly
+        Scheduler(engine).submit(GenerationRequest([1], StreamingConfig(max_tokens=5)))
         assert started.wait(10)
         print("exiting", flush=True)
     """)

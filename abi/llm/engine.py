@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import weakref
 from typing import Callable, Iterable, Sequence
 
 from ..errors import ConfigError
@@ -122,11 +123,15 @@ class Engine:
             decoder.reserve(model.n_batch + self.n_slots, model.n_ctx)
 
     @classmethod
-    def from_model(cls, model, n_slots: int = 1, max_queue: int = 64) -> "Engine":
-        """An engine around an already loaded Model."""
+    def from_model(cls, model, n_slots: int = 1, max_queue: int = 64,
+                   slots: list[Slot] | None = None) -> "Engine":
+        """An engine around an already loaded Model; ``slots``: ``n_slots`` slots of an
+        earlier engine of it to run on (their caches reused), else new ones."""
         engine = cls(n_slots=n_slots, backend=model.backend, max_queue=max_queue)
         engine.model = model
-        engine.slots = [Slot(model.new_cache()) for _ in range(n_slots)]
+        if slots is not None and len(slots) != n_slots:
+            raise ConfigError(f"{len(slots)} slot(s) given for n_slots={n_slots}", field="slots")
+        engine.slots = slots or [Slot(model.new_cache()) for _ in range(n_slots)]
         engine._start_batcher()
         return engine
 
@@ -137,6 +142,9 @@ class Engine:
         m = self.model
         self.batcher = Batcher(m, self.prefill_chunk) if self.n_slots > 1 and m.backend == "cpu" and \
             m.forward_path == "compiled" else None
+        if self.batcher is not None:
+            # its thread holds it (and the model): an engine freed unclosed stops it
+            weakref.finalize(self, self.batcher.close).atexit = False
 
     @property
     def scheduler(self) -> Scheduler:
@@ -150,7 +158,8 @@ class Engine:
 
     def close(self) -> None:
         """Cancel what is running and stop the scheduler's and the batcher's threads (an
-        engine that is dropped stops them with the process)."""
+        engine nobody refers to is freed at once and its threads stop by themselves, once
+        its generations have ended)."""
         if self._scheduler is not None:
             self._scheduler.close()
         if self.batcher is not None:

@@ -7,6 +7,7 @@ import operator
 import os
 import threading
 import time
+import weakref
 
 import numpy as np
 
@@ -97,6 +98,9 @@ class Model:
         self.forward_path = "cuda" if self.backend == "cuda" else \
             choose_cpu_forward(used, self.args.arch, isinstance(self.arch, decoder.Model))
         self._compiled = None  # the compiled forward, built on first use
+        # generate/chat's engine, held weakly (it holds this model), and the slot it runs on
+        self._default_engine: weakref.ref | None = None
+        self._default_slot = None
         # the compiled forward keeps one set of scratch buffers: slots (threads) sharing this
         # model take turns, one batch at a time
         self._forward_lock = threading.Lock()
@@ -254,11 +258,18 @@ class Model:
 
     # -- generation (the engine's stream, joined) ----------------------------------------------
     def _engine(self):
-        if getattr(self, "_default_engine", None) is None:
+        """The one-slot engine of ``generate`` and ``chat``: made again once no call holds it,
+        so a dropped model is freed at once; its slot (KV cache) stays here, so calls still
+        reuse a shared prompt prefix."""
+        engine = self._default_engine and self._default_engine()
+        if engine is None:
             from .engine import Engine
 
-            self._default_engine = Engine.from_model(self)
-        return self._default_engine
+            slots = None if self._default_slot is None else [self._default_slot]
+            engine = Engine.from_model(self, slots=slots)
+            self._default_slot = engine.slots[0]
+            self._default_engine = weakref.ref(engine)
+        return engine
 
     def generate(self, prompt, **options) -> str:
         """Generated text for ``prompt`` (StreamingConfig names as keyword arguments)."""

@@ -131,6 +131,7 @@ class Job:
         self._lock = threading.Lock()
         self._running: set = set()       # the StreamingResponses now running
         self._scheduler: Scheduler | None = None
+        self._engine = None              # held from submit until it ends (see Scheduler)
         self.width = 1                   # slots it runs on at once
         self.pin: int | None = None      # the one slot it must run on
         self.slots: list[int] = []
@@ -245,6 +246,9 @@ class JobStream:
 
     def __init__(self, scheduler: "Scheduler", request: GenerationRequest):
         self.scheduler, self.request = scheduler, request
+        # the scheduler holds its engine weakly: a stream of a temporary engine
+        # (``Engine(...).chat(..., stream=True)``) keeps it until the stream is dropped
+        self._engine = scheduler.engine
         self.prompt_ids, self.config = request.prompt_ids, request.config
         self.job: Job | None = None
         self.stats = StreamingStats(prompt_tokens=len(request.prompt_ids))
@@ -398,6 +402,10 @@ _SCOPE: contextvars.ContextVar[CancelScope | None] = contextvars.ContextVar("abi
 class Scheduler:
     """Jobs over ``engine.slots`` and a waiting queue of ``max_queue`` jobs.
 
+    It holds its engine weakly (the engine holds it): an engine nobody refers to is freed at
+    once, its KV caches and model with it, and this scheduler's threads then exit. Each job
+    holds the engine from submit until it ends, so work in flight keeps what it runs on.
+
     ``on_generation(stats)`` is called (in a worker thread) after every choice,
     ``on_rejected()`` for every job turned away; metrics hang on them.
     """
@@ -407,7 +415,7 @@ class Scheduler:
                  on_rejected: Callable[[], None] | None = None):
         if max_queue < 0:
             raise ValueError("max_queue must be >= 0")
-        self.engine = engine
+        self._engine_ref = weakref.ref(engine)
         self.max_queue = max_queue
         self.on_generation = on_generation
         self.on_rejected = on_rejected
@@ -429,6 +437,13 @@ class Scheduler:
 
     # -- state -------------------------------------------------------------------------------
     @property
+    def engine(self):
+        engine = self._engine_ref()
+        if engine is None:
+            raise ReferenceError("this scheduler's engine has been freed: keep a reference to it")
+        return engine
+
+    @property
     def n_slots(self) -> int:
         return len(self._owner)
 
@@ -449,7 +464,7 @@ class Scheduler:
         ``async for``); None: read them from any thread with ``for``. Raises ServerBusy when
         it cannot start and the queue is full."""
         job = Job([requests] if isinstance(requests, GenerationRequest) else list(requests), loop)
-        job._scheduler = self
+        job._scheduler, job._engine = self, self.engine
         job.width = min(max(r.n for r in job.requests), self.n_slots)
         job.pin = job.requests[0].slot
         if job.pin is not None and (len(job.requests) > 1 or not 0 <= job.pin < self.n_slots):
@@ -507,7 +522,7 @@ class Scheduler:
         free = [i for i, owner in enumerate(self._owner) if owner is None]
         ids = job.requests[0].prompt_ids
         for _ in range(job.width):  # each the free slot sharing the longest prefix
-            slot = job.pin if job.pin is not None else self.engine.pick_slot(ids, free)
+            slot = job.pin if job.pin is not None else job._engine.pick_slot(ids, free)
             free.remove(slot)
             job.slots.append(slot)
             self._owner[slot] = job
@@ -522,6 +537,7 @@ class Scheduler:
                 self._pending.remove(job)
             except ValueError:
                 return
+        job._engine = None
         job._put(END)
 
     def _release(self, job: Job) -> None:
@@ -557,6 +573,7 @@ class Scheduler:
             log.exception("a job failed outside its generation")
         finally:   # its slots are free before its reader sees the end
             self._release(job)
+            job._engine = None
             job._put(END)
 
     def _run_request(self, job: Job, request: GenerationRequest, index: int) -> None:
@@ -581,7 +598,7 @@ class Scheduler:
                     while choice is not None and not job.cancelled:
                         if choice:
                             prefilled.wait()
-                            self.engine.share_prefix(slots[0], slot, request.prompt_ids)
+                            job._engine.share_prefix(slots[0], slot, request.prompt_ids)
                         self._run_choice(job, slot, index + choice, request.prompt_ids,
                                          configs[choice], prefilled.set if choice == 0 else None)
                         with lock:
@@ -600,7 +617,7 @@ class Scheduler:
 
     def _run_choice(self, job: Job, slot: int, index: int, ids: list[int],
                     config: StreamingConfig, on_first: Callable[[], None] | None = None) -> None:
-        response = self.engine.slot_response(ids, config, slot)
+        response = job._engine.slot_response(ids, config, slot)
         job._watch(response)
         try:
             for event in response:
