@@ -2,7 +2,9 @@
 ``Engine`` with N slots (N = 1 runs the single-stream path, no batcher), greedy and with
 the default sampling, each ``--max-tokens`` long.
 
-Per N it prints the aggregate tokens/s, the batcher's steps and tokens per step, the share
+Per N it prints the aggregate tokens/s, the batcher's steps and tokens per step (and the
+wall ms per token of the steps without prompt chunks: against the compiled step's 1-thread
+CPU ms per token below, the second thread's speed-up), the share
 of the wall time spent in the compiled forward (the rest: waiting for members to sample and
 queue their next token), and the process's CPU time per token outside the forward
 (sampling, penalties, detokenising, stop strings, the hand-offs between the scheduler's
@@ -33,6 +35,7 @@ def generations(engine, n: int, max_tokens: int, temperature: float) -> dict:
     # process's CPU time outside the forward is theirs (the scheduler's job threads do it,
     # not the threads reading the streams)
     forward_s, forward_cpu = [0.0], [0.0]
+    decode_steps = []   # (seconds, tokens) of the batched steps that held no prompt chunk
     name = "forward_many" if batcher is not None else "forward"
     inner = getattr(model, name)
 
@@ -43,6 +46,8 @@ def generations(engine, n: int, max_tokens: int, temperature: float) -> dict:
         finally:
             forward_s[0] += time.perf_counter() - t
             forward_cpu[0] += time.process_time() - c
+            if name == "forward_many" and all(len(ids) == 1 for ids, _, _ in args[0]):
+                decode_steps.append((time.perf_counter() - t, len(args[0])))
 
     setattr(model, name, timed)
     tokens = [0] * n
@@ -57,6 +62,7 @@ def generations(engine, n: int, max_tokens: int, temperature: float) -> dict:
         run(0)   # warm-up: the first forward allocates its scratch
         steps0 = batcher.steps if batcher else 0
         forward_s[0] = forward_cpu[0] = 0.0
+        decode_steps.clear()
         threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
         t0, c0 = time.perf_counter(), time.process_time()
         for t in threads:
@@ -73,7 +79,8 @@ def generations(engine, n: int, max_tokens: int, temperature: float) -> dict:
     if batcher is not None:
         steps = batcher.steps - steps0
         out.update(steps=steps, tokens_per_step=total / max(steps, 1),
-                   step_ms=1000 * forward_s[0] / max(steps, 1))
+                   step_ms=1000 * forward_s[0] / max(steps, 1),
+                   decode_ms_per_token=1000 * sum(s for s, _ in decode_steps) / max(sum(n for _, n in decode_steps), 1))
     return out
 
 
@@ -120,7 +127,8 @@ def main(argv=None) -> int:
                         f"CPU outside the forward {r['other_cpu_ms_per_token']:.2f} ms/token, "
                         f"forward {100 * r['forward_share']:.0f}% of the wall")
                 if "steps" in r:
-                    line += f", {r['steps']} steps of {r['tokens_per_step']:.2f} tokens, {r['step_ms']:.1f} ms each"
+                    line += (f", {r['steps']} steps of {r['tokens_per_step']:.2f} tokens, {r['step_ms']:.1f} ms each"
+                             f" (decode-only steps: {r['decode_ms_per_token']:.2f} ms/token)")
                 print(line, flush=True)
             c = compiled_steps(engine.model, n)
             print(f"{n} streams, compiled step alone (1 thread): {c['cpu_ms_per_token']:.2f} CPU ms/token, "
