@@ -270,12 +270,15 @@ cdef extern from *:
         }
     }
 
-    /* ------------------------------------------------------------------ Q4_K x Q8_K
+    /* ------------------------------------------------------------------ Q4_K, Q5_K x Q8_K
        T = 1: acc (scales) and accm (mins), 8 lanes each; here [acc | accm]. The block's
-       integer sum: [sub-block 2c | 2c + 1] per 64 activation bytes, lanes folded at the end. */
-    ABI_AINL void abi_tile_q4_k_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
-                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+       integer sum: [sub-block 2c | 2c + 1] per 64 activation bytes, lanes folded at the end.
+       q5 (a constant where it is called) picks Q5_K's block, its fifth bits in qh, over Q4_K's. */
+    ABI_AINL void abi_tile_k45_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                  Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N, const int q5) {
+        const Py_ssize_t bytes = q5 ? 176 : 144;
         const __m512i m4 = _mm512_set1_epi8(15);
+        const __m256i m4h = _mm256_set1_epi8(15), b4 = _mm256_set1_epi8(16);
         __m512 acc[ABI_TILE_R][ABI_TILE_N];
         ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
         for (Py_ssize_t i = 0; i < nb; ++i) {
@@ -284,7 +287,7 @@ cdef extern from *:
             __m256i mins16[ABI_TILE_R];
             __m512 dd[ABI_TILE_R];       /* [d x 8 | dmin x 8] */
             ABI_UNROLL for (int r = 0; r < R; ++r) {
-                const uint8_t* wr = w + r * rb + 144 * i;
+                const uint8_t* wr = w + r * rb + bytes * i;
                 uint32_t k[4];
                 abi_k4_words(wr + 4, k);
                 const __m128i scm = _mm_setr_epi32((int)k[0], (int)k[1], (int)k[2], (int)k[3]);
@@ -298,8 +301,17 @@ cdef extern from *:
                 const __m512i idx = abi_zi(_mm256_set1_epi16((short)(2 * c)), _mm256_set1_epi16((short)(2 * c + 1)));
                 __m512i u[ABI_TILE_R], s16[ABI_TILE_R];
                 ABI_UNROLL for (int r = 0; r < R; ++r) {
-                    const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)(w + r * rb + 144 * i + 16 + 32 * c)));
-                    u[r] = _mm512_and_si512(_mm512_mask_srli_epi16(q, (__mmask32)0xFFFF0000u, q, 4), m4);
+                    const uint8_t* wr = w + r * rb + bytes * i;
+                    if (q5) {
+                        const __m256i q = _mm256_loadu_si256((const __m256i*)(wr + 48 + 32 * c));
+                        /* bit 2c of qh is bit 4 of sub-block 2c, bit 2c + 1 of sub-block 2c + 1 */
+                        const __m256i hb = _mm256_srli_epi16(_mm256_loadu_si256((const __m256i*)(wr + 16)), 2 * c);
+                        u[r] = abi_zi(_mm256_or_si256(_mm256_and_si256(q, m4h), _mm256_and_si256(_mm256_slli_epi16(hb, 4), b4)),
+                                      _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4h), _mm256_and_si256(_mm256_slli_epi16(hb, 3), b4)));
+                    } else {
+                        const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)(wr + 16 + 32 * c)));
+                        u[r] = _mm512_and_si512(_mm512_mask_srli_epi16(q, (__mmask32)0xFFFF0000u, q, 4), m4);
+                    }
                     s16[r] = _mm512_permutexvar_epi16(idx, sc16[r]);
                 }
                 ABI_UNROLL for (int t = 0; t < N; ++t) {
@@ -321,6 +333,14 @@ cdef extern from *:
         }
         ABI_UNROLL for (int r = 0; r < R; ++r)
             ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_hsum8(abi_zlo(acc[r][t])) - abi_hsum8(abi_zhi(acc[r][t]));
+    }
+    ABI_AINL void abi_tile_q4_k_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        abi_tile_k45_rn(w, rb, x, xs, nb, y, ys, R, N, 0);
+    }
+    ABI_AINL void abi_tile_q5_k_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        abi_tile_k45_rn(w, rb, x, xs, nb, y, ys, R, N, 1);
     }
 
     /* ------------------------------------------------------------------ Q6_K, Q3_K x Q8_K
@@ -667,61 +687,6 @@ cdef extern from *:
                 y[(2 * j) * ys + r] = abi_hsum8(abi_zlo(acc[r][j]));
                 if (2 * j + 1 < N) y[(2 * j + 1) * ys + r] = abi_hsum8(abi_zhi(acc[r][j]));
             }
-    }
-
-    /* ------------------------------------------------------------------ Q5_K x Q8_K
-       The Q4_K tile with the fifth bit: T = 1: acc (scales) and accm (mins); here
-       [acc | accm], the block's integer sum [sub-block 2c | 2c + 1] per 64 activation bytes. */
-    ABI_AINL void abi_tile_q5_k_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
-                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
-        const __m256i m4 = _mm256_set1_epi8(15), b4 = _mm256_set1_epi8(16);
-        __m512 acc[ABI_TILE_R][ABI_TILE_N];
-        ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
-        for (Py_ssize_t i = 0; i < nb; ++i) {
-            __m512i sum[ABI_TILE_R][ABI_TILE_N];
-            __m512i sc16[ABI_TILE_R];    /* int16 lanes 0-7 the scales, 8-15 the mins */
-            __m256i mins16[ABI_TILE_R];
-            __m512 dd[ABI_TILE_R];       /* [d x 8 | dmin x 8] */
-            ABI_UNROLL for (int r = 0; r < R; ++r) {
-                const uint8_t* wr = w + r * rb + 176 * i;
-                uint32_t k[4];
-                abi_k4_words(wr + 4, k);
-                const __m128i scm = _mm_setr_epi32((int)k[0], (int)k[1], (int)k[2], (int)k[3]);
-                sc16[r] = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(scm));
-                mins16[r] = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(scm, scm));   /* m0 m0 m1 m1 ... */
-                dd[r] = abi_zf2(abi_f16_to_f32(abi_ld16(wr)), abi_f16_to_f32(abi_ld16(wr + 2)));
-                ABI_UNROLL for (int t = 0; t < N; ++t) sum[r][t] = _mm512_setzero_si512();
-            }
-            ABI_UNROLL for (int c = 0; c < 4; ++c) {
-                const __m512i idx = abi_zi(_mm256_set1_epi16((short)(2 * c)), _mm256_set1_epi16((short)(2 * c + 1)));
-                __m512i u[ABI_TILE_R], s16[ABI_TILE_R];
-                ABI_UNROLL for (int r = 0; r < R; ++r) {
-                    const uint8_t* wr = w + r * rb + 176 * i;
-                    const __m256i q = _mm256_loadu_si256((const __m256i*)(wr + 48 + 32 * c));
-                    /* bit 2c of qh is bit 4 of sub-block 2c, bit 2c + 1 of sub-block 2c + 1 */
-                    const __m256i hb = _mm256_srli_epi16(_mm256_loadu_si256((const __m256i*)(wr + 16)), 2 * c);
-                    u[r] = abi_zi(_mm256_or_si256(_mm256_and_si256(q, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), b4)),
-                                  _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), _mm256_and_si256(_mm256_slli_epi16(hb, 3), b4)));
-                    s16[r] = _mm512_permutexvar_epi16(idx, sc16[r]);
-                }
-                ABI_UNROLL for (int t = 0; t < N; ++t) {
-                    const __m512i s = _mm512_loadu_si512((const void*)(x + t * xs + 292 * i + 4 + 64 * c));
-                    ABI_UNROLL for (int r = 0; r < R; ++r)
-                        sum[r][t] = _mm512_dpwssd_epi32(sum[r][t], _mm512_maddubs_epi16(u[r], s), s16[r]);
-                }
-            }
-            ABI_UNROLL for (int t = 0; t < N; ++t) {
-                const uint8_t* xt = x + t * xs + 292 * i;
-                const __m512 dx = _mm512_set1_ps(abi_ldf32(xt));
-                const __m256i bs = _mm256_loadu_si256((const __m256i*)(xt + 260));
-                ABI_UNROLL for (int r = 0; r < R; ++r) {
-                    const __m512i v = abi_zi(abi_zfold(sum[r][t]), _mm256_madd_epi16(bs, mins16[r]));
-                    acc[r][t] = _mm512_fmadd_ps(_mm512_mul_ps(dd[r], dx), _mm512_cvtepi32_ps(v), acc[r][t]);
-                }
-            }
-        }
-        ABI_UNROLL for (int r = 0; r < R; ++r)
-            ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_hsum8(abi_zlo(acc[r][t])) - abi_hsum8(abi_zhi(acc[r][t]));
     }
 
     /* ------------------------------------------------------------------ TQ1_0, TQ2_0 x Q8_K
