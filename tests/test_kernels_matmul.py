@@ -285,9 +285,10 @@ def test_tiled_prompt_products_give_each_token_its_single_token_bits(t):
                 assert np.all(np.abs(tiled[i, r0:r1] - expected[r0:r1]) <= KERNEL_RTOL * scale[r0:r1])
 
 
-def test_tiled_products_where_the_machine_has_avx512_vnni():
-    """The tiles exist exactly where the build targets AVX-512 VNNI (float weights: AVX-512 F;
-    else prompts take the single-token products), neither the tile pass length nor the way a
+def test_which_types_have_tiles_on_this_machine():
+    """The tiles exist exactly where the build targets AVX-512 VNNI (float weights: AVX-512 F),
+    or the AVX2 set where it targets AVX2 only (else prompts take the single-token products),
+    neither the tile pass length nor the way a
     small batch runs its rows (prefetched chunks; 19 tokens with passes of 5 take the prompt's
     way) changes a bit, and the benchmark's single-token route (tiles=False) gives the same
     bits."""
@@ -300,6 +301,8 @@ def test_tiled_products_where_the_machine_has_avx512_vnni():
         assert tiled - {t.name for t in FLOATS} == {"Q4_1", "Q8_0", "Q5_0", "Q4_K", "Q6_K", "IQ4_NL",
                                                     "IQ4_XS", "Q5_K", "Q3_K", "Q4_0", "Q5_1", "Q2_K",
                                                     "MXFP4", "TQ2_0"} | lattice
+    elif matmul.SIMD and " avx2" in flags:   # the AVX2 tiles (_qtile_avx2.pxd)
+        assert tiled == {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"}
     if matmul.SIMD and " avx512f" in flags:
         assert {t.name for t in FLOATS} <= tiled
     for t in TILED:

@@ -23,19 +23,15 @@ from libc.stdint cimport uint8_t
 
 from abi._kernels._qdot cimport QDOT_SIMD   # its C (abi_f16t, abi_hsum8, abi_nibbles32) first
 from abi._kernels._qdot_iq cimport QDOT_IQ_SIMD   # its C (abi_e8m0_half, the IQ block unpacking, abi_iq_wdot) too
+from abi._kernels._qtile_avx2 cimport QTILE2   # its C (ABI_TILE_STUB, abi_tile_scratch, the AVX2 tiles) too
 
 cdef extern from *:
     """
     #ifndef ABI_QTILE_H
     #define ABI_QTILE_H
-    /* where a tile is not built: never called (has_tile is false), only linked */
-    #define ABI_TILE_STUB(name) static void abi_tile_##name(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, \\
-        const uint8_t* x, Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {}
     #if ABI_QDOT_SIMD && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
     #define ABI_QTILE 1
     #define ABI_QTILE_IQ ABI_IQ_Z
-    #include <stdio.h>
-    #include <stdlib.h>
     #define ABI_TILE_R 4     /* rows per tile, at most */
     #define ABI_TILE_N 8     /* tokens per tile, at most (Q5_0 packs two per register) */
     #define ABI_AINL static inline __attribute__((always_inline))
@@ -174,20 +170,6 @@ cdef extern from *:
        all the chunk's tokens. */
     #define ABI_Q5_TC 64
     #define ABI_Q5_PAIR 192   /* a pair's block prepared: [s | c | dx], 64 bytes each */
-
-    /* the calling thread's scratch (Q5_0's and the lattice tiles' prepared activations),
-       grown as needed and kept for its next products */
-    static __thread uint8_t* abi_tile_buf = NULL;
-    static __thread size_t abi_tile_cap = 0;
-    static uint8_t* abi_tile_scratch(size_t n) {
-        if (n > abi_tile_cap) {
-            free(abi_tile_buf);
-            abi_tile_buf = (uint8_t*)aligned_alloc(64, (n + 63) / 64 * 64);
-            abi_tile_cap = abi_tile_buf ? n : 0;
-            if (!abi_tile_buf) { fputs("abi: out of memory for the prompt products' scratch\\n", stderr); abort(); }
-        }
-        return abi_tile_buf;
-    }
 
     /* R rows (wu: 32 unpacked bytes a block, wd: the scales, nb blocks a row) x N tokens
        (xp: (N + 1) / 2 prepared pairs, xps bytes apart) */
@@ -1027,6 +1009,7 @@ cdef extern from *:
     #else
     #define ABI_QTILE 0
     #define ABI_QTILE_IQ 0
+    #if !ABI_QTILE2   /* no AVX2 either: these prompts take the T = 1 products */
     ABI_TILE_STUB(q4_1)
     ABI_TILE_STUB(q8_0)
     ABI_TILE_STUB(q5_0)
@@ -1041,6 +1024,7 @@ cdef extern from *:
     ABI_TILE_STUB(q2_k)
     ABI_TILE_STUB(mxfp4)
     ABI_TILE_STUB(tq2_0)
+    #endif
     #endif
 
     /* ================================================================== IQ2_XXS, IQ3_S x Q8_K

@@ -1,0 +1,383 @@
+# Prompt (T > 1) products over tiles of weight rows x tokens for CPUs with AVX2 but without
+# AVX-512 VNNI (Zen 2/3, Haswell to Alder Lake), as inline C. _qtile.pxd holds the AVX-512
+# tiles; where those are built, this file builds nothing but the shared scratch.
+#
+# The same promise as there: each (row, token) pair gets its T = 1 kernel's bits. With 16
+# vector registers a tile cannot hold two accumulators per pair, so where the T = 1 kernel
+# keeps two chains (even and odd blocks) the tile runs them as two passes over the row and
+# adds them at the end as the T = 1 kernel does; the integer block sums are exact however
+# they are formed, and the float steps (scale products, fused multiply-adds, the final
+# reduction) are the T = 1 ones, lane for lane. tests/test_kernels_matmul.py checks every
+# tile against its T = 1 kernel bit for bit.
+#
+# Both sides are prepared once per call and reused: a group of rows is unpacked to bytes
+# once for all the tokens of a chunk, and each token's scales (and, for the types whose
+# weights carry an offset, its 4-byte activation sums times the offset) once for all rows.
+#
+#   abi_tile_<w>(w, rb, nr, x, xs, nt, nb, y, ys): as in _qtile.pxd. Present where
+#   ABI_QTILE2 is 1, for the types has_tile lists under it; the others are stubs.
+from libc.stdint cimport uint8_t
+
+from abi._kernels._qdot cimport QDOT_SIMD   # its C (abi_f16t, abi_hsum8, abi_nibbles32) first
+
+cdef extern from *:
+    """
+    #ifndef ABI_QTILE2_H
+    #define ABI_QTILE2_H
+    #include <stdio.h>
+    #include <stdlib.h>
+    /* where a tile is not built: never called (has_tile is false), only linked */
+    #define ABI_TILE_STUB(name) static void abi_tile_##name(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, \\
+        const uint8_t* x, Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {}
+
+    #if ABI_QDOT_SIMD
+    /* the calling thread's scratch (the tiles' prepared rows and activations, here and in
+       _qtile.pxd), grown as needed and kept for its next products */
+    static __thread uint8_t* abi_tile_buf = NULL;
+    static __thread size_t abi_tile_cap = 0;
+    static uint8_t* abi_tile_scratch(size_t n) {
+        if (n > abi_tile_cap) {
+            free(abi_tile_buf);
+            abi_tile_buf = (uint8_t*)aligned_alloc(64, (n + 63) / 64 * 64);
+            abi_tile_cap = abi_tile_buf ? n : 0;
+            if (!abi_tile_buf) { fputs("abi: out of memory for the prompt products' scratch\\n", stderr); abort(); }
+        }
+        return abi_tile_buf;
+    }
+    #endif
+
+    #if ABI_QDOT_SIMD && !(defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__))
+    #define ABI_QTILE2 1
+    #define ABI_T2INL static inline __attribute__((always_inline))
+    #define ABI_T2UNROLL _Pragma("GCC unroll 16")
+    #define ABI_T2_TC 64     /* tokens prepared at a time */
+    #define ABI_T2_TCP (ABI_T2_TC + 8)   /* a block's per-token floats: 8 read past the last */
+
+    /* 8 int32 lanes, lane k the sum of bytes 4k..4k+3 of u * s (u unsigned, s signed; no
+       pair reaches 2^15 for the values given here) */
+    ABI_T2INL __m256i abi_t2_dot(__m256i u, __m256i s) {
+        return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+    }
+
+    /* ================================================================== Q4_0, Q4_1, Q5_0, Q5_1
+       T = 1 (_qdot.pxd): Q4_0 and Q4_1 keep acc0 (even blocks) and acc1 (odd), Q5_0 and Q5_1
+       one accumulator; Q4_1 and Q5_1 add a scalar accm of m_w s_x. Here the weights are
+       unpacked to unsigned bytes (Q4_0: q, Q5_0: q, with 8 and 16 taken back out through
+       the activation's 4-byte sums, prepared as c), and accm runs for all of a tile's
+       tokens in one vector, lane t the T = 1 scalar chain of token t. */
+    enum { ABI_L_Q4_0, ABI_L_Q4_1, ABI_L_Q5_0, ABI_L_Q5_1 };
+    #define ABI_L_WB(k) ((k) == ABI_L_Q4_0 ? 18 : (k) == ABI_L_Q4_1 ? 20 : (k) == ABI_L_Q5_0 ? 22 : 24)
+    #define ABI_L_MIN(k) ((k) == ABI_L_Q4_1 || (k) == ABI_L_Q5_1)    /* Q8_1 activations, an m_w s_x term */
+    #define ABI_L_TWO(k) ((k) == ABI_L_Q4_0 || (k) == ABI_L_Q4_1)    /* two chains */
+    #define ABI_L_OFF(k) ((k) == ABI_L_Q4_0 ? 8 : (k) == ABI_L_Q5_0 ? 16 : 0)
+    #define ABI_L_R 3
+    #define ABI_L_N 4
+
+    /* a tile's prepared rows (wu: 32 bytes a block, wd the scales, wm the mins, nb blocks a
+       row) and tokens (x: the activation rows; c: 8 int32 a block, nb blocks a token; dx,
+       sx: block i's at [i * ABI_T2_TCP + t]) */
+    typedef struct {
+        const uint8_t* wu; const float* wd; const float* wm; Py_ssize_t nb;
+        const uint8_t* x; Py_ssize_t xs; const __m256i* c; const float* dx; const float* sx;
+    } abi_l_tile;
+
+    ABI_T2INL void abi_l_rn(const abi_l_tile* p, float* y, Py_ssize_t ys, const int R, const int N, const int k) {
+        const Py_ssize_t nb = p->nb, xb = ABI_L_MIN(k) ? 36 : 34, xo = ABI_L_MIN(k) ? 4 : 2;
+        const int step = ABI_L_TWO(k) ? 2 : 1;
+        __m256 acc[ABI_L_R][ABI_L_N], acc0[ABI_L_R][ABI_L_N];
+        for (int chain = 0; chain < step; ++chain) {
+            ABI_T2UNROLL for (int r = 0; r < R; ++r) ABI_T2UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm256_setzero_ps();
+            for (Py_ssize_t i = chain; i < nb; i += step) {
+                ABI_T2UNROLL for (int r = 0; r < R; ++r) {
+                    const __m256i u = _mm256_load_si256((const __m256i*)(p->wu + 32 * (r * nb + i)));
+                    const __m256 dw = _mm256_broadcast_ss(p->wd + r * nb + i);
+                    ABI_T2UNROLL for (int t = 0; t < N; ++t) {
+                        __m256i v = abi_t2_dot(u, _mm256_loadu_si256((const __m256i*)(p->x + t * p->xs + xb * i + xo)));
+                        if (ABI_L_OFF(k)) v = _mm256_add_epi32(v, _mm256_load_si256(p->c + t * nb + i));
+                        const __m256 d = _mm256_mul_ps(dw, _mm256_broadcast_ss(p->dx + i * ABI_T2_TCP + t));
+                        acc[r][t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(v), acc[r][t]);
+                    }
+                }
+            }
+            if (step == 2 && chain == 0)
+                ABI_T2UNROLL for (int r = 0; r < R; ++r) ABI_T2UNROLL for (int t = 0; t < N; ++t) acc0[r][t] = acc[r][t];
+        }
+        ABI_T2UNROLL for (int r = 0; r < R; ++r) {
+            float m[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            if (ABI_L_MIN(k)) {   /* lane t: token t's accm */
+                const float* wm = p->wm + r * nb;
+                __m256 accm = _mm256_setzero_ps();
+                Py_ssize_t i = 0;
+                if (k == ABI_L_Q4_1)   /* accm += m0 s0 + m1 s1, the product gcc fuses as in the T = 1 kernel */
+                    for (; i + 1 < nb; i += 2)
+                        accm = _mm256_add_ps(accm, _mm256_fmadd_ps(_mm256_broadcast_ss(wm + i), _mm256_loadu_ps(p->sx + i * ABI_T2_TCP),
+                            _mm256_mul_ps(_mm256_broadcast_ss(wm + i + 1), _mm256_loadu_ps(p->sx + (i + 1) * ABI_T2_TCP))));
+                for (; i < nb; ++i)
+                    accm = _mm256_fmadd_ps(_mm256_broadcast_ss(wm + i), _mm256_loadu_ps(p->sx + i * ABI_T2_TCP), accm);
+                _mm256_storeu_ps(m, accm);
+            }
+            ABI_T2UNROLL for (int t = 0; t < N; ++t) {
+                const __m256 a = step == 2 ? _mm256_add_ps(acc0[r][t], acc[r][t]) : acc[r][t];
+                y[t * ys + r] = ABI_L_MIN(k) ? abi_hsum8(a) + m[t] : abi_hsum8(a);
+            }
+        }
+    }
+
+    /* the nt tokens of a chunk over R prepared rows: ABI_L_N at a time, then the rest */
+    ABI_T2INL void abi_l_rows(abi_l_tile* p, Py_ssize_t nt, float* y, Py_ssize_t ys, const int R, const int k) {
+        const uint8_t* x = p->x; const __m256i* c = p->c; const float* dx = p->dx; const float* sx = p->sx;
+        Py_ssize_t t = 0;
+        for (; t < nt; t += ABI_L_N) {
+            p->x = x + t * p->xs; p->c = c + t * p->nb; p->dx = dx + t; p->sx = sx + t;
+            switch (nt - t) {
+                case 1: abi_l_rn(p, y + t * ys, ys, R, 1, k); break;
+                case 2: abi_l_rn(p, y + t * ys, ys, R, 2, k); break;
+                case 3: abi_l_rn(p, y + t * ys, ys, R, 3, k); break;
+                default: abi_l_rn(p, y + t * ys, ys, R, ABI_L_N, k);
+            }
+        }
+        p->x = x; p->c = c; p->dx = dx; p->sx = sx;
+    }
+
+    /* unsigned bytes of one block: 0..15 (Q4_0, Q4_1) or 0..31 (Q5_0, Q5_1) */
+    ABI_T2INL __m256i abi_l_unpack(const uint8_t* wr, const int k) {
+        if (k == ABI_L_Q4_0) return abi_nibbles32(wr + 2);
+        if (k == ABI_L_Q4_1) return abi_nibbles32(wr + 4);
+        const int h = k == ABI_L_Q5_0 ? 2 : 4;
+        return _mm256_or_si256(abi_nibbles32(wr + h + 4), _mm256_and_si256(abi_bitmask32(wr + h), _mm256_set1_epi8(16)));
+    }
+
+    ABI_T2INL void abi_l_tile_run(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                  Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys, const int k) {
+        const Py_ssize_t wb = ABI_L_WB(k), xb = ABI_L_MIN(k) ? 36 : 34;
+        const size_t cb = (size_t)ABI_T2_TC * nb * 32, fb = (size_t)nb * ABI_T2_TCP * 4;
+        uint8_t* buf = abi_tile_scratch(cb + 2 * fb + (size_t)ABI_L_R * nb * 40);
+        abi_l_tile p;
+        __m256i* c = (__m256i*)buf;
+        float* dx = (float*)(buf + cb);
+        float* sx = (float*)(buf + cb + fb);
+        uint8_t* wu = buf + cb + 2 * fb;
+        float* wd = (float*)(wu + ABI_L_R * nb * 32);
+        float* wm = wd + ABI_L_R * nb;
+        const __m256i off = _mm256_set1_epi8((char)ABI_L_OFF(k));
+        p.nb = nb; p.xs = xs; p.c = c; p.dx = dx; p.sx = sx; p.wd = wd; p.wm = wm;
+        memset(dx, 0, 2 * fb);   /* accm's lanes past a tile's last token read these */
+        for (Py_ssize_t t0 = 0; t0 < nt; t0 += ABI_T2_TC) {
+            const Py_ssize_t nc = nt - t0 < ABI_T2_TC ? nt - t0 : ABI_T2_TC;
+            for (Py_ssize_t t = 0; t < nc; ++t) {
+                const uint8_t* xt = x + (t0 + t) * xs;
+                for (Py_ssize_t i = 0; i < nb; ++i, xt += xb) {
+                    if (ABI_L_OFF(k))   /* - off * (4-byte sums) */
+                        c[t * nb + i] = _mm256_sub_epi32(_mm256_setzero_si256(),
+                                                         abi_t2_dot(off, _mm256_loadu_si256((const __m256i*)(xt + (xb - 32)))));
+                    dx[i * ABI_T2_TCP + t] = abi_f16t(xt);
+                    if (ABI_L_MIN(k)) sx[i * ABI_T2_TCP + t] = abi_f16t(xt + 2);
+                }
+            }
+            p.x = x + t0 * xs;
+            for (Py_ssize_t r = 0; r < nr; r += ABI_L_R) {
+                const int R = nr - r < ABI_L_R ? (int)(nr - r) : ABI_L_R;
+                for (int j = 0; j < R; ++j) {
+                    const uint8_t* wr = w + (r + j) * rb;
+                    for (Py_ssize_t i = 0; i < nb; ++i, wr += wb) {
+                        _mm256_store_si256((__m256i*)(wu + 32 * (j * nb + i)), abi_l_unpack(wr, k));
+                        wd[j * nb + i] = abi_f16t(wr);
+                        if (ABI_L_MIN(k)) wm[j * nb + i] = abi_f16t(wr + 2);
+                    }
+                }
+                p.wu = wu;
+                float* yr = y + t0 * ys + r;
+                if (R == 3) abi_l_rows(&p, nc, yr, ys, 3, k);
+                else if (R == 2) abi_l_rows(&p, nc, yr, ys, 2, k);
+                else abi_l_rows(&p, nc, yr, ys, 1, k);
+            }
+        }
+    }
+    #define ABI_L_TILE(name, K) \\
+    static void abi_tile_##name(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs, \\
+                                Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {                \\
+        abi_l_tile_run(w, rb, nr, x, xs, nt, nb, y, ys, K);                                             \\
+    }
+    ABI_L_TILE(q4_0, ABI_L_Q4_0)
+    ABI_L_TILE(q4_1, ABI_L_Q4_1)
+    ABI_L_TILE(q5_0, ABI_L_Q5_0)
+    ABI_L_TILE(q5_1, ABI_L_Q5_1)
+
+    /* ================================================================== Q2_K, Q3_K, Q4_K, Q5_K, Q6_K x Q8_K
+       T = 1 (_qdot.pxd): a super-block's integer sum, 8 int32 lanes, is the sum over its 8
+       chunks of 32 elements of madd(maddubs(unsigned values, activation chunk), int16 scale
+       vector); then either (Q2_K, Q4_K, Q5_K: "mins") acc += d dx sum and accm += dmin dx
+       madd(bsums, m), y = hsum(acc) - hsum(accm), or (Q3_K, Q6_K: an offset of 4 or 32)
+       acc += d dx (sum - madd(bsums, m) << shift), y = hsum(acc). Here a row's super-block
+       is prepared once as exactly those operands (values, scale vectors, m, d, dmin), so
+       one kernel serves the five types and a pair costs three instructions a chunk. */
+    enum { ABI_K_Q2_K, ABI_K_Q3_K, ABI_K_Q4_K, ABI_K_Q5_K, ABI_K_Q6_K };
+    #define ABI_K_R 3
+    #define ABI_K_N 4
+    /* a prepared super-block: values (chunk j against activation bytes 32j..32j+31), the
+       int16 scale vector of each chunk, m (16 int16), d and dmin */
+    typedef struct { __m256i u[8]; __m256i sv[8]; __m256i m; float d, dmin; float pad[6]; } abi_k_sb;
+
+    ABI_T2INL void abi_k_prep(const uint8_t* w, abi_k_sb* o, const int k) {
+        const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
+        if (k == ABI_K_Q4_K || k == ABI_K_Q5_K) {
+            uint8_t sc[8], mn[8];
+            abi_k4_scales(w + 4, sc, mn);
+            const __m256i hbits = k == ABI_K_Q5_K ? _mm256_loadu_si256((const __m256i*)(w + 16)) : _mm256_setzero_si256();
+            for (int c = 0; c < 4; ++c) {
+                const __m256i q = _mm256_loadu_si256((const __m256i*)(w + (k == ABI_K_Q5_K ? 48 : 16) + 32 * c));
+                __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                if (k == ABI_K_Q5_K) {   /* bit 2c of qh is bit 4 of chunk 2c, bit 2c + 1 of chunk 2c + 1 */
+                    const __m256i hb = _mm256_srli_epi16(hbits, 2 * c), b4 = _mm256_set1_epi8(16);
+                    lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(hb, 4), b4));
+                    hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16(hb, 3), b4));
+                }
+                o->u[2 * c] = lo; o->u[2 * c + 1] = hi;
+            }
+            for (int j = 0; j < 8; ++j) o->sv[j] = _mm256_set1_epi16(sc[j]);
+            const __m128i mins = _mm_loadl_epi64((const __m128i*)mn);
+            o->m = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins, mins));   /* m0 m0 m1 m1 ... */
+            o->d = abi_f16t(w); o->dmin = abi_f16t(w + 2);
+        } else if (k == ABI_K_Q6_K) {
+            const __m256i m2 = _mm256_set1_epi8(3 << 4);
+            const int8_t* sc = (const int8_t*)(w + 192);
+            for (int h = 0; h < 2; ++h) {
+                const __m256i ql0 = _mm256_loadu_si256((const __m256i*)(w + 64 * h));
+                const __m256i ql1 = _mm256_loadu_si256((const __m256i*)(w + 64 * h + 32));
+                const __m256i qh = _mm256_loadu_si256((const __m256i*)(w + 128 + 32 * h));
+                o->u[4 * h] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2));
+                o->u[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2));
+                o->u[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m2));
+                o->u[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2));
+            }
+            for (int j = 0; j < 8; ++j)   /* chunk j: sub-blocks 2j | 2j + 1 */
+                o->sv[j] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * j + 1]), _mm_set1_epi16(sc[2 * j]));
+            o->m = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)sc));
+            o->d = abi_f16t(w + 208); o->dmin = 0.0f;
+        } else if (k == ABI_K_Q3_K) {
+            uint32_t a[4];
+            abi_q3_k_scales(w + 96, a);
+            const __m128i sc = _mm_sub_epi8(_mm_setr_epi32((int)a[0], (int)a[1], (int)a[2], (int)a[3]), _mm_set1_epi8(32));
+            const __m256i hm = _mm256_loadu_si256((const __m256i*)w);
+            for (int h = 0; h < 2; ++h) {
+                const __m256i s8 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(h ? _mm_srli_si128(sc, 8) : sc));
+                const __m256i q = _mm256_loadu_si256((const __m256i*)(w + 32 + 32 * h));
+                for (int s = 0; s < 4; ++s) {
+                    const int kk = 4 * h + s;
+                    __m256i hb = _mm256_and_si256(hm, _mm256_set1_epi8((char)(1 << kk)));
+                    hb = kk < 2 ? _mm256_slli_epi16(hb, 2 - kk) : _mm256_srli_epi16(hb, kk - 2);
+                    o->u[kk] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * s), m3), hb);
+                    o->sv[kk] = abi_pair_scales(s8, s);
+                }
+            }
+            o->m = _mm256_cvtepi8_epi16(sc);
+            o->d = abi_f16t(w + 108); o->dmin = 0.0f;
+        } else {   /* Q2_K */
+            const __m128i sm = _mm_loadu_si128((const __m128i*)w);
+            const __m128i sc = _mm_and_si128(sm, _mm_set1_epi8(15));
+            for (int h = 0; h < 2; ++h) {
+                const __m256i s8 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(h ? _mm_srli_si128(sc, 8) : sc));
+                const __m256i q = _mm256_loadu_si256((const __m256i*)(w + 16 + 32 * h));
+                for (int s = 0; s < 4; ++s) {
+                    o->u[4 * h + s] = _mm256_and_si256(_mm256_srli_epi16(q, 2 * s), m3);
+                    o->sv[4 * h + s] = abi_pair_scales(s8, s);
+                }
+            }
+            o->m = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sm, 4), _mm_set1_epi8(15)));
+            o->d = abi_f16t(w + 80); o->dmin = abi_f16t(w + 82);
+        }
+    }
+
+    /* R prepared rows (nb super-blocks each, consecutive) x N tokens */
+    ABI_T2INL void abi_k_rn(const abi_k_sb* wp, Py_ssize_t nb, const uint8_t* x, Py_ssize_t xs,
+                            float* y, Py_ssize_t ys, const int R, const int N, const int k) {
+        const int mins = k == ABI_K_Q2_K || k == ABI_K_Q4_K || k == ABI_K_Q5_K;
+        const int shift = k == ABI_K_Q6_K ? 5 : 2;
+        __m256 acc[ABI_K_R][ABI_K_N], accm[ABI_K_R][ABI_K_N];
+        ABI_T2UNROLL for (int r = 0; r < R; ++r) ABI_T2UNROLL for (int t = 0; t < N; ++t)
+            acc[r][t] = accm[r][t] = _mm256_setzero_ps();
+        for (Py_ssize_t i = 0; i < nb; ++i) {
+            __m256i sum[ABI_K_R][ABI_K_N];
+            ABI_T2UNROLL for (int r = 0; r < R; ++r) ABI_T2UNROLL for (int t = 0; t < N; ++t) sum[r][t] = _mm256_setzero_si256();
+            /* a rolled loop over the chunks: unrolled, gcc forms all the products first and
+               spills them before adding */
+            _Pragma("GCC unroll 1") for (int j = 0; j < 8; ++j)
+                ABI_T2UNROLL for (int r = 0; r < R; ++r) {
+                    const abi_k_sb* b = wp + r * nb + i;
+                    const __m256i u = _mm256_load_si256(&b->u[j]);
+                    ABI_T2UNROLL for (int t = 0; t < N; ++t) {
+                        const __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i*)(x + t * xs + 292 * i + 4 + 32 * j)));
+                        sum[r][t] = _mm256_add_epi32(sum[r][t], _mm256_madd_epi16(p, _mm256_load_si256(&b->sv[j])));
+                    }
+                }
+            ABI_T2UNROLL for (int t = 0; t < N; ++t) {
+                const uint8_t* xt = x + t * xs + 292 * i;
+                const float dx = abi_ldf32(xt);
+                const __m256i bs = _mm256_loadu_si256((const __m256i*)(xt + 260));
+                ABI_T2UNROLL for (int r = 0; r < R; ++r) {
+                    const abi_k_sb* b = wp + r * nb + i;
+                    const __m256i mb = _mm256_madd_epi16(bs, _mm256_load_si256(&b->m));
+                    if (mins) {
+                        acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(b->d * dx), _mm256_cvtepi32_ps(sum[r][t]), acc[r][t]);
+                        accm[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(b->dmin * dx), _mm256_cvtepi32_ps(mb), accm[r][t]);
+                    } else {
+                        const __m256i s = _mm256_sub_epi32(sum[r][t], _mm256_slli_epi32(mb, shift));
+                        acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(b->d * dx), _mm256_cvtepi32_ps(s), acc[r][t]);
+                    }
+                }
+            }
+        }
+        ABI_T2UNROLL for (int r = 0; r < R; ++r) ABI_T2UNROLL for (int t = 0; t < N; ++t)
+            y[t * ys + r] = mins ? abi_hsum8(acc[r][t]) - abi_hsum8(accm[r][t]) : abi_hsum8(acc[r][t]);
+    }
+
+    ABI_T2INL void abi_k_rows(const abi_k_sb* wp, Py_ssize_t nb, const uint8_t* x, Py_ssize_t xs, Py_ssize_t nt,
+                              float* y, Py_ssize_t ys, const int R, const int k) {
+        for (Py_ssize_t t = 0; t < nt; t += ABI_K_N) {
+            const uint8_t* xt = x + t * xs;
+            float* yt = y + t * ys;
+            switch (nt - t) {
+                case 1: abi_k_rn(wp, nb, xt, xs, yt, ys, R, 1, k); break;
+                case 2: abi_k_rn(wp, nb, xt, xs, yt, ys, R, 2, k); break;
+                case 3: abi_k_rn(wp, nb, xt, xs, yt, ys, R, 3, k); break;
+                default: abi_k_rn(wp, nb, xt, xs, yt, ys, R, ABI_K_N, k);
+            }
+        }
+    }
+
+    ABI_T2INL void abi_k_tile_run(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                  Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys, const int k) {
+        const Py_ssize_t wb = k == ABI_K_Q2_K ? 84 : k == ABI_K_Q3_K ? 110 : k == ABI_K_Q4_K ? 144 : k == ABI_K_Q5_K ? 176 : 210;
+        abi_k_sb* wp = (abi_k_sb*)abi_tile_scratch((size_t)ABI_K_R * nb * sizeof(abi_k_sb));
+        for (Py_ssize_t r = 0; r < nr; r += ABI_K_R) {
+            const int R = nr - r < ABI_K_R ? (int)(nr - r) : ABI_K_R;
+            for (int j = 0; j < R; ++j)
+                for (Py_ssize_t i = 0; i < nb; ++i) abi_k_prep(w + (r + j) * rb + wb * i, wp + j * nb + i, k);
+            if (R == 3) abi_k_rows(wp, nb, x, xs, nt, y + r, ys, 3, k);
+            else if (R == 2) abi_k_rows(wp, nb, x, xs, nt, y + r, ys, 2, k);
+            else abi_k_rows(wp, nb, x, xs, nt, y + r, ys, 1, k);
+        }
+    }
+    #define ABI_K_TILE(name, K) \\
+    static void abi_tile_##name(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs, \\
+                                Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {                \\
+        abi_k_tile_run(w, rb, nr, x, xs, nt, nb, y, ys, K);                                             \\
+    }
+    ABI_K_TILE(q2_k, ABI_K_Q2_K)
+    ABI_K_TILE(q3_k, ABI_K_Q3_K)
+    ABI_K_TILE(q4_k, ABI_K_Q4_K)
+    ABI_K_TILE(q5_k, ABI_K_Q5_K)
+    ABI_K_TILE(q6_k, ABI_K_Q6_K)
+
+    ABI_TILE_STUB(q8_0)
+    ABI_TILE_STUB(iq4_nl)
+    ABI_TILE_STUB(iq4_xs)
+    ABI_TILE_STUB(mxfp4)
+    ABI_TILE_STUB(tq2_0)
+
+    #else
+    #define ABI_QTILE2 0
+    #endif
+    #endif /* ABI_QTILE2_H */
+    """
+    bint QTILE2 "ABI_QTILE2"   # the AVX2 tiles: Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K
