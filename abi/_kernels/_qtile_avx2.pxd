@@ -66,35 +66,37 @@ cdef extern from *:
        the activation's 4-byte sums, prepared as c), and accm runs for all of a tile's
        tokens in one vector, lane t the T = 1 scalar chain of token t. */
     enum { ABI_L_Q4_0, ABI_L_Q4_1, ABI_L_Q5_0, ABI_L_Q5_1 };
-    #define ABI_L_WB(k) ((k) == ABI_L_Q4_0 ? 18 : (k) == ABI_L_Q4_1 ? 20 : (k) == ABI_L_Q5_0 ? 22 : 24)
+    #define ABI_L_BYTES(k) ((k) == ABI_L_Q4_0 ? 18 : (k) == ABI_L_Q4_1 ? 20 : (k) == ABI_L_Q5_0 ? 22 : 24)
     #define ABI_L_MIN(k) ((k) == ABI_L_Q4_1 || (k) == ABI_L_Q5_1)    /* Q8_1 activations, an m_w s_x term */
     #define ABI_L_TWO(k) ((k) == ABI_L_Q4_0 || (k) == ABI_L_Q4_1)    /* two chains */
     #define ABI_L_OFF(k) ((k) == ABI_L_Q4_0 ? 8 : (k) == ABI_L_Q5_0 ? 16 : 0)
     #define ABI_L_R 3
     #define ABI_L_N 4
+    #define ABI_L_XB(k) (ABI_L_OFF(k) ? 64 : 32)      /* a prepared token block: [q | c] */
+    #define ABI_L_WB (32 * ABI_L_R + 32)              /* a prepared block of the rows: [u x R | dw x R, wm x R] */
 
-    /* a tile's prepared rows (wu: 32 bytes a block, wd the scales, wm the mins, nb blocks a
-       row) and tokens (x: the activation rows; c: 8 int32 a block, nb blocks a token; dx,
-       sx: block i's at [i * ABI_T2_TCP + t]) */
-    typedef struct {
-        const uint8_t* wu; const float* wd; const float* wm; Py_ssize_t nb;
-        const uint8_t* x; Py_ssize_t xs; const __m256i* c; const float* dx; const float* sx;
-    } abi_l_tile;
-
-    ABI_T2INL void abi_l_rn(const abi_l_tile* p, float* y, Py_ssize_t ys, const int R, const int N, const int k) {
-        const Py_ssize_t nb = p->nb, xb = ABI_L_MIN(k) ? 36 : 34, xo = ABI_L_MIN(k) ? 4 : 2;
+    /* R prepared rows x N prepared tokens, laid out so that one pointer walks each side in
+       order: tokens in groups of ABI_L_N, token t of block i at xp + ((t / ABI_L_N) * nb + i)
+       * ABI_L_N * XB + (t % ABI_L_N) * XB (block-major over all tokens would put a tile's
+       blocks 4 KiB apart, all in one L1 set), its dx and sx at [i * ABI_T2_TCP + t]; the
+       rows' block i at wp + i * ABI_L_WB */
+    ABI_T2INL void abi_l_rn(const uint8_t* xp, const float* dx, const float* sx, const uint8_t* wp, Py_ssize_t nb,
+                            float* y, Py_ssize_t ys, const int R, const int N, const int k) {
+        const Py_ssize_t XB = ABI_L_XB(k);
         const int step = ABI_L_TWO(k) ? 2 : 1;
         __m256 acc[ABI_L_R][ABI_L_N], acc0[ABI_L_R][ABI_L_N];
         for (int chain = 0; chain < step; ++chain) {
             ABI_T2UNROLL for (int r = 0; r < R; ++r) ABI_T2UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm256_setzero_ps();
             for (Py_ssize_t i = chain; i < nb; i += step) {
+                const uint8_t* xb = xp + i * ABI_L_N * XB;
+                const uint8_t* wb = wp + i * ABI_L_WB;
                 ABI_T2UNROLL for (int r = 0; r < R; ++r) {
-                    const __m256i u = _mm256_load_si256((const __m256i*)(p->wu + 32 * (r * nb + i)));
-                    const __m256 dw = _mm256_broadcast_ss(p->wd + r * nb + i);
+                    const __m256i u = _mm256_load_si256((const __m256i*)(wb + 32 * r));
+                    const __m256 dw = _mm256_broadcast_ss((const float*)(wb + 32 * ABI_L_R) + r);
                     ABI_T2UNROLL for (int t = 0; t < N; ++t) {
-                        __m256i v = abi_t2_dot(u, _mm256_loadu_si256((const __m256i*)(p->x + t * p->xs + xb * i + xo)));
-                        if (ABI_L_OFF(k)) v = _mm256_add_epi32(v, _mm256_load_si256(p->c + t * nb + i));
-                        const __m256 d = _mm256_mul_ps(dw, _mm256_broadcast_ss(p->dx + i * ABI_T2_TCP + t));
+                        __m256i v = abi_t2_dot(u, _mm256_load_si256((const __m256i*)(xb + t * XB)));
+                        if (ABI_L_OFF(k)) v = _mm256_add_epi32(v, _mm256_load_si256((const __m256i*)(xb + t * XB + 32)));
+                        const __m256 d = _mm256_mul_ps(dw, _mm256_broadcast_ss(dx + i * ABI_T2_TCP + t));
                         acc[r][t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(v), acc[r][t]);
                     }
                 }
@@ -105,15 +107,17 @@ cdef extern from *:
         ABI_T2UNROLL for (int r = 0; r < R; ++r) {
             float m[8] = {0, 0, 0, 0, 0, 0, 0, 0};
             if (ABI_L_MIN(k)) {   /* lane t: token t's accm */
-                const float* wm = p->wm + r * nb;
+                const float* wm = (const float*)(wp + 32 * ABI_L_R + 4 * ABI_L_R) + r;
+                #define ABI_L_WM(i) _mm256_broadcast_ss(wm + (i) * (ABI_L_WB / 4))
                 __m256 accm = _mm256_setzero_ps();
                 Py_ssize_t i = 0;
                 if (k == ABI_L_Q4_1)   /* accm += m0 s0 + m1 s1, the product gcc fuses as in the T = 1 kernel */
                     for (; i + 1 < nb; i += 2)
-                        accm = _mm256_add_ps(accm, _mm256_fmadd_ps(_mm256_broadcast_ss(wm + i), _mm256_loadu_ps(p->sx + i * ABI_T2_TCP),
-                            _mm256_mul_ps(_mm256_broadcast_ss(wm + i + 1), _mm256_loadu_ps(p->sx + (i + 1) * ABI_T2_TCP))));
+                        accm = _mm256_add_ps(accm, _mm256_fmadd_ps(ABI_L_WM(i), _mm256_loadu_ps(sx + i * ABI_T2_TCP),
+                            _mm256_mul_ps(ABI_L_WM(i + 1), _mm256_loadu_ps(sx + (i + 1) * ABI_T2_TCP))));
                 for (; i < nb; ++i)
-                    accm = _mm256_fmadd_ps(_mm256_broadcast_ss(wm + i), _mm256_loadu_ps(p->sx + i * ABI_T2_TCP), accm);
+                    accm = _mm256_fmadd_ps(ABI_L_WM(i), _mm256_loadu_ps(sx + i * ABI_T2_TCP), accm);
+                #undef ABI_L_WM
                 _mm256_storeu_ps(m, accm);
             }
             ABI_T2UNROLL for (int t = 0; t < N; ++t) {
@@ -123,20 +127,19 @@ cdef extern from *:
         }
     }
 
-    /* the nt tokens of a chunk over R prepared rows: ABI_L_N at a time, then the rest */
-    ABI_T2INL void abi_l_rows(abi_l_tile* p, Py_ssize_t nt, float* y, Py_ssize_t ys, const int R, const int k) {
-        const uint8_t* x = p->x; const __m256i* c = p->c; const float* dx = p->dx; const float* sx = p->sx;
-        Py_ssize_t t = 0;
-        for (; t < nt; t += ABI_L_N) {
-            p->x = x + t * p->xs; p->c = c + t * p->nb; p->dx = dx + t; p->sx = sx + t;
-            switch (nt - t) {
-                case 1: abi_l_rn(p, y + t * ys, ys, R, 1, k); break;
-                case 2: abi_l_rn(p, y + t * ys, ys, R, 2, k); break;
-                case 3: abi_l_rn(p, y + t * ys, ys, R, 3, k); break;
-                default: abi_l_rn(p, y + t * ys, ys, R, ABI_L_N, k);
+    /* the nc tokens of a chunk over R prepared rows: ABI_L_N at a time, then the rest */
+    ABI_T2INL void abi_l_rows(const uint8_t* xp, const float* dx, const float* sx, const uint8_t* wp, Py_ssize_t nb,
+                              Py_ssize_t nc, float* y, Py_ssize_t ys, const int R, const int k) {
+        for (Py_ssize_t t = 0; t < nc; t += ABI_L_N) {
+            const uint8_t* xt = xp + t * nb * ABI_L_XB(k);
+            float* yt = y + t * ys;
+            switch (nc - t) {
+                case 1: abi_l_rn(xt, dx + t, sx + t, wp, nb, yt, ys, R, 1, k); break;
+                case 2: abi_l_rn(xt, dx + t, sx + t, wp, nb, yt, ys, R, 2, k); break;
+                case 3: abi_l_rn(xt, dx + t, sx + t, wp, nb, yt, ys, R, 3, k); break;
+                default: abi_l_rn(xt, dx + t, sx + t, wp, nb, yt, ys, R, ABI_L_N, k);
             }
         }
-        p->x = x; p->c = c; p->dx = dx; p->sx = sx;
     }
 
     /* unsigned bytes of one block: 0..15 (Q4_0, Q4_1) or 0..31 (Q5_0, Q5_1) */
@@ -149,47 +152,44 @@ cdef extern from *:
 
     ABI_T2INL void abi_l_tile_run(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                                   Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys, const int k) {
-        const Py_ssize_t wb = ABI_L_WB(k), xb = ABI_L_MIN(k) ? 36 : 34;
-        const size_t cb = (size_t)ABI_T2_TC * nb * 32, fb = (size_t)nb * ABI_T2_TCP * 4;
-        uint8_t* buf = abi_tile_scratch(cb + 2 * fb + (size_t)ABI_L_R * nb * 40);
-        abi_l_tile p;
-        __m256i* c = (__m256i*)buf;
-        float* dx = (float*)(buf + cb);
-        float* sx = (float*)(buf + cb + fb);
-        uint8_t* wu = buf + cb + 2 * fb;
-        float* wd = (float*)(wu + ABI_L_R * nb * 32);
-        float* wm = wd + ABI_L_R * nb;
+        const Py_ssize_t wb = ABI_L_BYTES(k), xb = ABI_L_MIN(k) ? 36 : 34, XB = ABI_L_XB(k);
+        const size_t cb = (size_t)ABI_T2_TC * nb * XB, fb = (size_t)nb * ABI_T2_TCP * 4;
+        uint8_t* xp = abi_tile_scratch(cb + 2 * fb + (size_t)nb * ABI_L_WB);
+        float* dx = (float*)(xp + cb);
+        float* sx = (float*)(xp + cb + fb);
+        uint8_t* wp = xp + cb + 2 * fb;
         const __m256i off = _mm256_set1_epi8((char)ABI_L_OFF(k));
-        p.nb = nb; p.xs = xs; p.c = c; p.dx = dx; p.sx = sx; p.wd = wd; p.wm = wm;
-        memset(dx, 0, 2 * fb);   /* accm's lanes past a tile's last token read these */
+        memset(dx, 0, 2 * fb);   /* the lanes past a tile's last token read these */
         for (Py_ssize_t t0 = 0; t0 < nt; t0 += ABI_T2_TC) {
             const Py_ssize_t nc = nt - t0 < ABI_T2_TC ? nt - t0 : ABI_T2_TC;
             for (Py_ssize_t t = 0; t < nc; ++t) {
                 const uint8_t* xt = x + (t0 + t) * xs;
                 for (Py_ssize_t i = 0; i < nb; ++i, xt += xb) {
+                    uint8_t* o = xp + ((t / ABI_L_N * nb + i) * ABI_L_N + t % ABI_L_N) * XB;
+                    const __m256i q = _mm256_loadu_si256((const __m256i*)(xt + (xb - 32)));
+                    _mm256_store_si256((__m256i*)o, q);
                     if (ABI_L_OFF(k))   /* - off * (4-byte sums) */
-                        c[t * nb + i] = _mm256_sub_epi32(_mm256_setzero_si256(),
-                                                         abi_t2_dot(off, _mm256_loadu_si256((const __m256i*)(xt + (xb - 32)))));
+                        _mm256_store_si256((__m256i*)(o + 32), _mm256_sub_epi32(_mm256_setzero_si256(), abi_t2_dot(off, q)));
                     dx[i * ABI_T2_TCP + t] = abi_f16t(xt);
                     if (ABI_L_MIN(k)) sx[i * ABI_T2_TCP + t] = abi_f16t(xt + 2);
                 }
             }
-            p.x = x + t0 * xs;
             for (Py_ssize_t r = 0; r < nr; r += ABI_L_R) {
                 const int R = nr - r < ABI_L_R ? (int)(nr - r) : ABI_L_R;
-                for (int j = 0; j < R; ++j) {
-                    const uint8_t* wr = w + (r + j) * rb;
-                    for (Py_ssize_t i = 0; i < nb; ++i, wr += wb) {
-                        _mm256_store_si256((__m256i*)(wu + 32 * (j * nb + i)), abi_l_unpack(wr, k));
-                        wd[j * nb + i] = abi_f16t(wr);
-                        if (ABI_L_MIN(k)) wm[j * nb + i] = abi_f16t(wr + 2);
+                for (Py_ssize_t i = 0; i < nb; ++i) {
+                    uint8_t* o = wp + i * ABI_L_WB;
+                    float* f = (float*)(o + 32 * ABI_L_R);
+                    for (int j = 0; j < R; ++j) {
+                        const uint8_t* wr = w + (r + j) * rb + wb * i;
+                        _mm256_store_si256((__m256i*)(o + 32 * j), abi_l_unpack(wr, k));
+                        f[j] = abi_f16t(wr);
+                        if (ABI_L_MIN(k)) f[ABI_L_R + j] = abi_f16t(wr + 2);
                     }
                 }
-                p.wu = wu;
                 float* yr = y + t0 * ys + r;
-                if (R == 3) abi_l_rows(&p, nc, yr, ys, 3, k);
-                else if (R == 2) abi_l_rows(&p, nc, yr, ys, 2, k);
-                else abi_l_rows(&p, nc, yr, ys, 1, k);
+                if (R == 3) abi_l_rows(xp, dx, sx, wp, nb, nc, yr, ys, 3, k);
+                else if (R == 2) abi_l_rows(xp, dx, sx, wp, nb, nc, yr, ys, 2, k);
+                else abi_l_rows(xp, dx, sx, wp, nb, nc, yr, ys, 1, k);
             }
         }
     }
