@@ -154,8 +154,8 @@ cdef extern from *:
 
     /* Softmax's exponentials: s[j] = e^(s[j] - m) for j < n, returning their sum (16 partial
        sums, then a fixed tree). One function for prompt and decode attention, so both get
-       the same bits; 16 lanes where there are 512-bit registers, where a libm expf per key
-       took a tenth of a long prompt's attention. e^x: n = round(x / ln 2), r = x - n ln 2 in
+       the same bits; 16 lanes where there are 512-bit registers, 8 with AVX2 (a libm expf
+       per key took a tenth of a long prompt's attention), each lane the scalar steps. e^x: n = round(x / ln 2), r = x - n ln 2 in
        two steps (Cephes' split), e^r by its Taylor series to r^7 (|r| <= ln 2 / 2: truncation
        5e-9), times 2^n; within 2 ulp of e^x for -87 <= x <= 0 (below, where e^x < 2^-125,
        0; a NaN stays NaN). */
@@ -195,6 +195,49 @@ cdef extern from *:
         }
         float part[16];
         _mm512_storeu_ps(part, acc);
+    #elif defined(__AVX2__) && defined(__FMA__)
+    /* the same steps 8 lanes at a time, and the 16 partial sums as two registers */
+    static inline __m256 abi_exp8(__m256 x) {
+        const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+        r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+        __m256 p = _mm256_set1_ps(1.0f / 5040);
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+        const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+        /* x < -87 (not NaN): 0 */
+        return _mm256_and_ps(_mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_NLT_UQ), _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+    }
+    static inline float abi_softmax_exp(float* s, int n, float m) {
+        const __m256 vm = _mm256_set1_ps(m);
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();   /* part[0..7], part[8..15] */
+        int j = 0;
+        for (; j + 16 <= n; j += 16) {
+            const __m256 e0 = abi_exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm));
+            const __m256 e1 = abi_exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j + 8), vm));
+            _mm256_storeu_ps(s + j, e0);
+            _mm256_storeu_ps(s + j + 8, e1);
+            acc0 = _mm256_add_ps(acc0, e0);
+            acc1 = _mm256_add_ps(acc1, e1);
+        }
+        float part[16], tail[16] = {0};
+        _mm256_storeu_ps(part, acc0);
+        _mm256_storeu_ps(part + 8, acc1);
+        if (j < n) {   /* the last, partial 16: lanes past n add nothing */
+            memcpy(tail, s + j, (size_t)(n - j) * 4);
+            for (int h = 0; h < 2; ++h) {
+                const __m256 e = abi_exp8(_mm256_sub_ps(_mm256_loadu_ps(tail + 8 * h), vm));
+                _mm256_storeu_ps(tail + 8 * h, e);
+            }
+            memcpy(s + j, tail, (size_t)(n - j) * 4);
+            for (int i = 0; i < n - j; ++i) part[i] += tail[i];
+        }
     #else
     static inline float abi_exp1(float x) {
         const float n = nearbyintf(x * 1.44269504088896341f);
