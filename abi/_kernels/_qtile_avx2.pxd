@@ -53,6 +53,13 @@ cdef extern from *:
     #define ABI_T2_TC 64     /* tokens prepared at a time */
     #define ABI_T2_TCP (ABI_T2_TC + 8)   /* a block's per-token floats: 8 read past the last */
 
+    /* the rows the next group will prepare, requested while this group's are used: a decode
+       batch reads each row from DRAM for only a few tokens, so the tiles of all its rows run
+       in one call and hide that reading themselves */
+    ABI_T2INL void abi_t2_prefetch(const uint8_t* p, const uint8_t* end, Py_ssize_t n) {
+        for (const uint8_t* q = p; q < p + n && q < end; q += 64) _mm_prefetch((const char*)q, _MM_HINT_T0);
+    }
+
     /* 8 int32 lanes, lane k the sum of bytes 4k..4k+3 of u * s (u unsigned, s signed; no
        pair reaches 2^15 for the values given here) */
     ABI_T2INL __m256i abi_t2_dot(__m256i u, __m256i s) {
@@ -176,6 +183,7 @@ cdef extern from *:
             }
             for (Py_ssize_t r = 0; r < nr; r += ABI_L_R) {
                 const int R = nr - r < ABI_L_R ? (int)(nr - r) : ABI_L_R;
+                abi_t2_prefetch(w + (r + R) * rb, w + nr * rb, ABI_L_R * rb);
                 for (Py_ssize_t i = 0; i < nb; ++i) {
                     uint8_t* o = wp + i * ABI_L_WB;
                     float* f = (float*)(o + 32 * ABI_L_R);
@@ -351,6 +359,7 @@ cdef extern from *:
         abi_k_sb* wp = (abi_k_sb*)abi_tile_scratch((size_t)ABI_K_R * nb * sizeof(abi_k_sb));
         for (Py_ssize_t r = 0; r < nr; r += ABI_K_R) {
             const int R = nr - r < ABI_K_R ? (int)(nr - r) : ABI_K_R;
+            abi_t2_prefetch(w + (r + R) * rb, w + nr * rb, ABI_K_R * rb);
             for (int j = 0; j < R; ++j)
                 for (Py_ssize_t i = 0; i < nb; ++i) abi_k_prep(w + (r + j) * rb + wb * i, wp + j * nb + i, k);
             if (R == 3) abi_k_rows(wp, nb, x, xs, nt, y + r, ys, 3, k);
