@@ -92,6 +92,18 @@ cdef extern from *:
         __m256i v = _mm256_shuffle_epi8(_mm256_castps_si256(_mm256_broadcast_ss((const float*)p)), shuf);
         return _mm256_cmpeq_epi8(_mm256_and_si256(v, sel), sel);
     }
+    /* int16 j of s8's lanes (8 int16 scales, alike in both) in all 16 int16 lanes: one
+       shuffle, where _mm256_set1_epi16 of a scalar takes three instructions */
+    static inline __m256i abi_bcast16(__m256i s8, int j) {
+        return _mm256_shuffle_epi8(s8, _mm256_set1_epi16((short)(0x0100 + 0x0202 * j)));
+    }
+    /* s8: 8 int16 scales in both lanes -> scale 2p in every int16 of the low lane and 2p + 1
+       in the high lane, for a vector that holds sub-block 2p in one lane and 2p + 1 in the other */
+    static inline __m256i abi_pair_scales(__m256i s8, int p) {
+        const __m256i idx = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
+                                             2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+        return _mm256_shuffle_epi8(s8, _mm256_add_epi8(idx, _mm256_set1_epi8((char)(4 * p))));
+    }
     #else
     #define ABI_QDOT_SIMD 0
     #endif
@@ -262,13 +274,14 @@ cdef extern from *:
             const float dx = abi_ldf32(x);
             const int8_t* q8 = (const int8_t*)(x + 4);
             abi_k4_scales(w + 4, sc, mn);
+            const __m256i s8 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i*)sc)));
             __m256i sumi = _mm256_setzero_si256();
             for (int c = 0; c < 4; ++c) {
                 __m256i q = _mm256_loadu_si256((const __m256i*)(w + 16 + 32 * c));
                 __m256i plo = _mm256_maddubs_epi16(_mm256_and_si256(q, m4), _mm256_loadu_si256((const __m256i*)(q8 + 64 * c)));
                 __m256i phi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), _mm256_loadu_si256((const __m256i*)(q8 + 64 * c + 32)));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * c])));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * c + 1])));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(plo, abi_bcast16(s8, 2 * c)));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(phi, abi_bcast16(s8, 2 * c + 1)));
             }
             __m128i mins = _mm_loadl_epi64((const __m128i*)mn);
             __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins, mins));  /* m0 m0 m1 m1 ... */
@@ -309,6 +322,7 @@ cdef extern from *:
             const float dx = abi_ldf32(x);
             const int8_t* q8 = (const int8_t*)(x + 4);
             abi_k4_scales(w + 4, sc, mn);
+            const __m256i s8 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i*)sc)));
             __m256i hbits = _mm256_loadu_si256((const __m256i*)(w + 16));
             __m256i sumi = _mm256_setzero_si256();
             for (int c = 0; c < 4; ++c) {
@@ -319,8 +333,8 @@ cdef extern from *:
                 hbits = _mm256_srli_epi16(hbits, 2);
                 __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i*)(q8 + 64 * c)));
                 __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i*)(q8 + 64 * c + 32)));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * c])));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * c + 1])));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(plo, abi_bcast16(s8, 2 * c)));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(phi, abi_bcast16(s8, 2 * c + 1)));
             }
             __m128i mins = _mm_loadl_epi64((const __m128i*)mn);
             __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins, mins));
@@ -360,8 +374,11 @@ cdef extern from *:
         for (Py_ssize_t i = 0; i < nb; ++i, w += 210, x += 292) {
             const int8_t* q8 = (const int8_t*)(x + 4);
             const int8_t* sc = (const int8_t*)(w + 192);
+            const __m128i sc8 = _mm_loadu_si128((const __m128i*)sc);
             __m256i sumi = _mm256_setzero_si256();
             for (int h = 0; h < 2; ++h) {
+                /* scales 8h..8h+7 as int16, in both lanes */
+                const __m256i s8 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(h ? _mm_srli_si128(sc8, 8) : sc8));
                 __m256i ql0 = _mm256_loadu_si256((const __m256i*)(w + 64 * h));
                 __m256i ql1 = _mm256_loadu_si256((const __m256i*)(w + 64 * h + 32));
                 __m256i qh = _mm256_loadu_si256((const __m256i*)(w + 128 + 32 * h));
@@ -371,14 +388,11 @@ cdef extern from *:
                 g[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m2));
                 g[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2));
                 for (int k = 0; k < 4; ++k) {
-                    const int j = 8 * h + 2 * k;   /* sub-blocks j (elements 0..15) and j + 1 */
                     __m256i p = _mm256_maddubs_epi16(g[k], _mm256_loadu_si256((const __m256i*)(q8 + 128 * h + 32 * k)));
-                    __m256i s = _mm256_set_m128i(_mm_set1_epi16(sc[j + 1]), _mm_set1_epi16(sc[j]));
-                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
+                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, abi_pair_scales(s8, k)));   /* [sc_8h+2k | sc_8h+2k+1] */
                 }
             }
-            __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(x + 260)),
-                                             _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)sc)));
+            __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(x + 260)), _mm256_cvtepi8_epi16(sc8));
             sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 5));
             acc = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w + 208)) * abi_ldf32(x)), _mm256_cvtepi32_ps(sumi), acc);
         }
@@ -434,14 +448,6 @@ cdef extern from *:
     #else
         return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
     #endif
-    }
-
-    /* s8: 8 int16 scales in both lanes -> scale 2p in every int16 of the low lane and 2p + 1
-       in the high lane, for a vector that holds sub-block 2p in one lane and 2p + 1 in the other */
-    static inline __m256i abi_pair_scales(__m256i s8, int p) {
-        const __m256i idx = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
-                                             2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
-        return _mm256_shuffle_epi8(s8, _mm256_add_epi8(idx, _mm256_set1_epi8((char)(4 * p))));
     }
 
     /* the 16 IQ4 values in both lanes, for _mm256_shuffle_epi8 lookups */
