@@ -71,19 +71,25 @@ cdef extern from *:
                 t[q][2 * p + 1] = _mm_add_ps(_mm512_extractf32x4_ps(acc[q][p], 2), _mm512_extractf32x4_ps(acc[q][p], 3));
             }
     #else
-        __m256 acc[4][4];
-        for (int q = 0; q < 4; ++q) for (int k = 0; k < 4; ++k) acc[q][k] = _mm256_setzero_ps();
-        for (int i = 0; i + 8 <= n; i += 8) {
-            __m256 vb[4];
-            for (int k = 0; k < 4; ++k) vb[k] = _mm256_loadu_ps(b + k * ldb + i);
-            for (int q = 0; q < 4; ++q) {
-                const __m256 va = _mm256_loadu_ps(a[q] + i);
-                for (int k = 0; k < 4; ++k) acc[q][k] = _mm256_fmadd_ps(va, vb[k], acc[q][k]);
+        /* two keys a pass: the sixteen chains of four would not fit the 16 registers */
+        for (int k0 = 0; k0 < 4; k0 += 2) {
+            __m256 acc[4][2];
+            for (int q = 0; q < 4; ++q) acc[q][0] = acc[q][1] = _mm256_setzero_ps();
+            for (int i = 0; i + 8 <= n; i += 8) {
+                __m256 vb[2];
+                for (int k = 0; k < 2; ++k) {
+                    vb[k] = _mm256_loadu_ps(b + (k0 + k) * ldb + i);
+                    ABI_KEEP(vb[k]);
+                }
+                for (int q = 0; q < 4; ++q) {
+                    const __m256 va = _mm256_loadu_ps(a[q] + i);
+                    for (int k = 0; k < 2; ++k) acc[q][k] = _mm256_fmadd_ps(va, vb[k], acc[q][k]);
+                }
             }
+            for (int q = 0; q < 4; ++q)
+                for (int k = 0; k < 2; ++k)
+                    t[q][k0 + k] = _mm_add_ps(_mm256_castps256_ps128(acc[q][k]), _mm256_extractf128_ps(acc[q][k], 1));
         }
-        for (int q = 0; q < 4; ++q)
-            for (int k = 0; k < 4; ++k)
-                t[q][k] = _mm_add_ps(_mm256_castps256_ps128(acc[q][k]), _mm256_extractf128_ps(acc[q][k], 1));
     #endif
         for (int q = 0; q < 4; ++q) {
             _MM_TRANSPOSE4_PS(t[q][0], t[q][1], t[q][2], t[q][3]);
@@ -114,6 +120,25 @@ cdef extern from *:
                 }
             }
             for (int q = 0; q < 4; ++q) for (int c = 0; c < 4; ++c) _mm512_storeu_ps(y[q] + i + 16 * c, acc[q][c]);
+        }
+    #else
+        /* 16 lanes a pass: each pass reads one whole cache line of every value row */
+        for (; i + 16 <= n; i += 16) {
+            __m256 acc[4][2];
+            for (int q = 0; q < 4; ++q) for (int c = 0; c < 2; ++c) acc[q][c] = _mm256_loadu_ps(y[q] + i + 8 * c);
+            for (int j = ja; j < jb; ++j) {
+                const float* xj = x + (Py_ssize_t)j * ldx + i;
+                __m256 v[2];
+                for (int c = 0; c < 2; ++c) {
+                    v[c] = _mm256_loadu_ps(xj + 8 * c);
+                    ABI_KEEP(v[c]);
+                }
+                for (int q = 0; q < 4; ++q) {
+                    const __m256 a = _mm256_broadcast_ss(&w[q][j]);
+                    for (int c = 0; c < 2; ++c) acc[q][c] = _mm256_fmadd_ps(a, v[c], acc[q][c]);
+                }
+            }
+            for (int q = 0; q < 4; ++q) for (int c = 0; c < 2; ++c) _mm256_storeu_ps(y[q] + i + 8 * c, acc[q][c]);
         }
     #endif
         for (; i + 8 <= n; i += 8) {
