@@ -302,7 +302,8 @@ def test_which_types_have_tiles_on_this_machine():
                                                     "IQ4_XS", "Q5_K", "Q3_K", "Q4_0", "Q5_1", "Q2_K",
                                                     "MXFP4", "TQ2_0"} | lattice
     elif matmul.SIMD and " avx2" in flags:   # the AVX2 tiles (_qtile_avx2.pxd)
-        assert tiled == {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"}
+        assert tiled == {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL", "MXFP4", "Q2_K", "Q3_K", "Q4_K",
+                         "Q5_K", "Q6_K", "IQ4_XS", "TQ2_0"}
     if matmul.SIMD and " avx512f" in flags:
         assert {t.name for t in FLOATS} <= tiled
     for t in TILED:

@@ -15,10 +15,11 @@
 # weights carry an offset, its 4-byte activation sums times the offset) once for all rows.
 #
 #   abi_tile_<w>(w, rb, nr, x, xs, nt, nb, y, ys): as in _qtile.pxd. Present where
-#   ABI_QTILE2 is 1, for the types has_tile lists under it; the others are stubs.
+#   ABI_QTILE2 is 1, for the types has_tile lists under it.
 from libc.stdint cimport uint8_t
 
 from abi._kernels._qdot cimport QDOT_SIMD   # its C (abi_f16t, abi_hsum8, abi_nibbles32) first
+from abi._kernels._qdot_iq cimport QDOT_IQ_SIMD   # its C (abi_e8m0_half, abi_kvalues_mxfp4) too
 
 cdef extern from *:
     """
@@ -66,16 +67,20 @@ cdef extern from *:
         return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
     }
 
-    /* ================================================================== Q4_0, Q4_1, Q5_0, Q5_1
-       T = 1 (_qdot.pxd): Q4_0 and Q4_1 keep acc0 (even blocks) and acc1 (odd), Q5_0 and Q5_1
-       one accumulator; Q4_1 and Q5_1 add a scalar accm of m_w s_x. Here the weights are
-       unpacked to unsigned bytes (Q4_0: q, Q5_0: q, with 8 and 16 taken back out through
-       the activation's 4-byte sums, prepared as c), and accm runs for all of a tile's
-       tokens in one vector, lane t the T = 1 scalar chain of token t. */
-    enum { ABI_L_Q4_0, ABI_L_Q4_1, ABI_L_Q5_0, ABI_L_Q5_1 };
-    #define ABI_L_BYTES(k) ((k) == ABI_L_Q4_0 ? 18 : (k) == ABI_L_Q4_1 ? 20 : (k) == ABI_L_Q5_0 ? 22 : 24)
+    /* ================================================================== Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, MXFP4
+       T = 1 (_qdot.pxd, _qdot_iq.pxd): Q4_0, Q4_1, Q8_0, IQ4_NL and MXFP4 keep acc0 (even
+       blocks) and acc1 (odd), Q5_0 and Q5_1 one accumulator; Q4_1 and Q5_1 add a scalar
+       accm of m_w s_x. Here the weights are unpacked to unsigned bytes (Q4_0: q, Q5_0: q,
+       with 8 and 16 taken back out through the activation's 4-byte sums, prepared as c) or,
+       for the signed ones (Q8_0, IQ4_NL, MXFP4: too wide for an offset within maddubs'
+       int16 pairs), to their signed values, whose signs move onto the activation; accm runs
+       for all of a tile's tokens in one vector, lane t the T = 1 scalar chain of token t. */
+    enum { ABI_L_Q4_0, ABI_L_Q4_1, ABI_L_Q5_0, ABI_L_Q5_1, ABI_L_Q8_0, ABI_L_IQ4_NL, ABI_L_MXFP4 };
+    #define ABI_L_BYTES(k) ((k) == ABI_L_Q4_0 ? 18 : (k) == ABI_L_Q4_1 ? 20 : (k) == ABI_L_Q5_0 ? 22 : (k) == ABI_L_Q5_1 ? 24 \
+                         : (k) == ABI_L_Q8_0 ? 34 : (k) == ABI_L_IQ4_NL ? 18 : 17)
     #define ABI_L_MIN(k) ((k) == ABI_L_Q4_1 || (k) == ABI_L_Q5_1)    /* Q8_1 activations, an m_w s_x term */
-    #define ABI_L_TWO(k) ((k) == ABI_L_Q4_0 || (k) == ABI_L_Q4_1)    /* two chains */
+    #define ABI_L_SGN(k) ((k) >= ABI_L_Q8_0)                          /* signed weight bytes */
+    #define ABI_L_TWO(k) ((k) == ABI_L_Q4_0 || (k) == ABI_L_Q4_1 || ABI_L_SGN(k))    /* two chains */
     #define ABI_L_OFF(k) ((k) == ABI_L_Q4_0 ? 8 : (k) == ABI_L_Q5_0 ? 16 : 0)
     #define ABI_L_R 3
     #define ABI_L_N 4
@@ -98,10 +103,13 @@ cdef extern from *:
                 const uint8_t* xb = xp + i * ABI_L_N * XB;
                 const uint8_t* wb = wp + i * ABI_L_WB;
                 ABI_T2UNROLL for (int r = 0; r < R; ++r) {
-                    const __m256i u = _mm256_load_si256((const __m256i*)(wb + 32 * r));
+                    const __m256i wv = _mm256_load_si256((const __m256i*)(wb + 32 * r));
+                    const __m256i u = ABI_L_SGN(k) ? _mm256_abs_epi8(wv) : wv;   /* -128: 128 unsigned */
                     const __m256 dw = _mm256_broadcast_ss((const float*)(wb + 32 * ABI_L_R) + r);
                     ABI_T2UNROLL for (int t = 0; t < N; ++t) {
-                        __m256i v = abi_t2_dot(u, _mm256_load_si256((const __m256i*)(xb + t * XB)));
+                        __m256i xv = _mm256_load_si256((const __m256i*)(xb + t * XB));
+                        if (ABI_L_SGN(k)) xv = _mm256_sign_epi8(xv, wv);   /* |x| <= 127: a pair of products < 2^15 */
+                        __m256i v = abi_t2_dot(u, xv);
                         if (ABI_L_OFF(k)) v = _mm256_add_epi32(v, _mm256_load_si256((const __m256i*)(xb + t * XB + 32)));
                         const __m256 d = _mm256_mul_ps(dw, _mm256_broadcast_ss(dx + i * ABI_T2_TCP + t));
                         acc[r][t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(v), acc[r][t]);
@@ -149,8 +157,14 @@ cdef extern from *:
         }
     }
 
-    /* unsigned bytes of one block: 0..15 (Q4_0, Q4_1) or 0..31 (Q5_0, Q5_1) */
+    /* the bytes of one block: unsigned 0..15 (Q4_0, Q4_1) or 0..31 (Q5_0, Q5_1), or the
+       signed values (Q8_0, IQ4_NL, MXFP4) */
     ABI_T2INL __m256i abi_l_unpack(const uint8_t* wr, const int k) {
+        if (k == ABI_L_Q8_0) return _mm256_loadu_si256((const __m256i*)(wr + 2));
+        if (k == ABI_L_IQ4_NL) return _mm256_shuffle_epi8(abi_iq4nl_table(), abi_nibbles32(wr + 2));
+        if (k == ABI_L_MXFP4)
+            return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)abi_kvalues_mxfp4)),
+                                       abi_nibbles32(wr + 1));
         if (k == ABI_L_Q4_0) return abi_nibbles32(wr + 2);
         if (k == ABI_L_Q4_1) return abi_nibbles32(wr + 4);
         const int h = k == ABI_L_Q5_0 ? 2 : 4;
@@ -166,7 +180,7 @@ cdef extern from *:
         float* sx = (float*)(xp + cb + fb);
         uint8_t* wp = xp + cb + 2 * fb;
         const __m256i off = _mm256_set1_epi8((char)ABI_L_OFF(k));
-        memset(dx, 0, 2 * fb);   /* the lanes past a tile's last token read these */
+        if (ABI_L_MIN(k)) memset(sx, 0, fb);   /* accm's lanes past a tile's last token read these */
         for (Py_ssize_t t0 = 0; t0 < nt; t0 += ABI_T2_TC) {
             const Py_ssize_t nc = nt - t0 < ABI_T2_TC ? nt - t0 : ABI_T2_TC;
             for (Py_ssize_t t = 0; t < nc; ++t) {
@@ -190,7 +204,7 @@ cdef extern from *:
                     for (int j = 0; j < R; ++j) {
                         const uint8_t* wr = w + (r + j) * rb + wb * i;
                         _mm256_store_si256((__m256i*)(o + 32 * j), abi_l_unpack(wr, k));
-                        f[j] = abi_f16t(wr);
+                        f[j] = k == ABI_L_MXFP4 ? abi_e8m0_half(wr[0]) : abi_f16t(wr);
                         if (ABI_L_MIN(k)) f[ABI_L_R + j] = abi_f16t(wr + 2);
                     }
                 }
@@ -210,21 +224,30 @@ cdef extern from *:
     ABI_L_TILE(q4_1, ABI_L_Q4_1)
     ABI_L_TILE(q5_0, ABI_L_Q5_0)
     ABI_L_TILE(q5_1, ABI_L_Q5_1)
+    ABI_L_TILE(q8_0, ABI_L_Q8_0)
+    ABI_L_TILE(iq4_nl, ABI_L_IQ4_NL)
+    ABI_L_TILE(mxfp4, ABI_L_MXFP4)
 
-    /* ================================================================== Q2_K, Q3_K, Q4_K, Q5_K, Q6_K x Q8_K
-       T = 1 (_qdot.pxd): a super-block's integer sum, 8 int32 lanes, is the sum over its 8
-       chunks of 32 elements of madd(maddubs(unsigned values, activation chunk), int16 scale
-       vector); then either (Q2_K, Q4_K, Q5_K: "mins") acc += d dx sum and accm += dmin dx
-       madd(bsums, m), y = hsum(acc) - hsum(accm), or (Q3_K, Q6_K: an offset of 4 or 32)
-       acc += d dx (sum - madd(bsums, m) << shift), y = hsum(acc). Here a row's super-block
-       is prepared once as exactly those operands (values, scale vectors, m, d, dmin), so
-       one kernel serves the five types and a pair costs three instructions a chunk. */
-    enum { ABI_K_Q2_K, ABI_K_Q3_K, ABI_K_Q4_K, ABI_K_Q5_K, ABI_K_Q6_K };
+    /* ================================================================== Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS, TQ2_0 x Q8_K
+       T = 1 (_qdot.pxd, _qdot_iq.pxd): a super-block's integer sum, 8 int32 lanes, is the
+       sum over its 8 chunks of 32 elements of madd(maddubs(unsigned values, activation
+       chunk), int16 scale vector) (IQ4_XS: its signed values, the signs moved onto the
+       activation; TQ2_0: scales of 1); then either (Q2_K, Q4_K, Q5_K: "mins") acc += d dx
+       sum and accm += dmin dx madd(bsums, m), y = hsum(acc) - hsum(accm), or (Q3_K, Q6_K,
+       TQ2_0: an offset of 4, 32 or 1) acc += d dx (sum - madd(bsums, m) << shift), or
+       (IQ4_XS) acc += d dx sum; y = hsum(acc); TQ2_0 keeps two chains (even and odd
+       super-blocks), the others one. Here a row's super-block is prepared once as exactly
+       those operands (values, scale vectors, m, d, dmin), so one kernel serves the seven
+       types and a pair costs three instructions a chunk (IQ4_XS five: its activation's two
+       halves and their signs; TQ2_0 two: its int16 sums added before one madd a
+       super-block). */
+    enum { ABI_K_Q2_K, ABI_K_Q3_K, ABI_K_Q4_K, ABI_K_Q5_K, ABI_K_Q6_K, ABI_K_IQ4_XS, ABI_K_TQ2_0 };
     #define ABI_K_R 2     /* 2 x 4 measured 10-18 % faster than 3 x 4 here (Zen 3); the legacy tile, 3 x 4 */
     #define ABI_K_N 4
-    /* a prepared super-block: values (chunk j against activation bytes 32j..32j+31), the
-       int16 scale vector of each chunk, m (16 int16), d and dmin */
-    typedef struct { __m256i u[8]; __m256i sv[8]; __m256i m; float d, dmin; float pad[6]; } abi_k_sb;
+    /* a prepared super-block: values (chunk j against activation bytes 32j..32j+31; IQ4_XS:
+       their magnitudes, s the signed values), the int16 scale vector of each chunk, m (16
+       int16), d and dmin */
+    typedef struct { __m256i u[8]; __m256i s[8]; __m256i sv[8]; __m256i m; float d, dmin; float pad[6]; } abi_k_sb;
 
     ABI_T2INL void abi_k_prep(const uint8_t* w, abi_k_sb* o, const int k) {
         const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
@@ -281,6 +304,29 @@ cdef extern from *:
             }
             o->m = _mm256_cvtepi8_epi16(sc);
             o->d = abi_f16t(w + 108); o->dmin = 0.0f;
+        } else if (k == ABI_K_IQ4_XS) {   /* the T = 1 kernel's chunks (its pairing of the activation: abi_k_rn) */
+            const __m256i tbl = abi_iq4nl_table();
+            const uint32_t sh = abi_ld16(w + 2);
+            int16_t ls[8];
+            for (int j = 0; j < 8; ++j)
+                ls[j] = (int16_t)((int)(((w[4 + (j >> 1)] >> (4 * (j & 1))) & 15) | (((sh >> (2 * j)) & 3) << 4)) - 32);
+            for (int c = 0; c < 4; ++c) {   /* 32 bytes = sub-blocks 2c | 2c + 1: low nibbles, then high */
+                const __m256i q = _mm256_loadu_si256((const __m256i*)(w + 8 + 32 * c));
+                o->s[2 * c] = _mm256_shuffle_epi8(tbl, _mm256_and_si256(q, m4));
+                o->s[2 * c + 1] = _mm256_shuffle_epi8(tbl, _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
+                o->u[2 * c] = _mm256_abs_epi8(o->s[2 * c]);
+                o->u[2 * c + 1] = _mm256_abs_epi8(o->s[2 * c + 1]);
+                o->sv[2 * c] = o->sv[2 * c + 1] = _mm256_set_m128i(_mm_set1_epi16(ls[2 * c + 1]), _mm_set1_epi16(ls[2 * c]));
+            }
+            o->m = _mm256_setzero_si256();
+            o->d = abi_f16t(w); o->dmin = 0.0f;
+        } else if (k == ABI_K_TQ2_0) {   /* t in 0..2 for t - 1: bits 2s of 32 bytes, elements 128h + 32s + 0..31 */
+            for (int h = 0; h < 2; ++h) {
+                const __m256i q = _mm256_loadu_si256((const __m256i*)(w + 32 * h));
+                for (int s = 0; s < 4; ++s) o->u[4 * h + s] = _mm256_and_si256(_mm256_srli_epi16(q, 2 * s), m3);
+            }
+            o->m = _mm256_set1_epi16(1);
+            o->d = abi_f16t(w + 64); o->dmin = 0.0f;
         } else {   /* Q2_K */
             const __m128i sm = _mm_loadu_si128((const __m128i*)w);
             const __m128i sc = _mm_and_si128(sm, _mm_set1_epi8(15));
@@ -301,43 +347,66 @@ cdef extern from *:
     ABI_T2INL void abi_k_rn(const abi_k_sb* wp, Py_ssize_t nb, const uint8_t* x, Py_ssize_t xs,
                             float* y, Py_ssize_t ys, const int R, const int N, const int k) {
         const int mins = k == ABI_K_Q2_K || k == ABI_K_Q4_K || k == ABI_K_Q5_K;
-        const int shift = k == ABI_K_Q6_K ? 5 : 2;
-        __m256 acc[ABI_K_R][ABI_K_N], accm[ABI_K_R][ABI_K_N];
-        ABI_T2UNROLL for (int r = 0; r < R; ++r) ABI_T2UNROLL for (int t = 0; t < N; ++t)
-            acc[r][t] = accm[r][t] = _mm256_setzero_ps();
-        for (Py_ssize_t i = 0; i < nb; ++i) {
-            __m256i sum[ABI_K_R][ABI_K_N];
-            ABI_T2UNROLL for (int r = 0; r < R; ++r) ABI_T2UNROLL for (int t = 0; t < N; ++t) sum[r][t] = _mm256_setzero_si256();
-            /* a rolled loop over the chunks: unrolled, gcc forms all the products first and
-               spills them before adding */
-            _Pragma("GCC unroll 1") for (int j = 0; j < 8; ++j)
-                ABI_T2UNROLL for (int r = 0; r < R; ++r) {
-                    const abi_k_sb* b = wp + r * nb + i;
-                    const __m256i u = _mm256_load_si256(&b->u[j]);
-                    ABI_T2UNROLL for (int t = 0; t < N; ++t) {
-                        const __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i*)(x + t * xs + 292 * i + 4 + 32 * j)));
-                        sum[r][t] = _mm256_add_epi32(sum[r][t], _mm256_madd_epi16(p, _mm256_load_si256(&b->sv[j])));
+        const int shift = k == ABI_K_Q6_K ? 5 : k == ABI_K_Q3_K ? 2 : 0;
+        const int step = k == ABI_K_TQ2_0 ? 2 : 1;   /* chains: two run as two passes */
+        __m256 acc[ABI_K_R][ABI_K_N], accm[ABI_K_R][ABI_K_N], acc0[ABI_K_R][ABI_K_N];
+        for (int chain = 0; chain < step; ++chain) {
+            ABI_T2UNROLL for (int r = 0; r < R; ++r) ABI_T2UNROLL for (int t = 0; t < N; ++t)
+                acc[r][t] = accm[r][t] = _mm256_setzero_ps();
+            for (Py_ssize_t i = chain; i < nb; i += step) {
+                __m256i sum[ABI_K_R][ABI_K_N];
+                ABI_T2UNROLL for (int r = 0; r < R; ++r) ABI_T2UNROLL for (int t = 0; t < N; ++t) sum[r][t] = _mm256_setzero_si256();
+                /* a rolled loop over the chunks: unrolled, gcc forms all the products first and
+                   spills them before adding */
+                _Pragma("GCC unroll 1") for (int j = 0; j < 8; ++j) {
+                    /* IQ4_XS: chunk 2c + h is bytes 16h..16h + 15 of sub-blocks 2c | 2c + 1 */
+                    const int xo = k == ABI_K_IQ4_XS ? 64 * (j >> 1) + 16 * (j & 1) : 32 * j;
+                    ABI_T2UNROLL for (int r = 0; r < R; ++r) {
+                        const abi_k_sb* b = wp + r * nb + i;
+                        const __m256i u = _mm256_load_si256(&b->u[j]);
+                        ABI_T2UNROLL for (int t = 0; t < N; ++t) {
+                            const uint8_t* xj = x + t * xs + 292 * i + 4 + xo;
+                            __m256i xv;
+                            if (k == ABI_K_IQ4_XS)   /* |v|, |x| <= 127: a pair of products < 2^15 */
+                                xv = _mm256_sign_epi8(_mm256_loadu2_m128i((const __m128i*)(xj + 32), (const __m128i*)xj),
+                                                      _mm256_load_si256(&b->s[j]));
+                            else
+                                xv = _mm256_loadu_si256((const __m256i*)xj);
+                            const __m256i p = _mm256_maddubs_epi16(u, xv);
+                            sum[r][t] = k == ABI_K_TQ2_0 ? _mm256_add_epi16(sum[r][t], p)
+                                                         : _mm256_add_epi32(sum[r][t], _mm256_madd_epi16(p, _mm256_load_si256(&b->sv[j])));
+                            /* each sum kept in its register: else gcc forms the products of two
+                               rows first and spills half the sums, a load and a store a chunk */
+                            __asm__("" : "+x"(sum[r][t]));
+                        }
                     }
                 }
-            ABI_T2UNROLL for (int t = 0; t < N; ++t) {
-                const uint8_t* xt = x + t * xs + 292 * i;
-                const float dx = abi_ldf32(xt);
-                const __m256i bs = _mm256_loadu_si256((const __m256i*)(xt + 260));
-                ABI_T2UNROLL for (int r = 0; r < R; ++r) {
-                    const abi_k_sb* b = wp + r * nb + i;
-                    const __m256i mb = _mm256_madd_epi16(bs, _mm256_load_si256(&b->m));
-                    if (mins) {
-                        acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(b->d * dx), _mm256_cvtepi32_ps(sum[r][t]), acc[r][t]);
-                        accm[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(b->dmin * dx), _mm256_cvtepi32_ps(mb), accm[r][t]);
-                    } else {
-                        const __m256i s = _mm256_sub_epi32(sum[r][t], _mm256_slli_epi32(mb, shift));
-                        acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(b->d * dx), _mm256_cvtepi32_ps(s), acc[r][t]);
+                if (k == ABI_K_TQ2_0)   /* scales of 1: the int16 pairs summed first (at most 8 * 508) */
+                    ABI_T2UNROLL for (int r = 0; r < R; ++r) ABI_T2UNROLL for (int t = 0; t < N; ++t)
+                        sum[r][t] = _mm256_madd_epi16(sum[r][t], _mm256_set1_epi16(1));
+                ABI_T2UNROLL for (int t = 0; t < N; ++t) {
+                    const uint8_t* xt = x + t * xs + 292 * i;
+                    const float dx = abi_ldf32(xt);
+                    const __m256i bs = _mm256_loadu_si256((const __m256i*)(xt + 260));
+                    ABI_T2UNROLL for (int r = 0; r < R; ++r) {
+                        const abi_k_sb* b = wp + r * nb + i;
+                        const __m256i mb = _mm256_madd_epi16(bs, _mm256_load_si256(&b->m));
+                        if (mins) {
+                            acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(b->d * dx), _mm256_cvtepi32_ps(sum[r][t]), acc[r][t]);
+                            accm[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(b->dmin * dx), _mm256_cvtepi32_ps(mb), accm[r][t]);
+                        } else {
+                            const __m256i s = k == ABI_K_IQ4_XS ? sum[r][t] : _mm256_sub_epi32(sum[r][t], _mm256_slli_epi32(mb, shift));
+                            acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(b->d * dx), _mm256_cvtepi32_ps(s), acc[r][t]);
+                        }
                     }
                 }
             }
+            if (step == 2 && chain == 0)
+                ABI_T2UNROLL for (int r = 0; r < R; ++r) ABI_T2UNROLL for (int t = 0; t < N; ++t) acc0[r][t] = acc[r][t];
         }
         ABI_T2UNROLL for (int r = 0; r < R; ++r) ABI_T2UNROLL for (int t = 0; t < N; ++t)
-            y[t * ys + r] = mins ? abi_hsum8(acc[r][t]) - abi_hsum8(accm[r][t]) : abi_hsum8(acc[r][t]);
+            y[t * ys + r] = mins ? abi_hsum8(acc[r][t]) - abi_hsum8(accm[r][t])
+                                 : abi_hsum8(step == 2 ? _mm256_add_ps(acc0[r][t], acc[r][t]) : acc[r][t]);
     }
 
     ABI_T2INL void abi_k_rows(const abi_k_sb* wp, Py_ssize_t nb, const uint8_t* x, Py_ssize_t xs, Py_ssize_t nt,
@@ -356,7 +425,8 @@ cdef extern from *:
 
     ABI_T2INL void abi_k_tile_run(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                                   Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys, const int k) {
-        const Py_ssize_t wb = k == ABI_K_Q2_K ? 84 : k == ABI_K_Q3_K ? 110 : k == ABI_K_Q4_K ? 144 : k == ABI_K_Q5_K ? 176 : 210;
+        const Py_ssize_t wb = k == ABI_K_Q2_K ? 84 : k == ABI_K_Q3_K ? 110 : k == ABI_K_Q4_K ? 144 : k == ABI_K_Q5_K ? 176
+                              : k == ABI_K_Q6_K ? 210 : k == ABI_K_IQ4_XS ? 136 : 66;
         abi_k_sb* wp = (abi_k_sb*)abi_tile_scratch((size_t)ABI_K_R * nb * sizeof(abi_k_sb));
         for (Py_ssize_t r = 0; r < nr; r += ABI_K_R) {
             const int R = nr - r < ABI_K_R ? (int)(nr - r) : ABI_K_R;
@@ -377,16 +447,12 @@ cdef extern from *:
     ABI_K_TILE(q4_k, ABI_K_Q4_K)
     ABI_K_TILE(q5_k, ABI_K_Q5_K)
     ABI_K_TILE(q6_k, ABI_K_Q6_K)
-
-    ABI_TILE_STUB(q8_0)
-    ABI_TILE_STUB(iq4_nl)
-    ABI_TILE_STUB(iq4_xs)
-    ABI_TILE_STUB(mxfp4)
-    ABI_TILE_STUB(tq2_0)
+    ABI_K_TILE(iq4_xs, ABI_K_IQ4_XS)
+    ABI_K_TILE(tq2_0, ABI_K_TQ2_0)
 
     #else
     #define ABI_QTILE2 0
     #endif
     #endif /* ABI_QTILE2_H */
     """
-    bint QTILE2 "ABI_QTILE2"   # the AVX2 tiles: Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K
+    bint QTILE2 "ABI_QTILE2"   # the AVX2 tiles: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, MXFP4, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS, TQ2_0
