@@ -253,9 +253,10 @@ def test_default_model_weights(default_model_path):
 
 TILED = [GGMLType(t) for t in matmul.tiled_types()]
 FLOATS = {GGMLType.F32, GGMLType.F16, GGMLType.BF16}
-# float rows: element counts past the last whole chunk of the T = 1 kernels (32, BF16 16), and
-# fewer than one chunk
-FLOAT_TILE_SIZES = [(37, 45), (64, 104), (37, 7)]
+# float rows: element counts past the last whole chunk of the T = 1 kernels (32, BF16 16),
+# fewer than one chunk, and more than two of the AVX2 tiles' column blocks (704 elements F32,
+# 1024 F16 / BF16) with a part block last
+FLOAT_TILE_SIZES = [(37, 45), (64, 104), (37, 7), (9, 2600)]
 
 
 def tile_sizes(t):
@@ -286,12 +287,11 @@ def test_tiled_prompt_products_give_each_token_its_single_token_bits(t):
 
 
 def test_which_types_have_tiles_on_this_machine():
-    """The tiles exist exactly where the build targets AVX-512 VNNI (float weights: AVX-512 F),
-    or the AVX2 set where it targets AVX2 only (else prompts take the single-token products),
-    neither the tile pass length nor the way a
-    small batch runs its rows (prefetched chunks; 19 tokens with passes of 5 take the prompt's
-    way) changes a bit, and the benchmark's single-token route (tiles=False) gives the same
-    bits."""
+    """The tiles exist exactly where the build targets AVX-512 VNNI, or the AVX2 set where it
+    targets AVX2 only, float weights wherever it targets AVX2 + FMA (else prompts take the
+    single-token products), neither the tile pass length nor the way a small batch runs its
+    rows (prefetched chunks; 19 tokens with passes of 5 take the prompt's way) changes a bit,
+    and the benchmark's single-token route (tiles=False) gives the same bits."""
     flags = open("/proc/cpuinfo").read() if sys.platform.startswith("linux") else ""
     tiled = {GGMLType(t).name for t in matmul.tiled_types()}
     if matmul.SIMD and all(f in flags for f in (" avx512f", " avx512bw", " avx512vl", " avx512_vnni")):
@@ -302,9 +302,9 @@ def test_which_types_have_tiles_on_this_machine():
                                                     "IQ4_XS", "Q5_K", "Q3_K", "Q4_0", "Q5_1", "Q2_K",
                                                     "MXFP4", "TQ2_0"} | lattice
     elif matmul.SIMD and " avx2" in flags:   # the AVX2 tiles (_qtile_avx2.pxd)
-        assert tiled == {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL", "MXFP4", "Q2_K", "Q3_K", "Q4_K",
-                         "Q5_K", "Q6_K", "IQ4_XS", "TQ2_0"}
-    if matmul.SIMD and " avx512f" in flags:
+        assert tiled - {t.name for t in FLOATS} == {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL", "MXFP4",
+                                                    "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS", "TQ2_0"}
+    if matmul.SIMD:   # float weights: AVX-512 F tiles where built, else the AVX2 ones (_ftile.pxd)
         assert {t.name for t in FLOATS} <= tiled
     for t in TILED:
         rng = np.random.default_rng(12)

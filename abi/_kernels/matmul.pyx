@@ -273,8 +273,8 @@ cdef void _gemv_rows_scalar(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r
 
 
 cdef bint has_tile(int t) noexcept nogil:
-    if t == T_F32 or t == T_F16 or t == T_BF16:   # float weights: _ftile.pxd, AVX-512 F
-        return FTILE
+    if t == T_F32 or t == T_F16 or t == T_BF16:   # float weights: _ftile.pxd, AVX-512 F or AVX2
+        return FTILE or FTILE2
     return ((QTILE and (t == T_Q4_1 or t == T_Q8_0 or t == T_Q5_0 or t == T_Q4_K or t == T_Q6_K
                         or t == T_IQ4_NL or t == T_IQ4_XS or t == T_Q5_K or t == T_Q3_K or t == T_Q4_0
                         or t == T_Q5_1 or t == T_Q2_K or t == T_MXFP4 or t == T_TQ2_0))
@@ -541,10 +541,10 @@ def _gemm_rows_into(const uint8_t[::1] w, int ggml_type, Py_ssize_t row_start, P
 
 
 def tiled_types():
-    """GGML type ids whose prompt products run as register tiles on this build (empty
-    without AVX-512 VNNI, and no TQ1_0, IQ1 and IQ2/IQ3 types without VBMI, BITALG and BMI2:
-    those prompts take the T = 1 products token by token; the float weights' tiles need
-    AVX-512 F only)."""
+    """GGML type ids whose prompt products run as register tiles on this build: with AVX-512
+    VNNI the _qtile.pxd set (TQ1_0, IQ1 and IQ2/IQ3 only with VBMI, BITALG and BMI2 too), with
+    AVX2 only the _qtile_avx2.pxd set, float weights with AVX-512 F or else AVX2 + FMA. The
+    other types' prompts take the T = 1 products token by token."""
     return [t for t in (T_F32, T_F16, T_BF16, T_Q4_1, T_Q8_0, T_Q5_0, T_Q4_K, T_Q6_K, T_IQ4_NL, T_IQ4_XS, T_Q5_K, T_Q3_K,
                         T_Q4_0, T_Q5_1, T_Q2_K, T_MXFP4, T_TQ2_0, T_TQ1_0, T_IQ1_S, T_IQ1_M,
                         T_IQ2_XXS, T_IQ2_XS, T_IQ2_S, T_IQ3_XXS, T_IQ3_S) if has_tile(t)]
