@@ -215,11 +215,13 @@ cdef extern from *:
             }
         }
     }
-    #define ABI_L_TILE(name, K) \\
+    /* abi_tile_<name>: a family's runner with its type constant K */
+    #define ABI_T2_TILE(name, run, K) \\
     static void abi_tile_##name(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs, \\
                                 Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {                \\
-        abi_l_tile_run(w, rb, nr, x, xs, nt, nb, y, ys, K);                                             \\
+        run(w, rb, nr, x, xs, nt, nb, y, ys, K);                                                        \\
     }
+    #define ABI_L_TILE(name, K) ABI_T2_TILE(name, abi_l_tile_run, K)
     ABI_L_TILE(q4_0, ABI_L_Q4_0)
     ABI_L_TILE(q4_1, ABI_L_Q4_1)
     ABI_L_TILE(q5_0, ABI_L_Q5_0)
@@ -437,11 +439,7 @@ cdef extern from *:
             else abi_k_rows(wp, nb, x, xs, nt, y + r, ys, 1, k);
         }
     }
-    #define ABI_K_TILE(name, K) \\
-    static void abi_tile_##name(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs, \\
-                                Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {                \\
-        abi_k_tile_run(w, rb, nr, x, xs, nt, nb, y, ys, K);                                             \\
-    }
+    #define ABI_K_TILE(name, K) ABI_T2_TILE(name, abi_k_tile_run, K)
     ABI_K_TILE(q2_k, ABI_K_Q2_K)
     ABI_K_TILE(q3_k, ABI_K_Q3_K)
     ABI_K_TILE(q4_k, ABI_K_Q4_K)
