@@ -285,8 +285,16 @@ def worker(start: int, stop: int, seed: int, tmp: str) -> None:
 
 # -- the parent -----------------------------------------------------------------------------
 
-def _limit_memory() -> None:
+def limit_memory() -> None:
+    """Cap this process's address space at MEMORY_LIMIT. Each child calls it on itself (first
+    thing in the worker, or LIMIT_MEMORY in a ``-c`` program), not through subprocess's
+    preexec_fn: that forks the test process, and once it has loaded gRPC (Ray, Flower) gRPC's
+    fork handlers can abort the child."""
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+# the first line of a ``python -c`` child program: limit_memory() without importing this file
+LIMIT_MEMORY = f"import resource; resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_LIMIT}, {MEMORY_LIMIT}))\n"
 
 
 def run_cases(count: int, seed: int = 0, start: int = 0) -> list[list]:
@@ -300,7 +308,7 @@ def run_cases(count: int, seed: int = 0, start: int = 0) -> list[list]:
         while i < start + count:
             proc = subprocess.Popen([sys.executable, __file__, "--worker", str(i), str(start + count),
                                      str(seed), tmp], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                    text=True, cwd=ROOT, env=env, preexec_fn=_limit_memory)
+                                    text=True, cwd=ROOT, env=env)
             lines: queue.Queue = queue.Queue()
             threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout] + [lines.put(None)],
                              daemon=True).start()
@@ -340,6 +348,7 @@ def summary(results: list[list]) -> dict[str, int]:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--worker"]:
+        limit_memory()
         worker(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
     else:
         import argparse

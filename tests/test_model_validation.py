@@ -73,12 +73,11 @@ INCONSISTENT = {
 @pytest.mark.parametrize("case", sorted(INCONSISTENT))
 def test_inconsistent_header_is_refused_in_a_subprocess(tmp_path, case):
     path = _tiny(tmp_path, edit=INCONSISTENT[case])
-    code = ("import sys, abi.llm\nfrom abi.errors import InvalidModelError\n"
+    code = (model_fuzz.LIMIT_MEMORY + "import sys, abi.llm\nfrom abi.errors import InvalidModelError\n"
             "try:\n    abi.llm.load_model(sys.argv[1]).logits([1, 2, 3])\n"
             "except InvalidModelError as exc:\n    print('refused:', exc); sys.exit(0)\n"
             "sys.exit('loaded')")
-    run = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=120,
-                         preexec_fn=model_fuzz._limit_memory)
+    run = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, (run.returncode, run.stdout, run.stderr[-2000:])
     assert "refused:" in run.stdout
 
@@ -91,11 +90,10 @@ def test_nan_states_in_a_mixture_of_experts_are_a_typed_error(tmp_path, arch):
     meta[f"{arch}.rope.scaling.attn_factor"] = 1e30
     path = str(tmp_path / "nan_moe.gguf")
     model_fuzz.write(path, meta, tensors)
-    code = ("import sys, abi.llm\nfrom abi.errors import NonFiniteError\n"
+    code = (model_fuzz.LIMIT_MEMORY + "import sys, abi.llm\nfrom abi.errors import NonFiniteError\n"
             "try:\n    abi.llm.load_model(sys.argv[1]).logits([1, 2, 3])\n"
             "except NonFiniteError:\n    sys.exit(0)\nsys.exit('no error')")
-    run = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=120,
-                         preexec_fn=model_fuzz._limit_memory)
+    run = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, (run.returncode, run.stderr[-2000:])
 
 
