@@ -104,6 +104,27 @@ cdef extern from *:
                                              2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
         return _mm256_shuffle_epi8(s8, _mm256_add_epi8(idx, _mm256_set1_epi8((char)(4 * p))));
     }
+    /* Q3_K's elements 32k + 0..31 (k = 4h + s; q the 32 low-bit bytes of half h, hm the hmask)
+       as q + 4 = low 2 bits | hmask bit k << 2, unsigned 0..7; masked before the 16-bit
+       shifts, so no bit moves across a byte */
+    static inline __m256i abi_q3_k_group(__m256i q, __m256i hm, int h, int s) {
+        const int k = 4 * h + s;
+        __m256i hb = _mm256_and_si256(hm, _mm256_set1_epi8((char)(1 << k)));
+        hb = k < 2 ? _mm256_slli_epi16(hb, 2 - k) : _mm256_srli_epi16(hb, k - 2);
+        return _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * s), _mm256_set1_epi8(3)), hb);
+    }
+    /* Q6_K's half h as unsigned q + 32 (low nibbles | 2 high bits << 4), its 32-element groups
+       g[0..3] against activation bytes 128h + 32k */
+    static inline void abi_q6_k_groups(const uint8_t* w, int h, __m256i* g) {
+        const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3 << 4);
+        const __m256i ql0 = _mm256_loadu_si256((const __m256i*)(w + 64 * h));
+        const __m256i ql1 = _mm256_loadu_si256((const __m256i*)(w + 64 * h + 32));
+        const __m256i qh = _mm256_loadu_si256((const __m256i*)(w + 128 + 32 * h));
+        g[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2));
+        g[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2));
+        g[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m2));
+        g[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2));
+    }
     #else
     #define ABI_QDOT_SIMD 0
     #endif
@@ -378,7 +399,6 @@ cdef extern from *:
     #if ABI_QDOT_SIMD
     static inline float abi_dot_q6_k_q8_k_simd(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
         /* sum d_w d_x (sum_j sc_j sum(q q_x) - 32 sum_j sc_j bsum_j), q in 0..63 */
-        const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3 << 4);
         __m256 acc = _mm256_setzero_ps();
         for (Py_ssize_t i = 0; i < nb; ++i, w += 210, x += 292) {
             const int8_t* q8 = (const int8_t*)(x + 4);
@@ -388,14 +408,8 @@ cdef extern from *:
             for (int h = 0; h < 2; ++h) {
                 /* scales 8h..8h+7 as int16, in both lanes */
                 const __m256i s8 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(h ? _mm_srli_si128(sc8, 8) : sc8));
-                __m256i ql0 = _mm256_loadu_si256((const __m256i*)(w + 64 * h));
-                __m256i ql1 = _mm256_loadu_si256((const __m256i*)(w + 64 * h + 32));
-                __m256i qh = _mm256_loadu_si256((const __m256i*)(w + 128 + 32 * h));
                 __m256i g[4];
-                g[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2));
-                g[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2));
-                g[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m2));
-                g[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2));
+                abi_q6_k_groups(w, h, g);
                 for (int k = 0; k < 4; ++k) {
                     __m256i p = _mm256_maddubs_epi16(g[k], _mm256_loadu_si256((const __m256i*)(q8 + 128 * h + 32 * k)));
                     sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, abi_pair_scales(s8, k)));   /* [sc_8h+2k | sc_8h+2k+1] */
@@ -518,8 +532,7 @@ cdef extern from *:
     #if ABI_QDOT_SIMD
     static inline float abi_dot_q3_k_q8_k_simd(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
         /* sum d_w d_x sum_j sc_j (sum((q + 4) q_x) - 4 bsum_j): q + 4 = low 2 bits | hmask bit << 2
-           is unsigned 0..7 for maddubs, and the bsums take the 4 back out */
-        const __m256i m3 = _mm256_set1_epi8(3);
+           is unsigned 0..7 for maddubs (abi_q3_k_group), and the bsums take the 4 back out */
         uint32_t a[4];
         __m256 acc = _mm256_setzero_ps();
         for (Py_ssize_t i = 0; i < nb; ++i, w += 110, x += 292) {
@@ -533,13 +546,7 @@ cdef extern from *:
                 const __m256i s8 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(h ? _mm_srli_si128(sc, 8) : sc));
                 const __m256i q = _mm256_loadu_si256((const __m256i*)(w + 32 + 32 * h));
                 for (int s = 0; s < 4; ++s) {
-                    /* elements 32k + 0..31 (k = 4h + s) take bit k of hmask[0..31], moved to bit 2;
-                       masked first, so the 16-bit shifts move no bit across a byte */
-                    const int k = 4 * h + s;
-                    __m256i hb = _mm256_and_si256(hm, _mm256_set1_epi8((char)(1 << k)));
-                    hb = k < 2 ? _mm256_slli_epi16(hb, 2 - k) : _mm256_srli_epi16(hb, k - 2);
-                    __m256i v = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * s), m3), hb);
-                    __m256i p = _mm256_maddubs_epi16(v, _mm256_loadu_si256((const __m256i*)(q8 + 128 * h + 32 * s)));
+                    __m256i p = _mm256_maddubs_epi16(abi_q3_k_group(q, hm, h, s), _mm256_loadu_si256((const __m256i*)(q8 + 128 * h + 32 * s)));
                     sumi = abi_dpwssd(sumi, p, abi_pair_scales(s8, s));
                 }
             }

@@ -925,8 +925,12 @@ cdef extern from *:
     }
     #endif
 
+    /* the 16 MXFP4 values in both lanes, for _mm256_shuffle_epi8 lookups */
+    static inline __m256i abi_mxfp4_table(void) {
+        return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)abi_kvalues_mxfp4));
+    }
     ABI_IQ_BLOCK __m256i abi_iqv_mxfp4(const uint8_t* w, const uint8_t* x) {
-        const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)abi_kvalues_mxfp4));
+        const __m256i table = abi_mxfp4_table();
         __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(w + 1)));
         __m256i nib = _mm256_and_si256(_mm256_blend_epi32(q, _mm256_srli_epi16(q, 4), 0xF0), _mm256_set1_epi8(15));
         __m256i v = _mm256_shuffle_epi8(table, nib);      /* 0 for the two zero codes: sign() keeps 0 */

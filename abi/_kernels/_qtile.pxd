@@ -38,6 +38,13 @@ cdef extern from *:
     /* the small loops over a tile's rows and tokens unrolled whole, so that its
        accumulators live in registers */
     #define ABI_UNROLL _Pragma("GCC unroll 16")
+    /* abi_tile_<name>_rn, the R x N tile ABI_TILE_DRIVER runs: a family's tile with its type
+       constant K */
+    #define ABI_TILE_RN(name, family, K)                                                                \\
+    ABI_AINL void abi_tile_##name##_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,    \\
+                                       Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) { \\
+        abi_tile_##family##_rn(w, rb, x, xs, nb, y, ys, R, N, K);                                       \\
+    }
     /* m_w0 s_x0 + m_w1 s_x1 with the product gcc fuses in the T = 1 kernel's expression */
     #define ABI_Q41_PAIR m0, vs0, _mm_mul_ps(m1, vs1)
 
@@ -316,14 +323,8 @@ cdef extern from *:
         ABI_UNROLL for (int r = 0; r < R; ++r)
             ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_hsum8(abi_zlo(acc[r][t])) - abi_hsum8(abi_zhi(acc[r][t]));
     }
-    ABI_AINL void abi_tile_q4_k_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
-                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
-        abi_tile_k45_rn(w, rb, x, xs, nb, y, ys, R, N, 0);
-    }
-    ABI_AINL void abi_tile_q5_k_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
-                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
-        abi_tile_k45_rn(w, rb, x, xs, nb, y, ys, R, N, 1);
-    }
+    ABI_TILE_RN(q4_k, k45, 0)
+    ABI_TILE_RN(q5_k, k45, 1)
 
     /* ------------------------------------------------------------------ Q6_K, Q3_K x Q8_K
        T = 1: one 8-lane accumulator; here two tokens side by side, [token 2j | 2j + 1]
@@ -342,14 +343,8 @@ cdef extern from *:
         return abi_zi(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m2)),
                       _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2)));
     }
-    /* Q3_K's values as q + 4 = low 2 bits | hmask bit << 2, unsigned 0..7; 4 sum_j sc_j bsum_j
-       is taken back out at the end of the block, as the T = 1 kernel does */
-    ABI_AINL __m256i abi_q3_k_group(__m256i q, __m256i hm, int h, int s) {
-        const int k = 4 * h + s;   /* elements 32k + 0..31 take bit k of hmask[0..31], moved to bit 2 */
-        __m256i hb = _mm256_and_si256(hm, _mm256_set1_epi8((char)(1 << k)));
-        hb = k < 2 ? _mm256_slli_epi16(hb, 2 - k) : _mm256_srli_epi16(hb, k - 2);
-        return _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * s), _mm256_set1_epi8(3)), hb);
-    }
+    /* Q3_K's values (abi_q3_k_group, _qdot.pxd): 4 sum_j sc_j bsum_j is taken back out at the
+       end of the block, as the T = 1 kernel does */
     /* the 16 scales - 32 as int16 */
     ABI_AINL __m256i abi_q3_k_scales16(const uint8_t* wr) {
         uint32_t a[4];
@@ -420,14 +415,8 @@ cdef extern from *:
                 if (2 * j + 1 < N) y[(2 * j + 1) * ys + r] = abi_hsum8(abi_zhi(acc[r][j]));
             }
     }
-    ABI_AINL void abi_tile_q6_k_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
-                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
-        abi_tile_k16_rn(w, rb, x, xs, nb, y, ys, R, N, 0);
-    }
-    ABI_AINL void abi_tile_q3_k_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
-                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
-        abi_tile_k16_rn(w, rb, x, xs, nb, y, ys, R, N, 1);
-    }
+    ABI_TILE_RN(q6_k, k16, 0)
+    ABI_TILE_RN(q3_k, k16, 1)
 
     /* ------------------------------------------------------------------ IQ4_NL, Q4_0, MXFP4 x Q8_0
        T = 1: acc0 (even blocks), acc1 (odd); here [acc0 | acc1]. The weights as unsigned
@@ -442,7 +431,7 @@ cdef extern from *:
                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N, const int kind) {
         const int mx = kind == ABI_NIB_MXFP4, bytes = mx ? 17 : 18, qo = mx ? 1 : 2;
         const __m512i off = _mm512_set1_epi8(kind != ABI_NIB_Q4_0 ? (char)0x80 : 8);
-        const __m256i tbl = mx ? _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)abi_kvalues_mxfp4)) : abi_iq4nl_table();
+        const __m256i tbl = mx ? abi_mxfp4_table() : abi_iq4nl_table();
         const __m256i tblu = _mm256_xor_si256(tbl, _mm256_set1_epi8((char)0x80));
         __m512 acc[ABI_TILE_R][ABI_TILE_N];
         ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
@@ -482,18 +471,9 @@ cdef extern from *:
         }
         ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_zsum(acc[r][t]);
     }
-    ABI_AINL void abi_tile_iq4_nl_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
-                                     Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
-        abi_tile_nib_rn(w, rb, x, xs, nb, y, ys, R, N, ABI_NIB_IQ4_NL);
-    }
-    ABI_AINL void abi_tile_q4_0_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
-                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
-        abi_tile_nib_rn(w, rb, x, xs, nb, y, ys, R, N, ABI_NIB_Q4_0);
-    }
-    ABI_AINL void abi_tile_mxfp4_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
-                                    Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
-        abi_tile_nib_rn(w, rb, x, xs, nb, y, ys, R, N, ABI_NIB_MXFP4);
-    }
+    ABI_TILE_RN(iq4_nl, nib, ABI_NIB_IQ4_NL)
+    ABI_TILE_RN(q4_0, nib, ABI_NIB_Q4_0)
+    ABI_TILE_RN(mxfp4, nib, ABI_NIB_MXFP4)
 
     /* ------------------------------------------------------------------ Q5_1 x Q8_1
        T = 1: one accumulator over the blocks in order and a scalar accm (m_w s_x, one fused
@@ -735,15 +715,9 @@ cdef extern from *:
         ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_zsum(acc[r][t]);
     }
     #if ABI_QTILE_IQ
-    ABI_AINL void abi_tile_tq1_0_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
-                                    Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
-        abi_tile_tq_rn(w, rb, x, xs, nb, y, ys, R, N, 1);
-    }
+    ABI_TILE_RN(tq1_0, tq, 1)
     #endif
-    ABI_AINL void abi_tile_tq2_0_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
-                                    Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
-        abi_tile_tq_rn(w, rb, x, xs, nb, y, ys, R, N, 0);
-    }
+    ABI_TILE_RN(tq2_0, tq, 0)
 
     /* ------------------------------------------------------------------ IQ1_S, IQ1_M x Q8_K
        T = 1 (ABI_IQ_ROW_SIMD of _qdot_iq.pxd): acc0 (even blocks), acc1 (odd); here
@@ -781,14 +755,8 @@ cdef extern from *:
         }
         ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_zsum(acc[r][t]);
     }
-    ABI_AINL void abi_tile_iq1_s_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
-                                    Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
-        abi_tile_iq1_rn(w, rb, x, xs, nb, y, ys, R, N, 0);
-    }
-    ABI_AINL void abi_tile_iq1_m_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
-                                    Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
-        abi_tile_iq1_rn(w, rb, x, xs, nb, y, ys, R, N, 1);
-    }
+    ABI_TILE_RN(iq1_s, iq1, 0)
+    ABI_TILE_RN(iq1_m, iq1, 1)
     #endif
 
     /* n (< TN) leftover tokens as one tile of that many: the rows are unpacked once for
@@ -1062,14 +1030,8 @@ cdef extern from *:
         }
         ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_zsum(acc[r][t]);
     }
-    ABI_AINL void abi_tile_iq2_xxs_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
-                                      Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
-        abi_tile_iqz_rn(w, rb, x, xs, nb, y, ys, R, N, ABI_IQZ_IQ2_XXS);
-    }
-    ABI_AINL void abi_tile_iq3_s_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
-                                    Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
-        abi_tile_iqz_rn(w, rb, x, xs, nb, y, ys, R, N, ABI_IQZ_IQ3_S);
-    }
+    ABI_TILE_RN(iq2_xxs, iqz, ABI_IQZ_IQ2_XXS)
+    ABI_TILE_RN(iq3_s, iqz, ABI_IQZ_IQ3_S)
     ABI_TILE_DRIVER(iq2_xxs, 2, 8)
     ABI_TILE_DRIVER(iq3_s, 2, 8)
     #endif

@@ -19,7 +19,7 @@
 from libc.stdint cimport uint8_t
 
 from abi._kernels._qdot cimport QDOT_SIMD   # its C (abi_f16t, abi_hsum8, abi_nibbles32) first
-from abi._kernels._qdot_iq cimport QDOT_IQ_SIMD   # its C (abi_e8m0_half, abi_kvalues_mxfp4) too
+from abi._kernels._qdot_iq cimport QDOT_IQ_SIMD   # its C (abi_e8m0_half, abi_mxfp4_table) too
 
 cdef extern from *:
     """
@@ -59,12 +59,6 @@ cdef extern from *:
        in one call and hide that reading themselves */
     ABI_T2INL void abi_t2_prefetch(const uint8_t* p, const uint8_t* end, Py_ssize_t n) {
         for (const uint8_t* q = p; q < p + n && q < end; q += 64) _mm_prefetch((const char*)q, _MM_HINT_T0);
-    }
-
-    /* 8 int32 lanes, lane k the sum of bytes 4k..4k+3 of u * s (u unsigned, s signed; no
-       pair reaches 2^15 for the values given here) */
-    ABI_T2INL __m256i abi_t2_dot(__m256i u, __m256i s) {
-        return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
     }
 
     /* ================================================================== Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, MXFP4
@@ -109,7 +103,7 @@ cdef extern from *:
                     ABI_T2UNROLL for (int t = 0; t < N; ++t) {
                         __m256i xv = _mm256_load_si256((const __m256i*)(xb + t * XB));
                         if (ABI_L_SGN(k)) xv = _mm256_sign_epi8(xv, wv);   /* |x| <= 127: a pair of products < 2^15 */
-                        __m256i v = abi_t2_dot(u, xv);
+                        __m256i v = abi_dpbusd(u, xv);
                         if (ABI_L_OFF(k)) v = _mm256_add_epi32(v, _mm256_load_si256((const __m256i*)(xb + t * XB + 32)));
                         const __m256 d = _mm256_mul_ps(dw, _mm256_broadcast_ss(dx + i * ABI_T2_TCP + t));
                         acc[r][t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(v), acc[r][t]);
@@ -162,9 +156,7 @@ cdef extern from *:
     ABI_T2INL __m256i abi_l_unpack(const uint8_t* wr, const int k) {
         if (k == ABI_L_Q8_0) return _mm256_loadu_si256((const __m256i*)(wr + 2));
         if (k == ABI_L_IQ4_NL) return _mm256_shuffle_epi8(abi_iq4nl_table(), abi_nibbles32(wr + 2));
-        if (k == ABI_L_MXFP4)
-            return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)abi_kvalues_mxfp4)),
-                                       abi_nibbles32(wr + 1));
+        if (k == ABI_L_MXFP4) return _mm256_shuffle_epi8(abi_mxfp4_table(), abi_nibbles32(wr + 1));
         if (k == ABI_L_Q4_0) return abi_nibbles32(wr + 2);
         if (k == ABI_L_Q4_1) return abi_nibbles32(wr + 4);
         const int h = k == ABI_L_Q5_0 ? 2 : 4;
@@ -190,7 +182,7 @@ cdef extern from *:
                     const __m256i q = _mm256_loadu_si256((const __m256i*)(xt + (xb - 32)));
                     _mm256_store_si256((__m256i*)o, q);
                     if (ABI_L_OFF(k))   /* - off * (4-byte sums) */
-                        _mm256_store_si256((__m256i*)(o + 32), _mm256_sub_epi32(_mm256_setzero_si256(), abi_t2_dot(off, q)));
+                        _mm256_store_si256((__m256i*)(o + 32), _mm256_sub_epi32(_mm256_setzero_si256(), abi_dpbusd(off, q)));
                     dx[i * ABI_T2_TCP + t] = abi_f16t(xt);
                     if (ABI_L_MIN(k)) sx[i * ABI_T2_TCP + t] = abi_f16t(xt + 2);
                 }
@@ -273,18 +265,11 @@ cdef extern from *:
             o->m = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins, mins));   /* m0 m0 m1 m1 ... */
             o->d = abi_f16t(w); o->dmin = abi_f16t(w + 2);
         } else if (k == ABI_K_Q6_K) {
-            const __m256i m2 = _mm256_set1_epi8(3 << 4);
             const __m128i sc8 = _mm_loadu_si128((const __m128i*)(w + 192));
             for (int h = 0; h < 2; ++h) {
                 const __m256i s8 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(h ? _mm_srli_si128(sc8, 8) : sc8));
                 for (int kk = 0; kk < 4; ++kk) o->sv[4 * h + kk] = abi_pair_scales(s8, kk);   /* sub-blocks 8h + 2kk, + 1 */
-                const __m256i ql0 = _mm256_loadu_si256((const __m256i*)(w + 64 * h));
-                const __m256i ql1 = _mm256_loadu_si256((const __m256i*)(w + 64 * h + 32));
-                const __m256i qh = _mm256_loadu_si256((const __m256i*)(w + 128 + 32 * h));
-                o->u[4 * h] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2));
-                o->u[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2));
-                o->u[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m2));
-                o->u[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2));
+                abi_q6_k_groups(w, h, o->u + 4 * h);
             }
             o->m = _mm256_cvtepi8_epi16(sc8);
             o->d = abi_f16t(w + 208); o->dmin = 0.0f;
@@ -297,11 +282,8 @@ cdef extern from *:
                 const __m256i s8 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(h ? _mm_srli_si128(sc, 8) : sc));
                 const __m256i q = _mm256_loadu_si256((const __m256i*)(w + 32 + 32 * h));
                 for (int s = 0; s < 4; ++s) {
-                    const int kk = 4 * h + s;
-                    __m256i hb = _mm256_and_si256(hm, _mm256_set1_epi8((char)(1 << kk)));
-                    hb = kk < 2 ? _mm256_slli_epi16(hb, 2 - kk) : _mm256_srli_epi16(hb, kk - 2);
-                    o->u[kk] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * s), m3), hb);
-                    o->sv[kk] = abi_pair_scales(s8, s);
+                    o->u[4 * h + s] = abi_q3_k_group(q, hm, h, s);
+                    o->sv[4 * h + s] = abi_pair_scales(s8, s);
                 }
             }
             o->m = _mm256_cvtepi8_epi16(sc);

@@ -275,12 +275,10 @@ cdef void _gemv_rows_scalar(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r
 cdef bint has_tile(int t) noexcept nogil:
     if t == T_F32 or t == T_F16 or t == T_BF16:   # float weights: _ftile.pxd, AVX-512 F or AVX2
         return FTILE or FTILE2
-    return ((QTILE and (t == T_Q4_1 or t == T_Q8_0 or t == T_Q5_0 or t == T_Q4_K or t == T_Q6_K
-                        or t == T_IQ4_NL or t == T_IQ4_XS or t == T_Q5_K or t == T_Q3_K or t == T_Q4_0
-                        or t == T_Q5_1 or t == T_Q2_K or t == T_MXFP4 or t == T_TQ2_0))
-            or (QTILE2 and (t == T_Q4_0 or t == T_Q4_1 or t == T_Q5_0 or t == T_Q5_1 or t == T_Q8_0
-                            or t == T_IQ4_NL or t == T_MXFP4 or t == T_Q2_K or t == T_Q3_K or t == T_Q4_K
-                            or t == T_Q5_K or t == T_Q6_K or t == T_IQ4_XS or t == T_TQ2_0))
+    # the same fourteen types have AVX-512 VNNI tiles (_qtile.pxd) and AVX2 ones (_qtile_avx2.pxd)
+    return (((QTILE or QTILE2) and (t == T_Q4_1 or t == T_Q8_0 or t == T_Q5_0 or t == T_Q4_K or t == T_Q6_K
+                                    or t == T_IQ4_NL or t == T_IQ4_XS or t == T_Q5_K or t == T_Q3_K or t == T_Q4_0
+                                    or t == T_Q5_1 or t == T_Q2_K or t == T_MXFP4 or t == T_TQ2_0))
             or (QTILE_IQ and (t == T_TQ1_0 or t == T_IQ1_S or t == T_IQ1_M or t == T_IQ2_XXS
                               or t == T_IQ2_XS or t == T_IQ2_S or t == T_IQ3_XXS or t == T_IQ3_S)))
 
@@ -300,9 +298,9 @@ cdef void gemm_rows(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r1, Py_ss
     """y[t * ys + r] = row r . token t for r0 <= r < r1, t < T (each token's activation
     row xs bytes after the last), every pair with the T = 1 kernel's bits."""
     cdef Py_ssize_t rb = row_bytes(t, cols), rc = r0, re
-    # a prompt (enough tokens per row to hide its reading), or the AVX2 tiles (which prepare
-    # the tokens once per call and prefetch the rows themselves)
-    if T > TILE_TOKENS or QTILE2:
+    # a prompt (enough tokens per row to hide its reading), or the AVX2 quantised tiles (which
+    # prepare the tokens once per call and prefetch the rows themselves)
+    if T > TILE_TOKENS or (QTILE2 and t != T_F32 and t != T_F16 and t != T_BF16):
         _gemm_rows_chunk(t, w, r0, r1, cols, xq, xs, T, y, ys)
         return
     while rc < r1:
