@@ -182,3 +182,22 @@ def test_prompt_chunks_after_a_cached_prefix_give_the_token_by_token_bits(tmp_pa
     cache = m.new_cache()
     chunks = [m.forward(ids[a:b], cache, output="all") for a, b in ((0, 5), (5, 22), (22, 45))]
     assert np.array_equal(np.concatenate(chunks), stepped)
+
+
+# biases (qwen2), a final softcap (gemma2), experts beside a shared one (qwen2moe), float weights
+LONG_PROMPT_CASES = [("llama", GGMLType.Q4_K), ("qwen2", GGMLType.Q8_0), ("gemma2", GGMLType.Q8_0),
+                     ("qwen2moe", GGMLType.Q8_0), ("llama", GGMLType.F16)]
+
+
+@pytest.mark.parametrize("arch, qtype", LONG_PROMPT_CASES, ids=[f"{a}-{q.name}" for a, q in LONG_PROMPT_CASES])
+def test_a_long_prompt_shared_out_in_tasks_gives_the_token_by_token_bits(tmp_path, arch, qtype):
+    """Past 64 tokens a prompt's products and attention are tasks that the threads claim as
+    they come free, in no fixed order: each token still gets exactly its decode-step logits."""
+    path = tmp_path / "m.gguf"
+    name = f"{arch}_{qtype.name.lower()}"
+    write_tiny_model(path, arch, qtype, seed=11, name=name)
+    m = abi.llm.load_model(path, n_threads=2)
+    ids = [int(i) for i in np.random.default_rng(3).integers(3, 250, 150)]
+    cache = m.new_cache()
+    stepped = np.concatenate([m.forward([t], cache) for t in ids])
+    assert np.array_equal(m.logits(ids), stepped)

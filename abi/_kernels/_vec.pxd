@@ -16,6 +16,8 @@ cdef extern from *:
         _Pragma("omp barrier")
     #endif
     }
+    /* the next task of a shared counter (a dynamic schedule inside one parallel region) */
+    static inline int abi_claim(int* counter) { return __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED); }
     /* attention's inner loops: a dot product with 8 partial sums, and y += a * x */
     #if defined(__AVX2__) && defined(__FMA__)
     #include <immintrin.h>
@@ -318,6 +320,7 @@ cdef extern from *:
     #endif
     """
     void barrier "abi_barrier" () noexcept nogil
+    int claim "abi_claim" (int* counter) noexcept nogil
     float dot "abi_dot" (const float* a, const float* b, int n) noexcept nogil
     void axpy "abi_axpy" (float* y, float a, const float* x, int n) noexcept nogil
     float softmax_exp "abi_softmax_exp" (float* s, int n, float m) noexcept nogil

@@ -42,6 +42,12 @@ cdef void gemm_rows(int ggml_type, const uint8_t* w, Py_ssize_t row_start, Py_ss
                     Py_ssize_t cols, const uint8_t* xq, Py_ssize_t xs, Py_ssize_t T, float* y,
                     Py_ssize_t ys) noexcept nogil
 
+# gemm_rows for prompts: every row of the range for each pass of up to 64 tokens (their
+# activations stay in L2 while the rows go by), without the prefetching of small batches.
+cdef void gemm_tiles(int ggml_type, const uint8_t* w, Py_ssize_t row_start, Py_ssize_t row_end,
+                     Py_ssize_t cols, const uint8_t* xq, Py_ssize_t xs, Py_ssize_t T, float* y,
+                     Py_ssize_t ys) noexcept nogil
+
 # Whole-matrix y = W @ x with rows split evenly over n_threads (one OpenMP region; none when
 # n_threads <= 1 or rows * cols < 96Ki, where a second thread costs more than it saves).
 # xq, x as for gemv_rows.

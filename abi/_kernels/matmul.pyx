@@ -301,16 +301,16 @@ cdef void gemm_rows(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r1, Py_ss
     # a prompt (enough tokens per row to hide its reading), or the AVX2 quantised tiles (which
     # prepare the tokens once per call and prefetch the rows themselves)
     if T > TILE_TOKENS or (QTILE2 and t != T_F32 and t != T_F16 and t != T_BF16):
-        _gemm_rows_chunk(t, w, r0, r1, cols, xq, xs, T, y, ys)
+        gemm_tiles(t, w, r0, r1, cols, xq, xs, T, y, ys)
         return
     while rc < r1:
         re = min(rc + TILE_ROWS, r1)
         _prefetch_row(w + re * rb, (re - rc) * rb)
-        _gemm_rows_chunk(t, w, rc, re, cols, xq, xs, T, y, ys)
+        gemm_tiles(t, w, rc, re, cols, xq, xs, T, y, ys)
         rc = re
 
 
-cdef void _gemm_rows_chunk(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t cols,
+cdef void gemm_tiles(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t cols,
                            const uint8_t* xq, Py_ssize_t xs, Py_ssize_t T, float* y, Py_ssize_t ys) noexcept nogil:
     cdef Py_ssize_t rb = row_bytes(t, cols), nb = cols // block_size_of(t), t0, n
     cdef const uint8_t* wr = w + r0 * rb

@@ -19,7 +19,7 @@ them and written as each token's keys and values are computed, never copied whol
 from libc.math cimport NAN, cos, expf, sin, sqrt, tanhf
 from libc.stdint cimport uint8_t
 from libc.stdlib cimport calloc, free
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 from cython.parallel cimport parallel
 cimport openmp
 
@@ -33,10 +33,10 @@ from abi.llm.layers import GELU_TABLE
 
 from abi._kernels._half cimport f16_to_f32, f32_to_f16, ld16, st16
 from abi._kernels.quant cimport quantize_row_q8_0
-from abi._kernels._vec cimport axpy, axpy4, barrier, dot, dot4x4, softmax_exp
+from abi._kernels._vec cimport axpy, axpy4, barrier, claim, dot, dot4x4, softmax_exp
 from abi._kernels._types cimport block_size_of
-from abi._kernels.matmul cimport (activation_bytes, dequant_rows, gemm_rows, gemv_rows, has_tile,
-                                  quantize_activation, row_bytes, vec_dot_type)
+from abi._kernels.matmul cimport (activation_bytes, dequant_rows, gemm_rows, gemm_tiles, gemv_rows,
+                                  has_tile, quantize_activation, row_bytes, vec_dot_type)
 
 cnp.import_array()
 
@@ -45,6 +45,8 @@ cdef enum:
     ROW_BLOCK = 16        # weight rows kept hot in cache while every token of the batch uses them
     MAX_HD = 1024         # the widest head a cached row is converted into (on the stack)
     ATT_Q = 16            # prompt queries attended together: each key and value row read once for all
+    TASK_TOKENS = 64      # a prompt product's task: this many tokens (a pass of the tiles) x a row share
+    TASK_ALIGN = 24       # row shares a multiple of every tile's rows (2, 3, 4, 6 or 8)
 
 KV_TYPES = {"f32": 0, "f16": 1, "q8_0": 2}
 
@@ -121,7 +123,8 @@ ctypedef struct Ctx:
     float* hp
     uint8_t* actp[3]        # per format: 0 Q8_0, 1 Q8_1, 2 Q8_K
     Py_ssize_t act_stride   # bytes per token row
-    float* rot              # cos, sin (n_rot)
+    float* rot              # per thread, two tables of cos, sin (n_rot) of the decode step's position
+    float* rope_tab         # two tables of cos, sin (n_rot) of every prompt token
     float* scores           # max_cap
     float* lorap            # per thread: A x of one token (max_rank)
     int max_rank
@@ -135,6 +138,9 @@ ctypedef struct Ctx:
     float* shw              # (T) the shared expert's gate
     float* sho              # (T, n_embd) the shared expert's output
     const float* gelu_table # layers.GELU_TABLE: GELU by f16 bits, as ggml's CPU backend
+    int* work               # the forward's work counters (zeroed before it): n_work slots of
+    int n_work              # work_slot counters (one per row share), a cache line or more
+    int work_slot
 
 
 ctypedef struct Priv:       # one thread's view of its private scratch
@@ -142,6 +148,9 @@ ctypedef struct Priv:       # one thread's view of its private scratch
     float* h
     float* lu               # A x (the LoRA rank)
     uint8_t* act[3]
+    int call                # work counters taken so far: every thread takes them in one order
+    const float* rope_key[2]   # the frequencies each of the two angle tables holds (NULL: none)
+    int rope_old            # the table to overwrite next
 
 
 cdef inline int _fmt(int ggml_type) noexcept nogil:
@@ -171,15 +180,37 @@ cdef inline void _prep(Ctx* c, Priv* p, const float* x, QMat* m, int t) noexcept
         quantize_activation(m.type, x, m.cols, p.act[m.fmt] + t * c.act_stride)
 
 
-cdef void _matmul(Ctx* c, Priv* p, QMat* m, const float* x, Py_ssize_t x_stride, float* y,
+cdef inline int* _counter(Ctx* c, Priv* p) noexcept nogil:
+    """The forward's next slot of work counters (NULL once they run out: the static split
+    then; every thread runs out at the same call)."""
+    cdef int i = p.call
+    p.call += 1
+    return c.work + <Py_ssize_t>i * c.work_slot if i < c.n_work else NULL
+
+
+cdef inline Py_ssize_t _share(Py_ssize_t rows, int k, int n) noexcept nogil:
+    """Where share k of n of the rows starts (a multiple of TASK_ALIGN but for the end)."""
+    return rows if k >= n else rows * k // n // TASK_ALIGN * TASK_ALIGN
+
+
+cdef bint _matmul(Ctx* c, Priv* p, QMat* m, const float* x, Py_ssize_t x_stride, float* y,
                   Py_ssize_t y_stride, int t0, int t1, int tid, int nth) noexcept nogil:
-    """y[t] = W x[t] for tokens t0..t1-1; this thread's share of W's rows, a block of rows
-    at a time for every token, so each block is read from memory once per batch."""
+    """y[t] = W x[t] for tokens t0..t1-1. A prompt's product is shared out in tasks (below);
+    otherwise this thread's share of W's rows, a block of rows at a time for every token, so
+    each block is read from memory once per batch. Returns whether tasks were shared out:
+    then this thread's rows are not all its own work, and a barrier must come before it
+    reads them."""
     cdef Py_ssize_t r0 = m.rows * tid // nth
     cdef Py_ssize_t r1 = m.rows * (tid + 1) // nth
     cdef Py_ssize_t rb, re, r
     cdef int t
     cdef const uint8_t* xq
+    cdef int* cnt
+    if t1 - t0 > TASK_TOKENS and nth > 1 and m.lrank == 0 and has_tile(m.type):
+        cnt = _counter(c, p)
+        if cnt != NULL:
+            _matmul_tasks(c, p, m, x, x_stride, y, y_stride, t0, t1, tid, nth, cnt)
+            return True
     if t1 - t0 > 1 and has_tile(m.type):   # register tiles of rows x tokens, the same bits
         if m.fmt >= 0:
             gemm_rows(m.type, m.w, r0, r1, m.cols, p.act[m.fmt] + t0 * c.act_stride, c.act_stride,
@@ -208,6 +239,39 @@ cdef void _matmul(Ctx* c, Priv* p, QMat* m, const float* x, Py_ssize_t x_stride,
                 p.lu[r] = dot(m.la + r * m.cols, x + t * x_stride, <int>m.cols)
             for r in range(r0, r1):
                 y[t * y_stride + r] += dot(m.lb + r * m.lrank, p.lu, m.lrank)
+    return False
+
+
+cdef void _matmul_tasks(Ctx* c, Priv* p, QMat* m, const float* x, Py_ssize_t x_stride, float* y,
+                        Py_ssize_t y_stride, int t0, int t1, int tid, int nth, int* cnt) noexcept nogil:
+    """A prompt's product in tasks of TASK_TOKENS tokens by a share of the rows. Thread i
+    owns share i (its rows stay in its L2 from one task to the next) and claims its tasks in
+    order; done with them, it claims what is left of the other shares. So a thread slowed
+    down (by another process on its core, or a slower core) does less, where a fixed share
+    each kept the other waiting at the next barrier. Every pair as by the static split."""
+    cdef int n_tc = (t1 - t0 + TASK_TOKENS - 1) // TASK_TOKENS
+    cdef int k, s, j, a, b, t
+    cdef Py_ssize_t ra, re, r
+    for k in range(nth):
+        s = (tid + k) % nth
+        ra, re = _share(m.rows, s, nth), _share(m.rows, s + 1, nth)
+        if ra >= re:
+            continue
+        j = claim(cnt + s)
+        while j < n_tc:
+            a = t0 + j * TASK_TOKENS
+            b = min(a + TASK_TOKENS, t1)
+            if m.fmt >= 0:
+                gemm_tiles(m.type, m.w, ra, re, m.cols, p.act[m.fmt] + a * c.act_stride, c.act_stride,
+                           b - a, y + a * y_stride, y_stride)
+            else:
+                gemm_tiles(m.type, m.w, ra, re, m.cols, <const uint8_t*>(x + a * x_stride),
+                           x_stride * sizeof(float), b - a, y + a * y_stride, y_stride)
+            if m.bias != NULL:
+                for t in range(a, b):
+                    for r in range(ra, re):
+                        y[t * y_stride + r] += m.bias[r]
+            j = claim(cnt + s)
 
 
 cdef void _rope_angles(Ctx* c, int pos, const float* inv_freq, float mscale, float* rot) noexcept nogil:
@@ -216,6 +280,24 @@ cdef void _rope_angles(Ctx* c, int pos, const float* inv_freq, float mscale, flo
     for i in range(half):
         rot[i] = <float>(cos(<double>pos * inv_freq[i]) * mscale)
         rot[half + i] = <float>(sin(<double>pos * inv_freq[i]) * mscale)
+
+
+cdef inline int _rope_slot(Priv* p, const float* inv_freq, bint* fresh) noexcept nogil:
+    """Which of the two angle tables to use for a layer's frequencies: the one that holds
+    them (an earlier layer of this forward had the same), or the older, to be filled
+    (fresh). Models alternate at most two frequency sets (Gemma 3: local and global layers),
+    so the angles are computed once or twice per forward, not once per layer."""
+    cdef int s
+    for s in range(2):
+        if p.rope_key[s] == inv_freq:
+            p.rope_old = 1 - s
+            fresh[0] = False
+            return s
+    s = p.rope_old
+    p.rope_key[s] = inv_freq
+    p.rope_old = 1 - s
+    fresh[0] = True
+    return s
 
 
 cdef void _rope(Ctx* c, float* p, const float* rot) noexcept nogil:
@@ -600,11 +682,14 @@ cdef void _moe_ffn(Ctx* c, Priv* p, Layer* L, int l, int tid, int nth) noexcept 
     for q in range(T * K):   # every thread quantises every expert input into its own copy
         _prep(c, p, c.eg + <Py_ssize_t>q * FE, &X[c.sel[q] * 3 + 2], q)
     if L.shared:
+        ps = p[0]
         for i in range(3):
             ps.act[i] = p.act[i] + <Py_ssize_t>T * K * c.act_stride
         for t in range(T):
             _prep(c, &ps, c.g + <Py_ssize_t>t * FS, &L.sdown, t)
-        _matmul(c, &ps, &L.sdown, c.g, FS, c.sho, D, 0, T, tid, nth)
+        if _matmul(c, &ps, &L.sdown, c.g, FS, c.sho, D, 0, T, tid, nth):
+            barrier()
+        p.call = ps.call
     for e in range(E):
         W = &X[e * 3 + 2]
         for q in range(T * K):
@@ -629,8 +714,9 @@ cdef void _glu_products(Ctx* c, Priv* p, QMat* gate, QMat* up, int F, int tid, i
     cdef int D = c.n_embd, T = c.T, t
     cdef Py_ssize_t r, r0, r1
     cdef float* row
-    _matmul(c, p, gate, p.h, D, c.g, F, 0, T, tid, nth)
-    _matmul(c, p, up, p.h, D, c.u, F, 0, T, tid, nth)
+    cdef bint shared = _matmul(c, p, gate, p.h, D, c.g, F, 0, T, tid, nth)
+    if _matmul(c, p, up, p.h, D, c.u, F, 0, T, tid, nth) or shared:
+        barrier()
     # the gated activation is per element: each thread finishes its own rows
     r0 = gate.rows * tid // nth
     r1 = gate.rows * (tid + 1) // nth
@@ -656,12 +742,15 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
     cdef Layer* L
     cdef Py_ssize_t r, r0, r1
     cdef float* row
-    cdef float* rot = c.rot + tid * c.n_rot
+    cdef float* rot = NULL
+    cdef int slot = 0
+    cdef bint fresh = False
     cdef float* scores = c.scores + <Py_ssize_t>tid * ATT_Q * c.max_cap
     # prompt attention tasks: hb heads (within one KV group) x tb tokens, at most ATT_Q queries
     cdef int hb = min(group, <int>ATT_Q), tb = max(1, <int>ATT_Q // group)
     cdef int cpg = (group + hb - 1) // hb, n_hc = c.n_kv * cpg, n_tasks
-    cdef int te, he, t2, h2
+    cdef int te, he, t2, h2, k
+    cdef int* cnt
     cdef Priv p
     # a multiple of four queries per block where the shape allows (SmolLM2's three heads a
     # group: 4 tokens, not 5): _attend_block takes a partial four one query at a time
@@ -674,6 +763,9 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
     p.x = c.xp + <Py_ssize_t>tid * T * D
     p.h = c.hp + <Py_ssize_t>tid * T * D
     p.lu = c.lorap + <Py_ssize_t>tid * c.max_rank
+    p.call = 0
+    p.rope_key[0] = p.rope_key[1] = NULL
+    p.rope_old = 0
     for i in range(3):
         p.act[i] = c.actp[i] + <Py_ssize_t>tid * T * c.n_slots * c.act_stride
     for t in range(T):
@@ -705,7 +797,10 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
             # each KV group belongs to one thread: it stores the group's keys and values,
             # so that thread can attend at once, with no barrier in between
             if L.use_rope:
-                _rope_angles(c, c.tpos[0], L.inv_freq, L.rope_mscale, rot)
+                slot = _rope_slot(&p, L.inv_freq, &fresh)
+                rot = c.rot + (2 * tid + slot) * c.n_rot
+                if fresh:
+                    _rope_angles(c, c.tpos[0], L.inv_freq, L.rope_mscale, rot)
             g = tid
             while g < c.n_kv:
                 _qk(c, L, l, 0, g, rot)
@@ -715,17 +810,25 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
         else:
             # tokens split between the threads, every group of a token by one thread (with
             # fewer KV groups than threads, as Gemma's one, a split by group leaves some idle)
+            # (a token's angles: by the thread that takes the token in every layer)
+            if L.use_rope:
+                slot = _rope_slot(&p, L.inv_freq, &fresh)
             t = tid
             while t < T:
                 if L.use_rope:   # once per token, for all its groups
-                    _rope_angles(c, c.tpos[t], L.inv_freq, L.rope_mscale, rot)
+                    rot = c.rope_tab + (<Py_ssize_t>slot * T + t) * c.n_rot
+                    if fresh:
+                        _rope_angles(c, c.tpos[t], L.inv_freq, L.rope_mscale, rot)
                 for g in range(c.n_kv):
                     _qk(c, L, l, t, g, rot)
                 t += nth
-            # tasks of up to ATT_Q queries: a block of tokens x heads of one KV group
+            # tasks of up to ATT_Q queries: a block of tokens x heads of one KV group, the
+            # latest (longest) first, claimed one at a time (statically: every nth)
+            cnt = _counter(c, &p) if nth > 1 else NULL
             barrier()
-            task = tid
-            while task < n_tasks:
+            k = tid if cnt == NULL else claim(cnt)
+            while k < n_tasks:
+                task = n_tasks - 1 - k
                 t = (task // n_hc) * tb
                 g = (task % n_hc) // cpg
                 hh = g * group + (task % cpg) * hb
@@ -741,7 +844,7 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
                         for h2 in range(hh, he):
                             _attend(c, L, l, h2, L.swa, t2, c.q + t2 * QD + h2 * hd,
                                     c.att + t2 * QD + h2 * hd, scores)
-                task += nth
+                k = k + nth if cnt == NULL else claim(cnt)
         barrier()
         for t in range(T):
             _prep(c, &p, c.att + t * QD, &L.wo, t)
@@ -781,7 +884,8 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
             _prep(c, &p, p.h + o * D, &c.output, o)
     if c.logits == NULL:
         return
-    _matmul(c, &p, &c.output, p.h, D, c.logits, c.n_vocab, 0, c.n_out, tid, nth)
+    if _matmul(c, &p, &c.output, p.h, D, c.logits, c.n_vocab, 0, c.n_out, tid, nth):
+        barrier()
     if c.final_softcap > 0 or c.logit_scale != 1.0:
         r0 = c.output.rows * tid // nth
         r1 = c.output.rows * (tid + 1) // nth
@@ -991,9 +1095,13 @@ cdef class Decoder:
             c.eo = self._buf("eo", T * K * c.n_embd)
             c.shw, c.sho = self._buf("shw", T), self._buf("sho", T * c.n_embd)
         c.xp, c.hp = self._buf("x", nth * T * c.n_embd), self._buf("h", nth * T * c.n_embd)
-        c.rot = self._buf("rot", nth * c.n_rot)
+        c.rot = self._buf("rot", nth * 2 * c.n_rot)
+        c.rope_tab = self._buf("rope", 2 * T * c.n_rot)
         c.lorap = self._buf("lora", nth * max(c.max_rank, 1))
         c.scores = self._buf("scores", nth * ATT_Q * max(cap, 1))
+        c.n_work = 12 * c.n_layers + 4   # at most ~10 shared-out products and attentions a layer
+        c.work_slot = (nth + 15) // 16 * 16
+        c.work = <int*>self._buf("work", c.n_work * c.work_slot)
         # bytes per token: the widest quantised input any product reads, in whole cache lines
         # (no more: at 512 tokens these rows are a sixth of the scratch), and a line of slack
         # after the last row for vector loads that run past a row's end
@@ -1086,6 +1194,7 @@ cdef class Decoder:
         if n_out and not hidden:
             logits = np.empty((n_out, c.n_vocab), np.float32)
             c.logits = <float*>cnp.PyArray_DATA(logits)
+        memset(c.work, 0, <size_t>c.n_work * c.work_slot * sizeof(int))
         with nogil, parallel(num_threads=nth):
             _forward(c, openmp.omp_get_thread_num(), openmp.omp_get_num_threads())
         for ids, (_, cache, _) in zip(ids_list, parts):
