@@ -201,3 +201,31 @@ def test_a_long_prompt_shared_out_in_tasks_gives_the_token_by_token_bits(tmp_pat
     cache = m.new_cache()
     stepped = np.concatenate([m.forward([t], cache) for t in ids])
     assert np.array_equal(m.logits(ids), stepped)
+
+
+@pytest.mark.parametrize("arch, qtype", LONG_PROMPT_CASES[:3], ids=[f"{a}-{q.name}" for a, q in LONG_PROMPT_CASES[:3]])
+def test_products_shared_out_in_row_chunks_give_one_threads_bits(tmp_path, arch, qtype):
+    """Large products (decode steps, batches of sequences) are tasks of row chunks that the
+    threads claim as they come free; the hook makes every product large here. Decode steps,
+    a batch of sequences and a prompt on two threads give exactly one thread's logits."""
+    from abi.llm import _decode
+
+    path = tmp_path / "m.gguf"
+    write_tiny_model(path, arch, qtype, seed=12, name=f"{arch}_{qtype.name.lower()}")
+    one, two = abi.llm.load_model(path, n_threads=1), abi.llm.load_model(path, n_threads=2)
+    ids = [int(i) for i in np.random.default_rng(4).integers(3, 250, 80)]
+
+    def run(m):
+        cache = m.new_cache()
+        stepped = [m.forward([t], cache) for t in ids[:12]]
+        caches = [m.new_cache() for _ in range(3)]
+        batch = m.forward_many([(ids[i:i + 5], c, "all") for i, c in zip((0, 20, 40), caches)])
+        batch += m.forward_many([([ids[60 + i]], c, "last") for i, c in enumerate(caches)])
+        return stepped + batch + [m.logits(ids)]
+
+    old = _decode._set_chunk_work(64)
+    try:
+        for a, b in zip(run(one), run(two)):
+            assert np.array_equal(a, b)
+    finally:
+        _decode._set_chunk_work(old)

@@ -180,6 +180,19 @@ cdef inline void _prep(Ctx* c, Priv* p, const float* x, QMat* m, int t) noexcept
         quantize_activation(m.type, x, m.cols, p.act[m.fmt] + t * c.act_stride)
 
 
+# weight x token products of a task of rows (~50-100 us of decode): large products only are
+# shared out row chunk by row chunk (Gemma 3's 262144-row output, not its layers)
+cdef Py_ssize_t CHUNK_WORK = 1 << 21
+
+
+def _set_chunk_work(Py_ssize_t n):
+    """Tuning and test hook: products per task of rows (small: every product shared out)."""
+    global CHUNK_WORK
+    old = CHUNK_WORK
+    CHUNK_WORK = max(n, 1)
+    return old
+
+
 cdef inline int* _counter(Ctx* c, Priv* p) noexcept nogil:
     """The forward's next slot of work counters (NULL once they run out: the static split
     then; every thread runs out at the same call)."""
@@ -193,35 +206,26 @@ cdef inline Py_ssize_t _share(Py_ssize_t rows, int k, int n) noexcept nogil:
     return rows if k >= n else rows * k // n // TASK_ALIGN * TASK_ALIGN
 
 
-cdef bint _matmul(Ctx* c, Priv* p, QMat* m, const float* x, Py_ssize_t x_stride, float* y,
-                  Py_ssize_t y_stride, int t0, int t1, int tid, int nth) noexcept nogil:
-    """y[t] = W x[t] for tokens t0..t1-1. A prompt's product is shared out in tasks (below);
-    otherwise this thread's share of W's rows, a block of rows at a time for every token, so
-    each block is read from memory once per batch. Returns whether tasks were shared out:
-    then this thread's rows are not all its own work, and a barrier must come before it
-    reads them."""
-    cdef Py_ssize_t r0 = m.rows * tid // nth
-    cdef Py_ssize_t r1 = m.rows * (tid + 1) // nth
+cdef void _rows_out(Ctx* c, Priv* p, QMat* m, const float* x, Py_ssize_t x_stride, float* y,
+                   Py_ssize_t y_stride, Py_ssize_t r0, Py_ssize_t r1, int t0, int t1, bint prompt) noexcept nogil:
+    """y[t][r0:r1] = W[r0:r1] x[t] (+ bias) for tokens t0..t1-1: register tiles of rows x
+    tokens where the type has them (prompt: the tiles' passes over all the rows), otherwise
+    a block of rows at a time for every token, so each block is read from memory once per
+    batch. Every pair gets the single-token kernel's bits."""
     cdef Py_ssize_t rb, re, r
     cdef int t
     cdef const uint8_t* xq
-    cdef int* cnt
-    if t1 - t0 > TASK_TOKENS and nth > 1 and m.lrank == 0 and has_tile(m.type):
-        cnt = _counter(c, p)
-        if cnt != NULL:
-            _matmul_tasks(c, p, m, x, x_stride, y, y_stride, t0, t1, tid, nth, cnt)
-            return True
-    if t1 - t0 > 1 and has_tile(m.type):   # register tiles of rows x tokens, the same bits
+    cdef const uint8_t* xt
+    cdef Py_ssize_t xs
+    if t1 - t0 > 1 and has_tile(m.type):
         if m.fmt >= 0:
-            gemm_rows(m.type, m.w, r0, r1, m.cols, p.act[m.fmt] + t0 * c.act_stride, c.act_stride,
-                      t1 - t0, y + t0 * y_stride, y_stride)
+            xt, xs = p.act[m.fmt] + t0 * c.act_stride, c.act_stride
         else:   # float weights: the tiles read the float rows
-            gemm_rows(m.type, m.w, r0, r1, m.cols, <const uint8_t*>(x + t0 * x_stride),
-                      x_stride * sizeof(float), t1 - t0, y + t0 * y_stride, y_stride)
-        if m.bias != NULL:
-            for t in range(t0, t1):
-                for r in range(r0, r1):
-                    y[t * y_stride + r] += m.bias[r]
+            xt, xs = <const uint8_t*>(x + t0 * x_stride), x_stride * sizeof(float)
+        if prompt:
+            gemm_tiles(m.type, m.w, r0, r1, m.cols, xt, xs, t1 - t0, y + t0 * y_stride, y_stride)
+        else:
+            gemm_rows(m.type, m.w, r0, r1, m.cols, xt, xs, t1 - t0, y + t0 * y_stride, y_stride)
     else:
         rb = r0
         while rb < r1:
@@ -229,10 +233,34 @@ cdef bint _matmul(Ctx* c, Priv* p, QMat* m, const float* x, Py_ssize_t x_stride,
             for t in range(t0, t1):
                 xq = p.act[m.fmt] + t * c.act_stride if m.fmt >= 0 else NULL
                 gemv_rows(m.type, m.w, rb, re, m.cols, xq, x + t * x_stride, y + t * y_stride)
-                if m.bias != NULL:
-                    for r in range(rb, re):
-                        y[t * y_stride + r] += m.bias[r]
             rb = re
+    if m.bias != NULL:
+        for t in range(t0, t1):
+            for r in range(r0, r1):
+                y[t * y_stride + r] += m.bias[r]
+
+
+cdef bint _matmul(Ctx* c, Priv* p, QMat* m, const float* x, Py_ssize_t x_stride, float* y,
+                  Py_ssize_t y_stride, int t0, int t1, int tid, int nth) noexcept nogil:
+    """y[t] = W x[t] for tokens t0..t1-1, shared out in tasks (_matmul_tasks) where the
+    product is a prompt's or large, else this thread's share of W's rows. Returns whether
+    tasks were shared out: then this thread's rows are not all its own work, and a barrier
+    must come before it reads them."""
+    cdef Py_ssize_t r0 = m.rows * tid // nth
+    cdef Py_ssize_t r1 = m.rows * (tid + 1) // nth
+    cdef Py_ssize_t r, chunk = 0
+    cdef int t
+    cdef bint prompt = t1 - t0 > TASK_TOKENS and has_tile(m.type)
+    cdef int* cnt
+    if nth > 1 and m.lrank == 0:
+        if not prompt:   # rows in chunks of about CHUNK_WORK products, if a share has several
+            chunk = max(<Py_ssize_t>TASK_ALIGN, CHUNK_WORK // (m.cols * (t1 - t0)) // TASK_ALIGN * TASK_ALIGN)
+        if prompt or m.rows >= 4 * nth * chunk:
+            cnt = _counter(c, p)
+            if cnt != NULL:
+                _matmul_tasks(c, p, m, x, x_stride, y, y_stride, t0, t1, tid, nth, chunk, cnt)
+                return True
+    _rows_out(c, p, m, x, x_stride, y, y_stride, r0, r1, t0, t1, False)
     if m.lrank > 0:   # + B (A x): every thread forms A x itself, then adds it to its own rows
         for t in range(t0, t1):
             for r in range(m.lrank):
@@ -243,34 +271,30 @@ cdef bint _matmul(Ctx* c, Priv* p, QMat* m, const float* x, Py_ssize_t x_stride,
 
 
 cdef void _matmul_tasks(Ctx* c, Priv* p, QMat* m, const float* x, Py_ssize_t x_stride, float* y,
-                        Py_ssize_t y_stride, int t0, int t1, int tid, int nth, int* cnt) noexcept nogil:
-    """A prompt's product in tasks of TASK_TOKENS tokens by a share of the rows. Thread i
-    owns share i (its rows stay in its L2 from one task to the next) and claims its tasks in
+                        Py_ssize_t y_stride, int t0, int t1, int tid, int nth, Py_ssize_t chunk,
+                        int* cnt) noexcept nogil:
+    """A product in tasks: each a share of the rows by a pass of TASK_TOKENS tokens (a
+    prompt: chunk 0), or a chunk of the share's rows by every token. Thread i owns share i
+    (a prompt's rows stay in its L2 from one pass to the next) and claims its tasks in
     order; done with them, it claims what is left of the other shares. So a thread slowed
     down (by another process on its core, or a slower core) does less, where a fixed share
     each kept the other waiting at the next barrier. Every pair as by the static split."""
-    cdef int n_tc = (t1 - t0 + TASK_TOKENS - 1) // TASK_TOKENS
-    cdef int k, s, j, a, b, t
-    cdef Py_ssize_t ra, re, r
+    cdef int k, s, j, n
+    cdef Py_ssize_t ra, re, a
     for k in range(nth):
         s = (tid + k) % nth
         ra, re = _share(m.rows, s, nth), _share(m.rows, s + 1, nth)
         if ra >= re:
             continue
+        n = (t1 - t0 + TASK_TOKENS - 1) // TASK_TOKENS if chunk == 0 else (re - ra + chunk - 1) // chunk
         j = claim(cnt + s)
-        while j < n_tc:
-            a = t0 + j * TASK_TOKENS
-            b = min(a + TASK_TOKENS, t1)
-            if m.fmt >= 0:
-                gemm_tiles(m.type, m.w, ra, re, m.cols, p.act[m.fmt] + a * c.act_stride, c.act_stride,
-                           b - a, y + a * y_stride, y_stride)
+        while j < n:
+            if chunk == 0:
+                a = t0 + j * TASK_TOKENS
+                _rows_out(c, p, m, x, x_stride, y, y_stride, ra, re, a, min(a + TASK_TOKENS, t1), True)
             else:
-                gemm_tiles(m.type, m.w, ra, re, m.cols, <const uint8_t*>(x + a * x_stride),
-                           x_stride * sizeof(float), b - a, y + a * y_stride, y_stride)
-            if m.bias != NULL:
-                for t in range(a, b):
-                    for r in range(ra, re):
-                        y[t * y_stride + r] += m.bias[r]
+                a = ra + j * chunk
+                _rows_out(c, p, m, x, x_stride, y, y_stride, a, min(a + chunk, re), t0, t1, False)
             j = claim(cnt + s)
 
 
