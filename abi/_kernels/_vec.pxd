@@ -100,10 +100,10 @@ cdef extern from *:
     }
     /* abi_axpy(y[q], w[q][j], x + j * ldx, n) for j = ja .. jb - 1 in order, for q < 4, bit for
        bit (each lane its own chain of fused multiply-adds): 64 lanes at a time where there are
-       512-bit registers, then 8, held in registers over all j, each row of x loaded once for
-       the four */
-    static inline void abi_axpy4(float* const* y, const float* const* w, const float* x, Py_ssize_t ldx,
-                                 int ja, int jb, int n) {
+       512-bit registers, else 16, then 8, held in registers over all j, each row of x loaded
+       once for the four */
+    static inline void abi_axpy4_keys(float* const* y, const float* const* w, const float* x, Py_ssize_t ldx,
+                                      int ja, int jb, int n) {
         int i = 0;
     #ifdef __AVX512F__
         for (; i + 64 <= n; i += 64) {
@@ -155,6 +155,13 @@ cdef extern from *:
         for (int j = ja; j < jb; ++j)
             for (int q = 0; q < 4; ++q)
                 for (int k = i; k < n; ++k) y[q][k] += w[q][j] * x[(Py_ssize_t)j * ldx + k];
+    }
+    /* the same over blocks of keys whose rows (16 KiB) stay in L1 while the passes over the
+       lanes read them again (each lane's chain goes on from block to block in its output) */
+    static inline void abi_axpy4(float* const* y, const float* const* w, const float* x, Py_ssize_t ldx,
+                                 int ja, int jb, int n) {
+        const int kb = n >= 512 ? 8 : 4096 / n;
+        for (int a = ja; a < jb; a += kb) abi_axpy4_keys(y, w, x, ldx, a, a + kb < jb ? a + kb : jb, n);
     }
     #else
     static inline float abi_dot(const float* a, const float* b, int n) {
@@ -297,6 +304,30 @@ cdef extern from *:
         return (a4[0] + a4[2]) + (a4[1] + a4[3]);
     }
 
+    /* rows of four scores (query i: d[4 i .. 4 i + 3], for four consecutive keys) times
+       scale, stored at s + i * ld, and each row's running maxima in mx[4 i .. 4 i + 3]
+       (four lanes a row; a NaN score leaves them, as the scalar comparison does) */
+    #if defined(__SSE2__)
+    #include <immintrin.h>
+    #endif
+    static inline void abi_scores4(const float* d, int n, float scale, float* s, Py_ssize_t ld, float* mx) {
+    #if defined(__SSE2__)
+        const __m128 sc = _mm_set1_ps(scale);
+        for (int i = 0; i < n; ++i) {
+            const __m128 v = _mm_mul_ps(_mm_loadu_ps(d + 4 * i), sc);
+            _mm_storeu_ps(s + i * ld, v);
+            _mm_storeu_ps(mx + 4 * i, _mm_max_ps(v, _mm_loadu_ps(mx + 4 * i)));
+        }
+    #else
+        for (int i = 0; i < n; ++i)
+            for (int k = 0; k < 4; ++k) {
+                const float v = d[4 * i + k] * scale;
+                s[i * ld + k] = v;
+                if (v > mx[4 * i + k]) mx[4 * i + k] = v;
+            }
+    #endif
+    }
+
     /* GELU with erf (Hugging Face's "gelu"): x * (1 + erf(x / sqrt 2)) / 2, erf from a
        float32 rational approximation on [-4, 4] (max error 5e-7), clamped outside it. */
     static void abi_gelu_erf(float* x, Py_ssize_t n) {
@@ -329,3 +360,4 @@ cdef extern from *:
     void axpy4 "abi_axpy4" (float** y, const float** w, const float* x, Py_ssize_t ldx,
                             int ja, int jb, int n) noexcept nogil
     void gelu_erf "abi_gelu_erf" (float* x, Py_ssize_t n) noexcept nogil
+    void scores4 "abi_scores4" (const float* d, int n, float scale, float* s, Py_ssize_t ld, float* mx) noexcept nogil

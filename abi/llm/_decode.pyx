@@ -33,7 +33,7 @@ from abi.llm.layers import GELU_TABLE
 
 from abi._kernels._half cimport f16_to_f32, f32_to_f16, ld16, st16
 from abi._kernels.quant cimport quantize_row_q8_0
-from abi._kernels._vec cimport axpy, axpy4, barrier, claim, dot, dot4x4, softmax_exp
+from abi._kernels._vec cimport axpy, axpy4, barrier, claim, dot, dot4x4, scores4, softmax_exp
 from abi._kernels._types cimport block_size_of
 from abi._kernels.matmul cimport (activation_bytes, dequant_rows, gemm_rows, gemm_tiles, gemv_rows,
                                   has_tile, quantize_activation, row_bytes, vec_dot_type)
@@ -447,6 +447,7 @@ cdef void _attend_block(Ctx* c, Layer* L, int layer, int g, int h0, int h1, int 
     cdef int glo[ATT_Q]
     cdef int ghi[ATT_Q]
     cdef float m[ATT_Q]
+    cdef float m4[ATT_Q * 4]    # running maxima of the four-key steps, four lanes a query
     cdef float total[ATT_Q]
     cdef float* qp[ATT_Q + 3]
     cdef float* op[ATT_Q + 3]
@@ -468,6 +469,8 @@ cdef void _attend_block(Ctx* c, Layer* L, int layer, int g, int h0, int h1, int 
         qp[i] = c.q + t * QD + hh * hd
         op[i] = c.att + t * QD + hh * hd
         m[i] = -1e30
+        for k in range(4):
+            m4[4 * i + k] = -1e30
     # copies complete the last group only where every lane's sums are whole 8-lane chains
     # (axpy4's scalar tail adds into its outputs in place, which a copy would repeat)
     n4 = (nq + 3) // 4 * 4 if tiled else nq
@@ -496,9 +499,13 @@ cdef void _attend_block(Ctx* c, Layer* L, int layer, int g, int h0, int h1, int 
         while q < nq:
             if tiled and je - jb == 4 and glo[q] <= jb and je - 1 <= ghi[q]:
                 dot4x4(<const float**>&qp[q], K + <Py_ssize_t>jb * hd, hd, hd, sixteen)
-                for i in range(min(4, nq - q)):
-                    for k in range(4):
-                        _score(c, m, s, q + i, jb + k, sixteen[4 * i + k])
+                if c.attn_softcap > 0:
+                    for i in range(min(4, nq - q)):
+                        for k in range(4):
+                            _score(c, m, s, q + i, jb + k, sixteen[4 * i + k])
+                else:   # _score's steps, a query's four keys at once
+                    scores4(sixteen, min(4, nq - q), c.scale, s + <Py_ssize_t>q * c.max_cap + jb, c.max_cap,
+                            m4 + 4 * q)
             else:
                 for i in range(q, min(q + 4, nq)):
                     for j in range(max(jb, j0[i]), min(je, pos[i] + 1)):
@@ -506,6 +513,9 @@ cdef void _attend_block(Ctx* c, Layer* L, int layer, int g, int h0, int h1, int 
             q += 4
         jb = je
     for i in range(nq):
+        for k in range(4):
+            if m4[4 * i + k] > m[i]:
+                m[i] = m4[4 * i + k]
         si = s + i * c.max_cap
         wp[i] = si
         if L.sinks != NULL and L.sinks[head[i]] > m[i]:
