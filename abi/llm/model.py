@@ -2,6 +2,7 @@
 memory-mapped), tokenizer and chat template behind one object."""
 from __future__ import annotations
 
+import functools
 import logging
 import operator
 import os
@@ -71,11 +72,7 @@ class Model:
             raise ConfigError(f"n_batch must be positive, got {n_batch}", "n_batch")
         self.n_batch = n_batch
         self.kv_dtype = check_kv_dtype(kv_dtype, [d for d in (getattr(self.args, "head_dim", 0),) if d])
-        source = chat_template or self.gguf.get("tokenizer.chat_template")
-        tok = self.tokenizer
-        text = lambda i: tok.tokens[i] if i is not None and 0 <= i < tok.n_vocab else ""
-        self.template = ChatTemplate(source if isinstance(source, str) else None,
-                                     text(tok.bos_id), text(tok.eos_id))
+        self._template_source = chat_template or self.gguf.get("tokenizer.chat_template")
         if n_threads is not None and n_threads < 1:
             raise ConfigError(f"n_threads must be >= 1, got {n_threads}", "n_threads")
         from .backend import select_backend
@@ -105,6 +102,15 @@ class Model:
         # model take turns, one batch at a time
         self._forward_lock = threading.Lock()
         self.load_seconds = time.perf_counter() - t0
+
+    @functools.cached_property
+    def template(self) -> ChatTemplate:
+        """The chat template, compiled on first use (jinja2's import and the compile take
+        ~0.1 s that a plain completion never needs; a template that does not compile is a
+        ChatTemplateError at the first chat request)."""
+        source, tok = self._template_source, self.tokenizer
+        text = lambda i: tok.tokens[i] if i is not None and 0 <= i < tok.n_vocab else ""
+        return ChatTemplate(source if isinstance(source, str) else None, text(tok.bos_id), text(tok.eos_id))
 
     # -- text <-> ids --------------------------------------------------------------------
     def tokenize(self, text: str, add_bos: bool | None = None, special: bool = False,
