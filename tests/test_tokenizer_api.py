@@ -168,6 +168,20 @@ def test_forced_bos_without_a_bos_token_is_an_error():
         tok.encode("ab", add_bos=True)
 
 
+@pytest.mark.parametrize("odd", [["a c"], ["a b"], ["ab  c"], [" a b"], ["ab"], [7]],
+                         ids=["unknown-merged", "repeated", "two-spaces", "leading-space", "no-space", "not-text"])
+def test_odd_merges_are_left_out_as_llama_cpp_does(odd):
+    """A merge into a token the vocabulary lacks, a repeat (its first rank counts), one that
+    cannot be split: left out, whether the rest takes the fast path or not."""
+    tokens = ["a", "b", "c", "ab", "abc", "bc"]
+    plain = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": tokens,
+             "tokenizer.ggml.merges": ["a b", "ab c"]}
+    ref = load_tokenizer(plain).encode("abcab")
+    assert ref == [4, 3]
+    tok = load_tokenizer({**plain, "tokenizer.ggml.merges": ["a b"] + odd + ["ab c"]})
+    assert tok.encode("abcab") == ref
+
+
 def test_bert_dispatches_to_wordpiece():
     meta = {"tokenizer.ggml.model": "bert",
             "tokenizer.ggml.tokens": ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "▁hello", "▁world"],

@@ -85,17 +85,25 @@ _BYTE_CHARS = _byte_chars()
 _CHAR_BYTES = {c: b for b, c in enumerate(_BYTE_CHARS)}
 
 
+def _plain_merge_pairs(merges: list) -> list[tuple[str, str]] | None:
+    """The pairs of the usual file, at C speed: every merge a string ``"a b"`` with one
+    space, not the first character, and no merge twice. None otherwise (or if tokenizers
+    then refuses a token the vocabulary lacks): _merge_pairs sorts them out."""
+    if not all(map(str.__instancecheck__, merges)):
+        return None
+    parts = " ".join(merges).split(" ")
+    if len(parts) != 2 * len(merges):
+        return None
+    first, second = parts[0::2], parts[1::2]
+    if not all(first) or list(map(" ".join, zip(first, second))) != merges or len(set(merges)) != len(merges):
+        return None
+    return list(zip(first, second))
+
+
 def _merge_pairs(merges: list, vocab: dict[str, int]) -> list[tuple[str, str]]:
     """``"a b"`` strings -> pairs, split at the first space after the first character as
     llama.cpp does. The first rank of a repeated merge counts, and a merge of or into an
     unknown token (which ``tokenizers`` cannot take) is left out."""
-    parts = [m.split(" ", 1) for m in merges] if all(map(str.__instancecheck__, merges)) else None
-    if parts is not None and all(map((2).__eq__, map(len, parts))):  # the usual file: C-speed checks
-        first, second = [p[0] for p in parts], [p[1] for p in parts]
-        has = vocab.__contains__
-        if (all(map(has, first)) and all(map(has, second)) and all(map(has, map(str.__add__, first, second)))
-                and len(set(merges)) == len(merges)):
-            return list(zip(first, second))
     pairs, seen = [], set()
     for m in merges:
         cut = m.find(" ", 1) if isinstance(m, str) else -1
@@ -136,8 +144,14 @@ class BPETokenizer(Tokenizer):
             gc_was_on = gc.isenabled()
             gc.disable()  # ~100k small containers: collections would only slow this down
             try:
-                pairs = _merge_pairs(self._merges_raw, vocab)
-                bpe = models.BPE(vocab=vocab, merges=pairs, ignore_merges=self.ignore_merges)
+                pairs = _plain_merge_pairs(self._merges_raw)
+                try:
+                    bpe = models.BPE(vocab=vocab, merges=pairs, ignore_merges=self.ignore_merges) if pairs else None
+                except Exception:   # a merge of or into a token the vocabulary lacks
+                    bpe = None
+                if bpe is None:
+                    pairs = _merge_pairs(self._merges_raw, vocab)
+                    bpe = models.BPE(vocab=vocab, merges=pairs, ignore_merges=self.ignore_merges)
                 del pairs
             finally:
                 if gc_was_on:
