@@ -317,10 +317,6 @@ cdef extern from *:
         return _mm256_broadcastsi128_si256(_mm_add_epi8(_mm_add_epi8(s, s), _mm_set1_epi8(1)));
     }
 
-    static inline uint32_t abi_iq_ks4(uint32_t aux) {      /* four 7-bit sign indices -> 32 sign bits */
-        return (uint32_t)abi_ksigns_iq2xs[aux & 127] | ((uint32_t)abi_ksigns_iq2xs[(aux >> 7) & 127] << 8)
-             | ((uint32_t)abi_ksigns_iq2xs[(aux >> 14) & 127] << 16) | ((uint32_t)abi_ksigns_iq2xs[(aux >> 21) & 127] << 24);
-    }
     /* q signed by four 7-bit sign indices (abi_iq_sgk4: from bits 0..27 of aux): with
        AVX-512 masks by their bits, else by vpsignb with the indices' +-1 bytes (4 loads
        instead of 4 byte lookups and a bit expansion) */
@@ -805,6 +801,7 @@ cdef extern from *:
         const __m256i dw = _mm256_broadcastsi128_si256(_mm_andnot_si128(_mm_srai_epi16(qh, 15), _mm_set1_epi8(2)));
         ABI_IQ_UNROLL
         for (int g = 0; g < 8; ++g) {
+            /* qh's low 12 bits, 3 a row, above the qs bytes */
             const uint64_t ix = abi_iq_ix4(w + 2 + 4 * g, abi_ld16(w + 34 + 2 * g), 0x0700070007000700ULL);
             const __m256i gw = _mm256_set1_epi16((short)(0x0100 + 0x0202 * g));
             __m256i u = abi_iq1_u(abi_iq1s_grid[(uint16_t)ix], abi_iq1s_grid[(uint16_t)(ix >> 16)],
@@ -969,7 +966,7 @@ cdef extern from *:
         const int8_t* q8 = (const int8_t*)(x + 4);
         const __m256i m3 = _mm256_set1_epi8(3);
         /* int16 pair sums of 8 planes stay within 8 * 762 (t <= 3, |q| <= 127), minus the
-           bsums within 2032: one widening at the end, two chains */
+           bsums within 2032: one widening at the end */
         const __m256i b0 = _mm256_loadu_si256((const __m256i*)w), b1 = _mm256_loadu_si256((const __m256i*)(w + 32));
         __m256i s0 = _mm256_maddubs_epi16(_mm256_and_si256(b0, m3), abi_iq_q8(q8));
         __m256i s1 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b0, 2), m3), abi_iq_q8(q8 + 32));
