@@ -125,6 +125,14 @@ def render_header(t: dict[str, np.ndarray]) -> str:
     lines.append("static const uint8_t abi_ksigns_iq2xs[128] = {")
     lines += _c_rows(t["ksigns_iq2xs"][:, 0], 16, lambda b: f"0x{int(b):02x}")
     lines += ["};", ""]
+    # the same signs as 8 bytes of -1 / +1 (bit j set: byte j is -1), for AVX2's vpsignb:
+    # one load a sign index instead of a byte lookup and a bit expansion
+    bits = (t["ksigns_iq2xs"][:, 0:1] >> np.arange(8, dtype=np.uint8)[None, :]) & 1
+    pm1 = np.where(bits == 1, 0xFF, 0x01).astype(np.uint64) << (8 * np.arange(8, dtype=np.uint64))[None, :]
+    lines.append("/* ksigns_iq2xs[i] as 8 bytes, byte j -1 (0xff) where bit j is set, else +1 */")
+    lines.append("static const uint64_t abi_ksigns_iq2xs_pm1[128] = {")
+    lines += _c_rows(np.bitwise_or.reduce(pm1, axis=1), 4, lambda w: f"0x{int(w):016x}ULL")
+    lines += ["};", ""]
     lines.append("static const uint8_t abi_kmask_iq2xs[8] = {1, 2, 4, 8, 16, 32, 64, 128};")
     lines.append("")
     lines.append("/* E2M1 values doubled; the dequantiser multiplies by half the E8M0 scale */")

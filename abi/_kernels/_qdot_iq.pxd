@@ -254,6 +254,8 @@ cdef extern from *:
     /* gcc left the block sums out of line (a call per block, the lookup tables and constants
        reloaded each time); inlined into the row loop they stay in registers */
     #define ABI_IQ_BLOCK static inline __attribute__((always_inline))
+    /* a block's 8 groups unrolled: gcc otherwise built each group's scale shuffle at run time */
+    #define ABI_IQ_UNROLL _Pragma("GCC unroll 8")
 
     /* acc + 4-wide sums of u8 u * s8 s */
     static inline __m256i abi_iq_dpbusd(__m256i acc, __m256i u, __m256i s) {
@@ -267,6 +269,20 @@ cdef extern from *:
     }
 
     static inline uint64_t abi_iq_ld64(const uint8_t* p) { uint64_t v; memcpy(&v, p, 8); return v; }
+    /* the low bits of v placed at the set bits of mask, in order (BMI2's pdep) */
+    static inline uint64_t abi_iq_pdep(uint64_t v, uint64_t mask) {
+    #if defined(__BMI2__)
+        return _pdep_u64(v, mask);
+    #else
+        uint64_t r = 0;
+        for (; mask; mask &= mask - 1, v >>= 1) r |= (v & 1) ? mask & -mask : 0;
+        return r;
+    #endif
+    }
+    /* 4 grid indices as 16-bit words: bytes q[0..3] low, the bits of hi placed by mask above */
+    static inline uint64_t abi_iq_ix4(const uint8_t* q, uint64_t hi, uint64_t mask) {
+        return abi_iq_pdep(abi_ld32(q), 0x00FF00FF00FF00FFULL) | abi_iq_pdep(hi, mask);
+    }
     static inline __m256i abi_iq_q8(const int8_t* q) { return _mm256_loadu_si256((const __m256i*)q); }
 
     /* q with element e negated where bit e of bits is set (q is never -128) */
@@ -301,9 +317,21 @@ cdef extern from *:
         return _mm256_broadcastsi128_si256(_mm_add_epi8(_mm_add_epi8(s, s), _mm_set1_epi8(1)));
     }
 
-    static inline uint32_t abi_iq_ks4(uint32_t aux) {      /* four 7-bit sign indices -> 32 sign bits */
-        return (uint32_t)abi_ksigns_iq2xs[aux & 127] | ((uint32_t)abi_ksigns_iq2xs[(aux >> 7) & 127] << 8)
-             | ((uint32_t)abi_ksigns_iq2xs[(aux >> 14) & 127] << 16) | ((uint32_t)abi_ksigns_iq2xs[(aux >> 21) & 127] << 24);
+    /* q signed by four 7-bit sign indices (abi_iq_sgk4: from bits 0..27 of aux): with
+       AVX-512 masks by their bits, else by vpsignb with the indices' +-1 bytes (4 loads
+       instead of 4 byte lookups and a bit expansion) */
+    static inline __m256i abi_iq_sgi4(const int8_t* q, unsigned i0, unsigned i1, unsigned i2, unsigned i3) {
+    #if ABI_IQ_K
+        return abi_iq_sgq(q, (uint32_t)abi_ksigns_iq2xs[i0] | ((uint32_t)abi_ksigns_iq2xs[i1] << 8)
+                             | ((uint32_t)abi_ksigns_iq2xs[i2] << 16) | ((uint32_t)abi_ksigns_iq2xs[i3] << 24));
+    #else
+        const __m256i s = _mm256_set_epi64x((long long)abi_ksigns_iq2xs_pm1[i3], (long long)abi_ksigns_iq2xs_pm1[i2],
+                                            (long long)abi_ksigns_iq2xs_pm1[i1], (long long)abi_ksigns_iq2xs_pm1[i0]);
+        return _mm256_sign_epi8(abi_iq_q8(q), s);
+    #endif
+    }
+    static inline __m256i abi_iq_sgk4(const int8_t* q, uint32_t aux) {
+        return abi_iq_sgi4(q, aux & 127, (aux >> 7) & 127, (aux >> 14) & 127, (aux >> 21) & 127);
     }
     #if ABI_IQ_VBMI
     /* 7-bit indices in bytes -> ksigns bytes: the parity as bit 7 */
@@ -453,18 +481,28 @@ cdef extern from *:
     #else
     ABI_IQ_BLOCK __m256i abi_iqv_iq2_xxs(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
-        uint32_t sg[8];
     #if ABI_IQ_VBMI
+        uint32_t sg[8];
         abi_iq_ks8(_mm512_loadu_si512((const void*)(w + 2)), 32, sg);
-    #else
-        for (int g = 0; g < 8; ++g) sg[g] = abi_iq_ks4(abi_ld32(w + 6 + 8 * g));
     #endif
+        /* 2 (aux >> 28) + 1 of group g in both words of dword g */
+        const __m256i ix = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+        __m256i sd = _mm256_blend_epi32(_mm256_permutevar8x32_epi32(_mm256_srli_epi64(_mm256_loadu_si256((const __m256i*)(w + 2)), 60), ix),
+                                        _mm256_permutevar8x32_epi32(_mm256_srli_epi64(_mm256_loadu_si256((const __m256i*)(w + 34)), 60), ix), 0xF0);
+        sd = _mm256_or_si256(_mm256_add_epi32(sd, sd), _mm256_set1_epi32(1));
+        sd = _mm256_or_si256(sd, _mm256_slli_epi32(sd, 16));
         __m256i acc = _mm256_setzero_si256();
+        ABI_IQ_UNROLL
         for (int g = 0; g < 8; ++g) {
             const uint8_t* q = w + 2 + 8 * g;
             __m256i grid = _mm256_set_epi64x((long long)abi_iq2xxs_grid[q[3]], (long long)abi_iq2xxs_grid[q[2]],
                                              (long long)abi_iq2xxs_grid[q[1]], (long long)abi_iq2xxs_grid[q[0]]);
-            acc = abi_iq_gdot(acc, grid, abi_iq_sgq(q8 + 32 * g, sg[g]), _mm256_set1_epi16((short)(2 * (q[7] >> 4) + 1)));
+    #if ABI_IQ_VBMI
+            const __m256i sq = abi_iq_sgq(q8 + 32 * g, sg[g]);
+    #else
+            const __m256i sq = abi_iq_sgk4(q8 + 32 * g, abi_ld32(q + 4));
+    #endif
+            acc = abi_iq_gdot(acc, grid, sq, _mm256_permutevar8x32_epi32(sd, _mm256_set1_epi32(g)));
         }
         return acc;
     }
@@ -496,38 +534,40 @@ cdef extern from *:
     #else
     ABI_IQ_BLOCK __m256i abi_iqv_iq2_xs(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
+    #if ABI_IQ_VBMI
         uint32_t sg[8];
         uint16_t gi[32];
-    #if ABI_IQ_VBMI
         __m512i qs = _mm512_loadu_si512((const void*)(w + 2));
         _mm512_storeu_si512((void*)gi, _mm512_and_si512(qs, _mm512_set1_epi16(511)));
         _mm256_storeu_si256((__m256i*)sg, abi_iq_ksbytes(_mm512_cvtepi16_epi8(_mm512_srli_epi16(qs, 9))));
-    #else
-        for (int l = 0; l < 32; ++l) gi[l] = abi_ld16(w + 2 + 2 * l) & 511;
-        for (int g = 0; g < 8; ++g) {
-            uint64_t v; memcpy(&v, w + 2 + 8 * g, 8);
-            sg[g] = (uint32_t)abi_ksigns_iq2xs[(v >> 9) & 127] | ((uint32_t)abi_ksigns_iq2xs[(v >> 25) & 127] << 8)
-                  | ((uint32_t)abi_ksigns_iq2xs[(v >> 41) & 127] << 16) | ((uint32_t)abi_ksigns_iq2xs[v >> 57] << 24);
-        }
     #endif
         uint64_t scp; memcpy(&scp, w + 66, 8);
         const __m256i scb = abi_iq_nib_scales(scp);
         __m256i acc = _mm256_setzero_si256();
+        ABI_IQ_UNROLL
         for (int g = 0; g < 8; ++g) {
+    #if ABI_IQ_VBMI
             const uint16_t* i = gi + 4 * g;
+            const __m256i sq = abi_iq_sgq(q8 + 32 * g, sg[g]);
+    #else      /* a group's 4 words: 9-bit grid index, 7-bit sign index above it */
+            const uint64_t v = abi_iq_ld64(w + 2 + 8 * g);
+            const unsigned i[4] = {(unsigned)v & 511, (unsigned)(v >> 16) & 511, (unsigned)(v >> 32) & 511, (unsigned)(v >> 48) & 511};
+            const __m256i sq = abi_iq_sgi4(q8 + 32 * g, (unsigned)(v >> 9) & 127, (unsigned)(v >> 25) & 127, (unsigned)(v >> 41) & 127, (unsigned)(v >> 57));
+    #endif
             __m256i grid = _mm256_set_epi64x((long long)abi_iq2xs_grid[i[3]], (long long)abi_iq2xs_grid[i[2]],
                                              (long long)abi_iq2xs_grid[i[1]], (long long)abi_iq2xs_grid[i[0]]);
-            acc = abi_iq_gdot(acc, grid, abi_iq_sgq(q8 + 32 * g, sg[g]), abi_iq_sc16(scb, 2 * g, 2 * g + 1));
+            acc = abi_iq_gdot(acc, grid, sq, abi_iq_sc16(scb, 2 * g, 2 * g + 1));
         }
         return acc;
     }
     #endif
 
+    /* group k's 4 indices into the 1024-row grid: qs bytes low, qh's 2 bits above them */
+    #define ABI_IQ2S_IX4(w, k) abi_iq_ix4((w) + 2 + 4 * (k), (w)[66 + (k)], 0x0300030003000300ULL)
     #if ABI_IQ_Z
-    /* a grid row is 8 bytes of a 1024-row table: 4 indices a 64-bit word by two pdep (qs
-       bytes low, qh's 2 bits above them), each row one load (abi_iq_rows8: faster here than
-       the table in 32 registers, which the 256- and 512-row grids use), two groups a step */
-    #define ABI_IQ2S_IX4(w, k) (_pdep_u64(abi_ld32((w) + 2 + 4 * (k)), 0x00FF00FF00FF00FFULL) | _pdep_u64((w)[66 + (k)], 0x0300030003000300ULL))
+    /* a grid row is 8 bytes of a 1024-row table: 4 indices a 64-bit word by two pdep, each
+       row one load (abi_iq_rows8: faster here than the table in 32 registers, which the 256-
+       and 512-row grids use), two groups a step */
     ABI_IQ_BLOCK __m256i abi_iqv_iq2_s(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         const __m512i sc = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(abi_iq_nib_scales(abi_iq_ld64(w + 74)))));
@@ -557,13 +597,13 @@ cdef extern from *:
         uint64_t scp; memcpy(&scp, w + 74, 8);
         const __m256i scb = abi_iq_nib_scales(scp);
         __m256i acc = _mm256_setzero_si256();
+        ABI_IQ_UNROLL
         for (int g = 0; g < 8; ++g) {
     #if ABI_IQ_VBMI
             const uint16_t* i = gi + 4 * g;
-    #else      /* inline: a stored index array was slow here */
-            const int h = w[66 + g];
-            const uint8_t* qs = w + 2 + 4 * g;
-            const int i[4] = {qs[0] | ((h << 8) & 0x300), qs[1] | ((h << 6) & 0x300), qs[2] | ((h << 4) & 0x300), qs[3] | ((h << 2) & 0x300)};
+    #else      /* in a register: a stored index array was slow here */
+            const uint64_t ix = ABI_IQ2S_IX4(w, g);
+            const unsigned i[4] = {(uint16_t)ix, (uint16_t)(ix >> 16), (uint16_t)(ix >> 32), (unsigned)(ix >> 48)};
     #endif
             __m256i grid = _mm256_set_epi64x((long long)abi_iq2s_grid[i[3]], (long long)abi_iq2s_grid[i[2]],
                                              (long long)abi_iq2s_grid[i[1]], (long long)abi_iq2s_grid[i[0]]);
@@ -599,25 +639,28 @@ cdef extern from *:
     #else
     ABI_IQ_BLOCK __m256i abi_iqv_iq3_xxs(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
-        uint32_t sg[8];
         const __m256i aux = _mm256_loadu_si256((const __m256i*)(w + 66));
     #if ABI_IQ_VBMI
+        uint32_t sg[8];
         abi_iq_ks8(_mm512_cvtepu32_epi64(aux), 0, sg);
-    #else
-        for (int g = 0; g < 8; ++g) sg[g] = abi_iq_ks4(abi_ld32(w + 66 + 4 * g));
     #endif
         /* scale 2 (aux >> 28) + 1 of group g as int16 g, in both lanes */
         __m128i s = _mm_packus_epi32(_mm256_castsi256_si128(_mm256_srli_epi32(aux, 28)), _mm256_extracti128_si256(_mm256_srli_epi32(aux, 28), 1));
         s = _mm_add_epi16(_mm_add_epi16(s, s), _mm_set1_epi16(1));
         const __m256i scw = _mm256_broadcastsi128_si256(s);
         __m256i acc = _mm256_setzero_si256();
+        ABI_IQ_UNROLL
         for (int g = 0; g < 8; ++g) {
             const uint8_t* q = w + 2 + 8 * g;      /* scalar loads: AVX2 gathers were slower here */
             __m256i grid = _mm256_set_epi32(
                 (int)abi_iq3xxs_grid[q[7]], (int)abi_iq3xxs_grid[q[6]], (int)abi_iq3xxs_grid[q[5]], (int)abi_iq3xxs_grid[q[4]],
                 (int)abi_iq3xxs_grid[q[3]], (int)abi_iq3xxs_grid[q[2]], (int)abi_iq3xxs_grid[q[1]], (int)abi_iq3xxs_grid[q[0]]);
-            acc = abi_iq_gdot(acc, grid, abi_iq_sgq(q8 + 32 * g, sg[g]),
-                              _mm256_shuffle_epi8(scw, _mm256_set1_epi16((short)(0x0100 + 0x0202 * g))));
+    #if ABI_IQ_VBMI
+            const __m256i sq = abi_iq_sgq(q8 + 32 * g, sg[g]);
+    #else
+            const __m256i sq = abi_iq_sgk4(q8 + 32 * g, abi_ld32(w + 66 + 4 * g));
+    #endif
+            acc = abi_iq_gdot(acc, grid, sq, _mm256_shuffle_epi8(scw, _mm256_set1_epi16((short)(0x0100 + 0x0202 * g))));
         }
         return acc;
     }
@@ -672,14 +715,15 @@ cdef extern from *:
     #endif
         const __m256i scb = abi_iq_nib_scales(abi_ld32(w + 106));
         __m256i acc = _mm256_setzero_si256();
+        ABI_IQ_UNROLL
         for (int g = 0; g < 8; ++g) {
     #if ABI_IQ_K
             const uint16_t* i = gi + 8 * g;
     #else
-            const int h = w[66 + g];
-            const uint8_t* qs = w + 2 + 8 * g;
-            const int i[8] = {qs[0] | ((h << 8) & 256), qs[1] | ((h << 7) & 256), qs[2] | ((h << 6) & 256), qs[3] | ((h << 5) & 256),
-                              qs[4] | ((h << 4) & 256), qs[5] | ((h << 3) & 256), qs[6] | ((h << 2) & 256), qs[7] | ((h << 1) & 256)};
+            const uint64_t a = abi_iq_ix4(w + 2 + 8 * g, w[66 + g], 0x0100010001000100ULL);
+            const uint64_t b = abi_iq_ix4(w + 6 + 8 * g, w[66 + g] >> 4, 0x0100010001000100ULL);
+            const unsigned i[8] = {(uint16_t)a, (uint16_t)(a >> 16), (uint16_t)(a >> 32), (unsigned)(a >> 48),
+                                   (uint16_t)b, (uint16_t)(b >> 16), (uint16_t)(b >> 32), (unsigned)(b >> 48)};
     #endif
             __m256i grid = _mm256_set_epi32(
                 (int)abi_iq3s_grid[i[7]], (int)abi_iq3s_grid[i[6]], (int)abi_iq3s_grid[i[5]], (int)abi_iq3s_grid[i[4]],
@@ -753,13 +797,16 @@ cdef extern from *:
         __m256i acc = abi_dpwssd(_mm256_setzero_si256(), _mm256_loadu_si256((const __m256i*)(x + 260)),
                                  _mm256_set_m128i(_mm_unpackhi_epi16(cf, cf), _mm_unpacklo_epi16(cf, cf)));
         const __m256i scw = _mm256_broadcastsi128_si256(sc);
+        /* ds + 1 of group g in word g: 0 where qh's bit 15 is set, else 2 */
+        const __m256i dw = _mm256_broadcastsi128_si256(_mm_andnot_si128(_mm_srai_epi16(qh, 15), _mm_set1_epi8(2)));
+        ABI_IQ_UNROLL
         for (int g = 0; g < 8; ++g) {
-            const uint8_t* q = w + 2 + 4 * g;
-            uint32_t h = abi_ld16(w + 34 + 2 * g);
-            __m256i u = abi_iq1_u(abi_iq1s_grid[q[0] | ((h << 8) & 0x700)], abi_iq1s_grid[q[1] | ((h << 5) & 0x700)],
-                                  abi_iq1s_grid[q[2] | ((h << 2) & 0x700)], abi_iq1s_grid[q[3] | ((h >> 1) & 0x700)],
-                                  _mm256_set1_epi8((char)(h & 0x8000 ? 0 : 2)));
-            acc = abi_iq_gdot(acc, u, abi_iq_q8(q8 + 32 * g), _mm256_shuffle_epi8(scw, _mm256_set1_epi16((short)(0x0100 + 0x0202 * g))));
+            /* qh's low 12 bits, 3 a row, above the qs bytes */
+            const uint64_t ix = abi_iq_ix4(w + 2 + 4 * g, abi_ld16(w + 34 + 2 * g), 0x0700070007000700ULL);
+            const __m256i gw = _mm256_set1_epi16((short)(0x0100 + 0x0202 * g));
+            __m256i u = abi_iq1_u(abi_iq1s_grid[(uint16_t)ix], abi_iq1s_grid[(uint16_t)(ix >> 16)],
+                                  abi_iq1s_grid[(uint16_t)(ix >> 32)], abi_iq1s_grid[ix >> 48], _mm256_shuffle_epi8(dw, gw));
+            acc = abi_iq_gdot(acc, u, abi_iq_q8(q8 + 32 * g), _mm256_shuffle_epi8(scw, gw));
         }
         return acc;
     }
@@ -811,17 +858,24 @@ cdef extern from *:
         s = _mm256_or_si256(_mm256_and_si256(_mm256_slli_epi16(s, 1), _mm256_set1_epi16(14)), _mm256_set1_epi16(1));
         __m256i acc = abi_dpwssd(_mm256_setzero_si256(), _mm256_loadu_si256((const __m256i*)(x + 260)),
                                  _mm256_mullo_epi16(s, _mm256_set1_epi16(-9)));
+        /* ds + 1 per row, a byte each (rows 0-15 in dl, 16-31 in dh, both lanes): 0 where the
+           row's nibble has bit 3 set, else 2; a group takes its 4 by one byte shuffle */
+        const __m128i t = _mm_xor_si128(_mm_loadu_si128((const __m128i*)(w + 32)), _mm_set1_epi8((char)0x88));
+        const __m128i ev = _mm_and_si128(_mm_srli_epi16(t, 2), _mm_set1_epi8(2)), od = _mm_and_si128(_mm_srli_epi16(t, 6), _mm_set1_epi8(2));
+        const __m256i dl = _mm256_broadcastsi128_si256(_mm_unpacklo_epi8(ev, od)), dh = _mm256_broadcastsi128_si256(_mm_unpackhi_epi8(ev, od));
+        /* the scales of the even 16 elements in the low lane, the odd ones in the high: a group's
+           two by one in-lane shuffle */
+        const __m256i se = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(s, _mm256_setr_epi8(0,1,4,5,8,9,12,13, 2,3,6,7,10,11,14,15,
+                                                                                             0,1,4,5,8,9,12,13, 2,3,6,7,10,11,14,15)), 0xD8);
+        ABI_IQ_UNROLL
         for (int g = 0; g < 8; ++g) {
-            const uint8_t* q = w + 4 * g;
-            int h0 = w[32 + 2 * g], h1 = w[33 + 2 * g];     /* nibbles of rows 4g .. 4g + 3 */
-            /* ds + 1 per row: 0 where the nibble's bit 3 is set, else 2 */
-            __m256i d = _mm256_shuffle_epi8(_mm256_set_m128i(_mm_cvtsi32_si128(h1), _mm_cvtsi32_si128(h0)), _mm256_setzero_si256());
-            d = _mm256_andnot_si256(_mm256_srlv_epi32(d, _mm256_setr_epi32(2, 2, 6, 6, 2, 2, 6, 6)), _mm256_set1_epi8(2));
-            __m256i u = abi_iq1_u(abi_iq1s_grid[q[0] | ((h0 << 8) & 0x700)], abi_iq1s_grid[q[1] | ((h0 << 4) & 0x700)],
-                                  abi_iq1s_grid[q[2] | ((h1 << 8) & 0x700)], abi_iq1s_grid[q[3] | ((h1 << 4) & 0x700)], d);
-            __m256i sc = _mm256_permutevar8x32_epi32(s, _mm256_set1_epi32(g));
-            sc = _mm256_shuffle_epi8(sc, _mm256_setr_epi8(0,1,0,1,0,1,0,1,0,1,0,1,0,1,0,1, 2,3,2,3,2,3,2,3,2,3,2,3,2,3,2,3));
-            acc = abi_iq_gdot(acc, u, abi_iq_q8(q8 + 32 * g), sc);
+            /* rows 4g .. 4g + 3: qs bytes | bits 0-2 of their nibbles, as 4 words */
+            const uint64_t ix = abi_iq_ix4(w + 4 * g, abi_ld16(w + 32 + 2 * g) & 0x7777u, 0x0F000F000F000F00ULL);
+            const __m256i d = _mm256_shuffle_epi8(g < 4 ? dl : dh, _mm256_add_epi8(_mm256_set1_epi8((char)(4 * (g & 3))),
+                _mm256_setr_epi8(0,0,0,0,0,0,0,0, 1,1,1,1,1,1,1,1, 2,2,2,2,2,2,2,2, 3,3,3,3,3,3,3,3)));
+            __m256i u = abi_iq1_u(abi_iq1s_grid[(uint16_t)ix], abi_iq1s_grid[(uint16_t)(ix >> 16)],
+                                  abi_iq1s_grid[(uint16_t)(ix >> 32)], abi_iq1s_grid[ix >> 48], d);
+            acc = abi_iq_gdot(acc, u, abi_iq_q8(q8 + 32 * g), _mm256_shuffle_epi8(se, _mm256_set1_epi16((short)(0x0100 + 0x0202 * g))));
         }
         return acc;
     }
@@ -911,17 +965,19 @@ cdef extern from *:
     ABI_IQ_BLOCK __m256i abi_iqv_tq2_0(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
         const __m256i m3 = _mm256_set1_epi8(3);
-        __m256i acc = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(x + 260)), _mm256_set1_epi16(1)));
-        __m256i b0 = _mm256_loadu_si256((const __m256i*)w), b1 = _mm256_loadu_si256((const __m256i*)(w + 32));
-        acc = abi_iq_dpbusd(acc, _mm256_and_si256(b0, m3), abi_iq_q8(q8));
-        acc = abi_iq_dpbusd(acc, _mm256_and_si256(_mm256_srli_epi16(b0, 2), m3), abi_iq_q8(q8 + 32));
-        acc = abi_iq_dpbusd(acc, _mm256_and_si256(_mm256_srli_epi16(b0, 4), m3), abi_iq_q8(q8 + 64));
-        acc = abi_iq_dpbusd(acc, _mm256_and_si256(_mm256_srli_epi16(b0, 6), m3), abi_iq_q8(q8 + 96));
-        acc = abi_iq_dpbusd(acc, _mm256_and_si256(b1, m3), abi_iq_q8(q8 + 128));
-        acc = abi_iq_dpbusd(acc, _mm256_and_si256(_mm256_srli_epi16(b1, 2), m3), abi_iq_q8(q8 + 160));
-        acc = abi_iq_dpbusd(acc, _mm256_and_si256(_mm256_srli_epi16(b1, 4), m3), abi_iq_q8(q8 + 192));
-        acc = abi_iq_dpbusd(acc, _mm256_and_si256(_mm256_srli_epi16(b1, 6), m3), abi_iq_q8(q8 + 224));
-        return acc;
+        /* int16 pair sums of 8 planes stay within 8 * 762 (t <= 3, |q| <= 127), minus the
+           bsums within 2032: one widening at the end */
+        const __m256i b0 = _mm256_loadu_si256((const __m256i*)w), b1 = _mm256_loadu_si256((const __m256i*)(w + 32));
+        __m256i s0 = _mm256_maddubs_epi16(_mm256_and_si256(b0, m3), abi_iq_q8(q8));
+        __m256i s1 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b0, 2), m3), abi_iq_q8(q8 + 32));
+        s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b0, 4), m3), abi_iq_q8(q8 + 64)));
+        s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b0, 6), m3), abi_iq_q8(q8 + 96)));
+        s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(_mm256_and_si256(b1, m3), abi_iq_q8(q8 + 128)));
+        s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b1, 2), m3), abi_iq_q8(q8 + 160)));
+        s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b1, 4), m3), abi_iq_q8(q8 + 192)));
+        s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(b1, 6), m3), abi_iq_q8(q8 + 224)));
+        const __m256i s = _mm256_sub_epi16(_mm256_add_epi16(s0, s1), _mm256_loadu_si256((const __m256i*)(x + 260)));
+        return _mm256_madd_epi16(s, _mm256_set1_epi16(1));
     }
     #endif
 

@@ -1257,6 +1257,42 @@ static const uint8_t abi_ksigns_iq2xs[128] = {
     0xf0, 0x71, 0x72, 0xf3, 0x74, 0xf5, 0xf6, 0x77, 0x78, 0xf9, 0xfa, 0x7b, 0xfc, 0x7d, 0x7e, 0xff,
 };
 
+/* ksigns_iq2xs[i] as 8 bytes, byte j -1 (0xff) where bit j is set, else +1 */
+static const uint64_t abi_ksigns_iq2xs_pm1[128] = {
+    0x0101010101010101ULL, 0xff010101010101ffULL, 0xff0101010101ff01ULL, 0x010101010101ffffULL,
+    0xff01010101ff0101ULL, 0x0101010101ff01ffULL, 0x0101010101ffff01ULL, 0xff01010101ffffffULL,
+    0xff010101ff010101ULL, 0x01010101ff0101ffULL, 0x01010101ff01ff01ULL, 0xff010101ff01ffffULL,
+    0x01010101ffff0101ULL, 0xff010101ffff01ffULL, 0xff010101ffffff01ULL, 0x01010101ffffffffULL,
+    0xff0101ff01010101ULL, 0x010101ff010101ffULL, 0x010101ff0101ff01ULL, 0xff0101ff0101ffffULL,
+    0x010101ff01ff0101ULL, 0xff0101ff01ff01ffULL, 0xff0101ff01ffff01ULL, 0x010101ff01ffffffULL,
+    0x010101ffff010101ULL, 0xff0101ffff0101ffULL, 0xff0101ffff01ff01ULL, 0x010101ffff01ffffULL,
+    0xff0101ffffff0101ULL, 0x010101ffffff01ffULL, 0x010101ffffffff01ULL, 0xff0101ffffffffffULL,
+    0xff01ff0101010101ULL, 0x0101ff01010101ffULL, 0x0101ff010101ff01ULL, 0xff01ff010101ffffULL,
+    0x0101ff0101ff0101ULL, 0xff01ff0101ff01ffULL, 0xff01ff0101ffff01ULL, 0x0101ff0101ffffffULL,
+    0x0101ff01ff010101ULL, 0xff01ff01ff0101ffULL, 0xff01ff01ff01ff01ULL, 0x0101ff01ff01ffffULL,
+    0xff01ff01ffff0101ULL, 0x0101ff01ffff01ffULL, 0x0101ff01ffffff01ULL, 0xff01ff01ffffffffULL,
+    0x0101ffff01010101ULL, 0xff01ffff010101ffULL, 0xff01ffff0101ff01ULL, 0x0101ffff0101ffffULL,
+    0xff01ffff01ff0101ULL, 0x0101ffff01ff01ffULL, 0x0101ffff01ffff01ULL, 0xff01ffff01ffffffULL,
+    0xff01ffffff010101ULL, 0x0101ffffff0101ffULL, 0x0101ffffff01ff01ULL, 0xff01ffffff01ffffULL,
+    0x0101ffffffff0101ULL, 0xff01ffffffff01ffULL, 0xff01ffffffffff01ULL, 0x0101ffffffffffffULL,
+    0xffff010101010101ULL, 0x01ff0101010101ffULL, 0x01ff01010101ff01ULL, 0xffff01010101ffffULL,
+    0x01ff010101ff0101ULL, 0xffff010101ff01ffULL, 0xffff010101ffff01ULL, 0x01ff010101ffffffULL,
+    0x01ff0101ff010101ULL, 0xffff0101ff0101ffULL, 0xffff0101ff01ff01ULL, 0x01ff0101ff01ffffULL,
+    0xffff0101ffff0101ULL, 0x01ff0101ffff01ffULL, 0x01ff0101ffffff01ULL, 0xffff0101ffffffffULL,
+    0x01ff01ff01010101ULL, 0xffff01ff010101ffULL, 0xffff01ff0101ff01ULL, 0x01ff01ff0101ffffULL,
+    0xffff01ff01ff0101ULL, 0x01ff01ff01ff01ffULL, 0x01ff01ff01ffff01ULL, 0xffff01ff01ffffffULL,
+    0xffff01ffff010101ULL, 0x01ff01ffff0101ffULL, 0x01ff01ffff01ff01ULL, 0xffff01ffff01ffffULL,
+    0x01ff01ffffff0101ULL, 0xffff01ffffff01ffULL, 0xffff01ffffffff01ULL, 0x01ff01ffffffffffULL,
+    0x01ffff0101010101ULL, 0xffffff01010101ffULL, 0xffffff010101ff01ULL, 0x01ffff010101ffffULL,
+    0xffffff0101ff0101ULL, 0x01ffff0101ff01ffULL, 0x01ffff0101ffff01ULL, 0xffffff0101ffffffULL,
+    0xffffff01ff010101ULL, 0x01ffff01ff0101ffULL, 0x01ffff01ff01ff01ULL, 0xffffff01ff01ffffULL,
+    0x01ffff01ffff0101ULL, 0xffffff01ffff01ffULL, 0xffffff01ffffff01ULL, 0x01ffff01ffffffffULL,
+    0xffffffff01010101ULL, 0x01ffffff010101ffULL, 0x01ffffff0101ff01ULL, 0xffffffff0101ffffULL,
+    0x01ffffff01ff0101ULL, 0xffffffff01ff01ffULL, 0xffffffff01ffff01ULL, 0x01ffffff01ffffffULL,
+    0x01ffffffff010101ULL, 0xffffffffff0101ffULL, 0xffffffffff01ff01ULL, 0x01ffffffff01ffffULL,
+    0xffffffffffff0101ULL, 0x01ffffffffff01ffULL, 0x01ffffffffffff01ULL, 0xffffffffffffffffULL,
+};
+
 static const uint8_t abi_kmask_iq2xs[8] = {1, 2, 4, 8, 16, 32, 64, 128};
 
 /* E2M1 values doubled; the dequantiser multiplies by half the E8M0 scale */
