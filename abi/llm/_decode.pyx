@@ -4,8 +4,9 @@ of T tokens (a prompt batch, or one token when decoding) in a single nogil call.
 
 Why one call: at ~100 tokens/s a decode step has 10 ms, half of it for streaming the
 weights; Python-level calls per layer would spend the rest. The whole batch runs inside
-one OpenMP parallel region; threads split the rows of every matrix product and the
-tokens of every per-token stage, and meet at barriers between dependent stages.
+one OpenMP parallel region; threads split the rows of every matrix product (a prompt's or
+a large one as tasks each thread claims, its own share first) and the tokens of every
+per-token stage, and meet at barriers between dependent stages.
 
 Why batch-independent numerics: every token goes through exactly the same arithmetic
 whatever the batch around it (activations quantised per token, the same row dot
@@ -33,7 +34,7 @@ from abi.llm.layers import GELU_TABLE
 
 from abi._kernels._half cimport f16_to_f32, f32_to_f16, ld16, st16
 from abi._kernels.quant cimport quantize_row_q8_0
-from abi._kernels._vec cimport axpy, axpy4, barrier, claim, dot, dot4x4, scores4, softmax_exp
+from abi._kernels._vec cimport axpy, axpy4, barrier, claim, dot, dot4x4, gelu_mul8, scores4, softmax_exp
 from abi._kernels._types cimport block_size_of
 from abi._kernels.matmul cimport (activation_bytes, dequant_rows, gemm_rows, gemm_tiles, gemv_rows,
                                   has_tile, quantize_activation, row_bytes, vec_dot_type)
@@ -756,8 +757,12 @@ cdef void _glu_products(Ctx* c, Priv* p, QMat* gate, QMat* up, int F, int tid, i
     r1 = gate.rows * (tid + 1) // nth
     for t in range(T):
         row = c.g + t * F
-        for r in range(r0, r1):
+        r = r0
+        if c.act == 1:   # GELU's table, 8 lookups at a time where the CPU allows
+            r += gelu_mul8(c.gelu_table, row + r0, c.u + t * F + r0, r1 - r0)
+        while r < r1:
             row[r] = _glu(c, row[r], c.u[t * F + r])
+            r += 1
 
 
 cdef void _dense_ffn(Ctx* c, Priv* p, Layer* L, int tid, int nth) noexcept nogil:
