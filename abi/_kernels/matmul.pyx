@@ -311,7 +311,7 @@ cdef void gemm_rows(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r1, Py_ss
 
 
 cdef void gemm_tiles(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t cols,
-                           const uint8_t* xq, Py_ssize_t xs, Py_ssize_t T, float* y, Py_ssize_t ys) noexcept nogil:
+                     const uint8_t* xq, Py_ssize_t xs, Py_ssize_t T, float* y, Py_ssize_t ys) noexcept nogil:
     cdef Py_ssize_t rb = row_bytes(t, cols), nb = cols // block_size_of(t), t0, n
     cdef const uint8_t* wr = w + r0 * rb
     cdef float* yr = y + r0

@@ -106,7 +106,7 @@ class Model:
     @functools.cached_property
     def template(self) -> ChatTemplate:
         """The chat template, compiled on first use (jinja2's import and the compile take
-        ~0.1 s that a plain completion never needs; a template that does not compile is a
+        ~50 ms that a plain completion never needs; a template that does not compile is a
         ChatTemplateError at the first chat request)."""
         source, tok = self._template_source, self.tokenizer
         text = lambda i: tok.tokens[i] if i is not None and 0 <= i < tok.n_vocab else ""

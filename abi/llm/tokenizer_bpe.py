@@ -87,8 +87,8 @@ _CHAR_BYTES = {c: b for b, c in enumerate(_BYTE_CHARS)}
 
 def _plain_merge_pairs(merges: list) -> list[tuple[str, str]] | None:
     """The pairs of the usual file, at C speed: every merge a string ``"a b"`` with one
-    space, not the first character, and no merge twice. None otherwise (or if tokenizers
-    then refuses a token the vocabulary lacks): _merge_pairs sorts them out."""
+    space, not the first character, and no merge twice; None otherwise. Those, and pairs
+    that tokenizers refuses (a token the vocabulary lacks), go to _merge_pairs."""
     if not all(map(str.__instancecheck__, merges)):
         return None
     parts = " ".join(merges).split(" ")
