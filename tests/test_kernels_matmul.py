@@ -260,7 +260,7 @@ FLOAT_TILE_SIZES = [(37, 45), (64, 104), (37, 7), (9, 2600)]
 
 
 def tile_sizes(t):
-    return FLOAT_TILE_SIZES if t in FLOATS else sizes(t)[:2] + [(19, 2 * t.block_size)]
+    return FLOAT_TILE_SIZES if t in FLOATS else sizes(t)[:2] + [(19, 2 * t.block_size), (19, 7 * t.block_size)]
 
 
 @pytest.mark.parametrize("t", TILED, ids=lambda t: t.name)
@@ -268,7 +268,8 @@ def test_tiled_prompt_products_give_each_token_its_single_token_bits(t):
     """gemm_rows (register tiles of rows x tokens) against gemv_rows token by token, bit for
     bit, and against the exact product; row ranges and token counts leave every remainder
     of the tiles (1 to 4 rows x 3 to 16 tokens), and more tokens than one pass over the rows
-    takes; block counts 1 and 3 (an odd last block) and 2."""
+    takes; block counts 1 and 3 (an odd last block), 2 and 7 (Q5_0's groups of four blocks
+    and a remainder)."""
     rng = np.random.default_rng(11)
     for rows, cols in tile_sizes(t):
         raw = weight(t, rows, cols, rng)

@@ -61,21 +61,21 @@ cdef extern from *:
         for (const uint8_t* q = p; q < p + n && q < end; q += 64) _mm_prefetch((const char*)q, _MM_HINT_T0);
     }
 
-    /* ================================================================== Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, MXFP4
+    /* ================================================================== Q4_0, Q4_1, Q5_1, Q8_0, IQ4_NL, MXFP4
        T = 1 (_qdot.pxd, _qdot_iq.pxd): Q4_0, Q4_1, Q8_0, IQ4_NL and MXFP4 keep acc0 (even
-       blocks) and acc1 (odd), Q5_0 and Q5_1 one accumulator; Q4_1 and Q5_1 add a scalar
-       accm of m_w s_x. Here the weights are unpacked to unsigned bytes (Q4_0: q, Q5_0: q,
-       with 8 and 16 taken back out through the activation's 4-byte sums, prepared as c) or,
-       for the signed ones (Q8_0, IQ4_NL, MXFP4: too wide for an offset within maddubs'
-       int16 pairs), to their signed values, whose signs move onto the activation; accm runs
-       for all of a tile's tokens in one vector, lane t the T = 1 scalar chain of token t. */
+       blocks) and acc1 (odd), Q5_1 one accumulator; Q4_1 and Q5_1 add a scalar accm of m_w
+       s_x. Here the weights are unpacked to unsigned bytes (Q4_0: q, with 8 taken back out
+       through the activation's 4-byte sums, prepared as c) or, for the signed ones (Q8_0,
+       IQ4_NL, MXFP4: too wide for an offset within maddubs' int16 pairs), to their signed
+       values, whose signs move onto the activation; accm runs for all of a tile's tokens in
+       one vector, lane t the T = 1 scalar chain of token t. */
     enum { ABI_L_Q4_0, ABI_L_Q4_1, ABI_L_Q5_0, ABI_L_Q5_1, ABI_L_Q8_0, ABI_L_IQ4_NL, ABI_L_MXFP4 };
-    #define ABI_L_BYTES(k) ((k) == ABI_L_Q4_0 ? 18 : (k) == ABI_L_Q4_1 ? 20 : (k) == ABI_L_Q5_0 ? 22 : (k) == ABI_L_Q5_1 ? 24 \
+    #define ABI_L_BYTES(k) ((k) == ABI_L_Q4_0 ? 18 : (k) == ABI_L_Q4_1 ? 20 : (k) == ABI_L_Q5_1 ? 24 \
                          : (k) == ABI_L_Q8_0 ? 34 : (k) == ABI_L_IQ4_NL ? 18 : 17)
     #define ABI_L_MIN(k) ((k) == ABI_L_Q4_1 || (k) == ABI_L_Q5_1)    /* Q8_1 activations, an m_w s_x term */
     #define ABI_L_SGN(k) ((k) >= ABI_L_Q8_0)                          /* signed weight bytes */
     #define ABI_L_TWO(k) ((k) == ABI_L_Q4_0 || (k) == ABI_L_Q4_1 || ABI_L_SGN(k))    /* two chains */
-    #define ABI_L_OFF(k) ((k) == ABI_L_Q4_0 ? 8 : (k) == ABI_L_Q5_0 ? 16 : 0)
+    #define ABI_L_OFF(k) ((k) == ABI_L_Q4_0 ? 8 : 0)
     #define ABI_L_R 3
     #define ABI_L_N 4
     #define ABI_L_XB(k) (ABI_L_OFF(k) ? 64 : 32)      /* a prepared token block: [q | c] */
@@ -152,7 +152,7 @@ cdef extern from *:
     }
 
     /* the bytes of one block: unsigned 0..15 (Q4_0, Q4_1) or 0..31 (Q5_0, Q5_1), or the
-       signed values (Q8_0, IQ4_NL, MXFP4) */
+       signed values (Q8_0, IQ4_NL, MXFP4); Q5_0's for its own tile below */
     ABI_T2INL __m256i abi_l_unpack(const uint8_t* wr, const int k) {
         if (k == ABI_L_Q8_0) return _mm256_loadu_si256((const __m256i*)(wr + 2));
         if (k == ABI_L_IQ4_NL) return _mm256_shuffle_epi8(abi_iq4nl_table(), abi_nibbles32(wr + 2));
@@ -216,11 +216,136 @@ cdef extern from *:
     #define ABI_L_TILE(name, K) ABI_T2_TILE(name, abi_l_tile_run, K)
     ABI_L_TILE(q4_0, ABI_L_Q4_0)
     ABI_L_TILE(q4_1, ABI_L_Q4_1)
-    ABI_L_TILE(q5_0, ABI_L_Q5_0)
     ABI_L_TILE(q5_1, ABI_L_Q5_1)
     ABI_L_TILE(q8_0, ABI_L_Q8_0)
     ABI_L_TILE(iq4_nl, ABI_L_IQ4_NL)
     ABI_L_TILE(mxfp4, ABI_L_MXFP4)
+
+    /* ================================================================== Q5_0 x Q8_0, blocks in fours
+       T = 1 (_qdot.pxd, ABI_Q5_0_QUADS): blocks i .. i + 3 summed into one vector, int32 lane
+       4h + k the 16 products of block i + k's half h, then acc += [d_i .. d_i+3 | d_i ..
+       d_i+3] x that. Here both sides of a quad are prepared as four vectors, vector m holding
+       dword m of each block in half 0 and dword 4 + m in half 1 (a 4 x 4 transpose), so that
+       lane 4h + k of the sum of their four products is that lane's 16 products: 4 maddubs,
+       3 int16 adds and one madd for four blocks. q is unsigned 0..31 (int16 sums of 8 within
+       31496); the token's prepared c, -16 x (its lanes' sums), makes it q - 16. */
+    #define ABI_QD_R 3
+    #define ABI_QD_N 4
+    #define ABI_QD_XB 192              /* a token's prepared quad: [v0 v1 v2 v3 | c | dx pattern] */
+    #define ABI_QD_WB (160 * ABI_QD_R)  /* the rows' prepared quad: [v0 v1 v2 v3 x R | dw pattern x R] */
+
+    /* the int32 lanes of c + sum over m of u_m x_m */
+    ABI_T2INL __m256i abi_qd_dot(__m256i c, const __m256i* u, const uint8_t* x) {
+        #define ABI_QD_X(m) _mm256_load_si256((const __m256i*)(x + 32 * (m)))
+    #if defined(__AVXVNNI__)
+        c = _mm256_dpbusd_avx_epi32(c, u[0], ABI_QD_X(0));
+        c = _mm256_dpbusd_avx_epi32(c, u[1], ABI_QD_X(1));
+        c = _mm256_dpbusd_avx_epi32(c, u[2], ABI_QD_X(2));
+        return _mm256_dpbusd_avx_epi32(c, u[3], ABI_QD_X(3));
+    #else
+        const __m256i s = _mm256_add_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(u[0], ABI_QD_X(0)), _mm256_maddubs_epi16(u[1], ABI_QD_X(1))),
+                                           _mm256_add_epi16(_mm256_maddubs_epi16(u[2], ABI_QD_X(2)), _mm256_maddubs_epi16(u[3], ABI_QD_X(3))));
+        return _mm256_add_epi32(c, _mm256_madd_epi16(s, _mm256_set1_epi16(1)));
+    #endif
+        #undef ABI_QD_X
+    }
+    /* four blocks' bytes -> the four vectors, m apart bytes from o */
+    ABI_T2INL void abi_qd_split(__m256i b0, __m256i b1, __m256i b2, __m256i b3, uint8_t* o, Py_ssize_t m) {
+        const __m256i t0 = _mm256_unpacklo_epi32(b0, b1), t1 = _mm256_unpackhi_epi32(b0, b1);
+        const __m256i t2 = _mm256_unpacklo_epi32(b2, b3), t3 = _mm256_unpackhi_epi32(b2, b3);
+        _mm256_store_si256((__m256i*)o, _mm256_unpacklo_epi64(t0, t2));
+        _mm256_store_si256((__m256i*)(o + m), _mm256_unpackhi_epi64(t0, t2));
+        _mm256_store_si256((__m256i*)(o + 2 * m), _mm256_unpacklo_epi64(t1, t3));
+        _mm256_store_si256((__m256i*)(o + 3 * m), _mm256_unpackhi_epi64(t1, t3));
+    }
+    /* [s_0 s_1 s_2 s_3 | s_0 s_1 s_2 s_3] of the f16 scales 'step' bytes apart from p, those of
+       the n <= 4 blocks present, 0 for the others */
+    ABI_T2INL __m256 abi_qd_scales(const uint8_t* p, Py_ssize_t step, Py_ssize_t n) {
+        const __m128 d = _mm_setr_ps(abi_f16t(p), n > 1 ? abi_f16t(p + step) : 0.0f,
+                                     n > 2 ? abi_f16t(p + 2 * step) : 0.0f, n > 3 ? abi_f16t(p + 3 * step) : 0.0f);
+        return _mm256_set_m128(d, d);
+    }
+
+    /* R prepared rows x N prepared tokens over nq quads, laid out as the legacy tile's blocks */
+    ABI_T2INL void abi_qd_rn(const uint8_t* xp, const uint8_t* wp, Py_ssize_t nq, float* y, Py_ssize_t ys,
+                            const int R, const int N) {
+        __m256 acc[ABI_QD_R][ABI_QD_N];
+        ABI_T2UNROLL for (int r = 0; r < R; ++r) ABI_T2UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm256_setzero_ps();
+        for (Py_ssize_t i = 0; i < nq; ++i) {
+            const uint8_t* xb = xp + i * ABI_QD_N * ABI_QD_XB;
+            const uint8_t* wb = wp + i * ABI_QD_WB;
+            ABI_T2UNROLL for (int r = 0; r < R; ++r) {
+                __m256i u[4];
+                ABI_T2UNROLL for (int m = 0; m < 4; ++m) u[m] = _mm256_load_si256((const __m256i*)(wb + 32 * (m * ABI_QD_R + r)));
+                const __m256 dw = _mm256_load_ps((const float*)(wb + 32 * (4 * ABI_QD_R + r)));
+                ABI_T2UNROLL for (int t = 0; t < N; ++t) {
+                    const uint8_t* xt = xb + t * ABI_QD_XB;
+                    const __m256i v = abi_qd_dot(_mm256_load_si256((const __m256i*)(xt + 128)), u, xt);
+                    const __m256 d = _mm256_mul_ps(dw, _mm256_load_ps((const float*)(xt + 160)));
+                    acc[r][t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(v), acc[r][t]);
+                }
+            }
+        }
+        ABI_T2UNROLL for (int r = 0; r < R; ++r) ABI_T2UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_hsum8(acc[r][t]);
+    }
+    ABI_T2INL void abi_qd_rows(const uint8_t* xp, const uint8_t* wp, Py_ssize_t nq, Py_ssize_t nc, float* y, Py_ssize_t ys, const int R) {
+        for (Py_ssize_t t = 0; t < nc; t += ABI_QD_N) {
+            const uint8_t* xt = xp + t * nq * ABI_QD_XB;
+            float* yt = y + t * ys;
+            switch (nc - t) {
+                case 1: abi_qd_rn(xt, wp, nq, yt, ys, R, 1); break;
+                case 2: abi_qd_rn(xt, wp, nq, yt, ys, R, 2); break;
+                case 3: abi_qd_rn(xt, wp, nq, yt, ys, R, 3); break;
+                default: abi_qd_rn(xt, wp, nq, yt, ys, R, ABI_QD_N);
+            }
+        }
+    }
+    static void abi_tile_q5_0(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                              Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
+        const Py_ssize_t nq = (nb + 3) / 4;
+        const size_t cb = (size_t)ABI_T2_TC * nq * ABI_QD_XB;
+        uint8_t* xp = abi_tile_scratch(cb + (size_t)nq * ABI_QD_WB);
+        uint8_t* wp = xp + cb;
+        const __m256i sixteen = _mm256_set1_epi8(16), zero = _mm256_setzero_si256();
+        const __m256i s16[4] = {sixteen, sixteen, sixteen, sixteen};
+        for (Py_ssize_t t0 = 0; t0 < nt; t0 += ABI_T2_TC) {
+            const Py_ssize_t nc = nt - t0 < ABI_T2_TC ? nt - t0 : ABI_T2_TC;
+            for (Py_ssize_t t = 0; t < nc; ++t) {
+                const uint8_t* xt = x + (t0 + t) * xs;
+                for (Py_ssize_t i = 0; i < nq; ++i) {
+                    uint8_t* o = xp + ((t / ABI_QD_N * nq + i) * ABI_QD_N + t % ABI_QD_N) * ABI_QD_XB;
+                    const uint8_t* xi = xt + 136 * i;
+                    const Py_ssize_t n = nb - 4 * i;
+                    #define ABI_QD_XQ(p) _mm256_loadu_si256((const __m256i*)((p) + 2))
+                    abi_qd_split(ABI_QD_XQ(xi), n > 1 ? ABI_QD_XQ(xi + 34) : zero, n > 2 ? ABI_QD_XQ(xi + 68) : zero,
+                                n > 3 ? ABI_QD_XQ(xi + 102) : zero, o, 32);
+                    #undef ABI_QD_XQ
+                    _mm256_store_si256((__m256i*)(o + 128), _mm256_sub_epi32(zero, abi_qd_dot(zero, s16, o)));
+                    _mm256_store_ps((float*)(o + 160), abi_qd_scales(xi, 34, n));
+                }
+            }
+            for (Py_ssize_t r = 0; r < nr; r += ABI_QD_R) {
+                const int R = nr - r < ABI_QD_R ? (int)(nr - r) : ABI_QD_R;
+                abi_t2_prefetch(w + (r + R) * rb, w + nr * rb, ABI_QD_R * rb);
+                for (Py_ssize_t i = 0; i < nq; ++i) {
+                    uint8_t* o = wp + i * ABI_QD_WB;
+                    const Py_ssize_t n = nb - 4 * i;
+                    for (int j = 0; j < R; ++j) {
+                        const uint8_t* wr = w + (r + j) * rb + 88 * i;
+                        #define ABI_QD_WQ(p) abi_l_unpack((p), ABI_L_Q5_0)
+                        abi_qd_split(ABI_QD_WQ(wr), n > 1 ? ABI_QD_WQ(wr + 22) : zero, n > 2 ? ABI_QD_WQ(wr + 44) : zero,
+                                    n > 3 ? ABI_QD_WQ(wr + 66) : zero, o + 32 * j, 32 * ABI_QD_R);
+                        #undef ABI_QD_WQ
+                        _mm256_store_ps((float*)(o + 32 * (4 * ABI_QD_R + j)), abi_qd_scales(wr, 22, n));
+                    }
+                }
+                float* yr = y + t0 * ys + r;
+                if (R == 3) abi_qd_rows(xp, wp, nq, nc, yr, ys, 3);
+                else if (R == 2) abi_qd_rows(xp, wp, nq, nc, yr, ys, 2);
+                else abi_qd_rows(xp, wp, nq, nc, yr, ys, 1);
+            }
+        }
+    }
 
     /* ================================================================== Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS, TQ2_0 x Q8_K
        T = 1 (_qdot.pxd, _qdot_iq.pxd): a super-block's integer sum, 8 int32 lanes, is the
