@@ -843,8 +843,14 @@ cdef void _forward(Ctx* c, int tid, int nth) noexcept nogil:
             g = tid
             while g < c.n_kv:
                 _qk(c, L, l, 0, g, rot)
-                for hh in range(g * group, (g + 1) * group):
-                    _attend(c, L, l, hh, L.swa, 0, c.q + hh * hd, c.att + hh * hd, scores)
+                if c.kv_type == 0:   # the group's heads together: each key and value row read once
+                    hh = g * group
+                    while hh < (g + 1) * group:
+                        _attend_block(c, L, l, g, hh, min(hh + <int>ATT_Q, (g + 1) * group), 0, 1, scores)
+                        hh += ATT_Q
+                else:
+                    for hh in range(g * group, (g + 1) * group):
+                        _attend(c, L, l, hh, L.swa, 0, c.q + hh * hd, c.att + hh * hd, scores)
                 g += nth
         else:
             # tokens split between the threads, every group of a token by one thread (with
