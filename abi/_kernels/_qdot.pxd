@@ -14,6 +14,8 @@ cdef extern from *:
     """
     #ifndef ABI_QDOT_H
     #define ABI_QDOT_H
+    #include <stdio.h>
+    #include <stdlib.h>
 
     /* ---------------------------------------------------------------- shared helpers */
     /* the 12-byte packing of 8 six-bit (scale, min) pairs of Q4_K / Q5_K, unpacked four
@@ -84,6 +86,78 @@ cdef extern from *:
         return _mm256_mul_ps(abi_f16t_bcast(w), abi_f16t_bcast(x));
     }
 
+    /* Q4_0 and Q5_0 where the AVX-512 tiles (_qtile.pxd) are not built: their blocks in
+       fours (i .. i + 3), int32 lane 4h + k holding the 16 products of block i + k's half h
+       (its elements 16h .. 16h + 15), scaled by [d_i .. d_i+3 | d_i .. d_i+3] (blocks past
+       the end: zeros, d = 0): a quarter of the float steps a block, which the AVX2 prompt
+       tile (_qtile_avx2.pxd) pays for every (row, token) pair. Where those AVX-512 tiles
+       are built, the T = 1 kernels keep the one-block chains they mirror. */
+    #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
+    #define ABI_QUADS 0
+    #else
+    #define ABI_QUADS 1
+    #endif
+    #if defined(__AVXVNNI__) || (defined(__AVX512VNNI__) && defined(__AVX512VL__))
+    #define ABI_QDOT_VNNI 1
+    #else
+    #define ABI_QDOT_VNNI 0
+    #endif
+    /* a quad's lanes from its blocks' int32 4-sums (VNNI) or int16 pair sums (small enough that
+       sums of 8 products fit in int16) */
+    static inline __m256i abi_quad(__m256i s0, __m256i s1, __m256i s2, __m256i s3) {
+    #if ABI_QDOT_VNNI
+        return _mm256_hadd_epi32(_mm256_hadd_epi32(s0, s1), _mm256_hadd_epi32(s2, s3));
+    #else
+        return _mm256_madd_epi16(_mm256_hadd_epi16(_mm256_hadd_epi16(s0, s1), _mm256_hadd_epi16(s2, s3)), _mm256_set1_epi16(1));
+    #endif
+    }
+    /* the activation's scales for a sweep of rows, read from the f16 table once rather than
+       once a row: d_x of block i at [i] (zeros at [nb, nb + 4), read by a last partial quad).
+       The calling thread's buffer, grown as needed. */
+    #if ABI_QUADS
+    static __thread float* abi_quad_buf = NULL;
+    static __thread size_t abi_quad_cap = 0;
+    static const float* abi_quad_x(const uint8_t* x, Py_ssize_t xb, Py_ssize_t nb) {
+        const size_t n = (size_t)nb + 4;
+        if (n > abi_quad_cap) {
+            free(abi_quad_buf);
+            abi_quad_buf = (float*)malloc(n * sizeof(float));
+            abi_quad_cap = abi_quad_buf ? n : 0;
+            if (!abi_quad_buf) { fputs("abi: out of memory for the activation's scales\\n", stderr); abort(); }
+        }
+        for (Py_ssize_t i = 0; i < nb; ++i) abi_quad_buf[i] = abi_f16t(x + i * xb);
+        for (Py_ssize_t i = nb; i < nb + 4; ++i) abi_quad_buf[i] = 0.0f;
+        return abi_quad_buf;
+    }
+    #else
+    static inline const float* abi_quad_x(const uint8_t* x, Py_ssize_t xb, Py_ssize_t nb) { return NULL; }
+    #endif
+    /* [d_i .. d_i+3 | d_i .. d_i+3], d = d_w d_x, of the n <= 4 blocks present (wb bytes
+       apart; xd: their d_x and zeros past nb), 0 for the others */
+    static inline __m256 abi_quad_scales(const uint8_t* w, Py_ssize_t wb, const float* xd, Py_ssize_t n) {
+        const __m128 d = _mm_mul_ps(
+            _mm_setr_ps(abi_f16t(w), n > 1 ? abi_f16t(w + wb) : 0.0f, n > 2 ? abi_f16t(w + 2 * wb) : 0.0f, n > 3 ? abi_f16t(w + 3 * wb) : 0.0f),
+            _mm_loadu_ps(xd));
+        return _mm256_set_m128(d, d);
+    }
+    /* the T = 1 kernel `name`(w, x, xd, nb) over blocks of wb bytes (activation blocks of xb)
+       in fours, xd = abi_quad_x(x, xb, nb); sums(w, x): one block's sums for abi_quad */
+    #define ABI_QUAD_DOT(name, wb, xb, sums)                                                       \\
+    static inline float name(const uint8_t* w, const uint8_t* x, const float* xd, Py_ssize_t nb) {  \\
+        const __m256i z = _mm256_setzero_si256();                                                   \\
+        __m256 acc = _mm256_setzero_ps();                                                           \\
+        Py_ssize_t i = 0;                                                                           \\
+        for (; i + 3 < nb; i += 4, w += 4 * (wb), x += 4 * (xb))                                    \\
+            acc = _mm256_fmadd_ps(abi_quad_scales(w, wb, xd + i, 4), _mm256_cvtepi32_ps(abi_quad(sums(w, x), \\
+                sums(w + (wb), x + (xb)), sums(w + 2 * (wb), x + 2 * (xb)), sums(w + 3 * (wb), x + 3 * (xb)))), acc); \\
+        if (i < nb) {                                                                               \\
+            const Py_ssize_t n = nb - i;                                                            \\
+            acc = _mm256_fmadd_ps(abi_quad_scales(w, wb, xd + i, n), _mm256_cvtepi32_ps(abi_quad(sums(w, x), \\
+                n > 1 ? sums(w + (wb), x + (xb)) : z, n > 2 ? sums(w + 2 * (wb), x + 2 * (xb)) : z, z)), acc); \\
+        }                                                                                           \\
+        return abi_hsum8(acc);                                                                      \\
+    }
+
     /* bit i of a little-endian u32 -> byte i = 0xFF or 0x00 */
     static inline __m256i abi_bitmask32(const uint8_t* p) {   /* p: the little-endian u32 */
         const __m256i shuf = _mm256_setr_epi8(0,0,0,0,0,0,0,0, 1,1,1,1,1,1,1,1,
@@ -127,6 +201,7 @@ cdef extern from *:
     }
     #else
     #define ABI_QDOT_SIMD 0
+    static inline const float* abi_quad_x(const uint8_t* x, Py_ssize_t xb, Py_ssize_t nb) { return NULL; }
     #endif
 
     /* ---------------------------------------------------------------- 32-element blocks */
@@ -160,24 +235,34 @@ cdef extern from *:
     }
 
     #if ABI_QDOT_SIMD
-    static inline float abi_dot_q4_0_q8_0_simd(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
-        const __m256i eight = _mm256_set1_epi8(8);
+    /* (q - 8) x: int32 4-sums with VNNI, else int16 pair sums n x - 8 x (each within +-2032) */
+    static inline __m256i abi_q4_0_sums(const uint8_t* w, const uint8_t* x) {
+        const __m256i xs = _mm256_loadu_si256((const __m256i*)(x + 2));
+    #if ABI_QDOT_VNNI
+        return abi_dpbssd(_mm256_sub_epi8(abi_nibbles32(w + 2), _mm256_set1_epi8(8)), xs);
+    #else
+        return _mm256_sub_epi16(_mm256_maddubs_epi16(abi_nibbles32(w + 2), xs), _mm256_maddubs_epi16(_mm256_set1_epi8(8), xs));
+    #endif
+    }
+    #if ABI_QUADS
+    ABI_QUAD_DOT(abi_dot_q4_0_q8_0_simd, 18, 34, abi_q4_0_sums)
+    #else
+    static inline float abi_dot_q4_0_q8_0_simd(const uint8_t* w, const uint8_t* x, const float* xd, Py_ssize_t nb) {   /* xd: unused here */
         __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
         Py_ssize_t i = 0;
         for (; i + 1 < nb; i += 2, w += 36, x += 68) {
-            __m256i q0 = _mm256_sub_epi8(abi_nibbles32(w + 2), eight);
-            __m256i q1 = _mm256_sub_epi8(abi_nibbles32(w + 20), eight);
-            __m256i p0 = abi_dpbssd(q0, _mm256_loadu_si256((const __m256i*)(x + 2)));
-            __m256i p1 = abi_dpbssd(q1, _mm256_loadu_si256((const __m256i*)(x + 36)));
+            __m256i p0 = abi_q4_0_sums(w, x);
+            __m256i p1 = abi_q4_0_sums(w + 18, x + 34);
             acc0 = _mm256_fmadd_ps(abi_scale2(w, x), _mm256_cvtepi32_ps(p0), acc0);
             acc1 = _mm256_fmadd_ps(abi_scale2(w + 18, x + 34), _mm256_cvtepi32_ps(p1), acc1);
         }
         if (i < nb) {
-            __m256i p0 = abi_dpbssd(_mm256_sub_epi8(abi_nibbles32(w + 2), eight), _mm256_loadu_si256((const __m256i*)(x + 2)));
+            __m256i p0 = abi_q4_0_sums(w, x);
             acc0 = _mm256_fmadd_ps(abi_scale2(w, x), _mm256_cvtepi32_ps(p0), acc0);
         }
         return abi_hsum8(_mm256_add_ps(acc0, acc1));
     }
+    #endif
     #endif
     static inline float abi_dot_q4_0_q8_0_scalar(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
         float acc = 0.0f;
@@ -227,68 +312,29 @@ cdef extern from *:
     }
 
     #if ABI_QDOT_SIMD
-    /* Where the AVX-512 tiles (_qtile.pxd) are built, one 8-lane chain over the blocks in
-       order, each lane 4 products of a block. Elsewhere the blocks in fours (i .. i + 3):
-       int32 lane 4h + k holds the 16 products of block i + k's half h (its elements 16h ..
-       16h + 15), scaled by [d_i d_i+1 d_i+2 d_i+3] in both halves (missing blocks past the
-       end are zeros with d = 0): a quarter of the float steps a block, which the AVX2
-       prompt tile (_qtile_avx2.pxd) pays for every (row, token) pair. */
-    #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
-    #define ABI_Q5_0_QUADS 0
-    #else
-    #define ABI_Q5_0_QUADS 1
-    #endif
-    #if defined(__AVXVNNI__) || (defined(__AVX512VNNI__) && defined(__AVX512VL__))
-    /* int32 lanes of 4 products (q - 16) x; q - 16 in two's complement: nibble | 0xF0 where
-       the fifth bit is clear */
-    static inline __m256i abi_q5_0_sums(const uint8_t* w, const uint8_t* x) {
-        __m256i q = _mm256_or_si256(abi_nibbles32(w + 6), _mm256_andnot_si256(abi_bitmask32(w + 2), _mm256_set1_epi8((char)0xF0)));
-        return abi_dpbssd(q, _mm256_loadu_si256((const __m256i*)(x + 2)));
-    }
-    static inline __m256i abi_q5_0_quad(__m256i s0, __m256i s1, __m256i s2, __m256i s3) {
-        return _mm256_hadd_epi32(_mm256_hadd_epi32(s0, s1), _mm256_hadd_epi32(s2, s3));
-    }
-    #else
-    /* without VNNI one instruction fewer (10% less time a block on Zen 3), the same
-       integers: (q - 16) x = n x - 16 (1 - b) x, two unsigned products subtracted as int16
-       pairs (each within +-4064) */
+    /* (q - 16) x: int32 4-sums with VNNI (q - 16 in two's complement: nibble | 0xF0 where
+       the fifth bit is clear), else int16 pair sums n x - 16 (1 - b) x, two unsigned
+       products subtracted (each within +-4064; without VNNI one instruction fewer, 10% less
+       time a block on Zen 3) */
     static inline __m256i abi_q5_0_sums(const uint8_t* w, const uint8_t* x) {
         const __m256i xs = _mm256_loadu_si256((const __m256i*)(x + 2));
-        const __m256i lo = _mm256_maddubs_epi16(abi_nibbles32(w + 6), xs);
-        const __m256i hi = _mm256_maddubs_epi16(_mm256_andnot_si256(abi_bitmask32(w + 2), _mm256_set1_epi8(16)), xs);
-        return _mm256_sub_epi16(lo, hi);
-    }
-    static inline __m256i abi_q5_0_quad(__m256i s0, __m256i s1, __m256i s2, __m256i s3) {   /* int16 sums of 8 within +-16256 */
-        const __m256i h = _mm256_hadd_epi16(_mm256_hadd_epi16(s0, s1), _mm256_hadd_epi16(s2, s3));
-        return _mm256_madd_epi16(h, _mm256_set1_epi16(1));
-    }
-    #endif
-    static inline float abi_dot_q5_0_q8_0_simd(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
-        __m256 acc = _mm256_setzero_ps();
-    #if ABI_Q5_0_QUADS
-        Py_ssize_t i = 0;
-        for (; i + 3 < nb; i += 4, w += 88, x += 136) {
-            const __m128 d = _mm_mul_ps(_mm_setr_ps(abi_f16t(w), abi_f16t(w + 22), abi_f16t(w + 44), abi_f16t(w + 66)),
-                                        _mm_setr_ps(abi_f16t(x), abi_f16t(x + 34), abi_f16t(x + 68), abi_f16t(x + 102)));
-            const __m256i s = abi_q5_0_quad(abi_q5_0_sums(w, x), abi_q5_0_sums(w + 22, x + 34),
-                                            abi_q5_0_sums(w + 44, x + 68), abi_q5_0_sums(w + 66, x + 102));
-            acc = _mm256_fmadd_ps(_mm256_set_m128(d, d), _mm256_cvtepi32_ps(s), acc);
-        }
-        if (i < nb) {
-            const Py_ssize_t n = nb - i;
-            const __m256i z = _mm256_setzero_si256();
-            const __m128 d = _mm_mul_ps(_mm_setr_ps(abi_f16t(w), n > 1 ? abi_f16t(w + 22) : 0.0f, n > 2 ? abi_f16t(w + 44) : 0.0f, 0.0f),
-                                        _mm_setr_ps(abi_f16t(x), n > 1 ? abi_f16t(x + 34) : 0.0f, n > 2 ? abi_f16t(x + 68) : 0.0f, 0.0f));
-            const __m256i s = abi_q5_0_quad(abi_q5_0_sums(w, x), n > 1 ? abi_q5_0_sums(w + 22, x + 34) : z,
-                                            n > 2 ? abi_q5_0_sums(w + 44, x + 68) : z, z);
-            acc = _mm256_fmadd_ps(_mm256_set_m128(d, d), _mm256_cvtepi32_ps(s), acc);
-        }
+    #if ABI_QDOT_VNNI
+        return abi_dpbssd(_mm256_or_si256(abi_nibbles32(w + 6), _mm256_andnot_si256(abi_bitmask32(w + 2), _mm256_set1_epi8((char)0xF0))), xs);
     #else
+        const __m256i lo = _mm256_maddubs_epi16(abi_nibbles32(w + 6), xs);
+        return _mm256_sub_epi16(lo, _mm256_maddubs_epi16(_mm256_andnot_si256(abi_bitmask32(w + 2), _mm256_set1_epi8(16)), xs));
+    #endif
+    }
+    #if ABI_QUADS
+    ABI_QUAD_DOT(abi_dot_q5_0_q8_0_simd, 22, 34, abi_q5_0_sums)
+    #else
+    static inline float abi_dot_q5_0_q8_0_simd(const uint8_t* w, const uint8_t* x, const float* xd, Py_ssize_t nb) {   /* xd: unused here */
+        __m256 acc = _mm256_setzero_ps();
         for (Py_ssize_t i = 0; i < nb; ++i, w += 22, x += 34)   /* VNNI here: int32 sums */
             acc = _mm256_fmadd_ps(abi_scale2(w, x), _mm256_cvtepi32_ps(abi_q5_0_sums(w, x)), acc);
-    #endif
         return abi_hsum8(acc);
     }
+    #endif
     #endif
     static inline float abi_dot_q5_0_q8_0_scalar(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
         float acc = 0.0f;
@@ -805,9 +851,9 @@ cdef extern from *:
     #define abi_dot_bf16 abi_dot_bf16_simd
     #else
     #define abi_dot_q8_0_q8_0 abi_dot_q8_0_q8_0_scalar
-    #define abi_dot_q4_0_q8_0 abi_dot_q4_0_q8_0_scalar
+    #define abi_dot_q4_0_q8_0(w, x, xd, nb) abi_dot_q4_0_q8_0_scalar(w, x, nb)
     #define abi_dot_q4_1_q8_1 abi_dot_q4_1_q8_1_scalar
-    #define abi_dot_q5_0_q8_0 abi_dot_q5_0_q8_0_scalar
+    #define abi_dot_q5_0_q8_0(w, x, xd, nb) abi_dot_q5_0_q8_0_scalar(w, x, nb)
     #define abi_dot_q5_1_q8_1 abi_dot_q5_1_q8_1_scalar
     #define abi_dot_q4_k_q8_k abi_dot_q4_k_q8_k_scalar
     #define abi_dot_q5_k_q8_k abi_dot_q5_k_q8_k_scalar
@@ -824,10 +870,12 @@ cdef extern from *:
     #endif /* ABI_QDOT_H */
     """
     bint QDOT_SIMD "ABI_QDOT_SIMD"
+    # the activation's scales for Q4_0 and Q5_0's kernels (their xd), once a sweep of rows
+    const float* quad_x "abi_quad_x"(const uint8_t* x, Py_ssize_t xb, Py_ssize_t nb) noexcept nogil
     float dot_q8_0_q8_0 "abi_dot_q8_0_q8_0"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
-    float dot_q4_0_q8_0 "abi_dot_q4_0_q8_0"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
+    float dot_q4_0_q8_0 "abi_dot_q4_0_q8_0"(const uint8_t* w, const uint8_t* x, const float* xd, Py_ssize_t nb) noexcept nogil
     float dot_q4_1_q8_1 "abi_dot_q4_1_q8_1"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
-    float dot_q5_0_q8_0 "abi_dot_q5_0_q8_0"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
+    float dot_q5_0_q8_0 "abi_dot_q5_0_q8_0"(const uint8_t* w, const uint8_t* x, const float* xd, Py_ssize_t nb) noexcept nogil
     float dot_q5_1_q8_1 "abi_dot_q5_1_q8_1"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
     float dot_q4_k_q8_k "abi_dot_q4_k_q8_k"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
     float dot_q5_k_q8_k "abi_dot_q5_k_q8_k"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil

@@ -61,24 +61,22 @@ cdef extern from *:
         for (const uint8_t* q = p; q < p + n && q < end; q += 64) _mm_prefetch((const char*)q, _MM_HINT_T0);
     }
 
-    /* ================================================================== Q4_0, Q4_1, Q5_1, Q8_0, IQ4_NL, MXFP4
-       T = 1 (_qdot.pxd, _qdot_iq.pxd): Q4_0, Q4_1, Q8_0, IQ4_NL and MXFP4 keep acc0 (even
-       blocks) and acc1 (odd), Q5_1 one accumulator; Q4_1 and Q5_1 add a scalar accm of m_w
-       s_x. Here the weights are unpacked to unsigned bytes (Q4_0: q, with 8 taken back out
-       through the activation's 4-byte sums, prepared as c) or, for the signed ones (Q8_0,
-       IQ4_NL, MXFP4: too wide for an offset within maddubs' int16 pairs), to their signed
-       values, whose signs move onto the activation; accm runs for all of a tile's tokens in
-       one vector, lane t the T = 1 scalar chain of token t. */
+    /* ================================================================== Q4_1, Q5_1, Q8_0, IQ4_NL, MXFP4
+       T = 1 (_qdot.pxd, _qdot_iq.pxd): Q4_1, Q8_0, IQ4_NL and MXFP4 keep acc0 (even blocks)
+       and acc1 (odd), Q5_1 one accumulator; Q4_1 and Q5_1 add a scalar accm of m_w s_x.
+       Here the weights are unpacked to unsigned bytes (Q4_1, Q5_1) or, for the signed ones
+       (Q8_0, IQ4_NL, MXFP4: too wide for an offset within maddubs' int16 pairs), to their
+       signed values, whose signs move onto the activation; accm runs for all of a tile's
+       tokens in one vector, lane t the T = 1 scalar chain of token t. */
     enum { ABI_L_Q4_0, ABI_L_Q4_1, ABI_L_Q5_0, ABI_L_Q5_1, ABI_L_Q8_0, ABI_L_IQ4_NL, ABI_L_MXFP4 };
-    #define ABI_L_BYTES(k) ((k) == ABI_L_Q4_0 ? 18 : (k) == ABI_L_Q4_1 ? 20 : (k) == ABI_L_Q5_1 ? 24 \
+    #define ABI_L_BYTES(k) ((k) == ABI_L_Q4_0 ? 18 : (k) == ABI_L_Q4_1 ? 20 : (k) == ABI_L_Q5_0 ? 22 : (k) == ABI_L_Q5_1 ? 24 \
                          : (k) == ABI_L_Q8_0 ? 34 : (k) == ABI_L_IQ4_NL ? 18 : 17)
     #define ABI_L_MIN(k) ((k) == ABI_L_Q4_1 || (k) == ABI_L_Q5_1)    /* Q8_1 activations, an m_w s_x term */
     #define ABI_L_SGN(k) ((k) >= ABI_L_Q8_0)                          /* signed weight bytes */
-    #define ABI_L_TWO(k) ((k) == ABI_L_Q4_0 || (k) == ABI_L_Q4_1 || ABI_L_SGN(k))    /* two chains */
-    #define ABI_L_OFF(k) ((k) == ABI_L_Q4_0 ? 8 : 0)
+    #define ABI_L_TWO(k) ((k) == ABI_L_Q4_1 || ABI_L_SGN(k))    /* two chains */
     #define ABI_L_R 3
     #define ABI_L_N 4
-    #define ABI_L_XB(k) (ABI_L_OFF(k) ? 64 : 32)      /* a prepared token block: [q | c] */
+    #define ABI_L_XB 32                               /* a prepared token block */
     #define ABI_L_WB (32 * ABI_L_R + 32)              /* a prepared block of the rows: [u x R | dw x R, wm x R] */
 
     /* R prepared rows x N prepared tokens, laid out so that one pointer walks each side in
@@ -88,7 +86,7 @@ cdef extern from *:
        rows' block i at wp + i * ABI_L_WB */
     ABI_T2INL void abi_l_rn(const uint8_t* xp, const float* dx, const float* sx, const uint8_t* wp, Py_ssize_t nb,
                             float* y, Py_ssize_t ys, const int R, const int N, const int k) {
-        const Py_ssize_t XB = ABI_L_XB(k);
+        const Py_ssize_t XB = ABI_L_XB;
         const int step = ABI_L_TWO(k) ? 2 : 1;
         __m256 acc[ABI_L_R][ABI_L_N], acc0[ABI_L_R][ABI_L_N];
         for (int chain = 0; chain < step; ++chain) {
@@ -103,8 +101,7 @@ cdef extern from *:
                     ABI_T2UNROLL for (int t = 0; t < N; ++t) {
                         __m256i xv = _mm256_load_si256((const __m256i*)(xb + t * XB));
                         if (ABI_L_SGN(k)) xv = _mm256_sign_epi8(xv, wv);   /* |x| <= 127: a pair of products < 2^15 */
-                        __m256i v = abi_dpbusd(u, xv);
-                        if (ABI_L_OFF(k)) v = _mm256_add_epi32(v, _mm256_load_si256((const __m256i*)(xb + t * XB + 32)));
+                        const __m256i v = abi_dpbusd(u, xv);
                         const __m256 d = _mm256_mul_ps(dw, _mm256_broadcast_ss(dx + i * ABI_T2_TCP + t));
                         acc[r][t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(v), acc[r][t]);
                     }
@@ -140,7 +137,7 @@ cdef extern from *:
     ABI_T2INL void abi_l_rows(const uint8_t* xp, const float* dx, const float* sx, const uint8_t* wp, Py_ssize_t nb,
                               Py_ssize_t nc, float* y, Py_ssize_t ys, const int R, const int k) {
         for (Py_ssize_t t = 0; t < nc; t += ABI_L_N) {
-            const uint8_t* xt = xp + t * nb * ABI_L_XB(k);
+            const uint8_t* xt = xp + t * nb * ABI_L_XB;
             float* yt = y + t * ys;
             switch (nc - t) {
                 case 1: abi_l_rn(xt, dx + t, sx + t, wp, nb, yt, ys, R, 1, k); break;
@@ -152,7 +149,7 @@ cdef extern from *:
     }
 
     /* the bytes of one block: unsigned 0..15 (Q4_0, Q4_1) or 0..31 (Q5_0, Q5_1), or the
-       signed values (Q8_0, IQ4_NL, MXFP4); Q5_0's for its own tile below */
+       signed values (Q8_0, IQ4_NL, MXFP4) */
     ABI_T2INL __m256i abi_l_unpack(const uint8_t* wr, const int k) {
         if (k == ABI_L_Q8_0) return _mm256_loadu_si256((const __m256i*)(wr + 2));
         if (k == ABI_L_IQ4_NL) return _mm256_shuffle_epi8(abi_iq4nl_table(), abi_nibbles32(wr + 2));
@@ -165,13 +162,12 @@ cdef extern from *:
 
     ABI_T2INL void abi_l_tile_run(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                                   Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys, const int k) {
-        const Py_ssize_t wb = ABI_L_BYTES(k), xb = ABI_L_MIN(k) ? 36 : 34, XB = ABI_L_XB(k);
+        const Py_ssize_t wb = ABI_L_BYTES(k), xb = ABI_L_MIN(k) ? 36 : 34, XB = ABI_L_XB;
         const size_t cb = (size_t)ABI_T2_TC * nb * XB, fb = (size_t)nb * ABI_T2_TCP * 4;
         uint8_t* xp = abi_tile_scratch(cb + 2 * fb + (size_t)nb * ABI_L_WB);
         float* dx = (float*)(xp + cb);
         float* sx = (float*)(xp + cb + fb);
         uint8_t* wp = xp + cb + 2 * fb;
-        const __m256i off = _mm256_set1_epi8((char)ABI_L_OFF(k));
         if (ABI_L_MIN(k)) memset(sx, 0, fb);   /* accm's lanes past a tile's last token read these */
         for (Py_ssize_t t0 = 0; t0 < nt; t0 += ABI_T2_TC) {
             const Py_ssize_t nc = nt - t0 < ABI_T2_TC ? nt - t0 : ABI_T2_TC;
@@ -179,10 +175,7 @@ cdef extern from *:
                 const uint8_t* xt = x + (t0 + t) * xs;
                 for (Py_ssize_t i = 0; i < nb; ++i, xt += xb) {
                     uint8_t* o = xp + ((t / ABI_L_N * nb + i) * ABI_L_N + t % ABI_L_N) * XB;
-                    const __m256i q = _mm256_loadu_si256((const __m256i*)(xt + (xb - 32)));
-                    _mm256_store_si256((__m256i*)o, q);
-                    if (ABI_L_OFF(k))   /* - off * (4-byte sums) */
-                        _mm256_store_si256((__m256i*)(o + 32), _mm256_sub_epi32(_mm256_setzero_si256(), abi_dpbusd(off, q)));
+                    _mm256_store_si256((__m256i*)o, _mm256_loadu_si256((const __m256i*)(xt + (xb - 32))));
                     dx[i * ABI_T2_TCP + t] = abi_f16t(xt);
                     if (ABI_L_MIN(k)) sx[i * ABI_T2_TCP + t] = abi_f16t(xt + 2);
                 }
@@ -214,21 +207,21 @@ cdef extern from *:
         run(w, rb, nr, x, xs, nt, nb, y, ys, K);                                                        \\
     }
     #define ABI_L_TILE(name, K) ABI_T2_TILE(name, abi_l_tile_run, K)
-    ABI_L_TILE(q4_0, ABI_L_Q4_0)
     ABI_L_TILE(q4_1, ABI_L_Q4_1)
     ABI_L_TILE(q5_1, ABI_L_Q5_1)
     ABI_L_TILE(q8_0, ABI_L_Q8_0)
     ABI_L_TILE(iq4_nl, ABI_L_IQ4_NL)
     ABI_L_TILE(mxfp4, ABI_L_MXFP4)
 
-    /* ================================================================== Q5_0 x Q8_0, blocks in fours
-       T = 1 (_qdot.pxd, ABI_Q5_0_QUADS): blocks i .. i + 3 summed into one vector, int32 lane
-       4h + k the 16 products of block i + k's half h, then acc += [d_i .. d_i+3 | d_i ..
-       d_i+3] x that. Here both sides of a quad are prepared as four vectors, vector m holding
-       dword m of each block in half 0 and dword 4 + m in half 1 (a 4 x 4 transpose), so that
-       lane 4h + k of the sum of their four products is that lane's 16 products: 4 maddubs,
-       3 int16 adds and one madd for four blocks. q is unsigned 0..31 (int16 sums of 8 within
-       31496); the token's prepared c, -16 x (its lanes' sums), makes it q - 16. */
+    /* ================================================================== Q4_0, Q5_0 x Q8_0, blocks in fours
+       T = 1 (_qdot.pxd, ABI_QUADS): blocks i .. i + 3 summed into one vector, int32 lane 4h +
+       k the 16 products of block i + k's half h, then acc += [d_i .. d_i+3 | d_i .. d_i+3] x
+       that, y = hsum(acc). Here both sides of a quad are prepared as four vectors, vector m
+       holding dword m of each block in half 0 and dword 4 + m in half 1 (a 4 x 4 transpose),
+       so that lane 4h + k of the sum of their four products is that lane's 16 products: 4
+       maddubs, 3 int16 adds and one madd for four blocks. q is unsigned, 0..15 or 0..31
+       (int16 sums of 8 within 31496); the token's prepared c, -8 or -16 x (its lanes' sums),
+       makes it q - 8 or q - 16. */
     #define ABI_QD_R 3
     #define ABI_QD_N 4
     #define ABI_QD_XB 192              /* a token's prepared quad: [v0 v1 v2 v3 | c | dx pattern] */
@@ -268,7 +261,7 @@ cdef extern from *:
 
     /* R prepared rows x N prepared tokens over nq quads, laid out as the legacy tile's blocks */
     ABI_T2INL void abi_qd_rn(const uint8_t* xp, const uint8_t* wp, Py_ssize_t nq, float* y, Py_ssize_t ys,
-                            const int R, const int N) {
+                             const int R, const int N) {
         __m256 acc[ABI_QD_R][ABI_QD_N];
         ABI_T2UNROLL for (int r = 0; r < R; ++r) ABI_T2UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm256_setzero_ps();
         for (Py_ssize_t i = 0; i < nq; ++i) {
@@ -300,28 +293,28 @@ cdef extern from *:
             }
         }
     }
-    static void abi_tile_q5_0(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
-                              Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
-        const Py_ssize_t nq = (nb + 3) / 4;
+    ABI_T2INL void abi_qd_tile_run(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys, const int k) {
+        const Py_ssize_t nq = (nb + 3) / 4, wb = ABI_L_BYTES(k), xb = 34;
         const size_t cb = (size_t)ABI_T2_TC * nq * ABI_QD_XB;
         uint8_t* xp = abi_tile_scratch(cb + (size_t)nq * ABI_QD_WB);
         uint8_t* wp = xp + cb;
-        const __m256i sixteen = _mm256_set1_epi8(16), zero = _mm256_setzero_si256();
-        const __m256i s16[4] = {sixteen, sixteen, sixteen, sixteen};
+        const __m256i off = _mm256_set1_epi8(k == ABI_L_Q4_0 ? 8 : 16), zero = _mm256_setzero_si256();
+        const __m256i offs[4] = {off, off, off, off};
         for (Py_ssize_t t0 = 0; t0 < nt; t0 += ABI_T2_TC) {
             const Py_ssize_t nc = nt - t0 < ABI_T2_TC ? nt - t0 : ABI_T2_TC;
             for (Py_ssize_t t = 0; t < nc; ++t) {
                 const uint8_t* xt = x + (t0 + t) * xs;
                 for (Py_ssize_t i = 0; i < nq; ++i) {
                     uint8_t* o = xp + ((t / ABI_QD_N * nq + i) * ABI_QD_N + t % ABI_QD_N) * ABI_QD_XB;
-                    const uint8_t* xi = xt + 136 * i;
+                    const uint8_t* xi = xt + 4 * xb * i;
                     const Py_ssize_t n = nb - 4 * i;
                     #define ABI_QD_XQ(p) _mm256_loadu_si256((const __m256i*)((p) + 2))
-                    abi_qd_split(ABI_QD_XQ(xi), n > 1 ? ABI_QD_XQ(xi + 34) : zero, n > 2 ? ABI_QD_XQ(xi + 68) : zero,
-                                n > 3 ? ABI_QD_XQ(xi + 102) : zero, o, 32);
+                    abi_qd_split(ABI_QD_XQ(xi), n > 1 ? ABI_QD_XQ(xi + xb) : zero, n > 2 ? ABI_QD_XQ(xi + 2 * xb) : zero,
+                                n > 3 ? ABI_QD_XQ(xi + 3 * xb) : zero, o, 32);
                     #undef ABI_QD_XQ
-                    _mm256_store_si256((__m256i*)(o + 128), _mm256_sub_epi32(zero, abi_qd_dot(zero, s16, o)));
-                    _mm256_store_ps((float*)(o + 160), abi_qd_scales(xi, 34, n));
+                    _mm256_store_si256((__m256i*)(o + 128), _mm256_sub_epi32(zero, abi_qd_dot(zero, offs, o)));
+                    _mm256_store_ps((float*)(o + 160), abi_qd_scales(xi, xb, n));
                 }
             }
             for (Py_ssize_t r = 0; r < nr; r += ABI_QD_R) {
@@ -331,12 +324,12 @@ cdef extern from *:
                     uint8_t* o = wp + i * ABI_QD_WB;
                     const Py_ssize_t n = nb - 4 * i;
                     for (int j = 0; j < R; ++j) {
-                        const uint8_t* wr = w + (r + j) * rb + 88 * i;
-                        #define ABI_QD_WQ(p) abi_l_unpack((p), ABI_L_Q5_0)
-                        abi_qd_split(ABI_QD_WQ(wr), n > 1 ? ABI_QD_WQ(wr + 22) : zero, n > 2 ? ABI_QD_WQ(wr + 44) : zero,
-                                    n > 3 ? ABI_QD_WQ(wr + 66) : zero, o + 32 * j, 32 * ABI_QD_R);
+                        const uint8_t* wr = w + (r + j) * rb + 4 * wb * i;
+                        #define ABI_QD_WQ(p) abi_l_unpack((p), k)
+                        abi_qd_split(ABI_QD_WQ(wr), n > 1 ? ABI_QD_WQ(wr + wb) : zero, n > 2 ? ABI_QD_WQ(wr + 2 * wb) : zero,
+                                    n > 3 ? ABI_QD_WQ(wr + 3 * wb) : zero, o + 32 * j, 32 * ABI_QD_R);
                         #undef ABI_QD_WQ
-                        _mm256_store_ps((float*)(o + 32 * (4 * ABI_QD_R + j)), abi_qd_scales(wr, 22, n));
+                        _mm256_store_ps((float*)(o + 32 * (4 * ABI_QD_R + j)), abi_qd_scales(wr, wb, n));
                     }
                 }
                 float* yr = y + t0 * ys + r;
@@ -346,6 +339,8 @@ cdef extern from *:
             }
         }
     }
+    ABI_T2_TILE(q4_0, abi_qd_tile_run, ABI_L_Q4_0)
+    ABI_T2_TILE(q5_0, abi_qd_tile_run, ABI_L_Q5_0)
 
     /* ================================================================== Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS, TQ2_0 x Q8_K
        T = 1 (_qdot.pxd, _qdot_iq.pxd): a super-block's integer sum, 8 int32 lanes, is the

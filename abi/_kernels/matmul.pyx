@@ -111,6 +111,9 @@ cdef void gemv_rows(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r1, Py_ss
     cdef Py_ssize_t rb = row_bytes(t, cols), r
     cdef Py_ssize_t nb = cols // block_size_of(t)
     cdef const uint8_t* q = <const uint8_t*>xq
+    cdef const float* xd = NULL
+    if t == T_Q4_0 or t == T_Q5_0:
+        xd = quad_x(q, 34, nb)
     # one loop per type so each inlined dot product sits in its own tight loop
     if t == T_Q4_1:
         for r in range(r0, r1):
@@ -123,11 +126,11 @@ cdef void gemv_rows(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r1, Py_ss
     elif t == T_Q4_0:
         for r in range(r0, r1):
             _prefetch_row(w + r * rb, rb)
-            y[r] = dot_q4_0_q8_0(w + r * rb, q, nb)
+            y[r] = dot_q4_0_q8_0(w + r * rb, q, xd, nb)
     elif t == T_Q5_0:
         for r in range(r0, r1):
             _prefetch_row(w + r * rb, rb)
-            y[r] = dot_q5_0_q8_0(w + r * rb, q, nb)
+            y[r] = dot_q5_0_q8_0(w + r * rb, q, xd, nb)
     elif t == T_Q5_1:
         for r in range(r0, r1):
             _prefetch_row(w + r * rb, rb)
