@@ -1039,11 +1039,13 @@ cdef extern from *:
     ABI_TILE_STUB(tq1_0)
     ABI_TILE_STUB(iq1_s)
     ABI_TILE_STUB(iq1_m)
+    #if !ABI_QTILE2_LAT   /* nor AVX2 ones (_qtile_avx2.pxd) */
     ABI_TILE_STUB(iq2_xs)
     ABI_TILE_STUB(iq2_s)
     ABI_TILE_STUB(iq3_xxs)
     ABI_TILE_STUB(iq2_xxs)
     ABI_TILE_STUB(iq3_s)
+    #endif
     #endif
     #endif /* ABI_QTILE_H */
     """

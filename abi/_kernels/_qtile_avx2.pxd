@@ -355,13 +355,79 @@ cdef extern from *:
        types and a pair costs three instructions a chunk (IQ4_XS five: its activation's two
        halves and their signs; TQ2_0 two: its int16 sums added before one madd a
        super-block). */
-    enum { ABI_K_Q2_K, ABI_K_Q3_K, ABI_K_Q4_K, ABI_K_Q5_K, ABI_K_Q6_K, ABI_K_IQ4_XS, ABI_K_TQ2_0 };
+    enum { ABI_K_Q2_K, ABI_K_Q3_K, ABI_K_Q4_K, ABI_K_Q5_K, ABI_K_Q6_K, ABI_K_IQ4_XS, ABI_K_TQ2_0,
+           ABI_K_IQ2_XXS, ABI_K_IQ2_XS, ABI_K_IQ2_S, ABI_K_IQ3_XXS, ABI_K_IQ3_S };
+    /* the lattice types (_qdot_iq.pxd's AVX2 kernels): a block's lanes are the sum over its 8
+       groups of 32 of madd(maddubs(grid magnitudes, activation with the signs), int16 scales
+       2 ls + 1), the float steps two chains (even and odd blocks) of acc += d_w d_x lanes, as
+       TQ2_0's; prepared here as IQ4_XS is, the signed values and their magnitudes */
+    #define ABI_K_LAT(k) ((k) >= ABI_K_IQ2_XXS)
     #define ABI_K_R 2     /* 2 x 4 measured 10-18 % faster than 3 x 4 here (Zen 3); the legacy tile, 3 x 4 */
     #define ABI_K_N 4
     /* a prepared super-block: values (chunk j against activation bytes 32j..32j+31; IQ4_XS:
        their magnitudes, s the signed values), the int16 scale vector of each chunk, m (16
        int16), d and dmin */
     typedef struct { __m256i u[8]; __m256i s[8]; __m256i sv[8]; __m256i m; float d, dmin; float pad[6]; } abi_k_sb;
+
+    /* 8 grid bytes (all > 0) with sign bit j negating byte j */
+    ABI_T2INL uint64_t abi_k_signed8(uint64_t grid, unsigned signs) {
+    #if defined(__BMI2__)
+        const uint64_t m = _pdep_u64(signs, 0x0101010101010101ULL);
+    #else
+        uint64_t m = 0;
+        for (int j = 0; j < 8; ++j) m |= (uint64_t)((signs >> j) & 1) << (8 * j);
+    #endif
+        return (grid ^ (m * 0xFF)) + m;   /* per byte: ~g + 1, no carry as g > 0 */
+    }
+    /* a lattice block's 256 signed values v and the scale (2 ls + 1) of each 16 elements sc, as
+       the scalar twins in _qdot_iq.pxd read them; returns d_w as the AVX2 row takes it */
+    ABI_T2INL float abi_k_lattice(const uint8_t* w, int8_t* v, int16_t* sc, const int k) {
+        if (k == ABI_K_IQ2_XXS) {
+            for (int g = 0; g < 8; ++g) {
+                const uint8_t* q = w + 2 + 8 * g;
+                const uint32_t aux = abi_ld32(q + 4);
+                for (int l = 0; l < 4; ++l) {
+                    const uint64_t r = abi_k_signed8(abi_iq2xxs_grid[q[l]], abi_ksigns_iq2xs[(aux >> (7 * l)) & 127]);
+                    memcpy(v + 32 * g + 8 * l, &r, 8);
+                }
+                sc[2 * g] = sc[2 * g + 1] = (int16_t)(2 * (aux >> 28) + 1);
+            }
+            return abi_iqt_iq2(w);
+        }
+        if (k == ABI_K_IQ2_XS || k == ABI_K_IQ2_S) {
+            for (int l = 0; l < 32; ++l) {
+                uint64_t r;
+                if (k == ABI_K_IQ2_XS) {
+                    const uint16_t q = abi_ld16(w + 2 + 2 * l);
+                    r = abi_k_signed8(abi_iq2xs_grid[q & 511], abi_ksigns_iq2xs[q >> 9]);
+                } else
+                    r = abi_k_signed8(abi_iq2s_grid[w[2 + l] | (((w[66 + (l >> 2)] >> (2 * (l & 3))) & 3) << 8)], w[34 + l]);
+                memcpy(v + 8 * l, &r, 8);
+            }
+            for (int h = 0; h < 16; ++h)   /* the nibble of 16 elements h */
+                sc[h] = (int16_t)(2 * ((w[(k == ABI_K_IQ2_XS ? 66 : 74) + (h >> 1)] >> (4 * (h & 1))) & 15) + 1);
+            return abi_iqt_iq2(w);
+        }
+        for (int g = 0; g < 8; ++g) {   /* IQ3_XXS, IQ3_S: rows of 4 */
+            const uint32_t aux = abi_ld32(w + 66 + 4 * g);
+            for (int l = 0; l < 8; ++l) {
+                uint32_t grid;
+                unsigned sg;
+                if (k == ABI_K_IQ3_XXS) {
+                    grid = abi_iq3xxs_grid[w[2 + 8 * g + l]];
+                    sg = abi_ksigns_iq2xs[(aux >> (7 * (l >> 1))) & 127] >> (4 * (l & 1));
+                } else {
+                    grid = abi_iq3s_grid[w[2 + 8 * g + l] | (((w[66 + g] >> l) & 1) << 8)];
+                    sg = w[74 + 4 * g + (l >> 1)] >> (4 * (l & 1));
+                }
+                const uint32_t r = (uint32_t)abi_k_signed8(grid, sg & 15);
+                memcpy(v + 32 * g + 4 * l, &r, 4);
+            }
+            sc[2 * g] = sc[2 * g + 1] = (int16_t)(k == ABI_K_IQ3_XXS ? 2 * (aux >> 28) + 1
+                                                  : 2 * ((w[106 + (g >> 1)] >> (4 * (g & 1))) & 15) + 1);
+        }
+        return k == ABI_K_IQ3_XXS ? abi_iqt_iq3xxs(w) : abi_iqt_d0(w);
+    }
 
     ABI_T2INL void abi_k_prep(const uint8_t* w, abi_k_sb* o, const int k) {
         const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
@@ -431,6 +497,17 @@ cdef extern from *:
             }
             o->m = _mm256_set1_epi16(1);
             o->d = abi_f16t(w + 64); o->dmin = 0.0f;
+        } else if (ABI_K_LAT(k)) {
+            int8_t v[256];
+            int16_t sc[16];
+            o->d = abi_k_lattice(w, v, sc, k);
+            for (int j = 0; j < 8; ++j) {
+                o->s[j] = _mm256_loadu_si256((const __m256i*)(v + 32 * j));
+                o->u[j] = _mm256_abs_epi8(o->s[j]);
+                o->sv[j] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * j + 1]), _mm_set1_epi16(sc[2 * j]));
+            }
+            o->m = _mm256_setzero_si256();
+            o->dmin = 0.0f;
         } else {   /* Q2_K */
             const __m128i sm = _mm_loadu_si128((const __m128i*)w);
             const __m128i sc = _mm_and_si128(sm, _mm_set1_epi8(15));
@@ -452,7 +529,7 @@ cdef extern from *:
                             float* y, Py_ssize_t ys, const int R, const int N, const int k) {
         const int mins = k == ABI_K_Q2_K || k == ABI_K_Q4_K || k == ABI_K_Q5_K;
         const int shift = k == ABI_K_Q6_K ? 5 : k == ABI_K_Q3_K ? 2 : 0;
-        const int step = k == ABI_K_TQ2_0 ? 2 : 1;   /* chains: two run as two passes */
+        const int step = k == ABI_K_TQ2_0 || ABI_K_LAT(k) ? 2 : 1;   /* chains: two run as two passes */
         __m256 acc[ABI_K_R][ABI_K_N], accm[ABI_K_R][ABI_K_N], acc0[ABI_K_R][ABI_K_N];
         for (int chain = 0; chain < step; ++chain) {
             ABI_T2UNROLL for (int r = 0; r < R; ++r) ABI_T2UNROLL for (int t = 0; t < N; ++t)
@@ -474,6 +551,8 @@ cdef extern from *:
                             if (k == ABI_K_IQ4_XS)   /* |v|, |x| <= 127: a pair of products < 2^15 */
                                 xv = _mm256_sign_epi8(_mm256_loadu2_m128i((const __m128i*)(xj + 32), (const __m128i*)xj),
                                                       _mm256_load_si256(&b->s[j]));
+                            else if (ABI_K_LAT(k))   /* grid bytes <= 62 */
+                                xv = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i*)xj), _mm256_load_si256(&b->s[j]));
                             else
                                 xv = _mm256_loadu_si256((const __m256i*)xj);
                             const __m256i p = _mm256_maddubs_epi16(u, xv);
@@ -499,7 +578,7 @@ cdef extern from *:
                             acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(b->d * dx), _mm256_cvtepi32_ps(sum[r][t]), acc[r][t]);
                             accm[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(b->dmin * dx), _mm256_cvtepi32_ps(mb), accm[r][t]);
                         } else {
-                            const __m256i s = k == ABI_K_IQ4_XS ? sum[r][t] : _mm256_sub_epi32(sum[r][t], _mm256_slli_epi32(mb, shift));
+                            const __m256i s = k == ABI_K_IQ4_XS || ABI_K_LAT(k) ? sum[r][t] : _mm256_sub_epi32(sum[r][t], _mm256_slli_epi32(mb, shift));
                             acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(b->d * dx), _mm256_cvtepi32_ps(s), acc[r][t]);
                         }
                     }
@@ -530,7 +609,8 @@ cdef extern from *:
     ABI_T2INL void abi_k_tile_run(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                                   Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys, const int k) {
         const Py_ssize_t wb = k == ABI_K_Q2_K ? 84 : k == ABI_K_Q3_K ? 110 : k == ABI_K_Q4_K ? 144 : k == ABI_K_Q5_K ? 176
-                              : k == ABI_K_Q6_K ? 210 : k == ABI_K_IQ4_XS ? 136 : 66;
+                              : k == ABI_K_Q6_K ? 210 : k == ABI_K_IQ4_XS ? 136 : k == ABI_K_IQ2_XS ? 74 : k == ABI_K_IQ2_S ? 82
+                              : k == ABI_K_IQ3_XXS ? 98 : k == ABI_K_IQ3_S ? 110 : 66;   /* TQ2_0, IQ2_XXS: 66 */
         abi_k_sb* wp = (abi_k_sb*)abi_tile_scratch((size_t)ABI_K_R * nb * sizeof(abi_k_sb));
         for (Py_ssize_t r = 0; r < nr; r += ABI_K_R) {
             const int R = nr - r < ABI_K_R ? (int)(nr - r) : ABI_K_R;
@@ -549,10 +629,22 @@ cdef extern from *:
     ABI_K_TILE(q6_k, ABI_K_Q6_K)
     ABI_K_TILE(iq4_xs, ABI_K_IQ4_XS)
     ABI_K_TILE(tq2_0, ABI_K_TQ2_0)
+    #if !ABI_IQ_Z   /* where the T = 1 lattice kernels take 512-bit steps, their lanes are others */
+    #define ABI_QTILE2_LAT 1
+    ABI_K_TILE(iq2_xxs, ABI_K_IQ2_XXS)
+    ABI_K_TILE(iq2_xs, ABI_K_IQ2_XS)
+    ABI_K_TILE(iq2_s, ABI_K_IQ2_S)
+    ABI_K_TILE(iq3_xxs, ABI_K_IQ3_XXS)
+    ABI_K_TILE(iq3_s, ABI_K_IQ3_S)
+    #endif
 
     #else
     #define ABI_QTILE2 0
     #endif
+    #ifndef ABI_QTILE2_LAT
+    #define ABI_QTILE2_LAT 0
+    #endif
     #endif /* ABI_QTILE2_H */
     """
+    bint QTILE2_LAT "ABI_QTILE2_LAT"   # among them, those of IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS and IQ3_S
     bint QTILE2 "ABI_QTILE2"   # the AVX2 tiles: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, MXFP4, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS, TQ2_0

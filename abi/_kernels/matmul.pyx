@@ -15,7 +15,7 @@ from cpython.pycapsule cimport PyCapsule_GetName, PyCapsule_GetPointer
 from abi._kernels._qdot cimport *
 from abi._kernels._qdot_iq cimport *
 from abi._kernels._qtile cimport *
-from abi._kernels._qtile_avx2 cimport QTILE2
+from abi._kernels._qtile_avx2 cimport QTILE2, QTILE2_LAT
 from abi._kernels._ftile cimport *
 from abi._kernels._types cimport *
 from abi._kernels.quant cimport quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k
@@ -283,7 +283,8 @@ cdef bint has_tile(int t) noexcept nogil:
                                     or t == T_IQ4_NL or t == T_IQ4_XS or t == T_Q5_K or t == T_Q3_K or t == T_Q4_0
                                     or t == T_Q5_1 or t == T_Q2_K or t == T_MXFP4 or t == T_TQ2_0))
             or (QTILE_IQ and (t == T_TQ1_0 or t == T_IQ1_S or t == T_IQ1_M or t == T_IQ2_XXS
-                              or t == T_IQ2_XS or t == T_IQ2_S or t == T_IQ3_XXS or t == T_IQ3_S)))
+                              or t == T_IQ2_XS or t == T_IQ2_S or t == T_IQ3_XXS or t == T_IQ3_S))
+            or (QTILE2_LAT and (t == T_IQ2_XXS or t == T_IQ2_XS or t == T_IQ2_S or t == T_IQ3_XXS or t == T_IQ3_S)))
 
 
 # Tokens per pass over a range of rows: their activations stay in L2 while the rows stream by.
