@@ -303,9 +303,9 @@ def test_which_types_have_tiles_on_this_machine():
                                                     "IQ4_XS", "Q5_K", "Q3_K", "Q4_0", "Q5_1", "Q2_K",
                                                     "MXFP4", "TQ2_0"} | lattice
     elif matmul.SIMD and " avx2" in flags:   # the AVX2 tiles (_qtile_avx2.pxd)
-        # the IQ2/IQ3 ones mirror the T = 1 kernels' AVX2 lanes: not where those take 512-bit steps
+        # the lattice and ternary ones mirror the T = 1 kernels' AVX2 lanes: not where those take 512-bit steps
         lattice = set() if all(f in flags.split() for f in ("avx512bw", "avx512vl", "avx512vbmi", "avx512_bitalg", "bmi2")) else {
-            "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S"}
+            "TQ1_0", "IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S"}
         assert tiled - {t.name for t in FLOATS} == {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL", "MXFP4",
                                                     "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS", "TQ2_0"} | lattice
     if matmul.SIMD:   # float weights: AVX-512 F tiles where built, else the AVX2 ones (_ftile.pxd)

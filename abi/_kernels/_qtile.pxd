@@ -1035,17 +1035,15 @@ cdef extern from *:
     ABI_TILE_DRIVER(iq2_xxs, 2, 8)
     ABI_TILE_DRIVER(iq3_s, 2, 8)
     #endif
-    #if !ABI_QTILE_IQ     /* no 512-bit IQ block code: these prompts take the T = 1 products */
+    #if !ABI_QTILE_IQ && !ABI_QTILE2_LAT   /* nor AVX2 ones (_qtile_avx2.pxd): these prompts take the T = 1 products */
     ABI_TILE_STUB(tq1_0)
     ABI_TILE_STUB(iq1_s)
     ABI_TILE_STUB(iq1_m)
-    #if !ABI_QTILE2_LAT   /* nor AVX2 ones (_qtile_avx2.pxd) */
     ABI_TILE_STUB(iq2_xs)
     ABI_TILE_STUB(iq2_s)
     ABI_TILE_STUB(iq3_xxs)
     ABI_TILE_STUB(iq2_xxs)
     ABI_TILE_STUB(iq3_s)
-    #endif
     #endif
     #endif /* ABI_QTILE_H */
     """

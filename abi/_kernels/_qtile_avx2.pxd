@@ -356,12 +356,15 @@ cdef extern from *:
        halves and their signs; TQ2_0 two: its int16 sums added before one madd a
        super-block). */
     enum { ABI_K_Q2_K, ABI_K_Q3_K, ABI_K_Q4_K, ABI_K_Q5_K, ABI_K_Q6_K, ABI_K_IQ4_XS, ABI_K_TQ2_0,
-           ABI_K_IQ2_XXS, ABI_K_IQ2_XS, ABI_K_IQ2_S, ABI_K_IQ3_XXS, ABI_K_IQ3_S };
-    /* the lattice types (_qdot_iq.pxd's AVX2 kernels): a block's lanes are the sum over its 8
-       groups of 32 of madd(maddubs(grid magnitudes, activation with the signs), int16 scales
-       2 ls + 1), the float steps two chains (even and odd blocks) of acc += d_w d_x lanes, as
-       TQ2_0's; prepared here as IQ4_XS is, the signed values and their magnitudes */
+           ABI_K_IQ2_XXS, ABI_K_IQ2_XS, ABI_K_IQ2_S, ABI_K_IQ3_XXS, ABI_K_IQ3_S, ABI_K_IQ1_S, ABI_K_IQ1_M, ABI_K_TQ1_0 };
+    /* the lattice and ternary types (_qdot_iq.pxd's AVX2 kernels): a block's lanes are the sum
+       over its 8 groups of 32 of madd(maddubs(values, activation), int16 scales), the float
+       steps two chains (even and odd blocks) of acc += d_w d_x lanes, as TQ2_0's. IQ2 and IQ3
+       (ABI_K_SLAT) take the grid magnitudes against the activation with the signs, prepared
+       as IQ4_XS is; IQ1 and TQ1_0 unsigned values less their offsets through the bsums, m
+       (9 (2 s + 1) a scale group; 1), as Q3_K and Q6_K with a shift of 0 */
     #define ABI_K_LAT(k) ((k) >= ABI_K_IQ2_XXS)
+    #define ABI_K_SLAT(k) ((k) >= ABI_K_IQ2_XXS && (k) <= ABI_K_IQ3_S)
     #define ABI_K_R 2     /* 2 x 4 measured 10-18 % faster than 3 x 4 here (Zen 3); the legacy tile, 3 x 4 */
     #define ABI_K_N 4
     /* a prepared super-block: values (chunk j against activation bytes 32j..32j+31; IQ4_XS:
@@ -497,7 +500,59 @@ cdef extern from *:
             }
             o->m = _mm256_set1_epi16(1);
             o->d = abi_f16t(w + 64); o->dmin = 0.0f;
-        } else if (ABI_K_LAT(k)) {
+        } else if (k == ABI_K_IQ1_S) {   /* _qdot_iq.pxd's abi_iqv_iq1_s, less the activation */
+            const __m128i qh = _mm_loadu_si128((const __m128i*)(w + 34));
+            const __m128i sc = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(qh, 11), _mm_set1_epi16(14)), _mm_set1_epi16(1));
+            const __m128i cf = _mm_mullo_epi16(sc, _mm_set1_epi16(9));
+            const __m256i scw = _mm256_broadcastsi128_si256(sc);
+            const __m256i dw = _mm256_broadcastsi128_si256(_mm_andnot_si128(_mm_srai_epi16(qh, 15), _mm_set1_epi8(2)));
+            for (int g = 0; g < 8; ++g) {
+                const uint64_t ix = abi_iq_ix4(w + 2 + 4 * g, abi_ld16(w + 34 + 2 * g), 0x0700070007000700ULL);
+                const __m256i gw = _mm256_set1_epi16((short)(0x0100 + 0x0202 * g));
+                o->u[g] = abi_iq1_u(abi_iq1s_grid[(uint16_t)ix], abi_iq1s_grid[(uint16_t)(ix >> 16)],
+                                    abi_iq1s_grid[(uint16_t)(ix >> 32)], abi_iq1s_grid[ix >> 48], _mm256_shuffle_epi8(dw, gw));
+                o->sv[g] = _mm256_shuffle_epi8(scw, gw);
+            }
+            o->m = _mm256_set_m128i(_mm_unpackhi_epi16(cf, cf), _mm_unpacklo_epi16(cf, cf));
+            o->d = abi_iqt_iq2(w); o->dmin = 0.0f;
+        } else if (k == ABI_K_IQ1_M) {   /* abi_iqv_iq1_m's values and scales */
+            const __m256i sw = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_loadl_epi64((const __m128i*)(w + 48))),
+                                                           _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+            __m256i sc = _mm256_shuffle_epi8(sw, _mm256_setr_epi8(0,1,0,1,0,1,0,1, 2,3,2,3,2,3,2,3, 0,1,0,1,0,1,0,1, 2,3,2,3,2,3,2,3));
+            sc = _mm256_srli_epi16(_mm256_mullo_epi16(sc, _mm256_setr_epi16(512, 64, 8, 1, 512, 64, 8, 1, 512, 64, 8, 1, 512, 64, 8, 1)), 9);
+            sc = _mm256_or_si256(_mm256_and_si256(_mm256_slli_epi16(sc, 1), _mm256_set1_epi16(14)), _mm256_set1_epi16(1));
+            const __m128i t = _mm_xor_si128(_mm_loadu_si128((const __m128i*)(w + 32)), _mm_set1_epi8((char)0x88));
+            const __m128i ev = _mm_and_si128(_mm_srli_epi16(t, 2), _mm_set1_epi8(2)), od = _mm_and_si128(_mm_srli_epi16(t, 6), _mm_set1_epi8(2));
+            const __m256i dl = _mm256_broadcastsi128_si256(_mm_unpacklo_epi8(ev, od)), dh = _mm256_broadcastsi128_si256(_mm_unpackhi_epi8(ev, od));
+            const __m256i se = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(sc, _mm256_setr_epi8(0,1,4,5,8,9,12,13, 2,3,6,7,10,11,14,15,
+                                                                                                 0,1,4,5,8,9,12,13, 2,3,6,7,10,11,14,15)), 0xD8);
+            for (int g = 0; g < 8; ++g) {
+                const uint64_t ix = abi_iq_ix4(w + 4 * g, abi_ld16(w + 32 + 2 * g) & 0x7777u, 0x0F000F000F000F00ULL);
+                const __m256i d = _mm256_shuffle_epi8(g < 4 ? dl : dh, _mm256_add_epi8(_mm256_set1_epi8((char)(4 * (g & 3))),
+                    _mm256_setr_epi8(0,0,0,0,0,0,0,0, 1,1,1,1,1,1,1,1, 2,2,2,2,2,2,2,2, 3,3,3,3,3,3,3,3)));
+                o->u[g] = abi_iq1_u(abi_iq1s_grid[(uint16_t)ix], abi_iq1s_grid[(uint16_t)(ix >> 16)],
+                                    abi_iq1s_grid[(uint16_t)(ix >> 32)], abi_iq1s_grid[ix >> 48], d);
+                o->sv[g] = _mm256_shuffle_epi8(se, _mm256_set1_epi16((short)(0x0100 + 0x0202 * g)));
+            }
+            o->m = _mm256_mullo_epi16(sc, _mm256_set1_epi16(9));
+            o->d = abi_iqs_iq1m(w); o->dmin = 0.0f;
+        } else if (k == ABI_K_TQ1_0) {   /* abi_iqv_tq1_0's trits, scales of 1 */
+            const __m256i hb = _mm256_set1_epi16((short)0xFF00);
+            __m256i b = _mm256_loadu_si256((const __m256i*)w);
+            __m256i ev = _mm256_slli_epi16(b, 8), od = _mm256_and_si256(b, hb);
+            for (int c = 0, p = 1; c < 5; ++c, p *= 3) o->u[c] = abi_tq1_trits(ev, od, _mm256_set1_epi16((short)p));
+            const __m128i b1 = _mm_loadu_si128((const __m128i*)(w + 32));
+            b = _mm256_broadcastsi128_si256(b1);
+            ev = _mm256_slli_epi16(b, 8); od = _mm256_and_si256(b, hb);
+            o->u[5] = abi_tq1_trits(ev, od, _mm256_set_m128i(_mm_set1_epi16(3), _mm_set1_epi16(1)));
+            o->u[6] = abi_tq1_trits(ev, od, _mm256_set_m128i(_mm_set1_epi16(27), _mm_set1_epi16(9)));
+            b = _mm256_set_m128i(_mm_set1_epi32((int)abi_ld32(w + 48)), b1);
+            ev = _mm256_slli_epi16(b, 8); od = _mm256_and_si256(b, hb);
+            o->u[7] = abi_tq1_trits(ev, od, _mm256_setr_epi16(81, 81, 81, 81, 81, 81, 81, 81, 1, 1, 3, 3, 9, 9, 27, 27));
+            for (int j = 0; j < 8; ++j) o->sv[j] = _mm256_set1_epi16(1);
+            o->m = _mm256_set1_epi16(1);
+            o->d = abi_iqt_tq1(w); o->dmin = 0.0f;
+        } else if (ABI_K_SLAT(k)) {
             int8_t v[256];
             int16_t sc[16];
             o->d = abi_k_lattice(w, v, sc, k);
@@ -551,7 +606,7 @@ cdef extern from *:
                             if (k == ABI_K_IQ4_XS)   /* |v|, |x| <= 127: a pair of products < 2^15 */
                                 xv = _mm256_sign_epi8(_mm256_loadu2_m128i((const __m128i*)(xj + 32), (const __m128i*)xj),
                                                       _mm256_load_si256(&b->s[j]));
-                            else if (ABI_K_LAT(k))   /* grid bytes <= 62 */
+                            else if (ABI_K_SLAT(k))   /* grid bytes <= 62 */
                                 xv = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i*)xj), _mm256_load_si256(&b->s[j]));
                             else
                                 xv = _mm256_loadu_si256((const __m256i*)xj);
@@ -578,7 +633,7 @@ cdef extern from *:
                             acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(b->d * dx), _mm256_cvtepi32_ps(sum[r][t]), acc[r][t]);
                             accm[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(b->dmin * dx), _mm256_cvtepi32_ps(mb), accm[r][t]);
                         } else {
-                            const __m256i s = k == ABI_K_IQ4_XS || ABI_K_LAT(k) ? sum[r][t] : _mm256_sub_epi32(sum[r][t], _mm256_slli_epi32(mb, shift));
+                            const __m256i s = k == ABI_K_IQ4_XS || ABI_K_SLAT(k) ? sum[r][t] : _mm256_sub_epi32(sum[r][t], _mm256_slli_epi32(mb, shift));
                             acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(b->d * dx), _mm256_cvtepi32_ps(s), acc[r][t]);
                         }
                     }
@@ -610,7 +665,8 @@ cdef extern from *:
                                   Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys, const int k) {
         const Py_ssize_t wb = k == ABI_K_Q2_K ? 84 : k == ABI_K_Q3_K ? 110 : k == ABI_K_Q4_K ? 144 : k == ABI_K_Q5_K ? 176
                               : k == ABI_K_Q6_K ? 210 : k == ABI_K_IQ4_XS ? 136 : k == ABI_K_IQ2_XS ? 74 : k == ABI_K_IQ2_S ? 82
-                              : k == ABI_K_IQ3_XXS ? 98 : k == ABI_K_IQ3_S ? 110 : 66;   /* TQ2_0, IQ2_XXS: 66 */
+                              : k == ABI_K_IQ3_XXS ? 98 : k == ABI_K_IQ3_S ? 110 : k == ABI_K_IQ1_S ? 50 : k == ABI_K_IQ1_M ? 56
+                              : k == ABI_K_TQ1_0 ? 54 : 66;   /* TQ2_0, IQ2_XXS: 66 */
         abi_k_sb* wp = (abi_k_sb*)abi_tile_scratch((size_t)ABI_K_R * nb * sizeof(abi_k_sb));
         for (Py_ssize_t r = 0; r < nr; r += ABI_K_R) {
             const int R = nr - r < ABI_K_R ? (int)(nr - r) : ABI_K_R;
@@ -636,6 +692,9 @@ cdef extern from *:
     ABI_K_TILE(iq2_s, ABI_K_IQ2_S)
     ABI_K_TILE(iq3_xxs, ABI_K_IQ3_XXS)
     ABI_K_TILE(iq3_s, ABI_K_IQ3_S)
+    ABI_K_TILE(iq1_s, ABI_K_IQ1_S)
+    ABI_K_TILE(iq1_m, ABI_K_IQ1_M)
+    ABI_K_TILE(tq1_0, ABI_K_TQ1_0)
     #endif
 
     #else
@@ -646,5 +705,5 @@ cdef extern from *:
     #endif
     #endif /* ABI_QTILE2_H */
     """
-    bint QTILE2_LAT "ABI_QTILE2_LAT"   # among them, those of IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS and IQ3_S
+    bint QTILE2_LAT "ABI_QTILE2_LAT"   # among them, those of IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M and TQ1_0
     bint QTILE2 "ABI_QTILE2"   # the AVX2 tiles: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, MXFP4, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS, TQ2_0

@@ -282,9 +282,8 @@ cdef bint has_tile(int t) noexcept nogil:
     return (((QTILE or QTILE2) and (t == T_Q4_1 or t == T_Q8_0 or t == T_Q5_0 or t == T_Q4_K or t == T_Q6_K
                                     or t == T_IQ4_NL or t == T_IQ4_XS or t == T_Q5_K or t == T_Q3_K or t == T_Q4_0
                                     or t == T_Q5_1 or t == T_Q2_K or t == T_MXFP4 or t == T_TQ2_0))
-            or (QTILE_IQ and (t == T_TQ1_0 or t == T_IQ1_S or t == T_IQ1_M or t == T_IQ2_XXS
-                              or t == T_IQ2_XS or t == T_IQ2_S or t == T_IQ3_XXS or t == T_IQ3_S))
-            or (QTILE2_LAT and (t == T_IQ2_XXS or t == T_IQ2_XS or t == T_IQ2_S or t == T_IQ3_XXS or t == T_IQ3_S)))
+            or ((QTILE_IQ or QTILE2_LAT) and (t == T_TQ1_0 or t == T_IQ1_S or t == T_IQ1_M or t == T_IQ2_XXS
+                                              or t == T_IQ2_XS or t == T_IQ2_S or t == T_IQ3_XXS or t == T_IQ3_S)))
 
 
 # Tokens per pass over a range of rows: their activations stay in L2 while the rows stream by.
