@@ -4,6 +4,8 @@
 # Integer sums are exact; the float combination (scales, accumulation) rounds in float32.
 #
 #   dot_<w>_<x>(w, x, nb): w = nb weight blocks, x = nb activation blocks, returns sum.
+#   Q4_0's and Q5_0's take xd = quad_x(x, 34, nb) before nb: the activation's scales, read
+#   once for a sweep of rows.
 #   Activation formats: Q8_0 (Q4_0, Q5_0, Q8_0, IQ4_NL weights), Q8_1 (Q4_1, Q5_1),
 #   Q8_K (k-quants, IQ4_XS).
 from libc.stdint cimport uint8_t

@@ -31,7 +31,8 @@ cdef void gemv_rows(int ggml_type, const uint8_t* w, Py_ssize_t row_start, Py_ss
 
 # Whether gemm_rows has a tiled kernel for ggml_type on this build (AVX-512 VNNI; the TQ1_0, IQ1
 # and IQ2/IQ3 types also VBMI, BITALG and BMI2; see _qtile.pxd; without AVX-512 VNNI, AVX2 for
-# fourteen types, _qtile_avx2.pxd; float weights AVX-512 F or AVX2 + FMA, _ftile.pxd).
+# every quantised type, the TQ1_0, IQ1 and IQ2/IQ3 ones where their T = 1 kernels take AVX2
+# steps, _qtile_avx2.pxd; float weights AVX-512 F or AVX2 + FMA, _ftile.pxd).
 cdef bint has_tile(int ggml_type) noexcept nogil
 
 # Prompt products: y[t * ys + r] = W[r] . x_t for row_start <= r < row_end, t < T, where
