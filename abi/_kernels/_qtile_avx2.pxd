@@ -360,9 +360,12 @@ cdef extern from *:
     /* the lattice and ternary types (_qdot_iq.pxd's AVX2 kernels): a block's lanes are the sum
        over its 8 groups of 32 of madd(maddubs(values, activation), int16 scales), the float
        steps two chains (even and odd blocks) of acc += d_w d_x lanes, as TQ2_0's. IQ2 and IQ3
-       (ABI_K_SLAT) take the grid magnitudes against the activation with the signs, prepared
-       as IQ4_XS is; IQ1 and TQ1_0 unsigned values less their offsets through the bsums, m
-       (9 (2 s + 1) a scale group; 1), as Q3_K and Q6_K with a shift of 0 */
+       (ABI_K_SLAT) take their signed values (|v| <= 62) against the activation biased to
+       unsigned bytes (x + 128, prepared once a call: a pair of products stays below 2^15),
+       the bias taken back out at the end of a block through c = 128 sum v (the lanes' weighted
+       sums of the values, prepared with the row): no sign step a chunk; IQ1 and TQ1_0
+       unsigned values less their offsets through the bsums, m (9 (2 s + 1) a scale group; 1),
+       as Q3_K and Q6_K with a shift of 0 */
     #define ABI_K_LAT(k) ((k) >= ABI_K_IQ2_XXS)
     #define ABI_K_SLAT(k) ((k) >= ABI_K_IQ2_XXS && (k) <= ABI_K_IQ3_S)
     #define ABI_K_R 2     /* 2 x 4 measured 10-18 % faster than 3 x 4 here (Zen 3); the legacy tile, 3 x 4 */
@@ -370,7 +373,7 @@ cdef extern from *:
     /* a prepared super-block: values (chunk j against activation bytes 32j..32j+31; IQ4_XS:
        their magnitudes, s the signed values), the int16 scale vector of each chunk, m (16
        int16), d and dmin */
-    typedef struct { __m256i u[8]; __m256i s[8]; __m256i sv[8]; __m256i m; float d, dmin; float pad[6]; } abi_k_sb;
+    typedef struct { __m256i u[8]; __m256i s[8]; __m256i sv[8]; __m256i m, c; float d, dmin; float pad[6]; } abi_k_sb;
 
     /* 8 grid bytes (all > 0) with sign bit j negating byte j */
     ABI_T2INL uint64_t abi_k_signed8(uint64_t grid, unsigned signs) {
@@ -556,10 +559,11 @@ cdef extern from *:
             int8_t v[256];
             int16_t sc[16];
             o->d = abi_k_lattice(w, v, sc, k);
+            o->c = _mm256_setzero_si256();
             for (int j = 0; j < 8; ++j) {
                 o->s[j] = _mm256_loadu_si256((const __m256i*)(v + 32 * j));
-                o->u[j] = _mm256_abs_epi8(o->s[j]);
                 o->sv[j] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * j + 1]), _mm_set1_epi16(sc[2 * j]));
+                o->c = _mm256_add_epi32(o->c, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8((char)0x80), o->s[j]), o->sv[j]));
             }
             o->m = _mm256_setzero_si256();
             o->dmin = 0.0f;
@@ -602,15 +606,14 @@ cdef extern from *:
                         const __m256i u = _mm256_load_si256(&b->u[j]);
                         ABI_T2UNROLL for (int t = 0; t < N; ++t) {
                             const uint8_t* xj = x + t * xs + 292 * i + 4 + xo;
-                            __m256i xv;
-                            if (k == ABI_K_IQ4_XS)   /* |v|, |x| <= 127: a pair of products < 2^15 */
-                                xv = _mm256_sign_epi8(_mm256_loadu2_m128i((const __m128i*)(xj + 32), (const __m128i*)xj),
-                                                      _mm256_load_si256(&b->s[j]));
-                            else if (ABI_K_SLAT(k))   /* grid bytes <= 62 */
-                                xv = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i*)xj), _mm256_load_si256(&b->s[j]));
+                            __m256i p;
+                            if (ABI_K_SLAT(k))   /* x + 128 (abi_k_tile_run) against the signed values */
+                                p = _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i*)xj), _mm256_load_si256(&b->s[j]));
+                            else if (k == ABI_K_IQ4_XS)   /* |v|, |x| <= 127: a pair of products < 2^15 */
+                                p = _mm256_maddubs_epi16(u, _mm256_sign_epi8(_mm256_loadu2_m128i((const __m128i*)(xj + 32), (const __m128i*)xj),
+                                                                             _mm256_load_si256(&b->s[j])));
                             else
-                                xv = _mm256_loadu_si256((const __m256i*)xj);
-                            const __m256i p = _mm256_maddubs_epi16(u, xv);
+                                p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i*)xj));
                             sum[r][t] = k == ABI_K_TQ2_0 ? _mm256_add_epi16(sum[r][t], p)
                                                          : _mm256_add_epi32(sum[r][t], _mm256_madd_epi16(p, _mm256_load_si256(&b->sv[j])));
                             /* each sum kept in its register: else gcc forms the products of two
@@ -633,7 +636,8 @@ cdef extern from *:
                             acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(b->d * dx), _mm256_cvtepi32_ps(sum[r][t]), acc[r][t]);
                             accm[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(b->dmin * dx), _mm256_cvtepi32_ps(mb), accm[r][t]);
                         } else {
-                            const __m256i s = k == ABI_K_IQ4_XS || ABI_K_SLAT(k) ? sum[r][t] : _mm256_sub_epi32(sum[r][t], _mm256_slli_epi32(mb, shift));
+                            const __m256i s = k == ABI_K_IQ4_XS ? sum[r][t] : ABI_K_SLAT(k) ? _mm256_sub_epi32(sum[r][t], _mm256_load_si256(&b->c))
+                                                                : _mm256_sub_epi32(sum[r][t], _mm256_slli_epi32(mb, shift));
                             acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(b->d * dx), _mm256_cvtepi32_ps(s), acc[r][t]);
                         }
                     }
@@ -667,7 +671,19 @@ cdef extern from *:
                               : k == ABI_K_Q6_K ? 210 : k == ABI_K_IQ4_XS ? 136 : k == ABI_K_IQ2_XS ? 74 : k == ABI_K_IQ2_S ? 82
                               : k == ABI_K_IQ3_XXS ? 98 : k == ABI_K_IQ3_S ? 110 : k == ABI_K_IQ1_S ? 50 : k == ABI_K_IQ1_M ? 56
                               : k == ABI_K_TQ1_0 ? 54 : 66;   /* TQ2_0, IQ2_XXS: 66 */
-        abi_k_sb* wp = (abi_k_sb*)abi_tile_scratch((size_t)ABI_K_R * nb * sizeof(abi_k_sb));
+        const size_t wsz = (size_t)ABI_K_R * nb * sizeof(abi_k_sb);
+        abi_k_sb* wp = (abi_k_sb*)abi_tile_scratch(wsz + (ABI_K_SLAT(k) ? (size_t)nt * xs : 0));
+        if (ABI_K_SLAT(k)) {   /* the activation with its bytes biased to x + 128 */
+            uint8_t* xb = (uint8_t*)wp + wsz;
+            memcpy(xb, x, (size_t)nt * xs);
+            for (Py_ssize_t t = 0; t < nt; ++t)
+                for (Py_ssize_t i = 0; i < nb; ++i)
+                    for (int j = 0; j < 8; ++j) {
+                        __m256i* q = (__m256i*)(xb + t * xs + 292 * i + 4 + 32 * j);
+                        _mm256_storeu_si256(q, _mm256_xor_si256(_mm256_loadu_si256(q), _mm256_set1_epi8((char)0x80)));
+                    }
+            x = xb;
+        }
         for (Py_ssize_t r = 0; r < nr; r += ABI_K_R) {
             const int R = nr - r < ABI_K_R ? (int)(nr - r) : ABI_K_R;
             abi_t2_prefetch(w + (r + R) * rb, w + nr * rb, ABI_K_R * rb);
