@@ -375,66 +375,65 @@ cdef extern from *:
        int16), d and dmin */
     typedef struct { __m256i u[8]; __m256i s[8]; __m256i sv[8]; __m256i m, c; float d, dmin; float pad[6]; } abi_k_sb;
 
-    /* 8 grid bytes (all > 0) with sign bit j negating byte j */
-    ABI_T2INL uint64_t abi_k_signed8(uint64_t grid, unsigned signs) {
-    #if defined(__BMI2__)
-        const uint64_t m = _pdep_u64(signs, 0x0101010101010101ULL);
-    #else
-        uint64_t m = 0;
-        for (int j = 0; j < 8; ++j) m |= (uint64_t)((signs >> j) & 1) << (8 * j);
-    #endif
-        return (grid ^ (m * 0xFF)) + m;   /* per byte: ~g + 1, no carry as g > 0 */
+    /* a group's 32 grid bytes with sign bit e negating byte e */
+    ABI_T2INL void abi_k_signed32(int8_t* v, __m256i grid, uint32_t signs) {
+        const __m256i m = abi_bitmask32((const uint8_t*)&signs);
+        _mm256_storeu_si256((__m256i*)v, _mm256_sub_epi8(_mm256_xor_si256(grid, m), m));
     }
+    #define ABI_K_KS4(a) ((uint32_t)abi_ksigns_iq2xs[(a) & 127] | (uint32_t)abi_ksigns_iq2xs[((a) >> 7) & 127] << 8 \
+                          | (uint32_t)abi_ksigns_iq2xs[((a) >> 14) & 127] << 16 | (uint32_t)abi_ksigns_iq2xs[((a) >> 21) & 127] << 24)
     /* a lattice block's 256 signed values v and the scale (2 ls + 1) of each 16 elements sc, as
-       the scalar twins in _qdot_iq.pxd read them; returns d_w as the AVX2 row takes it */
+       the scalar twins in _qdot_iq.pxd read them, a group of 32 at a time; returns d_w as the
+       AVX2 row takes it */
     ABI_T2INL float abi_k_lattice(const uint8_t* w, int8_t* v, int16_t* sc, const int k) {
-        if (k == ABI_K_IQ2_XXS) {
-            for (int g = 0; g < 8; ++g) {
+        for (int g = 0; g < 8; ++g) {
+            __m256i grid;
+            uint32_t signs;
+            if (k == ABI_K_IQ2_XXS) {
                 const uint8_t* q = w + 2 + 8 * g;
                 const uint32_t aux = abi_ld32(q + 4);
-                for (int l = 0; l < 4; ++l) {
-                    const uint64_t r = abi_k_signed8(abi_iq2xxs_grid[q[l]], abi_ksigns_iq2xs[(aux >> (7 * l)) & 127]);
-                    memcpy(v + 32 * g + 8 * l, &r, 8);
-                }
+                grid = _mm256_setr_epi64x((long long)abi_iq2xxs_grid[q[0]], (long long)abi_iq2xxs_grid[q[1]],
+                                          (long long)abi_iq2xxs_grid[q[2]], (long long)abi_iq2xxs_grid[q[3]]);
+                signs = ABI_K_KS4(aux);
                 sc[2 * g] = sc[2 * g + 1] = (int16_t)(2 * (aux >> 28) + 1);
+            } else if (k == ABI_K_IQ2_XS) {
+                uint16_t q[4];
+                memcpy(q, w + 2 + 8 * g, 8);
+                grid = _mm256_setr_epi64x((long long)abi_iq2xs_grid[q[0] & 511], (long long)abi_iq2xs_grid[q[1] & 511],
+                                          (long long)abi_iq2xs_grid[q[2] & 511], (long long)abi_iq2xs_grid[q[3] & 511]);
+                signs = (uint32_t)abi_ksigns_iq2xs[q[0] >> 9] | (uint32_t)abi_ksigns_iq2xs[q[1] >> 9] << 8
+                      | (uint32_t)abi_ksigns_iq2xs[q[2] >> 9] << 16 | (uint32_t)abi_ksigns_iq2xs[q[3] >> 9] << 24;
+            } else if (k == ABI_K_IQ2_S) {
+                const uint8_t* q = w + 2 + 4 * g;
+                const unsigned h = w[66 + g];
+                grid = _mm256_setr_epi64x((long long)abi_iq2s_grid[q[0] | (h << 8 & 768)], (long long)abi_iq2s_grid[q[1] | (h << 6 & 768)],
+                                          (long long)abi_iq2s_grid[q[2] | (h << 4 & 768)], (long long)abi_iq2s_grid[q[3] | (h << 2 & 768)]);
+                signs = abi_ld32(w + 34 + 4 * g);
+            } else if (k == ABI_K_IQ3_XXS) {
+                const uint8_t* q = w + 2 + 8 * g;
+                const uint32_t aux = abi_ld32(w + 66 + 4 * g);
+                grid = _mm256_setr_epi32((int)abi_iq3xxs_grid[q[0]], (int)abi_iq3xxs_grid[q[1]], (int)abi_iq3xxs_grid[q[2]], (int)abi_iq3xxs_grid[q[3]],
+                                         (int)abi_iq3xxs_grid[q[4]], (int)abi_iq3xxs_grid[q[5]], (int)abi_iq3xxs_grid[q[6]], (int)abi_iq3xxs_grid[q[7]]);
+                signs = ABI_K_KS4(aux);
+                sc[2 * g] = sc[2 * g + 1] = (int16_t)(2 * (aux >> 28) + 1);
+            } else {   /* IQ3_S */
+                const uint8_t* q = w + 2 + 8 * g;
+                const unsigned h = w[66 + g];
+                grid = _mm256_setr_epi32(
+                    (int)abi_iq3s_grid[q[0] | (h << 8 & 256)], (int)abi_iq3s_grid[q[1] | (h << 7 & 256)],
+                    (int)abi_iq3s_grid[q[2] | (h << 6 & 256)], (int)abi_iq3s_grid[q[3] | (h << 5 & 256)],
+                    (int)abi_iq3s_grid[q[4] | (h << 4 & 256)], (int)abi_iq3s_grid[q[5] | (h << 3 & 256)],
+                    (int)abi_iq3s_grid[q[6] | (h << 2 & 256)], (int)abi_iq3s_grid[q[7] | (h << 1 & 256)]);
+                signs = abi_ld32(w + 74 + 4 * g);
+                sc[2 * g] = sc[2 * g + 1] = (int16_t)(2 * ((w[106 + (g >> 1)] >> (4 * (g & 1))) & 15) + 1);
             }
-            return abi_iqt_iq2(w);
+            abi_k_signed32(v + 32 * g, grid, signs);
         }
-        if (k == ABI_K_IQ2_XS || k == ABI_K_IQ2_S) {
-            for (int l = 0; l < 32; ++l) {
-                uint64_t r;
-                if (k == ABI_K_IQ2_XS) {
-                    const uint16_t q = abi_ld16(w + 2 + 2 * l);
-                    r = abi_k_signed8(abi_iq2xs_grid[q & 511], abi_ksigns_iq2xs[q >> 9]);
-                } else
-                    r = abi_k_signed8(abi_iq2s_grid[w[2 + l] | (((w[66 + (l >> 2)] >> (2 * (l & 3))) & 3) << 8)], w[34 + l]);
-                memcpy(v + 8 * l, &r, 8);
-            }
-            for (int h = 0; h < 16; ++h)   /* the nibble of 16 elements h */
+        if (k == ABI_K_IQ2_XS || k == ABI_K_IQ2_S)   /* a nibble per 16 elements */
+            for (int h = 0; h < 16; ++h)
                 sc[h] = (int16_t)(2 * ((w[(k == ABI_K_IQ2_XS ? 66 : 74) + (h >> 1)] >> (4 * (h & 1))) & 15) + 1);
-            return abi_iqt_iq2(w);
-        }
-        for (int g = 0; g < 8; ++g) {   /* IQ3_XXS, IQ3_S: rows of 4 */
-            const uint32_t aux = abi_ld32(w + 66 + 4 * g);
-            for (int l = 0; l < 8; ++l) {
-                uint32_t grid;
-                unsigned sg;
-                if (k == ABI_K_IQ3_XXS) {
-                    grid = abi_iq3xxs_grid[w[2 + 8 * g + l]];
-                    sg = abi_ksigns_iq2xs[(aux >> (7 * (l >> 1))) & 127] >> (4 * (l & 1));
-                } else {
-                    grid = abi_iq3s_grid[w[2 + 8 * g + l] | (((w[66 + g] >> l) & 1) << 8)];
-                    sg = w[74 + 4 * g + (l >> 1)] >> (4 * (l & 1));
-                }
-                const uint32_t r = (uint32_t)abi_k_signed8(grid, sg & 15);
-                memcpy(v + 32 * g + 4 * l, &r, 4);
-            }
-            sc[2 * g] = sc[2 * g + 1] = (int16_t)(k == ABI_K_IQ3_XXS ? 2 * (aux >> 28) + 1
-                                                  : 2 * ((w[106 + (g >> 1)] >> (4 * (g & 1))) & 15) + 1);
-        }
-        return k == ABI_K_IQ3_XXS ? abi_iqt_iq3xxs(w) : abi_iqt_d0(w);
+        return k == ABI_K_IQ3_XXS ? abi_iqt_iq3xxs(w) : k == ABI_K_IQ3_S ? abi_iqt_d0(w) : abi_iqt_iq2(w);
     }
-
     ABI_T2INL void abi_k_prep(const uint8_t* w, abi_k_sb* o, const int k) {
         const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
         if (k == ABI_K_Q4_K || k == ABI_K_Q5_K) {
