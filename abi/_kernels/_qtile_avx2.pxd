@@ -342,7 +342,7 @@ cdef extern from *:
     ABI_T2_TILE(q4_0, abi_qd_tile_run, ABI_L_Q4_0)
     ABI_T2_TILE(q5_0, abi_qd_tile_run, ABI_L_Q5_0)
 
-    /* ================================================================== Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS, TQ2_0 x Q8_K
+    /* ================================================================== Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS, TQ2_0, lattice x Q8_K
        T = 1 (_qdot.pxd, _qdot_iq.pxd): a super-block's integer sum, 8 int32 lanes, is the
        sum over its 8 chunks of 32 elements of madd(maddubs(unsigned values, activation
        chunk), int16 scale vector) (IQ4_XS: its signed values, the signs moved onto the
@@ -352,7 +352,7 @@ cdef extern from *:
        (IQ4_XS) acc += d dx sum; y = hsum(acc); TQ2_0 keeps two chains (even and odd
        super-blocks), the others one. Here a row's super-block is prepared once as exactly
        those operands (values, scale vectors, m, d, dmin), so one kernel serves the seven
-       types and a pair costs three instructions a chunk (IQ4_XS five: its activation's two
+       types (and the lattice ones below) and a pair costs three instructions a chunk (IQ4_XS five: its activation's two
        halves and their signs; TQ2_0 two: its int16 sums added before one madd a
        super-block). */
     enum { ABI_K_Q2_K, ABI_K_Q3_K, ABI_K_Q4_K, ABI_K_Q5_K, ABI_K_Q6_K, ABI_K_IQ4_XS, ABI_K_TQ2_0,
@@ -371,8 +371,8 @@ cdef extern from *:
     #define ABI_K_R 2     /* 2 x 4 measured 10-18 % faster than 3 x 4 here (Zen 3); the legacy tile, 3 x 4 */
     #define ABI_K_N 4
     /* a prepared super-block: values (chunk j against activation bytes 32j..32j+31; IQ4_XS:
-       their magnitudes, s the signed values), the int16 scale vector of each chunk, m (16
-       int16), d and dmin */
+       their magnitudes, s the signed values; IQ2, IQ3: s only), the int16 scale vector of
+       each chunk, m (16 int16), c (IQ2, IQ3: the bias's lanes), d and dmin */
     typedef struct { __m256i u[8]; __m256i s[8]; __m256i sv[8]; __m256i m, c; float d, dmin; float pad[6]; } abi_k_sb;
 
     /* a group's 32 grid bytes with sign bit e negating byte e */
