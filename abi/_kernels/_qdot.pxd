@@ -134,12 +134,15 @@ cdef extern from *:
     #else
     static inline const float* abi_quad_x(const uint8_t* x, Py_ssize_t xb, Py_ssize_t nb) { return NULL; }
     #endif
+    /* the f16 scales of the n <= 4 blocks present, step bytes apart from p; 0 for the others */
+    static inline __m128 abi_quad_f16(const uint8_t* p, Py_ssize_t step, Py_ssize_t n) {
+        return _mm_setr_ps(abi_f16t(p), n > 1 ? abi_f16t(p + step) : 0.0f, n > 2 ? abi_f16t(p + 2 * step) : 0.0f,
+                           n > 3 ? abi_f16t(p + 3 * step) : 0.0f);
+    }
     /* [d_i .. d_i+3 | d_i .. d_i+3], d = d_w d_x, of the n <= 4 blocks present (wb bytes
        apart; xd: their d_x and zeros past nb), 0 for the others */
     static inline __m256 abi_quad_scales(const uint8_t* w, Py_ssize_t wb, const float* xd, Py_ssize_t n) {
-        const __m128 d = _mm_mul_ps(
-            _mm_setr_ps(abi_f16t(w), n > 1 ? abi_f16t(w + wb) : 0.0f, n > 2 ? abi_f16t(w + 2 * wb) : 0.0f, n > 3 ? abi_f16t(w + 3 * wb) : 0.0f),
-            _mm_loadu_ps(xd));
+        const __m128 d = _mm_mul_ps(abi_quad_f16(w, wb, n), _mm_loadu_ps(xd));
         return _mm256_set_m128(d, d);
     }
     /* the T = 1 kernel `name`(w, x, xd, nb) over blocks of wb bytes (activation blocks of xb)

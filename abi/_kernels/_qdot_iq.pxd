@@ -788,26 +788,34 @@ cdef extern from *:
         return abi_iq1_dot(u, cf, x, ABI_IQ1S_SHIFT);
     }
     #else
+    /* a block's operands: per group 2 s + 1 in word g (sc, both lanes in scw), ds + 1 in the
+       bytes of word g (dw: 0 where qh's bit 15 is set, else 2); the bsums' weights are
+       -9 sc, pairwise (abi_iq1s_bw); the prompt tiles (_qtile_avx2.pxd) take the same */
+    ABI_IQ_BLOCK __m128i abi_iq1s_sc(const uint8_t* w) {
+        return _mm_or_si128(_mm_and_si128(_mm_srli_epi16(_mm_loadu_si128((const __m128i*)(w + 34)), 11), _mm_set1_epi16(14)), _mm_set1_epi16(1));
+    }
+    ABI_IQ_BLOCK __m256i abi_iq1s_dw(const uint8_t* w) {
+        return _mm256_broadcastsi128_si256(_mm_andnot_si128(_mm_srai_epi16(_mm_loadu_si128((const __m128i*)(w + 34)), 15), _mm_set1_epi8(2)));
+    }
+    ABI_IQ_BLOCK __m256i abi_iq1s_bw(__m128i sc, short f) {
+        const __m128i cf = _mm_mullo_epi16(sc, _mm_set1_epi16(f));
+        return _mm256_set_m128i(_mm_unpackhi_epi16(cf, cf), _mm_unpacklo_epi16(cf, cf));
+    }
+    /* group g's unsigned values (qh's low 12 bits, 3 a row, above the qs bytes) */
+    ABI_IQ_BLOCK __m256i abi_iq1s_group(const uint8_t* w, int g, __m256i dw) {
+        const uint64_t ix = abi_iq_ix4(w + 2 + 4 * g, abi_ld16(w + 34 + 2 * g), 0x0700070007000700ULL);
+        return abi_iq1_u(abi_iq1s_grid[(uint16_t)ix], abi_iq1s_grid[(uint16_t)(ix >> 16)], abi_iq1s_grid[(uint16_t)(ix >> 32)],
+                         abi_iq1s_grid[ix >> 48], _mm256_shuffle_epi8(dw, _mm256_set1_epi16((short)(0x0100 + 0x0202 * g))));
+    }
     ABI_IQ_BLOCK __m256i abi_iqv_iq1_s(const uint8_t* w, const uint8_t* x) {
         const int8_t* q8 = (const int8_t*)(x + 4);
-        const __m128i qh = _mm_loadu_si128((const __m128i*)(w + 34));
-        /* per group: 2 s + 1 and its bsum weight -9 (2 s + 1) */
-        const __m128i sc = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(qh, 11), _mm_set1_epi16(14)), _mm_set1_epi16(1));
-        const __m128i cf = _mm_mullo_epi16(sc, _mm_set1_epi16(-9));
-        __m256i acc = abi_dpwssd(_mm256_setzero_si256(), _mm256_loadu_si256((const __m256i*)(x + 260)),
-                                 _mm256_set_m128i(_mm_unpackhi_epi16(cf, cf), _mm_unpacklo_epi16(cf, cf)));
-        const __m256i scw = _mm256_broadcastsi128_si256(sc);
-        /* ds + 1 of group g in word g: 0 where qh's bit 15 is set, else 2 */
-        const __m256i dw = _mm256_broadcastsi128_si256(_mm_andnot_si128(_mm_srai_epi16(qh, 15), _mm_set1_epi8(2)));
+        const __m128i sc = abi_iq1s_sc(w);
+        __m256i acc = abi_dpwssd(_mm256_setzero_si256(), _mm256_loadu_si256((const __m256i*)(x + 260)), abi_iq1s_bw(sc, -9));
+        const __m256i scw = _mm256_broadcastsi128_si256(sc), dw = abi_iq1s_dw(w);
         ABI_IQ_UNROLL
-        for (int g = 0; g < 8; ++g) {
-            /* qh's low 12 bits, 3 a row, above the qs bytes */
-            const uint64_t ix = abi_iq_ix4(w + 2 + 4 * g, abi_ld16(w + 34 + 2 * g), 0x0700070007000700ULL);
-            const __m256i gw = _mm256_set1_epi16((short)(0x0100 + 0x0202 * g));
-            __m256i u = abi_iq1_u(abi_iq1s_grid[(uint16_t)ix], abi_iq1s_grid[(uint16_t)(ix >> 16)],
-                                  abi_iq1s_grid[(uint16_t)(ix >> 32)], abi_iq1s_grid[ix >> 48], _mm256_shuffle_epi8(dw, gw));
-            acc = abi_iq_gdot(acc, u, abi_iq_q8(q8 + 32 * g), _mm256_shuffle_epi8(scw, gw));
-        }
+        for (int g = 0; g < 8; ++g)
+            acc = abi_iq_gdot(acc, abi_iq1s_group(w, g, dw), abi_iq_q8(q8 + 32 * g),
+                              _mm256_shuffle_epi8(scw, _mm256_set1_epi16((short)(0x0100 + 0x0202 * g))));
         return acc;
     }
     #endif
@@ -848,35 +856,44 @@ cdef extern from *:
         return abi_iq1_dot(u, cf, x, ABI_IQ1M_SHIFT);
     }
     #else
-    ABI_IQ_BLOCK __m256i abi_iqv_iq1_m(const uint8_t* w, const uint8_t* x) {
-        const int8_t* q8 = (const int8_t*)(x + 4);
-        /* 16 scales of 3 bits, 4 per u16 at w + 48: int16 j = 2 s_j + 1 */
+    /* a block's operands: its 16 scales 2 s_j + 1 (int16 j), ds + 1 per row a byte (rows
+       0-15 in dl, 16-31 in dh, both lanes: 0 where the row's nibble has bit 3 set, else 2),
+       the scales of the even 16 elements in se's low lane and the odd ones in its high (a
+       group's two by one in-lane shuffle); the prompt tiles (_qtile_avx2.pxd) take the same */
+    typedef struct { __m256i s, dl, dh, se; } abi_iq1m_ops;
+    ABI_IQ_BLOCK abi_iq1m_ops abi_iq1m_block(const uint8_t* w) {
+        abi_iq1m_ops o;
+        /* 16 scales of 3 bits, 4 per u16 at w + 48 */
         const __m256i sw = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_loadl_epi64((const __m128i*)(w + 48))),
                                                        _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
         __m256i s = _mm256_shuffle_epi8(sw, _mm256_setr_epi8(0,1,0,1,0,1,0,1, 2,3,2,3,2,3,2,3, 0,1,0,1,0,1,0,1, 2,3,2,3,2,3,2,3));
         s = _mm256_srli_epi16(_mm256_mullo_epi16(s, _mm256_setr_epi16(512, 64, 8, 1, 512, 64, 8, 1, 512, 64, 8, 1, 512, 64, 8, 1)), 9);
-        s = _mm256_or_si256(_mm256_and_si256(_mm256_slli_epi16(s, 1), _mm256_set1_epi16(14)), _mm256_set1_epi16(1));
-        __m256i acc = abi_dpwssd(_mm256_setzero_si256(), _mm256_loadu_si256((const __m256i*)(x + 260)),
-                                 _mm256_mullo_epi16(s, _mm256_set1_epi16(-9)));
-        /* ds + 1 per row, a byte each (rows 0-15 in dl, 16-31 in dh, both lanes): 0 where the
-           row's nibble has bit 3 set, else 2; a group takes its 4 by one byte shuffle */
+        o.s = _mm256_or_si256(_mm256_and_si256(_mm256_slli_epi16(s, 1), _mm256_set1_epi16(14)), _mm256_set1_epi16(1));
         const __m128i t = _mm_xor_si128(_mm_loadu_si128((const __m128i*)(w + 32)), _mm_set1_epi8((char)0x88));
         const __m128i ev = _mm_and_si128(_mm_srli_epi16(t, 2), _mm_set1_epi8(2)), od = _mm_and_si128(_mm_srli_epi16(t, 6), _mm_set1_epi8(2));
-        const __m256i dl = _mm256_broadcastsi128_si256(_mm_unpacklo_epi8(ev, od)), dh = _mm256_broadcastsi128_si256(_mm_unpackhi_epi8(ev, od));
-        /* the scales of the even 16 elements in the low lane, the odd ones in the high: a group's
-           two by one in-lane shuffle */
-        const __m256i se = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(s, _mm256_setr_epi8(0,1,4,5,8,9,12,13, 2,3,6,7,10,11,14,15,
-                                                                                             0,1,4,5,8,9,12,13, 2,3,6,7,10,11,14,15)), 0xD8);
+        o.dl = _mm256_broadcastsi128_si256(_mm_unpacklo_epi8(ev, od));
+        o.dh = _mm256_broadcastsi128_si256(_mm_unpackhi_epi8(ev, od));
+        o.se = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(o.s, _mm256_setr_epi8(0,1,4,5,8,9,12,13, 2,3,6,7,10,11,14,15,
+                                                                                  0,1,4,5,8,9,12,13, 2,3,6,7,10,11,14,15)), 0xD8);
+        return o;
+    }
+    /* group g (rows 4g .. 4g + 3: qs bytes | bits 0-2 of their nibbles): its unsigned values */
+    ABI_IQ_BLOCK __m256i abi_iq1m_group(const uint8_t* w, int g, const abi_iq1m_ops* o) {
+        const uint64_t ix = abi_iq_ix4(w + 4 * g, abi_ld16(w + 32 + 2 * g) & 0x7777u, 0x0F000F000F000F00ULL);
+        const __m256i d = _mm256_shuffle_epi8(g < 4 ? o->dl : o->dh, _mm256_add_epi8(_mm256_set1_epi8((char)(4 * (g & 3))),
+            _mm256_setr_epi8(0,0,0,0,0,0,0,0, 1,1,1,1,1,1,1,1, 2,2,2,2,2,2,2,2, 3,3,3,3,3,3,3,3)));
+        return abi_iq1_u(abi_iq1s_grid[(uint16_t)ix], abi_iq1s_grid[(uint16_t)(ix >> 16)],
+                         abi_iq1s_grid[(uint16_t)(ix >> 32)], abi_iq1s_grid[ix >> 48], d);
+    }
+    ABI_IQ_BLOCK __m256i abi_iqv_iq1_m(const uint8_t* w, const uint8_t* x) {
+        const int8_t* q8 = (const int8_t*)(x + 4);
+        const abi_iq1m_ops o = abi_iq1m_block(w);
+        __m256i acc = abi_dpwssd(_mm256_setzero_si256(), _mm256_loadu_si256((const __m256i*)(x + 260)),
+                                 _mm256_mullo_epi16(o.s, _mm256_set1_epi16(-9)));
         ABI_IQ_UNROLL
-        for (int g = 0; g < 8; ++g) {
-            /* rows 4g .. 4g + 3: qs bytes | bits 0-2 of their nibbles, as 4 words */
-            const uint64_t ix = abi_iq_ix4(w + 4 * g, abi_ld16(w + 32 + 2 * g) & 0x7777u, 0x0F000F000F000F00ULL);
-            const __m256i d = _mm256_shuffle_epi8(g < 4 ? dl : dh, _mm256_add_epi8(_mm256_set1_epi8((char)(4 * (g & 3))),
-                _mm256_setr_epi8(0,0,0,0,0,0,0,0, 1,1,1,1,1,1,1,1, 2,2,2,2,2,2,2,2, 3,3,3,3,3,3,3,3)));
-            __m256i u = abi_iq1_u(abi_iq1s_grid[(uint16_t)ix], abi_iq1s_grid[(uint16_t)(ix >> 16)],
-                                  abi_iq1s_grid[(uint16_t)(ix >> 32)], abi_iq1s_grid[ix >> 48], d);
-            acc = abi_iq_gdot(acc, u, abi_iq_q8(q8 + 32 * g), _mm256_shuffle_epi8(se, _mm256_set1_epi16((short)(0x0100 + 0x0202 * g))));
-        }
+        for (int g = 0; g < 8; ++g)
+            acc = abi_iq_gdot(acc, abi_iq1m_group(w, g, &o), abi_iq_q8(q8 + 32 * g),
+                              _mm256_shuffle_epi8(o.se, _mm256_set1_epi16((short)(0x0100 + 0x0202 * g))));
         return acc;
     }
     #endif
@@ -921,27 +938,35 @@ cdef extern from *:
         return _mm256_sub_epi32(r, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(x + 260)), _mm256_set1_epi16(1)));
     }
     #else
-    ABI_IQ_BLOCK __m256i abi_iqv_tq1_0(const uint8_t* w, const uint8_t* x) {
-        const int8_t* q8 = (const int8_t*)(x + 4);
+    /* the 256 trits (0..2) as 8 chunks of 32, chunk c against activation bytes 32c..:
+       qs[0..31] (5 trits), qs[32..47] twice, qs[32..47] | qh x 4; the prompt tiles
+       (_qtile_avx2.pxd) take the same */
+    ABI_IQ_BLOCK void abi_tq1_values(const uint8_t* w, __m256i* u) {
         const __m256i hb = _mm256_set1_epi16((short)0xFF00);
-        /* minus the bsums, then qs[0..31] (5 trits), qs[32..47] twice, qs[32..47] | qh x 4 */
-        __m256i acc = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(x + 260)), _mm256_set1_epi16(1)));
         __m256i b = _mm256_loadu_si256((const __m256i*)w);
         __m256i ev = _mm256_slli_epi16(b, 8), od = _mm256_and_si256(b, hb);
-        acc = abi_iq_dpbusd(acc, abi_tq1_trits(ev, od, _mm256_set1_epi16(1)), abi_iq_q8(q8));
-        acc = abi_iq_dpbusd(acc, abi_tq1_trits(ev, od, _mm256_set1_epi16(3)), abi_iq_q8(q8 + 32));
-        acc = abi_iq_dpbusd(acc, abi_tq1_trits(ev, od, _mm256_set1_epi16(9)), abi_iq_q8(q8 + 64));
-        acc = abi_iq_dpbusd(acc, abi_tq1_trits(ev, od, _mm256_set1_epi16(27)), abi_iq_q8(q8 + 96));
-        acc = abi_iq_dpbusd(acc, abi_tq1_trits(ev, od, _mm256_set1_epi16(81)), abi_iq_q8(q8 + 128));
-        __m128i b1 = _mm_loadu_si128((const __m128i*)(w + 32));
+        u[0] = abi_tq1_trits(ev, od, _mm256_set1_epi16(1));
+        u[1] = abi_tq1_trits(ev, od, _mm256_set1_epi16(3));
+        u[2] = abi_tq1_trits(ev, od, _mm256_set1_epi16(9));
+        u[3] = abi_tq1_trits(ev, od, _mm256_set1_epi16(27));
+        u[4] = abi_tq1_trits(ev, od, _mm256_set1_epi16(81));
+        const __m128i b1 = _mm_loadu_si128((const __m128i*)(w + 32));
         b = _mm256_broadcastsi128_si256(b1);
         ev = _mm256_slli_epi16(b, 8); od = _mm256_and_si256(b, hb);
-        acc = abi_iq_dpbusd(acc, abi_tq1_trits(ev, od, _mm256_set_m128i(_mm_set1_epi16(3), _mm_set1_epi16(1))), abi_iq_q8(q8 + 160));
-        acc = abi_iq_dpbusd(acc, abi_tq1_trits(ev, od, _mm256_set_m128i(_mm_set1_epi16(27), _mm_set1_epi16(9))), abi_iq_q8(q8 + 192));
+        u[5] = abi_tq1_trits(ev, od, _mm256_set_m128i(_mm_set1_epi16(3), _mm_set1_epi16(1)));
+        u[6] = abi_tq1_trits(ev, od, _mm256_set_m128i(_mm_set1_epi16(27), _mm_set1_epi16(9)));
         b = _mm256_set_m128i(_mm_set1_epi32((int)abi_ld32(w + 48)), b1);
         ev = _mm256_slli_epi16(b, 8); od = _mm256_and_si256(b, hb);
-        acc = abi_iq_dpbusd(acc, abi_tq1_trits(ev, od, _mm256_setr_epi16(81, 81, 81, 81, 81, 81, 81, 81, 1, 1, 3, 3, 9, 9, 27, 27)),
-                            abi_iq_q8(q8 + 224));
+        u[7] = abi_tq1_trits(ev, od, _mm256_setr_epi16(81, 81, 81, 81, 81, 81, 81, 81, 1, 1, 3, 3, 9, 9, 27, 27));
+    }
+    ABI_IQ_BLOCK __m256i abi_iqv_tq1_0(const uint8_t* w, const uint8_t* x) {
+        const int8_t* q8 = (const int8_t*)(x + 4);
+        __m256i u[8];
+        abi_tq1_values(w, u);
+        /* minus the bsums, then the chunks */
+        __m256i acc = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(x + 260)), _mm256_set1_epi16(1)));
+        ABI_IQ_UNROLL
+        for (int c = 0; c < 8; ++c) acc = abi_iq_dpbusd(acc, u[c], abi_iq_q8(q8 + 32 * c));
         return acc;
     }
     #endif

@@ -251,11 +251,9 @@ cdef extern from *:
         _mm256_store_si256((__m256i*)(o + 2 * m), _mm256_unpacklo_epi64(t1, t3));
         _mm256_store_si256((__m256i*)(o + 3 * m), _mm256_unpackhi_epi64(t1, t3));
     }
-    /* [s_0 s_1 s_2 s_3 | s_0 s_1 s_2 s_3] of the f16 scales 'step' bytes apart from p, those of
-       the n <= 4 blocks present, 0 for the others */
+    /* [s_0 s_1 s_2 s_3 | s_0 s_1 s_2 s_3]: abi_quad_f16's scales in both halves */
     ABI_T2INL __m256 abi_qd_scales(const uint8_t* p, Py_ssize_t step, Py_ssize_t n) {
-        const __m128 d = _mm_setr_ps(abi_f16t(p), n > 1 ? abi_f16t(p + step) : 0.0f,
-                                     n > 2 ? abi_f16t(p + 2 * step) : 0.0f, n > 3 ? abi_f16t(p + 3 * step) : 0.0f);
+        const __m128 d = abi_quad_f16(p, step, n);
         return _mm256_set_m128(d, d);
     }
 
@@ -503,54 +501,24 @@ cdef extern from *:
             o->m = _mm256_set1_epi16(1);
             o->d = abi_f16t(w + 64); o->dmin = 0.0f;
         } else if (k == ABI_K_IQ1_S) {   /* _qdot_iq.pxd's abi_iqv_iq1_s, less the activation */
-            const __m128i qh = _mm_loadu_si128((const __m128i*)(w + 34));
-            const __m128i sc = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(qh, 11), _mm_set1_epi16(14)), _mm_set1_epi16(1));
-            const __m128i cf = _mm_mullo_epi16(sc, _mm_set1_epi16(9));
-            const __m256i scw = _mm256_broadcastsi128_si256(sc);
-            const __m256i dw = _mm256_broadcastsi128_si256(_mm_andnot_si128(_mm_srai_epi16(qh, 15), _mm_set1_epi8(2)));
+            const __m128i sc = abi_iq1s_sc(w);
+            const __m256i scw = _mm256_broadcastsi128_si256(sc), dw = abi_iq1s_dw(w);
             for (int g = 0; g < 8; ++g) {
-                const uint64_t ix = abi_iq_ix4(w + 2 + 4 * g, abi_ld16(w + 34 + 2 * g), 0x0700070007000700ULL);
-                const __m256i gw = _mm256_set1_epi16((short)(0x0100 + 0x0202 * g));
-                o->u[g] = abi_iq1_u(abi_iq1s_grid[(uint16_t)ix], abi_iq1s_grid[(uint16_t)(ix >> 16)],
-                                    abi_iq1s_grid[(uint16_t)(ix >> 32)], abi_iq1s_grid[ix >> 48], _mm256_shuffle_epi8(dw, gw));
-                o->sv[g] = _mm256_shuffle_epi8(scw, gw);
+                o->u[g] = abi_iq1s_group(w, g, dw);
+                o->sv[g] = _mm256_shuffle_epi8(scw, _mm256_set1_epi16((short)(0x0100 + 0x0202 * g)));
             }
-            o->m = _mm256_set_m128i(_mm_unpackhi_epi16(cf, cf), _mm_unpacklo_epi16(cf, cf));
+            o->m = abi_iq1s_bw(sc, 9);
             o->d = abi_iqt_iq2(w); o->dmin = 0.0f;
         } else if (k == ABI_K_IQ1_M) {   /* abi_iqv_iq1_m's values and scales */
-            const __m256i sw = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_loadl_epi64((const __m128i*)(w + 48))),
-                                                           _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
-            __m256i sc = _mm256_shuffle_epi8(sw, _mm256_setr_epi8(0,1,0,1,0,1,0,1, 2,3,2,3,2,3,2,3, 0,1,0,1,0,1,0,1, 2,3,2,3,2,3,2,3));
-            sc = _mm256_srli_epi16(_mm256_mullo_epi16(sc, _mm256_setr_epi16(512, 64, 8, 1, 512, 64, 8, 1, 512, 64, 8, 1, 512, 64, 8, 1)), 9);
-            sc = _mm256_or_si256(_mm256_and_si256(_mm256_slli_epi16(sc, 1), _mm256_set1_epi16(14)), _mm256_set1_epi16(1));
-            const __m128i t = _mm_xor_si128(_mm_loadu_si128((const __m128i*)(w + 32)), _mm_set1_epi8((char)0x88));
-            const __m128i ev = _mm_and_si128(_mm_srli_epi16(t, 2), _mm_set1_epi8(2)), od = _mm_and_si128(_mm_srli_epi16(t, 6), _mm_set1_epi8(2));
-            const __m256i dl = _mm256_broadcastsi128_si256(_mm_unpacklo_epi8(ev, od)), dh = _mm256_broadcastsi128_si256(_mm_unpackhi_epi8(ev, od));
-            const __m256i se = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(sc, _mm256_setr_epi8(0,1,4,5,8,9,12,13, 2,3,6,7,10,11,14,15,
-                                                                                                 0,1,4,5,8,9,12,13, 2,3,6,7,10,11,14,15)), 0xD8);
+            const abi_iq1m_ops b = abi_iq1m_block(w);
             for (int g = 0; g < 8; ++g) {
-                const uint64_t ix = abi_iq_ix4(w + 4 * g, abi_ld16(w + 32 + 2 * g) & 0x7777u, 0x0F000F000F000F00ULL);
-                const __m256i d = _mm256_shuffle_epi8(g < 4 ? dl : dh, _mm256_add_epi8(_mm256_set1_epi8((char)(4 * (g & 3))),
-                    _mm256_setr_epi8(0,0,0,0,0,0,0,0, 1,1,1,1,1,1,1,1, 2,2,2,2,2,2,2,2, 3,3,3,3,3,3,3,3)));
-                o->u[g] = abi_iq1_u(abi_iq1s_grid[(uint16_t)ix], abi_iq1s_grid[(uint16_t)(ix >> 16)],
-                                    abi_iq1s_grid[(uint16_t)(ix >> 32)], abi_iq1s_grid[ix >> 48], d);
-                o->sv[g] = _mm256_shuffle_epi8(se, _mm256_set1_epi16((short)(0x0100 + 0x0202 * g)));
+                o->u[g] = abi_iq1m_group(w, g, &b);
+                o->sv[g] = _mm256_shuffle_epi8(b.se, _mm256_set1_epi16((short)(0x0100 + 0x0202 * g)));
             }
-            o->m = _mm256_mullo_epi16(sc, _mm256_set1_epi16(9));
+            o->m = _mm256_mullo_epi16(b.s, _mm256_set1_epi16(9));
             o->d = abi_iqs_iq1m(w); o->dmin = 0.0f;
         } else if (k == ABI_K_TQ1_0) {   /* abi_iqv_tq1_0's trits, scales of 1 */
-            const __m256i hb = _mm256_set1_epi16((short)0xFF00);
-            __m256i b = _mm256_loadu_si256((const __m256i*)w);
-            __m256i ev = _mm256_slli_epi16(b, 8), od = _mm256_and_si256(b, hb);
-            for (int c = 0, p = 1; c < 5; ++c, p *= 3) o->u[c] = abi_tq1_trits(ev, od, _mm256_set1_epi16((short)p));
-            const __m128i b1 = _mm_loadu_si128((const __m128i*)(w + 32));
-            b = _mm256_broadcastsi128_si256(b1);
-            ev = _mm256_slli_epi16(b, 8); od = _mm256_and_si256(b, hb);
-            o->u[5] = abi_tq1_trits(ev, od, _mm256_set_m128i(_mm_set1_epi16(3), _mm_set1_epi16(1)));
-            o->u[6] = abi_tq1_trits(ev, od, _mm256_set_m128i(_mm_set1_epi16(27), _mm_set1_epi16(9)));
-            b = _mm256_set_m128i(_mm_set1_epi32((int)abi_ld32(w + 48)), b1);
-            ev = _mm256_slli_epi16(b, 8); od = _mm256_and_si256(b, hb);
-            o->u[7] = abi_tq1_trits(ev, od, _mm256_setr_epi16(81, 81, 81, 81, 81, 81, 81, 81, 1, 1, 3, 3, 9, 9, 27, 27));
+            abi_tq1_values(w, o->u);
             for (int j = 0; j < 8; ++j) o->sv[j] = _mm256_set1_epi16(1);
             o->m = _mm256_set1_epi16(1);
             o->d = abi_iqt_tq1(w); o->dmin = 0.0f;
