@@ -122,6 +122,26 @@ def test_single_row_within_stated_bound_of_exact_product(case):
     assert rel < (1e-6 if t in (GGMLType.F32, GGMLType.F16, GGMLType.BF16) else 0.012)
 
 
+@pytest.mark.parametrize("t", [GGMLType.Q4_0, GGMLType.Q5_0], ids=lambda t: t.name)
+def test_extreme_blocks_keep_exact_integer_sums(t):
+    """Every weight at the top (or bottom) of its range against activations all at +-127:
+    the largest sums the int16 steps of the AVX2 kernels must hold, over a quad of blocks
+    and a partial one (7 blocks)."""
+    cols = 7 * 32
+    d = np.array([0.01], np.float16).view(np.uint8)
+    rows = []
+    for fill in (0xFF, 0x00):   # every nibble (and fifth bit) set, or clear
+        block = np.full(t.type_size, fill, np.uint8)
+        block[:2] = d
+        rows.append(np.tile(block, 7))
+    raw = np.concatenate(rows)
+    for sign in (1.0, -1.0):
+        x = np.full(cols, sign, np.float32)
+        y = K.qmatmul(raw, t, (2, cols), x)
+        expected, scale = exact_kernel_result(raw, t, 2, cols, x)
+        assert np.all(np.abs(y - expected) <= KERNEL_RTOL * scale), (y, expected)
+
+
 @pytest.mark.parametrize("case", cases(REQUIRED + FALLBACK), ids=case_id)
 def test_many_rows_by_tiles_and_sgemm(case):
     t, rows, cols = case
