@@ -1,7 +1,7 @@
 # cython: language_level=3
 """Element-wise activations as plain C loops that gcc vectorises (-O3 -march=native)."""
 
-from abi._kernels._vec cimport gelu_erf, gelu_mul8, softmax_exp
+from abi._kernels._vec cimport gelu_erf, gelu_mul8, silu_mul, softmax_exp
 
 
 def gelu_erf_(float[::1] x):
@@ -26,3 +26,12 @@ def gelu_mul8_(const float[::1] table, float[::1] g, const float[::1] u):
         with nogil:
             n = gelu_mul8(&table[0], &g[0], &u[0], g.shape[0])
     return n
+
+
+def silu_mul_(float[::1] g, const float[::1] u):
+    """The compiled forward's SwiGLU step: g[i] = SiLU(g[i]) * u[i] in place."""
+    if g.shape[0] != u.shape[0]:
+        raise ValueError("g and u of one length")
+    if g.shape[0]:
+        with nogil:
+            silu_mul(&g[0], &u[0], g.shape[0])

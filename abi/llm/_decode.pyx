@@ -34,7 +34,7 @@ from abi.llm.layers import GELU_TABLE
 
 from abi._kernels._half cimport f16_to_f32, f32_to_f16, ld16, st16
 from abi._kernels.quant cimport quantize_row_q8_0
-from abi._kernels._vec cimport axpy, axpy4, barrier, claim, dot, dot4x4, gelu_mul8, scores4, softmax_exp
+from abi._kernels._vec cimport axpy, axpy4, barrier, claim, dot, dot4x4, gelu_mul8, scores4, silu_mul, softmax_exp
 from abi._kernels._types cimport block_size_of
 from abi._kernels.matmul cimport (activation_bytes, dequant_rows, gemm_rows, gemm_tiles, gemv_rows,
                                   has_tile, quantize_activation, row_bytes, vec_dot_type)
@@ -610,16 +610,25 @@ cdef inline void _norm_in(Ctx* c, Priv* p, int t, const float* norm) noexcept no
         memcpy(p.h + t * D, p.x + t * D, D * sizeof(float))
 
 
-cdef inline float _glu(Ctx* c, float g, float u) noexcept nogil:
+cdef void _glu_rows(Ctx* c, float* g, const float* u, Py_ssize_t n) noexcept nogil:
+    """g[i] = act(g[i]) * u[i] for i < n: SiLU and GELU's table 8 at a time where the CPU
+    allows, each element the same steps wherever it sits (a thread's share, a batch)."""
+    cdef Py_ssize_t i = 0
     cdef float x, y
+    if c.act == 0:
+        silu_mul(g, u, n)
+        return
     if c.act == 1:
-        return _gelu(c, g) * u
-    if c.act == 2:   # layers.swiglu_oai
-        x = g if g < 7.0 else <float>7.0
-        y = u if u < 7.0 else <float>7.0
-        y = y if y > -7.0 else <float>-7.0
-        return x / (1.0 + expf(<float>-1.702 * x)) * (y + 1.0)
-    return g / (1.0 + expf(-g)) * u
+        i = gelu_mul8(c.gelu_table, g, u, n)
+    while i < n:
+        if c.act == 1:
+            g[i] = _gelu(c, g[i]) * u[i]
+        else:   # layers.swiglu_oai
+            x = g[i] if g[i] < 7.0 else <float>7.0
+            y = u[i] if u[i] < 7.0 else <float>7.0
+            y = y if y > -7.0 else <float>-7.0
+            g[i] = x / (1.0 + expf(<float>-1.702 * x)) * (y + 1.0)
+        i += 1
 
 
 cdef void _route(Ctx* c, const float* bias, int t) noexcept nogil:
@@ -711,8 +720,7 @@ cdef void _moe_ffn(Ctx* c, Priv* p, Layer* L, int l, int tid, int nth) noexcept 
             if U.bias != NULL:
                 for r in range(r0, r1):
                     c.eu[q * FE + r] += U.bias[r]
-            for r in range(r0, r1):
-                c.eg[q * FE + r] = _glu(c, c.eg[q * FE + r], c.eu[q * FE + r])
+            _glu_rows(c, c.eg + <Py_ssize_t>q * FE + r0, c.eu + <Py_ssize_t>q * FE + r0, r1 - r0)
     barrier()
     for q in range(T * K):   # every thread quantises every expert input into its own copy
         _prep(c, p, c.eg + <Py_ssize_t>q * FE, &X[c.sel[q] * 3 + 2], q)
@@ -747,8 +755,7 @@ cdef void _moe_ffn(Ctx* c, Priv* p, Layer* L, int l, int tid, int nth) noexcept 
 cdef void _glu_products(Ctx* c, Priv* p, QMat* gate, QMat* up, int F, int tid, int nth) noexcept nogil:
     """g[t] = act(gate h[t]) * (up h[t]) for the batch, this thread's rows (F wide)."""
     cdef int D = c.n_embd, T = c.T, t
-    cdef Py_ssize_t r, r0, r1
-    cdef float* row
+    cdef Py_ssize_t r0, r1
     cdef bint shared = _matmul(c, p, gate, p.h, D, c.g, F, 0, T, tid, nth)
     if _matmul(c, p, up, p.h, D, c.u, F, 0, T, tid, nth) or shared:
         barrier()
@@ -756,13 +763,7 @@ cdef void _glu_products(Ctx* c, Priv* p, QMat* gate, QMat* up, int F, int tid, i
     r0 = gate.rows * tid // nth
     r1 = gate.rows * (tid + 1) // nth
     for t in range(T):
-        row = c.g + t * F
-        r = r0
-        if c.act == 1:   # GELU's table, 8 lookups at a time where the CPU allows
-            r += gelu_mul8(c.gelu_table, row + r0, c.u + t * F + r0, r1 - r0)
-        while r < r1:
-            row[r] = _glu(c, row[r], c.u[t * F + r])
-            r += 1
+        _glu_rows(c, c.g + <Py_ssize_t>t * F + r0, c.u + <Py_ssize_t>t * F + r0, r1 - r0)
 
 
 cdef void _dense_ffn(Ctx* c, Priv* p, Layer* L, int tid, int nth) noexcept nogil:
