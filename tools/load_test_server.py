@@ -318,15 +318,28 @@ def bench(args) -> dict:
     rows: dict[str, list[dict]] = {k: [] for k in kinds}
     for n in args.streams:
         for kind in kinds:
-            proc, url = start_bench_server(kind, n, args)
-            try:
-                rows[kind].append(asyncio.run(bench_round(url, n, args)))
-            finally:
-                proc.terminate()
+            for attempt in range(3):
+                proc, url = start_bench_server(kind, n, args)
                 try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                    rows[kind].append(asyncio.run(bench_round(url, n, args)))
+                    break
+                except httpx.HTTPError as e:
+                    # a server that quit mid-round (llama-server now and then exits right after
+                    # the warm-up request): the round again on a fresh one, up to three tries
+                    try:
+                        proc.wait(timeout=5)
+                    except subprocess.TimeoutExpired:
+                        raise e from None   # alive: a real failure
+                    if attempt == 2:
+                        raise
+                    print(f"{kind} exited during the {n}-stream round ({type(e).__name__}, exit code "
+                          f"{proc.returncode}); again with a fresh server", file=sys.stderr, flush=True)
+                finally:
+                    proc.terminate()
+                    try:
+                        proc.wait(timeout=20)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
             r = rows[kind][-1]
             print(f"{kind:>12} {n} streams: {r['tokens']:4d} tokens, aggregate {r['aggregate_tok_s']:6.1f} "
                   f"tok/s, per stream {r['per_stream_tok_s']:5.1f} tok/s, TTFT p50 {r['ttft_p50_s']:.2f} s "
