@@ -51,6 +51,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_healthy(proc, url: str, log_name: str, seconds: float = 240) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited ({proc.returncode}); log: {log_name}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise SystemExit(f"the server did not become healthy within {seconds:.0f} s; log: {log_name}")
+
+
 def start_server(args) -> tuple[subprocess.Popen, str, str]:
     port = free_port()
     log = tempfile.NamedTemporaryFile("w", prefix="abi-load-", suffix=".log", delete=False)
@@ -60,18 +75,16 @@ def start_server(args) -> tuple[subprocess.Popen, str, str]:
         cmd += ["--model", args.model]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited ({proc.returncode}); log: {log.name}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return proc, url, log.name
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("the server did not become healthy within 180 s")
+    _wait_healthy(proc, url, log.name, 180)
+    return proc, url, log.name
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def metric_values(text: str) -> dict[str, float]:
@@ -224,21 +237,6 @@ async def run(args, url: str, pid: int | None) -> dict:
 
 # -- the throughput bench ------------------------------------------------------------------------
 
-def _wait_healthy(proc, url: str, log_name: str, seconds: float = 240) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited ({proc.returncode}); log: {log_name}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit(f"the server did not become healthy within {seconds:.0f} s; log: {log_name}")
-
-
 def start_bench_server(kind: str, n: int, args) -> tuple[subprocess.Popen, str]:
     """abi or llama-server with N slots, ``args.threads`` threads and ``args.ctx`` per slot."""
     port = free_port()
@@ -287,7 +285,9 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 async def bench_round(url: str, n: int, args) -> dict:
-    limits = httpx.Limits(max_connections=n + 4)
+    # a connection per request: llama-server drops a kept-alive connection after a streamed
+    # answer, and the next request sent on it failed with "Server disconnected"
+    limits = httpx.Limits(max_connections=n + 4, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=url, limits=limits) as client:
         await bench_stream(client, 999, args)   # warm-up
         t0 = time.perf_counter()
@@ -318,28 +318,11 @@ def bench(args) -> dict:
     rows: dict[str, list[dict]] = {k: [] for k in kinds}
     for n in args.streams:
         for kind in kinds:
-            for attempt in range(3):
-                proc, url = start_bench_server(kind, n, args)
-                try:
-                    rows[kind].append(asyncio.run(bench_round(url, n, args)))
-                    break
-                except httpx.HTTPError as e:
-                    # a server that quit mid-round (llama-server now and then exits right after
-                    # the warm-up request): the round again on a fresh one, up to three tries
-                    try:
-                        proc.wait(timeout=5)
-                    except subprocess.TimeoutExpired:
-                        raise e from None   # alive: a real failure
-                    if attempt == 2:
-                        raise
-                    print(f"{kind} exited during the {n}-stream round ({type(e).__name__}, exit code "
-                          f"{proc.returncode}); again with a fresh server", file=sys.stderr, flush=True)
-                finally:
-                    proc.terminate()
-                    try:
-                        proc.wait(timeout=20)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
+            proc, url = start_bench_server(kind, n, args)
+            try:
+                rows[kind].append(asyncio.run(bench_round(url, n, args)))
+            finally:
+                stop_server(proc)
             r = rows[kind][-1]
             print(f"{kind:>12} {n} streams: {r['tokens']:4d} tokens, aggregate {r['aggregate_tok_s']:6.1f} "
                   f"tok/s, per stream {r['per_stream_tok_s']:5.1f} tok/s, TTFT p50 {r['ttft_p50_s']:.2f} s "
@@ -413,11 +396,7 @@ def main(argv=None) -> int:
         result = asyncio.run(run(args, url, pid))
     finally:
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_server(proc)
     print(json.dumps(result, indent=2))
     if args.json:
         with open(args.json, "w") as f:

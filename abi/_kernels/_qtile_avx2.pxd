@@ -13,6 +13,8 @@
 # Both sides are prepared once per call and reused: a group of rows is unpacked to bytes
 # once for all the tokens of a chunk, and each token's scales (and, for the types whose
 # weights carry an offset, its 4-byte activation sums times the offset) once for all rows.
+# A decode batch of a few tokens (the legacy and quad tiles: up to 8 and 4) reads its rows
+# as stored instead, each block unpacked where it is used.
 #
 #   abi_tile_<w>(w, rb, nr, x, xs, nt, nb, y, ys): as in _qtile.pxd. Present where
 #   ABI_QTILE2 is 1, for the types has_tile lists under it.
@@ -91,6 +93,11 @@ cdef extern from *:
         return _mm256_or_si256(abi_nibbles32(wr + h + 4), _mm256_and_si256(abi_bitmask32(wr + h), _mm256_set1_epi8(16)));
     }
 
+    /* a block's scale d_w (MXFP4: its E8M0 exponent, halved) */
+    ABI_T2INL float abi_l_scale(const uint8_t* wr, const int k) {
+        return k == ABI_L_MXFP4 ? abi_e8m0_half(wr[0]) : abi_f16t(wr);
+    }
+
     /* R prepared rows x N prepared tokens, laid out so that one pointer walks each side in
        order: tokens in groups of ABI_L_N, token t of block i at xp + ((t / ABI_L_N) * nb + i)
        * ABI_L_N * XB + (t % ABI_L_N) * XB (block-major over all tokens would put a tile's
@@ -112,8 +119,8 @@ cdef extern from *:
                 ABI_T2UNROLL for (int r = 0; r < R; ++r) {
                     const __m256i wv = raw ? abi_l_unpack(ABI_L_RAW(r, i), k) : _mm256_load_si256((const __m256i*)(wb + 32 * r));
                     const __m256i u = ABI_L_SGN(k) ? _mm256_abs_epi8(wv) : wv;   /* -128: 128 unsigned */
-                    const __m256 dw = !raw ? _mm256_broadcast_ss((const float*)(wb + 32 * ABI_L_R) + r)
-                                    : k == ABI_L_MXFP4 ? _mm256_set1_ps(abi_e8m0_half(ABI_L_RAW(r, i)[0])) : abi_f16t_bcast(ABI_L_RAW(r, i));
+                    const __m256 dw = raw ? _mm256_set1_ps(abi_l_scale(ABI_L_RAW(r, i), k))
+                                          : _mm256_broadcast_ss((const float*)(wb + 32 * ABI_L_R) + r);
                     ABI_T2UNROLL for (int t = 0; t < N; ++t) {
                         __m256i xv = _mm256_load_si256((const __m256i*)(xb + t * XB));
                         if (ABI_L_SGN(k)) xv = _mm256_sign_epi8(xv, wv);   /* |x| <= 127: a pair of products < 2^15 */
@@ -197,7 +204,7 @@ cdef extern from *:
                     for (int j = 0; j < R; ++j) {
                         const uint8_t* wr = w + (r + j) * rb + wb * i;
                         _mm256_store_si256((__m256i*)(o + 32 * j), abi_l_unpack(wr, k));
-                        f[j] = k == ABI_L_MXFP4 ? abi_e8m0_half(wr[0]) : abi_f16t(wr);
+                        f[j] = abi_l_scale(wr, k);
                         if (ABI_L_MIN(k)) f[ABI_L_R + j] = abi_f16t(wr + 2);
                     }
                 }
@@ -355,12 +362,9 @@ cdef extern from *:
                     uint8_t* o = wp + i * ABI_QD_WB;
                     const Py_ssize_t n = nb - 4 * i;
                     for (int j = 0; j < R; ++j) {
-                        const uint8_t* wr = w + (r + j) * rb + 4 * wb * i;
-                        #define ABI_QD_WQ(p) abi_l_unpack((p), k)
-                        abi_qd_split(ABI_QD_WQ(wr), n > 1 ? ABI_QD_WQ(wr + wb) : zero, n > 2 ? ABI_QD_WQ(wr + 2 * wb) : zero,
-                                    n > 3 ? ABI_QD_WQ(wr + 3 * wb) : zero, o + 32 * j, 32 * ABI_QD_R);
-                        #undef ABI_QD_WQ
-                        _mm256_store_ps((float*)(o + 32 * (4 * ABI_QD_R + j)), abi_qd_scales(wr, wb, n));
+                        __m256i u[4];
+                        _mm256_store_ps((float*)(o + 32 * (4 * ABI_QD_R + j)), abi_qd_row(w + (r + j) * rb + 4 * wb * i, wb, n, u, k));
+                        for (int m = 0; m < 4; ++m) _mm256_store_si256((__m256i*)(o + 32 * (m * ABI_QD_R + j)), u[m]);
                     }
                 }
                 float* yr = y + t0 * ys + r;
