@@ -90,6 +90,97 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_decode_steps(engine):
     assert engine.batcher.prefill_chunk < 600
 
 
+def test_prompt_pieces_beside_decoding_streams_fit_the_time_of_their_decode_part():
+    from abi.llm.batcher import Batcher
+
+    class Model:
+        n_batch = 512
+
+    b = Batcher(Model(), prefill_chunk=64, prefill_s=0.06)
+    try:
+        assert b._prompt_budget(3) == 64          # nothing measured yet: whole chunks
+        b._learn(0.030, 4, 0)                     # a step of 4 decode tokens: 30 ms
+        b._learn(0.1, 0, 50)                      # a prompt alone: 2 ms a token
+        assert b._prompt_budget(0) == 64          # no stream waits: whole chunks
+        assert b._prompt_budget(4) == 30          # 60 ms (more than the 30 of the decode part)
+        b._learn(0.100, 8, 0)                     # a step of 8 decode tokens: 100 ms
+        assert b._prompt_budget(8) == 50          # the decode part's 100 ms
+        assert b._prompt_budget(6) == 30          # unmeasured: the largest measured below it
+        b._learn(0.100 + 0.004 * 10, 8, 10)       # 4 ms a token beside 8 decode tokens
+        assert b._prompt_budget(8) == int(0.1 / (0.002 + 0.3 * (0.004 - 0.002)))
+        b._learn(10.0, 0, 1)                      # a model far slower per prompt token: one a step
+        assert b._prompt_budget(8) == 1
+    finally:
+        b.close()
+
+
+def test_a_long_prompt_beside_a_stream_goes_in_pieces_that_keep_it_moving(engine):
+    """The prompt arrives while a stream decodes: each step that carries decode tokens
+    carries at most the prompt tokens that fit its budget, the stream gets tokens while the
+    prompt prefills, and both outputs are those they give alone."""
+    for slot in engine.slots:
+        slot.cache.clear()
+    short = ("Count from one to twenty.", dict(max_tokens=40, temperature=0, stop_tokens=[]))
+    long_prompt = ("The history of the printing press is long. " * 60, dict(max_tokens=3, temperature=0))
+    expect = [engine.generate(p, **o) for p, o in (short, long_prompt)]
+    for slot in engine.slots:
+        slot.cache.clear()
+    model, batcher = engine.model, engine.batcher
+    steps = []
+    inner = model.forward_many
+
+    def recorded(parts):
+        decode = sum(1 for ids, _, _ in parts if len(ids) == 1)
+        steps.append((decode, sum(len(ids) for ids, _, _ in parts if len(ids) > 1),
+                      batcher._prompt_budget(decode)))
+        return inner(parts)
+
+    model.forward_many = recorded
+    try:
+        stream = engine.create_streaming_response(short[0], slot=0, **short[1])
+        out = [None, None]
+
+        def late():
+            out[1] = engine.generate(long_prompt[0], **long_prompt[1])
+
+        first = next(iter(stream))
+        t = threading.Thread(target=late)
+        t.start()
+        out[0] = first.text + "".join(ev.text for ev in stream)
+        t.join(300)
+    finally:
+        del model.forward_many
+    assert out == expect
+    mixed = [(d, p, b) for d, p, b in steps if d and p]
+    assert len(mixed) >= 2 and sum(p for _, p, _ in steps) >= 500
+    assert all(p <= b for _, p, b in mixed)
+
+
+def test_cancelling_a_prompt_between_its_pieces_stops_its_prefill(engine):
+    for slot in engine.slots:
+        slot.cache.clear()
+    batcher = engine.batcher
+    decoding = engine.create_streaming_response("Count to one hundred.", max_tokens=300,
+                                                temperature=0, stop_tokens=[], slot=0)
+    events = iter(decoding)
+    next(events)   # a stream decodes, so the prompt below goes in small pieces
+    long = engine.create_streaming_response("The history of the printing press is long. " * 60,
+                                            max_tokens=3, temperature=0, slot=1)
+    got = []
+    t = threading.Thread(target=lambda: got.extend(long))
+    before = batcher.step_tokens
+    t.start()
+    while batcher.step_tokens - before < 40:   # the stream's tokens and the prompt's first pieces
+        next(events)
+    long.cancel()
+    t.join(120)
+    decoding.cancel()
+    for _ in events:
+        pass
+    assert long.get_stats().finish_reason == "cancelled" and not got
+    assert engine.slots[1].cache.length < len(long.prompt_ids)
+
+
 def test_cancelling_one_stream_leaves_the_others(engine):
     for slot in engine.slots:
         slot.cache.clear()

@@ -8,9 +8,13 @@ forward calls go through ``Batcher.forward``, which queues them. A single steppi
 takes what is queued and runs ONE compiled forward (``Model.forward_many``) over the next
 token of every decoding sequence plus at most ``prefill_chunk`` tokens of prompts, so the
 weights are read once per step for all of them; attention runs per sequence against its own
-cache. Sequences join and leave between steps. A long prompt goes in chunks of
-``prefill_chunk`` tokens, one chunk per step beside the decode tokens, so it does not stall
-the streams already running (each of their tokens waits at most one chunk's time more).
+cache. Sequences join and leave between steps. Prompts go in pieces, first come first
+served: a step with no decode token takes up to ``prefill_chunk`` prompt tokens; a step
+beside decoding streams takes as many as fit in the time of its decode part or
+``prefill_s`` (60 ms), whichever is longer (from the measured seconds of decode steps and
+of a prompt token). So a long prompt arriving adds at most about that much to the running
+streams' time per token, whatever the model's size, and still prefills at half its speed
+alone or better.
 
 The step waits a moment for members that are still sampling their previous token (at least
 ``gather_s``, at most half the last step's time), so that all decode tokens meet in one step
@@ -31,22 +35,34 @@ log = logging.getLogger("abi.llm")
 
 
 class _Request:
-    __slots__ = ("ids", "cache", "output", "done", "result", "error")
+    """A generation's tokens for the steps: ``taken`` of ``ids`` have been run; ``outs`` the
+    outputs of its pieces so far (those its ``output`` keeps)."""
+    __slots__ = ("ids", "cache", "output", "should_stop", "taken", "outs", "done", "result", "error")
 
-    def __init__(self, ids, cache, output):
-        self.ids, self.cache, self.output = ids, cache, output
+    def __init__(self, ids, cache, output, should_stop=None):
+        self.ids, self.cache, self.output, self.should_stop = ids, cache, output, should_stop
+        self.taken = 0
+        self.outs: list = []
         self.done = threading.Event()
         self.result = None
         self.error: BaseException | None = None
 
+    def left(self) -> int:
+        return len(self.ids) - self.taken
+
 
 class Batcher:
-    def __init__(self, model, prefill_chunk: int = 64, gather_s: float = 0.004):
+    def __init__(self, model, prefill_chunk: int = 64, gather_s: float = 0.004,
+                 prefill_s: float = 0.06):
         if prefill_chunk < 1:
             raise ValueError("prefill_chunk must be >= 1")
         self.model = model
         self.prefill_chunk = min(prefill_chunk, model.n_batch)
+        self.prefill_s = prefill_s
         self.gather_s = gather_s
+        self._decode_step_s: dict[int, float] = {}   # n decode tokens -> a step's seconds
+        self._prompt_token_s = 0.0     # seconds a prompt token adds to a step
+        # (moving averages of what the steps took; absent or 0 until measured)
         self._cv = threading.Condition()
         self._pending: list[_Request] = []
         self._members = 0
@@ -72,22 +88,13 @@ class Batcher:
                 self._cv.notify_all()
 
     def forward(self, ids, cache, output: str = "last", should_stop=None):
-        """``Model.forward``'s contract, run inside the shared steps: prompts in chunks of
-        ``prefill_chunk``; ``should_stop()`` polled between chunks (None when stopped)."""
+        """``Model.forward``'s contract, run inside the shared steps: a prompt in pieces, as
+        the steps have room; ``should_stop()`` polled between pieces (None when stopped)."""
         model = self.model
         ids = model.check_request(ids, cache, output)
         if output == "hidden":   # not a generation: run alone
             return model.forward(ids, cache, output, should_stop)
-        outs = []
-        for s in range(0, len(ids), self.prefill_chunk):
-            if should_stop is not None and s and should_stop():
-                return None
-            last = s + self.prefill_chunk >= len(ids)
-            want = output if output != "last" or last else "none"
-            out = self._submit(_Request(ids[s:s + self.prefill_chunk], cache, want))
-            if output != "last" or last:
-                outs.append(out)
-        return model.check_finite(outs[0] if len(outs) == 1 else np.concatenate(outs), output, cache)
+        return model.check_finite(self._submit(_Request(list(ids), cache, output, should_stop)), output, cache)
 
     def _submit(self, req: _Request):
         with self._cv:
@@ -107,9 +114,24 @@ class Batcher:
         self._thread.join(5)
 
     # -- the stepping thread -----------------------------------------------------------------
-    def _take(self) -> list[_Request] | None:
-        """The next step's requests (under the lock): every decode token, prompt chunks up
-        to ``prefill_chunk`` tokens (at least one), the rest left for the next step."""
+    def _decode_s(self, decode: int) -> float:
+        """A step of ``decode`` decode tokens' measured seconds; else that of the most tokens
+        measured below it (an underestimate: a smaller prompt piece); 0 if none."""
+        below = [n for n in self._decode_step_s if n <= decode]
+        return self._decode_step_s[max(below)] if below else 0.0
+
+    def _prompt_budget(self, decode: int) -> int:
+        """Prompt tokens for a step that holds ``decode`` decode tokens."""
+        decode_s = self._decode_s(decode)
+        if decode == 0 or decode_s <= 0 or self._prompt_token_s <= 0:
+            return self.prefill_chunk
+        fit = int(max(decode_s, self.prefill_s) / self._prompt_token_s)
+        return max(1, min(self.prefill_chunk, fit))
+
+    def _take(self) -> list[tuple[_Request, int]] | None:
+        """The next step (under the lock): every decode token, and pieces of the waiting
+        prompts in their order of arrival, as many tokens as the budget allows; a prompt's
+        rest waits for the next steps. Returns (request, tokens) pairs."""
         while not self._pending and not self._closed:
             self._cv.wait()
         if self._closed and not self._pending:
@@ -120,17 +142,28 @@ class Batcher:
             if left <= 0:
                 break
             self._cv.wait(left)
-        take, rest, budget = [], [], self.prefill_chunk
+        decode = [r for r in self._pending if r.left() == 1]
+        budget = self._prompt_budget(len(decode))
+        take, rest = [(r, 1) for r in decode], []
         for req in self._pending:
-            n = len(req.ids)
-            if n == 1 or n <= budget:   # a chunk is never longer than the whole budget
-                take.append(req)
-                if n > 1:
-                    budget -= n
+            n = req.left()
+            if n == 1:
+                continue
+            if budget > 0:
+                take.append((req, min(n, budget)))
+                budget -= take[-1][1]
             else:
                 rest.append(req)
         self._pending = rest
         return take
+
+    def _learn(self, seconds: float, decode: int, prompt: int) -> None:
+        """Update what a step of ``decode`` tokens takes, or a prompt token adds to one."""
+        if prompt == 0:
+            self._decode_step_s[decode] = _average(self._decode_step_s.get(decode, 0.0), seconds)
+        elif decode == 0 or decode in self._decode_step_s:
+            spent = max(seconds - self._decode_step_s.get(decode, 0.0), 0.0)
+            self._prompt_token_s = _average(self._prompt_token_s, spent / prompt)
 
     def _loop(self) -> None:
         while True:
@@ -138,18 +171,43 @@ class Batcher:
                 batch = self._take()
             if batch is None:
                 return
+            parts = []
+            for req, n in batch:
+                last = req.taken + n == len(req.ids)
+                want = req.output if req.output != "last" or last else "none"
+                parts.append((req.ids[req.taken:req.taken + n], req.cache, want))
             t0 = time.perf_counter()
             try:
-                results = self.model.forward_many([(r.ids, r.cache, r.output) for r in batch])
-            except BaseException as exc:   # every waiting generation gets the error
-                for r in batch:
-                    r.error = exc
-                    r.done.set()
+                results = self.model.forward_many(parts)
+            except BaseException as exc:   # every generation in the step gets the error
+                for req, _ in batch:
+                    req.error = exc
+                    req.done.set()
                 continue
             self._last_step_s = time.perf_counter() - t0
+            prompt = sum(n for _, n in batch if n > 1)
+            self._learn(self._last_step_s, len(batch) - sum(1 for _, n in batch if n > 1), prompt)
             self.steps += 1
-            self.step_tokens += sum(len(r.ids) for r in batch)
+            self.step_tokens += sum(n for _, n in batch)
             self.max_sequences = max(self.max_sequences, len(batch))
-            for r, out in zip(batch, results):
-                r.result = out
-                r.done.set()
+            again = []
+            for (req, n), out in zip(batch, results):
+                req.taken += n
+                if req.output != "none" and (req.output == "all" or req.taken == len(req.ids)):
+                    req.outs.append(out)
+                if req.taken < len(req.ids):
+                    if req.should_stop is not None and req.should_stop():
+                        req.done.set()   # result None: stopped between pieces
+                    else:
+                        again.append(req)
+                    continue
+                req.result = req.outs[0] if len(req.outs) == 1 else (
+                    np.concatenate(req.outs) if req.outs else None)
+                req.done.set()
+            if again:   # a prompt's rest keeps its place ahead of later arrivals
+                with self._cv:
+                    self._pending[:0] = again
+
+
+def _average(old: float, new: float, weight: float = 0.3) -> float:
+    return new if old <= 0 else old + weight * (new - old)

@@ -42,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse to start when weights + KV caches (ctx x parallel) + scratch "
                         "exceed SIZE, e.g. 4GiB (always: when they exceed the available memory)")
     p.add_argument("--prefill-chunk", type=int, default=64, metavar="N",
-                   help="prompt tokens per batched step beside the running streams: larger "
-                        "prefills faster, smaller delays the streams' tokens less (default 64)")
+                   help="the most prompt tokens in a batched step (default 64); beside "
+                        "running streams, those that fit in the time of the step's decode "
+                        "part or 60 ms, whichever is longer")
     p.add_argument("--fit", action="store_true",
                    help="shrink the context to fit the memory instead of refusing")
     p.add_argument("--no-check", action="store_true", help="skip the load-time scan of the weights for NaN/Inf scales")

@@ -44,7 +44,7 @@ class ServeOptions:
     lora: tuple = ()                    # LoRA adapters (abi.llm.lora.LoraSpec), run unmerged
     max_memory: int | None = None       # bytes the memory plan may take (None: what is available)
     fit: bool = False                   # shrink the context to fit instead of refusing
-    prefill_chunk: int = 64             # prompt tokens per batched step
+    prefill_chunk: int = 64             # the most prompt tokens in a batched step
 
 
 def model_id(path: str) -> str:
