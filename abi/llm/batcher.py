@@ -196,7 +196,11 @@ class Batcher:
                 if req.output != "none" and (req.output == "all" or req.taken == len(req.ids)):
                     req.outs.append(out)
                 if req.taken < len(req.ids):
-                    if req.should_stop is not None and req.should_stop():
+                    try:
+                        stop = req.should_stop is not None and req.should_stop()
+                    except BaseException as exc:   # the generation's error, not the stepper's
+                        req.error, stop = exc, True
+                    if stop:
                         req.done.set()   # result None: stopped between pieces
                     else:
                         again.append(req)
