@@ -147,12 +147,17 @@ cdef extern from *:
                                 a1[j] = _mm256_fmadd_ps(w1, xv, a1[j]);
                             }
                         }
-                        for (int j = 0; j < 6 && j0 + j < m; ++j) {
-                            float sums[16];
-                            _mm256_storeu_ps(sums, a0[j]);
-                            _mm256_storeu_ps(sums + 8, a1[j]);
-                            float* out = y + (Py_ssize_t)(t0 + j0 + j) * ldy + r + 16 * h;
-                            for (int i = 0; i < nrow; ++i) out[i] = sums[i] + b[r + 16 * h + i];
+                        /* unrolled with constant j (a runtime index would keep the
+                           accumulators in memory, stored on every column) */
+                        #pragma GCC unroll 6
+                        for (int j = 0; j < 6; ++j) {
+                            if (j0 + j < m) {
+                                float sums[16];
+                                _mm256_storeu_ps(sums, a0[j]);
+                                _mm256_storeu_ps(sums + 8, a1[j]);
+                                float* out = y + (Py_ssize_t)(t0 + j0 + j) * ldy + r + 16 * h;
+                                for (int i = 0; i < nrow; ++i) out[i] = sums[i] + b[r + 16 * h + i];
+                            }
                         }
                     }
                 }
