@@ -185,8 +185,8 @@ class Batcher:
                     req.done.set()
                 continue
             self._last_step_s = time.perf_counter() - t0
-            prompt = sum(n for _, n in batch if n > 1)
-            self._learn(self._last_step_s, len(batch) - sum(1 for _, n in batch if n > 1), prompt)
+            pieces = [n for _, n in batch if n > 1]
+            self._learn(self._last_step_s, len(batch) - len(pieces), sum(pieces))
             self.steps += 1
             self.step_tokens += sum(n for _, n in batch)
             self.max_sequences = max(self.max_sequences, len(batch))
