@@ -114,6 +114,28 @@ def test_prompt_pieces_beside_decoding_streams_fit_the_time_of_their_decode_part
         b.close()
 
 
+def test_short_prompts_go_whole_beside_streams_and_long_ones_in_pieces_within_n_batch():
+    from abi.llm.batcher import Batcher, _Request
+
+    class Model:
+        n_batch = 512
+
+    b = Batcher(Model(), prefill_chunk=64, prefill_s=0.06)
+    b.close()   # no stepping thread: _take is called here
+    b._learn(0.030, 2, 0)                         # a step of 2 decode tokens: 30 ms
+    b._learn(0.1, 0, 50)                          # 2 ms a prompt token: long prompts get 30 a step
+    decode = [_Request([1], None, "last") for _ in range(2)]
+    long_prompt = _Request(list(range(600)), None, "last", short=False)
+    burst = [_Request(list(range(60)), None, "last") for _ in range(9)]
+    b._pending = decode + [long_prompt] + burst
+    with b._cv:
+        take = b._take()
+    # every decode token, the long prompt's piece, then whole short prompts while they fit
+    # the 512 - 30 tokens left: 8 of them; the ninth waits, first in line
+    assert take == [(r, 1) for r in decode] + [(long_prompt, 30)] + [(r, 60) for r in burst[:8]]
+    assert b._pending == [burst[8]]   # the long prompt's rest goes back in front after the step
+
+
 def test_a_long_prompt_beside_a_stream_goes_in_pieces_that_keep_it_moving(engine):
     """The prompt arrives while a stream decodes: each step that carries decode tokens
     carries at most the prompt tokens that fit its budget, the stream gets tokens while the

@@ -105,6 +105,17 @@ def test_logit_bias_forces_a_token(client, server):
     assert r.choices[0].text == " banana" * 3
 
 
+def test_ignore_eos_generates_past_the_end_of_sequence_token(client, default_model_path):
+    from abi.gguf import load
+
+    eos = load(default_model_path).metadata["tokenizer.ggml.eos_token_id"]
+    forced = dict(model=MODEL, messages=HI, max_tokens=5, temperature=0, logit_bias={str(eos): 100})
+    r = client.chat.completions.create(**forced)
+    assert r.choices[0].message.content == "" and r.choices[0].finish_reason == "stop"
+    r = client.chat.completions.create(**forced, extra_body={"ignore_eos": True})
+    assert r.usage.completion_tokens == 5 and r.choices[0].finish_reason == "length"
+
+
 def test_chat_logprobs(client):
     r = client.chat.completions.create(model=MODEL, messages=HI, max_tokens=4, temperature=0,
                                        logprobs=True, top_logprobs=3)

@@ -262,8 +262,10 @@ async def bench_stream(client: httpx.AsyncClient, i: int, args, content: str | N
                        max_tokens: int | None = None) -> dict:
     """One streaming chat completion: its token arrival times."""
     content = content or f"Write a long story about {TOPICS[i % len(TOPICS)]}."
+    # ignore_eos (both servers take it): every stream answers max_tokens tokens, so both do the
+    # same work whatever their samplers draw
     body = {"model": args.model_id, "max_tokens": max_tokens or args.max_tokens, "temperature": 0.7,
-            "seed": i, "stream": True, "messages": [{"role": "user", "content": content}]}
+            "seed": i, "stream": True, "ignore_eos": True, "messages": [{"role": "user", "content": content}]}
     t0 = time.perf_counter()
     times = []
     async with client.stream("POST", "/v1/chat/completions", json=body, timeout=args.timeout) as r:

@@ -8,13 +8,16 @@ forward calls go through ``Batcher.forward``, which queues them. A single steppi
 takes what is queued and runs ONE compiled forward (``Model.forward_many``) over the next
 token of every decoding sequence plus at most ``prefill_chunk`` tokens of prompts, so the
 weights are read once per step for all of them; attention runs per sequence against its own
-cache. Sequences join and leave between steps. Prompts go in pieces, first come first
-served: a step with no decode token takes up to ``prefill_chunk`` prompt tokens; a step
-beside decoding streams takes as many as fit in the time of its decode part or
-``prefill_s`` (60 ms), whichever is longer (from the measured seconds of decode steps and
-of a prompt token). So a long prompt arriving adds at most about that much to the running
-streams' time per token, whatever the model's size, and still prefills at half its speed
-alone or better.
+cache. Sequences join and leave between steps. Prompts go first come first served. A short
+prompt (at most ``prefill_chunk`` tokens: a chat turn) goes whole into the next step, beside
+every other waiting short prompt, so a burst of users gets its first tokens together, as
+from one batched prefill. A longer prompt goes in pieces: ``prefill_chunk`` tokens a step
+when nothing decodes; beside decoding streams, the tokens that fit in the time of the
+step's decode part or ``prefill_s`` (60 ms), whichever is longer (from the measured seconds
+of decode steps and of a prompt token). So a long prompt arriving adds at most about that
+much to the running streams' time per token, whatever the model's size, and still prefills
+at half its speed alone or better. A step's prompt tokens never pass the model's
+``n_batch`` (the scratch the engine reserved for them).
 
 The step waits a moment for members that are still sampling their previous token (at least
 ``gather_s``, at most half the last step's time), so that all decode tokens meet in one step
@@ -36,11 +39,13 @@ log = logging.getLogger("abi.llm")
 
 class _Request:
     """A generation's tokens for the steps: ``taken`` of ``ids`` have been run; ``outs`` the
-    outputs of its pieces so far (those its ``output`` keeps)."""
-    __slots__ = ("ids", "cache", "output", "should_stop", "taken", "outs", "done", "result", "error")
+    outputs of its pieces so far (those its ``output`` keeps); ``short``: goes whole."""
+    __slots__ = ("ids", "cache", "output", "should_stop", "short", "taken", "outs", "done", "result",
+                 "error")
 
-    def __init__(self, ids, cache, output, should_stop=None):
+    def __init__(self, ids, cache, output, should_stop=None, short=True):
         self.ids, self.cache, self.output, self.should_stop = ids, cache, output, should_stop
+        self.short = short
         self.taken = 0
         self.outs: list = []
         self.done = threading.Event()
@@ -94,7 +99,9 @@ class Batcher:
         ids = model.check_request(ids, cache, output)
         if output == "hidden":   # not a generation: run alone
             return model.forward(ids, cache, output, should_stop)
-        return model.check_finite(self._submit(_Request(list(ids), cache, output, should_stop)), output, cache)
+        ids = list(ids)
+        req = _Request(ids, cache, output, should_stop, short=len(ids) <= self.prefill_chunk)
+        return model.check_finite(self._submit(req), output, cache)
 
     def _submit(self, req: _Request):
         with self._cv:
@@ -121,7 +128,7 @@ class Batcher:
         return self._decode_step_s[max(below)] if below else 0.0
 
     def _prompt_budget(self, decode: int) -> int:
-        """Prompt tokens for a step that holds ``decode`` decode tokens."""
+        """Tokens of long prompts for a step that holds ``decode`` decode tokens."""
         decode_s = self._decode_s(decode)
         if decode == 0 or decode_s <= 0 or self._prompt_token_s <= 0:
             return self.prefill_chunk
@@ -129,9 +136,10 @@ class Batcher:
         return max(1, min(self.prefill_chunk, fit))
 
     def _take(self) -> list[tuple[_Request, int]] | None:
-        """The next step (under the lock): every decode token, and pieces of the waiting
-        prompts in their order of arrival, as many tokens as the budget allows; a prompt's
-        rest waits for the next steps. Returns (request, tokens) pairs."""
+        """The next step (under the lock): every decode token, then the waiting prompts in
+        their order of arrival: short ones whole, long ones in pieces within the budget, all
+        within ``n_batch`` tokens; what does not fit waits for the next steps, first.
+        Returns (request, tokens) pairs."""
         while not self._pending and not self._closed:
             self._cv.wait()
         if self._closed and not self._pending:
@@ -143,15 +151,20 @@ class Batcher:
                 break
             self._cv.wait(left)
         decode = [r for r in self._pending if r.left() == 1]
-        budget = self._prompt_budget(len(decode))
+        room, pieces = self.model.n_batch, self._prompt_budget(len(decode))
         take, rest = [(r, 1) for r in decode], []
         for req in self._pending:
             n = req.left()
             if n == 1:
                 continue
-            if budget > 0:
-                take.append((req, min(n, budget)))
-                budget -= take[-1][1]
+            if req.short:
+                k = n if n <= room else 0
+            else:
+                k = min(n, room, pieces)
+                pieces -= k
+            if k:
+                take.append((req, k))
+                room -= k
             else:
                 rest.append(req)
         self._pending = rest

@@ -49,7 +49,8 @@ class Engine:
     available memory: over either, ``MemoryBudgetExceeded``, or with ``fit`` a smaller
     context. ``preallocate`` holds every cache and buffer from the start (a server), so no
     request can fail to get memory later. With several slots, generations are batched
-    (``abi.llm.batcher``), prompts prefilled at most ``prefill_chunk`` tokens per step.
+    (``abi.llm.batcher``): prompts of at most ``prefill_chunk`` tokens go whole into a step,
+    longer ones in pieces of at most that many.
 
     Every generation (``generate``, ``chat``, ``chat_turn``, the streams) is a request to the
     engine's one scheduler (``self.scheduler``, ``abi.llm.scheduler``): callers in several

@@ -42,9 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse to start when weights + KV caches (ctx x parallel) + scratch "
                         "exceed SIZE, e.g. 4GiB (always: when they exceed the available memory)")
     p.add_argument("--prefill-chunk", type=int, default=64, metavar="N",
-                   help="the most prompt tokens in a batched step (default 64); beside "
-                        "running streams, those that fit in the time of the step's decode "
-                        "part or 60 ms, whichever is longer")
+                   help="prompts of at most N tokens go whole into the next batched step "
+                        "(default 64); longer ones in pieces of N, or beside running streams "
+                        "of what fits in the time of the step's decode part or 60 ms, "
+                        "whichever is longer")
     p.add_argument("--fit", action="store_true",
                    help="shrink the context to fit the memory instead of refusing")
     p.add_argument("--no-check", action="store_true", help="skip the load-time scan of the weights for NaN/Inf scales")

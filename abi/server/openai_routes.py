@@ -60,7 +60,8 @@ def _sampling(body: s.SamplingParams) -> dict:
     return dict(temperature=body.temperature, top_p=body.top_p, top_k=body.top_k,
                 min_p=body.min_p, repetition_penalty=body.repeat_penalty,
                 presence_penalty=body.presence_penalty, frequency_penalty=body.frequency_penalty,
-                stop=[body.stop] if isinstance(body.stop, str) else (body.stop or None))
+                stop=[body.stop] if isinstance(body.stop, str) else (body.stop or None),
+                stop_tokens=[] if body.ignore_eos else None)
 
 
 def _messages(items: list[s.ChatMessageIn]) -> list[dict]:

@@ -74,6 +74,8 @@ class SamplingParams(Request):
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
     user: Optional[str] = None
+    ignore_eos: bool = Field(False, description="llama-server's and vLLM's extension: generate past "
+                                                "end-of-sequence tokens, up to max_tokens")
 
 
 class PromptTokensDetails(Reply):

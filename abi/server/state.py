@@ -44,7 +44,7 @@ class ServeOptions:
     lora: tuple = ()                    # LoRA adapters (abi.llm.lora.LoraSpec), run unmerged
     max_memory: int | None = None       # bytes the memory plan may take (None: what is available)
     fit: bool = False                   # shrink the context to fit instead of refusing
-    prefill_chunk: int = 64             # the most prompt tokens in a batched step
+    prefill_chunk: int = 64             # longer prompts go into batched steps in pieces
 
 
 def model_id(path: str) -> str:
