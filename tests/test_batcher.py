@@ -91,24 +91,33 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_decode_steps(engine):
 
 
 def test_prompt_pieces_beside_decoding_streams_fit_the_time_of_their_decode_part():
-    from abi.llm.batcher import Batcher
+    from abi.llm.batcher import Batcher, _Request
 
     class Model:
         n_batch = 512
 
+    def piece(n):
+        return [(_Request(list(range(600)), None, "last", short=False), n)]
+
     b = Batcher(Model(), prefill_chunk=64, prefill_s=0.06)
     try:
         assert b._prompt_budget(3) == 64          # nothing measured yet: whole chunks
-        b._learn(0.030, 4, 0)                     # a step of 4 decode tokens: 30 ms
-        b._learn(0.1, 0, 50)                      # a prompt alone: 2 ms a token
+        b._learn(0.030, 4, [])                    # a step of 4 decode tokens: 30 ms
+        b._learn(0.030, 4, [])
+        b._learn(0.300, 4, [])                    # once stalled: the median keeps 30 ms
+        b._learn(0.1, 0, piece(50))               # a prompt alone: 2 ms a token
         assert b._prompt_budget(0) == 64          # no stream waits: whole chunks
         assert b._prompt_budget(4) == 30          # 60 ms (more than the 30 of the decode part)
-        b._learn(0.100, 8, 0)                     # a step of 8 decode tokens: 100 ms
+        b._learn(0.100, 8, [])                    # a step of 8 decode tokens: 100 ms
         assert b._prompt_budget(8) == 50          # the decode part's 100 ms
         assert b._prompt_budget(6) == 30          # unmeasured: the largest measured below it
-        b._learn(0.100 + 0.004 * 10, 8, 10)       # 4 ms a token beside 8 decode tokens
+        late = piece(10)
+        b._learn(0.100 + 0.004 * 10, 8, late)     # 4 ms a token beside 8 decode tokens
         assert b._prompt_budget(8) == int(0.1 / (0.002 + 0.3 * (0.004 - 0.002)))
-        b._learn(10.0, 0, 1)                      # a model far slower per prompt token: one a step
+        # that prompt's next piece is sized by its own last piece (its tokens attend over more)
+        assert late[0][0].token_s == pytest.approx(0.004)
+        assert b._prompt_budget(8, late[0][0].token_s) == int(0.1 / late[0][0].token_s)   # 24-25
+        b._learn(10.0, 0, piece(2))               # a model far slower per prompt token: one a step
         assert b._prompt_budget(8) == 1
     finally:
         b.close()
@@ -122,8 +131,9 @@ def test_short_prompts_go_whole_beside_streams_and_long_ones_in_pieces_within_n_
 
     b = Batcher(Model(), prefill_chunk=64, prefill_s=0.06)
     b.close()   # no stepping thread: _take is called here
-    b._learn(0.030, 2, 0)                         # a step of 2 decode tokens: 30 ms
-    b._learn(0.1, 0, 50)                          # 2 ms a prompt token: long prompts get 30 a step
+    b._learn(0.030, 2, [])                        # a step of 2 decode tokens: 30 ms
+    b._learn(0.1, 0, [(_Request(list(range(80)), None, "last"), 50)])   # 2 ms a prompt token:
+    # long prompts get 30 a step
     decode = [_Request([1], None, "last") for _ in range(2)]
     long_prompt = _Request(list(range(600)), None, "last", short=False)
     burst = [_Request(list(range(60)), None, "last") for _ in range(9)]
@@ -148,16 +158,19 @@ def test_a_long_prompt_beside_a_stream_goes_in_pieces_that_keep_it_moving(engine
     for slot in engine.slots:
         slot.cache.clear()
     model, batcher = engine.model, engine.batcher
-    steps = []
-    inner = model.forward_many
+    steps, budget = [], [None]
+    inner, inner_budget = model.forward_many, batcher._prompt_budget
+
+    def planned(*args):   # the step's budget, as _take computed it just before the step
+        budget[0] = inner_budget(*args)
+        return budget[0]
 
     def recorded(parts):
         decode = sum(1 for ids, _, _ in parts if len(ids) == 1)
-        steps.append((decode, sum(len(ids) for ids, _, _ in parts if len(ids) > 1),
-                      batcher._prompt_budget(decode)))
+        steps.append((decode, sum(len(ids) for ids, _, _ in parts if len(ids) > 1), budget[0]))
         return inner(parts)
 
-    model.forward_many = recorded
+    model.forward_many, batcher._prompt_budget = recorded, planned
     try:
         stream = engine.create_streaming_response(short[0], slot=0, **short[1])
         out = [None, None]
@@ -171,7 +184,7 @@ def test_a_long_prompt_beside_a_stream_goes_in_pieces_that_keep_it_moving(engine
         out[0] = first.text + "".join(ev.text for ev in stream)
         t.join(300)
     finally:
-        del model.forward_many
+        del model.forward_many, batcher._prompt_budget
     assert out == expect
     mixed = [(d, p, b) for d, p, b in steps if d and p]
     assert len(mixed) >= 2 and sum(p for _, p, _ in steps) >= 500

@@ -13,11 +13,12 @@ prompt (at most ``prefill_chunk`` tokens: a chat turn) goes whole into the next 
 every other waiting short prompt, so a burst of users gets its first tokens together, as
 from one batched prefill. A longer prompt goes in pieces: ``prefill_chunk`` tokens a step
 when nothing decodes; beside decoding streams, the tokens that fit in the time of the
-step's decode part or ``prefill_s`` (60 ms), whichever is longer (from the measured seconds
-of decode steps and of a prompt token). So a long prompt arriving adds at most about that
-much to the running streams' time per token, whatever the model's size, and still prefills
-at half its speed alone or better. A step's prompt tokens never pass the model's
-``n_batch`` (the scratch the engine reserved for them).
+step's decode part or ``prefill_s`` (60 ms), whichever is longer. Both are measured: the
+median of the last decode-only steps of that size, and what a token of that prompt's last
+piece added to its step (later tokens attend over more of the prompt, so cost more). So a
+long prompt arriving adds about that much to the running streams' time per token, whatever
+the model's size, and still prefills at half its speed alone or better. A step's prompt
+tokens never pass the model's ``n_batch`` (the scratch the engine reserved for them).
 
 The step waits a moment for members that are still sampling their previous token (at least
 ``gather_s``, at most half the last step's time), so that all decode tokens meet in one step
@@ -28,8 +29,10 @@ is the same alone or beside others.
 from __future__ import annotations
 
 import logging
+import statistics
 import threading
 import time
+from collections import deque
 from contextlib import contextmanager
 
 import numpy as np
@@ -39,14 +42,16 @@ log = logging.getLogger("abi.llm")
 
 class _Request:
     """A generation's tokens for the steps: ``taken`` of ``ids`` have been run; ``outs`` the
-    outputs of its pieces so far (those its ``output`` keeps); ``short``: goes whole."""
-    __slots__ = ("ids", "cache", "output", "should_stop", "short", "taken", "outs", "done", "result",
-                 "error")
+    outputs of its pieces so far (those its ``output`` keeps); ``short``: goes whole;
+    ``token_s``: the seconds a token of its last piece added to that step (0: none yet)."""
+    __slots__ = ("ids", "cache", "output", "should_stop", "short", "taken", "token_s", "outs", "done",
+                 "result", "error")
 
     def __init__(self, ids, cache, output, should_stop=None, short=True):
         self.ids, self.cache, self.output, self.should_stop = ids, cache, output, should_stop
         self.short = short
         self.taken = 0
+        self.token_s = 0.0
         self.outs: list = []
         self.done = threading.Event()
         self.result = None
@@ -65,7 +70,10 @@ class Batcher:
         self.prefill_chunk = min(prefill_chunk, model.n_batch)
         self.prefill_s = prefill_s
         self.gather_s = gather_s
-        self._decode_step_s: dict[int, float] = {}   # n decode tokens -> a step's seconds
+        # n decode tokens -> the seconds of the last decode-only steps of that many: their
+        # median, since a step the machine stalled once must not shrink every prompt piece
+        # sized against it while no decode-only step runs to correct it
+        self._decode_step_s: dict[int, deque] = {}
         self._prompt_token_s = 0.0     # seconds a prompt token adds to a step
         # (moving averages of what the steps took; absent or 0 until measured)
         self._cv = threading.Condition()
@@ -125,14 +133,15 @@ class Batcher:
         """A step of ``decode`` decode tokens' measured seconds; else that of the most tokens
         measured below it (an underestimate: a smaller prompt piece); 0 if none."""
         below = [n for n in self._decode_step_s if n <= decode]
-        return self._decode_step_s[max(below)] if below else 0.0
+        return statistics.median(self._decode_step_s[max(below)]) if below else 0.0
 
-    def _prompt_budget(self, decode: int) -> int:
-        """Tokens of long prompts for a step that holds ``decode`` decode tokens."""
-        decode_s = self._decode_s(decode)
-        if decode == 0 or decode_s <= 0 or self._prompt_token_s <= 0:
+    def _prompt_budget(self, decode: int, token_s: float = 0.0) -> int:
+        """Tokens of long prompts for a step that holds ``decode`` decode tokens, each taking
+        ``token_s`` seconds (0: the average measured over all prompts)."""
+        decode_s, token_s = self._decode_s(decode), token_s or self._prompt_token_s
+        if decode == 0 or decode_s <= 0 or token_s <= 0:
             return self.prefill_chunk
-        fit = int(max(decode_s, self.prefill_s) / self._prompt_token_s)
+        fit = int(max(decode_s, self.prefill_s) / token_s)
         return max(1, min(self.prefill_chunk, fit))
 
     def _take(self) -> list[tuple[_Request, int]] | None:
@@ -151,7 +160,9 @@ class Batcher:
                 break
             self._cv.wait(left)
         decode = [r for r in self._pending if r.left() == 1]
-        room, pieces = self.model.n_batch, self._prompt_budget(len(decode))
+        first_long = next((r for r in self._pending if not r.short and r.left() > 1), None)
+        room = self.model.n_batch
+        pieces = self._prompt_budget(len(decode), first_long.token_s if first_long else 0.0)
         take, rest = [(r, 1) for r in decode], []
         for req in self._pending:
             n = req.left()
@@ -170,13 +181,18 @@ class Batcher:
         self._pending = rest
         return take
 
-    def _learn(self, seconds: float, decode: int, prompt: int) -> None:
-        """Update what a step of ``decode`` tokens takes, or a prompt token adds to one."""
+    def _learn(self, seconds: float, decode: int, batch) -> None:
+        """Update what a step of ``decode`` tokens takes, or a prompt token adds to one (on
+        average, and for each prompt with a piece in ``batch``, its (request, tokens) pairs)."""
+        prompt = sum(n for _, n in batch if n > 1)
         if prompt == 0:
-            self._decode_step_s[decode] = _average(self._decode_step_s.get(decode, 0.0), seconds)
+            self._decode_step_s.setdefault(decode, deque(maxlen=9)).append(seconds)
         elif decode == 0 or decode in self._decode_step_s:
-            spent = max(seconds - self._decode_step_s.get(decode, 0.0), 0.0)
-            self._prompt_token_s = _average(self._prompt_token_s, spent / prompt)
+            token_s = max(seconds - (self._decode_s(decode) if decode else 0.0), 0.0) / prompt
+            self._prompt_token_s = _average(self._prompt_token_s, token_s)
+            for req, n in batch:
+                if n > 1:
+                    req.token_s = token_s
 
     def _loop(self) -> None:
         while True:
@@ -198,8 +214,7 @@ class Batcher:
                     req.done.set()
                 continue
             self._last_step_s = time.perf_counter() - t0
-            pieces = [n for _, n in batch if n > 1]
-            self._learn(self._last_step_s, len(batch) - len(pieces), sum(pieces))
+            self._learn(self._last_step_s, sum(1 for _, n in batch if n == 1), batch)
             self.steps += 1
             self.step_tokens += sum(n for _, n in batch)
             self.max_sequences = max(self.max_sequences, len(batch))
