@@ -77,3 +77,31 @@ def test_threads_done_with_parallel_work_let_their_openmp_pools_go(tmp_path, mon
     assert len(released) == 3                       # and let go at its end
     engine.generate("hello", max_tokens=4)
     assert len(released) == 4                       # one job: once, at its end
+
+
+def test_batched_prompt_steps_take_every_thread_whatever_the_decode_steps_chose(tmp_path):
+    """A step of several prompt tokens is compute-bound and shares its rows out as tasks, so
+    it runs on every thread (as Model.forward gives a prompt) even while the decode steps'
+    chooser holds one thread; a small piece beside decode tokens takes the chooser's count."""
+    import abi.llm
+    from abi.gguf import GGMLType
+    from abi.llm.model import PROMPT_STEP_TOKENS
+    from tiny_models import write_tiny_model
+
+    path = tmp_path / "tiny.gguf"
+    write_tiny_model(path, "llama", GGMLType.Q8_0, seed=3)
+    m = abi.llm.load_model(path, n_threads=2)
+    compiled = m._decoder()
+    seen = []
+
+    class Recording:
+        def forward_many(self, parts, n_threads=0):
+            seen.append(n_threads)
+            return compiled.forward_many(parts, n_threads)
+
+    m._compiled = Recording()
+    m._batch_threads.current = 1
+    caches = [m.new_cache() for _ in range(3)]
+    m.forward_many([([5], caches[0], "last"), (list(range(3, 3 + PROMPT_STEP_TOKENS)), caches[1], "last")])
+    m.forward_many([([6], caches[0], "last"), ([7, 8, 9], caches[2], "last")])
+    assert seen == [0, 1]   # 0: every thread

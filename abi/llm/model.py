@@ -27,6 +27,7 @@ from .weights import WeightLoader
 
 log = logging.getLogger(__name__)
 DEFAULT_BATCH = 512
+PROMPT_STEP_TOKENS = 32   # a batched step with this many prompt tokens runs on every thread
 
 
 class Model:
@@ -249,7 +250,11 @@ class Model:
             chooser = self._batch_threads
             if all(len(ids) == 1 for ids, _, _ in parts):   # decode tokens only, as forward()
                 return chooser.timed(lambda n: compiled.forward_many(parts, n), len(parts))
-            # with prompt chunks: too rare to judge, so the count the decode steps found faster
+            if sum(len(ids) for ids, _, _ in parts if len(ids) > 1) >= PROMPT_STEP_TOKENS:
+                # a prompt's worth: all threads, as forward() gives a prompt (its products
+                # share their rows out as tasks, so a descheduled thread does less, not late)
+                return compiled.forward_many(parts)
+            # a small prompt piece beside decode tokens: the count the decode steps found faster
             return compiled.forward_many(parts, chooser.current)
 
     def logits(self, ids) -> np.ndarray:
