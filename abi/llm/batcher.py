@@ -6,8 +6,8 @@ Each generation still runs its own loop (``generation.generate_step``: sampling,
 stop strings, seeds, logprobs, constraints and cancellation stay per sequence), but its
 forward calls go through ``Batcher.forward``, which queues them. A single stepping thread
 takes what is queued and runs ONE compiled forward (``Model.forward_many``) over the next
-token of every decoding sequence plus at most ``prefill_chunk`` tokens of prompts, so the
-weights are read once per step for all of them; attention runs per sequence against its own
+token of every decoding sequence plus tokens of waiting prompts (below), so the weights are
+read once per step for all of them; attention runs per sequence against its own
 cache. Sequences join and leave between steps. Prompts go first come first served. A short
 prompt (at most ``prefill_chunk`` tokens: a chat turn) goes whole into the next step, beside
 every other waiting short prompt, so a burst of users gets its first tokens together, as
@@ -71,11 +71,11 @@ class Batcher:
         self.prefill_s = prefill_s
         self.gather_s = gather_s
         # n decode tokens -> the seconds of the last decode-only steps of that many: their
-        # median, since a step the machine stalled once must not shrink every prompt piece
+        # median, since a step the machine stalled once must not distort every prompt piece
         # sized against it while no decode-only step runs to correct it
         self._decode_step_s: dict[int, deque] = {}
-        self._prompt_token_s = 0.0     # seconds a prompt token adds to a step
-        # (moving averages of what the steps took; absent or 0 until measured)
+        self._prompt_token_s = 0.0     # seconds a prompt token adds to a step: a moving
+        # average over all prompts (0 until measured), for a prompt's first piece
         self._cv = threading.Condition()
         self._pending: list[_Request] = []
         self._members = 0
@@ -130,8 +130,8 @@ class Batcher:
 
     # -- the stepping thread -----------------------------------------------------------------
     def _decode_s(self, decode: int) -> float:
-        """A step of ``decode`` decode tokens' measured seconds; else that of the most tokens
-        measured below it (an underestimate: a smaller prompt piece); 0 if none."""
+        """The median seconds of the last decode-only steps of ``decode`` tokens; else of the
+        most tokens measured below it (an underestimate: a smaller prompt piece); 0 if none."""
         below = [n for n in self._decode_step_s if n <= decode]
         return statistics.median(self._decode_step_s[max(below)]) if below else 0.0
 
