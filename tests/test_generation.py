@@ -198,6 +198,50 @@ def test_prefix_reuse_matches_cold_run(engine, default_model_path):
     assert warm.tokens == cold.tokens and warm_text == cold_text
 
 
+def test_a_slot_copies_the_prefix_another_slot_holds_and_answers_as_a_cold_run(default_model_path):
+    """Two users whose prompts share a system prompt: the second one's slot copies those rows
+    from the first one's (its own cache holds nothing), prefills only the rest, and answers
+    with the tokens a cold engine gives."""
+    system = {"role": "system", "content": "You are a careful assistant. Answer in one short sentence."}
+    first = [system, {"role": "user", "content": "Name a fruit."}]
+    second = [system, {"role": "user", "content": "Name a colour."}]
+    two = Engine(backend="cpu", n_slots=2).load_model(default_model_path)
+    two.chat(first, max_tokens=4, temperature=0, slot=0)
+    model = two.model
+    ids = model.chat_tokens(second)
+    shared = next(i for i, (a, b) in enumerate(zip(model.chat_tokens(first), ids)) if a != b)
+    warm = two.chat(second, stream=True, max_tokens=10, temperature=0, slot=1)
+    warm_text = "".join(e.text or "" for e in warm)
+    assert warm.get_stats().cached_tokens == shared > 10
+    cold = Engine(backend="cpu").load_model(default_model_path).chat(second, stream=True, max_tokens=10,
+                                                                      temperature=0)
+    assert "".join(e.text or "" for e in cold) == warm_text and warm.tokens == cold.tokens
+    assert two.slots[0].cache.tokens[:shared] == two.slots[1].cache.tokens[:shared]
+
+
+def test_hold_prefix_takes_the_longest_among_the_peers_and_only_its_own_without_sharing():
+    from types import SimpleNamespace
+
+    from abi.llm.engine import link_slots
+
+    class Cache(SimpleNamespace):
+        def truncate(self, n):
+            del self.tokens[n:]
+
+        def copy_prefix(self, src, n):
+            self.tokens[:] = src.tokens[:n]
+            self.copied = n
+
+        @property
+        def length(self):
+            return len(self.tokens)
+
+    a, b, c = link_slots([Slot(Cache(tokens=t)) for t in ([1, 2, 9], [1, 2, 3, 4, 8], [7])])
+    assert c.hold_prefix([1, 2, 3, 4, 5]) == 4 and c.cache.copied == 4     # b's 4, not a's 2
+    assert a.hold_prefix([1, 2, 3, 4], share=False) == 2 and a.cache.tokens == [1, 2]
+    assert b.hold_prefix([1, 2, 3, 4]) == 3   # its own: the last prompt token is recomputed
+
+
 def test_callbacks_stats_and_sse(engine):
     pieces, events, done = [], [], []
     stats = engine.generate_streaming("The sky is", pieces.append, max_tokens=5, temperature=0)

@@ -20,11 +20,43 @@ _CONFIG_FIELDS = {f.name for f in dataclasses.fields(StreamingConfig)}
 
 
 class Slot:
-    """One sequence's KV cache and the lock that serialises its use."""
+    """One sequence's KV cache, the lock that serialises its use, and its engine's slots
+    (``peers``, itself among them), whose cached prompt prefixes it may copy. ``rows``, one
+    lock for all the peers, is held to cut a cache or copy rows between them: a generation
+    writes only positions past its cache's tokens, so rows a copy reads stay put."""
 
     def __init__(self, cache):
         self.cache = cache
         self.lock = threading.Lock()
+        self.peers: list[Slot] = [self]
+        self.rows = threading.Lock()
+
+    def hold_prefix(self, ids: Sequence[int], share: bool = True) -> int:
+        """Keep the longest prefix of ``ids[:-1]`` this cache or (``share``) a peer's holds,
+        the peer's rows copied (a system prompt that every conversation starts with is
+        prefilled once), and forget the rest; returns the positions kept. Copied rows are
+        the bits a prefill would write: a token's keys and values depend only on the tokens
+        up to it, and not on the batch it ran in."""
+        n = len(ids) - 1
+        with self.rows:
+            best, src = min(common_prefix(self.cache.tokens, ids), n), self
+            for peer in self.peers if share else ():
+                k = min(common_prefix(peer.cache.tokens, ids), n)
+                if k > best:
+                    best, src = k, peer
+            if src is self:
+                self.cache.truncate(max(best, 0))
+            else:
+                self.cache.copy_prefix(src.cache, best)
+            return self.cache.length
+
+
+def link_slots(slots: list[Slot]) -> list[Slot]:
+    """Make ``slots`` one engine's: peers of each other under one rows lock."""
+    rows = threading.Lock()
+    for slot in slots:
+        slot.peers, slot.rows = slots, rows
+    return slots
 
 
 def make_config(config: StreamingConfig | None = None, **overrides) -> StreamingConfig:
@@ -104,7 +136,7 @@ class Engine:
         self.memory_plan = fitted
         log.info("%s", fitted.describe())
         self.model = load_model(path, backend=self.backend, **self.model_opts)
-        self.slots = [Slot(self.model.new_cache()) for _ in range(self.n_slots)]
+        self.slots = link_slots([Slot(self.model.new_cache()) for _ in range(self.n_slots)])
         self._start_batcher()
         if self.preallocate:
             self._allocate()
@@ -132,7 +164,7 @@ class Engine:
         engine.model = model
         if slots is not None and len(slots) != n_slots:
             raise ConfigError(f"{len(slots)} slot(s) given for n_slots={n_slots}", field="slots")
-        engine.slots = slots or [Slot(model.new_cache()) for _ in range(n_slots)]
+        engine.slots = link_slots(slots or [Slot(model.new_cache()) for _ in range(n_slots)])
         engine._start_batcher()
         return engine
 
@@ -200,7 +232,7 @@ class Engine:
         if self.model.backend != "cpu" or n < 1 or common_prefix(source.tokens, ids) < n:
             return False
         if common_prefix(target.tokens, ids) < n:
-            with self.slots[dst].lock:
+            with self.slots[dst].lock, self.slots[dst].rows:
                 target.copy_prefix(source, n)
         return True
 

@@ -181,10 +181,11 @@ class StreamingResponse:
                 f"the prompt has {len(self.prompt_ids)} tokens; the context holds {model.n_ctx}")
         with self.slot.lock, (self.batcher.member() if self.batcher else nullcontext()):
             cache = self.slot.cache
-            # keep the longest cached prefix, but always recompute the last prompt token
-            keep = min(common_prefix(cache.tokens, self.prompt_ids), len(self.prompt_ids) - 1)
-            cache.truncate(max(keep, 0))
-            stats.cached_tokens = cache.length
+            # keep the longest cached prefix (this slot's, or one copied from another slot of
+            # the engine), but always recompute the last prompt token; a device-side cache
+            # (CUDA) keeps its own rows, so only its own prefix
+            stats.cached_tokens = self.slot.hold_prefix(self.prompt_ids,
+                                                        share=getattr(model, "backend", None) == "cpu")
             new_ids = self.prompt_ids[cache.length:]
             if getattr(model, "backend", None) == "cpu":
                 # the whole generation's positions at once: growing by doubling after a long
