@@ -8,7 +8,8 @@ queue and hooks. It knows no HTTP (routes translate their API's shapes to
 A ``GenerationRequest`` is one prompt and its ``n`` choices (choice i samples with seed + i).
 A job (one or more requests, run one after another) takes ``min(n, slots)`` slots at once,
 the first the free slot whose cache shares the longest prefix with its prompt
-(``Engine.pick_slot``); while they are not free it waits in the queue (FIFO: a job behind it
+(``Engine.pick_slot``; a longer prefix another slot holds is copied at the start,
+``Slot.hold_prefix``); while they are not free it waits in the queue (FIFO: a job behind it
 waits too), past ``max_queue`` waiting jobs ``ServerBusy``. Its choices decode together:
 choice 0 prefills the prompt, the others copy its keys and values (``Engine.share_prefix``)
 and recompute only the last prompt token, and all of them meet in the engine's batcher's
