@@ -228,12 +228,10 @@ class Engine:
         rows: the choices of one prompt prefill it once). False where they cannot be shared:
         ``src`` does not hold them, or the model keeps its cache on a device."""
         n = len(ids) - 1
-        source, target = self.slots[src].cache, self.slots[dst].cache
-        if self.model.backend != "cpu" or n < 1 or common_prefix(source.tokens, ids) < n:
+        if self.model.backend != "cpu" or n < 1 or common_prefix(self.slots[src].cache.tokens, ids) < n:
             return False
-        if common_prefix(target.tokens, ids) < n:
-            with self.slots[dst].lock, self.slots[dst].rows:
-                target.copy_prefix(source, n)
+        with self.slots[dst].lock:
+            self.slots[dst].hold_prefix(ids)   # src holds all of ids[:-1]: the longest there is
         return True
 
     def count_chat_tokens(self, messages) -> int:

@@ -180,14 +180,13 @@ class StreamingResponse:
             raise ContextLengthExceeded(
                 f"the prompt has {len(self.prompt_ids)} tokens; the context holds {model.n_ctx}")
         with self.slot.lock, (self.batcher.member() if self.batcher else nullcontext()):
-            cache = self.slot.cache
+            cache, on_cpu = self.slot.cache, getattr(model, "backend", None) == "cpu"
             # keep the longest cached prefix (this slot's, or one copied from another slot of
             # the engine), but always recompute the last prompt token; a device-side cache
             # (CUDA) keeps its own rows, so only its own prefix
-            stats.cached_tokens = self.slot.hold_prefix(self.prompt_ids,
-                                                        share=getattr(model, "backend", None) == "cpu")
+            stats.cached_tokens = self.slot.hold_prefix(self.prompt_ids, share=on_cpu)
             new_ids = self.prompt_ids[cache.length:]
-            if getattr(model, "backend", None) == "cpu":
+            if on_cpu:
                 # the whole generation's positions at once: growing by doubling after a long
                 # prompt would hold the old and the new cache together
                 cache.reserve(min(model.n_ctx, len(self.prompt_ids) + cfg.max_tokens))
