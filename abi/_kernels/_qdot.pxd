@@ -201,6 +201,22 @@ cdef extern from *:
         __m256i v = _mm256_shuffle_epi8(_mm256_castps_si256(_mm256_broadcast_ss((const float*)p)), shuf);
         return _mm256_cmpeq_epi8(_mm256_and_si256(v, sel), sel);
     }
+    /* abi_k4_scales in a vector (s: the 12 bytes, and 4 more that are read and ignored):
+       bytes 0-7 the scales, 8-15 the mins, with no trip through memory */
+    static inline __m128i abi_k4_scales_v(const uint8_t* s) {
+        const __m128i v = _mm_loadu_si128((const __m128i*)s);
+        const __m128i m4 = _mm_set1_epi8(15);
+        const __m128i a = _mm_and_si128(v, _mm_set1_epi8(63));                 /* sc0-3 | mn0-3 */
+        const __m128i t = _mm_srli_si128(v, 8);                                 /* s8-s11 */
+        const __m128i b = _mm_unpacklo_epi32(_mm_and_si128(t, m4), _mm_and_si128(_mm_srli_epi16(t, 4), m4));
+        /* | the top two bits of s0-s7, as bits 4-5 */
+        const __m128i up = _mm_or_si128(b, _mm_and_si128(_mm_srli_epi16(v, 2), _mm_set1_epi8(0x30)));   /* sc4-7 | mn4-7 */
+        return _mm_unpacklo_epi32(a, up);
+    }
+    /* [d, dmin, 0, 0]: a k-quant block's two leading f16 scales */
+    static inline __m128 abi_k_dmin(const uint8_t* w) {
+        return _mm_cvtph_ps(_mm_cvtsi32_si128((int)abi_ld32(w)));
+    }
     /* int16 j of s8's lanes (8 int16 scales, alike in both) in all 16 int16 lanes: one
        shuffle, where _mm256_set1_epi16 of a scalar takes three instructions */
     static inline __m256i abi_bcast16(__m256i s8, int j) {
@@ -418,15 +434,16 @@ cdef extern from *:
 
     #if ABI_QDOT_SIMD
     static inline float abi_dot_q4_k_q8_k_simd(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
-        /* sum d_w d_x sum_j sc_j sum(q q_x) - dmin_w d_x sum_j m_j (bsum_2j + bsum_2j+1) */
-        uint8_t sc[8], mn[8];
+        /* a super-block's exact integer sums S = sum_j sc_j sum(q q_x) and M = sum_j m_j
+           (bsum_2j + bsum_2j+1), then acc += (d_w d_x) S and accm += (dmin_w d_x) M, one fused
+           multiply-add each (lanes 0 and 1 of acc2), y = acc - accm: the tiles
+           (_qtile_avx2.pxd) keep a tile's pairs side by side in the lanes of one vector */
         const __m256i m4 = _mm256_set1_epi8(15);
-        __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+        __m128 acc2 = _mm_setzero_ps();
         for (Py_ssize_t i = 0; i < nb; ++i, w += 144, x += 292) {
-            const float dx = abi_ldf32(x);
             const int8_t* q8 = (const int8_t*)(x + 4);
-            abi_k4_scales(w + 4, sc, mn);
-            const __m256i s8 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i*)sc)));
+            const __m128i scm = abi_k4_scales_v(w + 4);
+            const __m256i s8 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
             __m256i sumi = _mm256_setzero_si256();
             for (int c = 0; c < 4; ++c) {
                 __m256i q = _mm256_loadu_si256((const __m256i*)(w + 16 + 32 * c));
@@ -435,13 +452,16 @@ cdef extern from *:
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(plo, abi_bcast16(s8, 2 * c)));
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(phi, abi_bcast16(s8, 2 * c + 1)));
             }
-            __m128i mins = _mm_loadl_epi64((const __m128i*)mn);
-            __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins, mins));  /* m0 m0 m1 m1 ... */
-            __m256i bs = _mm256_loadu_si256((const __m256i*)(x + 260));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w)) * dx), _mm256_cvtepi32_ps(sumi), acc);
-            accm = _mm256_fmadd_ps(_mm256_set1_ps(abi_f16_to_f32(abi_ld16(w + 2)) * dx), _mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mins16)), accm);
+            const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(scm, scm));  /* m0 m0 m1 m1 ... */
+            /* [S M . .]: both totals in one reduction */
+            const __m256i mm = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(x + 260)), mins16);
+            const __m256i v = _mm256_add_epi32(_mm256_unpacklo_epi32(sumi, mm), _mm256_unpackhi_epi32(sumi, mm));
+            __m128i h = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+            h = _mm_add_epi32(h, _mm_unpackhi_epi64(h, h));
+            const __m128 dd = _mm_mul_ps(abi_k_dmin(w), _mm_set1_ps(abi_ldf32(x)));   /* [d_w d_x, dmin_w d_x, 0, 0] */
+            acc2 = _mm_fmadd_ps(dd, _mm_cvtepi32_ps(h), acc2);
         }
-        return abi_hsum8(acc) - abi_hsum8(accm);
+        return _mm_cvtss_f32(acc2) - _mm_cvtss_f32(_mm_movehdup_ps(acc2));
     }
     #endif
     static inline float abi_dot_q4_k_q8_k_scalar(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {

@@ -259,14 +259,13 @@ cdef extern from *:
         }
     }
 
-    /* ------------------------------------------------------------------ Q4_K, Q5_K x Q8_K
+    /* ------------------------------------------------------------------ Q5_K x Q8_K
        T = 1: acc (scales) and accm (mins), 8 lanes each; here [acc | accm]. The block's
        integer sum: [sub-block 2c | 2c + 1] per 64 activation bytes, lanes folded at the end.
-       q5 (a constant where it is called) picks Q5_K's block, its fifth bits in qh, over Q4_K's. */
-    ABI_AINL void abi_tile_k45_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
-                                  Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N, const int q5) {
-        const Py_ssize_t bytes = q5 ? 176 : 144;
-        const __m512i m4 = _mm512_set1_epi8(15);
+       (Q4_K's tile, _qtile_avx2.pxd's, is built here too.) */
+    ABI_AINL void abi_tile_q5_k_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
+                                   Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        const Py_ssize_t bytes = 176;
         const __m256i m4h = _mm256_set1_epi8(15), b4 = _mm256_set1_epi8(16);
         __m512 acc[ABI_TILE_R][ABI_TILE_N];
         ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
@@ -291,15 +290,12 @@ cdef extern from *:
                 __m512i u[ABI_TILE_R], s16[ABI_TILE_R];
                 ABI_UNROLL for (int r = 0; r < R; ++r) {
                     const uint8_t* wr = w + r * rb + bytes * i;
-                    if (q5) {
+                    {   /* bits 0-3 in qs, bit 4 in qh */
                         const __m256i q = _mm256_loadu_si256((const __m256i*)(wr + 48 + 32 * c));
                         /* bit 2c of qh is bit 4 of sub-block 2c, bit 2c + 1 of sub-block 2c + 1 */
                         const __m256i hb = _mm256_srli_epi16(_mm256_loadu_si256((const __m256i*)(wr + 16)), 2 * c);
                         u[r] = abi_zi(_mm256_or_si256(_mm256_and_si256(q, m4h), _mm256_and_si256(_mm256_slli_epi16(hb, 4), b4)),
                                       _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4h), _mm256_and_si256(_mm256_slli_epi16(hb, 3), b4)));
-                    } else {
-                        const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i*)(wr + 16 + 32 * c)));
-                        u[r] = _mm512_and_si512(_mm512_mask_srli_epi16(q, (__mmask32)0xFFFF0000u, q, 4), m4);
                     }
                     s16[r] = _mm512_permutexvar_epi16(idx, sc16[r]);
                 }
@@ -323,8 +319,6 @@ cdef extern from *:
         ABI_UNROLL for (int r = 0; r < R; ++r)
             ABI_UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = abi_hsum8(abi_zlo(acc[r][t])) - abi_hsum8(abi_zhi(acc[r][t]));
     }
-    ABI_TILE_RN(q4_k, k45, 0)
-    ABI_TILE_RN(q5_k, k45, 1)
 
     /* ------------------------------------------------------------------ Q6_K, Q3_K x Q8_K
        T = 1: one 8-lane accumulator; here two tokens side by side, [token 2j | 2j + 1]
@@ -524,7 +518,7 @@ cdef extern from *:
     }
 
     /* ------------------------------------------------------------------ Q2_K x Q8_K
-       T = 1: acc (scales) and accm (mins); here [acc | accm] as the Q4_K tile, the block's
+       T = 1: acc (scales) and accm (mins); here [acc | accm] as the Q5_K tile, the block's
        integer sum over pairs of 32-element groups as the Q3_K tile (16 scales, low nibbles;
        the 16 mins, high nibbles, against the bsums). */
     ABI_AINL void abi_tile_q2_k_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
@@ -795,7 +789,6 @@ cdef extern from *:
        4 x 8, has its own driver above) */
     ABI_TILE_DRIVER(q4_1, 4, 4)
     ABI_TILE_DRIVER(q8_0, 4, 4)
-    ABI_TILE_DRIVER(q4_k, 2, 8)
     ABI_TILE_DRIVER(q6_k, 2, 8)
     ABI_TILE_DRIVER(iq4_nl, 4, 4)
     ABI_TILE_DRIVER(iq4_xs, 2, 8)
@@ -981,7 +974,6 @@ cdef extern from *:
     ABI_TILE_STUB(q4_1)
     ABI_TILE_STUB(q8_0)
     ABI_TILE_STUB(q5_0)
-    ABI_TILE_STUB(q4_k)
     ABI_TILE_STUB(q6_k)
     ABI_TILE_STUB(iq4_nl)
     ABI_TILE_STUB(iq4_xs)

@@ -1,6 +1,7 @@
 # Prompt (T > 1) products over tiles of weight rows x tokens for CPUs with AVX2 but without
 # AVX-512 VNNI (Zen 2/3, Haswell to Alder Lake), as inline C. _qtile.pxd holds the AVX-512
-# tiles; where those are built, this file builds nothing but the shared scratch.
+# tiles; where those are built, this file builds nothing but the shared scratch and Q4_K's
+# tile (built on every host with AVX2, its float steps a vector for all its pairs).
 #
 # The same promise as there: each (row, token) pair gets its T = 1 kernel's bits. With 16
 # vector registers a tile cannot hold two accumulators per pair, so where the T = 1 kernel
@@ -47,21 +48,170 @@ cdef extern from *:
         }
         return abi_tile_buf;
     }
-    #endif
-
-    #if ABI_QDOT_SIMD && !(defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__))
-    #define ABI_QTILE2 1
     #define ABI_T2INL static inline __attribute__((always_inline))
     #define ABI_T2UNROLL _Pragma("GCC unroll 16")
-    #define ABI_T2_TC 64     /* tokens prepared at a time */
-    #define ABI_T2_TCP (ABI_T2_TC + 8)   /* a block's per-token floats: 8 read past the last */
-
     /* the rows the next group will prepare, requested while this group's are used: a decode
        batch reads each row from DRAM for only a few tokens, so the tiles of all its rows run
        in one call and hide that reading themselves */
     ABI_T2INL void abi_t2_prefetch(const uint8_t* p, const uint8_t* end, Py_ssize_t n) {
         for (const uint8_t* q = p; q < p + n && q < end; q += 64) _mm_prefetch((const char*)q, _MM_HINT_T0);
     }
+
+    /* ================================================================== Q4_K x Q8_K, built with AVX2 and AVX-512 alike
+       T = 1 (_qdot.pxd): a super-block's exact integer sums, S (the scales') and M (the
+       mins'), each reduced to one int; then acc += (d dx) S and accm += (dmin dx) M, one
+       fused multiply-add each, y = acc - accm. Here a tile of ABI_KL_R rows x ABI_KL_N tokens keeps pair (r, t)'s
+       accumulators in lane ABI_KL_N r + t of a vector, so that a super-block's float steps
+       are one vector's for all the pairs (and no accumulator is spilled). The rows are read
+       as stored, each 32-element group unpacked where it is used: at two multiplies a group
+       per pair the products bound the loop and the unpacking takes the idle ports, where
+       preparing the rows once costs stores and loads. */
+    #define ABI_KL_R 2
+    #define ABI_KL_N 4
+
+    /* the shuffles of abi_bcast16, j = 0..7: int16 j of both lanes in all 16 */
+    static const uint16_t abi_kl_bcast[8][16] __attribute__((aligned(32))) = {
+        {0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100},
+        {0x0302, 0x0302, 0x0302, 0x0302, 0x0302, 0x0302, 0x0302, 0x0302, 0x0302, 0x0302, 0x0302, 0x0302, 0x0302, 0x0302, 0x0302, 0x0302},
+        {0x0504, 0x0504, 0x0504, 0x0504, 0x0504, 0x0504, 0x0504, 0x0504, 0x0504, 0x0504, 0x0504, 0x0504, 0x0504, 0x0504, 0x0504, 0x0504},
+        {0x0706, 0x0706, 0x0706, 0x0706, 0x0706, 0x0706, 0x0706, 0x0706, 0x0706, 0x0706, 0x0706, 0x0706, 0x0706, 0x0706, 0x0706, 0x0706},
+        {0x0908, 0x0908, 0x0908, 0x0908, 0x0908, 0x0908, 0x0908, 0x0908, 0x0908, 0x0908, 0x0908, 0x0908, 0x0908, 0x0908, 0x0908, 0x0908},
+        {0x0b0a, 0x0b0a, 0x0b0a, 0x0b0a, 0x0b0a, 0x0b0a, 0x0b0a, 0x0b0a, 0x0b0a, 0x0b0a, 0x0b0a, 0x0b0a, 0x0b0a, 0x0b0a, 0x0b0a, 0x0b0a},
+        {0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c},
+        {0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e}};
+
+    /* lane l: the total of s[l]'s 8 lanes, by unpacks and adds */
+    ABI_T2INL __m256i abi_kl_pair32(__m256i a, __m256i b) {   /* [a0+a2, b0+b2, a1+a3, b1+b3 | the same of 4-7] */
+        return _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b));
+    }
+    ABI_T2INL __m256i abi_kl_quad(__m256i a, __m256i b) {     /* [s0..s3 lanes 0-3 summed | lanes 4-7] */
+        return _mm256_add_epi32(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b));
+    }
+    ABI_T2INL __m256i abi_kl_totals(const __m256i* s) {
+        const __m256i b0 = abi_kl_quad(abi_kl_pair32(s[0], s[1]), abi_kl_pair32(s[2], s[3]));
+        const __m256i b1 = abi_kl_quad(abi_kl_pair32(s[4], s[5]), abi_kl_pair32(s[6], s[7]));
+        return _mm256_add_epi32(_mm256_permute2x128_si256(b0, b1, 0x20), _mm256_permute2x128_si256(b0, b1, 0x31));
+    }
+
+    /* A group of ABI_KL_N tokens prepared once per call, a record per super-block: for the
+       mins, words p = 0..3 of the tokens' pair sums B_j = bsum_2j + bsum_2j+1, word p
+       holding (B_2p, B_2p+1), as [tokens 0-3 | tokens 0-3]; then [dx of tokens 0-3 | the same] */
+    #define ABI_KL_XP 160
+    static const uint8_t* abi_kl_prep(const uint8_t* x, Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb) {
+        const Py_ssize_t ng = (nt + ABI_KL_N - 1) / ABI_KL_N;
+        uint8_t* xp = abi_tile_scratch((size_t)ng * nb * ABI_KL_XP);
+        for (Py_ssize_t g = 0; g < ng; ++g)
+            for (Py_ssize_t i = 0; i < nb; ++i) {
+                __m128i b[ABI_KL_N];
+                float dx[ABI_KL_N];
+                for (int t = 0; t < ABI_KL_N; ++t) {
+                    const Py_ssize_t tt = g * ABI_KL_N + t;
+                    const uint8_t* xt = x + tt * xs + 292 * i;
+                    b[t] = tt < nt ? _mm_hadd_epi16(_mm_loadu_si128((const __m128i*)(xt + 260)), _mm_loadu_si128((const __m128i*)(xt + 276)))
+                                   : _mm_setzero_si128();
+                    dx[t] = tt < nt ? abi_ldf32(xt) : 0.0f;
+                }
+                const __m128i u0 = _mm_unpacklo_epi32(b[0], b[1]), u1 = _mm_unpacklo_epi32(b[2], b[3]);
+                const __m128i u2 = _mm_unpackhi_epi32(b[0], b[1]), u3 = _mm_unpackhi_epi32(b[2], b[3]);
+                const __m128i v[4] = {_mm_unpacklo_epi64(u0, u1), _mm_unpackhi_epi64(u0, u1),
+                                      _mm_unpacklo_epi64(u2, u3), _mm_unpackhi_epi64(u2, u3)};
+                uint8_t* o = xp + (g * nb + i) * ABI_KL_XP;
+                for (int p = 0; p < 4; ++p) _mm256_store_si256((__m256i*)(o + 32 * p), _mm256_set_m128i(v[p], v[p]));
+                const __m128 d4 = _mm_loadu_ps(dx);
+                _mm256_store_ps((float*)(o + 128), _mm256_set_m128(d4, d4));
+            }
+        return xp;
+    }
+
+    /* R (<= ABI_KL_R) rows as stored, rb bytes apart, x N (<= ABI_KL_N) tokens (xp: their
+       prepared group) */
+    ABI_T2INL void abi_kl_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs, const uint8_t* xp,
+                             Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+        const __m256i m4 = _mm256_set1_epi8(15);
+        __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+        #define ABI_KL(r, t) s[ABI_KL_N * (r) + (t)]
+        #define ABI_KL_X(t, o) _mm256_loadu_si256((const __m256i*)(x + (t) * xs + 292 * i + (o)))
+        /* the sums of pair (r, t) += group u (scales sv) x the activation at byte o */
+        #define ABI_KL_GROUP(r, u, sv, o) ABI_T2UNROLL for (int t = 0; t < N; ++t) {                              \
+            ABI_KL(r, t) = _mm256_add_epi32(ABI_KL(r, t), _mm256_madd_epi16(_mm256_maddubs_epi16(u, ABI_KL_X(t, o)), sv)); \
+            __asm__("" : "+x"(ABI_KL(r, t)));   /* each sum kept in its register */                            \
+        }
+        for (Py_ssize_t i = 0; i < nb; ++i) {
+            __m256i s[8], sc[ABI_KL_R];
+            __m128i mn[ABI_KL_R];
+            __m128 dd[ABI_KL_R];   /* [d, dmin, ...] */
+            ABI_T2UNROLL for (int l = 0; l < 8; ++l) s[l] = _mm256_setzero_si256();
+            ABI_T2UNROLL for (int r = 0; r < ABI_KL_R; ++r) {   /* the scales as int16 in both lanes, the mins as int16 */
+                const uint8_t* wr = w + r * rb + 144 * i;
+                const __m128i scm = abi_k4_scales_v(wr + 4);
+                sc[r] = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
+                mn[r] = r < R ? _mm_cvtepu8_epi16(_mm_srli_si128(scm, 8)) : _mm_setzero_si128();
+                dd[r] = r < R ? abi_k_dmin(wr) : _mm_setzero_ps();
+            }
+            _Pragma("GCC unroll 1") for (int c = 0; c < 4; ++c)   /* unrolled, gcc spills the sums */
+                ABI_T2UNROLL for (int r = 0; r < R; ++r) {
+                    const __m256i q = _mm256_loadu_si256((const __m256i*)(w + r * rb + 144 * i + 16 + 32 * c));
+                    ABI_T2UNROLL for (int h = 0; h < 2; ++h) {
+                        const __m256i u = _mm256_and_si256(h ? _mm256_srli_epi16(q, 4) : q, m4);
+                        const __m256i sv = _mm256_shuffle_epi8(sc[r], _mm256_load_si256((const __m256i*)abi_kl_bcast[2 * c + h]));
+                        ABI_KL_GROUP(r, u, sv, 4 + 64 * c + 32 * h)
+                    }
+                }
+            const __m256i S = abi_kl_totals(s);
+            /* M: sum over p of [the rows' mins word p x 4 | ...] . [the tokens' B word p | ...] */
+            const uint8_t* xi = xp + i * ABI_KL_XP;
+            const __m256i mw = _mm256_set_m128i(mn[1], mn[0]);
+            __m256i M = _mm256_madd_epi16(_mm256_shuffle_epi32(mw, 0x00), _mm256_load_si256((const __m256i*)xi));
+            M = _mm256_add_epi32(M, _mm256_madd_epi16(_mm256_shuffle_epi32(mw, 0x55), _mm256_load_si256((const __m256i*)(xi + 32))));
+            M = _mm256_add_epi32(M, _mm256_madd_epi16(_mm256_shuffle_epi32(mw, 0xAA), _mm256_load_si256((const __m256i*)(xi + 64))));
+            M = _mm256_add_epi32(M, _mm256_madd_epi16(_mm256_shuffle_epi32(mw, 0xFF), _mm256_load_si256((const __m256i*)(xi + 96))));
+            /* lane ABI_KL_N r + t: d_r dx_t and dmin_r dx_t, the products the T = 1 kernel rounds */
+            const __m256 vdx = _mm256_load_ps((const float*)(xi + 128));
+            const __m256 vd = _mm256_set_m128(_mm_shuffle_ps(dd[1], dd[1], 0x00), _mm_shuffle_ps(dd[0], dd[0], 0x00));
+            const __m256 vm = _mm256_set_m128(_mm_shuffle_ps(dd[1], dd[1], 0x55), _mm_shuffle_ps(dd[0], dd[0], 0x55));
+            acc = _mm256_fmadd_ps(_mm256_mul_ps(vd, vdx), _mm256_cvtepi32_ps(S), acc);
+            accm = _mm256_fmadd_ps(_mm256_mul_ps(vm, vdx), _mm256_cvtepi32_ps(M), accm);
+        }
+        #undef ABI_KL_GROUP
+        #undef ABI_KL_X
+        #undef ABI_KL
+        float out[8];
+        _mm256_storeu_ps(out, _mm256_sub_ps(acc, accm));
+        ABI_T2UNROLL for (int r = 0; r < R; ++r) ABI_T2UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = out[ABI_KL_N * r + t];
+    }
+    ABI_T2INL void abi_kl_rows(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs, const uint8_t* xp,
+                               Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys, const int R) {
+        for (Py_ssize_t t = 0; t < nt; t += ABI_KL_N) {
+            const uint8_t* xt = x + t * xs;
+            const uint8_t* xg = xp + (t / ABI_KL_N) * nb * ABI_KL_XP;
+            float* yt = y + t * ys;
+            switch (nt - t) {
+                case 1: abi_kl_rn(w, rb, xt, xs, xg, nb, yt, ys, R, 1); break;
+                case 2: abi_kl_rn(w, rb, xt, xs, xg, nb, yt, ys, R, 2); break;
+                case 3: abi_kl_rn(w, rb, xt, xs, xg, nb, yt, ys, R, 3); break;
+                default: abi_kl_rn(w, rb, xt, xs, xg, nb, yt, ys, R, ABI_KL_N);
+            }
+        }
+    }
+    static void abi_tile_q4_k(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                              Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
+        const uint8_t* xp = abi_kl_prep(x, xs, nt, nb);
+        Py_ssize_t r = 0;
+        for (; r + ABI_KL_R <= nr; r += ABI_KL_R) {
+            abi_t2_prefetch(w + (r + ABI_KL_R) * rb, w + nr * rb, ABI_KL_R * rb);
+            abi_kl_rows(w + r * rb, rb, x, xs, xp, nt, nb, y + r, ys, ABI_KL_R);
+        }
+        for (; r < nr; ++r) abi_kl_rows(w + r * rb, rb, x, xs, xp, nt, nb, y + r, ys, 1);
+    }
+    #else
+    ABI_TILE_STUB(q4_k)
+    #endif
+
+    #if ABI_QDOT_SIMD && !(defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__))
+    #define ABI_QTILE2 1
+    #define ABI_T2_TC 64     /* tokens prepared at a time */
+    #define ABI_T2_TCP (ABI_T2_TC + 8)   /* a block's per-token floats: 8 read past the last */
+
 
     /* ================================================================== Q4_1, Q5_1, Q8_0, IQ4_NL, MXFP4
        T = 1 (_qdot.pxd, _qdot_iq.pxd): Q4_1, Q8_0, IQ4_NL and MXFP4 keep acc0 (even blocks)
@@ -380,11 +530,11 @@ cdef extern from *:
     ABI_T2_TILE(q4_0, abi_qd_tile_run, ABI_L_Q4_0)
     ABI_T2_TILE(q5_0, abi_qd_tile_run, ABI_L_Q5_0)
 
-    /* ================================================================== Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS, TQ2_0, lattice x Q8_K
+    /* ================================================================== Q2_K, Q3_K, Q5_K, Q6_K, IQ4_XS, TQ2_0, lattice x Q8_K
        T = 1 (_qdot.pxd, _qdot_iq.pxd): a super-block's integer sum, 8 int32 lanes, is the
        sum over its 8 chunks of 32 elements of madd(maddubs(unsigned values, activation
        chunk), int16 scale vector) (IQ4_XS: its signed values, the signs moved onto the
-       activation; TQ2_0: scales of 1); then either (Q2_K, Q4_K, Q5_K: "mins") acc += d dx
+       activation; TQ2_0: scales of 1); then either (Q2_K, Q5_K: "mins") acc += d dx
        sum and accm += dmin dx madd(bsums, m), y = hsum(acc) - hsum(accm), or (Q3_K, Q6_K,
        TQ2_0: an offset of 4, 32 or 1) acc += d dx (sum - madd(bsums, m) << shift), or
        (IQ4_XS) acc += d dx sum; y = hsum(acc); TQ2_0 keeps two chains (even and odd
@@ -393,7 +543,7 @@ cdef extern from *:
        types (and the lattice ones below) and a pair costs three instructions a chunk (IQ4_XS five: its activation's two
        halves and their signs; TQ2_0 two: its int16 sums added before one madd a
        super-block). */
-    enum { ABI_K_Q2_K, ABI_K_Q3_K, ABI_K_Q4_K, ABI_K_Q5_K, ABI_K_Q6_K, ABI_K_IQ4_XS, ABI_K_TQ2_0,
+    enum { ABI_K_Q2_K, ABI_K_Q3_K, ABI_K_Q5_K, ABI_K_Q6_K, ABI_K_IQ4_XS, ABI_K_TQ2_0,
            ABI_K_IQ2_XXS, ABI_K_IQ2_XS, ABI_K_IQ2_S, ABI_K_IQ3_XXS, ABI_K_IQ3_S, ABI_K_IQ1_S, ABI_K_IQ1_M, ABI_K_TQ1_0 };
     /* the lattice and ternary types (_qdot_iq.pxd's AVX2 kernels): a block's lanes are the sum
        over its 8 groups of 32 of madd(maddubs(values, activation), int16 scales), the float
@@ -474,18 +624,17 @@ cdef extern from *:
     }
     ABI_T2INL void abi_k_prep(const uint8_t* w, abi_k_sb* o, const int k) {
         const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
-        if (k == ABI_K_Q4_K || k == ABI_K_Q5_K) {
+        if (k == ABI_K_Q5_K) {
             uint8_t sc[8], mn[8];
             abi_k4_scales(w + 4, sc, mn);
-            const __m256i hbits = k == ABI_K_Q5_K ? _mm256_loadu_si256((const __m256i*)(w + 16)) : _mm256_setzero_si256();
+            const __m256i hbits = _mm256_loadu_si256((const __m256i*)(w + 16));
             for (int c = 0; c < 4; ++c) {
-                const __m256i q = _mm256_loadu_si256((const __m256i*)(w + (k == ABI_K_Q5_K ? 48 : 16) + 32 * c));
+                const __m256i q = _mm256_loadu_si256((const __m256i*)(w + 48 + 32 * c));
                 __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-                if (k == ABI_K_Q5_K) {   /* bit 2c of qh is bit 4 of chunk 2c, bit 2c + 1 of chunk 2c + 1 */
-                    const __m256i hb = _mm256_srli_epi16(hbits, 2 * c), b4 = _mm256_set1_epi8(16);
-                    lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(hb, 4), b4));
-                    hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16(hb, 3), b4));
-                }
+                /* bit 2c of qh is bit 4 of chunk 2c, bit 2c + 1 of chunk 2c + 1 */
+                const __m256i hb = _mm256_srli_epi16(hbits, 2 * c), b4 = _mm256_set1_epi8(16);
+                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(hb, 4), b4));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16(hb, 3), b4));
                 o->u[2 * c] = lo; o->u[2 * c + 1] = hi;
             }
             const __m256i s8 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i*)sc)));
@@ -593,7 +742,7 @@ cdef extern from *:
     /* R prepared rows (nb super-blocks each, consecutive) x N tokens */
     ABI_T2INL void abi_k_rn(const abi_k_sb* wp, Py_ssize_t nb, const uint8_t* x, Py_ssize_t xs,
                             float* y, Py_ssize_t ys, const int R, const int N, const int k) {
-        const int mins = k == ABI_K_Q2_K || k == ABI_K_Q4_K || k == ABI_K_Q5_K;
+        const int mins = k == ABI_K_Q2_K || k == ABI_K_Q5_K;
         const int shift = k == ABI_K_Q6_K ? 5 : k == ABI_K_Q3_K ? 2 : 0;
         const int step = k == ABI_K_TQ2_0 || ABI_K_LAT(k) ? 2 : 1;   /* chains: two run as two passes */
         __m256 acc[ABI_K_R][ABI_K_N], accm[ABI_K_R][ABI_K_N], acc0[ABI_K_R][ABI_K_N];
@@ -674,7 +823,7 @@ cdef extern from *:
 
     ABI_T2INL void abi_k_tile_run(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                                   Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys, const int k) {
-        const Py_ssize_t wb = k == ABI_K_Q2_K ? 84 : k == ABI_K_Q3_K ? 110 : k == ABI_K_Q4_K ? 144 : k == ABI_K_Q5_K ? 176
+        const Py_ssize_t wb = k == ABI_K_Q2_K ? 84 : k == ABI_K_Q3_K ? 110 : k == ABI_K_Q5_K ? 176
                               : k == ABI_K_Q6_K ? 210 : k == ABI_K_IQ4_XS ? 136 : k == ABI_K_IQ2_XS ? 74 : k == ABI_K_IQ2_S ? 82
                               : k == ABI_K_IQ3_XXS ? 98 : k == ABI_K_IQ3_S ? 110 : k == ABI_K_IQ1_S ? 50 : k == ABI_K_IQ1_M ? 56
                               : k == ABI_K_TQ1_0 ? 54 : 66;   /* TQ2_0, IQ2_XXS: 66 */
@@ -703,7 +852,6 @@ cdef extern from *:
     #define ABI_K_TILE(name, K) ABI_T2_TILE(name, abi_k_tile_run, K)
     ABI_K_TILE(q2_k, ABI_K_Q2_K)
     ABI_K_TILE(q3_k, ABI_K_Q3_K)
-    ABI_K_TILE(q4_k, ABI_K_Q4_K)
     ABI_K_TILE(q5_k, ABI_K_Q5_K)
     ABI_K_TILE(q6_k, ABI_K_Q6_K)
     ABI_K_TILE(iq4_xs, ABI_K_IQ4_XS)
@@ -729,4 +877,4 @@ cdef extern from *:
     #endif /* ABI_QTILE2_H */
     """
     bint QTILE2_LAT "ABI_QTILE2_LAT"   # among them, those of IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M and TQ1_0
-    bint QTILE2 "ABI_QTILE2"   # the AVX2 tiles: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, MXFP4, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS, TQ2_0
+    bint QTILE2 "ABI_QTILE2"   # the AVX2 tiles: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, MXFP4, Q2_K, Q3_K, Q5_K, Q6_K, IQ4_XS, TQ2_0 (and Q4_K with any SIMD)

@@ -302,9 +302,10 @@ cdef void gemm_rows(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r1, Py_ss
     """y[t * ys + r] = row r . token t for r0 <= r < r1, t < T (each token's activation
     row xs bytes after the last), every pair with the T = 1 kernel's bits."""
     cdef Py_ssize_t rb = row_bytes(t, cols), rc = r0, re
-    # a prompt (enough tokens per row to hide its reading), or the AVX2 quantised tiles (which
-    # prepare the tokens once per call and prefetch the rows themselves)
-    if T > TILE_TOKENS or (QTILE2 and t != T_F32 and t != T_F16 and t != T_BF16):
+    # a prompt (enough tokens per row to hide its reading), or the AVX2 quantised tiles and
+    # Q4_K's on every SIMD host (which prepare the tokens once per call and prefetch the rows
+    # themselves)
+    if T > TILE_TOKENS or (QTILE2 and t != T_F32 and t != T_F16 and t != T_BF16) or (QDOT_SIMD and t == T_Q4_K):
         gemm_tiles(t, w, r0, r1, cols, xq, xs, T, y, ys)
         return
     while rc < r1:
