@@ -821,12 +821,71 @@ cdef extern from *:
         }
     }
 
+    /* Q6_K in a decode batch (at most ABI_K6_RAW tokens): one row as stored x up to
+       ABI_K6_N tokens, each pair's sum and its T = 1 accumulator in registers, each
+       32-element group unpacked once for the tokens where it is used (preparing the rows, as
+       for a prompt, costs stores and loads that a few tokens do not repay) */
+    #define ABI_K6_N 4
+    #define ABI_K6_RAW 8
+    ABI_T2INL void abi_k6_rn(const uint8_t* w, const uint8_t* x, Py_ssize_t xs, Py_ssize_t nb,
+                             float* y, Py_ssize_t ys, const int N) {
+        __m256 acc[ABI_K6_N];
+        ABI_T2UNROLL for (int t = 0; t < N; ++t) acc[t] = _mm256_setzero_ps();
+        for (Py_ssize_t i = 0; i < nb; ++i) {
+            const uint8_t* wb = w + 210 * i;
+            const __m128i sc8 = _mm_loadu_si128((const __m128i*)(wb + 192));
+            __m256i s[ABI_K6_N];
+            ABI_T2UNROLL for (int t = 0; t < N; ++t) s[t] = _mm256_setzero_si256();
+            ABI_T2UNROLL for (int h = 0; h < 2; ++h) {
+                __m256i g[4];
+                const __m256i s8 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(h ? _mm_srli_si128(sc8, 8) : sc8));
+                abi_q6_k_groups(wb, h, g);
+                ABI_T2UNROLL for (int k = 0; k < 4; ++k) {
+                    const __m256i sv = abi_pair_scales(s8, k);   /* [sc_8h+2k | sc_8h+2k+1] */
+                    ABI_T2UNROLL for (int t = 0; t < N; ++t) {
+                        const __m256i xv = _mm256_loadu_si256((const __m256i*)(x + t * xs + 292 * i + 4 + 128 * h + 32 * k));
+                        s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(_mm256_maddubs_epi16(g[k], xv), sv));
+                        __asm__("" : "+x"(s[t]));   /* each sum kept in its register */
+                    }
+                }
+            }
+            const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
+            const float dw = abi_f16_to_f32(abi_ld16(wb + 208));
+            ABI_T2UNROLL for (int t = 0; t < N; ++t) {   /* the T = 1 kernel's steps */
+                const uint8_t* xt = x + t * xs + 292 * i;
+                const __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(xt + 260)), sc16);
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * abi_ldf32(xt)), _mm256_cvtepi32_ps(_mm256_sub_epi32(s[t], _mm256_slli_epi32(corr, 5))), acc[t]);
+            }
+        }
+        ABI_T2UNROLL for (int t = 0; t < N; ++t) y[t * ys] = abi_hsum8(acc[t]);
+    }
+    ABI_T2INL void abi_k6_raw(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                              Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
+        for (Py_ssize_t r = 0; r < nr; ++r) {
+            abi_t2_prefetch(w + (r + 1) * rb, w + nr * rb, rb);
+            for (Py_ssize_t t = 0; t < nt; t += ABI_K6_N) {
+                const uint8_t* xt = x + t * xs;
+                float* yt = y + t * ys + r;
+                switch (nt - t) {
+                    case 1: abi_k6_rn(w + r * rb, xt, xs, nb, yt, ys, 1); break;
+                    case 2: abi_k6_rn(w + r * rb, xt, xs, nb, yt, ys, 2); break;
+                    case 3: abi_k6_rn(w + r * rb, xt, xs, nb, yt, ys, 3); break;
+                    default: abi_k6_rn(w + r * rb, xt, xs, nb, yt, ys, ABI_K6_N);
+                }
+            }
+        }
+    }
+
     ABI_T2INL void abi_k_tile_run(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                                   Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys, const int k) {
         const Py_ssize_t wb = k == ABI_K_Q2_K ? 84 : k == ABI_K_Q3_K ? 110 : k == ABI_K_Q5_K ? 176
                               : k == ABI_K_Q6_K ? 210 : k == ABI_K_IQ4_XS ? 136 : k == ABI_K_IQ2_XS ? 74 : k == ABI_K_IQ2_S ? 82
                               : k == ABI_K_IQ3_XXS ? 98 : k == ABI_K_IQ3_S ? 110 : k == ABI_K_IQ1_S ? 50 : k == ABI_K_IQ1_M ? 56
                               : k == ABI_K_TQ1_0 ? 54 : 66;   /* TQ2_0, IQ2_XXS: 66 */
+        if (k == ABI_K_Q6_K && nt <= ABI_K6_RAW) {
+            abi_k6_raw(w, rb, nr, x, xs, nt, nb, y, ys);
+            return;
+        }
         const size_t wsz = (size_t)ABI_K_R * nb * sizeof(abi_k_sb);
         abi_k_sb* wp = (abi_k_sb*)abi_tile_scratch(wsz + (ABI_K_SLAT(k) ? (size_t)nt * xs : 0));
         if (ABI_K_SLAT(k)) {   /* the activation with its bytes biased to x + 128 */
