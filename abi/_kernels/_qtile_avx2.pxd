@@ -60,14 +60,23 @@ cdef extern from *:
     /* ================================================================== Q4_K x Q8_K, built with AVX2 and AVX-512 alike
        T = 1 (_qdot.pxd): a super-block's exact integer sums, S (the scales') and M (the
        mins'), each reduced to one int; then acc += (d dx) S and accm += (dmin dx) M, one
-       fused multiply-add each, y = acc - accm. Here a tile of ABI_KL_R rows x ABI_KL_N tokens keeps pair (r, t)'s
-       accumulators in lane ABI_KL_N r + t of a vector, so that a super-block's float steps
-       are one vector's for all the pairs (and no accumulator is spilled). The rows are read
-       as stored, each 32-element group unpacked where it is used: at two multiplies a group
-       per pair the products bound the loop and the unpacking takes the idle ports, where
-       preparing the rows once costs stores and loads. */
-    #define ABI_KL_R 2
+       fused multiply-add each, y = acc - accm. Here a tile of up to 4 rows x 4 tokens: the
+       tokens go in pairs, a register holding 16 bytes of each ([token 2p | token 2p + 1],
+       prepared once a call), against 16 weights broadcast to both halves, so that the two
+       halves of a 32-weight group share its scale and their int16 products are added before
+       one madd (three multiplies per group and pair of tokens, where one token a register
+       takes four); pair (r, t)'s sums reduce to lanes of two vectors, and a super-block's
+       float steps are those vectors' for all sixteen pairs. The rows are read as stored, each
+       group unpacked where it is used (preparing them costs stores and loads a decode batch
+       does not repay). */
+    #define ABI_KL_R 4
     #define ABI_KL_N 4
+    /* a prepared super-block of a group of ABI_KL_N tokens: for pair p, its 16 chunks of 16
+       activation bytes [token 2p | token 2p + 1] at 512 p + 32 e; at 1024 + 32 p [the pair's
+       B words | ...] (B_j = bsum_2j + bsum_2j+1, word q = (B_2q, B_2q+1)); at 1088 the dx of
+       the output lanes, [dx0 dx2 dx0 dx2 | dx1 dx3 dx1 dx3] */
+    #define ABI_KL_XP 1120
+    static const uint8_t abi_kl_zero[292] __attribute__((aligned(32))) = {0};   /* a missing token */
 
     /* the shuffles of abi_bcast16, j = 0..7: int16 j of both lanes in all 16 */
     static const uint16_t abi_kl_bcast[8][16] __attribute__((aligned(32))) = {
@@ -80,129 +89,129 @@ cdef extern from *:
         {0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c},
         {0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e}};
 
-    /* lane l: the total of s[l]'s 8 lanes, by unpacks and adds */
-    ABI_T2INL __m256i abi_kl_pair32(__m256i a, __m256i b) {   /* [a0+a2, b0+b2, a1+a3, b1+b3 | the same of 4-7] */
-        return _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b));
-    }
-    ABI_T2INL __m256i abi_kl_quad(__m256i a, __m256i b) {     /* [s0..s3 lanes 0-3 summed | lanes 4-7] */
-        return _mm256_add_epi32(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b));
-    }
-    ABI_T2INL __m256i abi_kl_totals(const __m256i* s) {
-        const __m256i b0 = abi_kl_quad(abi_kl_pair32(s[0], s[1]), abi_kl_pair32(s[2], s[3]));
-        const __m256i b1 = abi_kl_quad(abi_kl_pair32(s[4], s[5]), abi_kl_pair32(s[6], s[7]));
-        return _mm256_add_epi32(_mm256_permute2x128_si256(b0, b1, 0x20), _mm256_permute2x128_si256(b0, b1, 0x31));
-    }
-
-    /* A group of ABI_KL_N tokens prepared once per call, a record per super-block: for the
-       mins, words p = 0..3 of the tokens' pair sums B_j = bsum_2j + bsum_2j+1, word p
-       holding (B_2p, B_2p+1), as [tokens 0-3 | tokens 0-3]; then [dx of tokens 0-3 | the same] */
-    #define ABI_KL_XP 160
     static const uint8_t* abi_kl_prep(const uint8_t* x, Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb) {
         const Py_ssize_t ng = (nt + ABI_KL_N - 1) / ABI_KL_N;
         uint8_t* xp = abi_tile_scratch((size_t)ng * nb * ABI_KL_XP);
         for (Py_ssize_t g = 0; g < ng; ++g)
             for (Py_ssize_t i = 0; i < nb; ++i) {
-                __m128i b[ABI_KL_N];
-                float dx[ABI_KL_N];
-                for (int t = 0; t < ABI_KL_N; ++t) {
-                    const Py_ssize_t tt = g * ABI_KL_N + t;
-                    const uint8_t* xt = x + tt * xs + 292 * i;
-                    b[t] = tt < nt ? _mm_hadd_epi16(_mm_loadu_si128((const __m128i*)(xt + 260)), _mm_loadu_si128((const __m128i*)(xt + 276)))
-                                   : _mm_setzero_si128();
-                    dx[t] = tt < nt ? abi_ldf32(xt) : 0.0f;
-                }
-                const __m128i u0 = _mm_unpacklo_epi32(b[0], b[1]), u1 = _mm_unpacklo_epi32(b[2], b[3]);
-                const __m128i u2 = _mm_unpackhi_epi32(b[0], b[1]), u3 = _mm_unpackhi_epi32(b[2], b[3]);
-                const __m128i v[4] = {_mm_unpacklo_epi64(u0, u1), _mm_unpackhi_epi64(u0, u1),
-                                      _mm_unpacklo_epi64(u2, u3), _mm_unpackhi_epi64(u2, u3)};
+                const uint8_t* xt[ABI_KL_N];
+                for (int t = 0; t < ABI_KL_N; ++t)
+                    xt[t] = g * ABI_KL_N + t < nt ? x + (g * ABI_KL_N + t) * xs + 292 * i : abi_kl_zero;
                 uint8_t* o = xp + (g * nb + i) * ABI_KL_XP;
-                for (int p = 0; p < 4; ++p) _mm256_store_si256((__m256i*)(o + 32 * p), _mm256_set_m128i(v[p], v[p]));
-                const __m128 d4 = _mm_loadu_ps(dx);
-                _mm256_store_ps((float*)(o + 128), _mm256_set_m128(d4, d4));
+                for (int p = 0; p < 2; ++p) {
+                    for (int e = 0; e < 16; ++e)
+                        _mm256_store_si256((__m256i*)(o + 512 * p + 32 * e),
+                                           _mm256_loadu2_m128i((const __m128i*)(xt[2 * p + 1] + 4 + 16 * e), (const __m128i*)(xt[2 * p] + 4 + 16 * e)));
+                    #define ABI_KL_B(t) _mm_hadd_epi16(_mm_loadu_si128((const __m128i*)(xt[t] + 260)), _mm_loadu_si128((const __m128i*)(xt[t] + 276)))
+                    _mm256_store_si256((__m256i*)(o + 1024 + 32 * p), _mm256_set_m128i(ABI_KL_B(2 * p + 1), ABI_KL_B(2 * p)));
+                    #undef ABI_KL_B
+                }
+                const float d0 = abi_ldf32(xt[0]), d1 = abi_ldf32(xt[1]), d2 = abi_ldf32(xt[2]), d3 = abi_ldf32(xt[3]);
+                _mm256_store_ps((float*)(o + 1088), _mm256_setr_ps(d0, d2, d0, d2, d1, d3, d1, d3));
             }
         return xp;
     }
 
-    /* R (<= ABI_KL_R) rows as stored, rb bytes apart, x N (<= ABI_KL_N) tokens (xp: their
-       prepared group) */
-    ABI_T2INL void abi_kl_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs, const uint8_t* xp,
-                             Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
+    /* per 128-bit half: [the totals of v0, v1, v2, v3's 4 lanes in that half] */
+    ABI_T2INL __m256i abi_kl_totals4(const __m256i* v) {
+        #define ABI_KL_PAIR32(a, b) _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b))
+        const __m256i x = ABI_KL_PAIR32(v[0], v[1]), y = ABI_KL_PAIR32(v[2], v[3]);
+        #undef ABI_KL_PAIR32
+        return _mm256_add_epi32(_mm256_unpacklo_epi64(x, y), _mm256_unpackhi_epi64(x, y));
+    }
+
+    /* R rows as stored, rb bytes apart, x N tokens (xp: their prepared group). Sums a[2 r +
+       p] of row r and pair p; output vector h holds rows 2h, 2h + 1, pair (r, t) in lane
+       4 (t & 1) + 2 (r & 1) + (t >> 1) */
+    ABI_T2INL void abi_kl_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* xp, Py_ssize_t nb,
+                             float* y, Py_ssize_t ys, const int R, const int N) {
+        const int P = (N + 1) / 2, H = (R + 1) / 2;
         const __m256i m4 = _mm256_set1_epi8(15);
-        __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
-        #define ABI_KL(r, t) s[ABI_KL_N * (r) + (t)]
-        #define ABI_KL_X(t, o) _mm256_loadu_si256((const __m256i*)(x + (t) * xs + 292 * i + (o)))
-        /* the sums of pair (r, t) += group u (scales sv) x the activation at byte o */
-        #define ABI_KL_GROUP(r, u, sv, o) ABI_T2UNROLL for (int t = 0; t < N; ++t) {                              \
-            ABI_KL(r, t) = _mm256_add_epi32(ABI_KL(r, t), _mm256_madd_epi16(_mm256_maddubs_epi16(u, ABI_KL_X(t, o)), sv)); \
-            __asm__("" : "+x"(ABI_KL(r, t)));   /* each sum kept in its register */                            \
-        }
+        __m256 acc[2], accm[2];
+        ABI_T2UNROLL for (int h = 0; h < 2; ++h) acc[h] = accm[h] = _mm256_setzero_ps();
         for (Py_ssize_t i = 0; i < nb; ++i) {
-            __m256i s[8], sc[ABI_KL_R];
-            __m128i mn[ABI_KL_R];
+            const uint8_t* xi = xp + i * ABI_KL_XP;
+            __m256i a[2 * ABI_KL_R], sc[ABI_KL_R], mn[ABI_KL_R];
             __m128 dd[ABI_KL_R];   /* [d, dmin, ...] */
-            ABI_T2UNROLL for (int l = 0; l < 8; ++l) s[l] = _mm256_setzero_si256();
-            ABI_T2UNROLL for (int r = 0; r < ABI_KL_R; ++r) {   /* the scales as int16 in both lanes, the mins as int16 */
-                const uint8_t* wr = w + r * rb + 144 * i;
-                const __m128i scm = abi_k4_scales_v(wr + 4);
-                sc[r] = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
-                mn[r] = r < R ? _mm_cvtepu8_epi16(_mm_srli_si128(scm, 8)) : _mm_setzero_si128();
-                dd[r] = r < R ? abi_k_dmin(wr) : _mm_setzero_ps();
+            ABI_T2UNROLL for (int l = 0; l < 2 * ABI_KL_R; ++l) a[l] = _mm256_setzero_si256();
+            ABI_T2UNROLL for (int r = 0; r < ABI_KL_R; ++r) {   /* the scales and the mins as int16, in both lanes */
+                if (r < R) {
+                    const uint8_t* wr = w + r * rb + 144 * i;
+                    const __m128i scm = abi_k4_scales_v(wr + 4);
+                    sc[r] = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
+                    mn[r] = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_srli_si128(scm, 8)));
+                    dd[r] = abi_k_dmin(wr);
+                } else {
+                    mn[r] = _mm256_setzero_si256();
+                    dd[r] = _mm_setzero_ps();
+                }
             }
-            _Pragma("GCC unroll 1") for (int c = 0; c < 4; ++c)   /* unrolled, gcc spills the sums */
+            ABI_T2UNROLL for (int c = 0; c < 4; ++c)
                 ABI_T2UNROLL for (int r = 0; r < R; ++r) {
-                    const __m256i q = _mm256_loadu_si256((const __m256i*)(w + r * rb + 144 * i + 16 + 32 * c));
-                    ABI_T2UNROLL for (int h = 0; h < 2; ++h) {
-                        const __m256i u = _mm256_and_si256(h ? _mm256_srli_epi16(q, 4) : q, m4);
-                        const __m256i sv = _mm256_shuffle_epi8(sc[r], _mm256_load_si256((const __m256i*)abi_kl_bcast[2 * c + h]));
-                        ABI_KL_GROUP(r, u, sv, 4 + 64 * c + 32 * h)
+                    const uint8_t* q = w + r * rb + 144 * i + 16 + 32 * c;
+                    const __m256i qa = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)q));
+                    const __m256i qb = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(q + 16)));
+                    ABI_T2UNROLL for (int hi = 0; hi < 2; ++hi) {   /* group 2c: the low nibbles; 2c + 1: the high */
+                        const __m256i ua = _mm256_and_si256(hi ? _mm256_srli_epi16(qa, 4) : qa, m4);
+                        const __m256i ub = _mm256_and_si256(hi ? _mm256_srli_epi16(qb, 4) : qb, m4);
+                        const __m256i sv = _mm256_shuffle_epi8(sc[r], _mm256_load_si256((const __m256i*)abi_kl_bcast[2 * c + hi]));
+                        ABI_T2UNROLL for (int p = 0; p < P; ++p) {
+                            const uint8_t* xe = xi + 512 * p + 32 * (4 * c + 2 * hi);
+                            const __m256i v = _mm256_add_epi16(_mm256_maddubs_epi16(ua, _mm256_load_si256((const __m256i*)xe)),
+                                                               _mm256_maddubs_epi16(ub, _mm256_load_si256((const __m256i*)(xe + 32))));
+                            a[2 * r + p] = _mm256_add_epi32(a[2 * r + p], _mm256_madd_epi16(v, sv));   /* |v| <= 2 x 3840 */
+                            __asm__("" : "+x"(a[2 * r + p]));   /* each sum kept in its register */
+                        }
                     }
                 }
-            const __m256i S = abi_kl_totals(s);
-            /* M: sum over p of [the rows' mins word p x 4 | ...] . [the tokens' B word p | ...] */
-            const uint8_t* xi = xp + i * ABI_KL_XP;
-            const __m256i mw = _mm256_set_m128i(mn[1], mn[0]);
-            __m256i M = _mm256_madd_epi16(_mm256_shuffle_epi32(mw, 0x00), _mm256_load_si256((const __m256i*)xi));
-            M = _mm256_add_epi32(M, _mm256_madd_epi16(_mm256_shuffle_epi32(mw, 0x55), _mm256_load_si256((const __m256i*)(xi + 32))));
-            M = _mm256_add_epi32(M, _mm256_madd_epi16(_mm256_shuffle_epi32(mw, 0xAA), _mm256_load_si256((const __m256i*)(xi + 64))));
-            M = _mm256_add_epi32(M, _mm256_madd_epi16(_mm256_shuffle_epi32(mw, 0xFF), _mm256_load_si256((const __m256i*)(xi + 96))));
-            /* lane ABI_KL_N r + t: d_r dx_t and dmin_r dx_t, the products the T = 1 kernel rounds */
-            const __m256 vdx = _mm256_load_ps((const float*)(xi + 128));
-            const __m256 vd = _mm256_set_m128(_mm_shuffle_ps(dd[1], dd[1], 0x00), _mm_shuffle_ps(dd[0], dd[0], 0x00));
-            const __m256 vm = _mm256_set_m128(_mm_shuffle_ps(dd[1], dd[1], 0x55), _mm_shuffle_ps(dd[0], dd[0], 0x55));
-            acc = _mm256_fmadd_ps(_mm256_mul_ps(vd, vdx), _mm256_cvtepi32_ps(S), acc);
-            accm = _mm256_fmadd_ps(_mm256_mul_ps(vm, vdx), _mm256_cvtepi32_ps(M), accm);
-        }
-        #undef ABI_KL_GROUP
-        #undef ABI_KL_X
-        #undef ABI_KL
-        float out[8];
-        _mm256_storeu_ps(out, _mm256_sub_ps(acc, accm));
-        ABI_T2UNROLL for (int r = 0; r < R; ++r) ABI_T2UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = out[ABI_KL_N * r + t];
-    }
-    ABI_T2INL void abi_kl_rows(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs, const uint8_t* xp,
-                               Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys, const int R) {
-        for (Py_ssize_t t = 0; t < nt; t += ABI_KL_N) {
-            const uint8_t* xt = x + t * xs;
-            const uint8_t* xg = xp + (t / ABI_KL_N) * nb * ABI_KL_XP;
-            float* yt = y + t * ys;
-            switch (nt - t) {
-                case 1: abi_kl_rn(w, rb, xt, xs, xg, nb, yt, ys, R, 1); break;
-                case 2: abi_kl_rn(w, rb, xt, xs, xg, nb, yt, ys, R, 2); break;
-                case 3: abi_kl_rn(w, rb, xt, xs, xg, nb, yt, ys, R, 3); break;
-                default: abi_kl_rn(w, rb, xt, xs, xg, nb, yt, ys, R, ABI_KL_N);
+            const __m256 vdx = _mm256_load_ps((const float*)(xi + 1088));
+            ABI_T2UNROLL for (int h = 0; h < H; ++h) {
+                const __m256i S = abi_kl_totals4(a + 4 * h);
+                /* M: the row's mins . [the pair's B words], 4 lanes per token */
+                __m256i m[4];
+                ABI_T2UNROLL for (int k = 0; k < 4; ++k) {
+                    const int r = 2 * h + (k >> 1), pp = k & 1;
+                    m[k] = r < R && pp < P ? _mm256_madd_epi16(mn[r], _mm256_load_si256((const __m256i*)(xi + 1024 + 32 * pp)))
+                                           : _mm256_setzero_si256();
+                }
+                const __m256i M = abi_kl_totals4(m);
+                /* lanes: d_r dx_t and dmin_r dx_t, the products the T = 1 kernel rounds */
+                const __m128 d4 = _mm_shuffle_ps(dd[2 * h], dd[2 * h + 1], 0x00), m4f = _mm_shuffle_ps(dd[2 * h], dd[2 * h + 1], 0x55);
+                acc[h] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set_m128(d4, d4), vdx), _mm256_cvtepi32_ps(S), acc[h]);
+                accm[h] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set_m128(m4f, m4f), vdx), _mm256_cvtepi32_ps(M), accm[h]);
             }
         }
+        float out[16];
+        ABI_T2UNROLL for (int h = 0; h < H; ++h) _mm256_storeu_ps(out + 8 * h, _mm256_sub_ps(acc[h], accm[h]));
+        ABI_T2UNROLL for (int r = 0; r < R; ++r) ABI_T2UNROLL for (int t = 0; t < N; ++t)
+            y[t * ys + r] = out[8 * (r >> 1) + 4 * (t & 1) + 2 * (r & 1) + (t >> 1)];
     }
+    #define ABI_KL_RN(R_) do { switch (n) {                                           \
+        case 1: abi_kl_rn(wr, rb, xg, nb, yt, ys, R_, 1); break;                      \
+        case 2: abi_kl_rn(wr, rb, xg, nb, yt, ys, R_, 2); break;                      \
+        case 3: abi_kl_rn(wr, rb, xg, nb, yt, ys, R_, 3); break;                      \
+        default: abi_kl_rn(wr, rb, xg, nb, yt, ys, R_, ABI_KL_N); } } while (0)
     static void abi_tile_q4_k(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                               Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
         const uint8_t* xp = abi_kl_prep(x, xs, nt, nb);
-        Py_ssize_t r = 0;
-        for (; r + ABI_KL_R <= nr; r += ABI_KL_R) {
-            abi_t2_prefetch(w + (r + ABI_KL_R) * rb, w + nr * rb, ABI_KL_R * rb);
-            abi_kl_rows(w + r * rb, rb, x, xs, xp, nt, nb, y + r, ys, ABI_KL_R);
+        for (Py_ssize_t r = 0; r < nr; r += ABI_KL_R) {
+            const int R = nr - r < ABI_KL_R ? (int)(nr - r) : ABI_KL_R;
+            const uint8_t* wr = w + r * rb;
+            abi_t2_prefetch(w + (r + R) * rb, w + nr * rb, ABI_KL_R * rb);
+            for (Py_ssize_t t = 0; t < nt; t += ABI_KL_N) {
+                const uint8_t* xg = xp + (t / ABI_KL_N) * nb * ABI_KL_XP;
+                float* yt = y + t * ys + r;
+                const Py_ssize_t n = nt - t;
+                switch (R) {
+                    case 1: ABI_KL_RN(1); break;
+                    case 2: ABI_KL_RN(2); break;
+                    case 3: ABI_KL_RN(3); break;
+                    default: ABI_KL_RN(ABI_KL_R);
+                }
+            }
         }
-        for (; r < nr; ++r) abi_kl_rows(w + r * rb, rb, x, xs, xp, nt, nb, y + r, ys, 1);
     }
+    #undef ABI_KL_RN
     #else
     ABI_TILE_STUB(q4_k)
     #endif
