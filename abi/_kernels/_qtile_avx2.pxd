@@ -124,13 +124,16 @@ cdef extern from *:
        p] of row r and pair p; output vector h holds rows 2h, 2h + 1, pair (r, t) in lane
        4 (t & 1) + 2 (r & 1) + (t >> 1) */
     ABI_T2INL void abi_kl_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* xp, Py_ssize_t nb,
-                             float* y, Py_ssize_t ys, const int R, const int N) {
+                             float* y, Py_ssize_t ys, const int R, const int N, const uint8_t* wn) {
         const int P = (N + 1) / 2, H = (R + 1) / 2;
         const __m256i m4 = _mm256_set1_epi8(15);
         __m256 acc[2], accm[2];
         ABI_T2UNROLL for (int h = 0; h < 2; ++h) acc[h] = accm[h] = _mm256_setzero_ps();
         for (Py_ssize_t i = 0; i < nb; ++i) {
             const uint8_t* xi = xp + i * ABI_KL_XP;
+            if (wn)   /* the next rows' super-block i, requested as this one's are used */
+                ABI_T2UNROLL for (int r = 0; r < ABI_KL_R; ++r)
+                    ABI_T2UNROLL for (int l = 0; l < 3; ++l) _mm_prefetch((const char*)(wn + r * rb + 144 * i + 64 * l), _MM_HINT_T0);
             __m256i a[2 * ABI_KL_R], sc[ABI_KL_R], mn[ABI_KL_R];
             __m128 dd[ABI_KL_R];   /* [d, dmin, ...] */
             ABI_T2UNROLL for (int l = 0; l < 2 * ABI_KL_R; ++l) a[l] = _mm256_setzero_si256();
@@ -187,18 +190,20 @@ cdef extern from *:
             y[t * ys + r] = out[8 * (r >> 1) + 4 * (t & 1) + 2 * (r & 1) + (t >> 1)];
     }
     #define ABI_KL_RN(R_) do { switch (n) {                                           \
-        case 1: abi_kl_rn(wr, rb, xg, nb, yt, ys, R_, 1); break;                      \
-        case 2: abi_kl_rn(wr, rb, xg, nb, yt, ys, R_, 2); break;                      \
-        case 3: abi_kl_rn(wr, rb, xg, nb, yt, ys, R_, 3); break;                      \
-        default: abi_kl_rn(wr, rb, xg, nb, yt, ys, R_, ABI_KL_N); } } while (0)
+        case 1: abi_kl_rn(wr, rb, xg, nb, yt, ys, R_, 1, wn); break;                  \
+        case 2: abi_kl_rn(wr, rb, xg, nb, yt, ys, R_, 2, wn); break;                  \
+        case 3: abi_kl_rn(wr, rb, xg, nb, yt, ys, R_, 3, wn); break;                  \
+        default: abi_kl_rn(wr, rb, xg, nb, yt, ys, R_, ABI_KL_N, wn); } } while (0)
     static void abi_tile_q4_k(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                               Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
         const uint8_t* xp = abi_kl_prep(x, xs, nt, nb);
         for (Py_ssize_t r = 0; r < nr; r += ABI_KL_R) {
             const int R = nr - r < ABI_KL_R ? (int)(nr - r) : ABI_KL_R;
             const uint8_t* wr = w + r * rb;
-            abi_t2_prefetch(w + (r + R) * rb, w + nr * rb, ABI_KL_R * rb);
             for (Py_ssize_t t = 0; t < nt; t += ABI_KL_N) {
+                /* the first pass over these rows requests the next ones (all of a group's
+                   rows: past the last row only when the call has more rows) */
+                const uint8_t* wn = t == 0 && r + 2 * ABI_KL_R <= nr ? w + (r + ABI_KL_R) * rb : NULL;
                 const uint8_t* xg = xp + (t / ABI_KL_N) * nb * ABI_KL_XP;
                 float* yt = y + t * ys + r;
                 const Py_ssize_t n = nt - t;
