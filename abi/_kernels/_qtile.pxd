@@ -265,7 +265,7 @@ cdef extern from *:
        (Q4_K's tile, _qtile_avx2.pxd's, is built here too.) */
     ABI_AINL void abi_tile_q5_k_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t xs,
                                    Py_ssize_t nb, float* y, Py_ssize_t ys, const int R, const int N) {
-        const Py_ssize_t bytes = 176;
+        const Py_ssize_t bytes = 176;   /* d, dmin, the scales, qh, qs */
         const __m256i m4h = _mm256_set1_epi8(15), b4 = _mm256_set1_epi8(16);
         __m512 acc[ABI_TILE_R][ABI_TILE_N];
         ABI_UNROLL for (int r = 0; r < R; ++r) ABI_UNROLL for (int t = 0; t < N; ++t) acc[r][t] = _mm512_setzero_ps();
@@ -290,13 +290,11 @@ cdef extern from *:
                 __m512i u[ABI_TILE_R], s16[ABI_TILE_R];
                 ABI_UNROLL for (int r = 0; r < R; ++r) {
                     const uint8_t* wr = w + r * rb + bytes * i;
-                    {   /* bits 0-3 in qs, bit 4 in qh */
-                        const __m256i q = _mm256_loadu_si256((const __m256i*)(wr + 48 + 32 * c));
-                        /* bit 2c of qh is bit 4 of sub-block 2c, bit 2c + 1 of sub-block 2c + 1 */
-                        const __m256i hb = _mm256_srli_epi16(_mm256_loadu_si256((const __m256i*)(wr + 16)), 2 * c);
-                        u[r] = abi_zi(_mm256_or_si256(_mm256_and_si256(q, m4h), _mm256_and_si256(_mm256_slli_epi16(hb, 4), b4)),
-                                      _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4h), _mm256_and_si256(_mm256_slli_epi16(hb, 3), b4)));
-                    }
+                    const __m256i q = _mm256_loadu_si256((const __m256i*)(wr + 48 + 32 * c));
+                    /* bit 2c of qh is bit 4 of sub-block 2c, bit 2c + 1 of sub-block 2c + 1 */
+                    const __m256i hb = _mm256_srli_epi16(_mm256_loadu_si256((const __m256i*)(wr + 16)), 2 * c);
+                    u[r] = abi_zi(_mm256_or_si256(_mm256_and_si256(q, m4h), _mm256_and_si256(_mm256_slli_epi16(hb, 4), b4)),
+                                  _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4h), _mm256_and_si256(_mm256_slli_epi16(hb, 3), b4)));
                     s16[r] = _mm512_permutexvar_epi16(idx, sc16[r]);
                 }
                 ABI_UNROLL for (int t = 0; t < N; ++t) {

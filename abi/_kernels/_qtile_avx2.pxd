@@ -78,17 +78,6 @@ cdef extern from *:
     #define ABI_KL_XP 1120
     static const uint8_t abi_kl_zero[292] __attribute__((aligned(32))) = {0};   /* a missing token */
 
-    /* the shuffles of abi_bcast16, j = 0..7: int16 j of both lanes in all 16 */
-    static const uint16_t abi_kl_bcast[8][16] __attribute__((aligned(32))) = {
-        {0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100, 0x0100},
-        {0x0302, 0x0302, 0x0302, 0x0302, 0x0302, 0x0302, 0x0302, 0x0302, 0x0302, 0x0302, 0x0302, 0x0302, 0x0302, 0x0302, 0x0302, 0x0302},
-        {0x0504, 0x0504, 0x0504, 0x0504, 0x0504, 0x0504, 0x0504, 0x0504, 0x0504, 0x0504, 0x0504, 0x0504, 0x0504, 0x0504, 0x0504, 0x0504},
-        {0x0706, 0x0706, 0x0706, 0x0706, 0x0706, 0x0706, 0x0706, 0x0706, 0x0706, 0x0706, 0x0706, 0x0706, 0x0706, 0x0706, 0x0706, 0x0706},
-        {0x0908, 0x0908, 0x0908, 0x0908, 0x0908, 0x0908, 0x0908, 0x0908, 0x0908, 0x0908, 0x0908, 0x0908, 0x0908, 0x0908, 0x0908, 0x0908},
-        {0x0b0a, 0x0b0a, 0x0b0a, 0x0b0a, 0x0b0a, 0x0b0a, 0x0b0a, 0x0b0a, 0x0b0a, 0x0b0a, 0x0b0a, 0x0b0a, 0x0b0a, 0x0b0a, 0x0b0a, 0x0b0a},
-        {0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c, 0x0d0c},
-        {0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e, 0x0f0e}};
-
     static const uint8_t* abi_kl_prep(const uint8_t* x, Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb) {
         const Py_ssize_t ng = (nt + ABI_KL_N - 1) / ABI_KL_N;
         uint8_t* xp = abi_tile_scratch((size_t)ng * nb * ABI_KL_XP);
@@ -157,7 +146,7 @@ cdef extern from *:
                     ABI_T2UNROLL for (int hi = 0; hi < 2; ++hi) {   /* group 2c: the low nibbles; 2c + 1: the high */
                         const __m256i ua = _mm256_and_si256(hi ? _mm256_srli_epi16(qa, 4) : qa, m4);
                         const __m256i ub = _mm256_and_si256(hi ? _mm256_srli_epi16(qb, 4) : qb, m4);
-                        const __m256i sv = _mm256_shuffle_epi8(sc[r], _mm256_load_si256((const __m256i*)abi_kl_bcast[2 * c + hi]));
+                        const __m256i sv = abi_bcast16(sc[r], 2 * c + hi);
                         ABI_T2UNROLL for (int p = 0; p < P; ++p) {
                             const uint8_t* xe = xi + 512 * p + 32 * (4 * c + 2 * hi);
                             const __m256i v = _mm256_add_epi16(_mm256_maddubs_epi16(ua, _mm256_load_si256((const __m256i*)xe)),
@@ -201,8 +190,8 @@ cdef extern from *:
             const int R = nr - r < ABI_KL_R ? (int)(nr - r) : ABI_KL_R;
             const uint8_t* wr = w + r * rb;
             for (Py_ssize_t t = 0; t < nt; t += ABI_KL_N) {
-                /* the first pass over these rows requests the next ones (all of a group's
-                   rows: past the last row only when the call has more rows) */
+                /* the first pass over these rows requests the next group's, when a full
+                   group follows */
                 const uint8_t* wn = t == 0 && r + 2 * ABI_KL_R <= nr ? w + (r + ABI_KL_R) * rb : NULL;
                 const uint8_t* xg = xp + (t / ABI_KL_N) * nb * ABI_KL_XP;
                 float* yt = y + t * ys + r;

@@ -278,8 +278,8 @@ cdef void _gemv_rows_scalar(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r
 cdef bint has_tile(int t) noexcept nogil:
     if t == T_F32 or t == T_F16 or t == T_BF16:   # float weights: _ftile.pxd, AVX-512 F or AVX2
         return FTILE or FTILE2
-    # fourteen types have AVX-512 VNNI tiles (_qtile.pxd) and AVX2 ones (_qtile_avx2.pxd), the
-    # lattice and ternary ones AVX-512 tiles with VBMI, else AVX2 ones
+    # fourteen types have AVX-512 VNNI tiles (_qtile.pxd) and AVX2 ones (_qtile_avx2.pxd; Q4_K's
+    # serves both), the lattice and ternary ones AVX-512 tiles with VBMI, else AVX2 ones
     return (((QTILE or QTILE2) and (t == T_Q4_1 or t == T_Q8_0 or t == T_Q5_0 or t == T_Q4_K or t == T_Q6_K
                                     or t == T_IQ4_NL or t == T_IQ4_XS or t == T_Q5_K or t == T_Q3_K or t == T_Q4_0
                                     or t == T_Q5_1 or t == T_Q2_K or t == T_MXFP4 or t == T_TQ2_0))
