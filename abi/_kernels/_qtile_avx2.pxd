@@ -178,32 +178,119 @@ cdef extern from *:
         ABI_T2UNROLL for (int r = 0; r < R; ++r) ABI_T2UNROLL for (int t = 0; t < N; ++t)
             y[t * ys + r] = out[8 * (r >> 1) + 4 * (t & 1) + 2 * (r & 1) + (t >> 1)];
     }
+    /* 2 rows x up to 8 tokens (nt of them, the rest zero in xp's groups): the same sums and
+       float steps, four pairs a row, so that a group's unpacked weights serve eight tokens
+       (a step of 8 took two 4-token passes, each unpacking the rows again). Row r's sums
+       a[4 r + p] reduce to one vector, pair (r, t) in lane 4 (t & 1) + (t >> 1) of row r's
+       accumulators; xp: the two 4-token groups' records, nb * ABI_KL_XP bytes apart */
+    ABI_T2INL void abi_kl_r2n8(const uint8_t* w, Py_ssize_t rb, const uint8_t* xp, Py_ssize_t nb,
+                               float* y, Py_ssize_t ys, const int R, const int N, const uint8_t* wn) {
+        const __m256i m4 = _mm256_set1_epi8(15);
+        __m256 acc[2], accm[2];
+        ABI_T2UNROLL for (int r = 0; r < 2; ++r) acc[r] = accm[r] = _mm256_setzero_ps();
+        for (Py_ssize_t i = 0; i < nb; ++i) {
+            const uint8_t* xg[2] = {xp + i * ABI_KL_XP, xp + (nb + i) * ABI_KL_XP};
+            if (wn)
+                ABI_T2UNROLL for (int r = 0; r < R; ++r)
+                    ABI_T2UNROLL for (int l = 0; l < 3; ++l) _mm_prefetch((const char*)(wn + r * rb + 144 * i + 64 * l), _MM_HINT_T0);
+            __m256i a[8];
+            __m128i scm[2];   /* the scales and the mins, as bytes */
+            ABI_T2UNROLL for (int l = 0; l < 8; ++l) a[l] = _mm256_setzero_si256();
+            ABI_T2UNROLL for (int r = 0; r < R; ++r) {
+                const uint8_t* wr = w + r * rb + 144 * i;
+                scm[r] = abi_k4_scales_v(wr + 4);
+                const __m256i sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm[r]));
+                ABI_T2UNROLL for (int c = 0; c < 4; ++c) {
+                    const __m256i qa = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(wr + 16 + 32 * c)));
+                    const __m256i qb = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(wr + 32 + 32 * c)));
+                    ABI_T2UNROLL for (int hi = 0; hi < 2; ++hi) {
+                        const __m256i ua = _mm256_and_si256(hi ? _mm256_srli_epi16(qa, 4) : qa, m4);
+                        const __m256i ub = _mm256_and_si256(hi ? _mm256_srli_epi16(qb, 4) : qb, m4);
+                        const __m256i sv = abi_bcast16(sc, 2 * c + hi);
+                        ABI_T2UNROLL for (int p = 0; p < 4; ++p) {
+                            const uint8_t* xe = xg[p >> 1] + 512 * (p & 1) + 32 * (4 * c + 2 * hi);
+                            const __m256i v = _mm256_add_epi16(_mm256_maddubs_epi16(ua, _mm256_load_si256((const __m256i*)xe)),
+                                                               _mm256_maddubs_epi16(ub, _mm256_load_si256((const __m256i*)(xe + 32))));
+                            a[4 * r + p] = _mm256_add_epi32(a[4 * r + p], _mm256_madd_epi16(v, sv));   /* |v| <= 2 x 3840 */
+                            __asm__("" : "+x"(a[4 * r + p]));
+                        }
+                    }
+                }
+            }
+            /* dx of lane 4 (t & 1) + (t >> 1): [dx0 dx2 dx4 dx6 | dx1 dx3 dx5 dx7] */
+            const __m256 vdx = _mm256_shuffle_ps(_mm256_load_ps((const float*)(xg[0] + 1088)),
+                                                 _mm256_load_ps((const float*)(xg[1] + 1088)), 0x44);
+            ABI_T2UNROLL for (int r = 0; r < R; ++r) {
+                const uint8_t* wr = w + r * rb + 144 * i;
+                const __m256i mn = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_srli_si128(scm[r], 8)));
+                __m256i m[4];
+                ABI_T2UNROLL for (int p = 0; p < 4; ++p)
+                    m[p] = _mm256_madd_epi16(mn, _mm256_load_si256((const __m256i*)(xg[p >> 1] + 1024 + 32 * (p & 1))));
+                const __m256i S = abi_kl_totals4(a + 4 * r), M = abi_kl_totals4(m);
+                const __m128 dd = abi_k_dmin(wr);
+                acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_broadcastss_ps(dd), vdx), _mm256_cvtepi32_ps(S), acc[r]);
+                accm[r] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dd)), vdx), _mm256_cvtepi32_ps(M), accm[r]);
+            }
+        }
+        ABI_T2UNROLL for (int r = 0; r < R; ++r) {
+            float out[8];
+            _mm256_storeu_ps(out, _mm256_sub_ps(acc[r], accm[r]));
+            ABI_T2UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = out[4 * (t & 1) + (t >> 1)];
+        }
+    }
     #define ABI_KL_RN(R_) do { switch (n) {                                           \
         case 1: abi_kl_rn(wr, rb, xg, nb, yt, ys, R_, 1, wn); break;                  \
         case 2: abi_kl_rn(wr, rb, xg, nb, yt, ys, R_, 2, wn); break;                  \
         case 3: abi_kl_rn(wr, rb, xg, nb, yt, ys, R_, 3, wn); break;                  \
         default: abi_kl_rn(wr, rb, xg, nb, yt, ys, R_, ABI_KL_N, wn); } } while (0)
-    static void abi_tile_q4_k(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
-                              Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
-        const uint8_t* xp = abi_kl_prep(x, xs, nt, nb);
+    /* at most 4 tokens: tiles of 4 rows x 4 tokens (each path its own function: sharing one,
+       gcc's register allocation of this loop spilled twice as much, 20% slower) */
+    static __attribute__((noinline)) void abi_kl_rows4(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* xp,
+                                                       Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
         for (Py_ssize_t r = 0; r < nr; r += ABI_KL_R) {
             const int R = nr - r < ABI_KL_R ? (int)(nr - r) : ABI_KL_R;
+            const uint8_t* wr = w + r * rb, * xg = xp;
+            const uint8_t* wn = r + 2 * ABI_KL_R <= nr ? w + (r + ABI_KL_R) * rb : NULL;   /* a full group follows */
+            float* yt = y + r;
+            const Py_ssize_t n = nt;
+            switch (R) {
+                case 1: ABI_KL_RN(1); break;
+                case 2: ABI_KL_RN(2); break;
+                case 3: ABI_KL_RN(3); break;
+                default: ABI_KL_RN(ABI_KL_R);
+            }
+        }
+    }
+    /* more: row pairs x 8 tokens a pass (the rows stay in L1 from one pass to the next), the
+       last 1 to 4 tokens by 2 x 4 tiles */
+    static __attribute__((noinline)) void abi_kl_rows8(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* xp,
+                                                       Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
+        for (Py_ssize_t r = 0; r < nr; r += 2) {
+            const int R = nr - r < 2 ? 1 : 2;
             const uint8_t* wr = w + r * rb;
-            for (Py_ssize_t t = 0; t < nt; t += ABI_KL_N) {
-                /* the first pass over these rows requests the next group's, when a full
-                   group follows */
-                const uint8_t* wn = t == 0 && r + 2 * ABI_KL_R <= nr ? w + (r + ABI_KL_R) * rb : NULL;
+            for (Py_ssize_t t = 0; t < nt; t += 2 * ABI_KL_N) {
+                /* the first pass over these rows requests the next pair's, when a full pair follows */
+                const uint8_t* wn = t == 0 && r + 4 <= nr ? w + (r + 2) * rb : NULL;
                 const uint8_t* xg = xp + (t / ABI_KL_N) * nb * ABI_KL_XP;
                 float* yt = y + t * ys + r;
                 const Py_ssize_t n = nt - t;
-                switch (R) {
-                    case 1: ABI_KL_RN(1); break;
-                    case 2: ABI_KL_RN(2); break;
-                    case 3: ABI_KL_RN(3); break;
-                    default: ABI_KL_RN(ABI_KL_R);
-                }
+                #define ABI_KL_R2(R_, N_) abi_kl_r2n8(wr, rb, xg, nb, yt, ys, R_, N_, wn)
+                if (n > ABI_KL_N) {
+                    if (R == 2)
+                        switch (n) { case 5: ABI_KL_R2(2, 5); break; case 6: ABI_KL_R2(2, 6); break;
+                                     case 7: ABI_KL_R2(2, 7); break; default: ABI_KL_R2(2, 8); }
+                    else ABI_KL_R2(1, n < 8 ? (int)n : 8);
+                } else if (R == 2) ABI_KL_RN(2);
+                else ABI_KL_RN(1);
+                #undef ABI_KL_R2
             }
         }
+    }
+    static void abi_tile_q4_k(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                              Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
+        const uint8_t* xp = abi_kl_prep(x, xs, nt, nb);
+        if (nt <= ABI_KL_N) abi_kl_rows4(w, rb, nr, xp, nt, nb, y, ys);
+        else abi_kl_rows8(w, rb, nr, xp, nt, nb, y, ys);
     }
     #undef ABI_KL_RN
     #else
