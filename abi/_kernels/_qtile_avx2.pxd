@@ -911,14 +911,14 @@ cdef extern from *:
         }
     }
 
-    /* Q6_K in a decode batch (at most ABI_K6_RAW tokens): one row as stored x up to
-       ABI_K6_N tokens, each pair's sum and its T = 1 accumulator in registers, each
-       32-element group unpacked once for the tokens where it is used (preparing the rows, as
-       for a prompt, costs stores and loads that a few tokens do not repay) */
-    #define ABI_K6_N 4
-    #define ABI_K6_RAW 8
+    /* Q6_K in a decode batch (at most ABI_K6_N tokens): one row as stored x all its tokens,
+       each pair's sum in a register, each 32-element group unpacked once for all of them
+       where it is used (preparing the rows, as for a prompt, costs stores and loads that a
+       few tokens do not repay; a pass per 4 tokens unpacked the rows twice for 8) */
+    #define ABI_K6_N 8
     ABI_T2INL void abi_k6_rn(const uint8_t* w, const uint8_t* x, Py_ssize_t xs, Py_ssize_t nb,
                              float* y, Py_ssize_t ys, const int N) {
+        const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3 << 4);
         __m256 acc[ABI_K6_N];
         ABI_T2UNROLL for (int t = 0; t < N; ++t) acc[t] = _mm256_setzero_ps();
         for (Py_ssize_t i = 0; i < nb; ++i) {
@@ -927,14 +927,20 @@ cdef extern from *:
             __m256i s[ABI_K6_N];
             ABI_T2UNROLL for (int t = 0; t < N; ++t) s[t] = _mm256_setzero_si256();
             ABI_T2UNROLL for (int h = 0; h < 2; ++h) {
-                __m256i g[4];
                 const __m256i s8 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(h ? _mm_srli_si128(sc8, 8) : sc8));
-                abi_q6_k_groups(wb, h, g);
                 ABI_T2UNROLL for (int k = 0; k < 4; ++k) {
+                    /* abi_q6_k_groups' group k: low nibbles of ql (k even) or high (k odd's
+                       pair), the 2 high bits of qh at bit 4 */
+                    const __m256i ql = _mm256_loadu_si256((const __m256i*)(wb + 64 * h + 32 * (k & 1)));
+                    const __m256i qh = _mm256_loadu_si256((const __m256i*)(wb + 128 + 32 * h));
+                    const __m256i lo = _mm256_and_si256(k < 2 ? ql : _mm256_srli_epi16(ql, 4), m4);
+                    const __m256i hb = k == 0 ? _mm256_slli_epi16(qh, 4) : k == 1 ? _mm256_slli_epi16(qh, 2)
+                                     : k == 2 ? qh : _mm256_srli_epi16(qh, 2);
+                    const __m256i g = _mm256_or_si256(lo, _mm256_and_si256(hb, m2));
                     const __m256i sv = abi_pair_scales(s8, k);   /* [sc_8h+2k | sc_8h+2k+1] */
                     ABI_T2UNROLL for (int t = 0; t < N; ++t) {
                         const __m256i xv = _mm256_loadu_si256((const __m256i*)(x + t * xs + 292 * i + 4 + 128 * h + 32 * k));
-                        s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(_mm256_maddubs_epi16(g[k], xv), sv));
+                        s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(_mm256_maddubs_epi16(g, xv), sv));
                         __asm__("" : "+x"(s[t]));   /* each sum kept in its register */
                     }
                 }
@@ -949,19 +955,20 @@ cdef extern from *:
         }
         ABI_T2UNROLL for (int t = 0; t < N; ++t) y[t * ys] = abi_hsum8(acc[t]);
     }
-    ABI_T2INL void abi_k6_raw(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
-                              Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
+    static __attribute__((noinline)) void abi_k6_raw(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                                                     Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
         for (Py_ssize_t r = 0; r < nr; ++r) {
             abi_t2_prefetch(w + (r + 1) * rb, w + nr * rb, rb);
-            for (Py_ssize_t t = 0; t < nt; t += ABI_K6_N) {
-                const uint8_t* xt = x + t * xs;
-                float* yt = y + t * ys + r;
-                switch (nt - t) {
-                    case 1: abi_k6_rn(w + r * rb, xt, xs, nb, yt, ys, 1); break;
-                    case 2: abi_k6_rn(w + r * rb, xt, xs, nb, yt, ys, 2); break;
-                    case 3: abi_k6_rn(w + r * rb, xt, xs, nb, yt, ys, 3); break;
-                    default: abi_k6_rn(w + r * rb, xt, xs, nb, yt, ys, ABI_K6_N);
-                }
+            const uint8_t* wr = w + r * rb;
+            switch (nt) {
+                case 1: abi_k6_rn(wr, x, xs, nb, y + r, ys, 1); break;
+                case 2: abi_k6_rn(wr, x, xs, nb, y + r, ys, 2); break;
+                case 3: abi_k6_rn(wr, x, xs, nb, y + r, ys, 3); break;
+                case 4: abi_k6_rn(wr, x, xs, nb, y + r, ys, 4); break;
+                case 5: abi_k6_rn(wr, x, xs, nb, y + r, ys, 5); break;
+                case 6: abi_k6_rn(wr, x, xs, nb, y + r, ys, 6); break;
+                case 7: abi_k6_rn(wr, x, xs, nb, y + r, ys, 7); break;
+                default: abi_k6_rn(wr, x, xs, nb, y + r, ys, 8);
             }
         }
     }
@@ -972,7 +979,7 @@ cdef extern from *:
                               : k == ABI_K_Q6_K ? 210 : k == ABI_K_IQ4_XS ? 136 : k == ABI_K_IQ2_XS ? 74 : k == ABI_K_IQ2_S ? 82
                               : k == ABI_K_IQ3_XXS ? 98 : k == ABI_K_IQ3_S ? 110 : k == ABI_K_IQ1_S ? 50 : k == ABI_K_IQ1_M ? 56
                               : k == ABI_K_TQ1_0 ? 54 : 66;   /* TQ2_0, IQ2_XXS: 66 */
-        if (k == ABI_K_Q6_K && nt <= ABI_K6_RAW) {
+        if (k == ABI_K_Q6_K && nt <= ABI_K6_N) {
             abi_k6_raw(w, rb, nr, x, xs, nt, nb, y, ys);
             return;
         }
