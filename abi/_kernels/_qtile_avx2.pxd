@@ -917,12 +917,14 @@ cdef extern from *:
        few tokens do not repay; a pass per 4 tokens unpacked the rows twice for 8) */
     #define ABI_K6_N 8
     ABI_T2INL void abi_k6_rn(const uint8_t* w, const uint8_t* x, Py_ssize_t xs, Py_ssize_t nb,
-                             float* y, Py_ssize_t ys, const int N) {
+                             float* y, Py_ssize_t ys, const int N, const uint8_t* wn) {
         const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3 << 4);
         __m256 acc[ABI_K6_N];
         ABI_T2UNROLL for (int t = 0; t < N; ++t) acc[t] = _mm256_setzero_ps();
         for (Py_ssize_t i = 0; i < nb; ++i) {
             const uint8_t* wb = w + 210 * i;
+            if (wn)   /* the next row's super-block i, requested as this one is used */
+                ABI_T2UNROLL for (int l = 0; l < 4; ++l) _mm_prefetch((const char*)(wn + 210 * i + 64 * l), _MM_HINT_T0);
             const __m128i sc8 = _mm_loadu_si128((const __m128i*)(wb + 192));
             __m256i s[ABI_K6_N];
             ABI_T2UNROLL for (int t = 0; t < N; ++t) s[t] = _mm256_setzero_si256();
@@ -958,17 +960,16 @@ cdef extern from *:
     static __attribute__((noinline)) void abi_k6_raw(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                                                      Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
         for (Py_ssize_t r = 0; r < nr; ++r) {
-            abi_t2_prefetch(w + (r + 1) * rb, w + nr * rb, rb);
-            const uint8_t* wr = w + r * rb;
+            const uint8_t* wr = w + r * rb, * wn = r + 1 < nr ? wr + rb : NULL;
             switch (nt) {
-                case 1: abi_k6_rn(wr, x, xs, nb, y + r, ys, 1); break;
-                case 2: abi_k6_rn(wr, x, xs, nb, y + r, ys, 2); break;
-                case 3: abi_k6_rn(wr, x, xs, nb, y + r, ys, 3); break;
-                case 4: abi_k6_rn(wr, x, xs, nb, y + r, ys, 4); break;
-                case 5: abi_k6_rn(wr, x, xs, nb, y + r, ys, 5); break;
-                case 6: abi_k6_rn(wr, x, xs, nb, y + r, ys, 6); break;
-                case 7: abi_k6_rn(wr, x, xs, nb, y + r, ys, 7); break;
-                default: abi_k6_rn(wr, x, xs, nb, y + r, ys, 8);
+                case 1: abi_k6_rn(wr, x, xs, nb, y + r, ys, 1, wn); break;
+                case 2: abi_k6_rn(wr, x, xs, nb, y + r, ys, 2, wn); break;
+                case 3: abi_k6_rn(wr, x, xs, nb, y + r, ys, 3, wn); break;
+                case 4: abi_k6_rn(wr, x, xs, nb, y + r, ys, 4, wn); break;
+                case 5: abi_k6_rn(wr, x, xs, nb, y + r, ys, 5, wn); break;
+                case 6: abi_k6_rn(wr, x, xs, nb, y + r, ys, 6, wn); break;
+                case 7: abi_k6_rn(wr, x, xs, nb, y + r, ys, 7, wn); break;
+                default: abi_k6_rn(wr, x, xs, nb, y + r, ys, 8, wn);
             }
         }
     }
