@@ -56,6 +56,17 @@ cdef extern from *:
     ABI_T2INL void abi_t2_prefetch(const uint8_t* p, const uint8_t* end, Py_ssize_t n) {
         for (const uint8_t* q = p; q < p + n && q < end; q += 64) _mm_prefetch((const char*)q, _MM_HINT_T0);
     }
+    /* how many rows ahead a decode batch's tiles of R rows request theirs, super-block by
+       super-block as they use their own: whole tiles, at least ABI_T2_LEAD row super-blocks
+       of work ahead (the next tile of 4 rows of 6 super-blocks is too near: requesting 2
+       tiles ahead took Qwen2.5's 1536-column Q4_K products at 4 tokens 0.90-0.95x the time;
+       16 to 64 measured alike, 128 no better than 1 tile) */
+    #ifndef ABI_T2_LEAD
+    #define ABI_T2_LEAD 32
+    #endif
+    ABI_T2INL Py_ssize_t abi_t2_ahead(Py_ssize_t nb, int R) {
+        return (ABI_T2_LEAD + nb * R - 1) / (nb * R) * R;
+    }
 
     /* ================================================================== Q4_K x Q8_K, built with AVX2 and AVX-512 alike
        T = 1 (_qdot.pxd): a super-block's exact integer sums, S (the scales') and M (the
@@ -120,7 +131,7 @@ cdef extern from *:
         ABI_T2UNROLL for (int h = 0; h < 2; ++h) acc[h] = accm[h] = _mm256_setzero_ps();
         for (Py_ssize_t i = 0; i < nb; ++i) {
             const uint8_t* xi = xp + i * ABI_KL_XP;
-            if (wn)   /* the next rows' super-block i, requested as this one's are used */
+            if (wn)   /* super-block i of the rows ahead (abi_t2_ahead), requested as this one's are used */
                 ABI_T2UNROLL for (int r = 0; r < ABI_KL_R; ++r)
                     ABI_T2UNROLL for (int l = 0; l < 3; ++l) _mm_prefetch((const char*)(wn + r * rb + 144 * i + 64 * l), _MM_HINT_T0);
             __m256i a[2 * ABI_KL_R], sc[ABI_KL_R], mn[ABI_KL_R];
@@ -247,10 +258,11 @@ cdef extern from *:
        gcc's register allocation of this loop spilled twice as much, 20% slower) */
     static __attribute__((noinline)) void abi_kl_rows4(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* xp,
                                                        Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
+        const Py_ssize_t ahead = abi_t2_ahead(nb, ABI_KL_R);
         for (Py_ssize_t r = 0; r < nr; r += ABI_KL_R) {
             const int R = nr - r < ABI_KL_R ? (int)(nr - r) : ABI_KL_R;
             const uint8_t* wr = w + r * rb, * xg = xp;
-            const uint8_t* wn = r + 2 * ABI_KL_R <= nr ? w + (r + ABI_KL_R) * rb : NULL;   /* a full group follows */
+            const uint8_t* wn = r + ahead + ABI_KL_R <= nr ? w + (r + ahead) * rb : NULL;   /* a full group there */
             float* yt = y + r;
             const Py_ssize_t n = nt;
             switch (R) {
@@ -265,12 +277,13 @@ cdef extern from *:
        last 1 to 4 tokens by 2 x 4 tiles */
     static __attribute__((noinline)) void abi_kl_rows8(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* xp,
                                                        Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
+        const Py_ssize_t ahead = abi_t2_ahead(nb, 2);
         for (Py_ssize_t r = 0; r < nr; r += 2) {
             const int R = nr - r < 2 ? 1 : 2;
             const uint8_t* wr = w + r * rb;
             for (Py_ssize_t t = 0; t < nt; t += 2 * ABI_KL_N) {
-                /* the first pass over these rows requests the next pair's, when a full pair follows */
-                const uint8_t* wn = t == 0 && r + 4 <= nr ? w + (r + 2) * rb : NULL;
+                /* the first pass over these rows requests those ahead, when a full pair is there */
+                const uint8_t* wn = t == 0 && r + ahead + 2 <= nr ? w + (r + ahead) * rb : NULL;
                 const uint8_t* xg = xp + (t / ABI_KL_N) * nb * ABI_KL_XP;
                 float* yt = y + t * ys + r;
                 const Py_ssize_t n = nt - t;
@@ -923,7 +936,7 @@ cdef extern from *:
         ABI_T2UNROLL for (int t = 0; t < N; ++t) acc[t] = _mm256_setzero_ps();
         for (Py_ssize_t i = 0; i < nb; ++i) {
             const uint8_t* wb = w + 210 * i;
-            if (wn)   /* the next row's super-block i, requested as this one is used */
+            if (wn)   /* super-block i of the row ahead (abi_t2_ahead), requested as this one is used */
                 ABI_T2UNROLL for (int l = 0; l < 4; ++l) _mm_prefetch((const char*)(wn + 210 * i + 64 * l), _MM_HINT_T0);
             const __m128i sc8 = _mm_loadu_si128((const __m128i*)(wb + 192));
             __m256i s[ABI_K6_N];
@@ -959,8 +972,9 @@ cdef extern from *:
     }
     static __attribute__((noinline)) void abi_k6_raw(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                                                      Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
+        const Py_ssize_t ahead = abi_t2_ahead(nb, 1);
         for (Py_ssize_t r = 0; r < nr; ++r) {
-            const uint8_t* wr = w + r * rb, * wn = r + 1 < nr ? wr + rb : NULL;
+            const uint8_t* wr = w + r * rb, * wn = r + ahead < nr ? wr + ahead * rb : NULL;
             switch (nt) {
                 case 1: abi_k6_rn(wr, x, xs, nb, y + r, ys, 1, wn); break;
                 case 2: abi_k6_rn(wr, x, xs, nb, y + r, ys, 2, wn); break;
