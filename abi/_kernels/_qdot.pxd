@@ -238,17 +238,20 @@ cdef extern from *:
         hb = k < 2 ? _mm256_slli_epi16(hb, 2 - k) : _mm256_srli_epi16(hb, k - 2);
         return _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * s), _mm256_set1_epi8(3)), hb);
     }
-    /* Q6_K's half h as unsigned q + 32 (low nibbles | 2 high bits << 4), its 32-element groups
-       g[0..3] against activation bytes 128h + 32k */
-    static inline void abi_q6_k_groups(const uint8_t* w, int h, __m256i* g) {
+    /* Q6_K's half h as unsigned q + 32 (low nibbles | 2 high bits << 4): its 32-element group
+       k (against activation bytes 128h + 32k), and all four (the loads they share are one
+       where inlined) */
+    static inline __m256i abi_q6_k_group(const uint8_t* w, int h, int k) {
         const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3 << 4);
-        const __m256i ql0 = _mm256_loadu_si256((const __m256i*)(w + 64 * h));
-        const __m256i ql1 = _mm256_loadu_si256((const __m256i*)(w + 64 * h + 32));
+        const __m256i ql = _mm256_loadu_si256((const __m256i*)(w + 64 * h + 32 * (k & 1)));
         const __m256i qh = _mm256_loadu_si256((const __m256i*)(w + 128 + 32 * h));
-        g[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2));
-        g[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2));
-        g[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m2));
-        g[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2));
+        const __m256i lo = _mm256_and_si256(k < 2 ? ql : _mm256_srli_epi16(ql, 4), m4);
+        const __m256i hb = k == 0 ? _mm256_slli_epi16(qh, 4) : k == 1 ? _mm256_slli_epi16(qh, 2)
+                         : k == 2 ? qh : _mm256_srli_epi16(qh, 2);
+        return _mm256_or_si256(lo, _mm256_and_si256(hb, m2));
+    }
+    static inline void abi_q6_k_groups(const uint8_t* w, int h, __m256i* g) {
+        for (int k = 0; k < 4; ++k) g[k] = abi_q6_k_group(w, h, k);
     }
     #else
     #define ABI_QDOT_SIMD 0

@@ -931,7 +931,6 @@ cdef extern from *:
     #define ABI_K6_N 8
     ABI_T2INL void abi_k6_rn(const uint8_t* w, const uint8_t* x, Py_ssize_t xs, Py_ssize_t nb,
                              float* y, Py_ssize_t ys, const int N, const uint8_t* wn) {
-        const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3 << 4);
         __m256 acc[ABI_K6_N];
         ABI_T2UNROLL for (int t = 0; t < N; ++t) acc[t] = _mm256_setzero_ps();
         for (Py_ssize_t i = 0; i < nb; ++i) {
@@ -944,14 +943,7 @@ cdef extern from *:
             ABI_T2UNROLL for (int h = 0; h < 2; ++h) {
                 const __m256i s8 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(h ? _mm_srli_si128(sc8, 8) : sc8));
                 ABI_T2UNROLL for (int k = 0; k < 4; ++k) {
-                    /* abi_q6_k_groups' group k: low nibbles of ql (k even) or high (k odd's
-                       pair), the 2 high bits of qh at bit 4 */
-                    const __m256i ql = _mm256_loadu_si256((const __m256i*)(wb + 64 * h + 32 * (k & 1)));
-                    const __m256i qh = _mm256_loadu_si256((const __m256i*)(wb + 128 + 32 * h));
-                    const __m256i lo = _mm256_and_si256(k < 2 ? ql : _mm256_srli_epi16(ql, 4), m4);
-                    const __m256i hb = k == 0 ? _mm256_slli_epi16(qh, 4) : k == 1 ? _mm256_slli_epi16(qh, 2)
-                                     : k == 2 ? qh : _mm256_srli_epi16(qh, 2);
-                    const __m256i g = _mm256_or_si256(lo, _mm256_and_si256(hb, m2));
+                    const __m256i g = abi_q6_k_group(wb, h, k);   /* unpacked where it is used */
                     const __m256i sv = abi_pair_scales(s8, k);   /* [sc_8h+2k | sc_8h+2k+1] */
                     ABI_T2UNROLL for (int t = 0; t < N; ++t) {
                         const __m256i xv = _mm256_loadu_si256((const __m256i*)(x + t * xs + 292 * i + 4 + 128 * h + 32 * k));
