@@ -61,9 +61,7 @@ cdef extern from *:
        of work ahead (the next tile of 4 rows of 6 super-blocks is too near: requesting 2
        tiles ahead took Qwen2.5's 1536-column Q4_K products at 4 tokens 0.90-0.95x the time;
        16 to 64 measured alike, 128 no better than 1 tile) */
-    #ifndef ABI_T2_LEAD
     #define ABI_T2_LEAD 32
-    #endif
     ABI_T2INL Py_ssize_t abi_t2_ahead(Py_ssize_t nb, int R) {
         return (ABI_T2_LEAD + nb * R - 1) / (nb * R) * R;
     }
@@ -120,6 +118,20 @@ cdef extern from *:
         return _mm256_add_epi32(_mm256_unpacklo_epi64(x, y), _mm256_unpackhi_epi64(x, y));
     }
 
+    /* super-block i of the R rows ahead (abi_t2_ahead) at wn, requested as this one's are used */
+    ABI_T2INL void abi_kl_prefetch(const uint8_t* wn, Py_ssize_t rb, Py_ssize_t i, const int R) {
+        ABI_T2UNROLL for (int r = 0; r < R; ++r)
+            ABI_T2UNROLL for (int l = 0; l < 3; ++l) _mm_prefetch((const char*)(wn + r * rb + 144 * i + 64 * l), _MM_HINT_T0);
+    }
+    /* a pair's products with a 32-weight group: its halves ua and ub (16 weights in both lanes)
+       against the pair's chunks at xe and xe + 32, added in int16 (|v| <= 2 x 3840), then
+       times the group's scale sv */
+    ABI_T2INL __m256i abi_kl_group(__m256i ua, __m256i ub, __m256i sv, const uint8_t* xe) {
+        const __m256i v = _mm256_add_epi16(_mm256_maddubs_epi16(ua, _mm256_load_si256((const __m256i*)xe)),
+                                           _mm256_maddubs_epi16(ub, _mm256_load_si256((const __m256i*)(xe + 32))));
+        return _mm256_madd_epi16(v, sv);
+    }
+
     /* R rows as stored, rb bytes apart, x N tokens (xp: their prepared group). Sums a[2 r +
        p] of row r and pair p; output vector h holds rows 2h, 2h + 1, pair (r, t) in lane
        4 (t & 1) + 2 (r & 1) + (t >> 1) */
@@ -131,9 +143,7 @@ cdef extern from *:
         ABI_T2UNROLL for (int h = 0; h < 2; ++h) acc[h] = accm[h] = _mm256_setzero_ps();
         for (Py_ssize_t i = 0; i < nb; ++i) {
             const uint8_t* xi = xp + i * ABI_KL_XP;
-            if (wn)   /* super-block i of the rows ahead (abi_t2_ahead), requested as this one's are used */
-                ABI_T2UNROLL for (int r = 0; r < ABI_KL_R; ++r)
-                    ABI_T2UNROLL for (int l = 0; l < 3; ++l) _mm_prefetch((const char*)(wn + r * rb + 144 * i + 64 * l), _MM_HINT_T0);
+            if (wn) abi_kl_prefetch(wn, rb, i, ABI_KL_R);
             __m256i a[2 * ABI_KL_R], sc[ABI_KL_R], mn[ABI_KL_R];
             __m128 dd[ABI_KL_R];   /* [d, dmin, ...] */
             ABI_T2UNROLL for (int l = 0; l < 2 * ABI_KL_R; ++l) a[l] = _mm256_setzero_si256();
@@ -159,10 +169,7 @@ cdef extern from *:
                         const __m256i ub = _mm256_and_si256(hi ? _mm256_srli_epi16(qb, 4) : qb, m4);
                         const __m256i sv = abi_bcast16(sc[r], 2 * c + hi);
                         ABI_T2UNROLL for (int p = 0; p < P; ++p) {
-                            const uint8_t* xe = xi + 512 * p + 32 * (4 * c + 2 * hi);
-                            const __m256i v = _mm256_add_epi16(_mm256_maddubs_epi16(ua, _mm256_load_si256((const __m256i*)xe)),
-                                                               _mm256_maddubs_epi16(ub, _mm256_load_si256((const __m256i*)(xe + 32))));
-                            a[2 * r + p] = _mm256_add_epi32(a[2 * r + p], _mm256_madd_epi16(v, sv));   /* |v| <= 2 x 3840 */
+                            a[2 * r + p] = _mm256_add_epi32(a[2 * r + p], abi_kl_group(ua, ub, sv, xi + 512 * p + 32 * (4 * c + 2 * hi)));
                             __asm__("" : "+x"(a[2 * r + p]));   /* each sum kept in its register */
                         }
                     }
@@ -201,9 +208,7 @@ cdef extern from *:
         ABI_T2UNROLL for (int r = 0; r < 2; ++r) acc[r] = accm[r] = _mm256_setzero_ps();
         for (Py_ssize_t i = 0; i < nb; ++i) {
             const uint8_t* xg[2] = {xp + i * ABI_KL_XP, xp + (nb + i) * ABI_KL_XP};
-            if (wn)
-                ABI_T2UNROLL for (int r = 0; r < R; ++r)
-                    ABI_T2UNROLL for (int l = 0; l < 3; ++l) _mm_prefetch((const char*)(wn + r * rb + 144 * i + 64 * l), _MM_HINT_T0);
+            if (wn) abi_kl_prefetch(wn, rb, i, R);
             __m256i a[8];
             __m128i scm[2];   /* the scales and the mins, as bytes */
             ABI_T2UNROLL for (int l = 0; l < 8; ++l) a[l] = _mm256_setzero_si256();
@@ -219,10 +224,7 @@ cdef extern from *:
                         const __m256i ub = _mm256_and_si256(hi ? _mm256_srli_epi16(qb, 4) : qb, m4);
                         const __m256i sv = abi_bcast16(sc, 2 * c + hi);
                         ABI_T2UNROLL for (int p = 0; p < 4; ++p) {
-                            const uint8_t* xe = xg[p >> 1] + 512 * (p & 1) + 32 * (4 * c + 2 * hi);
-                            const __m256i v = _mm256_add_epi16(_mm256_maddubs_epi16(ua, _mm256_load_si256((const __m256i*)xe)),
-                                                               _mm256_maddubs_epi16(ub, _mm256_load_si256((const __m256i*)(xe + 32))));
-                            a[4 * r + p] = _mm256_add_epi32(a[4 * r + p], _mm256_madd_epi16(v, sv));   /* |v| <= 2 x 3840 */
+                            a[4 * r + p] = _mm256_add_epi32(a[4 * r + p], abi_kl_group(ua, ub, sv, xg[p >> 1] + 512 * (p & 1) + 32 * (4 * c + 2 * hi)));
                             __asm__("" : "+x"(a[4 * r + p]));
                         }
                     }
