@@ -69,27 +69,26 @@ cdef extern from *:
     /* ================================================================== Q4_K x Q8_K, built with AVX2 and AVX-512 alike
        T = 1 (_qdot.pxd): a super-block's exact integer sums, S (the scales') and M (the
        mins'), each reduced to one int; then acc += (d dx) S and accm += (dmin dx) M, one
-       fused multiply-add each, y = acc - accm. Here a tile of up to 4 rows x 4 tokens: the
-       tokens go in pairs, a register holding 16 bytes of each ([token 2p | token 2p + 1],
-       prepared once a call), against 16 weights broadcast to both halves, so that the two
-       halves of a 32-weight group share its scale and their int16 products are added before
-       one madd (three multiplies per group and pair of tokens, where one token a register
-       takes four); pair (r, t)'s sums reduce to lanes of two vectors, and a super-block's
-       float steps are those vectors' for all sixteen pairs. The rows are read as stored, each
-       group unpacked where it is used (preparing them costs stores and loads a decode batch
-       does not repay). */
+       fused multiply-add each, y = acc - accm. Here two tiles with those sums and float
+       steps, so each token keeps its single-token bits. Both read the rows as stored and
+       unpack each group where it is used (preparing rows costs stores and loads a decode
+       batch does not repay), and both add a 32-weight group's two 16-weight halves in int16
+       before one madd with its scale (|v| <= 2 x 3840):
+       - up to 4 tokens (decode steps): row pairs x 4 tokens, a register holding 16 weights
+         of each row of a pair against 16 bytes of one token in both halves (abi_kp_rn);
+       - more (prompts, bigger steps): 2 rows x 8 tokens, a register holding 16 bytes of
+         each token of a pair against 16 weights in both halves (abi_kl_r2n8). */
     #define ABI_KL_R 4
     #define ABI_KL_N 4
-    /* a prepared super-block of a group of ABI_KL_N tokens: for pair p, its 16 chunks of 16
+    /* abi_kl_r2n8's prepared super-block of a group of ABI_KL_N tokens: for pair p, its 16 chunks of 16
        activation bytes [token 2p | token 2p + 1] at 512 p + 32 e; at 1024 + 32 p [the pair's
        B words | ...] (B_j = bsum_2j + bsum_2j+1, word q = (B_2q, B_2q+1)); at 1088 the dx of
        the output lanes, [dx0 dx2 dx0 dx2 | dx1 dx3 dx1 dx3] */
     #define ABI_KL_XP 1120
     static const uint8_t abi_kl_zero[292] __attribute__((aligned(32))) = {0};   /* a missing token */
 
-    static const uint8_t* abi_kl_prep(const uint8_t* x, Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb) {
+    static void abi_kl_prep(uint8_t* xp, const uint8_t* x, Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb) {
         const Py_ssize_t ng = (nt + ABI_KL_N - 1) / ABI_KL_N;
-        uint8_t* xp = abi_tile_scratch((size_t)ng * nb * ABI_KL_XP);
         for (Py_ssize_t g = 0; g < ng; ++g)
             for (Py_ssize_t i = 0; i < nb; ++i) {
                 const uint8_t* xt[ABI_KL_N];
@@ -107,7 +106,6 @@ cdef extern from *:
                 const float d0 = abi_ldf32(xt[0]), d1 = abi_ldf32(xt[1]), d2 = abi_ldf32(xt[2]), d3 = abi_ldf32(xt[3]);
                 _mm256_store_ps((float*)(o + 1088), _mm256_setr_ps(d0, d2, d0, d2, d1, d3, d1, d3));
             }
-        return xp;
     }
 
     /* per 128-bit half: [the totals of v0, v1, v2, v3's 4 lanes in that half] */
@@ -132,73 +130,9 @@ cdef extern from *:
         return _mm256_madd_epi16(v, sv);
     }
 
-    /* R rows as stored, rb bytes apart, x N tokens (xp: their prepared group). Sums a[2 r +
-       p] of row r and pair p; output vector h holds rows 2h, 2h + 1, pair (r, t) in lane
-       4 (t & 1) + 2 (r & 1) + (t >> 1) */
-    ABI_T2INL void abi_kl_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* xp, Py_ssize_t nb,
-                             float* y, Py_ssize_t ys, const int R, const int N, const uint8_t* wn) {
-        const int P = (N + 1) / 2, H = (R + 1) / 2;
-        const __m256i m4 = _mm256_set1_epi8(15);
-        __m256 acc[2], accm[2];
-        ABI_T2UNROLL for (int h = 0; h < 2; ++h) acc[h] = accm[h] = _mm256_setzero_ps();
-        for (Py_ssize_t i = 0; i < nb; ++i) {
-            const uint8_t* xi = xp + i * ABI_KL_XP;
-            if (wn) abi_kl_prefetch(wn, rb, i, ABI_KL_R);
-            __m256i a[2 * ABI_KL_R], sc[ABI_KL_R], mn[ABI_KL_R];
-            __m128 dd[ABI_KL_R];   /* [d, dmin, ...] */
-            ABI_T2UNROLL for (int l = 0; l < 2 * ABI_KL_R; ++l) a[l] = _mm256_setzero_si256();
-            ABI_T2UNROLL for (int r = 0; r < ABI_KL_R; ++r) {   /* the scales and the mins as int16, in both lanes */
-                if (r < R) {
-                    const uint8_t* wr = w + r * rb + 144 * i;
-                    const __m128i scm = abi_k4_scales_v(wr + 4);
-                    sc[r] = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
-                    mn[r] = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_srli_si128(scm, 8)));
-                    dd[r] = abi_k_dmin(wr);
-                } else {
-                    mn[r] = _mm256_setzero_si256();
-                    dd[r] = _mm_setzero_ps();
-                }
-            }
-            ABI_T2UNROLL for (int c = 0; c < 4; ++c)
-                ABI_T2UNROLL for (int r = 0; r < R; ++r) {
-                    const uint8_t* q = w + r * rb + 144 * i + 16 + 32 * c;
-                    const __m256i qa = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)q));
-                    const __m256i qb = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(q + 16)));
-                    ABI_T2UNROLL for (int hi = 0; hi < 2; ++hi) {   /* group 2c: the low nibbles; 2c + 1: the high */
-                        const __m256i ua = _mm256_and_si256(hi ? _mm256_srli_epi16(qa, 4) : qa, m4);
-                        const __m256i ub = _mm256_and_si256(hi ? _mm256_srli_epi16(qb, 4) : qb, m4);
-                        const __m256i sv = abi_bcast16(sc[r], 2 * c + hi);
-                        ABI_T2UNROLL for (int p = 0; p < P; ++p) {
-                            a[2 * r + p] = _mm256_add_epi32(a[2 * r + p], abi_kl_group(ua, ub, sv, xi + 512 * p + 32 * (4 * c + 2 * hi)));
-                            __asm__("" : "+x"(a[2 * r + p]));   /* each sum kept in its register */
-                        }
-                    }
-                }
-            const __m256 vdx = _mm256_load_ps((const float*)(xi + 1088));
-            ABI_T2UNROLL for (int h = 0; h < H; ++h) {
-                const __m256i S = abi_kl_totals4(a + 4 * h);
-                /* M: the row's mins . [the pair's B words], 4 lanes per token */
-                __m256i m[4];
-                ABI_T2UNROLL for (int k = 0; k < 4; ++k) {
-                    const int r = 2 * h + (k >> 1), pp = k & 1;
-                    m[k] = r < R && pp < P ? _mm256_madd_epi16(mn[r], _mm256_load_si256((const __m256i*)(xi + 1024 + 32 * pp)))
-                                           : _mm256_setzero_si256();
-                }
-                const __m256i M = abi_kl_totals4(m);
-                /* lanes: d_r dx_t and dmin_r dx_t, the products the T = 1 kernel rounds */
-                const __m128 d4 = _mm_shuffle_ps(dd[2 * h], dd[2 * h + 1], 0x00), m4f = _mm_shuffle_ps(dd[2 * h], dd[2 * h + 1], 0x55);
-                acc[h] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set_m128(d4, d4), vdx), _mm256_cvtepi32_ps(S), acc[h]);
-                accm[h] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set_m128(m4f, m4f), vdx), _mm256_cvtepi32_ps(M), accm[h]);
-            }
-        }
-        float out[16];
-        ABI_T2UNROLL for (int h = 0; h < H; ++h) _mm256_storeu_ps(out + 8 * h, _mm256_sub_ps(acc[h], accm[h]));
-        ABI_T2UNROLL for (int r = 0; r < R; ++r) ABI_T2UNROLL for (int t = 0; t < N; ++t)
-            y[t * ys + r] = out[8 * (r >> 1) + 4 * (t & 1) + 2 * (r & 1) + (t >> 1)];
-    }
-    /* 2 rows x up to 8 tokens (nt of them, the rest zero in xp's groups): the same sums and
-       float steps, four pairs a row, so that a group's unpacked weights serve eight tokens
-       (a step of 8 took two 4-token passes, each unpacking the rows again). Row r's sums
+    /* 2 rows x up to 8 tokens (nt of them, the rest zero in xp's groups): four token pairs a
+       row, so that a group's unpacked weights serve eight tokens (a step of 8 took two
+       4-token passes, each unpacking the rows again). Row r's sums
        a[4 r + p] reduce to one vector, pair (r, t) in lane 4 (t & 1) + (t >> 1) of row r's
        accumulators; xp: the two 4-token groups' records, nb * ABI_KL_XP bytes apart */
     ABI_T2INL void abi_kl_r2n8(const uint8_t* w, Py_ssize_t rb, const uint8_t* xp, Py_ssize_t nb,
@@ -251,13 +185,105 @@ cdef extern from *:
             ABI_T2UNROLL for (int t = 0; t < N; ++t) y[t * ys + r] = out[4 * (t & 1) + (t >> 1)];
         }
     }
-    #define ABI_KL_RN(R_) do { switch (n) {                                           \
-        case 1: abi_kl_rn(wr, rb, xg, nb, yt, ys, R_, 1, wn); break;                  \
-        case 2: abi_kl_rn(wr, rb, xg, nb, yt, ys, R_, 2, wn); break;                  \
-        case 3: abi_kl_rn(wr, rb, xg, nb, yt, ys, R_, 3, wn); break;                  \
-        default: abi_kl_rn(wr, rb, xg, nb, yt, ys, R_, ABI_KL_N, wn); } } while (0)
-    /* at most 4 tokens: tiles of 4 rows x 4 tokens (each path its own function: sharing one,
-       gcc's register allocation of this loop spilled twice as much, 20% slower) */
+    /* up to 4 tokens: 2 row pairs x 4 tokens, a register holding [16 weights of row 2h |
+       of row 2h + 1] against 16 activation bytes of one token in both halves, so one
+       unpacking, one decoding of the scales and one scale vector serve both rows of a pair
+       (with rows in L2: 0.96x the time of 2 x 4-token-pair tiles at 4 tokens, 0.84-0.86x at
+       2 and 3). A prepared super-block of up to 4 tokens: token t's 16 chunks [16 bytes |
+       the same] at 512 t + 32 e (chunk e: activation bytes 16 e..16 e + 15); at 2048 + 32 t
+       [its B words | the same] (as above); at 2176 [dx0 dx1 dx2 dx3 | dx0 dx1 dx2 dx3] */
+    /* abi_k4_scales_v of two rows at once: [row a's 8 scales, 8 mins | row b's] as bytes */
+    ABI_T2INL __m256i abi_k4_scales_v2(const uint8_t* sa, const uint8_t* sb) {
+        const __m256i v = _mm256_loadu2_m128i((const __m128i*)sb, (const __m128i*)sa);
+        const __m256i m4 = _mm256_set1_epi8(15);
+        const __m256i a = _mm256_and_si256(v, _mm256_set1_epi8(63));
+        const __m256i t = _mm256_srli_si256(v, 8);
+        const __m256i b = _mm256_unpacklo_epi32(_mm256_and_si256(t, m4), _mm256_and_si256(_mm256_srli_epi16(t, 4), m4));
+        const __m256i up = _mm256_or_si256(b, _mm256_and_si256(_mm256_srli_epi16(v, 2), _mm256_set1_epi8(0x30)));
+        return _mm256_unpacklo_epi32(a, up);
+    }
+    #define ABI_KP_XP 2208
+    static void abi_kp_prep(uint8_t* xp, const uint8_t* x, Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb) {
+        for (Py_ssize_t i = 0; i < nb; ++i) {
+            uint8_t* o = xp + i * ABI_KP_XP;
+            float dx[4];
+            for (int t = 0; t < ABI_KL_N; ++t) {
+                const uint8_t* xt = t < nt ? x + t * xs + 292 * i : abi_kl_zero;
+                for (int e = 0; e < 16; ++e)
+                    _mm256_store_si256((__m256i*)(o + 512 * t + 32 * e), _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(xt + 4 + 16 * e))));
+                const __m128i bw = _mm_hadd_epi16(_mm_loadu_si128((const __m128i*)(xt + 260)), _mm_loadu_si128((const __m128i*)(xt + 276)));
+                _mm256_store_si256((__m256i*)(o + 2048 + 32 * t), _mm256_broadcastsi128_si256(bw));
+                dx[t] = abi_ldf32(xt);
+            }
+            _mm256_store_ps((float*)(o + 2176), _mm256_setr_ps(dx[0], dx[1], dx[2], dx[3], dx[0], dx[1], dx[2], dx[3]));
+        }
+    }
+    /* R rows (1-4) x N tokens (1-4), rows rb bytes apart; a missing row of a pair repeats
+       its first (its sums are dropped). Sums a[4 h + t] of pair h and token t, reduced to
+       [row 2h: tokens 0-3 | row 2h + 1] */
+    ABI_T2INL void abi_kp_rn(const uint8_t* w, Py_ssize_t rb, const uint8_t* xp, Py_ssize_t nb,
+                             float* y, Py_ssize_t ys, const int R, const int N, const uint8_t* wn) {
+        const int H = (R + 1) / 2;
+        const __m256i m4 = _mm256_set1_epi8(15);
+        const uint8_t* w0[2] = {w, w + 2 * rb};
+        const Py_ssize_t d1[2] = {R > 1 ? rb : 0, R > 3 ? rb : 0};   /* the pair's second row */
+        __m256 acc[2], accm[2];
+        ABI_T2UNROLL for (int h = 0; h < 2; ++h) acc[h] = accm[h] = _mm256_setzero_ps();
+        for (Py_ssize_t i = 0; i < nb; ++i) {
+            const uint8_t* xi = xp + i * ABI_KP_XP;
+            if (wn) abi_kl_prefetch(wn, rb, i, ABI_KL_R);
+            __m256i a[8], sc[2], scm[2];
+            ABI_T2UNROLL for (int l = 0; l < 8; ++l) a[l] = _mm256_setzero_si256();
+            ABI_T2UNROLL for (int h = 0; h < H; ++h) {   /* [row 2h's scales | row 2h + 1's] as int16 */
+                const uint8_t* wa = w0[h] + 144 * i;
+                scm[h] = abi_k4_scales_v2(wa + 4, wa + d1[h] + 4);
+                sc[h] = _mm256_unpacklo_epi8(scm[h], _mm256_setzero_si256());
+            }
+            ABI_T2UNROLL for (int h = 0; h < H; ++h)
+                ABI_T2UNROLL for (int c = 0; c < 4; ++c) {
+                    const uint8_t* q = w0[h] + 144 * i + 16 + 32 * c;
+                    const __m256i qa = _mm256_loadu2_m128i((const __m128i*)(q + d1[h]), (const __m128i*)q);
+                    const __m256i qb = _mm256_loadu2_m128i((const __m128i*)(q + d1[h] + 16), (const __m128i*)(q + 16));
+                    ABI_T2UNROLL for (int hi = 0; hi < 2; ++hi) {   /* group 2c: the low nibbles; 2c + 1: the high */
+                        const __m256i ua = _mm256_and_si256(hi ? _mm256_srli_epi16(qa, 4) : qa, m4);
+                        const __m256i ub = _mm256_and_si256(hi ? _mm256_srli_epi16(qb, 4) : qb, m4);
+                        const __m256i sv = abi_bcast16(sc[h], 2 * c + hi);
+                        const int e = 2 * (2 * c + hi);
+                        ABI_T2UNROLL for (int t = 0; t < N; ++t) {
+                            a[4 * h + t] = _mm256_add_epi32(a[4 * h + t], abi_kl_group(ua, ub, sv, xi + 512 * t + 32 * e));
+                            __asm__("" : "+x"(a[4 * h + t]));   /* each sum kept in its register */
+                        }
+                    }
+                }
+            const __m256 vdx = _mm256_load_ps((const float*)(xi + 2176));
+            ABI_T2UNROLL for (int h = 0; h < H; ++h) {
+                const __m256i S = abi_kl_totals4(a + 4 * h);   /* [row 2h: tokens 0-3 | row 2h + 1] */
+                const __m256i mn = _mm256_unpackhi_epi8(scm[h], _mm256_setzero_si256());
+                __m256i m[4];
+                ABI_T2UNROLL for (int t = 0; t < 4; ++t)
+                    m[t] = t < N ? _mm256_madd_epi16(mn, _mm256_load_si256((const __m256i*)(xi + 2048 + 32 * t))) : _mm256_setzero_si256();
+                const __m256i M = abi_kl_totals4(m);
+                /* [d, dmin] of both rows, then d (dmin) of row 2h in the low half, 2h + 1 in the high */
+                const __m256 dd = _mm256_castps128_ps256(_mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128((int)abi_ld32(w0[h] + 144 * i)),
+                                                                                       (int)abi_ld32(w0[h] + d1[h] + 144 * i), 1)));
+                const __m256 dv = _mm256_permutevar8x32_ps(dd, _mm256_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2));
+                const __m256 mv = _mm256_permutevar8x32_ps(dd, _mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3));
+                acc[h] = _mm256_fmadd_ps(_mm256_mul_ps(dv, vdx), _mm256_cvtepi32_ps(S), acc[h]);
+                accm[h] = _mm256_fmadd_ps(_mm256_mul_ps(mv, vdx), _mm256_cvtepi32_ps(M), accm[h]);
+            }
+        }
+        float out[16];
+        ABI_T2UNROLL for (int h = 0; h < H; ++h) _mm256_storeu_ps(out + 8 * h, _mm256_sub_ps(acc[h], accm[h]));
+        ABI_T2UNROLL for (int r = 0; r < R; ++r) ABI_T2UNROLL for (int t = 0; t < N; ++t)
+            y[t * ys + r] = out[8 * (r >> 1) + 4 * (r & 1) + t];
+    }
+    #define ABI_KP_RN(R_) do { switch (n) {                                           \
+        case 1: abi_kp_rn(wr, rb, xg, nb, yt, ys, R_, 1, wn); break;                  \
+        case 2: abi_kp_rn(wr, rb, xg, nb, yt, ys, R_, 2, wn); break;                  \
+        case 3: abi_kp_rn(wr, rb, xg, nb, yt, ys, R_, 3, wn); break;                  \
+        default: abi_kp_rn(wr, rb, xg, nb, yt, ys, R_, ABI_KL_N, wn); } } while (0)
+    /* at most 4 tokens: tiles of 2 row pairs x 4 tokens (each path its own function: while
+       the 4-token and 8-token tiles shared one, gcc spilled twice as much in this loop) */
     static __attribute__((noinline)) void abi_kl_rows4(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* xp,
                                                        Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
         const Py_ssize_t ahead = abi_t2_ahead(nb, ABI_KL_R);
@@ -268,17 +294,19 @@ cdef extern from *:
             float* yt = y + r;
             const Py_ssize_t n = nt;
             switch (R) {
-                case 1: ABI_KL_RN(1); break;
-                case 2: ABI_KL_RN(2); break;
-                case 3: ABI_KL_RN(3); break;
-                default: ABI_KL_RN(ABI_KL_R);
+                case 1: ABI_KP_RN(1); break;
+                case 2: ABI_KP_RN(2); break;
+                case 3: ABI_KP_RN(3); break;
+                default: ABI_KP_RN(ABI_KL_R);
             }
         }
     }
-    /* more: row pairs x 8 tokens a pass (the rows stay in L1 from one pass to the next), the
-       last 1 to 4 tokens by 2 x 4 tiles */
+    /* more: row pairs x 8 tokens a pass (the rows stay in L1 from one pass to the next), nt
+       tokens prepared in xp; then the nq after them (1 to 4, prepared in xq) by a row pair
+       tile */
     static __attribute__((noinline)) void abi_kl_rows8(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* xp,
-                                                       Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
+                                                       Py_ssize_t nt, const uint8_t* xq, Py_ssize_t nq, Py_ssize_t nb,
+                                                       float* y, Py_ssize_t ys) {
         const Py_ssize_t ahead = abi_t2_ahead(nb, 2);
         for (Py_ssize_t r = 0; r < nr; r += 2) {
             const int R = nr - r < 2 ? 1 : 2;
@@ -290,24 +318,38 @@ cdef extern from *:
                 float* yt = y + t * ys + r;
                 const Py_ssize_t n = nt - t;
                 #define ABI_KL_R2(R_, N_) abi_kl_r2n8(wr, rb, xg, nb, yt, ys, R_, N_, wn)
-                if (n > ABI_KL_N) {
-                    if (R == 2)
-                        switch (n) { case 5: ABI_KL_R2(2, 5); break; case 6: ABI_KL_R2(2, 6); break;
-                                     case 7: ABI_KL_R2(2, 7); break; default: ABI_KL_R2(2, 8); }
-                    else ABI_KL_R2(1, n < 8 ? (int)n : 8);
-                } else if (R == 2) ABI_KL_RN(2);
-                else ABI_KL_RN(1);
+                if (R == 2)
+                    switch (n) { case 5: ABI_KL_R2(2, 5); break; case 6: ABI_KL_R2(2, 6); break;
+                                 case 7: ABI_KL_R2(2, 7); break; default: ABI_KL_R2(2, 8); }
+                else ABI_KL_R2(1, n < 8 ? (int)n : 8);
                 #undef ABI_KL_R2
+            }
+            if (nq) {
+                const uint8_t* wn = NULL, * xg = xq;
+                float* yt = y + nt * ys + r;
+                const Py_ssize_t n = nq;
+                if (R == 2) ABI_KP_RN(2);
+                else ABI_KP_RN(1);
             }
         }
     }
     static void abi_tile_q4_k(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                               Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
-        const uint8_t* xp = abi_kl_prep(x, xs, nt, nb);
-        if (nt <= ABI_KL_N) abi_kl_rows4(w, rb, nr, xp, nt, nb, y, ys);
-        else abi_kl_rows8(w, rb, nr, xp, nt, nb, y, ys);
+        if (nt <= ABI_KL_N) {
+            uint8_t* xq = abi_tile_scratch((size_t)nb * ABI_KP_XP);
+            abi_kp_prep(xq, x, xs, nt, nb);
+            abi_kl_rows4(w, rb, nr, xq, nt, nb, y, ys);
+            return;
+        }
+        /* 8 tokens a pass; a last pass of 5 to 7 too, but 1 to 4 left go by row pairs */
+        const Py_ssize_t nq = nt % (2 * ABI_KL_N) <= ABI_KL_N ? nt % (2 * ABI_KL_N) : 0, n8 = nt - nq;
+        const size_t b8 = (size_t)((n8 + ABI_KL_N - 1) / ABI_KL_N) * nb * ABI_KL_XP;
+        uint8_t* xp = abi_tile_scratch(b8 + (nq ? (size_t)nb * ABI_KP_XP : 0));
+        abi_kl_prep(xp, x, xs, n8, nb);
+        if (nq) abi_kp_prep(xp + b8, x + n8 * xs, xs, nq, nb);
+        abi_kl_rows8(w, rb, nr, xp, n8, xp + b8, nq, nb, y, ys);
     }
-    #undef ABI_KL_RN
+    #undef ABI_KP_RN
     #else
     ABI_TILE_STUB(q4_k)
     #endif
