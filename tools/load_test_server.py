@@ -9,8 +9,9 @@ that the server's memory stays flat from round to round.
 
 ``--bench``: throughput against llama.cpp's ``llama-server`` in the same run. For 1, 2, 4 and 8
 concurrent streaming clients (each server started with ``--parallel N``, the same threads and
-the same context per slot; ``--rounds`` rounds each, the round of median aggregate reported,
-since this host's noise moves a single round by 10%), the aggregate tokens/s, per-stream
+the same context per slot; all servers up at once and ``--rounds`` rounds taking them in turn,
+the round of median aggregate reported, since this host's speed drifts by 10-20% from one
+minute to the next), the aggregate tokens/s, per-stream
 tokens/s, time to first token p50/p99 and inter-token latency p99, and the ratios the serving
 issue asks for:
 
@@ -329,28 +330,37 @@ async def bench_round(url: str, n: int, args, rnd: int = 0) -> dict:
 
 def bench(args) -> dict:
     kinds = ["abi"] + (["llama-server"] if args.llama_server else [])
+    keys = [(kind, n) for n in args.streams for kind in kinds]
+    servers: dict[tuple[str, int], tuple[subprocess.Popen, str]] = {}
+    runs: dict[tuple[str, int], list[dict]] = {key: [] for key in keys}
+    try:
+        # every server up at once, the rounds taking them in turn: this host's speed drifts by
+        # 10-20% from one minute to the next, and a configuration measured only in a slow
+        # minute would move the ratios by that much
+        for kind, n in keys:
+            servers[kind, n] = start_bench_server(kind, n, args)
+        for rnd in range(args.rounds):
+            for key in keys:
+                runs[key].append(asyncio.run(bench_round(servers[key][1], key[1], args, rnd)))
+    finally:
+        for proc, _ in servers.values():
+            stop_server(proc)
     rows: dict[str, list[dict]] = {k: [] for k in kinds}
-    for n in args.streams:
-        for kind in kinds:
-            proc, url = start_bench_server(kind, n, args)
-            try:
-                runs = [asyncio.run(bench_round(url, n, args, rnd)) for rnd in range(args.rounds)]
-            finally:
-                stop_server(proc)
-            # the round of median aggregate (the host's noise moves single rounds by 10%)
-            r = dict(sorted(runs, key=lambda x: x["aggregate_tok_s"])[(len(runs) - 1) // 2])
-            r["round_aggregates"] = [x["aggregate_tok_s"] for x in runs]
-            last = runs[-1]
-            r["itl_max_long_prompt_ms"], r["long_prompt_ttft_s"] = last["itl_max_long_prompt_ms"], last["long_prompt_ttft_s"]
-            rows[kind].append(r)
-            print(f"{kind:>12} {n} streams: {r['tokens']:4d} tokens, aggregate {r['aggregate_tok_s']:6.1f} "
-                  f"tok/s (median of {', '.join(f'{a:.1f}' for a in r['round_aggregates'])}), per stream {r['per_stream_tok_s']:5.1f} tok/s, TTFT p50 {r['ttft_p50_s']:.2f} s "
-                  f"p99 {r['ttft_p99_s']:.2f} s, inter-token p99 {r['itl_p99_ms']:.0f} ms"
-                  + ("" if not args.long_prompt or n < 2 else
-                     f", worst gap while a long prompt prefills {r['itl_max_long_prompt_ms']:.0f} ms"
-                     f" (its first token after {r['long_prompt_ttft_s']:.1f} s)"
-                     if r["itl_max_long_prompt_ms"] is not None else ", no stream ran while the long prompt prefilled"),
-                  flush=True)
+    for kind, n in keys:
+        done = runs[kind, n]
+        # the round of median aggregate
+        r = dict(sorted(done, key=lambda x: x["aggregate_tok_s"])[(len(done) - 1) // 2])
+        r["round_aggregates"] = [x["aggregate_tok_s"] for x in done]
+        r["itl_max_long_prompt_ms"], r["long_prompt_ttft_s"] = done[-1]["itl_max_long_prompt_ms"], done[-1]["long_prompt_ttft_s"]
+        rows[kind].append(r)
+        print(f"{kind:>12} {n} streams: {r['tokens']:4d} tokens, aggregate {r['aggregate_tok_s']:6.1f} "
+              f"tok/s (median of {', '.join(f'{a:.1f}' for a in r['round_aggregates'])}), per stream {r['per_stream_tok_s']:5.1f} tok/s, TTFT p50 {r['ttft_p50_s']:.2f} s "
+              f"p99 {r['ttft_p99_s']:.2f} s, inter-token p99 {r['itl_p99_ms']:.0f} ms"
+              + ("" if not args.long_prompt or n < 2 else
+                 f", worst gap while a long prompt prefills {r['itl_max_long_prompt_ms']:.0f} ms"
+                 f" (its first token after {r['long_prompt_ttft_s']:.1f} s)"
+                 if r["itl_max_long_prompt_ms"] is not None else ", no stream ran while the long prompt prefilled"),
+              flush=True)
     ratios = {}
     ours = {r["streams"]: r for r in rows["abi"]}
     theirs = {r["streams"]: r for r in rows.get("llama-server", [])}

@@ -188,8 +188,8 @@ cdef extern from *:
     /* up to 4 tokens: 2 row pairs x 4 tokens, a register holding [16 weights of row 2h |
        of row 2h + 1] against 16 activation bytes of one token in both halves, so one
        unpacking, one decoding of the scales and one scale vector serve both rows of a pair
-       (with rows in L2: 0.96x the time of 2 x 4-token-pair tiles at 4 tokens, 0.84-0.86x at
-       2 and 3). A prepared super-block of up to 4 tokens: token t's 16 chunks [16 bytes |
+       (with rows in L2: 0.92-0.97x the time of the 4 x 4 token-pair tiles it replaced at 4
+       tokens, 0.84-0.86x at 2 and 3). A prepared super-block of up to 4 tokens: token t's 16 chunks [16 bytes |
        the same] at 512 t + 32 e (chunk e: activation bytes 16 e..16 e + 15); at 2048 + 32 t
        [its B words | the same] (as above); at 2176 [dx0 dx1 dx2 dx3 | dx0 dx1 dx2 dx3] */
     /* abi_k4_scales_v of two rows at once: [row a's 8 scales, 8 mins | row b's] as bytes */
