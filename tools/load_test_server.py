@@ -11,9 +11,8 @@ that the server's memory stays flat from round to round.
 concurrent streaming clients (each server started with ``--parallel N``, the same threads and
 the same context per slot; all servers up at once and ``--rounds`` rounds taking them in turn,
 the round of median aggregate reported, since this host's speed drifts by 10-20% from one
-minute to the next), the aggregate tokens/s, per-stream
-tokens/s, time to first token p50/p99 and inter-token latency p99, and the ratios the serving
-issue asks for:
+minute to the next), the aggregate tokens/s, per-stream tokens/s, time to first token p50/p99
+and inter-token latency p99, and the ratios the serving issue asks for:
 
     python tools/load_test_server.py --bench --llama-server /work/llamacpp/build/bin/llama-server \
         --threads 2 --max-tokens 128
@@ -408,6 +407,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.bench:
         from abi.models_hub import resolve_model
+
+        if args.rounds < 1:
+            raise SystemExit("--rounds must be at least 1")
 
         args.model_path = str(resolve_model(args.model))
         args.model_id = os.path.splitext(os.path.basename(args.model_path))[0]
