@@ -213,6 +213,16 @@ cdef extern from *:
         const __m128i up = _mm_or_si128(b, _mm_and_si128(_mm_srli_epi16(v, 2), _mm_set1_epi8(0x30)));   /* sc4-7 | mn4-7 */
         return _mm_unpacklo_epi32(a, up);
     }
+    /* the same steps for two rows at once: [row a's 8 scales, 8 mins | row b's] as bytes */
+    static inline __m256i abi_k4_scales_v2(const uint8_t* sa, const uint8_t* sb) {
+        const __m256i v = _mm256_loadu2_m128i((const __m128i*)sb, (const __m128i*)sa);
+        const __m256i m4 = _mm256_set1_epi8(15);
+        const __m256i a = _mm256_and_si256(v, _mm256_set1_epi8(63));
+        const __m256i t = _mm256_srli_si256(v, 8);
+        const __m256i b = _mm256_unpacklo_epi32(_mm256_and_si256(t, m4), _mm256_and_si256(_mm256_srli_epi16(t, 4), m4));
+        const __m256i up = _mm256_or_si256(b, _mm256_and_si256(_mm256_srli_epi16(v, 2), _mm256_set1_epi8(0x30)));
+        return _mm256_unpacklo_epi32(a, up);
+    }
     /* [d, dmin, 0, 0]: a k-quant block's two leading f16 scales */
     static inline __m128 abi_k_dmin(const uint8_t* w) {
         return _mm_cvtph_ps(_mm_cvtsi32_si128((int)abi_ld32(w)));

@@ -323,17 +323,9 @@ cdef extern from *:
        (an odd last token is computed twice, stored once). The block's integer sum is
        formed over pairs of 32-element groups (64 activation bytes at a time) and its lanes
        folded at the end, two tokens in one shuffle. */
-    /* Q6_K's groups 2(g & 1), + 1 of half h as unsigned q + 32: low nibbles | 2 high bits << 4 */
+    /* Q6_K's groups 2(g & 1), + 1 of half h as unsigned q + 32 (abi_q6_k_group, _qdot.pxd) */
     ABI_AINL __m512i abi_q6_k_pair(const uint8_t* wr, int h, int g) {
-        const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3 << 4);
-        const __m256i ql0 = _mm256_loadu_si256((const __m256i*)(wr + 64 * h));
-        const __m256i ql1 = _mm256_loadu_si256((const __m256i*)(wr + 64 * h + 32));
-        const __m256i qh = _mm256_loadu_si256((const __m256i*)(wr + 128 + 32 * h));
-        if ((g & 1) == 0)
-            return abi_zi(_mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2)),
-                          _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2)));
-        return abi_zi(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m2)),
-                      _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2)));
+        return abi_zi(abi_q6_k_group(wr, h, 2 * (g & 1)), abi_q6_k_group(wr, h, 2 * (g & 1) + 1));
     }
     /* Q3_K's values (abi_q3_k_group, _qdot.pxd): 4 sum_j sc_j bsum_j is taken back out at the
        end of the block, as the T = 1 kernel does */

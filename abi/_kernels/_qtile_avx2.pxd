@@ -87,6 +87,10 @@ cdef extern from *:
     #define ABI_KL_XP 1120
     static const uint8_t abi_kl_zero[292] __attribute__((aligned(32))) = {0};   /* a missing token */
 
+    /* a token's B words (above) for its super-block at xt */
+    ABI_T2INL __m128i abi_kl_bwords(const uint8_t* xt) {
+        return _mm_hadd_epi16(_mm_loadu_si128((const __m128i*)(xt + 260)), _mm_loadu_si128((const __m128i*)(xt + 276)));
+    }
     static void abi_kl_prep(uint8_t* xp, const uint8_t* x, Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb) {
         const Py_ssize_t ng = (nt + ABI_KL_N - 1) / ABI_KL_N;
         for (Py_ssize_t g = 0; g < ng; ++g)
@@ -99,9 +103,7 @@ cdef extern from *:
                     for (int e = 0; e < 16; ++e)
                         _mm256_store_si256((__m256i*)(o + 512 * p + 32 * e),
                                            _mm256_loadu2_m128i((const __m128i*)(xt[2 * p + 1] + 4 + 16 * e), (const __m128i*)(xt[2 * p] + 4 + 16 * e)));
-                    #define ABI_KL_B(t) _mm_hadd_epi16(_mm_loadu_si128((const __m128i*)(xt[t] + 260)), _mm_loadu_si128((const __m128i*)(xt[t] + 276)))
-                    _mm256_store_si256((__m256i*)(o + 1024 + 32 * p), _mm256_set_m128i(ABI_KL_B(2 * p + 1), ABI_KL_B(2 * p)));
-                    #undef ABI_KL_B
+                    _mm256_store_si256((__m256i*)(o + 1024 + 32 * p), _mm256_set_m128i(abi_kl_bwords(xt[2 * p + 1]), abi_kl_bwords(xt[2 * p])));
                 }
                 const float d0 = abi_ldf32(xt[0]), d1 = abi_ldf32(xt[1]), d2 = abi_ldf32(xt[2]), d3 = abi_ldf32(xt[3]);
                 _mm256_store_ps((float*)(o + 1088), _mm256_setr_ps(d0, d2, d0, d2, d1, d3, d1, d3));
@@ -188,20 +190,11 @@ cdef extern from *:
     /* up to 4 tokens: 2 row pairs x 4 tokens, a register holding [16 weights of row 2h |
        of row 2h + 1] against 16 activation bytes of one token in both halves, so one
        unpacking, one decoding of the scales and one scale vector serve both rows of a pair
-       (with rows in L2: 0.92-0.97x the time of the 4 x 4 token-pair tiles it replaced at 4
-       tokens, 0.84-0.86x at 2 and 3). A prepared super-block of up to 4 tokens: token t's 16 chunks [16 bytes |
-       the same] at 512 t + 32 e (chunk e: activation bytes 16 e..16 e + 15); at 2048 + 32 t
-       [its B words | the same] (as above); at 2176 [dx0 dx1 dx2 dx3 | dx0 dx1 dx2 dx3] */
-    /* abi_k4_scales_v of two rows at once: [row a's 8 scales, 8 mins | row b's] as bytes */
-    ABI_T2INL __m256i abi_k4_scales_v2(const uint8_t* sa, const uint8_t* sb) {
-        const __m256i v = _mm256_loadu2_m128i((const __m128i*)sb, (const __m128i*)sa);
-        const __m256i m4 = _mm256_set1_epi8(15);
-        const __m256i a = _mm256_and_si256(v, _mm256_set1_epi8(63));
-        const __m256i t = _mm256_srli_si256(v, 8);
-        const __m256i b = _mm256_unpacklo_epi32(_mm256_and_si256(t, m4), _mm256_and_si256(_mm256_srli_epi16(t, 4), m4));
-        const __m256i up = _mm256_or_si256(b, _mm256_and_si256(_mm256_srli_epi16(v, 2), _mm256_set1_epi8(0x30)));
-        return _mm256_unpacklo_epi32(a, up);
-    }
+       (two rows' scales decoded at once, abi_k4_scales_v2; with rows in L2: 0.92-0.97x the
+       time of the 4 x 4 token-pair tiles it replaced at 4 tokens, 0.84-0.86x at 2 and 3).
+       A prepared super-block of up to 4 tokens: token t's 16 chunks [16 bytes | the same] at
+       512 t + 32 e (chunk e: activation bytes 16 e..16 e + 15); at 2048 + 32 t [its B words |
+       the same] (abi_kl_bwords); at 2176 [dx0 dx1 dx2 dx3 | dx0 dx1 dx2 dx3] */
     #define ABI_KP_XP 2208
     static void abi_kp_prep(uint8_t* xp, const uint8_t* x, Py_ssize_t xs, Py_ssize_t nt, Py_ssize_t nb) {
         for (Py_ssize_t i = 0; i < nb; ++i) {
@@ -211,8 +204,7 @@ cdef extern from *:
                 const uint8_t* xt = t < nt ? x + t * xs + 292 * i : abi_kl_zero;
                 for (int e = 0; e < 16; ++e)
                     _mm256_store_si256((__m256i*)(o + 512 * t + 32 * e), _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(xt + 4 + 16 * e))));
-                const __m128i bw = _mm_hadd_epi16(_mm_loadu_si128((const __m128i*)(xt + 260)), _mm_loadu_si128((const __m128i*)(xt + 276)));
-                _mm256_store_si256((__m256i*)(o + 2048 + 32 * t), _mm256_broadcastsi128_si256(bw));
+                _mm256_store_si256((__m256i*)(o + 2048 + 32 * t), _mm256_broadcastsi128_si256(abi_kl_bwords(xt)));
                 dx[t] = abi_ldf32(xt);
             }
             _mm256_store_ps((float*)(o + 2176), _mm256_setr_ps(dx[0], dx[1], dx[2], dx[3], dx[0], dx[1], dx[2], dx[3]));
