@@ -341,7 +341,7 @@ cdef extern from *:
         return acc;
     }
 
-    #if ABI_QDOT_SIMD
+    #if ABI_QDOT_SIMD && !ABI_QUADS
     static inline float abi_dot_q4_1_q8_1_simd(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
         /* sum d_w d_x sum(q_w q_x) + m_w s_x, with s_x = d_x sum(q_x) from the Q8_1 block */
         __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
@@ -361,6 +361,77 @@ cdef extern from *:
             accm += abi_f16t(w + 2) * abi_f16t(x + 2);
         }
         return abi_hsum8(_mm256_add_ps(acc0, acc1)) + accm;
+    }
+    /* two rows: the one-row product of each */
+    static inline void abi_dot2_q4_1_q8_1(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t nb, float* y) {
+        y[0] = abi_dot_q4_1_q8_1_simd(w, x, nb);
+        y[1] = abi_dot_q4_1_q8_1_simd(w + rb, x, nb);
+    }
+    #elif ABI_QDOT_SIMD
+    /* Q4_1 where the AVX-512 tiles (_qtile.pxd) are not built: rows in pairs. A vector holds
+       16 weights of each row (row a's in the low half, b's in the high) against the same 16
+       activation bytes in both halves: a block's low nibbles (its elements 0..15) and its
+       high ones (16..31) are two such vectors, whose maddubs add up in int16 (sums of four
+       products, at most 4 x 15 x 127), so int32 lane k of a half holds the block's elements
+       4k..4k+3 and 16+4k..16+4k+3, and one conversion and one fused multiply-add a block
+       serve both rows: half the float steps of a block a row. The AVX2 tiles
+       (_qtile_avx2.pxd) take the same steps for every token, so each gets these bits. */
+    static inline __m256i abi_q41_pair(const uint8_t* a, const uint8_t* b) {   /* row a's qs | row b's */
+        return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)a)),
+                                       _mm_loadu_si128((const __m128i*)b), 1);
+    }
+    static inline __m256i abi_q41_lo(__m256i q) { return _mm256_and_si256(q, _mm256_set1_epi8(15)); }
+    static inline __m256i abi_q41_hi(__m256i q) { return _mm256_and_si256(_mm256_srli_epi16(q, 4), _mm256_set1_epi8(15)); }
+    /* the int32 lanes of a pair's block against a token's 32 bytes x */
+    static inline __m256i abi_q41_pair_dot(__m256i lo, __m256i hi, const uint8_t* x) {
+        const __m256i s = _mm256_add_epi16(
+            _mm256_maddubs_epi16(lo, _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)x))),
+            _mm256_maddubs_epi16(hi, _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(x + 16)))));
+        return _mm256_madd_epi16(s, _mm256_set1_epi16(1));
+    }
+    /* [a a a a | b b b b] */
+    static inline __m256 abi_pair_ps(float a, float b) {
+        return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(a)), _mm_set1_ps(b), 1);
+    }
+    static inline float abi_hsum4(__m128 s) {
+        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        return _mm_cvtss_f32(s);
+    }
+    /* y[0] = row w . x, y[1] = row w + rb . x (rb = 0: one row, in both) */
+    static inline void abi_dot2_q4_1_q8_1(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t nb, float* y) {
+        /* sum d_w d_x sum(q_w q_x) + m_w s_x, with s_x = d_x sum(q_x) from the Q8_1 block */
+        const uint8_t* v = w + rb;
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        float ma = 0.0f, mb = 0.0f;
+        Py_ssize_t i = 0;
+        for (; i + 1 < nb; i += 2, w += 40, v += 40, x += 72) {
+            const __m256i q0 = abi_q41_pair(w + 4, v + 4), q1 = abi_q41_pair(w + 24, v + 24);
+            const __m256i p0 = abi_q41_pair_dot(abi_q41_lo(q0), abi_q41_hi(q0), x + 4);
+            const __m256i p1 = abi_q41_pair_dot(abi_q41_lo(q1), abi_q41_hi(q1), x + 40);
+            acc0 = _mm256_fmadd_ps(_mm256_mul_ps(abi_pair_ps(abi_f16t(w), abi_f16t(v)), abi_f16t_bcast(x)),
+                                   _mm256_cvtepi32_ps(p0), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_mul_ps(abi_pair_ps(abi_f16t(w + 20), abi_f16t(v + 20)), abi_f16t_bcast(x + 36)),
+                                   _mm256_cvtepi32_ps(p1), acc1);
+            ma += abi_f16t(w + 2) * abi_f16t(x + 2) + abi_f16t(w + 22) * abi_f16t(x + 38);
+            mb += abi_f16t(v + 2) * abi_f16t(x + 2) + abi_f16t(v + 22) * abi_f16t(x + 38);
+        }
+        if (i < nb) {
+            const __m256i q0 = abi_q41_pair(w + 4, v + 4);
+            const __m256i p0 = abi_q41_pair_dot(abi_q41_lo(q0), abi_q41_hi(q0), x + 4);
+            acc0 = _mm256_fmadd_ps(_mm256_mul_ps(abi_pair_ps(abi_f16t(w), abi_f16t(v)), abi_f16t_bcast(x)),
+                                   _mm256_cvtepi32_ps(p0), acc0);
+            ma += abi_f16t(w + 2) * abi_f16t(x + 2);
+            mb += abi_f16t(v + 2) * abi_f16t(x + 2);
+        }
+        const __m256 s = _mm256_add_ps(acc0, acc1);
+        y[0] = abi_hsum4(_mm256_castps256_ps128(s)) + ma;
+        y[1] = abi_hsum4(_mm256_extractf128_ps(s, 1)) + mb;
+    }
+    static inline float abi_dot_q4_1_q8_1_simd(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
+        float y[2];
+        abi_dot2_q4_1_q8_1(w, 0, x, nb, y);
+        return y[0];
     }
     #endif
     static inline float abi_dot_q4_1_q8_1_scalar(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
@@ -920,6 +991,10 @@ cdef extern from *:
     #define abi_dot_q8_0_q8_0 abi_dot_q8_0_q8_0_scalar
     #define abi_dot_q4_0_q8_0(w, x, xd, nb) abi_dot_q4_0_q8_0_scalar(w, x, nb)
     #define abi_dot_q4_1_q8_1 abi_dot_q4_1_q8_1_scalar
+    static inline void abi_dot2_q4_1_q8_1(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t nb, float* y) {
+        y[0] = abi_dot_q4_1_q8_1_scalar(w, x, nb);
+        y[1] = abi_dot_q4_1_q8_1_scalar(w + rb, x, nb);
+    }
     #define abi_dot_q5_0_q8_0(w, x, xd, nb) abi_dot_q5_0_q8_0_scalar(w, x, nb)
     #define abi_dot_q5_1_q8_1 abi_dot_q5_1_q8_1_scalar
     #define abi_dot_q4_k_q8_k abi_dot_q4_k_q8_k_scalar
@@ -942,6 +1017,8 @@ cdef extern from *:
     float dot_q8_0_q8_0 "abi_dot_q8_0_q8_0"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
     float dot_q4_0_q8_0 "abi_dot_q4_0_q8_0"(const uint8_t* w, const uint8_t* x, const float* xd, Py_ssize_t nb) noexcept nogil
     float dot_q4_1_q8_1 "abi_dot_q4_1_q8_1"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
+    # rows w and w + rb (rb = 0: row w in both) into y[0], y[1]: the one-row product's bits
+    void dot2_q4_1_q8_1 "abi_dot2_q4_1_q8_1"(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t nb, float* y) noexcept nogil
     float dot_q5_0_q8_0 "abi_dot_q5_0_q8_0"(const uint8_t* w, const uint8_t* x, const float* xd, Py_ssize_t nb) noexcept nogil
     float dot_q5_1_q8_1 "abi_dot_q5_1_q8_1"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
     float dot_q4_k_q8_k "abi_dot_q4_k_q8_k"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil

@@ -352,32 +352,31 @@ cdef extern from *:
     #define ABI_T2_TCP (ABI_T2_TC + 8)   /* a block's per-token floats: 8 read past the last */
 
 
-    /* ================================================================== Q4_1, Q5_1, Q8_0, IQ4_NL, MXFP4
-       T = 1 (_qdot.pxd, _qdot_iq.pxd): Q4_1, Q8_0, IQ4_NL and MXFP4 keep acc0 (even blocks)
-       and acc1 (odd), Q5_1 one accumulator; Q4_1 and Q5_1 add a scalar accm of m_w s_x.
-       Here the weights are unpacked to unsigned bytes (Q4_1, Q5_1) or, for the signed ones
+    /* ================================================================== Q5_1, Q8_0, IQ4_NL, MXFP4
+       T = 1 (_qdot.pxd, _qdot_iq.pxd): Q8_0, IQ4_NL and MXFP4 keep acc0 (even blocks) and
+       acc1 (odd), Q5_1 one accumulator and a scalar accm of m_w s_x.
+       Here the weights are unpacked to unsigned bytes (Q5_1) or, for the signed ones
        (Q8_0, IQ4_NL, MXFP4: too wide for an offset within maddubs' int16 pairs), to their
        signed values, whose signs move onto the activation; accm runs for all of a tile's
        tokens in one vector, lane t the T = 1 scalar chain of token t. */
-    enum { ABI_L_Q4_0, ABI_L_Q4_1, ABI_L_Q5_0, ABI_L_Q5_1, ABI_L_Q8_0, ABI_L_IQ4_NL, ABI_L_MXFP4 };
-    #define ABI_L_BYTES(k) ((k) == ABI_L_Q4_0 ? 18 : (k) == ABI_L_Q4_1 ? 20 : (k) == ABI_L_Q5_0 ? 22 : (k) == ABI_L_Q5_1 ? 24 \
+    enum { ABI_L_Q4_0, ABI_L_Q5_0, ABI_L_Q5_1, ABI_L_Q8_0, ABI_L_IQ4_NL, ABI_L_MXFP4 };
+    #define ABI_L_BYTES(k) ((k) == ABI_L_Q4_0 ? 18 : (k) == ABI_L_Q5_0 ? 22 : (k) == ABI_L_Q5_1 ? 24 \
                          : (k) == ABI_L_Q8_0 ? 34 : (k) == ABI_L_IQ4_NL ? 18 : 17)
-    #define ABI_L_MIN(k) ((k) == ABI_L_Q4_1 || (k) == ABI_L_Q5_1)    /* Q8_1 activations, an m_w s_x term */
+    #define ABI_L_MIN(k) ((k) == ABI_L_Q5_1)    /* Q8_1 activations, an m_w s_x term */
     #define ABI_L_SGN(k) ((k) >= ABI_L_Q8_0)                          /* signed weight bytes */
-    #define ABI_L_TWO(k) ((k) == ABI_L_Q4_1 || ABI_L_SGN(k))    /* two chains */
+    #define ABI_L_TWO(k) ABI_L_SGN(k)    /* two chains */
     #define ABI_L_R 3
     #define ABI_L_N 4
     #define ABI_L_XB 32                               /* a prepared token block */
     #define ABI_L_WB (32 * ABI_L_R + 32)              /* a prepared block of the rows: [u x R | dw x R, wm x R] */
 
-    /* the bytes of one block: unsigned 0..15 (Q4_0, Q4_1) or 0..31 (Q5_0, Q5_1), or the
+    /* the bytes of one block: unsigned 0..15 (Q4_0) or 0..31 (Q5_0, Q5_1), or the
        signed values (Q8_0, IQ4_NL, MXFP4) */
     ABI_T2INL __m256i abi_l_unpack(const uint8_t* wr, const int k) {
         if (k == ABI_L_Q8_0) return _mm256_loadu_si256((const __m256i*)(wr + 2));
         if (k == ABI_L_IQ4_NL) return _mm256_shuffle_epi8(abi_iq4nl_table(), abi_nibbles32(wr + 2));
         if (k == ABI_L_MXFP4) return _mm256_shuffle_epi8(abi_mxfp4_table(), abi_nibbles32(wr + 1));
         if (k == ABI_L_Q4_0) return abi_nibbles32(wr + 2);
-        if (k == ABI_L_Q4_1) return abi_nibbles32(wr + 4);
         const int h = k == ABI_L_Q5_0 ? 2 : 4;
         return _mm256_or_si256(abi_nibbles32(wr + h + 4), _mm256_and_si256(abi_bitmask32(wr + h), _mm256_set1_epi8(16)));
     }
@@ -428,12 +427,7 @@ cdef extern from *:
                 const float* wm = (const float*)(wp + 32 * ABI_L_R + 4 * ABI_L_R) + r;
                 #define ABI_L_WM(i) (raw ? abi_f16t_bcast(ABI_L_RAW(r, i) + 2) : _mm256_broadcast_ss(wm + (i) * (ABI_L_WB / 4)))
                 __m256 accm = _mm256_setzero_ps();
-                Py_ssize_t i = 0;
-                if (k == ABI_L_Q4_1)   /* accm += m0 s0 + m1 s1, the product gcc fuses as in the T = 1 kernel */
-                    for (; i + 1 < nb; i += 2)
-                        accm = _mm256_add_ps(accm, _mm256_fmadd_ps(ABI_L_WM(i), _mm256_loadu_ps(sx + i * ABI_T2_TCP),
-                            _mm256_mul_ps(ABI_L_WM(i + 1), _mm256_loadu_ps(sx + (i + 1) * ABI_T2_TCP))));
-                for (; i < nb; ++i)
+                for (Py_ssize_t i = 0; i < nb; ++i)
                     accm = _mm256_fmadd_ps(ABI_L_WM(i), _mm256_loadu_ps(sx + i * ABI_T2_TCP), accm);
                 #undef ABI_L_WM
                 _mm256_storeu_ps(m, accm);
@@ -482,7 +476,8 @@ cdef extern from *:
                 }
             }
             /* a decode batch (up to two groups of tokens): its rows as stored, unpacked where used
-               (measured faster up to 8 tokens, by a third at 2 and a fifth at 4 for Q4_1) */
+               (measured faster up to 8 tokens, by a third at 2 and a fifth at 4 for Q4_1 when it
+               took this tile) */
             const int raw = nc <= 2 * ABI_L_N;
             for (Py_ssize_t r = 0; r < nr; r += ABI_L_R) {
                 const int R = nr - r < ABI_L_R ? (int)(nr - r) : ABI_L_R;
@@ -514,11 +509,107 @@ cdef extern from *:
         run(w, rb, nr, x, xs, nt, nb, y, ys, K);                                                        \\
     }
     #define ABI_L_TILE(name, K) ABI_T2_TILE(name, abi_l_tile_run, K)
-    ABI_L_TILE(q4_1, ABI_L_Q4_1)
     ABI_L_TILE(q5_1, ABI_L_Q5_1)
     ABI_L_TILE(q8_0, ABI_L_Q8_0)
     ABI_L_TILE(iq4_nl, ABI_L_IQ4_NL)
     ABI_L_TILE(mxfp4, ABI_L_MXFP4)
+
+    /* ================================================================== Q4_1 x Q8_1, rows in pairs
+       T = 1 (_qdot.pxd, abi_dot2_q4_1_q8_1): a vector holds 16 weights of each of two rows
+       against one token's 16 bytes in both halves; acc0 (even blocks), acc1 (odd), a scalar
+       accm of m_w s_x a row. Here the same steps for up to ABI_P_N tokens at a time, so that
+       one unpacking and one pair of scales serve them all; accm runs for a group's tokens in
+       one vector, lane t the T = 1 scalar chain of token t. Rows as stored for every batch:
+       a pair's blocks are two loads and three instructions from its bytes. */
+    #define ABI_P_N 8
+
+    /* rows wa and wa + rb (rb = 0: row wa alone, written once) x N prepared tokens (xp, dx,
+       sx as for the legacy tiles: token t of block i at xp + ((t / ABI_L_N) * nb + i) *
+       ABI_L_N * XB + (t % ABI_L_N) * XB) */
+    ABI_T2INL void abi_p_rn(const uint8_t* xp, const float* dx, const float* sx, const uint8_t* wa, Py_ssize_t rb,
+                            Py_ssize_t nb, float* y, Py_ssize_t ys, const int N) {
+        const Py_ssize_t XB = ABI_L_XB;
+        const uint8_t* wb = wa + rb;
+        __m256 acc[ABI_P_N], acc0[ABI_P_N];
+        for (int chain = 0; chain < 2; ++chain) {
+            ABI_T2UNROLL for (int t = 0; t < N; ++t) acc[t] = _mm256_setzero_ps();
+            for (Py_ssize_t i = chain; i < nb; i += 2) {
+                const __m256i q = abi_q41_pair(wa + i * 20 + 4, wb + i * 20 + 4);
+                const __m256i lo = abi_q41_lo(q), hi = abi_q41_hi(q);
+                const __m256 dw = abi_pair_ps(abi_f16t(wa + i * 20), abi_f16t(wb + i * 20));
+                ABI_T2UNROLL for (int t = 0; t < N; ++t) {
+                    const __m256i v = abi_q41_pair_dot(lo, hi, xp + ((t / ABI_L_N * nb + i) * ABI_L_N + t % ABI_L_N) * XB);
+                    const __m256 d = _mm256_mul_ps(dw, _mm256_broadcast_ss(dx + i * ABI_T2_TCP + t));
+                    acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(v), acc[t]);
+                }
+            }
+            if (chain == 0) ABI_T2UNROLL for (int t = 0; t < N; ++t) acc0[t] = acc[t];
+        }
+        /* lane t: token t's accm of each row (two chains side by side); m0 s0 + m1 s1 fused as
+           gcc fuses the T = 1 sum */
+        #define ABI_P_M(w, i) abi_f16t_bcast((w) + (i) * 20 + 2)
+        __m256 ma = _mm256_setzero_ps(), mb = _mm256_setzero_ps();
+        Py_ssize_t i = 0;
+        for (; i + 1 < nb; i += 2) {
+            const __m256 s0 = _mm256_loadu_ps(sx + i * ABI_T2_TCP), s1 = _mm256_loadu_ps(sx + (i + 1) * ABI_T2_TCP);
+            ma = _mm256_add_ps(ma, _mm256_fmadd_ps(ABI_P_M(wa, i), s0, _mm256_mul_ps(ABI_P_M(wa, i + 1), s1)));
+            mb = _mm256_add_ps(mb, _mm256_fmadd_ps(ABI_P_M(wb, i), s0, _mm256_mul_ps(ABI_P_M(wb, i + 1), s1)));
+        }
+        if (i < nb) {
+            const __m256 s0 = _mm256_loadu_ps(sx + i * ABI_T2_TCP);
+            ma = _mm256_fmadd_ps(ABI_P_M(wa, i), s0, ma);
+            mb = _mm256_fmadd_ps(ABI_P_M(wb, i), s0, mb);
+        }
+        #undef ABI_P_M
+        float m[2][8];
+        _mm256_storeu_ps(m[0], ma);
+        _mm256_storeu_ps(m[1], mb);
+        ABI_T2UNROLL for (int t = 0; t < N; ++t) {
+            const __m256 a = _mm256_add_ps(acc0[t], acc[t]);
+            y[t * ys] = abi_hsum4(_mm256_castps256_ps128(a)) + m[0][t];
+            if (rb) y[t * ys + 1] = abi_hsum4(_mm256_extractf128_ps(a, 1)) + m[1][t];
+        }
+    }
+
+    static void abi_tile_q4_1(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
+                              Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys) {
+        const Py_ssize_t XB = ABI_L_XB;
+        const size_t cb = (size_t)ABI_T2_TC * nb * XB, fb = (size_t)nb * ABI_T2_TCP * 4;
+        uint8_t* xp = abi_tile_scratch(cb + 2 * fb);
+        float* dx = (float*)(xp + cb);
+        float* sx = (float*)(xp + cb + fb);
+        memset(sx, 0, fb);   /* accm's lanes past a group's last token read these */
+        for (Py_ssize_t t0 = 0; t0 < nt; t0 += ABI_T2_TC) {
+            const Py_ssize_t nc = nt - t0 < ABI_T2_TC ? nt - t0 : ABI_T2_TC;
+            for (Py_ssize_t t = 0; t < nc; ++t) {
+                const uint8_t* xt = x + (t0 + t) * xs;
+                for (Py_ssize_t i = 0; i < nb; ++i, xt += 36) {
+                    uint8_t* o = xp + ((t / ABI_L_N * nb + i) * ABI_L_N + t % ABI_L_N) * XB;
+                    _mm256_store_si256((__m256i*)o, _mm256_loadu_si256((const __m256i*)(xt + 4)));
+                    dx[i * ABI_T2_TCP + t] = abi_f16t(xt);
+                    sx[i * ABI_T2_TCP + t] = abi_f16t(xt + 2);
+                }
+            }
+            for (Py_ssize_t r = 0; r < nr; r += 2) {
+                const Py_ssize_t pb = nr - r > 1 ? rb : 0;
+                abi_t2_prefetch(w + (r + 2) * rb, w + nr * rb, 2 * rb);
+                for (Py_ssize_t t = 0; t < nc; t += ABI_P_N) {
+                    const uint8_t* xt = xp + t * nb * XB;
+                    float* yt = y + (t0 + t) * ys + r;
+                    switch (nc - t) {
+                        case 1: abi_p_rn(xt, dx + t, sx + t, w + r * rb, pb, nb, yt, ys, 1); break;
+                        case 2: abi_p_rn(xt, dx + t, sx + t, w + r * rb, pb, nb, yt, ys, 2); break;
+                        case 3: abi_p_rn(xt, dx + t, sx + t, w + r * rb, pb, nb, yt, ys, 3); break;
+                        case 4: abi_p_rn(xt, dx + t, sx + t, w + r * rb, pb, nb, yt, ys, 4); break;
+                        case 5: abi_p_rn(xt, dx + t, sx + t, w + r * rb, pb, nb, yt, ys, 5); break;
+                        case 6: abi_p_rn(xt, dx + t, sx + t, w + r * rb, pb, nb, yt, ys, 6); break;
+                        case 7: abi_p_rn(xt, dx + t, sx + t, w + r * rb, pb, nb, yt, ys, 7); break;
+                        default: abi_p_rn(xt, dx + t, sx + t, w + r * rb, pb, nb, yt, ys, ABI_P_N);
+                    }
+                }
+            }
+        }
+    }
 
     /* ================================================================== Q4_0, Q5_0 x Q8_0, blocks in fours
        T = 1 (_qdot.pxd, ABI_QUADS): blocks i .. i + 3 summed into one vector, int32 lane 4h +

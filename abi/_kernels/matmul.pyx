@@ -115,9 +115,13 @@ cdef void gemv_rows(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r1, Py_ss
     if t == T_Q4_0 or t == T_Q5_0:
         xd = quad_x(q, 34, nb)
     # one loop per type so each inlined dot product sits in its own tight loop
-    if t == T_Q4_1:
-        for r in range(r0, r1):
-            _prefetch_row(w + r * rb, rb)
+    if t == T_Q4_1:   # rows in pairs (_qdot.pxd), the last one alone
+        r = r0
+        while r + 1 < r1:
+            _prefetch_row(w + r * rb, 2 * rb)
+            dot2_q4_1_q8_1(w + r * rb, rb, q, nb, y + r)
+            r += 2
+        if r < r1:
             y[r] = dot_q4_1_q8_1(w + r * rb, q, nb)
     elif t == T_Q8_0:
         for r in range(r0, r1):
