@@ -362,76 +362,81 @@ cdef extern from *:
         }
         return abi_hsum8(_mm256_add_ps(acc0, acc1)) + accm;
     }
-    /* two rows: the one-row product of each */
-    static inline void abi_dot2_q4_1_q8_1(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t nb, float* y) {
-        y[0] = abi_dot_q4_1_q8_1_simd(w, x, nb);
-        y[1] = abi_dot_q4_1_q8_1_simd(w + rb, x, nb);
+    /* four rows: the one-row product of each */
+    static inline void abi_dot4_q4_1_q8_1(const uint8_t* wa, const uint8_t* wb, const uint8_t* wc, const uint8_t* wd,
+                                          const uint8_t* x, Py_ssize_t nb, float* y) {
+        y[0] = abi_dot_q4_1_q8_1_simd(wa, x, nb);
+        y[1] = abi_dot_q4_1_q8_1_simd(wb, x, nb);
+        y[2] = abi_dot_q4_1_q8_1_simd(wc, x, nb);
+        y[3] = abi_dot_q4_1_q8_1_simd(wd, x, nb);
     }
     #elif ABI_QDOT_SIMD
-    /* Q4_1 where the AVX-512 tiles (_qtile.pxd) are not built: rows in pairs. A vector holds
-       16 weights of each row (row a's in the low half, b's in the high) against the same 16
-       activation bytes in both halves: a block's low nibbles (its elements 0..15) and its
-       high ones (16..31) are two such vectors, whose maddubs add up in int16 (sums of four
-       products, at most 4 x 15 x 127), so int32 lane k of a half holds the block's elements
-       4k..4k+3 and 16+4k..16+4k+3, and one conversion and one fused multiply-add a block
-       serve both rows: half the float steps of a block a row. The AVX2 tiles
-       (_qtile_avx2.pxd) take the same steps for every token, so each gets these bits. */
-    static inline __m256i abi_q41_pair(const uint8_t* a, const uint8_t* b) {   /* row a's qs | row b's */
-        return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)a)),
-                                       _mm_loadu_si128((const __m128i*)b), 1);
+    /* Q4_1 where the AVX-512 tiles (_qtile.pxd) are not built: rows in fours. A vector holds
+       8 weights of each of four rows ([a | b | c | d], 8 bytes each) against the same 8
+       activation bytes in each quarter; a block is four such vectors (its elements 0..7,
+       8..15 from the low nibbles of its bytes 0..7, 8..15, and 16..23, 24..31 from the high
+       ones), whose maddubs add up in int16 (sums of 8 products, at most 8 x 15 x 128), and
+       one madd leaves int32 lanes [a a b b | c c d d]: lane 2r + j of row r the products of
+       its elements 4j..4j+3 of each eight. So one conversion and one fused multiply-add a
+       block serve four rows: a quarter of the float steps of a block a row, and 1.25
+       integer multiplies. The AVX2 tile (_qtile_avx2.pxd) takes the same steps for every
+       token, so each gets these bits. */
+    static inline void abi_q41_quad(const uint8_t* a, const uint8_t* b, const uint8_t* c, const uint8_t* d, __m256i* k) {
+        /* [qa | qc] and [qb | qd] -> [qa 0-7, qb 0-7 | qc 0-7, qd 0-7] and bytes 8-15 alike */
+        const __m256i ac = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)a)),
+                                                   _mm_loadu_si128((const __m128i*)c), 1);
+        const __m256i bd = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)b)),
+                                                   _mm_loadu_si128((const __m128i*)d), 1);
+        const __m256i q0 = _mm256_unpacklo_epi64(ac, bd), q1 = _mm256_unpackhi_epi64(ac, bd), m = _mm256_set1_epi8(15);
+        k[0] = _mm256_and_si256(q0, m);
+        k[1] = _mm256_and_si256(q1, m);
+        k[2] = _mm256_and_si256(_mm256_srli_epi16(q0, 4), m);
+        k[3] = _mm256_and_si256(_mm256_srli_epi16(q1, 4), m);
     }
-    static inline __m256i abi_q41_lo(__m256i q) { return _mm256_and_si256(q, _mm256_set1_epi8(15)); }
-    static inline __m256i abi_q41_hi(__m256i q) { return _mm256_and_si256(_mm256_srli_epi16(q, 4), _mm256_set1_epi8(15)); }
-    /* the int32 lanes of a pair's block against a token's 32 bytes x */
-    static inline __m256i abi_q41_pair_dot(__m256i lo, __m256i hi, const uint8_t* x) {
-        const __m256i s = _mm256_add_epi16(
-            _mm256_maddubs_epi16(lo, _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)x))),
-            _mm256_maddubs_epi16(hi, _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(x + 16)))));
+    /* the int32 lanes [a a b b | c c d d] of a quad's block (k) against a token's 32 bytes x */
+    static inline __m256i abi_q41_quad_dot(const __m256i* k, const uint8_t* x) {
+        #define ABI_Q41_X(o) _mm256_broadcastq_epi64(_mm_loadl_epi64((const __m128i*)(x + (o))))
+        const __m256i s = _mm256_add_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(k[0], ABI_Q41_X(0)), _mm256_maddubs_epi16(k[1], ABI_Q41_X(8))),
+                                           _mm256_add_epi16(_mm256_maddubs_epi16(k[2], ABI_Q41_X(16)), _mm256_maddubs_epi16(k[3], ABI_Q41_X(24))));
+        #undef ABI_Q41_X
         return _mm256_madd_epi16(s, _mm256_set1_epi16(1));
     }
-    /* [a a a a | b b b b] */
-    static inline __m256 abi_pair_ps(float a, float b) {
-        return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(a)), _mm_set1_ps(b), 1);
+    /* a quad's block scales [da da db db | dc dc dd dd] and offsets [ma mb mc md] (each
+       block opens with its f16 d and m: one 4-byte load a row, one conversion) */
+    static inline __m256 abi_q41_quad_dm(const uint8_t* a, const uint8_t* b, const uint8_t* c, const uint8_t* d, __m128* mv) {
+        const __m256 f = _mm256_cvtph_ps(_mm_setr_epi32((int)abi_ld32(a), (int)abi_ld32(b), (int)abi_ld32(c), (int)abi_ld32(d)));
+        *mv = _mm256_castps256_ps128(_mm256_permutevar8x32_ps(f, _mm256_setr_epi32(1, 3, 5, 7, 1, 3, 5, 7)));
+        return _mm256_permutevar8x32_ps(f, _mm256_setr_epi32(0, 0, 2, 2, 4, 4, 6, 6));
     }
-    static inline float abi_hsum4(__m128 s) {
-        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        return _mm_cvtss_f32(s);
+    /* [a a b b | c c d d] -> each row's two lanes summed, [a b c d] */
+    static inline __m128 abi_q41_quad_rows(__m256 s) {
+        const __m256 h = _mm256_hadd_ps(s, s);   /* [a b a b | c d c d] */
+        return _mm_shuffle_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1), _MM_SHUFFLE(1, 0, 1, 0));
     }
-    /* y[0] = row w . x, y[1] = row w + rb . x (rb = 0: one row, in both) */
-    static inline void abi_dot2_q4_1_q8_1(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t nb, float* y) {
-        /* sum d_w d_x sum(q_w q_x) + m_w s_x, with s_x = d_x sum(q_x) from the Q8_1 block */
-        const uint8_t* v = w + rb;
+    /* y[r] = row r . x for rows wa, wb, wc, wd (a row may repeat: fewer than four) */
+    static inline void abi_dot4_q4_1_q8_1(const uint8_t* wa, const uint8_t* wb, const uint8_t* wc, const uint8_t* wd,
+                                          const uint8_t* x, Py_ssize_t nb, float* y) {
+        /* sum d_w d_x sum(q_w q_x) + m_w s_x, with s_x = d_x sum(q_x) from the Q8_1 block;
+           the m_w s_x of a pair of blocks fused as m0 s0 + (m1 s1), lane r row r's */
         __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-        float ma = 0.0f, mb = 0.0f;
+        __m128 accm = _mm_setzero_ps(), m0, m1;
+        __m256i k[4];
         Py_ssize_t i = 0;
-        for (; i + 1 < nb; i += 2, w += 40, v += 40, x += 72) {
-            const __m256i q0 = abi_q41_pair(w + 4, v + 4), q1 = abi_q41_pair(w + 24, v + 24);
-            const __m256i p0 = abi_q41_pair_dot(abi_q41_lo(q0), abi_q41_hi(q0), x + 4);
-            const __m256i p1 = abi_q41_pair_dot(abi_q41_lo(q1), abi_q41_hi(q1), x + 40);
-            acc0 = _mm256_fmadd_ps(_mm256_mul_ps(abi_pair_ps(abi_f16t(w), abi_f16t(v)), abi_f16t_bcast(x)),
-                                   _mm256_cvtepi32_ps(p0), acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_mul_ps(abi_pair_ps(abi_f16t(w + 20), abi_f16t(v + 20)), abi_f16t_bcast(x + 36)),
-                                   _mm256_cvtepi32_ps(p1), acc1);
-            ma += abi_f16t(w + 2) * abi_f16t(x + 2) + abi_f16t(w + 22) * abi_f16t(x + 38);
-            mb += abi_f16t(v + 2) * abi_f16t(x + 2) + abi_f16t(v + 22) * abi_f16t(x + 38);
+        for (; i + 1 < nb; i += 2, wa += 40, wb += 40, wc += 40, wd += 40, x += 72) {
+            const __m256 d0 = abi_q41_quad_dm(wa, wb, wc, wd, &m0), d1 = abi_q41_quad_dm(wa + 20, wb + 20, wc + 20, wd + 20, &m1);
+            abi_q41_quad(wa + 4, wb + 4, wc + 4, wd + 4, k);
+            acc0 = _mm256_fmadd_ps(_mm256_mul_ps(d0, abi_f16t_bcast(x)), _mm256_cvtepi32_ps(abi_q41_quad_dot(k, x + 4)), acc0);
+            abi_q41_quad(wa + 24, wb + 24, wc + 24, wd + 24, k);
+            acc1 = _mm256_fmadd_ps(_mm256_mul_ps(d1, abi_f16t_bcast(x + 36)), _mm256_cvtepi32_ps(abi_q41_quad_dot(k, x + 40)), acc1);
+            accm = _mm_add_ps(accm, _mm_fmadd_ps(m0, _mm_set1_ps(abi_f16t(x + 2)), _mm_mul_ps(m1, _mm_set1_ps(abi_f16t(x + 38)))));
         }
         if (i < nb) {
-            const __m256i q0 = abi_q41_pair(w + 4, v + 4);
-            const __m256i p0 = abi_q41_pair_dot(abi_q41_lo(q0), abi_q41_hi(q0), x + 4);
-            acc0 = _mm256_fmadd_ps(_mm256_mul_ps(abi_pair_ps(abi_f16t(w), abi_f16t(v)), abi_f16t_bcast(x)),
-                                   _mm256_cvtepi32_ps(p0), acc0);
-            ma += abi_f16t(w + 2) * abi_f16t(x + 2);
-            mb += abi_f16t(v + 2) * abi_f16t(x + 2);
+            const __m256 d0 = abi_q41_quad_dm(wa, wb, wc, wd, &m0);
+            abi_q41_quad(wa + 4, wb + 4, wc + 4, wd + 4, k);
+            acc0 = _mm256_fmadd_ps(_mm256_mul_ps(d0, abi_f16t_bcast(x)), _mm256_cvtepi32_ps(abi_q41_quad_dot(k, x + 4)), acc0);
+            accm = _mm_fmadd_ps(m0, _mm_set1_ps(abi_f16t(x + 2)), accm);
         }
-        const __m256 s = _mm256_add_ps(acc0, acc1);
-        y[0] = abi_hsum4(_mm256_castps256_ps128(s)) + ma;
-        y[1] = abi_hsum4(_mm256_extractf128_ps(s, 1)) + mb;
-    }
-    static inline float abi_dot_q4_1_q8_1_simd(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
-        float y[2];
-        abi_dot2_q4_1_q8_1(w, 0, x, nb, y);
-        return y[0];
+        _mm_storeu_ps(y, _mm_add_ps(abi_q41_quad_rows(_mm256_add_ps(acc0, acc1)), accm));
     }
     #endif
     static inline float abi_dot_q4_1_q8_1_scalar(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) {
@@ -974,7 +979,6 @@ cdef extern from *:
     #if ABI_QDOT_SIMD
     #define abi_dot_q8_0_q8_0 abi_dot_q8_0_q8_0_simd
     #define abi_dot_q4_0_q8_0 abi_dot_q4_0_q8_0_simd
-    #define abi_dot_q4_1_q8_1 abi_dot_q4_1_q8_1_simd
     #define abi_dot_q5_0_q8_0 abi_dot_q5_0_q8_0_simd
     #define abi_dot_q5_1_q8_1 abi_dot_q5_1_q8_1_simd
     #define abi_dot_q4_k_q8_k abi_dot_q4_k_q8_k_simd
@@ -990,10 +994,12 @@ cdef extern from *:
     #else
     #define abi_dot_q8_0_q8_0 abi_dot_q8_0_q8_0_scalar
     #define abi_dot_q4_0_q8_0(w, x, xd, nb) abi_dot_q4_0_q8_0_scalar(w, x, nb)
-    #define abi_dot_q4_1_q8_1 abi_dot_q4_1_q8_1_scalar
-    static inline void abi_dot2_q4_1_q8_1(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t nb, float* y) {
-        y[0] = abi_dot_q4_1_q8_1_scalar(w, x, nb);
-        y[1] = abi_dot_q4_1_q8_1_scalar(w + rb, x, nb);
+    static inline void abi_dot4_q4_1_q8_1(const uint8_t* wa, const uint8_t* wb, const uint8_t* wc, const uint8_t* wd,
+                                          const uint8_t* x, Py_ssize_t nb, float* y) {
+        y[0] = abi_dot_q4_1_q8_1_scalar(wa, x, nb);
+        y[1] = abi_dot_q4_1_q8_1_scalar(wb, x, nb);
+        y[2] = abi_dot_q4_1_q8_1_scalar(wc, x, nb);
+        y[3] = abi_dot_q4_1_q8_1_scalar(wd, x, nb);
     }
     #define abi_dot_q5_0_q8_0(w, x, xd, nb) abi_dot_q5_0_q8_0_scalar(w, x, nb)
     #define abi_dot_q5_1_q8_1 abi_dot_q5_1_q8_1_scalar
@@ -1016,9 +1022,9 @@ cdef extern from *:
     const float* quad_x "abi_quad_x"(const uint8_t* x, Py_ssize_t xb, Py_ssize_t nb) noexcept nogil
     float dot_q8_0_q8_0 "abi_dot_q8_0_q8_0"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
     float dot_q4_0_q8_0 "abi_dot_q4_0_q8_0"(const uint8_t* w, const uint8_t* x, const float* xd, Py_ssize_t nb) noexcept nogil
-    float dot_q4_1_q8_1 "abi_dot_q4_1_q8_1"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
-    # rows w and w + rb (rb = 0: row w in both) into y[0], y[1]: the one-row product's bits
-    void dot2_q4_1_q8_1 "abi_dot2_q4_1_q8_1"(const uint8_t* w, Py_ssize_t rb, const uint8_t* x, Py_ssize_t nb, float* y) noexcept nogil
+    # rows wa, wb, wc, wd (one may repeat) into y[0..3]: the one-row product's bits
+    void dot4_q4_1_q8_1 "abi_dot4_q4_1_q8_1"(const uint8_t* wa, const uint8_t* wb, const uint8_t* wc, const uint8_t* wd,
+                                             const uint8_t* x, Py_ssize_t nb, float* y) noexcept nogil
     float dot_q5_0_q8_0 "abi_dot_q5_0_q8_0"(const uint8_t* w, const uint8_t* x, const float* xd, Py_ssize_t nb) noexcept nogil
     float dot_q5_1_q8_1 "abi_dot_q5_1_q8_1"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil
     float dot_q4_k_q8_k "abi_dot_q4_k_q8_k"(const uint8_t* w, const uint8_t* x, Py_ssize_t nb) noexcept nogil

@@ -514,60 +514,58 @@ cdef extern from *:
     ABI_L_TILE(iq4_nl, ABI_L_IQ4_NL)
     ABI_L_TILE(mxfp4, ABI_L_MXFP4)
 
-    /* ================================================================== Q4_1 x Q8_1, rows in pairs
-       T = 1 (_qdot.pxd, abi_dot2_q4_1_q8_1): a vector holds 16 weights of each of two rows
-       against one token's 16 bytes in both halves; acc0 (even blocks), acc1 (odd), a scalar
-       accm of m_w s_x a row. Here the same steps for up to ABI_P_N tokens at a time, so that
-       one unpacking and one pair of scales serve them all; accm runs for a group's tokens in
-       one vector, lane t the T = 1 scalar chain of token t. Rows as stored for every batch:
-       a pair's blocks are two loads and three instructions from its bytes. */
-    #define ABI_P_N 8
+    /* ================================================================== Q4_1 x Q8_1, rows in fours
+       T = 1 (_qdot.pxd, abi_dot4_q4_1_q8_1): a vector holds 8 weights of each of four rows
+       against one token's 8 bytes in each quarter; acc0 (even blocks), acc1 (odd), an accm
+       of m_w s_x, lane r row r's. Here the same steps for up to ABI_Q_N tokens at a time, so
+       that one unpacking and one set of scales serve them all; a row's accm runs for a
+       group's tokens in one vector, lane t the T = 1 lane of token t. Rows as stored for
+       every batch: a quad's block is two loads and eight instructions from its bytes. */
+    #define ABI_Q_N 8
 
-    /* rows wa and wa + rb (rb = 0: row wa alone, written once) x N prepared tokens (xp, dx,
-       sx as for the legacy tiles: token t of block i at xp + ((t / ABI_L_N) * nb + i) *
-       ABI_L_N * XB + (t % ABI_L_N) * XB) */
-    ABI_T2INL void abi_p_rn(const uint8_t* xp, const float* dx, const float* sx, const uint8_t* wa, Py_ssize_t rb,
+    /* rows w[0..3] (one may repeat: fewer than four rows, nr of them written) x N prepared
+       tokens (xp, dx, sx as for the legacy tiles: token t of block i at xp + ((t / ABI_L_N) *
+       nb + i) * ABI_L_N * XB + (t % ABI_L_N) * XB) */
+    ABI_T2INL void abi_q_rn(const uint8_t* xp, const float* dx, const float* sx, const uint8_t* const* w, int nr,
                             Py_ssize_t nb, float* y, Py_ssize_t ys, const int N) {
         const Py_ssize_t XB = ABI_L_XB;
-        const uint8_t* wb = wa + rb;
-        __m256 acc[ABI_P_N], acc0[ABI_P_N];
+        __m256 acc[ABI_Q_N], acc0[ABI_Q_N];
+        __m256i k[4];
+        __m128 mv;
         for (int chain = 0; chain < 2; ++chain) {
             ABI_T2UNROLL for (int t = 0; t < N; ++t) acc[t] = _mm256_setzero_ps();
             for (Py_ssize_t i = chain; i < nb; i += 2) {
-                const __m256i q = abi_q41_pair(wa + i * 20 + 4, wb + i * 20 + 4);
-                const __m256i lo = abi_q41_lo(q), hi = abi_q41_hi(q);
-                const __m256 dw = abi_pair_ps(abi_f16t(wa + i * 20), abi_f16t(wb + i * 20));
+                const Py_ssize_t o = i * 20;
+                const __m256 dw = abi_q41_quad_dm(w[0] + o, w[1] + o, w[2] + o, w[3] + o, &mv);
+                abi_q41_quad(w[0] + o + 4, w[1] + o + 4, w[2] + o + 4, w[3] + o + 4, k);
                 ABI_T2UNROLL for (int t = 0; t < N; ++t) {
-                    const __m256i v = abi_q41_pair_dot(lo, hi, xp + ((t / ABI_L_N * nb + i) * ABI_L_N + t % ABI_L_N) * XB);
+                    const __m256i v = abi_q41_quad_dot(k, xp + ((t / ABI_L_N * nb + i) * ABI_L_N + t % ABI_L_N) * XB);
                     const __m256 d = _mm256_mul_ps(dw, _mm256_broadcast_ss(dx + i * ABI_T2_TCP + t));
                     acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(v), acc[t]);
                 }
             }
             if (chain == 0) ABI_T2UNROLL for (int t = 0; t < N; ++t) acc0[t] = acc[t];
         }
-        /* lane t: token t's accm of each row (two chains side by side); m0 s0 + m1 s1 fused as
-           gcc fuses the T = 1 sum */
-        #define ABI_P_M(w, i) abi_f16t_bcast((w) + (i) * 20 + 2)
-        __m256 ma = _mm256_setzero_ps(), mb = _mm256_setzero_ps();
+        /* lane t: token t's accm of each row (four chains side by side), m0 s0 + (m1 s1) */
+        __m256 m[4];
+        ABI_T2UNROLL for (int r = 0; r < 4; ++r) m[r] = _mm256_setzero_ps();
         Py_ssize_t i = 0;
         for (; i + 1 < nb; i += 2) {
             const __m256 s0 = _mm256_loadu_ps(sx + i * ABI_T2_TCP), s1 = _mm256_loadu_ps(sx + (i + 1) * ABI_T2_TCP);
-            ma = _mm256_add_ps(ma, _mm256_fmadd_ps(ABI_P_M(wa, i), s0, _mm256_mul_ps(ABI_P_M(wa, i + 1), s1)));
-            mb = _mm256_add_ps(mb, _mm256_fmadd_ps(ABI_P_M(wb, i), s0, _mm256_mul_ps(ABI_P_M(wb, i + 1), s1)));
+            ABI_T2UNROLL for (int r = 0; r < 4; ++r)
+                m[r] = _mm256_add_ps(m[r], _mm256_fmadd_ps(abi_f16t_bcast(w[r] + i * 20 + 2), s0,
+                                                           _mm256_mul_ps(abi_f16t_bcast(w[r] + i * 20 + 22), s1)));
         }
         if (i < nb) {
             const __m256 s0 = _mm256_loadu_ps(sx + i * ABI_T2_TCP);
-            ma = _mm256_fmadd_ps(ABI_P_M(wa, i), s0, ma);
-            mb = _mm256_fmadd_ps(ABI_P_M(wb, i), s0, mb);
+            ABI_T2UNROLL for (int r = 0; r < 4; ++r) m[r] = _mm256_fmadd_ps(abi_f16t_bcast(w[r] + i * 20 + 2), s0, m[r]);
         }
-        #undef ABI_P_M
-        float m[2][8];
-        _mm256_storeu_ps(m[0], ma);
-        _mm256_storeu_ps(m[1], mb);
+        float ms[4][8], rows[4];
+        ABI_T2UNROLL for (int r = 0; r < 4; ++r) _mm256_storeu_ps(ms[r], m[r]);
         ABI_T2UNROLL for (int t = 0; t < N; ++t) {
-            const __m256 a = _mm256_add_ps(acc0[t], acc[t]);
-            y[t * ys] = abi_hsum4(_mm256_castps256_ps128(a)) + m[0][t];
-            if (rb) y[t * ys + 1] = abi_hsum4(_mm256_extractf128_ps(a, 1)) + m[1][t];
+            _mm_storeu_ps(rows, _mm_add_ps(abi_q41_quad_rows(_mm256_add_ps(acc0[t], acc[t])),
+                                           _mm_setr_ps(ms[0][t], ms[1][t], ms[2][t], ms[3][t])));
+            for (int r = 0; r < nr; ++r) y[t * ys + r] = rows[r];
         }
     }
 
@@ -590,21 +588,23 @@ cdef extern from *:
                     sx[i * ABI_T2_TCP + t] = abi_f16t(xt + 2);
                 }
             }
-            for (Py_ssize_t r = 0; r < nr; r += 2) {
-                const Py_ssize_t pb = nr - r > 1 ? rb : 0;
-                abi_t2_prefetch(w + (r + 2) * rb, w + nr * rb, 2 * rb);
-                for (Py_ssize_t t = 0; t < nc; t += ABI_P_N) {
+            for (Py_ssize_t r = 0; r < nr; r += 4) {
+                const int n = nr - r < 4 ? (int)(nr - r) : 4;
+                const uint8_t* rows[4];
+                for (int j = 0; j < 4; ++j) rows[j] = w + (r + (j < n ? j : n - 1)) * rb;
+                abi_t2_prefetch(w + (r + 4) * rb, w + nr * rb, 4 * rb);
+                for (Py_ssize_t t = 0; t < nc; t += ABI_Q_N) {
                     const uint8_t* xt = xp + t * nb * XB;
                     float* yt = y + (t0 + t) * ys + r;
                     switch (nc - t) {
-                        case 1: abi_p_rn(xt, dx + t, sx + t, w + r * rb, pb, nb, yt, ys, 1); break;
-                        case 2: abi_p_rn(xt, dx + t, sx + t, w + r * rb, pb, nb, yt, ys, 2); break;
-                        case 3: abi_p_rn(xt, dx + t, sx + t, w + r * rb, pb, nb, yt, ys, 3); break;
-                        case 4: abi_p_rn(xt, dx + t, sx + t, w + r * rb, pb, nb, yt, ys, 4); break;
-                        case 5: abi_p_rn(xt, dx + t, sx + t, w + r * rb, pb, nb, yt, ys, 5); break;
-                        case 6: abi_p_rn(xt, dx + t, sx + t, w + r * rb, pb, nb, yt, ys, 6); break;
-                        case 7: abi_p_rn(xt, dx + t, sx + t, w + r * rb, pb, nb, yt, ys, 7); break;
-                        default: abi_p_rn(xt, dx + t, sx + t, w + r * rb, pb, nb, yt, ys, ABI_P_N);
+                        case 1: abi_q_rn(xt, dx + t, sx + t, rows, n, nb, yt, ys, 1); break;
+                        case 2: abi_q_rn(xt, dx + t, sx + t, rows, n, nb, yt, ys, 2); break;
+                        case 3: abi_q_rn(xt, dx + t, sx + t, rows, n, nb, yt, ys, 3); break;
+                        case 4: abi_q_rn(xt, dx + t, sx + t, rows, n, nb, yt, ys, 4); break;
+                        case 5: abi_q_rn(xt, dx + t, sx + t, rows, n, nb, yt, ys, 5); break;
+                        case 6: abi_q_rn(xt, dx + t, sx + t, rows, n, nb, yt, ys, 6); break;
+                        case 7: abi_q_rn(xt, dx + t, sx + t, rows, n, nb, yt, ys, 7); break;
+                        default: abi_q_rn(xt, dx + t, sx + t, rows, n, nb, yt, ys, ABI_Q_N);
                     }
                 }
             }

@@ -112,17 +112,22 @@ cdef void gemv_rows(int t, const uint8_t* w, Py_ssize_t r0, Py_ssize_t r1, Py_ss
     cdef Py_ssize_t nb = cols // block_size_of(t)
     cdef const uint8_t* q = <const uint8_t*>xq
     cdef const float* xd = NULL
+    cdef float quad[4]
+    cdef Py_ssize_t k
     if t == T_Q4_0 or t == T_Q5_0:
         xd = quad_x(q, 34, nb)
     # one loop per type so each inlined dot product sits in its own tight loop
-    if t == T_Q4_1:   # rows in pairs (_qdot.pxd), the last one alone
+    if t == T_Q4_1:   # rows in fours (_qdot.pxd); the last one repeated for the rest
         r = r0
-        while r + 1 < r1:
-            _prefetch_row(w + r * rb, 2 * rb)
-            dot2_q4_1_q8_1(w + r * rb, rb, q, nb, y + r)
-            r += 2
+        while r + 3 < r1:
+            _prefetch_row(w + r * rb, 4 * rb)
+            dot4_q4_1_q8_1(w + r * rb, w + (r + 1) * rb, w + (r + 2) * rb, w + (r + 3) * rb, q, nb, y + r)
+            r += 4
         if r < r1:
-            y[r] = dot_q4_1_q8_1(w + r * rb, q, nb)
+            dot4_q4_1_q8_1(w + r * rb, w + min(r + 1, r1 - 1) * rb, w + min(r + 2, r1 - 1) * rb,
+                           w + (r1 - 1) * rb, q, nb, quad)
+            for k in range(r1 - r):
+                y[r + k] = quad[k]
     elif t == T_Q8_0:
         for r in range(r0, r1):
             _prefetch_row(w + r * rb, rb)
