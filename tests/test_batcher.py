@@ -77,6 +77,110 @@ def test_same_seed_same_output_alone_and_beside_three_streams(engine):
     assert engine.batcher.steps - steps0 < 24 + 30 * 3
 
 
+def _tokens(response, delay=0.0):
+    import time
+
+    out = []
+    for ev in response:
+        out.append(ev.token_id)
+        time.sleep(delay)
+    return out
+
+
+def test_a_slow_consumer_holds_its_stream_back_without_changing_it(engine):
+    """Past the first token the stepping thread samples (generation._chained), at most one
+    token ahead of the consumer: a consumer slower than the steps makes its tokens wait
+    (parked), and the tokens are those of a consumer that keeps up."""
+    opts = dict(max_tokens=16, temperature=0.8, seed=5, stop_tokens=[])
+    prompt = "Describe a walk in the forest."
+    for slot in engine.slots:
+        slot.cache.clear()
+    fast = _tokens(engine.create_streaming_response(prompt, slot=0, **opts))
+    for slot in engine.slots:
+        slot.cache.clear()
+    other = engine.create_streaming_response("Count slowly to twenty.", slot=1, max_tokens=40, temperature=0,
+                                             stop_tokens=[])
+    t = threading.Thread(target=_tokens, args=(other,))
+    t.start()
+    steps0 = engine.batcher.steps
+    slow = _tokens(engine.create_streaming_response(prompt, slot=0, **opts), delay=0.03)
+    t.join(120)
+    assert slow == fast and len(slow) == 16
+    # the other stream ran on meanwhile: the slow one was not in every step
+    assert engine.batcher.steps - steps0 > len(slow)
+
+
+def test_a_stream_closed_early_leaves_its_cache_alone(engine):
+    """A consumer that stops early (a stop string, a client gone) keeps at most the two
+    tokens the steps ran ahead, and no later step writes into its cache."""
+    for slot in engine.slots:
+        slot.cache.clear()
+    other = engine.create_streaming_response("Count slowly to twenty.", slot=1, max_tokens=30, temperature=0,
+                                             stop_tokens=[])
+    t = threading.Thread(target=_tokens, args=(other,))
+    t.start()
+    r = engine.create_streaming_response("Tell me a story.", slot=0, max_tokens=200, temperature=0,
+                                         stop_tokens=[])
+    n_prompt = len(r.prompt_ids)
+    for i, _ in enumerate(r):
+        if i == 4:
+            break
+    r.close()
+    cache = engine.slots[0].cache
+    length = cache.length
+    assert n_prompt + 4 <= length <= n_prompt + 5 + 2
+    t.join(120)   # the other stream's steps go on; this cache stays as it was
+    assert cache.length == length and len(cache.tokens) == length
+
+
+def test_a_failing_step_reaches_every_chained_stream(engine, monkeypatch):
+    for slot in engine.slots:
+        slot.cache.clear()
+    real = engine.model.forward_many
+    calls = [0]
+
+    def failing(parts):
+        calls[0] += 1
+        if calls[0] > 6:
+            raise RuntimeError("the step broke")
+        return real(parts)
+
+    monkeypatch.setattr(engine.model, "forward_many", failing)
+    errors = []
+
+    def run(i):
+        try:
+            engine.generate(f"Say something about {i}.", max_tokens=50, temperature=0, stop_tokens=[], slot=i)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert not any(th.is_alive() for th in threads)
+    assert errors == ["the step broke"] * 2
+
+
+def test_non_finite_logits_in_a_chained_stream_are_a_typed_error(engine, monkeypatch):
+    from abi.errors import NonFiniteError
+
+    for slot in engine.slots:
+        slot.cache.clear()
+    real = engine.model.forward_many
+    calls = [0]
+
+    def poisoned(parts):
+        out = real(parts)
+        calls[0] += 1
+        return [o if o is None or calls[0] < 4 else np.full_like(o, np.nan) for o in out]
+
+    monkeypatch.setattr(engine.model, "forward_many", poisoned)
+    with pytest.raises(NonFiniteError):
+        engine.generate("Say something.", max_tokens=30, temperature=0.7, seed=1, stop_tokens=[], slot=0)
+
+
 def test_a_long_prompt_is_prefilled_in_chunks_between_decode_steps(engine):
     for slot in engine.slots:
         slot.cache.clear()

@@ -4,7 +4,9 @@ jobs, agents).
 
 Each generation still runs its own loop (``generation.generate_step``: sampling, penalties,
 stop strings, seeds, logprobs, constraints and cancellation stay per sequence), but its
-forward calls go through ``Batcher.forward``, which queues them. A single stepping thread
+forward calls go through ``Batcher.forward``, which queues them; past its first token, an
+unconstrained generation hands the stepping thread its sampling too (``submit``'s ``then``),
+so that its next token is queued as its step ends (``generation._chained``). A single stepping thread
 takes what is queued and runs ONE compiled forward (``Model.forward_many``) over the next
 token of every decoding sequence plus tokens of waiting prompts (below), so the weights are
 read once per step for all of them; attention runs per sequence against its own
@@ -43,13 +45,14 @@ log = logging.getLogger("abi.llm")
 class _Request:
     """A generation's tokens for the steps: ``taken`` of ``ids`` have been run; ``outs`` the
     outputs of its pieces so far (those its ``output`` keeps); ``short``: goes whole;
-    ``token_s``: the seconds a token of its last piece added to that step (0: none yet)."""
+    ``token_s``: the seconds a token of its last piece added to that step (0: none yet);
+    ``then``: see ``Batcher.submit``."""
     __slots__ = ("ids", "cache", "output", "should_stop", "short", "taken", "token_s", "outs", "done",
-                 "result", "error")
+                 "result", "error", "then")
 
-    def __init__(self, ids, cache, output, should_stop=None, short=True):
+    def __init__(self, ids, cache, output, should_stop=None, short=True, then=None):
         self.ids, self.cache, self.output, self.should_stop = ids, cache, output, should_stop
-        self.short = short
+        self.short, self.then = short, then
         self.taken = 0
         self.token_s = 0.0
         self.outs: list = []
@@ -103,24 +106,38 @@ class Batcher:
     def forward(self, ids, cache, output: str = "last", should_stop=None):
         """``Model.forward``'s contract, run inside the shared steps: a prompt in pieces, as
         the steps have room; ``should_stop()`` polled between pieces (None when stopped)."""
-        model = self.model
-        ids = model.check_request(ids, cache, output)
         if output == "hidden":   # not a generation: run alone
-            return model.forward(ids, cache, output, should_stop)
-        ids = list(ids)
-        req = _Request(ids, cache, output, should_stop, short=len(ids) <= self.prefill_chunk)
-        return model.check_finite(self._submit(req), output, cache)
+            model = self.model
+            return model.forward(model.check_request(ids, cache, output), cache, output, should_stop)
+        return self.collect(self.submit(ids, cache, output, should_stop))
 
-    def _submit(self, req: _Request):
+    def submit(self, ids, cache, output: str = "last", should_stop=None, then=None) -> _Request:
+        """Queue ``forward``'s work for the next steps and return at once; ``collect`` waits
+        for its result. Until ``done`` is set the steps own ``cache``. ``then(result,
+        error)``, if given, runs in the stepping thread when the ids have run (or their step
+        failed: result None) and takes the result instead of ``collect``. It returns
+        ``(ids, deliver)``: the ids to run next for this cache (queued at once, ahead of later
+        arrivals; their result goes to ``then`` again), or None to end (``done``); and a
+        callable or None, called once every sequence of the step has been through its
+        ``then`` (so that no thread it wakes competes with those for Python's lock). It
+        must not raise."""
+        ids = self.model.check_request(ids, cache, output)
+        if output == "hidden":
+            raise ValueError("hidden states run alone: use forward")
+        req = _Request(ids, cache, output, should_stop, short=len(ids) <= self.prefill_chunk, then=then)
         with self._cv:
             if self._closed:
                 raise RuntimeError("the batcher is closed")
             self._pending.append(req)
             self._cv.notify_all()
+        return req
+
+    def collect(self, req: _Request):
+        """A submitted forward's output, once its steps have run (its error, if one failed)."""
         req.done.wait()
         if req.error is not None:
             raise req.error
-        return req.result
+        return self.model.check_finite(req.result, req.output, req.cache)
 
     def close(self) -> None:
         with self._cv:
@@ -211,6 +228,10 @@ class Batcher:
             except BaseException as exc:   # every generation in the step gets the error
                 for req, _ in batch:
                     req.error = exc
+                    if req.then is not None:
+                        _, deliver = req.then(None, exc)
+                        if deliver is not None:
+                            deliver()
                     req.done.set()
                 continue
             self._last_step_s = time.perf_counter() - t0
@@ -218,7 +239,7 @@ class Batcher:
             self.steps += 1
             self.step_tokens += sum(n for _, n in batch)
             self.max_sequences = max(self.max_sequences, len(batch))
-            again = []
+            again, delivers = [], []
             for (req, n), out in zip(batch, results):
                 req.taken += n
                 if req.output != "none" and (req.output == "all" or req.taken == len(req.ids)):
@@ -235,7 +256,22 @@ class Batcher:
                     continue
                 req.result = req.outs[0] if len(req.outs) == 1 else (
                     np.concatenate(req.outs) if req.outs else None)
-                req.done.set()
+                more, deliver = req.then(req.result, None) if req.then is not None else (None, None)
+                if more:   # the same sequence's next ids, as if submitted now
+                    try:
+                        req.ids = self.model.check_request(more, req.cache, req.output)
+                        req.taken, req.outs, req.result = 0, [], None
+                        again.append(req)
+                    except BaseException as exc:
+                        req.error = exc
+                        _, deliver = req.then(None, exc)   # replaces the token's delivery
+                        req.done.set()
+                else:
+                    req.done.set()
+                if deliver is not None:
+                    delivers.append(deliver)
+            for deliver in delivers:
+                deliver()
             if again:   # a prompt's rest keeps its place ahead of later arrivals
                 with self._cv:
                     self._pending[:0] = again

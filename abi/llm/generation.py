@@ -3,9 +3,11 @@
 cancellation, timeouts and statistics. Callbacks, SSE, the CLI and the server consume it."""
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from contextlib import nullcontext
+from functools import partial
 from typing import Iterator, Sequence
 
 from ..errors import ConfigError, ContextLengthExceeded
@@ -24,12 +26,15 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 def generate_step(model, cache: KVCache, new_ids: Sequence[int], sampler, processors,
                   logprobs: int = 0, should_stop=None,
-                  constraint=None, batcher=None) -> Iterator[tuple[int, dict | None]]:
+                  constraint=None, batcher=None, follows=None) -> Iterator[tuple[int, dict | None]]:
     """Prefill ``new_ids`` after what ``cache`` holds, then yield sampled tokens one by one,
     feeding each back. Stops early (yielding nothing more) when ``should_stop()`` is true.
     ``constraint`` (a ``constrain.Constraint``) masks the logits before each draw; its next
     mask is computed while the forward pass runs. ``batcher`` (an ``abi.llm.batcher.Batcher``)
-    runs the forward passes in steps shared with the other sequences on the model."""
+    runs the forward passes in steps shared with the other sequences on the model; then,
+    given ``follows(token, i)`` (whether the i-th generated token, from 0, may be followed)
+    and no constraint, the tokens after the first are sampled in the batcher's stepping
+    thread (``_chained``)."""
     forward = model.forward if batcher is None else batcher.forward
     if getattr(model, "backend", "cpu") == "cuda" and not logprobs and constraint is None:
         # sampling on the GPU: one token id per step crosses to the host, not the logits
@@ -43,7 +48,8 @@ def generate_step(model, cache: KVCache, new_ids: Sequence[int], sampler, proces
         constraint.begin()
     logits = forward(new_ids, cache, "last", should_stop)
     history = list(cache.tokens)
-    while logits is not None:
+
+    def pick(logits) -> tuple[int, dict | None]:
         raw = logits[0]
         adjusted = raw.copy()
         for proc in processors:
@@ -53,11 +59,71 @@ def generate_step(model, cache: KVCache, new_ids: Sequence[int], sampler, proces
         token = sampler(adjusted)
         if constraint is not None:
             constraint.advance(token)
-        yield token, (top_logprobs(raw, token, logprobs) if logprobs else None)
         history.append(token)
+        return token, (top_logprobs(raw, token, logprobs) if logprobs else None)
+
+    chain = batcher is not None and follows is not None and constraint is None
+    made = 0   # tokens sampled
+    while logits is not None:
+        token, info = pick(logits)
+        made += 1
+        if chain and follows(token, made - 1) and not (should_stop is not None and should_stop()):
+            yield from _chained(model, batcher, cache, pick, token, info, made, follows, should_stop)
+            return
+        yield token, info
         if should_stop is not None and should_stop():
             return
         logits = forward([token], cache, "last")
+
+
+def _chained(model, batcher, cache: KVCache, pick, token: int, info, made: int, follows,
+             should_stop) -> Iterator[tuple[int, dict | None]]:
+    """A batched generation's decode from its first sampled ``token`` on. Each next token is
+    sampled (``pick``) in the batcher's stepping thread as its step ends and queued for the
+    next step at once, so that the generations' threads, taking turns at Python's lock, no
+    longer hold every step up; this generator hands the tokens out, and its consumer's work
+    on one (detokenising, stop strings, streaming) overlaps the next step. The steps run at
+    most one token ahead of the consumer: a token sampled before the consumer took the one
+    before waits (parked) until it does. A consumer that stops early (a stop string, a
+    cancellation) leaves up to two tokens it did not use in the cache."""
+    out: queue.SimpleQueue = queue.SimpleQueue()
+    lock = threading.Lock()
+    state = {"made": made, "untaken": 0, "closed": False}
+
+    def then(result, error):   # the stepping thread, after this sequence's step
+        try:
+            if error is not None:
+                raise error
+            token, info = pick(model.check_finite(result, "last", cache))
+            i = state["made"]
+            state["made"] += 1
+            go = follows(token, i) and not (should_stop is not None and should_stop())
+            with lock:
+                mode = "end" if not go or state["closed"] else "go" if state["untaken"] == 0 else "park"
+                state["untaken"] += 1
+            return ([token] if mode == "go" else None), partial(out.put, (token, info, mode))
+        except BaseException as exc:   # the generation's error, raised in its own thread
+            return None, partial(out.put, exc)
+
+    running = batcher.submit([token], cache, "last", then=then)
+    try:
+        yield token, info
+        while not (should_stop is not None and should_stop()):
+            item = out.get()
+            if isinstance(item, BaseException):
+                raise item
+            token, info, mode = item
+            with lock:
+                state["untaken"] -= 1
+            if mode == "park":
+                running = batcher.submit([token], cache, "last", then=then)
+            yield token, info
+            if mode == "end":
+                return
+    finally:   # no step may write into the cache once the generation has let it go
+        with lock:
+            state["closed"] = True
+        running.done.wait()
 
 
 class StopStrings:
@@ -195,8 +261,14 @@ class StreamingResponse:
             detok = StreamingDetokenizer(tok, cfg.special_text) if cfg.decode_tokens else None
             stops = StopStrings(cfg.stop)
             self.state = StreamingState.PREFILLING
+            n_prompt = len(self.prompt_ids)
+
+            def follows(token: int, i: int) -> bool:   # no end of generation by this token
+                return (token not in stop_ids and i + 1 < cfg.max_tokens and n_prompt + i + 1 < model.n_ctx
+                        and (constraint is None or not constraint.stopped))
+
             steps = generate_step(model, cache, new_ids, sampler, processors, cfg.logprobs,
-                                  should_stop, constraint, self.batcher)
+                                  should_stop, constraint, self.batcher, follows)
             t_prev = start
             try:
                 for i, (token, info) in enumerate(steps):
