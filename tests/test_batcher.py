@@ -1,6 +1,7 @@
 """Continuous batching (abi/llm/batcher.py): one compiled forward per step over every
 sequence's next token; a token's arithmetic does not depend on the batch."""
 import threading
+import time
 import zlib
 
 import numpy as np
@@ -78,8 +79,6 @@ def test_same_seed_same_output_alone_and_beside_three_streams(engine):
 
 
 def _tokens(response, delay=0.0):
-    import time
-
     out = []
     for ev in response:
         out.append(ev.token_id)
@@ -133,19 +132,24 @@ def test_a_stream_closed_early_leaves_its_cache_alone(engine):
     assert cache.length == length and len(cache.tokens) == length
 
 
-def test_a_failing_step_reaches_every_chained_stream(engine, monkeypatch):
+def _break_steps_after(engine, monkeypatch, n, broken):
+    """Empty every slot; past the n-th step, each step runs ``broken(forward_many, parts)``."""
     for slot in engine.slots:
         slot.cache.clear()
-    real = engine.model.forward_many
-    calls = [0]
+    real, calls = engine.model.forward_many, [0]
 
-    def failing(parts):
+    def step(parts):
         calls[0] += 1
-        if calls[0] > 6:
-            raise RuntimeError("the step broke")
-        return real(parts)
+        return real(parts) if calls[0] <= n else broken(real, parts)
 
-    monkeypatch.setattr(engine.model, "forward_many", failing)
+    monkeypatch.setattr(engine.model, "forward_many", step)
+
+
+def test_a_failing_step_reaches_every_chained_stream(engine, monkeypatch):
+    def broken(real, parts):
+        raise RuntimeError("the step broke")
+
+    _break_steps_after(engine, monkeypatch, 6, broken)
     errors = []
 
     def run(i):
@@ -166,17 +170,8 @@ def test_a_failing_step_reaches_every_chained_stream(engine, monkeypatch):
 def test_non_finite_logits_in_a_chained_stream_are_a_typed_error(engine, monkeypatch):
     from abi.errors import NonFiniteError
 
-    for slot in engine.slots:
-        slot.cache.clear()
-    real = engine.model.forward_many
-    calls = [0]
-
-    def poisoned(parts):
-        out = real(parts)
-        calls[0] += 1
-        return [o if o is None or calls[0] < 4 else np.full_like(o, np.nan) for o in out]
-
-    monkeypatch.setattr(engine.model, "forward_many", poisoned)
+    _break_steps_after(engine, monkeypatch, 3,
+                       lambda real, parts: [o if o is None else np.full_like(o, np.nan) for o in real(parts)])
     with pytest.raises(NonFiniteError):
         engine.generate("Say something.", max_tokens=30, temperature=0.7, seed=1, stop_tokens=[], slot=0)
 

@@ -362,14 +362,6 @@ cdef extern from *:
         }
         return abi_hsum8(_mm256_add_ps(acc0, acc1)) + accm;
     }
-    /* four rows: the one-row product of each */
-    static inline void abi_dot4_q4_1_q8_1(const uint8_t* wa, const uint8_t* wb, const uint8_t* wc, const uint8_t* wd,
-                                          const uint8_t* x, Py_ssize_t nb, float* y) {
-        y[0] = abi_dot_q4_1_q8_1_simd(wa, x, nb);
-        y[1] = abi_dot_q4_1_q8_1_simd(wb, x, nb);
-        y[2] = abi_dot_q4_1_q8_1_simd(wc, x, nb);
-        y[3] = abi_dot_q4_1_q8_1_simd(wd, x, nb);
-    }
     #elif ABI_QDOT_SIMD
     /* Q4_1 where the AVX-512 tiles (_qtile.pxd) are not built: rows in fours. A vector holds
        8 weights of each of four rows ([a | b | c | d], 8 bytes each) against the same 8
@@ -994,13 +986,6 @@ cdef extern from *:
     #else
     #define abi_dot_q8_0_q8_0 abi_dot_q8_0_q8_0_scalar
     #define abi_dot_q4_0_q8_0(w, x, xd, nb) abi_dot_q4_0_q8_0_scalar(w, x, nb)
-    static inline void abi_dot4_q4_1_q8_1(const uint8_t* wa, const uint8_t* wb, const uint8_t* wc, const uint8_t* wd,
-                                          const uint8_t* x, Py_ssize_t nb, float* y) {
-        y[0] = abi_dot_q4_1_q8_1_scalar(wa, x, nb);
-        y[1] = abi_dot_q4_1_q8_1_scalar(wb, x, nb);
-        y[2] = abi_dot_q4_1_q8_1_scalar(wc, x, nb);
-        y[3] = abi_dot_q4_1_q8_1_scalar(wd, x, nb);
-    }
     #define abi_dot_q5_0_q8_0(w, x, xd, nb) abi_dot_q5_0_q8_0_scalar(w, x, nb)
     #define abi_dot_q5_1_q8_1 abi_dot_q5_1_q8_1_scalar
     #define abi_dot_q4_k_q8_k abi_dot_q4_k_q8_k_scalar
@@ -1013,6 +998,22 @@ cdef extern from *:
     #define abi_dot_f32 abi_dot_f32_scalar
     #define abi_dot_f16 abi_dot_f16_scalar
     #define abi_dot_bf16 abi_dot_bf16_scalar
+    #endif
+
+    #if !ABI_QDOT_SIMD || !ABI_QUADS   /* Q4_1 without its row quads: four one-row products */
+    #if ABI_QDOT_SIMD
+    #define ABI_Q41_ONE abi_dot_q4_1_q8_1_simd
+    #else
+    #define ABI_Q41_ONE abi_dot_q4_1_q8_1_scalar
+    #endif
+    static inline void abi_dot4_q4_1_q8_1(const uint8_t* wa, const uint8_t* wb, const uint8_t* wc, const uint8_t* wd,
+                                          const uint8_t* x, Py_ssize_t nb, float* y) {
+        y[0] = ABI_Q41_ONE(wa, x, nb);
+        y[1] = ABI_Q41_ONE(wb, x, nb);
+        y[2] = ABI_Q41_ONE(wc, x, nb);
+        y[3] = ABI_Q41_ONE(wd, x, nb);
+    }
+    #undef ABI_Q41_ONE
     #endif
 
     #endif /* ABI_QDOT_H */
