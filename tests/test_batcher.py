@@ -86,6 +86,15 @@ def _tokens(response, delay=0.0):
     return out
 
 
+def _stream_beside(engine, max_tokens):
+    """A greedy stream on slot 1, consumed by a thread (returned, started)."""
+    other = engine.create_streaming_response("Count slowly to twenty.", slot=1, max_tokens=max_tokens,
+                                             temperature=0, stop_tokens=[])
+    t = threading.Thread(target=_tokens, args=(other,))
+    t.start()
+    return t
+
+
 def test_a_slow_consumer_holds_its_stream_back_without_changing_it(engine):
     """Past the first token the stepping thread samples (generation._chained), at most one
     token ahead of the consumer: a consumer slower than the steps makes its tokens wait
@@ -97,10 +106,7 @@ def test_a_slow_consumer_holds_its_stream_back_without_changing_it(engine):
     fast = _tokens(engine.create_streaming_response(prompt, slot=0, **opts))
     for slot in engine.slots:
         slot.cache.clear()
-    other = engine.create_streaming_response("Count slowly to twenty.", slot=1, max_tokens=40, temperature=0,
-                                             stop_tokens=[])
-    t = threading.Thread(target=_tokens, args=(other,))
-    t.start()
+    t = _stream_beside(engine, 40)
     steps0 = engine.batcher.steps
     slow = _tokens(engine.create_streaming_response(prompt, slot=0, **opts), delay=0.03)
     t.join(120)
@@ -114,10 +120,7 @@ def test_a_stream_closed_early_leaves_its_cache_alone(engine):
     tokens the steps ran ahead, and no later step writes into its cache."""
     for slot in engine.slots:
         slot.cache.clear()
-    other = engine.create_streaming_response("Count slowly to twenty.", slot=1, max_tokens=30, temperature=0,
-                                             stop_tokens=[])
-    t = threading.Thread(target=_tokens, args=(other,))
-    t.start()
+    t = _stream_beside(engine, 30)
     r = engine.create_streaming_response("Tell me a story.", slot=0, max_tokens=200, temperature=0,
                                          stop_tokens=[])
     n_prompt = len(r.prompt_ids)
