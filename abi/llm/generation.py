@@ -167,8 +167,10 @@ def _drain(detok, stops: StopStrings) -> str:
 class StreamingResponse:
     """Pull-based stream of TokenEvents for one generation (``for event in response``).
 
-    Work happens in the consumer's thread as it iterates; ``cancel()`` may be called from
-    any thread and is honoured between prompt batches and between tokens.
+    Work happens in the consumer's thread as it iterates (beside other generations of a
+    batching engine, the sampling past the first token in the batcher's stepping thread);
+    ``cancel()`` may be called from any thread and is honoured between prompt batches and
+    between tokens.
     """
 
     def __init__(self, model, slot, prompt_ids: list[int], config: StreamingConfig, batcher=None):
