@@ -455,9 +455,26 @@ cdef extern from *:
         }
     }
 
+    /* nc tokens' activation blocks (Q8_1 when q8_1, else Q8_0) prepared as the tiles read
+       them: token t's block i at xp + ((t / ABI_L_N) * nb + i) * ABI_L_N * XB + (t % ABI_L_N)
+       * XB, its dx (and Q8_1's sx) at [i * ABI_T2_TCP + t] */
+    ABI_T2INL void abi_l_prep_x(const uint8_t* x, Py_ssize_t xs, Py_ssize_t nc, Py_ssize_t nb, const int q8_1,
+                                uint8_t* xp, float* dx, float* sx) {
+        const Py_ssize_t xb = q8_1 ? 36 : 34;
+        for (Py_ssize_t t = 0; t < nc; ++t) {
+            const uint8_t* xt = x + t * xs;
+            for (Py_ssize_t i = 0; i < nb; ++i, xt += xb) {
+                uint8_t* o = xp + ((t / ABI_L_N * nb + i) * ABI_L_N + t % ABI_L_N) * ABI_L_XB;
+                _mm256_store_si256((__m256i*)o, _mm256_loadu_si256((const __m256i*)(xt + (xb - 32))));
+                dx[i * ABI_T2_TCP + t] = abi_f16t(xt);
+                if (q8_1) sx[i * ABI_T2_TCP + t] = abi_f16t(xt + 2);
+            }
+        }
+    }
+
     ABI_T2INL void abi_l_tile_run(const uint8_t* w, Py_ssize_t rb, Py_ssize_t nr, const uint8_t* x, Py_ssize_t xs,
                                   Py_ssize_t nt, Py_ssize_t nb, float* y, Py_ssize_t ys, const int k) {
-        const Py_ssize_t wb = ABI_L_BYTES(k), xb = ABI_L_MIN(k) ? 36 : 34, XB = ABI_L_XB;
+        const Py_ssize_t wb = ABI_L_BYTES(k), XB = ABI_L_XB;
         const size_t cb = (size_t)ABI_T2_TC * nb * XB, fb = (size_t)nb * ABI_T2_TCP * 4;
         uint8_t* xp = abi_tile_scratch(cb + 2 * fb + (size_t)nb * ABI_L_WB);
         float* dx = (float*)(xp + cb);
@@ -466,15 +483,7 @@ cdef extern from *:
         if (ABI_L_MIN(k)) memset(sx, 0, fb);   /* accm's lanes past a tile's last token read these */
         for (Py_ssize_t t0 = 0; t0 < nt; t0 += ABI_T2_TC) {
             const Py_ssize_t nc = nt - t0 < ABI_T2_TC ? nt - t0 : ABI_T2_TC;
-            for (Py_ssize_t t = 0; t < nc; ++t) {
-                const uint8_t* xt = x + (t0 + t) * xs;
-                for (Py_ssize_t i = 0; i < nb; ++i, xt += xb) {
-                    uint8_t* o = xp + ((t / ABI_L_N * nb + i) * ABI_L_N + t % ABI_L_N) * XB;
-                    _mm256_store_si256((__m256i*)o, _mm256_loadu_si256((const __m256i*)(xt + (xb - 32))));
-                    dx[i * ABI_T2_TCP + t] = abi_f16t(xt);
-                    if (ABI_L_MIN(k)) sx[i * ABI_T2_TCP + t] = abi_f16t(xt + 2);
-                }
-            }
+            abi_l_prep_x(x + t0 * xs, xs, nc, nb, ABI_L_MIN(k), xp, dx, sx);
             /* a decode batch (up to two groups of tokens): its rows as stored, unpacked where used
                (measured faster up to 8 tokens, by a third at 2 and a fifth at 4 for Q4_1 when it
                took this tile) */
@@ -579,15 +588,7 @@ cdef extern from *:
         memset(sx, 0, fb);   /* accm's lanes past a group's last token read these */
         for (Py_ssize_t t0 = 0; t0 < nt; t0 += ABI_T2_TC) {
             const Py_ssize_t nc = nt - t0 < ABI_T2_TC ? nt - t0 : ABI_T2_TC;
-            for (Py_ssize_t t = 0; t < nc; ++t) {
-                const uint8_t* xt = x + (t0 + t) * xs;
-                for (Py_ssize_t i = 0; i < nb; ++i, xt += 36) {
-                    uint8_t* o = xp + ((t / ABI_L_N * nb + i) * ABI_L_N + t % ABI_L_N) * XB;
-                    _mm256_store_si256((__m256i*)o, _mm256_loadu_si256((const __m256i*)(xt + 4)));
-                    dx[i * ABI_T2_TCP + t] = abi_f16t(xt);
-                    sx[i * ABI_T2_TCP + t] = abi_f16t(xt + 2);
-                }
-            }
+            abi_l_prep_x(x + t0 * xs, xs, nc, nb, 1, xp, dx, sx);
             for (Py_ssize_t r = 0; r < nr; r += 4) {
                 const int n = nr - r < 4 ? (int)(nr - r) : 4;
                 const uint8_t* rows[4];
